@@ -1,0 +1,107 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A self-healing runtime for services: supervised replicas, probes, restarts and a
+/// fault-tolerant proxy, in one binary.
+#[derive(Parser)]
+#[command(name = "bulwark", version)]
+pub struct Cli {
+    /// Where `up` keeps its API address and token (the other commands read them).
+    /// Default: $XDG_STATE_HOME/bulwark or ~/.local/state/bulwark.
+    #[arg(long, global = true, env = "BULWARK_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a stack in the foreground until Ctrl-C or SIGTERM.
+    Up(UpArgs),
+    /// Validate a stack file; exit status 2 lists every problem with file:line:column.
+    Check {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Show every replica's state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what happened; --follow streams new events.
+    Events {
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a service's (or one replica's) recent output.
+    Logs {
+        /// SERVICE or SERVICE/INDEX
+        target: String,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Restart one replica, or all of a service's replicas one by one.
+    Restart {
+        /// SERVICE or SERVICE/INDEX
+        target: String,
+    },
+    /// Change a service's number of replicas.
+    Scale { service: String, replicas: u32 },
+    /// The demo workload: an HTTP service with injectable faults.
+    Demo(DemoArgs),
+    /// An open-loop HTTP load generator.
+    Load(LoadArgs),
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Do not echo replica output to stdout.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[arg(long, env = "PORT")]
+    pub port: u16,
+    /// Answer 503 on every endpoint for this long after starting.
+    #[arg(long, default_value = "0s")]
+    pub startup_delay: humantime::Duration,
+    /// Serve a TCP echo instead of HTTP.
+    #[arg(long)]
+    pub tcp: bool,
+}
+
+#[derive(Args)]
+pub struct LoadArgs {
+    pub url: String,
+    /// Requests per second, sent on schedule whether or not earlier ones returned.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    #[arg(long, default_value = "10s")]
+    pub duration: humantime::Duration,
+    /// Most requests in flight at once.
+    #[arg(long, default_value_t = load::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Per-request timeout.
+    #[arg(long, default_value = "5s")]
+    pub timeout: humantime::Duration,
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Extra header, "Name: value"; repeatable.
+    #[arg(long = "header", short = 'H')]
+    pub header: Vec<String>,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,104 @@
+//! The `bulwark` binary: command-line parsing and the wiring of every layer. No business
+//! logic lives here.
+
+mod cli;
+mod client;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Check { file } => return check(&file),
+        Command::Demo(args) => runtime(Some(1), true).and_then(|rt| rt.block_on(demo(args))),
+        Command::Up(args) => {
+            runtime(args.workers, false).and_then(|rt| rt.block_on(up::run(args, cli.state_dir)))
+        }
+        Command::Load(args) => runtime(None, false).and_then(|rt| rt.block_on(load(args))),
+        other => {
+            runtime(Some(1), true).and_then(|rt| rt.block_on(client::run(other, cli.state_dir)))
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bulwark: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(
+    workers: Option<usize>,
+    current_thread: bool,
+) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = if current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = workers {
+            b.worker_threads(n.max(1));
+        }
+        b
+    };
+    Ok(b.enable_all().build()?)
+}
+
+/// `bulwark check`: exit 0 when valid, 2 with every problem listed when not.
+fn check(file: &std::path::Path) -> ExitCode {
+    match spec::load(file) {
+        Ok(stack) => {
+            println!(
+                "{}: ok ({} service{})",
+                file.display(),
+                stack.services.len(),
+                if stack.services.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn demo(args: cli::DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = demo::Config::new(([127, 0, 0, 1], args.port).into());
+    cfg.startup_delay = args.startup_delay.into();
+    cfg.tcp = args.tcp;
+    demo::run(cfg).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load(args: cli::LoadArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = load::Config::new(args.url.parse()?);
+    cfg.rate = args.rate;
+    cfg.duration = args.duration.into();
+    cfg.concurrency = args.concurrency;
+    cfg.timeout = args.timeout.into();
+    cfg.method = args.method.parse()?;
+    cfg.body = args.body.map(Into::into);
+    for h in &args.header {
+        cfg.headers.push(load::parse_header(h)?);
+    }
+    let report = load::run(cfg).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

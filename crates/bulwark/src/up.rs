@@ -1,0 +1,112 @@
+//! `bulwark up`: wires spec → runtime → proxy/observe/api and runs until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bus::Bus;
+use prometheus_client::registry::Registry;
+use proxy::ProxyMetrics;
+use runtime::{Options, Supervisor};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cli::UpArgs;
+
+/// How long listeners wait for requests in flight after a stop signal.
+const PROXY_DRAIN: Duration = Duration::from_secs(10);
+
+pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let stack = match spec::load(&args.file) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let state_dir = state_dir.unwrap_or_else(api::state_dir::default_dir);
+    let token = api::state_dir::create(&state_dir)
+        .with_context(|| format!("cannot prepare state directory {}", state_dir.display()))?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let bus = Arc::new(Bus::new(10_000));
+    let mut registry = Registry::default();
+    let supervisor = Supervisor::new(
+        &stack,
+        bus.clone(),
+        &mut registry,
+        Options {
+            bulwark: std::env::current_exe().context("cannot find this program's path")?,
+            echo_logs: !args.quiet,
+            log_lines: 2000,
+        },
+    );
+    let proxy_metrics = ProxyMetrics::register(&mut registry);
+    let _events = observe::count_events(&bus, &mut registry);
+
+    // Bind every listener before starting a replica, so a taken port fails fast.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut proxies = JoinSet::new();
+    for svc in &stack.services {
+        let Some(expose) = &svc.expose else { continue };
+        let socket = TcpListener::bind(expose.listen).await.with_context(|| {
+            format!(
+                "service {}: cannot listen on {} (services.{}.expose.listen); is another \
+                 program using it?",
+                svc.name, expose.listen, svc.name
+            )
+        })?;
+        let listener = proxy::Listener {
+            service: svc.name.clone(),
+            balance: expose.balance,
+            socket,
+            endpoints: supervisor.endpoints(&svc.name).context("endpoints")?,
+        };
+        let (metrics, stop) = (proxy_metrics.clone(), stop_rx.clone());
+        proxies.spawn(async move { proxy::serve(listener, &metrics, stop, PROXY_DRAIN).await });
+        tracing::info!(service = %svc.name, listen = %expose.listen, "proxy listening");
+    }
+    let api_socket = TcpListener::bind(stack.api.listen).await.with_context(|| {
+        format!(
+            "cannot serve the API on {} ([api] listen); is another bulwark running?",
+            stack.api.listen
+        )
+    })?;
+    let api_addr = api_socket.local_addr()?;
+    api::state_dir::write_addr(&state_dir, api_addr)?;
+    let app = api::router(Arc::new(api::AppState {
+        supervisor: supervisor.clone(),
+        bus: bus.clone(),
+        registry: Arc::new(registry),
+        token,
+    }));
+    let mut api_stop = stop_rx.clone();
+    let api_task = tokio::spawn(async move {
+        axum::serve(api_socket, app)
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
+    supervisor.start();
+
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = sigint.recv() => tracing::info!("interrupted: stopping"),
+    }
+    // Listeners stop accepting and finish what they carry while replicas drain and stop.
+    stop_tx.send_replace(true);
+    supervisor.shutdown().await;
+    while proxies.join_next().await.is_some() {}
+    // Followers of event or log streams would keep the API open forever: cut them off.
+    let _ = tokio::time::timeout(Duration::from_secs(1), api_task).await;
+    let _ = std::fs::remove_file(state_dir.join(api::state_dir::ADDR_FILE));
+    tracing::info!("stopped; no replica is running");
+    Ok(ExitCode::SUCCESS)
+}

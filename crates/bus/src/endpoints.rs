@@ -1,0 +1,98 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+/// The ready replicas of one service at one moment. Immutable: a change publishes a new
+/// snapshot, so readers never lock while they pick a replica.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    /// Increases with every snapshot of the same service.
+    pub version: u64,
+    pub ready: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Replica index within its service.
+    pub replica: u32,
+    pub addr: SocketAddr,
+    /// Work in flight on this replica incarnation. The proxy holds a [`LoadGuard`] per
+    /// request; the supervisor waits for it to drain before it signals a replica to stop.
+    pub load: Arc<Load>,
+}
+
+/// Counts users of one replica incarnation.
+///
+/// Invariant: `inflight` equals the number of live [`LoadGuard`]s; `drained` wakes when it
+/// reaches zero, so draining is event-driven, not polled.
+#[derive(Debug, Default)]
+pub struct Load {
+    inflight: AtomicUsize,
+    idle: Notify,
+}
+
+impl Load {
+    pub fn acquire(self: &Arc<Self>) -> LoadGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        LoadGuard(self.clone())
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once nothing is in flight.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future loses nothing.
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.inflight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Releases one unit of [`Load`] when dropped.
+#[derive(Debug)]
+pub struct LoadGuard(Arc<Load>);
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn drained_wakes_when_last_guard_drops() {
+        let load = Arc::new(Load::default());
+        let a = load.acquire();
+        let b = load.acquire();
+        assert_eq!(load.inflight(), 2);
+        let waiter = tokio::spawn({
+            let load = load.clone();
+            async move { load.drained().await }
+        });
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished(), "one request is still in flight");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("drained after the last guard")
+            .unwrap();
+        assert_eq!(load.inflight(), 0);
+    }
+}

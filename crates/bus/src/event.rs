@@ -1,0 +1,254 @@
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// One thing that happened. `seq` is unique and increasing per bus.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub seq: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "startup",
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Readiness => "readiness",
+        }
+    }
+}
+
+/// How a process ended: an exit code, or the signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl Exit {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit status {code}"),
+            (None, Some(sig)) => write!(f, "killed by signal {sig}"),
+            (None, None) => f.write_str("unknown exit"),
+        }
+    }
+}
+
+/// Every state change in bulwark. Serialized with a `type` tag for the API and the journal.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    StackUp {
+        services: usize,
+    },
+    StackStopping,
+    StackStopped,
+    ReplicaStarted {
+        service: String,
+        index: u32,
+        pid: u32,
+        port: u16,
+    },
+    /// Startup probe passed (or there is none): liveness and readiness now run.
+    ReplicaRunning {
+        service: String,
+        index: u32,
+    },
+    ReplicaReady {
+        service: String,
+        index: u32,
+    },
+    ReplicaUnready {
+        service: String,
+        index: u32,
+        reason: String,
+    },
+    ProbeFailed {
+        service: String,
+        index: u32,
+        probe: ProbeKind,
+        reason: String,
+    },
+    ReplicaExited {
+        service: String,
+        index: u32,
+        pid: u32,
+        exit: Exit,
+        uptime_ms: u64,
+    },
+    RestartScheduled {
+        service: String,
+        index: u32,
+        delay_ms: u64,
+        restarts: u32,
+        reason: String,
+    },
+    /// A replica keeps dying before it has been up for `reset_after`. bulwark keeps
+    /// restarting it at the maximum backoff; it never gives up silently.
+    CrashLooping {
+        service: String,
+        index: u32,
+        restarts: u32,
+        last_exit: Exit,
+        stderr_tail: Vec<String>,
+    },
+    /// The restart policy says not to restart; the replica stays down.
+    ReplicaDone {
+        service: String,
+        index: u32,
+        exit: Exit,
+    },
+    ReplicaStopping {
+        service: String,
+        index: u32,
+        reason: String,
+    },
+    /// The replica did not stop within its grace; its process group was killed.
+    ReplicaKilled {
+        service: String,
+        index: u32,
+        pid: u32,
+    },
+    SpawnFailed {
+        service: String,
+        index: u32,
+        error: String,
+    },
+    Scaled {
+        service: String,
+        from: u32,
+        to: u32,
+    },
+}
+
+/// The one event bus: a bounded history for late readers plus a broadcast for live ones.
+///
+/// Invariant: a subscriber gets every event with `seq > since` exactly once and in order,
+/// unless it falls more than the channel capacity behind (then it is told it lagged).
+pub struct Bus {
+    inner: Mutex<History>,
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+struct History {
+    next_seq: u64,
+    events: VecDeque<Arc<Event>>,
+    capacity: usize,
+}
+
+pub struct Subscription {
+    /// Events already in history after `since`.
+    pub backlog: Vec<Arc<Event>>,
+    pub live: broadcast::Receiver<Arc<Event>>,
+}
+
+impl Bus {
+    pub fn new(history: usize) -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        Bus {
+            inner: Mutex::new(History {
+                next_seq: 1,
+                events: VecDeque::with_capacity(history.min(1024)),
+                capacity: history.max(1),
+            }),
+            tx,
+        }
+    }
+
+    pub fn publish(&self, kind: EventKind) -> Arc<Event> {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        // Sequence assignment, history append and broadcast happen under one lock so that
+        // `subscribe` sees either the event in the backlog or on the live channel, never
+        // both and never neither.
+        let mut h = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let event = Arc::new(Event {
+            seq: h.next_seq,
+            at_ms,
+            kind,
+        });
+        h.next_seq += 1;
+        if h.events.len() == h.capacity {
+            h.events.pop_front();
+        }
+        h.events.push_back(event.clone());
+        let _ = self.tx.send(event.clone());
+        event
+    }
+
+    /// Events with `seq > since` from history, and a receiver for everything after.
+    pub fn subscribe(&self, since: u64) -> Subscription {
+        let h = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let backlog = h.events.iter().filter(|e| e.seq > since).cloned().collect();
+        Subscription {
+            backlog,
+            live: self.tx.subscribe(),
+        }
+    }
+
+    pub fn history(&self) -> Vec<Arc<Event>> {
+        self.subscribe(0).backlog
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscriber_sees_backlog_then_live_without_gap() {
+        let bus = Bus::new(2);
+        for _ in 0..3 {
+            bus.publish(EventKind::StackStopping);
+        }
+        let mut sub = bus.subscribe(1);
+        // capacity 2: event 1 was dropped from history; 2 and 3 remain
+        let seqs: Vec<u64> = sub.backlog.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![2, 3]);
+        bus.publish(EventKind::StackStopped);
+        assert_eq!(sub.live.recv().await.unwrap().seq, 4);
+    }
+
+    #[test]
+    fn events_serialize_with_a_type_tag() {
+        let bus = Bus::new(8);
+        let e = bus.publish(EventKind::ReplicaExited {
+            service: "web".into(),
+            index: 1,
+            pid: 42,
+            exit: Exit {
+                code: None,
+                signal: Some(9),
+            },
+            uptime_ms: 5,
+        });
+        let json = serde_json::to_value(&*e).unwrap();
+        assert_eq!(json["type"], "replica_exited");
+        assert_eq!(json["exit"]["signal"], 9);
+        assert_eq!(json["seq"], 1);
+    }
+}

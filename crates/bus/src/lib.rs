@@ -1,0 +1,12 @@
+//! The seams between layers: typed events on one bus, and endpoint snapshots.
+//!
+//! Architecture invariant: this crate knows nothing of processes or HTTP. `runtime`
+//! publishes, everything else subscribes; endpoints flow from `runtime` to `proxy` through a
+//! `watch` channel of immutable snapshots (like Kubernetes EndpointSlices).
+#![forbid(unsafe_code)]
+
+mod endpoints;
+mod event;
+
+pub use endpoints::{Endpoint, Endpoints, Load, LoadGuard};
+pub use event::{Bus, Event, EventKind, Exit, ProbeKind, Subscription};

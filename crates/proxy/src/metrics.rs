@@ -1,0 +1,98 @@
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    service: String,
+    status_class: &'static str,
+}
+
+/// The proxy's metric families. Per-service handles are resolved once per listener, so
+/// the request path only touches atomics.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    requests: Family<StatusLabels, Counter>,
+    duration: Family<ServiceLabels, Histogram>,
+    retries: Family<ServiceLabels, Counter>,
+}
+
+impl ProxyMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = ProxyMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ])
+            }),
+            retries: Family::default(),
+        };
+        registry.register(
+            "bulwark_proxy_requests",
+            "Requests answered by the proxy, by status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "bulwark_proxy_request_duration_seconds",
+            "Time from request received to response headers sent",
+            m.duration.clone(),
+        );
+        registry.register(
+            "bulwark_proxy_retries",
+            "Requests sent again to another replica after a failed try",
+            m.retries.clone(),
+        );
+        m
+    }
+
+    pub(crate) fn for_service(&self, service: &str) -> ServiceMetrics {
+        let s = || service.to_owned();
+        let class = |c| {
+            self.requests
+                .get_or_create(&StatusLabels {
+                    service: s(),
+                    status_class: c,
+                })
+                .clone()
+        };
+        ServiceMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: self
+                .duration
+                .get_or_create(&ServiceLabels { service: s() })
+                .clone(),
+            retries: self
+                .retries
+                .get_or_create(&ServiceLabels { service: s() })
+                .clone(),
+        }
+    }
+}
+
+pub(crate) struct ServiceMetrics {
+    by_class: [Counter; 5],
+    pub duration: Histogram,
+    pub retries: Counter,
+}
+
+impl ServiceMetrics {
+    pub fn answered(&self, status: u16) {
+        let i = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[i].inc();
+    }
+}

@@ -1,0 +1,114 @@
+//! The process driver: spawns a replica in its own process group, signals the group.
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+
+use bus::Exit;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// What a replica is told about itself, substituted into `run` and set in its environment.
+pub(crate) struct Identity<'a> {
+    pub service: &'a str,
+    pub index: u32,
+    pub port: u16,
+    pub bulwark: &'a Path,
+}
+
+impl Identity<'_> {
+    pub fn substitute(&self, template: &str) -> String {
+        if !template.contains('{') {
+            return template.to_owned();
+        }
+        template
+            .replace("{bulwark}", &self.bulwark.to_string_lossy())
+            .replace("{port}", &self.port.to_string())
+            .replace("{index}", &self.index.to_string())
+            .replace("{service}", self.service)
+    }
+
+    pub fn apply_env(&self, cmd: &mut Command) {
+        cmd.env("PORT", self.port.to_string())
+            .env("BULWARK_SERVICE", self.service)
+            .env("BULWARK_INDEX", self.index.to_string())
+            .env(
+                "BULWARK_REPLICA",
+                format!("{}/{}", self.service, self.index),
+            );
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub(crate) fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Spawns one replica incarnation.
+///
+/// The child leads a new process group (so stop and kill reach everything it started) and
+/// gets `PR_SET_PDEATHSIG = SIGKILL`, so a kill -9 of bulwark takes it down too. The death
+/// signal is tied to the spawning *thread*; replicas are spawned from runtime worker
+/// threads, which live as long as bulwark does.
+pub(crate) fn spawn(svc: &spec::Service, id: &Identity<'_>) -> io::Result<Child> {
+    let argv: Vec<String> = svc.run.iter().map(|a| id.substitute(a)).collect();
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty run command"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(&svc.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    id.apply_env(&mut cmd);
+    if let Some(cwd) = &svc.cwd {
+        cmd.current_dir(cwd);
+    }
+    set_parent_death_signal(&mut cmd);
+    cmd.spawn().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot start {program:?} for service {}: {e}", id.service),
+        )
+    })
+}
+
+#[allow(unsafe_code)]
+fn set_parent_death_signal(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // functions (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // bulwark may have died between fork and prctl; then nobody would kill us.
+            if libc::getppid() != parent {
+                return Err(io::Error::other(
+                    "bulwark exited while starting the replica",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends `sig` to the process group led by `pid`. A group that is already gone is fine.
+pub(crate) fn signal_group(pid: u32, sig: Signal) {
+    let _ = killpg(Pid::from_raw(pid as i32), sig);
+}
+
+pub(crate) fn exit_of(status: ExitStatus) -> Exit {
+    Exit {
+        code: status.code(),
+        signal: status.signal(),
+    }
+}

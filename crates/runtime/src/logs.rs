@@ -1,0 +1,187 @@
+//! Bounded buffers of replica output, with live followers.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::broadcast;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub at_ms: u64,
+    pub replica: u32,
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// The recent output of one service's replicas.
+///
+/// Invariant: at most `capacity` lines are kept, each at most [`MAX_LINE`] bytes, so memory
+/// is bounded whatever a replica prints.
+pub struct Logs {
+    service: String,
+    lines: Mutex<VecDeque<Arc<LogLine>>>,
+    capacity: usize,
+    tx: broadcast::Sender<Arc<LogLine>>,
+    echo: bool,
+}
+
+/// Longer lines are cut (and marked) so one runaway line cannot hold memory.
+pub const MAX_LINE: usize = 8 * 1024;
+
+impl Logs {
+    pub(crate) fn new(service: &str, capacity: usize, echo: bool) -> Self {
+        Logs {
+            service: service.to_owned(),
+            lines: Mutex::new(VecDeque::new()),
+            capacity,
+            tx: broadcast::channel(1024).0,
+            echo,
+        }
+    }
+
+    fn push(&self, line: LogLine) {
+        if self.echo {
+            println!("{}/{} | {}", self.service, line.replica, line.text);
+        }
+        let line = Arc::new(line);
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == self.capacity {
+            lines.pop_front();
+        }
+        lines.push_back(line.clone());
+        let _ = self.tx.send(line);
+    }
+
+    /// The buffered lines (of one replica, or all) and a receiver for new ones.
+    pub fn subscribe(
+        &self,
+        replica: Option<u32>,
+    ) -> (Vec<Arc<LogLine>>, broadcast::Receiver<Arc<LogLine>>) {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let backlog = lines
+            .iter()
+            .filter(|l| replica.is_none_or(|r| l.replica == r))
+            .cloned()
+            .collect();
+        (backlog, self.tx.subscribe())
+    }
+
+    /// The last `n` stderr lines of a replica, oldest first.
+    pub fn stderr_tail(&self, replica: u32, n: usize) -> Vec<String> {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail: Vec<String> = lines
+            .iter()
+            .rev()
+            .filter(|l| l.replica == replica && l.stream == Stream::Stderr)
+            .take(n)
+            .map(|l| l.text.clone())
+            .collect();
+        tail.reverse();
+        tail
+    }
+
+    /// Copies `reader` into the buffer line by line until EOF.
+    pub(crate) async fn pump(
+        self: Arc<Self>,
+        replica: u32,
+        stream: Stream,
+        reader: impl AsyncRead + Unpin,
+    ) {
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        loop {
+            let (consumed, complete) = {
+                let Ok(buf) = reader.fill_buf().await else {
+                    break;
+                };
+                if buf.is_empty() {
+                    break;
+                }
+                match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        take_bounded(&mut line, &buf[..i]);
+                        (i + 1, true)
+                    }
+                    None => {
+                        take_bounded(&mut line, buf);
+                        (buf.len(), false)
+                    }
+                }
+            };
+            reader.consume(consumed);
+            if complete {
+                self.emit(replica, stream, &mut line);
+            }
+        }
+        if !line.is_empty() {
+            self.emit(replica, stream, &mut line);
+        }
+    }
+
+    fn emit(&self, replica: u32, stream: Stream, line: &mut Vec<u8>) {
+        let mut text = String::from_utf8_lossy(line).into_owned();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+        if line.len() >= MAX_LINE {
+            text.push_str(" [line truncated]");
+        }
+        line.clear();
+        self.push(LogLine {
+            at_ms: now_ms(),
+            replica,
+            stream,
+            text,
+        });
+    }
+}
+
+fn take_bounded(line: &mut Vec<u8>, bytes: &[u8]) {
+    let room = MAX_LINE.saturating_sub(line.len());
+    line.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keeps_bounded_lines_and_tails_stderr() {
+        let logs = Arc::new(Logs::new("web", 3, false));
+        let long = "x".repeat(MAX_LINE * 2);
+        let input = format!("a\nb\r\n{long}\nlast-no-newline");
+        logs.clone().pump(0, Stream::Stderr, input.as_bytes()).await;
+        let (lines, _) = logs.subscribe(Some(0));
+        assert_eq!(lines.len(), 3, "capacity 3 keeps the newest three");
+        assert_eq!(lines[0].text, "b");
+        assert!(lines[1].text.ends_with("[line truncated]"));
+        assert!(lines[1].text.len() < MAX_LINE + 32);
+        assert_eq!(lines[2].text, "last-no-newline");
+        assert_eq!(logs.stderr_tail(0, 1), vec!["last-no-newline".to_string()]);
+        assert!(logs.stderr_tail(1, 5).is_empty());
+    }
+}

@@ -1,0 +1,122 @@
+//! Supervisor metrics, registered in the shared Prometheus registry.
+
+use bus::ProbeKind;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::ReplicaState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabels {
+    service: String,
+    replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    service: String,
+    replica: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    service: String,
+    probe: &'static str,
+    result: &'static str,
+}
+
+/// Handles are cheap clones of shared families.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    state: Family<StateLabels, Gauge>,
+    ready: Family<ReplicaLabels, Gauge>,
+    restarts: Family<ReplicaLabels, Counter>,
+    probes: Family<ProbeLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics::default();
+        registry.register(
+            "bulwark_replica_state",
+            "Replica state: 1 for the state the replica is in, 0 for the others",
+            m.state.clone(),
+        );
+        registry.register(
+            "bulwark_replica_ready",
+            "1 when the replica is in its service's balancer",
+            m.ready.clone(),
+        );
+        registry.register(
+            "bulwark_replica_restarts",
+            "Restarts of a replica (crashes, failed probes and requested restarts)",
+            m.restarts.clone(),
+        );
+        registry.register(
+            "bulwark_probe_results",
+            "Probe attempts by probe kind and result",
+            m.probes.clone(),
+        );
+        m
+    }
+
+    pub(crate) fn probe(&self, service: &str, probe: ProbeKind, ok: bool) {
+        self.probes
+            .get_or_create(&ProbeLabels {
+                service: service.to_owned(),
+                probe: probe.as_str(),
+                result: if ok { "success" } else { "failure" },
+            })
+            .inc();
+    }
+
+    pub(crate) fn set_state(&self, service: &str, replica: u32, state: ReplicaState, ready: bool) {
+        let replica = replica.to_string();
+        for s in ReplicaState::ALL {
+            self.state
+                .get_or_create(&StateLabels {
+                    service: service.to_owned(),
+                    replica: replica.clone(),
+                    state: s.as_str(),
+                })
+                .set(i64::from(s == state));
+        }
+        self.ready
+            .get_or_create(&ReplicaLabels {
+                service: service.to_owned(),
+                replica,
+            })
+            .set(i64::from(ready));
+    }
+
+    pub(crate) fn restarted(&self, service: &str, replica: u32) {
+        self.restarts
+            .get_or_create(&ReplicaLabels {
+                service: service.to_owned(),
+                replica: replica.to_string(),
+            })
+            .inc();
+    }
+
+    /// A replica removed by scaling down leaves no stale series behind.
+    pub(crate) fn forget(&self, service: &str, replica: u32) {
+        let replica = replica.to_string();
+        for s in ReplicaState::ALL {
+            self.state.remove(&StateLabels {
+                service: service.to_owned(),
+                replica: replica.clone(),
+                state: s.as_str(),
+            });
+        }
+        let labels = ReplicaLabels {
+            service: service.to_owned(),
+            replica,
+        };
+        self.ready.remove(&labels);
+        self.restarts.remove(&labels);
+    }
+}

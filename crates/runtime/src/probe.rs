@@ -1,0 +1,224 @@
+//! Probes with Kubernetes semantics: startup gates liveness and readiness; liveness failure
+//! restarts; readiness drives balancer membership.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::ProbeKind;
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use policy::{Threshold, Transition};
+use spec::{Probe, ProbeAction, Service};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
+
+use crate::driver::Identity;
+use crate::metrics::Metrics;
+
+/// What the probe task tells the replica task.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// Startup passed (or there is no startup probe).
+    Running,
+    Ready(bool, String),
+    /// Startup or liveness failed `failure_threshold` times in a row: restart.
+    Failed(ProbeKind, String),
+}
+
+pub(crate) struct Target {
+    pub service: Arc<Service>,
+    pub index: u32,
+    pub port: u16,
+    pub bulwark: Arc<Path>,
+    pub metrics: Metrics,
+}
+
+/// Runs the probes of one replica incarnation, sending transitions on `tx`. Ends after a
+/// `Failed` report; otherwise runs until aborted by the replica task.
+pub(crate) async fn run(t: Arc<Target>, tx: mpsc::Sender<Report>) {
+    if let Some(p) = &t.service.startup {
+        let mut th = Threshold::new(1, p.failure_threshold);
+        let outcome = each_period(
+            p,
+            |res| {
+                t.metrics
+                    .probe(&t.service.name, ProbeKind::Startup, res.is_ok());
+                let failures = th.failures() + 1;
+                match (th.record(res.is_ok()), res) {
+                    (Some(Transition::Healthy), _) => Some(Ok(())),
+                    (Some(Transition::Unhealthy), Err(e)) => Some(Err(format!(
+                        "startup probe failed {failures} times in a row: {e}"
+                    ))),
+                    _ => None,
+                }
+            },
+            &t,
+        )
+        .await;
+        if let Err(reason) = outcome {
+            let _ = tx.send(Report::Failed(ProbeKind::Startup, reason)).await;
+            return;
+        }
+    }
+    if tx.send(Report::Running).await.is_err() {
+        return;
+    }
+    let liveness = async {
+        let Some(p) = &t.service.liveness else {
+            return std::future::pending().await;
+        };
+        let mut th = Threshold::new(1, p.failure_threshold);
+        let reason = each_period(
+            p,
+            |res| {
+                t.metrics
+                    .probe(&t.service.name, ProbeKind::Liveness, res.is_ok());
+                let failures = th.failures() + 1;
+                match (th.record(res.is_ok()), res) {
+                    (Some(Transition::Unhealthy), Err(e)) => Some(format!(
+                        "liveness probe failed {failures} times in a row: {e}"
+                    )),
+                    _ => None,
+                }
+            },
+            &t,
+        )
+        .await;
+        let _ = tx.send(Report::Failed(ProbeKind::Liveness, reason)).await;
+    };
+    let readiness = async {
+        let Some(p) = &t.service.readiness else {
+            let _ = tx.send(Report::Ready(true, String::new())).await;
+            return std::future::pending().await;
+        };
+        let mut th = Threshold::new(p.success_threshold, p.failure_threshold);
+        each_period::<()>(
+            p,
+            |res| {
+                t.metrics
+                    .probe(&t.service.name, ProbeKind::Readiness, res.is_ok());
+                let report = match (th.record(res.is_ok()), res) {
+                    (Some(Transition::Healthy), _) => Some(Report::Ready(true, String::new())),
+                    (Some(Transition::Unhealthy), Err(e)) => {
+                        Some(Report::Ready(false, format!("readiness probe failed: {e}")))
+                    }
+                    _ => None,
+                };
+                if let Some(r) = report {
+                    // A full channel means the replica task is busy stopping us; dropping a
+                    // transition then is harmless.
+                    let _ = tx.try_send(r);
+                }
+                None
+            },
+            &t,
+        )
+        .await;
+    };
+    // Liveness ends the task by returning; readiness never returns.
+    tokio::select! {
+        () = liveness => {}
+        () = readiness => {}
+    }
+}
+
+/// Checks every `period` (after `initial_delay`) until `judge` returns a value.
+async fn each_period<T>(
+    p: &Probe,
+    mut judge: impl FnMut(Result<(), String>) -> Option<T>,
+    t: &Target,
+) -> T {
+    sleep(p.initial_delay).await;
+    let mut tick = interval_at(Instant::now(), p.period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let res = check(&p.action, p.timeout, t).await;
+        if let Some(v) = judge(res) {
+            return v;
+        }
+    }
+}
+
+/// One probe attempt against the replica on 127.0.0.1.
+async fn check(action: &ProbeAction, limit: Duration, t: &Target) -> Result<(), String> {
+    let attempt = async {
+        match action {
+            ProbeAction::Tcp => TcpStream::connect(("127.0.0.1", t.port))
+                .await
+                .map(drop)
+                .map_err(|e| format!("tcp connect to port {}: {e}", t.port)),
+            ProbeAction::Http { path } => http_get(t.port, path).await,
+            ProbeAction::Exec { command } => exec(command, t).await,
+        }
+    };
+    match timeout(limit, attempt).await {
+        Ok(res) => res,
+        Err(_) => Err(format!("timed out after {limit:?}")),
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> Result<(), String> {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("GET {path}: connect to port {port}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, format!("127.0.0.1:{port}"))
+        .header(http::header::USER_AGENT, "bulwark-probe")
+        .header(http::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let res = sender.send_request(req).await;
+    conn.abort();
+    let status = res.map_err(|e| format!("GET {path}: {e}"))?.status();
+    if (200..400).contains(&status.as_u16()) {
+        Ok(())
+    } else {
+        Err(format!("GET {path}: status {}", status.as_u16()))
+    }
+}
+
+async fn exec(command: &[String], t: &Target) -> Result<(), String> {
+    let id = Identity {
+        service: &t.service.name,
+        index: t.index,
+        port: t.port,
+        bulwark: &t.bulwark,
+    };
+    let argv: Vec<String> = command.iter().map(|a| id.substitute(a)).collect();
+    let Some((program, args)) = argv.split_first() else {
+        return Err("empty exec probe".into());
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(&t.service.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    id.apply_env(&mut cmd);
+    if let Some(cwd) = &t.service.cwd {
+        cmd.current_dir(cwd);
+    }
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| format!("exec {program:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "exec {program:?}: {}",
+            crate::driver::exit_of(status)
+        ))
+    }
+}

@@ -1,0 +1,447 @@
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bus::{Bus, Endpoint, Endpoints, EventKind, Exit, Load};
+use prometheus_client::registry::Registry;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::ReplicaState;
+use crate::logs::Logs;
+use crate::metrics::Metrics;
+use crate::replica::{self, Control};
+
+pub struct Options {
+    /// Substituted for `{bulwark}` in commands.
+    pub bulwark: PathBuf,
+    /// Print replica output to bulwark's stdout, prefixed `service/index | `.
+    pub echo_logs: bool,
+    /// Lines of output kept per service.
+    pub log_lines: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no service named {0:?} in the stack file")]
+    UnknownService(String),
+    #[error("service {service:?} has no replica {index}")]
+    UnknownReplica { service: String, index: u32 },
+    #[error("bulwark is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicaStatus {
+    pub index: u32,
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    pub state: ReplicaState,
+    pub ready: bool,
+    pub restarts: u32,
+    pub last_exit: Option<Exit>,
+    /// Set while crash-looping: the last lines the replica wrote to stderr.
+    pub stderr_tail: Vec<String>,
+    pub started_at_ms: Option<u64>,
+}
+
+impl ReplicaStatus {
+    fn new(index: u32) -> Self {
+        ReplicaStatus {
+            index,
+            pid: None,
+            port: None,
+            state: ReplicaState::Pending,
+            ready: false,
+            restarts: 0,
+            last_exit: None,
+            stderr_tail: Vec::new(),
+            started_at_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub desired: u32,
+    pub expose: Option<SocketAddr>,
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// Supervises every service of a stack. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub bus: Arc<Bus>,
+    pub metrics: Metrics,
+    pub bulwark: Arc<Path>,
+    /// Bounds replicas that are restarting at once (spawned, startup not yet passed).
+    pub restart_permits: Arc<Semaphore>,
+    services: Mutex<BTreeMap<String, ServiceEntry>>,
+    /// Names in dependency order.
+    order: Vec<String>,
+    shutting_down: watch::Sender<bool>,
+}
+
+/// Invariant: `endpoints` holds exactly the replicas whose status is `ready` with a port,
+/// and is republished (with a higher version) whenever that set changes.
+struct ServiceEntry {
+    spec: Arc<spec::Service>,
+    desired: u32,
+    replicas: BTreeMap<u32, ReplicaEntry>,
+    endpoints: watch::Sender<Arc<Endpoints>>,
+    /// Bumped on every status change of any replica, for waiters.
+    changed: watch::Sender<u64>,
+    logs: Arc<Logs>,
+}
+
+struct ReplicaEntry {
+    status: ReplicaStatus,
+    load: Arc<Load>,
+    control: mpsc::UnboundedSender<Control>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    pub fn new(stack: &spec::Stack, bus: Arc<Bus>, registry: &mut Registry, opts: Options) -> Self {
+        let metrics = Metrics::register(registry);
+        let services = stack
+            .services
+            .iter()
+            .map(|s| {
+                let entry = ServiceEntry {
+                    spec: Arc::new(s.clone()),
+                    desired: s.replicas,
+                    replicas: BTreeMap::new(),
+                    endpoints: watch::channel(Arc::new(Endpoints::default())).0,
+                    changed: watch::channel(0).0,
+                    logs: Arc::new(Logs::new(&s.name, opts.log_lines, opts.echo_logs)),
+                };
+                (s.name.clone(), entry)
+            })
+            .collect();
+        Supervisor {
+            shared: Arc::new(Shared {
+                bus,
+                metrics,
+                bulwark: opts.bulwark.into(),
+                restart_permits: Arc::new(Semaphore::new(
+                    stack.supervisor.max_concurrent_restarts as usize,
+                )),
+                services: Mutex::new(services),
+                order: stack.services.iter().map(|s| s.name.clone()).collect(),
+                shutting_down: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Ready replicas of `service`, as a stream of snapshots.
+    pub fn endpoints(&self, service: &str) -> Option<watch::Receiver<Arc<Endpoints>>> {
+        self.shared
+            .lock()
+            .get(service)
+            .map(|e| e.endpoints.subscribe())
+    }
+
+    pub fn logs(&self, service: &str) -> Option<Arc<Logs>> {
+        self.shared.lock().get(service).map(|e| e.logs.clone())
+    }
+
+    /// Starts every service in dependency order: a service's replicas are spawned once
+    /// each service it depends on has at least one ready replica.
+    pub fn start(&self) -> JoinHandle<()> {
+        let sup = self.clone();
+        tokio::spawn(async move {
+            let mut stop = sup.shared.shutting_down.subscribe();
+            for name in &sup.shared.order {
+                let deps = match sup.shared.lock().get(name.as_str()) {
+                    Some(e) => e.spec.depends_on.clone(),
+                    None => continue,
+                };
+                for dep in &deps {
+                    tokio::select! {
+                        () = sup.wait_ready(dep) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+                if *stop.borrow() {
+                    return;
+                }
+                let mut services = sup.shared.lock();
+                if let Some(entry) = services.get_mut(name.as_str()) {
+                    for index in 0..entry.desired {
+                        sup.add_replica(entry, index);
+                    }
+                }
+            }
+            let services = sup.shared.order.len();
+            sup.shared.bus.publish(EventKind::StackUp { services });
+        })
+    }
+
+    /// Resolves when `service` has at least one ready replica (or wants none).
+    async fn wait_ready(&self, service: &str) {
+        let Some(mut changed) = self
+            .shared
+            .lock()
+            .get(service)
+            .map(|e| e.changed.subscribe())
+        else {
+            return;
+        };
+        loop {
+            {
+                let services = self.shared.lock();
+                let Some(e) = services.get(service) else {
+                    return;
+                };
+                if e.desired == 0 || e.replicas.values().any(|r| r.status.ready) {
+                    return;
+                }
+            }
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn add_replica(&self, entry: &mut ServiceEntry, index: u32) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(replica::run(
+            self.shared.clone(),
+            entry.spec.clone(),
+            entry.logs.clone(),
+            index,
+            rx,
+        ));
+        entry.replicas.insert(
+            index,
+            ReplicaEntry {
+                status: ReplicaStatus::new(index),
+                load: Arc::new(Load::default()),
+                control: tx,
+                task: Some(task),
+            },
+        );
+        self.shared
+            .metrics
+            .set_state(&entry.spec.name, index, ReplicaState::Pending, false);
+    }
+
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        let services = self.shared.lock();
+        self.shared
+            .order
+            .iter()
+            .filter_map(|name| services.get(name.as_str()))
+            .map(|e| ServiceStatus {
+                name: e.spec.name.clone(),
+                desired: e.desired,
+                expose: e.spec.expose.as_ref().map(|x| x.listen),
+                replicas: e.replicas.values().map(|r| r.status.clone()).collect(),
+            })
+            .collect()
+    }
+
+    /// Restarts one replica, or every replica of the service one after another, each
+    /// waiting for the previous one to be ready again (so capacity drops by one at most).
+    pub fn restart(&self, service: &str, index: Option<u32>) -> Result<(), ControlError> {
+        self.check_running()?;
+        let indices: Vec<u32> = {
+            let services = self.shared.lock();
+            let entry = services
+                .get(service)
+                .ok_or_else(|| ControlError::UnknownService(service.into()))?;
+            match index {
+                Some(i) if entry.replicas.contains_key(&i) => vec![i],
+                Some(i) => {
+                    return Err(ControlError::UnknownReplica {
+                        service: service.into(),
+                        index: i,
+                    });
+                }
+                None => entry.replicas.keys().copied().collect(),
+            }
+        };
+        let sup = self.clone();
+        let service = service.to_owned();
+        tokio::spawn(async move {
+            for i in indices {
+                let Some((before, mut changed)) = sup.send(&service, i, Control::Restart) else {
+                    continue;
+                };
+                // Wait until this replica has restarted and is ready (or is gone).
+                loop {
+                    let done = sup
+                        .shared
+                        .lock()
+                        .get(service.as_str())
+                        .and_then(|e| e.replicas.get(&i))
+                        .is_none_or(|r| r.status.ready && r.status.restarts > before);
+                    if done || changed.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn send(&self, service: &str, index: u32, c: Control) -> Option<(u32, watch::Receiver<u64>)> {
+        let services = self.shared.lock();
+        let entry = services.get(service)?;
+        let r = entry.replicas.get(&index)?;
+        r.control.send(c).ok()?;
+        Some((r.status.restarts, entry.changed.subscribe()))
+    }
+
+    /// Sets the number of replicas. New replicas take the lowest free indices; scaling
+    /// down drains and stops the highest ones.
+    pub fn scale(&self, service: &str, replicas: u32) -> Result<u32, ControlError> {
+        self.check_running()?;
+        let mut services = self.shared.lock();
+        let entry = services
+            .get_mut(service)
+            .ok_or_else(|| ControlError::UnknownService(service.into()))?;
+        let from = entry.desired;
+        entry.desired = replicas;
+        let live: Vec<u32> = entry
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.status.state != ReplicaState::Stopping)
+            .map(|(i, _)| *i)
+            .collect();
+        if live.len() as u32 > replicas {
+            for i in &live[replicas as usize..] {
+                if let Some(r) = entry.replicas.get(i) {
+                    let _ = r.control.send(Control::Remove);
+                }
+            }
+        } else {
+            let mut index = 0;
+            for _ in live.len() as u32..replicas {
+                while entry.replicas.contains_key(&index) {
+                    index += 1;
+                }
+                self.add_replica(entry, index);
+            }
+        }
+        drop(services);
+        self.shared.bus.publish(EventKind::Scaled {
+            service: service.into(),
+            from,
+            to: replicas,
+        });
+        Ok(from)
+    }
+
+    fn check_running(&self) -> Result<(), ControlError> {
+        if *self.shared.shutting_down.borrow() {
+            Err(ControlError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Drains and stops every replica, services in reverse dependency order. Returns
+    /// when no replica process remains.
+    pub async fn shutdown(&self) {
+        self.shared.shutting_down.send_replace(true);
+        self.shared.bus.publish(EventKind::StackStopping);
+        for name in self.shared.order.iter().rev() {
+            let tasks: Vec<JoinHandle<()>> = {
+                let mut services = self.shared.lock();
+                let Some(entry) = services.get_mut(name.as_str()) else {
+                    continue;
+                };
+                entry
+                    .replicas
+                    .values_mut()
+                    .filter_map(|r| {
+                        let _ = r.control.send(Control::Stop);
+                        r.task.take()
+                    })
+                    .collect()
+            };
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+        self.shared.bus.publish(EventKind::StackStopped);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ServiceEntry>> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `f` to one replica's status, then republishes endpoints if readiness or
+    /// address changed, updates metrics and wakes waiters.
+    pub fn update(&self, service: &str, index: u32, f: impl FnOnce(&mut ReplicaStatus)) {
+        let mut services = self.lock();
+        let Some(entry) = services.get_mut(service) else {
+            return;
+        };
+        let Some(r) = entry.replicas.get_mut(&index) else {
+            return;
+        };
+        let before = (r.status.ready, r.status.port);
+        f(&mut r.status);
+        self.metrics
+            .set_state(service, index, r.status.state, r.status.ready);
+        if before != (r.status.ready, r.status.port) {
+            publish_endpoints(entry);
+        }
+        entry.changed.send_modify(|v| *v += 1);
+    }
+
+    /// A new incarnation's in-flight counter, which endpoints hand to the proxy.
+    pub fn set_load(&self, service: &str, index: u32, load: Arc<Load>) {
+        if let Some(r) = self
+            .lock()
+            .get_mut(service)
+            .and_then(|e| e.replicas.get_mut(&index))
+        {
+            r.load = load;
+        }
+    }
+
+    /// The replica's task has ended for good (scaled away): forget it.
+    pub fn remove(&self, service: &str, index: u32) {
+        let mut services = self.lock();
+        if let Some(entry) = services.get_mut(service)
+            && entry.replicas.remove(&index).is_some()
+        {
+            self.metrics.forget(service, index);
+            publish_endpoints(entry);
+            entry.changed.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+fn publish_endpoints(entry: &ServiceEntry) {
+    let ready = entry
+        .replicas
+        .values()
+        .filter(|r| r.status.ready)
+        .filter_map(|r| {
+            Some(Endpoint {
+                replica: r.status.index,
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, r.status.port?)),
+                load: r.load.clone(),
+            })
+        })
+        .collect();
+    entry.endpoints.send_modify(|e| {
+        *e = Arc::new(Endpoints {
+            version: e.version + 1,
+            ready,
+        })
+    });
+}
