@@ -69,7 +69,7 @@ fn check(file: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            eprint!("{errors}");
+            eprintln!("{errors}");
             ExitCode::from(2)
         }
     }

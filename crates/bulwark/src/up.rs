@@ -24,7 +24,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let stack = match spec::load(&args.file) {
         Ok(s) => s,
         Err(errors) => {
-            eprint!("{errors}");
+            eprintln!("{errors}");
             return Ok(ExitCode::from(2));
         }
     };

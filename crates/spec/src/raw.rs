@@ -1,0 +1,645 @@
+//! The raw layer: the stack file as spanned, shape-checked data.
+//!
+//! Why not `#[derive(Deserialize)]` with `deny_unknown_fields`: serde stops at the first
+//! problem, and the user should be able to fix the whole file in one go. So toml parses
+//! into its generic spanned tree ([`DeTable`]), and this module walks it: every unknown
+//! key and every value of the wrong TOML type is recorded, and the walk goes on.
+//!
+//! Only *shape* is checked here (which keys exist, which TOML types their values have).
+//! Meaning — ranges, durations, addresses, references between services, defaults — is
+//! `validate`'s job. Every value keeps its span so `validate` can point at it.
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::problem::{Problems, Span, hint};
+
+/// A key after reading.
+///
+/// `Invalid` (present, but already reported as the wrong type) is kept apart from
+/// `Absent` so that `validate` neither reports it a second time as missing nor silently
+/// replaces it with a default, and so that cross-field checks skip it.
+#[derive(Debug)]
+pub(crate) enum Field<T> {
+    Absent,
+    Invalid,
+    Given(Spanned<T>),
+}
+
+impl<T> Field<T> {
+    pub fn given(&self) -> Option<&Spanned<T>> {
+        match self {
+            Field::Given(v) => Some(v),
+            Field::Absent | Field::Invalid => None,
+        }
+    }
+
+    /// Present in the file, valid or not.
+    pub fn is_present(&self) -> bool {
+        !matches!(self, Field::Absent)
+    }
+
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Field<U> {
+        match self {
+            Field::Given(v) => {
+                let span = v.span();
+                Field::Given(Spanned::new(span, f(v.into_inner())))
+            }
+            Field::Absent => Field::Absent,
+            Field::Invalid => Field::Invalid,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct RawStack {
+    /// In file order (toml's map is sorted by key; the order is recovered from spans).
+    pub services: Vec<RawService>,
+    /// Where to point when there is no service at all: the `services` key if any.
+    pub services_span: Span,
+    pub api: Field<RawApi>,
+    pub supervisor: Field<RawSupervisor>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawApi {
+    pub listen: Field<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawSupervisor {
+    pub max_concurrent_restarts: Field<i64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawService {
+    /// The table's key, spanned at the key itself.
+    pub name: Spanned<String>,
+    /// The table's header (`[services.web]`), where missing keys are reported.
+    pub span: Span,
+    pub run: Field<Vec<Spanned<String>>>,
+    pub replicas: Field<i64>,
+    pub restart: Field<String>,
+    pub restart_rules: Field<Vec<RawRestartRule>>,
+    pub env: Field<Vec<(Spanned<String>, Spanned<String>)>>,
+    pub cwd: Field<String>,
+    pub stop_signal: Field<String>,
+    pub stop_grace: Field<String>,
+    pub depends_on: Field<Vec<Spanned<String>>>,
+    pub backoff: Field<RawBackoff>,
+    pub startup: Field<RawProbe>,
+    pub liveness: Field<RawProbe>,
+    pub readiness: Field<RawProbe>,
+    pub expose: Field<RawExpose>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawRestartRule {
+    pub span: Span,
+    /// `[[services.web.restart_rules]]`, for messages.
+    pub label: String,
+    pub exit_codes: Field<Vec<Spanned<i64>>>,
+    pub action: Field<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawBackoff {
+    pub initial: Field<String>,
+    pub max: Field<String>,
+    pub reset_after: Field<String>,
+    pub multiplier: Field<f64>,
+    pub jitter: Field<f64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawProbe {
+    /// `[services.web.liveness]`, for messages.
+    pub label: String,
+    pub http: Field<String>,
+    pub tcp: Field<bool>,
+    pub exec: Field<Vec<Spanned<String>>>,
+    /// Keys of the action fields in file order, so "two actions" can point at the second.
+    pub action_keys: Vec<Spanned<String>>,
+    pub period: Field<String>,
+    pub timeout: Field<String>,
+    pub initial_delay: Field<String>,
+    pub failure_threshold: Field<i64>,
+    pub success_threshold: Field<i64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawExpose {
+    pub label: String,
+    pub listen: Field<String>,
+    pub balance: Field<String>,
+}
+
+const TOP_KEYS: &[&str] = &["services", "api", "supervisor"];
+const API_KEYS: &[&str] = &["listen"];
+const SUPERVISOR_KEYS: &[&str] = &["max_concurrent_restarts"];
+pub(crate) const SERVICE_KEYS: &[&str] = &[
+    "run",
+    "replicas",
+    "restart",
+    "restart_rules",
+    "env",
+    "cwd",
+    "stop_signal",
+    "stop_grace",
+    "depends_on",
+    "backoff",
+    "startup",
+    "liveness",
+    "readiness",
+    "expose",
+];
+const RULE_KEYS: &[&str] = &["exit_codes", "action"];
+const BACKOFF_KEYS: &[&str] = &["initial", "max", "reset_after", "multiplier", "jitter"];
+pub(crate) const PROBE_ACTIONS: &[&str] = &["http", "tcp", "exec"];
+const PROBE_KEYS: &[&str] = &[
+    "http",
+    "tcp",
+    "exec",
+    "period",
+    "timeout",
+    "initial_delay",
+    "failure_threshold",
+    "success_threshold",
+];
+const EXPOSE_KEYS: &[&str] = &["listen", "balance"];
+
+const DURATION: &str = "a duration string such as \"250ms\" or \"5s\"";
+
+/// Reads the whole document. Never fails: problems go to `p`, and whatever could be
+/// read is returned so that `validate` can find the remaining problems too.
+pub(crate) fn read(doc: &Spanned<DeTable<'_>>, p: &mut Problems) -> RawStack {
+    let root = Table {
+        map: doc.get_ref(),
+        span: doc.span(),
+        path: String::new(),
+        label: "at the top level".to_owned(),
+    };
+    root.check_keys(TOP_KEYS, p);
+
+    let mut services = Vec::new();
+    let mut services_span = doc.span();
+    if let Some(value) = root.map.get("services") {
+        services_span = value.span();
+        match value.get_ref() {
+            DeValue::Table(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by_key(|(k, _)| k.span().start);
+                for (key, value) in entries {
+                    let name = Spanned::new(key.span(), key.get_ref().to_string());
+                    let path = format!("services.{}", name.get_ref());
+                    match value.get_ref() {
+                        DeValue::Table(map) => {
+                            let table = Table::new(map, value.span(), path);
+                            services.push(read_service(name, &table, p));
+                        }
+                        other => p.push(
+                            value.span(),
+                            format!(
+                                "service `{}` must be a table ([{path}]), found {}",
+                                name.get_ref(),
+                                article(other)
+                            ),
+                        ),
+                    }
+                }
+            }
+            other => p.push(
+                value.span(),
+                format!(
+                    "`services` must be a table of services ([services.NAME]), found {}",
+                    article(other)
+                ),
+            ),
+        }
+    }
+
+    let api = root.table("api", p).map(|t| {
+        t.check_keys(API_KEYS, p);
+        RawApi {
+            listen: t.string("listen", p),
+        }
+    });
+    let supervisor = root.table("supervisor", p).map(|t| {
+        t.check_keys(SUPERVISOR_KEYS, p);
+        RawSupervisor {
+            max_concurrent_restarts: t.integer("max_concurrent_restarts", p),
+        }
+    });
+
+    RawStack {
+        services,
+        services_span,
+        api,
+        supervisor,
+    }
+}
+
+fn read_service(name: Spanned<String>, t: &Table<'_, '_>, p: &mut Problems) -> RawService {
+    t.check_keys(SERVICE_KEYS, p);
+    RawService {
+        span: t.span.clone(),
+        run: t.string_array("run", p),
+        replicas: t.integer("replicas", p),
+        restart: t.string("restart", p),
+        restart_rules: read_restart_rules(t, p),
+        env: read_env(t, p),
+        cwd: t.string("cwd", p),
+        stop_signal: t.string("stop_signal", p),
+        stop_grace: t.duration("stop_grace", p),
+        depends_on: t.string_array("depends_on", p),
+        backoff: t.table("backoff", p).map(|b| {
+            b.check_keys(BACKOFF_KEYS, p);
+            RawBackoff {
+                initial: b.duration("initial", p),
+                max: b.duration("max", p),
+                reset_after: b.duration("reset_after", p),
+                multiplier: b.number("multiplier", p),
+                jitter: b.number("jitter", p),
+            }
+        }),
+        startup: t.table("startup", p).map(|t| read_probe(&t, p)),
+        liveness: t.table("liveness", p).map(|t| read_probe(&t, p)),
+        readiness: t.table("readiness", p).map(|t| read_probe(&t, p)),
+        expose: t.table("expose", p).map(|e| {
+            e.check_keys(EXPOSE_KEYS, p);
+            RawExpose {
+                listen: e.string("listen", p),
+                balance: e.string("balance", p),
+                label: e.label,
+            }
+        }),
+        name,
+    }
+}
+
+fn read_restart_rules(t: &Table<'_, '_>, p: &mut Problems) -> Field<Vec<RawRestartRule>> {
+    let Some(value) = t.map.get("restart_rules") else {
+        return Field::Absent;
+    };
+    let DeValue::Array(items) = value.get_ref() else {
+        t.wrong_type("restart_rules", "an array of tables", value, p);
+        return Field::Invalid;
+    };
+    let path = format!("{}.restart_rules", t.path);
+    let mut rules = Vec::new();
+    for item in items.iter() {
+        let DeValue::Table(map) = item.get_ref() else {
+            p.push(
+                item.span(),
+                format!(
+                    "each entry of `restart_rules` must be a table such as \
+                     {{ exit_codes = [1], action = \"restart\" }}, found {}",
+                    article(item.get_ref())
+                ),
+            );
+            continue;
+        };
+        let rule = Table {
+            map,
+            span: item.span(),
+            label: format!("[[{path}]]"),
+            path: path.clone(),
+        };
+        rule.check_keys(RULE_KEYS, p);
+        rules.push(RawRestartRule {
+            span: rule.span.clone(),
+            exit_codes: rule.integer_array("exit_codes", p),
+            action: rule.string("action", p),
+            label: rule.label,
+        });
+    }
+    Field::Given(Spanned::new(value.span(), rules))
+}
+
+/// `env` values must be strings: environment variables are strings, and silently
+/// turning `PORT = 8080` into `"8080"` would hide the `1e3` → `"1000.0"` surprises.
+fn read_env(t: &Table<'_, '_>, p: &mut Problems) -> Field<Vec<(Spanned<String>, Spanned<String>)>> {
+    let Some(value) = t.map.get("env") else {
+        return Field::Absent;
+    };
+    let DeValue::Table(map) = value.get_ref() else {
+        t.wrong_type("env", "a table of strings", value, p);
+        return Field::Invalid;
+    };
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    let mut vars = Vec::new();
+    for (key, v) in entries {
+        let name = key.get_ref();
+        match v.get_ref() {
+            DeValue::String(s) => vars.push((
+                Spanned::new(key.span(), name.to_string()),
+                Spanned::new(v.span(), s.to_string()),
+            )),
+            scalar @ (DeValue::Integer(_)
+            | DeValue::Float(_)
+            | DeValue::Boolean(_)
+            | DeValue::Datetime(_)) => {
+                let shown = match scalar {
+                    DeValue::Integer(i) => i.to_string(),
+                    DeValue::Float(f) => f.to_string(),
+                    DeValue::Boolean(b) => b.to_string(),
+                    other => other
+                        .as_datetime()
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                };
+                p.push(
+                    v.span(),
+                    format!(
+                        "`env.{name}` must be a string, found {}; quote it: {name} = \"{shown}\"",
+                        article(scalar)
+                    ),
+                );
+            }
+            other => p.push(
+                v.span(),
+                format!("`env.{name}` must be a string, found {}", article(other)),
+            ),
+        }
+    }
+    Field::Given(Spanned::new(value.span(), vars))
+}
+
+fn read_probe(t: &Table<'_, '_>, p: &mut Problems) -> RawProbe {
+    t.check_keys(PROBE_KEYS, p);
+    let mut action_keys: Vec<Spanned<String>> = t
+        .map
+        .iter()
+        .filter(|(k, _)| PROBE_ACTIONS.contains(&k.get_ref().as_ref()))
+        .map(|(k, _)| Spanned::new(k.span(), k.get_ref().to_string()))
+        .collect();
+    action_keys.sort_by_key(|k| k.span().start);
+    RawProbe {
+        http: t.string("http", p),
+        tcp: t.boolean("tcp", p),
+        exec: t.string_array("exec", p),
+        action_keys,
+        period: t.duration("period", p),
+        timeout: t.duration("timeout", p),
+        initial_delay: t.duration("initial_delay", p),
+        failure_threshold: t.integer("failure_threshold", p),
+        success_threshold: t.integer("success_threshold", p),
+        label: t.label.clone(),
+    }
+}
+
+/// A TOML table being read, with what messages need to name it.
+struct Table<'a, 'i> {
+    map: &'a DeTable<'i>,
+    span: Span,
+    /// Dotted path, e.g. `services.web`; empty at the top level.
+    path: String,
+    /// How messages name it: `[services.web]`, `at the top level`.
+    label: String,
+}
+
+impl<'a, 'i> Table<'a, 'i> {
+    fn new(map: &'a DeTable<'i>, span: Span, path: String) -> Self {
+        Table {
+            map,
+            span,
+            label: format!("[{path}]"),
+            path,
+        }
+    }
+
+    /// Reports every key not in `known` (not just the first), at the key.
+    fn check_keys(&self, known: &[&str], p: &mut Problems) {
+        for key in self.map.keys() {
+            let key_str: &str = key.get_ref();
+            if known.contains(&key_str) {
+                continue;
+            }
+            let place = if self.path.is_empty() {
+                self.label.clone()
+            } else {
+                format!("in {}", self.label)
+            };
+            p.push(
+                key.span(),
+                format!(
+                    "unknown field `{key_str}` {place}{}",
+                    hint(key_str, known, "expected one of")
+                ),
+            );
+        }
+    }
+
+    fn wrong_type(
+        &self,
+        key: &str,
+        expected: &str,
+        value: &Spanned<DeValue<'_>>,
+        p: &mut Problems,
+    ) {
+        p.push(
+            value.span(),
+            format!(
+                "`{key}` must be {expected}, found {}",
+                article(value.get_ref())
+            ),
+        );
+    }
+
+    fn table(&self, key: &str, p: &mut Problems) -> Field<Table<'a, 'i>> {
+        let Some(value) = self.map.get(key) else {
+            return Field::Absent;
+        };
+        let path = if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        };
+        match value.get_ref() {
+            DeValue::Table(map) => Field::Given(Spanned::new(
+                value.span(),
+                Table::new(map, value.span(), path),
+            )),
+            _ => {
+                self.wrong_type(key, &format!("a table ([{path}])"), value, p);
+                Field::Invalid
+            }
+        }
+    }
+
+    fn string(&self, key: &str, p: &mut Problems) -> Field<String> {
+        self.scalar(key, "a string", p, |v| v.as_str().map(str::to_owned))
+    }
+
+    /// Durations are strings in the file; parsing them is `validate`'s job, but the
+    /// wrong-type message should already say what a duration looks like.
+    fn duration(&self, key: &str, p: &mut Problems) -> Field<String> {
+        self.scalar(key, DURATION, p, |v| v.as_str().map(str::to_owned))
+    }
+
+    fn boolean(&self, key: &str, p: &mut Problems) -> Field<bool> {
+        self.scalar(key, "a boolean", p, |v| v.as_bool())
+    }
+
+    fn integer(&self, key: &str, p: &mut Problems) -> Field<i64> {
+        let Some(value) = self.map.get(key) else {
+            return Field::Absent;
+        };
+        match integer(value) {
+            Some(Ok(i)) => Field::Given(Spanned::new(value.span(), i)),
+            Some(Err(text)) => {
+                p.push(
+                    value.span(),
+                    format!("`{key}` is out of range, found {text}"),
+                );
+                Field::Invalid
+            }
+            None => {
+                self.wrong_type(key, "an integer", value, p);
+                Field::Invalid
+            }
+        }
+    }
+
+    /// A float, or an integer taken as one (`multiplier = 2` means 2.0).
+    fn number(&self, key: &str, p: &mut Problems) -> Field<f64> {
+        let Some(value) = self.map.get(key) else {
+            return Field::Absent;
+        };
+        let n = match value.get_ref() {
+            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+            // Precision loss above 2^53 is irrelevant: such a value fails range checks.
+            DeValue::Integer(_) => match integer(value) {
+                Some(Ok(i)) => Some(i as f64),
+                _ => None,
+            },
+            _ => {
+                self.wrong_type(key, "a number", value, p);
+                return Field::Invalid;
+            }
+        };
+        match n {
+            Some(n) => Field::Given(Spanned::new(value.span(), n)),
+            None => {
+                p.push(value.span(), format!("`{key}` is not a valid number"));
+                Field::Invalid
+            }
+        }
+    }
+
+    fn string_array(&self, key: &str, p: &mut Problems) -> Field<Vec<Spanned<String>>> {
+        let Some(value) = self.map.get(key) else {
+            return Field::Absent;
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            let mut message = format!(
+                "`{key}` must be an array of strings, found {}",
+                article(value.get_ref())
+            );
+            // The most common slip: a command line written as one string.
+            if let Some(s) = value.get_ref().as_str() {
+                let words: Vec<String> = s.split_whitespace().map(|w| format!("{w:?}")).collect();
+                if !words.is_empty() {
+                    message.push_str(&format!("; write it as {key} = [{}]", words.join(", ")));
+                }
+            }
+            p.push(value.span(), message);
+            return Field::Invalid;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items.iter() {
+            match item.get_ref().as_str() {
+                Some(s) => out.push(Spanned::new(item.span(), s.to_owned())),
+                None => {
+                    ok = false;
+                    p.push(
+                        item.span(),
+                        format!(
+                            "elements of `{key}` must be strings, found {}",
+                            article(item.get_ref())
+                        ),
+                    );
+                }
+            }
+        }
+        if ok {
+            Field::Given(Spanned::new(value.span(), out))
+        } else {
+            Field::Invalid
+        }
+    }
+
+    fn integer_array(&self, key: &str, p: &mut Problems) -> Field<Vec<Spanned<i64>>> {
+        let Some(value) = self.map.get(key) else {
+            return Field::Absent;
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(key, "an array of integers", value, p);
+            return Field::Invalid;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items.iter() {
+            match integer(item) {
+                Some(Ok(i)) => out.push(Spanned::new(item.span(), i)),
+                Some(Err(text)) => {
+                    ok = false;
+                    p.push(
+                        item.span(),
+                        format!("element of `{key}` is out of range, found {text}"),
+                    );
+                }
+                None => {
+                    ok = false;
+                    p.push(
+                        item.span(),
+                        format!(
+                            "elements of `{key}` must be integers, found {}",
+                            article(item.get_ref())
+                        ),
+                    );
+                }
+            }
+        }
+        if ok {
+            Field::Given(Spanned::new(value.span(), out))
+        } else {
+            Field::Invalid
+        }
+    }
+
+    fn scalar<T>(
+        &self,
+        key: &str,
+        expected: &str,
+        p: &mut Problems,
+        get: impl FnOnce(&DeValue<'_>) -> Option<T>,
+    ) -> Field<T> {
+        let Some(value) = self.map.get(key) else {
+            return Field::Absent;
+        };
+        match get(value.get_ref()) {
+            Some(v) => Field::Given(Spanned::new(value.span(), v)),
+            None => {
+                self.wrong_type(key, expected, value, p);
+                Field::Invalid
+            }
+        }
+    }
+}
+
+/// `None` if not an integer; `Err(text)` if it does not fit an `i64` (toml leaves
+/// that to the reader).
+fn integer(value: &Spanned<DeValue<'_>>) -> Option<Result<i64, String>> {
+    let i = value.get_ref().as_integer()?;
+    Some(i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| i.to_string()))
+}
+
+/// "a string", "an integer", ...: the TOML type of a value, as a message says it.
+pub(crate) fn article(value: &DeValue<'_>) -> String {
+    let t = value.type_str();
+    let an = t.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {t}", if an { "an" } else { "a" })
+}
