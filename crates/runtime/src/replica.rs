@@ -32,7 +32,7 @@ enum Outcome {
     /// The process ended on its own, or was killed for failing a probe.
     Ended(Exit, String),
     /// We stopped it because we were asked to.
-    Requested(Control),
+    Requested(Control, Exit),
 }
 
 /// Aborts the probe task when the incarnation ends, however it ends.
@@ -98,13 +98,13 @@ pub(crate) async fn run(
         let outcome =
             incarnation(&shared, &svc, &logs, index, &mut ctl, &mut tracker, permit).await;
         let (exit, reason) = match outcome {
-            Outcome::Requested(Control::Restart) => {
+            Outcome::Requested(Control::Restart, _) => {
                 restarting = true;
                 shared.metrics.restarted(name, index);
                 shared.update(name, index, |s| s.restarts += 1);
                 continue;
             }
-            Outcome::Requested(other) => break 'life other,
+            Outcome::Requested(other, _) => break 'life other,
             Outcome::Ended(exit, reason) => (exit, reason),
         };
         if !wants_restart(&svc, exit) {
@@ -290,35 +290,29 @@ async fn incarnation(
                     Control::Stop => "stack stopping",
                     Control::Remove => "scaled down",
                 };
-                stop(shared, svc, index, &mut child, pid, Some(&load), reason).await;
-                break Outcome::Requested(c);
+                let exit = stop(shared, svc, index, &mut child, pid, Some(&load), reason).await;
+                break Outcome::Requested(c, exit);
             }
         }
     };
     drop(permit);
     // The group may hold children the replica left behind.
     signal_group(pid, Signal::SIGKILL);
-    let exit = match &outcome {
-        Outcome::Ended(exit, _) => Some(*exit),
-        Outcome::Requested(_) => None,
-    };
+    let (Outcome::Ended(exit, _) | Outcome::Requested(_, exit)) = &outcome;
+    let exit = *exit;
     shared.update(name, index, |s| {
         s.pid = None;
         s.ready = false;
-        if exit.is_some() {
-            s.last_exit = exit;
-        }
+        s.last_exit = Some(exit);
     });
-    if let Some(exit) = exit {
-        tracing::info!(service = name, index, pid, %exit, "replica exited");
-        shared.bus.publish(EventKind::ReplicaExited {
-            service: name.into(),
-            index,
-            pid,
-            exit,
-            uptime_ms: started.elapsed().as_millis() as u64,
-        });
-    }
+    tracing::info!(service = name, index, pid, %exit, "replica exited");
+    shared.bus.publish(EventKind::ReplicaExited {
+        service: name.into(),
+        index,
+        pid,
+        exit,
+        uptime_ms: started.elapsed().as_millis() as u64,
+    });
     outcome
 }
 

@@ -1,0 +1,365 @@
+//! One harness for every integration test: start the real `bulwark up` on a generated stack
+//! file with ephemeral ports, talk to it over real sockets, and kill everything it started
+//! when the test ends, pass or fail.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BULWARK: &str = env!("CARGO_BIN_EXE_bulwark");
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub api: SocketAddr,
+    pub token: String,
+    marker: String,
+}
+
+impl Stack {
+    /// Starts `bulwark up` on `toml` (an `[api]` table on an ephemeral port is added) and
+    /// waits until its API answers.
+    pub fn start(toml: &str) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stack.toml");
+        let toml = if toml.contains("[api]") {
+            toml.to_owned()
+        } else {
+            format!("{toml}\n[api]\nlisten = \"127.0.0.1:0\"\n")
+        };
+        std::fs::write(&file, toml).unwrap();
+        let marker = format!("{}-{}", std::process::id(), rand_suffix());
+        let child = Command::new(BULWARK)
+            .args(["up", "-f"])
+            .arg(&file)
+            .env("BULWARK_STATE_DIR", dir.path().join("state"))
+            .env("BULWARK_TEST_MARKER", &marker)
+            .env("BULWARK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("up.stdout")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("up.stderr")).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("start bulwark up");
+        let mut stack = Stack {
+            dir,
+            child: Some(child),
+            api: "127.0.0.1:1".parse().unwrap(),
+            token: String::new(),
+            marker,
+        };
+        let state = stack.state_dir();
+        let api = eventually(
+            "bulwark up to write its API address",
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = stack.child.as_mut().unwrap().try_wait().unwrap() {
+                    panic!("bulwark up exited early ({status}):\n{}", stack.stderr());
+                }
+                std::fs::read_to_string(state.join("api.addr"))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            },
+        );
+        stack.api = api;
+        stack.token = std::fs::read_to_string(state.join("token")).unwrap();
+        stack
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("up.stdout")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("up.stderr")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// A request to the API. `token` adds the bearer token.
+    pub fn call(&self, method: &str, path: &str, host: &str, token: bool) -> (u16, String) {
+        let auth = if token {
+            format!("Authorization: Bearer {}\r\n", self.token)
+        } else {
+            String::new()
+        };
+        http(
+            self.api,
+            &format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}"),
+        )
+    }
+
+    pub fn status(&self) -> Value {
+        let (code, body) = self.call("GET", "/v1/status", "127.0.0.1", false);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn service(&self, name: &str) -> Value {
+        self.status()["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no service {name}"))
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        let (code, body) = self.call("GET", "/v1/events", "127.0.0.1", false);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until `pred` holds for the service's status, and returns that status.
+    pub fn wait_service(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        eventually(&format!("{name}: {what}"), timeout, || {
+            let s = self.service(name);
+            pred(&s).then_some(s)
+        })
+    }
+
+    pub fn wait_ready(&self, name: &str, n: usize) -> Value {
+        self.wait_service(
+            name,
+            &format!("{n} ready replicas"),
+            Duration::from_secs(60),
+            |s| {
+                s["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r["ready"] == true)
+                    .count()
+                    == n
+            },
+        )
+    }
+
+    /// Runs a CLI command against this stack.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BULWARK)
+            .args(args)
+            .env("BULWARK_STATE_DIR", self.state_dir())
+            .output()
+            .unwrap()
+    }
+
+    /// Sends SIGTERM to `up` and waits (bounded) for it to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        signal(self.pid(), libc::SIGTERM);
+        let child = self.child.as_mut().unwrap();
+        eventually("bulwark up to exit", timeout, || child.try_wait().unwrap())
+    }
+
+    /// Every live process started under this stack (found by the marker in its environment).
+    pub fn descendants(&self) -> Vec<u32> {
+        processes_with_env(&format!("BULWARK_TEST_MARKER={}", self.marker))
+            .into_iter()
+            .filter(|&p| Some(p) != self.child.as_ref().map(|c| c.id()))
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe_killpg(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+        }
+        // Replicas lead their own process groups; PDEATHSIG should have taken them, but a
+        // failing test must not leak anything, so sweep by marker too.
+        for _ in 0..50 {
+            let left = self.descendants();
+            if left.is_empty() {
+                break;
+            }
+            for p in left {
+                unsafe_killpg(p, libc::SIGKILL);
+                signal(p, libc::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::try_from(sig).unwrap(),
+    );
+}
+
+fn unsafe_killpg(pid: u32, sig: i32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::try_from(sig).unwrap(),
+    );
+}
+
+/// Whether `pid` is alive (a zombie waiting to be reaped counts as dead).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start().chars().next());
+            !matches!(state, Some(Some('Z' | 'X')))
+        }
+        Err(_) => false,
+    }
+}
+
+fn processes_with_env(needle: &str) -> Vec<u32> {
+    let mut found = vec![];
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+            && env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes())
+            && alive(pid)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A minimal HTTP/1.1 exchange with `Connection: close`; `head` is the request line and
+/// headers without the final blank line.
+pub fn http(addr: SocketAddr, head: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "{head}Connection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// GET through a proxy or straight to a replica.
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n"))
+}
+
+/// Starts `bulwark load` in the background; `finish` returns its JSON report.
+pub struct Load(Child);
+
+impl Load {
+    pub fn start(url: &str, rate: u32, duration: &str) -> Load {
+        let child = Command::new(BULWARK)
+            .args([
+                "load",
+                url,
+                "--rate",
+                &rate.to_string(),
+                "--duration",
+                duration,
+                "--json",
+                "--timeout",
+                "5s",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Load(child)
+    }
+
+    pub fn finish(mut self) -> Value {
+        let mut out = String::new();
+        self.0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "bulwark load failed: {out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad load report {out:?}: {e}"))
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn replica_pids(service: &Value) -> Vec<u32> {
+    service["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["pid"].as_u64().map(|p| p as u32))
+        .collect()
+}
+
+#[allow(dead_code)]
+pub fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real `bulwark` binary, real child processes, real sockets on
+//! 127.0.0.1 with ephemeral ports. One test binary; see `harness.rs`.
+
+mod harness;
+
+mod api;
+mod check;
+mod lifecycle;
+mod probes;
+mod proxy;
+mod restart;

@@ -1,0 +1,102 @@
+//! Issue 2, acceptance 2 and 5: liveness restarts a hung replica; a slow starter is not
+//! killed and joins the balancer only when ready.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[test]
+fn hung_replicas_are_restarted_by_liveness() {
+    let port = free_port();
+    let stack = Stack::start(&crate::proxy::demo_stack(port, 2));
+    let svc = stack.wait_ready("web", 2);
+    let r0 = &svc["replicas"][0];
+    let r1 = &svc["replicas"][1];
+    let (pid0, pid1) = (
+        r0["pid"].as_u64().unwrap() as u32,
+        r1["pid"].as_u64().unwrap() as u32,
+    );
+    // replica 0: frozen by SIGSTOP; replica 1: stops answering (demo /fault/hang)
+    signal(pid0, libc::SIGSTOP);
+    let p1 = format!("127.0.0.1:{}", r1["port"]).parse().unwrap();
+    assert_eq!(get(p1, "/fault/hang").0, 200);
+    let svc = stack.wait_service(
+        "web",
+        "both hung replicas replaced",
+        Duration::from_secs(30),
+        |s| {
+            let reps = s["replicas"].as_array().unwrap();
+            reps.iter()
+                .all(|r| r["ready"] == true && r["restarts"].as_u64() >= Some(1))
+        },
+    );
+    let pids = replica_pids(&svc);
+    assert!(!pids.contains(&pid0) && !pids.contains(&pid1), "{svc}");
+    assert!(!alive(pid0) && !alive(pid1), "hung processes are gone");
+    let failed: Vec<_> = stack
+        .events()
+        .into_iter()
+        .filter(|e| e["type"] == "probe_failed" && e["probe"] == "liveness")
+        .collect();
+    assert!(failed.len() >= 2, "{failed:?}");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("liveness probe failed 3 times"),
+        "{failed:?}"
+    );
+}
+
+#[test]
+fn slow_starter_is_not_killed_and_joins_only_when_ready() {
+    let port = free_port();
+    let toml = format!(
+        r#"
+[services.slow]
+run = ["{{bulwark}}", "demo", "--port", "{{port}}", "--startup-delay", "2s"]
+[services.slow.startup]
+http = "/healthz"
+period = "100ms"
+failure_threshold = 100
+[services.slow.liveness]
+http = "/healthz"
+period = "100ms"
+failure_threshold = 2
+[services.slow.readiness]
+http = "/ready"
+period = "100ms"
+[services.slow.expose]
+listen = "127.0.0.1:{port}"
+"#
+    );
+    let stack = Stack::start(&toml);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Before it is ready the proxy has nobody to send to.
+    let (code, _) = get(addr, "/");
+    assert_eq!(code, 503);
+    let svc = stack.wait_ready("slow", 1);
+    assert_eq!(
+        svc["replicas"][0]["restarts"], 0,
+        "liveness did not kill the slow starter"
+    );
+    assert_eq!(get(addr, "/").0, 200);
+    let events = stack.events();
+    let at = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == t)
+            .unwrap_or_else(|| panic!("no {t} in {events:?}"))["at_ms"]
+            .as_u64()
+            .unwrap()
+    };
+    let waited = at("replica_ready") - at("replica_started");
+    assert!(
+        waited >= 1900,
+        "ready only after the 2 s startup, was {waited} ms"
+    );
+    assert!(
+        !events.iter().any(|e| e["type"] == "probe_failed"),
+        "{events:?}"
+    );
+}

@@ -1,0 +1,99 @@
+//! Issue 2, acceptance 1: a crashed replica costs clients nothing.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+pub fn demo_stack(port: u16, replicas: u32) -> String {
+    format!(
+        r#"
+[services.web]
+run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
+replicas = {replicas}
+stop_grace = "2s"
+[services.web.backoff]
+initial = "100ms"
+max = "2s"
+[services.web.startup]
+http = "/healthz"
+period = "100ms"
+failure_threshold = 100
+[services.web.liveness]
+http = "/healthz"
+period = "500ms"
+timeout = "500ms"
+failure_threshold = 3
+[services.web.readiness]
+http = "/ready"
+period = "200ms"
+[services.web.expose]
+listen = "127.0.0.1:{port}"
+"#
+    )
+}
+
+#[test]
+fn kill_nine_under_load_loses_no_request() {
+    let port = free_port();
+    let stack = Stack::start(&demo_stack(port, 3));
+    stack.wait_ready("web", 3);
+    let load = Load::start(&format!("http://127.0.0.1:{port}/"), 200, "13s");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut killed = vec![];
+    for round in 0..5u32 {
+        let svc = stack.service("web");
+        let victim = &svc["replicas"][(round % 3) as usize];
+        if let Some(pid) = victim["pid"].as_u64() {
+            signal(pid as u32, libc::SIGKILL);
+            killed.push((round % 3, pid as u32, Instant::now()));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let report = load.finish();
+    assert_eq!(killed.len(), 5, "every round found a replica to kill");
+    assert_eq!(
+        report["failed"]["total"], 0,
+        "no request may fail: {report}"
+    );
+    let sent = report["sent"].as_u64().unwrap();
+    assert!(sent >= 2400, "the load ran on schedule: {report}");
+    // every replacement became ready, with a new process
+    let svc = stack.wait_ready("web", 3);
+    let pids = replica_pids(&svc);
+    for (_, pid, _) in &killed {
+        assert!(!pids.contains(pid), "killed pid {pid} is not serving");
+    }
+    let restarts: u64 = svc["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["restarts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(restarts, 5, "one restart per kill: {svc}");
+}
+
+#[test]
+fn no_ready_replica_answers_503_at_once() {
+    let port = free_port();
+    let stack = Stack::start(&demo_stack(port, 1));
+    stack.wait_ready("web", 1);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (code, body) = get(addr, "/");
+    assert_eq!(code, 200);
+    assert!(body.starts_with("hello from web/0"), "{body}");
+    // Taking the only replica out of the balancer (readiness fails) must give fast 503s.
+    let replica_port = stack.service("web")["replicas"][0]["port"]
+        .as_u64()
+        .unwrap() as u16;
+    let replica = format!("127.0.0.1:{replica_port}").parse().unwrap();
+    assert_eq!(get(replica, "/fault/unready").0, 200);
+    stack.wait_ready("web", 0);
+    let began = Instant::now();
+    let (code, body) = get(addr, "/");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no ready replica"), "{body}");
+    assert!(began.elapsed() < Duration::from_secs(1), "answered at once");
+    assert_eq!(get(replica, "/fault/reset").0, 200);
+    stack.wait_ready("web", 1);
+    assert_eq!(get(addr, "/").0, 200);
+}
