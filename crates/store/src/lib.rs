@@ -1,0 +1,1 @@
+//! Durable state: a small Store trait with an embedded (redb) implementation.
