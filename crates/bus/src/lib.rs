@@ -7,6 +7,8 @@
 
 mod endpoints;
 mod event;
+mod outcome;
 
 pub use endpoints::{Endpoint, Endpoints, Load, LoadGuard};
 pub use event::{Bus, Event, EventKind, Exit, ProbeKind, Subscription};
+pub use outcome::{LocalReason, OutcomeSink, RequestOutcome};
