@@ -17,6 +17,10 @@ listen = "127.0.0.1:{port}"
 run = ["sh", "-c", "trap 'echo got-term' TERM; echo started; while true; do sleep 0.1; done"]
 stop_grace = "1s"
 depends_on = ["web"]
+
+[services.polite]
+run = ["sh", "-c", "trap 'echo got-int; exit 0' INT; trap 'echo wrong-signal' TERM; while true; do sleep 0.1; done"]
+stop_signal = "INT"
 "#
     )
 }
@@ -27,6 +31,7 @@ fn sigterm_stops_every_replica_and_kills_the_stubborn_after_grace() {
     let mut stack = Stack::start(&stack_with_stubborn(port));
     stack.wait_ready("web", 2);
     stack.wait_ready("stubborn", 1);
+    stack.wait_ready("polite", 1);
     eventually("stubborn to print", Duration::from_secs(10), || {
         stack
             .stdout()
@@ -34,7 +39,7 @@ fn sigterm_stops_every_replica_and_kills_the_stubborn_after_grace() {
             .then_some(())
     });
     let before = stack.descendants();
-    assert!(before.len() >= 3, "replicas are running: {before:?}");
+    assert!(before.len() >= 4, "replicas are running: {before:?}");
     let began = Instant::now();
     let status = stack.terminate(Duration::from_secs(30));
     assert!(

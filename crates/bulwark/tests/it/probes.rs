@@ -100,3 +100,65 @@ listen = "127.0.0.1:{port}"
         "{events:?}"
     );
 }
+
+#[test]
+fn exec_and_tcp_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("ready");
+    let port = free_port();
+    let toml = format!(
+        r#"
+[services.files]
+run = ["sh", "-c", "while true; do sleep 0.1; done"]
+[services.files.readiness]
+exec = ["test", "-f", "{flag}"]
+period = "100ms"
+success_threshold = 2
+failure_threshold = 2
+
+[services.echo]
+run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
+[services.echo.liveness]
+tcp = true
+period = "100ms"
+[services.echo.expose]
+listen = "127.0.0.1:{port}"
+"#,
+        flag = flag.display()
+    );
+    let stack = Stack::start(&toml);
+    // exposed without a readiness probe: the default TCP readiness admits it
+    stack.wait_ready("echo", 1);
+    assert_eq!(
+        get(format!("127.0.0.1:{port}").parse().unwrap(), "/").0,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        stack.service("files")["ready"],
+        0,
+        "exec probe fails while the file is missing"
+    );
+    std::fs::write(&flag, "").unwrap();
+    stack.wait_ready("files", 1);
+    std::fs::remove_file(&flag).unwrap();
+    stack.wait_ready("files", 0);
+    let unready = stack
+        .events()
+        .into_iter()
+        .find(|e| e["type"] == "replica_unready")
+        .unwrap();
+    assert!(
+        unready["reason"]
+            .as_str()
+            .unwrap()
+            .contains("exec \"test\""),
+        "{unready}"
+    );
+    assert_eq!(
+        stack.service("files")["replicas"][0]["restarts"],
+        0,
+        "readiness never restarts"
+    );
+    assert_eq!(stack.service("echo")["replicas"][0]["restarts"], 0);
+}

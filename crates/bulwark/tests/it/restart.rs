@@ -156,3 +156,63 @@ fn restart_policies_and_exit_code_rules() {
         .collect();
     assert_eq!(done.len(), 4, "{done:?}");
 }
+
+#[test]
+fn concurrent_restarts_are_limited_stack_wide() {
+    let toml = r#"
+[supervisor]
+max_concurrent_restarts = 1
+
+[services.slow]
+run = ["{bulwark}", "demo", "--port", "{port}", "--startup-delay", "600ms"]
+replicas = 3
+[services.slow.backoff]
+initial = "50ms"
+max = "100ms"
+[services.slow.startup]
+http = "/healthz"
+period = "50ms"
+failure_threshold = 200
+"#;
+    let stack = Stack::start(toml);
+    let svc = stack.wait_ready("slow", 3);
+    let after = stack.events().last().unwrap()["seq"].as_u64().unwrap();
+    for pid in replica_pids(&svc) {
+        signal(pid, libc::SIGKILL);
+    }
+    stack.wait_service(
+        "slow",
+        "all restarted and ready",
+        Duration::from_secs(60),
+        |s| {
+            s["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["ready"] == true && r["restarts"] == 1)
+        },
+    );
+    // With one permit, a restarted replica's startup (started → running) never overlaps
+    // another's.
+    let events: Vec<Value> = stack
+        .events()
+        .into_iter()
+        .filter(|e| e["seq"].as_u64().unwrap() > after)
+        .collect();
+    let mut spans = vec![];
+    for i in 0..3u64 {
+        let at = |ty: &str| {
+            events
+                .iter()
+                .find(|e| e["type"] == ty && e["index"] == i)
+                .unwrap_or_else(|| panic!("{ty} {i}"))["seq"]
+                .as_u64()
+                .unwrap()
+        };
+        spans.push((at("replica_started"), at("replica_running")));
+    }
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 < w[1].0, "startups overlap: {spans:?}");
+    }
+}
