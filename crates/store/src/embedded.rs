@@ -1,0 +1,599 @@
+//! The embedded store: one redb file in bulwark's state directory.
+//!
+//! Layout of the file (format version [`FORMAT_VERSION`]):
+//! - `bulwark.meta` (`&str -> &str`): the marker, `magic = MAGIC` and `format = FORMAT_VERSION`.
+//!   A file without it was not created by bulwark and is refused.
+//! - `bulwark.seq` (`&str -> u64`): per log, the highest id ever assigned. Kept apart from the
+//!   log itself so that trimming a log to nothing does not let ids restart at 1.
+//! - `log.<name>` (`u64 -> bytes`): the records of log `<name>`, keyed by id.
+//! - `kv.<name>` (`&str -> bytes`): namespace `<name>`.
+//!
+//! User names are restricted to `[a-z0-9_-]` (see [`crate::name`]), so the `log.` / `kv.`
+//! prefixes keep logs, namespaces and the internal tables (whose names contain a `.` after
+//! `bulwark`) from ever sharing a table.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::backends::FileBackend;
+use redb::{
+    Builder, Database, DatabaseError, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, StorageError, TableDefinition, TableError,
+    WriteTransaction,
+};
+
+use crate::{Error, Store, name};
+
+/// The magic string of the marker that identifies a bulwark journal.
+pub const MAGIC: &str = "bulwark-journal";
+
+/// The journal format this build writes, and the newest it can read.
+///
+/// Bump it when the table layout changes incompatibly; an older bulwark then refuses the file
+/// with [`Error::Version`] instead of misreading it.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("bulwark.meta");
+const META_MAGIC: &str = "magic";
+const META_FORMAT: &str = "format";
+const SEQ: TableDefinition<&str, u64> = TableDefinition::new("bulwark.seq");
+
+/// redb's page cache. Its default (1 GiB) is sized for a database server; the journal is
+/// written sequentially and read mostly at its tail, so a small cache serves it, and bulwark
+/// must stay light next to the services it supervises.
+const CACHE_BYTES: usize = 32 << 20;
+
+/// A [`Store`] kept in one redb file.
+///
+/// Invariants:
+/// - the file at `path` carries bulwark's marker with a format version this build reads; it
+///   was checked by [`Embedded::open`] before anything was written to the file;
+/// - every mutation is one redb write transaction committed with [`Durability::Immediate`] and
+///   2-phase commit, so `Ok` means on stable storage, and a crash never leaves a half-applied
+///   call; redb serializes write transactions, so concurrent callers need no extra lock;
+/// - the file is locked by redb for as long as this value lives: a second `open` of the same
+///   file, from this process or another, fails with [`Error::Locked`].
+///
+/// Cheap to share: wrap it in an `Arc` (`Arc<dyn Store>`); all methods take `&self`.
+pub struct Embedded {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Embedded {
+    /// Opens the journal at `path`, creating it if the file does not exist.
+    ///
+    /// The parent directory must exist. A new journal is built under a temporary name next to
+    /// `path` and linked into place only once its marker is committed, so a crash during
+    /// creation never leaves a marker-less file at `path` that the next start would refuse as
+    /// foreign.
+    ///
+    /// An existing file is examined read-only before it is opened for writing, and refused,
+    /// byte-for-byte untouched, when it is:
+    /// - not a database (random bytes, truncated) → [`Error::Corrupt`];
+    /// - empty (0 bytes) → [`Error::Corrupt`]: a journal is never empty (redb writes its header
+    ///   before bulwark links a new journal into place), so an empty file was truncated or made
+    ///   by something else, and silently initializing it could hide lost history;
+    /// - a database without bulwark's marker → [`Error::Foreign`];
+    /// - a journal of a newer format → [`Error::Version`].
+    ///
+    /// Opening for writing runs redb's integrity check (checksums of every committed page), so
+    /// corruption is reported as [`Error::Corrupt`] here rather than surfacing later. That reads
+    /// the whole file once per start, which is affordable because logs are bounded by
+    /// [`Store::trim`].
+    ///
+    /// One exception to "untouched": a file left open by a killed process cannot be read
+    /// without redb's crash recovery, which rewrites its header and allocator state (no data is
+    /// lost; the recovered state is the last committed one). Such a file is recovered first and
+    /// its marker checked afterwards, so a foreign database that itself crashed would be
+    /// recovered before being refused as [`Error::Foreign`].
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let path = path.to_path_buf();
+        match fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(Error::Corrupt {
+                    path,
+                    detail: "it is not a regular file".into(),
+                });
+            }
+            Ok(meta) if meta.len() == 0 => {
+                return Err(Error::Corrupt {
+                    path,
+                    detail: "the file is empty (0 bytes)".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create(&path)?,
+            Err(source) => {
+                return Err(Error::Io {
+                    path,
+                    op: "inspect the file",
+                    source,
+                });
+            }
+        }
+
+        precheck(&path)?;
+        let db = guarded(&path, || {
+            builder()
+                .set_check_integrity_on_open(true)
+                .open(&path)
+                .map_err(|e| open_error(&path, e))
+        })?;
+        // Checked again even after a successful precheck: cheap, and it covers the
+        // NeedsRecovery path, where this is the first look at the marker.
+        let txn = db.begin_read().map_err(|e| engine(&path, "open", e))?;
+        check_marker(&txn, &path)?;
+        drop(txn);
+        Ok(Self { db, path })
+    }
+
+    /// The journal file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a write transaction and commits it durably; an error from `f` aborts it.
+    fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, Error> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| engine(&self.path, op, e))?;
+        // Immediate is redb's default; stated so that the durability contract does not depend
+        // on a default. 2-phase commit makes a damaged newest commit an error on the next open
+        // instead of a silent fallback to the previous one.
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| engine(&self.path, op, e))?;
+        txn.set_two_phase_commit(true);
+        // On error `txn` is dropped here, which aborts it: nothing of the call is committed.
+        let out = f(&txn).map_err(|e| engine(&self.path, op, e))?;
+        txn.commit().map_err(|e| engine(&self.path, op, e))?;
+        Ok(out)
+    }
+
+    /// Runs `f` on a read snapshot.
+    fn read_txn<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, Error> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| engine(&self.path, op, e))?;
+        f(&txn).map_err(|e| engine(&self.path, op, e))
+    }
+}
+
+impl Store for Embedded {
+    fn append(&self, log: &str, records: &[&[u8]]) -> Result<Vec<u64>, Error> {
+        name::validate(log)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let table = log_table(log);
+        self.write("append", |txn| {
+            let mut seq = txn.open_table(SEQ)?;
+            let mut records_table = txn.open_table(log_def(&table))?;
+            let mut id = next_base(seq.get(log)?.map(|g| g.value()), &records_table)?;
+            let mut ids = Vec::with_capacity(records.len());
+            for record in records {
+                id = id.checked_add(1).ok_or_else(|| {
+                    redb::Error::Corrupted(format!("the id counter of log {log:?} overflowed"))
+                })?;
+                records_table.insert(id, *record)?;
+                ids.push(id);
+            }
+            seq.insert(log, id)?;
+            Ok(ids)
+        })
+    }
+
+    fn read(&self, log: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        name::validate(log)?;
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let table = log_table(log);
+        self.read_txn("read", |txn| {
+            let Some(records) = open_existing(txn, log_def(&table))? else {
+                return Ok(Vec::new());
+            };
+            // Capped so that a "read everything" limit does not reserve memory up front.
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for entry in records.range(first..)?.take(limit) {
+                let (id, value) = entry?;
+                out.push((id.value(), value.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    fn last_id(&self, log: &str) -> Result<u64, Error> {
+        name::validate(log)?;
+        let table = log_table(log);
+        self.read_txn("read the last id", |txn| {
+            let counter = match open_existing(txn, SEQ)? {
+                Some(seq) => seq.get(log)?.map(|g| g.value()),
+                None => None,
+            };
+            match open_existing(txn, log_def(&table))? {
+                Some(records) => next_base(counter, &records),
+                None => Ok(counter.unwrap_or(0)),
+            }
+        })
+    }
+
+    fn trim(&self, log: &str, keep: u64) -> Result<u64, Error> {
+        name::validate(log)?;
+        let table = log_table(log);
+        self.write("trim", |txn| {
+            let mut records = txn.open_table(log_def(&table))?;
+            let len = records.len()?;
+            if len <= keep {
+                return Ok(0);
+            }
+            let remove = len - keep;
+            // The id of the newest record to remove: the `remove`-th from the oldest end.
+            let mut cutoff = None;
+            let mut seen = 0u64;
+            for entry in records.iter()? {
+                let (id, _) = entry?;
+                seen += 1;
+                if seen == remove {
+                    cutoff = Some(id.value());
+                    break;
+                }
+            }
+            let Some(cutoff) = cutoff else {
+                return Err(redb::Error::Corrupted(format!(
+                    "log {log:?} reports {len} records but holds fewer"
+                )));
+            };
+            records.retain_in(..=cutoff, |_, _| false)?;
+            Ok(remove)
+        })
+    }
+
+    fn put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), Error> {
+        name::validate(ns)?;
+        let table = kv_table(ns);
+        self.write("put", |txn| {
+            txn.open_table(kv_def(&table))?.insert(key, value)?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        name::validate(ns)?;
+        let table = kv_table(ns);
+        self.read_txn("get", |txn| {
+            let Some(entries) = open_existing(txn, kv_def(&table))? else {
+                return Ok(None);
+            };
+            Ok(entries.get(key)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn delete(&self, ns: &str, key: &str) -> Result<bool, Error> {
+        name::validate(ns)?;
+        let table = kv_table(ns);
+        self.write("delete", |txn| {
+            let removed = txn.open_table(kv_def(&table))?.remove(key)?.is_some();
+            Ok(removed)
+        })
+    }
+
+    fn list(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        name::validate(ns)?;
+        let table = kv_table(ns);
+        self.read_txn("list", |txn| {
+            let Some(entries) = open_existing(txn, kv_def(&table))? else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for entry in entries.iter()? {
+                let (key, value) = entry?;
+                out.push((key.value().to_owned(), value.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn log_table(log: &str) -> String {
+    format!("log.{log}")
+}
+
+fn kv_table(ns: &str) -> String {
+    format!("kv.{ns}")
+}
+
+fn log_def(table: &str) -> TableDefinition<'_, u64, &'static [u8]> {
+    TableDefinition::new(table)
+}
+
+fn kv_def(table: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
+    TableDefinition::new(table)
+}
+
+/// The id the next append counts up from: the stored counter, or the newest record if that is
+/// higher. The two agree in any file this crate wrote; taking the maximum means a damaged
+/// counter can never make an id repeat.
+fn next_base(
+    counter: Option<u64>,
+    records: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<u64, redb::Error> {
+    let newest = records.last()?.map(|(id, _)| id.value()).unwrap_or(0);
+    Ok(counter.unwrap_or(0).max(newest))
+}
+
+/// Opens a table in a read snapshot; `None` if it was never created (nothing written yet).
+fn open_existing<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    def: TableDefinition<'_, K, V>,
+) -> Result<Option<ReadOnlyTable<K, V>>, redb::Error> {
+    match txn.open_table(def) {
+        Ok(table) => Ok(Some(table)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn builder() -> Builder {
+    let mut builder = Builder::new();
+    builder.set_cache_size(CACHE_BYTES);
+    builder
+}
+
+/// Looks at an existing file without writing to it: the file is opened read-only, so a
+/// foreign or corrupt file is refused exactly as it was found. `Ok` means "safe to open for
+/// writing": either the marker was verified, or the file was not shut down cleanly (e.g.
+/// `kill -9` of the previous `bulwark up`) and redb will not read it before running its crash
+/// recovery, which writes; the caller then checks the marker right after that recovery.
+fn precheck(path: &Path) -> Result<(), Error> {
+    guarded(path, || {
+        let db = match builder().open_read_only(path) {
+            Ok(db) => db,
+            Err(DatabaseError::RepairAborted) => return Ok(()),
+            Err(e) => return Err(open_error(path, e)),
+        };
+        let txn = db.begin_read().map_err(|e| engine(path, "open", e))?;
+        check_marker(&txn, path)
+    })
+}
+
+/// Checks bulwark's marker in a snapshot of the file.
+fn check_marker(txn: &ReadTransaction, path: &Path) -> Result<(), Error> {
+    let foreign = || Error::Foreign {
+        path: path.to_path_buf(),
+    };
+    let corrupt = |detail: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        // No marker table, or a table of that name with other types: someone else's database.
+        Err(
+            TableError::TableDoesNotExist(_)
+            | TableError::TableTypeMismatch { .. }
+            | TableError::TableIsMultimap(_)
+            | TableError::TypeDefinitionChanged { .. },
+        ) => return Err(foreign()),
+        Err(e) => return Err(engine(path, "open", e)),
+    };
+    let get = |key: &str| -> Result<Option<String>, Error> {
+        meta.get(key)
+            .map(|v| v.map(|v| v.value().to_owned()))
+            .map_err(|e| engine(path, "open", e))
+    };
+    if get(META_MAGIC)?.as_deref() != Some(MAGIC) {
+        return Err(foreign());
+    }
+    let Some(format) = get(META_FORMAT)? else {
+        return Err(corrupt("the journal marker has no format version".into()));
+    };
+    let found: u32 = format
+        .parse()
+        .map_err(|_| corrupt(format!("unreadable format version {format:?}")))?;
+    if found == 0 {
+        return Err(corrupt("format version 0 does not exist".into()));
+    }
+    if found > FORMAT_VERSION {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Distinguishes temporary names of concurrent creations within one process.
+static CREATE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a new journal at `path`, which did not exist a moment ago.
+///
+/// The journal is initialized and its marker committed under a temporary name in the same
+/// directory, then hard-linked to `path`. Linking fails if `path` appeared meanwhile (another
+/// process won the race), so an existing file is never replaced; the caller then examines the
+/// winner's file like any existing one.
+fn create(path: &Path) -> Result<(), Error> {
+    let io_err = |op: &'static str| {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        io_err("create the journal")(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path has no file name",
+        ))
+    })?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.creating-{}-{}",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        CREATE_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+
+    let built = init_new(&tmp, path).and_then(|()| {
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            // Someone else created the journal first: theirs stands, ours is discarded.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            // File systems without hard links: rename, which would replace a file created in
+            // the instant since the existence check, so check once more right before.
+            Err(_) if !path.exists() => {
+                fs::rename(&tmp, path).map_err(io_err("create the journal"))
+            }
+            Err(_) => Ok(()),
+        }
+    });
+    // The temporary name is gone after a rename; otherwise remove it (best effort: a leftover
+    // is a harmless hidden file, and a failure here must not mask the real outcome).
+    let _ = fs::remove_file(&tmp);
+    built?;
+    // Make the new directory entry durable too, not just the file's contents.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync the state directory"))
+}
+
+/// Initializes a journal with its marker in the new file `tmp`.
+fn init_new(tmp: &Path, path: &Path) -> Result<(), Error> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            op: "create the journal",
+            source,
+        })?;
+    let backend = FileBackend::new(file).map_err(|e| open_error(path, e))?;
+    let db = builder()
+        .create_with_backend(backend)
+        .map_err(|e| open_error(path, e))?;
+    let mut txn = db.begin_write().map_err(|e| engine(path, "create", e))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| engine(path, "create", e))?;
+    txn.set_two_phase_commit(true);
+    {
+        let mut meta = txn
+            .open_table(META)
+            .map_err(|e| engine(path, "create", e))?;
+        let format = FORMAT_VERSION.to_string();
+        for (key, value) in [(META_MAGIC, MAGIC), (META_FORMAT, format.as_str())] {
+            meta.insert(key, value)
+                .map_err(|e| engine(path, "create", e))?;
+        }
+    }
+    txn.commit().map_err(|e| engine(path, "create", e))?;
+    db.close().map_err(|e| engine(path, "create", e))
+}
+
+/// Runs an open step, turning a panic of the storage engine into [`Error::Corrupt`].
+///
+/// redb documents that opening a file damaged outside redb "may panic"; for a journal that
+/// is a corrupt file to report, not a reason to crash bulwark. Only open steps are guarded:
+/// they touch nothing shared, so nothing is left half-updated by the unwinding.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown reason".to_owned());
+            Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("the storage engine failed while reading it: {message}"),
+            })
+        }
+    }
+}
+
+/// Classifies a failure to open the file as a database.
+fn open_error(path: &Path, e: DatabaseError) -> Error {
+    let path_buf = path.to_path_buf();
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            Error::Locked { path: path_buf }
+        }
+        // bulwark has only ever written the current redb format.
+        DatabaseError::UpgradeRequired(version) => Error::Corrupt {
+            path: path_buf,
+            detail: format!("it is a database in the old redb file format {version}"),
+        },
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => Error::Corrupt {
+            path: path_buf,
+            detail,
+        },
+        // redb reports "not a database" (bad magic number) as InvalidData.
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == io::ErrorKind::InvalidData =>
+        {
+            Error::Corrupt {
+                path: path_buf,
+                detail: source.to_string(),
+            }
+        }
+        // A file cut short inside redb's header.
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == io::ErrorKind::UnexpectedEof =>
+        {
+            Error::Corrupt {
+                path: path_buf,
+                detail: format!("the file ends early; it was probably truncated ({source})"),
+            }
+        }
+        DatabaseError::Storage(StorageError::Io(source)) => Error::Io {
+            path: path_buf,
+            op: "open",
+            source,
+        },
+        other => engine(path, "open", other),
+    }
+}
+
+/// Maps an engine error on an open journal; the redb error itself stays an opaque source.
+fn engine(path: &Path, op: &'static str, e: impl Into<redb::Error>) -> Error {
+    let path = path.to_path_buf();
+    match e.into() {
+        redb::Error::Corrupted(detail) => Error::Corrupt { path, detail },
+        redb::Error::DatabaseAlreadyOpen => Error::Locked { path },
+        other => Error::Storage {
+            path,
+            op,
+            source: Box::new(other),
+        },
+    }
+}
