@@ -2,11 +2,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// One thing that happened. `seq` is unique and increasing per bus.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
     /// Wall-clock time, milliseconds since the Unix epoch.
@@ -15,7 +15,7 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeKind {
     Startup,
@@ -34,7 +34,7 @@ impl ProbeKind {
 }
 
 /// How a process ended: an exit code, or the signal that killed it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exit {
     pub code: Option<i32>,
     pub signal: Option<i32>,
@@ -57,7 +57,7 @@ impl std::fmt::Display for Exit {
 }
 
 /// Every state change in bulwark. Serialized with a `type` tag for the API and the journal.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     StackUp {
@@ -166,12 +166,21 @@ pub struct Subscription {
 
 impl Bus {
     pub fn new(history: usize) -> Self {
+        Self::with_history(history, Vec::new())
+    }
+
+    /// A bus whose history starts with `past` (oldest first, e.g. read back from the
+    /// journal); new events continue its sequence numbers.
+    pub fn with_history(history: usize, past: Vec<Event>) -> Self {
         let (tx, _) = broadcast::channel(4096);
+        let capacity = history.max(1);
+        let next_seq = past.last().map_or(1, |e| e.seq + 1);
+        let skip = past.len().saturating_sub(capacity);
         Bus {
             inner: Mutex::new(History {
-                next_seq: 1,
-                events: VecDeque::with_capacity(history.min(1024)),
-                capacity: history.max(1),
+                next_seq,
+                events: past.into_iter().skip(skip).map(Arc::new).collect(),
+                capacity,
             }),
             tx,
         }
@@ -231,6 +240,25 @@ mod tests {
         assert_eq!(seqs, vec![2, 3]);
         bus.publish(EventKind::StackStopped);
         assert_eq!(sub.live.recv().await.unwrap().seq, 4);
+    }
+
+    #[test]
+    fn history_restored_from_a_journal_continues_the_sequence() {
+        let old = Bus::new(8);
+        old.publish(EventKind::StackStopping);
+        old.publish(EventKind::StackStopped);
+        let json: Vec<String> = old
+            .history()
+            .iter()
+            .map(|e| serde_json::to_string(&**e).unwrap())
+            .collect();
+        let past: Vec<Event> = json
+            .iter()
+            .map(|j| serde_json::from_str(j).unwrap())
+            .collect();
+        let bus = Bus::with_history(8, past);
+        assert_eq!(bus.publish(EventKind::StackStopping).seq, 3);
+        assert_eq!(bus.history().len(), 3);
     }
 
     #[test]

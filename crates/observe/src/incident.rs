@@ -1,0 +1,606 @@
+//! Incidents: opened when a page alert fires or a service has no ready replica; a timeline
+//! from fault to resolution; MTTD, MTTR, MTBF and availability per service.
+//! Pure: fed events and alert transitions, with times in wall-clock milliseconds.
+//!
+//! Definitions (stated in the API and README):
+//! - MTTD: fault start → detection, over incidents whose fault start is known.
+//! - MTTR: detection → resolution ("time to resolve", measured from detection).
+//! - MTBF: time between failures = (observed time − time in incidents) / incidents.
+//! - availability: 1 − time in incidents / observed time (since bulwark first saw the service).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use bus::{Event, EventKind};
+use serde::{Deserialize, Serialize};
+
+/// A fault older than this before detection is not taken as the incident's start.
+const FAULT_LOOKBACK_MS: u64 = 10 * 60 * 1000;
+/// Timeline entries kept per incident (the first ones and the resolution are never lost:
+/// once full, further actions are counted, not listed).
+const TIMELINE_MAX: usize = 200;
+/// Resolved incidents kept in memory (all are in the journal).
+const CLOSED_MAX: usize = 1000;
+
+pub const NO_READY_REPLICA: &str = "no_ready_replica";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    Open,
+    Resolved,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub at_ms: u64,
+    /// `fault`, `detected`, `action`, `resolved`.
+    pub kind: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: u64,
+    pub service: String,
+    pub title: String,
+    pub state: IncidentState,
+    pub fault_at_ms: Option<u64>,
+    pub fault: Option<String>,
+    pub detected_at_ms: u64,
+    pub resolved_at_ms: Option<u64>,
+    /// What keeps it open: alert fingerprints and/or `no_ready_replica`.
+    pub triggers: BTreeSet<String>,
+    pub timeline: Vec<Entry>,
+    /// Actions not listed because the timeline was full.
+    pub more_actions: u64,
+}
+
+impl Incident {
+    /// Fault start → detection.
+    pub fn mttd_ms(&self) -> Option<u64> {
+        self.fault_at_ms
+            .map(|f| self.detected_at_ms.saturating_sub(f))
+    }
+
+    /// Detection → resolution.
+    pub fn ttr_ms(&self) -> Option<u64> {
+        self.resolved_at_ms
+            .map(|r| r.saturating_sub(self.detected_at_ms))
+    }
+
+    fn note(&mut self, at_ms: u64, kind: &str, text: String) {
+        if self.timeline.len() >= TIMELINE_MAX && kind == "action" {
+            self.more_actions += 1;
+            return;
+        }
+        self.timeline.push(Entry {
+            at_ms,
+            kind: kind.into(),
+            text,
+        });
+    }
+}
+
+/// Per-service reliability figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reliability {
+    pub service: String,
+    pub incidents: u64,
+    pub open: u64,
+    pub mttd_ms: Option<f64>,
+    pub mttr_ms: Option<f64>,
+    pub mtbf_ms: Option<f64>,
+    pub availability: f64,
+    pub observed_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Opened(Incident),
+    Updated(Incident),
+    Resolved(Incident),
+}
+
+impl Change {
+    pub fn incident(&self) -> &Incident {
+        match self {
+            Change::Opened(i) | Change::Updated(i) | Change::Resolved(i) => i,
+        }
+    }
+}
+
+/// Invariant: at most one open incident per service; an incident resolves exactly when its
+/// last trigger clears.
+#[derive(Debug, Default)]
+pub struct Incidents {
+    open: BTreeMap<String, Incident>,
+    closed: VecDeque<Incident>,
+    next_id: u64,
+    last_fault: HashMap<String, (u64, String)>,
+    ready: HashMap<String, BTreeSet<u32>>,
+    /// Replicas whose next exit was asked for (restart, scale down, shutdown): not faults.
+    requested_stop: HashSet<(String, u32)>,
+    stopping: bool,
+    first_seen_ms: HashMap<String, u64>,
+}
+
+impl Incidents {
+    pub fn new() -> Self {
+        Incidents {
+            next_id: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Loads incidents from the journal. Incidents left open by a previous run are closed
+    /// at `now_ms`: whatever kept them open is no longer known.
+    pub fn restore(&mut self, mut list: Vec<Incident>, now_ms: u64) -> Vec<Change> {
+        list.sort_by_key(|i| i.id);
+        let mut changes = vec![];
+        for mut i in list {
+            self.next_id = self.next_id.max(i.id + 1);
+            self.first_seen_ms
+                .entry(i.service.clone())
+                .and_modify(|t| *t = (*t).min(i.fault_at_ms.unwrap_or(i.detected_at_ms)))
+                .or_insert(i.fault_at_ms.unwrap_or(i.detected_at_ms));
+            if i.state == IncidentState::Open {
+                i.state = IncidentState::Resolved;
+                i.resolved_at_ms = Some(now_ms);
+                i.triggers.clear();
+                i.note(
+                    now_ms,
+                    "resolved",
+                    "closed at restart: bulwark was restarted while this incident was open".into(),
+                );
+                changes.push(Change::Resolved(i.clone()));
+            }
+            self.push_closed(i);
+        }
+        changes
+    }
+
+    fn push_closed(&mut self, i: Incident) {
+        if self.closed.len() == CLOSED_MAX {
+            self.closed.pop_front();
+        }
+        self.closed.push_back(i);
+    }
+
+    pub fn list(&self) -> Vec<Incident> {
+        let mut all: Vec<Incident> = self
+            .closed
+            .iter()
+            .chain(self.open.values())
+            .cloned()
+            .collect();
+        all.sort_by_key(|i| i.id);
+        all
+    }
+
+    /// Follows the event stream: remembers faults, records actions on open incidents, and
+    /// opens or clears the no-ready-replica trigger.
+    pub fn on_event(&mut self, e: &Event) -> Option<Change> {
+        let now = e.at_ms;
+        let fault = |s: &mut Self, service: &str, what: String| {
+            s.last_fault.insert(service.to_owned(), (now, what));
+            None
+        };
+        match &e.kind {
+            EventKind::StackStopping => {
+                self.stopping = true;
+                None
+            }
+            EventKind::ReplicaStarted {
+                service,
+                index,
+                pid,
+                ..
+            } => {
+                self.first_seen_ms.entry(service.clone()).or_insert(now);
+                self.action(
+                    service,
+                    now,
+                    format!("{service}/{index} started (pid {pid})"),
+                )
+            }
+            EventKind::ReplicaReady { service, index } => {
+                let set = self.ready.entry(service.clone()).or_default();
+                let was_empty = set.is_empty();
+                set.insert(*index);
+                let change = self.action(service, now, format!("{service}/{index} ready"));
+                if was_empty {
+                    return self.clear(service, NO_READY_REPLICA, now).or(change);
+                }
+                change
+            }
+            EventKind::ReplicaUnready {
+                service,
+                index,
+                reason,
+            } => {
+                fault(
+                    self,
+                    service,
+                    format!("{service}/{index} unready: {reason}"),
+                );
+                self.lose_ready(service, *index, now)
+            }
+            EventKind::ReplicaStopping {
+                service,
+                index,
+                reason,
+            } => {
+                if matches!(
+                    reason.as_str(),
+                    "restart requested" | "stack stopping" | "scaled down"
+                ) {
+                    self.requested_stop.insert((service.clone(), *index));
+                }
+                self.lose_ready(service, *index, now)
+            }
+            EventKind::ReplicaExited {
+                service,
+                index,
+                exit,
+                ..
+            } => {
+                if !self.requested_stop.remove(&(service.clone(), *index)) {
+                    fault(self, service, format!("{service}/{index} exited: {exit}"));
+                }
+                self.lose_ready(service, *index, now)
+            }
+            EventKind::ProbeFailed {
+                service,
+                index,
+                reason,
+                ..
+            } => fault(self, service, format!("{service}/{index}: {reason}")),
+            EventKind::SpawnFailed {
+                service,
+                index,
+                error,
+            } => fault(
+                self,
+                service,
+                format!("{service}/{index} failed to start: {error}"),
+            ),
+            EventKind::CrashLooping {
+                service,
+                index,
+                last_exit,
+                ..
+            } => self.action(
+                service,
+                now,
+                format!("{service}/{index} is crash-looping ({last_exit})"),
+            ),
+            EventKind::RestartScheduled {
+                service,
+                index,
+                delay_ms,
+                ..
+            } => self.action(
+                service,
+                now,
+                format!("{service}/{index} restart in {delay_ms} ms"),
+            ),
+            EventKind::ReplicaKilled { service, index, .. } => self.action(
+                service,
+                now,
+                format!("{service}/{index} killed after its stop grace"),
+            ),
+            EventKind::Scaled { service, from, to } => {
+                self.action(service, now, format!("{service} scaled {from} -> {to}"))
+            }
+            _ => None,
+        }
+    }
+
+    fn lose_ready(&mut self, service: &str, index: u32, now: u64) -> Option<Change> {
+        let set = self.ready.entry(service.to_owned()).or_default();
+        if !set.remove(&index) || !set.is_empty() || self.stopping {
+            return None;
+        }
+        let hint = self.last_fault.get(service).cloned();
+        Some(self.trigger(
+            service,
+            NO_READY_REPLICA,
+            format!("{service} has no ready replica"),
+            hint,
+            now,
+        ))
+    }
+
+    fn action(&mut self, service: &str, now: u64, text: String) -> Option<Change> {
+        let i = self.open.get_mut(service)?;
+        i.note(now, "action", text);
+        Some(Change::Updated(i.clone()))
+    }
+
+    /// Something detected trouble with `service` (an alert fired, no replica is ready).
+    /// Opens an incident, or adds the trigger to the open one. `fault` is the best known
+    /// fault start; without one, the last fault bulwark saw for the service is used.
+    pub fn trigger(
+        &mut self,
+        service: &str,
+        trigger: &str,
+        title: String,
+        fault: Option<(u64, String)>,
+        now: u64,
+    ) -> Change {
+        if let Some(i) = self.open.get_mut(service) {
+            i.triggers.insert(trigger.to_owned());
+            i.note(now, "detected", title);
+            return Change::Updated(i.clone());
+        }
+        let known = self
+            .last_fault
+            .get(service)
+            .filter(|(at, _)| *at <= now && now - at <= FAULT_LOOKBACK_MS)
+            .cloned();
+        // The earliest credible fault start wins.
+        let fault = match (fault, known) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        let mut i = Incident {
+            id: self.next_id,
+            service: service.to_owned(),
+            title: title.clone(),
+            state: IncidentState::Open,
+            fault_at_ms: fault.as_ref().map(|f| f.0),
+            fault: fault.as_ref().map(|f| f.1.clone()),
+            detected_at_ms: now,
+            resolved_at_ms: None,
+            triggers: BTreeSet::from([trigger.to_owned()]),
+            timeline: vec![],
+            more_actions: 0,
+        };
+        self.next_id += 1;
+        if let Some((at, what)) = &fault {
+            i.note(*at, "fault", what.clone());
+        }
+        i.note(now, "detected", title);
+        self.open.insert(service.to_owned(), i.clone());
+        Change::Opened(i)
+    }
+
+    /// A trigger cleared; the incident resolves when none is left.
+    pub fn clear(&mut self, service: &str, trigger: &str, now: u64) -> Option<Change> {
+        let i = self.open.get_mut(service)?;
+        if !i.triggers.remove(trigger) {
+            return None;
+        }
+        if !i.triggers.is_empty() {
+            i.note(now, "action", format!("{trigger} cleared"));
+            return Some(Change::Updated(i.clone()));
+        }
+        let mut i = self.open.remove(service)?;
+        i.state = IncidentState::Resolved;
+        i.resolved_at_ms = Some(now);
+        i.note(now, "resolved", format!("{trigger} cleared"));
+        self.last_fault.remove(service);
+        self.push_closed(i.clone());
+        Some(Change::Resolved(i))
+    }
+
+    pub fn reliability(&self, now: u64) -> Vec<Reliability> {
+        let mut services: BTreeSet<&String> = self.first_seen_ms.keys().collect();
+        services.extend(self.open.keys());
+        services
+            .into_iter()
+            .map(|service| {
+                let mine: Vec<&Incident> = self
+                    .closed
+                    .iter()
+                    .chain(self.open.values())
+                    .filter(|i| &i.service == service)
+                    .collect();
+                let first = self.first_seen_ms.get(service).copied().unwrap_or(now);
+                let observed = now.saturating_sub(first).max(1);
+                let down: u64 = mine
+                    .iter()
+                    .map(|i| {
+                        i.resolved_at_ms
+                            .unwrap_or(now)
+                            .saturating_sub(i.detected_at_ms)
+                    })
+                    .sum();
+                let mean = |xs: Vec<u64>| {
+                    (!xs.is_empty()).then(|| xs.iter().sum::<u64>() as f64 / xs.len() as f64)
+                };
+                let n = mine.len() as u64;
+                Reliability {
+                    service: service.clone(),
+                    incidents: n,
+                    open: mine
+                        .iter()
+                        .filter(|i| i.state == IncidentState::Open)
+                        .count() as u64,
+                    mttd_ms: mean(mine.iter().filter_map(|i| i.mttd_ms()).collect()),
+                    mttr_ms: mean(mine.iter().filter_map(|i| i.ttr_ms()).collect()),
+                    mtbf_ms: (n > 0).then(|| observed.saturating_sub(down) as f64 / n as f64),
+                    availability: 1.0 - (down.min(observed) as f64 / observed as f64),
+                    observed_ms: observed,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus::Exit;
+
+    fn ev(at_ms: u64, kind: EventKind) -> Event {
+        Event {
+            seq: at_ms,
+            at_ms,
+            kind,
+        }
+    }
+
+    fn ready(at: u64, index: u32) -> Event {
+        ev(
+            at,
+            EventKind::ReplicaReady {
+                service: "web".into(),
+                index,
+            },
+        )
+    }
+
+    fn exited(at: u64, index: u32) -> Event {
+        ev(
+            at,
+            EventKind::ReplicaExited {
+                service: "web".into(),
+                index,
+                pid: 1,
+                exit: Exit {
+                    code: None,
+                    signal: Some(9),
+                },
+                uptime_ms: 5,
+            },
+        )
+    }
+
+    #[test]
+    fn losing_the_last_ready_replica_opens_and_recovery_resolves() {
+        let mut inc = Incidents::new();
+        inc.on_event(&ev(
+            0,
+            EventKind::ReplicaStarted {
+                service: "web".into(),
+                index: 0,
+                pid: 1,
+                port: 1,
+            },
+        ));
+        assert!(inc.on_event(&ready(100, 0)).is_none());
+        assert!(inc.on_event(&ready(100, 1)).is_none());
+        assert!(inc.on_event(&exited(1000, 0)).is_none(), "one replica left");
+        let Some(Change::Opened(i)) = inc.on_event(&exited(2000, 1)) else {
+            panic!("opens")
+        };
+        assert_eq!(i.fault_at_ms, Some(2000));
+        assert_eq!(i.fault.as_deref(), Some("web/1 exited: killed by signal 9"));
+        assert_eq!(i.mttd_ms(), Some(0));
+        inc.on_event(&ev(
+            2300,
+            EventKind::RestartScheduled {
+                service: "web".into(),
+                index: 1,
+                delay_ms: 250,
+                restarts: 1,
+                reason: "x".into(),
+            },
+        ));
+        let Some(Change::Resolved(i)) = inc.on_event(&ready(2600, 1)) else {
+            panic!("resolves")
+        };
+        assert_eq!(i.ttr_ms(), Some(600));
+        let kinds: Vec<&str> = i.timeline.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            vec!["fault", "detected", "action", "action", "resolved"]
+        );
+        let r = &inc.reliability(10_000)[0];
+        assert_eq!(r.incidents, 1);
+        assert_eq!(r.mttr_ms, Some(600.0));
+        // observed 10 000 ms, 600 down
+        assert!((r.availability - 0.94).abs() < 1e-9, "{r:?}");
+        assert_eq!(r.mtbf_ms, Some(9400.0));
+    }
+
+    #[test]
+    fn alert_trigger_uses_the_hint_and_stays_open_until_every_trigger_clears() {
+        let mut inc = Incidents::new();
+        let c = inc.trigger(
+            "web",
+            "web/avail/page",
+            "burning".into(),
+            Some((500, "first failed request".into())),
+            900,
+        );
+        let Change::Opened(i) = c else { panic!() };
+        assert_eq!(i.mttd_ms(), Some(400));
+        let Change::Updated(_) =
+            inc.trigger("web", NO_READY_REPLICA, "none ready".into(), None, 1000)
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            inc.clear("web", "web/avail/page", 2000),
+            Some(Change::Updated(_))
+        ));
+        let Some(Change::Resolved(i)) = inc.clear("web", NO_READY_REPLICA, 3000) else {
+            panic!()
+        };
+        assert_eq!(i.ttr_ms(), Some(2100));
+        assert!(inc.clear("web", NO_READY_REPLICA, 4000).is_none());
+    }
+
+    #[test]
+    fn requested_stops_and_shutdown_are_not_incidents() {
+        let mut inc = Incidents::new();
+        inc.on_event(&ready(0, 0));
+        inc.on_event(&ev(
+            3,
+            EventKind::ReplicaExited {
+                service: "web".into(),
+                index: 1,
+                pid: 1,
+                exit: Exit {
+                    code: Some(0),
+                    signal: None,
+                },
+                uptime_ms: 1,
+            },
+        ));
+        // Restarting a lone replica leaves nobody serving: an incident, but the requested
+        // stop is not its fault (the old exit of another replica is the last fault seen).
+        let c = inc.on_event(&ev(
+            10,
+            EventKind::ReplicaStopping {
+                service: "web".into(),
+                index: 0,
+                reason: "restart requested".into(),
+            },
+        ));
+        let Some(Change::Opened(i)) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(i.fault.as_deref(), Some("web/1 exited: exit status 0"));
+        assert!(
+            inc.on_event(&exited(20, 0)).is_none(),
+            "requested exit adds no fault"
+        );
+        assert_eq!(inc.last_fault["web"].0, 3);
+        let mut inc = Incidents::new();
+        inc.on_event(&ready(0, 0));
+        inc.on_event(&ev(5, EventKind::StackStopping));
+        assert!(inc.on_event(&exited(10, 0)).is_none());
+        assert!(inc.list().is_empty());
+    }
+
+    #[test]
+    fn restore_closes_incidents_left_open() {
+        let mut inc = Incidents::new();
+        inc.trigger("web", "a", "t".into(), None, 100);
+        let saved = inc.list();
+        let mut again = Incidents::new();
+        let changes = again.restore(saved, 5000);
+        assert_eq!(changes.len(), 1);
+        let Change::Resolved(i) = &changes[0] else {
+            panic!()
+        };
+        assert_eq!(i.resolved_at_ms, Some(5000));
+        let Change::Opened(n) = again.trigger("web", "a", "t".into(), None, 6000) else {
+            panic!()
+        };
+        assert_eq!(n.id, 2, "ids continue");
+    }
+}
