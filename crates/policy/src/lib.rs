@@ -1,11 +1,69 @@
 //! Pure resilience mechanisms. Every timing decision takes `now` (and any randomness) as an
 //! argument, so each one is tested without sleeping.
 //!
-//! Architecture invariant: this crate reads no clock, spawns no task and does no I/O.
+//! Architecture invariant: this crate reads no clock, draws no random number, spawns no
+//! task and does no I/O. Hot-path methods do not allocate, run in O(1) or O(log n) and
+//! keep fixed memory, so the proxy can hold one instance per replica or service behind a
+//! `std::sync::Mutex` with short critical sections.
+//!
+//! - supervisor: [`Backoff`], [`CrashLoop`], [`Threshold`];
+//! - balancing: [`PeakEwma`] (P2C load), [`HashRing`] (affinity), [`SlowStart`],
+//!   [`pick_weighted`], [`WeightedPick`];
+//! - failure handling: [`OutlierDetector`], [`CircuitBreaker`], [`RetryBudget`],
+//!   [`LatencyWindow`] (hedging), [`ConcurrencyLimit`] (bulkheads);
+//! - rate limits: [`TokenBucket`], [`KeyedBuckets`];
+//! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 
 mod backoff;
+mod breaker;
+mod bucket;
+mod budget;
+mod ewma;
+mod hash;
+mod limit;
+mod outlier;
+mod slowstart;
 mod threshold;
+mod window;
 
 pub use backoff::{Backoff, CrashLoop, RestartDecision};
+pub use breaker::{
+    BreakerConfig, BreakerEvent, BreakerState, CircuitBreaker, FailureRatio, Permit, Rejected,
+};
+pub use bucket::{KeyedBuckets, TokenBucket};
+pub use budget::{BudgetConfig, RetryBudget};
+pub use ewma::{EwmaConfig, PeakEwma};
+pub use hash::{BuildStableHasher, HashRing, StableHasher, hash_bytes, hash_key, mix64};
+pub use limit::{Admit, ConcurrencyLimit};
+pub use outlier::{
+    EjectReason, Outcome, OutlierConfig, OutlierDetector, OutlierEvent, ReplicaId, ReplicaState,
+};
+pub use slowstart::{SlowStart, WeightedPick, pick_weighted};
 pub use threshold::{Threshold, Transition};
+pub use window::{LatencyWindow, SlidingWindow};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything the proxy shares between tasks must be `Send + Sync` (behind a `Mutex`).
+    #[test]
+    fn shareable() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<PeakEwma>();
+        check::<OutlierDetector>();
+        check::<CircuitBreaker>();
+        check::<RetryBudget>();
+        check::<TokenBucket>();
+        check::<KeyedBuckets<std::net::IpAddr>>();
+        check::<KeyedBuckets<u64, std::hash::RandomState>>();
+        check::<SlidingWindow>();
+        check::<LatencyWindow>();
+        check::<HashRing<u32>>();
+        check::<HashRing<ReplicaId>>();
+        check::<SlowStart>();
+        check::<WeightedPick>();
+        check::<ConcurrencyLimit>();
+    }
+}

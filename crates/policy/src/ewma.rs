@@ -1,0 +1,150 @@
+//! Peak-EWMA latency estimate, the load signal of linkerd2-proxy's (and tower's) P2C
+//! balancer.
+
+use std::time::{Duration, Instant};
+
+/// linkerd2-proxy defaults: a fresh endpoint is assumed to answer in 30 ms, and the
+/// estimate forgets with a 10 s time constant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EwmaConfig {
+    /// Estimate of an endpoint with no samples yet (linkerd2-proxy: 30 ms).
+    pub default_rtt: Duration,
+    /// Time constant τ of the exponential decay (linkerd2-proxy: 10 s).
+    pub decay: Duration,
+}
+
+impl Default for EwmaConfig {
+    fn default() -> Self {
+        EwmaConfig {
+            default_rtt: Duration::from_millis(30),
+            decay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Peak-sensitive exponentially weighted moving average of response times, in seconds.
+///
+/// Semantics (tower `PeakEwma`, which linkerd2-proxy uses):
+/// - between samples the estimate decays toward zero, `est(t) = est(at) · e^{-(t-at)/τ}`,
+///   so an endpoint that was slow once (or has seen no traffic) is tried again rather than
+///   starved (tower decays "with a zero RTT" whenever load is read);
+/// - a sample *above* the current estimate replaces it at once (the "peak": a slowing
+///   endpoint is avoided immediately);
+/// - a sample at or below it pulls the estimate toward the sample with weight
+///   `1 - e^{-elapsed/τ}`, `elapsed` being the time since the previous sample.
+///
+/// Difference from tower, on purpose: reading ([`estimate`](Self::estimate),
+/// [`cost`](Self::cost)) is pure (`&self`); tower mutates on every read, which makes its
+/// estimate depend on how often the balancer looks at it.
+///
+/// Invariants: the estimate is finite and `>= 0`; it never increases between samples; a
+/// sample never moves it past the sample when lowering it. 24 bytes, `Copy`: keep one per
+/// endpoint behind the endpoint's `Mutex`.
+#[derive(Debug, Clone, Copy)]
+pub struct PeakEwma {
+    /// Seconds, as of `at`.
+    est: f64,
+    at: Instant,
+    decay_s: f64,
+}
+
+impl PeakEwma {
+    /// A new endpoint, estimated at `config.default_rtt` as of `now`.
+    pub fn new(config: EwmaConfig, now: Instant) -> Self {
+        PeakEwma {
+            est: config.default_rtt.as_secs_f64(),
+            at: now,
+            // A zero decay would make 0/0 at zero elapsed time.
+            decay_s: config.decay.as_secs_f64().max(1e-9),
+        }
+    }
+
+    fn weight(&self, now: Instant) -> f64 {
+        (-now.saturating_duration_since(self.at).as_secs_f64() / self.decay_s).exp()
+    }
+
+    /// Feeds one response time, measured when the response (head) arrived at `now`.
+    pub fn observe(&mut self, rtt: Duration, now: Instant) {
+        let w = self.weight(now);
+        let current = self.est * w;
+        let rtt = rtt.as_secs_f64();
+        self.est = if rtt > current {
+            rtt
+        } else {
+            current * w + rtt * (1.0 - w)
+        };
+        if now > self.at {
+            self.at = now;
+        }
+    }
+
+    /// The estimate in seconds as of `now` (decayed since the last sample).
+    pub fn estimate(&self, now: Instant) -> f64 {
+        self.est * self.weight(now)
+    }
+
+    /// P2C cost: `estimate × (inflight + 1)` (tower `PeakEwma::load`), so an endpoint with
+    /// requests outstanding looks proportionally slower. Lower is better.
+    pub fn cost(&self, inflight: usize, now: Instant) -> f64 {
+        self.estimate(now) * (inflight as f64 + 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn starts_at_default_and_decays_toward_zero() {
+        let t0 = Instant::now();
+        let e = PeakEwma::new(EwmaConfig::default(), t0);
+        assert!(close(e.estimate(t0), 0.030));
+        // one time constant later: 30 ms × e^-1
+        let t = t0 + Duration::from_secs(10);
+        assert!(close(e.estimate(t), 0.030 * (-1f64).exp()));
+        assert!(close(e.cost(3, t0), 0.120));
+    }
+
+    #[test]
+    fn peak_replaces_at_once_and_lower_samples_blend() {
+        let t0 = Instant::now();
+        let mut e = PeakEwma::new(EwmaConfig::default(), t0);
+        e.observe(Duration::from_millis(200), t0);
+        assert!(close(e.estimate(t0), 0.200), "peak taken immediately");
+        // 10 s later: current = 200 ms × e^-1 ≈ 73.6 ms; a 10 ms sample blends with w = e^-1
+        let t = t0 + Duration::from_secs(10);
+        e.observe(Duration::from_millis(10), t);
+        let w = (-1f64).exp();
+        let want = 0.200 * w * w + 0.010 * (1.0 - w);
+        assert!(close(e.estimate(t), want), "{} vs {want}", e.estimate(t));
+        assert!(e.estimate(t) >= 0.010 && e.estimate(t) <= 0.200 * w);
+        // a sample at the same instant as the last one does not move a higher estimate
+        let before = e.estimate(t);
+        e.observe(Duration::from_millis(1), t);
+        assert!(close(e.estimate(t), before));
+    }
+
+    #[test]
+    fn steady_latency_holds_the_estimate() {
+        let t0 = Instant::now();
+        let mut e = PeakEwma::new(EwmaConfig::default(), t0);
+        let mut now = t0;
+        for _ in 0..1000 {
+            now += Duration::from_millis(5);
+            e.observe(Duration::from_millis(50), now);
+        }
+        assert!(close(e.estimate(now), 0.050));
+    }
+
+    #[test]
+    fn stale_now_neither_panics_nor_rewinds() {
+        let t0 = Instant::now();
+        let mut e = PeakEwma::new(EwmaConfig::default(), t0 + Duration::from_secs(5));
+        e.observe(Duration::from_millis(40), t0);
+        assert!(close(e.estimate(t0 + Duration::from_secs(5)), 0.040));
+    }
+}

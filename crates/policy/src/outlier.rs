@@ -1,0 +1,892 @@
+//! Passive outlier detection (Envoy outlier detection, linkerd failure accrual) over the
+//! replicas of one service.
+
+use std::time::{Duration, Instant};
+
+use crate::window::{Ring, later};
+
+/// What one request to a replica came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Any response that is not a 5xx (4xx is the client's problem, not the replica's).
+    Success,
+    /// A 5xx response from the replica. 502/503/504 also count as gateway errors.
+    Status5xx(u16),
+    /// Connect failure, connection reset, or a 502/503/504: the replica is unreachable or
+    /// overloaded. Counts toward both the 5xx and the gateway-error runs (Envoy maps
+    /// connect failures to 503 when local-origin errors are not split out).
+    GatewayError,
+    /// The proxy's own per-try timeout fired. Counts like a gateway error (Envoy: 504).
+    LocalTimeout,
+}
+
+impl Outcome {
+    /// Classifies a response status: 502–504 → `GatewayError`, other 5xx → `Status5xx`,
+    /// everything else → `Success`.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            502..=504 => Outcome::GatewayError,
+            500..=599 => Outcome::Status5xx(status),
+            _ => Outcome::Success,
+        }
+    }
+
+    pub fn is_success(self) -> bool {
+        self == Outcome::Success
+    }
+
+    fn is_gateway(self) -> bool {
+        matches!(
+            self,
+            Outcome::GatewayError | Outcome::LocalTimeout | Outcome::Status5xx(502..=504)
+        )
+    }
+}
+
+/// Identifies a replica inside one [`OutlierDetector`]: a slot index plus a generation
+/// that changes whenever the slot is reused.
+///
+/// Invariant: an id stays valid until [`OutlierDetector::remove`]; afterwards every call
+/// with it is a no-op, so outcomes of requests still in flight to a replica that left are
+/// never attributed to the replica that took its slot. 8 bytes, `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplicaId {
+    index: u32,
+    generation: u32,
+}
+
+impl ReplicaId {
+    /// Slot index: small and dense (reused after removal), handy for the proxy's own tables.
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+/// Why a replica was ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EjectReason {
+    /// `consecutive_5xx` 5xx responses in a row (Envoy `consecutive_5xx`).
+    Consecutive5xx,
+    /// `consecutive_gateway_errors` gateway errors in a row (Envoy
+    /// `consecutive_gateway_failure`).
+    ConsecutiveGatewayErrors,
+    /// Success rate over the window below `success_rate_percent`.
+    SuccessRate,
+    /// The single re-admission probe failed (linkerd probation).
+    FailedProbe,
+}
+
+/// A transition worth publishing on the event bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutlierEvent {
+    Ejected {
+        replica: ReplicaId,
+        until: Instant,
+        reason: EjectReason,
+        /// How many times in a row (after decay) it has been ejected, this one included.
+        times: u32,
+    },
+    /// Back in rotation: its probe succeeded, or it was re-admitted early so that an
+    /// ejection does not leave the service without a healthy replica or over
+    /// `max_ejection_percent` after another replica left.
+    Readmitted { replica: ReplicaId },
+}
+
+/// A replica's standing as seen by the detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    /// In rotation.
+    Active,
+    /// Out of rotation until `until`; then the next [`OutlierDetector::try_admit`] lets
+    /// one probe request through.
+    Ejected { until: Instant },
+    /// One probe request is out; its outcome re-admits or re-ejects the replica.
+    Probing,
+}
+
+/// Outlier detection settings. All percentages are integers `0..=100`.
+///
+/// Defaults: detection from Envoy (5 consecutive 5xx / gateway errors, 10 s interval,
+/// panic threshold 50 %), penalties from linkerd (1 s base up to 1 min, re-admission
+/// through one probe), because bulwark's replicas restart in seconds and Envoy's 30 s base
+/// would keep a recovered replica idle for far longer than it was broken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierConfig {
+    /// 5xx responses in a row that eject (Envoy `consecutive_5xx`: 5). 0 disables.
+    pub consecutive_5xx: u32,
+    /// Gateway errors in a row that eject (Envoy `consecutive_gateway_failure`: 5; Envoy
+    /// ships it with 0 % enforcement, we enforce it). 0 disables.
+    pub consecutive_gateway_errors: u32,
+    /// Eject when the success rate over `success_rate_window` is below this (80 %).
+    /// Envoy compares against the cluster mean − 1.9σ; a fixed floor is simpler to reason
+    /// about and `max_ejection_percent` bounds the damage when every replica degrades
+    /// together. 0 disables.
+    pub success_rate_percent: u32,
+    /// Fewest requests in the window before the success rate is judged (20; Envoy's
+    /// `success_rate_request_volume` is 100 per 10 s, too many for small services).
+    pub success_rate_min_requests: u32,
+    /// Success-rate window (Envoy `interval`: 10 s), in 10 buckets.
+    pub success_rate_window: Duration,
+    /// First ejection (linkerd: 1 s; Envoy `base_ejection_time`: 30 s). The n-th ejection
+    /// in a row lasts `n × base` (Envoy), capped by `max_ejection`.
+    pub base_ejection: Duration,
+    /// Cap (linkerd: 1 min; Envoy `max_ejection_time`: 300 s).
+    pub max_ejection: Duration,
+    /// Downward jitter: an ejection lasts `d × (1 − jitter × rand01)`, so replicas ejected
+    /// together are probed apart (0.2, like the supervisor's restart backoff).
+    pub jitter: f64,
+    /// Each `decay_interval` spent healthy forgives one past ejection (Envoy decrements its
+    /// ejection multiplier once per `interval`: 10 s).
+    pub decay_interval: Duration,
+    /// Never more than this share of the replicas ejected at once (50 %; Envoy: 10 %, but
+    /// 10 % of a 3-replica service is nobody). With 50 % any service of ≥ 2 replicas can
+    /// lose one.
+    pub max_ejection_percent: u32,
+    /// Below this share of healthy replicas [`OutlierDetector::panic`] says to spread
+    /// traffic over all of them (Envoy `healthy_panic_threshold`: 50 %).
+    pub panic_threshold_percent: u32,
+    /// A probe with no recorded outcome after this long (request cancelled, outcome lost)
+    /// is given up and another probe is allowed (10 s).
+    pub probe_timeout: Duration,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_5xx: 5,
+            consecutive_gateway_errors: 5,
+            success_rate_percent: 80,
+            success_rate_min_requests: 20,
+            success_rate_window: Duration::from_secs(10),
+            base_ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(60),
+            jitter: 0.2,
+            decay_interval: Duration::from_secs(10),
+            max_ejection_percent: 50,
+            panic_threshold_percent: 50,
+            probe_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Active,
+    Ejected {
+        until: Instant,
+    },
+    /// A probe is out; another may go once `deadline` passes.
+    Probing {
+        deadline: Instant,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Tracker {
+    state: State,
+    /// Not ready = failing the supervisor's health checks: a member, not healthy, not
+    /// routed to outside panic mode, and not judged by its outcomes.
+    ready: bool,
+    run_5xx: u32,
+    run_gateway: u32,
+    /// `[successes, requests]` over `success_rate_window`.
+    window: Ring<2>,
+    times_ejected: u32,
+    /// When it last entered `Active`; the ejection count decays from there.
+    active_since: Instant,
+}
+
+impl Tracker {
+    fn healthy(&self) -> bool {
+        self.ready && self.state == State::Active
+    }
+
+    fn ejected(&self) -> bool {
+        self.state != State::Active
+    }
+
+    fn reset_counters(&mut self) {
+        self.run_5xx = 0;
+        self.run_gateway = 0;
+        self.window.clear();
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    generation: u32,
+    tracker: Option<Tracker>,
+}
+
+/// Outlier detector for one service's replica set.
+///
+/// Invariants (checked by property tests):
+/// - `members` / `ejected` / `healthy` always equal the number of replicas present /
+///   `Ejected` or `Probing` / `Active` and ready, kept incrementally so that every call is
+///   O(1) (membership changes O(members) at worst);
+/// - an ejection happens only while at least two replicas are healthy, so **an ejection
+///   never takes out the last healthy replica**;
+/// - an ejection happens only if afterwards `ejected × 100 ≤ max_ejection_percent ×
+///   members`; when a replica leaves or stops being ready and this bound, or "some replica
+///   is healthy while one could be re-admitted", would break, the ejected replica whose
+///   penalty ends first is re-admitted at once (a [`OutlierEvent::Readmitted`] is
+///   returned). So at every moment both bounds hold;
+/// - an ejected replica receives at most one request (the probe) per `probe_timeout`
+///   until its probe succeeds; outcomes arriving while it is `Ejected` belong to requests
+///   sent before the ejection and are ignored.
+///
+/// Memory: one slot (≈ 300 bytes, including a 10-bucket window) per replica slot ever
+/// used. Hot calls ([`record`](Self::record), [`try_admit`](Self::try_admit),
+/// [`panic`](Self::panic)) neither allocate nor scan; keep the detector behind one
+/// `Mutex` per service.
+#[derive(Debug, Clone)]
+pub struct OutlierDetector {
+    config: OutlierConfig,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    members: u32,
+    ejected: u32,
+    healthy: u32,
+}
+
+impl OutlierDetector {
+    /// Percentages above 100 are treated as 100.
+    pub fn new(config: OutlierConfig) -> Self {
+        let mut config = config;
+        config.max_ejection_percent = config.max_ejection_percent.min(100);
+        config.panic_threshold_percent = config.panic_threshold_percent.min(100);
+        config.success_rate_percent = config.success_rate_percent.min(100);
+        OutlierDetector {
+            config,
+            slots: Vec::new(),
+            free: Vec::new(),
+            members: 0,
+            ejected: 0,
+            healthy: 0,
+        }
+    }
+
+    pub fn config(&self) -> &OutlierConfig {
+        &self.config
+    }
+
+    /// A replica joins, ready and in rotation.
+    pub fn add(&mut self, now: Instant) -> ReplicaId {
+        let tracker = Tracker {
+            state: State::Active,
+            ready: true,
+            run_5xx: 0,
+            run_gateway: 0,
+            window: Ring::new(self.config.success_rate_window, 10),
+            times_ejected: 0,
+            active_since: now,
+        };
+        self.members += 1;
+        self.healthy += 1;
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            slot.tracker = Some(tracker);
+            ReplicaId {
+                index,
+                generation: slot.generation,
+            }
+        } else {
+            self.slots.push(Slot {
+                generation: 0,
+                tracker: Some(tracker),
+            });
+            ReplicaId {
+                index: (self.slots.len() - 1) as u32,
+                generation: 0,
+            }
+        }
+    }
+
+    /// A replica leaves. Its id becomes stale. May re-admit another replica to keep the
+    /// bounds (see the type's invariants).
+    pub fn remove(&mut self, id: ReplicaId, now: Instant) -> Option<OutlierEvent> {
+        let slot = self.slot_mut(id)?;
+        let t = slot.tracker.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+        self.members -= 1;
+        if t.ejected() {
+            self.ejected -= 1;
+        }
+        if t.healthy() {
+            self.healthy -= 1;
+        }
+        self.repair(now)
+    }
+
+    /// The supervisor's readiness for the replica (health checks). A replica that is not
+    /// ready counts as a member but not as healthy; its outcomes are ignored. May re-admit
+    /// another replica if this one was the last healthy one.
+    pub fn set_ready(&mut self, id: ReplicaId, ready: bool, now: Instant) -> Option<OutlierEvent> {
+        let t = self.tracker_mut(id)?;
+        if t.ready == ready {
+            return None;
+        }
+        let was = t.healthy();
+        t.ready = ready;
+        let is = t.healthy();
+        match (was, is) {
+            (false, true) => self.healthy += 1,
+            (true, false) => self.healthy -= 1,
+            _ => {}
+        }
+        self.repair(now)
+    }
+
+    /// Feeds the outcome of one request to `id`, finished at `now`. `rand01` in `[0, 1)`
+    /// jitters the ejection time if this outcome ejects.
+    pub fn record(
+        &mut self,
+        id: ReplicaId,
+        outcome: Outcome,
+        now: Instant,
+        rand01: f64,
+    ) -> Option<OutlierEvent> {
+        let c = self.config;
+        let t = self.tracker_mut(id)?;
+        if !t.ready {
+            return None;
+        }
+        match t.state {
+            State::Ejected { .. } => None,
+            State::Probing { .. } => {
+                if outcome.is_success() {
+                    t.state = State::Active;
+                    t.active_since = now;
+                    t.reset_counters();
+                    self.ejected -= 1;
+                    self.healthy += 1;
+                    Some(OutlierEvent::Readmitted { replica: id })
+                } else {
+                    // Already counted as ejected: bounds are unaffected.
+                    Some(self.eject(id, EjectReason::FailedProbe, now, rand01))
+                }
+            }
+            State::Active => {
+                let ok = outcome.is_success();
+                if ok {
+                    t.run_5xx = 0;
+                    t.run_gateway = 0;
+                } else {
+                    t.run_5xx = t.run_5xx.saturating_add(1);
+                    t.run_gateway = if outcome.is_gateway() {
+                        t.run_gateway.saturating_add(1)
+                    } else {
+                        0
+                    };
+                }
+                let [succ, total] = t.window.add([u64::from(ok), 1], now);
+                if ok {
+                    return None;
+                }
+                let reason = if c.consecutive_gateway_errors > 0
+                    && t.run_gateway >= c.consecutive_gateway_errors
+                {
+                    EjectReason::ConsecutiveGatewayErrors
+                } else if c.consecutive_5xx > 0 && t.run_5xx >= c.consecutive_5xx {
+                    EjectReason::Consecutive5xx
+                } else if c.success_rate_percent > 0
+                    && total >= u64::from(c.success_rate_min_requests.max(1))
+                    && succ * 100 < u64::from(c.success_rate_percent) * total
+                {
+                    EjectReason::SuccessRate
+                } else {
+                    return None;
+                };
+                if !self.may_eject() {
+                    // Keep the counters: the next failure asks again.
+                    return None;
+                }
+                self.ejected += 1;
+                self.healthy -= 1;
+                Some(self.eject(id, reason, now, rand01))
+            }
+        }
+    }
+
+    /// Whether a request may be sent to `id` now, consuming the probe slot of an ejected
+    /// replica whose penalty is over: exactly one request is let through, and its outcome
+    /// (via [`record`](Self::record)) re-admits or re-ejects it. Call it only for the
+    /// replica actually chosen; use [`admissible`](Self::admissible) to filter candidates.
+    /// In [`panic`](Self::panic) mode the proxy routes to any member regardless.
+    pub fn try_admit(&mut self, id: ReplicaId, now: Instant) -> bool {
+        let probe_timeout = self.config.probe_timeout;
+        let Some(t) = self.tracker_mut(id) else {
+            return false;
+        };
+        if !t.ready {
+            return false;
+        }
+        match t.state {
+            State::Active => true,
+            State::Ejected { until } | State::Probing { deadline: until } if now >= until => {
+                t.state = State::Probing {
+                    deadline: later(now, probe_timeout),
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether [`try_admit`](Self::try_admit) would say yes, without consuming anything.
+    pub fn admissible(&self, id: ReplicaId, now: Instant) -> bool {
+        match self.tracker(id) {
+            Some(t) if t.ready => match t.state {
+                State::Active => true,
+                State::Ejected { until } | State::Probing { deadline: until } => now >= until,
+            },
+            _ => false,
+        }
+    }
+
+    /// Too few healthy replicas (`healthy × 100 < panic_threshold_percent × members`):
+    /// the proxy should spread traffic over all members, ejected or not ready included,
+    /// rather than overload the few left (Envoy's panic mode).
+    pub fn panic(&self) -> bool {
+        u64::from(self.healthy) * 100
+            < u64::from(self.config.panic_threshold_percent) * u64::from(self.members)
+    }
+
+    pub fn state(&self, id: ReplicaId) -> Option<ReplicaState> {
+        self.tracker(id).map(|t| match t.state {
+            State::Active => ReplicaState::Active,
+            State::Ejected { until } => ReplicaState::Ejected { until },
+            State::Probing { .. } => ReplicaState::Probing,
+        })
+    }
+
+    /// Readiness as last set (`None` for a stale id).
+    pub fn is_ready(&self, id: ReplicaId) -> Option<bool> {
+        self.tracker(id).map(|t| t.ready)
+    }
+
+    /// Replicas present.
+    pub fn members(&self) -> u32 {
+        self.members
+    }
+
+    /// Replicas `Ejected` or `Probing`.
+    pub fn ejected(&self) -> u32 {
+        self.ejected
+    }
+
+    /// Replicas `Active` and ready.
+    pub fn healthy(&self) -> u32 {
+        self.healthy
+    }
+
+    /// Ids of all present replicas (for the proxy's panic-mode fallback and for tests).
+    pub fn ids(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            s.tracker.as_ref().map(|_| ReplicaId {
+                index: i as u32,
+                generation: s.generation,
+            })
+        })
+    }
+
+    fn may_eject(&self) -> bool {
+        self.healthy >= 2
+            && (u64::from(self.ejected) + 1) * 100
+                <= u64::from(self.config.max_ejection_percent) * u64::from(self.members)
+    }
+
+    /// Puts `id` (Active or Probing; counters already adjusted) into `Ejected`.
+    fn eject(
+        &mut self,
+        id: ReplicaId,
+        reason: EjectReason,
+        now: Instant,
+        rand01: f64,
+    ) -> OutlierEvent {
+        let c = self.config;
+        let t = self.tracker_mut(id).expect("caller checked the id");
+        if t.state == State::Active {
+            let periods = now.saturating_duration_since(t.active_since).as_nanos()
+                / c.decay_interval.as_nanos().max(1);
+            t.times_ejected = t
+                .times_ejected
+                .saturating_sub(u32::try_from(periods).unwrap_or(u32::MAX));
+        }
+        t.times_ejected = t.times_ejected.saturating_add(1);
+        let base = c
+            .base_ejection
+            .saturating_mul(t.times_ejected)
+            .min(c.max_ejection);
+        let jitter = c.jitter * rand01;
+        let d = if jitter.is_finite() && jitter > 0.0 {
+            base.mul_f64(1.0 - jitter.min(1.0))
+        } else {
+            base
+        };
+        let until = later(now, d);
+        t.state = State::Ejected { until };
+        t.reset_counters();
+        OutlierEvent::Ejected {
+            replica: id,
+            until,
+            reason,
+            times: t.times_ejected,
+        }
+    }
+
+    /// Restores the bounds after a member left or stopped being ready (one re-admission
+    /// always suffices: one change moves each bound by at most one replica).
+    fn repair(&mut self, now: Instant) -> Option<OutlierEvent> {
+        let pct = u64::from(self.config.max_ejection_percent);
+        let over_cap = u64::from(self.ejected) * 100 > pct * u64::from(self.members);
+        let starved = self.healthy == 0;
+        if !over_cap && !starved {
+            return None;
+        }
+        // Prefer a ready replica (re-admitting it restores health), then the earliest end.
+        let key = |t: &Tracker| {
+            let end = match t.state {
+                State::Ejected { until } => Some(until),
+                _ => None, // probing: its penalty is already over
+            };
+            (!t.ready, end)
+        };
+        let (index, _) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.tracker.as_ref().map(|t| (i, t)))
+            .filter(|(_, t)| t.ejected() && (over_cap || t.ready))
+            .min_by_key(|(_, t)| key(t))?;
+        let slot = &mut self.slots[index];
+        let id = ReplicaId {
+            index: index as u32,
+            generation: slot.generation,
+        };
+        let t = slot.tracker.as_mut().expect("filtered on presence");
+        t.state = State::Active;
+        t.active_since = now;
+        t.reset_counters();
+        self.ejected -= 1;
+        if t.ready {
+            self.healthy += 1;
+        }
+        Some(OutlierEvent::Readmitted { replica: id })
+    }
+
+    fn slot_mut(&mut self, id: ReplicaId) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+    }
+
+    fn tracker_mut(&mut self, id: ReplicaId) -> Option<&mut Tracker> {
+        self.slot_mut(id)?.tracker.as_mut()
+    }
+
+    fn tracker(&self, id: ReplicaId) -> Option<&Tracker> {
+        self.slots
+            .get(id.index as usize)
+            .filter(|s| s.generation == id.generation)?
+            .tracker
+            .as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
+
+    fn det(n: usize) -> (OutlierDetector, Vec<ReplicaId>, Instant) {
+        let t0 = Instant::now();
+        let mut d = OutlierDetector::new(OutlierConfig::default());
+        let ids = (0..n).map(|_| d.add(t0)).collect();
+        (d, ids, t0)
+    }
+
+    fn fail(
+        d: &mut OutlierDetector,
+        id: ReplicaId,
+        n: usize,
+        now: Instant,
+    ) -> Option<OutlierEvent> {
+        let mut last = None;
+        for _ in 0..n {
+            last = d.record(id, Outcome::GatewayError, now, 0.0);
+        }
+        last
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        assert_eq!(Outcome::from_status(200), Outcome::Success);
+        assert_eq!(Outcome::from_status(404), Outcome::Success);
+        assert_eq!(Outcome::from_status(500), Outcome::Status5xx(500));
+        assert_eq!(Outcome::from_status(503), Outcome::GatewayError);
+        assert!(Outcome::Status5xx(502).is_gateway());
+        assert!(!Outcome::Status5xx(500).is_gateway());
+    }
+
+    #[test]
+    fn five_consecutive_gateway_errors_eject_for_one_second() {
+        let (mut d, ids, t0) = det(3);
+        assert_eq!(fail(&mut d, ids[0], 4, t0), None);
+        let ev = d.record(ids[0], Outcome::GatewayError, t0, 0.0);
+        assert_eq!(
+            ev,
+            Some(OutlierEvent::Ejected {
+                replica: ids[0],
+                until: t0 + S,
+                reason: EjectReason::ConsecutiveGatewayErrors,
+                times: 1
+            })
+        );
+        assert_eq!((d.members(), d.ejected(), d.healthy()), (3, 1, 2));
+        assert!(!d.try_admit(ids[0], t0 + 999 * MS));
+        assert!(!d.panic());
+    }
+
+    #[test]
+    fn plain_5xx_resets_gateway_run_but_counts_as_5xx() {
+        let (mut d, ids, t0) = det(3);
+        let id = ids[0];
+        fail(&mut d, id, 4, t0);
+        assert_eq!(
+            d.record(id, Outcome::Status5xx(500), t0, 0.0)
+                .map(|e| match e {
+                    OutlierEvent::Ejected { reason, .. } => reason,
+                    _ => unreachable!(),
+                }),
+            Some(EjectReason::Consecutive5xx),
+            "4 gateway + one 500 = 5 consecutive 5xx"
+        );
+        // a success in between resets both runs
+        let id = ids[1];
+        fail(&mut d, id, 4, t0);
+        d.record(id, Outcome::Success, t0, 0.0);
+        assert_eq!(fail(&mut d, id, 4, t0), None);
+    }
+
+    #[test]
+    fn success_rate_below_80_percent_ejects_after_20_requests() {
+        let (mut d, ids, t0) = det(3);
+        let id = ids[0];
+        // pattern: 3 successes then 1 failure: 75 % success, never 5 failures in a row
+        let mut ev = None;
+        let mut n = 0;
+        while ev.is_none() {
+            let outcome = if n % 4 == 3 {
+                Outcome::Status5xx(500)
+            } else {
+                Outcome::Success
+            };
+            ev = d.record(id, outcome, t0 + MS * n, 0.0);
+            n += 1;
+        }
+        // at request 20 (index 19, a failure): 15 ok / 20 = 75 % < 80 %
+        assert_eq!(n, 20);
+        assert!(matches!(
+            ev,
+            Some(OutlierEvent::Ejected {
+                reason: EjectReason::SuccessRate,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn probe_readmits_or_reejects_longer() {
+        let (mut d, ids, t0) = det(2);
+        let id = ids[0];
+        fail(&mut d, id, 5, t0);
+        assert_eq!(d.state(id), Some(ReplicaState::Ejected { until: t0 + S }));
+        let t1 = t0 + S;
+        assert!(d.admissible(id, t1));
+        assert!(d.try_admit(id, t1), "one probe");
+        assert!(!d.try_admit(id, t1), "exactly one");
+        assert!(!d.admissible(id, t1));
+        assert_eq!(d.state(id), Some(ReplicaState::Probing));
+        // probe fails: second ejection lasts 2 × 1 s
+        let ev = d.record(id, Outcome::GatewayError, t1, 0.0).unwrap();
+        assert_eq!(
+            ev,
+            OutlierEvent::Ejected {
+                replica: id,
+                until: t1 + 2 * S,
+                reason: EjectReason::FailedProbe,
+                times: 2
+            }
+        );
+        assert_eq!(d.ejected(), 1);
+        let t2 = t1 + 2 * S;
+        assert!(d.try_admit(id, t2));
+        assert_eq!(
+            d.record(id, Outcome::Success, t2, 0.0),
+            Some(OutlierEvent::Readmitted { replica: id })
+        );
+        assert_eq!((d.ejected(), d.healthy()), (0, 2));
+        assert!(d.try_admit(id, t2));
+        // ejected again 1 s later (no decay yet): third time, 3 s
+        let ev = fail(&mut d, id, 5, t2 + S).unwrap();
+        assert_eq!(
+            ev,
+            OutlierEvent::Ejected {
+                replica: id,
+                until: t2 + S + S * 3,
+                reason: EjectReason::ConsecutiveGatewayErrors,
+                times: 3
+            }
+        );
+        let t3 = t2 + S * 4;
+        assert!(d.try_admit(id, t3));
+        d.record(id, Outcome::Success, t3, 0.0);
+        // 25 s healthy forgives two of the three ejections: next one is the 2nd (2 s)
+        let t4 = t3 + S * 25;
+        let ev = d.record(id, Outcome::GatewayError, t4, 0.5);
+        assert_eq!(ev, None);
+        let ev = fail(&mut d, id, 4, t4).unwrap();
+        match ev {
+            OutlierEvent::Ejected { until, times, .. } => {
+                assert_eq!(times, 2);
+                assert_eq!(until, t4 + 2 * S);
+            }
+            _ => panic!("{ev:?}"),
+        }
+    }
+
+    #[test]
+    fn jitter_shortens_and_cap_applies() {
+        let t0 = Instant::now();
+        let mut d = OutlierDetector::new(OutlierConfig {
+            max_ejection: 3 * S,
+            ..Default::default()
+        });
+        let a = d.add(t0);
+        let _b = d.add(t0);
+        let ev = (0..5)
+            .map(|_| d.record(a, Outcome::LocalTimeout, t0, 0.5))
+            .last()
+            .unwrap();
+        assert_eq!(
+            ev,
+            Some(OutlierEvent::Ejected {
+                replica: a,
+                until: t0 + 900 * MS,
+                reason: EjectReason::ConsecutiveGatewayErrors,
+                times: 1
+            })
+        );
+        let mut now = t0 + S;
+        for times in 2..=6u32 {
+            assert!(d.try_admit(a, now));
+            let ev = d.record(a, Outcome::GatewayError, now, 0.0).unwrap();
+            let want = (S * times).min(3 * S);
+            assert_eq!(
+                ev,
+                OutlierEvent::Ejected {
+                    replica: a,
+                    until: now + want,
+                    reason: EjectReason::FailedProbe,
+                    times
+                }
+            );
+            now += want;
+        }
+    }
+
+    #[test]
+    fn probe_timeout_allows_another_probe() {
+        let (mut d, ids, t0) = det(2);
+        fail(&mut d, ids[0], 5, t0);
+        assert!(d.try_admit(ids[0], t0 + S));
+        assert!(!d.try_admit(ids[0], t0 + S * 10));
+        assert!(d.try_admit(ids[0], t0 + S * 11), "probe lost after 10 s");
+    }
+
+    #[test]
+    fn never_ejects_the_last_healthy_replica() {
+        let (mut d, ids, t0) = det(2);
+        assert!(fail(&mut d, ids[0], 5, t0).is_some());
+        // the other one fails forever: it stays
+        assert_eq!(fail(&mut d, ids[1], 100, t0), None);
+        assert_eq!(d.healthy(), 1);
+        assert_eq!(d.state(ids[1]), Some(ReplicaState::Active));
+        // a single replica is never ejected
+        let (mut d, ids, t0) = det(1);
+        assert_eq!(fail(&mut d, ids[0], 100, t0), None);
+    }
+
+    #[test]
+    fn max_ejection_percent_caps_ejections() {
+        let (mut d, ids, t0) = det(5);
+        let ejected = ids
+            .iter()
+            .filter(|&&id| fail(&mut d, id, 5, t0).is_some())
+            .count();
+        assert_eq!(ejected, 2, "50 % of 5 = 2");
+        assert_eq!((d.ejected(), d.healthy()), (2, 3));
+        assert!(!d.panic(), "3 of 5 healthy");
+    }
+
+    #[test]
+    fn panic_when_few_are_healthy() {
+        let (mut d, ids, t0) = det(4);
+        fail(&mut d, ids[0], 5, t0);
+        assert!(!d.panic());
+        d.set_ready(ids[1], false, t0);
+        assert!(!d.panic(), "2 of 4 healthy is exactly 50 %");
+        d.set_ready(ids[2], false, t0);
+        assert!(d.panic(), "1 of 4");
+        // the last healthy one leaving re-admits the ejected one
+        let ev = d.set_ready(ids[3], false, t0);
+        assert_eq!(ev, Some(OutlierEvent::Readmitted { replica: ids[0] }));
+        assert_eq!((d.ejected(), d.healthy()), (0, 1));
+        // outcomes of not-ready replicas are ignored
+        assert_eq!(fail(&mut d, ids[1], 10, t0), None);
+        assert!(!d.try_admit(ids[1], t0));
+    }
+
+    #[test]
+    fn removal_keeps_bounds_and_stales_the_id() {
+        let (mut d, ids, t0) = det(4);
+        fail(&mut d, ids[0], 5, t0);
+        fail(&mut d, ids[1], 5, t0 + MS); // ends later
+        assert_eq!(d.ejected(), 2);
+        // 4 → 3 members: 2 ejected of 3 breaks 50 %: the one ending first comes back
+        let ev = d.remove(ids[2], t0);
+        assert_eq!(ev, Some(OutlierEvent::Readmitted { replica: ids[0] }));
+        assert_eq!((d.members(), d.ejected(), d.healthy()), (3, 1, 2));
+        // stale id: everything is a no-op
+        assert_eq!(d.state(ids[2]), None);
+        assert_eq!(fail(&mut d, ids[2], 5, t0), None);
+        assert!(!d.try_admit(ids[2], t0));
+        assert_eq!(d.remove(ids[2], t0), None);
+        // the slot is reused with a new generation
+        let e = d.add(t0);
+        assert_eq!(e.index(), ids[2].index());
+        assert_ne!(e, ids[2]);
+        assert_eq!(d.state(ids[2]), None);
+        assert_eq!(d.state(e), Some(ReplicaState::Active));
+        assert_eq!(d.ids().count(), 4);
+    }
+
+    #[test]
+    fn late_outcomes_while_ejected_are_ignored() {
+        let (mut d, ids, t0) = det(3);
+        fail(&mut d, ids[0], 5, t0);
+        assert_eq!(d.record(ids[0], Outcome::Success, t0 + MS, 0.0), None);
+        assert_eq!(
+            d.state(ids[0]),
+            Some(ReplicaState::Ejected { until: t0 + S })
+        );
+    }
+}
