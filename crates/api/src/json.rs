@@ -103,3 +103,95 @@ impl From<&runtime::LogLine> for LogLine {
         }
     }
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SloReport {
+    pub service: String,
+    pub slo: String,
+    /// `availability` or `latency`.
+    pub kind: String,
+    pub threshold_ms: Option<f64>,
+    pub objective_percent: f64,
+    pub period_s: f64,
+    pub sli: Option<f64>,
+    pub error_budget_remaining: f64,
+    pub windows: Vec<SloWindow>,
+    /// Per tier (`page`, `ticket`, `no_data`): `firing` or `inactive`.
+    pub alerts: std::collections::BTreeMap<String, String>,
+    pub time_to_exhaustion_s: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SloWindow {
+    /// The SRE Workbook's name (`5m`, `30m`, `1h`, `6h`, `3d`, `period`), scaled to the period.
+    pub window: String,
+    pub length_s: f64,
+    pub total: f64,
+    pub bad: f64,
+    pub sli: Option<f64>,
+    pub burn_rate: f64,
+}
+
+impl From<&observe::slo::SloReport> for SloReport {
+    fn from(r: &observe::slo::SloReport) -> Self {
+        use observe::slo::Tier;
+        let (kind, threshold_ms) = match r.kind {
+            spec::SloKind::Availability { .. } => ("availability", None),
+            spec::SloKind::Latency { threshold } => {
+                ("latency", Some(threshold.as_secs_f64() * 1000.0))
+            }
+        };
+        SloReport {
+            service: r.service.clone(),
+            slo: r.slo.clone(),
+            kind: kind.into(),
+            threshold_ms,
+            objective_percent: r.objective * 100.0,
+            period_s: r.period.as_secs_f64(),
+            sli: r.sli,
+            error_budget_remaining: r.error_budget_remaining,
+            windows: r
+                .windows
+                .iter()
+                .map(|w| SloWindow {
+                    window: w.window.name().into(),
+                    length_s: w.length.as_secs_f64(),
+                    total: w.total,
+                    bad: w.bad,
+                    sli: w.sli,
+                    burn_rate: w.burn_rate,
+                })
+                .collect(),
+            alerts: Tier::ALL
+                .iter()
+                .map(|t| {
+                    let state = if r.alert(*t).is_firing() {
+                        "firing"
+                    } else {
+                        "inactive"
+                    };
+                    (t.as_str().to_owned(), state.to_owned())
+                })
+                .collect(),
+            time_to_exhaustion_s: r.time_to_exhaustion.map(|d| d.as_secs_f64()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Incidents {
+    pub incidents: Vec<observe::incident::Incident>,
+    pub reliability: Vec<observe::incident::Reliability>,
+}
+
+/// `POST /v1/silences`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NewSilence {
+    pub service: String,
+    pub slo: Option<String>,
+    pub severity: Option<observe::alert::Severity>,
+    pub starts_at_ms: Option<u64>,
+    pub ends_at_ms: u64,
+    #[serde(default)]
+    pub comment: String,
+}

@@ -22,6 +22,9 @@ pub struct AppState {
     pub bus: Arc<Bus>,
     pub registry: Arc<Registry>,
     pub token: String,
+    pub plane: observe::plane::Plane,
+    /// The journal's durable watermark: events above it are not shown yet.
+    pub persisted: tokio::sync::watch::Receiver<u64>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -32,6 +35,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/logs/{service}", get(logs))
         .route("/v1/services/{service}/restart", post(restart))
         .route("/v1/services/{service}/scale", post(scale))
+        .route("/v1/slo", get(slo))
+        .route("/v1/alerts", get(alerts))
+        .route("/v1/incidents", get(incidents))
+        .route("/v1/silences", get(silences).post(add_silence))
+        .route("/v1/silences/{id}", axum::routing::delete(remove_silence))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             error(
@@ -59,17 +67,93 @@ struct EventsQuery {
     follow: bool,
 }
 
+/// Only events already in the journal are shown, so whatever a user saw survives a
+/// kill -9; a follower waits (briefly) for each event to be written.
 async fn events(State(s): State<Arc<AppState>>, Query(q): Query<EventsQuery>) -> Response {
     let sub = s.bus.subscribe(q.since);
+    let upto = *s.persisted.borrow();
     if !q.follow {
-        let list: Vec<_> = sub.backlog.iter().map(|e| &**e).collect();
+        let list: Vec<_> = sub
+            .backlog
+            .iter()
+            .filter(|e| e.seq <= upto)
+            .map(|e| &**e)
+            .collect();
         return Json(list).into_response();
     }
     let live = BroadcastStream::new(sub.live).filter_map(|e| async move { e.ok() });
-    let all = stream::iter(sub.backlog)
-        .chain(live)
-        .map(|e| Ok::<_, Infallible>(SseEvent::default().json_data(&*e).unwrap_or_default()));
+    let persisted = s.persisted.clone();
+    let all = stream::iter(sub.backlog).chain(live).then(move |e| {
+        let mut persisted = persisted.clone();
+        async move {
+            let _ = persisted.wait_for(|p| *p >= e.seq).await;
+            Ok::<_, Infallible>(SseEvent::default().json_data(&*e).unwrap_or_default())
+        }
+    });
     sse(all)
+}
+
+async fn slo(State(s): State<Arc<AppState>>) -> Json<Vec<json::SloReport>> {
+    Json(s.plane.slo_reports().iter().map(Into::into).collect())
+}
+
+async fn alerts(State(s): State<Arc<AppState>>) -> Json<Vec<observe::alert::Alert>> {
+    Json(s.plane.alerts())
+}
+
+async fn incidents(State(s): State<Arc<AppState>>) -> Json<json::Incidents> {
+    Json(json::Incidents {
+        incidents: s.plane.incidents(),
+        reliability: s.plane.reliability(),
+    })
+}
+
+async fn silences(State(s): State<Arc<AppState>>) -> Json<Vec<observe::alert::Silence>> {
+    Json(s.plane.silences())
+}
+
+async fn add_silence(
+    State(s): State<Arc<AppState>>,
+    body: Result<Json<json::NewSilence>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(n) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("silence: {e}")).into_response(),
+    };
+    if s.supervisor.logs(&n.service).is_none() {
+        return control_error(ControlError::UnknownService(n.service));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let starts = n.starts_at_ms.unwrap_or(now);
+    if n.ends_at_ms <= starts.max(now) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "silence: ends_at_ms must be in the future and after starts_at_ms",
+        )
+        .into_response();
+    }
+    let silence = observe::alert::Silence {
+        id: format!("{:016x}", rand::random::<u64>()),
+        service: n.service,
+        name: n.slo,
+        severity: n.severity,
+        starts_at_ms: starts,
+        ends_at_ms: n.ends_at_ms,
+        comment: n.comment,
+    };
+    s.plane.silence(silence.clone());
+    (StatusCode::CREATED, Json(silence)).into_response()
+}
+
+async fn remove_silence(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    if s.plane.unsilence(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, &format!("no silence {id:?}")).into_response()
+    }
 }
 
 #[derive(Deserialize)]
@@ -169,10 +253,23 @@ fn control_error(e: ControlError) -> Response {
     error(status, &e.to_string()).into_response()
 }
 
-async fn metrics(State(s): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, observe::CONTENT_TYPE)],
-        observe::encode(&s.registry),
-    )
-        .into_response()
+/// Prometheus text by default; OpenMetrics for scrapers that ask for it.
+async fn metrics(State(s): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(header::CONTENT_TYPE, observe::OPENMETRICS)],
+            observe::encode_openmetrics(&s.registry),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, observe::PROMETHEUS_TEXT)],
+            observe::encode_prometheus(&s.registry),
+        )
+            .into_response()
+    }
 }

@@ -50,10 +50,74 @@ pub enum Command {
     },
     /// Change a service's number of replicas.
     Scale { service: String, replicas: u32 },
+    /// SLOs: objective, SLI, error budget, burn rate per window, alert state, time to
+    /// exhaustion. `slo rules` exports Prometheus rules (no running bulwark needed).
+    Slo {
+        #[command(subcommand)]
+        cmd: Option<SloCmd>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Incidents with their timelines; MTTD, MTTR, MTBF and availability per service.
+    Incidents {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Firing alerts, then resolved ones, newest first.
+    Alerts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Silence alerts now or later (a maintenance window); silenced alerts are still recorded.
+    Silence {
+        #[command(subcommand)]
+        cmd: SilenceCmd,
+    },
     /// The demo workload: an HTTP service with injectable faults.
     Demo(DemoArgs),
     /// An open-loop HTTP load generator.
     Load(LoadArgs),
+}
+
+#[derive(Subcommand)]
+pub enum SloCmd {
+    /// Write Prometheus recording and alerting rules equivalent to bulwark's burn-rate
+    /// engine, and a `promtool test rules` file demonstrating the page alert.
+    Rules {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Directory for `bulwark-slo.rules.yml` and `bulwark-slo.rules.test.yml`.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SilenceCmd {
+    Add {
+        service: String,
+        /// Only this SLO (default: every alert of the service).
+        #[arg(long)]
+        slo: Option<String>,
+        /// Only `page` or `ticket` alerts.
+        #[arg(long)]
+        severity: Option<String>,
+        /// How long the silence lasts.
+        #[arg(long = "for", default_value = "1h")]
+        duration: humantime::Duration,
+        /// Start later (a maintenance window).
+        #[arg(long)]
+        start_in: Option<humantime::Duration>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Rm {
+        id: String,
+    },
 }
 
 #[derive(Args)]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -84,6 +84,45 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             let s: api::json::Scaled = serde_json::from_slice(&body)?;
             println!("scaled {}: {} -> {}", s.service, s.from, s.to);
         }
+        Command::Slo { json, .. } => {
+            let body = api.get("/v1/slo").await?;
+            if json {
+                println!("{}", String::from_utf8_lossy(&body));
+            } else {
+                print_slo(&serde_json::from_slice::<Vec<api::json::SloReport>>(&body)?);
+            }
+        }
+        Command::Incidents { json } => {
+            let body = api.get("/v1/incidents").await?;
+            if json {
+                println!("{}", String::from_utf8_lossy(&body));
+            } else {
+                print_incidents(&serde_json::from_slice(&body)?);
+            }
+        }
+        Command::Alerts { json } => {
+            let body = api.get("/v1/alerts").await?;
+            if json {
+                println!("{}", String::from_utf8_lossy(&body));
+            } else {
+                let alerts: Vec<observe::alert::Alert> = serde_json::from_slice(&body)?;
+                for a in alerts {
+                    let state = match a.state {
+                        observe::alert::AlertState::Firing => "FIRING",
+                        observe::alert::AlertState::Resolved => "resolved",
+                    };
+                    println!(
+                        "{:<9} {:<6} {:<28} {}{}",
+                        state,
+                        a.severity.as_str(),
+                        a.fingerprint,
+                        a.summary,
+                        if a.notified { "" } else { " (silenced)" }
+                    );
+                }
+            }
+        }
+        Command::Silence { cmd } => silence(&api, cmd).await?,
         Command::Up(_) | Command::Check { .. } | Command::Demo(_) | Command::Load(_) => {
             unreachable!("handled in main")
         }
@@ -128,6 +167,15 @@ impl Api {
         method: Method,
         path: &str,
     ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        self.send_body(method, path, Bytes::new()).await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let stream = TcpStream::connect(self.addr).await.with_context(|| {
             format!(
                 "cannot reach bulwark's API at {}; is `bulwark up` running?",
@@ -144,13 +192,18 @@ impl Api {
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        Ok(sender
-            .send_request(req.body(Empty::<Bytes>::new())?)
-            .await?)
+        if !body.is_empty() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        Ok(sender.send_request(req.body(Full::new(body))?).await?)
     }
 
     async fn call(&self, method: Method, path: &str) -> anyhow::Result<Bytes> {
-        let res = self.send(method, path).await?;
+        self.call_body(method, path, Bytes::new()).await
+    }
+
+    async fn call_body(&self, method: Method, path: &str, body: Bytes) -> anyhow::Result<Bytes> {
+        let res = self.send_body(method, path, body).await?;
         let status = res.status();
         let body = res.into_body().collect().await?.to_bytes();
         if !status.is_success() {
@@ -261,4 +314,171 @@ fn describe_event(v: &serde_json::Value) -> String {
         }
     }
     format!("{time} {kind:<18} {who:<10}{rest}")
+}
+
+async fn silence(api: &Api, cmd: crate::cli::SilenceCmd) -> anyhow::Result<()> {
+    use crate::cli::SilenceCmd;
+    match cmd {
+        SilenceCmd::Add {
+            service,
+            slo,
+            severity,
+            duration,
+            start_in,
+            comment,
+        } => {
+            let severity = match severity.as_deref() {
+                None => None,
+                Some("page") => Some(observe::alert::Severity::Page),
+                Some("ticket") => Some(observe::alert::Severity::Ticket),
+                Some(other) => bail!("--severity must be page or ticket, not {other:?}"),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            let starts = now + start_in.map_or(0, |d| d.as_millis() as u64);
+            let body = serde_json::to_vec(&api::json::NewSilence {
+                service,
+                slo,
+                severity,
+                starts_at_ms: Some(starts),
+                ends_at_ms: starts + duration.as_millis() as u64,
+                comment,
+            })?;
+            let res = api
+                .call_body(Method::POST, "/v1/silences", body.into())
+                .await?;
+            let s: observe::alert::Silence = serde_json::from_slice(&res)?;
+            println!(
+                "silence {} for {} until {}",
+                s.id,
+                s.service,
+                ms_to_time(s.ends_at_ms)
+            );
+        }
+        SilenceCmd::List { json } => {
+            let body = api.get("/v1/silences").await?;
+            if json {
+                println!("{}", String::from_utf8_lossy(&body));
+            } else {
+                let list: Vec<observe::alert::Silence> = serde_json::from_slice(&body)?;
+                for s in list {
+                    println!(
+                        "{}  {}{}{}  {} .. {}  {}",
+                        s.id,
+                        s.service,
+                        s.name.map(|n| format!("/{n}")).unwrap_or_default(),
+                        s.severity
+                            .map(|v| format!(" ({})", v.as_str()))
+                            .unwrap_or_default(),
+                        ms_to_time(s.starts_at_ms),
+                        ms_to_time(s.ends_at_ms),
+                        s.comment
+                    );
+                }
+            }
+        }
+        SilenceCmd::Rm { id } => {
+            api.call(Method::DELETE, &format!("/v1/silences/{id}"))
+                .await?;
+            println!("removed silence {id}");
+        }
+    }
+    Ok(())
+}
+
+fn ms_to_time(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+fn fmt_ms(ms: Option<f64>) -> String {
+    ms.map_or("-".into(), |m| {
+        humantime::format_duration(std::time::Duration::from_millis(m as u64)).to_string()
+    })
+}
+
+fn print_slo(reports: &[api::json::SloReport]) {
+    println!(
+        "{:<12} {:<14} {:>9} {:>9} {:>8}  {:>7} {:>7} {:>7} {:>7}  {:<8} {:<8} EXHAUSTED IN",
+        "SERVICE",
+        "SLO",
+        "OBJECTIVE",
+        "SLI",
+        "BUDGET",
+        "BURN5m",
+        "BURN1h",
+        "BURN6h",
+        "BURN3d",
+        "PAGE",
+        "TICKET"
+    );
+    for r in reports {
+        let burn = |w: &str| {
+            r.windows
+                .iter()
+                .find(|x| x.window == w)
+                .map_or(0.0, |x| x.burn_rate)
+        };
+        println!(
+            "{:<12} {:<14} {:>8.3}% {:>9} {:>7.1}%  {:>7.2} {:>7.2} {:>7.2} {:>7.2}  {:<8} {:<8} {}",
+            r.service,
+            r.slo,
+            r.objective_percent,
+            r.sli.map_or("-".into(), |s| format!("{:.4}%", s * 100.0)),
+            r.error_budget_remaining * 100.0,
+            burn("5m"),
+            burn("1h"),
+            burn("6h"),
+            burn("3d"),
+            r.alerts.get("page").map_or("-", String::as_str),
+            r.alerts.get("ticket").map_or("-", String::as_str),
+            r.time_to_exhaustion_s
+                .map_or("-".into(), |s| humantime::format_duration(
+                    std::time::Duration::from_secs(s as u64)
+                )
+                .to_string()),
+        );
+    }
+}
+
+fn print_incidents(v: &api::json::Incidents) {
+    for i in &v.incidents {
+        println!(
+            "#{} {} [{}] {} — detected {}, MTTD {}, time to resolve {}",
+            i.id,
+            i.service,
+            match i.state {
+                observe::incident::IncidentState::Open => "OPEN",
+                observe::incident::IncidentState::Resolved => "resolved",
+            },
+            i.title,
+            ms_to_time(i.detected_at_ms),
+            fmt_ms(i.mttd_ms().map(|m| m as f64)),
+            fmt_ms(i.ttr_ms().map(|m| m as f64)),
+        );
+        for e in &i.timeline {
+            println!("    {} {:<8} {}", ms_to_time(e.at_ms), e.kind, e.text);
+        }
+    }
+    println!();
+    println!(
+        "{:<14} {:>9} {:>5} {:>10} {:>10} {:>10} {:>12}",
+        "SERVICE", "INCIDENTS", "OPEN", "MTTD", "MTTR", "MTBF", "AVAILABILITY"
+    );
+    for r in &v.reliability {
+        println!(
+            "{:<14} {:>9} {:>5} {:>10} {:>10} {:>10} {:>11.4}%",
+            r.service,
+            r.incidents,
+            r.open,
+            fmt_ms(r.mttd_ms),
+            fmt_ms(r.mttr_ms),
+            fmt_ms(r.mtbf_ms),
+            r.availability * 100.0
+        );
+    }
+    println!(
+        "MTTD: fault start to detection; MTTR: detection to resolution; availability: time outside incidents."
+    );
 }

@@ -22,6 +22,10 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Check { file } => return check(&file),
+        Command::Slo {
+            cmd: Some(cli::SloCmd::Rules { file, out }),
+            ..
+        } => slo_rules(&file, &out),
         Command::Demo(args) => runtime(Some(1), true).and_then(|rt| rt.block_on(demo(args))),
         Command::Up(args) => {
             runtime(args.workers, false).and_then(|rt| rt.block_on(up::run(args, cli.state_dir)))
@@ -73,6 +77,39 @@ fn check(file: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `bulwark slo rules`: Prometheus rules equivalent to the engine, and a promtool test.
+fn slo_rules(file: &std::path::Path, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let stack = match spec::load(file) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let slos = observe::slo::stack_slos(&stack);
+    if slos.is_empty() {
+        anyhow::bail!(
+            "{} defines no SLO: add a [[services.NAME.slo]] table",
+            file.display()
+        );
+    }
+    std::fs::create_dir_all(out)?;
+    let rules = out.join("bulwark-slo.rules.yml");
+    let test = out.join("bulwark-slo.rules.test.yml");
+    std::fs::write(&rules, observe::slo::rules(&slos))?;
+    std::fs::write(
+        &test,
+        observe::slo::rules_test(&slos, "bulwark-slo.rules.yml"),
+    )?;
+    println!("wrote {} and {}", rules.display(), test.display());
+    println!(
+        "check them with: promtool check rules {} && (cd {} && promtool test rules bulwark-slo.rules.test.yml)",
+        rules.display(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn demo(args: cli::DemoArgs) -> anyhow::Result<ExitCode> {

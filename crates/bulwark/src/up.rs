@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bus::Bus;
+use observe::notify::{Routing, Sink};
+use observe::plane::{Plane, PlaneConfig};
+use observe::slo::{SloEngine, Window};
 use prometheus_client::registry::Registry;
 use proxy::ProxyMetrics;
 use runtime::{Options, Supervisor};
@@ -19,6 +22,49 @@ use crate::cli::UpArgs;
 
 /// How long listeners wait for requests in flight after a stop signal.
 const PROXY_DRAIN: Duration = Duration::from_secs(10);
+/// Events kept in memory (and read back from the journal at start).
+const EVENT_HISTORY: usize = 10_000;
+
+/// The stack's alert routing, in the plane's terms.
+fn routing(stack: &spec::Stack) -> Routing {
+    Routing {
+        group_wait: stack.alerts.group_wait,
+        sinks: stack
+            .alerts
+            .sinks
+            .iter()
+            .map(|s| match s {
+                spec::AlertSink::Log => Sink::Log,
+                spec::AlertSink::Webhook {
+                    url,
+                    timeout,
+                    attempts,
+                } => Sink::Webhook {
+                    url: url.clone(),
+                    timeout: *timeout,
+                    attempts: *attempts,
+                },
+                spec::AlertSink::Exec { command, timeout } => Sink::Exec {
+                    command: command.clone(),
+                    timeout: *timeout,
+                },
+            })
+            .collect(),
+    }
+}
+
+/// Evaluate often enough to see the shortest alert window move: a quarter of the
+/// shortest page window, between 50 ms and 5 s.
+fn eval_every(stack: &spec::Stack) -> Duration {
+    stack
+        .services
+        .iter()
+        .flat_map(|s| &s.slos)
+        .map(|slo| Window::M5.length(slo.period) / 4)
+        .min()
+        .unwrap_or(Duration::from_secs(5))
+        .clamp(Duration::from_millis(50), Duration::from_secs(5))
+}
 
 pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let stack = match spec::load(&args.file) {
@@ -34,7 +80,14 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
-    let bus = Arc::new(Bus::new(10_000));
+    // The journal comes first: a corrupt or foreign file stops us before anything runs.
+    let journal_path = state_dir.join("journal.redb");
+    let (journal, mut restored) = observe::journal::Journal::open(&journal_path, EVENT_HISTORY)
+        .with_context(|| format!("cannot open the journal {}", journal_path.display()))?;
+    let events = std::mem::take(&mut restored.events);
+    let bus = Arc::new(Bus::with_history(EVENT_HISTORY, events));
+    let persisted = journal.persisted();
+    let _journal_writer = journal.spawn_event_writer(bus.clone());
     let mut registry = Registry::default();
     let supervisor = Supervisor::new(
         &stack,
@@ -48,6 +101,19 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     );
     let proxy_metrics = ProxyMetrics::register(&mut registry);
     let _events = observe::count_events(&bus, &mut registry);
+    let _resources = observe::resources::spawn(&bus, &mut registry, Duration::from_secs(5));
+    let engine = Arc::new(SloEngine::new(&stack, std::time::Instant::now()));
+    engine.register(&mut registry);
+    let plane = Plane::start(
+        bus.clone(),
+        engine,
+        Some((journal, restored)),
+        PlaneConfig {
+            routing: routing(&stack),
+            repeat_interval: stack.alerts.repeat_interval,
+            eval_every: eval_every(&stack),
+        },
+    );
 
     // Bind every listener before starting a replica, so a taken port fails fast.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -66,6 +132,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             balance: expose.balance,
             socket,
             endpoints: supervisor.endpoints(&svc.name).context("endpoints")?,
+            outcomes: Some(plane.outcome_sink()),
         };
         let (metrics, stop) = (proxy_metrics.clone(), stop_rx.clone());
         proxies.spawn(async move { proxy::serve(listener, &metrics, stop, PROXY_DRAIN).await });
@@ -84,6 +151,8 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         bus: bus.clone(),
         registry: Arc::new(registry),
         token,
+        plane: plane.clone(),
+        persisted,
     }));
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {

@@ -141,6 +141,30 @@ pub enum EventKind {
         from: u32,
         to: u32,
     },
+    AlertFiring {
+        service: String,
+        name: String,
+        severity: String,
+        summary: String,
+        silenced: bool,
+    },
+    AlertResolved {
+        service: String,
+        name: String,
+        severity: String,
+        firing_ms: u64,
+    },
+    IncidentOpened {
+        service: String,
+        id: u64,
+        title: String,
+    },
+    IncidentResolved {
+        service: String,
+        id: u64,
+        /// Detection to resolution.
+        ttr_ms: u64,
+    },
 }
 
 /// The one event bus: a bounded history for late readers plus a broadcast for live ones.

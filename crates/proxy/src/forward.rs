@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use bus::Endpoints;
+use bus::{Endpoints, LocalReason, OutcomeSink, RequestOutcome};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -27,6 +27,7 @@ pub(crate) struct Route {
     pub cursor: AtomicUsize,
     pub client: Client<HttpConnector, UpstreamBody>,
     pub metrics: ServiceMetrics,
+    pub outcomes: Option<Arc<dyn OutcomeSink>>,
 }
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1).
@@ -56,13 +57,29 @@ fn idempotent(m: &Method) -> bool {
 impl Route {
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let began = Instant::now();
-        let res = self.forward(req).await;
-        self.metrics.answered(res.status().as_u16());
-        self.metrics.duration.observe(began.elapsed().as_secs_f64());
+        // A guard, because the future is dropped when the client goes away mid-request.
+        let inflight = InflightGuard::new(&self.metrics.inflight);
+        let (res, local) = self.forward(req).await;
+        drop(inflight);
+        let status = res.status().as_u16();
+        let duration = began.elapsed();
+        self.metrics.answered(status);
+        self.metrics.duration.observe(duration.as_secs_f64());
+        if let Some(sink) = &self.outcomes {
+            sink.record(&RequestOutcome {
+                service: &self.service,
+                status,
+                duration,
+                local,
+            });
+        }
         res
     }
 
-    async fn forward(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+    ) -> (Response<ResponseBody>, Option<LocalReason>) {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         // A request is retried on another replica only if its body can be sent again:
@@ -77,10 +94,11 @@ impl Route {
             match Limited::new(body, REPLAY_LIMIT).collect().await {
                 Ok(collected) => Some(Either::Left(Full::new(collected.to_bytes()))),
                 Err(e) => {
-                    return answer(
+                    let res = answer(
                         StatusCode::BAD_REQUEST,
                         &format!("cannot read request body: {e}\n"),
                     );
+                    return (res, Some(LocalReason::BadRequest));
                 }
             }
         } else {
@@ -119,7 +137,8 @@ impl Route {
                 Ok(res) => {
                     let (mut rp, rb) = res.into_parts();
                     strip_hop_by_hop(&mut rp.headers);
-                    return Response::from_parts(rp, Either::Left(Tracked::new(rb, guard)));
+                    let res = Response::from_parts(rp, Either::Left(Tracked::new(rb, guard)));
+                    return (res, None);
                 }
                 Err(e) => {
                     drop(guard);
@@ -144,9 +163,25 @@ impl Route {
             );
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return res;
+            return (res, Some(LocalReason::NoReplica));
         }
-        answer(StatusCode::BAD_GATEWAY, &format!("{last_error}\n"))
+        let res = answer(StatusCode::BAD_GATEWAY, &format!("{last_error}\n"));
+        (res, Some(LocalReason::UpstreamFailed))
+    }
+}
+
+struct InflightGuard<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InflightGuard<'a> {
+    fn new(g: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.inc();
+        InflightGuard(g)
+    }
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -1,6 +1,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -22,6 +23,7 @@ pub struct ProxyMetrics {
     requests: Family<StatusLabels, Counter>,
     duration: Family<ServiceLabels, Histogram>,
     retries: Family<ServiceLabels, Counter>,
+    inflight: Family<ServiceLabels, Gauge>,
 }
 
 impl ProxyMetrics {
@@ -35,6 +37,7 @@ impl ProxyMetrics {
                 ])
             }),
             retries: Family::default(),
+            inflight: Family::default(),
         };
         registry.register(
             "bulwark_proxy_requests",
@@ -50,6 +53,11 @@ impl ProxyMetrics {
             "bulwark_proxy_retries",
             "Requests sent again to another replica after a failed try",
             m.retries.clone(),
+        );
+        registry.register(
+            "bulwark_proxy_inflight_requests",
+            "Requests the proxy is working on (saturation)",
+            m.inflight.clone(),
         );
         m
     }
@@ -80,6 +88,10 @@ impl ProxyMetrics {
                 .retries
                 .get_or_create(&ServiceLabels { service: s() })
                 .clone(),
+            inflight: self
+                .inflight
+                .get_or_create(&ServiceLabels { service: s() })
+                .clone(),
         }
     }
 }
@@ -88,6 +100,7 @@ pub(crate) struct ServiceMetrics {
     by_class: [Counter; 5],
     pub duration: Histogram,
     pub retries: Counter,
+    pub inflight: Gauge,
 }
 
 impl ServiceMetrics {

@@ -22,6 +22,8 @@ pub struct Listener {
     pub balance: spec::Balance,
     pub socket: TcpListener,
     pub endpoints: watch::Receiver<Arc<Endpoints>>,
+    /// Told how every request ended (SLIs).
+    pub outcomes: Option<Arc<dyn bus::OutcomeSink>>,
 }
 
 /// Serves until `shutdown` turns true, then stops accepting, lets requests in flight finish
@@ -51,6 +53,7 @@ pub async fn serve(
         endpoints: l.endpoints,
         cursor: AtomicUsize::new(0),
         client,
+        outcomes: l.outcomes,
     });
     let mut server = auto::Builder::new(TokioExecutor::new());
     server

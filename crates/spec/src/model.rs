@@ -20,6 +20,7 @@ pub struct Stack {
     pub services: Vec<Service>,
     pub api: Api,
     pub supervisor: Supervisor,
+    pub alerts: Alerts,
 }
 
 impl Stack {
@@ -90,6 +91,9 @@ pub struct Service {
     pub readiness: Option<Probe>,
     pub depends_on: Vec<String>,
     pub expose: Option<Expose>,
+    /// `[[services.NAME.slo]]`, in file order; names are unique within the service.
+    /// Invariant: non-empty only when `expose` is set (SLIs come from bulwark's proxy).
+    pub slos: Vec<Slo>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,4 +229,123 @@ pub enum Balance {
     /// Power of two choices over in-flight requests (default).
     P2c,
     RoundRobin,
+}
+
+/// `[[services.NAME.slo]]`: a service level objective over the requests bulwark's proxy
+/// answers for the service.
+///
+/// Invariant: `0 < objective < 1`, `period >= 1m`, a latency threshold is `> 0`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slo {
+    /// Unique within its service; lowercase ASCII letters, digits, `-` and `_`.
+    pub name: String,
+    pub kind: SloKind,
+    /// The target share of good requests as a fraction (`objective = 99.9` in the file
+    /// is `0.999` here).
+    pub objective: f64,
+    /// The rolling window the objective is measured over (default 30 days). Alert windows
+    /// are the SRE Workbook's 30-day windows scaled by `period / 30d`.
+    pub period: Duration,
+    pub alerts: SloAlerts,
+}
+
+impl Slo {
+    /// `period` when the file does not set one: 30 days, as in the SRE Workbook.
+    pub const DEFAULT_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+    /// The shortest `period` accepted.
+    pub const MIN_PERIOD: Duration = Duration::from_secs(60);
+
+    /// The error budget as a fraction of requests: `1 - objective`.
+    pub fn error_budget(&self) -> f64 {
+        1.0 - self.objective
+    }
+}
+
+/// What an SLO measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SloKind {
+    /// Share of requests that did not fail. Failed: status >= 500, or bulwark answered
+    /// by itself because no replica was ready, every try failed, the request timed out, or
+    /// it was shed. 4xx are the client's doing and count as good, except 429 when
+    /// `count_429` is set (`count_429_as_error = true`).
+    Availability { count_429: bool },
+    /// Share of successful requests (status < 500, answered by a replica) that were
+    /// faster than `threshold`. Failed requests are left to the availability SLO.
+    Latency { threshold: Duration },
+}
+
+/// `[services.NAME.slo.alerts]`: which burn-rate alerts are raised, and their guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SloAlerts {
+    /// Fast burn (14.4x over 1h and 5m, or 6x over 6h and 30m, scaled). Default on.
+    pub page: bool,
+    /// Slow burn (1x over 3d and 6h, scaled). Default on.
+    pub ticket: bool,
+    /// Minimum-traffic guard: a burn alert is not raised while its long window saw fewer
+    /// requests than this. Default 10.
+    pub min_requests: u64,
+    /// Alert when the service got no request at all for this long. Default off.
+    pub no_data: Option<Duration>,
+}
+
+impl SloAlerts {
+    pub const DEFAULT: SloAlerts = SloAlerts {
+        page: true,
+        ticket: true,
+        min_requests: 10,
+        no_data: None,
+    };
+}
+
+impl Default for SloAlerts {
+    fn default() -> Self {
+        SloAlerts::DEFAULT
+    }
+}
+
+/// `[alerts]`: how alert notifications are grouped and where they go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alerts {
+    /// Notices of one service arriving within this long go out together. Default 1 s
+    /// (Alertmanager's 30 s is tuned for big fleets; one machine wants to know sooner).
+    pub group_wait: Duration,
+    /// A still-firing alert is notified again after this long. Default 4 h (as
+    /// Alertmanager); 0 turns reminders off.
+    pub repeat_interval: Duration,
+    /// Default: one `log` sink.
+    pub sinks: Vec<AlertSink>,
+}
+
+impl Alerts {
+    pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
+    pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_WEBHOOK_ATTEMPTS: u32 = 5;
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            group_wait: Alerts::DEFAULT_GROUP_WAIT,
+            repeat_interval: Alerts::DEFAULT_REPEAT_INTERVAL,
+            sinks: vec![AlertSink::Log],
+        }
+    }
+}
+
+/// `[[alerts.sinks]]`: exactly one of `log = true`, `webhook = "http://…"`, `exec = [..]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertSink {
+    Log,
+    /// A JSON POST, retried with backoff up to `attempts` times. Plain HTTP only.
+    Webhook {
+        url: http::Uri,
+        timeout: Duration,
+        attempts: u32,
+    },
+    /// A command run with the JSON payload on stdin.
+    Exec {
+        command: Vec<String>,
+        timeout: Duration,
+    },
 }

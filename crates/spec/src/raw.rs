@@ -59,6 +59,26 @@ pub(crate) struct RawStack {
     pub services_span: Span,
     pub api: Field<RawApi>,
     pub supervisor: Field<RawSupervisor>,
+    pub alerts: Field<RawAlerts>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawAlerts {
+    pub group_wait: Field<String>,
+    pub repeat_interval: Field<String>,
+    pub sinks: Field<Vec<RawSink>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawSink {
+    pub span: Span,
+    /// `[[alerts.sinks]]`, for messages.
+    pub label: String,
+    pub log: Field<bool>,
+    pub webhook: Field<String>,
+    pub exec: Field<Vec<Spanned<String>>>,
+    pub timeout: Field<String>,
+    pub attempts: Field<i64>,
 }
 
 #[derive(Debug)]
@@ -91,6 +111,7 @@ pub(crate) struct RawService {
     pub liveness: Field<RawProbe>,
     pub readiness: Field<RawProbe>,
     pub expose: Field<RawExpose>,
+    pub slo: Field<Vec<RawSlo>>,
 }
 
 #[derive(Debug)]
@@ -134,7 +155,31 @@ pub(crate) struct RawExpose {
     pub balance: Field<String>,
 }
 
-const TOP_KEYS: &[&str] = &["services", "api", "supervisor"];
+#[derive(Debug)]
+pub(crate) struct RawSlo {
+    pub span: Span,
+    /// `[[services.web.slo]]`, for messages.
+    pub label: String,
+    pub name: Field<String>,
+    pub kind: Field<String>,
+    pub objective: Field<f64>,
+    pub period: Field<String>,
+    pub count_429_as_error: Field<bool>,
+    pub threshold: Field<String>,
+    pub alerts: Field<RawSloAlerts>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawSloAlerts {
+    pub page: Field<bool>,
+    pub ticket: Field<bool>,
+    pub min_requests: Field<i64>,
+    pub no_data: Field<String>,
+}
+
+const TOP_KEYS: &[&str] = &["services", "api", "supervisor", "alerts"];
+const ALERTS_KEYS: &[&str] = &["group_wait", "repeat_interval", "sinks"];
+const SINK_KEYS: &[&str] = &["log", "webhook", "exec", "timeout", "attempts"];
 const API_KEYS: &[&str] = &["listen"];
 const SUPERVISOR_KEYS: &[&str] = &["max_concurrent_restarts"];
 pub(crate) const SERVICE_KEYS: &[&str] = &[
@@ -152,6 +197,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "liveness",
     "readiness",
     "expose",
+    "slo",
 ];
 const RULE_KEYS: &[&str] = &["exit_codes", "action"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "reset_after", "multiplier", "jitter"];
@@ -167,6 +213,16 @@ const PROBE_KEYS: &[&str] = &[
     "success_threshold",
 ];
 const EXPOSE_KEYS: &[&str] = &["listen", "balance"];
+const SLO_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "objective",
+    "period",
+    "count_429_as_error",
+    "threshold",
+    "alerts",
+];
+const SLO_ALERTS_KEYS: &[&str] = &["page", "ticket", "min_requests", "no_data"];
 
 const DURATION: &str = "a duration string such as \"250ms\" or \"5s\"";
 
@@ -231,12 +287,63 @@ pub(crate) fn read(doc: &Spanned<DeTable<'_>>, p: &mut Problems) -> RawStack {
         }
     });
 
+    let alerts = root.table("alerts", p).map(|t| {
+        t.check_keys(ALERTS_KEYS, p);
+        RawAlerts {
+            group_wait: t.duration("group_wait", p),
+            repeat_interval: t.duration("repeat_interval", p),
+            sinks: read_sinks(&t, p),
+        }
+    });
+
     RawStack {
         services,
         services_span,
         api,
         supervisor,
+        alerts,
     }
+}
+
+fn read_sinks(t: &Table<'_, '_>, p: &mut Problems) -> Field<Vec<RawSink>> {
+    let Some(value) = t.map.get("sinks") else {
+        return Field::Absent;
+    };
+    let DeValue::Array(items) = value.get_ref() else {
+        t.wrong_type("sinks", "an array of tables ([[alerts.sinks]])", value, p);
+        return Field::Invalid;
+    };
+    let mut sinks = Vec::new();
+    for item in items.iter() {
+        let DeValue::Table(map) = item.get_ref() else {
+            p.push(
+                item.span(),
+                format!(
+                    "each entry of `sinks` must be a table such as \
+                     {{ webhook = \"http://127.0.0.1:9000/hook\" }}, found {}",
+                    article(item.get_ref())
+                ),
+            );
+            continue;
+        };
+        let sink = Table {
+            map,
+            span: item.span(),
+            label: "[[alerts.sinks]]".to_owned(),
+            path: "alerts.sinks".to_owned(),
+        };
+        sink.check_keys(SINK_KEYS, p);
+        sinks.push(RawSink {
+            span: sink.span.clone(),
+            log: sink.boolean("log", p),
+            webhook: sink.string("webhook", p),
+            exec: sink.string_array("exec", p),
+            timeout: sink.duration("timeout", p),
+            attempts: sink.integer("attempts", p),
+            label: sink.label,
+        });
+    }
+    Field::Given(Spanned::new(value.span(), sinks))
 }
 
 fn read_service(name: Spanned<String>, t: &Table<'_, '_>, p: &mut Problems) -> RawService {
@@ -273,8 +380,62 @@ fn read_service(name: Spanned<String>, t: &Table<'_, '_>, p: &mut Problems) -> R
                 label: e.label,
             }
         }),
+        slo: read_slos(t, p),
         name,
     }
+}
+
+/// `[[services.NAME.slo]]`: an array of tables, like `restart_rules`.
+fn read_slos(t: &Table<'_, '_>, p: &mut Problems) -> Field<Vec<RawSlo>> {
+    let Some(value) = t.map.get("slo") else {
+        return Field::Absent;
+    };
+    let path = format!("{}.slo", t.path);
+    let DeValue::Array(items) = value.get_ref() else {
+        // `[services.web.slo]` (one table) is the likely slip: say how to write it.
+        t.wrong_type("slo", &format!("an array of tables ([[{path}]])"), value, p);
+        return Field::Invalid;
+    };
+    let mut slos = Vec::new();
+    for item in items.iter() {
+        let DeValue::Table(map) = item.get_ref() else {
+            p.push(
+                item.span(),
+                format!(
+                    "each entry of `slo` must be a table ([[{path}]]), found {}",
+                    article(item.get_ref())
+                ),
+            );
+            continue;
+        };
+        let slo = Table {
+            map,
+            span: item.span(),
+            label: format!("[[{path}]]"),
+            path: path.clone(),
+        };
+        slo.check_keys(SLO_KEYS, p);
+        slos.push(RawSlo {
+            span: slo.span.clone(),
+            name: slo.string("name", p),
+            kind: slo.string("kind", p),
+            objective: slo.number("objective", p),
+            period: slo.duration("period", p),
+            count_429_as_error: slo.boolean("count_429_as_error", p),
+            threshold: slo.duration("threshold", p),
+            alerts: slo.table("alerts", p).map(|a| {
+                a.check_keys(SLO_ALERTS_KEYS, p);
+                RawSloAlerts {
+                    page: a.boolean("page", p),
+                    ticket: a.boolean("ticket", p),
+                    min_requests: a.integer("min_requests", p),
+                    no_data: a.duration("no_data", p),
+                }
+            }),
+            label: slo.label,
+        });
+    }
+    Field::Given(Spanned::new(value.span(), slos))
 }
 
 fn read_restart_rules(t: &Table<'_, '_>, p: &mut Problems) -> Field<Vec<RawRestartRule>> {

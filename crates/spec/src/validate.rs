@@ -16,11 +16,14 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{
-    Api, Backoff, Balance, Expose, Probe, ProbeAction, ProbeKind, RestartAction, RestartPolicy,
-    RestartRule, Service, Signal, Stack, Supervisor,
+    AlertSink, Alerts, Api, Backoff, Balance, Expose, Probe, ProbeAction, ProbeKind, RestartAction,
+    RestartPolicy, RestartRule, Service, Signal, Slo, SloAlerts, SloKind, Stack, Supervisor,
 };
 use crate::problem::{Problems, Span, backticked, hint, quoted_choices, suggest};
-use crate::raw::{Field, RawBackoff, RawExpose, RawProbe, RawRestartRule, RawService, RawStack};
+use crate::raw::{
+    Field, RawAlerts, RawBackoff, RawExpose, RawProbe, RawRestartRule, RawService, RawSink, RawSlo,
+    RawSloAlerts, RawStack,
+};
 
 const MAX_REPLICAS: i64 = 1000;
 const DURATION_EXAMPLE: &str = "a duration such as \"250ms\" or \"5s\"";
@@ -45,6 +48,12 @@ pub(crate) fn validate(raw: RawStack, base_dir: &Path, p: &mut Problems) -> Opti
             p,
         ),
         Field::Absent => Some(Supervisor::DEFAULT_MAX_CONCURRENT_RESTARTS),
+        Field::Invalid => None,
+    };
+
+    let alerts = match &raw.alerts {
+        Field::Given(a) => alerts(a.get_ref(), p),
+        Field::Absent => Some(Alerts::default()),
         Field::Invalid => None,
     };
 
@@ -80,6 +89,92 @@ pub(crate) fn validate(raw: RawStack, base_dir: &Path, p: &mut Problems) -> Opti
             max_concurrent_restarts: max_concurrent_restarts
                 .unwrap_or(Supervisor::DEFAULT_MAX_CONCURRENT_RESTARTS),
         },
+        alerts: alerts.unwrap_or_default(),
+    })
+}
+
+fn alerts(raw: &RawAlerts, p: &mut Problems) -> Option<Alerts> {
+    let group_wait = duration(&raw.group_wait, "group_wait", Alerts::DEFAULT_GROUP_WAIT, p);
+    let repeat_interval = duration(
+        &raw.repeat_interval,
+        "repeat_interval",
+        Alerts::DEFAULT_REPEAT_INTERVAL,
+        p,
+    );
+    let sinks = match &raw.sinks {
+        Field::Absent => Some(vec![AlertSink::Log]),
+        Field::Invalid => None,
+        Field::Given(list) => {
+            let all: Vec<Option<AlertSink>> = list.get_ref().iter().map(|s| sink(s, p)).collect();
+            all.into_iter().collect()
+        }
+    };
+    Some(Alerts {
+        group_wait: group_wait?,
+        repeat_interval: repeat_interval?,
+        sinks: sinks?,
+    })
+}
+
+fn sink(raw: &RawSink, p: &mut Problems) -> Option<AlertSink> {
+    let timeout = positive_duration(&raw.timeout, "timeout", Alerts::DEFAULT_SINK_TIMEOUT, p);
+    let attempts = integer(
+        &raw.attempts,
+        "attempts",
+        1..=100,
+        Alerts::DEFAULT_WEBHOOK_ATTEMPTS,
+        p,
+    );
+    let chosen = usize::from(raw.log.is_present())
+        + usize::from(raw.webhook.is_present())
+        + usize::from(raw.exec.is_present());
+    if chosen != 1 {
+        p.push(
+            raw.span.clone(),
+            format!(
+                "{} needs exactly one of `log = true`, `webhook = \"http://HOST:PORT/PATH\"` \
+                 or `exec = [\"cmd\", \"arg\"]`",
+                raw.label
+            ),
+        );
+        return None;
+    }
+    if let Some(log) = raw.log.given() {
+        if !*log.get_ref() {
+            p.push(
+                log.span(),
+                "`log = false` is not a sink; remove the entry to have no log sink",
+            );
+            return None;
+        }
+        return Some(AlertSink::Log);
+    }
+    if let Some(url) = raw.webhook.given() {
+        let parsed =
+            url.get_ref().parse::<http::Uri>().ok().filter(|u| {
+                u.scheme_str() == Some("http") && u.host().is_some_and(|h| !h.is_empty())
+            });
+        let Some(url) = parsed else {
+            p.push(
+                url.span(),
+                format!(
+                    "`webhook` must be an http:// URL such as \"http://127.0.0.1:9000/hook\", \
+                     found {:?} (https is not supported yet: put a local relay in front)",
+                    url.get_ref()
+                ),
+            );
+            return None;
+        };
+        return Some(AlertSink::Webhook {
+            url,
+            timeout: timeout?,
+            attempts: attempts?,
+        });
+    }
+    let command = command("exec", raw.exec.given()?, p)?;
+    Some(AlertSink::Exec {
+        command,
+        timeout: timeout?,
     })
 }
 
@@ -170,6 +265,25 @@ fn service(raw: RawService, base_dir: &Path, p: &mut Problems) -> Checked {
         readiness = Some(Probe::defaults(ProbeKind::Readiness, ProbeAction::Tcp));
     }
 
+    let slos = match &raw.slo {
+        Field::Given(list) => slos(&name, list, p),
+        Field::Absent | Field::Invalid => Vec::new(),
+    };
+    // An invalid `expose` was reported already; only a missing one is this problem.
+    if let Some(list) = raw.slo.given()
+        && !raw.expose.is_present()
+    {
+        p.push(
+            list.span(),
+            format!(
+                "service `{name}` has SLOs but no [services.{name}.expose]: SLIs are measured \
+                 by bulwark's proxy from the requests it forwards, so only an exposed service \
+                 can have an SLO; add [services.{name}.expose] with a `listen` address, or \
+                 remove the [[services.{name}.slo]] tables"
+            ),
+        );
+    }
+
     let depends_on = raw.depends_on.given().cloned();
     Checked {
         service: Service {
@@ -189,6 +303,7 @@ fn service(raw: RawService, base_dir: &Path, p: &mut Problems) -> Checked {
             // Filled in by `dependency_order`, once names are known to exist.
             depends_on: Vec::new(),
             expose,
+            slos,
         },
         depends_on,
         listen,
@@ -934,4 +1049,260 @@ fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: &mut Proble
         }
         seen.push((addr, &checked.service.name));
     }
+}
+
+/// `[[services.NAME.slo]]`: each one checked on its own, then names for uniqueness.
+fn slos(service: &str, list: &Spanned<Vec<RawSlo>>, p: &mut Problems) -> Vec<Slo> {
+    let mut out = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for raw in list.get_ref() {
+        if let Some(name) = raw.name.given() {
+            let n = name.get_ref().as_str();
+            if seen.contains(&n) {
+                p.push(
+                    name.span(),
+                    format!(
+                        "duplicate SLO name `{n}` in service `{service}`: each \
+                         [[services.{service}.slo]] needs a name of its own"
+                    ),
+                );
+            }
+            seen.push(n);
+        }
+        if let Some(slo) = slo(raw, p) {
+            out.push(slo);
+        }
+    }
+    out
+}
+
+/// SLO names end up in metric labels, alert labels and URLs: keep them plain.
+fn valid_slo_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn slo(raw: &RawSlo, p: &mut Problems) -> Option<Slo> {
+    let name = match &raw.name {
+        Field::Absent => {
+            p.push(
+                raw.span.clone(),
+                format!(
+                    "missing required field `name` in {}; for example name = \"availability\"",
+                    raw.label
+                ),
+            );
+            None
+        }
+        Field::Invalid => None,
+        Field::Given(n) if !valid_slo_name(n.get_ref()) => {
+            p.push(
+                n.span(),
+                format!(
+                    "invalid SLO name {:?}: use only lowercase ASCII letters, digits, `-` and `_`",
+                    n.get_ref()
+                ),
+            );
+            None
+        }
+        Field::Given(n) => Some(n.get_ref().clone()),
+    };
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Availability,
+        Latency,
+    }
+    let kind = if raw.kind.is_present() {
+        one_of(
+            &raw.kind,
+            "kind",
+            &[
+                ("availability", Kind::Availability),
+                ("latency", Kind::Latency),
+            ],
+            Kind::Availability,
+            p,
+        )
+    } else {
+        p.push(
+            raw.span.clone(),
+            format!(
+                "missing required field `kind` in {}; expected \"availability\" or \"latency\"",
+                raw.label
+            ),
+        );
+        None
+    };
+
+    let objective = match &raw.objective {
+        Field::Absent => {
+            p.push(
+                raw.span.clone(),
+                format!(
+                    "missing required field `objective` in {}; a percentage, for example \
+                     objective = 99.9",
+                    raw.label
+                ),
+            );
+            None
+        }
+        Field::Invalid => None,
+        Field::Given(o) => objective(o, p),
+    };
+
+    let period = duration(&raw.period, "period", Slo::DEFAULT_PERIOD, p).and_then(|d| {
+        if d >= Slo::MIN_PERIOD {
+            return Some(d);
+        }
+        if let Some(v) = raw.period.given() {
+            p.push(
+                v.span(),
+                format!(
+                    "`period` must be at least 1m, found {:?}; SLO periods are usually \"30d\" \
+                     or \"28d\", and short ones such as \"1h\" are for trying things out",
+                    v.get_ref()
+                ),
+            );
+        }
+        None
+    });
+
+    // Checked whatever the kind, so a wrong value is reported along with a wrong kind.
+    let threshold = match &raw.threshold {
+        Field::Absent | Field::Invalid => None,
+        Field::Given(_) => positive_duration(&raw.threshold, "threshold", Duration::ZERO, p),
+    };
+    let count_429 = raw.count_429_as_error.given().map(|c| *c.get_ref());
+    let kind = match kind {
+        None => None,
+        Some(Kind::Availability) => {
+            if let Some(t) = raw.threshold.given() {
+                p.push(
+                    t.span(),
+                    "`threshold` is only for latency SLOs (kind = \"latency\"); an availability \
+                     SLO counts failed requests, whatever their latency",
+                );
+                None
+            } else {
+                Some(SloKind::Availability {
+                    count_429: count_429.unwrap_or(false),
+                })
+            }
+        }
+        Some(Kind::Latency) => {
+            if let Some(c) = raw.count_429_as_error.given() {
+                p.push(
+                    c.span(),
+                    "`count_429_as_error` is only for availability SLOs (kind = \
+                     \"availability\"); a latency SLO counts successful requests only",
+                );
+            }
+            if !raw.threshold.is_present() {
+                p.push(
+                    raw.span.clone(),
+                    format!(
+                        "missing required field `threshold` in {} (kind = \"latency\"): the \
+                         latency a request must beat to count as good, for example \
+                         threshold = \"300ms\"",
+                        raw.label
+                    ),
+                );
+            }
+            threshold.map(|threshold| SloKind::Latency { threshold })
+        }
+    };
+
+    let alerts = match &raw.alerts {
+        Field::Given(a) => slo_alerts(a.get_ref(), p),
+        Field::Absent => Some(SloAlerts::DEFAULT),
+        Field::Invalid => None,
+    };
+
+    Some(Slo {
+        name: name?,
+        kind: kind?,
+        objective: objective?,
+        period: period?,
+        alerts: alerts?,
+    })
+}
+
+/// A percentage in the file, a fraction in the model. Values below 1 are refused even
+/// though they are in range: `objective = 0.999` is almost always a fraction written
+/// where a percentage was expected, and an objective under 1 % means nothing.
+fn objective(o: &Spanned<f64>, p: &mut Problems) -> Option<f64> {
+    let v = *o.get_ref();
+    if !(v.is_finite() && v > 0.0 && v < 100.0) {
+        p.push(
+            o.span(),
+            format!(
+                "`objective` must be a percentage greater than 0 and less than 100, such as \
+                 99.9, found {v}"
+            ),
+        );
+        return None;
+    }
+    if v < 1.0 {
+        p.push(
+            o.span(),
+            format!(
+                "`objective` is a percentage: {v} means {v} % of requests; for {} % write \
+                 objective = {}",
+                clean_number(v * 100.0),
+                clean_number(v * 100.0)
+            ),
+        );
+        return None;
+    }
+    Some(percent_to_fraction(v))
+}
+
+/// `99.9` → `0.999`, the double nearest the decimal the user wrote, not `99.9 / 100`
+/// (`0.9990000000000001`): the shortest decimal form of `v` with its exponent lowered by
+/// two, parsed again. Exported rules print the objective, and should print what the file
+/// says.
+fn percent_to_fraction(v: f64) -> f64 {
+    let text = format!("{v:e}");
+    text.split_once('e')
+        .and_then(|(digits, exp)| {
+            let exp: i32 = exp.parse().ok()?;
+            format!("{digits}e{}", exp - 2).parse().ok()
+        })
+        .unwrap_or(v / 100.0)
+}
+
+/// `99.9` rather than `99.89999999999999`: at most 9 decimals, trailing zeros dropped.
+fn clean_number(v: f64) -> String {
+    let s = format!("{v:.9}");
+    let s = s.trim_end_matches('0');
+    s.trim_end_matches('.').to_owned()
+}
+
+fn slo_alerts(raw: &RawSloAlerts, p: &mut Problems) -> Option<SloAlerts> {
+    let d = SloAlerts::DEFAULT;
+    let page = raw.page.given().map_or(d.page, |v| *v.get_ref());
+    let ticket = raw.ticket.given().map_or(d.ticket, |v| *v.get_ref());
+    let min_requests = integer(
+        &raw.min_requests,
+        "min_requests",
+        0..=i64::from(u32::MAX),
+        // The default fits: it is a small constant.
+        u32::try_from(d.min_requests).unwrap_or(u32::MAX),
+        p,
+    );
+    // "0s" switches the alert off, like leaving it out.
+    let no_data = duration(&raw.no_data, "no_data", Duration::ZERO, p);
+    let invalid = matches!(raw.page, Field::Invalid) || matches!(raw.ticket, Field::Invalid);
+    if invalid {
+        return None;
+    }
+    Some(SloAlerts {
+        page,
+        ticket,
+        min_requests: u64::from(min_requests?),
+        no_data: no_data.filter(|d| !d.is_zero()),
+    })
 }

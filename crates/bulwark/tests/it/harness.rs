@@ -58,25 +58,63 @@ impl Stack {
         };
         std::fs::write(&file, toml).unwrap();
         let marker = format!("{}-{}", std::process::id(), rand_suffix());
-        let child = Command::new(BULWARK)
-            .args(["up", "-f"])
-            .arg(&file)
-            .env("BULWARK_STATE_DIR", dir.path().join("state"))
-            .env("BULWARK_TEST_MARKER", &marker)
-            .env("BULWARK_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("up.stdout")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("up.stderr")).unwrap())
-            .process_group(0)
-            .spawn()
-            .expect("start bulwark up");
         let mut stack = Stack {
             dir,
-            child: Some(child),
+            child: None,
             api: "127.0.0.1:1".parse().unwrap(),
             token: String::new(),
             marker,
         };
+        stack.launch();
+        stack
+    }
+
+    /// Starts `up` again on the same stack file and state directory (after it died).
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.state_dir().join("api.addr"));
+        self.launch();
+    }
+
+    /// Runs `up` and returns its exit status if it ends within `timeout` (for start-up
+    /// failures), or `None` if it keeps running.
+    pub fn launch_expecting_failure(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.spawn_up();
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn spawn_up(&mut self) {
+        let file = self.dir.path().join("stack.toml");
+        let dir = self.dir.path();
+        let child = Command::new(BULWARK)
+            .args(["up", "-f"])
+            .arg(&file)
+            .env("BULWARK_STATE_DIR", dir.join("state"))
+            .env("BULWARK_TEST_MARKER", &self.marker)
+            .env("BULWARK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(append(&dir.join("up.stdout")))
+            .stderr(append(&dir.join("up.stderr")))
+            .process_group(0)
+            .spawn()
+            .expect("start bulwark up");
+        self.child = Some(child);
+    }
+
+    fn launch(&mut self) {
+        self.spawn_up();
+        let stack = self;
         let state = stack.state_dir();
         let api = eventually(
             "bulwark up to write its API address",
@@ -94,7 +132,6 @@ impl Stack {
         );
         stack.api = api;
         stack.token = std::fs::read_to_string(state.join("token")).unwrap();
-        stack
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -224,6 +261,14 @@ impl Drop for Stack {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+fn append(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
 }
 
 fn rand_suffix() -> u64 {
@@ -359,7 +404,62 @@ pub fn replica_pids(service: &Value) -> Vec<u32> {
         .collect()
 }
 
-#[allow(dead_code)]
-pub fn path_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
+/// A real HTTP server that records the bodies of POSTs it receives (a webhook receiver).
+pub struct Receiver {
+    pub url: String,
+    bodies: std::sync::mpsc::Receiver<String>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let (tx, bodies) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut got = Vec::new();
+                let mut buf = [0u8; 8192];
+                let body = loop {
+                    let n = s.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        break None;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break Some(body.to_owned());
+                        }
+                    }
+                };
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+                if let Some(b) = body
+                    && tx.send(b).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Receiver { url, bodies }
+    }
+
+    /// The next POST body within `timeout`, parsed as JSON.
+    pub fn next(&self, timeout: Duration) -> Option<Value> {
+        self.bodies
+            .recv_timeout(timeout)
+            .ok()
+            .map(|b| serde_json::from_str(&b).unwrap())
+    }
 }

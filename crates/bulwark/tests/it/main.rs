@@ -9,3 +9,4 @@ mod lifecycle;
 mod probes;
 mod proxy;
 mod restart;
+mod slo;
