@@ -11,6 +11,7 @@
 //! Stages 2 and 3 collect every problem instead of stopping at the first, so the user
 //! fixes the whole file in one go. Byte spans become `LINE:COLUMN` only at the end.
 
+mod expose;
 mod model;
 mod problem;
 mod raw;

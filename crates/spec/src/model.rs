@@ -218,17 +218,357 @@ pub enum ProbeAction {
     Exec { command: Vec<String> },
 }
 
+/// `[services.NAME.expose]`: the proxy in front of a service and its policies.
+///
+/// Every policy has a default a user can trust without tuning; each default is written
+/// next to its field with the anchor it is compared with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expose {
     pub listen: SocketAddr,
+    pub protocol: Protocol,
     pub balance: Balance,
+    /// Ramp a just-ready replica's share of traffic over this long (0: off, the default,
+    /// as in Envoy and HAProxy).
+    pub slow_start: Duration,
+    /// Speak HTTP/2 (prior knowledge) to replicas instead of HTTP/1.1.
+    pub upstream_http2: bool,
+    /// Added to requests that lack it, and returned to the client. Default `x-request-id`.
+    pub request_id_header: String,
+    pub timeouts: Timeouts,
+    pub retries: Retries,
+    /// Opt-in.
+    pub hedge: Option<Hedge>,
+    pub outlier: Outlier,
+    pub breaker: Breaker,
+    pub limits: Limits,
+    pub rate_limit: Option<RateLimit>,
+    pub faults: Vec<Fault>,
+    /// Connection-level faults for `protocol = "tcp"` (the Toxiproxy set).
+    pub toxics: Vec<Toxic>,
+    /// Header routes first, then weighted splits; the rest goes to this service.
+    pub routes: Vec<Route>,
+}
+
+impl Expose {
+    /// An exposed service with every policy at its default.
+    pub fn new(listen: SocketAddr) -> Self {
+        Expose {
+            listen,
+            protocol: Protocol::Http,
+            balance: Balance::P2c,
+            slow_start: Duration::ZERO,
+            upstream_http2: false,
+            request_id_header: "x-request-id".into(),
+            timeouts: Timeouts::default(),
+            retries: Retries::default(),
+            hedge: None,
+            outlier: Outlier::default(),
+            breaker: Breaker::default(),
+            limits: Limits::default(),
+            rate_limit: None,
+            faults: Vec::new(),
+            toxics: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 and HTTP/2 (prior knowledge) in; requests balanced one by one.
+    Http,
+    /// Raw TCP: connections balanced, bytes copied both ways.
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
-    /// Power of two choices over in-flight requests (default).
+    /// Power of two choices over peak-EWMA latency × (in-flight + 1) (default, as
+    /// linkerd2-proxy).
     P2c,
     RoundRobin,
+    /// Fewest requests in flight (over all replicas).
+    LeastRequest,
+    /// Random, proportional to per-replica weights (by replica index; missing: 1).
+    Weighted(Vec<u32>),
+    /// Consistent hashing for session affinity: about 1/N of keys move when a replica
+    /// leaves.
+    Hash(HashOn),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(String),
+    Cookie(String),
+    ClientAddress,
+}
+
+/// Proxy timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting to a replica. Default 1 s.
+    pub connect: Duration,
+    /// The whole request, retries included (Envoy's 15 s).
+    pub request: Duration,
+    /// A client connection with nothing in flight is closed after this. Default 60 s.
+    pub idle: Duration,
+    /// Reading a request's headers (slowloris). Default 10 s.
+    pub header_read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(15),
+            idle: Duration::from_secs(60),
+            header_read: Duration::from_secs(10),
+        }
+    }
+}
+
+/// When a failed try is sent again, always to another replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retries {
+    /// Tries in all, the first included. Default 2: one retry (Envoy: 1 retry).
+    pub attempts: u32,
+    pub on: RetryOn,
+    /// 0: no per-try limit (only the request timeout).
+    pub per_try_timeout: Duration,
+    /// First backoff; doubles with jitter up to 10× (Envoy's 25 ms, capped at 250 ms).
+    pub backoff: Duration,
+    /// Retries allowed: `budget_percent` % of requests plus `budget_min_per_second`
+    /// per second, over 10 s (linkerd/tower: 20 % + 10/s).
+    pub budget_percent: f64,
+    pub budget_min_per_second: u32,
+    /// Retry POST/PATCH too (only when the route says so). Default: idempotent only.
+    pub all_methods: bool,
+    /// Request bodies up to this size are kept for a retry (linkerd's 64 KiB).
+    pub max_body: usize,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            attempts: 2,
+            on: RetryOn::default(),
+            per_try_timeout: Duration::ZERO,
+            backoff: Duration::from_millis(25),
+            budget_percent: 20.0,
+            budget_min_per_second: 10,
+            all_methods: false,
+            max_body: 64 * 1024,
+        }
+    }
+}
+
+/// Conditions for a retry. Default: connection failures (refused, failed to connect) and
+/// resets (connection closed before a response — idempotent requests only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOn {
+    pub connect_failure: bool,
+    pub reset: bool,
+    pub per_try_timeout: bool,
+    /// Any 5xx answer.
+    pub status_5xx: bool,
+    /// 502, 503, 504 (and connection failures).
+    pub gateway_error: bool,
+    /// These status codes.
+    pub statuses: Vec<u16>,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        RetryOn {
+            connect_failure: true,
+            reset: true,
+            per_try_timeout: false,
+            status_5xx: false,
+            gateway_error: false,
+            statuses: Vec::new(),
+        }
+    }
+}
+
+/// `[services.NAME.expose.hedge]`: for idempotent requests, a second try to another
+/// replica when the first is slower than this percentile of recent latencies; the first
+/// answer wins.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hedge {
+    pub percentile: f64,
+    /// Never hedge sooner than this (a floor for very fast services). Default 5 ms.
+    pub min_delay: Duration,
+}
+
+/// Passive health: eject replicas that fail, from what the proxy sees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outlier {
+    pub enabled: bool,
+    /// Envoy: 5.
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway_errors: u32,
+    /// Eject below this success rate (percent) over the window; 0: off. Default 80.
+    pub success_rate: f64,
+    pub success_rate_min_requests: u32,
+    pub success_rate_window: Duration,
+    /// Ejection time = base × times ejected, capped (linkerd: 1 s to 1 min).
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejection_percent: f64,
+    /// Below this share of healthy replicas, traffic goes to all of them (Envoy: 50 %).
+    pub panic_threshold: f64,
+    /// Ask the supervisor to restart a replica when it is ejected.
+    pub restart_ejected: bool,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            enabled: true,
+            consecutive_5xx: 5,
+            consecutive_gateway_errors: 5,
+            success_rate: 80.0,
+            success_rate_min_requests: 20,
+            success_rate_window: Duration::from_secs(10),
+            base_ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(60),
+            max_ejection_percent: 50.0,
+            panic_threshold: 50.0,
+            restart_ejected: false,
+        }
+    }
+}
+
+/// Per-replica circuit breaker on connection failures and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breaker {
+    /// 0: off. Default 5.
+    pub consecutive_failures: u32,
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            consecutive_failures: 5,
+            cooldown: Duration::from_secs(5),
+            max_cooldown: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Bulkheads. Over the limits: 503 at once with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Client connections at once (Envoy: 1024 per cluster; ours is per listener).
+    pub max_connections: u32,
+    pub max_inflight: u32,
+    /// Requests waiting for an in-flight slot; 0: none wait.
+    pub queue: u32,
+    pub queue_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_inflight: 1024,
+            queue: 1024,
+            queue_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Token bucket; over it: 429 with `Retry-After`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    pub rate: f64,
+    pub burst: u32,
+    pub key: RateKey,
+    /// Distinct keys remembered at most (least recently used ones are forgotten).
+    pub max_keys: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    Service,
+    ClientAddress,
+    Header(String),
+}
+
+/// `[[services.NAME.expose.faults]]`: injected by the proxy. 0 % means off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// Share of requests (0..=100) it applies to.
+    pub percent: f64,
+    /// Only requests carrying this header (any value).
+    pub header: Option<String>,
+    pub action: FaultAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    Delay(Duration),
+    Abort(u16),
+    /// Close the client connection without an answer.
+    Reset,
+}
+
+/// `[[services.NAME.expose.routes]]`: send matching requests, or a share of them, to
+/// another service (a canary, a new version).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub to: String,
+    pub matcher: RouteMatch,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteMatch {
+    /// Requests whose header `name` equals `value`.
+    Header { name: String, value: String },
+    /// This percentage of the other requests.
+    Weight(f64),
+}
+
+/// `[[services.NAME.expose.toxics]]`: a Toxiproxy-style fault on TCP connections.
+///
+/// Invariant: `0 <= toxicity <= 1`; a toxicity of 0 never applies (0 % means off).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Toxic {
+    pub kind: ToxicKind,
+    /// Share of connections the toxic applies to, decided once per connection.
+    pub toxicity: f64,
+    pub direction: Direction,
+}
+
+/// Which way a toxic acts: on bytes from the client to the replica, or back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Upstream,
+    Downstream,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToxicKind {
+    /// Delays every chunk by `latency` ± `jitter`.
+    Latency { latency: Duration, jitter: Duration },
+    /// Limits throughput to `rate` bytes per second.
+    Bandwidth { rate: u64 },
+    /// Resets the connection (RST) after `timeout` (0: at once).
+    ResetPeer { timeout: Duration },
+    /// Stops all data; closes the connection after `timeout` (0: never).
+    Timeout { timeout: Duration },
+    /// Delays the close of the connection by `delay`.
+    SlowClose { delay: Duration },
+    /// Splits data into chunks of `average_size` ± `size_variation` bytes, `delay` apart.
+    Slicer {
+        average_size: usize,
+        size_variation: usize,
+        delay: Duration,
+    },
+    /// Closes the connection once `bytes` bytes have passed.
+    LimitData { bytes: u64 },
 }
 
 /// `[[services.NAME.slo]]`: a service level objective over the requests bulwark's proxy

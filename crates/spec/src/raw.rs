@@ -152,7 +152,51 @@ pub(crate) struct RawProbe {
 pub(crate) struct RawExpose {
     pub label: String,
     pub listen: Field<String>,
-    pub balance: Field<String>,
+    /// Every other key of `[services.NAME.expose]`, and its policy tables.
+    pub rest: RawTable,
+    pub tables: Vec<(&'static str, RawTable)>,
+    pub arrays: Vec<(&'static str, Vec<RawTable>)>,
+}
+
+/// A value whose type is checked by `validate` (used for the proxy's many policy keys,
+/// where one generic walk beats a field per key).
+#[derive(Debug, Clone)]
+pub(crate) enum RawValue {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Array(Vec<Spanned<RawValue>>),
+    /// A table where a plain value was expected (reported by `validate`).
+    Table,
+}
+
+impl RawValue {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            RawValue::Str(_) => "a string",
+            RawValue::Int(_) => "an integer",
+            RawValue::Float(_) => "a float",
+            RawValue::Bool(_) => "a boolean",
+            RawValue::Array(_) => "an array",
+            RawValue::Table => "a table",
+        }
+    }
+}
+
+/// A table read generically: its keys were checked against the known ones already.
+#[derive(Debug, Clone)]
+pub(crate) struct RawTable {
+    /// `[services.web.expose.retries]`, for messages.
+    pub label: String,
+    pub span: Span,
+    pub fields: Vec<(String, Spanned<RawValue>)>,
+}
+
+impl RawTable {
+    pub fn get(&self, key: &str) -> Option<&Spanned<RawValue>> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
 }
 
 #[derive(Debug)]
@@ -212,7 +256,91 @@ const PROBE_KEYS: &[&str] = &[
     "failure_threshold",
     "success_threshold",
 ];
-const EXPOSE_KEYS: &[&str] = &["listen", "balance"];
+const EXPOSE_KEYS: &[&str] = &[
+    "listen",
+    "protocol",
+    "balance",
+    "hash_on",
+    "weights",
+    "slow_start",
+    "upstream",
+    "request_id_header",
+    "timeouts",
+    "retries",
+    "hedge",
+    "outlier",
+    "breaker",
+    "limits",
+    "rate_limit",
+    "faults",
+    "toxics",
+    "routes",
+];
+/// The policy tables of `[services.NAME.expose]` and their keys.
+pub(crate) const EXPOSE_TABLES: &[(&str, &[&str])] = &[
+    ("timeouts", &["connect", "request", "idle", "header_read"]),
+    (
+        "retries",
+        &[
+            "attempts",
+            "on",
+            "statuses",
+            "per_try_timeout",
+            "backoff",
+            "budget_percent",
+            "budget_min_per_second",
+            "methods",
+            "max_body",
+        ],
+    ),
+    ("hedge", &["percentile", "min_delay"]),
+    (
+        "outlier",
+        &[
+            "enabled",
+            "consecutive_5xx",
+            "consecutive_gateway_errors",
+            "success_rate",
+            "success_rate_min_requests",
+            "success_rate_window",
+            "base_ejection",
+            "max_ejection",
+            "max_ejection_percent",
+            "panic_threshold",
+            "restart_ejected",
+        ],
+    ),
+    (
+        "breaker",
+        &["consecutive_failures", "cooldown", "max_cooldown"],
+    ),
+    (
+        "limits",
+        &["max_connections", "max_inflight", "queue", "queue_timeout"],
+    ),
+    ("rate_limit", &["rate", "burst", "key", "max_keys"]),
+];
+/// The arrays of tables of `[services.NAME.expose]` and their keys.
+pub(crate) const EXPOSE_ARRAYS: &[(&str, &[&str])] = &[
+    ("faults", &["percent", "header", "delay", "abort", "reset"]),
+    (
+        "toxics",
+        &[
+            "type",
+            "toxicity",
+            "direction",
+            "latency",
+            "jitter",
+            "rate",
+            "timeout",
+            "delay",
+            "average_size",
+            "size_variation",
+            "bytes",
+        ],
+    ),
+    ("routes", &["to", "weight", "header"]),
+];
 const SLO_KEYS: &[&str] = &[
     "name",
     "kind",
@@ -305,6 +433,111 @@ pub(crate) fn read(doc: &Spanned<DeTable<'_>>, p: &mut Problems) -> RawStack {
     }
 }
 
+fn read_expose(e: &Table<'_, '_>, p: &mut Problems) -> RawExpose {
+    e.check_keys(EXPOSE_KEYS, p);
+    let nested: Vec<&str> = EXPOSE_TABLES
+        .iter()
+        .chain(EXPOSE_ARRAYS)
+        .map(|(k, _)| *k)
+        .chain(["listen"])
+        .collect();
+    let rest = generic(e, &nested);
+    let tables = EXPOSE_TABLES
+        .iter()
+        .filter_map(|(key, known)| {
+            let t = e.table(key, p);
+            match t {
+                Field::Given(t) => {
+                    let t = t.into_inner();
+                    t.check_keys(known, p);
+                    Some((*key, generic(&t, &[])))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let arrays = EXPOSE_ARRAYS
+        .iter()
+        .filter_map(|(key, known)| {
+            let value = e.map.get(*key)?;
+            let path = format!("{}.{key}", e.path);
+            let DeValue::Array(items) = value.get_ref() else {
+                e.wrong_type(key, &format!("an array of tables ([[{path}]])"), value, p);
+                return None;
+            };
+            let mut list = Vec::new();
+            for item in items.iter() {
+                let DeValue::Table(map) = item.get_ref() else {
+                    p.push(
+                        item.span(),
+                        format!(
+                            "each entry of `{key}` must be a table ([[{path}]]), found {}",
+                            article(item.get_ref())
+                        ),
+                    );
+                    continue;
+                };
+                let t = Table {
+                    map,
+                    span: item.span(),
+                    label: format!("[[{path}]]"),
+                    path: path.clone(),
+                };
+                t.check_keys(known, p);
+                list.push(generic(&t, &[]));
+            }
+            Some((*key, list))
+        })
+        .collect();
+    RawExpose {
+        listen: e.string("listen", p),
+        label: e.label.clone(),
+        rest,
+        tables,
+        arrays,
+    }
+}
+
+/// Reads every key of `t` except `skip` as a [`RawValue`].
+fn generic(t: &Table<'_, '_>, skip: &[&str]) -> RawTable {
+    let mut fields: Vec<(String, Spanned<RawValue>)> = t
+        .map
+        .iter()
+        .filter(|(k, _)| !skip.contains(&k.get_ref().as_ref()))
+        .map(|(k, v)| {
+            (
+                k.get_ref().to_string(),
+                Spanned::new(v.span(), raw_value(v)),
+            )
+        })
+        .collect();
+    fields.sort_by_key(|(_, v)| v.span().start);
+    RawTable {
+        label: t.label.clone(),
+        span: t.span.clone(),
+        fields,
+    }
+}
+
+fn raw_value(v: &Spanned<DeValue<'_>>) -> RawValue {
+    match v.get_ref() {
+        DeValue::String(s) => RawValue::Str(s.to_string()),
+        DeValue::Integer(_) => match integer(v) {
+            Some(Ok(i)) => RawValue::Int(i),
+            _ => RawValue::Float(f64::NAN),
+        },
+        DeValue::Float(f) => RawValue::Float(f.as_str().parse().unwrap_or(f64::NAN)),
+        DeValue::Boolean(b) => RawValue::Bool(*b),
+        DeValue::Array(items) => RawValue::Array(
+            items
+                .iter()
+                .map(|i| Spanned::new(i.span(), raw_value(i)))
+                .collect(),
+        ),
+        _ => RawValue::Table,
+    }
+}
+
 fn read_sinks(t: &Table<'_, '_>, p: &mut Problems) -> Field<Vec<RawSink>> {
     let Some(value) = t.map.get("sinks") else {
         return Field::Absent;
@@ -372,14 +605,7 @@ fn read_service(name: Spanned<String>, t: &Table<'_, '_>, p: &mut Problems) -> R
         startup: t.table("startup", p).map(|t| read_probe(&t, p)),
         liveness: t.table("liveness", p).map(|t| read_probe(&t, p)),
         readiness: t.table("readiness", p).map(|t| read_probe(&t, p)),
-        expose: t.table("expose", p).map(|e| {
-            e.check_keys(EXPOSE_KEYS, p);
-            RawExpose {
-                listen: e.string("listen", p),
-                balance: e.string("balance", p),
-                label: e.label,
-            }
-        }),
+        expose: t.table("expose", p).map(|e| read_expose(&e, p)),
         slo: read_slos(t, p),
         name,
     }

@@ -16,12 +16,12 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{
-    AlertSink, Alerts, Api, Backoff, Balance, Expose, Probe, ProbeAction, ProbeKind, RestartAction,
-    RestartPolicy, RestartRule, Service, Signal, Slo, SloAlerts, SloKind, Stack, Supervisor,
+    AlertSink, Alerts, Api, Backoff, Probe, ProbeAction, ProbeKind, RestartAction, RestartPolicy,
+    RestartRule, Service, Signal, Slo, SloAlerts, SloKind, Stack, Supervisor,
 };
 use crate::problem::{Problems, Span, backticked, hint, quoted_choices, suggest};
 use crate::raw::{
-    Field, RawAlerts, RawBackoff, RawExpose, RawProbe, RawRestartRule, RawService, RawSink, RawSlo,
+    Field, RawAlerts, RawBackoff, RawProbe, RawRestartRule, RawService, RawSink, RawSlo,
     RawSloAlerts, RawStack,
 };
 
@@ -71,6 +71,7 @@ pub(crate) fn validate(raw: RawStack, base_dir: &Path, p: &mut Problems) -> Opti
 
     let order = dependency_order(&mut checked, p);
     check_addresses(&checked, api_listen, p);
+    check_routes(&checked, p);
 
     if !p.is_empty() {
         return None;
@@ -178,12 +179,37 @@ fn sink(raw: &RawSink, p: &mut Problems) -> Option<AlertSink> {
     })
 }
 
+/// A route sends traffic to another service that the proxy can reach: one that exists,
+/// is not the service itself, and speaks HTTP (its replicas are what the route picks).
+fn check_routes(services: &[Checked], p: &mut Problems) {
+    let names: Vec<&str> = services.iter().map(|c| c.service.name.as_str()).collect();
+    for c in services {
+        for t in &c.route_targets {
+            let to = t.get_ref().as_str();
+            if to == c.service.name {
+                p.push(
+                    t.span(),
+                    format!("a route of `{to}` cannot lead to `{to}` itself"),
+                );
+            } else if !names.contains(&to) {
+                let mut msg = format!("route `to` names unknown service `{to}`");
+                if let Some(m) = suggest(to, names.iter().copied()) {
+                    msg.push_str(&format!("; did you mean `{m}`?"));
+                }
+                p.push(t.span(), msg);
+            }
+        }
+    }
+}
+
 /// A service plus what the stack-wide checks need to point at.
 struct Checked {
     service: Service,
     /// Valid-looking `depends_on` entries (strings), with their spans.
     depends_on: Option<Spanned<Vec<Spanned<String>>>>,
     listen: Option<Spanned<SocketAddr>>,
+    /// `to` of the service's routes, checked against the other services.
+    route_targets: Vec<Spanned<String>>,
 }
 
 fn service(raw: RawService, base_dir: &Path, p: &mut Problems) -> Checked {
@@ -255,9 +281,9 @@ fn service(raw: RawService, base_dir: &Path, p: &mut Problems) -> Checked {
     let startup = probe(&raw.startup, ProbeKind::Startup, p);
     let liveness = probe(&raw.liveness, ProbeKind::Liveness, p);
     let mut readiness = probe(&raw.readiness, ProbeKind::Readiness, p);
-    let (expose, listen) = match &raw.expose {
-        Field::Given(e) => expose(e, p),
-        Field::Absent | Field::Invalid => (None, None),
+    let (expose, listen, route_targets) = match &raw.expose {
+        Field::Given(e) => crate::expose::expose(e, p),
+        Field::Absent | Field::Invalid => (None, None, Vec::new()),
     };
     // A replica is routable only once something answers on its port; without this the
     // proxy would send traffic to replicas that are still starting.
@@ -286,6 +312,7 @@ fn service(raw: RawService, base_dir: &Path, p: &mut Problems) -> Checked {
 
     let depends_on = raw.depends_on.given().cloned();
     Checked {
+        route_targets,
         service: Service {
             name,
             run: run.unwrap_or_default(),
@@ -612,7 +639,7 @@ fn address(
 
 /// `IP:PORT` only: a host name would be resolved at bind time, possibly to several
 /// addresses, and clashes between services could no longer be checked here.
-fn spanned_address(
+pub(crate) fn spanned_address(
     field: &Field<String>,
     key: &str,
     p: &mut Problems,
@@ -808,39 +835,6 @@ fn probe_action(span: Span, raw: &RawProbe, p: &mut Problems) -> Option<ProbeAct
             None
         }
     }
-}
-
-fn expose(
-    raw: &Spanned<RawExpose>,
-    p: &mut Problems,
-) -> (Option<Expose>, Option<Spanned<SocketAddr>>) {
-    let span = raw.span();
-    let raw = raw.get_ref();
-    let listen = spanned_address(&raw.listen, "listen", p);
-    if !raw.listen.is_present() {
-        p.push(
-            span,
-            format!(
-                "missing required field `listen` in {}; for example listen = \"127.0.0.1:8080\"",
-                raw.label
-            ),
-        );
-    }
-    let balance = one_of(
-        &raw.balance,
-        "balance",
-        &[("p2c", Balance::P2c), ("round_robin", Balance::RoundRobin)],
-        Balance::P2c,
-        p,
-    );
-    let expose = match (&listen, balance) {
-        (Some(l), Some(balance)) => Some(Expose {
-            listen: *l.get_ref(),
-            balance,
-        }),
-        _ => None,
-    };
-    (expose, listen)
 }
 
 /// Resolves `depends_on`, reports unknown names and cycles, and returns the indices of

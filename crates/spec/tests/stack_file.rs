@@ -460,7 +460,7 @@ listen = "127.0.0.1:8080"
 colour = "red"
 "#,
         "
-        stack.toml:6:1: error: unknown field `colour` in [services.web.expose]; expected one of `listen`, `balance`
+        stack.toml:6:1: error: unknown field `colour` in [services.web.expose]; expected one of `listen`, `protocol`, `balance`, `hash_on`, `weights`, `slow_start`, `upstream`, `request_id_header`, `timeouts`, `retries`, `hedge`, `outlier`, `breaker`, `limits`, `rate_limit`, `faults`, `toxics`, `routes`
         ",
     );
 }
@@ -730,7 +730,7 @@ expose = { balance = "p2c" }
         stack.toml:10:21: error: `listen` address 127.0.0.1:8080 is already exposed by service `web`
         stack.toml:14:21: error: `listen` address 0.0.0.0:8080 clashes with 127.0.0.1:8080, exposed by service `web`
         stack.toml:18:21: error: `listen` address 127.0.0.1:9999 clashes with the control API's address 127.0.0.1:9999 ([api] listen); choose another port
-        stack.toml:18:49: error: `balance` must be "p2c" or "round_robin", found "round-robin"; did you mean "round_robin"?
+        stack.toml:18:49: error: `balance` must be one of "p2c", "round_robin", "least_request", "weighted", "hash", found "round-robin"; did you mean "round_robin"?
         stack.toml:22:21: error: `listen` must be an IP:PORT address such as "127.0.0.1:8080", found "localhost:80"
         stack.toml:26:10: error: missing required field `listen` in [services.nolisten.expose]; for example listen = "127.0.0.1:8080"
         "#,

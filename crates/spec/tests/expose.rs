@@ -1,0 +1,170 @@
+//! `[services.NAME.expose]` policies: every key, defaults, and located errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use spec::{
+    Balance, Direction, FaultAction, HashOn, Protocol, RateKey, RouteMatch, Stack, ToxicKind,
+};
+
+fn parse(src: &str) -> Result<Stack, String> {
+    spec::parse(src, Path::new("stack.toml")).map_err(|e| e.to_string())
+}
+
+const HEAD: &str = "[services.web]\nrun = [\"x\"]\n[services.v2]\nrun = [\"x\"]\n[services.v2.expose]\nlisten = \"127.0.0.1:9001\"\n";
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let s = parse(&format!(
+        "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\n"
+    ))
+    .unwrap();
+    let e = s.service("web").unwrap().expose.clone().unwrap();
+    assert_eq!(e.protocol, Protocol::Http);
+    assert_eq!(e.balance, Balance::P2c);
+    assert_eq!(e.retries.attempts, 2);
+    assert!(e.retries.on.connect_failure && e.retries.on.reset && !e.retries.on.status_5xx);
+    assert_eq!(e.retries.budget_percent, 20.0);
+    assert_eq!(e.timeouts.request, Duration::from_secs(15));
+    assert!(e.outlier.enabled);
+    assert_eq!(e.outlier.consecutive_5xx, 5);
+    assert_eq!(e.limits.max_inflight, 1024);
+    assert!(
+        e.rate_limit.is_none() && e.hedge.is_none() && e.faults.is_empty() && e.routes.is_empty()
+    );
+    assert_eq!(e.request_id_header, "x-request-id");
+}
+
+#[test]
+fn every_policy_key() {
+    let src = format!(
+        r#"{HEAD}[services.web.expose]
+listen = "127.0.0.1:9000"
+balance = "hash"
+hash_on = "header:X-User"
+slow_start = "5s"
+upstream = "http2"
+[services.web.expose.timeouts]
+connect = "200ms"
+request = "3s"
+[services.web.expose.retries]
+attempts = 3
+on = ["connect-failure", "per-try-timeout", "status"]
+statuses = [503]
+per_try_timeout = "300ms"
+methods = "all"
+[services.web.expose.hedge]
+percentile = 90
+[services.web.expose.outlier]
+consecutive_5xx = 3
+restart_ejected = true
+[services.web.expose.limits]
+max_inflight = 10
+queue = 0
+[services.web.expose.rate_limit]
+rate = 50
+key = "client_address"
+[[services.web.expose.faults]]
+percent = 10
+abort = 503
+[[services.web.expose.faults]]
+header = "x-delay-me"
+delay = "100ms"
+[[services.web.expose.routes]]
+to = "v2"
+header = "x-canary: 1"
+[[services.web.expose.routes]]
+to = "v2"
+weight = 10
+"#
+    );
+    let s = parse(&src).unwrap();
+    let e = s.service("web").unwrap().expose.clone().unwrap();
+    assert_eq!(e.balance, Balance::Hash(HashOn::Header("x-user".into())));
+    assert_eq!(e.slow_start, Duration::from_secs(5));
+    assert!(e.upstream_http2);
+    assert_eq!(e.timeouts.connect, Duration::from_millis(200));
+    assert_eq!(e.retries.attempts, 3);
+    assert!(e.retries.on.per_try_timeout && !e.retries.on.reset);
+    assert_eq!(e.retries.on.statuses, vec![503]);
+    assert!(e.retries.all_methods);
+    assert_eq!(e.hedge.unwrap().percentile, 90.0);
+    assert!(e.outlier.restart_ejected);
+    assert_eq!((e.limits.max_inflight, e.limits.queue), (10, 0));
+    let rl = e.rate_limit.unwrap();
+    assert_eq!(
+        (rl.rate, rl.burst, rl.key),
+        (50.0, 50, RateKey::ClientAddress)
+    );
+    assert_eq!(e.faults[0].action, FaultAction::Abort(503));
+    assert_eq!(e.faults[1].header.as_deref(), Some("x-delay-me"));
+    assert_eq!(e.faults[1].percent, 100.0);
+    assert_eq!(
+        e.routes[0].matcher,
+        RouteMatch::Header {
+            name: "x-canary".into(),
+            value: "1".into()
+        }
+    );
+    assert_eq!(e.routes[1].matcher, RouteMatch::Weight(10.0));
+}
+
+#[test]
+fn tcp_with_toxics() {
+    let src = format!(
+        "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\nprotocol = \"tcp\"\n\
+         [[services.web.expose.toxics]]\ntype = \"latency\"\nlatency = \"50ms\"\ntoxicity = 0.5\ndirection = \"upstream\"\n\
+         [[services.web.expose.toxics]]\ntype = \"limit_data\"\nbytes = 10\n"
+    );
+    let e = parse(&src)
+        .unwrap()
+        .service("web")
+        .unwrap()
+        .expose
+        .clone()
+        .unwrap();
+    assert_eq!(e.protocol, Protocol::Tcp);
+    assert_eq!(e.toxics.len(), 2);
+    assert_eq!(
+        e.toxics[0].kind,
+        ToxicKind::Latency {
+            latency: Duration::from_millis(50),
+            jitter: Duration::ZERO
+        }
+    );
+    assert_eq!(
+        (e.toxics[0].toxicity, e.toxics[0].direction),
+        (0.5, Direction::Upstream)
+    );
+    assert_eq!(e.toxics[1].kind, ToxicKind::LimitData { bytes: 10 });
+}
+
+#[test]
+fn policy_errors_are_located() {
+    let src = format!(
+        r#"{HEAD}[services.web.expose]
+listen = "127.0.0.1:9000"
+balance = "hash"
+[services.web.expose.retries]
+attempts = 0
+on = ["conect-failure"]
+[services.web.expose.outlier]
+consecutive_5xxx = 3
+[[services.web.expose.faults]]
+percent = 150
+abort = 503
+[[services.web.expose.routes]]
+to = "v3"
+weight = 5
+"#
+    );
+    assert_eq!(
+        parse(&src).unwrap_err(),
+        "stack.toml:7:1: error: balance = \"hash\" needs `hash_on`: \"header:NAME\", \"cookie:NAME\" or \"client_address\"\n\
+         stack.toml:11:12: error: `attempts` must be between 1 and 10, found 0\n\
+         stack.toml:12:7: error: retry condition must be one of \"connect-failure\", \"reset\", \"per-try-timeout\", \"5xx\", \"gateway-error\", \"status\", found \"conect-failure\"; did you mean \"connect-failure\"?\n\
+         stack.toml:14:1: error: unknown field `consecutive_5xxx` in [services.web.expose.outlier]; did you mean `consecutive_5xx`?\n\
+         stack.toml:16:11: error: `percent` must be between 0 and 100, found 150\n\
+         stack.toml:19:6: error: route `to` names unknown service `v3`"
+    );
+}
