@@ -25,6 +25,8 @@ pub struct AppState {
     pub plane: observe::plane::Plane,
     /// The journal's durable watermark: events above it are not shown yet.
     pub persisted: tokio::sync::watch::Receiver<u64>,
+    /// The global fault kill switch (`true`: injected faults apply).
+    pub faults: tokio::sync::watch::Sender<bool>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -40,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/incidents", get(incidents))
         .route("/v1/silences", get(silences).post(add_silence))
         .route("/v1/silences/{id}", axum::routing::delete(remove_silence))
+        .route("/v1/faults/{state}", post(faults))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             error(
@@ -65,11 +68,24 @@ struct EventsQuery {
     since: u64,
     #[serde(default)]
     follow: bool,
+    /// Wait (up to 2 s) until every event published so far is in the journal, so a
+    /// reader sees what just happened.
+    #[serde(default)]
+    sync: bool,
 }
 
 /// Only events already in the journal are shown, so whatever a user saw survives a
 /// kill -9; a follower waits (briefly) for each event to be written.
 async fn events(State(s): State<Arc<AppState>>, Query(q): Query<EventsQuery>) -> Response {
+    if q.sync {
+        let last = s.bus.history().last().map_or(0, |e| e.seq);
+        let mut persisted = s.persisted.clone();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            persisted.wait_for(|p| *p >= last),
+        )
+        .await;
+    }
     let sub = s.bus.subscribe(q.since);
     let upto = *s.persisted.borrow();
     if !q.follow {
@@ -91,6 +107,23 @@ async fn events(State(s): State<Arc<AppState>>, Query(q): Query<EventsQuery>) ->
         }
     });
     sse(all)
+}
+
+/// `POST /v1/faults/off` removes every injected fault at once (HTTP faults and TCP
+/// toxics); `on` restores the configured ones.
+async fn faults(State(s): State<Arc<AppState>>, Path(state): Path<String>) -> Response {
+    let enabled = match state.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => {
+            return error(StatusCode::NOT_FOUND, "use /v1/faults/on or /v1/faults/off")
+                .into_response();
+        }
+    };
+    if s.faults.send_replace(enabled) != enabled {
+        s.bus.publish(bus::EventKind::FaultsToggled { enabled });
+    }
+    Json(serde_json::json!({ "faults": state })).into_response()
 }
 
 async fn slo(State(s): State<Arc<AppState>>) -> Json<Vec<json::SloReport>> {

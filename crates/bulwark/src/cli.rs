@@ -73,6 +73,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SilenceCmd,
     },
+    /// The global fault kill switch: `off` removes every injected fault at once.
+    Faults {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// The demo workload: an HTTP service with injectable faults.
     Demo(DemoArgs),
     /// An open-loop HTTP load generator.

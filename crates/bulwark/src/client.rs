@@ -41,7 +41,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             if follow {
                 api.stream("/v1/events?follow=true", print).await?;
             } else {
-                let body = api.get("/v1/events").await?;
+                let body = api.get("/v1/events?sync=true").await?;
                 let events: Vec<serde_json::Value> = serde_json::from_slice(&body)?;
                 for e in events {
                     print(&e.to_string());
@@ -123,6 +123,10 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             }
         }
         Command::Silence { cmd } => silence(&api, cmd).await?,
+        Command::Faults { state } => {
+            api.post(&format!("/v1/faults/{state}")).await?;
+            println!("injected faults {state}");
+        }
         Command::Up(_) | Command::Check { .. } | Command::Demo(_) | Command::Load(_) => {
             unreachable!("handled in main")
         }

@@ -87,6 +87,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let events = std::mem::take(&mut restored.events);
     let bus = Arc::new(Bus::with_history(EVENT_HISTORY, events));
     let persisted = journal.persisted();
+    let journal_watermark = journal.persisted();
     let _journal_writer = journal.spawn_event_writer(bus.clone());
     let mut registry = Registry::default();
     let supervisor = Supervisor::new(
@@ -100,6 +101,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         },
     );
     let proxy_metrics = ProxyMetrics::register(&mut registry);
+    let tcp_metrics = proxy::TcpMetrics::register(&mut registry);
     let _events = observe::count_events(&bus, &mut registry);
     let _resources = observe::resources::spawn(&bus, &mut registry, Duration::from_secs(5));
     let engine = Arc::new(SloEngine::new(&stack, std::time::Instant::now()));
@@ -117,7 +119,43 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
 
     // Bind every listener before starting a replica, so a taken port fails fast.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (faults_tx, faults_rx) = watch::channel(true);
+    let (restart_tx, mut restart_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u32)>();
+    let hooks = Arc::new(proxy::Hooks {
+        bus: Some(bus.clone()),
+        faults_on: faults_rx,
+        restart: Some(restart_tx),
+        mesh: Default::default(),
+    });
+    // Routes exist for exposed services and for every service a route leads to.
+    let targets: std::collections::HashSet<&str> = stack
+        .services
+        .iter()
+        .filter_map(|s| s.expose.as_ref())
+        .flat_map(|e| e.routes.iter().map(|r| r.to.as_str()))
+        .collect();
+    let mut routes = std::collections::HashMap::new();
+    for svc in &stack.services {
+        let expose = match &svc.expose {
+            Some(e) => e.clone(),
+            None if targets.contains(svc.name.as_str()) => {
+                spec::Expose::new(([127, 0, 0, 1], 0).into())
+            }
+            None => continue,
+        };
+        let endpoints = supervisor.endpoints(&svc.name).context("endpoints")?;
+        let handle = proxy::RouteHandle::new(
+            &svc.name,
+            expose,
+            endpoints,
+            &proxy_metrics,
+            Some(plane.outcome_sink()),
+            hooks.clone(),
+        );
+        routes.insert(svc.name.clone(), handle);
+    }
     let mut proxies = JoinSet::new();
+    let mut toxics = std::collections::HashMap::new();
     for svc in &stack.services {
         let Some(expose) = &svc.expose else { continue };
         let socket = TcpListener::bind(expose.listen).await.with_context(|| {
@@ -127,16 +165,35 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
                 svc.name, expose.listen, svc.name
             )
         })?;
-        let listener = proxy::Listener {
-            service: svc.name.clone(),
-            balance: expose.balance,
-            socket,
-            endpoints: supervisor.endpoints(&svc.name).context("endpoints")?,
-            outcomes: Some(plane.outcome_sink()),
-        };
-        let (metrics, stop) = (proxy_metrics.clone(), stop_rx.clone());
-        proxies.spawn(async move { proxy::serve(listener, &metrics, stop, PROXY_DRAIN).await });
+        let stop = stop_rx.clone();
+        if expose.protocol == spec::Protocol::Tcp {
+            let (toxics_tx, toxics_rx) = watch::channel(expose.toxics.clone());
+            toxics.insert(svc.name.clone(), toxics_tx);
+            let l = proxy::TcpExpose {
+                service: svc.name.clone(),
+                socket,
+                endpoints: supervisor.endpoints(&svc.name).context("endpoints")?,
+                connect_timeout: expose.timeouts.connect,
+                toxics: toxics_rx,
+                faults_enabled: hooks.faults_on.clone(),
+            };
+            let m = tcp_metrics.clone();
+            proxies.spawn(async move { proxy::serve_tcp(l, &m, stop, PROXY_DRAIN).await });
+        } else {
+            let route = routes[&svc.name].clone();
+            proxies.spawn(async move { proxy::serve(socket, route, stop, PROXY_DRAIN).await });
+        }
         tracing::info!(service = %svc.name, listen = %expose.listen, "proxy listening");
+    }
+    // The proxy asks, the supervisor acts: restart replicas whose ejection says so.
+    {
+        let supervisor = supervisor.clone();
+        tokio::spawn(async move {
+            while let Some((service, index)) = restart_rx.recv().await {
+                tracing::warn!(%service, index, "restarting an ejected replica");
+                let _ = supervisor.restart(&service, Some(index));
+            }
+        });
     }
     let api_socket = TcpListener::bind(stack.api.listen).await.with_context(|| {
         format!(
@@ -153,6 +210,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         token,
         plane: plane.clone(),
         persisted,
+        faults: faults_tx,
     }));
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
@@ -173,6 +231,10 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     stop_tx.send_replace(true);
     supervisor.shutdown().await;
     while proxies.join_next().await.is_some() {}
+    // Everything that happened is in the journal before the API (and its followers) go.
+    let last = bus.history().last().map_or(0, |e| e.seq);
+    let mut written = journal_watermark;
+    let _ = tokio::time::timeout(Duration::from_secs(5), written.wait_for(|p| *p >= last)).await;
     // Followers of event or log streams would keep the API open forever: cut them off.
     let _ = tokio::time::timeout(Duration::from_secs(1), api_task).await;
     let _ = std::fs::remove_file(state_dir.join(api::state_dir::ADDR_FILE));

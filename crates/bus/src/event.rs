@@ -141,6 +141,26 @@ pub enum EventKind {
         from: u32,
         to: u32,
     },
+    /// The proxy stopped sending traffic to a replica that kept failing.
+    ReplicaEjected {
+        service: String,
+        index: u32,
+        reason: String,
+        /// How long, at most, before a single probe request may re-admit it.
+        for_ms: u64,
+    },
+    ReplicaReadmitted {
+        service: String,
+        index: u32,
+    },
+    /// The stack file was applied again without a restart.
+    Reloaded {
+        changed: Vec<String>,
+    },
+    /// The global fault kill switch.
+    FaultsToggled {
+        enabled: bool,
+    },
     AlertFiring {
         service: String,
         name: String,

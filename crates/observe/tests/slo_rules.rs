@@ -46,10 +46,13 @@ fn promtool(dir: &Path, args: &[&str]) -> String {
 
 /// Writes the rules and their test for `stack`, then runs `check rules` and `test rules`.
 fn check_and_test(stack: &spec::Stack) -> (String, String) {
+    check_and_test_slos(&stack_slos(stack))
+}
+
+fn check_and_test_slos(slos: &[(&str, &spec::Slo)]) -> (String, String) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let slos = stack_slos(stack);
-    let rules_text = rules(&slos);
-    let test_text = rules_test(&slos, "rules.yml");
+    let rules_text = rules(slos);
+    let test_text = rules_test(slos, "rules.yml");
     std::fs::write(dir.path().join("rules.yml"), &rules_text).expect("write rules");
     std::fs::write(dir.path().join("rules_test.yml"), &test_text).expect("write test");
     let checked = promtool(dir.path(), &["check", "rules", "rules.yml"]);
@@ -136,7 +139,11 @@ alerts = { ticket = false, min_requests = 0 }
             .count(),
         2
     );
-    assert!(test.contains("evaluation_interval: 10s"), "{test}");
+    // Series intervals: 30 d: 5m / 5 = 1m; 28 d: 4m40s / 5 = 56s → 20s; 7 d: 70s / 5 =
+    // 14s → 10s. The evaluation interval is the smallest.
+    assert!(test.contains("interval: 1m\n"), "{test}");
+    assert!(test.contains("interval: 20s\n"), "{test}");
+    assert!(test.contains("evaluation_interval: 10s\n"), "{test}");
 }
 
 #[test]
@@ -164,17 +171,29 @@ objective = 90
 period = "1m"
 "#,
     );
-    let (rules, test) = check_and_test(&stack);
+    // One SLO at a time: the test file has one evaluation interval, and the 1-minute
+    // SLO's 1 ms would make the 1-hour SLO's case crawl (see `rules_test`).
+    let slos = stack_slos(&stack);
+    let (rules, test) = check_and_test_slos(&slos[..1]);
     assert!(rules.contains("bulwark_slo:error_ratio:rate5s"), "{rules}");
     assert!(
         rules.contains("bulwark_slo:error_ratio:rate417ms"),
         "{rules}"
     );
+    // 417ms / 5 = 83ms, rounded down to 20ms.
+    assert!(test.contains("evaluation_interval: 20ms"), "{test}");
+    let (rules, test) = check_and_test_slos(&slos[1..]);
     assert!(
         rules.contains("bulwark_slo:error_ratio:rate83ms"),
         "{rules}"
     );
+    assert!(rules.contains("bulwark_slo:error_ratio:rate7ms"), "{rules}");
+    // 7ms / 5, rounded down to 1ms.
     assert!(test.contains("evaluation_interval: 1ms"), "{test}");
+    // Both in one file is valid too, only slower to test: check it without testing it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rules.yml"), observe::slo::rules(&slos)).expect("write rules");
+    promtool(dir.path(), &["check", "rules", "rules.yml"]);
 }
 
 #[test]

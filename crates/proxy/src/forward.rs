@@ -1,33 +1,59 @@
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+//! One request's way through the proxy: entry policies (fault injection, rate limit,
+//! bulkhead, routes) on the service it arrived at, then balancing, retries and hedging on
+//! the service it is routed to.
 
-use bus::{Endpoints, LocalReason, OutcomeSink, RequestOutcome};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bus::{Bus, Endpoint, Endpoints, EventKind, LocalReason, OutcomeSink, RequestOutcome};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use spec::Balance;
-use tokio::sync::watch;
+use spec::{Balance, FaultAction, HashOn, RateKey, RouteMatch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::balance::pick;
 use crate::body::{ResponseBody, Tracked, UpstreamBody};
 use crate::metrics::ServiceMetrics;
-use crate::{MAX_ATTEMPTS, REPLAY_LIMIT};
+use crate::service::{Notice, Policy, TryResult};
 
-/// Everything one exposed service needs to forward a request. Shared by all connections.
-pub(crate) struct Route {
+/// Shared by every route of a `bulwark up`.
+pub struct Hooks {
+    pub bus: Option<Arc<Bus>>,
+    /// The global fault kill switch: `false` turns every injected fault off.
+    pub faults_on: watch::Receiver<bool>,
+    /// Where to ask for a replica restart when `outlier.restart_ejected` is set.
+    pub restart: Option<mpsc::UnboundedSender<(String, u32)>>,
+    /// Every route by service name, for `[[expose.routes]]`.
+    pub mesh: RwLock<HashMap<String, Arc<Route>>>,
+}
+
+/// Asking hyper to drop the client connection without an answer (an injected reset).
+#[derive(Debug)]
+pub struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by an injected fault")
+    }
+}
+
+impl std::error::Error for Reset {}
+
+/// One service's forwarding state. `policy` is swapped whole by a reload.
+pub struct Route {
     pub service: String,
-    pub balance: Balance,
     pub endpoints: watch::Receiver<Arc<Endpoints>>,
-    pub cursor: AtomicUsize,
-    pub client: Client<HttpConnector, UpstreamBody>,
-    pub metrics: ServiceMetrics,
+    pub(crate) policy: RwLock<Arc<Policy>>,
+    pub(crate) client: RwLock<Arc<crate::server::Upstream>>,
+    pub(crate) metrics: ServiceMetrics,
     pub outcomes: Option<Arc<dyn OutcomeSink>>,
+    pub hooks: Arc<Hooks>,
 }
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1).
@@ -54,12 +80,30 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+}
+
 impl Route {
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Entry point for a request that arrived on this service's listener.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<ResponseBody>, Reset> {
         let began = Instant::now();
-        // A guard, because the future is dropped when the client goes away mid-request.
         let inflight = InflightGuard::new(&self.metrics.inflight);
-        let (res, local) = self.forward(req).await;
+        let (res, local) = self.entry(req, peer).await?;
         drop(inflight);
         let status = res.status().as_u16();
         let duration = began.elapsed();
@@ -73,32 +117,197 @@ impl Route {
                 local,
             });
         }
-        res
+        Ok(res)
     }
 
-    async fn forward(
+    async fn entry(
         &self,
         req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<(Response<ResponseBody>, Option<LocalReason>), Reset> {
+        let policy = self.policy();
+        let cfg = &policy.expose;
+        if !cfg.faults.is_empty() && *self.hooks.faults_on.borrow() {
+            for f in &cfg.faults {
+                let triggered = f
+                    .header
+                    .as_ref()
+                    .is_none_or(|h| req.headers().contains_key(h.as_str()));
+                if triggered && f.percent > 0.0 && rand::random::<f64>() * 100.0 < f.percent {
+                    self.metrics.injected.inc();
+                    match f.action {
+                        FaultAction::Delay(d) => tokio::time::sleep(d).await,
+                        FaultAction::Abort(code) => {
+                            let status = StatusCode::from_u16(code)
+                                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                            return Ok((
+                                answer(status, "fault injected by bulwark\n"),
+                                Some(LocalReason::Injected),
+                            ));
+                        }
+                        FaultAction::Reset => return Err(Reset),
+                    }
+                }
+            }
+        }
+        if let (Some(rl), Some(spec_rl)) = (&policy.rate, &cfg.rate_limit) {
+            let key = match &spec_rl.key {
+                RateKey::Service => 0,
+                RateKey::ClientAddress => policy::hash_key(&peer.ip()),
+                RateKey::Header(h) => req
+                    .headers()
+                    .get(h.as_str())
+                    .map_or(0, |v| policy::hash_bytes(v.as_bytes())),
+            };
+            let verdict = rl
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_take(key, std::time::Instant::now());
+            if let Err(wait) = verdict {
+                self.metrics.rate_limited.inc();
+                let mut res = answer(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n");
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after(wait));
+                return Ok((res, Some(LocalReason::RateLimited)));
+            }
+        }
+        // Bulkhead: a bounded number in flight, a bounded queue, then fast 503s.
+        let _permit = match policy.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let waiting = policy
+                    .waiting
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let got = if waiting < cfg.limits.queue {
+                    tokio::time::timeout(
+                        cfg.limits.queue_timeout,
+                        policy.permits.clone().acquire_owned(),
+                    )
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                } else {
+                    None
+                };
+                policy
+                    .waiting
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                match got {
+                    Some(p) => p,
+                    None => {
+                        self.metrics.shed.inc();
+                        let mut res = answer(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "over capacity; retry later\n",
+                        );
+                        res.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        return Ok((res, Some(LocalReason::Shed)));
+                    }
+                }
+            }
+        };
+        let target = self.route_for(&policy, req.headers());
+        let target = target.as_deref().unwrap_or(self);
+        Ok(target.forward(req, peer).await)
+    }
+
+    /// `[[expose.routes]]`: header matches first, then weighted splits.
+    fn route_for(&self, policy: &Policy, headers: &HeaderMap) -> Option<Arc<Route>> {
+        let routes = &policy.expose.routes;
+        if routes.is_empty() {
+            return None;
+        }
+        let draw = rand::random::<f64>() * 100.0;
+        let mut acc = 0.0;
+        let to = routes
+            .iter()
+            .find(|r| match &r.matcher {
+                RouteMatch::Header { name, value } => headers
+                    .get(name.as_str())
+                    .is_some_and(|v| v.as_bytes() == value.as_bytes()),
+                RouteMatch::Weight(_) => false,
+            })
+            .or_else(|| {
+                routes.iter().find(|r| match r.matcher {
+                    RouteMatch::Weight(w) => {
+                        acc += w;
+                        draw < acc
+                    }
+                    RouteMatch::Header { .. } => false,
+                })
+            })?;
+        self.hooks
+            .mesh
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to.to)
+            .cloned()
+    }
+
+    /// Balancing, retries and hedging over this service's ready replicas.
+    pub(crate) async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
     ) -> (Response<ResponseBody>, Option<LocalReason>) {
+        let policy = self.policy();
+        let cfg = &policy.expose;
+        let upstream = self
+            .client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        let upgrade_headers = upgrade.as_ref().map(|_| {
+            (
+                parts.headers.get(header::CONNECTION).cloned(),
+                parts.headers.get(header::UPGRADE).cloned(),
+            )
+        });
         strip_hop_by_hop(&mut parts.headers);
-        // A request is retried on another replica only if its body can be sent again:
-        // small bodies are buffered, larger ones stream through once.
+        if let Some((conn, up)) = upgrade_headers {
+            if let Some(c) = conn {
+                parts.headers.insert(header::CONNECTION, c);
+            }
+            if let Some(u) = up {
+                parts.headers.insert(header::UPGRADE, u);
+            }
+        }
+        forwarding_headers(&mut parts.headers, peer, &cfg.request_id_header);
+        let key = match &cfg.balance {
+            Balance::Hash(on) => Some(match on {
+                HashOn::Header(h) => parts
+                    .headers
+                    .get(h.as_str())
+                    .map_or(0, |v| policy::hash_bytes(v.as_bytes())),
+                HashOn::Cookie(c) => {
+                    cookie(&parts.headers, c).map_or(0, |v| policy::hash_bytes(v.as_bytes()))
+                }
+                HashOn::ClientAddress => policy::hash_key(&peer.ip()),
+            }),
+            _ => None,
+        };
+        // A request is retried only if its body can be sent again: small bodies are
+        // buffered, larger ones stream through once.
         let mut body = if body.is_end_stream() {
             Some(Either::Left(Full::new(Bytes::new())))
         } else if body
             .size_hint()
             .upper()
-            .is_some_and(|n| n <= REPLAY_LIMIT as u64)
+            .is_some_and(|n| n <= cfg.retries.max_body as u64)
         {
-            match Limited::new(body, REPLAY_LIMIT).collect().await {
-                Ok(collected) => Some(Either::Left(Full::new(collected.to_bytes()))),
+            match Limited::new(body, cfg.retries.max_body).collect().await {
+                Ok(c) => Some(Either::Left(Full::new(c.to_bytes()))),
                 Err(e) => {
-                    let res = answer(
-                        StatusCode::BAD_REQUEST,
-                        &format!("cannot read request body: {e}\n"),
+                    return (
+                        answer(
+                            StatusCode::BAD_REQUEST,
+                            &format!("cannot read request body: {e}\n"),
+                        ),
+                        Some(LocalReason::BadRequest),
                     );
-                    return (res, Some(LocalReason::BadRequest));
                 }
             }
         } else {
@@ -109,20 +318,42 @@ impl Route {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let safe_to_resend = idempotent(&parts.method);
-        let mut tried = [u32::MAX; MAX_ATTEMPTS];
-        let mut last_error = String::new();
-        for attempt in 0..MAX_ATTEMPTS {
+        let resendable = cfg.retries.all_methods || idempotent(&parts.method);
+        let deadline = Instant::now() + cfg.timeouts.request;
+        policy.lock().budget.deposit(std::time::Instant::now());
+        let attempts = if upgrade.is_some() {
+            1
+        } else {
+            cfg.retries.attempts.clamp(1, 10) as usize
+        };
+        let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); 10];
+        let mut last: Option<(StatusCode, String, Option<LocalReason>)> = None;
+        for attempt in 0..attempts {
             let snapshot = self.endpoints.borrow().clone();
-            let Some(ep) = pick(
-                self.balance,
-                &self.cursor,
-                &snapshot.ready,
-                &tried[..attempt],
-            ) else {
+            let picked = {
+                let mut st = policy.lock();
+                let now = std::time::Instant::now();
+                let notices = st.sync(&policy, &snapshot, now);
+                let ep = st
+                    .pick(&policy, &snapshot.ready, &tried[..attempt], key, now)
+                    .cloned();
+                drop(st);
+                self.publish(&policy, notices);
+                ep
+            };
+            let Some(ep) = picked else {
+                if attempt == 0 {
+                    let mut res = answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("no ready replica for service {}\n", self.service),
+                    );
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return (res, Some(LocalReason::NoReplica));
+                }
                 break;
             };
-            tried[attempt] = ep.replica;
+            tried[attempt] = ep.addr;
             let this_body = match &body {
                 Some(Either::Left(full)) => Either::Left(full.clone()),
                 _ => match body.take() {
@@ -132,42 +363,390 @@ impl Route {
             };
             let mut up = Request::from_parts(parts.clone(), this_body);
             *up.uri_mut() = upstream_uri(ep.addr, &path);
-            let guard = ep.load.acquire();
-            match self.client.request(up).await {
-                Ok(res) => {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let per_try = if cfg.retries.per_try_timeout.is_zero() {
+                remaining
+            } else {
+                cfg.retries.per_try_timeout.min(remaining)
+            };
+            let hedge = cfg
+                .hedge
+                .filter(|_| resendable && attempt == 0 && body.is_some() && upgrade.is_none());
+            let (ep, result, rtt, guard) = match hedge {
+                Some(h) => {
+                    self.hedged(&policy, &upstream, &snapshot, ep, up, per_try, h, key)
+                        .await
+                }
+                None => {
+                    let (r, rtt, g) = send(&upstream, &ep, up, per_try).await;
+                    (ep, r, rtt, g)
+                }
+            };
+            let (outcome, response) = match result {
+                Ok(res) => (TryResult::Status(res.status().as_u16()), Some(res)),
+                Err(SendError::Connect(e)) => {
+                    last = Some((
+                        StatusCode::BAD_GATEWAY,
+                        e,
+                        Some(LocalReason::UpstreamFailed),
+                    ));
+                    (TryResult::ConnectFailed, None)
+                }
+                Err(SendError::Other(e)) => {
+                    last = Some((
+                        StatusCode::BAD_GATEWAY,
+                        e,
+                        Some(LocalReason::UpstreamFailed),
+                    ));
+                    (TryResult::Reset, None)
+                }
+                Err(SendError::Timeout) => {
+                    last = Some((
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "replica {}/{} did not answer in time",
+                            self.service, ep.replica
+                        ),
+                        Some(LocalReason::Timeout),
+                    ));
+                    (TryResult::Timeout, None)
+                }
+            };
+            let notice = policy
+                .lock()
+                .record(ep.addr, outcome, rtt, std::time::Instant::now());
+            self.publish(&policy, notice.into_iter().collect());
+            let on = &cfg.retries.on;
+            let retriable = match outcome {
+                TryResult::ConnectFailed => on.connect_failure || on.gateway_error,
+                TryResult::Reset => on.reset && resendable,
+                TryResult::Timeout => on.per_try_timeout && resendable && Instant::now() < deadline,
+                TryResult::Status(s) => {
+                    resendable
+                        && ((on.status_5xx && s >= 500)
+                            || (on.gateway_error && (502..=504).contains(&s))
+                            || on.statuses.contains(&s))
+                }
+            };
+            let can_resend = body.is_some() && attempt + 1 < attempts && Instant::now() < deadline;
+            if let Some(mut res) = response {
+                if !(retriable && can_resend) {
+                    if let Some(client_side) = upgrade
+                        && res.status() == StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        let upstream_side = hyper::upgrade::on(&mut res);
+                        tokio::spawn(tunnel(client_side, upstream_side, guard));
+                        let (rp, _) = res.into_parts();
+                        return (
+                            Response::from_parts(rp, Either::Right(Full::new(Bytes::new()))),
+                            None,
+                        );
+                    }
+                    let grpc_failed = grpc_failure(res.headers());
                     let (mut rp, rb) = res.into_parts();
                     strip_hop_by_hop(&mut rp.headers);
-                    let res = Response::from_parts(rp, Either::Left(Tracked::new(rb, guard)));
-                    return (res, None);
-                }
-                Err(e) => {
-                    drop(guard);
-                    last_error = format!("replica {}/{}: {e}", self.service, ep.replica);
-                    // Never sent: safe for any method. Sent but unanswered: only when the
-                    // method is idempotent. A streamed body is gone either way.
-                    let retriable = body.is_some() && (e.is_connect() || safe_to_resend);
-                    tracing::debug!(service = %self.service, error = %last_error, retriable, "try failed");
-                    if !retriable {
-                        break;
+                    if let Some(id) = parts.headers.get(cfg.request_id_header.as_str()) {
+                        rp.headers.insert(
+                            HeaderName::from_bytes(cfg.request_id_header.as_bytes())
+                                .unwrap_or(header::VIA),
+                            id.clone(),
+                        );
                     }
-                    if attempt + 1 < MAX_ATTEMPTS {
-                        self.metrics.retries.inc();
+                    if grpc_failed {
+                        self.metrics.grpc_failures.inc();
                     }
+                    return (
+                        Response::from_parts(rp, Either::Left(Tracked::new(rb, guard))),
+                        None,
+                    );
                 }
+                let wait = res
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(parse_retry_after);
+                last = Some((
+                    res.status(),
+                    format!(
+                        "replica {}/{} answered {}",
+                        self.service,
+                        ep.replica,
+                        res.status()
+                    ),
+                    None,
+                ));
+                drop(res);
+                if !self.retry_wait(&policy, attempt, wait, deadline).await {
+                    break;
+                }
+                continue;
+            }
+            if !(retriable && can_resend && self.retry_wait(&policy, attempt, None, deadline).await)
+            {
+                break;
             }
         }
-        if last_error.is_empty() {
-            let mut res = answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("no ready replica for service {}\n", self.service),
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return (res, Some(LocalReason::NoReplica));
-        }
-        let res = answer(StatusCode::BAD_GATEWAY, &format!("{last_error}\n"));
-        (res, Some(LocalReason::UpstreamFailed))
+        let (status, msg, local) = last.unwrap_or((
+            StatusCode::BAD_GATEWAY,
+            "no replica could be tried".into(),
+            Some(LocalReason::UpstreamFailed),
+        ));
+        (answer(status, &format!("{msg}\n")), local)
     }
+
+    /// Takes a retry from the budget and waits the backoff (or the replica's
+    /// `Retry-After`), within the deadline. `false`: do not retry.
+    async fn retry_wait(
+        &self,
+        policy: &Policy,
+        attempt: usize,
+        retry_after: Option<Duration>,
+        deadline: Instant,
+    ) -> bool {
+        if !policy.lock().budget.withdraw(std::time::Instant::now()) {
+            self.metrics.budget_exhausted.inc();
+            return false;
+        }
+        self.metrics.retries.inc();
+        let base = policy.expose.retries.backoff;
+        let backoff = policy::Backoff {
+            initial: base,
+            max: base * 10,
+            multiplier: 2.0,
+            jitter: 0.5,
+        };
+        let wait =
+            retry_after.unwrap_or_else(|| backoff.delay(attempt as u32, rand::random::<f64>()));
+        let until = Instant::now() + wait;
+        if until >= deadline {
+            return false;
+        }
+        tokio::time::sleep_until(until).await;
+        true
+    }
+
+    /// Sends the first try; if it is slower than the hedging percentile, sends a second
+    /// to another replica; the first answer wins and the other is cancelled.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedged(
+        &self,
+        policy: &Policy,
+        upstream: &crate::server::Upstream,
+        snapshot: &Endpoints,
+        first: Endpoint,
+        req: Request<UpstreamBody>,
+        per_try: Duration,
+        h: spec::Hedge,
+        key: Option<u64>,
+    ) -> (
+        Endpoint,
+        Result<Response<Incoming>, SendError>,
+        Duration,
+        bus::LoadGuard,
+    ) {
+        let after = policy
+            .lock()
+            .hedge_after(h.percentile, h.min_delay, std::time::Instant::now());
+        let second_req = clone_request(&req);
+        let first_ep = first.clone();
+        let one = send(upstream, &first_ep, req, per_try);
+        tokio::pin!(one);
+        let (Some(after), Some(second_req)) = (after, second_req) else {
+            let (r, rtt, g) = one.await;
+            return (first, r, rtt, g);
+        };
+        tokio::select! {
+            (r, rtt, g) = &mut one => return (first, r, rtt, g),
+            () = tokio::time::sleep(after) => {}
+        }
+        let second = {
+            let mut st = policy.lock();
+            st.pick(
+                policy,
+                &snapshot.ready,
+                &[first.addr],
+                key,
+                std::time::Instant::now(),
+            )
+            .cloned()
+        };
+        let Some(second) = second else {
+            let (r, rtt, g) = one.await;
+            return (first, r, rtt, g);
+        };
+        self.metrics.hedges.inc();
+        let mut second_req = second_req;
+        *second_req.uri_mut() = upstream_uri(
+            second.addr,
+            second_req
+                .uri()
+                .path_and_query()
+                .unwrap_or(&PathAndQuery::from_static("/")),
+        );
+        let second_ep = second.clone();
+        let two = send(upstream, &second_ep, second_req, per_try);
+        tokio::select! {
+            (r, rtt, g) = one => (first, r, rtt, g),
+            (r, rtt, g) = two => (second, r, rtt, g),
+        }
+    }
+
+    fn publish(&self, policy: &Policy, notices: Vec<Notice>) {
+        for n in notices {
+            let kind = match n {
+                Notice::Ejected {
+                    replica,
+                    reason,
+                    for_ms,
+                } => {
+                    self.metrics.ejections.inc();
+                    tracing::warn!(service = %self.service, replica, %reason, "replica ejected");
+                    if policy.expose.outlier.restart_ejected
+                        && let Some(tx) = &self.hooks.restart
+                    {
+                        let _ = tx.send((self.service.clone(), replica));
+                    }
+                    EventKind::ReplicaEjected {
+                        service: self.service.clone(),
+                        index: replica,
+                        reason,
+                        for_ms,
+                    }
+                }
+                Notice::Readmitted { replica } => EventKind::ReplicaReadmitted {
+                    service: self.service.clone(),
+                    index: replica,
+                },
+            };
+            if let Some(bus) = &self.hooks.bus {
+                bus.publish(kind);
+            }
+        }
+    }
+}
+
+enum SendError {
+    Connect(String),
+    Other(String),
+    Timeout,
+}
+
+/// One try. The returned guard keeps the replica's load counted while the response
+/// body streams.
+async fn send(
+    upstream: &crate::server::Upstream,
+    ep: &Endpoint,
+    req: Request<UpstreamBody>,
+    limit: Duration,
+) -> (
+    Result<Response<Incoming>, SendError>,
+    Duration,
+    bus::LoadGuard,
+) {
+    let guard = ep.load.acquire();
+    let began = Instant::now();
+    let r = match tokio::time::timeout(limit, upstream.request(req)).await {
+        Ok(Ok(res)) => Ok(res),
+        Ok(Err(e)) if e.is_connect() => {
+            Err(SendError::Connect(format!("replica at {}: {e}", ep.addr)))
+        }
+        Ok(Err(e)) => Err(SendError::Other(format!("replica at {}: {e:#}", ep.addr))),
+        Err(_) => Err(SendError::Timeout),
+    };
+    (r, began.elapsed(), guard)
+}
+
+fn clone_request(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let Either::Left(full) = req.body() else {
+        return None;
+    };
+    let mut r = Request::new(Either::Left(full.clone()));
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    Some(r)
+}
+
+/// Copies bytes both ways between an upgraded client connection and the replica.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    _guard: bus::LoadGuard,
+) {
+    let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
+        return;
+    };
+    let mut c = hyper_util::rt::TokioIo::new(c);
+    let mut u = hyper_util::rt::TokioIo::new(u);
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+}
+
+/// `X-Forwarded-For` (appended), `Forwarded` (RFC 7239) and a request id if missing.
+fn forwarding_headers(h: &mut HeaderMap, peer: SocketAddr, request_id: &str) {
+    let ip = peer.ip();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    let node = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("for={node};proto=http")) {
+        h.append(header::FORWARDED, v);
+    }
+    if !h.contains_key(request_id)
+        && let (Ok(name), Ok(v)) = (
+            HeaderName::from_bytes(request_id.as_bytes()),
+            HeaderValue::from_str(&format!(
+                "{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            )),
+        )
+    {
+        h.insert(name, v);
+    }
+}
+
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A gRPC answer whose status (trailers-only responses carry it in headers) is an error.
+fn grpc_failure(h: &HeaderMap) -> bool {
+    let grpc = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    grpc && h
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| s != "0")
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not honoured).
+fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+    v.to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+fn retry_after(wait: Duration) -> HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
 }
 
 struct InflightGuard<'a>(&'a prometheus_client::metrics::gauge::Gauge);
@@ -185,7 +764,7 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-fn upstream_uri(addr: std::net::SocketAddr, path: &PathAndQuery) -> Uri {
+fn upstream_uri(addr: SocketAddr, path: &PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Authority::try_from(addr.to_string()).ok();

@@ -1,24 +1,27 @@
-//! Edge and balancer: accepts HTTP/1.1 (and HTTP/2 with prior knowledge) on a service's
-//! `expose.listen` address and forwards each request to a ready replica.
+//! Edge and balancer: accepts HTTP/1.1 and HTTP/2 (prior knowledge) on a service's
+//! `expose.listen` address and forwards each request to a ready replica, applying the
+//! service's resilience policies (from the pure `policy` crate).
 //!
 //! Architecture invariant: `proxy` never starts or signals a process. It learns which
-//! replicas are ready only from the [`bus::Endpoints`] snapshots it is given, and it holds a
-//! [`bus::LoadGuard`] for every request in flight so the supervisor can drain a replica.
+//! replicas are ready only from the [`bus::Endpoints`] snapshots it is given, holds a
+//! [`bus::LoadGuard`] for every request in flight so the supervisor can drain a replica,
+//! and reports ejections as events (and restart wishes on a channel) instead of acting.
 //!
-//! Life of a request: accept → pick a ready replica (P2C over in-flight, or round robin)
-//! → forward on a pooled keep-alive connection → on a failure that is safe to retry, try
-//! another replica (at most [`MAX_ATTEMPTS`]) → stream the response back.
+//! Life of a request: accept (connection limit) → fault injection → rate limit →
+//! bulkhead (in-flight limit, bounded queue) → route (header match, weighted split) →
+//! pick a replica (balancer; ejected replicas and open breakers skipped unless in panic
+//! mode) → forward on a pooled connection (per-try timeout, hedging) → on a retriable
+//! failure, within the budget and the deadline, back off and try another replica →
+//! stream the response back; record the result for passive health.
 
-mod balance;
 mod body;
 mod forward;
 mod metrics;
 mod server;
+mod service;
+mod tcp;
 
+pub use forward::{Hooks, Reset};
 pub use metrics::ProxyMetrics;
-pub use server::{Listener, serve};
-
-/// Tries per request, each on a different replica.
-pub const MAX_ATTEMPTS: usize = 3;
-/// Request bodies up to this size are buffered so the request can be retried.
-pub const REPLAY_LIMIT: usize = 64 * 1024;
+pub use server::{RouteHandle, serve};
+pub use tcp::{TcpListener as TcpExpose, TcpMetrics, serve_tcp};

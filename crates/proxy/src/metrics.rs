@@ -24,6 +24,13 @@ pub struct ProxyMetrics {
     duration: Family<ServiceLabels, Histogram>,
     retries: Family<ServiceLabels, Counter>,
     inflight: Family<ServiceLabels, Gauge>,
+    events: Family<EventLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    service: String,
+    event: &'static str,
 }
 
 impl ProxyMetrics {
@@ -38,6 +45,7 @@ impl ProxyMetrics {
             }),
             retries: Family::default(),
             inflight: Family::default(),
+            events: Family::default(),
         };
         registry.register(
             "bulwark_proxy_requests",
@@ -59,6 +67,11 @@ impl ProxyMetrics {
             "Requests the proxy is working on (saturation)",
             m.inflight.clone(),
         );
+        registry.register(
+            "bulwark_proxy_policy_events",
+            "Policy decisions: retry budget exhausted, ejections, rate-limited, shed, injected faults, hedges, gRPC failures",
+            m.events.clone(),
+        );
         m
     }
 
@@ -69,6 +82,14 @@ impl ProxyMetrics {
                 .get_or_create(&StatusLabels {
                     service: s(),
                     status_class: c,
+                })
+                .clone()
+        };
+        let event = |e: &'static str| {
+            self.events
+                .get_or_create(&EventLabels {
+                    service: s(),
+                    event: e,
                 })
                 .clone()
         };
@@ -92,6 +113,13 @@ impl ProxyMetrics {
                 .inflight
                 .get_or_create(&ServiceLabels { service: s() })
                 .clone(),
+            budget_exhausted: event("retry_budget_exhausted"),
+            ejections: event("ejection"),
+            rate_limited: event("rate_limited"),
+            shed: event("shed"),
+            injected: event("fault_injected"),
+            hedges: event("hedge"),
+            grpc_failures: event("grpc_failure"),
         }
     }
 }
@@ -101,6 +129,13 @@ pub(crate) struct ServiceMetrics {
     pub duration: Histogram,
     pub retries: Counter,
     pub inflight: Gauge,
+    pub budget_exhausted: Counter,
+    pub ejections: Counter,
+    pub rate_limited: Counter,
+    pub shed: Counter,
+    pub injected: Counter,
+    pub hedges: Counter,
+    pub grpc_failures: Counter,
 }
 
 impl ServiceMetrics {

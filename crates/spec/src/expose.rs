@@ -252,22 +252,18 @@ pub(crate) fn expose(
         .map(|t| route(t, &mut targets, p))
         .collect();
     if protocol == Some(Protocol::Tcp) {
-        for (key, _) in &r.fields {
+        for (key, v) in &r.fields {
             if matches!(
                 key.as_str(),
                 "balance" | "hash_on" | "weights" | "upstream" | "request_id_header" | "slow_start"
             ) {
-                if let Some(v) = r.get(key) {
-                    p.push(
-                        v.span(),
-                        format!(
-                            "`{key}` applies to HTTP only; remove it or set protocol = \"http\""
-                        ),
-                    );
-                }
+                p.push(
+                    v.span(),
+                    format!("`{key}` applies to HTTP only; remove it or set protocol = \"http\""),
+                );
             }
         }
-        for (key, _) in raw.tables.iter().chain([]) {
+        for (key, _) in &raw.tables {
             if *key != "timeouts" && *key != "limits" {
                 p.push(
                     span.clone(),

@@ -378,3 +378,51 @@ slo = [1, { name = "ok", kind = "availability", objective = 99 }]
         "#,
     );
 }
+
+#[test]
+fn mangled_slo_tables_never_panic() {
+    // Every single-character deletion and a spread of insertions: each must give a
+    // `Stack` or located diagnostics, never a panic or an empty error.
+    let source = r#"[services.web]
+run = ["x"]
+expose = { listen = "127.0.0.1:8080" }
+
+[[services.web.slo]]
+name = "availability"
+kind = "availability"
+objective = 99.9
+period = "30d"
+count_429_as_error = false
+[services.web.slo.alerts]
+page = true
+min_requests = 10
+no_data = "10m"
+
+[[services.web.slo]]
+name = "latency"
+kind = "latency"
+objective = 99
+threshold = "300ms"
+"#;
+    let inserts = [
+        "\"", "[", "]", "=", "\n", "0", "x", "é", "#", ",", "{", "-1", ".",
+    ];
+    for (i, _) in source.char_indices() {
+        let mut deleted = source.to_owned();
+        deleted.remove(i);
+        let mut inserted = source.to_owned();
+        inserted.insert_str(i, inserts[i % inserts.len()]);
+        for variant in [deleted, inserted] {
+            let lines = variant.lines().count() + 1;
+            if let Err(errors) = spec::parse(&variant, Path::new("stack.toml")) {
+                assert!(!errors.diagnostics.is_empty(), "{variant}");
+                for d in &errors.diagnostics {
+                    assert!(
+                        d.line >= 1 && d.line <= lines && d.column >= 1,
+                        "{d}\n{variant}"
+                    );
+                }
+            }
+        }
+    }
+}

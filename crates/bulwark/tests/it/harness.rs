@@ -180,7 +180,7 @@ impl Stack {
     }
 
     pub fn events(&self) -> Vec<Value> {
-        let (code, body) = self.call("GET", "/v1/events", "127.0.0.1", false);
+        let (code, body) = self.call("GET", "/v1/events?sync=true", "127.0.0.1", false);
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }

@@ -60,7 +60,7 @@ use spec::{Slo, SloKind, Stack};
 pub use rules::{ALERT_BURN, ALERT_NO_DATA, rules, rules_test};
 pub use window::{WORKBOOK_PERIOD, Window};
 
-use window::{COARSE_LEN, FINE_LEN, Resolution, Ring, coarse_width, fine_width};
+use window::{COARSE_LEN, COARSE_PER_PERIOD, FINE_LEN, FINE_PER_PERIOD, Resolution, Ring};
 
 /// Name of the counter of requests that count toward an SLO (its SLI's denominator);
 /// exposed as `bulwark_slo_requests_total{service,slo}`.
@@ -353,8 +353,8 @@ impl SloEngine {
                 requests: requests.get_or_create(&labels).clone(),
                 errors: errors.get_or_create(&labels).clone(),
                 state: Mutex::new(State {
-                    fine: Ring::new(fine_width(slo.period), FINE_LEN),
-                    coarse: Ring::new(coarse_width(slo.period), COARSE_LEN),
+                    fine: Ring::new(slo.period, FINE_PER_PERIOD, FINE_LEN),
+                    coarse: Ring::new(slo.period, COARSE_PER_PERIOD, COARSE_LEN),
                     last_request: None,
                     page: AlertState::Inactive,
                     ticket: AlertState::Inactive,
@@ -469,7 +469,7 @@ impl SloEngine {
                 length: window.length(slo.period),
                 total,
                 bad,
-                sli: (total > 0.0).then(|| 1.0 - ratio),
+                sli: (total > 0.0).then_some(1.0 - ratio),
                 burn_rate: ratio / budget,
             }
         });

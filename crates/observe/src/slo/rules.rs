@@ -344,10 +344,15 @@ pub(crate) fn prom_duration(ms: u64) -> String {
 /// * no_data enabled: counters that never move: the no-data alert fires once they have
 ///   been flat for `no_data`, not one evaluation before.
 ///
-/// Series intervals are at most a fifth of the shortest window used (so every rate has
-/// samples), from 1ms, 10ms, 100ms, 1s, 10s, 1m, each dividing the next; the evaluation
-/// interval is the smallest of them. Traffic is at least `min_requests` per interval, so
-/// the minimum-traffic guard holds from the second sample.
+/// Series intervals are at most a fifth of the 5m window (scaled), so every rate has
+/// samples, picked from a list in which each divides the next (1ms, 2ms, 10ms, .. 1m);
+/// the evaluation interval is the smallest of them. Traffic is at least `min_requests`
+/// per interval, so the minimum-traffic guard holds from the second sample.
+///
+/// promtool evaluates every rule at every evaluation interval up to each case's last
+/// check, and the interval is one for the whole file: an SLO with a period of minutes
+/// next to one of days makes the days-long case run in millisecond steps, which takes
+/// minutes. Test such a mix one SLO at a time (the slice may hold any subset).
 pub fn rules_test(slos: &[(&str, &Slo)], rule_file: &str) -> String {
     let mut cases: Vec<Case> = Vec::new();
     for (service, slo) in slos {
@@ -521,10 +526,10 @@ impl Case<'_> {
     }
 }
 
-/// The largest of 1ms, 10ms, 100ms, 1s, 10s, 1m not above `limit` (ms); each divides
-/// the next, so the smallest one used divides them all.
+/// The largest of 1ms, 2ms, 10ms, 20ms, 100ms, 200ms, 1s, 2s, 10s, 20s, 1m not above
+/// `limit` (ms); each divides the next, so the smallest one used divides them all.
 fn nice_interval(limit: u64) -> u64 {
-    [60_000, 10_000, 1000, 100, 10, 1]
+    [60_000, 20_000, 10_000, 2000, 1000, 200, 100, 20, 10, 2, 1]
         .into_iter()
         .find(|&i| i <= limit)
         .unwrap_or(1)
@@ -547,8 +552,9 @@ mod tests {
     #[test]
     fn intervals() {
         assert_eq!(nice_interval(60_000), 60_000);
-        assert_eq!(nice_interval(56_000), 10_000);
-        assert_eq!(nice_interval(83), 10);
+        assert_eq!(nice_interval(56_000), 20_000);
+        assert_eq!(nice_interval(83), 20);
+        assert_eq!(nice_interval(7), 2);
         assert_eq!(nice_interval(0), 1);
     }
 

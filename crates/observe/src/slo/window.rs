@@ -75,14 +75,17 @@ impl Window {
         }
     }
 
-    /// The window's length for an SLO of `period`, to the nanosecond as the engine uses
-    /// it (a whole number of buckets).
+    /// The window's length for an SLO of `period`: `period × workbook length / 30 d`,
+    /// rounded to the nanosecond (the engine itself counts in exact fractions of the
+    /// period).
     pub fn length(self, period: Duration) -> Duration {
-        let (width, n) = match self.resolution() {
-            Resolution::Fine(n) => (fine_width(period), n),
-            Resolution::Coarse(n) => (coarse_width(period), n),
+        let (per_period, n) = match self.resolution() {
+            Resolution::Fine(n) => (FINE_PER_PERIOD, n),
+            Resolution::Coarse(n) => (COARSE_PER_PERIOD, n),
         };
-        Duration::from_nanos(width.saturating_mul(n))
+        let per = u128::from(per_period);
+        let nanos = (period.as_nanos() * u128::from(n) + per / 2) / per;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// The window's length in whole milliseconds, as exported to Prometheus (which has
@@ -100,22 +103,6 @@ impl Window {
     }
 }
 
-/// Fine bucket width in nanoseconds (never 0).
-pub(crate) fn fine_width(period: Duration) -> u64 {
-    width(period, FINE_PER_PERIOD)
-}
-
-/// Coarse bucket width in nanoseconds (never 0).
-pub(crate) fn coarse_width(period: Duration) -> u64 {
-    width(period, COARSE_PER_PERIOD)
-}
-
-fn width(period: Duration, per_period: u64) -> u64 {
-    u64::try_from(period.as_nanos() / u128::from(per_period))
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
-
 /// Request counts of one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
@@ -125,6 +112,9 @@ pub(crate) struct Counts {
 
 /// A ring of time buckets over the engine's clock (nanoseconds since its origin).
 ///
+/// Buckets are `width = span / per_span` wide, kept as that exact fraction (a 1-hour
+/// period's fine buckets are 41.666.. ms, and its 1h window exactly 5 s), so edges fall
+/// where the period's arithmetic says.
 /// Bucket `k` holds the requests of times in `((k - 1) × width, k × width]`, so a window
 /// `(t - n × width, t]` ending on a bucket edge is exactly buckets `k - n + 1 ..= k`:
 /// open at the start like Prometheus 3's range selectors, and exact whenever `t` is on an
@@ -133,19 +123,29 @@ pub(crate) struct Counts {
 /// window's count slides smoothly instead of jumping a whole bucket at a time.
 #[derive(Debug, Clone)]
 pub(crate) struct Ring {
-    width: u64,
+    /// Nanoseconds spanned by `per_span` buckets.
+    span: u128,
+    per_span: u128,
     /// Index of the newest bucket that may hold data; older ones are `head - len + 1 ..`.
     head: u64,
     buckets: Box<[Counts]>,
 }
 
 impl Ring {
-    pub fn new(width: u64, len: usize) -> Ring {
+    /// `per_span` buckets to every `span` (`len` kept).
+    pub fn new(span: Duration, per_span: u64, len: usize) -> Ring {
         Ring {
-            width: width.max(1),
+            span: span.as_nanos().max(1),
+            per_span: u128::from(per_span.max(1)),
             head: 0,
             buckets: vec![Counts::default(); len.max(1)].into_boxed_slice(),
         }
+    }
+
+    /// The bucket of time `t`: `ceil(t / width)`.
+    fn index(&self, t: u64) -> u64 {
+        let k = (u128::from(t) * self.per_span).div_ceil(self.span);
+        u64::try_from(k).unwrap_or(u64::MAX)
     }
 
     fn len(&self) -> u64 {
@@ -161,7 +161,7 @@ impl Ring {
     /// most the whole ring), so the cost is O(1) amortised. A request older than the ring
     /// (a caller's clock read long before it got the lock) is dropped.
     pub fn add(&mut self, t: u64, bad: bool) {
-        let k = t.div_ceil(self.width);
+        let k = self.index(t);
         if k > self.head {
             let steps = (k - self.head).min(self.len());
             for i in 1..=steps {
@@ -189,7 +189,7 @@ impl Ring {
     /// `(total, bad)` over the window `(t - n × width, t]`. `n` must be below the ring's
     /// length, or the oldest part of the window reads as empty.
     pub fn sum(&self, t: u64, n: u64) -> (f64, f64) {
-        let c = t.div_ceil(self.width);
+        let c = self.index(t);
         let mut total = 0u64;
         let mut bad = 0u64;
         for i in (c + 1).saturating_sub(n)..=c {
@@ -201,7 +201,9 @@ impl Ring {
         if c >= n {
             // The window starts inside bucket c - n; the share of it inside the window is
             // the share of bucket c not yet elapsed.
-            let share = (c * self.width - t) as f64 / self.width as f64;
+            // (c × width - t) / width, in whole numbers until the division.
+            let ahead = u128::from(c) * self.span - u128::from(t) * self.per_span;
+            let share = ahead as f64 / self.span as f64;
             let b = self.get(c - n);
             total += share * b.total as f64;
             bad += share * b.bad as f64;
@@ -234,14 +236,28 @@ mod tests {
         assert_eq!(Window::H1.length_ms(hour), 5000);
         assert_eq!(Window::M5.length_ms(hour), 417);
         assert_eq!(Window::Period.length_ms(hour), 3_600_000);
+        assert_eq!(Window::H1.length(hour), Duration::from_secs(5));
+        assert_eq!(Window::M5.length(hour), Duration::from_nanos(416_666_667));
         // 28 d: 5m × 28/30 = 4m40s.
         let four_weeks = Duration::from_secs(28 * 24 * 3600);
         assert_eq!(Window::M5.length(four_weeks), Duration::from_secs(280));
     }
 
     #[test]
+    fn fractional_widths_keep_exact_edges() {
+        // A 1-hour period: fine buckets of 3600 s / 86 400 = 41.666.. ms. 11 s is the edge
+        // of bucket 264 exactly, and the 1h window (120 buckets) is (6 s, 11 s].
+        let mut r = Ring::new(Duration::from_secs(3600), FINE_PER_PERIOD, FINE_LEN);
+        let s = |n: u64| n * 1_000_000_000;
+        r.add(s(6), false);
+        r.add(s(6) + 1, true);
+        r.add(s(11), true);
+        assert_eq!(r.sum(s(11), 120), (2.0, 2.0));
+    }
+
+    #[test]
     fn ring_windows_are_open_at_the_start() {
-        let mut r = Ring::new(10, 5);
+        let mut r = Ring::new(Duration::from_nanos(10), 1, 5);
         r.add(10, false); // bucket 1: (0, 10]
         r.add(11, true); // bucket 2: (10, 20]
         r.add(20, false); // bucket 2
@@ -255,7 +271,7 @@ mod tests {
 
     #[test]
     fn ring_forgets_and_drops_what_is_too_old() {
-        let mut r = Ring::new(10, 3);
+        let mut r = Ring::new(Duration::from_nanos(10), 1, 3);
         r.add(10, true);
         r.add(1000, false);
         assert_eq!(r.sum(1000, 2), (1.0, 0.0));

@@ -1,0 +1,348 @@
+//! The policies of one exposed service, built from its `Expose` config. A reload builds a
+//! new `Policy` and swaps it in; requests in flight finish on the one they started with.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bus::{Endpoint, Endpoints};
+use policy::{
+    BreakerConfig, BudgetConfig, CircuitBreaker, EwmaConfig, HashRing, KeyedBuckets, LatencyWindow,
+    OutlierConfig, OutlierDetector, OutlierEvent, PeakEwma, ReplicaId, RetryBudget, SlowStart,
+};
+use spec::{Balance, Expose};
+use tokio::sync::Semaphore;
+
+/// Everything derived from one version of a service's `Expose` config.
+pub(crate) struct Policy {
+    pub expose: Expose,
+    /// Bulkhead: in-flight requests.
+    pub permits: std::sync::Arc<Semaphore>,
+    /// Requests waiting for a permit.
+    pub waiting: AtomicU32,
+    pub cursor: AtomicUsize,
+    pub rate: Option<Mutex<KeyedBuckets<u64>>>,
+    pub state: Mutex<State>,
+}
+
+/// Per-replica and per-service mutable policy state. One short lock per pick and per
+/// result; never held across an await.
+pub(crate) struct State {
+    version: u64,
+    replicas: HashMap<SocketAddr, Rep>,
+    outlier: OutlierDetector,
+    pub budget: RetryBudget,
+    pub latency: LatencyWindow,
+    ring: Option<HashRing<u32>>,
+    breaker_on: bool,
+}
+
+struct Rep {
+    id: ReplicaId,
+    replica: u32,
+    ewma: PeakEwma,
+    breaker: CircuitBreaker,
+    ready_since: Instant,
+}
+
+/// What a try ended with, as far as passive health cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TryResult {
+    Status(u16),
+    ConnectFailed,
+    Reset,
+    Timeout,
+}
+
+/// Transitions the caller publishes as events.
+pub(crate) enum Notice {
+    Ejected {
+        replica: u32,
+        reason: String,
+        for_ms: u64,
+    },
+    Readmitted {
+        replica: u32,
+    },
+}
+
+impl Policy {
+    pub fn new(expose: Expose, now: Instant) -> Policy {
+        let o = &expose.outlier;
+        let outlier = OutlierDetector::new(OutlierConfig {
+            consecutive_5xx: if o.enabled { o.consecutive_5xx } else { 0 },
+            consecutive_gateway_errors: if o.enabled {
+                o.consecutive_gateway_errors
+            } else {
+                0
+            },
+            success_rate_percent: if o.enabled {
+                o.success_rate.round() as u32
+            } else {
+                0
+            },
+            success_rate_min_requests: o.success_rate_min_requests,
+            success_rate_window: o.success_rate_window,
+            base_ejection: o.base_ejection,
+            max_ejection: o.max_ejection,
+            max_ejection_percent: if o.enabled {
+                o.max_ejection_percent.round() as u32
+            } else {
+                0
+            },
+            panic_threshold_percent: o.panic_threshold.round() as u32,
+            ..OutlierConfig::default()
+        });
+        let r = &expose.retries;
+        let budget = RetryBudget::new(BudgetConfig {
+            ttl: Duration::from_secs(10),
+            min_per_sec: r.budget_min_per_second,
+            retry_ratio: r.budget_percent / 100.0,
+        });
+        let rate = expose
+            .rate_limit
+            .as_ref()
+            .map(|rl| Mutex::new(KeyedBuckets::new(rl.rate, rl.burst, rl.max_keys as usize)));
+        let _ = now;
+        Policy {
+            permits: std::sync::Arc::new(Semaphore::new(expose.limits.max_inflight as usize)),
+            waiting: AtomicU32::new(0),
+            cursor: AtomicUsize::new(0),
+            rate,
+            state: Mutex::new(State {
+                version: u64::MAX,
+                replicas: HashMap::new(),
+                outlier,
+                budget,
+                latency: LatencyWindow::new(Duration::from_secs(10), 10),
+                ring: None,
+                breaker_on: expose.breaker.consecutive_failures > 0,
+            }),
+            expose,
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn breaker(&self) -> BreakerConfig {
+        let b = &self.expose.breaker;
+        BreakerConfig {
+            consecutive_failures: b.consecutive_failures.max(1),
+            base_cooldown: b.cooldown,
+            max_cooldown: b.max_cooldown,
+            ..BreakerConfig::default()
+        }
+    }
+}
+
+impl State {
+    /// Follows endpoint changes: O(replicas) per new snapshot, nothing otherwise.
+    pub fn sync(&mut self, policy: &Policy, snap: &Endpoints, now: Instant) -> Vec<Notice> {
+        if snap.version == self.version {
+            return vec![];
+        }
+        self.version = snap.version;
+        let mut notices = vec![];
+        let live: std::collections::HashSet<SocketAddr> =
+            snap.ready.iter().map(|e| e.addr).collect();
+        let gone: Vec<SocketAddr> = self
+            .replicas
+            .keys()
+            .filter(|a| !live.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(rep) = self.replicas.remove(&addr)
+                && let Some(ev) = self.outlier.remove(rep.id, now)
+            {
+                notices.extend(self.notice(ev));
+            }
+        }
+        for e in &snap.ready {
+            if !self.replicas.contains_key(&e.addr) {
+                let id = self.outlier.add(now);
+                self.replicas.insert(
+                    e.addr,
+                    Rep {
+                        id,
+                        replica: e.replica,
+                        ewma: PeakEwma::new(EwmaConfig::default(), now),
+                        breaker: CircuitBreaker::new(policy.breaker()),
+                        ready_since: now,
+                    },
+                );
+            }
+        }
+        self.ring = match &policy.expose.balance {
+            Balance::Hash(_) => Some(HashRing::new(snap.ready.iter().map(|e| (e.replica, 1)))),
+            _ => None,
+        };
+        notices
+    }
+
+    fn notice(&self, ev: OutlierEvent) -> Option<Notice> {
+        let replica_of = |id: ReplicaId| {
+            self.replicas
+                .values()
+                .find(|r| r.id == id)
+                .map(|r| r.replica)
+        };
+        match ev {
+            OutlierEvent::Ejected {
+                replica,
+                until,
+                reason,
+                ..
+            } => Some(Notice::Ejected {
+                replica: replica_of(replica)?,
+                reason: format!("{reason:?}"),
+                for_ms: until.saturating_duration_since(Instant::now()).as_millis() as u64,
+            }),
+            OutlierEvent::Readmitted { replica } => Some(Notice::Readmitted {
+                replica: replica_of(replica)?,
+            }),
+        }
+    }
+
+    /// Picks a replica for the next try, not in `tried`. Ejected replicas and open
+    /// breakers are skipped, unless too few replicas are healthy (panic mode).
+    pub fn pick<'a>(
+        &mut self,
+        policy: &Policy,
+        ready: &'a [Endpoint],
+        tried: &[SocketAddr],
+        key: Option<u64>,
+        now: Instant,
+    ) -> Option<&'a Endpoint> {
+        let panic = self.outlier.panic();
+        // Candidates are counted and indexed by walking `ready` again rather than
+        // collected: replica counts are small and the request path allocates nothing.
+        let is_cand = |e: &Endpoint| {
+            if tried.contains(&e.addr) {
+                return false;
+            }
+            let Some(rep) = self.replicas.get(&e.addr) else {
+                return false;
+            };
+            let healthy = panic || self.outlier.admissible(rep.id, now);
+            let closed = !self.breaker_on
+                || !matches!(rep.breaker.state(), policy::BreakerState::Open { until } if until > now);
+            healthy && closed
+        };
+        let n = ready.iter().filter(|e| is_cand(e)).count();
+        if n == 0 {
+            return None;
+        }
+        let nth = |i: usize| ready.iter().filter(|e| is_cand(e)).nth(i);
+        let slow = policy.expose.slow_start;
+        let factor = |e: &Endpoint| -> f64 {
+            if slow.is_zero() {
+                return 1.0;
+            }
+            let since = self.replicas.get(&e.addr).map_or(now, |r| r.ready_since);
+            SlowStart {
+                window: slow,
+                ..SlowStart::default()
+            }
+            .factor(since, now)
+        };
+        let chosen = match &policy.expose.balance {
+            Balance::P2c => {
+                if n == 1 {
+                    nth(0)?
+                } else {
+                    let a = rand::random_range(0..n);
+                    let mut b = rand::random_range(0..n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    let cost = |e: &Endpoint| {
+                        self.replicas
+                            .get(&e.addr)
+                            .map_or(0.0, |r| r.ewma.cost(e.load.inflight(), now))
+                            / factor(e)
+                    };
+                    let (ea, eb) = (nth(a)?, nth(b)?);
+                    if cost(eb) < cost(ea) { eb } else { ea }
+                }
+            }
+            Balance::RoundRobin => nth(policy.cursor.fetch_add(1, Ordering::Relaxed) % n)?,
+            Balance::LeastRequest => {
+                let start = rand::random_range(0..n);
+                (0..n)
+                    .filter_map(|i| nth((start + i) % n))
+                    .min_by_key(|e| e.load.inflight())?
+            }
+            Balance::Weighted(weights) => {
+                let w = |i: usize| {
+                    nth(i).map_or(0.0, |e| {
+                        f64::from(*weights.get(e.replica as usize).unwrap_or(&1)) * factor(e)
+                    })
+                };
+                nth(policy::pick_weighted(n, w, rand::random())?)?
+            }
+            Balance::Hash(_) => match (key, &self.ring) {
+                (Some(k), Some(ring)) => {
+                    let idx =
+                        ring.pick_where(k, |r| ready.iter().any(|e| e.replica == r && is_cand(e)))?;
+                    ready.iter().find(|e| e.replica == idx)?
+                }
+                _ => nth(rand::random_range(0..n))?,
+            },
+        };
+        let rep = self.replicas.get_mut(&chosen.addr)?;
+        // A replica on probation lets exactly one request through.
+        if !panic && !self.outlier.try_admit(rep.id, now) {
+            return None;
+        }
+        if self.breaker_on && rep.breaker.allow(now).is_err() {
+            return None;
+        }
+        Some(chosen)
+    }
+
+    /// Feeds one try's result to passive health, the breaker and the latency estimators.
+    pub fn record(
+        &mut self,
+        addr: SocketAddr,
+        result: TryResult,
+        rtt: Duration,
+        now: Instant,
+    ) -> Option<Notice> {
+        let rep = self.replicas.get_mut(&addr)?;
+        let outcome = match result {
+            TryResult::Status(s) => policy::Outcome::from_status(s),
+            TryResult::ConnectFailed | TryResult::Reset => policy::Outcome::GatewayError,
+            TryResult::Timeout => policy::Outcome::LocalTimeout,
+        };
+        let transport_ok = matches!(result, TryResult::Status(_));
+        if self.breaker_on {
+            let _ = rep.breaker.record(transport_ok, now);
+        }
+        if let TryResult::Status(_) = result {
+            rep.ewma.observe(rtt, now);
+            self.latency.record(rtt, now);
+        }
+        let id = rep.id;
+        let ev = self
+            .outlier
+            .record(id, outcome, now, rand::random::<f64>())?;
+        self.notice(ev)
+    }
+
+    /// The hedging delay: the configured percentile of recent latencies.
+    pub fn hedge_after(
+        &mut self,
+        percentile: f64,
+        floor: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        self.latency
+            .percentile(percentile, now)
+            .map(|d| d.max(floor))
+    }
+}

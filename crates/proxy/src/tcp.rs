@@ -1,0 +1,328 @@
+//! The TCP mode of the proxy (`protocol = "tcp"`): connections, not requests, are balanced
+//! over the ready replicas, and bytes are copied both ways, through Toxiproxy-style toxics.
+//!
+//! Life of a connection: accept → pick a ready replica (P2C over connections in flight) →
+//! connect within `connect_timeout`, on failure another untried replica (at most
+//! [`MAX_TRIES`]) → decide the toxics for this connection → copy both directions until
+//! both have ended (a half-close is passed on) → close. With no ready replica the client
+//! connection is closed at once.
+//!
+//! Invariants: a [`bus::LoadGuard`] on the chosen replica is held for the whole life of the
+//! proxied connection (the supervisor drains on it); toxics act only while the global kill
+//! switch reads `true`; no allocation per chunk beyond one buffer per direction.
+
+mod metrics;
+mod plan;
+mod pump;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::{Endpoint, Endpoints, LoadGuard};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use metrics::TcpMetrics;
+use metrics::{ConnResult, ServiceTcpMetrics};
+use plan::Plan;
+use pump::{Pump, Stop, faults_on};
+
+/// Replicas tried per client connection, each a different one.
+pub const MAX_TRIES: usize = 3;
+
+/// One exposed TCP service: its bound socket and what it forwards to.
+pub struct TcpListener {
+    pub service: String,
+    pub socket: tokio::net::TcpListener,
+    /// The ready replicas; each connection picks from the snapshot current when it opens.
+    pub endpoints: watch::Receiver<Arc<Endpoints>>,
+    /// For each try to connect to a replica.
+    pub connect_timeout: Duration,
+    /// Replaced on reload; applies to connections opened afterwards.
+    pub toxics: watch::Receiver<Vec<spec::Toxic>>,
+    /// Global kill switch: `false` turns every toxic off at once, including on open
+    /// connections; `true` lets the toxics each connection drew act again.
+    pub faults_enabled: watch::Receiver<bool>,
+}
+
+/// What every connection task of one listener shares (read-only).
+struct Shared {
+    metrics: ServiceTcpMetrics,
+    endpoints: watch::Receiver<Arc<Endpoints>>,
+    connect_timeout: Duration,
+    toxics: watch::Receiver<Vec<spec::Toxic>>,
+    faults: watch::Receiver<bool>,
+}
+
+/// Serves until `shutdown` turns true (or its sender is dropped), then stops accepting,
+/// waits up to `drain` for open connections to end, closes the rest, and returns.
+///
+/// # Cancel safety
+/// Not cancel safe: dropping the future closes open connections abruptly (and their
+/// results go uncounted). Use `shutdown`.
+pub async fn serve_tcp(
+    l: TcpListener,
+    metrics: &TcpMetrics,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let TcpListener {
+        service,
+        socket,
+        endpoints,
+        connect_timeout,
+        toxics,
+        faults_enabled,
+    } = l;
+    let shared = Arc::new(Shared {
+        metrics: metrics.for_service(&service),
+        endpoints,
+        connect_timeout,
+        toxics,
+        faults: faults_enabled,
+    });
+    let mut conns = JoinSet::new();
+    // Cancel safety of the branches: `accept`, `join_next` and `wait_for` are cancel safe,
+    // so a branch that loses the race loses nothing.
+    loop {
+        tokio::select! {
+            accepted = socket.accept() => {
+                let client = match accepted {
+                    Ok((client, _)) => client,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(service = %service, error = %e, "tcp accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let shared = shared.clone();
+                conns.spawn(async move { connection(&shared, client).await });
+            }
+            Some(joined) = conns.join_next() => {
+                if let Err(e) = joined {
+                    tracing::error!(service = %service, error = %e, "tcp connection task failed");
+                }
+            }
+            // The `Ref` from `wait_for` is not `Send`: drop it inside the branch future.
+            () = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+        }
+    }
+    drop(socket);
+    let open = conns.len();
+    if open > 0 {
+        tracing::info!(service = %service, open, ?drain, "tcp listener draining");
+    }
+    let drained =
+        tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(service = %service, open = conns.len(), "tcp drain deadline passed, closing");
+    }
+    // Aborts what is left and waits, so every load guard is released on return.
+    conns.shutdown().await;
+}
+
+/// One client connection, from accept to close.
+async fn connection(shared: &Shared, client: TcpStream) {
+    let mut tracked = shared.metrics.open();
+    let _ = client.set_nodelay(true);
+    let (upstream, guard) = match connect(shared).await {
+        Ok(connected) => connected,
+        Err(result) => {
+            // Dropping the client closes it at once.
+            tracked.set(result);
+            return;
+        }
+    };
+    let plan = Plan::decide(&shared.toxics.borrow(), rand::random::<f64>);
+    let result = relay(shared, client, upstream, plan).await;
+    // Count before releasing the replica, so a drained replica's connections are counted.
+    tracked.set(result);
+    drop(tracked);
+    drop(guard);
+}
+
+/// Connects to a ready replica: P2C first, then the least loaded untried replica.
+///
+/// Returns the stream and the load guard held on that replica, or why none was reached.
+async fn connect(shared: &Shared) -> Result<(TcpStream, LoadGuard), ConnResult> {
+    let snapshot = shared.endpoints.borrow().clone();
+    let mut tried = [0u32; MAX_TRIES];
+    let mut n = 0;
+    while n < MAX_TRIES {
+        let Some(ep) = pick(&snapshot.ready, &tried[..n]) else {
+            break;
+        };
+        tried[n] = ep.replica;
+        n += 1;
+        // Held while connecting too, so concurrent picks see this replica as busier.
+        let guard = ep.load.acquire();
+        match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(ep.addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, guard));
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(replica = ep.replica, addr = %ep.addr, error = %e, "tcp connect failed");
+            }
+            Err(_) => {
+                tracing::debug!(replica = ep.replica, addr = %ep.addr, "tcp connect timed out");
+            }
+        }
+    }
+    Err(if n == 0 {
+        ConnResult::NoReplica
+    } else {
+        ConnResult::ConnectFailed
+    })
+}
+
+/// Power of two choices among the replicas not in `tried`: two distinct random
+/// candidates, the one with fewer connections in flight wins (ties to the first drawn).
+fn pick<'a>(ready: &'a [Endpoint], tried: &[u32]) -> Option<&'a Endpoint> {
+    let mut untried = ready.iter().filter(|e| !tried.contains(&e.replica));
+    let n = untried.clone().count();
+    match n {
+        0 => None,
+        1 => untried.next(),
+        _ => {
+            let a = rand::random_range(0..n);
+            let mut b = rand::random_range(0..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            let ea = untried.clone().nth(a)?;
+            let eb = untried.nth(b)?;
+            Some(if eb.load.inflight() < ea.load.inflight() {
+                eb
+            } else {
+                ea
+            })
+        }
+    }
+}
+
+/// How the relay ended.
+enum End {
+    /// Both directions reached end of stream.
+    Done,
+    /// A direction failed; `reset` when a peer reset its side, so the other side is reset
+    /// too.
+    Failed { reset: bool },
+    /// `limit_data` or `timeout`: closed normally (FIN).
+    ToxicClose,
+    /// `reset_peer`: closed with RST.
+    ToxicReset,
+}
+
+/// Copies both directions until both end, or a toxic or an error ends the connection.
+async fn relay(
+    shared: &Shared,
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    plan: Plan,
+) -> ConnResult {
+    let opened = Instant::now();
+    let end = {
+        let (client_rd, client_wr) = client.split();
+        let (upstream_rd, upstream_wr) = upstream.split();
+        let m = &shared.metrics;
+        let up = Pump::new(plan.up, shared.faults.clone(), &m.upstream_bytes)
+            .run(client_rd, upstream_wr);
+        let down = Pump::new(plan.down, shared.faults.clone(), &m.downstream_bytes)
+            .run(upstream_rd, client_wr);
+        let (mut f_reset, mut f_close) = (shared.faults.clone(), shared.faults.clone());
+        // # Cancel safety
+        // When a toxic timer wins, the copy futures are dropped with bytes possibly read
+        // and not written; that is the point: the connection is being cut.
+        tokio::select! {
+            r = async { tokio::try_join!(up, down) } => match r {
+                Ok(_) => End::Done,
+                Err(Stop::Limit) => End::ToxicClose,
+                Err(Stop::Io(e)) => {
+                    tracing::debug!(error = %e, "tcp relay failed");
+                    End::Failed { reset: e.kind() == std::io::ErrorKind::ConnectionReset }
+                }
+            },
+            () = toxic_timer(plan.reset, opened, &mut f_reset) => End::ToxicReset,
+            () = toxic_timer(plan.close, opened, &mut f_close) => End::ToxicClose,
+        }
+    };
+    match end {
+        End::Done => ConnResult::Ok,
+        End::Failed { reset } => {
+            if reset {
+                let _ = client.set_zero_linger();
+                let _ = upstream.set_zero_linger();
+            }
+            ConnResult::Error
+        }
+        End::ToxicClose => ConnResult::Toxic,
+        End::ToxicReset => {
+            // SO_LINGER 0: closing sends RST and discards unsent data.
+            let _ = client.set_zero_linger();
+            let _ = upstream.set_zero_linger();
+            ConnResult::Toxic
+        }
+    }
+    // Both sockets close when dropped here.
+}
+
+/// Resolves `after` the connection opened (Toxiproxy's reset_peer counts from the first
+/// data instead), as soon as toxics are enabled from then on; never for `None`. So a
+/// deadline that passes while the kill switch is off fires when it is turned back on.
+///
+/// # Cancel safety
+/// Cancel safe.
+async fn toxic_timer(after: Option<Duration>, opened: Instant, faults: &mut watch::Receiver<bool>) {
+    let Some(after) = after else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep_until(opened + after).await;
+    faults_on(faults).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus::Load;
+
+    fn eps(n: u32) -> Vec<Endpoint> {
+        (0..n)
+            .map(|i| Endpoint {
+                replica: i,
+                addr: ([127, 0, 0, 1], 1000 + i as u16).into(),
+                load: Arc::new(Load::default()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn p2c_prefers_the_less_loaded_and_skips_tried() {
+        let ready = eps(2);
+        let _busy: Vec<_> = (0..3).map(|_| ready[0].load.acquire()).collect();
+        for _ in 0..50 {
+            assert_eq!(pick(&ready, &[]).unwrap().replica, 1);
+        }
+        assert_eq!(pick(&ready, &[1]).unwrap().replica, 0);
+        assert!(pick(&ready, &[0, 1]).is_none());
+        assert!(pick(&[], &[]).is_none());
+    }
+
+    #[test]
+    fn p2c_reaches_every_replica() {
+        let ready = eps(3);
+        let mut seen = [0u32; 3];
+        for _ in 0..300 {
+            seen[pick(&ready, &[]).unwrap().replica as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 30), "{seen:?}");
+        // Among untried replicas only.
+        for _ in 0..50 {
+            assert_eq!(pick(&ready, &[0, 2]).unwrap().replica, 1);
+            assert_ne!(pick(&ready, &[0]).unwrap().replica, 0);
+        }
+    }
+}
