@@ -13,5 +13,5 @@ mod routes;
 mod security;
 pub mod state_dir;
 
-pub use routes::{AppState, router};
+pub use routes::{AppState, ReloadRequest, router};
 pub use security::is_loopback_host;

@@ -27,7 +27,11 @@ pub struct AppState {
     pub persisted: tokio::sync::watch::Receiver<u64>,
     /// The global fault kill switch (`true`: injected faults apply).
     pub faults: tokio::sync::watch::Sender<bool>,
+    /// Asks `up` to apply the stack file again; the answer is the changes or the errors.
+    pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
 }
+
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<Vec<String>, String>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let token = state.token.clone();
@@ -43,6 +47,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/silences", get(silences).post(add_silence))
         .route("/v1/silences/{id}", axum::routing::delete(remove_silence))
         .route("/v1/faults/{state}", post(faults))
+        .route("/v1/reload", post(reload))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             error(
@@ -107,6 +112,22 @@ async fn events(State(s): State<Arc<AppState>>, Query(q): Query<EventsQuery>) ->
         }
     });
     sse(all)
+}
+
+async fn reload(State(s): State<Arc<AppState>>) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if s.reload.send(tx).await.is_err() {
+        return control_error(ControlError::ShuttingDown);
+    }
+    match rx.await {
+        Ok(Ok(changes)) => Json(changes).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::BAD_REQUEST,
+            &format!("reload refused, the previous stack keeps running:\n{e}"),
+        )
+        .into_response(),
+        Err(_) => control_error(ControlError::ShuttingDown),
+    }
 }
 
 /// `POST /v1/faults/off` removes every injected fault at once (HTTP faults and TCP

@@ -73,6 +73,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SilenceCmd,
     },
+    /// Apply the changed stack file to the running `up` without a restart (also: SIGHUP).
+    Reload,
     /// The global fault kill switch: `off` removes every injected fault at once.
     Faults {
         #[arg(value_parser = ["on", "off"])]

@@ -123,6 +123,13 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             }
         }
         Command::Silence { cmd } => silence(&api, cmd).await?,
+        Command::Reload => {
+            let body = api.post("/v1/reload").await?;
+            let changes: Vec<String> = serde_json::from_slice(&body)?;
+            for c in changes {
+                println!("{c}");
+            }
+        }
         Command::Faults { state } => {
             api.post(&format!("/v1/faults/{state}")).await?;
             println!("injected faults {state}");

@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod edge;
 mod up;
 
 use std::process::ExitCode;

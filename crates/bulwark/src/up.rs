@@ -16,12 +16,26 @@ use runtime::{Options, Supervisor};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::cli::UpArgs;
+use crate::edge::Edge;
 
-/// How long listeners wait for requests in flight after a stop signal.
-const PROXY_DRAIN: Duration = Duration::from_secs(10);
+/// Reads the stack file again and applies it; on a bad file nothing changes and the
+/// diagnostics come back.
+async fn reload(
+    file: &std::path::Path,
+    supervisor: &Supervisor,
+    edge: &mut Edge,
+    bus: &Arc<Bus>,
+) -> Result<Vec<String>, String> {
+    let stack = spec::load(file).map_err(|e| e.to_string())?;
+    let mut changes = supervisor.reload(&stack).map_err(|e| e.to_string())?;
+    changes.extend(edge.apply(&stack).await.map_err(|e| format!("{e:#}"))?);
+    bus.publish(bus::EventKind::Reloaded {
+        changed: changes.clone(),
+    });
+    Ok(changes)
+}
 /// Events kept in memory (and read back from the journal at start).
 const EVENT_HISTORY: usize = 10_000;
 
@@ -127,64 +141,14 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         restart: Some(restart_tx),
         mesh: Default::default(),
     });
-    // Routes exist for exposed services and for every service a route leads to.
-    let targets: std::collections::HashSet<&str> = stack
-        .services
-        .iter()
-        .filter_map(|s| s.expose.as_ref())
-        .flat_map(|e| e.routes.iter().map(|r| r.to.as_str()))
-        .collect();
-    let mut routes = std::collections::HashMap::new();
-    for svc in &stack.services {
-        let expose = match &svc.expose {
-            Some(e) => e.clone(),
-            None if targets.contains(svc.name.as_str()) => {
-                spec::Expose::new(([127, 0, 0, 1], 0).into())
-            }
-            None => continue,
-        };
-        let endpoints = supervisor.endpoints(&svc.name).context("endpoints")?;
-        let handle = proxy::RouteHandle::new(
-            &svc.name,
-            expose,
-            endpoints,
-            &proxy_metrics,
-            Some(plane.outcome_sink()),
-            hooks.clone(),
-        );
-        routes.insert(svc.name.clone(), handle);
-    }
-    let mut proxies = JoinSet::new();
-    let mut toxics = std::collections::HashMap::new();
-    for svc in &stack.services {
-        let Some(expose) = &svc.expose else { continue };
-        let socket = TcpListener::bind(expose.listen).await.with_context(|| {
-            format!(
-                "service {}: cannot listen on {} (services.{}.expose.listen); is another \
-                 program using it?",
-                svc.name, expose.listen, svc.name
-            )
-        })?;
-        let stop = stop_rx.clone();
-        if expose.protocol == spec::Protocol::Tcp {
-            let (toxics_tx, toxics_rx) = watch::channel(expose.toxics.clone());
-            toxics.insert(svc.name.clone(), toxics_tx);
-            let l = proxy::TcpExpose {
-                service: svc.name.clone(),
-                socket,
-                endpoints: supervisor.endpoints(&svc.name).context("endpoints")?,
-                connect_timeout: expose.timeouts.connect,
-                toxics: toxics_rx,
-                faults_enabled: hooks.faults_on.clone(),
-            };
-            let m = tcp_metrics.clone();
-            proxies.spawn(async move { proxy::serve_tcp(l, &m, stop, PROXY_DRAIN).await });
-        } else {
-            let route = routes[&svc.name].clone();
-            proxies.spawn(async move { proxy::serve(socket, route, stop, PROXY_DRAIN).await });
-        }
-        tracing::info!(service = %svc.name, listen = %expose.listen, "proxy listening");
-    }
+    let mut edge = Edge::new(
+        hooks,
+        proxy_metrics,
+        tcp_metrics,
+        plane.outcome_sink(),
+        supervisor.clone(),
+    );
+    edge.apply(&stack).await?;
     // The proxy asks, the supervisor acts: restart replicas whose ejection says so.
     {
         let supervisor = supervisor.clone();
@@ -195,6 +159,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             }
         });
     }
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<api::ReloadRequest>(4);
     let api_socket = TcpListener::bind(stack.api.listen).await.with_context(|| {
         format!(
             "cannot serve the API on {} ([api] listen); is another bulwark running?",
@@ -211,6 +176,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         plane: plane.clone(),
         persisted,
         faults: faults_tx,
+        reload: reload_tx,
     }));
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
@@ -223,14 +189,25 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
     supervisor.start();
 
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = sigint.recv() => tracing::info!("interrupted: stopping"),
+    let mut sighup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
+            _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
+            _ = sighup.recv() => {
+                match reload(&args.file, &supervisor, &mut edge, &bus).await {
+                    Ok(changes) => tracing::info!(?changes, "reloaded on SIGHUP"),
+                    Err(e) => tracing::error!("reload refused, still running the previous stack:\n{e}"),
+                }
+            }
+            Some(reply) = reload_rx.recv() => {
+                let _ = reply.send(reload(&args.file, &supervisor, &mut edge, &bus).await);
+            }
+        }
     }
     // Listeners stop accepting and finish what they carry while replicas drain and stop.
     stop_tx.send_replace(true);
-    supervisor.shutdown().await;
-    while proxies.join_next().await.is_some() {}
+    let (_, ()) = tokio::join!(supervisor.shutdown(), edge.shutdown());
     // Everything that happened is in the journal before the API (and its followers) go.
     let last = bus.history().last().map_or(0, |e| e.seq);
     let mut written = journal_watermark;

@@ -63,12 +63,14 @@ pub(crate) fn wants_restart(svc: &Service, exit: Exit) -> bool {
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    svc: Arc<Service>,
+    first_spec: Arc<Service>,
     logs: Arc<Logs>,
     index: u32,
     mut ctl: mpsc::UnboundedReceiver<Control>,
 ) {
-    let name = svc.name.as_str();
+    let owned_name = first_spec.name.clone();
+    let name = owned_name.as_str();
+    let mut svc = first_spec;
     let b = svc.backoff;
     let mut tracker = CrashLoop::new(
         policy::Backoff {
@@ -95,6 +97,10 @@ pub(crate) async fn run(
         } else {
             None
         };
+        // A reload may have changed the service: every incarnation runs the current spec.
+        if let Some(current) = shared.spec(name) {
+            svc = current;
+        }
         let outcome =
             incarnation(&shared, &svc, &logs, index, &mut ctl, &mut tracker, permit).await;
         let (exit, reason) = match outcome {

@@ -83,8 +83,10 @@ pub(crate) struct Shared {
     /// Bounds replicas that are restarting at once (spawned, startup not yet passed).
     pub restart_permits: Arc<Semaphore>,
     services: Mutex<BTreeMap<String, ServiceEntry>>,
-    /// Names in dependency order.
-    order: Vec<String>,
+    pub log_lines: usize,
+    pub echo_logs: bool,
+    /// Names in dependency order (replaced by a reload).
+    order: Mutex<Vec<String>>,
     shutting_down: watch::Sender<bool>,
 }
 
@@ -134,8 +136,10 @@ impl Supervisor {
                     stack.supervisor.max_concurrent_restarts as usize,
                 )),
                 services: Mutex::new(services),
-                order: stack.services.iter().map(|s| s.name.clone()).collect(),
+                order: Mutex::new(stack.services.iter().map(|s| s.name.clone()).collect()),
                 shutting_down: watch::channel(false).0,
+                log_lines: opts.log_lines,
+                echo_logs: opts.echo_logs,
             }),
         }
     }
@@ -158,7 +162,7 @@ impl Supervisor {
         let sup = self.clone();
         tokio::spawn(async move {
             let mut stop = sup.shared.shutting_down.subscribe();
-            for name in &sup.shared.order {
+            for name in &sup.shared.order() {
                 let deps = match sup.shared.lock().get(name.as_str()) {
                     Some(e) => e.spec.depends_on.clone(),
                     None => continue,
@@ -179,7 +183,7 @@ impl Supervisor {
                     }
                 }
             }
-            let services = sup.shared.order.len();
+            let services = sup.shared.order().len();
             sup.shared.bus.publish(EventKind::StackUp { services });
         })
     }
@@ -236,7 +240,7 @@ impl Supervisor {
     pub fn status(&self) -> Vec<ServiceStatus> {
         let services = self.shared.lock();
         self.shared
-            .order
+            .order()
             .iter()
             .filter_map(|name| services.get(name.as_str()))
             .map(|e| ServiceStatus {
@@ -340,6 +344,118 @@ impl Supervisor {
         Ok(from)
     }
 
+    /// Applies a changed stack: new services start (once their dependencies are ready),
+    /// removed ones drain and stop, replica counts follow `replicas`, and a service whose
+    /// command, environment, probes or stop settings changed gets a rolling restart.
+    /// Returns a line per change. Changes to `expose` alone touch no replica.
+    pub fn reload(&self, stack: &spec::Stack) -> Result<Vec<String>, ControlError> {
+        self.check_running()?;
+        let mut changes = vec![];
+        let old_names = self.shared.order();
+        let new_names: Vec<String> = stack.services.iter().map(|s| s.name.clone()).collect();
+        for name in old_names.iter().filter(|n| !new_names.contains(n)) {
+            let mut services = self.shared.lock();
+            if let Some(entry) = services.get_mut(name.as_str()) {
+                entry.desired = 0;
+                for r in entry.replicas.values() {
+                    let _ = r.control.send(Control::Remove);
+                }
+            }
+            changes.push(format!("{name}: removed"));
+        }
+        let mut rolling = vec![];
+        for svc in &stack.services {
+            let mut services = self.shared.lock();
+            match services.get_mut(svc.name.as_str()) {
+                None => {
+                    let entry = ServiceEntry {
+                        spec: Arc::new(svc.clone()),
+                        desired: svc.replicas,
+                        replicas: BTreeMap::new(),
+                        endpoints: watch::channel(Arc::new(Endpoints::default())).0,
+                        changed: watch::channel(0).0,
+                        logs: Arc::new(Logs::new(
+                            &svc.name,
+                            self.shared.log_lines,
+                            self.shared.echo_logs,
+                        )),
+                    };
+                    services.insert(svc.name.clone(), entry);
+                    changes.push(format!("{}: added", svc.name));
+                }
+                Some(entry) => {
+                    let old = entry.spec.clone();
+                    let mut same = (*old).clone();
+                    same.replicas = svc.replicas;
+                    same.expose = svc.expose.clone();
+                    same.slos = svc.slos.clone();
+                    same.depends_on = svc.depends_on.clone();
+                    entry.spec = Arc::new(svc.clone());
+                    if same != *svc {
+                        rolling.push(svc.name.clone());
+                        changes.push(format!(
+                            "{}: rolling restart (its command or settings changed)",
+                            svc.name
+                        ));
+                    } else if old.expose != svc.expose {
+                        changes.push(format!("{}: proxy policies updated", svc.name));
+                    }
+                }
+            }
+        }
+        *self.shared.order.lock().unwrap_or_else(|e| e.into_inner()) = new_names;
+        // Start added services in dependency order, and scale the others.
+        let sup = self.clone();
+        let stack_services: Vec<(String, u32, Vec<String>)> = stack
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.replicas, s.depends_on.clone()))
+            .collect();
+        for (name, replicas, _) in &stack_services {
+            let live = self
+                .shared
+                .lock()
+                .get(name.as_str())
+                .map_or(0, |e| e.replicas.len() as u32);
+            if live != *replicas && live > 0 {
+                let from = self.scale(name, *replicas)?;
+                changes.push(format!("{name}: scaled {from} -> {replicas}"));
+            }
+        }
+        tokio::spawn(async move {
+            let mut stop = sup.shared.shutting_down.subscribe();
+            for (name, replicas, deps) in stack_services {
+                let fresh = sup
+                    .shared
+                    .lock()
+                    .get(name.as_str())
+                    .is_some_and(|e| e.replicas.is_empty() && e.desired > 0);
+                if !fresh {
+                    continue;
+                }
+                for dep in &deps {
+                    tokio::select! {
+                        () = sup.wait_ready(dep) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+                let mut services = sup.shared.lock();
+                if let Some(entry) = services.get_mut(name.as_str()) {
+                    for index in 0..replicas {
+                        sup.add_replica(entry, index);
+                    }
+                }
+            }
+        });
+        for name in rolling {
+            self.restart(&name, None)?;
+        }
+        if changes.is_empty() {
+            changes.push("nothing changed".into());
+        }
+        Ok(changes)
+    }
+
     fn check_running(&self) -> Result<(), ControlError> {
         if *self.shared.shutting_down.borrow() {
             Err(ControlError::ShuttingDown)
@@ -353,7 +469,7 @@ impl Supervisor {
     pub async fn shutdown(&self) {
         self.shared.shutting_down.send_replace(true);
         self.shared.bus.publish(EventKind::StackStopping);
-        for name in self.shared.order.iter().rev() {
+        for name in self.shared.order().iter().rev() {
             let tasks: Vec<JoinHandle<()>> = {
                 let mut services = self.shared.lock();
                 let Some(entry) = services.get_mut(name.as_str()) else {
@@ -377,6 +493,15 @@ impl Supervisor {
 }
 
 impl Shared {
+    fn order(&self) -> Vec<String> {
+        self.order.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The current spec of a service (a reload may have replaced it).
+    pub fn spec(&self, service: &str) -> Option<Arc<spec::Service>> {
+        self.lock().get(service).map(|e| e.spec.clone())
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ServiceEntry>> {
         self.services.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,0 +1,174 @@
+//! The listeners and routes of a running stack. `apply` creates what a stack file asks
+//! for and, on reload, changes what differs: policies are swapped in place and a listener
+//! whose address and protocol are unchanged is never rebound.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use runtime::Supervisor;
+use spec::{Protocol, Stack};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How long listeners wait for requests in flight after a stop signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub struct Edge {
+    routes: HashMap<String, proxy::RouteHandle>,
+    toxics: HashMap<String, watch::Sender<Vec<spec::Toxic>>>,
+    listeners: HashMap<String, (SocketAddr, Protocol, watch::Sender<bool>)>,
+    tasks: JoinSet<()>,
+    pub hooks: Arc<proxy::Hooks>,
+    proxy_metrics: proxy::ProxyMetrics,
+    tcp_metrics: proxy::TcpMetrics,
+    outcomes: Arc<dyn bus::OutcomeSink>,
+    supervisor: Supervisor,
+}
+
+impl Edge {
+    pub fn new(
+        hooks: Arc<proxy::Hooks>,
+        proxy_metrics: proxy::ProxyMetrics,
+        tcp_metrics: proxy::TcpMetrics,
+        outcomes: Arc<dyn bus::OutcomeSink>,
+        supervisor: Supervisor,
+    ) -> Edge {
+        Edge {
+            routes: HashMap::new(),
+            toxics: HashMap::new(),
+            listeners: HashMap::new(),
+            tasks: JoinSet::new(),
+            hooks,
+            proxy_metrics,
+            tcp_metrics,
+            outcomes,
+            supervisor,
+        }
+    }
+
+    /// Brings listeners and routes in line with `stack`. Returns a line per change.
+    pub async fn apply(&mut self, stack: &Stack) -> anyhow::Result<Vec<String>> {
+        let mut changes = vec![];
+        // Routes exist for exposed services and for every service a route leads to.
+        let targets: HashSet<&str> = stack
+            .services
+            .iter()
+            .filter_map(|s| s.expose.as_ref())
+            .flat_map(|e| e.routes.iter().map(|r| r.to.as_str()))
+            .collect();
+        for svc in &stack.services {
+            let expose = match &svc.expose {
+                Some(e) => e.clone(),
+                None if targets.contains(svc.name.as_str()) => {
+                    spec::Expose::new(([127, 0, 0, 1], 0).into())
+                }
+                None => continue,
+            };
+            match self.routes.get(&svc.name) {
+                Some(route) => {
+                    if route.expose() != expose {
+                        route.reconfigure(expose.clone());
+                    }
+                }
+                None => {
+                    let endpoints = self.supervisor.endpoints(&svc.name).context("endpoints")?;
+                    let handle = proxy::RouteHandle::new(
+                        &svc.name,
+                        expose.clone(),
+                        endpoints,
+                        &self.proxy_metrics,
+                        Some(self.outcomes.clone()),
+                        self.hooks.clone(),
+                    );
+                    self.routes.insert(svc.name.clone(), handle);
+                }
+            }
+            if let Some(tx) = self.toxics.get(&svc.name) {
+                tx.send_if_modified(|t| {
+                    let changed = *t != expose.toxics;
+                    *t = expose.toxics.clone();
+                    changed
+                });
+            }
+        }
+        // Listeners: keep what is unchanged, stop what went away or moved, bind the new.
+        let wanted: HashMap<&str, (SocketAddr, Protocol)> = stack
+            .services
+            .iter()
+            .filter_map(|s| {
+                s.expose
+                    .as_ref()
+                    .map(|e| (s.name.as_str(), (e.listen, e.protocol)))
+            })
+            .collect();
+        let stale: Vec<String> = self
+            .listeners
+            .iter()
+            .filter(|(name, (addr, proto, _))| wanted.get(name.as_str()) != Some(&(*addr, *proto)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some((addr, _, stop)) = self.listeners.remove(&name) {
+                stop.send_replace(true);
+                changes.push(format!("{name}: stopped listening on {addr}"));
+            }
+        }
+        for svc in &stack.services {
+            let Some(expose) = &svc.expose else { continue };
+            if self.listeners.contains_key(&svc.name) {
+                continue;
+            }
+            let socket = TcpListener::bind(expose.listen).await.with_context(|| {
+                format!(
+                    "service {}: cannot listen on {} (services.{}.expose.listen); is another \
+                     program using it?",
+                    svc.name, expose.listen, svc.name
+                )
+            })?;
+            let (stop_tx, stop) = watch::channel(false);
+            if expose.protocol == Protocol::Tcp {
+                let (toxics_tx, toxics_rx) = watch::channel(expose.toxics.clone());
+                self.toxics.insert(svc.name.clone(), toxics_tx);
+                let l = proxy::TcpExpose {
+                    service: svc.name.clone(),
+                    socket,
+                    endpoints: self.supervisor.endpoints(&svc.name).context("endpoints")?,
+                    connect_timeout: expose.timeouts.connect,
+                    toxics: toxics_rx,
+                    faults_enabled: self.hooks.faults_on.clone(),
+                };
+                let m = self.tcp_metrics.clone();
+                self.tasks
+                    .spawn(async move { proxy::serve_tcp(l, &m, stop, DRAIN).await });
+            } else {
+                let route = self.routes[&svc.name].clone();
+                self.tasks
+                    .spawn(async move { proxy::serve(socket, route, stop, DRAIN).await });
+            }
+            tracing::info!(service = %svc.name, listen = %expose.listen, protocol = ?expose.protocol, "proxy listening");
+            self.listeners
+                .insert(svc.name.clone(), (expose.listen, expose.protocol, stop_tx));
+            changes.push(format!("{}: listening on {}", svc.name, expose.listen));
+        }
+        let names: HashSet<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+        self.routes.retain(|name, _| names.contains(name.as_str()));
+        self.hooks
+            .mesh
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| names.contains(name.as_str()));
+        Ok(changes)
+    }
+
+    /// Stops accepting everywhere and lets requests in flight finish.
+    pub async fn shutdown(&mut self) {
+        for (_, _, stop) in self.listeners.values() {
+            stop.send_replace(true);
+        }
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
