@@ -18,6 +18,8 @@ pub struct Endpoint {
     /// Replica index within its service.
     pub replica: u32,
     pub addr: SocketAddr,
+    /// When this incarnation became ready (slow start ramps from here).
+    pub ready_since: std::time::Instant,
     /// Work in flight on this replica incarnation. The proxy holds a [`LoadGuard`] per
     /// request; the supervisor waits for it to drain before it signals a replica to stop.
     pub load: Arc<Load>,

@@ -237,7 +237,10 @@ async fn serve_http(listener: TcpListener, cfg: Config) -> std::io::Result<()> {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(state, req).await) }
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await
+            {
                 tracing::debug!(error = %e, "http connection ended");
             }
         });
@@ -275,6 +278,28 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         "/ready" => ok("ready"),
         "/echo" if req.method() == Method::POST => echo(req),
+        "/ws" => websocket(req),
+        // What the replica received: one `name: value` line per header.
+        "/headers" => {
+            let mut out = String::new();
+            for (k, v) in req.headers() {
+                out.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+            }
+            ok(out)
+        }
+        // A trailers-only gRPC answer with the given status (0 = OK).
+        "/grpc" => {
+            let status = query
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("status=")))
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0);
+            let mut resp = ok(Bytes::new());
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            resp.headers_mut()
+                .insert("grpc-status", HeaderValue::from(status));
+            resp
+        }
         "/echo" => {
             let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
             resp.headers_mut()
@@ -289,6 +314,43 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
     }
+}
+
+/// `/ws`: a WebSocket echo (text and binary messages come back as sent).
+fn websocket(mut req: Request<Incoming>) -> Response<Body> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        use futures_util::{SinkExt, StreamExt};
+        let Ok(io) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(io),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut resp = text(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    resp.headers_mut().remove(CONTENT_TYPE);
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert("sec-websocket-accept", v);
+    }
+    resp
 }
 
 async fn root(state: &State) -> Response<Body> {

@@ -52,6 +52,8 @@ pub struct Route {
     pub(crate) policy: RwLock<Arc<Policy>>,
     pub(crate) client: RwLock<Arc<crate::server::Upstream>>,
     pub(crate) metrics: ServiceMetrics,
+    /// For per-replica metrics of replicas that join later.
+    pub(crate) registry: (crate::metrics::ProxyMetrics, String),
     pub outcomes: Option<Arc<dyn OutcomeSink>>,
     pub hooks: Arc<Hooks>,
 }
@@ -333,7 +335,7 @@ impl Route {
             let picked = {
                 let mut st = policy.lock();
                 let now = std::time::Instant::now();
-                let notices = st.sync(&policy, &snapshot, now);
+                let notices = st.sync(&policy, &snapshot, &self.registry, now);
                 let ep = st
                     .pick(&policy, &snapshot.ready, &tried[..attempt], key, now)
                     .cloned();
@@ -363,6 +365,12 @@ impl Route {
             };
             let mut up = Request::from_parts(parts.clone(), this_body);
             *up.uri_mut() = upstream_uri(ep.addr, &path);
+            // The client may speak HTTP/2 to us; the replica speaks what the config says.
+            *up.version_mut() = if cfg.upstream_http2 {
+                http::Version::HTTP_2
+            } else {
+                http::Version::HTTP_11
+            };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let per_try = if cfg.retries.per_try_timeout.is_zero() {
                 remaining

@@ -25,6 +25,38 @@ pub struct ProxyMetrics {
     retries: Family<ServiceLabels, Counter>,
     inflight: Family<ServiceLabels, Gauge>,
     events: Family<EventLabels, Counter>,
+    replica_requests: Family<ReplicaStatusLabels, Counter>,
+    replica_state: Family<ReplicaStateLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaStatusLabels {
+    service: String,
+    replica: String,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaStateLabels {
+    service: String,
+    replica: String,
+    /// `breaker_open`, `ejected`.
+    state: &'static str,
+}
+
+/// One replica's counters, resolved when it joins so recording is atomics only.
+pub(crate) struct ReplicaMetrics {
+    by_class: [Counter; 6],
+    pub breaker_open: Gauge,
+    pub ejected: Gauge,
+}
+
+impl ReplicaMetrics {
+    /// Index 0 counts tries that got no response (connect failure, reset, timeout).
+    pub fn tried(&self, status: Option<u16>) {
+        let i = status.map_or(0, |s| (s / 100).clamp(1, 5) as usize);
+        self.by_class[i].inc();
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +78,8 @@ impl ProxyMetrics {
             retries: Family::default(),
             inflight: Family::default(),
             events: Family::default(),
+            replica_requests: Family::default(),
+            replica_state: Family::default(),
         };
         registry.register(
             "bulwark_proxy_requests",
@@ -53,7 +87,8 @@ impl ProxyMetrics {
             m.requests.clone(),
         );
         registry.register(
-            "bulwark_proxy_request_duration_seconds",
+            // OpenTelemetry's `http.server.request.duration`, in seconds.
+            "http_server_request_duration_seconds",
             "Time from request received to response headers sent",
             m.duration.clone(),
         );
@@ -68,11 +103,55 @@ impl ProxyMetrics {
             m.inflight.clone(),
         );
         registry.register(
+            "bulwark_proxy_replica_requests",
+            "Tries sent to each replica by status class (`none`: no response)",
+            m.replica_requests.clone(),
+        );
+        registry.register(
+            "bulwark_proxy_replica_state",
+            "1 while a replica's breaker is open or it is ejected",
+            m.replica_state.clone(),
+        );
+        registry.register(
             "bulwark_proxy_policy_events",
             "Policy decisions: retry budget exhausted, ejections, rate-limited, shed, injected faults, hedges, gRPC failures",
             m.events.clone(),
         );
         m
+    }
+
+    pub(crate) fn for_replica(&self, service: &str, replica: u32) -> ReplicaMetrics {
+        let r = replica.to_string();
+        let class = |c| {
+            self.replica_requests
+                .get_or_create(&ReplicaStatusLabels {
+                    service: service.to_owned(),
+                    replica: r.clone(),
+                    status_class: c,
+                })
+                .clone()
+        };
+        let state = |st| {
+            self.replica_state
+                .get_or_create(&ReplicaStateLabels {
+                    service: service.to_owned(),
+                    replica: r.clone(),
+                    state: st,
+                })
+                .clone()
+        };
+        ReplicaMetrics {
+            by_class: [
+                class("none"),
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            breaker_open: state("breaker_open"),
+            ejected: state("ejected"),
+        }
     }
 
     pub(crate) fn for_service(&self, service: &str) -> ServiceMetrics {

@@ -53,6 +53,7 @@ impl RouteHandle {
             client: RwLock::new(Arc::new(upstream(&expose))),
             policy: RwLock::new(Arc::new(Policy::new(expose, std::time::Instant::now()))),
             metrics: metrics.for_service(service),
+            registry: (metrics.clone(), service.to_owned()),
             outcomes,
             hooks: hooks.clone(),
         });

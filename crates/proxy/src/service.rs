@@ -40,6 +40,7 @@ pub(crate) struct State {
 }
 
 struct Rep {
+    metrics: crate::metrics::ReplicaMetrics,
     id: ReplicaId,
     replica: u32,
     ewma: PeakEwma,
@@ -141,7 +142,13 @@ impl Policy {
 
 impl State {
     /// Follows endpoint changes: O(replicas) per new snapshot, nothing otherwise.
-    pub fn sync(&mut self, policy: &Policy, snap: &Endpoints, now: Instant) -> Vec<Notice> {
+    pub fn sync(
+        &mut self,
+        policy: &Policy,
+        snap: &Endpoints,
+        metrics: &(crate::metrics::ProxyMetrics, String),
+        now: Instant,
+    ) -> Vec<Notice> {
         if snap.version == self.version {
             return vec![];
         }
@@ -168,11 +175,12 @@ impl State {
                 self.replicas.insert(
                     e.addr,
                     Rep {
+                        metrics: metrics.0.for_replica(&metrics.1, e.replica),
                         id,
                         replica: e.replica,
                         ewma: PeakEwma::new(EwmaConfig::default(), now),
                         breaker: CircuitBreaker::new(policy.breaker()),
-                        ready_since: now,
+                        ready_since: e.ready_since,
                     },
                 );
             }
@@ -320,18 +328,29 @@ impl State {
             TryResult::Timeout => policy::Outcome::LocalTimeout,
         };
         let transport_ok = matches!(result, TryResult::Status(_));
+        rep.metrics.tried(match result {
+            TryResult::Status(s) => Some(s),
+            _ => None,
+        });
         if self.breaker_on {
             let _ = rep.breaker.record(transport_ok, now);
+            let open = matches!(rep.breaker.state(), policy::BreakerState::Open { .. });
+            rep.metrics.breaker_open.set(i64::from(open));
         }
         if let TryResult::Status(_) = result {
             rep.ewma.observe(rtt, now);
             self.latency.record(rtt, now);
         }
         let id = rep.id;
-        let ev = self
-            .outlier
-            .record(id, outcome, now, rand::random::<f64>())?;
-        self.notice(ev)
+        let ev = self.outlier.record(id, outcome, now, rand::random::<f64>());
+        let ejected = matches!(
+            self.outlier.state(id),
+            Some(policy::ReplicaState::Ejected { .. })
+        );
+        if let Some(rep) = self.replicas.get(&addr) {
+            rep.metrics.ejected.set(i64::from(ejected));
+        }
+        self.notice(ev?)
     }
 
     /// The hedging delay: the configured percentile of recent latencies.

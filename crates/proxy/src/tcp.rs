@@ -294,6 +294,7 @@ mod tests {
             .map(|i| Endpoint {
                 replica: i,
                 addr: ([127, 0, 0, 1], 1000 + i as u16).into(),
+                ready_since: std::time::Instant::now(),
                 load: Arc::new(Load::default()),
             })
             .collect()

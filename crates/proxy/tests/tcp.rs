@@ -45,6 +45,7 @@ async fn dead_addr() -> SocketAddr {
 
 fn endpoint(replica: u32, addr: SocketAddr) -> Endpoint {
     Endpoint {
+        ready_since: std::time::Instant::now(),
         replica,
         addr,
         load: Arc::new(Load::default()),

@@ -104,6 +104,8 @@ struct ServiceEntry {
 
 struct ReplicaEntry {
     status: ReplicaStatus,
+    /// Set when the replica turns ready; part of the endpoint it is published as.
+    ready_since: std::time::Instant,
     load: Arc<Load>,
     control: mpsc::UnboundedSender<Control>,
     task: Option<JoinHandle<()>>,
@@ -227,6 +229,7 @@ impl Supervisor {
             index,
             ReplicaEntry {
                 status: ReplicaStatus::new(index),
+                ready_since: std::time::Instant::now(),
                 load: Arc::new(Load::default()),
                 control: tx,
                 task: Some(task),
@@ -518,6 +521,9 @@ impl Shared {
         };
         let before = (r.status.ready, r.status.port);
         f(&mut r.status);
+        if r.status.ready && !before.0 {
+            r.ready_since = std::time::Instant::now();
+        }
         self.metrics
             .set_state(service, index, r.status.state, r.status.ready);
         if before != (r.status.ready, r.status.port) {
@@ -559,6 +565,7 @@ fn publish_endpoints(entry: &ServiceEntry) {
             Some(Endpoint {
                 replica: r.status.index,
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, r.status.port?)),
+                ready_since: r.ready_since,
                 load: r.load.clone(),
             })
         })

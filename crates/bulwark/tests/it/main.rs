@@ -8,5 +8,6 @@ mod check;
 mod lifecycle;
 mod probes;
 mod proxy;
+mod resilience;
 mod restart;
 mod slo;

@@ -96,7 +96,7 @@ fn metrics_pass_promtool_check() {
     let (_, text) = get(stack.api, "/metrics");
     for name in [
         "bulwark_proxy_requests_total",
-        "bulwark_proxy_request_duration_seconds_bucket",
+        "http_server_request_duration_seconds_bucket",
         "bulwark_proxy_inflight_requests",
         "bulwark_slo_requests_total",
         "bulwark_replica_ready",
