@@ -193,6 +193,8 @@ struct State {
     /// Status fault packed into one word so code and ratio change together:
     /// `code << 32 | ratio.to_bits()` (ratio as f32); 0 = off.
     status: AtomicU64,
+    /// `Retry-After` seconds sent with injected statuses (0: none).
+    retry_after: AtomicU64,
     unready: AtomicBool,
     /// Leaked memory, one block per `/fault/leak` request. Only touched by
     /// `/fault/leak` and `/fault/reset`, never on the request path.
@@ -222,6 +224,7 @@ async fn serve_http(listener: TcpListener, cfg: Config) -> std::io::Result<()> {
         hang: AtomicBool::new(false),
         slow_ms: AtomicU64::new(0),
         status: AtomicU64::new(0),
+        retry_after: AtomicU64::new(0),
         unready: AtomicBool::new(false),
         leaked: Mutex::new(Vec::new()),
         exit: cfg.exit,
@@ -362,7 +365,13 @@ async fn root(state: &State) -> Response<Body> {
         // `random()` is in [0, 1): ratio 1.0 always fires and 0.0 never does.
         if rand::random::<f32>() < ratio {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return text(status, format!("injected {code} from {}\n", state.name));
+            let mut resp = text(status, format!("injected {code} from {}\n", state.name));
+            let ra = state.retry_after.load(Ordering::Relaxed);
+            if ra > 0 {
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(ra));
+            }
+            return resp;
         }
     }
     ok(state.hello.clone())
@@ -407,8 +416,9 @@ async fn apply_fault(
             state.slow_ms.store(ms, Ordering::Relaxed);
             Ok(ok(format!("slow {ms} ms\n")))
         }
-        Fault::Status(code, ratio) => {
-            tracing::warn!(code, ratio, "fault: status");
+        Fault::Status(code, ratio, retry_after) => {
+            tracing::warn!(code, ratio, retry_after, "fault: status");
+            state.retry_after.store(retry_after, Ordering::Relaxed);
             state
                 .status
                 .store(pack_status(code, ratio), Ordering::Relaxed);
@@ -427,6 +437,7 @@ async fn apply_fault(
         Fault::Reset => {
             state.slow_ms.store(0, Ordering::Relaxed);
             state.status.store(0, Ordering::Relaxed);
+            state.retry_after.store(0, Ordering::Relaxed);
             state.unready.store(false, Ordering::Relaxed);
             let freed = std::mem::take(&mut *lock_leaked(state));
             let freed_mb = freed.iter().map(Vec::len).sum::<usize>() / MIB;
@@ -441,7 +452,7 @@ enum Fault {
     Crash,
     Hang,
     Slow(u64),
-    Status(u16, f32),
+    Status(u16, f32, u64),
     Unready,
     Leak(u64),
     Reset,
@@ -475,7 +486,8 @@ fn parse_fault(fault: &str, query: Option<&str>) -> Result<Fault, String> {
                     "query parameter `ratio` must be between 0 and 1, got {ratio}"
                 ));
             }
-            Fault::Status(code, ratio)
+            let retry_after: u64 = param(query, "retry_after", "whole seconds")?.unwrap_or(0);
+            Fault::Status(code, ratio, retry_after)
         }
         "leak" => {
             let mb: u64 = required(query, "mb", "an integer number of MiB")?;

@@ -529,18 +529,29 @@ fn reload_under_load_loses_nothing() {
     );
     std::thread::sleep(Duration::from_secs(2));
     // replicas and policies both change: 3 -> 4, round robin
-    reload(&stack, &web(port, 4, "balance = \"round_robin\"\n"));
+    // and once more by SIGHUP, as an operator would
+    std::fs::write(
+        stack.dir.path().join("stack.toml"),
+        format!(
+            "{}\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            web(port, 4, "balance = \"round_robin\"\n")
+        ),
+    )
+    .unwrap();
+    signal(stack.pid(), libc::SIGHUP);
     let report = load.finish();
     assert_eq!(report["failed"]["total"], 0, "{report}");
     stack.wait_ready("web", 4);
-    assert!(
-        stack
+    // one reload by the CLI, one by SIGHUP
+    eventually("two reloads", Duration::from_secs(10), || {
+        (stack
             .events()
             .iter()
             .filter(|e| e["type"] == "reloaded")
             .count()
-            >= 2
-    );
+            == 2)
+            .then_some(())
+    });
 }
 
 #[test]
@@ -846,4 +857,37 @@ fn http2_to_the_replicas() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("500 succeeded"), "{text}");
+}
+
+#[test]
+fn retry_after_from_a_replica_is_honoured() {
+    let port = free_port();
+    let expose = "balance = \"round_robin\"\n[services.web.expose.retries]\non = [\"status\"]\nstatuses = [503]\n[services.web.expose.outlier]\nenabled = false\n";
+    let stack = Stack::start(&web(port, 2, expose));
+    stack.wait_ready("web", 2);
+    fault(
+        replicas(&stack)[0],
+        "/fault/status?code=503&ratio=1&retry_after=1",
+    );
+    let mut waited = vec![];
+    for _ in 0..4 {
+        let t = Instant::now();
+        let (code, body) = get(proxy(port), "/");
+        assert_eq!(code, 200, "{body}");
+        waited.push(t.elapsed());
+    }
+    // Each request that met replica 0 waited its Retry-After (1 s) before the retry.
+    let retries = metric(&stack, "bulwark_proxy_retries_total") as usize;
+    let slow: Vec<_> = waited
+        .iter()
+        .filter(|d| **d >= Duration::from_millis(900))
+        .collect();
+    assert!(
+        retries >= 1 && slow.len() == retries,
+        "{retries} retries, waits {waited:?}"
+    );
+    assert!(
+        slow.iter().all(|d| **d < Duration::from_secs(3)),
+        "{waited:?}"
+    );
 }
