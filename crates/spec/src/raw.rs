@@ -1030,3 +1030,42 @@ pub(crate) fn article(value: &DeValue<'_>) -> String {
     let an = t.starts_with(['a', 'e', 'i', 'o', 'u']);
     format!("{} {t}", if an { "an" } else { "a" })
 }
+
+#[cfg(test)]
+mod docs {
+    use super::*;
+
+    /// The README's key tables are the user's guide: every key the parser accepts must be
+    /// in them, so the guide cannot fall behind the code.
+    #[test]
+    fn every_key_is_documented_in_the_readme() {
+        let readme = include_str!("../../../README.md");
+        let mut keys: Vec<&str> = vec![];
+        keys.extend(SERVICE_KEYS);
+        keys.extend(BACKOFF_KEYS);
+        keys.extend(PROBE_KEYS);
+        keys.extend(EXPOSE_KEYS);
+        keys.extend(SLO_KEYS);
+        keys.extend(SLO_ALERTS_KEYS);
+        keys.extend(ALERTS_KEYS);
+        keys.extend(SINK_KEYS);
+        keys.extend(RULE_KEYS);
+        for (_, ks) in EXPOSE_TABLES.iter().chain(EXPOSE_ARRAYS) {
+            keys.extend(*ks);
+        }
+        // A key counts as documented where it stands as a whole word next to the
+        // punctuation the tables use: `key`, `table.key`, [services.NAME.table], key = ...
+        let documented = |k: &str| {
+            readme.match_indices(k).any(|(at, _)| {
+                let before = readme[..at].chars().next_back().unwrap_or(' ');
+                let after = readme[at + k.len()..].chars().next().unwrap_or(' ');
+                "`.[ ".contains(before) && "`.] =".contains(after)
+            })
+        };
+        let missing: Vec<&str> = keys.into_iter().filter(|k| !documented(k)).collect();
+        assert!(
+            missing.is_empty(),
+            "README.md does not document: {missing:?}"
+        );
+    }
+}
