@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bus::Bus;
-use observe::notify::{Routing, Sink};
+use observe::notify::Routing;
 use observe::plane::{Plane, PlaneConfig};
 use observe::slo::{SloEngine, Window};
 use prometheus_client::registry::Registry;
@@ -43,27 +43,7 @@ const EVENT_HISTORY: usize = 10_000;
 fn routing(stack: &spec::Stack) -> Routing {
     Routing {
         group_wait: stack.alerts.group_wait,
-        sinks: stack
-            .alerts
-            .sinks
-            .iter()
-            .map(|s| match s {
-                spec::AlertSink::Log => Sink::Log,
-                spec::AlertSink::Webhook {
-                    url,
-                    timeout,
-                    attempts,
-                } => Sink::Webhook {
-                    url: url.clone(),
-                    timeout: *timeout,
-                    attempts: *attempts,
-                },
-                spec::AlertSink::Exec { command, timeout } => Sink::Exec {
-                    command: command.clone(),
-                    timeout: *timeout,
-                },
-            })
-            .collect(),
+        sinks: stack.alerts.sinks.clone(),
     }
 }
 

@@ -23,22 +23,8 @@ pub struct Routing {
     pub sinks: Vec<Sink>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Sink {
-    /// A warning in bulwark's log.
-    Log,
-    Webhook {
-        url: http::Uri,
-        /// Per attempt.
-        timeout: Duration,
-        attempts: u32,
-    },
-    /// Runs a command with the JSON payload on stdin.
-    Exec {
-        command: Vec<String>,
-        timeout: Duration,
-    },
-}
+/// Where notices go: the stack file's `[[alerts.sinks]]`.
+pub use spec::AlertSink as Sink;
 
 /// The JSON body a webhook receives (close to Alertmanager's webhook payload).
 #[derive(Debug, Clone, Serialize)]
