@@ -16,7 +16,7 @@ use super::{BURN_PAIRS, BurnPair, METRIC_ERRORS, METRIC_REQUESTS, Tier, Window};
 
 /// Alert name of the burn-rate alerts; `severity` is `page` or `ticket`.
 pub const ALERT_BURN: &str = "BulwarkSloBurnRate";
-/// Alert name of the no-data alert (`severity="page"`).
+/// Alert name of the no-data alert (`severity="ticket"`, as bulwark's own alerting files it).
 pub const ALERT_NO_DATA: &str = "BulwarkSloNoData";
 
 /// The Prometheus rule file for `slos` (`(service, slo)` pairs, e.g. from
@@ -211,8 +211,8 @@ impl Ctx<'_> {
 
     fn labels(&self, tier: Tier) -> [(&'static str, String); 3] {
         let severity = match tier {
-            Tier::Page | Tier::NoData => "page",
-            Tier::Ticket => "ticket",
+            Tier::Page => "page",
+            Tier::Ticket | Tier::NoData => "ticket",
         };
         [
             ("severity", severity.to_owned()),
