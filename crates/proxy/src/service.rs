@@ -169,6 +169,18 @@ impl State {
                 notices.extend(self.notice(ev));
             }
         }
+        // A newcomer starts at its peers' mean latency estimate: a fixed default (linkerd's
+        // 30 ms) would starve it under P2C next to peers answering in a fraction of that.
+        let peers: Vec<f64> = self
+            .replicas
+            .values()
+            .map(|r| r.ewma.estimate(now))
+            .collect();
+        let seed = if peers.is_empty() {
+            EwmaConfig::default().default_rtt
+        } else {
+            Duration::from_secs_f64(peers.iter().sum::<f64>() / peers.len() as f64)
+        };
         for e in &snap.ready {
             if !self.replicas.contains_key(&e.addr) {
                 let id = self.outlier.add(now);
@@ -178,7 +190,13 @@ impl State {
                         metrics: metrics.0.for_replica(&metrics.1, e.replica),
                         id,
                         replica: e.replica,
-                        ewma: PeakEwma::new(EwmaConfig::default(), now),
+                        ewma: PeakEwma::new(
+                            EwmaConfig {
+                                default_rtt: seed,
+                                ..EwmaConfig::default()
+                            },
+                            now,
+                        ),
                         breaker: CircuitBreaker::new(policy.breaker()),
                         ready_since: e.ready_since,
                     },

@@ -40,7 +40,14 @@ pub(crate) struct Target {
 /// Runs the probes of one replica incarnation, sending transitions on `tx`. Ends after a
 /// `Failed` report; otherwise runs until aborted by the replica task.
 pub(crate) async fn run(t: Arc<Target>, tx: mpsc::Sender<Report>) {
-    if let Some(p) = &t.service.startup {
+    if let Some(p) = &t.service.startup
+        && !quick_start(p, &t).await
+    {
+        // quick_start waited out the initial delay already.
+        let p = &Probe {
+            initial_delay: Duration::ZERO,
+            ..p.clone()
+        };
         let mut th = Threshold::new(1, p.failure_threshold);
         let outcome = each_period(
             p,
@@ -124,6 +131,29 @@ pub(crate) async fn run(t: Arc<Target>, tx: mpsc::Sender<Report>) {
         () = liveness => {}
         () = readiness => {}
     }
+}
+
+/// Peeks at a just-started replica more often than `period` during its first period (at
+/// 0, 25, 50, 100 ms, ... doubling), so a replacement joins as soon as it listens instead of
+/// up to a period later. Only a success counts: failed peeks do not use up the startup
+/// probe's `failure_threshold`, whose regular checks follow.
+async fn quick_start(p: &Probe, t: &Target) -> bool {
+    sleep(p.initial_delay).await;
+    let start = Instant::now();
+    let mut at = Duration::ZERO;
+    while at < p.period {
+        tokio::time::sleep_until(start + at).await;
+        if check(&p.action, p.timeout.min(p.period), t).await.is_ok() {
+            t.metrics.probe(&t.service.name, ProbeKind::Startup, true);
+            return true;
+        }
+        at = if at.is_zero() {
+            Duration::from_millis(25)
+        } else {
+            at * 2
+        };
+    }
+    false
 }
 
 /// Checks every `period` (after `initial_delay`) until `judge` returns a value.
