@@ -102,6 +102,19 @@ struct ServiceEntry {
     logs: Arc<Logs>,
 }
 
+impl ServiceEntry {
+    fn new(svc: &spec::Service, log_lines: usize, echo_logs: bool) -> Self {
+        ServiceEntry {
+            spec: Arc::new(svc.clone()),
+            desired: svc.replicas,
+            replicas: BTreeMap::new(),
+            endpoints: watch::channel(Arc::new(Endpoints::default())).0,
+            changed: watch::channel(0).0,
+            logs: Arc::new(Logs::new(&svc.name, log_lines, echo_logs)),
+        }
+    }
+}
+
 struct ReplicaEntry {
     status: ReplicaStatus,
     /// Set when the replica turns ready; part of the endpoint it is published as.
@@ -118,14 +131,7 @@ impl Supervisor {
             .services
             .iter()
             .map(|s| {
-                let entry = ServiceEntry {
-                    spec: Arc::new(s.clone()),
-                    desired: s.replicas,
-                    replicas: BTreeMap::new(),
-                    endpoints: watch::channel(Arc::new(Endpoints::default())).0,
-                    changed: watch::channel(0).0,
-                    logs: Arc::new(Logs::new(&s.name, opts.log_lines, opts.echo_logs)),
-                };
+                let entry = ServiceEntry::new(s, opts.log_lines, opts.echo_logs);
                 (s.name.clone(), entry)
             })
             .collect();
@@ -371,18 +377,8 @@ impl Supervisor {
             let mut services = self.shared.lock();
             match services.get_mut(svc.name.as_str()) {
                 None => {
-                    let entry = ServiceEntry {
-                        spec: Arc::new(svc.clone()),
-                        desired: svc.replicas,
-                        replicas: BTreeMap::new(),
-                        endpoints: watch::channel(Arc::new(Endpoints::default())).0,
-                        changed: watch::channel(0).0,
-                        logs: Arc::new(Logs::new(
-                            &svc.name,
-                            self.shared.log_lines,
-                            self.shared.echo_logs,
-                        )),
-                    };
+                    let entry =
+                        ServiceEntry::new(svc, self.shared.log_lines, self.shared.echo_logs);
                     services.insert(svc.name.clone(), entry);
                     changes.push(format!("{}: added", svc.name));
                 }
