@@ -6,38 +6,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use spec::{Slo, SloAlerts, SloKind, Stack};
+use spec::{Slo, SloAlerts, SloKind};
 
-#[track_caller]
-fn check(src: &str, expected: &str) -> Option<Stack> {
-    let src = src.strip_prefix('\n').unwrap_or(src);
-    let expected: Vec<&str> = expected
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    match spec::parse(src, Path::new("stack.toml")) {
-        Ok(stack) if expected.is_empty() => Some(stack),
-        Ok(stack) => panic!(
-            "expected diagnostics:\n{}\nbut the stack is valid: {stack:#?}",
-            expected.join("\n")
-        ),
-        Err(errors) => {
-            let actual = errors.to_string();
-            assert_eq!(
-                actual,
-                expected.join("\n"),
-                "\n--- actual ---\n{actual}\n--------------"
-            );
-            None
-        }
-    }
-}
-
-#[track_caller]
-fn valid(src: &str) -> Stack {
-    check(src, "").expect("check passes only a valid stack through")
-}
+mod common;
+use common::{check, valid};
 
 fn days(n: u64) -> Duration {
     Duration::from_secs(n * 24 * 3600)
