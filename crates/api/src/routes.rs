@@ -83,7 +83,7 @@ struct EventsQuery {
 /// kill -9; a follower waits (briefly) for each event to be written.
 async fn events(State(s): State<Arc<AppState>>, Query(q): Query<EventsQuery>) -> Response {
     if q.sync {
-        let last = s.bus.history().last().map_or(0, |e| e.seq);
+        let last = s.bus.last_seq();
         let mut persisted = s.persisted.clone();
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(2),

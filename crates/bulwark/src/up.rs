@@ -189,7 +189,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     stop_tx.send_replace(true);
     let (_, ()) = tokio::join!(supervisor.shutdown(), edge.shutdown());
     // Everything that happened is in the journal before the API (and its followers) go.
-    let last = bus.history().last().map_or(0, |e| e.seq);
+    let last = bus.last_seq();
     let mut written = journal_watermark;
     let _ = tokio::time::timeout(Duration::from_secs(5), written.wait_for(|p| *p >= last)).await;
     // Followers of event or log streams would keep the API open forever: cut them off.

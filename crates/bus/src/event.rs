@@ -263,6 +263,15 @@ impl Bus {
         }
     }
 
+    /// The sequence number of the newest event (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_seq
+            - 1
+    }
+
     pub fn history(&self) -> Vec<Arc<Event>> {
         self.subscribe(0).backlog
     }
@@ -301,7 +310,9 @@ mod tests {
             .map(|j| serde_json::from_str(j).unwrap())
             .collect();
         let bus = Bus::with_history(8, past);
+        assert_eq!(bus.last_seq(), 2);
         assert_eq!(bus.publish(EventKind::StackStopping).seq, 3);
+        assert_eq!(bus.last_seq(), 3);
         assert_eq!(bus.history().len(), 3);
     }
 
