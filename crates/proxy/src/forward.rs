@@ -322,7 +322,6 @@ impl Route {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let resendable = cfg.retries.all_methods || idempotent(&parts.method);
         let deadline = Instant::now() + cfg.timeouts.request;
-        policy.lock().budget.deposit(std::time::Instant::now());
         let attempts = if upgrade.is_some() {
             1
         } else {
@@ -332,18 +331,23 @@ impl Route {
         let mut last: Option<(StatusCode, String, Option<LocalReason>)> = None;
         for attempt in 0..attempts {
             let snapshot = self.endpoints.borrow().clone();
+            // One short lock per try: endpoint changes, the budget deposit (first try
+            // only), the pick and its cached authority.
             let picked = {
                 let mut st = policy.lock();
                 let now = std::time::Instant::now();
+                if attempt == 0 {
+                    st.budget.deposit(now);
+                }
                 let notices = st.sync(&policy, &snapshot, &self.registry, now);
                 let ep = st
                     .pick(&policy, &snapshot.ready, &tried[..attempt], key, now)
-                    .cloned();
+                    .map(|e| (e.clone(), st.authority(e.addr)));
                 drop(st);
                 self.publish(&policy, notices);
                 ep
             };
-            let Some(ep) = picked else {
+            let Some((ep, authority)) = picked else {
                 if attempt == 0 {
                     let mut res = answer(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -364,7 +368,7 @@ impl Route {
                 },
             };
             let mut up = Request::from_parts(parts.clone(), this_body);
-            *up.uri_mut() = upstream_uri(ep.addr, &path);
+            *up.uri_mut() = upstream_uri(authority, &path);
             // The client may speak HTTP/2 to us; the replica speaks what the config says.
             *up.version_mut() = if cfg.upstream_http2 {
                 http::Version::HTTP_2
@@ -575,16 +579,16 @@ impl Route {
                 key,
                 std::time::Instant::now(),
             )
-            .cloned()
+            .map(|e| (e.clone(), st.authority(e.addr)))
         };
-        let Some(second) = second else {
+        let Some((second, authority)) = second else {
             let (r, rtt, g) = one.await;
             return (first, r, rtt, g);
         };
         self.metrics.hedges.inc();
         let mut second_req = second_req;
         *second_req.uri_mut() = upstream_uri(
-            second.addr,
+            authority,
             second_req
                 .uri()
                 .path_and_query()
@@ -772,10 +776,10 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-fn upstream_uri(addr: SocketAddr, path: &PathAndQuery) -> Uri {
+fn upstream_uri(authority: Authority, path: &PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Authority::try_from(addr.to_string()).ok();
+    parts.authority = Some(authority);
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).unwrap_or_default()
 }

@@ -40,6 +40,8 @@ pub(crate) struct State {
 }
 
 struct Rep {
+    /// `127.0.0.1:PORT` as a URI authority, built once rather than per try.
+    authority: http::uri::Authority,
     metrics: crate::metrics::ReplicaMetrics,
     id: ReplicaId,
     replica: u32,
@@ -187,6 +189,7 @@ impl State {
                 self.replicas.insert(
                     e.addr,
                     Rep {
+                        authority: authority_of(e.addr),
                         metrics: metrics.0.for_replica(&metrics.1, e.replica),
                         id,
                         replica: e.replica,
@@ -331,6 +334,13 @@ impl State {
         Some(chosen)
     }
 
+    /// The URI authority of a replica in the state (`authority_of` for one that is not).
+    pub fn authority(&self, addr: SocketAddr) -> http::uri::Authority {
+        self.replicas
+            .get(&addr)
+            .map_or_else(|| authority_of(addr), |r| r.authority.clone())
+    }
+
     /// Feeds one try's result to passive health, the breaker and the latency estimators.
     pub fn record(
         &mut self,
@@ -382,4 +392,10 @@ impl State {
             .percentile(percentile, now)
             .map(|d| d.max(floor))
     }
+}
+
+pub(crate) fn authority_of(addr: SocketAddr) -> http::uri::Authority {
+    // A socket address always formats as a valid authority.
+    http::uri::Authority::try_from(addr.to_string())
+        .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"))
 }
