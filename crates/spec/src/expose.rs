@@ -10,7 +10,7 @@ use crate::model::{
     Balance, Breaker, Direction, Expose, Fault, FaultAction, HashOn, Hedge, Limits, Outlier,
     Protocol, RateKey, RateLimit, Retries, RetryOn, Route, RouteMatch, Timeouts, Toxic, ToxicKind,
 };
-use crate::problem::{Problems, Span, suggest};
+use crate::problem::{MAX_DURATION, Problems, Span, bounded, suggest};
 use crate::raw::{RawExpose, RawTable, RawValue};
 use crate::validate::spanned_address;
 
@@ -23,7 +23,7 @@ impl RawTable {
         };
         match v.get_ref() {
             RawValue::Str(s) => match humantime::parse_duration(s) {
-                Ok(d) => Some(d),
+                Ok(d) => bounded(key, d, s, MAX_DURATION, v.span(), p),
                 Err(e) => {
                     p.push(v.span(), format!("`{key}` must be a duration such as \"250ms\" or \"5s\", found {s:?} ({e})"));
                     None

@@ -21,6 +21,27 @@ pub struct Stack {
     pub api: Api,
     pub supervisor: Supervisor,
     pub alerts: Alerts,
+    pub journal: JournalSettings,
+}
+
+/// `[journal]`: how long the durable journal keeps what it records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalSettings {
+    /// Resolved alerts, ended incidents and expired silences older than this are pruned.
+    /// Default 30 days.
+    pub retention: Duration,
+}
+
+impl JournalSettings {
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        JournalSettings {
+            retention: JournalSettings::DEFAULT_RETENTION,
+        }
+    }
 }
 
 impl Stack {
@@ -34,6 +55,9 @@ impl Stack {
 pub struct Api {
     /// Default `127.0.0.1:7700`. Port 0 picks a free port (written to the state directory).
     pub listen: SocketAddr,
+    /// A `listen` address other than loopback is refused unless this is set: the API
+    /// speaks plain HTTP, and its token is all that guards it. Default false.
+    pub allow_remote: bool,
 }
 
 impl Api {
@@ -44,6 +68,7 @@ impl Default for Api {
     fn default() -> Self {
         Api {
             listen: Api::DEFAULT_LISTEN,
+            allow_remote: false,
         }
     }
 }

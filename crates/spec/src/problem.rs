@@ -101,6 +101,37 @@ pub(crate) fn quoted_choices(items: &[&str]) -> String {
     }
 }
 
+/// The longest duration most keys accept, and how the limit is written in messages.
+/// Longer values are typos (`"10000h"` for `"10000ms"`) and, near `u64::MAX` seconds,
+/// overflow the run time's clock arithmetic.
+pub(crate) const MAX_DURATION: (std::time::Duration, &str) =
+    (std::time::Duration::from_secs(24 * 3600), "24h");
+/// The longest for keys measured in days or weeks: SLO periods, alert repeats, retention.
+pub(crate) const MAX_LONG_DURATION: (std::time::Duration, &str) =
+    (std::time::Duration::from_secs(366 * 24 * 3600), "366d");
+
+/// Checks `d` (written as `text`) against `max`, recording a located problem when it is
+/// longer.
+pub(crate) fn bounded(
+    key: &str,
+    d: std::time::Duration,
+    text: &str,
+    (max, max_text): (std::time::Duration, &str),
+    span: Span,
+    p: &mut Problems,
+) -> Option<std::time::Duration> {
+    if d <= max {
+        return Some(d);
+    }
+    p.push(
+        span,
+        format!(
+            "`{key}` must be at most {max_text}, found {text:?}; check the unit (ms, s, m, h, d)"
+        ),
+    );
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,12 @@ pub(crate) struct RawStack {
     pub api: Field<RawApi>,
     pub supervisor: Field<RawSupervisor>,
     pub alerts: Field<RawAlerts>,
+    pub journal: Field<RawJournal>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawJournal {
+    pub retention: Field<String>,
 }
 
 #[derive(Debug)]
@@ -84,6 +90,7 @@ pub(crate) struct RawSink {
 #[derive(Debug)]
 pub(crate) struct RawApi {
     pub listen: Field<String>,
+    pub allow_remote: Field<bool>,
 }
 
 #[derive(Debug)]
@@ -221,10 +228,11 @@ pub(crate) struct RawSloAlerts {
     pub no_data: Field<String>,
 }
 
-const TOP_KEYS: &[&str] = &["services", "api", "supervisor", "alerts"];
+const TOP_KEYS: &[&str] = &["services", "api", "supervisor", "alerts", "journal"];
+const JOURNAL_KEYS: &[&str] = &["retention"];
 const ALERTS_KEYS: &[&str] = &["group_wait", "repeat_interval", "sinks"];
 const SINK_KEYS: &[&str] = &["log", "webhook", "exec", "timeout", "attempts"];
-const API_KEYS: &[&str] = &["listen"];
+const API_KEYS: &[&str] = &["listen", "allow_remote"];
 const SUPERVISOR_KEYS: &[&str] = &["max_concurrent_restarts"];
 pub(crate) const SERVICE_KEYS: &[&str] = &[
     "run",
@@ -406,6 +414,7 @@ pub(crate) fn read(doc: &Spanned<DeTable<'_>>, p: &mut Problems) -> RawStack {
         t.check_keys(API_KEYS, p);
         RawApi {
             listen: t.string("listen", p),
+            allow_remote: t.boolean("allow_remote", p),
         }
     });
     let supervisor = root.table("supervisor", p).map(|t| {
@@ -424,12 +433,20 @@ pub(crate) fn read(doc: &Spanned<DeTable<'_>>, p: &mut Problems) -> RawStack {
         }
     });
 
+    let journal = root.table("journal", p).map(|t| {
+        t.check_keys(JOURNAL_KEYS, p);
+        RawJournal {
+            retention: t.duration("retention", p),
+        }
+    });
+
     RawStack {
         services,
         services_span,
         api,
         supervisor,
         alerts,
+        journal,
     }
 }
 
@@ -1050,6 +1067,9 @@ mod docs {
         keys.extend(ALERTS_KEYS);
         keys.extend(SINK_KEYS);
         keys.extend(RULE_KEYS);
+        keys.extend(API_KEYS);
+        keys.extend(JOURNAL_KEYS);
+        keys.extend(SUPERVISOR_KEYS);
         for (_, ks) in EXPOSE_TABLES.iter().chain(EXPOSE_ARRAYS) {
             keys.extend(*ks);
         }

@@ -16,12 +16,15 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{
-    AlertSink, Alerts, Api, Backoff, Probe, ProbeAction, ProbeKind, RestartAction, RestartPolicy,
-    RestartRule, Service, Signal, Slo, SloAlerts, SloKind, Stack, Supervisor,
+    AlertSink, Alerts, Api, Backoff, JournalSettings, Probe, ProbeAction, ProbeKind, RestartAction,
+    RestartPolicy, RestartRule, Service, Signal, Slo, SloAlerts, SloKind, Stack, Supervisor,
 };
-use crate::problem::{Problems, Span, backticked, hint, quoted_choices, suggest};
+use crate::problem::{
+    MAX_DURATION, MAX_LONG_DURATION, Problems, Span, backticked, bounded, hint, quoted_choices,
+    suggest,
+};
 use crate::raw::{
-    Field, RawAlerts, RawBackoff, RawProbe, RawRestartRule, RawService, RawSink, RawSlo,
+    Field, RawAlerts, RawApi, RawBackoff, RawProbe, RawRestartRule, RawService, RawSink, RawSlo,
     RawSloAlerts, RawStack,
 };
 
@@ -34,9 +37,20 @@ const DURATION_EXAMPLE: &str = "a duration such as \"250ms\" or \"5s\"";
 /// the raw layer before), so a `Stack` built from stand-in values is never returned.
 /// Relative `cwd` values are joined onto `base_dir` (the stack file's directory).
 pub(crate) fn validate(raw: RawStack, base_dir: &Path, p: &mut Problems) -> Option<Stack> {
-    let api_listen = match &raw.api {
-        Field::Given(api) => address(&api.get_ref().listen, "listen", Api::DEFAULT_LISTEN, p),
-        Field::Absent => Some(Api::DEFAULT_LISTEN),
+    let (api_listen, allow_remote) = match &raw.api {
+        Field::Given(api) => api_settings(api.get_ref(), p),
+        Field::Absent => (Some(Api::DEFAULT_LISTEN), Some(false)),
+        Field::Invalid => (None, None),
+    };
+    let journal = match &raw.journal {
+        Field::Given(j) => long_duration(
+            &j.get_ref().retention,
+            "retention",
+            JournalSettings::DEFAULT_RETENTION,
+            p,
+        )
+        .map(|retention| JournalSettings { retention }),
+        Field::Absent => Some(JournalSettings::default()),
         Field::Invalid => None,
     };
     let max_concurrent_restarts = match &raw.supervisor {
@@ -85,18 +99,45 @@ pub(crate) fn validate(raw: RawStack, base_dir: &Path, p: &mut Problems) -> Opti
         services,
         api: Api {
             listen: api_listen.unwrap_or(Api::DEFAULT_LISTEN),
+            allow_remote: allow_remote.unwrap_or(false),
         },
         supervisor: Supervisor {
             max_concurrent_restarts: max_concurrent_restarts
                 .unwrap_or(Supervisor::DEFAULT_MAX_CONCURRENT_RESTARTS),
         },
         alerts: alerts.unwrap_or_default(),
+        journal: journal.unwrap_or_default(),
     })
+}
+
+/// `[api]`: a non-loopback address must be asked for in so many words, because the API
+/// speaks plain HTTP and its token is all that guards it.
+fn api_settings(raw: &RawApi, p: &mut Problems) -> (Option<SocketAddr>, Option<bool>) {
+    let listen = address(&raw.listen, "listen", Api::DEFAULT_LISTEN, p);
+    let allow_remote = match &raw.allow_remote {
+        Field::Given(b) => Some(*b.get_ref()),
+        Field::Absent => Some(false),
+        Field::Invalid => None,
+    };
+    if let (Some(addr), Some(false), Some(v)) = (listen, allow_remote, raw.listen.given())
+        && !addr.ip().is_loopback()
+    {
+        p.push(
+            v.span(),
+            format!(
+                "[api] listen = \"{addr}\" is not a loopback address; the API speaks plain \
+                 HTTP with a bearer token, so reaching it from other machines must be asked \
+                 for: add `allow_remote = true` to [api], or listen on 127.0.0.1"
+            ),
+        );
+        return (None, allow_remote);
+    }
+    (listen, allow_remote)
 }
 
 fn alerts(raw: &RawAlerts, p: &mut Problems) -> Option<Alerts> {
     let group_wait = duration(&raw.group_wait, "group_wait", Alerts::DEFAULT_GROUP_WAIT, p);
-    let repeat_interval = duration(
+    let repeat_interval = long_duration(
         &raw.repeat_interval,
         "repeat_interval",
         Alerts::DEFAULT_REPEAT_INTERVAL,
@@ -355,11 +396,12 @@ fn command(key: &str, v: &Spanned<Vec<Spanned<String>>>, p: &mut Problems) -> Op
         return None;
     }
     let mut ok = true;
-    for arg in v.get_ref() {
-        if arg.get_ref().is_empty() {
+    for (i, arg) in v.get_ref().iter().enumerate() {
+        // An empty argument is a real value (`--name ""`); only the program must be named.
+        if i == 0 && arg.get_ref().is_empty() {
             p.push(
                 arg.span(),
-                format!("elements of `{key}` must not be empty strings"),
+                format!("the first element of `{key}` is the program to run and must not be empty"),
             );
             ok = false;
         } else if no_nul(
@@ -517,13 +559,33 @@ fn duration(
     default: Duration,
     p: &mut Problems,
 ) -> Option<Duration> {
+    bounded_duration(field, key, default, MAX_DURATION, p)
+}
+
+/// A duration measured in days or weeks (SLO periods, alert repeats, retention).
+fn long_duration(
+    field: &Field<String>,
+    key: &str,
+    default: Duration,
+    p: &mut Problems,
+) -> Option<Duration> {
+    bounded_duration(field, key, default, MAX_LONG_DURATION, p)
+}
+
+fn bounded_duration(
+    field: &Field<String>,
+    key: &str,
+    default: Duration,
+    max: (Duration, &str),
+    p: &mut Problems,
+) -> Option<Duration> {
     let v = match field {
         Field::Absent => return Some(default),
         Field::Invalid => return None,
         Field::Given(v) => v,
     };
     match humantime::parse_duration(v.get_ref()) {
-        Ok(d) => Some(d),
+        Ok(d) => bounded(key, d, v.get_ref(), max, v.span(), p),
         Err(e) => {
             use humantime::DurationError as E;
             let why = match e {
@@ -1147,7 +1209,7 @@ fn slo(raw: &RawSlo, p: &mut Problems) -> Option<Slo> {
         Field::Given(o) => objective(o, p),
     };
 
-    let period = duration(&raw.period, "period", Slo::DEFAULT_PERIOD, p).and_then(|d| {
+    let period = long_duration(&raw.period, "period", Slo::DEFAULT_PERIOD, p).and_then(|d| {
         if d >= Slo::MIN_PERIOD {
             return Some(d);
         }
@@ -1288,7 +1350,7 @@ fn slo_alerts(raw: &RawSloAlerts, p: &mut Problems) -> Option<SloAlerts> {
         p,
     );
     // "0s" switches the alert off, like leaving it out.
-    let no_data = duration(&raw.no_data, "no_data", Duration::ZERO, p);
+    let no_data = long_duration(&raw.no_data, "no_data", Duration::ZERO, p);
     let invalid = matches!(raw.page, Field::Invalid) || matches!(raw.ticket, Field::Invalid);
     if invalid {
         return None;

@@ -568,16 +568,16 @@ exec = []
 [services.db]
 run = ["y"]
 liveness = { tcp = false }
-readiness = { exec = ["./check", ""], http = 5, tcp = true }
+readiness = { exec = ["", "--flag"], http = 5, tcp = true }
 "#,
         r#"
         stack.toml:6:1: error: more than one probe action in [services.web.readiness] (`http`, `tcp`); set exactly one
         stack.toml:8:1: error: no probe action in [services.web.liveness]; set exactly one of `http = "/path"`, `tcp = true` or `exec = ["cmd", "arg"]`
         stack.toml:12:8: error: `exec` must not be empty: it is the program to run and its arguments
         stack.toml:16:20: error: `tcp = false` is not a probe action; use `tcp = true` to probe by connecting to the replica's port, or set `http` or `exec` instead
-        stack.toml:17:34: error: elements of `exec` must not be empty strings
-        stack.toml:17:39: error: more than one probe action in [services.db.readiness] (`exec`, `http`, `tcp`); set exactly one
-        stack.toml:17:46: error: `http` must be a string, found an integer
+        stack.toml:17:23: error: the first element of `exec` is the program to run and must not be empty
+        stack.toml:17:38: error: more than one probe action in [services.db.readiness] (`exec`, `http`, `tcp`); set exactly one
+        stack.toml:17:45: error: `http` must be a string, found an integer
         "#,
     );
 }
@@ -850,14 +850,14 @@ listen = "7700"
 max_concurrent_restarts = 0
 
 [services.web]
-run = ["x", ""]
+run = ["", "x"]
 cwd = ""
 env = { "A=B" = "1" }
 "#,
         r#"
         stack.toml:2:10: error: `listen` must be an IP:PORT address such as "127.0.0.1:8080", found "7700"
         stack.toml:5:27: error: `max_concurrent_restarts` must be at least 1, found 0
-        stack.toml:8:13: error: elements of `run` must not be empty strings
+        stack.toml:8:8: error: the first element of `run` is the program to run and must not be empty
         stack.toml:9:7: error: `cwd` must not be empty; omit it to use the stack file's directory
         stack.toml:10:9: error: invalid environment variable name "A=B": it must be non-empty and contain neither `=` nor a NUL character
         "#,
@@ -905,4 +905,88 @@ fn mangled_files_never_panic() {
             }
         }
     }
+}
+
+/// Issue 8: an empty argument is a real value (`--name ""`); only the program must be named.
+#[test]
+fn empty_arguments_are_arguments() {
+    let stack = valid(
+        r#"
+[services.web]
+run = ["./server", "--name", ""]
+readiness = { exec = ["./check", ""] }
+"#,
+    );
+    assert_eq!(stack.services[0].run, ["./server", "--name", ""]);
+}
+
+/// Issue 8: absurd durations are refused where they are written, not overflowed later.
+#[test]
+fn absurd_durations_are_refused() {
+    check(
+        r#"
+[alerts]
+group_wait = "100000000h"
+
+[services.web]
+run = ["x"]
+stop_grace = "2d"
+backoff = { max = "18446744073709551615s" }
+
+[services.web.expose]
+listen = "127.0.0.1:8080"
+timeouts = { request = "25h" }
+
+[[services.web.slo]]
+name = "availability"
+kind = "availability"
+objective = 99.9
+period = "400d"
+"#,
+        r#"
+        stack.toml:2:14: error: `group_wait` must be at most 24h, found "100000000h"; check the unit (ms, s, m, h, d)
+        stack.toml:6:14: error: `stop_grace` must be at most 24h, found "2d"; check the unit (ms, s, m, h, d)
+        stack.toml:7:19: error: `max` must be at most 24h, found "18446744073709551615s"; check the unit (ms, s, m, h, d)
+        stack.toml:11:24: error: `request` must be at most 24h, found "25h"; check the unit (ms, s, m, h, d)
+        stack.toml:17:10: error: `period` must be at most 366d, found "400d"; check the unit (ms, s, m, h, d)
+        "#,
+    );
+}
+
+/// Issue 8: the API on a non-loopback address must be asked for; `[journal] retention`.
+#[test]
+fn remote_api_and_journal_retention() {
+    check(
+        r#"
+[api]
+listen = "0.0.0.0:7700"
+
+[journal]
+retention = "2d"
+
+[services.web]
+run = ["x"]
+"#,
+        r#"
+        stack.toml:2:10: error: [api] listen = "0.0.0.0:7700" is not a loopback address; the API speaks plain HTTP with a bearer token, so reaching it from other machines must be asked for: add `allow_remote = true` to [api], or listen on 127.0.0.1
+        "#,
+    );
+    let stack = valid(
+        r#"
+[api]
+listen = "0.0.0.0:7700"
+allow_remote = true
+
+[journal]
+retention = "2d"
+
+[services.web]
+run = ["x"]
+"#,
+    );
+    assert!(stack.api.allow_remote);
+    assert_eq!(stack.journal.retention, Duration::from_secs(2 * 86400));
+    let default = valid("[services.web]\nrun = [\"x\"]\n");
+    assert!(!default.api.allow_remote);
+    assert_eq!(default.journal.retention, Duration::from_secs(30 * 86400));
 }
