@@ -19,6 +19,8 @@
 //! | `/fault/unready` | `/ready` answers 503 (sticky) |
 //! | `/fault/leak?mb=N` | allocate and touch N MiB more, and keep it |
 //! | `/fault/reset` | undo slow, status, unready and leak |
+//! | `/fault/close` | close the listener and every connection: connections are refused from now on |
+//! | `/fault/rst` | drop every connection; each new one is reset (RST) as soon as it is accepted |
 //! | `POST /echo` | stream the request body back |
 //!
 //! During `startup_delay` after start, `/`, `/healthz` and `/ready` answer
@@ -199,7 +201,20 @@ struct State {
     /// Leaked memory, one block per `/fault/leak` request. Only touched by
     /// `/fault/leak` and `/fault/reset`, never on the request path.
     leaked: Mutex<Vec<Vec<u8>>>,
+    /// The connection faults (`close`, `rst`): sticky, watched by the accept loop and by
+    /// every connection task.
+    cut: tokio::sync::watch::Sender<Cut>,
     exit: fn(i32),
+}
+
+/// What `/fault/close` and `/fault/rst` do to connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    None,
+    /// The listener is closed: new connections are refused.
+    Close,
+    /// Every new connection is reset when accepted.
+    Rst,
 }
 
 fn pack_status(code: u16, ratio: f32) -> u64 {
@@ -227,24 +242,48 @@ async fn serve_http(listener: TcpListener, cfg: Config) -> std::io::Result<()> {
         retry_after: AtomicU64::new(0),
         unready: AtomicBool::new(false),
         leaked: Mutex::new(Vec::new()),
+        cut: tokio::sync::watch::channel(Cut::None).0,
         exit: cfg.exit,
     });
     // `auto` sniffs the connection preface: HTTP/1.1 or HTTP/2 prior knowledge.
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut cut = state.cut.subscribe();
     loop {
-        let stream = accept(&listener).await;
+        let stream = tokio::select! {
+            stream = accept(&listener) => stream,
+            _ = async { let _ = cut.wait_for(|c| *c == Cut::Close).await; } => {
+                // Closing the listener makes the kernel refuse new connections while
+                // the process lives on: a replica whose server socket died.
+                drop(listener);
+                return std::future::pending().await;
+            }
+        };
+        let rst = *cut.borrow() == Cut::Rst;
+        if rst {
+            // Linger 0: closing sends RST instead of FIN.
+            let _ = stream.set_zero_linger();
+            drop(stream);
+            continue;
+        }
         let state = state.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let mut cut = state.cut.subscribe();
+            let svc = {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req).await) }
-            });
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "http connection ended");
+                service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(state, req).await) }
+                })
+            };
+            tokio::select! {
+                served = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc) => {
+                    if let Err(e) = served {
+                        tracing::debug!(error = %e, "http connection ended");
+                    }
+                }
+                // A connection fault drops the connections already open too.
+                _ = async { let _ = cut.wait_for(|c| *c != Cut::None).await; } => {}
             }
         });
     }
@@ -434,6 +473,16 @@ async fn apply_fault(
             tracing::warn!(mb, total_mb = total, "fault: leak");
             Ok(ok(format!("leaked {mb} MiB, {total} MiB total\n")))
         }
+        Fault::Close => {
+            tracing::warn!("fault: close, the listener and every connection are closed");
+            state.cut.send_replace(Cut::Close);
+            Ok(ok("closing\n"))
+        }
+        Fault::Rst => {
+            tracing::warn!("fault: rst, every connection is reset from now on");
+            state.cut.send_replace(Cut::Rst);
+            Ok(ok("resetting\n"))
+        }
         Fault::Reset => {
             state.slow_ms.store(0, Ordering::Relaxed);
             state.status.store(0, Ordering::Relaxed);
@@ -451,6 +500,8 @@ async fn apply_fault(
 enum Fault {
     Crash,
     Hang,
+    Close,
+    Rst,
     Slow(u64),
     Status(u16, f32, u64),
     Unready,
@@ -464,6 +515,8 @@ fn parse_fault(fault: &str, query: Option<&str>) -> Result<Fault, String> {
         "hang" => Fault::Hang,
         "unready" => Fault::Unready,
         "reset" => Fault::Reset,
+        "close" => Fault::Close,
+        "rst" => Fault::Rst,
         "slow" => {
             let ms: u64 = required(query, "ms", "an integer number of milliseconds")?;
             if ms > MAX_SLOW_MS {

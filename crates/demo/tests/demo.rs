@@ -378,3 +378,49 @@ async fn run_binds_the_configured_address() {
         (StatusCode::OK, "hello from bound\n".into())
     );
 }
+
+#[tokio::test]
+async fn close_fault_refuses_connections_and_drops_open_ones() {
+    let addr = start(|_| {}).await;
+    let mut open = Conn::open(addr).await;
+    assert_eq!(open.get("/").await.0, StatusCode::OK);
+    assert_eq!(get(addr, "/fault/close").await.0, StatusCode::OK);
+    // The open keep-alive connection is closed by the server...
+    let mut stream_gone = false;
+    for _ in 0..50 {
+        if open.0.is_closed() {
+            stream_gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stream_gone, "the open connection was closed");
+    // ...and new ones are refused, while the process goes on.
+    let mut refused = false;
+    for _ in 0..50 {
+        match TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(refused, "connections to a closed listener are refused");
+}
+
+#[tokio::test]
+async fn rst_fault_resets_every_new_connection() {
+    let addr = start(|_| {}).await;
+    assert_eq!(get(addr, "/fault/rst").await.0, StatusCode::OK);
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: demo\r\n\r\n").await;
+        let mut buf = [0u8; 64];
+        let got = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the reset arrives");
+        let err = got.expect_err("a reset, not an answer or a clean close");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    }
+}
