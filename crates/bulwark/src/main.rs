@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod edge;
+mod host;
 mod up;
 
 use std::process::ExitCode;

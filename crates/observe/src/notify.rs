@@ -10,7 +10,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
@@ -191,32 +190,31 @@ async fn webhook(
     tracing::error!(%url, attempts, "alert webhook gave up on this notification");
 }
 
+/// Output of an exec sink kept for the log when it fails.
+const EXEC_CAPTURE: usize = 1024;
+
+/// Runs the sink command with the payload on its stdin, through `launch::run_exec`: spawned
+/// from the launcher thread, in its own process group, the stdin write counted in
+/// `timeout`, and the whole group killed when the time is up. Nothing here blocks a
+/// runtime thread.
 async fn exec(command: &[String], body: &[u8], status: &str, timeout: Duration) {
     let Some((program, args)) = command.split_first() else {
         return;
     };
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .env("BULWARK_ALERT_STATUS", status)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(program, error = %e, "alert exec sink cannot start");
-            return;
-        }
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(body).await;
-    }
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(s)) if s.success() => {}
-        Ok(Ok(s)) => tracing::warn!(program, status = %s, "alert exec sink failed"),
-        Ok(Err(e)) => tracing::warn!(program, error = %e, "alert exec sink failed"),
-        Err(_) => tracing::warn!(program, "alert exec sink timed out; killed"),
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).env("BULWARK_ALERT_STATUS", status);
+    match launch::run_exec(cmd, Some(body), timeout, EXEC_CAPTURE).await {
+        Ok(out) => match out.status {
+            Some(s) if s.success() => {}
+            Some(s) => tracing::warn!(
+                program,
+                status = %s,
+                stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+                "alert exec sink failed"
+            ),
+            None => tracing::warn!(program, ?timeout, "alert exec sink timed out; killed"),
+        },
+        Err(e) => tracing::error!(program, error = %e, "alert exec sink cannot start"),
     }
 }
 
@@ -309,5 +307,43 @@ mod tests {
         assert_eq!(v["alerts"][0]["severity"], "page");
         drop(tx);
         task.await.unwrap();
+    }
+
+    fn one_alert() -> Vec<Alert> {
+        let mut book = AlertBook::new(0);
+        let (a, _) = book
+            .fire("web", "availability", Severity::Page, "burns".into(), 1)
+            .unwrap();
+        vec![a]
+    }
+
+    #[tokio::test]
+    async fn exec_sink_gets_the_payload_and_a_stuck_one_is_killed_in_time() {
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let dir = tempfile::tempdir().unwrap();
+        let got = dir.path().join("payload.json");
+        let record = Sink::Exec {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("cat > {}; echo $BULWARK_ALERT_STATUS >> {0}", got.display()),
+            ],
+            timeout: Duration::from_secs(10),
+        };
+        // Never reads its stdin and never ends; leaves a grandchild in its group.
+        let stuck = Sink::Exec {
+            command: vec!["sh".into(), "-c".into(), "sleep 100 & sleep 100".into()],
+            timeout: Duration::from_secs(1),
+        };
+        let began = std::time::Instant::now();
+        deliver(&[stuck, record], &client, "web".into(), one_alert()).await;
+        assert!(
+            began.elapsed() < Duration::from_secs(8),
+            "the stuck sink held delivery for {:?}",
+            began.elapsed()
+        );
+        let text = std::fs::read_to_string(&got).unwrap();
+        assert!(text.contains("\"group\":\"web\""), "{text}");
+        assert!(text.trim_end().ends_with("firing"), "{text}");
     }
 }

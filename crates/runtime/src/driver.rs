@@ -6,8 +6,7 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 
 use bus::Exit;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 /// What a replica is told about itself, substituted into `run` and set in its environment.
@@ -51,10 +50,11 @@ pub(crate) fn free_port() -> io::Result<u16> {
 /// Spawns one replica incarnation.
 ///
 /// The child leads a new process group (so stop and kill reach everything it started) and
-/// gets `PR_SET_PDEATHSIG = SIGKILL`, so a kill -9 of bulwark takes it down too. The death
-/// signal is tied to the spawning *thread*; replicas are spawned from runtime worker
-/// threads, which live as long as bulwark does.
-pub(crate) fn spawn(svc: &spec::Service, id: &Identity<'_>) -> io::Result<Child> {
+/// gets `PR_SET_PDEATHSIG = SIGKILL`, so a kill -9 of bulwark takes it down too. The spawn
+/// itself runs on the launcher's dedicated thread (`launch::spawn`): the death signal is
+/// tied to the spawning *thread*, and tokio retires its threads (after `block_in_place`,
+/// or 10 s idle in the blocking pool), which used to SIGKILL healthy replicas.
+pub(crate) async fn spawn(svc: &spec::Service, id: &Identity<'_>) -> io::Result<Child> {
     let argv: Vec<String> = svc.run.iter().map(|a| id.substitute(a)).collect();
     let (program, args) = argv
         .split_first()
@@ -65,14 +65,12 @@ pub(crate) fn spawn(svc: &spec::Service, id: &Identity<'_>) -> io::Result<Child>
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
     id.apply_env(&mut cmd);
     if let Some(cwd) = &svc.cwd {
         cmd.current_dir(cwd);
     }
-    set_parent_death_signal(&mut cmd);
-    cmd.spawn().map_err(|e| {
+    launch::spawn(cmd).await.map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot start {program:?} for service {}: {e}", id.service),
@@ -80,30 +78,10 @@ pub(crate) fn spawn(svc: &spec::Service, id: &Identity<'_>) -> io::Result<Child>
     })
 }
 
-#[allow(unsafe_code)]
-fn set_parent_death_signal(cmd: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-    // functions (prctl, getppid); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // bulwark may have died between fork and prctl; then nobody would kill us.
-            if libc::getppid() != parent {
-                return Err(io::Error::other(
-                    "bulwark exited while starting the replica",
-                ));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Sends `sig` to the process group led by `pid`. A group that is already gone is fine.
+/// Only while the leader is unreaped: see `launch::signal_group`.
 pub(crate) fn signal_group(pid: u32, sig: Signal) {
-    let _ = killpg(Pid::from_raw(pid as i32), sig);
+    launch::signal_group(pid, sig);
 }
 
 pub(crate) fn exit_of(status: ExitStatus) -> Exit {

@@ -1,8 +1,12 @@
 //! Bounded buffers of replica output, with live followers.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::broadcast;
@@ -58,7 +62,10 @@ impl Logs {
 
     fn push(&self, line: LogLine) {
         if self.echo {
-            println!("{}/{} | {}", self.service, line.replica, line.text);
+            echo(format!(
+                "{}/{} | {}\n",
+                self.service, line.replica, line.text
+            ));
         }
         let line = Arc::new(line);
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
@@ -150,6 +157,50 @@ impl Logs {
             stream,
             text,
         });
+    }
+}
+
+/// Lines waiting for the echo writer; beyond this, lines are dropped (and counted).
+const ECHO_QUEUE: usize = 4096;
+
+/// Echoed lines dropped because bulwark's stdout could not keep up (blocked, or gone).
+pub(crate) static ECHO_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// The one writer of bulwark's stdout: a thread fed by a bounded queue.
+///
+/// A replica's output pump must never wait on our stdout: a paused terminal or a full pipe
+/// would stall the runtime's workers and, through them, the replica's own pipe. So pumps
+/// `try_send` and drop the line when the queue is full. A stdout that is gone
+/// (`bulwark up | head`) gives EPIPE (bulwark ignores SIGPIPE, as Rust programs do): the
+/// line is counted as dropped, nothing panics, and the pumps keep draining the replicas.
+static ECHO: LazyLock<Option<SyncSender<String>>> = LazyLock::new(|| {
+    let (tx, rx) = sync_channel::<String>(ECHO_QUEUE);
+    std::thread::Builder::new()
+        .name("bulwark-stdout".into())
+        .spawn(move || {
+            let mut out = std::io::stdout();
+            for line in rx {
+                if out.write_all(line.as_bytes()).is_err() {
+                    ECHO_DROPPED.inc();
+                }
+            }
+        })
+        .ok()
+        .map(|_| tx)
+});
+
+/// Queues `line` for stdout, or drops and counts it; never blocks, never panics.
+fn echo(line: String) {
+    match &*ECHO {
+        Some(tx) => match tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                ECHO_DROPPED.inc();
+            }
+        },
+        None => {
+            ECHO_DROPPED.inc();
+        }
     }
 }
 

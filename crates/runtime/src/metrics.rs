@@ -61,6 +61,11 @@ impl Metrics {
             "Probe attempts by probe kind and result",
             m.probes.clone(),
         );
+        registry.register(
+            "bulwark_log_lines_dropped",
+            "Replica output lines not echoed to bulwark's stdout because it was blocked or closed (the lines are still kept for `bulwark logs`)",
+            crate::logs::ECHO_DROPPED.clone(),
+        );
         m
     }
 

@@ -2,7 +2,6 @@
 //! restarts; readiness drives balancer membership.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,7 +141,7 @@ async fn quick_start(p: &Probe, t: &Target) -> bool {
     let start = Instant::now();
     let mut at = Duration::ZERO;
     while at < p.period {
-        tokio::time::sleep_until(start + at).await;
+        sleep(at.saturating_sub(start.elapsed())).await;
         if check(&p.action, p.timeout.min(p.period), t).await.is_ok() {
             t.metrics.probe(&t.service.name, ProbeKind::Startup, true);
             return true;
@@ -150,7 +149,7 @@ async fn quick_start(p: &Probe, t: &Target) -> bool {
         at = if at.is_zero() {
             Duration::from_millis(25)
         } else {
-            at * 2
+            at.saturating_mul(2)
         };
     }
     false
@@ -163,7 +162,8 @@ async fn each_period<T>(
     t: &Target,
 ) -> T {
     sleep(p.initial_delay).await;
-    let mut tick = interval_at(Instant::now(), p.period);
+    // interval_at panics on a zero period; the spec forbids one, but stay safe.
+    let mut tick = interval_at(Instant::now(), p.period.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -183,7 +183,8 @@ async fn check(action: &ProbeAction, limit: Duration, t: &Target) -> Result<(), 
                 .map(drop)
                 .map_err(|e| format!("tcp connect to port {}: {e}", t.port)),
             ProbeAction::Http { path } => http_get(t.port, path).await,
-            ProbeAction::Exec { command } => exec(command, t).await,
+            // Keeps its own time: it must kill the command's whole group when it is over.
+            ProbeAction::Exec { command } => return exec(command, limit, t).await,
         }
     };
     match timeout(limit, attempt).await {
@@ -217,7 +218,13 @@ async fn http_get(port: u16, path: &str) -> Result<(), String> {
     }
 }
 
-async fn exec(command: &[String], t: &Target) -> Result<(), String> {
+/// Output kept from an exec probe, for the failure reason.
+const EXEC_CAPTURE: usize = 512;
+
+/// Runs the probe command through `launch::run_exec`: its own process group, killed whole
+/// when `limit` passes (and its leftovers killed when it exits), spawned from the
+/// launcher thread.
+async fn exec(command: &[String], limit: Duration, t: &Target) -> Result<(), String> {
     let id = Identity {
         service: &t.service.name,
         index: t.index,
@@ -229,26 +236,31 @@ async fn exec(command: &[String], t: &Target) -> Result<(), String> {
         return Err("empty exec probe".into());
     };
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .envs(&t.service.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    cmd.args(args).envs(&t.service.env);
     id.apply_env(&mut cmd);
     if let Some(cwd) = &t.service.cwd {
         cmd.current_dir(cwd);
     }
-    let status = cmd
-        .status()
+    let out = launch::run_exec(cmd, None, limit, EXEC_CAPTURE)
         .await
         .map_err(|e| format!("exec {program:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "exec {program:?}: {}",
-            crate::driver::exit_of(status)
-        ))
+    match out.status {
+        None => Err(format!("exec {program:?}: timed out after {limit:?}")),
+        Some(s) if s.success() => Ok(()),
+        Some(s) => {
+            let said = String::from_utf8_lossy(if out.stderr.is_empty() {
+                &out.stdout
+            } else {
+                &out.stderr
+            })
+            .trim()
+            .to_owned();
+            let exit = crate::driver::exit_of(s);
+            if said.is_empty() {
+                Err(format!("exec {program:?}: {exit}"))
+            } else {
+                Err(format!("exec {program:?}: {exit}: {said}"))
+            }
+        }
     }
 }

@@ -195,15 +195,18 @@ async fn incarnation(
 ) -> Outcome {
     let name = svc.name.as_str();
     tracker.started(Instant::now().into_std());
-    let spawned = driver::free_port().and_then(|port| {
-        let id = Identity {
-            service: name,
-            index,
-            port,
-            bulwark: &shared.bulwark,
-        };
-        driver::spawn(svc, &id).map(|child| (child, port))
-    });
+    let spawned = match driver::free_port() {
+        Ok(port) => {
+            let id = Identity {
+                service: name,
+                index,
+                port,
+                bulwark: &shared.bulwark,
+            };
+            driver::spawn(svc, &id).await.map(|child| (child, port))
+        }
+        Err(e) => Err(e),
+    };
     let (mut child, port) = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -255,10 +258,16 @@ async fn incarnation(
     });
     let _probes = AbortOnDrop(tokio::spawn(probe::run(target, tx)));
 
+    // Learns of the leader's exit without reaping it (see `reap`).
+    let exited = launch::exited(pid);
+    tokio::pin!(exited);
     let outcome = loop {
         tokio::select! {
-            status = child.wait() => {
-                let exit = status.map(exit_of).unwrap_or(Exit { code: None, signal: None });
+            watched = &mut exited => {
+                let exit = match watched {
+                    Ok(()) => reap(&mut child, pid).await,
+                    Err(e) => reap_unwatched(&mut child, pid, &e).await,
+                };
                 break Outcome::Ended(exit, format!("replica ended: {exit}"));
             }
             Some(report) = reports.recv() => match report {
@@ -302,8 +311,7 @@ async fn incarnation(
         }
     };
     drop(permit);
-    // The group may hold children the replica left behind.
-    signal_group(pid, Signal::SIGKILL);
+    // Every path above killed the group (children the replica left behind) before reaping.
     let (Outcome::Ended(exit, _) | Outcome::Requested(_, exit)) = &outcome;
     let exit = *exit;
     shared.update(name, index, |s| {
@@ -344,15 +352,16 @@ async fn stop(
         index,
         reason: reason.into(),
     });
-    let deadline = Instant::now() + svc.stop_grace;
+    let deadline = deadline_after(svc.stop_grace);
     if let Some(load) = drain {
         let _ = timeout_at(deadline, load.drained()).await;
     }
     signal_group(pid, svc.stop_signal);
     signal_group(pid, Signal::SIGCONT);
-    match timeout_at(deadline, child.wait()).await {
-        Ok(Ok(status)) => exit_of(status),
-        _ => {
+    match timeout_at(deadline, launch::exited(pid)).await {
+        Ok(Ok(())) => reap(child, pid).await,
+        Ok(Err(e)) => reap_unwatched(child, pid, &e).await,
+        Err(_) => {
             signal_group(pid, Signal::SIGKILL);
             tracing::warn!(service = name, index, pid, "stop grace expired; killed");
             shared.bus.publish(EventKind::ReplicaKilled {
@@ -360,12 +369,50 @@ async fn stop(
                 index,
                 pid,
             });
-            child.wait().await.map(exit_of).unwrap_or(Exit {
-                code: None,
-                signal: Some(Signal::SIGKILL as i32),
-            })
+            reap(child, pid).await
         }
     }
+}
+
+/// `now + d`, saturating: a huge (user-supplied) duration means "practically never"
+/// instead of an overflow panic.
+pub(crate) fn deadline_after(d: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// About 30 years, as tokio's own "far future".
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
+
+/// Kills what is left of the replica's process group, then reaps the leader.
+///
+/// The order is the point: the leader must be reaped only after its group is signalled.
+/// While the leader is an unreaped zombie its pid, and so its process-group id, cannot be
+/// given to another process; once reaped, a `killpg` on that id could hit an unrelated
+/// group that reused it. So we learn of the exit without reaping (`launch::exited`:
+/// `waitid(P_PID, pid, WEXITED | WNOWAIT)` on each SIGCHLD), kill the group, and only then
+/// let tokio reap the leader. The exit status is the leader's own: SIGKILL does nothing
+/// to a zombie.
+async fn reap(child: &mut Child, pid: u32) -> Exit {
+    signal_group(pid, Signal::SIGKILL);
+    child.wait().await.map(exit_of).unwrap_or(Exit {
+        code: None,
+        signal: None,
+    })
+}
+
+/// The fallback when the exit cannot be watched without reaping (no SIGCHLD stream):
+/// reap, then kill leftovers, accepting the small pid-reuse window.
+async fn reap_unwatched(child: &mut Child, pid: u32, e: &std::io::Error) -> Exit {
+    tracing::warn!(pid, error = %e, "cannot watch the replica without reaping it");
+    let exit = child.wait().await.map(exit_of).unwrap_or(Exit {
+        code: None,
+        signal: None,
+    });
+    signal_group(pid, Signal::SIGKILL);
+    exit
 }
 
 #[cfg(test)]
@@ -435,5 +482,23 @@ mod tests {
         );
         assert!(wants_restart(&s, EXIT1));
         assert!(wants_restart(&s, KILLED));
+    }
+
+    #[tokio::test]
+    async fn deadlines_from_huge_durations_saturate_instead_of_panicking() {
+        let now = Instant::now();
+        for d in [
+            std::time::Duration::MAX,
+            std::time::Duration::from_secs(u64::MAX / 2),
+            FAR_FUTURE * 2,
+        ] {
+            let at = deadline_after(d);
+            assert!(
+                at >= now + std::time::Duration::from_secs(86_400 * 365),
+                "{d:?}"
+            );
+        }
+        let short = deadline_after(std::time::Duration::from_secs(1));
+        assert!(short <= Instant::now() + std::time::Duration::from_secs(1));
     }
 }

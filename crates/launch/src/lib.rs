@@ -1,0 +1,30 @@
+//! Process launching for bulwark: every child process (replica, exec probe, exec alert
+//! sink) is spawned here.
+//!
+//! Why a crate of its own: `PR_SET_PDEATHSIG` fires when the *thread* that spawned a child
+//! exits, not when the process does. Tokio retires threads on its own schedule (a worker
+//! that enters `block_in_place` is replaced, an idle blocking-pool thread ends after 10 s),
+//! so a child spawned from whatever thread an async task happened to run on could be
+//! killed with SIGKILL at a random later moment. [`spawn`] hands every spawn to one
+//! dedicated thread that lives as long as the process, so the death signal means "bulwark
+//! died" and nothing else.
+//!
+//! Invariants:
+//! - every child leads its own process group and carries `PR_SET_PDEATHSIG = SIGKILL`;
+//! - no function here blocks a runtime worker: the spawn runs on the launcher thread and
+//!   callers await a reply;
+//! - a process group is signalled only while its leader is unreaped (alive or a zombie),
+//!   so its id cannot have been reused by an unrelated process ([`exited`] waits for an
+//!   exit without reaping);
+//! - [`reap_orphans`] reaps only zombies this crate did not spawn, so it never steals an
+//!   exit status from tokio.
+
+mod exec;
+mod reap;
+mod spawner;
+
+pub use exec::{ExecOutcome, run_exec};
+pub use reap::{
+    NofileLimit, become_subreaper, exited, raise_nofile_limit, reap_orphans, signal_group,
+};
+pub use spawner::spawn;
