@@ -138,6 +138,8 @@ impl Edge {
                     socket,
                     endpoints: self.supervisor.endpoints(&svc.name).context("endpoints")?,
                     connect_timeout: expose.timeouts.connect,
+                    max_connections: expose.limits.max_connections,
+                    idle: expose.timeouts.idle,
                     toxics: toxics_rx,
                     faults_enabled: self.hooks.faults_on.clone(),
                 };

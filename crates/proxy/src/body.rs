@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -7,7 +8,62 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 /// What we send upstream: a buffered (replayable) body, or the client's stream.
-pub(crate) type UpstreamBody = Either<Full<Bytes>, Incoming>;
+pub(crate) type UpstreamBody = Either<Full<Bytes>, Timed>;
+
+/// The client's streaming request body, cut off with an error at the request deadline,
+/// so a slow sender cannot hold a bulkhead permit and a replica connection past it.
+/// (One timer per streamed body; buffered bodies have none.)
+pub(crate) struct Timed {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Timed {
+    pub(crate) fn new(inner: Incoming, deadline: tokio::time::Instant) -> Self {
+        Timed {
+            inner,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+}
+
+/// The request deadline passed while the client's body was still arriving.
+#[derive(Debug)]
+pub(crate) struct BodyDeadline;
+
+impl std::fmt::Display for BodyDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body not received before the request deadline")
+    }
+}
+
+impl std::error::Error for BodyDeadline {}
+
+impl Body for Timed {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyDeadline.into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// What we send back: the replica's response streaming through, or our own answer.
 pub type ResponseBody = Either<Tracked, Full<Bytes>>;

@@ -18,7 +18,8 @@ use spec::{Balance, FaultAction, HashOn, RateKey, RouteMatch};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::body::{ResponseBody, Tracked, UpstreamBody};
+use crate::body::{ResponseBody, Timed, Tracked, UpstreamBody};
+use crate::conn::{Activity, Conn, Touching, after};
 use crate::metrics::ServiceMetrics;
 use crate::service::{Notice, Policy, TryResult};
 
@@ -98,14 +99,14 @@ impl Route {
     }
 
     /// Entry point for a request that arrived on this service's listener.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        conn: &Arc<Conn>,
     ) -> Result<Response<ResponseBody>, Reset> {
         let began = Instant::now();
         let inflight = InflightGuard::new(&self.metrics.inflight);
-        let (res, local) = self.entry(req, peer).await?;
+        let (res, local) = self.entry(req, conn, began).await?;
         drop(inflight);
         let status = res.status().as_u16();
         let duration = began.elapsed();
@@ -125,8 +126,10 @@ impl Route {
     async fn entry(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        conn: &Arc<Conn>,
+        began: Instant,
     ) -> Result<(Response<ResponseBody>, Option<LocalReason>), Reset> {
+        let peer = conn.peer;
         let policy = self.policy();
         let cfg = &policy.expose;
         if !cfg.faults.is_empty() && *self.hooks.faults_on.borrow() {
@@ -153,13 +156,15 @@ impl Route {
             }
         }
         if let (Some(rl), Some(spec_rl)) = (&policy.rate, &cfg.rate_limit) {
+            // Keyed with the limiter's own random seed: a client cannot choose values
+            // that share another client's bucket.
             let key = match &spec_rl.key {
                 RateKey::Service => 0,
-                RateKey::ClientAddress => policy::hash_key(&peer.ip()),
+                RateKey::ClientAddress => policy.rate_key(&peer.ip()),
                 RateKey::Header(h) => req
                     .headers()
                     .get(h.as_str())
-                    .map_or(0, |v| policy::hash_bytes(v.as_bytes())),
+                    .map_or(0, |v| policy.rate_key(v.as_bytes())),
             };
             let verdict = rl
                 .lock()
@@ -173,6 +178,21 @@ impl Route {
                 return Ok((res, Some(LocalReason::RateLimited)));
             }
         }
+        // The replayable body is read before a bulkhead permit is taken, within the
+        // request deadline: a client that stalls its body holds no shared capacity, and
+        // gets 408.
+        let deadline = after(began, cfg.timeouts.request);
+        let req = match read_body(req, cfg.retries.max_body, deadline).await {
+            Ok(req) => req,
+            Err((status, msg, version)) => {
+                let mut res = answer(status, &msg);
+                if version < http::Version::HTTP_2 {
+                    res.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return Ok((res, Some(LocalReason::BadRequest)));
+            }
+        };
         // Bulkhead: a bounded number in flight, a bounded queue, then fast 503s.
         let _permit = match policy.permits.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -211,7 +231,7 @@ impl Route {
         };
         let target = self.route_for(&policy, req.headers());
         let target = target.as_deref().unwrap_or(self);
-        Ok(target.forward(req, peer).await)
+        Ok(target.forward(req, conn, began).await)
     }
 
     /// `[[expose.routes]]`: header matches first, then weighted splits.
@@ -250,9 +270,11 @@ impl Route {
     /// Balancing, retries and hedging over this service's ready replicas.
     pub(crate) async fn forward(
         &self,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
+        mut req: Request<UpstreamBody>,
+        conn: &Arc<Conn>,
+        began: Instant,
     ) -> (Response<ResponseBody>, Option<LocalReason>) {
+        let peer = conn.peer;
         let policy = self.policy();
         let cfg = &policy.expose;
         let upstream = self
@@ -291,37 +313,16 @@ impl Route {
             }),
             _ => None,
         };
-        // A request is retried only if its body can be sent again: small bodies are
-        // buffered, larger ones stream through once.
-        let mut body = if body.is_end_stream() {
-            Some(Either::Left(Full::new(Bytes::new())))
-        } else if body
-            .size_hint()
-            .upper()
-            .is_some_and(|n| n <= cfg.retries.max_body as u64)
-        {
-            match Limited::new(body, cfg.retries.max_body).collect().await {
-                Ok(c) => Some(Either::Left(Full::new(c.to_bytes()))),
-                Err(e) => {
-                    return (
-                        answer(
-                            StatusCode::BAD_REQUEST,
-                            &format!("cannot read request body: {e}\n"),
-                        ),
-                        Some(LocalReason::BadRequest),
-                    );
-                }
-            }
-        } else {
-            Some(Either::Right(body))
-        };
+        // A request is retried only if its body can be sent again: small bodies were
+        // buffered on entry, larger ones stream through once.
+        let mut body = Some(body);
         let path = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let resendable = cfg.retries.all_methods || idempotent(&parts.method);
-        let deadline = Instant::now() + cfg.timeouts.request;
+        let deadline = after(began, cfg.timeouts.request);
         let attempts = if upgrade.is_some() {
             1
         } else {
@@ -447,7 +448,7 @@ impl Route {
                         && res.status() == StatusCode::SWITCHING_PROTOCOLS
                     {
                         let upstream_side = hyper::upgrade::on(&mut res);
-                        tokio::spawn(tunnel(client_side, upstream_side, guard));
+                        tokio::spawn(tunnel(client_side, upstream_side, guard, conn.clone()));
                         let (rp, _) = res.into_parts();
                         return (
                             Response::from_parts(rp, Either::Right(Full::new(Bytes::new()))),
@@ -522,13 +523,16 @@ impl Route {
         let base = policy.expose.retries.backoff;
         let backoff = policy::Backoff {
             initial: base,
-            max: base * 10,
+            max: base.saturating_mul(10),
             multiplier: 2.0,
             jitter: 0.5,
         };
         let wait =
             retry_after.unwrap_or_else(|| backoff.delay(attempt as u32, rand::random::<f64>()));
-        let until = Instant::now() + wait;
+        // A replica's `Retry-After` can be anything up to `u64::MAX` seconds.
+        let Some(until) = Instant::now().checked_add(wait) else {
+            return false;
+        };
         if until >= deadline {
             return false;
         }
@@ -680,17 +684,73 @@ fn clone_request(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
 }
 
 /// Copies bytes both ways between an upgraded client connection and the replica.
+///
+/// The client connection's [`Conn`] is kept for the tunnel's life (so is its listener's
+/// connection permit, inside the upgraded socket). The tunnel is closed after
+/// `timeouts.idle` without a byte either way, and when the listener closes what is left
+/// after its drain period.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     _guard: bus::LoadGuard,
+    conn: Arc<Conn>,
 ) {
     let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
         return;
     };
-    let mut c = hyper_util::rt::TokioIo::new(c);
+    let activity = Activity::new();
+    let mut c = Touching {
+        io: hyper_util::rt::TokioIo::new(c),
+        activity: &activity,
+    };
     let mut u = hyper_util::rt::TokioIo::new(u);
-    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+    let mut closing = conn.closing.clone();
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+        () = activity.idle_for(conn.idle) => {
+            tracing::debug!(peer = %conn.peer, "closing an idle tunnel");
+        }
+        () = async { let _ = closing.wait_for(|c| *c).await; } => {}
+    }
+}
+
+/// Reads a body of at most `max_body` bytes (by its declared length) whole, so that it
+/// can be sent again, by `deadline`; a larger one is left to stream, bounded by the same
+/// deadline. `Err`: the answer to send (and the request's version).
+async fn read_body(
+    req: Request<Incoming>,
+    max_body: usize,
+    deadline: Instant,
+) -> Result<Request<UpstreamBody>, (StatusCode, String, http::Version)> {
+    let (parts, body) = req.into_parts();
+    let body = if body.is_end_stream() {
+        Either::Left(Full::new(Bytes::new()))
+    } else if body
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= max_body as u64)
+    {
+        match tokio::time::timeout_at(deadline, Limited::new(body, max_body).collect()).await {
+            Ok(Ok(c)) => Either::Left(Full::new(c.to_bytes())),
+            Ok(Err(e)) => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read request body: {e}\n"),
+                    parts.version,
+                ));
+            }
+            Err(_) => {
+                return Err((
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body not received in time\n".into(),
+                    parts.version,
+                ));
+            }
+        }
+    } else {
+        Either::Right(Timed::new(body, deadline))
+    };
+    Ok(Request::from_parts(parts, body))
 }
 
 /// `X-Forwarded-For` (appended), `Forwarded` (RFC 7239) and a request id if missing.

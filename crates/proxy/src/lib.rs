@@ -15,6 +15,7 @@
 //! stream the response back; record the result for passive health.
 
 mod body;
+mod conn;
 mod forward;
 mod metrics;
 mod server;

@@ -2,6 +2,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bus::Endpoints;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -13,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::body::UpstreamBody;
+use crate::conn::{Conn, Counted, Watched, after};
 use crate::forward::{Hooks, Route};
 use crate::metrics::ProxyMetrics;
 use crate::service::Policy;
@@ -85,11 +88,42 @@ impl RouteHandle {
     }
 }
 
+/// Largest request head (request line and headers) accepted, HTTP/1 read buffer and
+/// HTTP/2 header list alike: 64 KiB (nginx allows 1 KiB + 4 × 8 KiB, HAProxy 16 KiB
+/// buffers; hyper's own default is ~400 KiB). Over it: 431, connection closed.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields in one HTTP/1 request (nginx and HAProxy: about 100). Over it: 431.
+pub const MAX_HEADERS: usize = 100;
+/// HTTP/2 streams open at once per connection (nginx `http2_max_concurrent_streams`: 128).
+/// Over it the client's new streams are refused (`REFUSED_STREAM`).
+pub const H2_MAX_STREAMS: u32 = 128;
+/// HTTP/2 keep-alive: a PING after this long without a frame from the client, and the
+/// connection is closed if no answer comes within [`H2_PING_TIMEOUT`]. Finds dead peers
+/// behind NATs long before `timeouts.idle` would (gRPC's minimum client interval is
+/// 10 s; hyper's default ping timeout is 20 s).
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// HTTP/2 rapid reset (CVE-2023-44487): streams reset by the client before we accepted
+/// them, at most this many pending at once (h2's default) before the connection is closed
+/// with `ENHANCE_YOUR_CALM`.
+pub const H2_MAX_PENDING_RESETS: usize = 20;
+/// HTTP/2 "MadeYouReset" (CVE-2025-8671): streams we had to reset for the client's
+/// protocol errors, per connection, before it is closed (h2's default).
+pub const H2_MAX_LOCAL_RESETS: usize = 1024;
+/// After the drain period, how long tunnels and connections still open get to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves `route` on `socket` until `shutdown` turns true, then stops accepting, lets
-/// requests in flight finish (up to `drain`), and returns.
+/// requests in flight (and upgraded tunnels) finish up to `drain`, closes what is left,
+/// and returns.
+///
+/// Per connection: the first request must begin within `timeouts.header_read` of the
+/// accept (also for HTTP/2, whose preface is read first); a later HTTP/1 request head has
+/// `header_read` from its first byte; with nothing in flight the connection is closed
+/// after `timeouts.idle`.
 ///
 /// # Cancel safety
-/// Not cancel safe: dropping the future drops open connections abruptly. Use `shutdown`.
+/// Not cancel safe: dropping the future closes open connections abruptly. Use `shutdown`.
 pub async fn serve(
     socket: TcpListener,
     route: RouteHandle,
@@ -97,20 +131,28 @@ pub async fn serve(
     drain: Duration,
 ) {
     let route = route.0;
-    let (max_conns, header_read) = {
-        let p = route.policy();
-        (
-            p.expose.limits.max_connections as usize,
-            p.expose.timeouts.header_read,
-        )
-    };
-    let conns = Arc::new(Semaphore::new(max_conns));
+    let max_conns = route.policy().expose.limits.max_connections;
+    let conns = Arc::new(Semaphore::new(max_conns as usize));
+    let (closing_tx, closing) = watch::channel(false);
     let mut server = auto::Builder::new(TokioExecutor::new());
     server
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read)
-        .keep_alive(true);
+        // Our own per-connection timer enforces `header_read` (hyper's would start the
+        // moment a keep-alive connection goes idle, overriding `timeouts.idle`).
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    server
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -131,21 +173,68 @@ pub async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                let (idle, header_read) = {
+                    let p = route.policy();
+                    (p.expose.timeouts.idle, p.expose.timeouts.header_read)
+                };
+                let conn = Arc::new(Conn::new(peer, idle, header_read, closing.clone(), permit));
+                let io = TokioIo::new(Watched::new(stream, conn.clone()));
                 let route = route.clone();
-                let svc = service_fn(move |req| {
+                let state = conn.clone();
+                let svc = service_fn(move |req: Request<Incoming>| {
                     let route = route.clone();
-                    async move { route.handle(req, peer).await }
+                    let conn = conn.clone();
+                    async move {
+                        let ticket = conn.begin(req.version() == http::Version::HTTP_2);
+                        let res = route.handle(req, &conn).await?;
+                        Ok::<_, crate::forward::Reset>(res.map(|b| Counted::new(b, ticket)))
+                    }
                 });
-                let conn = server.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    drop(permit);
-                });
+                let served = server.serve_connection_with_upgrades(io, svc).into_owned();
+                let served = graceful.watch(served);
+                tokio::spawn(watch_connection(served, state));
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         }
     }
     drop(socket);
-    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    // Every connection, tunnels included, holds a permit until it is closed.
+    let all = || conns.acquire_many(max_conns);
+    let drained = tokio::time::timeout(drain, async {
+        graceful.shutdown().await;
+        let _ = all().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(service = %route.service, "drain deadline passed, closing connections");
+    }
+    closing_tx.send_replace(true);
+    let _ = tokio::time::timeout(CLOSE_GRACE, all()).await;
+}
+
+/// Runs one connection until it ends, its deadline passes (see [`serve`]), or the
+/// listener closes what is left after draining.
+async fn watch_connection<F: std::future::Future>(served: F, conn: Arc<Conn>) {
+    let mut closing = conn.closing.clone();
+    tokio::pin!(served);
+    let timer = tokio::time::sleep_until(
+        conn.first_deadline()
+            .min(after(tokio::time::Instant::now(), conn.idle)),
+    );
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            _ = &mut served => return,
+            () = &mut timer => {
+                let Some(next) = conn.next_check(tokio::time::Instant::now()) else {
+                    tracing::debug!(peer = %conn.peer, "closing an idle client connection");
+                    conn.time_out();
+                    return;
+                };
+                timer.as_mut().reset(next);
+            }
+            // The `Ref` from `wait_for` is not `Send`: drop it inside the branch future.
+            () = async { let _ = closing.wait_for(|c| *c).await; } => return,
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! new `Policy` and swaps it in; requests in flight finish on the one they started with.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -24,6 +25,10 @@ pub(crate) struct Policy {
     pub waiting: AtomicU32,
     pub cursor: AtomicUsize,
     pub rate: Option<Mutex<KeyedBuckets<u64>>>,
+    /// Hashes rate-limit keys (header values, client addresses) with a seed drawn for
+    /// this limiter, so a client cannot pick values that collide with another client's
+    /// key (the stable hash is for the consistent-hash ring only).
+    rate_hasher: RandomState,
     pub state: Mutex<State>,
 }
 
@@ -114,6 +119,7 @@ impl Policy {
             waiting: AtomicU32::new(0),
             cursor: AtomicUsize::new(0),
             rate,
+            rate_hasher: RandomState::new(),
             state: Mutex::new(State {
                 version: u64::MAX,
                 replicas: HashMap::new(),
@@ -125,6 +131,11 @@ impl Policy {
             }),
             expose,
         }
+    }
+
+    /// The rate-limit bucket key of `value`.
+    pub fn rate_key<T: Hash + ?Sized>(&self, value: &T) -> u64 {
+        self.rate_hasher.hash_one(value)
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -398,4 +409,35 @@ pub(crate) fn authority_of(addr: SocketAddr) -> http::uri::Authority {
     // A socket address always formats as a valid authority.
     http::uri::Authority::try_from(addr.to_string())
         .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limited() -> Policy {
+        let mut e = Expose::new(([127, 0, 0, 1], 0).into());
+        e.rate_limit = Some(spec::RateLimit {
+            rate: 1.0,
+            burst: 1,
+            key: spec::RateKey::Header("x-user".into()),
+            max_keys: 16,
+        });
+        Policy::new(e, Instant::now())
+    }
+
+    #[test]
+    fn rate_limit_keys_are_seeded_per_limiter() {
+        let (a, b) = (limited(), limited());
+        let v: &[u8] = b"alice";
+        assert_eq!(a.rate_key(v), a.rate_key(v), "stable within one limiter");
+        assert_ne!(
+            a.rate_key(v),
+            b.rate_key(v),
+            "each limiter draws its own seed"
+        );
+        // Not the unkeyed stable hash a client could compute (and collide) offline.
+        assert_ne!(a.rate_key(v), policy::hash_bytes(v));
+        assert_ne!(b.rate_key(v), policy::hash_bytes(v));
+    }
 }

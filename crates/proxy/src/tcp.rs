@@ -4,12 +4,14 @@
 //! Life of a connection: accept → pick a ready replica (P2C over connections in flight) →
 //! connect within `connect_timeout`, on failure another untried replica (at most
 //! [`MAX_TRIES`]) → decide the toxics for this connection → copy both directions until
-//! both have ended (a half-close is passed on) → close. With no ready replica the client
-//! connection is closed at once.
+//! both have ended (a half-close is passed on), or until no byte passed either way for
+//! `timeouts.idle` → close. With no ready replica, or `limits.max_connections` already
+//! open, the client connection is closed at once.
 //!
 //! Invariants: a [`bus::LoadGuard`] on the chosen replica is held for the whole life of the
 //! proxied connection (the supervisor drains on it); toxics act only while the global kill
-//! switch reads `true`; no allocation per chunk beyond one buffer per direction.
+//! switch reads `true`; a direction holds a buffer only while data flows (an idle
+//! connection holds none), sized to what arrives (4 KiB, doubling up to 16 KiB).
 
 mod metrics;
 mod plan;
@@ -24,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::conn::Activity;
 pub use metrics::TcpMetrics;
 use metrics::{ConnResult, ServiceTcpMetrics};
 use plan::Plan;
@@ -40,6 +43,12 @@ pub struct TcpListener {
     pub endpoints: watch::Receiver<Arc<Endpoints>>,
     /// For each try to connect to a replica.
     pub connect_timeout: Duration,
+    /// `limits.max_connections`: client connections open at once; one over it is closed
+    /// at once (counted as `over_limit`).
+    pub max_connections: u32,
+    /// `timeouts.idle`: a connection with no byte either way for this long is closed
+    /// (counted as `idle`). Zero: never.
+    pub idle: Duration,
     /// Replaced on reload; applies to connections opened afterwards.
     pub toxics: watch::Receiver<Vec<spec::Toxic>>,
     /// Global kill switch: `false` turns every toxic off at once, including on open
@@ -52,6 +61,7 @@ struct Shared {
     metrics: ServiceTcpMetrics,
     endpoints: watch::Receiver<Arc<Endpoints>>,
     connect_timeout: Duration,
+    idle: Duration,
     toxics: watch::Receiver<Vec<spec::Toxic>>,
     faults: watch::Receiver<bool>,
 }
@@ -73,6 +83,8 @@ pub async fn serve_tcp(
         socket,
         endpoints,
         connect_timeout,
+        max_connections,
+        idle,
         toxics,
         faults_enabled,
     } = l;
@@ -80,10 +92,12 @@ pub async fn serve_tcp(
         metrics: metrics.for_service(&service),
         endpoints,
         connect_timeout,
+        idle,
         toxics,
         faults: faults_enabled,
     });
     let mut conns = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
     // Cancel safety of the branches: `accept`, `join_next` and `wait_for` are cancel safe,
     // so a branch that loses the race loses nothing.
     loop {
@@ -98,8 +112,17 @@ pub async fn serve_tcp(
                         continue;
                     }
                 };
+                // Over the connection limit: close at once rather than queue without bound.
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    shared.metrics.open().set(ConnResult::OverLimit);
+                    drop(client);
+                    continue;
+                };
                 let shared = shared.clone();
-                conns.spawn(async move { connection(&shared, client).await });
+                conns.spawn(async move {
+                    connection(&shared, client).await;
+                    drop(permit);
+                });
             }
             Some(joined) = conns.join_next() => {
                 if let Err(e) = joined {
@@ -213,6 +236,8 @@ enum End {
     Failed { reset: bool },
     /// `limit_data` or `timeout`: closed normally (FIN).
     ToxicClose,
+    /// No byte either way for `timeouts.idle`.
+    Idle,
     /// `reset_peer`: closed with RST.
     ToxicReset,
 }
@@ -225,14 +250,20 @@ async fn relay(
     plan: Plan,
 ) -> ConnResult {
     let opened = Instant::now();
+    let activity = Activity::new();
     let end = {
         let (client_rd, client_wr) = client.split();
         let (upstream_rd, upstream_wr) = upstream.split();
         let m = &shared.metrics;
-        let up = Pump::new(plan.up, shared.faults.clone(), &m.upstream_bytes)
+        let up = Pump::new(plan.up, shared.faults.clone(), &m.upstream_bytes, &activity)
             .run(client_rd, upstream_wr);
-        let down = Pump::new(plan.down, shared.faults.clone(), &m.downstream_bytes)
-            .run(upstream_rd, client_wr);
+        let down = Pump::new(
+            plan.down,
+            shared.faults.clone(),
+            &m.downstream_bytes,
+            &activity,
+        )
+        .run(upstream_rd, client_wr);
         let (mut f_reset, mut f_close) = (shared.faults.clone(), shared.faults.clone());
         // # Cancel safety
         // When a toxic timer wins, the copy futures are dropped with bytes possibly read
@@ -248,6 +279,7 @@ async fn relay(
             },
             () = toxic_timer(plan.reset, opened, &mut f_reset) => End::ToxicReset,
             () = toxic_timer(plan.close, opened, &mut f_close) => End::ToxicClose,
+            () = activity.idle_for(shared.idle) => End::Idle,
         }
     };
     match end {
@@ -260,6 +292,7 @@ async fn relay(
             ConnResult::Error
         }
         End::ToxicClose => ConnResult::Toxic,
+        End::Idle => ConnResult::Idle,
         End::ToxicReset => {
             // SO_LINGER 0: closing sends RST and discards unsent data.
             let _ = client.set_zero_linger();
@@ -280,7 +313,7 @@ async fn toxic_timer(after: Option<Duration>, opened: Instant, faults: &mut watc
     let Some(after) = after else {
         return std::future::pending().await;
     };
-    tokio::time::sleep_until(opened + after).await;
+    tokio::time::sleep_until(crate::conn::after(opened, after)).await;
     faults_on(faults).await;
 }
 

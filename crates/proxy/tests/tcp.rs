@@ -82,6 +82,16 @@ async fn start(ready: &[Endpoint], toxics: Vec<Toxic>) -> Proxy {
 }
 
 async fn start_with_drain(ready: &[Endpoint], toxics: Vec<Toxic>, drain: Duration) -> Proxy {
+    start_with_limits(ready, toxics, drain, 10_000, Duration::from_secs(60)).await
+}
+
+async fn start_with_limits(
+    ready: &[Endpoint],
+    toxics: Vec<Toxic>,
+    drain: Duration,
+    max_connections: u32,
+    idle: Duration,
+) -> Proxy {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let (endpoints, endpoints_rx) = watch::channel(snapshot(1, ready));
@@ -95,6 +105,8 @@ async fn start_with_drain(ready: &[Endpoint], toxics: Vec<Toxic>, drain: Duratio
         socket,
         endpoints: endpoints_rx,
         connect_timeout: ms(500),
+        max_connections,
+        idle,
         toxics: toxics_rx,
         faults_enabled: faults_rx,
     };
@@ -657,4 +669,71 @@ async fn drain_deadline_closes_what_is_left() {
         "bulwark_tcp_connections_total{service=\"svc\",result=\"aborted\"} 1",
     );
     assert_metric(&text, "bulwark_tcp_active_connections{service=\"svc\"} 0");
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_at_once() {
+    let ep = endpoint(0, replica("r0").await);
+    let p = start_with_limits(std::slice::from_ref(&ep), vec![], DEADLINE, 2, DEADLINE).await;
+    let mut a = p.connect().await;
+    let mut b = p.connect().await;
+    assert_eq!(banner(&mut a).await, "r0");
+    assert_eq!(banner(&mut b).await, "r0");
+    let mut over = p.connect().await;
+    let t = Instant::now();
+    // Closed without a banner (end of stream or reset).
+    let mut buf = [0u8; 16];
+    let r = timeout(DEADLINE, over.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    assert!(t.elapsed() < ms(1000));
+    round_trip(&mut a, b"still fine\n").await;
+    // A slot frees when a connection ends.
+    drop(a);
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut c = p.connect().await;
+        let mut b1 = [0u8; 3];
+        if let Ok(Ok(3)) = timeout(DEADLINE, c.read_exact(&mut b1)).await {
+            ok = &b1 == b"r0\n";
+            break;
+        }
+        tokio::time::sleep(ms(50)).await;
+    }
+    assert!(ok, "the slot was not released");
+    drop(b);
+    let text = p.stop().await;
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("bulwark_tcp_connections_total{service=\"svc\",result=\"over_limit\"}")
+            && !l.ends_with(" 0")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_and_an_active_one_is_not() {
+    let ep = endpoint(0, replica("r0").await);
+    let p = start_with_limits(std::slice::from_ref(&ep), vec![], DEADLINE, 100, ms(600)).await;
+    let mut active = p.connect().await;
+    let mut idle = p.connect().await;
+    assert_eq!(banner(&mut active).await, "r0");
+    assert_eq!(banner(&mut idle).await, "r0");
+    let t = Instant::now();
+    for _ in 0..8 {
+        round_trip(&mut active, b"ping\n").await;
+        tokio::time::sleep(ms(200)).await;
+    }
+    assert!(t.elapsed() >= ms(1500));
+    round_trip(&mut active, b"ping\n").await;
+    assert!(matches!(end_of(&mut idle).await, Ok(0) | Err(_)));
+    let t = Instant::now();
+    assert!(matches!(end_of(&mut active).await, Ok(0) | Err(_)));
+    assert!(t.elapsed() >= ms(450), "{:?}", t.elapsed());
+    let text = p.stop().await;
+    assert_metric(
+        &text,
+        "bulwark_tcp_connections_total{service=\"svc\",result=\"idle\"} 2",
+    );
 }

@@ -36,16 +36,22 @@ pub(crate) enum ConnResult {
     Toxic,
     /// Still open when the drain deadline passed at shutdown.
     Aborted,
+    /// No byte either way for `timeouts.idle`.
+    Idle,
+    /// Closed at once: `limits.max_connections` were already open.
+    OverLimit,
 }
 
 impl ConnResult {
-    const ALL: [ConnResult; 6] = [
+    const ALL: [ConnResult; 8] = [
         ConnResult::Ok,
         ConnResult::Error,
         ConnResult::NoReplica,
         ConnResult::ConnectFailed,
         ConnResult::Toxic,
         ConnResult::Aborted,
+        ConnResult::Idle,
+        ConnResult::OverLimit,
     ];
 
     fn label(self) -> &'static str {
@@ -56,6 +62,8 @@ impl ConnResult {
             ConnResult::ConnectFailed => "connect_failed",
             ConnResult::Toxic => "toxic",
             ConnResult::Aborted => "aborted",
+            ConnResult::Idle => "idle",
+            ConnResult::OverLimit => "over_limit",
         }
     }
 }
@@ -63,7 +71,8 @@ impl ConnResult {
 /// The TCP proxy's metric families:
 ///
 /// - `bulwark_tcp_connections_total{service,result}`: client connections by how they ended
-///   (`ok`, `error`, `no_replica`, `connect_failed`, `toxic`, `aborted`);
+///   (`ok`, `error`, `no_replica`, `connect_failed`, `toxic`, `aborted`, `idle`,
+///   `over_limit`);
 /// - `bulwark_tcp_bytes_total{service,direction}`: bytes relayed, `upstream` (client to
 ///   replica) and `downstream`;
 /// - `bulwark_tcp_active_connections{service}`: client connections open now.
@@ -139,7 +148,7 @@ impl TcpMetrics {
 #[derive(Debug)]
 pub(crate) struct ServiceTcpMetrics {
     /// Indexed by `ConnResult as usize` (same order as [`ConnResult::ALL`]).
-    results: [Counter; 6],
+    results: [Counter; 8],
     pub upstream_bytes: Counter,
     pub downstream_bytes: Counter,
     pub active: Gauge,

@@ -5,15 +5,18 @@ use std::io;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::ReadHalf;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::plan::Flow;
+use crate::conn::{Activity, after};
 
-/// Bytes read at once per direction; the buffer is allocated once per direction and
-/// reused for every chunk.
+/// Most bytes read at once per direction.
 pub(crate) const BUF_SIZE: usize = 16 * 1024;
+/// The first buffer of a burst; it doubles (up to [`BUF_SIZE`]) while reads fill it.
+const MIN_BUF: usize = 4 * 1024;
 
 /// Why a direction stopped the whole connection (a direction that reaches end of stream
 /// returns `Ok` instead and lets the other direction go on: half-close).
@@ -27,7 +30,10 @@ pub(crate) enum Stop {
 
 /// Copies one direction.
 ///
-/// Invariants: at most [`BUF_SIZE`] bytes are held; every byte written to `dst` is counted
+/// Invariants: at most [`BUF_SIZE`] bytes are held, and none while the source has nothing
+/// to read: the buffer is allocated (never zeroed) when the socket turns readable, sized
+/// to the last burst, and freed once a read leaves it partly empty (the socket is
+/// drained); every read and write touches `activity`; every byte written to `dst` is counted
 /// in `bytes`; a toxic acts only while `faults` reads `true` (checked per chunk, and every
 /// toxic wait ends early when it turns `false`).
 ///
@@ -38,6 +44,7 @@ pub(crate) struct Pump<'a> {
     pub flow: Flow,
     pub faults: watch::Receiver<bool>,
     pub bytes: &'a Counter,
+    activity: &'a Activity,
     /// Bytes passed on so far (for `limit_data`).
     passed: u64,
     /// Bandwidth pacing: when the bytes sent so far have been paid for at `rate`.
@@ -45,11 +52,17 @@ pub(crate) struct Pump<'a> {
 }
 
 impl<'a> Pump<'a> {
-    pub fn new(flow: Flow, faults: watch::Receiver<bool>, bytes: &'a Counter) -> Self {
+    pub fn new(
+        flow: Flow,
+        faults: watch::Receiver<bool>,
+        bytes: &'a Counter,
+        activity: &'a Activity,
+    ) -> Self {
         Pump {
             flow,
             faults,
             bytes,
+            activity,
             passed: 0,
             paid_until: Instant::now(),
         }
@@ -63,13 +76,30 @@ impl<'a> Pump<'a> {
     /// only to close both sockets.
     pub async fn run(
         mut self,
-        mut src: impl AsyncRead + Unpin,
+        src: ReadHalf<'_>,
         mut dst: impl AsyncWrite + Unpin,
     ) -> Result<(), Stop> {
-        let mut buf = vec![0u8; BUF_SIZE];
+        let mut buf: Vec<u8> = Vec::new();
+        let mut size = MIN_BUF;
         let toxic = self.flow.any();
         loop {
-            let n = src.read(&mut buf).await.map_err(Stop::Io)?;
+            if buf.capacity() == 0 {
+                src.readable().await.map_err(Stop::Io)?;
+                buf.reserve_exact(size);
+            }
+            buf.clear();
+            let n = match src.try_read_buf(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A spurious wake-up: wait again, without the buffer.
+                    buf = Vec::new();
+                    continue;
+                }
+                Err(e) => return Err(Stop::Io(e)),
+            };
+            if n == buf.capacity() {
+                size = (size * 2).min(BUF_SIZE);
+            }
             if n == 0 {
                 if let Some(delay) = self.flow.slow_close
                     && self.on()
@@ -80,9 +110,14 @@ impl<'a> Pump<'a> {
                 let _ = dst.shutdown().await;
                 return Ok(());
             }
+            self.activity.touch();
             if !toxic {
                 dst.write_all(&buf[..n]).await.map_err(Stop::Io)?;
+                self.activity.touch();
                 self.bytes.inc_by(n as u64);
+                if n < buf.capacity() {
+                    buf = Vec::new();
+                }
                 continue;
             }
             if self.on() {
@@ -108,6 +143,9 @@ impl<'a> Pump<'a> {
             self.emit(&mut dst, &buf[..len]).await?;
             if limited {
                 return Err(Stop::Limit);
+            }
+            if n < buf.capacity() {
+                buf = Vec::new();
             }
         }
     }
@@ -139,6 +177,7 @@ impl<'a> Pump<'a> {
             }
             first = false;
             dst.write_all(&data[..n]).await.map_err(Stop::Io)?;
+            self.activity.touch();
             self.bytes.inc_by(n as u64);
             self.passed = self.passed.saturating_add(n as u64);
             data = &data[n..];
@@ -150,7 +189,7 @@ impl<'a> Pump<'a> {
     /// Idle time earns no credit.
     async fn pay(&mut self, rate: u64, n: usize) {
         let cost = Duration::from_secs_f64(n as f64 / rate as f64);
-        self.paid_until = self.paid_until.max(Instant::now()) + cost;
+        self.paid_until = after(self.paid_until.max(Instant::now()), cost);
         self.wait_until(self.paid_until).await;
     }
 
@@ -160,7 +199,7 @@ impl<'a> Pump<'a> {
     }
 
     async fn wait(&mut self, d: Duration) {
-        self.wait_until(Instant::now() + d).await;
+        self.wait_until(after(Instant::now(), d)).await;
     }
 
     /// Sleeps until `deadline`, or until the kill switch turns toxics off.

@@ -1,0 +1,207 @@
+//! Hardening of the proxy against hostile clients and replicas, through the real binary:
+//! the limits and timeouts of a stack file reach the HTTP and TCP listeners.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// Reads until the peer closes (end of stream or reset); `false` if it stays open.
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Reads one response head (and its `Content-Length` body) on a keep-alive connection.
+fn response(s: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut b).expect("a response in time");
+        assert!(n > 0, "closed before a response: {buf:?}");
+        buf.extend_from_slice(&b[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut have = buf.len() - end;
+    while have < len {
+        let n = s.read(&mut b).expect("a body in time");
+        assert!(n > 0, "closed in the body");
+        have += n;
+    }
+    (status, head)
+}
+
+fn web(port: u16) -> String {
+    format!(
+        r#"
+[services.web]
+run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
+replicas = 1
+[services.web.readiness]
+http = "/ready"
+period = "200ms"
+[services.web.expose]
+listen = "127.0.0.1:{port}"
+[services.web.expose.timeouts]
+header_read = "500ms"
+idle = "1s"
+request = "1500ms"
+[services.web.expose.limits]
+max_inflight = 4
+[services.web.expose.retries]
+on = ["gateway-error"]
+"#
+    )
+}
+
+#[test]
+fn http_listener_enforces_deadlines_and_limits_from_the_stack_file() {
+    let port = free_port();
+    let stack = Stack::start(&web(port));
+    stack.wait_ready("web", 1);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // Connections that send nothing are closed at `header_read`.
+    let mut silent: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
+    for s in &mut silent {
+        assert!(closed(s), "a silent connection stayed open");
+    }
+
+    // An idle keep-alive connection is closed after `idle`.
+    let mut c = connect(addr);
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(response(&mut c).0, 200);
+    let t = Instant::now();
+    assert!(closed(&mut c), "idle keep-alive connection stayed open");
+    assert!(
+        t.elapsed() >= ms(800),
+        "closed before `idle`: {:?}",
+        t.elapsed()
+    );
+
+    // Stalled bodies get 408 and leave the in-flight slots to others.
+    let mut stalled: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = connect(addr);
+            s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(ms(200));
+    for _ in 0..10 {
+        assert_eq!(get(addr, "/").0, 200, "a well-behaved client was refused");
+    }
+    for s in &mut stalled {
+        let (status, head) = response(s);
+        assert_eq!(status, 408, "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+    }
+
+    // Oversized request heads get 431.
+    let big = "a".repeat(70 * 1024);
+    let mut c = connect(addr);
+    // The proxy may answer and close before it has read it all.
+    let _ = c.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    assert_eq!(response(&mut c).0, 431);
+
+    // A replica's absurd `Retry-After` does not break the proxy.
+    let rport = stack.service("web")["replicas"][0]["port"]
+        .as_u64()
+        .unwrap();
+    let replica: SocketAddr = format!("127.0.0.1:{rport}").parse().unwrap();
+    let (status, body) = get(
+        replica,
+        "/fault/status?code=503&retry_after=18446744073709551615",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(addr, "/").0, 503);
+    assert_eq!(get(replica, "/fault/reset").0, 200);
+    assert_eq!(get(addr, "/").0, 200);
+}
+
+#[test]
+fn tcp_listener_enforces_max_connections_and_idle_from_the_stack_file() {
+    let port = free_port();
+    let stack = Stack::start(&format!(
+        r#"
+[services.echo]
+run = ["{{bulwark}}", "demo", "--port", "{{port}}", "--tcp"]
+replicas = 1
+[services.echo.expose]
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+[services.echo.expose.timeouts]
+idle = "1s"
+[services.echo.expose.limits]
+max_connections = 2
+"#
+    ));
+    stack.wait_ready("echo", 1);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let banner = |s: &TcpStream| {
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "closed before the banner");
+    };
+    let active = connect(addr);
+    banner(&active);
+    let mut idle = connect(addr);
+    banner(&idle);
+    // Over the limit: closed at once.
+    let mut over = connect(addr);
+    let t = Instant::now();
+    assert!(closed(&mut over), "a connection over the limit stayed open");
+    assert!(t.elapsed() < ms(1000), "{:?}", t.elapsed());
+    // Keep one busy for well over `idle`; the other goes quiet.
+    let mut r = BufReader::new(active.try_clone().unwrap());
+    let mut w = active;
+    let t = Instant::now();
+    while t.elapsed() < ms(2000) {
+        writeln!(w, "ping").unwrap();
+        let mut echo = String::new();
+        r.read_line(&mut echo).unwrap();
+        assert_eq!(echo, "ping\n");
+        std::thread::sleep(ms(200));
+    }
+    assert!(closed(&mut idle), "idle connection stayed open");
+    writeln!(w, "still here").unwrap();
+    let mut echo = String::new();
+    r.read_line(&mut echo).unwrap();
+    assert_eq!(echo, "still here\n");
+}

@@ -1,0 +1,449 @@
+//! Hostile and careless clients against the HTTP listener, over real sockets on
+//! 127.0.0.1 with `demo` replicas: connections that send nothing, idle keep-alive
+//! connections, stalled request bodies, oversized heads, upgraded tunnels, and replicas
+//! with absurd `Retry-After` values.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bus::{Endpoint, Endpoints, Load};
+use prometheus_client::registry::Registry;
+use proxy::{Hooks, ProxyMetrics, RouteHandle, serve};
+use spec::Expose;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// Generous bound for anything that should happen promptly.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+async fn replica() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let cfg = demo::Config {
+        name: "r0".into(),
+        ..demo::Config::new(addr)
+    };
+    tokio::spawn(demo::serve(l, cfg));
+    addr
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    replica: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    _endpoints: watch::Sender<Arc<Endpoints>>,
+    _faults: watch::Sender<bool>,
+}
+
+/// A proxy in front of one demo replica, with `tune` applied to the default config.
+async fn start(drain: Duration, tune: impl FnOnce(&mut Expose)) -> Proxy {
+    let replica = replica().await;
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let mut expose = Expose::new(addr);
+    tune(&mut expose);
+    let ep = Endpoint {
+        replica: 0,
+        addr: replica,
+        ready_since: std::time::Instant::now(),
+        load: Arc::new(Load::default()),
+    };
+    let (endpoints, endpoints_rx) = watch::channel(Arc::new(Endpoints {
+        version: 1,
+        ready: vec![ep],
+    }));
+    let (faults, faults_rx) = watch::channel(true);
+    let hooks = Arc::new(Hooks {
+        bus: None,
+        faults_on: faults_rx,
+        restart: None,
+        mesh: RwLock::new(HashMap::new()),
+    });
+    let mut registry = Registry::default();
+    let metrics = ProxyMetrics::register(&mut registry);
+    let route = RouteHandle::new("svc", expose, endpoints_rx, &metrics, None, hooks);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let task = tokio::spawn(serve(socket, route, shutdown_rx, drain));
+    Proxy {
+        addr,
+        replica,
+        shutdown,
+        task,
+        _endpoints: endpoints,
+        _faults: faults,
+    }
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads one response head and a `Content-Length` body; returns (status, head, body).
+async fn response(s: &mut TcpStream) -> (u16, String, String) {
+    timeout(DEADLINE, async {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut b).await.expect("read a response");
+            assert!(n > 0, "closed before a response: {buf:?}");
+            buf.extend_from_slice(&b[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let status = head[9..12].parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = buf[end..].to_vec();
+        while body.len() < len {
+            let n = s.read(&mut b).await.expect("read a body");
+            assert!(n > 0, "closed in the body");
+            body.extend_from_slice(&b[..n]);
+        }
+        (status, head, String::from_utf8_lossy(&body).to_string())
+    })
+    .await
+    .expect("a response in time")
+}
+
+/// Sends a GET and reads the answer on `s`.
+async fn get(s: &mut TcpStream, path: &str) -> (u16, String, String) {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    response(s).await
+}
+
+/// Waits until the peer closes `s` (end of stream or a reset), ignoring data before it.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut b = [0u8; 1024];
+    timeout(limit, async {
+        loop {
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn connections_that_send_nothing_are_closed_at_the_header_deadline() {
+    let p = start(DEADLINE, |e| {
+        e.timeouts.header_read = ms(500);
+        e.timeouts.idle = Duration::from_secs(60);
+    })
+    .await;
+    let t = Instant::now();
+    let mut conns = Vec::new();
+    for _ in 0..50 {
+        conns.push(connect(p.addr).await);
+    }
+    for c in &mut conns {
+        assert!(
+            closed_within(c, DEADLINE).await,
+            "a silent connection stayed open"
+        );
+    }
+    assert!(
+        t.elapsed() >= ms(400),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
+    // The listener still serves.
+    let mut c = connect(p.addr).await;
+    assert_eq!(get(&mut c, "/").await.0, 200);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    // `header_read` is long: only `idle` can close this connection in time.
+    let p = start(DEADLINE, |e| {
+        e.timeouts.header_read = Duration::from_secs(30);
+        e.timeouts.idle = ms(700);
+    })
+    .await;
+    let mut c = connect(p.addr).await;
+    assert_eq!(get(&mut c, "/").await.0, 200);
+    // Activity resets the idle clock.
+    tokio::time::sleep(ms(400)).await;
+    assert_eq!(get(&mut c, "/").await.0, 200);
+    let t = Instant::now();
+    assert!(
+        closed_within(&mut c, DEADLINE).await,
+        "idle connection stayed open"
+    );
+    assert!(
+        t.elapsed() >= ms(550),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_started_request_head_gets_the_header_deadline_not_the_idle_one() {
+    let p = start(DEADLINE, |e| {
+        e.timeouts.header_read = ms(500);
+        e.timeouts.idle = Duration::from_secs(60);
+    })
+    .await;
+    let mut c = connect(p.addr).await;
+    assert_eq!(get(&mut c, "/").await.0, 200);
+    // Slowloris on the second request of a keep-alive connection.
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    assert!(
+        closed_within(&mut c, DEADLINE).await,
+        "partial head kept open"
+    );
+}
+
+#[tokio::test]
+async fn a_request_in_flight_is_not_closed_by_the_idle_timeout() {
+    let p = start(DEADLINE, |e| {
+        e.timeouts.header_read = ms(300);
+        e.timeouts.idle = ms(300);
+    })
+    .await;
+    // Make the replica slow (directly, not through the proxy).
+    let mut r = connect(p.replica).await;
+    assert_eq!(get(&mut r, "/fault/slow?ms=1500").await.0, 200);
+    let mut c = connect(p.addr).await;
+    let t = Instant::now();
+    let (status, _, body) = get(&mut c, "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(t.elapsed() >= ms(1400), "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn stalled_request_bodies_get_408_and_hold_no_shared_capacity() {
+    let p = start(DEADLINE, |e| {
+        e.limits.max_inflight = 8;
+        e.timeouts.request = ms(1500);
+    })
+    .await;
+    let t = Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..50 {
+        let mut c = connect(p.addr).await;
+        c.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+            .await
+            .unwrap();
+        stalled.push(c);
+    }
+    // Let the stalled requests reach the proxy's handler.
+    tokio::time::sleep(ms(200)).await;
+    let mut good = connect(p.addr).await;
+    for _ in 0..20 {
+        let (status, _, body) = get(&mut good, "/").await;
+        assert_eq!(status, 200, "a well-behaved client was refused: {body}");
+    }
+    assert!(
+        t.elapsed() < ms(1500),
+        "the good requests waited for the stalled ones"
+    );
+    for c in &mut stalled {
+        let (status, head, _) = response(c).await;
+        assert_eq!(status, 408);
+        assert!(
+            head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        assert!(closed_within(c, DEADLINE).await);
+    }
+    assert!(t.elapsed() < ms(1500) + DEADLINE);
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_bounded_by_the_request_deadline() {
+    let p = start(DEADLINE, |e| {
+        e.limits.max_inflight = 1;
+        e.limits.queue = 0;
+        e.retries.max_body = 16;
+        e.timeouts.request = ms(800);
+    })
+    .await;
+    let t = Instant::now();
+    let mut c = connect(p.addr).await;
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    // The echo may start streaming back; it must end, not hang with the body.
+    assert!(
+        closed_within(&mut c, DEADLINE).await,
+        "stalled stream kept open"
+    );
+    assert!(t.elapsed() >= ms(700), "{:?}", t.elapsed());
+    // The only in-flight slot is free again.
+    let mut good = connect(p.addr).await;
+    assert_eq!(get(&mut good, "/").await.0, 200);
+}
+
+#[tokio::test]
+async fn oversized_request_heads_get_431() {
+    let p = start(DEADLINE, |_| {}).await;
+    let mut c = connect(p.addr).await;
+    let big = "a".repeat(70 * 1024);
+    let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    // The proxy may answer and close before it has read everything.
+    let _ = c.write_all(req.as_bytes()).await;
+    assert_eq!(response(&mut c).await.0, 431);
+
+    let mut c = connect(p.addr).await;
+    let mut req = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..150 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    let _ = c.write_all(req.as_bytes()).await;
+    assert_eq!(response(&mut c).await.0, 431);
+
+    // Within the limits: fine.
+    let mut c = connect(p.addr).await;
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(30 * 1024)
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(response(&mut c).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_huge_retry_after_from_a_replica_does_not_break_the_proxy() {
+    let p = start(DEADLINE, |e| {
+        e.retries.on.gateway_error = true;
+    })
+    .await;
+    let mut r = connect(p.replica).await;
+    let (status, _, body) = get(
+        &mut r,
+        "/fault/status?code=503&retry_after=18446744073709551615",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut c = connect(p.addr).await;
+    let (status, head, _) = get(&mut c, "/").await;
+    assert_eq!(status, 503, "{head}");
+    // Heal the replica: the same connection and new ones work.
+    assert_eq!(get(&mut r, "/fault/reset").await.0, 200);
+    assert_eq!(get(&mut c, "/").await.0, 200);
+    let mut c2 = connect(p.addr).await;
+    assert_eq!(get(&mut c2, "/").await.0, 200);
+}
+
+/// Opens a WebSocket tunnel to the demo's `/ws` through the proxy.
+async fn websocket(addr: SocketAddr) -> TcpStream {
+    let mut c = connect(addr).await;
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (status, head, _) = response(&mut c).await;
+    assert_eq!(status, 101, "{head}");
+    c
+}
+
+/// Sends a short text message (masked with a zero key) and reads its echo.
+async fn ws_echo(c: &mut TcpStream, msg: &[u8]) {
+    let mut frame = vec![0x81, 0x80 | msg.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(msg);
+    c.write_all(&frame).await.unwrap();
+    let mut back = vec![0u8; 2 + msg.len()];
+    timeout(DEADLINE, c.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(&back[2..], msg);
+}
+
+#[tokio::test]
+async fn a_tunnel_keeps_its_connection_slot() {
+    let p = start(DEADLINE, |e| e.limits.max_connections = 1).await;
+    let mut ws = websocket(p.addr).await;
+    ws_echo(&mut ws, b"hi").await;
+    // The only slot is the tunnel's: another connection is closed at once.
+    let mut other = connect(p.addr).await;
+    let _ = other.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(closed_within(&mut other, DEADLINE).await);
+    ws_echo(&mut ws, b"still here").await;
+    drop(ws);
+    // Once the tunnel is gone, the slot is free.
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut c = connect(p.addr).await;
+        let _ = c
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut buf = Vec::new();
+        let _ = timeout(DEADLINE, c.read_to_end(&mut buf)).await;
+        if buf.starts_with(b"HTTP/1.1 200") {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(ms(50)).await;
+    }
+    assert!(ok, "the slot was not released with the tunnel");
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_and_an_active_one_is_not() {
+    let p = start(DEADLINE, |e| e.timeouts.idle = ms(600)).await;
+    let mut active = websocket(p.addr).await;
+    let mut idle = websocket(p.addr).await;
+    let t = Instant::now();
+    // Messages every 200 ms keep the first tunnel open for well over `idle`.
+    for _ in 0..8 {
+        ws_echo(&mut active, b"ping").await;
+        tokio::time::sleep(ms(200)).await;
+    }
+    assert!(t.elapsed() >= ms(1500));
+    ws_echo(&mut active, b"ping").await;
+    assert!(closed_within(&mut idle, DEADLINE).await, "idle tunnel open");
+    assert!(
+        closed_within(&mut active, DEADLINE).await,
+        "idle tunnel open"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_tunnels_after_the_drain_period() {
+    let p = start(ms(500), |_| {}).await;
+    let mut ws = websocket(p.addr).await;
+    ws_echo(&mut ws, b"hi").await;
+    let t = Instant::now();
+    p.shutdown.send(true).unwrap();
+    // Within the drain period the tunnel still works.
+    tokio::time::sleep(ms(200)).await;
+    ws_echo(&mut ws, b"draining").await;
+    assert!(
+        closed_within(&mut ws, DEADLINE).await,
+        "tunnel outlived shutdown"
+    );
+    assert!(t.elapsed() >= ms(450), "{:?}", t.elapsed());
+    timeout(DEADLINE, p.task)
+        .await
+        .expect("serve returns")
+        .unwrap();
+}
