@@ -8,6 +8,34 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
     pub services: Vec<Service>,
+    /// Whether the journal can write (absent from older bulwarks).
+    #[serde(default)]
+    pub journal: Option<Journal>,
+}
+
+/// The journal's health.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Journal {
+    /// `ok` or `failing`.
+    pub state: String,
+    pub failing_since_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// Failed writes since start (they are retried).
+    pub write_errors: u64,
+    /// Events dropped since start because they could not be written in time.
+    pub lost_events: u64,
+}
+
+impl From<&observe::journal::Health> for Journal {
+    fn from(h: &observe::journal::Health) -> Self {
+        Journal {
+            state: if h.ok() { "ok" } else { "failing" }.into(),
+            failing_since_ms: h.failing_since_ms,
+            last_error: h.last_error.clone(),
+            write_errors: h.write_errors,
+            lost_events: h.lost_events,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

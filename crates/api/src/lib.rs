@@ -4,14 +4,17 @@
 //! Architecture invariant: `api` holds no business logic; it translates HTTP to calls on
 //! [`runtime::Supervisor`] and internal state to its own JSON types ([`json`]).
 //! Security invariants: every request whose `Host` is not a loopback name is refused (DNS
-//! rebinding); every mutating request needs the token that `up` wrote, readable only by
-//! its user, into the state directory.
+//! rebinding; with `[api] allow_remote`, IP literals are accepted too); every request but
+//! `/metrics` needs the token that `up` wrote, readable only by its user, into the state
+//! directory; the server speaks HTTP/1.1 only, with a connection cap, a header-read timeout
+//! and header and body size limits ([`server::Limits`], [`MAX_BODY_BYTES`]).
 #![forbid(unsafe_code)]
 
 pub mod json;
 mod routes;
 mod security;
+pub mod server;
 pub mod state_dir;
 
 pub use routes::{AppState, ReloadRequest, router};
-pub use security::is_loopback_host;
+pub use security::{MAX_BODY_BYTES, is_loopback_host};

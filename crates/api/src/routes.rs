@@ -1,6 +1,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -9,6 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use bus::Bus;
 use futures_util::{Stream, StreamExt, stream};
+use observe::journal::Health;
 use prometheus_client::registry::Registry;
 use runtime::{ControlError, Supervisor};
 use serde::Deserialize;
@@ -29,12 +31,20 @@ pub struct AppState {
     pub faults: tokio::sync::watch::Sender<bool>,
     /// Asks `up` to apply the stack file again; the answer is the changes or the errors.
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
+    /// Whether the journal writes; while it fails, events are served from memory.
+    pub journal_health: tokio::sync::watch::Receiver<Health>,
+    /// `[api] allow_remote`: accept IP-literal Hosts besides loopback names.
+    pub allow_remote: bool,
 }
+
+/// The response header that says the events shown are not all in the journal.
+pub const JOURNAL_HEADER: &str = "bulwark-journal";
 
 pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<Vec<String>, String>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let token = state.token.clone();
+    let allow_remote = state.allow_remote;
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
@@ -56,7 +66,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(middleware::from_fn(move |req, next| {
-            security::guard(token.clone(), req, next)
+            security::guard(token.clone(), allow_remote, req, next)
         }))
         .with_state(state)
 }
@@ -64,7 +74,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn status(State(s): State<Arc<AppState>>) -> Json<json::Status> {
     Json(json::Status {
         services: s.supervisor.status().into_iter().map(Into::into).collect(),
+        journal: Some((&*s.journal_health.borrow()).into()),
     })
+}
+
+/// A query string that does not parse: 400 naming the parameter, as JSON like every error.
+fn bad_query(e: QueryRejection) -> Response {
+    error(StatusCode::BAD_REQUEST, &e.body_text()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -81,37 +97,143 @@ struct EventsQuery {
 
 /// Only events already in the journal are shown, so whatever a user saw survives a
 /// kill -9; a follower waits (briefly) for each event to be written.
-async fn events(State(s): State<Arc<AppState>>, Query(q): Query<EventsQuery>) -> Response {
-    if q.sync {
+///
+/// While the journal fails (a full disk), waiting would freeze the stream for as long as
+/// the disk stays full, exactly when the operator needs it: events are then served from
+/// the in-memory history, and the response says so with a `bulwark-journal: failing`
+/// header (and `bulwark status` shows the journal failing).
+async fn events(
+    State(s): State<Arc<AppState>>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
+    if q.sync && s.journal_health.borrow().ok() {
         let last = s.bus.last_seq();
         let mut persisted = s.persisted.clone();
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            persisted.wait_for(|p| *p >= last),
-        )
+        let mut health = s.journal_health.clone();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            tokio::select! {
+                _ = persisted.wait_for(|p| *p >= last) => {}
+                _ = health.wait_for(|h| !h.ok()) => {}
+            }
+        })
         .await;
     }
+    let failing = !s.journal_health.borrow().ok();
     let sub = s.bus.subscribe(q.since);
-    let upto = *s.persisted.borrow();
-    if !q.follow {
+    let mut res = if q.follow {
+        let follow = Follow {
+            bus: s.bus.clone(),
+            last: sub
+                .backlog
+                .first()
+                .map_or(q.since, |e| e.seq.saturating_sub(1)),
+            backlog: sub.backlog.into(),
+            live: sub.live,
+            persisted: s.persisted.clone(),
+            health: s.journal_health.clone(),
+        };
+        sse(stream::unfold(follow, |mut f| async move {
+            let ev = f.next().await?;
+            Some((Ok::<_, Infallible>(ev), f))
+        }))
+    } else {
+        let upto = if failing {
+            u64::MAX
+        } else {
+            *s.persisted.borrow()
+        };
         let list: Vec<_> = sub
             .backlog
             .iter()
             .filter(|e| e.seq <= upto)
             .map(|e| &**e)
             .collect();
-        return Json(list).into_response();
+        Json(list).into_response()
+    };
+    if failing {
+        res.headers_mut().insert(
+            JOURNAL_HEADER,
+            header::HeaderValue::from_static("failing; events shown may not be stored"),
+        );
     }
-    let live = BroadcastStream::new(sub.live).filter_map(|e| async move { e.ok() });
-    let persisted = s.persisted.clone();
-    let all = stream::iter(sub.backlog).chain(live).then(move |e| {
-        let mut persisted = persisted.clone();
-        async move {
-            let _ = persisted.wait_for(|p| *p >= e.seq).await;
-            Ok::<_, Infallible>(SseEvent::default().json_data(&*e).unwrap_or_default())
+    res
+}
+
+/// One `/v1/events?follow` stream: the backlog, then live events, each once it is in the
+/// journal (or at once while the journal fails). A stream that falls behind the live channel
+/// catches up from the history; what is gone from there too is announced with a `gap`
+/// event (and logged), never skipped silently.
+struct Follow {
+    bus: Arc<Bus>,
+    backlog: std::collections::VecDeque<Arc<bus::Event>>,
+    live: tokio::sync::broadcast::Receiver<Arc<bus::Event>>,
+    /// The newest sequence number sent.
+    last: u64,
+    persisted: tokio::sync::watch::Receiver<u64>,
+    health: tokio::sync::watch::Receiver<Health>,
+}
+
+impl Follow {
+    async fn next(&mut self) -> Option<SseEvent> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let e = match self.backlog.pop_front() {
+                Some(e) => e,
+                None => match self.live.recv().await {
+                    Ok(e) => e,
+                    Err(RecvError::Lagged(_)) => {
+                        let sub = self.bus.subscribe(self.last);
+                        self.live = sub.live;
+                        self.backlog = sub.backlog.into();
+                        let first = self.backlog.front().map(|e| e.seq);
+                        if let Some(first) = first
+                            && first > self.last + 1
+                        {
+                            let missed = first - self.last - 1;
+                            self.last = first - 1;
+                            tracing::warn!(
+                                missed,
+                                "an event stream fell behind; telling its reader"
+                            );
+                            let gap = bus::Event {
+                                seq: 0,
+                                at_ms: std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_millis() as u64),
+                                kind: bus::EventKind::Gap {
+                                    reader: "event stream".into(),
+                                    missed,
+                                },
+                            };
+                            return Some(SseEvent::default().json_data(&gap).unwrap_or_default());
+                        }
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+            };
+            if e.seq <= self.last {
+                continue;
+            }
+            self.last = e.seq;
+            loop {
+                if *self.persisted.borrow_and_update() >= e.seq
+                    || !self.health.borrow_and_update().ok()
+                {
+                    break;
+                }
+                tokio::select! {
+                    r = self.persisted.changed() => if r.is_err() { break },
+                    r = self.health.changed() => if r.is_err() { break },
+                }
+            }
+            return Some(SseEvent::default().json_data(&*e).unwrap_or_default());
         }
-    });
-    sse(all)
+    }
 }
 
 async fn reload(State(s): State<Arc<AppState>>) -> Response {
@@ -166,12 +288,93 @@ async fn silences(State(s): State<Arc<AppState>>) -> Json<Vec<observe::alert::Si
     Json(s.plane.silences())
 }
 
-async fn add_silence(
-    State(s): State<Arc<AppState>>,
-    body: Result<Json<json::NewSilence>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(n) = match body {
+/// The longest a silence may last, and how far ahead it may start.
+const MAX_SILENCE_MS: u64 = 366 * 24 * 3600 * 1000;
+/// Longest comment, SLO name and service name in a silence.
+const MAX_TEXT: usize = 1024;
+
+/// Reads a request body: at most [`security::MAX_BODY_BYTES`], within 10 s.
+async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        axum::body::to_bytes(body, security::MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the request body is larger than {} bytes (or was cut off)",
+                security::MAX_BODY_BYTES
+            ),
+        )
+        .into_response()),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive within 10 s",
+        )
+        .into_response()),
+    }
+}
+
+/// Parses a `POST /v1/silences` body; every error names the field.
+fn parse_silence(bytes: &[u8]) -> Result<json::NewSilence, String> {
+    use serde::de::DeserializeOwned;
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let serde_json::Value::Object(obj) = v else {
+        return Err("the body must be a JSON object".into());
+    };
+    const FIELDS: [&str; 6] = [
+        "service",
+        "slo",
+        "severity",
+        "starts_at_ms",
+        "ends_at_ms",
+        "comment",
+    ];
+    if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!("{k}: unknown field; expected one of {FIELDS:?}"));
+    }
+    fn field<T: DeserializeOwned>(
+        obj: &serde_json::Map<String, serde_json::Value>,
+        name: &str,
+    ) -> Result<Option<T>, String> {
+        match obj.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| format!("{name}: {e}")),
+        }
+    }
+    let text = |name: &str, v: Option<String>| -> Result<Option<String>, String> {
+        match v {
+            Some(t) if t.len() > MAX_TEXT => {
+                Err(format!("{name}: at most {MAX_TEXT} bytes, got {}", t.len()))
+            }
+            v => Ok(v),
+        }
+    };
+    Ok(json::NewSilence {
+        service: text("service", field(&obj, "service")?)?
+            .ok_or("service: missing (the service to silence)")?,
+        slo: text("slo", field(&obj, "slo")?)?,
+        severity: field(&obj, "severity")?,
+        starts_at_ms: field(&obj, "starts_at_ms")?,
+        ends_at_ms: field(&obj, "ends_at_ms")?
+            .ok_or("ends_at_ms: missing (when the silence ends, ms since the epoch)")?,
+        comment: text("comment", field(&obj, "comment")?)?.unwrap_or_default(),
+    })
+}
+
+async fn add_silence(State(s): State<Arc<AppState>>, body: axum::body::Body) -> Response {
+    let bytes = match read_body(body).await {
         Ok(b) => b,
+        Err(res) => return res,
+    };
+    let n = match parse_silence(&bytes) {
+        Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("silence: {e}")).into_response(),
     };
     if s.supervisor.logs(&n.service).is_none() {
@@ -179,15 +382,18 @@ async fn add_silence(
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let starts = n.starts_at_ms.unwrap_or(now);
+    let bad =
+        |msg: &str| error(StatusCode::BAD_REQUEST, &format!("silence: {msg}")).into_response();
+    if starts > now.saturating_add(MAX_SILENCE_MS) {
+        return bad("starts_at_ms: a silence may start at most 366 days from now");
+    }
     if n.ends_at_ms <= starts.max(now) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "silence: ends_at_ms must be in the future and after starts_at_ms",
-        )
-        .into_response();
+        return bad("ends_at_ms: must be in the future and after starts_at_ms");
+    }
+    if n.ends_at_ms - starts.max(now) > MAX_SILENCE_MS {
+        return bad("ends_at_ms: a silence may last at most 366 days");
     }
     let silence = observe::alert::Silence {
         id: format!("{:016x}", rand::random::<u64>()),
@@ -198,15 +404,25 @@ async fn add_silence(
         ends_at_ms: n.ends_at_ms,
         comment: n.comment,
     };
-    s.plane.silence(silence.clone());
-    (StatusCode::CREATED, Json(silence)).into_response()
+    match s.plane.silence(silence.clone()).await {
+        Ok(()) => (StatusCode::CREATED, Json(silence)).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("silence not added: {e}"),
+        )
+        .into_response(),
+    }
 }
 
 async fn remove_silence(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    if s.plane.unsilence(&id) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        error(StatusCode::NOT_FOUND, &format!("no silence {id:?}")).into_response()
+    match s.plane.unsilence(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, &format!("no silence {id:?}")).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("silence not removed: {e}"),
+        )
+        .into_response(),
     }
 }
 
@@ -220,8 +436,12 @@ struct LogsQuery {
 async fn logs(
     State(s): State<Arc<AppState>>,
     Path(service): Path<String>,
-    Query(q): Query<LogsQuery>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
     let Some(logs) = s.supervisor.logs(&service) else {
         return control_error(ControlError::UnknownService(service));
     };
@@ -255,8 +475,12 @@ struct RestartQuery {
 async fn restart(
     State(s): State<Arc<AppState>>,
     Path(service): Path<String>,
-    Query(q): Query<RestartQuery>,
+    q: Result<Query<RestartQuery>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
     match s.supervisor.restart(&service, q.replica) {
         Ok(()) => (
             StatusCode::ACCEPTED,
@@ -277,12 +501,16 @@ struct ScaleQuery {
 async fn scale(
     State(s): State<Arc<AppState>>,
     Path(service): Path<String>,
-    Query(q): Query<ScaleQuery>,
+    q: Result<Query<ScaleQuery>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
     if q.replicas > 1000 {
         return error(
             StatusCode::BAD_REQUEST,
-            "replicas must be between 0 and 1000",
+            "replicas: must be between 0 and 1000",
         )
         .into_response();
     }

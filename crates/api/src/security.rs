@@ -1,31 +1,77 @@
 use axum::extract::Request;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::json::error;
 
-/// Whether a Host header value names this machine's loopback interface.
-pub fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        // [::1]:7700
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+/// Largest request body the API reads (a silence is a few hundred bytes).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What a `Host` header names, once parsed strictly.
+#[derive(Debug, PartialEq, Eq)]
+enum Host<'a> {
+    Name(&'a str),
+    Ip(std::net::IpAddr),
 }
 
-pub(crate) async fn guard(token: String, req: Request, next: Next) -> Response {
+/// Parses `name[:port]`, `ipv4[:port]` or `[ipv6][:port]`; anything else (an IPv6 literal
+/// followed by more than a port, a bare IPv6, an empty or non-numeric port, characters
+/// that no host name has) is `None`.
+fn parse_host(host: &str) -> Option<Host<'_>> {
+    let port_ok = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+    };
+    if let Some(rest) = host.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(port_ok)) {
+            return None;
+        }
+        return inside
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|ip| Host::Ip(ip.into()));
+    }
+    let name = match host.split_once(':') {
+        Some((name, port)) if port_ok(port) => name,
+        Some(_) => return None,
+        None => host,
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    {
+        return None;
+    }
+    Some(match name.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) => Host::Ip(ip.into()),
+        Err(_) => Host::Name(name),
+    })
+}
+
+/// Whether a Host header value names this machine's loopback interface.
+pub fn is_loopback_host(host: &str) -> bool {
+    match parse_host(host) {
+        Some(Host::Name(n)) => n.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ip(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Whether the API accepts a request with this Host: a loopback name, or, when the stack
+/// file allows remote access, any IP literal (DNS rebinding needs a name, never an IP).
+fn host_allowed(host: &str, allow_remote: bool) -> bool {
+    is_loopback_host(host) || (allow_remote && matches!(parse_host(host), Some(Host::Ip(_))))
+}
+
+pub(crate) async fn guard(token: String, allow_remote: bool, req: Request, next: Next) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !is_loopback_host(host) {
+    if !host_allowed(host, allow_remote) {
         return error(
             StatusCode::FORBIDDEN,
             &format!(
@@ -35,17 +81,30 @@ pub(crate) async fn guard(token: String, req: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if mutating && !authorized(req.headers(), &token) {
+    // Everything but the metrics needs the token: logs, events and stderr tails often hold
+    // secrets.
+    if req.uri().path() != "/metrics" && !authorized(req.headers(), &token) {
         let mut res = error(
             StatusCode::UNAUTHORIZED,
-            "this call changes state and needs `Authorization: Bearer TOKEN`; the token is \
-             in the state directory of `bulwark up` (the CLI reads it)",
+            "this call needs `Authorization: Bearer TOKEN` (only /metrics is open); the token \
+             is in the state directory of `bulwark up` (the CLI reads it)",
         )
         .into_response();
         res.headers_mut()
             .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
         return res;
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response();
     }
     next.run(req).await
 }
@@ -59,7 +118,8 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         return false;
     };
     // Compare in constant time so the token cannot be guessed byte by byte.
-    given.len() == token.len()
+    !token.is_empty()
+        && given.len() == token.len()
         && given
             .bytes()
             .zip(token.bytes())
@@ -79,6 +139,7 @@ mod tests {
             "127.0.0.1:1",
             "127.9.9.9",
             "[::1]:80",
+            "[::1]",
             "LOCALHOST",
         ] {
             assert!(is_loopback_host(ok), "{ok}");
@@ -90,9 +151,31 @@ mod tests {
             "10.0.0.1:7700",
             "localhost.evil.com",
             "[::2]:1",
+            "[::1]evil.com",
+            "[::1].evil.com:80",
+            "[::1]:",
+            "[::1]:80x",
+            "[::1]:99999",
+            "[::1",
+            "::1",
+            "localhost:",
+            "localhost:x",
+            "localhost:80:80",
+            "127.0.0.1:80 ",
+            "localhost/evil",
+            "127.0.0.1@evil.com",
         ] {
             assert!(!is_loopback_host(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn remote_access_accepts_ip_literals_only() {
+        assert!(!host_allowed("10.0.0.1:7700", false));
+        assert!(host_allowed("10.0.0.1:7700", true));
+        assert!(host_allowed("[fd00::1]:7700", true));
+        assert!(!host_allowed("evil.example", true));
+        assert!(!host_allowed("[fd00::1]evil", true));
     }
 
     #[test]
@@ -103,5 +186,6 @@ mod tests {
         assert!(authorized(&h, "abc"));
         assert!(!authorized(&h, "abd"));
         assert!(!authorized(&h, "abcd"));
+        assert!(!authorized(&h, ""));
     }
 }

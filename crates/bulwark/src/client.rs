@@ -15,7 +15,8 @@ use crate::cli::Command;
 
 struct Api {
     addr: SocketAddr,
-    token: Option<String>,
+    /// Sent with every request: only `/metrics` is open without it.
+    token: String,
 }
 
 pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -167,9 +168,16 @@ impl Api {
             .trim()
             .parse()
             .with_context(|| format!("{} does not hold an address", addr_file.display()))?;
-        let token = std::fs::read_to_string(dir.join(api::state_dir::TOKEN_FILE))
-            .ok()
-            .map(|t| t.trim().to_owned());
+        let token_file = dir.join(api::state_dir::TOKEN_FILE);
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| {
+                format!(
+                    "cannot read the API token {} (it belongs to the user running `bulwark up`)",
+                    token_file.display()
+                )
+            })?
+            .trim()
+            .to_owned();
         Ok(Api { addr, token })
     }
 
@@ -199,10 +207,8 @@ impl Api {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, self.addr.to_string());
-        if let Some(t) = &self.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
+            .header(header::HOST, self.addr.to_string())
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
         if !body.is_empty() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
@@ -265,6 +271,24 @@ fn error_text(status: StatusCode, body: &[u8]) -> String {
     format!("API answered {status}: {msg}")
 }
 
+/// One line on the journal: `ok`, or failing since when and why.
+fn journal_line(j: &api::json::Journal) -> String {
+    match j.failing_since_ms {
+        None => format!(
+            "journal: ok ({} write errors, {} events lost since start)",
+            j.write_errors, j.lost_events
+        ),
+        Some(since) => format!(
+            "journal: FAILING since {}: {} ({} write errors, {} events lost); bulwark keeps \
+             retrying; free space in the state directory",
+            ms_to_time(since),
+            j.last_error.as_deref().unwrap_or("unknown error"),
+            j.write_errors,
+            j.lost_events
+        ),
+    }
+}
+
 fn print_status(status: &api::json::Status) {
     println!(
         "{:<16} {:>3}  {:<14} {:<5} {:>8} {:>6} {:>8}  LAST EXIT",
@@ -300,6 +324,9 @@ fn print_status(status: &api::json::Status) {
             .map(|a| format!(" on {a}"))
             .unwrap_or_default();
         println!("{:<16} {}/{} ready{exposed}", "", s.ready, s.desired);
+    }
+    if let Some(j) = &status.journal {
+        println!("{}", journal_line(j));
     }
 }
 
@@ -344,16 +371,31 @@ async fn silence(api: &Api, cmd: crate::cli::SilenceCmd) -> anyhow::Result<()> {
                 Some("ticket") => Some(observe::alert::Severity::Ticket),
                 Some(other) => bail!("--severity must be page or ticket, not {other:?}"),
             };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis() as u64;
-            let starts = now + start_in.map_or(0, |d| d.as_millis() as u64);
+            let ms = |flag: &str, d: std::time::Duration| {
+                u64::try_from(d.as_millis())
+                    .ok()
+                    .filter(|&m| m <= MAX_SILENCE_MS)
+                    .with_context(|| {
+                        format!(
+                            "{flag} {}: too long; a silence lasts (or starts) at most 366 days ahead",
+                            humantime::format_duration(d)
+                        )
+                    })
+            };
+            let now = u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis(),
+            )?;
+            let starts =
+                now.saturating_add(start_in.map_or(Ok(0), |d| ms("--start-in", d.into()))?);
+            let ends = starts.saturating_add(ms("--for", duration.into())?);
             let body = serde_json::to_vec(&api::json::NewSilence {
                 service,
                 slo,
                 severity,
                 starts_at_ms: Some(starts),
-                ends_at_ms: starts + duration.as_millis() as u64,
+                ends_at_ms: ends,
                 comment,
             })?;
             let res = api
@@ -398,7 +440,16 @@ async fn silence(api: &Api, cmd: crate::cli::SilenceCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the API accepts for a silence's length and start (see `api`'s routes).
+const MAX_SILENCE_MS: u64 = 366 * 24 * 3600 * 1000;
+
+/// A time for people; never panics, whatever the number (humantime's formatter panics past
+/// year 9999, and adding to the epoch can overflow).
 fn ms_to_time(ms: u64) -> String {
+    const YEAR_9999_MS: u64 = 253_402_300_799_000;
+    if ms > YEAR_9999_MS {
+        return format!("{ms} ms after the epoch");
+    }
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
         .to_string()
 }

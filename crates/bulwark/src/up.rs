@@ -68,22 +68,42 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             return Ok(ExitCode::from(2));
         }
     };
+    crate::host::prepare(&stack);
     let state_dir = state_dir.unwrap_or_else(api::state_dir::default_dir);
-    let token = api::state_dir::create(&state_dir)
-        .with_context(|| format!("cannot prepare state directory {}", state_dir.display()))?;
+    // spec refuses this too; the API must never end up reachable from elsewhere by mistake.
+    if !stack.api.listen.ip().is_loopback() && !stack.api.allow_remote {
+        anyhow::bail!(
+            "{}: [api] listen = \"{}\" is not a loopback address; the API speaks plain HTTP \
+             guarded only by its token, so set `allow_remote = true` in [api] to accept that",
+            args.file.display(),
+            stack.api.listen
+        );
+    }
+    // The lock comes before anything is written: a second `up` on the same directory must
+    // leave the running one (its token, its address file) alone.
+    let state_lock = api::state_dir::lock(&state_dir)?;
+    let token = api::state_dir::create(&state_lock)
+        .with_context(|| format!("cannot write the API token into {}", state_dir.display()))?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
     // The journal comes first: a corrupt or foreign file stops us before anything runs.
     let journal_path = state_dir.join("journal.redb");
-    let (journal, mut restored) = observe::journal::Journal::open(&journal_path, EVENT_HISTORY)
-        .with_context(|| format!("cannot open the journal {}", journal_path.display()))?;
+    let (journal, mut restored) = observe::journal::Journal::open(
+        &journal_path,
+        EVENT_HISTORY,
+        observe::journal::Options::new(&stack.journal),
+    )
+    .with_context(|| format!("cannot open the journal {}", journal_path.display()))?;
     let events = std::mem::take(&mut restored.events);
     let bus = Arc::new(Bus::with_history(EVENT_HISTORY, events));
     let persisted = journal.persisted();
     let journal_watermark = journal.persisted();
     let _journal_writer = journal.spawn_event_writer(bus.clone());
     let mut registry = Registry::default();
+    journal.register(&mut registry);
+    let journal_health = journal.health();
+    let journal_handle = journal.clone();
     let supervisor = Supervisor::new(
         &stack,
         bus.clone(),
@@ -157,15 +177,15 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         persisted,
         faults: faults_tx,
         reload: reload_tx,
+        journal_health,
+        allow_remote: stack.api.allow_remote,
     }));
-    let mut api_stop = stop_rx.clone();
-    let api_task = tokio::spawn(async move {
-        axum::serve(api_socket, app)
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let api_task = tokio::spawn(api::server::serve(
+        api_socket,
+        app,
+        api::server::Limits::default(),
+        stop_rx.clone(),
+    ));
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
     supervisor.start();
 
@@ -192,9 +212,11 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let last = bus.last_seq();
     let mut written = journal_watermark;
     let _ = tokio::time::timeout(Duration::from_secs(5), written.wait_for(|p| *p >= last)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), journal_handle.flush()).await;
     // Followers of event or log streams would keep the API open forever: cut them off.
     let _ = tokio::time::timeout(Duration::from_secs(1), api_task).await;
     let _ = std::fs::remove_file(state_dir.join(api::state_dir::ADDR_FILE));
     tracing::info!("stopped; no replica is running");
+    drop(state_lock);
     Ok(ExitCode::SUCCESS)
 }

@@ -185,6 +185,13 @@ pub enum EventKind {
         /// Detection to resolution.
         ttr_ms: u64,
     },
+    /// A reader skipped events: it fell behind the bus (`reader` names it: the journal, the
+    /// incident tracker, an event stream...), or the journal could not store them. `missed`
+    /// events are absent from what that reader saw or kept.
+    Gap {
+        reader: String,
+        missed: u64,
+    },
 }
 
 /// The one event bus: a bounded history for late readers plus a broadcast for live ones.
@@ -216,7 +223,13 @@ impl Bus {
     /// A bus whose history starts with `past` (oldest first, e.g. read back from the
     /// journal); new events continue its sequence numbers.
     pub fn with_history(history: usize, past: Vec<Event>) -> Self {
-        let (tx, _) = broadcast::channel(4096);
+        Self::with_channel(history, LIVE_CAPACITY, past)
+    }
+
+    /// Like [`with_history`](Self::with_history) with a live channel of `live` events: a
+    /// subscriber further behind than that is told it lagged.
+    pub fn with_channel(history: usize, live: usize, past: Vec<Event>) -> Self {
+        let (tx, _) = broadcast::channel(live.max(1));
         let capacity = history.max(1);
         let next_seq = past.last().map_or(1, |e| e.seq + 1);
         let skip = past.len().saturating_sub(capacity);
@@ -275,6 +288,67 @@ impl Bus {
     pub fn history(&self) -> Vec<Arc<Event>> {
         self.subscribe(0).backlog
     }
+
+    /// Records that `reader` skipped `missed` events: logs a warning and publishes a
+    /// [`EventKind::Gap`] marker, so whoever reads the stream later sees that something is
+    /// missing instead of a silent hole.
+    pub fn record_gap(&self, reader: &str, missed: u64) -> Arc<Event> {
+        tracing::warn!(
+            reader,
+            missed,
+            "an event reader fell behind and skipped events"
+        );
+        self.publish(EventKind::Gap {
+            reader: reader.to_owned(),
+            missed,
+        })
+    }
+
+    /// A live reader named `reader` that records a gap marker whenever it falls behind.
+    pub fn follow(self: &Arc<Self>, reader: &'static str) -> Follower {
+        Follower {
+            live: self.tx.subscribe(),
+            bus: self.clone(),
+            reader,
+            missed: 0,
+        }
+    }
+}
+
+/// Capacity of the live channel: how far a subscriber may fall behind before it lags.
+const LIVE_CAPACITY: usize = 4096;
+
+/// Live events for one reader, from the moment it was created. When the reader falls behind
+/// the live channel, the skipped events are logged and marked on the bus with an
+/// [`EventKind::Gap`] (which the reader then receives in turn), never skipped silently.
+pub struct Follower {
+    live: broadcast::Receiver<Arc<Event>>,
+    bus: Arc<Bus>,
+    reader: &'static str,
+    /// Skipped events not yet marked.
+    missed: u64,
+}
+
+impl Follower {
+    /// The next event; `None` once the bus is gone.
+    pub async fn next(&mut self) -> Option<Arc<Event>> {
+        loop {
+            // The marker is published once the reader has caught up: publishing while the
+            // channel is full would push out the very events the reader is about to read,
+            // and lag it again.
+            if self.missed > 0 && self.live.is_empty() {
+                self.bus
+                    .record_gap(self.reader, std::mem::take(&mut self.missed));
+            }
+            match self.live.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    self.missed = self.missed.saturating_add(missed);
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +388,48 @@ mod tests {
         assert_eq!(bus.publish(EventKind::StackStopping).seq, 3);
         assert_eq!(bus.last_seq(), 3);
         assert_eq!(bus.history().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_follower_records_a_gap_marker() {
+        let bus = Arc::new(Bus::with_channel(100, 4, Vec::new()));
+        let mut f = bus.follow("test reader");
+        for _ in 0..10 {
+            bus.publish(EventKind::StackStopping);
+        }
+        // 10 events into a channel of 4: the first 6 are gone for this reader.
+        let mut seen = Vec::new();
+        while let Ok(Some(e)) =
+            tokio::time::timeout(std::time::Duration::from_millis(100), f.next()).await
+        {
+            seen.push(e);
+        }
+        let gap = seen
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::Gap { .. }))
+            .expect("a gap marker reaches the reader");
+        match &gap.kind {
+            EventKind::Gap { reader, missed } => {
+                assert_eq!(reader, "test reader");
+                assert_eq!(*missed, 6);
+            }
+            _ => unreachable!(),
+        }
+        let plain: Vec<u64> = seen
+            .iter()
+            .filter(|e| !matches!(e.kind, EventKind::Gap { .. }))
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(plain, vec![7, 8, 9, 10]);
+        // The marker is on the bus for every later reader (and the journal) too.
+        assert!(
+            bus.history()
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Gap { missed: 6, .. }))
+        );
+        let json = serde_json::to_value(&**gap).unwrap();
+        assert_eq!(json["type"], "gap");
+        assert_eq!(json["missed"], 6);
     }
 
     #[test]

@@ -10,5 +10,5 @@ mod event;
 mod outcome;
 
 pub use endpoints::{Endpoint, Endpoints, Load, LoadGuard};
-pub use event::{Bus, Event, EventKind, Exit, ProbeKind, Subscription};
+pub use event::{Bus, Event, EventKind, Exit, Follower, ProbeKind, Subscription};
 pub use outcome::{LocalReason, OutcomeSink, RequestOutcome};

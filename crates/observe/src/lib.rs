@@ -85,17 +85,11 @@ pub fn count_events(bus: &Arc<Bus>, registry: &mut Registry) -> tokio::task::Joi
         "Events published on bulwark's bus, by type",
         family.clone(),
     );
-    let mut live = bus.subscribe(u64::MAX).live;
+    let mut live = bus.follow("event counter");
     tokio::spawn(async move {
-        loop {
-            match live.recv().await {
-                Ok(event) => {
-                    let name = serde_name(&event.kind);
-                    family.get_or_create(&EventLabels { r#type: name }).inc();
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => break,
-            }
+        while let Some(event) = live.next().await {
+            let name = serde_name(&event.kind);
+            family.get_or_create(&EventLabels { r#type: name }).inc();
         }
     })
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bus::{Bus, EventKind, LocalReason, OutcomeSink, RequestOutcome};
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::mpsc;
 
 use crate::alert::{Alert, AlertBook, Notice, Severity, Silence};
 use crate::incident::{Change as IncidentChange, Incident, Incidents, Reliability};
@@ -131,20 +131,12 @@ impl Plane {
 
     fn spawn_event_follower(&self, bus: Arc<Bus>) {
         let plane = self.clone();
-        let mut live = bus.subscribe(u64::MAX).live;
+        let mut live = bus.follow("incident tracker");
         tokio::spawn(async move {
-            loop {
-                match live.recv().await {
-                    Ok(e) => {
-                        let change = plane.state().incidents.on_event(&e);
-                        if let Some(c) = change {
-                            plane.incident_changed(c);
-                        }
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "incident tracker fell behind the event bus");
-                    }
-                    Err(RecvError::Closed) => return,
+            while let Some(e) = live.next().await {
+                let change = plane.state().incidents.on_event(&e);
+                if let Some(c) = change {
+                    plane.incident_changed(c);
                 }
             }
         });
@@ -327,18 +319,35 @@ impl Plane {
         self.state().alerts.silences(now_ms()).0
     }
 
-    pub fn silence(&self, s: Silence) {
+    /// Adds a silence once it is stored; an error means the journal could not store it
+    /// and nothing changed.
+    pub async fn silence(&self, s: Silence) -> Result<(), crate::journal::JournalError> {
         if let Some(j) = &self.inner.journal {
-            j.put_silence(&s);
+            j.put_silence(&s).await?;
         }
         self.state().alerts.add_silence(s);
+        Ok(())
     }
 
-    pub fn unsilence(&self, id: &str) -> bool {
-        if let Some(j) = &self.inner.journal {
-            j.delete_silence(id);
+    /// Removes a silence (whether it existed); an error means the journal could not store
+    /// the removal and nothing changed.
+    pub async fn unsilence(&self, id: &str) -> Result<bool, crate::journal::JournalError> {
+        let known = self.silences().iter().any(|s| s.id == id);
+        if !known {
+            return Ok(false);
         }
-        self.state().alerts.remove_silence(id)
+        if let Some(j) = &self.inner.journal {
+            j.remove_silence(id).await?;
+        }
+        Ok(self.state().alerts.remove_silence(id))
+    }
+
+    /// Whether the journal writes (always healthy without one).
+    pub fn journal_health(&self) -> tokio::sync::watch::Receiver<crate::journal::Health> {
+        match &self.inner.journal {
+            Some(j) => j.health(),
+            None => tokio::sync::watch::channel(crate::journal::Health::default()).1,
+        }
     }
 }
 

@@ -12,7 +12,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::broadcast::error::RecvError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicaLabels {
@@ -77,7 +76,7 @@ pub fn spawn(
         "Resident memory of bulwark itself",
         own_rss.clone(),
     );
-    let mut live = bus.subscribe(u64::MAX).live;
+    let mut live = bus.follow("resource sampler");
     // Replicas running now, learned from events before this task started.
     let mut pids: BTreeMap<(String, u32), (u32, f64)> = BTreeMap::new();
     for e in bus.history() {
@@ -89,15 +88,14 @@ pub fn spawn(
         let mut own_last = 0.0;
         loop {
             tokio::select! {
-                e = live.recv() => match e {
-                    Ok(e) => {
+                e = live.next() => match e {
+                    Some(e) => {
                         if let EventKind::ReplicaExited { service, index, .. } = &e.kind {
                             rss.remove(&ReplicaLabels { service: service.clone(), replica: index.to_string() });
                         }
                         track(&mut pids, &e.kind);
                     }
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
+                    None => return,
                 },
                 _ = tick.tick() => {
                     for ((service, index), (pid, last)) in pids.iter_mut() {

@@ -16,7 +16,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
 
 use redb::backends::FileBackend;
 use redb::{
@@ -57,9 +58,17 @@ const CACHE_BYTES: usize = 32 << 20;
 /// - the file is locked by redb for as long as this value lives: a second `open` of the same
 ///   file, from this process or another, fails with [`Error::Locked`].
 ///
+/// - after an I/O error (a full disk, typically) the storage engine refuses every later
+///   operation until the file is closed; the next call then closes and reopens it (running
+///   the checks and crash recovery of [`Embedded::open`]), so the store recovers by itself
+///   once the cause is gone.
+///
 /// Cheap to share: wrap it in an `Arc` (`Arc<dyn Store>`); all methods take `&self`.
 pub struct Embedded {
-    db: Database,
+    /// `None` only between closing a failed database and reopening it.
+    db: RwLock<Option<Database>>,
+    /// An I/O error left `db` unusable: reopen it before the next call.
+    failed: AtomicBool,
     path: PathBuf,
 }
 
@@ -136,7 +145,59 @@ impl Embedded {
         let txn = db.begin_read().map_err(|e| engine(&path, "open", e))?;
         check_marker(&txn, &path)?;
         drop(txn);
-        Ok(Self { db, path })
+        Ok(Self {
+            db: RwLock::new(Some(db)),
+            failed: AtomicBool::new(false),
+            path,
+        })
+    }
+
+    /// Runs `f` on the open database, first reopening it if an I/O error failed it; an I/O
+    /// error from `f` marks it for reopening.
+    fn with_db<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, Error> {
+        if self.failed.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = guard.as_ref() else {
+            drop(guard);
+            self.failed.store(true, Ordering::Release);
+            return Err(Error::Io {
+                path: self.path.clone(),
+                op: "reopen the journal",
+                source: io::Error::other("the journal is closed after an earlier I/O error"),
+            });
+        };
+        f(db).map_err(|e| {
+            if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+                self.failed.store(true, Ordering::Release);
+            }
+            engine(&self.path, op, e)
+        })
+    }
+
+    /// Closes the failed database and opens the file again.
+    fn reopen(&self) -> Result<(), Error> {
+        let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(()); // another caller reopened it meanwhile
+        }
+        // The old handle holds redb's file lock: it must be gone before the file is opened.
+        if let Some(old) = guard.take() {
+            let _ = old.close();
+        }
+        let fresh = Embedded::open(&self.path)?;
+        let db = fresh
+            .db
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        *guard = db;
+        self.failed.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// The journal file this store writes.
@@ -150,20 +211,18 @@ impl Embedded {
         op: &'static str,
         f: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, Error> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| engine(&self.path, op, e))?;
-        // Immediate is redb's default; stated so that the durability contract does not depend
-        // on a default. 2-phase commit makes a damaged newest commit an error on the next open
-        // instead of a silent fallback to the previous one.
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| engine(&self.path, op, e))?;
-        txn.set_two_phase_commit(true);
-        // On error `txn` is dropped here, which aborts it: nothing of the call is committed.
-        let out = f(&txn).map_err(|e| engine(&self.path, op, e))?;
-        txn.commit().map_err(|e| engine(&self.path, op, e))?;
-        Ok(out)
+        self.with_db(op, |db| {
+            let mut txn = db.begin_write()?;
+            // Immediate is redb's default; stated so that the durability contract does not
+            // depend on a default. 2-phase commit makes a damaged newest commit an error on the
+            // next open instead of a silent fallback to the previous one.
+            txn.set_durability(Durability::Immediate)?;
+            txn.set_two_phase_commit(true);
+            // On error `txn` is dropped here, which aborts it: nothing of the call is committed.
+            let out = f(&txn)?;
+            txn.commit()?;
+            Ok(out)
+        })
     }
 
     /// Runs `f` on a read snapshot.
@@ -172,11 +231,7 @@ impl Embedded {
         op: &'static str,
         f: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, Error> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| engine(&self.path, op, e))?;
-        f(&txn).map_err(|e| engine(&self.path, op, e))
+        self.with_db(op, |db| f(&db.begin_read()?))
     }
 }
 

@@ -49,6 +49,15 @@ impl Stack {
     /// Starts `bulwark up` on `toml` (an `[api]` table on an ephemeral port is added) and
     /// waits until its API answers.
     pub fn start(toml: &str) -> Stack {
+        let mut stack = Stack::prepare(toml);
+        stack.launch();
+        stack
+    }
+
+    /// Writes the stack file and picks the marker, without starting `up` (for tests that
+    /// arrange the host first, then call [`Stack::launch`] or
+    /// [`Stack::launch_expecting_failure`]).
+    pub fn prepare(toml: &str) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("stack.toml");
         let toml = if toml.contains("[api]") {
@@ -58,15 +67,13 @@ impl Stack {
         };
         std::fs::write(&file, toml).unwrap();
         let marker = format!("{}-{}", std::process::id(), rand_suffix());
-        let mut stack = Stack {
+        Stack {
             dir,
             child: None,
             api: "127.0.0.1:1".parse().unwrap(),
             token: String::new(),
             marker,
-        };
-        stack.launch();
-        stack
+        }
     }
 
     /// Starts `up` again on the same stack file and state directory (after it died).
@@ -95,16 +102,31 @@ impl Stack {
     }
 
     fn spawn_up(&mut self) {
+        self.spawn_up_via(&[], None);
+    }
+
+    /// Runs `up` as the last argument of `prefix` (e.g. `["sh", "-c", "ulimit -n 256; exec
+    /// \"$0\" \"$@\""]`), its stdout going to `stdout` instead of the usual file.
+    fn spawn_up_via(&mut self, prefix: &[&str], stdout: Option<Stdio>) {
         let file = self.dir.path().join("stack.toml");
         let dir = self.dir.path();
-        let child = Command::new(BULWARK)
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BULWARK);
+                c
+            }
+            None => Command::new(BULWARK),
+        };
+        let stdout = stdout.unwrap_or_else(|| append(&dir.join("up.stdout")).into());
+        let child = cmd
             .args(["up", "-f"])
             .arg(&file)
             .env("BULWARK_STATE_DIR", dir.join("state"))
             .env("BULWARK_TEST_MARKER", &self.marker)
             .env("BULWARK_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(append(&dir.join("up.stdout")))
+            .stdout(stdout)
             .stderr(append(&dir.join("up.stderr")))
             .process_group(0)
             .spawn()
@@ -112,8 +134,15 @@ impl Stack {
         self.child = Some(child);
     }
 
-    fn launch(&mut self) {
-        self.spawn_up();
+    /// Starts `up` and waits until its API answers.
+    pub fn launch(&mut self) {
+        self.launch_via(&[], None);
+    }
+
+    /// [`Stack::launch`], through a wrapper command and with another stdout (see
+    /// `spawn_up_via`).
+    pub fn launch_via(&mut self, prefix: &[&str], stdout: Option<Stdio>) {
+        self.spawn_up_via(prefix, stdout);
         let stack = self;
         let state = stack.state_dir();
         let api = eventually(
@@ -164,7 +193,7 @@ impl Stack {
     }
 
     pub fn status(&self) -> Value {
-        let (code, body) = self.call("GET", "/v1/status", "127.0.0.1", false);
+        let (code, body) = self.call("GET", "/v1/status", "127.0.0.1", true);
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -180,7 +209,7 @@ impl Stack {
     }
 
     pub fn events(&self) -> Vec<Value> {
-        let (code, body) = self.call("GET", "/v1/events?sync=true", "127.0.0.1", false);
+        let (code, body) = self.call("GET", "/v1/events?sync=true", "127.0.0.1", true);
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }

@@ -67,7 +67,7 @@ fn set_fault(stack: &Stack, path: &str) {
 }
 
 fn get_json(stack: &Stack, path: &str) -> Value {
-    let (code, body) = stack.call("GET", path, "127.0.0.1", false);
+    let (code, body) = stack.call("GET", path, "127.0.0.1", true);
     assert_eq!(code, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
 }
