@@ -5,6 +5,10 @@ mod harness;
 
 mod api;
 mod check;
+mod faults;
+mod hardening_api;
+mod hardening_proxy;
+mod hardening_runtime;
 mod lifecycle;
 mod probes;
 mod proxy;
