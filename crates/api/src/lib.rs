@@ -17,4 +17,14 @@ pub mod server;
 pub mod state_dir;
 
 pub use routes::{AppState, ReloadRequest, router};
+
+/// Entry points for the fuzz targets in `fuzz/` (cargo fuzz); not an API.
+#[doc(hidden)]
+pub mod fuzz {
+    /// Parses a request's `Host`, query and silence body as the routes do; `now_ms` is
+    /// the wall clock in ms since the epoch.
+    pub fn parse_untrusted(host: &str, uri: &str, body: &[u8], now_ms: u64) {
+        crate::routes::parse_untrusted(host, uri, body, now_ms);
+    }
+}
 pub use security::{MAX_BODY_BYTES, is_loopback_host};
