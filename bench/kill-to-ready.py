@@ -11,6 +11,8 @@ on free ports, so that each kill (replicas are killed in turn, 2.5 s apart) is a
 failure and measures recovery rather than crash-loop backoff. Nothing is pinned (the
 rest of `bench/run` pins proxies to CPU 0 and replicas to CPU 1).
 """
+from __future__ import annotations
+
 import argparse
 import json
 import os
@@ -23,28 +25,24 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
 from harness import killready  # noqa: E402
+from harness.context import Ctx  # noqa: E402
 from harness.procs import Procs  # noqa: E402
+from harness.records import to_json  # noqa: E402
 
 
-class Ctx:
-    pass
-
-
-def main():
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--bulwark", default=os.path.join(os.path.dirname(BENCH), "target/release/bulwark"))
     args = ap.parse_args()
-    ctx = Ctx()
-    ctx.tmp = tempfile.mkdtemp(prefix="bulwark-bench-")
-    ctx.procs = Procs(uuid.uuid4().hex, ctx.tmp)
-    ctx.bulwark = args.bulwark
+    tmp = tempfile.mkdtemp(prefix="bulwark-bench-")
+    ctx = Ctx(procs=Procs(uuid.uuid4().hex, tmp), tmp=tmp, bulwark=args.bulwark)
     try:
         result = killready.run(ctx, args.kills, log=lambda m: print(m, file=sys.stderr))
     finally:
         ctx.procs.cleanup()
         shutil.rmtree(ctx.tmp, ignore_errors=True)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(to_json(result), indent=2))
 
 
 if __name__ == "__main__":

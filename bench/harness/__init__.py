@@ -8,4 +8,6 @@ Entry point: `bench/run` (see bench/README.md). Modules:
 - healing:  the healing scenarios (kill, hang, 503, slow, reload)
 - killready: kill -9 → replacement ready, from bulwark's own events
 - report:   the Markdown tables, the JSON file and the PNG plots
+- records:  the result records (dataclasses) and the JSON they are written as
+- context:  what every measurement gets (processes, temporary directory, parameters, errors)
 """

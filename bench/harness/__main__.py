@@ -1,5 +1,7 @@
 """bench/run's Python side: `python3 -m harness [--quick] [--only SECTIONS] [--out DIR]`
 (run from bench/, after bench/run installed the tools and built bulwark)."""
+from __future__ import annotations
+
 import argparse
 import datetime
 import json
@@ -13,10 +15,15 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 from . import compare, healing, killready, report
+from .context import Ctx
 from .procs import MARKER, Neighbours, Procs, loadavg
 from .proxies import tool_versions
+from .records import Record, Unavailable, to_json
 
 BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(BENCH)
@@ -30,13 +37,17 @@ QUICK = dict(warmup=1, wrk_runs=1, wrk_secs=2, wrk_conns=50, h2_runs=1, h2_secs=
 SECTIONS = ["compare", "healing", "killready"]
 
 
-class Ctx:
-    def __init__(self, procs, tmp, bulwark, params, quick):
-        self.procs, self.tmp, self.bulwark, self.params, self.quick = procs, tmp, bulwark, params, quick
-        self.errors = []
+@dataclass
+class Machine(Record):
+    short: str
+    cpu_model: str
+    cpus: int | None
+    mem_gib: int
+    os: str
+    kernel: str
 
 
-def machine():
+def machine() -> Machine:
     model = "cpu"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -52,18 +63,18 @@ def machine():
     mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
     short = f"{os.cpu_count()}vcpu-{'-'.join(model.lower().split()[:2])}-{osname}"
     short = "".join(c if c.isalnum() or c == "-" else "-" for c in short)
-    return {"short": short, "cpu_model": model, "cpus": os.cpu_count(), "mem_gib": mem_gib, "os": osname,
-            "kernel": platform.release()}
+    return Machine(short=short, cpu_model=model, cpus=os.cpu_count(), mem_gib=mem_gib, os=osname,
+                   kernel=platform.release())
 
 
-def busy_processes():
+def busy_processes() -> list[str]:
     """Top CPU users that are not ours (to see whether the machine was shared)."""
     out = subprocess.run(["ps", "-eo", "pid,pcpu,etimes,comm", "--sort=-pcpu"], capture_output=True,
                          text=True).stdout.splitlines()[1:12]
     return [line.strip() for line in out]
 
 
-def main():
+def main() -> int:
     ap = argparse.ArgumentParser(prog="bench/run")
     ap.add_argument("--quick", action="store_true", help="every scenario for a few seconds (CI)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
@@ -86,7 +97,7 @@ def main():
     procs = Procs(run_id, tmp)
     ctx = Ctx(procs, tmp, args.bulwark, params, args.quick)
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -96,13 +107,14 @@ def main():
     started = time.time()
     neighbours = Neighbours(run_id)
     neighbours.start()
-    marks = {}
+    marks: dict[str, tuple[float, float]] = {}
 
-    def log(msg):
+    def log(msg: str) -> None:
         print(f"[{time.time() - started:7.1f}s] {msg}", flush=True)
 
     m = machine()
-    result = {
+    # The JSON document, section by section; the sections are records (see records.py).
+    result: dict[str, Any] = {
         "schema": 1,
         "mode": "quick" if args.quick else "full",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -112,7 +124,7 @@ def main():
         "load_before": {"loadavg": loadavg(), "busy": busy_processes()},
     }
     try:
-        log(f"bench: {result['mode']} run on {m['short']}; load average {result['load_before']['loadavg']}")
+        log(f"bench: {result['mode']} run on {m.short}; load average {result['load_before']['loadavg']}")
         if "compare" in sections:
             t = time.time()
             result["compare"] = compare.run_all(ctx, log)
@@ -127,7 +139,7 @@ def main():
                 result["killready"] = killready.run(ctx, params["kills"], log)
             except Exception as e:  # noqa: BLE001
                 ctx.errors.append(f"killready: {e!r}")
-                result["killready"] = {"error": repr(e)}
+                result["killready"] = Unavailable.error(e)
     finally:
         procs.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -139,12 +151,13 @@ def main():
                             "busiest": [(round(t - started, 1), top) for t, top in neighbours.busy][:100]}
     result["duration_s"] = round(time.time() - started, 1)
     result["errors"] = ctx.errors
-    base = os.path.join(out_dir, f"{result['date'][:10]}-{m['short']}")
+    base = os.path.join(out_dir, f"{result['date'][:10]}-{m.short}")
+    doc = to_json(result)  # what the JSON file holds, and what the report reads
     with open(base + ".json", "w") as f:
-        json.dump(result, f, indent=1)
-    pngs = report.plots(result, base)
+        json.dump(doc, f, indent=1)
+    pngs = report.plots(doc, base)
     with open(base + ".md", "w") as f:
-        f.write(report.markdown(result, base, pngs))
+        f.write(report.markdown(doc, base, pngs))
     log(f"wrote {base}.md, {base}.json and {len(pngs)} plots ({result['duration_s']} s)")
     if ctx.errors:
         log("the harness hit errors:\n  " + "\n  ".join(ctx.errors))

@@ -2,6 +2,8 @@
 
 Usage: conns.py PORT N. Prints "ready OPENED ANSWERED" once every connection has had its
 response, then keeps them open until stdin closes (or 10 minutes pass)."""
+from __future__ import annotations
+
 import resource
 import select
 import socket
@@ -10,7 +12,7 @@ import sys
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-def read_response(s):
+def read_response(s: socket.socket) -> bool:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = s.recv(4096)
@@ -31,11 +33,12 @@ def read_response(s):
     return head.startswith(b"HTTP/1.1 200")
 
 
-def main():
+def main() -> None:
     port, n = int(sys.argv[1]), int(sys.argv[2])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    conns, answered = [], 0
+    conns: list[socket.socket] = []
+    answered = 0
     for _ in range(n):
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=10)

@@ -1,13 +1,21 @@
 """Processes: every process the harness starts leads its own process group, carries the
 run's environment marker, and is killed at the end (group first, then a sweep of /proc for
 the marker, which also catches replicas that bulwark started)."""
+from __future__ import annotations
+
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from .records import Record
 
 MARKER = "BULWARK_BENCH_RUN"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -17,7 +25,7 @@ PROXY_CPU = 0
 LOAD_CPU = 1
 
 
-def free_port():
+def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     p = s.getsockname()[1]
@@ -25,7 +33,7 @@ def free_port():
     return p
 
 
-def wait_until(pred, timeout, what, interval=0.02):
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> None:
     deadline = time.time() + timeout
     while True:
         try:
@@ -40,7 +48,7 @@ def wait_until(pred, timeout, what, interval=0.02):
         time.sleep(interval)
 
 
-def http_get(url, timeout=2.0):
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
     """(status, body) of a GET; HTTP errors are answers too."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -49,11 +57,11 @@ def http_get(url, timeout=2.0):
         return e.code, e.read().decode(errors="replace")
 
 
-def wait_http_ok(url, timeout=20):
+def wait_http_ok(url: str, timeout: float = 20) -> None:
     wait_until(lambda: http_get(url, 1.0)[0] == 200, timeout, url)
 
 
-def read_stat(pid):
+def read_stat(pid: int) -> tuple[float, int] | None:
     """(utime+stime seconds, ppid) from /proc/PID/stat, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -65,7 +73,7 @@ def read_stat(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[1])
 
 
-def children(pid):
+def children(pid: int) -> list[int]:
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -75,11 +83,11 @@ def children(pid):
     return out
 
 
-def cpu_seconds(pids):
+def cpu_seconds(pids: Iterable[int]) -> float:
     return sum((read_stat(p) or (0.0, 0))[0] for p in pids)
 
 
-def rss_kib(pids):
+def rss_kib(pids: Iterable[int]) -> int:
     total = 0
     for pid in pids:
         try:
@@ -92,7 +100,7 @@ def rss_kib(pids):
     return total
 
 
-def loadavg():
+def loadavg() -> list[float]:
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
 
@@ -100,14 +108,16 @@ def loadavg():
 class Procs:
     """Registry of everything started. `cleanup` is idempotent and runs at exit."""
 
-    def __init__(self, run_id, tmp):
+    def __init__(self, run_id: str, tmp: str) -> None:
         self.run_id = run_id
         self.tmp = tmp
         self.env = dict(os.environ, **{MARKER: run_id})
-        self.live = []
+        self.live: list[subprocess.Popen[bytes]] = []
         self.lock = threading.Lock()
 
-    def spawn(self, argv, cpu=None, env=None, log=None, stdout=None, stdin=subprocess.DEVNULL):
+    def spawn(self, argv: list[str], cpu: int | None = None, env: dict[str, str] | None = None,
+              log: str | None = None, stdout: int | None = None,
+              stdin: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
         """Start argv in its own process group, pinned to `cpu` (taskset execs, so the
         pid is the program's). `log`: file name in tmp for stdout+stderr."""
         if cpu is not None:
@@ -115,19 +125,21 @@ class Procs:
         e = dict(self.env)
         if env:
             e.update(env)
-        out = err = subprocess.DEVNULL
-        if log:
-            out = err = open(os.path.join(self.tmp, log), "ab")
+        out: int | IO[bytes] = subprocess.DEVNULL
+        err: int | IO[bytes] = subprocess.DEVNULL
+        logfile = open(os.path.join(self.tmp, log), "ab") if log else None  # closed below
+        if logfile:
+            out = err = logfile
         if stdout is not None:
             out = stdout
         p = subprocess.Popen(argv, env=e, stdin=stdin, stdout=out, stderr=err, start_new_session=True)
-        if log:
-            err.close()
+        if logfile:
+            logfile.close()
         with self.lock:
             self.live.append(p)
         return p
 
-    def stop(self, p, sig=signal.SIGTERM, grace=10.0):
+    def stop(self, p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
         """Signal p's process group (and SIGCONT it, in case it is stopped); SIGKILL the
         group after `grace` seconds."""
         if p.poll() is None:
@@ -152,7 +164,7 @@ class Procs:
             if p in self.live:
                 self.live.remove(p)
 
-    def cleanup(self):
+    def cleanup(self) -> None:
         with self.lock:
             live = list(self.live)
         for p in reversed(live):
@@ -160,7 +172,7 @@ class Procs:
         sweep(self.run_id)
 
 
-def sweep(run_id):
+def sweep(run_id: str) -> None:
     """SIGKILL every process (but this one and its ancestors) whose environment carries
     the run's marker: replicas of a bulwark that died, grandchildren that left their group."""
     needle = f"{MARKER}={run_id}".encode()
@@ -195,17 +207,17 @@ class NaiveBackends:
 
     RESTART_DELAY = 0.1
 
-    def __init__(self, procs, bulwark, n=3, tcp=False):
+    def __init__(self, procs: Procs, bulwark: str, n: int = 3, tcp: bool = False) -> None:
         self.procs = procs
         self.bulwark = bulwark
         self.tcp = tcp
         self.ports = [free_port() for _ in range(n)]
-        self.p = [None] * n
-        self.log = []  # (wall time, index, "exited"/"started", pid)
+        self.p: list[subprocess.Popen[bytes] | None] = [None] * n
+        self.log: list[tuple[float, int, str, int]] = []  # (wall time, index, "exited"/"started", pid)
         self.stopping = False
-        self.threads = []
+        self.threads: list[threading.Thread] = []
 
-    def _spawn(self, i):
+    def _spawn(self, i: int) -> subprocess.Popen[bytes]:
         argv = [self.bulwark, "demo", "--port", str(self.ports[i])] + (["--tcp"] if self.tcp else [])
         env = {"BULWARK_REPLICA": f"web/{i}", "BULWARK_SERVICE": "web", "BULWARK_INDEX": str(i),
                "GREETING": "hello", "BULWARK_LOG": "warn"}
@@ -214,9 +226,10 @@ class NaiveBackends:
         self.log.append((time.time(), i, "started", p.pid))
         return p
 
-    def _watch(self, i):
+    def _watch(self, i: int) -> None:
         while True:
             p = self.p[i]
+            assert p is not None
             p.wait()
             if self.stopping:
                 return
@@ -229,7 +242,7 @@ class NaiveBackends:
                 return
             self._spawn(i)
 
-    def start(self):
+    def start(self) -> NaiveBackends:
         for i in range(len(self.ports)):
             self._spawn(i)
         for i in range(len(self.ports)):
@@ -238,20 +251,22 @@ class NaiveBackends:
             self.threads.append(t)
         for port in self.ports:
             if self.tcp:
-                wait_until(lambda: socket.create_connection(("127.0.0.1", port), 1).close() or True, 20,
-                           f"demo --tcp on {port}")
+                wait_until(lambda port=port: socket.create_connection(("127.0.0.1", port), 1).close() or True,
+                           20, f"demo --tcp on {port}")
             else:
                 wait_http_ok(f"http://127.0.0.1:{port}/healthz")
         return self
 
-    def pid(self, i):
-        return self.p[i].pid
+    def pid(self, i: int) -> int:
+        p = self.p[i]
+        assert p is not None
+        return p.pid
 
-    def slots(self):
+    def slots(self) -> dict[int, int]:
         """{port: index} for the traffic monitor (ports never change here)."""
         return {port: i for i, port in enumerate(self.ports)}
 
-    def stop(self):
+    def stop(self) -> None:
         self.stopping = True
         for p in self.p:
             if p is not None:
@@ -266,16 +281,18 @@ class Neighbours(threading.Thread):
     this harness excluded), as a share of all CPUs. Processes that start and end between
     two samples are missed, so this is a lower bound."""
 
-    def __init__(self, run_id, interval=2.0):
+    def __init__(self, run_id: str, interval: float = 2.0) -> None:
         super().__init__(daemon=True)
         self.needle = f"{MARKER}={run_id}".encode()
         self.interval = interval
-        self.ours = {}  # pid -> bool (pid reuse within a run is ignored)
-        self.samples = []  # (wall time, share of all CPUs used by others over the interval)
-        self.busy = []  # (wall time, top other processes) when others used > 10 %
+        self.ours: dict[int, bool] = {}  # pid -> bool (pid reuse within a run is ignored)
+        # (wall time, share of all CPUs used by others over the interval)
+        self.samples: list[tuple[float, float]] = []
+        # (wall time, top other processes) when others used > 10 %
+        self.busy: list[tuple[float, list[str]]] = []
         self.done = threading.Event()
 
-    def _others(self):
+    def _others(self) -> dict[int, tuple[float, str]]:
         """{pid: (cpu seconds, command name)} of every process that is not ours."""
         out = {}
         for d in os.listdir("/proc"):
@@ -294,7 +311,7 @@ class Neighbours(threading.Thread):
                 out[pid] = (st[0], comm)
         return out
 
-    def _ours(self, pid, depth=0):
+    def _ours(self, pid: int, depth: int = 0) -> bool:
         """Marked, a kernel thread, this process, or a descendant of one of ours (nginx
         overwrites its workers' environment with their process title)."""
         if pid in self.ours:
@@ -311,11 +328,11 @@ class Neighbours(threading.Thread):
         self.ours[pid] = ours
         return ours
 
-    def run(self):
+    def run(self) -> None:
         last_t, last = time.time(), self._others()
         while not self.done.wait(self.interval):
             t, now = time.time(), self._others()
-            span = (t - last_t) * os.cpu_count()
+            span = (t - last_t) * (os.cpu_count() or 1)
             used = {pid: (cpu - last[pid][0], comm) for pid, (cpu, comm) in now.items() if pid in last}
             share = sum(u for u, _ in used.values()) / span
             self.samples.append((t, max(0.0, share)))
@@ -324,12 +341,24 @@ class Neighbours(threading.Thread):
                 self.busy.append((t, [f"{comm} {u / span * 100:.0f} %" for u, comm in top if u > 0]))
             last_t, last = t, now
 
-    def stop(self):
+    def stop(self) -> None:
         self.done.set()
         self.join(timeout=10)
 
-    def summary(self, start=0.0, end=float("inf")):
-        xs = [s for t, s in self.samples if start <= t <= end]
+    def summary(self, start: float = 0.0, end: float = float("inf")) -> OtherWork | None:
+        return OtherWork.of([s for t, s in self.samples if start <= t <= end])
+
+
+@dataclass
+class OtherWork(Record):
+    """Share of all CPUs that other processes used, over the samples of a period."""
+
+    avg: float
+    max: float
+    samples: int
+
+    @classmethod
+    def of(cls, xs: list[float]) -> OtherWork | None:
         if not xs:
             return None
-        return {"avg": round(sum(xs) / len(xs), 3), "max": round(max(xs), 3), "samples": len(xs)}
+        return cls(avg=round(sum(xs) / len(xs), 3), max=round(max(xs), 3), samples=len(xs))

@@ -3,6 +3,8 @@ direct-to-backend baseline. One configuration per proxy, used for every figure (
 benchmarks and the healing scenarios): one worker, keep-alive on both sides, no access
 log, power-of-two-choices balancing on in-flight requests, their best health checking.
 """
+from __future__ import annotations
+
 import json
 import os
 import resource
@@ -12,16 +14,17 @@ import socket
 import subprocess
 import time
 import urllib.request
+from typing import Any
 
-from .procs import PROXY_CPU, children, free_port, http_get, wait_http_ok, wait_until
+from .procs import LOAD_CPU, PROXY_CPU, NaiveBackends, Procs, children, free_port, wait_http_ok, wait_until
 
 
-def fd_limit():
+def fd_limit() -> int:
     """The open-files hard limit (raised to as the soft limit for the proxies), capped."""
     return min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 65536)
 
 
-def max_conns():
+def max_conns() -> int:
     """Client connections a proxy must accept: the idle-connection test's N plus room."""
     return fd_limit() // 2 + 1000
 
@@ -30,13 +33,13 @@ class NotSupported(Exception):
     """The running bulwark lacks a feature this measurement needs (reported, not fatal)."""
 
 
-def _port_open(port):
+def _port_open(port: int) -> bool:
     socket.create_connection(("127.0.0.1", port), 1).close()
     return True
 
 
-def _wait_listening(p, port, what, log):
-    def up():
+def _wait_listening(p: subprocess.Popen[bytes], port: int, what: str, log: str) -> None:
+    def up() -> bool:
         if p.poll() is not None:
             raise SystemError
         return _port_open(port)
@@ -47,13 +50,14 @@ def _wait_listening(p, port, what, log):
     if p.poll() is not None or not _port_open_quiet(port):
         tail = ""
         try:
-            tail = open(log, errors="replace").read()[-600:]
+            with open(log, errors="replace") as f:
+                tail = f.read()[-600:]
         except OSError:
             pass
         raise RuntimeError(f"{what} did not start (exit {p.poll()}): {tail.strip()}")
 
 
-def _port_open_quiet(port):
+def _port_open_quiet(port: int) -> bool:
     try:
         return _port_open(port)
     except OSError:
@@ -103,7 +107,8 @@ HAPROXY_HTTP_BACKEND = """\
 class HAProxy:
     name = "haproxy"
 
-    def __init__(self, procs, tmp, backends, mode="http", retry_503=True):
+    def __init__(self, procs: Procs, tmp: str, backends: NaiveBackends, mode: str = "http",
+                 retry_503: bool = True) -> None:
         self.procs, self.mode, self.backends = procs, mode, backends
         # HAProxy does not count a 503 it retried towards `observe layer7`: with 503 in
         # retry-on it never ejects a 503-answering server (it retries each of its requests
@@ -116,17 +121,17 @@ class HAProxy:
         self.sock = os.path.join(self.dir, "stats.sock")
         self.cfg = os.path.join(self.dir, "haproxy.cfg")
         self.generation = 0
-        self.p = None
+        self.p: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self):
+    def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     @property
-    def h2_url(self):
+    def h2_url(self) -> str | None:
         return f"http://127.0.0.1:{self.h2_port}/" if self.h2_port else None
 
-    def config(self):
+    def config(self) -> str:
         http = self.mode == "http"
         servers = "\n".join(f"    server r{i} 127.0.0.1:{p} check" for i, p in enumerate(self.backends.ports))
         return HAPROXY_CFG.format(
@@ -144,7 +149,7 @@ class HAProxy:
             observe=" observe layer7 error-limit 3 on-error mark-down" if http else "",
             servers=servers)
 
-    def start(self):
+    def start(self) -> HAProxy:
         with open(self.cfg, "w") as f:
             f.write(self.config())
         check = subprocess.run(["haproxy", "-c", "-q", "-f", self.cfg], capture_output=True, text=True)
@@ -156,13 +161,14 @@ class HAProxy:
                    20, "haproxy servers UP")
         return self
 
-    def pids(self):
+    def pids(self) -> list[int]:
+        assert self.p is not None
         return [self.p.pid] + children(self.p.pid)
 
-    def slots(self):
+    def slots(self) -> dict[int, int]:
         return self.backends.slots()
 
-    def native_poll(self):
+    def native_poll(self) -> dict[int, str] | None:
         """{replica index: HAProxy server status ("UP", "DOWN", "UP 1/2", ...)}."""
         s = socket.socket(socket.AF_UNIX)
         s.settimeout(1.0)
@@ -176,28 +182,29 @@ class HAProxy:
             return None
         finally:
             s.close()
-        out = {}
+        out: dict[int, str] = {}
         for line in data.decode(errors="replace").splitlines():
             f = line.split(",")
             if len(f) > 17 and f[0] == "be" and f[1].startswith("r") and f[1][1:].isdigit():
                 out[int(f[1][1:])] = f[17]
         return out
 
-    def reload(self):
+    def reload(self) -> tuple[bool, str]:
         """Master-worker reload (SIGUSR2): the master re-reads the file and starts a new
         worker, which takes the listening sockets over; the old worker finishes."""
+        assert self.p is not None
         self.generation += 1
         with open(self.cfg, "w") as f:
             f.write(self.config())
         return _signal_reload(self.p.pid, signal.SIGUSR2, "SIGUSR2 to the master (master-worker mode)")
 
-    def stop(self):
+    def stop(self) -> None:
         if self.p:
             self.procs.stop(self.p, sig=signal.SIGTERM, grace=5)
             self.p = None
 
 
-def _signal_reload(master, sig, how):
+def _signal_reload(master: int, sig: int, how: str) -> tuple[bool, str]:
     """Signal the master; the reload counts as applied once a new worker process exists."""
     before = set(children(master))
     os.kill(master, sig)
@@ -277,7 +284,7 @@ NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 class Nginx:
     name = "nginx"
 
-    def __init__(self, procs, tmp, backends, mode="http"):
+    def __init__(self, procs: Procs, tmp: str, backends: NaiveBackends, mode: str = "http") -> None:
         self.procs, self.mode, self.backends = procs, mode, backends
         self.dir = os.path.join(tmp, f"nginx-{mode}-{free_port()}")
         os.makedirs(self.dir)
@@ -285,17 +292,17 @@ class Nginx:
         self.h2_port = free_port() if mode == "http" else None
         self.cfg = os.path.join(self.dir, "nginx.conf")
         self.generation = 0
-        self.p = None
+        self.p: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self):
+    def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     @property
-    def h2_url(self):
+    def h2_url(self) -> str | None:
         return f"http://127.0.0.1:{self.h2_port}/" if self.h2_port else None
 
-    def config(self):
+    def config(self) -> str:
         servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=3 fail_timeout=2s;"
                             for p in self.backends.ports)
         if self.mode == "http":
@@ -307,10 +314,10 @@ class Nginx:
             load_module = f"load_module {NGINX_STREAM_MODULE};\n"
         return NGINX_CFG.format(dir=self.dir, block=block, load_module=load_module, ulimit=fd_limit())
 
-    def _argv(self, *extra):
+    def _argv(self, *extra: str) -> list[str]:
         return ["nginx", "-e", os.path.join(self.dir, "error.log"), "-p", self.dir, "-c", self.cfg, *extra]
 
-    def start(self):
+    def start(self) -> Nginx:
         with open(self.cfg, "w") as f:
             f.write(self.config())
         check = subprocess.run(self._argv("-t", "-q"), capture_output=True, text=True)
@@ -318,25 +325,28 @@ class Nginx:
             raise RuntimeError(f"nginx rejected its configuration: {check.stderr.strip()}")
         self.p = self.procs.spawn(self._argv("-g", "daemon off;"), cpu=PROXY_CPU, log="nginx.log")
         _wait_listening(self.p, self.port, "nginx", os.path.join(self.dir, "error.log"))
-        wait_until(lambda: len(children(self.p.pid)) >= 1, 10, "nginx worker")
+        p = self.p
+        wait_until(lambda: len(children(p.pid)) >= 1, 10, "nginx worker")
         return self
 
-    def pids(self):
+    def pids(self) -> list[int]:
+        assert self.p is not None
         return [self.p.pid] + children(self.p.pid)
 
-    def slots(self):
+    def slots(self) -> dict[int, int]:
         return self.backends.slots()
 
-    def native_poll(self):
+    def native_poll(self) -> dict[int, str] | None:
         return None  # open-source nginx exposes no per-upstream state
 
-    def reload(self):
+    def reload(self) -> tuple[bool, str]:
+        assert self.p is not None
         self.generation += 1
         with open(self.cfg, "w") as f:
             f.write(self.config())
         return _signal_reload(self.p.pid, signal.SIGHUP, "SIGHUP to the master (graceful worker replacement)")
 
-    def stop(self):
+    def stop(self) -> None:
         if self.p:
             self.procs.stop(self.p, sig=signal.SIGTERM, grace=5)
             self.p = None
@@ -388,8 +398,8 @@ listen = "127.0.0.1:0"
 class Bulwark:
     name = "bulwark"
 
-    def __init__(self, procs, tmp, bulwark, mode="http", reset_after="60s", pin=True):
-        from .procs import LOAD_CPU
+    def __init__(self, procs: Procs, tmp: str, bulwark: str, mode: str = "http", reset_after: str = "60s",
+                 pin: bool = True) -> None:
         self.procs, self.mode, self.bin = procs, mode, bulwark
         self.pin = pin
         self.load_cpu = LOAD_CPU
@@ -400,31 +410,31 @@ class Bulwark:
         self.stack = os.path.join(self.dir, "stack.toml")
         self.port = free_port()
         self.generation = 0
-        self.p = None
-        self.api = None
-        self.ports = {}  # port -> replica index, every incarnation seen
+        self.p: subprocess.Popen[bytes] | None = None
+        self.api: str | None = None
+        self.ports: dict[int, int] = {}  # port -> replica index, every incarnation seen
         self.last_seq = 0
 
     @property
-    def url(self):
+    def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     @property
-    def h2_url(self):
+    def h2_url(self) -> str | None:
         return self.url if self.mode == "http" else None  # one listener, HTTP/1.1 and h2c
 
     @property
-    def env(self):
+    def env(self) -> dict[str, str]:
         return {"BULWARK_STATE_DIR": self.state}
 
-    def config(self):
+    def config(self) -> str:
         pin = f'"taskset", "-c", "{self.load_cpu}", ' if self.pin else ""
         return BULWARK_STACK.format(load_cpu=self.load_cpu, pin=pin, port=self.port, reset_after=self.reset_after,
                                     # TCP mode balances connections; `balance` (p2c, the default) is HTTP only.
                                     protocol='protocol = "tcp"\n' if self.mode == "tcp" else 'balance = "p2c"\n',
                                     max_restarts=8 + self.generation % 2)
 
-    def start(self):
+    def start(self) -> Bulwark:
         with open(self.stack, "w") as f:
             f.write(self.config())
         check = subprocess.run([self.bin, "check", "-f", self.stack], capture_output=True, text=True)
@@ -438,45 +448,54 @@ class Bulwark:
                                   cpu=PROXY_CPU if self.pin else None, env=dict(self.env, BULWARK_LOG="warn"),
                                   log="bulwark-up.log")
         addr_file = os.path.join(self.state, "api.addr")
+        p = self.p
 
-        def api_up():
-            if self.p.poll() is not None:
+        def read(path: str, errors: str = "strict") -> str:
+            with open(path, errors=errors) as f:
+                return f.read()
+
+        def api_up() -> bool | str:
+            if p.poll() is not None:
                 log = os.path.join(self.procs.tmp, "bulwark-up.log")
-                raise SystemExit(f"bulwark up exited ({self.p.returncode}): "
-                                 + open(log, errors="replace").read()[-600:].strip())
-            return os.path.exists(addr_file) and open(addr_file).read().strip()
+                raise SystemExit(f"bulwark up exited ({p.returncode}): " + read(log, "replace")[-600:].strip())
+            return os.path.exists(addr_file) and read(addr_file).strip()
         wait_until(api_up, 30, "bulwark api.addr")
-        self.api = open(addr_file).read().strip()
+        self.api = read(addr_file).strip()
         wait_until(lambda: self.ready_count() == 3, 30, "3 ready bulwark replicas")
-        _wait_listening(self.p, self.port, "bulwark proxy", os.path.join(self.procs.tmp, "bulwark-up.log"))
+        _wait_listening(p, self.port, "bulwark proxy", os.path.join(self.procs.tmp, "bulwark-up.log"))
         for r in self.replicas():
             self.ports[r["port"]] = r["index"]
         self.last_seq = max((e["seq"] for e in self.events()), default=0)
         return self
 
-    def api_get(self, path):
-        with urllib.request.urlopen(f"http://{self.api}{path}", timeout=5) as r:
+    def api_get(self, path: str) -> Any:  # the API's JSON
+        # Every API route but /metrics needs the token `up` wrote into its state directory.
+        with open(os.path.join(self.state, "token")) as f:
+            token = f.read().strip()
+        req = urllib.request.Request(f"http://{self.api}{path}", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
-    def replicas(self):
+    def replicas(self) -> list[dict[str, Any]]:
         return self.api_get("/v1/status")["services"][0]["replicas"]
 
-    def ready_count(self):
+    def ready_count(self) -> int:
         return sum(1 for r in self.replicas() if r["ready"])
 
-    def events(self, since=0):
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
         return self.api_get(f"/v1/events?since={since}")
 
-    def pid(self, i):
+    def pid(self, i: int) -> int:
         return next(r["pid"] for r in self.replicas() if r["index"] == i)
 
-    def replica_port(self, i):
+    def replica_port(self, i: int) -> int:
         return next(r["port"] for r in self.replicas() if r["index"] == i)
 
-    def pids(self):
+    def pids(self) -> list[int]:
+        assert self.p is not None
         return [self.p.pid]  # the proxy (and supervisor) process, not the replicas
 
-    def slots(self):
+    def slots(self) -> dict[int, int]:
         """{port: index}, learning new incarnations' ports from `replica_started` events."""
         try:
             for e in self.events(self.last_seq):
@@ -487,17 +506,17 @@ class Bulwark:
             pass
         return dict(self.ports)
 
-    def native_poll(self):
+    def native_poll(self) -> dict[int, str] | None:
         return None  # bulwark's view comes from its events, with their own timestamps
 
-    def reload_support(self):
+    def reload_support(self) -> str:
         h = subprocess.run([self.bin, "reload", "--help"], capture_output=True, text=True, env=self.procs.env)
         if h.returncode != 0:
             first = (h.stderr or h.stdout).strip().splitlines()
             raise NotSupported("`bulwark reload`: " + (first[0] if first else f"exit {h.returncode}"))
         return h.stdout
 
-    def reload(self):
+    def reload(self) -> tuple[bool, str]:
         """`bulwark reload` after changing a harmless value in the stack file."""
         helptext = self.reload_support()
         self.generation += 1
@@ -511,7 +530,7 @@ class Bulwark:
         out = (r.stderr or r.stdout).strip().splitlines()
         return r.returncode == 0, f"`{' '.join(argv[1:])}` exit {r.returncode}" + (f": {out[-1]}" if out else "")
 
-    def stop(self):
+    def stop(self) -> None:
         if self.p:
             self.procs.stop(self.p, sig=signal.SIGTERM, grace=15)
             self.p = None
@@ -524,29 +543,29 @@ class Direct:
     """The baseline: the load generator talks to one backend replica directly."""
     name = "direct"
 
-    def __init__(self, backends):
+    def __init__(self, backends: NaiveBackends) -> None:
         self.backends = backends
         self.port = backends.ports[0]
 
     @property
-    def url(self):
+    def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     h2_url = url
 
-    def start(self):
+    def start(self) -> Direct:
         wait_http_ok(self.url)
         return self
 
-    def pids(self):
+    def pids(self) -> list[int]:
         return []
 
-    def stop(self):
+    def stop(self) -> None:
         pass
 
 
-def tool_versions(bulwark):
-    def first_line(argv):
+def tool_versions(bulwark: str) -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
             return ((r.stdout or r.stderr).strip().splitlines() or ["?"])[0]

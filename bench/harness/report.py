@@ -1,8 +1,21 @@
 """The results: a Markdown file with the tables, PNG plots, from the JSON the run wrote.
-`python3 -m harness.report RESULT.json` regenerates the Markdown and plots from a JSON."""
+`python3 -m harness.report RESULT.json` regenerates the Markdown and plots from a JSON.
+
+Everything here reads the JSON document (plain dicts and lists, as json.load returns it),
+whether the run just produced it or it comes from a file: both give the same report."""
+from __future__ import annotations
+
 import json
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
+
+from .records import JsonDict
+
+Write = Callable[[str], None]
+# (figure, unit, which is better, {proxy: value})
+Ratio = tuple[str, str, str, dict[str, Any]]
 
 COLORS = {"bulwark": "tab:blue", "haproxy": "tab:orange", "nginx": "tab:green", "direct": "tab:gray",
           "haproxy_no503retry": "tab:brown"}
@@ -14,7 +27,7 @@ PROXIES = ["bulwark", "haproxy", "nginx"]
 
 # --------------------------------------------------------------------------------- helpers
 
-def _get(d, *keys):
+def _get(d: Any, *keys: str) -> Any:  # any JSON value
     for k in keys:
         if not isinstance(d, dict) or k not in d:
             return None
@@ -22,7 +35,7 @@ def _get(d, *keys):
     return d
 
 
-def _status(entry):
+def _status(entry: JsonDict | None) -> str | None:
     if entry is None:
         return "not run"
     if "not_supported" in entry:
@@ -32,23 +45,23 @@ def _status(entry):
     return None
 
 
-def _num(x, fmt="{:,.0f}"):
+def _num(x: float | None, fmt: str = "{:,.0f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
-def _secs(x):
+def _secs(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f} s"
 
 
-def _ratio(a, b):
+def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or a <= 0 or b <= 0:
         return "–"
     return f"{a / b:.2f}"
 
 
-def added(compare, mode, name, frac, pct):
+def added(compare: JsonDict, mode: str, name: str, frac: float, pct: str) -> float | None:
     """Latency added over the direct baseline at the same rate, in µs."""
-    def at(m, target):
+    def at(m: str, target: str) -> float | None:
         for r in _get(compare, "latency", m, target, "rates") or []:
             if r["fraction"] == frac:
                 return r["latency_ms"][pct]
@@ -59,19 +72,19 @@ def added(compare, mode, name, frac, pct):
     return round((own - base) * 1000, 1)
 
 
-def rate_entry(compare, mode, name, frac):
+def rate_entry(compare: JsonDict, mode: str, name: str, frac: float) -> JsonDict | None:
     for r in _get(compare, "latency", mode, name, "rates") or []:
         if r["fraction"] == frac:
             return r
     return None
 
 
-def main_ratios(res):
+def main_ratios(res: JsonDict) -> list[Ratio]:
     """[(figure, unit, better, {proxy: value})] for the summary table and the final reply."""
     c = res.get("compare") or {}
-    rows = []
+    rows: list[Ratio] = []
 
-    def per(fn):
+    def per(fn: Callable[[str], Any]) -> dict[str, Any]:
         return {p: fn(p) for p in PROXIES}
     rows.append(("max throughput, HTTP/1.1 (wrk, median)", "req/s", "higher",
                  per(lambda p: _get(c, "throughput", "http", p, "rps_median"))))
@@ -97,20 +110,21 @@ def main_ratios(res):
 
 # -------------------------------------------------------------------------------- markdown
 
-def _shared_note(res):
+def _shared_note(res: JsonDict) -> tuple[list[float], list[float]]:
     before = _get(res, "load_before", "loadavg") or [0]
     after = _get(res, "load_after", "loadavg") or [0]
     return before, after
 
 
-def markdown(res, base, pngs):
+def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
     m = res["machine"]
     v = res["versions"]
-    L = []
-    w = L.append
+    lines: list[str] = []
+    w: Write = lines.append
     w(f"# bulwark, HAProxy and nginx side by side — {res['date'][:10]}, {m['short']}\n")
-    w(f"Produced by `bench/run{' --quick' if res['mode'] == 'quick' else ''}` in {res['duration_s']:.0f} s "
-      f"({res['mode']} mode{'; quick mode proves the harness works, its figures mean nothing' if res['mode'] == 'quick' else ''}). "
+    quick = res["mode"] == "quick"
+    w(f"Produced by `bench/run{' --quick' if quick else ''}` in {res['duration_s']:.0f} s "
+      f"({res['mode']} mode{'; quick mode proves the harness works, its figures mean nothing' if quick else ''}). "
       "Method, fairness rules and how to read every figure: [bench/README.md](../README.md). "
       f"Raw figures: [`{os.path.basename(base)}.json`]({os.path.basename(base)}.json).\n")
     w(f"- machine: {m['cpus']} vCPU ({m['cpu_model']}), {m['mem_gib']} GiB, {m['os']}, kernel {m['kernel']}")
@@ -182,12 +196,11 @@ def markdown(res, base, pngs):
         w("## Plots\n")
         for p in pngs:
             w(f"![{os.path.basename(p)}]({os.path.basename(p)})\n")
-    return "\n".join(L) + "\n"
+    return "\n".join(lines) + "\n"
 
 
-def _md_throughput(w, c):
+def _md_throughput(w: Write, c: JsonDict) -> None:
     w("## Max throughput (closed loop)\n")
-    runs = None
     for mode, title in (("http", "HTTP/1.1"), ("tcp", "TCP mode (HTTP/1.1 through an L4 proxy)")):
         t = _get(c, "throughput", mode) or {}
         if not t:
@@ -203,9 +216,9 @@ def _md_throughput(w, c):
             if st:
                 w(f"| {NAMES[name]} | {st}: {e.get('not_supported') or e.get('error')} | | | | |")
                 continue
-            runs = len(e["runs"])
             util = "–" if name == "direct" else f"{e['proxy_cpu_util_median'] * 100:.0f} %"
-            w(f"| {NAMES[name]} | {e['rps_median']:,.0f} | {', '.join(format(r['ok_rps'], ',.0f') for r in e['runs'])} | "
+            runs = ", ".join(format(r["ok_rps"], ",.0f") for r in e["runs"])
+            w(f"| {NAMES[name]} | {e['rps_median']:,.0f} | {runs} | "
               f"{util} | {_num(e.get('cpu_s_per_100k_at_max'), '{:.3f}')} | {e['errors']} |")
         w("")
         if mode == "http" and any(_get(t, n, "h2c") for n in t):
@@ -222,7 +235,7 @@ def _md_throughput(w, c):
       "was the bottleneck, lower means the other core (load generator + backends) was.\n")
 
 
-def _md_latency(w, c, mode):
+def _md_latency(w: Write, c: JsonDict, mode: str) -> None:
     lat = _get(c, "latency", mode) or {}
     if not lat:
         return
@@ -268,7 +281,7 @@ def _md_latency(w, c, mode):
         w("")
 
 
-def _md_memory(w, c):
+def _md_memory(w: Write, c: JsonDict) -> None:
     w("## Memory per idle keep-alive connection\n")
     w("| proxy | RSS idle | connections | RSS with them open | bytes per connection |")
     w("|---|---:|---:|---:|---:|")
@@ -322,7 +335,7 @@ HEAL_NOTES = {
 }
 
 
-def _cell(key, v):
+def _cell(key: str, v: float | None) -> str:
     if v is None:
         return "–"
     if key.endswith("_s"):
@@ -334,7 +347,7 @@ def _cell(key, v):
     return f"{v:,}"
 
 
-def _md_healing(w, res, h):
+def _md_healing(w: Write, res: JsonDict, h: JsonDict) -> None:
     p = res["params"]
     w("## Healing\n")
     w(f"One of 3 replicas breaks under an open-loop load of {p['heal_rate']} req/s ({p['heal_before']} s "
@@ -354,7 +367,8 @@ def _md_healing(w, res, h):
             e = h[s].get(proxy)
             st = _status(e)
             if st:
-                w(f"| {NAMES[proxy]} | {st}: {e.get('not_supported') or e.get('error') or ''} |" + " |" * (len(cols) - 1))
+                why = e.get("not_supported") or e.get("error") or ""
+                w(f"| {NAMES[proxy]} | {st}: {why} |" + " |" * (len(cols) - 1))
                 continue
             f = e["figures"]
             cells = []
@@ -372,21 +386,21 @@ def _md_healing(w, res, h):
 
 # ----------------------------------------------------------------------------------- plots
 
-def _plain_log_axis(ax):
+def _plain_log_axis(ax: Any) -> None:  # a matplotlib Axes
     from matplotlib import ticker
     ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
-def plots(res, base):
+def plots(res: JsonDict, base: str) -> list[str]:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    out = []
+    out: list[str] = []
     c = res.get("compare")
     if c:
         for mode in ("http", "tcp"):
@@ -405,8 +419,7 @@ def plots(res, base):
     return out
 
 
-def _plot_latency(plt, c, mode, path):
-    lat = _get(c, "latency", mode) or {}
+def _plot_latency(plt: Any, c: JsonDict, mode: str, path: str) -> str | None:
     names = [n for n in (["direct"] + PROXIES) if _get(c, "latency", "http" if n == "direct" else mode, n, "rates")]
     if len(names) < 2:
         return None
@@ -435,7 +448,7 @@ def _plot_latency(plt, c, mode, path):
     return path
 
 
-def _plot_throughput(plt, c, path):
+def _plot_throughput(plt: Any, c: JsonDict, path: str) -> str:
     groups = [("http", "HTTP/1.1", None), ("http", "h2c", "h2c"), ("tcp", "TCP mode", None)]
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.2
@@ -458,7 +471,8 @@ def _plot_throughput(plt, c, path):
     return path
 
 
-def _plot_healing(plt, res, scenario, by_proxy, path):
+def _plot_healing(plt: Any, res: JsonDict, scenario: str, by_proxy: JsonDict,
+                  path: str) -> str | None:
     from .healing import DESCRIPTION
     runs = {p: e for p, e in by_proxy.items() if e and "timeline" in e}
     if not runs:
@@ -499,8 +513,7 @@ def _plot_healing(plt, res, scenario, by_proxy, path):
     return path
 
 
-if __name__ == "__main__":
-    src = sys.argv[1]
+def main(src: str) -> None:
     with open(src) as f:
         data = json.load(f)
     b = src[:-5] if src.endswith(".json") else src
@@ -508,3 +521,7 @@ if __name__ == "__main__":
     with open(b + ".md", "w") as f:
         f.write(markdown(data, b, pngs))
     print(f"wrote {b}.md and {len(pngs)} plots")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
