@@ -5,10 +5,12 @@
 //! [`bus::Event`]s; the proxy and observability layers subscribe.
 
 mod driver;
+mod handle;
 mod logs;
 mod metrics;
 mod probe;
 mod replica;
+mod restarts;
 mod supervisor;
 
 pub use logs::{LogLine, Logs, Stream};

@@ -23,9 +23,13 @@ use crate::metrics::Metrics;
 pub(crate) enum Report {
     /// Startup passed (or there is no startup probe).
     Running,
-    Ready(bool, String),
+    /// Readiness passed `success_threshold` times in a row (or there is no readiness
+    /// probe): into the balancer.
+    Ready,
+    /// Readiness failed `failure_threshold` times in a row: out of the balancer.
+    Unready(String),
     /// Startup or liveness failed `failure_threshold` times in a row: restart.
-    Failed(ProbeKind, String),
+    Failed { probe: ProbeKind, reason: String },
 }
 
 pub(crate) struct Target {
@@ -66,7 +70,12 @@ pub(crate) async fn run(t: Arc<Target>, tx: mpsc::Sender<Report>) {
         )
         .await;
         if let Err(reason) = outcome {
-            let _ = tx.send(Report::Failed(ProbeKind::Startup, reason)).await;
+            let _ = tx
+                .send(Report::Failed {
+                    probe: ProbeKind::Startup,
+                    reason,
+                })
+                .await;
             return;
         }
     }
@@ -94,11 +103,16 @@ pub(crate) async fn run(t: Arc<Target>, tx: mpsc::Sender<Report>) {
             &t,
         )
         .await;
-        let _ = tx.send(Report::Failed(ProbeKind::Liveness, reason)).await;
+        let _ = tx
+            .send(Report::Failed {
+                probe: ProbeKind::Liveness,
+                reason,
+            })
+            .await;
     };
     let readiness = async {
         let Some(p) = &t.service.readiness else {
-            let _ = tx.send(Report::Ready(true, String::new())).await;
+            let _ = tx.send(Report::Ready).await;
             return std::future::pending().await;
         };
         let mut th = Threshold::new(p.success_threshold, p.failure_threshold);
@@ -108,9 +122,9 @@ pub(crate) async fn run(t: Arc<Target>, tx: mpsc::Sender<Report>) {
                 t.metrics
                     .probe(&t.service.name, ProbeKind::Readiness, res.is_ok());
                 let report = match (th.record(res.is_ok()), res) {
-                    (Some(Transition::Healthy), _) => Some(Report::Ready(true, String::new())),
+                    (Some(Transition::Healthy), _) => Some(Report::Ready),
                     (Some(Transition::Unhealthy), Err(e)) => {
-                        Some(Report::Ready(false, format!("readiness probe failed: {e}")))
+                        Some(Report::Unready(format!("readiness probe failed: {e}")))
                     }
                     _ => None,
                 };

@@ -4,18 +4,18 @@
 
 use std::sync::Arc;
 
-use bus::{EventKind, Exit, Load};
+use bus::{Exit, Load};
 use nix::sys::signal::Signal;
-use policy::CrashLoop;
 use spec::{RestartAction, RestartPolicy, Service};
 use tokio::process::Child;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, sleep, timeout_at};
 
-use crate::ReplicaState;
 use crate::driver::{self, Identity, exit_of, signal_group};
-use crate::logs::{Logs, Stream, now_ms};
+use crate::handle::Handle;
+use crate::logs::{Logs, Stream};
 use crate::probe::{self, Report, Target};
+use crate::restarts::Restarts;
 use crate::supervisor::Shared;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,15 @@ pub(crate) enum Control {
     Stop,
     /// Drain and stop, then forget the replica (scale down).
     Remove,
+}
+
+/// What a control message means while the replica waits (for a permit, out its backoff,
+/// or after it exited for good): a restart goes on at once, anything else ends the task.
+fn go_on(c: Option<Control>) -> Result<(), Control> {
+    match c {
+        Some(Control::Restart) => Ok(()),
+        other => Err(other.unwrap_or(Control::Stop)),
+    }
 }
 
 enum Outcome {
@@ -61,315 +70,238 @@ pub(crate) fn wants_restart(svc: &Service, exit: Exit) -> bool {
     }
 }
 
+/// The replica task: runs incarnations until told to stop or to go away.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     first_spec: Arc<Service>,
     logs: Arc<Logs>,
     index: u32,
-    mut ctl: mpsc::UnboundedReceiver<Control>,
+    ctl: mpsc::UnboundedReceiver<Control>,
 ) {
-    let owned_name = first_spec.name.clone();
-    let name = owned_name.as_str();
-    let mut svc = first_spec;
-    let b = svc.backoff;
-    let mut tracker = CrashLoop::new(
-        policy::Backoff {
-            initial: b.initial,
-            max: b.max,
-            multiplier: b.multiplier,
-            jitter: b.jitter,
-        },
-        b.reset_after,
-    );
-    let mut restarting = false;
-    let mut was_looping = false;
-    let end = 'life: loop {
-        // Restarts (not first starts) take a permit, held until startup passes, so a stack
-        // where everything crashes at once restarts a few replicas at a time.
-        let permit: Option<OwnedSemaphorePermit> = if restarting {
-            tokio::select! {
-                p = shared.restart_permits.clone().acquire_owned() => p.ok(),
-                c = ctl.recv() => match c {
-                    Some(Control::Restart) => None,
-                    other => break 'life other.unwrap_or(Control::Stop),
-                },
+    let mut task = Task {
+        h: Handle::new(shared, first_spec.name.clone(), index),
+        restarts: Restarts::new(first_spec.backoff),
+        svc: first_spec,
+        logs,
+        ctl,
+    };
+    let end = task.live().await;
+    task.h.finished(end == Control::Remove);
+}
+
+/// One replica task's state between incarnations.
+struct Task {
+    h: Handle,
+    /// The spec the current (or last) incarnation runs.
+    svc: Arc<Service>,
+    logs: Arc<Logs>,
+    ctl: mpsc::UnboundedReceiver<Control>,
+    restarts: Restarts,
+}
+
+impl Task {
+    /// Incarnation after incarnation; returns the control message that ended the task.
+    async fn live(&mut self) -> Control {
+        let mut restarting = false;
+        loop {
+            // Restarts (not first starts) take a permit, held until startup passes, so a
+            // stack where everything crashes at once restarts a few replicas at a time.
+            let permit = if restarting {
+                match self.restart_permit().await {
+                    Ok(p) => p,
+                    Err(end) => return end,
+                }
+            } else {
+                None
+            };
+            // A reload may have changed the service: every incarnation runs the current
+            // spec, backoff included.
+            if let Some(current) = self.h.shared().spec(&self.svc.name) {
+                self.svc = current;
             }
-        } else {
-            None
-        };
-        // A reload may have changed the service: every incarnation runs the current spec.
-        if let Some(current) = shared.spec(name) {
-            svc = current;
-        }
-        let outcome =
-            incarnation(&shared, &svc, &logs, index, &mut ctl, &mut tracker, permit).await;
-        let (exit, reason) = match outcome {
-            Outcome::Requested(Control::Restart, _) => {
-                restarting = true;
-                shared.metrics.restarted(name, index);
-                shared.update(name, index, |s| s.restarts += 1);
-                continue;
-            }
-            Outcome::Requested(other, _) => break 'life other,
-            Outcome::Ended(exit, reason) => (exit, reason),
-        };
-        if !wants_restart(&svc, exit) {
-            shared.update(name, index, |s| s.state = ReplicaState::Exited);
-            shared.bus.publish(EventKind::ReplicaDone {
-                service: name.into(),
-                index,
-                exit,
-            });
-            match ctl.recv().await {
-                Some(Control::Restart) => {
+            self.restarts
+                .follow(self.svc.backoff, Instant::now().into_std());
+            let (exit, reason) = match self.incarnation(permit).await {
+                Outcome::Requested(Control::Restart, _) => {
+                    self.h.restart_requested();
                     restarting = true;
                     continue;
                 }
-                other => break 'life other.unwrap_or(Control::Stop),
+                Outcome::Requested(end, _) => return end,
+                Outcome::Ended(exit, reason) => (exit, reason),
+            };
+            if let Err(end) = self.after_end(exit, reason).await {
+                return end;
             }
+            restarting = true;
         }
-        let d = tracker.ended(Instant::now().into_std(), rand::random::<f64>());
-        let tail = if d.crash_looping {
-            logs.stderr_tail(index, 10)
+    }
+
+    /// A permit to restart, or `Ok(None)` when a restart request comes first.
+    async fn restart_permit(&mut self) -> Result<Option<OwnedSemaphorePermit>, Control> {
+        let permits = self.h.shared().restart_permits.clone();
+        tokio::select! {
+            p = permits.acquire_owned() => Ok(p.ok()),
+            c = self.ctl.recv() => go_on(c).map(|()| None),
+        }
+    }
+
+    /// After an incarnation ended on its own: leave it down (until a restart request), or
+    /// wait out the backoff. `Err` ends the task.
+    async fn after_end(&mut self, exit: Exit, reason: String) -> Result<(), Control> {
+        if !wants_restart(&self.svc, exit) {
+            self.h.done(exit);
+            return go_on(self.ctl.recv().await);
+        }
+        let d = self
+            .restarts
+            .ended(Instant::now().into_std(), rand::random::<f64>());
+        let tail = if d.restart.crash_looping {
+            self.logs.stderr_tail(self.h.index(), 10)
         } else {
             Vec::new()
         };
-        let mut restarts = 0;
-        shared.metrics.restarted(name, index);
-        shared.update(name, index, |s| {
-            s.restarts += 1;
-            restarts = s.restarts;
-            s.state = if d.crash_looping {
-                ReplicaState::CrashLooping
-            } else {
-                ReplicaState::Backoff
-            };
-            s.stderr_tail = tail.clone();
-        });
-        if d.crash_looping && !was_looping {
-            tracing::warn!(service = name, index, %exit, "replica is crash-looping");
-            shared.bus.publish(EventKind::CrashLooping {
-                service: name.into(),
-                index,
-                restarts,
-                last_exit: exit,
-                stderr_tail: tail,
-            });
+        self.h.backing_off(&d, exit, reason, tail);
+        tokio::select! {
+            () = sleep(d.restart.delay) => Ok(()),
+            c = self.ctl.recv() => go_on(c),
         }
-        was_looping = d.crash_looping;
-        shared.bus.publish(EventKind::RestartScheduled {
-            service: name.into(),
+    }
+
+    /// Runs one process from spawn to exit.
+    async fn incarnation(&mut self, mut permit: Option<OwnedSemaphorePermit>) -> Outcome {
+        let index = self.h.index();
+        self.restarts.started(Instant::now().into_std());
+        let (mut child, port) = match self.spawn().await {
+            Ok(spawned) => spawned,
+            Err(error) => {
+                tracing::error!(service = self.svc.name, index, %error, "spawn failed");
+                let exit = self.h.spawn_failed(error.clone());
+                return Outcome::Ended(exit, error);
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let load = Arc::new(Load::default());
+        let started = Instant::now();
+        self.h.started(pid, port, load.clone());
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(self.logs.clone().pump(index, Stream::Stdout, out));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(self.logs.clone().pump(index, Stream::Stderr, err));
+        }
+        let (tx, reports) = mpsc::channel(16);
+        let target = Arc::new(Target {
+            service: self.svc.clone(),
             index,
-            delay_ms: d.delay.as_millis() as u64,
-            restarts,
-            reason,
+            port,
+            bulwark: self.h.shared().bulwark.clone(),
+            metrics: self.h.shared().metrics.clone(),
         });
-        tokio::select! {
-            () = sleep(d.delay) => {}
-            c = ctl.recv() => match c {
-                Some(Control::Restart) => {}
-                other => break 'life other.unwrap_or(Control::Stop),
-            },
-        }
-        restarting = true;
-    };
-    match end {
-        Control::Remove => shared.remove(name, index),
-        _ => shared.update(name, index, |s| {
-            s.state = ReplicaState::Stopped;
-            s.ready = false;
-            s.pid = None;
-        }),
+        let _probes = AbortOnDrop(tokio::spawn(probe::run(target, tx)));
+        let outcome = self
+            .watch(&mut child, pid, &load, reports, &mut permit)
+            .await;
+        drop(permit);
+        // Every path of `watch` killed the group (children the replica left behind)
+        // before reaping.
+        let (Outcome::Ended(exit, _) | Outcome::Requested(_, exit)) = &outcome;
+        tracing::info!(service = self.svc.name, index, pid, %exit, "replica exited");
+        let uptime_ms = started.elapsed().as_millis() as u64;
+        self.h.exited(pid, *exit, uptime_ms);
+        outcome
     }
-}
 
-/// Runs one process from spawn to exit.
-async fn incarnation(
-    shared: &Arc<Shared>,
-    svc: &Arc<Service>,
-    logs: &Arc<Logs>,
-    index: u32,
-    ctl: &mut mpsc::UnboundedReceiver<Control>,
-    tracker: &mut CrashLoop,
-    mut permit: Option<OwnedSemaphorePermit>,
-) -> Outcome {
-    let name = svc.name.as_str();
-    tracker.started(Instant::now().into_std());
-    let spawned = match driver::free_port() {
-        Ok(port) => {
-            let id = Identity {
-                service: name,
-                index,
-                port,
-                bulwark: &shared.bulwark,
-            };
-            driver::spawn(svc, &id).await.map(|child| (child, port))
-        }
-        Err(e) => Err(e),
-    };
-    let (mut child, port) = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            let error = e.to_string();
-            tracing::error!(service = name, index, %error, "spawn failed");
-            shared.bus.publish(EventKind::SpawnFailed {
-                service: name.into(),
-                index,
-                error: error.clone(),
-            });
-            let exit = Exit {
-                code: None,
-                signal: None,
-            };
-            shared.update(name, index, |s| s.last_exit = Some(exit));
-            return Outcome::Ended(exit, error);
-        }
-    };
-    let pid = child.id().unwrap_or(0);
-    let load = Arc::new(Load::default());
-    shared.set_load(name, index, load.clone());
-    let started = Instant::now();
-    shared.update(name, index, |s| {
-        s.pid = Some(pid);
-        s.port = Some(port);
-        s.state = ReplicaState::Starting;
-        s.ready = false;
-        s.started_at_ms = Some(now_ms());
-    });
-    shared.bus.publish(EventKind::ReplicaStarted {
-        service: name.into(),
-        index,
-        pid,
-        port,
-    });
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(logs.clone().pump(index, Stream::Stdout, out));
+    /// Spawns the current spec on a free port.
+    async fn spawn(&self) -> Result<(Child, u16), String> {
+        let port = driver::free_port().map_err(|e| e.to_string())?;
+        let id = Identity {
+            service: &self.svc.name,
+            index: self.h.index(),
+            port,
+            bulwark: &self.h.shared().bulwark,
+        };
+        let child = driver::spawn(&self.svc, &id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((child, port))
     }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(logs.clone().pump(index, Stream::Stderr, err));
-    }
-    let (tx, mut reports) = mpsc::channel(16);
-    let target = Arc::new(Target {
-        service: svc.clone(),
-        index,
-        port,
-        bulwark: shared.bulwark.clone(),
-        metrics: shared.metrics.clone(),
-    });
-    let _probes = AbortOnDrop(tokio::spawn(probe::run(target, tx)));
 
-    // Learns of the leader's exit without reaping it (see `reap`).
-    let exited = launch::exited(pid);
-    tokio::pin!(exited);
-    let outcome = loop {
-        tokio::select! {
-            watched = &mut exited => {
-                let exit = match watched {
-                    Ok(()) => reap(&mut child, pid).await,
-                    Err(e) => reap_unwatched(&mut child, pid, &e).await,
-                };
-                break Outcome::Ended(exit, format!("replica ended: {exit}"));
-            }
-            Some(report) = reports.recv() => match report {
-                Report::Running => {
-                    permit = None;
-                    shared.update(name, index, |s| {
-                        s.state = ReplicaState::Running;
-                        s.stderr_tail.clear();
-                    });
-                    shared.bus.publish(EventKind::ReplicaRunning { service: name.into(), index });
+    /// Follows a running incarnation: its exit, its probes' reports (the permit goes
+    /// once startup passed) and control messages, until the process is gone.
+    async fn watch(
+        &mut self,
+        child: &mut Child,
+        pid: u32,
+        load: &Load,
+        mut reports: mpsc::Receiver<Report>,
+        permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> Outcome {
+        // Learns of the leader's exit without reaping it (see `reap`).
+        let exited = launch::exited(pid);
+        tokio::pin!(exited);
+        loop {
+            tokio::select! {
+                watched = &mut exited => {
+                    let exit = match watched {
+                        Ok(()) => reap(child, pid).await,
+                        Err(e) => reap_unwatched(child, pid, &e).await,
+                    };
+                    return Outcome::Ended(exit, format!("replica ended: {exit}"));
                 }
-                Report::Ready(true, _) => {
-                    shared.update(name, index, |s| s.ready = true);
-                    shared.bus.publish(EventKind::ReplicaReady { service: name.into(), index });
+                Some(report) = reports.recv() => match report {
+                    Report::Running => {
+                        *permit = None;
+                        self.h.running();
+                    }
+                    Report::Ready => self.h.ready(),
+                    Report::Unready(reason) => self.h.unready(reason),
+                    Report::Failed { probe, reason } => {
+                        let (service, index) = (&self.svc.name, self.h.index());
+                        tracing::warn!(service, index, %reason, "probe failed; restarting");
+                        self.h.probe_failed(probe, reason.clone());
+                        // A replica that failed its probe is broken: do not wait for its
+                        // in-flight requests, which the proxy retries elsewhere.
+                        let exit = self.stop(child, pid, None, &reason).await;
+                        return Outcome::Ended(exit, reason);
+                    }
+                },
+                c = self.ctl.recv() => {
+                    let c = c.unwrap_or(Control::Stop);
+                    let reason = match c {
+                        Control::Restart => "restart requested",
+                        Control::Stop => "stack stopping",
+                        Control::Remove => "scaled down",
+                    };
+                    let exit = self.stop(child, pid, Some(load), reason).await;
+                    return Outcome::Requested(c, exit);
                 }
-                Report::Ready(false, reason) => {
-                    shared.update(name, index, |s| s.ready = false);
-                    shared.bus.publish(EventKind::ReplicaUnready { service: name.into(), index, reason });
-                }
-                Report::Failed(probe, reason) => {
-                    tracing::warn!(service = name, index, %reason, "probe failed; restarting");
-                    shared.bus.publish(EventKind::ProbeFailed {
-                        service: name.into(), index, probe, reason: reason.clone(),
-                    });
-                    // A replica that failed its probe is broken: do not wait for its
-                    // in-flight requests, which the proxy retries elsewhere.
-                    let exit = stop(shared, svc, index, &mut child, pid, None, &reason).await;
-                    break Outcome::Ended(exit, reason);
-                }
-            },
-            c = ctl.recv() => {
-                let c = c.unwrap_or(Control::Stop);
-                let reason = match c {
-                    Control::Restart => "restart requested",
-                    Control::Stop => "stack stopping",
-                    Control::Remove => "scaled down",
-                };
-                let exit = stop(shared, svc, index, &mut child, pid, Some(&load), reason).await;
-                break Outcome::Requested(c, exit);
             }
         }
-    };
-    drop(permit);
-    // Every path above killed the group (children the replica left behind) before reaping.
-    let (Outcome::Ended(exit, _) | Outcome::Requested(_, exit)) = &outcome;
-    let exit = *exit;
-    shared.update(name, index, |s| {
-        s.pid = None;
-        s.ready = false;
-        s.last_exit = Some(exit);
-    });
-    tracing::info!(service = name, index, pid, %exit, "replica exited");
-    shared.bus.publish(EventKind::ReplicaExited {
-        service: name.into(),
-        index,
-        pid,
-        exit,
-        uptime_ms: started.elapsed().as_millis() as u64,
-    });
-    outcome
-}
-
-/// Graceful stop: out of the balancer, let in-flight work finish (when `drain` is given),
-/// then the stop signal (and SIGCONT, so a stopped process can act on it), then SIGKILL
-/// of the whole group once `stop_grace` is over. The grace covers drain and signal.
-async fn stop(
-    shared: &Arc<Shared>,
-    svc: &Service,
-    index: u32,
-    child: &mut Child,
-    pid: u32,
-    drain: Option<&Load>,
-    reason: &str,
-) -> Exit {
-    let name = svc.name.as_str();
-    shared.update(name, index, |s| {
-        s.ready = false;
-        s.state = ReplicaState::Stopping;
-    });
-    shared.bus.publish(EventKind::ReplicaStopping {
-        service: name.into(),
-        index,
-        reason: reason.into(),
-    });
-    let deadline = deadline_after(svc.stop_grace);
-    if let Some(load) = drain {
-        let _ = timeout_at(deadline, load.drained()).await;
     }
-    signal_group(pid, svc.stop_signal);
-    signal_group(pid, Signal::SIGCONT);
-    match timeout_at(deadline, launch::exited(pid)).await {
-        Ok(Ok(())) => reap(child, pid).await,
-        Ok(Err(e)) => reap_unwatched(child, pid, &e).await,
-        Err(_) => {
-            signal_group(pid, Signal::SIGKILL);
-            tracing::warn!(service = name, index, pid, "stop grace expired; killed");
-            shared.bus.publish(EventKind::ReplicaKilled {
-                service: name.into(),
-                index,
-                pid,
-            });
-            reap(child, pid).await
+
+    /// Graceful stop: out of the balancer, let in-flight work finish (when `drain` is
+    /// given), then the stop signal (and SIGCONT, so a stopped process can act on it),
+    /// then SIGKILL of the whole group once `stop_grace` is over. The grace covers drain
+    /// and signal.
+    async fn stop(&self, child: &mut Child, pid: u32, drain: Option<&Load>, reason: &str) -> Exit {
+        self.h.stopping(reason);
+        let deadline = deadline_after(self.svc.stop_grace);
+        if let Some(load) = drain {
+            let _ = timeout_at(deadline, load.drained()).await;
+        }
+        signal_group(pid, self.svc.stop_signal);
+        signal_group(pid, Signal::SIGCONT);
+        match timeout_at(deadline, launch::exited(pid)).await {
+            Ok(Ok(())) => reap(child, pid).await,
+            Ok(Err(e)) => reap_unwatched(child, pid, &e).await,
+            Err(_) => {
+                signal_group(pid, Signal::SIGKILL);
+                let (service, index) = (&self.svc.name, self.h.index());
+                tracing::warn!(service, index, pid, "stop grace expired; killed");
+                self.h.killed(pid);
+                reap(child, pid).await
+            }
         }
     }
 }
