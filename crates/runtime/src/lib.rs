@@ -9,6 +9,7 @@ mod handle;
 mod logs;
 mod metrics;
 mod probe;
+mod reload;
 mod replica;
 mod restarts;
 mod supervisor;

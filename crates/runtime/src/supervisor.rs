@@ -87,15 +87,15 @@ pub(crate) struct Shared {
     pub echo_logs: bool,
     /// Names in dependency order (replaced by a reload).
     order: Mutex<Vec<String>>,
-    shutting_down: watch::Sender<bool>,
+    pub shutting_down: watch::Sender<bool>,
 }
 
 /// Invariant: `endpoints` holds exactly the replicas whose status is `ready` with a port,
 /// and is republished (with a higher version) whenever that set changes.
-struct ServiceEntry {
-    spec: Arc<spec::Service>,
-    desired: u32,
-    replicas: BTreeMap<u32, ReplicaEntry>,
+pub(crate) struct ServiceEntry {
+    pub spec: Arc<spec::Service>,
+    pub desired: u32,
+    pub replicas: BTreeMap<u32, ReplicaEntry>,
     endpoints: watch::Sender<Arc<Endpoints>>,
     /// Bumped on every status change of any replica, for waiters.
     changed: watch::Sender<u64>,
@@ -103,7 +103,7 @@ struct ServiceEntry {
 }
 
 impl ServiceEntry {
-    fn new(svc: &spec::Service, log_lines: usize, echo_logs: bool) -> Self {
+    pub fn new(svc: &spec::Service, log_lines: usize, echo_logs: bool) -> Self {
         ServiceEntry {
             spec: Arc::new(svc.clone()),
             desired: svc.replicas,
@@ -115,12 +115,12 @@ impl ServiceEntry {
     }
 }
 
-struct ReplicaEntry {
-    status: ReplicaStatus,
+pub(crate) struct ReplicaEntry {
+    pub status: ReplicaStatus,
     /// Set when the replica turns ready; part of the endpoint it is published as.
     ready_since: std::time::Instant,
     load: Arc<Load>,
-    control: mpsc::UnboundedSender<Control>,
+    pub control: mpsc::UnboundedSender<Control>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -169,31 +169,43 @@ impl Supervisor {
     pub fn start(&self) -> JoinHandle<()> {
         let sup = self.clone();
         tokio::spawn(async move {
-            let mut stop = sup.shared.shutting_down.subscribe();
-            for name in &sup.shared.order() {
-                let deps = match sup.shared.lock().get(name.as_str()) {
-                    Some(e) => e.spec.depends_on.clone(),
-                    None => continue,
-                };
-                for dep in &deps {
-                    tokio::select! {
-                        () = sup.wait_ready(dep) => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                }
-                if *stop.borrow() {
-                    return;
-                }
-                let mut services = sup.shared.lock();
-                if let Some(entry) = services.get_mut(name.as_str()) {
-                    for index in 0..entry.desired {
-                        sup.add_replica(entry, index);
-                    }
+            let order = sup.shared.order();
+            if sup.start_in_order(&order).await {
+                let services = order.len();
+                sup.shared.bus.publish(EventKind::StackUp { services });
+            }
+        })
+    }
+
+    /// Spawns the replicas of each service in `names` that has none yet (in that order,
+    /// which is the dependency order), once each service it depends on has at least one
+    /// ready replica. Returns `false` if the stack began shutting down first.
+    pub(crate) async fn start_in_order(&self, names: &[String]) -> bool {
+        let mut stop = self.shared.shutting_down.subscribe();
+        for name in names {
+            let deps = match self.shared.lock().get(name.as_str()) {
+                Some(e) if e.replicas.is_empty() => e.spec.depends_on.clone(),
+                _ => continue,
+            };
+            for dep in &deps {
+                tokio::select! {
+                    () = self.wait_ready(dep) => {}
+                    _ = stop.wait_for(|s| *s) => return false,
                 }
             }
-            let services = sup.shared.order().len();
-            sup.shared.bus.publish(EventKind::StackUp { services });
-        })
+            if *stop.borrow() {
+                return false;
+            }
+            let mut services = self.shared.lock();
+            if let Some(entry) = services.get_mut(name.as_str())
+                && entry.replicas.is_empty()
+            {
+                for index in 0..entry.desired {
+                    self.add_replica(entry, index);
+                }
+            }
+        }
+        true
     }
 
     /// Resolves when `service` has at least one ready replica (or wants none).
@@ -353,109 +365,7 @@ impl Supervisor {
         Ok(from)
     }
 
-    /// Applies a changed stack: new services start (once their dependencies are ready),
-    /// removed ones drain and stop, replica counts follow `replicas`, and a service whose
-    /// command, environment, probes or stop settings changed gets a rolling restart.
-    /// Returns a line per change. Changes to `expose` alone touch no replica.
-    pub fn reload(&self, stack: &spec::Stack) -> Result<Vec<String>, ControlError> {
-        self.check_running()?;
-        let mut changes = vec![];
-        let old_names = self.shared.order();
-        let new_names: Vec<String> = stack.services.iter().map(|s| s.name.clone()).collect();
-        for name in old_names.iter().filter(|n| !new_names.contains(n)) {
-            let mut services = self.shared.lock();
-            if let Some(entry) = services.get_mut(name.as_str()) {
-                entry.desired = 0;
-                for r in entry.replicas.values() {
-                    let _ = r.control.send(Control::Remove);
-                }
-            }
-            changes.push(format!("{name}: removed"));
-        }
-        let mut rolling = vec![];
-        for svc in &stack.services {
-            let mut services = self.shared.lock();
-            match services.get_mut(svc.name.as_str()) {
-                None => {
-                    let entry =
-                        ServiceEntry::new(svc, self.shared.log_lines, self.shared.echo_logs);
-                    services.insert(svc.name.clone(), entry);
-                    changes.push(format!("{}: added", svc.name));
-                }
-                Some(entry) => {
-                    let old = entry.spec.clone();
-                    let mut same = (*old).clone();
-                    same.replicas = svc.replicas;
-                    same.expose = svc.expose.clone();
-                    same.slos = svc.slos.clone();
-                    same.depends_on = svc.depends_on.clone();
-                    entry.spec = Arc::new(svc.clone());
-                    if same != *svc {
-                        rolling.push(svc.name.clone());
-                        changes.push(format!(
-                            "{}: rolling restart (its command or settings changed)",
-                            svc.name
-                        ));
-                    } else if old.expose != svc.expose {
-                        changes.push(format!("{}: proxy policies updated", svc.name));
-                    }
-                }
-            }
-        }
-        *self.shared.order.lock().unwrap_or_else(|e| e.into_inner()) = new_names;
-        // Start added services in dependency order, and scale the others.
-        let sup = self.clone();
-        let stack_services: Vec<(String, u32, Vec<String>)> = stack
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), s.replicas, s.depends_on.clone()))
-            .collect();
-        for (name, replicas, _) in &stack_services {
-            let live = self
-                .shared
-                .lock()
-                .get(name.as_str())
-                .map_or(0, |e| e.replicas.len() as u32);
-            if live != *replicas && live > 0 {
-                let from = self.scale(name, *replicas)?;
-                changes.push(format!("{name}: scaled {from} -> {replicas}"));
-            }
-        }
-        tokio::spawn(async move {
-            let mut stop = sup.shared.shutting_down.subscribe();
-            for (name, replicas, deps) in stack_services {
-                let fresh = sup
-                    .shared
-                    .lock()
-                    .get(name.as_str())
-                    .is_some_and(|e| e.replicas.is_empty() && e.desired > 0);
-                if !fresh {
-                    continue;
-                }
-                for dep in &deps {
-                    tokio::select! {
-                        () = sup.wait_ready(dep) => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                }
-                let mut services = sup.shared.lock();
-                if let Some(entry) = services.get_mut(name.as_str()) {
-                    for index in 0..replicas {
-                        sup.add_replica(entry, index);
-                    }
-                }
-            }
-        });
-        for name in rolling {
-            self.restart(&name, None)?;
-        }
-        if changes.is_empty() {
-            changes.push("nothing changed".into());
-        }
-        Ok(changes)
-    }
-
-    fn check_running(&self) -> Result<(), ControlError> {
+    pub(crate) fn check_running(&self) -> Result<(), ControlError> {
         if *self.shared.shutting_down.borrow() {
             Err(ControlError::ShuttingDown)
         } else {
@@ -492,8 +402,12 @@ impl Supervisor {
 }
 
 impl Shared {
-    fn order(&self) -> Vec<String> {
+    pub fn order(&self) -> Vec<String> {
         self.order.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_order(&self, names: Vec<String>) {
+        *self.order.lock().unwrap_or_else(|e| e.into_inner()) = names;
     }
 
     /// The current spec of a service (a reload may have replaced it).
@@ -501,7 +415,7 @@ impl Shared {
         self.lock().get(service).map(|e| e.spec.clone())
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ServiceEntry>> {
+    pub fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ServiceEntry>> {
         self.services.lock().unwrap_or_else(|e| e.into_inner())
     }
 
