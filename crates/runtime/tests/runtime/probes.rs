@@ -55,6 +55,9 @@ failure_threshold = 1
     assert_eq!(s.replicas[0].state, runtime::ReplicaState::Running);
     assert!(endpoints.borrow().ready.is_empty());
     rt.sup.shutdown().await;
+    if let Some(dir) = flag.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[tokio::test]
