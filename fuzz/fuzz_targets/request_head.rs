@@ -13,7 +13,7 @@ use std::time::Duration;
 use bus::{Endpoint, Endpoints, Load};
 use libfuzzer_sys::fuzz_target;
 use prometheus_client::registry::Registry;
-use proxy::{Hooks, ProxyMetrics, RouteHandle};
+use proxy::{Hooks, ProxyMetrics, ServiceProxyHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
@@ -93,11 +93,11 @@ abort = 503
         bus: None,
         faults_on: faults_rx,
         restart: None,
-        mesh: RwLock::new(HashMap::new()),
+        services: RwLock::new(HashMap::new()),
     });
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::register(&mut registry);
-    let route = RouteHandle::new("web", expose, endpoints_rx, &metrics, None, hooks);
+    let route = ServiceProxyHandle::new("web", expose, endpoints_rx, &metrics, None, hooks);
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     std::mem::forget(shutdown);
     tokio::spawn(proxy::serve(

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub struct Edge {
-    routes: HashMap<String, proxy::RouteHandle>,
+    routes: HashMap<String, proxy::ServiceProxyHandle>,
     toxics: HashMap<String, watch::Sender<Vec<spec::Toxic>>>,
     listeners: HashMap<String, (SocketAddr, Protocol, watch::Sender<bool>)>,
     tasks: JoinSet<()>,
@@ -76,7 +76,7 @@ impl Edge {
                 }
                 None => {
                     let endpoints = self.supervisor.endpoints(&svc.name).context("endpoints")?;
-                    let handle = proxy::RouteHandle::new(
+                    let handle = proxy::ServiceProxyHandle::new(
                         &svc.name,
                         expose.clone(),
                         endpoints,
@@ -159,7 +159,7 @@ impl Edge {
         let names: HashSet<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
         self.routes.retain(|name, _| names.contains(name.as_str()));
         self.hooks
-            .mesh
+            .services
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|name, _| names.contains(name.as_str()));

@@ -139,7 +139,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         bus: Some(bus.clone()),
         faults_on: faults_rx,
         restart: Some(restart_tx),
-        mesh: Default::default(),
+        services: Default::default(),
     });
     let mut edge = Edge::new(
         hooks,

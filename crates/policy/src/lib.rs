@@ -37,7 +37,7 @@ pub use ewma::{EwmaConfig, PeakEwma};
 pub use hash::{BuildStableHasher, HashRing, StableHasher, hash_bytes, hash_key, mix64};
 pub use limit::{Admit, ConcurrencyLimit};
 pub use outlier::{
-    EjectReason, Outcome, OutlierConfig, OutlierDetector, OutlierEvent, ReplicaId, ReplicaState,
+    EjectReason, Outcome, OutlierConfig, OutlierDetector, OutlierEvent, OutlierState, ReplicaId,
 };
 pub use slowstart::{SlowStart, WeightedPick, pick_weighted};
 pub use threshold::{Threshold, Transition};

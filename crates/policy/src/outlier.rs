@@ -98,7 +98,7 @@ pub enum OutlierEvent {
 
 /// A replica's standing as seen by the detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicaState {
+pub enum OutlierState {
     /// In rotation.
     Active,
     /// Out of rotation until `until`; then the next [`OutlierDetector::try_admit`] lets
@@ -457,11 +457,11 @@ impl OutlierDetector {
             < u64::from(self.config.panic_threshold_percent) * u64::from(self.members)
     }
 
-    pub fn state(&self, id: ReplicaId) -> Option<ReplicaState> {
+    pub fn state(&self, id: ReplicaId) -> Option<OutlierState> {
         self.tracker(id).map(|t| match t.state {
-            State::Active => ReplicaState::Active,
-            State::Ejected { until } => ReplicaState::Ejected { until },
-            State::Probing { .. } => ReplicaState::Probing,
+            State::Active => OutlierState::Active,
+            State::Ejected { until } => OutlierState::Ejected { until },
+            State::Probing { .. } => OutlierState::Probing,
         })
     }
 
@@ -708,13 +708,13 @@ mod tests {
         let (mut d, ids, t0) = det(2);
         let id = ids[0];
         fail(&mut d, id, 5, t0);
-        assert_eq!(d.state(id), Some(ReplicaState::Ejected { until: t0 + S }));
+        assert_eq!(d.state(id), Some(OutlierState::Ejected { until: t0 + S }));
         let t1 = t0 + S;
         assert!(d.admissible(id, t1));
         assert!(d.try_admit(id, t1), "one probe");
         assert!(!d.try_admit(id, t1), "exactly one");
         assert!(!d.admissible(id, t1));
-        assert_eq!(d.state(id), Some(ReplicaState::Probing));
+        assert_eq!(d.state(id), Some(OutlierState::Probing));
         // probe fails: second ejection lasts 2 × 1 s
         let ev = d.record(id, Outcome::GatewayError, t1, 0.0).unwrap();
         assert_eq!(
@@ -819,7 +819,7 @@ mod tests {
         // the other one fails forever: it stays
         assert_eq!(fail(&mut d, ids[1], 100, t0), None);
         assert_eq!(d.healthy(), 1);
-        assert_eq!(d.state(ids[1]), Some(ReplicaState::Active));
+        assert_eq!(d.state(ids[1]), Some(OutlierState::Active));
         // a single replica is never ejected
         let (mut d, ids, t0) = det(1);
         assert_eq!(fail(&mut d, ids[0], 100, t0), None);
@@ -875,7 +875,7 @@ mod tests {
         assert_eq!(e.index(), ids[2].index());
         assert_ne!(e, ids[2]);
         assert_eq!(d.state(ids[2]), None);
-        assert_eq!(d.state(e), Some(ReplicaState::Active));
+        assert_eq!(d.state(e), Some(OutlierState::Active));
         assert_eq!(d.ids().count(), 4);
     }
 
@@ -886,7 +886,7 @@ mod tests {
         assert_eq!(d.record(ids[0], Outcome::Success, t0 + MS, 0.0), None);
         assert_eq!(
             d.state(ids[0]),
-            Some(ReplicaState::Ejected { until: t0 + S })
+            Some(OutlierState::Ejected { until: t0 + S })
         );
     }
 }

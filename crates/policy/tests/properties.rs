@@ -72,7 +72,7 @@ fn check_detector(d: &OutlierDetector, c: &OutlierConfig) -> Result<(), TestCase
     for &id in &ids {
         let ready = d.is_ready(id).unwrap();
         match d.state(id).unwrap() {
-            ReplicaState::Active => healthy += u32::from(ready),
+            OutlierState::Active => healthy += u32::from(ready),
             _ => {
                 ejected += 1;
                 ejected_ready += u32::from(ready);
@@ -131,7 +131,7 @@ fn run_detector(c: OutlierConfig, n: usize, ops: Vec<Op>) -> Result<(), TestCase
                     let id = ids[who % ids.len()];
                     let could = d.admissible(id, now);
                     prop_assert_eq!(d.try_admit(id, now), could);
-                    if could && d.state(id) == Some(ReplicaState::Probing) {
+                    if could && d.state(id) == Some(OutlierState::Probing) {
                         prop_assert!(!d.try_admit(id, now), "exactly one probe");
                     }
                 }

@@ -21,36 +21,37 @@ use tokio::time::Instant;
 use crate::body::{ResponseBody, Timed, Tracked, UpstreamBody};
 use crate::conn::{Activity, Conn, Touching, after};
 use crate::metrics::ServiceMetrics;
-use crate::service::{Notice, Policy, TryResult};
+use crate::service::{Notice, ServicePolicy, TryResult};
 
-/// Shared by every route of a `bulwark up`.
+/// Shared by every service proxy of a `bulwark up`.
 pub struct Hooks {
     pub bus: Option<Arc<Bus>>,
     /// The global fault kill switch: `false` turns every injected fault off.
     pub faults_on: watch::Receiver<bool>,
     /// Where to ask for a replica restart when `outlier.restart_ejected` is set.
     pub restart: Option<mpsc::UnboundedSender<(String, u32)>>,
-    /// Every route by service name, for `[[expose.routes]]`.
-    pub mesh: RwLock<HashMap<String, Arc<Route>>>,
+    /// Every service's proxy by service name: where `[[expose.routes]]` forward to.
+    pub services: RwLock<HashMap<String, Arc<ServiceProxy>>>,
 }
 
 /// Asking hyper to drop the client connection without an answer (an injected reset).
 #[derive(Debug)]
-pub struct Reset;
+pub struct InjectedReset;
 
-impl std::fmt::Display for Reset {
+impl std::fmt::Display for InjectedReset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("connection reset by an injected fault")
     }
 }
 
-impl std::error::Error for Reset {}
+impl std::error::Error for InjectedReset {}
 
-/// One service's forwarding state. `policy` is swapped whole by a reload.
-pub struct Route {
+/// One service's forwarding state: its policies (swapped whole by a reload), its
+/// upstream client and its view of the ready replicas.
+pub struct ServiceProxy {
     pub service: String,
     pub endpoints: watch::Receiver<Arc<Endpoints>>,
-    pub(crate) policy: RwLock<Arc<Policy>>,
+    pub(crate) policy: RwLock<Arc<ServicePolicy>>,
     pub(crate) client: RwLock<Arc<crate::server::Upstream>>,
     pub(crate) metrics: ServiceMetrics,
     /// For per-replica metrics of replicas that join later.
@@ -90,8 +91,8 @@ fn is_upgrade(h: &HeaderMap) -> bool {
             .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
 }
 
-impl Route {
-    pub(crate) fn policy(&self) -> Arc<Policy> {
+impl ServiceProxy {
+    pub(crate) fn policy(&self) -> Arc<ServicePolicy> {
         self.policy
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -103,7 +104,7 @@ impl Route {
         &self,
         req: Request<Incoming>,
         conn: &Arc<Conn>,
-    ) -> Result<Response<ResponseBody>, Reset> {
+    ) -> Result<Response<ResponseBody>, InjectedReset> {
         let began = Instant::now();
         let inflight = InflightGuard::new(&self.metrics.inflight);
         let (res, local) = self.entry(req, conn, began).await?;
@@ -128,7 +129,7 @@ impl Route {
         req: Request<Incoming>,
         conn: &Arc<Conn>,
         began: Instant,
-    ) -> Result<(Response<ResponseBody>, Option<LocalReason>), Reset> {
+    ) -> Result<(Response<ResponseBody>, Option<LocalReason>), InjectedReset> {
         let peer = conn.peer;
         let policy = self.policy();
         let cfg = &policy.expose;
@@ -150,7 +151,7 @@ impl Route {
                                 Some(LocalReason::Injected),
                             ));
                         }
-                        FaultAction::Reset => return Err(Reset),
+                        FaultAction::Reset => return Err(InjectedReset),
                     }
                 }
             }
@@ -235,7 +236,7 @@ impl Route {
     }
 
     /// `[[expose.routes]]`: header matches first, then weighted splits.
-    fn route_for(&self, policy: &Policy, headers: &HeaderMap) -> Option<Arc<Route>> {
+    fn route_for(&self, policy: &ServicePolicy, headers: &HeaderMap) -> Option<Arc<ServiceProxy>> {
         let routes = &policy.expose.routes;
         if routes.is_empty() {
             return None;
@@ -260,7 +261,7 @@ impl Route {
                 })
             })?;
         self.hooks
-            .mesh
+            .services
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&to.to)
@@ -397,7 +398,7 @@ impl Route {
             };
             let (outcome, response) = match result {
                 Ok(res) => (TryResult::Status(res.status().as_u16()), Some(res)),
-                Err(SendError::Connect(e)) => {
+                Err(SendError::ConnectFailed(e)) => {
                     last = Some((
                         StatusCode::BAD_GATEWAY,
                         e,
@@ -405,7 +406,7 @@ impl Route {
                     ));
                     (TryResult::ConnectFailed, None)
                 }
-                Err(SendError::Other(e)) => {
+                Err(SendError::Reset(e)) => {
                     last = Some((
                         StatusCode::BAD_GATEWAY,
                         e,
@@ -510,7 +511,7 @@ impl Route {
     /// `Retry-After`), within the deadline. `false`: do not retry.
     async fn retry_wait(
         &self,
-        policy: &Policy,
+        policy: &ServicePolicy,
         attempt: usize,
         retry_after: Option<Duration>,
         deadline: Instant,
@@ -545,7 +546,7 @@ impl Route {
     #[allow(clippy::too_many_arguments)]
     async fn hedged(
         &self,
-        policy: &Policy,
+        policy: &ServicePolicy,
         upstream: &crate::server::Upstream,
         snapshot: &Endpoints,
         first: Endpoint,
@@ -606,7 +607,7 @@ impl Route {
         }
     }
 
-    fn publish(&self, policy: &Policy, notices: Vec<Notice>) {
+    fn publish(&self, policy: &ServicePolicy, notices: Vec<Notice>) {
         for n in notices {
             let kind = match n {
                 Notice::Ejected {
@@ -640,9 +641,14 @@ impl Route {
     }
 }
 
+/// Why a try got no response; each maps to the [`TryResult`] of the same name.
 enum SendError {
-    Connect(String),
-    Other(String),
+    /// No connection to the replica (refused, unreachable, connect timeout).
+    ConnectFailed(String),
+    /// Connected, but the connection was reset or closed, or spoke broken HTTP, before a
+    /// response head arrived (`retry_on = ["reset"]`).
+    Reset(String),
+    /// No response head within the per-try timeout.
     Timeout,
 }
 
@@ -662,10 +668,11 @@ async fn send(
     let began = Instant::now();
     let r = match tokio::time::timeout(limit, upstream.request(req)).await {
         Ok(Ok(res)) => Ok(res),
-        Ok(Err(e)) if e.is_connect() => {
-            Err(SendError::Connect(format!("replica at {}: {e}", ep.addr)))
-        }
-        Ok(Err(e)) => Err(SendError::Other(format!("replica at {}: {e:#}", ep.addr))),
+        Ok(Err(e)) if e.is_connect() => Err(SendError::ConnectFailed(format!(
+            "replica at {}: {e}",
+            ep.addr
+        ))),
+        Ok(Err(e)) => Err(SendError::Reset(format!("replica at {}: {e:#}", ep.addr))),
         Err(_) => Err(SendError::Timeout),
     };
     (r, began.elapsed(), guard)

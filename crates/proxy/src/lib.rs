@@ -22,7 +22,7 @@ mod server;
 mod service;
 mod tcp;
 
-pub use forward::{Hooks, Reset};
+pub use forward::{Hooks, InjectedReset};
 pub use metrics::ProxyMetrics;
-pub use server::{RouteHandle, serve};
+pub use server::{ServiceProxyHandle, serve};
 pub use tcp::{TcpListener as TcpExpose, TcpMetrics, serve_tcp};

@@ -16,9 +16,9 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::body::UpstreamBody;
 use crate::conn::{Conn, Counted, Watched, after};
-use crate::forward::{Hooks, Route};
+use crate::forward::{Hooks, ServiceProxy};
 use crate::metrics::ProxyMetrics;
-use crate::service::Policy;
+use crate::service::ServicePolicy;
 
 /// The pooled client to a service's replicas (keep-alive pools per replica address).
 pub(crate) type Upstream = Client<HttpConnector, UpstreamBody>;
@@ -36,12 +36,12 @@ fn upstream(e: &Expose) -> Upstream {
         .build(connector)
 }
 
-/// A service's forwarding state, shared by its listener and by routes from other
-/// services. Cheap to clone.
+/// A handle on a service's proxy (its forwarding state), shared by its listener and by
+/// routes from other services. Cheap to clone.
 #[derive(Clone)]
-pub struct RouteHandle(pub(crate) Arc<Route>);
+pub struct ServiceProxyHandle(pub(crate) Arc<ServiceProxy>);
 
-impl RouteHandle {
+impl ServiceProxyHandle {
     pub fn new(
         service: &str,
         expose: Expose,
@@ -49,23 +49,26 @@ impl RouteHandle {
         metrics: &ProxyMetrics,
         outcomes: Option<Arc<dyn bus::OutcomeSink>>,
         hooks: Arc<Hooks>,
-    ) -> RouteHandle {
-        let route = Arc::new(Route {
+    ) -> ServiceProxyHandle {
+        let proxy = Arc::new(ServiceProxy {
             service: service.to_owned(),
             endpoints,
             client: RwLock::new(Arc::new(upstream(&expose))),
-            policy: RwLock::new(Arc::new(Policy::new(expose, std::time::Instant::now()))),
+            policy: RwLock::new(Arc::new(ServicePolicy::new(
+                expose,
+                std::time::Instant::now(),
+            ))),
             metrics: metrics.for_service(service),
             registry: (metrics.clone(), service.to_owned()),
             outcomes,
             hooks: hooks.clone(),
         });
         hooks
-            .mesh
+            .services
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(service.to_owned(), route.clone());
-        RouteHandle(route)
+            .insert(service.to_owned(), proxy.clone());
+        ServiceProxyHandle(proxy)
     }
 
     /// Applies a changed configuration to new requests; requests in flight finish under
@@ -80,7 +83,7 @@ impl RouteHandle {
             *self.0.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(upstream(&expose));
         }
         *self.0.policy.write().unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(Policy::new(expose, std::time::Instant::now()));
+            Arc::new(ServicePolicy::new(expose, std::time::Instant::now()));
     }
 
     pub fn expose(&self) -> Expose {
@@ -113,7 +116,7 @@ pub const H2_MAX_LOCAL_RESETS: usize = 1024;
 /// After the drain period, how long tunnels and connections still open get to close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves `route` on `socket` until `shutdown` turns true, then stops accepting, lets
+/// Serves `proxy` on `socket` until `shutdown` turns true, then stops accepting, lets
 /// requests in flight (and upgraded tunnels) finish up to `drain`, closes what is left,
 /// and returns.
 ///
@@ -126,12 +129,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Not cancel safe: dropping the future closes open connections abruptly. Use `shutdown`.
 pub async fn serve(
     socket: TcpListener,
-    route: RouteHandle,
+    proxy: ServiceProxyHandle,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let route = route.0;
-    let max_conns = route.policy().expose.limits.max_connections;
+    let proxy = proxy.0;
+    let max_conns = proxy.policy().expose.limits.max_connections;
     let conns = Arc::new(Semaphore::new(max_conns as usize));
     let (closing_tx, closing) = watch::channel(false);
     let mut server = auto::Builder::new(TokioExecutor::new());
@@ -168,26 +171,26 @@ pub async fn serve(
                 };
                 // Over the connection limit: close at once rather than queue without bound.
                 let Ok(permit) = conns.clone().try_acquire_owned() else {
-                    route.metrics.shed.inc();
+                    proxy.metrics.shed.inc();
                     drop(stream);
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let (idle, header_read) = {
-                    let p = route.policy();
+                    let p = proxy.policy();
                     (p.expose.timeouts.idle, p.expose.timeouts.header_read)
                 };
                 let conn = Arc::new(Conn::new(peer, idle, header_read, closing.clone(), permit));
                 let io = TokioIo::new(Watched::new(stream, conn.clone()));
-                let route = route.clone();
+                let proxy = proxy.clone();
                 let state = conn.clone();
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let route = route.clone();
+                    let proxy = proxy.clone();
                     let conn = conn.clone();
                     async move {
                         let ticket = conn.begin(req.version() == http::Version::HTTP_2);
-                        let res = route.handle(req, &conn).await?;
-                        Ok::<_, crate::forward::Reset>(res.map(|b| Counted::new(b, ticket)))
+                        let res = proxy.handle(req, &conn).await?;
+                        Ok::<_, crate::forward::InjectedReset>(res.map(|b| Counted::new(b, ticket)))
                     }
                 });
                 let served = server.serve_connection_with_upgrades(io, svc).into_owned();
@@ -206,7 +209,7 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(service = %route.service, "drain deadline passed, closing connections");
+        tracing::warn!(service = %proxy.service, "drain deadline passed, closing connections");
     }
     closing_tx.send_replace(true);
     let _ = tokio::time::timeout(CLOSE_GRACE, all()).await;

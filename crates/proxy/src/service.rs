@@ -1,5 +1,5 @@
 //! The policies of one exposed service, built from its `Expose` config. A reload builds a
-//! new `Policy` and swaps it in; requests in flight finish on the one they started with.
+//! new `ServicePolicy` and swaps it in; requests in flight finish on the one they started with.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -17,7 +17,7 @@ use spec::{Balance, Expose};
 use tokio::sync::Semaphore;
 
 /// Everything derived from one version of a service's `Expose` config.
-pub(crate) struct Policy {
+pub(crate) struct ServicePolicy {
     pub expose: Expose,
     /// Bulkhead: in-flight requests.
     pub permits: std::sync::Arc<Semaphore>,
@@ -58,9 +58,13 @@ struct Rep {
 /// What a try ended with, as far as passive health cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TryResult {
+    /// A response head with this status.
     Status(u16),
+    /// No connection to the replica.
     ConnectFailed,
+    /// The connection was reset or closed (or spoke broken HTTP) before a response head.
     Reset,
+    /// No response head within the per-try timeout.
     Timeout,
 }
 
@@ -76,8 +80,8 @@ pub(crate) enum Notice {
     },
 }
 
-impl Policy {
-    pub fn new(expose: Expose, now: Instant) -> Policy {
+impl ServicePolicy {
+    pub fn new(expose: Expose, now: Instant) -> ServicePolicy {
         let o = &expose.outlier;
         let outlier = OutlierDetector::new(OutlierConfig {
             consecutive_5xx: if o.enabled { o.consecutive_5xx } else { 0 },
@@ -114,7 +118,7 @@ impl Policy {
             .as_ref()
             .map(|rl| Mutex::new(KeyedBuckets::new(rl.rate, rl.burst, rl.max_keys as usize)));
         let _ = now;
-        Policy {
+        ServicePolicy {
             permits: std::sync::Arc::new(Semaphore::new(expose.limits.max_inflight as usize)),
             waiting: AtomicU32::new(0),
             cursor: AtomicUsize::new(0),
@@ -157,7 +161,7 @@ impl State {
     /// Follows endpoint changes: O(replicas) per new snapshot, nothing otherwise.
     pub fn sync(
         &mut self,
-        policy: &Policy,
+        policy: &ServicePolicy,
         snap: &Endpoints,
         metrics: &(crate::metrics::ProxyMetrics, String),
         now: Instant,
@@ -252,7 +256,7 @@ impl State {
     /// breakers are skipped, unless too few replicas are healthy (panic mode).
     pub fn pick<'a>(
         &mut self,
-        policy: &Policy,
+        policy: &ServicePolicy,
         ready: &'a [Endpoint],
         tried: &[SocketAddr],
         key: Option<u64>,
@@ -384,7 +388,7 @@ impl State {
         let ev = self.outlier.record(id, outcome, now, rand::random::<f64>());
         let ejected = matches!(
             self.outlier.state(id),
-            Some(policy::ReplicaState::Ejected { .. })
+            Some(policy::OutlierState::Ejected { .. })
         );
         if let Some(rep) = self.replicas.get(&addr) {
             rep.metrics.ejected.set(i64::from(ejected));
@@ -415,7 +419,7 @@ pub(crate) fn authority_of(addr: SocketAddr) -> http::uri::Authority {
 mod tests {
     use super::*;
 
-    fn limited() -> Policy {
+    fn limited() -> ServicePolicy {
         let mut e = Expose::new(([127, 0, 0, 1], 0).into());
         e.rate_limit = Some(spec::RateLimit {
             rate: 1.0,
@@ -423,7 +427,7 @@ mod tests {
             key: spec::RateKey::Header("x-user".into()),
             max_keys: 16,
         });
-        Policy::new(e, Instant::now())
+        ServicePolicy::new(e, Instant::now())
     }
 
     #[test]

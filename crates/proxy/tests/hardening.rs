@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bus::{Endpoint, Endpoints, Load};
 use prometheus_client::registry::Registry;
-use proxy::{Hooks, ProxyMetrics, RouteHandle, serve};
+use proxy::{Hooks, ProxyMetrics, ServiceProxyHandle, serve};
 use spec::Expose;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -67,11 +67,11 @@ async fn start(drain: Duration, tune: impl FnOnce(&mut Expose)) -> Proxy {
         bus: None,
         faults_on: faults_rx,
         restart: None,
-        mesh: RwLock::new(HashMap::new()),
+        services: RwLock::new(HashMap::new()),
     });
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::register(&mut registry);
-    let route = RouteHandle::new("svc", expose, endpoints_rx, &metrics, None, hooks);
+    let route = ServiceProxyHandle::new("svc", expose, endpoints_rx, &metrics, None, hooks);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(serve(socket, route, shutdown_rx, drain));
     Proxy {
