@@ -19,7 +19,7 @@ pub struct Stack {
     /// with no order between them, the one earlier in the file comes first.
     pub services: Vec<Service>,
     pub api: Api,
-    pub supervisor: Supervisor,
+    pub supervisor: SupervisorSettings,
     pub alerts: Alerts,
     pub journal: JournalSettings,
 }
@@ -75,20 +75,20 @@ impl Default for Api {
 
 /// `[supervisor]`: stack-wide supervision limits.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Supervisor {
+pub struct SupervisorSettings {
     /// How many replicas may be restarting (spawned, not yet started) at once across the
     /// whole stack. Prevents restart storms. Default 8.
     pub max_concurrent_restarts: u32,
 }
 
-impl Supervisor {
+impl SupervisorSettings {
     pub const DEFAULT_MAX_CONCURRENT_RESTARTS: u32 = 8;
 }
 
-impl Default for Supervisor {
+impl Default for SupervisorSettings {
     fn default() -> Self {
-        Supervisor {
-            max_concurrent_restarts: Supervisor::DEFAULT_MAX_CONCURRENT_RESTARTS,
+        SupervisorSettings {
+            max_concurrent_restarts: SupervisorSettings::DEFAULT_MAX_CONCURRENT_RESTARTS,
         }
     }
 }
@@ -185,7 +185,9 @@ pub struct Probe {
 }
 
 /// Which of a service's three probes a [`Probe`] is; they differ in defaults and rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Events name a probe by it too (serialized as `startup`, `liveness`, `readiness`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProbeKind {
     /// Gates the other two: until it succeeds, liveness and readiness are not run.
     Startup,
@@ -196,8 +198,9 @@ pub enum ProbeKind {
 }
 
 impl ProbeKind {
-    /// The probe's key in a service table (`startup`, `liveness`, `readiness`).
-    pub fn key(self) -> &'static str {
+    /// The probe's key in a service table and its name in events and metrics
+    /// (`startup`, `liveness`, `readiness`).
+    pub fn as_str(self) -> &'static str {
         match self {
             ProbeKind::Startup => "startup",
             ProbeKind::Liveness => "liveness",

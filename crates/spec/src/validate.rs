@@ -17,7 +17,8 @@ use toml::Spanned;
 
 use crate::model::{
     AlertSink, Alerts, Api, Backoff, JournalSettings, Probe, ProbeAction, ProbeKind, RestartAction,
-    RestartPolicy, RestartRule, Service, Signal, Slo, SloAlerts, SloKind, Stack, Supervisor,
+    RestartPolicy, RestartRule, Service, Signal, Slo, SloAlerts, SloKind, Stack,
+    SupervisorSettings,
 };
 use crate::problem::{
     MAX_DURATION, MAX_LONG_DURATION, Problems, Span, backticked, bounded, hint, quoted_choices,
@@ -58,10 +59,10 @@ pub(crate) fn validate(raw: RawStack, base_dir: &Path, p: &mut Problems) -> Opti
             &s.get_ref().max_concurrent_restarts,
             "max_concurrent_restarts",
             1..=i64::from(u32::MAX),
-            Supervisor::DEFAULT_MAX_CONCURRENT_RESTARTS,
+            SupervisorSettings::DEFAULT_MAX_CONCURRENT_RESTARTS,
             p,
         ),
-        Field::Absent => Some(Supervisor::DEFAULT_MAX_CONCURRENT_RESTARTS),
+        Field::Absent => Some(SupervisorSettings::DEFAULT_MAX_CONCURRENT_RESTARTS),
         Field::Invalid => None,
     };
 
@@ -101,9 +102,9 @@ pub(crate) fn validate(raw: RawStack, base_dir: &Path, p: &mut Problems) -> Opti
             listen: api_listen.unwrap_or(Api::DEFAULT_LISTEN),
             allow_remote: allow_remote.unwrap_or(false),
         },
-        supervisor: Supervisor {
+        supervisor: SupervisorSettings {
             max_concurrent_restarts: max_concurrent_restarts
-                .unwrap_or(Supervisor::DEFAULT_MAX_CONCURRENT_RESTARTS),
+                .unwrap_or(SupervisorSettings::DEFAULT_MAX_CONCURRENT_RESTARTS),
         },
         alerts: alerts.unwrap_or_default(),
         journal: journal.unwrap_or_default(),
@@ -813,7 +814,7 @@ fn probe(field: &Field<RawProbe>, kind: ProbeKind, p: &mut Problems) -> Option<P
                 format!(
                     "`success_threshold` must be 1 for {} probes, found {n} (as in Kubernetes, \
                      only readiness probes may require several consecutive successes)",
-                    kind.key()
+                    kind.as_str()
                 ),
             );
             None

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use spec::{
     Api, Backoff, Balance, Probe, ProbeAction, ProbeKind, RestartAction, RestartPolicy,
-    RestartRule, Signal, Supervisor,
+    RestartRule, Signal, SupervisorSettings,
 };
 
 mod common;
@@ -92,7 +92,7 @@ fn quickstart() {
     assert_eq!(expose.listen, addr("127.0.0.1:8080"));
     assert_eq!(expose.balance, Balance::P2c);
     assert_eq!(stack.api, Api::default());
-    assert_eq!(stack.supervisor, Supervisor::default());
+    assert_eq!(stack.supervisor, SupervisorSettings::default());
 }
 
 #[test]
