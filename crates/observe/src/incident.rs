@@ -94,17 +94,20 @@ pub struct Reliability {
     pub observed_ms: u64,
 }
 
+/// What an event or alert did to an incident.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Change {
+pub enum IncidentChange {
     Opened(Incident),
     Updated(Incident),
     Resolved(Incident),
 }
 
-impl Change {
+impl IncidentChange {
     pub fn incident(&self) -> &Incident {
         match self {
-            Change::Opened(i) | Change::Updated(i) | Change::Resolved(i) => i,
+            IncidentChange::Opened(i)
+            | IncidentChange::Updated(i)
+            | IncidentChange::Resolved(i) => i,
         }
     }
 }
@@ -134,7 +137,7 @@ impl Incidents {
 
     /// Loads incidents from the journal. Incidents left open by a previous run are closed
     /// at `now_ms`: whatever kept them open is no longer known.
-    pub fn restore(&mut self, mut list: Vec<Incident>, now_ms: u64) -> Vec<Change> {
+    pub fn restore(&mut self, mut list: Vec<Incident>, now_ms: u64) -> Vec<IncidentChange> {
         list.sort_by_key(|i| i.id);
         let mut changes = vec![];
         for mut i in list {
@@ -152,7 +155,7 @@ impl Incidents {
                     "resolved",
                     "closed at restart: bulwark was restarted while this incident was open".into(),
                 );
-                changes.push(Change::Resolved(i.clone()));
+                changes.push(IncidentChange::Resolved(i.clone()));
             }
             self.push_closed(i);
         }
@@ -179,7 +182,7 @@ impl Incidents {
 
     /// Follows the event stream: remembers faults, records actions on open incidents, and
     /// opens or clears the no-ready-replica trigger.
-    pub fn on_event(&mut self, e: &Event) -> Option<Change> {
+    pub fn on_event(&mut self, e: &Event) -> Option<IncidentChange> {
         let now = e.at_ms;
         let fault = |s: &mut Self, service: &str, what: String| {
             s.last_fault.insert(service.to_owned(), (now, what));
@@ -296,7 +299,7 @@ impl Incidents {
         }
     }
 
-    fn lose_ready(&mut self, service: &str, index: u32, now: u64) -> Option<Change> {
+    fn lose_ready(&mut self, service: &str, index: u32, now: u64) -> Option<IncidentChange> {
         let set = self.ready.entry(service.to_owned()).or_default();
         if !set.remove(&index) || !set.is_empty() || self.stopping {
             return None;
@@ -311,10 +314,10 @@ impl Incidents {
         ))
     }
 
-    fn action(&mut self, service: &str, now: u64, text: String) -> Option<Change> {
+    fn action(&mut self, service: &str, now: u64, text: String) -> Option<IncidentChange> {
         let i = self.open.get_mut(service)?;
         i.note(now, "action", text);
-        Some(Change::Updated(i.clone()))
+        Some(IncidentChange::Updated(i.clone()))
     }
 
     /// Something detected trouble with `service` (an alert fired, no replica is ready).
@@ -327,11 +330,11 @@ impl Incidents {
         title: String,
         fault: Option<(u64, String)>,
         now: u64,
-    ) -> Change {
+    ) -> IncidentChange {
         if let Some(i) = self.open.get_mut(service) {
             i.triggers.insert(trigger.to_owned());
             i.note(now, "detected", title);
-            return Change::Updated(i.clone());
+            return IncidentChange::Updated(i.clone());
         }
         let known = self
             .last_fault
@@ -362,18 +365,18 @@ impl Incidents {
         }
         i.note(now, "detected", title);
         self.open.insert(service.to_owned(), i.clone());
-        Change::Opened(i)
+        IncidentChange::Opened(i)
     }
 
     /// A trigger cleared; the incident resolves when none is left.
-    pub fn clear(&mut self, service: &str, trigger: &str, now: u64) -> Option<Change> {
+    pub fn clear(&mut self, service: &str, trigger: &str, now: u64) -> Option<IncidentChange> {
         let i = self.open.get_mut(service)?;
         if !i.triggers.remove(trigger) {
             return None;
         }
         if !i.triggers.is_empty() {
             i.note(now, "action", format!("{trigger} cleared"));
-            return Some(Change::Updated(i.clone()));
+            return Some(IncidentChange::Updated(i.clone()));
         }
         let mut i = self.open.remove(service)?;
         i.state = IncidentState::Resolved;
@@ -381,7 +384,7 @@ impl Incidents {
         i.note(now, "resolved", format!("{trigger} cleared"));
         self.last_fault.remove(service);
         self.push_closed(i.clone());
-        Some(Change::Resolved(i))
+        Some(IncidentChange::Resolved(i))
     }
 
     pub fn reliability(&self, now: u64) -> Vec<Reliability> {
@@ -482,7 +485,7 @@ mod tests {
         assert!(inc.on_event(&ready(100, 0)).is_none());
         assert!(inc.on_event(&ready(100, 1)).is_none());
         assert!(inc.on_event(&exited(1000, 0)).is_none(), "one replica left");
-        let Some(Change::Opened(i)) = inc.on_event(&exited(2000, 1)) else {
+        let Some(IncidentChange::Opened(i)) = inc.on_event(&exited(2000, 1)) else {
             panic!("opens")
         };
         assert_eq!(i.fault_at_ms, Some(2000));
@@ -498,7 +501,7 @@ mod tests {
                 reason: "x".into(),
             },
         ));
-        let Some(Change::Resolved(i)) = inc.on_event(&ready(2600, 1)) else {
+        let Some(IncidentChange::Resolved(i)) = inc.on_event(&ready(2600, 1)) else {
             panic!("resolves")
         };
         assert_eq!(i.ttr_ms(), Some(600));
@@ -525,18 +528,20 @@ mod tests {
             Some((500, "first failed request".into())),
             900,
         );
-        let Change::Opened(i) = c else { panic!() };
+        let IncidentChange::Opened(i) = c else {
+            panic!()
+        };
         assert_eq!(i.mttd_ms(), Some(400));
-        let Change::Updated(_) =
+        let IncidentChange::Updated(_) =
             inc.trigger("web", NO_READY_REPLICA, "none ready".into(), None, 1000)
         else {
             panic!()
         };
         assert!(matches!(
             inc.clear("web", "web/avail/page", 2000),
-            Some(Change::Updated(_))
+            Some(IncidentChange::Updated(_))
         ));
-        let Some(Change::Resolved(i)) = inc.clear("web", NO_READY_REPLICA, 3000) else {
+        let Some(IncidentChange::Resolved(i)) = inc.clear("web", NO_READY_REPLICA, 3000) else {
             panic!()
         };
         assert_eq!(i.ttr_ms(), Some(2100));
@@ -570,7 +575,7 @@ mod tests {
                 reason: "restart requested".into(),
             },
         ));
-        let Some(Change::Opened(i)) = c else {
+        let Some(IncidentChange::Opened(i)) = c else {
             panic!("{c:?}")
         };
         assert_eq!(i.fault.as_deref(), Some("web/1 exited: exit status 0"));
@@ -594,11 +599,11 @@ mod tests {
         let mut again = Incidents::new();
         let changes = again.restore(saved, 5000);
         assert_eq!(changes.len(), 1);
-        let Change::Resolved(i) = &changes[0] else {
+        let IncidentChange::Resolved(i) = &changes[0] else {
             panic!()
         };
         assert_eq!(i.resolved_at_ms, Some(5000));
-        let Change::Opened(n) = again.trigger("web", "a", "t".into(), None, 6000) else {
+        let IncidentChange::Opened(n) = again.trigger("web", "a", "t".into(), None, 6000) else {
             panic!()
         };
         assert_eq!(n.id, 2, "ids continue");

@@ -10,10 +10,10 @@ use bus::{Bus, EventKind, LocalReason, OutcomeSink, RequestOutcome};
 use tokio::sync::mpsc;
 
 use crate::alert::{Alert, AlertBook, Notice, Severity, Silence};
-use crate::incident::{Change as IncidentChange, Incident, Incidents, Reliability};
+use crate::incident::{Incident, IncidentChange, Incidents, Reliability};
 use crate::journal::{Journal, Restored};
 use crate::notify::{self, Routing};
-use crate::slo::{Change as SloChange, SloEngine, SloReport, Tier};
+use crate::slo::{SloEngine, SloReport, Tier, TierChange};
 
 /// Errors this far apart start a new "onset" (the best guess of when a fault began).
 const ONSET_GAP: Duration = Duration::from_secs(60);
@@ -169,11 +169,11 @@ impl Plane {
                     Tier::NoData => (format!("{}:no_data", t.slo), Severity::Ticket),
                 };
                 match t.change {
-                    SloChange::Fired => {
+                    TierChange::Fired => {
                         let summary = summary(r, t.tier);
                         self.fire(&t.service, &name, severity, summary, wall(t.at));
                     }
-                    SloChange::Resolved { .. } => {
+                    TierChange::Resolved { .. } => {
                         self.resolve(&t.service, &name, severity, wall(t.at))
                     }
                 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bus::{LocalReason, OutcomeSink, RequestOutcome};
 use observe::slo::{
-    AlertState, AlertTransition, Change, SloEngine, SloReport, SloSink, Tier, Verdict, Window,
+    AlertTransition, SloEngine, SloReport, SloSink, Tier, TierChange, TierState, Verdict, Window,
     classify,
 };
 use prometheus_client::registry::Registry;
@@ -104,7 +104,7 @@ fn windows(r: &SloReport, expected: &[(Window, f64, f64, f64)]) {
     }
 }
 
-fn transition(r: &SloReport, tier: Tier, at: Instant, change: Change) -> AlertTransition {
+fn transition(r: &SloReport, tier: Tier, at: Instant, change: TierChange) -> AlertTransition {
     AlertTransition {
         service: r.service.clone(),
         slo: r.slo.clone(),
@@ -151,9 +151,9 @@ fn thirty_day_scenario() {
     assert_eq!(
         (r.page, r.ticket, r.no_data),
         (
-            AlertState::Inactive,
-            AlertState::Inactive,
-            AlertState::Inactive
+            TierState::Inactive,
+            TierState::Inactive,
+            TierState::Inactive
         )
     );
     assert!(r.transitions.is_empty());
@@ -202,11 +202,11 @@ fn thirty_day_scenario() {
     assert!((exhaustion - 144_720.6).abs() < 1.0, "{exhaustion}");
     assert_eq!(
         r.page,
-        AlertState::Firing {
+        TierState::Firing {
             since: sim.at(14_401)
         }
     );
-    assert_eq!(r.ticket, AlertState::Inactive);
+    assert_eq!(r.ticket, TierState::Inactive);
 
     // Minute 14 405, the last bad minute: 50 bad.
     //   5m: 50/50 → 1000; 1h: 50/600 → 83.3; 30m: 50/300 → 166.7; 6h: 50/3 600 → 13.9
@@ -229,7 +229,7 @@ fn thirty_day_scenario() {
     let exhaustion = r.time_to_exhaustion.expect("burning").as_secs_f64();
     assert!((exhaustion - 20_307.7).abs() < 0.1, "{exhaustion}");
     assert!(r.page.is_firing());
-    assert_eq!(r.ticket, AlertState::Inactive, "inhibited by the page");
+    assert_eq!(r.ticket, TierState::Inactive, "inhibited by the page");
 
     // Minute 14 410: the 5m window (14 406..=14 410) is clean, so the fast pair is off,
     // but the slow pair holds: 6h 50/3 600 → 13.9 > 6, 30m 50/300 → 166.7 > 6.
@@ -245,10 +245,10 @@ fn thirty_day_scenario() {
     // ticket condition still holds (3d: 50/43 200 → 1.157; 6h: 50/3 600 → 13.9) and is
     // no longer inhibited: the ticket fires.
     let r = &reports[&14_435];
-    assert_eq!(r.page, AlertState::Inactive);
+    assert_eq!(r.page, TierState::Inactive);
     assert_eq!(
         r.ticket,
-        AlertState::Firing {
+        TierState::Firing {
             since: sim.at(14_435)
         }
     );
@@ -258,7 +258,7 @@ fn thirty_day_scenario() {
     // 2.78 > 1, still a ticket. Minute 14 765: the 6h window is clean: resolved.
     assert!(reports[&14_764].ticket.is_firing());
     approx(reports[&14_764].burn_rate(Window::H6), (10.0 / 3600.0) / b);
-    assert_eq!(reports[&14_765].ticket, AlertState::Inactive);
+    assert_eq!(reports[&14_765].ticket, TierState::Inactive);
     approx(
         reports[&14_765].burn_rate(Window::D3),
         (50.0 / 43_200.0) / b,
@@ -267,22 +267,22 @@ fn thirty_day_scenario() {
     assert_eq!(
         all,
         vec![
-            transition(r, Tier::Page, sim.at(14_401), Change::Fired),
+            transition(r, Tier::Page, sim.at(14_401), TierChange::Fired),
             transition(
                 r,
                 Tier::Page,
                 sim.at(14_435),
-                Change::Resolved {
+                TierChange::Resolved {
                     since: sim.at(14_401),
                     inhibited: false
                 }
             ),
-            transition(r, Tier::Ticket, sim.at(14_435), Change::Fired),
+            transition(r, Tier::Ticket, sim.at(14_435), TierChange::Fired),
             transition(
                 r,
                 Tier::Ticket,
                 sim.at(14_765),
-                Change::Resolved {
+                TierChange::Resolved {
                     since: sim.at(14_435),
                     inhibited: false
                 }
@@ -367,8 +367,8 @@ fn page_inhibits_a_firing_ticket() {
     let r = &reports[&5];
     approx(r.burn_rate(Window::D3), 2.0);
     approx(r.burn_rate(Window::H1), 2.0);
-    assert_eq!(r.ticket, AlertState::Firing { since: sim.at(5) });
-    assert_eq!(r.page, AlertState::Inactive);
+    assert_eq!(r.ticket, TierState::Firing { since: sim.at(5) });
+    assert_eq!(r.page, TierState::Inactive);
     // Minute 61: 1h = minutes 2..=61: 6 000 requests; bad: minutes 5, 10, .., 60 (12)
     // + 100 = 112 → burn 112/6000/0.001 = 18.67 > 14.4. 5m = minutes 57..=61: bad 1
     // (minute 60) + 100 = 101 of 500 → 202. The page fires; the ticket (3d: 112 of
@@ -377,7 +377,7 @@ fn page_inhibits_a_firing_ticket() {
     approx(r.burn_rate(Window::H1), (112.0 / 6000.0) / b);
     approx(r.burn_rate(Window::M5), (101.0 / 500.0) / b);
     assert!(r.page.is_firing());
-    assert_eq!(r.ticket, AlertState::Inactive);
+    assert_eq!(r.ticket, TierState::Inactive);
     // Minute 90: the 30m window (61..=90) still holds minute 61: bad 100 + 6 (65..=90) =
     // 106 of 3 000 → 35.3 > 6, and 6h (everything: 9 000, bad 18 + 100 = 118) → 13.1 > 6.
     approx(reports[&90].burn_rate(Window::M30), (106.0 / 3000.0) / b);
@@ -385,23 +385,20 @@ fn page_inhibits_a_firing_ticket() {
     // Minute 91: 30m (62..=91) holds 65, 70, .., 90: 6 of 3 000 → 2 < 6: the page
     // resolves, and the ticket (3d: 118 of 9 100 → 12.97) fires again.
     approx(reports[&91].burn_rate(Window::M30), (6.0 / 3000.0) / b);
-    assert_eq!(reports[&91].page, AlertState::Inactive);
-    assert_eq!(
-        reports[&91].ticket,
-        AlertState::Firing { since: sim.at(91) }
-    );
+    assert_eq!(reports[&91].page, TierState::Inactive);
+    assert_eq!(reports[&91].ticket, TierState::Firing { since: sim.at(91) });
 
     let r = &reports[&100];
     assert_eq!(
         all,
         vec![
-            transition(r, Tier::Ticket, sim.at(5), Change::Fired),
-            transition(r, Tier::Page, sim.at(61), Change::Fired),
+            transition(r, Tier::Ticket, sim.at(5), TierChange::Fired),
+            transition(r, Tier::Page, sim.at(61), TierChange::Fired),
             transition(
                 r,
                 Tier::Ticket,
                 sim.at(61),
-                Change::Resolved {
+                TierChange::Resolved {
                     since: sim.at(5),
                     inhibited: true
                 }
@@ -410,12 +407,12 @@ fn page_inhibits_a_firing_ticket() {
                 r,
                 Tier::Page,
                 sim.at(91),
-                Change::Resolved {
+                TierChange::Resolved {
                     since: sim.at(61),
                     inhibited: false
                 }
             ),
-            transition(r, Tier::Ticket, sim.at(91), Change::Fired),
+            transition(r, Tier::Ticket, sim.at(91), TierChange::Fired),
         ]
     );
 }
@@ -430,8 +427,8 @@ fn minimum_traffic_guard() {
     let r = sim.eval(1);
     approx(r.burn_rate(Window::H1), 500.0);
     approx(r.burn_rate(Window::M5), 500.0);
-    assert_eq!(r.page, AlertState::Inactive);
-    assert_eq!(r.ticket, AlertState::Inactive);
+    assert_eq!(r.page, TierState::Inactive);
+    assert_eq!(r.ticket, TierState::Inactive);
     assert!(r.transitions.is_empty());
     // Eight more good requests: 10 requests, 1 bad: 1h total 10 >= 10 and burn
     // (1/10) / 0.001 = 100 > 14.4: now it pages.
@@ -445,7 +442,7 @@ fn minimum_traffic_guard() {
     let sim = Sim::new(&format!("{AVAILABILITY}alerts = {{ min_requests = 0 }}\n"));
     sim.traffic(1, 1, 1);
     let r = sim.eval(1);
-    assert_eq!(r.page, AlertState::Firing { since: sim.at(1) });
+    assert_eq!(r.page, TierState::Firing { since: sim.at(1) });
 }
 
 #[test]
@@ -454,29 +451,34 @@ fn no_data_alert() {
     let at = |d: Duration| sim.t0 + d;
     let eval = |d: Duration| sim.engine.evaluate(at(d)).remove(0);
     // Nothing since the start (the origin counts as the last sign of life).
-    assert_eq!(eval(Duration::from_secs(599)).no_data, AlertState::Inactive);
+    assert_eq!(eval(Duration::from_secs(599)).no_data, TierState::Inactive);
     let r = eval(10 * MINUTE);
     assert_eq!(
         r.no_data,
-        AlertState::Firing {
+        TierState::Firing {
             since: at(10 * MINUTE)
         }
     );
     assert_eq!(
         r.transitions,
-        vec![transition(&r, Tier::NoData, at(10 * MINUTE), Change::Fired)]
+        vec![transition(
+            &r,
+            Tier::NoData,
+            at(10 * MINUTE),
+            TierChange::Fired
+        )]
     );
     // A request at 11 min resolves it.
     sim.engine.record(&outcome(200), at(11 * MINUTE));
     let r = eval(11 * MINUTE);
-    assert_eq!(r.no_data, AlertState::Inactive);
+    assert_eq!(r.no_data, TierState::Inactive);
     assert_eq!(
         r.transitions,
         vec![transition(
             &r,
             Tier::NoData,
             at(11 * MINUTE),
-            Change::Resolved {
+            TierChange::Resolved {
                 since: at(10 * MINUTE),
                 inhibited: false
             }
@@ -485,14 +487,14 @@ fn no_data_alert() {
     // 10 minutes after that request, it fires again; not a second before.
     assert_eq!(
         eval(21 * MINUTE - Duration::from_secs(1)).no_data,
-        AlertState::Inactive
+        TierState::Inactive
     );
     assert!(eval(21 * MINUTE).no_data.is_firing());
 
     // Off by default: days of silence, no alert.
     let quiet = Sim::new(AVAILABILITY);
     let r = quiet.eval(3 * 24 * 60);
-    assert_eq!(r.no_data, AlertState::Inactive);
+    assert_eq!(r.no_data, TierState::Inactive);
     assert_eq!(r.sli, None);
     assert_eq!(r.error_budget_remaining, 1.0);
 }
@@ -627,7 +629,7 @@ alerts = { no_data = "1m" }
         .engine
         .evaluate(sim.at(1) + Duration::from_secs(59))
         .remove(0);
-    assert_eq!(r.no_data, AlertState::Inactive);
+    assert_eq!(r.no_data, TierState::Inactive);
     assert_eq!(r.sli, None, "no latency sample");
     assert!(sim.eval(2).no_data.is_firing());
 }

@@ -127,7 +127,7 @@ impl Tier {
 
 /// Whether a tier fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertState {
+pub enum TierState {
     Inactive,
     /// Firing since the evaluation that first saw its condition true.
     Firing {
@@ -135,9 +135,9 @@ pub enum AlertState {
     },
 }
 
-impl AlertState {
+impl TierState {
     pub fn is_firing(self) -> bool {
-        matches!(self, AlertState::Firing { .. })
+        matches!(self, TierState::Firing { .. })
     }
 }
 
@@ -149,11 +149,12 @@ pub struct AlertTransition {
     pub tier: Tier,
     /// The evaluation time at which the change was seen.
     pub at: Instant,
-    pub change: Change,
+    pub change: TierChange,
 }
 
+/// How a tier's [`TierState`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub enum TierChange {
     Fired,
     Resolved {
         /// When it started firing.
@@ -237,9 +238,9 @@ pub struct SloReport {
     pub error_budget_remaining: f64,
     /// Every window, in [`Window::ALL`] order (the period last).
     pub windows: [WindowReport; 6],
-    pub page: AlertState,
-    pub ticket: AlertState,
-    pub no_data: AlertState,
+    pub page: TierState,
+    pub ticket: TierState,
+    pub no_data: TierState,
     /// Changes since the previous [`SloEngine::evaluate`].
     pub transitions: Vec<AlertTransition>,
     /// When the remaining budget runs out if the 1h (scaled) burn rate goes on:
@@ -258,7 +259,7 @@ impl SloReport {
         self.window(window).burn_rate
     }
 
-    pub fn alert(&self, tier: Tier) -> AlertState {
+    pub fn alert(&self, tier: Tier) -> TierState {
         match tier {
             Tier::Page => self.page,
             Tier::Ticket => self.ticket,
@@ -303,9 +304,9 @@ struct State {
     fine: Ring,
     coarse: Ring,
     last_request: Option<Instant>,
-    page: AlertState,
-    ticket: AlertState,
-    no_data: AlertState,
+    page: TierState,
+    ticket: TierState,
+    no_data: TierState,
 }
 
 impl Cell {
@@ -356,9 +357,9 @@ impl SloEngine {
                     fine: Ring::new(slo.period, FINE_PER_PERIOD, FINE_LEN),
                     coarse: Ring::new(slo.period, COARSE_PER_PERIOD, COARSE_LEN),
                     last_request: None,
-                    page: AlertState::Inactive,
-                    ticket: AlertState::Inactive,
-                    no_data: AlertState::Inactive,
+                    page: TierState::Inactive,
+                    ticket: TierState::Inactive,
+                    no_data: TierState::Inactive,
                 }),
             });
         }
@@ -493,14 +494,14 @@ impl SloEngine {
             .is_some_and(|d| now.saturating_duration_since(quiet_since) >= d);
 
         let mut transitions = Vec::new();
-        let mut step = |state: AlertState, firing: bool, tier: Tier, inhibited: bool| {
+        let mut step = |state: TierState, firing: bool, tier: Tier, inhibited: bool| {
             let (next, change) = match (state, firing) {
-                (AlertState::Inactive, true) => {
-                    (AlertState::Firing { since: now }, Some(Change::Fired))
+                (TierState::Inactive, true) => {
+                    (TierState::Firing { since: now }, Some(TierChange::Fired))
                 }
-                (AlertState::Firing { since }, false) => (
-                    AlertState::Inactive,
-                    Some(Change::Resolved { since, inhibited }),
+                (TierState::Firing { since }, false) => (
+                    TierState::Inactive,
+                    Some(TierChange::Resolved { since, inhibited }),
                 ),
                 (state, _) => (state, None),
             };
