@@ -28,14 +28,12 @@ fn main() -> ExitCode {
             cmd: Some(cli::SloCmd::Rules { file, out }),
             ..
         } => slo_rules(&file, &out),
-        Command::Demo(args) => runtime(Some(1), true).and_then(|rt| rt.block_on(demo(args))),
-        Command::Up(args) => {
-            runtime(args.workers, false).and_then(|rt| rt.block_on(up::run(args, cli.state_dir)))
-        }
-        Command::Load(args) => runtime(None, false).and_then(|rt| rt.block_on(load(args))),
-        other => {
-            runtime(Some(1), true).and_then(|rt| rt.block_on(client::run(other, cli.state_dir)))
-        }
+        Command::Demo(args) => tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(demo(args))),
+        Command::Up(args) => tokio_runtime(args.workers, false)
+            .and_then(|rt| rt.block_on(up::run(args, cli.state_dir))),
+        Command::Load(args) => tokio_runtime(None, false).and_then(|rt| rt.block_on(load(args))),
+        other => tokio_runtime(Some(1), true)
+            .and_then(|rt| rt.block_on(client::run(other, cli.state_dir))),
     };
     match result {
         Ok(code) => code,
@@ -46,7 +44,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime(
+/// The tokio runtime a command runs on.
+fn tokio_runtime(
     workers: Option<usize>,
     current_thread: bool,
 ) -> anyhow::Result<tokio::runtime::Runtime> {
