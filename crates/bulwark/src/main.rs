@@ -3,7 +3,6 @@
 
 mod cli;
 mod client;
-mod edge;
 mod host;
 mod up;
 

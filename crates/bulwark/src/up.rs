@@ -11,26 +11,26 @@ use observe::notify::Routing;
 use observe::plane::{Plane, PlaneConfig};
 use observe::slo::{SloEngine, Window};
 use prometheus_client::registry::Registry;
-use proxy::ProxyMetrics;
+use proxy::{Listeners, ProxyMetrics};
 use runtime::{Options, Supervisor};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::cli::UpArgs;
-use crate::edge::Edge;
 
 /// Reads the stack file again and applies it; on a bad file nothing changes and the
 /// diagnostics come back.
 async fn reload(
     file: &std::path::Path,
     supervisor: &Supervisor,
-    edge: &mut Edge,
+    listeners: &mut Listeners,
     bus: &Arc<Bus>,
 ) -> Result<Vec<String>, String> {
     let stack = spec::load(file).map_err(|e| e.to_string())?;
     let mut changes = supervisor.reload(&stack).map_err(|e| e.to_string())?;
-    changes.extend(edge.apply(&stack).await.map_err(|e| format!("{e:#}"))?);
+    let edited = listeners.apply(&stack).await;
+    changes.extend(edited.map_err(|e| format!("{:#}", anyhow::Error::new(e)))?);
     bus.publish(bus::EventKind::Reloaded {
         changed: changes.clone(),
     });
@@ -141,14 +141,18 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         restart: Some(restart_tx),
         services: Default::default(),
     });
-    let mut edge = Edge::new(
+    let endpoints = {
+        let supervisor = supervisor.clone();
+        Box::new(move |service: &str| supervisor.endpoints(service))
+    };
+    let mut listeners = Listeners::new(
         hooks,
         proxy_metrics,
         tcp_metrics,
         plane.outcome_sink(),
-        supervisor.clone(),
+        endpoints,
     );
-    edge.apply(&stack).await?;
+    listeners.apply(&stack).await?;
     // The proxy asks, the supervisor acts: restart replicas whose ejection says so.
     {
         let supervisor = supervisor.clone();
@@ -195,19 +199,19 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
             _ = sighup.recv() => {
-                match reload(&args.file, &supervisor, &mut edge, &bus).await {
+                match reload(&args.file, &supervisor, &mut listeners, &bus).await {
                     Ok(changes) => tracing::info!(?changes, "reloaded on SIGHUP"),
                     Err(e) => tracing::error!("reload refused, still running the previous stack:\n{e}"),
                 }
             }
             Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(reload(&args.file, &supervisor, &mut edge, &bus).await);
+                let _ = reply.send(reload(&args.file, &supervisor, &mut listeners, &bus).await);
             }
         }
     }
     // Listeners stop accepting and finish what they carry while replicas drain and stop.
     stop_tx.send_replace(true);
-    let (_, ()) = tokio::join!(supervisor.shutdown(), edge.shutdown());
+    let (_, ()) = tokio::join!(supervisor.shutdown(), listeners.shutdown());
     // Everything that happened is in the journal before the API (and its followers) go.
     let last = bus.last_seq();
     let mut written = journal_watermark;

@@ -16,12 +16,14 @@
 
 mod body;
 mod conn;
+pub mod edge;
 mod forward;
 mod metrics;
 mod server;
 mod service;
 mod tcp;
 
+pub use edge::Listeners;
 pub use forward::{Hooks, InjectedReset};
 pub use metrics::ProxyMetrics;
 pub use server::{ServiceProxyHandle, serve};

@@ -1,44 +1,69 @@
-//! The listeners and routes of a running stack. `apply` creates what a stack file asks
-//! for and, on reload, changes what differs: policies are swapped in place and a listener
-//! whose address and protocol are unchanged is never rebound.
+//! The listeners and service proxies of a running stack. [`Listeners::apply`] creates what
+//! a stack file asks for and, on reload, changes what differs: policies are swapped in
+//! place and a listener whose address and protocol are unchanged is never rebound.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use runtime::Supervisor;
+use bus::{Endpoints, OutcomeSink};
 use spec::{Protocol, Stack};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::{Hooks, ProxyMetrics, ServiceProxyHandle, TcpExpose, TcpMetrics};
+
 /// How long listeners wait for requests in flight after a stop signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
-pub struct Edge {
-    routes: HashMap<String, proxy::ServiceProxyHandle>,
+/// Where a service's ready replicas are published (the supervisor's endpoints); `None`
+/// for a service it does not know.
+pub type EndpointsOf =
+    Box<dyn Fn(&str) -> Option<watch::Receiver<Arc<Endpoints>>> + Send + Sync + 'static>;
+
+/// Why [`Listeners::apply`] could not bring the edge in line with a stack.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "service {service}: cannot listen on {addr} (services.{service}.expose.listen); is \
+         another program using it?"
+    )]
+    Bind {
+        service: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The supervisor does not know the service (it must apply the stack first).
+    #[error("service {service}: no endpoints")]
+    NoEndpoints { service: String },
+}
+
+/// Every listener and service proxy of a `bulwark up`.
+pub struct Listeners {
+    proxies: HashMap<String, ServiceProxyHandle>,
     toxics: HashMap<String, watch::Sender<Vec<spec::Toxic>>>,
     listeners: HashMap<String, (SocketAddr, Protocol, watch::Sender<bool>)>,
     tasks: JoinSet<()>,
-    pub hooks: Arc<proxy::Hooks>,
-    proxy_metrics: proxy::ProxyMetrics,
-    tcp_metrics: proxy::TcpMetrics,
-    outcomes: Arc<dyn bus::OutcomeSink>,
-    supervisor: Supervisor,
+    hooks: Arc<Hooks>,
+    proxy_metrics: ProxyMetrics,
+    tcp_metrics: TcpMetrics,
+    outcomes: Arc<dyn OutcomeSink>,
+    endpoints: EndpointsOf,
 }
 
-impl Edge {
+impl Listeners {
     pub fn new(
-        hooks: Arc<proxy::Hooks>,
-        proxy_metrics: proxy::ProxyMetrics,
-        tcp_metrics: proxy::TcpMetrics,
-        outcomes: Arc<dyn bus::OutcomeSink>,
-        supervisor: Supervisor,
-    ) -> Edge {
-        Edge {
-            routes: HashMap::new(),
+        hooks: Arc<Hooks>,
+        proxy_metrics: ProxyMetrics,
+        tcp_metrics: TcpMetrics,
+        outcomes: Arc<dyn OutcomeSink>,
+        endpoints: EndpointsOf,
+    ) -> Listeners {
+        Listeners {
+            proxies: HashMap::new(),
             toxics: HashMap::new(),
             listeners: HashMap::new(),
             tasks: JoinSet::new(),
@@ -46,14 +71,21 @@ impl Edge {
             proxy_metrics,
             tcp_metrics,
             outcomes,
-            supervisor,
+            endpoints,
         }
     }
 
-    /// Brings listeners and routes in line with `stack`. Returns a line per change.
-    pub async fn apply(&mut self, stack: &Stack) -> anyhow::Result<Vec<String>> {
+    fn endpoints(&self, service: &str) -> Result<watch::Receiver<Arc<Endpoints>>, ApplyError> {
+        (self.endpoints)(service).ok_or_else(|| ApplyError::NoEndpoints {
+            service: service.to_owned(),
+        })
+    }
+
+    /// Brings listeners and service proxies in line with `stack`. Returns a line per
+    /// change.
+    pub async fn apply(&mut self, stack: &Stack) -> Result<Vec<String>, ApplyError> {
         let mut changes = vec![];
-        // Routes exist for exposed services and for every service a route leads to.
+        // Proxies exist for exposed services and for every service a route leads to.
         let targets: HashSet<&str> = stack
             .services
             .iter()
@@ -68,15 +100,15 @@ impl Edge {
                 }
                 None => continue,
             };
-            match self.routes.get(&svc.name) {
-                Some(route) => {
-                    if route.expose() != expose {
-                        route.reconfigure(expose.clone());
+            match self.proxies.get(&svc.name) {
+                Some(proxy) => {
+                    if proxy.expose() != expose {
+                        proxy.reconfigure(expose.clone());
                     }
                 }
                 None => {
-                    let endpoints = self.supervisor.endpoints(&svc.name).context("endpoints")?;
-                    let handle = proxy::ServiceProxyHandle::new(
+                    let endpoints = self.endpoints(&svc.name)?;
+                    let handle = ServiceProxyHandle::new(
                         &svc.name,
                         expose.clone(),
                         endpoints,
@@ -84,7 +116,7 @@ impl Edge {
                         Some(self.outcomes.clone()),
                         self.hooks.clone(),
                     );
-                    self.routes.insert(svc.name.clone(), handle);
+                    self.proxies.insert(svc.name.clone(), handle);
                 }
             }
             if let Some(tx) = self.toxics.get(&svc.name) {
@@ -122,21 +154,22 @@ impl Edge {
             if self.listeners.contains_key(&svc.name) {
                 continue;
             }
-            let socket = TcpListener::bind(expose.listen).await.with_context(|| {
-                format!(
-                    "service {}: cannot listen on {} (services.{}.expose.listen); is another \
-                     program using it?",
-                    svc.name, expose.listen, svc.name
-                )
-            })?;
+            let socket =
+                TcpListener::bind(expose.listen)
+                    .await
+                    .map_err(|source| ApplyError::Bind {
+                        service: svc.name.clone(),
+                        addr: expose.listen,
+                        source,
+                    })?;
             let (stop_tx, stop) = watch::channel(false);
             if expose.protocol == Protocol::Tcp {
                 let (toxics_tx, toxics_rx) = watch::channel(expose.toxics.clone());
                 self.toxics.insert(svc.name.clone(), toxics_tx);
-                let l = proxy::TcpExpose {
+                let l = TcpExpose {
                     service: svc.name.clone(),
                     socket,
-                    endpoints: self.supervisor.endpoints(&svc.name).context("endpoints")?,
+                    endpoints: self.endpoints(&svc.name)?,
                     connect_timeout: expose.timeouts.connect,
                     max_connections: expose.limits.max_connections,
                     idle: expose.timeouts.idle,
@@ -145,11 +178,11 @@ impl Edge {
                 };
                 let m = self.tcp_metrics.clone();
                 self.tasks
-                    .spawn(async move { proxy::serve_tcp(l, &m, stop, DRAIN).await });
+                    .spawn(async move { crate::serve_tcp(l, &m, stop, DRAIN).await });
             } else {
-                let route = self.routes[&svc.name].clone();
+                let proxy = self.proxies[&svc.name].clone();
                 self.tasks
-                    .spawn(async move { proxy::serve(socket, route, stop, DRAIN).await });
+                    .spawn(async move { crate::serve(socket, proxy, stop, DRAIN).await });
             }
             tracing::info!(service = %svc.name, listen = %expose.listen, protocol = ?expose.protocol, "proxy listening");
             self.listeners
@@ -157,7 +190,7 @@ impl Edge {
             changes.push(format!("{}: listening on {}", svc.name, expose.listen));
         }
         let names: HashSet<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
-        self.routes.retain(|name, _| names.contains(name.as_str()));
+        self.proxies.retain(|name, _| names.contains(name.as_str()));
         self.hooks
             .services
             .write()
