@@ -2,7 +2,7 @@
 //! logic lives here.
 
 mod cli;
-mod client;
+mod commands;
 mod host;
 mod up;
 
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(up::run(args, cli.state_dir))),
         Command::Load(args) => tokio_runtime(None, false).and_then(|rt| rt.block_on(load(args))),
         other => tokio_runtime(Some(1), true)
-            .and_then(|rt| rt.block_on(client::run(other, cli.state_dir))),
+            .and_then(|rt| rt.block_on(commands::run(other, cli.state_dir))),
     };
     match result {
         Ok(code) => code,

@@ -1,29 +1,21 @@
-//! The CLI commands that talk to a running `bulwark up` through its API.
+//! The CLI commands that talk to a running `bulwark up` through its API
+//! ([`api::client`]), and how they print what it answers.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use api::client::Client;
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::Method;
 
 use crate::cli::Command;
 
-struct Api {
-    addr: SocketAddr,
-    /// Sent with every request: only `/metrics` is open without it.
-    token: String,
-}
-
 pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let api = Api::discover(&state_dir.unwrap_or_else(api::state_dir::default_dir))?;
+    let client = Client::discover(&state_dir.unwrap_or_else(api::state_dir::default_dir))?;
     match cmd {
         Command::Status { json } => {
-            let body = api.get("/v1/status").await?;
+            let body = client.get("/v1/status").await?;
             if json {
                 println!("{}", String::from_utf8_lossy(&body));
             } else {
@@ -40,9 +32,9 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
                 }
             };
             if follow {
-                api.stream("/v1/events?follow=true", print).await?;
+                client.stream("/v1/events?follow=true", print).await?;
             } else {
-                let body = api.get("/v1/events?sync=true").await?;
+                let body = client.get("/v1/events?sync=true").await?;
                 let events: Vec<serde_json::Value> = serde_json::from_slice(&body)?;
                 for e in events {
                     print(&e.to_string());
@@ -61,9 +53,10 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
                 }
             };
             if follow {
-                api.stream(&path, print).await?;
+                client.stream(&path, print).await?;
             } else {
-                let lines: Vec<serde_json::Value> = serde_json::from_slice(&api.get(&path).await?)?;
+                let lines: Vec<serde_json::Value> =
+                    serde_json::from_slice(&client.get(&path).await?)?;
                 for l in lines {
                     print(&l.to_string());
                 }
@@ -75,18 +68,18 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             if let Some(r) = replica {
                 path.push_str(&format!("?replica={r}"));
             }
-            api.post(&path).await?;
+            client.post(&path).await?;
             println!("restarting {target}");
         }
         Command::Scale { service, replicas } => {
-            let body = api
+            let body = client
                 .post(&format!("/v1/services/{service}/scale?replicas={replicas}"))
                 .await?;
             let s: api::json::Scaled = serde_json::from_slice(&body)?;
             println!("scaled {}: {} -> {}", s.service, s.from, s.to);
         }
         Command::Slo { json, .. } => {
-            let body = api.get("/v1/slo").await?;
+            let body = client.get("/v1/slo").await?;
             if json {
                 println!("{}", String::from_utf8_lossy(&body));
             } else {
@@ -94,7 +87,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             }
         }
         Command::Incidents { json } => {
-            let body = api.get("/v1/incidents").await?;
+            let body = client.get("/v1/incidents").await?;
             if json {
                 println!("{}", String::from_utf8_lossy(&body));
             } else {
@@ -102,7 +95,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             }
         }
         Command::Alerts { json } => {
-            let body = api.get("/v1/alerts").await?;
+            let body = client.get("/v1/alerts").await?;
             if json {
                 println!("{}", String::from_utf8_lossy(&body));
             } else {
@@ -123,16 +116,16 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
                 }
             }
         }
-        Command::Silence { cmd } => silence(&api, cmd).await?,
+        Command::Silence { cmd } => silence(&client, cmd).await?,
         Command::Reload => {
-            let body = api.post("/v1/reload").await?;
+            let body = client.post("/v1/reload").await?;
             let changes: Vec<String> = serde_json::from_slice(&body)?;
             for c in changes {
                 println!("{c}");
             }
         }
         Command::Faults { state } => {
-            api.post(&format!("/v1/faults/{state}")).await?;
+            client.post(&format!("/v1/faults/{state}")).await?;
             println!("injected faults {state}");
         }
         Command::Up(_) | Command::Check { .. } | Command::Demo(_) | Command::Load(_) => {
@@ -152,123 +145,6 @@ fn split_target(target: &str) -> anyhow::Result<(&str, Option<u32>)> {
             Ok((s, Some(i)))
         }
     }
-}
-
-impl Api {
-    fn discover(dir: &Path) -> anyhow::Result<Api> {
-        let addr_file = dir.join(api::state_dir::ADDR_FILE);
-        let addr = std::fs::read_to_string(&addr_file)
-            .with_context(|| {
-                format!(
-                    "no running `bulwark up` found: cannot read {} (start one, or pass the \
-                     --state-dir it uses)",
-                    addr_file.display()
-                )
-            })?
-            .trim()
-            .parse()
-            .with_context(|| format!("{} does not hold an address", addr_file.display()))?;
-        let token_file = dir.join(api::state_dir::TOKEN_FILE);
-        let token = std::fs::read_to_string(&token_file)
-            .with_context(|| {
-                format!(
-                    "cannot read the API token {} (it belongs to the user running `bulwark up`)",
-                    token_file.display()
-                )
-            })?
-            .trim()
-            .to_owned();
-        Ok(Api { addr, token })
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-        self.send_body(method, path, Bytes::new()).await
-    }
-
-    async fn send_body(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-        let stream = TcpStream::connect(self.addr).await.with_context(|| {
-            format!(
-                "cannot reach bulwark's API at {}; is `bulwark up` running?",
-                self.addr
-            )
-        })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, self.addr.to_string())
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
-        if !body.is_empty() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-        }
-        Ok(sender.send_request(req.body(Full::new(body))?).await?)
-    }
-
-    async fn call(&self, method: Method, path: &str) -> anyhow::Result<Bytes> {
-        self.call_body(method, path, Bytes::new()).await
-    }
-
-    async fn call_body(&self, method: Method, path: &str, body: Bytes) -> anyhow::Result<Bytes> {
-        let res = self.send_body(method, path, body).await?;
-        let status = res.status();
-        let body = res.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            bail!("{}", error_text(status, &body));
-        }
-        Ok(body)
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Bytes> {
-        self.call(Method::GET, path).await
-    }
-
-    async fn post(&self, path: &str) -> anyhow::Result<Bytes> {
-        self.call(Method::POST, path).await
-    }
-
-    /// Follows a server-sent event stream, calling `each` with every `data:` payload.
-    async fn stream(&self, path: &str, mut each: impl FnMut(&str)) -> anyhow::Result<()> {
-        let res = self.send(Method::GET, path).await?;
-        if !res.status().is_success() {
-            let status = res.status();
-            let body = res.into_body().collect().await?.to_bytes();
-            bail!("{}", error_text(status, &body));
-        }
-        let mut body = res.into_body();
-        let mut buf = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame?.into_data() else {
-                continue;
-            };
-            buf.extend_from_slice(&data);
-            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=i).collect();
-                let line = String::from_utf8_lossy(&line);
-                if let Some(payload) = line.trim_end().strip_prefix("data:") {
-                    each(payload.trim_start());
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn error_text(status: StatusCode, body: &[u8]) -> String {
-    let msg = serde_json::from_slice::<api::json::Error>(body)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
-    format!("API answered {status}: {msg}")
 }
 
 /// One line on the journal: `ok`, or failing since when and why.
@@ -354,7 +230,7 @@ fn describe_event(v: &serde_json::Value) -> String {
     format!("{time} {kind:<18} {who:<10}{rest}")
 }
 
-async fn silence(api: &Api, cmd: crate::cli::SilenceCmd) -> anyhow::Result<()> {
+async fn silence(client: &Client, cmd: crate::cli::SilenceCmd) -> anyhow::Result<()> {
     use crate::cli::SilenceCmd;
     match cmd {
         SilenceCmd::Add {
@@ -398,8 +274,8 @@ async fn silence(api: &Api, cmd: crate::cli::SilenceCmd) -> anyhow::Result<()> {
                 ends_at_ms: ends,
                 comment,
             })?;
-            let res = api
-                .call_body(Method::POST, "/v1/silences", body.into())
+            let res = client
+                .call(Method::POST, "/v1/silences", body.into())
                 .await?;
             let s: observe::alert::Silence = serde_json::from_slice(&res)?;
             println!(
@@ -410,7 +286,7 @@ async fn silence(api: &Api, cmd: crate::cli::SilenceCmd) -> anyhow::Result<()> {
             );
         }
         SilenceCmd::List { json } => {
-            let body = api.get("/v1/silences").await?;
+            let body = client.get("/v1/silences").await?;
             if json {
                 println!("{}", String::from_utf8_lossy(&body));
             } else {
@@ -432,7 +308,8 @@ async fn silence(api: &Api, cmd: crate::cli::SilenceCmd) -> anyhow::Result<()> {
             }
         }
         SilenceCmd::Rm { id } => {
-            api.call(Method::DELETE, &format!("/v1/silences/{id}"))
+            client
+                .call(Method::DELETE, &format!("/v1/silences/{id}"), Bytes::new())
                 .await?;
             println!("removed silence {id}");
         }
