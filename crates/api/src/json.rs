@@ -206,10 +206,216 @@ impl From<&observe::slo::SloReport> for SloReport {
     }
 }
 
+// Alerts, silences and incidents: the journal keeps its own records (`observe`); these
+// are what the API shows, converted with `From`, so either can change without the other.
+
+/// How urgent an alert is: `page` or `ticket`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Page,
+    Ticket,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Page => "page",
+            Severity::Ticket => "ticket",
+        }
+    }
+}
+
+impl From<observe::alert::Severity> for Severity {
+    fn from(s: observe::alert::Severity) -> Self {
+        match s {
+            observe::alert::Severity::Page => Severity::Page,
+            observe::alert::Severity::Ticket => Severity::Ticket,
+        }
+    }
+}
+
+impl From<Severity> for observe::alert::Severity {
+    fn from(s: Severity) -> Self {
+        match s {
+            Severity::Page => observe::alert::Severity::Page,
+            Severity::Ticket => observe::alert::Severity::Ticket,
+        }
+    }
+}
+
+/// `firing` or `resolved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+/// One firing of one alert (`GET /v1/alerts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Unique per firing: `{fingerprint}@{started_at_ms}`.
+    pub id: String,
+    /// The same for every firing of the same alert: `{service}/{name}/{severity}`.
+    pub fingerprint: String,
+    pub service: String,
+    /// The SLO's name, or `no_data`.
+    pub name: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub state: AlertState,
+    pub started_at_ms: u64,
+    pub resolved_at_ms: Option<u64>,
+    /// Whether a sink was told it fired. A silenced alert is recorded but not notified.
+    pub notified: bool,
+}
+
+impl From<&observe::alert::Alert> for Alert {
+    fn from(a: &observe::alert::Alert) -> Self {
+        Alert {
+            id: a.id.clone(),
+            fingerprint: a.fingerprint.clone(),
+            service: a.service.clone(),
+            name: a.name.clone(),
+            severity: a.severity.into(),
+            summary: a.summary.clone(),
+            state: match a.state {
+                observe::alert::AlertState::Firing => AlertState::Firing,
+                observe::alert::AlertState::Resolved => AlertState::Resolved,
+            },
+            started_at_ms: a.started_at_ms,
+            resolved_at_ms: a.resolved_at_ms,
+            notified: a.notified,
+        }
+    }
+}
+
+/// A maintenance window: matching alerts are recorded but not notified
+/// (`GET /v1/silences`, the answer to `POST /v1/silences`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub service: String,
+    /// The SLO's name; none matches every alert of the service.
+    pub name: Option<String>,
+    pub severity: Option<Severity>,
+    pub starts_at_ms: u64,
+    pub ends_at_ms: u64,
+    pub comment: String,
+}
+
+impl From<&observe::alert::Silence> for Silence {
+    fn from(s: &observe::alert::Silence) -> Self {
+        Silence {
+            id: s.id.clone(),
+            service: s.service.clone(),
+            name: s.name.clone(),
+            severity: s.severity.map(Into::into),
+            starts_at_ms: s.starts_at_ms,
+            ends_at_ms: s.ends_at_ms,
+            comment: s.comment.clone(),
+        }
+    }
+}
+
+/// `open` or `resolved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    Open,
+    Resolved,
+}
+
+/// One entry of an incident's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentEntry {
+    pub at_ms: u64,
+    /// `fault`, `detected`, `action`, `resolved`.
+    pub kind: String,
+    pub text: String,
+}
+
+/// An incident, from fault to resolution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: u64,
+    pub service: String,
+    pub title: String,
+    pub state: IncidentState,
+    pub fault_at_ms: Option<u64>,
+    pub fault: Option<String>,
+    pub detected_at_ms: u64,
+    pub resolved_at_ms: Option<u64>,
+    /// What keeps it open: alert fingerprints and/or `no_ready_replica`.
+    pub triggers: std::collections::BTreeSet<String>,
+    pub timeline: Vec<IncidentEntry>,
+    /// Actions not listed because the timeline was full.
+    pub more_actions: u64,
+}
+
+impl From<&observe::incident::Incident> for Incident {
+    fn from(i: &observe::incident::Incident) -> Self {
+        Incident {
+            id: i.id,
+            service: i.service.clone(),
+            title: i.title.clone(),
+            state: match i.state {
+                observe::incident::IncidentState::Open => IncidentState::Open,
+                observe::incident::IncidentState::Resolved => IncidentState::Resolved,
+            },
+            fault_at_ms: i.fault_at_ms,
+            fault: i.fault.clone(),
+            detected_at_ms: i.detected_at_ms,
+            resolved_at_ms: i.resolved_at_ms,
+            triggers: i.triggers.clone(),
+            timeline: i
+                .timeline
+                .iter()
+                .map(|e| IncidentEntry {
+                    at_ms: e.at_ms,
+                    kind: e.kind.clone(),
+                    text: e.text.clone(),
+                })
+                .collect(),
+            more_actions: i.more_actions,
+        }
+    }
+}
+
+/// A service's reliability figures (see the README for the definitions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reliability {
+    pub service: String,
+    pub incidents: u64,
+    pub open: u64,
+    pub mttd_ms: Option<f64>,
+    pub mttr_ms: Option<f64>,
+    pub mtbf_ms: Option<f64>,
+    pub availability: f64,
+    pub observed_ms: u64,
+}
+
+impl From<&observe::incident::Reliability> for Reliability {
+    fn from(r: &observe::incident::Reliability) -> Self {
+        Reliability {
+            service: r.service.clone(),
+            incidents: r.incidents,
+            open: r.open,
+            mttd_ms: r.mttd_ms,
+            mttr_ms: r.mttr_ms,
+            mtbf_ms: r.mtbf_ms,
+            availability: r.availability,
+            observed_ms: r.observed_ms,
+        }
+    }
+}
+
+/// `GET /v1/incidents`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Incidents {
-    pub incidents: Vec<observe::incident::Incident>,
-    pub reliability: Vec<observe::incident::Reliability>,
+    pub incidents: Vec<Incident>,
+    pub reliability: Vec<Reliability>,
 }
 
 /// `POST /v1/silences`.
@@ -217,9 +423,84 @@ pub struct Incidents {
 pub struct NewSilence {
     pub service: String,
     pub slo: Option<String>,
-    pub severity: Option<observe::alert::Severity>,
+    pub severity: Option<Severity>,
     pub starts_at_ms: Option<u64>,
     pub ends_at_ms: u64,
     #[serde(default)]
     pub comment: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, to_value};
+
+    /// The API's JSON for alerts, silences and incidents is what the journal's records
+    /// serialized to when the API returned them directly: same fields, same values.
+    #[test]
+    fn alerts_silences_and_incidents_keep_their_shape() {
+        let alert = observe::alert::Alert {
+            id: "web/availability/page@1".into(),
+            fingerprint: "web/availability/page".into(),
+            service: "web".into(),
+            name: "availability".into(),
+            severity: observe::alert::Severity::Page,
+            summary: "burning".into(),
+            state: observe::alert::AlertState::Resolved,
+            started_at_ms: 1,
+            resolved_at_ms: Some(2),
+            notified: true,
+        };
+        assert_eq!(
+            to_value(Alert::from(&alert)).unwrap(),
+            to_value(&alert).unwrap()
+        );
+        let silence = observe::alert::Silence {
+            id: "00ff".into(),
+            service: "web".into(),
+            name: Some("availability".into()),
+            severity: Some(observe::alert::Severity::Ticket),
+            starts_at_ms: 3,
+            ends_at_ms: 4,
+            comment: "deploy".into(),
+        };
+        let shown = to_value(Silence::from(&silence)).unwrap();
+        assert_eq!(shown, to_value(&silence).unwrap());
+        assert_eq!(shown["severity"], Value::from("ticket"));
+        let incident = observe::incident::Incident {
+            id: 7,
+            service: "web".into(),
+            title: "web has no ready replica".into(),
+            state: observe::incident::IncidentState::Open,
+            fault_at_ms: Some(5),
+            fault: Some("exit 1".into()),
+            detected_at_ms: 6,
+            resolved_at_ms: None,
+            triggers: ["no_ready_replica".to_owned()].into(),
+            timeline: vec![observe::incident::Entry {
+                at_ms: 5,
+                kind: "fault".into(),
+                text: "exit 1".into(),
+            }],
+            more_actions: 0,
+        };
+        assert_eq!(
+            to_value(Incident::from(&incident)).unwrap(),
+            to_value(&incident).unwrap()
+        );
+        let reliability = observe::incident::Reliability {
+            service: "web".into(),
+            incidents: 1,
+            open: 1,
+            mttd_ms: Some(1.0),
+            mttr_ms: None,
+            mtbf_ms: None,
+            availability: 0.5,
+            observed_ms: 10,
+        };
+        assert_eq!(
+            to_value(Reliability::from(&reliability)).unwrap(),
+            to_value(&reliability).unwrap()
+        );
+    }
 }

@@ -273,19 +273,19 @@ async fn slo(State(s): State<Arc<AppState>>) -> Json<Vec<json::SloReport>> {
     Json(s.plane.slo_reports().iter().map(Into::into).collect())
 }
 
-async fn alerts(State(s): State<Arc<AppState>>) -> Json<Vec<observe::alert::Alert>> {
-    Json(s.plane.alerts())
+async fn alerts(State(s): State<Arc<AppState>>) -> Json<Vec<json::Alert>> {
+    Json(s.plane.alerts().iter().map(Into::into).collect())
 }
 
 async fn incidents(State(s): State<Arc<AppState>>) -> Json<json::Incidents> {
     Json(json::Incidents {
-        incidents: s.plane.incidents(),
-        reliability: s.plane.reliability(),
+        incidents: s.plane.incidents().iter().map(Into::into).collect(),
+        reliability: s.plane.reliability().iter().map(Into::into).collect(),
     })
 }
 
-async fn silences(State(s): State<Arc<AppState>>) -> Json<Vec<observe::alert::Silence>> {
-    Json(s.plane.silences())
+async fn silences(State(s): State<Arc<AppState>>) -> Json<Vec<json::Silence>> {
+    Json(s.plane.silences().iter().map(Into::into).collect())
 }
 
 /// The longest a silence may last, and how far ahead it may start.
@@ -385,7 +385,7 @@ fn new_silence(n: json::NewSilence, now: u64) -> Result<observe::alert::Silence,
         id: format!("{:016x}", rand::random::<u64>()),
         service: n.service,
         name: n.slo,
-        severity: n.severity,
+        severity: n.severity.map(Into::into),
         starts_at_ms: starts,
         ends_at_ms: n.ends_at_ms,
         comment: n.comment,
@@ -426,8 +426,9 @@ async fn add_silence(State(s): State<Arc<AppState>>, body: axum::body::Body) -> 
         Ok(silence) => silence,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("silence: {e}")).into_response(),
     };
-    match s.plane.silence(silence.clone()).await {
-        Ok(()) => (StatusCode::CREATED, Json(silence)).into_response(),
+    let shown = json::Silence::from(&silence);
+    match s.plane.silence(silence).await {
+        Ok(()) => (StatusCode::CREATED, Json(shown)).into_response(),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("silence not added: {e}"),

@@ -99,11 +99,11 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             if json {
                 println!("{}", String::from_utf8_lossy(&body));
             } else {
-                let alerts: Vec<observe::alert::Alert> = serde_json::from_slice(&body)?;
+                let alerts: Vec<api::json::Alert> = serde_json::from_slice(&body)?;
                 for a in alerts {
                     let state = match a.state {
-                        observe::alert::AlertState::Firing => "FIRING",
-                        observe::alert::AlertState::Resolved => "resolved",
+                        api::json::AlertState::Firing => "FIRING",
+                        api::json::AlertState::Resolved => "resolved",
                     };
                     println!(
                         "{:<9} {:<6} {:<28} {}{}",
@@ -243,8 +243,8 @@ async fn silence(client: &Client, cmd: crate::cli::SilenceCmd) -> anyhow::Result
         } => {
             let severity = match severity.as_deref() {
                 None => None,
-                Some("page") => Some(observe::alert::Severity::Page),
-                Some("ticket") => Some(observe::alert::Severity::Ticket),
+                Some("page") => Some(api::json::Severity::Page),
+                Some("ticket") => Some(api::json::Severity::Ticket),
                 Some(other) => bail!("--severity must be page or ticket, not {other:?}"),
             };
             let ms = |flag: &str, d: std::time::Duration| {
@@ -277,7 +277,7 @@ async fn silence(client: &Client, cmd: crate::cli::SilenceCmd) -> anyhow::Result
             let res = client
                 .call(Method::POST, "/v1/silences", body.into())
                 .await?;
-            let s: observe::alert::Silence = serde_json::from_slice(&res)?;
+            let s: api::json::Silence = serde_json::from_slice(&res)?;
             println!(
                 "silence {} for {} until {}",
                 s.id,
@@ -290,7 +290,7 @@ async fn silence(client: &Client, cmd: crate::cli::SilenceCmd) -> anyhow::Result
             if json {
                 println!("{}", String::from_utf8_lossy(&body));
             } else {
-                let list: Vec<observe::alert::Silence> = serde_json::from_slice(&body)?;
+                let list: Vec<api::json::Silence> = serde_json::from_slice(&body)?;
                 for s in list {
                     println!(
                         "{}  {}{}{}  {} .. {}  {}",
@@ -388,13 +388,19 @@ fn print_incidents(v: &api::json::Incidents) {
             i.id,
             i.service,
             match i.state {
-                observe::incident::IncidentState::Open => "OPEN",
-                observe::incident::IncidentState::Resolved => "resolved",
+                api::json::IncidentState::Open => "OPEN",
+                api::json::IncidentState::Resolved => "resolved",
             },
             i.title,
             ms_to_time(i.detected_at_ms),
-            fmt_ms(i.mttd_ms().map(|m| m as f64)),
-            fmt_ms(i.ttr_ms().map(|m| m as f64)),
+            fmt_ms(
+                i.fault_at_ms
+                    .map(|f| i.detected_at_ms.saturating_sub(f) as f64)
+            ),
+            fmt_ms(
+                i.resolved_at_ms
+                    .map(|r| r.saturating_sub(i.detected_at_ms) as f64)
+            ),
         );
         for e in &i.timeline {
             println!("    {} {:<8} {}", ms_to_time(e.at_ms), e.kind, e.text);
