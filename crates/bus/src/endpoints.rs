@@ -10,13 +10,16 @@ use tokio::sync::Notify;
 pub struct Endpoints {
     /// Increases with every snapshot of the same service.
     pub version: u64,
+    /// The replicas to balance over, each ready to take requests.
     pub ready: Vec<Endpoint>,
 }
 
+/// One ready replica incarnation the proxy may send requests to.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// Replica index within its service.
     pub replica: u32,
+    /// Where the replica listens.
     pub addr: SocketAddr,
     /// When this incarnation became ready (slow start ramps from here).
     pub ready_since: std::time::Instant,
@@ -36,11 +39,13 @@ pub struct Load {
 }
 
 impl Load {
+    /// Counts one more user until the returned guard is dropped.
     pub fn acquire(self: &Arc<Self>) -> LoadGuard {
         self.inflight.fetch_add(1, Ordering::Relaxed);
         LoadGuard(self.clone())
     }
 
+    /// How many guards are live right now.
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
     }

@@ -8,9 +8,11 @@ use tokio::sync::broadcast;
 /// One thing that happened. `seq` is unique and increasing per bus.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
+    /// Position in the bus's sequence: unique, increasing, starting at 1.
     pub seq: u64,
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,
 }
@@ -21,11 +23,14 @@ pub use spec::ProbeKind;
 /// How a process ended: an exit code, or the signal that killed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exit {
+    /// The exit code, if the process exited by itself.
     pub code: Option<i32>,
+    /// The number of the signal that killed the process, if one did.
     pub signal: Option<i32>,
 }
 
 impl Exit {
+    /// Whether the process exited with code 0.
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
@@ -45,127 +50,211 @@ impl std::fmt::Display for Exit {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
+    /// The stack was started: every service's replicas have been launched.
     StackUp {
+        /// How many services the stack runs.
         services: usize,
     },
+    /// Shutdown began: replicas are being drained and stopped.
     StackStopping,
+    /// Every replica has stopped; bulwark is about to exit.
     StackStopped,
+    /// A replica's process was spawned.
     ReplicaStarted {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// The process id of the replica's process.
         pid: u32,
+        /// The port the replica was told to listen on.
         port: u16,
     },
     /// Startup probe passed (or there is none): liveness and readiness now run.
     ReplicaRunning {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
     },
+    /// A replica passed its readiness probe and now receives traffic.
     ReplicaReady {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
     },
+    /// A replica stopped receiving traffic because its readiness probe failed.
     ReplicaUnready {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// Why, in words (the failing probe's message).
         reason: String,
     },
+    /// One probe of a replica failed (a transition may follow once its threshold is reached).
     ProbeFailed {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// Which of the replica's probes failed.
         probe: ProbeKind,
+        /// What went wrong, in words.
         reason: String,
     },
+    /// A replica's process ended.
     ReplicaExited {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// The process id of the replica's process.
         pid: u32,
+        /// How the process ended.
         exit: Exit,
+        /// How long the process ran, in milliseconds.
         uptime_ms: u64,
     },
+    /// A replica will be started again after a backoff delay.
     RestartScheduled {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// The backoff before the next start, in milliseconds.
         delay_ms: u64,
+        /// Restarts of this replica so far, this one included.
         restarts: u32,
+        /// Why the replica is restarted, in words.
         reason: String,
     },
     /// A replica keeps dying before it has been up for `reset_after`. bulwark keeps
     /// restarting it at the maximum backoff; it never gives up silently.
     CrashLooping {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// Restarts of this replica so far.
         restarts: u32,
+        /// How the latest incarnation ended.
         last_exit: Exit,
+        /// The last lines the replica wrote to stderr, oldest first.
         stderr_tail: Vec<String>,
     },
     /// The restart policy says not to restart; the replica stays down.
     ReplicaDone {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// How the process ended.
         exit: Exit,
     },
+    /// A replica is being stopped: it drains, then gets its stop signal.
     ReplicaStopping {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// Why it is being stopped, in words.
         reason: String,
     },
     /// The replica did not stop within its grace; its process group was killed.
     ReplicaKilled {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// The process id of the replica's process.
         pid: u32,
     },
+    /// A replica's process could not be started at all.
     SpawnFailed {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// The operating system's error, in words.
         error: String,
     },
+    /// A service's replica count was changed.
     Scaled {
+        /// The service concerned.
         service: String,
+        /// The replica count before.
         from: u32,
+        /// The replica count after.
         to: u32,
     },
     /// The proxy stopped sending traffic to a replica that kept failing.
     ReplicaEjected {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
+        /// The outlier rule that ejected it, in words.
         reason: String,
         /// How long, at most, before a single probe request may re-admit it.
         for_ms: u64,
     },
+    /// The proxy sends traffic to a previously ejected replica again.
     ReplicaReadmitted {
+        /// The service concerned.
         service: String,
+        /// The replica's index within its service.
         index: u32,
     },
     /// The stack file was applied again without a restart.
     Reloaded {
+        /// The names of the services whose configuration changed.
         changed: Vec<String>,
     },
     /// The global fault kill switch.
     FaultsToggled {
+        /// Whether injected faults are now active.
         enabled: bool,
     },
+    /// An alert started firing.
     AlertFiring {
+        /// The service concerned.
         service: String,
+        /// The alert's name, unique within its service.
         name: String,
+        /// How urgent the alert is (e.g. `page` or `ticket`).
         severity: String,
+        /// A one-line description for people.
         summary: String,
+        /// Whether a silence keeps this alert from being notified.
         silenced: bool,
     },
+    /// A firing alert stopped firing.
     AlertResolved {
+        /// The service concerned.
         service: String,
+        /// The alert's name, unique within its service.
         name: String,
+        /// How urgent the alert was.
         severity: String,
+        /// How long it fired, in milliseconds.
         firing_ms: u64,
     },
+    /// An incident was opened for a service.
     IncidentOpened {
+        /// The service concerned.
         service: String,
+        /// The incident's id, unique in this journal.
         id: u64,
+        /// A one-line description of what broke.
         title: String,
     },
+    /// An incident was resolved.
     IncidentResolved {
+        /// The service concerned.
         service: String,
+        /// The id of the resolved incident.
         id: u64,
         /// Detection to resolution.
         ttr_ms: u64,
@@ -174,7 +263,9 @@ pub enum EventKind {
     /// incident tracker, an event stream...), or the journal could not store them. `missed`
     /// events are absent from what that reader saw or kept.
     Gap {
+        /// Which reader skipped events.
         reader: String,
+        /// How many events it skipped.
         missed: u64,
     },
 }
@@ -194,13 +285,16 @@ struct History {
     capacity: usize,
 }
 
+/// What [`Bus::subscribe`] returns: the history to catch up on, then the live channel.
 pub struct Subscription {
     /// Events already in history after `since`.
     pub backlog: Vec<Arc<Event>>,
+    /// Every event published after the subscription, in order.
     pub live: broadcast::Receiver<Arc<Event>>,
 }
 
 impl Bus {
+    /// An empty bus that keeps the last `history` events for late subscribers.
     pub fn new(history: usize) -> Self {
         Self::with_history(history, Vec::new())
     }
@@ -228,6 +322,8 @@ impl Bus {
         }
     }
 
+    /// Stamps `kind` with the next sequence number and the wall-clock time, keeps it in
+    /// history and sends it to live subscribers.
     pub fn publish(&self, kind: EventKind) -> Arc<Event> {
         let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -270,6 +366,7 @@ impl Bus {
             - 1
     }
 
+    /// Every event still in history, oldest first.
     pub fn history(&self) -> Vec<Arc<Event>> {
         self.subscribe(0).backlog
     }

@@ -4,6 +4,7 @@
 //! publishes, everything else subscribes; endpoints flow from `runtime` to `proxy` through a
 //! `watch` channel of immutable snapshots (like Kubernetes EndpointSlices).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod endpoints;
 mod event;

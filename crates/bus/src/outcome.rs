@@ -4,6 +4,7 @@ use std::time::Duration;
 /// observability (SLIs, golden signals) consumes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestOutcome<'a> {
+    /// The service the request arrived at.
     pub service: &'a str,
     /// The status sent to the client (bulwark's own 502/503/504/429 included).
     pub status: u16,
@@ -35,5 +36,6 @@ pub enum LocalReason {
 /// Receives request outcomes on the proxy's hot path: implementations must be cheap
 /// (atomics, short critical sections) and must not block.
 pub trait OutcomeSink: Send + Sync + 'static {
+    /// Takes note of one finished request; called once per request, on the hot path.
     fn record(&self, outcome: &RequestOutcome<'_>);
 }

@@ -7,9 +7,13 @@ use std::time::{Duration, Instant};
 /// `multiplier * (1 - jitter) > 1`, and replicas that crashed together spread out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
+    /// The first delay, and the floor every jittered delay is kept above.
     pub initial: Duration,
+    /// The ceiling no delay exceeds, however many failures in a row.
     pub max: Duration,
+    /// How much each delay grows over the previous one.
     pub multiplier: f64,
+    /// The largest fraction (0 to 1) by which jitter may shorten a delay.
     pub jitter: f64,
 }
 
@@ -39,15 +43,21 @@ pub struct CrashLoop {
     started_at: Option<Instant>,
 }
 
+/// What to do after an incarnation ended: how long to wait, and whether the replica is
+/// crash-looping.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RestartDecision {
+    /// How long to wait before the next start.
     pub delay: Duration,
     /// Consecutive short-lived runs so far, including this one.
     pub failures: u32,
+    /// Whether the run of short-lived incarnations is long enough to report a crash loop.
     pub crash_looping: bool,
 }
 
 impl CrashLoop {
+    /// A tracker with no history; an incarnation that lives `reset_after` clears the run of
+    /// failures.
     pub fn new(backoff: Backoff, reset_after: Duration) -> Self {
         CrashLoop {
             backoff,
@@ -58,6 +68,7 @@ impl CrashLoop {
         }
     }
 
+    /// Records that a new incarnation started at `now`, so its uptime can be judged when it ends.
     pub fn started(&mut self, now: Instant) {
         self.started_at = Some(now);
     }
@@ -81,6 +92,7 @@ impl CrashLoop {
         }
     }
 
+    /// Whether the current run of short-lived incarnations counts as a crash loop.
     pub fn is_crash_looping(&self) -> bool {
         self.failures >= self.loop_after
     }

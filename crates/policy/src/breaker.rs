@@ -63,7 +63,10 @@ pub enum BreakerState {
     /// Requests flow; failures are counted.
     Closed,
     /// Requests are rejected until `until`; the first request after it becomes the probe.
-    Open { until: Instant },
+    Open {
+        /// When the cool-down ends and a probe may go.
+        until: Instant,
+    },
     /// One probe is out (or may go once its predecessor timed out).
     HalfOpen,
 }
@@ -88,11 +91,14 @@ pub struct Rejected {
 /// State changes, for events and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerEvent {
+    /// The breaker opened: requests are rejected until `until`.
     Opened {
+        /// When the first request may go through again, as the half-open probe.
         until: Instant,
         /// Opens in a row without a successful probe, this one included.
         times: u32,
     },
+    /// A probe succeeded: requests flow again and the cool-down starts over.
     Closed,
 }
 
@@ -125,6 +131,7 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
+    /// A closed breaker with no history.
     pub fn new(config: BreakerConfig) -> Self {
         CircuitBreaker {
             config,

@@ -141,6 +141,7 @@ impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
 }
 
 impl<K: Hash + Eq + Clone, S: BuildHasher> KeyedBuckets<K, S> {
+    /// Like [`new`](KeyedBuckets::new), with a caller-chosen hasher for the key table.
     pub fn with_hasher(rate_per_sec: f64, burst: u32, max_keys: usize, hasher: S) -> Self {
         let max_keys = max_keys.clamp(1, NIL as usize - 1);
         KeyedBuckets {
@@ -194,10 +195,12 @@ impl<K: Hash + Eq + Clone, S: BuildHasher> KeyedBuckets<K, S> {
         self.map.len()
     }
 
+    /// Whether no key is remembered yet.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
+    /// The most keys remembered at once (the argument given at construction, at least 1).
     pub fn max_keys(&self) -> usize {
         self.max_keys
     }

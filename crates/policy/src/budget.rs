@@ -49,6 +49,8 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
+    /// A budget with nothing deposited yet: until requests deposit, only the
+    /// `min_per_sec` reserve can be withdrawn.
     pub fn new(config: BudgetConfig) -> Self {
         let ratio = if config.retry_ratio.is_finite() {
             config.retry_ratio.max(0.0)

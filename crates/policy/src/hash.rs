@@ -209,6 +209,7 @@ impl<K: Copy + Eq + Hash> HashRing<K> {
         self.points.len()
     }
 
+    /// Whether the ring has no node, so nothing can be picked.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }

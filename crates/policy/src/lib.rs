@@ -14,6 +14,7 @@
 //! - rate limits: [`TokenBucket`], [`KeyedBuckets`];
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod backoff;
 mod breaker;

@@ -25,9 +25,11 @@ pub enum Admit {
 /// arrival never overtakes a waiter), `Queue` only if `queued < max_queue`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConcurrencyLimit {
+    /// How many requests may run at once.
     pub max_inflight: usize,
     /// 0 = no queue: refuse as soon as `max_inflight` are running.
     pub max_queue: usize,
+    /// How long a queued request waits for a slot before it is refused.
     pub queue_timeout: Duration,
 }
 

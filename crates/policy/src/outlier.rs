@@ -31,6 +31,7 @@ impl Outcome {
         }
     }
 
+    /// Whether this outcome counts as a success for outlier detection.
     pub fn is_success(self) -> bool {
         self == Outcome::Success
     }
@@ -61,6 +62,7 @@ impl ReplicaId {
         self.index
     }
 
+    /// Changes every time the slot is reused, so an old id never reaches a new replica.
     pub fn generation(self) -> u32 {
         self.generation
     }
@@ -83,9 +85,13 @@ pub enum EjectReason {
 /// A transition worth publishing on the event bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutlierEvent {
+    /// A replica was taken out of rotation.
     Ejected {
+        /// The replica taken out.
         replica: ReplicaId,
+        /// When it may be probed for re-admission.
         until: Instant,
+        /// The rule that ejected it.
         reason: EjectReason,
         /// How many times in a row (after decay) it has been ejected, this one included.
         times: u32,
@@ -93,7 +99,10 @@ pub enum OutlierEvent {
     /// Back in rotation: its probe succeeded, or it was re-admitted early so that an
     /// ejection does not leave the service without a healthy replica or over
     /// `max_ejection_percent` after another replica left.
-    Readmitted { replica: ReplicaId },
+    Readmitted {
+        /// The replica back in rotation.
+        replica: ReplicaId,
+    },
 }
 
 /// A replica's standing as seen by the detector.
@@ -103,7 +112,10 @@ pub enum OutlierState {
     Active,
     /// Out of rotation until `until`; then the next [`OutlierDetector::try_admit`] lets
     /// one probe request through.
-    Ejected { until: Instant },
+    Ejected {
+        /// When the ejection ends.
+        until: Instant,
+    },
     /// One probe request is out; its outcome re-admits or re-ejects the replica.
     Probing,
 }
@@ -270,6 +282,7 @@ impl OutlierDetector {
         }
     }
 
+    /// The settings this detector was built with.
     pub fn config(&self) -> &OutlierConfig {
         &self.config
     }
@@ -457,6 +470,7 @@ impl OutlierDetector {
             < u64::from(self.config.panic_threshold_percent) * u64::from(self.members)
     }
 
+    /// Where the replica stands now; `None` for an id that was removed.
     pub fn state(&self, id: ReplicaId) -> Option<OutlierState> {
         self.tracker(id).map(|t| match t.state {
             State::Active => OutlierState::Active,

@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 /// once `window` has passed (or with a zero window).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SlowStart {
+    /// How long after becoming ready a replica takes to reach its full weight.
     pub window: Duration,
+    /// The share of its weight a replica gets at the moment it becomes ready.
     pub min_factor: f64,
+    /// The curve of the ramp: 1 is linear, higher values give weight sooner.
     pub aggression: f64,
 }
 
@@ -103,6 +106,7 @@ pub struct WeightedPick {
 }
 
 impl WeightedPick {
+    /// Prepares picks over `weights`, one per index; zero weights are never picked.
     pub fn new(weights: &[u32]) -> Self {
         let mut total = 0u64;
         let cumulative = weights
@@ -127,6 +131,7 @@ impl WeightedPick {
         self.cumulative.get(at).map(|&(_, i)| i)
     }
 
+    /// The sum of all weights.
     pub fn total(&self) -> u64 {
         self.total
     }

@@ -12,13 +12,18 @@ pub struct Threshold {
     healthy: Option<bool>,
 }
 
+/// A change of health reported by [`Threshold::record`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
+    /// Enough consecutive successes: the target became healthy.
     Healthy,
+    /// Enough consecutive failures: the target became unhealthy.
     Unhealthy,
 }
 
 impl Threshold {
+    /// A tracker needing `success` successes or `failure` failures in a row (each at least 1)
+    /// to change state.
     pub fn new(success: u32, failure: u32) -> Self {
         Threshold {
             success: success.max(1),
@@ -29,6 +34,7 @@ impl Threshold {
         }
     }
 
+    /// The current health; `None` until the first threshold is reached.
     pub fn healthy(&self) -> Option<bool> {
         self.healthy
     }
@@ -38,6 +44,7 @@ impl Threshold {
         self.fail_run
     }
 
+    /// Feeds one probe result and returns the transition it caused, if any.
     pub fn record(&mut self, ok: bool) -> Option<Transition> {
         if ok {
             self.fail_run = 0;

@@ -165,10 +165,12 @@ impl SlidingWindow {
         }
     }
 
+    /// Counts `n` more at `now`.
     pub fn add(&mut self, n: u64, now: Instant) {
         self.ring.add([n], now);
     }
 
+    /// The total counted over the window as of `now`.
     pub fn sum(&self, now: Instant) -> u64 {
         self.ring.sum(now)[0]
     }
@@ -178,6 +180,7 @@ impl SlidingWindow {
         self.ring.window()
     }
 
+    /// Forgets everything counted so far.
     pub fn clear(&mut self) {
         self.ring.clear();
     }
@@ -244,6 +247,7 @@ impl LatencyWindow {
         }
     }
 
+    /// Records one request's latency, observed at `now`.
     pub fn record(&mut self, latency: Duration, now: Instant) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         let s = self.ring.advance(now);
@@ -284,6 +288,7 @@ impl LatencyWindow {
         Some(Duration::from_micros(MAX_MICROS))
     }
 
+    /// Forgets every recorded latency.
     pub fn clear(&mut self) {
         self.ring.clear();
     }

@@ -11,6 +11,8 @@
 //! Stages 2 and 3 collect every problem instead of stopping at the first, so the user
 //! fixes the whole file in one go. Byte spans become `LINE:COLUMN` only at the end.
 
+#![warn(missing_docs)]
+
 mod expose;
 mod model;
 mod problem;
@@ -77,6 +79,7 @@ pub fn parse(source: &str, path: &Path) -> Result<Stack, Errors> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", Lines(diagnostics))]
 pub struct Errors {
+    /// Every problem found, sorted by position in the file.
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -118,9 +121,13 @@ impl fmt::Display for Lines<'_> {
 /// bytes, as editors do, so `FILE:LINE:COLUMN` jumps to the right place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The stack file the problem is in.
     pub file: PathBuf,
+    /// 1-based line of the problem.
     pub line: usize,
+    /// 1-based column of the problem, counted in characters.
     pub column: usize,
+    /// What is wrong and, where possible, how to fix it.
     pub message: String,
 }
 

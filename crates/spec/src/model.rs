@@ -18,9 +18,13 @@ pub struct Stack {
     /// Services in dependency order: dependencies first. Stop in reverse. Among services
     /// with no order between them, the one earlier in the file comes first.
     pub services: Vec<Service>,
+    /// The local control API.
     pub api: Api,
+    /// Stack-wide supervision limits.
     pub supervisor: SupervisorSettings,
+    /// Alert grouping and notification sinks.
     pub alerts: Alerts,
+    /// How long the journal keeps records.
     pub journal: JournalSettings,
 }
 
@@ -33,6 +37,7 @@ pub struct JournalSettings {
 }
 
 impl JournalSettings {
+    /// `retention` when the file does not set one: 30 days.
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 }
 
@@ -45,6 +50,7 @@ impl Default for JournalSettings {
 }
 
 impl Stack {
+    /// The service called `name`, if the stack has one.
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
@@ -61,6 +67,7 @@ pub struct Api {
 }
 
 impl Api {
+    /// `listen` when the file does not set one: `127.0.0.1:7700`.
     pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7700);
 }
 
@@ -82,6 +89,7 @@ pub struct SupervisorSettings {
 }
 
 impl SupervisorSettings {
+    /// `max_concurrent_restarts` when the file does not set one.
     pub const DEFAULT_MAX_CONCURRENT_RESTARTS: u32 = 8;
 }
 
@@ -93,61 +101,85 @@ impl Default for SupervisorSettings {
     }
 }
 
+/// `[services.NAME]`: one supervised program, run as one or more replicas.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
+    /// The service's name (its key in the stack file), unique in the stack.
     pub name: String,
     /// Command template. `{bulwark}` is replaced by this binary's path, `{port}` by the
     /// replica's port, `{index}` by its index, `{service}` by the service name.
     pub run: Vec<String>,
+    /// How many copies of the process run at once.
     pub replicas: u32,
+    /// Whether a replica is started again after its process exits.
     pub restart: RestartPolicy,
     /// Evaluated in order before `restart`; the first rule that matches an exit code wins.
     pub restart_rules: Vec<RestartRule>,
+    /// Environment variables set for the replica, on top of bulwark's own environment.
     pub env: BTreeMap<String, String>,
     /// Working directory, resolved against the stack file's directory.
     pub cwd: Option<PathBuf>,
+    /// The signal that asks a replica to stop.
     pub stop_signal: Signal,
+    /// How long a replica may take to stop after `stop_signal` before its process group is killed.
     pub stop_grace: Duration,
+    /// Delays between restarts of a replica that keeps exiting.
     pub backoff: Backoff,
+    /// Gates liveness and readiness until the replica has come up.
     pub startup: Option<Probe>,
+    /// Restarts the replica when it fails.
     pub liveness: Option<Probe>,
     /// When `expose` is set and no readiness probe is given, a TCP readiness probe with
     /// default timings is filled in, so the proxy never routes to a port nobody listens on.
     pub readiness: Option<Probe>,
+    /// Services that must be ready before this one is started.
     pub depends_on: Vec<String>,
+    /// The proxy in front of the service, if it takes traffic through bulwark.
     pub expose: Option<Expose>,
     /// `[[services.NAME.slo]]`, in file order; names are unique within the service.
     /// Invariant: non-empty only when `expose` is set (SLIs come from bulwark's proxy).
     pub slos: Vec<Slo>,
 }
 
+/// When a replica whose process exited is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartPolicy {
+    /// Restart after every exit.
     Always,
+    /// Restart only after a non-zero exit or a kill by a signal.
     OnFailure,
+    /// Never restart; the replica stays down.
     Never,
 }
 
 /// `[[services.NAME.restart_rules]]`: `exit_codes = [..]`, `action = "restart" | "stop"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartRule {
+    /// The exit codes the rule matches.
     pub exit_codes: Vec<i32>,
+    /// What to do when it matches.
     pub action: RestartAction,
 }
 
+/// What a matching restart rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartAction {
+    /// Start the replica again (after backoff).
     Restart,
+    /// Leave the replica stopped.
     Stop,
 }
 
 /// Crash-loop backoff. Invariant: `initial <= max`, `multiplier >= 1`, `0 <= jitter < 1`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
+    /// The first delay.
     pub initial: Duration,
+    /// The longest delay.
     pub max: Duration,
     /// A replica that stayed up this long has its backoff reset.
     pub reset_after: Duration,
+    /// How much each delay grows over the previous one.
     pub multiplier: f64,
     /// Fraction by which a delay may be shortened at random (never below `initial`).
     pub jitter: f64,
@@ -171,11 +203,16 @@ impl Default for Backoff {
     }
 }
 
+/// How one probe checks a replica, and how often.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probe {
+    /// What the probe does.
     pub action: ProbeAction,
+    /// Time between two checks.
     pub period: Duration,
+    /// How long one check may take before it counts as failed.
     pub timeout: Duration,
+    /// Time after the replica starts before the first check.
     pub initial_delay: Duration,
     /// Consecutive failures that count as failed. Invariant: >= 1.
     pub failure_threshold: u32,
@@ -236,14 +273,21 @@ impl Probe {
     }
 }
 
+/// What a probe does to check a replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeAction {
     /// GET on the replica's port; healthy when 200 <= status < 400.
-    Http { path: String },
+    Http {
+        /// The path requested, e.g. `/healthz`.
+        path: String,
+    },
     /// Healthy when a TCP connection to the replica's port succeeds.
     Tcp,
     /// Healthy when the command exits 0.
-    Exec { command: Vec<String> },
+    Exec {
+        /// The program and its arguments.
+        command: Vec<String>,
+    },
 }
 
 /// `[services.NAME.expose]`: the proxy in front of a service and its policies.
@@ -252,8 +296,11 @@ pub enum ProbeAction {
 /// next to its field with the anchor it is compared with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expose {
+    /// The address the proxy listens on for this service.
     pub listen: SocketAddr,
+    /// Whether the proxy speaks HTTP or forwards raw TCP.
     pub protocol: Protocol,
+    /// How the proxy picks a replica for each request or connection.
     pub balance: Balance,
     /// Ramp a just-ready replica's share of traffic over this long (0: off, the default,
     /// as in Envoy and HAProxy).
@@ -262,14 +309,21 @@ pub struct Expose {
     pub upstream_http2: bool,
     /// Added to requests that lack it, and returned to the client. Default `x-request-id`.
     pub request_id_header: String,
+    /// Proxy timeouts.
     pub timeouts: Timeouts,
+    /// When and how failed tries are retried.
     pub retries: Retries,
     /// Opt-in.
     pub hedge: Option<Hedge>,
+    /// Passive health checking: ejecting replicas that fail.
     pub outlier: Outlier,
+    /// Per-replica circuit breakers.
     pub breaker: Breaker,
+    /// Connection and concurrency limits (bulkheads).
     pub limits: Limits,
+    /// A request rate limit, if any.
     pub rate_limit: Option<RateLimit>,
+    /// Faults injected into HTTP requests, for testing resilience.
     pub faults: Vec<Fault>,
     /// Connection-level faults for `protocol = "tcp"` (the Toxiproxy set).
     pub toxics: Vec<Toxic>,
@@ -301,6 +355,7 @@ impl Expose {
     }
 }
 
+/// How the proxy handles a service's traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// HTTP/1.1 and HTTP/2 (prior knowledge) in; requests balanced one by one.
@@ -309,11 +364,13 @@ pub enum Protocol {
     Tcp,
 }
 
+/// How the proxy picks a replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
     /// Power of two choices over peak-EWMA latency × (in-flight + 1) (default, as
     /// linkerd2-proxy).
     P2c,
+    /// Each replica in turn.
     RoundRobin,
     /// Fewest requests in flight (over all replicas).
     LeastRequest,
@@ -324,10 +381,14 @@ pub enum Balance {
     Hash(HashOn),
 }
 
+/// What a consistent-hash balancer hashes to pick a replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashOn {
+    /// The value of this request header.
     Header(String),
+    /// The value of this cookie.
     Cookie(String),
+    /// The client's IP address.
     ClientAddress,
 }
 
@@ -360,6 +421,7 @@ impl Default for Timeouts {
 pub struct Retries {
     /// Tries in all, the first included. Default 2: one retry (Envoy: 1 retry).
     pub attempts: u32,
+    /// Which failures are retried.
     pub on: RetryOn,
     /// 0: no per-try limit (only the request timeout).
     pub per_try_timeout: Duration,
@@ -368,6 +430,7 @@ pub struct Retries {
     /// Retries allowed: `budget_percent` % of requests plus `budget_min_per_second`
     /// per second, over 10 s (linkerd/tower: 20 % + 10/s).
     pub budget_percent: f64,
+    /// Retries per second always allowed, however few requests came in.
     pub budget_min_per_second: u32,
     /// Retry POST/PATCH too (only when the route says so). Default: idempotent only.
     pub all_methods: bool,
@@ -394,8 +457,11 @@ impl Default for Retries {
 /// resets (connection closed before a response — idempotent requests only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryOn {
+    /// Retry when connecting to the replica failed.
     pub connect_failure: bool,
+    /// Retry when the connection was closed before a response (idempotent requests only).
     pub reset: bool,
+    /// Retry when a try ran out of its `per_try_timeout`.
     pub per_try_timeout: bool,
     /// Any 5xx answer.
     pub status_5xx: bool,
@@ -423,6 +489,7 @@ impl Default for RetryOn {
 /// answer wins.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hedge {
+    /// The percentile of recent latencies (default 95) a try may take before a hedge is sent.
     pub percentile: f64,
     /// Never hedge sooner than this (a floor for very fast services). Default 5 ms.
     pub min_delay: Duration,
@@ -431,17 +498,23 @@ pub struct Hedge {
 /// Passive health: eject replicas that fail, from what the proxy sees.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outlier {
+    /// Whether outlier detection runs at all.
     pub enabled: bool,
     /// Envoy: 5.
     pub consecutive_5xx: u32,
+    /// Eject after this many gateway errors (502, 503, 504, failed connections, timeouts) in a row.
     pub consecutive_gateway_errors: u32,
     /// Eject below this success rate (percent) over the window; 0: off. Default 80.
     pub success_rate: f64,
+    /// Fewest requests in the window for the success-rate rule to judge a replica.
     pub success_rate_min_requests: u32,
+    /// The span the success rate is measured over.
     pub success_rate_window: Duration,
     /// Ejection time = base × times ejected, capped (linkerd: 1 s to 1 min).
     pub base_ejection: Duration,
+    /// The longest an ejection lasts.
     pub max_ejection: Duration,
+    /// The largest share of a service's replicas (percent) ejected at once.
     pub max_ejection_percent: f64,
     /// Below this share of healthy replicas, traffic goes to all of them (Envoy: 50 %).
     pub panic_threshold: f64,
@@ -472,7 +545,9 @@ impl Default for Outlier {
 pub struct Breaker {
     /// 0: off. Default 5.
     pub consecutive_failures: u32,
+    /// How long the breaker stays open after it first opens; doubles on each reopening.
     pub cooldown: Duration,
+    /// The longest the breaker stays open.
     pub max_cooldown: Duration,
 }
 
@@ -491,9 +566,11 @@ impl Default for Breaker {
 pub struct Limits {
     /// Client connections at once (Envoy: 1024 per cluster; ours is per listener).
     pub max_connections: u32,
+    /// Requests in flight at once; more wait in the queue.
     pub max_inflight: u32,
     /// Requests waiting for an in-flight slot; 0: none wait.
     pub queue: u32,
+    /// How long a request may wait for an in-flight slot before it is refused.
     pub queue_timeout: Duration,
 }
 
@@ -511,17 +588,24 @@ impl Default for Limits {
 /// Token bucket; over it: 429 with `Retry-After`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimit {
+    /// Requests per second allowed on average, per key.
     pub rate: f64,
+    /// The bucket's capacity: how many requests may come at once after a quiet spell, per key.
     pub burst: u32,
+    /// What requests are counted by.
     pub key: RateKey,
     /// Distinct keys remembered at most (least recently used ones are forgotten).
     pub max_keys: u32,
 }
 
+/// What a rate limit counts requests by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RateKey {
+    /// One bucket for the whole service.
     Service,
+    /// One bucket per client IP address.
     ClientAddress,
+    /// One bucket per value of this request header.
     Header(String),
 }
 
@@ -532,12 +616,16 @@ pub struct Fault {
     pub percent: f64,
     /// Only requests carrying this header (any value).
     pub header: Option<String>,
+    /// What the fault does to a request.
     pub action: FaultAction,
 }
 
+/// What an injected fault does to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultAction {
+    /// Wait this long before forwarding the request.
     Delay(Duration),
+    /// Answer at once with this status code.
     Abort(u16),
     /// Close the client connection without an answer.
     Reset,
@@ -547,14 +635,22 @@ pub enum FaultAction {
 /// another service (a canary, a new version).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
+    /// The service that gets the matching requests.
     pub to: String,
+    /// Which requests the route takes.
     pub matcher: RouteMatch,
 }
 
+/// Which requests a route takes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteMatch {
     /// Requests whose header `name` equals `value`.
-    Header { name: String, value: String },
+    Header {
+        /// The header's name.
+        name: String,
+        /// The value it must equal.
+        value: String,
+    },
     /// This percentage of the other requests.
     Weight(f64),
 }
@@ -564,39 +660,67 @@ pub enum RouteMatch {
 /// Invariant: `0 <= toxicity <= 1`; a toxicity of 0 never applies (0 % means off).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Toxic {
+    /// What the toxic does.
     pub kind: ToxicKind,
     /// Share of connections the toxic applies to, decided once per connection.
     pub toxicity: f64,
+    /// Which way of the connection it acts on.
     pub direction: Direction,
 }
 
 /// Which way a toxic acts: on bytes from the client to the replica, or back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// Bytes from the client to the replica.
     Upstream,
+    /// Bytes from the replica back to the client.
     Downstream,
 }
 
+/// What a toxic does to a TCP connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToxicKind {
     /// Delays every chunk by `latency` ± `jitter`.
-    Latency { latency: Duration, jitter: Duration },
+    Latency {
+        /// The mean delay.
+        latency: Duration,
+        /// How far a delay may differ from the mean.
+        jitter: Duration,
+    },
     /// Limits throughput to `rate` bytes per second.
-    Bandwidth { rate: u64 },
+    Bandwidth {
+        /// Bytes per second.
+        rate: u64,
+    },
     /// Resets the connection (RST) after `timeout` (0: at once).
-    ResetPeer { timeout: Duration },
+    ResetPeer {
+        /// The wait before the reset; 0 resets at once.
+        timeout: Duration,
+    },
     /// Stops all data; closes the connection after `timeout` (0: never).
-    Timeout { timeout: Duration },
+    Timeout {
+        /// Time until the stalled connection is closed; 0 keeps it open.
+        timeout: Duration,
+    },
     /// Delays the close of the connection by `delay`.
-    SlowClose { delay: Duration },
+    SlowClose {
+        /// How long the close is held back.
+        delay: Duration,
+    },
     /// Splits data into chunks of `average_size` ± `size_variation` bytes, `delay` apart.
     Slicer {
+        /// Mean chunk size, in bytes.
         average_size: usize,
+        /// How far a chunk's size may differ from the mean, in bytes.
         size_variation: usize,
+        /// Pause between chunks.
         delay: Duration,
     },
     /// Closes the connection once `bytes` bytes have passed.
-    LimitData { bytes: u64 },
+    LimitData {
+        /// Bytes let through before the close.
+        bytes: u64,
+    },
 }
 
 /// `[[services.NAME.slo]]`: a service level objective over the requests bulwark's proxy
@@ -607,6 +731,7 @@ pub enum ToxicKind {
 pub struct Slo {
     /// Unique within its service; lowercase ASCII letters, digits, `-` and `_`.
     pub name: String,
+    /// What the SLO measures.
     pub kind: SloKind,
     /// The target share of good requests as a fraction (`objective = 99.9` in the file
     /// is `0.999` here).
@@ -614,6 +739,7 @@ pub struct Slo {
     /// The rolling window the objective is measured over (default 30 days). Alert windows
     /// are the SRE Workbook's 30-day windows scaled by `period / 30d`.
     pub period: Duration,
+    /// Which burn-rate alerts the SLO raises.
     pub alerts: SloAlerts,
 }
 
@@ -636,10 +762,16 @@ pub enum SloKind {
     /// by itself because no replica was ready, every try failed, the request timed out, or
     /// it was shed. 4xx are the client's doing and count as good, except 429 when
     /// `count_429` is set (`count_429_as_error = true`).
-    Availability { count_429: bool },
+    Availability {
+        /// Whether 429 (rate limited) answers count as failures.
+        count_429: bool,
+    },
     /// Share of successful requests (status < 500, answered by a replica) that were
     /// faster than `threshold`. Failed requests are left to the availability SLO.
-    Latency { threshold: Duration },
+    Latency {
+        /// The latency a good request stays under.
+        threshold: Duration,
+    },
 }
 
 /// `[services.NAME.slo.alerts]`: which burn-rate alerts are raised, and their guards.
@@ -657,6 +789,7 @@ pub struct SloAlerts {
 }
 
 impl SloAlerts {
+    /// Page and ticket alerts on, at least 10 requests, no no-data alert.
     pub const DEFAULT: SloAlerts = SloAlerts {
         page: true,
         ticket: true,
@@ -685,9 +818,13 @@ pub struct Alerts {
 }
 
 impl Alerts {
+    /// `group_wait` when the file does not set one.
     pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(1);
+    /// `repeat_interval` when the file does not set one.
     pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
+    /// How long a sink may take to deliver one notification unless the file says otherwise.
     pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(5);
+    /// How many times a webhook is tried unless the file says otherwise.
     pub const DEFAULT_WEBHOOK_ATTEMPTS: u32 = 5;
 }
 
@@ -704,16 +841,22 @@ impl Default for Alerts {
 /// `[[alerts.sinks]]`: exactly one of `log = true`, `webhook = "http://…"`, `exec = [..]`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AlertSink {
+    /// Write notifications to bulwark's log.
     Log,
     /// A JSON POST, retried with backoff up to `attempts` times. Plain HTTP only.
     Webhook {
+        /// Where the notification is posted.
         url: http::Uri,
+        /// How long one attempt may take.
         timeout: Duration,
+        /// Tries in all before the notification is dropped.
         attempts: u32,
     },
     /// A command run with the JSON payload on stdin.
     Exec {
+        /// The program and its arguments.
         command: Vec<String>,
+        /// How long the command may run before its process group is killed.
         timeout: Duration,
     },
 }

@@ -18,7 +18,12 @@ pub enum Error {
          untouched. Move it aside (bulwark will create a new journal) or restore it from a backup",
         path.display()
     )]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        /// The journal file.
+        path: PathBuf,
+        /// What the storage engine found wrong.
+        detail: String,
+    },
 
     /// The file is a healthy database, but not one bulwark created: it lacks bulwark's marker.
     /// It was left exactly as it was found.
@@ -28,7 +33,10 @@ pub enum Error {
          another state directory",
         path.display()
     )]
-    Foreign { path: PathBuf },
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+    },
 
     /// The journal was written by a newer bulwark whose format this one does not understand.
     #[error(
@@ -38,8 +46,11 @@ pub enum Error {
         path.display()
     )]
     Version {
+        /// The journal file.
         path: PathBuf,
+        /// The format version written in the file.
         found: u32,
+        /// The newest format version this bulwark reads.
         supported: u32,
     },
 
@@ -49,18 +60,29 @@ pub enum Error {
          with the same state directory?",
         path.display()
     )]
-    Locked { path: PathBuf },
+    Locked {
+        /// The journal file.
+        path: PathBuf,
+    },
 
     /// A log or namespace name outside the accepted alphabet (see [`crate::Store`]).
     #[error("invalid log or namespace name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
 
     /// A file-system operation on the journal's path failed (permissions, missing directory,
     /// full disk...).
     #[error("journal {}: cannot {op}: {source}", path.display())]
     Io {
+        /// The path the operation was on.
         path: PathBuf,
+        /// The operation that failed, worded to follow "cannot".
         op: &'static str,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -69,8 +91,11 @@ pub enum Error {
     /// Nothing of the failed call was committed.
     #[error("journal {}: {op} failed: {source}", path.display())]
     Storage {
+        /// The journal file.
         path: PathBuf,
+        /// The operation that failed.
         op: &'static str,
+        /// The storage engine's own error, kept opaque.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },

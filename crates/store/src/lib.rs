@@ -15,6 +15,8 @@
 //! [`Store::trim`] return `Ok`, the change has been committed to stable storage and survives a
 //! `kill -9` of the process (and, as far as the OS's fsync is honest, a power loss).
 
+#![warn(missing_docs)]
+
 mod embedded;
 mod error;
 mod name;
