@@ -11,6 +11,8 @@ use http::Method;
 
 use crate::cli::Command;
 
+// Long on purpose: one match arm per CLI command, each a request and its printout.
+#[allow(clippy::too_many_lines)]
 pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let client = Client::discover(&state_dir.unwrap_or_else(api::state_dir::default_dir))?;
     match cmd {

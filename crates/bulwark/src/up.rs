@@ -60,6 +60,8 @@ fn eval_every(stack: &spec::Stack) -> Duration {
         .clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
+// Long on purpose: the wiring of `bulwark up`, in the order the layers must start.
+#[allow(clippy::too_many_lines)]
 pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let stack = match spec::load(&args.file) {
         Ok(s) => s,

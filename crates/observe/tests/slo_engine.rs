@@ -116,6 +116,8 @@ fn transition(r: &SloReport, tier: Tier, at: Instant, change: TierChange) -> Ale
 
 /// 30 (then 40) days at 10 requests a minute with a 5-minute outage on day 10.
 #[test]
+// Long on purpose: one 30-day scenario; each step asserts on the state the previous one left.
+#[allow(clippy::too_many_lines)]
 fn thirty_day_scenario() {
     let sim = Sim::new(AVAILABILITY);
     let incident = 14_401..=14_405; // day 10 + 1 min ..= day 10 + 5 min

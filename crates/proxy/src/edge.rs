@@ -84,8 +84,29 @@ impl Listeners {
     /// Brings listeners and service proxies in line with `stack`. Returns a line per
     /// change.
     pub async fn apply(&mut self, stack: &Stack) -> Result<Vec<String>, ApplyError> {
-        let mut changes = vec![];
-        // Proxies exist for exposed services and for every service a route leads to.
+        self.apply_proxies(stack)?;
+        let mut changes = self.stop_stale_listeners(stack);
+        for svc in &stack.services {
+            if let Some(expose) = &svc.expose
+                && !self.listeners.contains_key(&svc.name)
+            {
+                self.listen(&svc.name, expose).await?;
+                changes.push(format!("{}: listening on {}", svc.name, expose.listen));
+            }
+        }
+        let names: HashSet<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+        self.proxies.retain(|name, _| names.contains(name.as_str()));
+        self.hooks
+            .services
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| names.contains(name.as_str()));
+        Ok(changes)
+    }
+
+    /// Creates or reconfigures a proxy for every exposed service and for every service a
+    /// route leads to, and hands TCP listeners their current toxics.
+    fn apply_proxies(&mut self, stack: &Stack) -> Result<(), ApplyError> {
         let targets: HashSet<&str> = stack
             .services
             .iter()
@@ -127,7 +148,12 @@ impl Listeners {
                 });
             }
         }
-        // Listeners: keep what is unchanged, stop what went away or moved, bind the new.
+        Ok(())
+    }
+
+    /// Stops the listeners whose service went away or whose address or protocol changed;
+    /// an unchanged listener is never rebound.
+    fn stop_stale_listeners(&mut self, stack: &Stack) -> Vec<String> {
         let wanted: HashMap<&str, (SocketAddr, Protocol)> = stack
             .services
             .iter()
@@ -143,60 +169,53 @@ impl Listeners {
             .filter(|(name, (addr, proto, _))| wanted.get(name.as_str()) != Some(&(*addr, *proto)))
             .map(|(name, _)| name.clone())
             .collect();
+        let mut changes = vec![];
         for name in stale {
             if let Some((addr, _, stop)) = self.listeners.remove(&name) {
                 stop.send_replace(true);
                 changes.push(format!("{name}: stopped listening on {addr}"));
             }
         }
-        for svc in &stack.services {
-            let Some(expose) = &svc.expose else { continue };
-            if self.listeners.contains_key(&svc.name) {
-                continue;
-            }
-            let socket =
-                TcpListener::bind(expose.listen)
-                    .await
-                    .map_err(|source| ApplyError::Bind {
-                        service: svc.name.clone(),
-                        addr: expose.listen,
-                        source,
-                    })?;
-            let (stop_tx, stop) = watch::channel(false);
-            if expose.protocol == Protocol::Tcp {
-                let (toxics_tx, toxics_rx) = watch::channel(expose.toxics.clone());
-                self.toxics.insert(svc.name.clone(), toxics_tx);
-                let l = TcpExpose {
-                    service: svc.name.clone(),
-                    socket,
-                    endpoints: self.endpoints(&svc.name)?,
-                    connect_timeout: expose.timeouts.connect,
-                    max_connections: expose.limits.max_connections,
-                    idle: expose.timeouts.idle,
-                    toxics: toxics_rx,
-                    faults_enabled: self.hooks.faults_on.clone(),
-                };
-                let m = self.tcp_metrics.clone();
-                self.tasks
-                    .spawn(async move { crate::serve_tcp(l, &m, stop, DRAIN).await });
-            } else {
-                let proxy = self.proxies[&svc.name].clone();
-                self.tasks
-                    .spawn(async move { crate::serve(socket, proxy, stop, DRAIN).await });
-            }
-            tracing::info!(service = %svc.name, listen = %expose.listen, protocol = ?expose.protocol, "proxy listening");
-            self.listeners
-                .insert(svc.name.clone(), (expose.listen, expose.protocol, stop_tx));
-            changes.push(format!("{}: listening on {}", svc.name, expose.listen));
+        changes
+    }
+
+    /// Binds `expose.listen` for `service` and serves it (HTTP through its proxy, or TCP).
+    async fn listen(&mut self, service: &str, expose: &spec::Expose) -> Result<(), ApplyError> {
+        let socket = TcpListener::bind(expose.listen)
+            .await
+            .map_err(|source| ApplyError::Bind {
+                service: service.to_owned(),
+                addr: expose.listen,
+                source,
+            })?;
+        let (stop_tx, stop) = watch::channel(false);
+        if expose.protocol == Protocol::Tcp {
+            let (toxics_tx, toxics_rx) = watch::channel(expose.toxics.clone());
+            self.toxics.insert(service.to_owned(), toxics_tx);
+            let l = TcpExpose {
+                service: service.to_owned(),
+                socket,
+                endpoints: self.endpoints(service)?,
+                connect_timeout: expose.timeouts.connect,
+                max_connections: expose.limits.max_connections,
+                idle: expose.timeouts.idle,
+                toxics: toxics_rx,
+                faults_enabled: self.hooks.faults_on.clone(),
+            };
+            let m = self.tcp_metrics.clone();
+            self.tasks
+                .spawn(async move { crate::serve_tcp(l, &m, stop, DRAIN).await });
+        } else {
+            let proxy = self.proxies[service].clone();
+            self.tasks
+                .spawn(async move { crate::serve(socket, proxy, stop, DRAIN).await });
         }
-        let names: HashSet<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
-        self.proxies.retain(|name, _| names.contains(name.as_str()));
-        self.hooks
-            .services
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|name, _| names.contains(name.as_str()));
-        Ok(changes)
+        tracing::info!(service = %service, listen = %expose.listen, protocol = ?expose.protocol, "proxy listening");
+        self.listeners.insert(
+            service.to_owned(),
+            (expose.listen, expose.protocol, stop_tx),
+        );
+        Ok(())
     }
 
     /// Stops accepting everywhere and lets requests in flight finish.

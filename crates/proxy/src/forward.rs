@@ -269,6 +269,8 @@ impl ServiceProxy {
     }
 
     /// Balancing, retries and hedging over this service's ready replicas.
+    // Long on purpose: one request's life (pick, try, retry, hedge) sharing many locals.
+    #[allow(clippy::too_many_lines)]
     pub(crate) async fn forward(
         &self,
         mut req: Request<UpstreamBody>,

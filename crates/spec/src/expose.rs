@@ -182,6 +182,8 @@ fn empty(label: &str, span: Span) -> RawTable {
 /// Route targets, checked against the stack's services by the caller.
 pub(crate) type Targets = Vec<Spanned<String>>;
 
+// Long on purpose: reads `[expose]` key by key, one statement per key, in file order.
+#[allow(clippy::too_many_lines)]
 pub(crate) fn expose(
     raw: &Spanned<RawExpose>,
     p: &mut Problems,
@@ -422,6 +424,8 @@ fn timeouts(t: &RawTable, p: &mut Problems) -> Option<Timeouts> {
     })
 }
 
+// Long on purpose: reads `[expose.retries]` key by key, one statement per key.
+#[allow(clippy::too_many_lines)]
 fn retries(t: &RawTable, p: &mut Problems) -> Option<Retries> {
     let d = Retries::default();
     let attempts = t.uint("attempts", 1..=10, u64::from(d.attempts), p);

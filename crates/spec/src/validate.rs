@@ -254,6 +254,8 @@ struct Checked {
     route_targets: Vec<Spanned<String>>,
 }
 
+// Long on purpose: checks one `[services.NAME]` key by key, one statement per key.
+#[allow(clippy::too_many_lines)]
 fn service(raw: RawService, base_dir: &Path, p: &mut Problems) -> Checked {
     let name = raw.name.get_ref().clone();
     let label = format!("[services.{name}]");
@@ -1141,6 +1143,8 @@ fn valid_slo_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
+// Long on purpose: reads one `[[slo]]` key by key, one statement per key.
+#[allow(clippy::too_many_lines)]
 fn slo(raw: &RawSlo, p: &mut Problems) -> Option<Slo> {
     let name = match &raw.name {
         Field::Absent => {
