@@ -5,6 +5,9 @@
 //! its deadline once the client has finished sending.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -25,16 +28,7 @@ struct Target {
 fn target() -> &'static Target {
     static TARGET: OnceLock<Target> = OnceLock::new();
     TARGET.get_or_init(|| {
-        // tokio catches panics in spawned tasks; a fuzzer must see them.
-        std::panic::set_hook(Box::new(|info| {
-            eprintln!("{info}");
-            std::process::abort();
-        }));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = common::runtime();
         let proxy = rt.block_on(start());
         Target { rt, proxy }
     })

@@ -3,6 +3,9 @@
 //! (latency, bandwidth, slicer, slow close) must deliver every byte, in order, unchanged.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,15 +28,7 @@ struct Target {
 fn target() -> &'static Target {
     static TARGET: OnceLock<Target> = OnceLock::new();
     TARGET.get_or_init(|| {
-        std::panic::set_hook(Box::new(|info| {
-            eprintln!("{info}");
-            std::process::abort();
-        }));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = common::runtime();
         let (proxy, toxics) = rt.block_on(start());
         Target { rt, proxy, toxics }
     })

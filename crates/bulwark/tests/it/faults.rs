@@ -22,41 +22,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{Load, Stack, alive, eventually, free_port, get, replica_pids, signal};
+use crate::harness::{Demo, Load, Stack, alive, eventually, free_port, get, replica_pids, signal};
 
 /// The quickstart (`examples/quickstart.toml`) with faster probes, so a row takes seconds,
 /// and `extra` appended to `[services.web.expose]` (or after it, for whole tables).
-fn quickstart(port: u16, run: &str, extra: &str) -> String {
-    format!(
-        r#"
-[services.web]
-run = {run}
-replicas = 3
-stop_grace = "2s"
-env = {{ GREETING = "hello" }}
-[services.web.backoff]
-initial = "100ms"
-max = "2s"
-[services.web.startup]
-http = "/healthz"
-period = "100ms"
-failure_threshold = 100
-[services.web.liveness]
-http = "/healthz"
-period = "500ms"
-timeout = "500ms"
-failure_threshold = 3
-[services.web.readiness]
-http = "/ready"
-period = "200ms"
-[services.web.expose]
-listen = "127.0.0.1:{port}"
-{extra}
-"#
-    )
+fn quickstart(port: u16, extra: &str) -> String {
+    Demo::new("web")
+        .replicas(3)
+        .with(r#"env = { GREETING = "hello" }"#)
+        .quickstart_probes()
+        .expose(port)
+        .with(extra)
+        .build()
 }
-
-const DEMO: &str = r#"["{bulwark}", "demo", "--port", "{port}"]"#;
 
 /// Short client timeouts, so hostile rows finish in seconds. (Defaults: header_read 10s,
 /// idle 60s, request 15s.)
@@ -203,7 +181,7 @@ fn row(
 /// The ordinary row: the quickstart, `act` on replica 0.
 fn replica_fault(fault: &'static str, extra: &str, act: impl FnOnce(&Stack, SocketAddr)) {
     let port = free_port();
-    let mut stack = Stack::start(&quickstart(port, DEMO, extra));
+    let mut stack = Stack::start(&quickstart(port, extra));
     row(fault, &mut stack, port, 200, 6, 0, 64.0, |s, _| {
         act(s, replica_addr(s, 0));
         "-".into()
@@ -313,7 +291,7 @@ fn fault_replica_fills_its_memory() {
     // killer ends it, and bulwark replaces it (outside the cgroup).
     let cgroup = MemoryCgroup::new(128 << 20);
     let port = free_port();
-    let mut stack = Stack::start(&quickstart(port, DEMO, ""));
+    let mut stack = Stack::start(&quickstart(port, ""));
     row(
         "replica fills its memory (cgroup OOM kill)",
         &mut stack,
@@ -346,7 +324,7 @@ fn fault_port_taken_at_start() {
     // address, and leave nothing running.
     let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = squatter.local_addr().unwrap().port();
-    let mut stack = Stack::prepare(&quickstart(port, DEMO, ""));
+    let mut stack = Stack::prepare(&quickstart(port, ""));
     let status = stack
         .launch_expecting_failure(Duration::from_secs(20))
         .expect("up exits when its listen address is taken");
@@ -376,7 +354,7 @@ fn fault_bulwark_kill_nine_and_restart() {
     // While bulwark is down nothing listens, so requests in that gap fail; the bound is
     // the load's rate times the gap (with a second of slack).
     let port = free_port();
-    let mut stack = Stack::start(&quickstart(port, DEMO, ""));
+    let mut stack = Stack::start(&quickstart(port, ""));
     stack.wait_ready("web", 3);
     let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let load = Load::start(&format!("http://{proxy}/"), 100, "8s");
@@ -456,7 +434,7 @@ fn metric(stack: &Stack, name: &str) -> f64 {
 fn fault_journal_disk_full() {
     let disk = Tmpfs::mount("8m");
     let port = free_port();
-    let mut stack = Stack::prepare(&quickstart(port, DEMO, ""));
+    let mut stack = Stack::prepare(&quickstart(port, ""));
     std::os::unix::fs::symlink(&disk.0, stack.state_dir()).unwrap();
     stack.launch();
     row(
@@ -535,7 +513,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn fault_file_descriptor_exhaustion() {
     let port = free_port();
-    let mut stack = Stack::start(&quickstart(port, DEMO, SHORT_TIMEOUTS));
+    let mut stack = Stack::start(&quickstart(port, SHORT_TIMEOUTS));
     stack.wait_ready("web", 3);
     let pid = stack.pid();
     let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -611,7 +589,7 @@ fn hostile(
     limit: Duration,
 ) {
     let port = free_port();
-    let mut stack = Stack::start(&quickstart(port, DEMO, SHORT_TIMEOUTS));
+    let mut stack = Stack::start(&quickstart(port, SHORT_TIMEOUTS));
     row(
         fault,
         &mut stack,
@@ -784,7 +762,7 @@ fn fault_header_flood() {
 #[test]
 fn fault_http2_rapid_reset() {
     let port = free_port();
-    let mut stack = Stack::start(&quickstart(port, DEMO, SHORT_TIMEOUTS));
+    let mut stack = Stack::start(&quickstart(port, SHORT_TIMEOUTS));
     row(
         "HTTP/2 rapid reset",
         &mut stack,
@@ -844,7 +822,6 @@ fn hostile_crowd_costs_a_well_behaved_client_nothing() {
     // The crowd holds 11 600 connections: more than the default cap of 10 000.
     let stack = Stack::start(&quickstart(
         port,
-        DEMO,
         "[services.web.expose.limits]\nmax_connections = 16000\n",
     ));
     stack.wait_ready("web", 3);

@@ -31,17 +31,8 @@ fn send(stack: &Stack, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let _ = s.write_all(body);
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    let (code, body) = parse_response(&raw);
+    (code.unwrap_or(0), body)
 }
 
 fn now_ms() -> u64 {

@@ -67,26 +67,21 @@ fn response(s: &mut TcpStream) -> (u16, String) {
 }
 
 fn web(port: u16) -> String {
-    format!(
-        r#"
-[services.web]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-replicas = 1
-[services.web.readiness]
-http = "/ready"
-period = "200ms"
-[services.web.expose]
-listen = "127.0.0.1:{port}"
-[services.web.expose.timeouts]
+    Demo::new("web")
+        .replicas(1)
+        .ready_every("200ms")
+        .expose(port)
+        .with(
+            r#"[services.web.expose.timeouts]
 header_read = "500ms"
 idle = "1s"
 request = "1500ms"
 [services.web.expose.limits]
 max_inflight = 4
 [services.web.expose.retries]
-on = ["gateway-error"]
-"#
-    )
+on = ["gateway-error"]"#,
+        )
+        .build()
 }
 
 #[test]
@@ -158,20 +153,19 @@ fn http_listener_enforces_deadlines_and_limits_from_the_stack_file() {
 #[test]
 fn tcp_listener_enforces_max_connections_and_idle_from_the_stack_file() {
     let port = free_port();
-    let stack = Stack::start(&format!(
-        r#"
-[services.echo]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}", "--tcp"]
-replicas = 1
-[services.echo.expose]
-listen = "127.0.0.1:{port}"
-protocol = "tcp"
+    let stack = Stack::start(
+        &Demo::with_args("echo", &["--tcp"])
+            .replicas(1)
+            .expose(port)
+            .with(
+                r#"protocol = "tcp"
 [services.echo.expose.timeouts]
 idle = "1s"
 [services.echo.expose.limits]
-max_connections = 2
-"#
-    ));
+max_connections = 2"#,
+            )
+            .build(),
+    );
     stack.wait_ready("echo", 1);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let banner = |s: &TcpStream| {

@@ -62,13 +62,7 @@ fn journal_writes_do_not_kill_healthy_replicas() {
     let toml = format!(
         "{}\n{}",
         crate::proxy::demo_stack(port, 3),
-        r#"
-[services.other]
-run = ["{bulwark}", "demo", "--port", "{port}"]
-[services.other.readiness]
-http = "/ready"
-period = "100ms"
-"#
+        Demo::new("other").ready_every("100ms").build()
     );
     let stack = Stack::start(&toml);
     let before = stack.wait_ready("web", 3);
@@ -151,22 +145,35 @@ fn assert_unharmed(stack: &Stack, port: u16, chatty_pid: u32) {
     assert!(alive(stack.pid()), "bulwark up is running");
 }
 
-#[test]
-fn a_stdout_nobody_reads_stalls_nothing() {
+/// `up` on the chatty stack with its stdout going into a pipe; returns the stack, the proxy's
+/// port and the pipe's reading end.
+fn chatty_up() -> (Stack, u16, std::io::PipeReader) {
     let port = free_port();
     let mut stack = Stack::prepare(&chatty_stack(port));
     let (reader, writer) = std::io::pipe().unwrap();
     stack.launch_via(&[], Some(Stdio::from(writer)));
+    (stack, port, reader)
+}
+
+/// Once everything is ready, lets the chatty replica write for 5 s, then checks that
+/// nothing was harmed and that the lines that could not be written were dropped, and counted.
+fn assert_chatter_stalls_nothing(stack: &Stack, port: u16) {
     stack.wait_ready("web", 2);
     let chatty = stack.wait_ready("chatty", 1);
     let pid = replica_pids(&chatty)[0];
-    // The pipe (64 KiB) fills within milliseconds; from then on every echoed line waits.
+    // A pipe (64 KiB) fills within milliseconds; from then on every echoed line waits.
     std::thread::sleep(Duration::from_secs(5));
-    assert_unharmed(&stack, port, pid);
+    assert_unharmed(stack, port, pid);
     assert!(
-        dropped_lines(&stack) > 1000,
+        dropped_lines(stack) > 1000,
         "lines were dropped, and counted"
     );
+}
+
+#[test]
+fn a_stdout_nobody_reads_stalls_nothing() {
+    let (stack, port, reader) = chatty_up();
+    assert_chatter_stalls_nothing(&stack, port);
     // The replica's own output is still collected for `bulwark logs`.
     let (code, body) = stack.call("GET", "/v1/logs/chatty", "127.0.0.1", true);
     assert_eq!(code, 200);
@@ -180,23 +187,12 @@ fn a_stdout_nobody_reads_stalls_nothing() {
 
 #[test]
 fn a_closed_stdout_panics_nothing_and_kills_no_replica() {
-    let port = free_port();
-    let mut stack = Stack::prepare(&chatty_stack(port));
-    let (mut reader, writer) = std::io::pipe().unwrap();
-    stack.launch_via(&[], Some(Stdio::from(writer)));
+    let (stack, port, mut reader) = chatty_up();
     // `bulwark up | head -c 1`: read a little, then hang up.
     let mut first = [0u8; 1];
     let _ = reader.read(&mut first);
     drop(reader);
-    stack.wait_ready("web", 2);
-    let chatty = stack.wait_ready("chatty", 1);
-    let pid = replica_pids(&chatty)[0];
-    std::thread::sleep(Duration::from_secs(5));
-    assert_unharmed(&stack, port, pid);
-    assert!(
-        dropped_lines(&stack) > 1000,
-        "lines were dropped, and counted"
-    );
+    assert_chatter_stalls_nothing(&stack, port);
 }
 
 #[test]
@@ -269,18 +265,16 @@ period = "100ms"
 fn a_timed_out_exec_probe_leaves_nothing_behind() {
     let files = tempfile::tempdir().unwrap();
     let bg = files.path().join("bg");
-    let toml = format!(
-        r#"
-[services.web]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-[services.web.liveness]
+    let toml = Demo::new("web")
+        .with(&format!(
+            r#"[services.web.liveness]
 exec = ["sh", "-c", "sleep 100 & echo $! >> {}; sleep 100"]
 period = "1s"
 timeout = "1s"
-failure_threshold = 1000
-"#,
-        bg.display()
-    );
+failure_threshold = 1000"#,
+            bg.display()
+        ))
+        .build();
     let stack = Stack::start(&toml);
     let pids: Vec<u32> = eventually("three probe runs", Duration::from_secs(30), || {
         let pids: Vec<u32> = std::fs::read_to_string(&bg)
@@ -309,19 +303,11 @@ failure_threshold = 1000
 #[test]
 fn the_open_file_limit_is_raised_and_a_shortfall_is_named() {
     let port = free_port();
-    let toml = format!(
-        r#"
-[services.web]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-[services.web.readiness]
-http = "/ready"
-period = "100ms"
-[services.web.expose]
-listen = "127.0.0.1:{port}"
-[services.web.expose.limits]
-max_connections = 10000
-"#
-    );
+    let toml = Demo::new("web")
+        .ready_every("100ms")
+        .expose(port)
+        .with("[services.web.expose.limits]\nmax_connections = 10000")
+        .build();
     let mut stack = Stack::prepare(&toml);
     stack.launch_via(
         &[

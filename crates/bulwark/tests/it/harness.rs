@@ -37,6 +37,94 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
     }
 }
 
+/// A `[services.<name>]` table running `bulwark demo` (each replica on its own `{port}`),
+/// built up table by table into the text of a stack file.
+pub struct Demo {
+    name: String,
+    toml: String,
+}
+
+impl Demo {
+    /// `[services.<name>]` running `bulwark demo --port {port}`.
+    pub fn new(name: &str) -> Demo {
+        Demo::with_args(name, &[])
+    }
+
+    /// [`Demo::new`], with `args` after the port (e.g. `["--tcp"]`).
+    pub fn with_args(name: &str, args: &[&str]) -> Demo {
+        let args: String = args.iter().map(|a| format!(", \"{a}\"")).collect();
+        Demo {
+            name: name.to_owned(),
+            toml: format!(
+                "\n[services.{name}]\nrun = [\"{{bulwark}}\", \"demo\", \"--port\", \"{{port}}\"{args}]\n"
+            ),
+        }
+    }
+
+    /// Appends `text` as it is: keys of the table last begun, or whole tables.
+    pub fn with(mut self, text: &str) -> Demo {
+        self.toml.push_str(text.trim_start_matches('\n'));
+        if !self.toml.ends_with('\n') {
+            self.toml.push('\n');
+        }
+        self
+    }
+
+    /// `replicas = n`.
+    pub fn replicas(self, n: u32) -> Demo {
+        self.with(&format!("replicas = {n}"))
+    }
+
+    /// A `/ready` readiness probe every `period`.
+    pub fn ready_every(self, period: &str) -> Demo {
+        let name = self.name.clone();
+        self.with(&format!(
+            "[services.{name}.readiness]\nhttp = \"/ready\"\nperiod = \"{period}\""
+        ))
+    }
+
+    /// The quickstart's (`examples/quickstart.toml`) stop grace, backoff and probes, faster.
+    pub fn quickstart_probes(self) -> Demo {
+        let name = self.name.clone();
+        self.with(&format!(
+            r#"stop_grace = "2s"
+[services.{name}.backoff]
+initial = "100ms"
+max = "2s""#
+        ))
+        .startup_probe()
+        .with(&format!(
+            r#"[services.{name}.liveness]
+http = "/healthz"
+period = "500ms"
+timeout = "500ms"
+failure_threshold = 3"#
+        ))
+        .ready_every("200ms")
+    }
+
+    /// A `/healthz` startup probe every 100 ms that allows 100 failures.
+    pub fn startup_probe(self) -> Demo {
+        let name = self.name.clone();
+        self.with(&format!(
+            "[services.{name}.startup]\nhttp = \"/healthz\"\nperiod = \"100ms\"\nfailure_threshold = 100"
+        ))
+    }
+
+    /// `[services.<name>.expose]` listening on `port`.
+    pub fn expose(self, port: u16) -> Demo {
+        let name = self.name.clone();
+        self.with(&format!(
+            "[services.{name}.expose]\nlisten = \"127.0.0.1:{port}\""
+        ))
+    }
+
+    /// The stack file text built so far.
+    pub fn build(self) -> String {
+        self.toml
+    }
+}
+
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
@@ -233,15 +321,7 @@ impl Stack {
             name,
             &format!("{n} ready replicas"),
             Duration::from_secs(60),
-            |s| {
-                s["replicas"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|r| r["ready"] == true)
-                    .count()
-                    == n
-            },
+            |s| replicas_in(s).iter().filter(|r| r["ready"] == true).count() == n,
         )
     }
 
@@ -361,12 +441,16 @@ pub fn http(addr: SocketAddr, head: &str) -> (u16, String) {
     write!(s, "{head}Connection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let (code, body) = parse_response(&raw);
+    let code =
+        code.unwrap_or_else(|| panic!("no status line in {:?}", String::from_utf8_lossy(&raw)));
+    (code, body)
+}
+
+/// The status code (`None` without a status line) and the body of a raw HTTP response.
+pub fn parse_response(raw: &[u8]) -> (Option<u16>, String) {
+    let text = String::from_utf8_lossy(raw);
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok());
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
@@ -424,10 +508,13 @@ impl Drop for Load {
     }
 }
 
+/// The replicas in a service's status.
+pub fn replicas_in(service: &Value) -> &[Value] {
+    service["replicas"].as_array().unwrap()
+}
+
 pub fn replica_pids(service: &Value) -> Vec<u32> {
-    service["replicas"]
-        .as_array()
-        .unwrap()
+    replicas_in(service)
         .iter()
         .filter_map(|r| r["pid"].as_u64().map(|p| p as u32))
         .collect()

@@ -5,14 +5,11 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 fn stack_with_stubborn(port: u16) -> String {
-    format!(
-        r#"
-[services.web]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-replicas = 2
-[services.web.expose]
-listen = "127.0.0.1:{port}"
-
+    Demo::new("web")
+        .replicas(2)
+        .expose(port)
+        .with(
+            r#"
 [services.stubborn]
 run = ["sh", "-c", "trap 'echo got-term' TERM; echo started; while true; do sleep 0.1; done"]
 stop_grace = "1s"
@@ -21,8 +18,9 @@ depends_on = ["web"]
 [services.polite]
 run = ["sh", "-c", "trap 'echo got-int; exit 0' INT; trap 'echo wrong-signal' TERM; while true; do sleep 0.1; done"]
 stop_signal = "INT"
-"#
-    )
+"#,
+        )
+        .build()
 }
 
 #[test]

@@ -51,25 +51,17 @@ fn hung_replicas_are_restarted_by_liveness() {
 #[test]
 fn slow_starter_is_not_killed_and_joins_only_when_ready() {
     let port = free_port();
-    let toml = format!(
-        r#"
-[services.slow]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}", "--startup-delay", "2s"]
-[services.slow.startup]
+    let toml = Demo::with_args("slow", &["--startup-delay", "2s"])
+        .startup_probe()
+        .with(
+            r#"[services.slow.liveness]
 http = "/healthz"
 period = "100ms"
-failure_threshold = 100
-[services.slow.liveness]
-http = "/healthz"
-period = "100ms"
-failure_threshold = 2
-[services.slow.readiness]
-http = "/ready"
-period = "100ms"
-[services.slow.expose]
-listen = "127.0.0.1:{port}"
-"#
-    );
+failure_threshold = 2"#,
+        )
+        .ready_every("100ms")
+        .expose(port)
+        .build();
     let stack = Stack::start(&toml);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     // Before it is ready the proxy has nobody to send to.
@@ -106,7 +98,7 @@ fn exec_and_tcp_probes() {
     let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("ready");
     let port = free_port();
-    let toml = format!(
+    let files = format!(
         r#"
 [services.files]
 run = ["sh", "-c", "while true; do sleep 0.1; done"]
@@ -115,17 +107,14 @@ exec = ["test", "-f", "{flag}"]
 period = "100ms"
 success_threshold = 2
 failure_threshold = 2
-
-[services.echo]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-[services.echo.liveness]
-tcp = true
-period = "100ms"
-[services.echo.expose]
-listen = "127.0.0.1:{port}"
 "#,
         flag = flag.display()
     );
+    let echo = Demo::new("echo")
+        .with("[services.echo.liveness]\ntcp = true\nperiod = \"100ms\"")
+        .expose(port)
+        .build();
+    let toml = format!("{files}{echo}");
     let stack = Stack::start(&toml);
     // exposed without a readiness probe: the default TCP readiness admits it
     stack.wait_ready("echo", 1);

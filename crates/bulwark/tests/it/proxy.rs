@@ -5,31 +5,11 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 pub fn demo_stack(port: u16, replicas: u32) -> String {
-    format!(
-        r#"
-[services.web]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-replicas = {replicas}
-stop_grace = "2s"
-[services.web.backoff]
-initial = "100ms"
-max = "2s"
-[services.web.startup]
-http = "/healthz"
-period = "100ms"
-failure_threshold = 100
-[services.web.liveness]
-http = "/healthz"
-period = "500ms"
-timeout = "500ms"
-failure_threshold = 3
-[services.web.readiness]
-http = "/ready"
-period = "200ms"
-[services.web.expose]
-listen = "127.0.0.1:{port}"
-"#
-    )
+    Demo::new("web")
+        .replicas(replicas)
+        .quickstart_probes()
+        .expose(port)
+        .build()
 }
 
 #[test]

@@ -10,19 +10,12 @@ use serde_json::Value;
 use crate::harness::*;
 
 fn web(port: u16, replicas: u32, expose: &str) -> String {
-    format!(
-        r#"
-[services.web]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-replicas = {replicas}
-[services.web.readiness]
-http = "/ready"
-period = "200ms"
-[services.web.expose]
-listen = "127.0.0.1:{port}"
-{expose}
-"#
-    )
+    Demo::new("web")
+        .replicas(replicas)
+        .ready_every("200ms")
+        .expose(port)
+        .with(expose)
+        .build()
 }
 
 fn proxy(port: u16) -> SocketAddr {
@@ -480,16 +473,11 @@ fn http2_websocket_and_tcp_mode() {
 
     // TCP mode balances connections over echo replicas
     let tport = free_port();
-    let tcp = format!(
-        r#"
-[services.echo]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}", "--tcp"]
-replicas = 3
-[services.echo.expose]
-listen = "127.0.0.1:{tport}"
-protocol = "tcp"
-"#
-    );
+    let tcp = Demo::with_args("echo", &["--tcp"])
+        .replicas(3)
+        .expose(tport)
+        .with(r#"protocol = "tcp""#)
+        .build();
     let stack_t = Stack::start(&tcp);
     stack_t.wait_ready("echo", 3);
     let mut seen: HashMap<String, u32> = HashMap::new();
@@ -591,28 +579,26 @@ enabled = false
 #[test]
 fn header_routes_weighted_split_and_forwarding_headers() {
     let port = free_port();
-    let toml = format!(
-        r#"
-[services.web]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-replicas = 2
-[services.web.expose]
-listen = "127.0.0.1:{port}"
+    let routes = r#"
 [[services.web.expose.routes]]
 to = "v2"
 header = "x-canary: 1"
 [[services.web.expose.routes]]
 to = "v2"
 weight = 20
-
-[services.v2]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-env = {{ GREETING = "v2" }}
+"#;
+    let v2 = Demo::new("v2").with(
+        r#"env = { GREETING = "v2" }
 [services.v2.readiness]
 tcp = true
-period = "100ms"
-"#
+period = "100ms""#,
     );
+    let toml = Demo::new("web")
+        .replicas(2)
+        .expose(port)
+        .with(routes)
+        .with(&v2.build())
+        .build();
     let stack = Stack::start(&toml);
     stack.wait_ready("web", 2);
     stack.wait_ready("v2", 1);

@@ -9,23 +9,15 @@ use crate::harness::*;
 #[test]
 fn crash_loop_backs_off_within_bounds_and_spares_other_services() {
     let port = free_port();
-    let toml = format!(
-        r#"
+    let bad = r#"
 [services.bad]
 run = ["sh", "-c", "echo boom-$BULWARK_INDEX >&2; exit 3"]
 [services.bad.backoff]
 initial = "100ms"
 max = "800ms"
-
-[services.web]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-[services.web.readiness]
-http = "/ready"
-period = "200ms"
-[services.web.expose]
-listen = "127.0.0.1:{port}"
-"#
-    );
+"#;
+    let web = Demo::new("web").ready_every("200ms").expose(port).build();
+    let toml = format!("{bad}{web}");
     let stack = Stack::start(&toml);
     let bad = stack.wait_service("bad", "6 restarts", Duration::from_secs(30), |s| {
         s["replicas"][0]["restarts"].as_u64() >= Some(6)
@@ -185,9 +177,7 @@ failure_threshold = 200
         "all restarted and ready",
         Duration::from_secs(60),
         |s| {
-            s["replicas"]
-                .as_array()
-                .unwrap()
+            replicas_in(s)
                 .iter()
                 .all(|r| r["ready"] == true && r["restarts"] == 1)
         },

@@ -18,17 +18,8 @@ fn now_ms() -> u64 {
 /// Two demo replicas behind a proxy, an availability SLO of 99 % over 1 h (so the fast page
 /// pair is 14.4x over 5 s and 0.42 s), and a webhook sink.
 fn slo_stack(port: u16, webhook: &str, replicas: u32) -> String {
-    format!(
+    let slo = format!(
         r#"
-[services.web]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}"]
-replicas = {replicas}
-[services.web.readiness]
-http = "/ready"
-period = "200ms"
-[services.web.expose]
-listen = "127.0.0.1:{port}"
-
 [[services.web.slo]]
 name = "availability"
 kind = "availability"
@@ -43,7 +34,13 @@ group_wait = "100ms"
 webhook = "{webhook}"
 timeout = "2s"
 "#
-    )
+    );
+    Demo::new("web")
+        .replicas(replicas)
+        .ready_every("200ms")
+        .expose(port)
+        .with(&slo)
+        .build()
 }
 
 fn promtool() -> &'static str {

@@ -60,21 +60,30 @@ failure_threshold = 1
     }
 }
 
-#[tokio::test]
-async fn a_failing_liveness_probe_restarts_the_replica() {
-    let mut rt = Rt::start(
+/// A service `s` whose `probe` (`liveness` or `startup`) runs `exec` every 50 ms, gives up
+/// after two failures, and restarts with a short backoff.
+fn failing_probe(probe: &str, exec: &str) -> String {
+    format!(
         r#"
 [services.s]
 run = ["sh", "-c", "exec sleep 60"]
-[services.s.liveness]
-exec = ["sh", "-c", "echo sick >&2; exit 1"]
+[services.s.{probe}]
+exec = {exec}
 period = "50ms"
 failure_threshold = 2
 [services.s.backoff]
 initial = "50ms"
 max = "100ms"
-"#,
-    );
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_failing_liveness_probe_restarts_the_replica() {
+    let mut rt = Rt::start(&failing_probe(
+        "liveness",
+        r#"["sh", "-c", "echo sick >&2; exit 1"]"#,
+    ));
     let (_, failed) = rt
         .expect(|e| matches!(e, EventKind::ProbeFailed { .. }))
         .await;
@@ -103,19 +112,7 @@ max = "100ms"
 
 #[tokio::test]
 async fn a_failing_startup_probe_restarts_before_running() {
-    let mut rt = Rt::start(
-        r#"
-[services.s]
-run = ["sh", "-c", "exec sleep 60"]
-[services.s.startup]
-exec = ["false"]
-period = "50ms"
-failure_threshold = 2
-[services.s.backoff]
-initial = "50ms"
-max = "100ms"
-"#,
-    );
+    let mut rt = Rt::start(&failing_probe("startup", r#"["false"]"#));
     let (_, failed) = rt
         .expect(|e| matches!(e, EventKind::ProbeFailed { .. }))
         .await;
