@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::Method;
 
 use crate::cli::Command;
+use crate::output::outln;
 
 // Long on purpose: one match arm per CLI command, each a request and its printout.
 #[allow(clippy::too_many_lines)]
@@ -19,7 +20,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         Command::Status { json } => {
             let body = client.get("/v1/status").await?;
             if json {
-                println!("{}", String::from_utf8_lossy(&body));
+                outln!("{}", String::from_utf8_lossy(&body));
             } else {
                 let status: api::json::Status = serde_json::from_slice(&body)?;
                 print_status(&status);
@@ -28,9 +29,9 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         Command::Events { follow, json } => {
             let print = |line: &str| {
                 if json {
-                    println!("{line}");
+                    outln!("{line}");
                 } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                    println!("{}", describe_event(&v));
+                    outln!("{}", describe_event(&v));
                 }
             };
             if follow {
@@ -51,7 +52,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             }
             let print = |line: &str| {
                 if let Ok(l) = serde_json::from_str::<api::json::LogLine>(line) {
-                    println!("{service}/{} | {}", l.replica, l.text);
+                    outln!("{service}/{} | {}", l.replica, l.text);
                 }
             };
             if follow {
@@ -71,19 +72,19 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
                 path.push_str(&format!("?replica={r}"));
             }
             client.post(&path).await?;
-            println!("restarting {target}");
+            outln!("restarting {target}");
         }
         Command::Scale { service, replicas } => {
             let body = client
                 .post(&format!("/v1/services/{service}/scale?replicas={replicas}"))
                 .await?;
             let s: api::json::Scaled = serde_json::from_slice(&body)?;
-            println!("scaled {}: {} -> {}", s.service, s.from, s.to);
+            outln!("scaled {}: {} -> {}", s.service, s.from, s.to);
         }
         Command::Slo { json, .. } => {
             let body = client.get("/v1/slo").await?;
             if json {
-                println!("{}", String::from_utf8_lossy(&body));
+                outln!("{}", String::from_utf8_lossy(&body));
             } else {
                 print_slo(&serde_json::from_slice::<Vec<api::json::SloReport>>(&body)?);
             }
@@ -91,7 +92,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         Command::Incidents { json } => {
             let body = client.get("/v1/incidents").await?;
             if json {
-                println!("{}", String::from_utf8_lossy(&body));
+                outln!("{}", String::from_utf8_lossy(&body));
             } else {
                 print_incidents(&serde_json::from_slice(&body)?);
             }
@@ -99,7 +100,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         Command::Alerts { json } => {
             let body = client.get("/v1/alerts").await?;
             if json {
-                println!("{}", String::from_utf8_lossy(&body));
+                outln!("{}", String::from_utf8_lossy(&body));
             } else {
                 let alerts: Vec<api::json::Alert> = serde_json::from_slice(&body)?;
                 for a in alerts {
@@ -107,7 +108,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
                         api::json::AlertState::Firing => "FIRING",
                         api::json::AlertState::Resolved => "resolved",
                     };
-                    println!(
+                    outln!(
                         "{:<9} {:<6} {:<28} {}{}",
                         state,
                         a.severity.as_str(),
@@ -123,12 +124,12 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             let body = client.post("/v1/reload").await?;
             let changes: Vec<String> = serde_json::from_slice(&body)?;
             for c in changes {
-                println!("{c}");
+                outln!("{c}");
             }
         }
         Command::Faults { state } => {
             client.post(&format!("/v1/faults/{state}")).await?;
-            println!("injected faults {state}");
+            outln!("injected faults {state}");
         }
         Command::Up(_) | Command::Check { .. } | Command::Demo(_) | Command::Load(_) => {
             unreachable!("handled in main")
@@ -168,9 +169,15 @@ fn journal_line(j: &api::json::Journal) -> String {
 }
 
 fn print_status(status: &api::json::Status) {
-    println!(
+    outln!(
         "{:<16} {:>3}  {:<14} {:<5} {:>8} {:>6} {:>8}  LAST EXIT",
-        "SERVICE", "#", "STATE", "READY", "PID", "PORT", "RESTARTS"
+        "SERVICE",
+        "#",
+        "STATE",
+        "READY",
+        "PID",
+        "PORT",
+        "RESTARTS"
     );
     for s in &status.services {
         for r in &s.replicas {
@@ -181,7 +188,7 @@ fn print_status(status: &api::json::Status) {
                 }) => format!("signal {s}"),
                 _ => "-".into(),
             };
-            println!(
+            outln!(
                 "{:<16} {:>3}  {:<14} {:<5} {:>8} {:>6} {:>8}  {}",
                 s.name,
                 r.index,
@@ -193,7 +200,7 @@ fn print_status(status: &api::json::Status) {
                 exit
             );
             for line in &r.stderr_tail {
-                println!("{:<16}      | {line}", "");
+                outln!("{:<16}      | {line}", "");
             }
         }
         let exposed = s
@@ -201,10 +208,10 @@ fn print_status(status: &api::json::Status) {
             .as_deref()
             .map(|a| format!(" on {a}"))
             .unwrap_or_default();
-        println!("{:<16} {}/{} ready{exposed}", "", s.ready, s.desired);
+        outln!("{:<16} {}/{} ready{exposed}", "", s.ready, s.desired);
     }
     if let Some(j) = &status.journal {
-        println!("{}", journal_line(j));
+        outln!("{}", journal_line(j));
     }
 }
 
@@ -280,7 +287,7 @@ async fn silence(client: &Client, cmd: crate::cli::SilenceCmd) -> anyhow::Result
                 .call(Method::POST, "/v1/silences", body.into())
                 .await?;
             let s: api::json::Silence = serde_json::from_slice(&res)?;
-            println!(
+            outln!(
                 "silence {} for {} until {}",
                 s.id,
                 s.service,
@@ -290,11 +297,11 @@ async fn silence(client: &Client, cmd: crate::cli::SilenceCmd) -> anyhow::Result
         SilenceCmd::List { json } => {
             let body = client.get("/v1/silences").await?;
             if json {
-                println!("{}", String::from_utf8_lossy(&body));
+                outln!("{}", String::from_utf8_lossy(&body));
             } else {
                 let list: Vec<api::json::Silence> = serde_json::from_slice(&body)?;
                 for s in list {
-                    println!(
+                    outln!(
                         "{}  {}{}{}  {} .. {}  {}",
                         s.id,
                         s.service,
@@ -313,7 +320,7 @@ async fn silence(client: &Client, cmd: crate::cli::SilenceCmd) -> anyhow::Result
             client
                 .call(Method::DELETE, &format!("/v1/silences/{id}"), Bytes::new())
                 .await?;
-            println!("removed silence {id}");
+            outln!("removed silence {id}");
         }
     }
     Ok(())
@@ -340,7 +347,7 @@ fn fmt_ms(ms: Option<f64>) -> String {
 }
 
 fn print_slo(reports: &[api::json::SloReport]) {
-    println!(
+    outln!(
         "{:<12} {:<14} {:>9} {:>9} {:>8}  {:>7} {:>7} {:>7} {:>7}  {:<8} {:<8} EXHAUSTED IN",
         "SERVICE",
         "SLO",
@@ -361,7 +368,7 @@ fn print_slo(reports: &[api::json::SloReport]) {
                 .find(|x| x.window == w)
                 .map_or(0.0, |x| x.burn_rate)
         };
-        println!(
+        outln!(
             "{:<12} {:<14} {:>8.3}% {:>9} {:>7.1}%  {:>7.2} {:>7.2} {:>7.2} {:>7.2}  {:<8} {:<8} {}",
             r.service,
             r.slo,
@@ -385,7 +392,7 @@ fn print_slo(reports: &[api::json::SloReport]) {
 
 fn print_incidents(v: &api::json::Incidents) {
     for i in &v.incidents {
-        println!(
+        outln!(
             "#{} {} [{}] {} — detected {}, MTTD {}, time to resolve {}",
             i.id,
             i.service,
@@ -405,16 +412,22 @@ fn print_incidents(v: &api::json::Incidents) {
             ),
         );
         for e in &i.timeline {
-            println!("    {} {:<8} {}", ms_to_time(e.at_ms), e.kind, e.text);
+            outln!("    {} {:<8} {}", ms_to_time(e.at_ms), e.kind, e.text);
         }
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<14} {:>9} {:>5} {:>10} {:>10} {:>10} {:>12}",
-        "SERVICE", "INCIDENTS", "OPEN", "MTTD", "MTTR", "MTBF", "AVAILABILITY"
+        "SERVICE",
+        "INCIDENTS",
+        "OPEN",
+        "MTTD",
+        "MTTR",
+        "MTBF",
+        "AVAILABILITY"
     );
     for r in &v.reliability {
-        println!(
+        outln!(
             "{:<14} {:>9} {:>5} {:>10} {:>10} {:>10} {:>11.4}%",
             r.service,
             r.incidents,
@@ -425,7 +438,7 @@ fn print_incidents(v: &api::json::Incidents) {
             r.availability * 100.0
         );
     }
-    println!(
+    outln!(
         "MTTD: fault start to detection; MTTR: detection to resolution; availability: time outside incidents."
     );
 }

@@ -4,12 +4,14 @@
 mod cli;
 mod commands;
 mod host;
+mod output;
 mod up;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, Command};
+use output::outln;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,7 +66,7 @@ fn tokio_runtime(
 fn check(file: &std::path::Path) -> ExitCode {
     match spec::load(file) {
         Ok(stack) => {
-            println!(
+            outln!(
                 "{}: ok ({} service{})",
                 file.display(),
                 stack.services.len(),
@@ -103,8 +105,8 @@ fn slo_rules(file: &std::path::Path, out: &std::path::Path) -> anyhow::Result<Ex
         &test,
         observe::slo::rules_test(&slos, "bulwark-slo.rules.yml"),
     )?;
-    println!("wrote {} and {}", rules.display(), test.display());
-    println!(
+    outln!("wrote {} and {}", rules.display(), test.display());
+    outln!(
         "check them with: promtool check rules {} && (cd {} && promtool test rules bulwark-slo.rules.test.yml)",
         rules.display(),
         out.display()
@@ -133,9 +135,9 @@ async fn load(args: cli::LoadArgs) -> anyhow::Result<ExitCode> {
     }
     let report = load::run(cfg).await?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{report}");
+        outln!("{report}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -142,3 +142,30 @@ fn cli_status_scale_restart_logs_events_and_metrics() {
         "scaled-away replicas leave no series"
     );
 }
+
+/// `bulwark events | head -1`: a reader that goes away ends the command quietly (status 0),
+/// never with a panic, also while following.
+#[test]
+fn cli_output_to_a_closed_pipe_ends_quietly() {
+    let port = free_port();
+    let stack = Stack::start(&crate::proxy::demo_stack(port, 1));
+    stack.wait_ready("web", 1);
+    for args in [&["events"][..], &["events", "--follow"], &["status"]] {
+        let mut child = std::process::Command::new(BULWARK)
+            .args(args)
+            .env("BULWARK_STATE_DIR", stack.state_dir())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the command has printed anything.
+        drop(child.stdout.take());
+        let status = eventually("the command to end", Duration::from_secs(10), || {
+            child.try_wait().unwrap()
+        });
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(status.success(), "{args:?}: {status}: {stderr}");
+    }
+}
