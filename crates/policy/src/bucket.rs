@@ -253,9 +253,6 @@ impl<K: Hash + Eq + Clone, S: BuildHasher> KeyedBuckets<K, S> {
 }
 
 #[cfg(test)]
-// Tests read the clock once for a base `Instant` (there is no other way to make one); every
-// later time is that base plus an offset.
-#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
@@ -263,7 +260,7 @@ mod tests {
 
     #[test]
     fn burst_then_rate() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut b = TokenBucket::new(10.0, 3); // a token every 100 ms
         assert_eq!(b.interval(), 100 * MS);
         assert_eq!(b.remaining(t0), 3);
@@ -285,7 +282,7 @@ mod tests {
 
     #[test]
     fn fractional_and_degenerate_rates() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut b = TokenBucket::new(0.5, 1);
         assert_eq!(b.try_take(t0), Ok(()));
         assert_eq!(b.try_take(t0), Err(Duration::from_secs(2)));
@@ -302,7 +299,7 @@ mod tests {
 
     #[test]
     fn keys_are_limited_separately_and_lru_evicted() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut k: KeyedBuckets<u32> = KeyedBuckets::new(1.0, 1, 3);
         assert!(k.is_empty());
         assert!(k.try_take(1, t0).is_ok());
@@ -324,7 +321,7 @@ mod tests {
 
     #[test]
     fn flood_of_keys_stays_bounded() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut k: KeyedBuckets<u64, std::hash::RandomState> =
             KeyedBuckets::with_hasher(1.0, 1, 100, std::hash::RandomState::new());
         let cap = k.map.capacity();

@@ -91,9 +91,6 @@ impl PeakEwma {
 }
 
 #[cfg(test)]
-// Tests read the clock once for a base `Instant` (there is no other way to make one); every
-// later time is that base plus an offset.
-#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
@@ -103,7 +100,7 @@ mod tests {
 
     #[test]
     fn starts_at_default_and_decays_toward_zero() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let e = PeakEwma::new(EwmaConfig::default(), t0);
         assert!(close(e.estimate(t0), 0.030));
         // one time constant later: 30 ms × e^-1
@@ -114,7 +111,7 @@ mod tests {
 
     #[test]
     fn peak_replaces_at_once_and_lower_samples_blend() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut e = PeakEwma::new(EwmaConfig::default(), t0);
         e.observe(Duration::from_millis(200), t0);
         assert!(close(e.estimate(t0), 0.200), "peak taken immediately");
@@ -133,7 +130,7 @@ mod tests {
 
     #[test]
     fn steady_latency_holds_the_estimate() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut e = PeakEwma::new(EwmaConfig::default(), t0);
         let mut now = t0;
         for _ in 0..1000 {
@@ -145,7 +142,7 @@ mod tests {
 
     #[test]
     fn stale_now_neither_panics_nor_rewinds() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut e = PeakEwma::new(EwmaConfig::default(), t0 + Duration::from_secs(5));
         e.observe(Duration::from_millis(40), t0);
         assert!(close(e.estimate(t0 + Duration::from_secs(5)), 0.040));

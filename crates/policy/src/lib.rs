@@ -44,6 +44,14 @@ pub use slowstart::{SlowStart, WeightedPick, pick_weighted};
 pub use threshold::{Threshold, Transition};
 pub use window::{LatencyWindow, SlidingWindow};
 
+/// The base `Instant` of every unit test here: the one clock read in this crate (there is no
+/// other way to make an `Instant`); a test's times are this base plus offsets.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

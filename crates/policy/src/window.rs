@@ -295,9 +295,6 @@ impl LatencyWindow {
 }
 
 #[cfg(test)]
-// Tests read the clock once for a base `Instant` (there is no other way to make one); every
-// later time is that base plus an offset.
-#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
@@ -305,7 +302,7 @@ mod tests {
 
     #[test]
     fn window_counts_last_buckets_only() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut w = SlidingWindow::new(Duration::from_secs(10), 10);
         assert_eq!(w.sum(t0), 0, "empty before first add");
         w.add(3, t0); // epoch 0
@@ -322,7 +319,7 @@ mod tests {
 
     #[test]
     fn stale_now_counts_into_newest_bucket() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut w = SlidingWindow::new(Duration::from_secs(10), 10);
         w.add(1, t0);
         w.add(1, t0 + S * 20);
@@ -334,7 +331,7 @@ mod tests {
 
     #[test]
     fn mutating_and_pure_sums_agree() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut r: Ring<2> = Ring::new(Duration::from_secs(4), 4);
         for i in 0..40u64 {
             let now = t0 + Duration::from_millis(i * 370);
@@ -367,7 +364,7 @@ mod tests {
 
     #[test]
     fn percentiles_hand_computed() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut l = LatencyWindow::new(Duration::from_secs(10), 5);
         assert_eq!(l.percentile(50.0, t0), None);
         for ms in 1..=100u64 {
@@ -388,7 +385,7 @@ mod tests {
 
     #[test]
     fn percentile_follows_recent_slices() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         let mut l = LatencyWindow::new(Duration::from_secs(10), 5);
         for _ in 0..100 {
             l.record(Duration::from_micros(10), t0);
@@ -410,7 +407,7 @@ mod tests {
 
     #[test]
     fn later_saturates_instead_of_panicking() {
-        let t0 = Instant::now();
+        let t0 = crate::epoch();
         assert!(later(t0, Duration::MAX) > t0);
         assert_eq!(later(t0, S), t0 + S);
     }

@@ -1,14 +1,10 @@
-//! Tests read the clock once for a base `Instant` (there is no other way to make one); every
-//! later time is that base plus an offset.
-#![allow(clippy::disallowed_methods)]
-
 use super::*;
 
 const S: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 
 fn det(n: usize) -> (OutlierDetector, Vec<ReplicaId>, Instant) {
-    let t0 = Instant::now();
+    let t0 = crate::epoch();
     let mut d = OutlierDetector::new(OutlierConfig::default());
     let ids = (0..n).map(|_| d.add(t0)).collect();
     (d, ids, t0)
@@ -161,7 +157,7 @@ fn probe_readmits_or_reejects_longer() {
 
 #[test]
 fn jitter_shortens_and_cap_applies() {
-    let t0 = Instant::now();
+    let t0 = crate::epoch();
     let mut d = OutlierDetector::new(OutlierConfig {
         max_ejection: 3 * S,
         ..Default::default()
