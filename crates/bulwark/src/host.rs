@@ -23,14 +23,12 @@ const FDS_SLACK: u64 = 256;
 /// is a write error (which the log echo counts), not a death; replicas get the default
 /// disposition back when spawned.
 pub fn prepare(stack: &spec::Stack) {
-    match launch::become_subreaper() {
-        Ok(()) => {
-            launch::reap_orphans();
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot become a child subreaper; orphans of replicas go to init")
-        }
+    if let Err(e) = launch::become_subreaper() {
+        tracing::warn!(error = %e, "cannot become a child subreaper; orphans of replicas go to init");
     }
+    // Also without the subreaper role: the reaper's pass is what forgets the children the
+    // launcher spawned once they are gone, so its table stays as small as the live ones.
+    launch::reap_orphans();
     match launch::raise_nofile_limit() {
         Ok(limit) => {
             if let Some(warning) = fd_warning(stack, limit) {

@@ -72,15 +72,6 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     };
     crate::host::prepare(&stack);
     let state_dir = state_dir.unwrap_or_else(api::state_dir::default_dir);
-    // spec refuses this too; the API must never end up reachable from elsewhere by mistake.
-    if !stack.api.listen.ip().is_loopback() && !stack.api.allow_remote {
-        anyhow::bail!(
-            "{}: [api] listen = \"{}\" is not a loopback address; the API speaks plain HTTP \
-             guarded only by its token, so set `allow_remote = true` in [api] to accept that",
-            args.file.display(),
-            stack.api.listen
-        );
-    }
     // The lock comes before anything is written: a second `up` on the same directory must
     // leave the running one (its token, its address file) alone.
     let state_lock = api::state_dir::lock(&state_dir)?;

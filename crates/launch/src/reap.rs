@@ -93,18 +93,22 @@ pub fn become_subreaper() -> io::Result<()> {
 }
 
 /// Reaps zombie children that [`crate::spawn`] did not start (orphans re-parented to us),
-/// on every SIGCHLD and every 10 s. Children spawned through [`crate::spawn`] are left to
-/// tokio, which owns their exit status.
+/// on every SIGCHLD. Children spawned through [`crate::spawn`] are left to tokio, which
+/// owns their exit status. Each pass reads /proc and takes the lock the launcher holds
+/// across a fork, so it runs on the blocking pool, never on a runtime worker.
 ///
 /// A process that runs this must spawn every child through [`crate::spawn`].
 pub fn reap_orphans() -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut sigchld = signal(SignalKind::child()).ok();
         loop {
-            reap_once();
+            let _ = tokio::task::spawn_blocking(reap_once).await;
             match &mut sigchld {
+                // Every exit raises SIGCHLD (several may wake us once): no polling needed.
                 Some(s) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), s.recv()).await;
+                    if s.recv().await.is_none() {
+                        return;
+                    }
                 }
                 None => tokio::time::sleep(Duration::from_secs(1)).await,
             }

@@ -92,6 +92,13 @@ impl CrashLoop {
         }
     }
 
+    /// Takes new settings (a reload changed them) and keeps the history: the run of
+    /// short-lived incarnations and the current incarnation's start.
+    pub fn set_backoff(&mut self, backoff: Backoff, reset_after: Duration) {
+        self.backoff = backoff;
+        self.reset_after = reset_after;
+    }
+
     /// Whether the current run of short-lived incarnations counts as a crash loop.
     pub fn is_crash_looping(&self) -> bool {
         self.failures >= self.loop_after

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 
 use bus::Exit;
-use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 /// What a replica is told about itself, substituted into `run` and set in its environment.
@@ -76,12 +75,6 @@ pub(crate) async fn spawn(svc: &spec::Service, id: &Identity<'_>) -> io::Result<
             format!("cannot start {program:?} for service {}: {e}", id.service),
         )
     })
-}
-
-/// Sends `sig` to the process group led by `pid`. A group that is already gone is fine.
-/// Only while the leader is unreaped: see `launch::signal_group`.
-pub(crate) fn signal_group(pid: u32, sig: Signal) {
-    launch::signal_group(pid, sig);
 }
 
 pub(crate) fn exit_of(status: ExitStatus) -> Exit {

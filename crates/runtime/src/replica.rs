@@ -11,7 +11,9 @@ use tokio::process::Child;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, sleep, timeout_at};
 
-use crate::driver::{self, Identity, exit_of, signal_group};
+use launch::signal_group;
+
+use crate::driver::{self, Identity, exit_of};
 use crate::handle::Handle;
 use crate::logs::{Logs, Stream};
 use crate::probe::{self, Report, Target};
@@ -119,8 +121,7 @@ impl Task {
             if let Some(current) = self.h.shared().spec(&self.svc.name) {
                 self.svc = current;
             }
-            self.restarts
-                .follow(self.svc.backoff, Instant::now().into_std());
+            self.restarts.follow(self.svc.backoff);
             let (exit, reason) = match self.incarnation(permit).await {
                 Outcome::Requested(Control::Restart, _) => {
                     self.h.restart_requested();
@@ -329,22 +330,24 @@ const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86_400 * 
 /// to a zombie.
 async fn reap(child: &mut Child, pid: u32) -> Exit {
     signal_group(pid, Signal::SIGKILL);
-    child.wait().await.map(exit_of).unwrap_or(Exit {
-        code: None,
-        signal: None,
-    })
+    wait_exit(child).await
 }
 
 /// The fallback when the exit cannot be watched without reaping (no SIGCHLD stream):
 /// reap, then kill leftovers, accepting the small pid-reuse window.
 async fn reap_unwatched(child: &mut Child, pid: u32, e: &std::io::Error) -> Exit {
     tracing::warn!(pid, error = %e, "cannot watch the replica without reaping it");
-    let exit = child.wait().await.map(exit_of).unwrap_or(Exit {
-        code: None,
-        signal: None,
-    });
+    let exit = wait_exit(child).await;
     signal_group(pid, Signal::SIGKILL);
     exit
+}
+
+/// Reaps the leader; an error waiting (the child was already reaped) is an unknown exit.
+async fn wait_exit(child: &mut Child) -> Exit {
+    child.wait().await.map(exit_of).unwrap_or(Exit {
+        code: None,
+        signal: None,
+    })
 }
 
 #[cfg(test)]

@@ -7,13 +7,11 @@ use policy::{CrashLoop, RestartDecision};
 
 /// The crash-loop tracker of one replica task.
 ///
-/// Invariant: `tracker` was built from `backoff`, which is the backoff of the spec the
-/// current incarnation runs, and has seen `failures` consecutive short runs.
+/// Invariant: `tracker` runs with `backoff`, the backoff of the spec the current
+/// incarnation runs.
 pub(crate) struct Restarts {
     backoff: spec::Backoff,
     tracker: CrashLoop,
-    failures: u32,
-    looping: bool,
 }
 
 /// What the replica task does after an incarnation ended and is to be restarted.
@@ -28,26 +26,17 @@ impl Restarts {
         Restarts {
             backoff,
             tracker: tracker(&backoff),
-            failures: 0,
-            looping: false,
         }
     }
 
     /// Adopts `backoff` when a reload changed it, keeping the run of short-lived
     /// incarnations seen so far (a crash loop stays one across a reload).
-    pub fn follow(&mut self, backoff: spec::Backoff, now: Instant) {
-        if backoff == self.backoff {
-            return;
+    pub fn follow(&mut self, backoff: spec::Backoff) {
+        if backoff != self.backoff {
+            self.tracker
+                .set_backoff(settings(&backoff), backoff.reset_after);
+            self.backoff = backoff;
         }
-        let mut fresh = tracker(&backoff);
-        // `CrashLoop` keeps its count private: replay the runs it has counted, each one
-        // zero-length, so the new tracker stands where the old one stood.
-        for _ in 0..self.failures {
-            fresh.started(now);
-            fresh.ended(now, 0.0);
-        }
-        self.backoff = backoff;
-        self.tracker = fresh;
     }
 
     /// An incarnation is being started at `now`.
@@ -57,27 +46,26 @@ impl Restarts {
 
     /// The incarnation ended at `now` and is to be restarted; `rand01` drives the jitter.
     pub fn ended(&mut self, now: Instant, rand01: f64) -> Decision {
+        let was_looping = self.tracker.is_crash_looping();
         let restart = self.tracker.ended(now, rand01);
-        self.failures = restart.failures;
-        let began_looping = restart.crash_looping && !self.looping;
-        self.looping = restart.crash_looping;
         Decision {
             restart,
-            began_looping,
+            began_looping: restart.crash_looping && !was_looping,
         }
     }
 }
 
+fn settings(b: &spec::Backoff) -> policy::Backoff {
+    policy::Backoff {
+        initial: b.initial,
+        max: b.max,
+        multiplier: b.multiplier,
+        jitter: b.jitter,
+    }
+}
+
 fn tracker(b: &spec::Backoff) -> CrashLoop {
-    CrashLoop::new(
-        policy::Backoff {
-            initial: b.initial,
-            max: b.max,
-            multiplier: b.multiplier,
-            jitter: b.jitter,
-        },
-        b.reset_after,
-    )
+    CrashLoop::new(settings(b), b.reset_after)
 }
 
 #[cfg(test)]
@@ -136,7 +124,7 @@ mod tests {
         for _ in 0..3 {
             crash(&mut r, now);
         }
-        r.follow(backoff(10, 50), now);
+        r.follow(backoff(10, 50));
         let d = crash(&mut r, now);
         assert_eq!(
             d.restart.delay,
@@ -154,7 +142,7 @@ mod tests {
         let mut r = Restarts::new(backoff(100, 1000));
         crash(&mut r, now);
         r.started(now);
-        r.follow(backoff(100, 1000), now);
+        r.follow(backoff(100, 1000));
         // The started incarnation is still being timed: a long run resets the count.
         let d = r.ended(now + Duration::from_secs(61), 0.0);
         assert_eq!(d.restart.delay, Duration::from_millis(100));
