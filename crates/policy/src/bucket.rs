@@ -98,8 +98,9 @@ struct Entry<K> {
     next: u32,
 }
 
-/// One token bucket per client key (address, or a header value hashed with
-/// [`hash_bytes`](crate::hash_bytes)), holding at most `max_keys` keys.
+/// One token bucket per client key (any hashable key; the proxy uses a client address or
+/// header value hashed with a per-service random seed, so clients cannot aim at one
+/// bucket), holding at most `max_keys` keys.
 ///
 /// Eviction: least recently used. When a new key arrives and the table is full, the key
 /// that has gone longest without a request is dropped, so a flood of distinct keys cannot

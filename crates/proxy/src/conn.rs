@@ -4,7 +4,8 @@
 //! the shutdown signal).
 //!
 //! Cost: one `Arc<Conn>` and one timer per connection; per request two atomic updates and
-//! one clock read; per socket read one or two relaxed loads.
+//! one clock read; per socket read one or two relaxed loads; per socket write one relaxed
+//! load (and a store when writing blocks or unblocks).
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,8 +24,12 @@ use tokio::time::Instant;
 
 use crate::body::ResponseBody;
 
-/// `head_since` when no byte of a next request head has arrived.
+/// `head_since` when no byte of a next request head has arrived (and
+/// `write_blocked_since` when writes are not blocked).
 const NONE: u64 = u64::MAX;
+
+/// The first bytes of an HTTP/2 connection (prior knowledge or h2c).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// `at + d`, or a far future (about 30 years) if that overflows: durations from config
 /// and from replicas are never trusted to fit.
@@ -45,13 +50,17 @@ pub(crate) struct Conn {
     inflight: AtomicU32,
     /// Whether any request has begun (before that, `header_read` from accept applies).
     begun: AtomicBool,
-    /// Set by the first HTTP/2 request: control frames then do not count as a request
-    /// head arriving.
+    /// Set by the HTTP/2 preface or the first HTTP/2 request: control frames then do not
+    /// count as a request head arriving, and a deadline closes without an HTTP/1 `408`.
     h2: AtomicBool,
     /// Milliseconds after `opened` when a request last ended.
     idle_since: AtomicU64,
     /// Milliseconds after `opened` of the first byte read while idle ([`NONE`]: none).
     head_since: AtomicU64,
+    /// Milliseconds after `opened` since when writing to the client has been blocked
+    /// (the socket's send buffer is full: the client does not read), [`NONE`]: not
+    /// blocked.
+    write_blocked_since: AtomicU64,
     /// Set when a deadline closes the connection: the socket is then closed gently
     /// (see [`linger`]).
     timed_out: AtomicBool,
@@ -80,6 +89,7 @@ impl Conn {
             h2: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(NONE),
+            write_blocked_since: AtomicU64::new(NONE),
             timed_out: AtomicBool::new(false),
             closing,
             _permit: permit,
@@ -107,12 +117,30 @@ impl Conn {
         InFlight(self.clone())
     }
 
-    /// Bytes arrived from the client.
-    fn on_read(&self) {
+    /// Bytes arrived from the client (`data`: the bytes of this read).
+    fn on_read(&self, data: &[u8]) {
         if self.inflight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == NONE
         {
+            if !self.begun.load(Ordering::Relaxed) && data.starts_with(H2_PREFACE) {
+                // The first bytes ever: an HTTP/2 connection, which must never be
+                // answered with HTTP/1 bytes.
+                self.h2.store(true, Ordering::Relaxed);
+            }
             self.head_since.store(self.ms_now(), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the client returned: `blocked` if it could not proceed (`Pending`).
+    fn on_write(&self, blocked: bool) {
+        let since = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked {
+            if since == NONE {
+                self.write_blocked_since
+                    .store(self.ms_now(), Ordering::Relaxed);
+            }
+        } else if since != NONE {
+            self.write_blocked_since.store(NONE, Ordering::Relaxed);
         }
     }
 
@@ -137,9 +165,15 @@ impl Conn {
     }
 
     /// When the connection is to be closed if nothing changes; a deadline in the past
-    /// means now. With a request in flight, the answer is "check again in `idle`".
+    /// means now. With a request in flight, the answer is "check again in `idle`",
+    /// unless writing to the client has been blocked: then `idle` after it blocked (a
+    /// client that never reads its answer does not keep the connection forever).
     fn deadline(&self, now: Instant) -> Instant {
         if self.inflight.load(Ordering::Acquire) > 0 {
+            let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+            if blocked != NONE {
+                return after(self.at(blocked), self.idle);
+            }
             return after(now, self.idle);
         }
         if !self.begun.load(Ordering::Relaxed) {
@@ -156,6 +190,13 @@ impl Conn {
 
 /// One request in flight on a [`Conn`].
 pub(crate) struct InFlight(Arc<Conn>);
+
+impl InFlight {
+    /// The connection the request arrived on.
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -200,7 +241,8 @@ impl Body for Counted {
     }
 }
 
-/// The client socket, noting when bytes of a request head start to arrive.
+/// The client socket, noting when bytes of a request head start to arrive and when
+/// writing to the client blocks.
 ///
 /// Invariant: `io` is `Some` until drop.
 pub(crate) struct Watched {
@@ -261,13 +303,26 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = self.io().poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.conn.on_read();
-        }
-        r
+        let this = &mut *self;
+        let io = Pin::new(this.io.as_mut().expect("socket present until drop"));
+        let conn = &this.conn;
+        poll_read_noting(io, cx, buf, |data| conn.on_read(data))
     }
+}
+
+/// Reads from `io` into `buf`; calls `on_data` with the new bytes if any arrived.
+fn poll_read_noting<T: AsyncRead + ?Sized>(
+    io: Pin<&mut T>,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    on_data: impl FnOnce(&[u8]),
+) -> Poll<io::Result<()>> {
+    let before = buf.filled().len();
+    let r = io.poll_read(cx, buf);
+    if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        on_data(&buf.filled()[before..]);
+    }
+    r
 }
 
 impl AsyncWrite for Watched {
@@ -276,7 +331,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.io().poll_write(cx, buf)
+        let r = self.io().poll_write(cx, buf);
+        self.conn.on_write(r.is_pending());
+        r
     }
 
     fn poll_write_vectored(
@@ -284,7 +341,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.io().poll_write_vectored(cx, bufs)
+        let r = self.io().poll_write_vectored(cx, bufs);
+        self.conn.on_write(r.is_pending());
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -354,12 +413,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Touching<'_, T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
+        let this = &mut *self;
+        let activity = this.activity;
+        poll_read_noting(Pin::new(&mut this.io), cx, buf, |_| activity.touch())
     }
 }
 

@@ -232,7 +232,7 @@ impl ServiceProxy {
         };
         let target = self.route_for(&policy, req.headers());
         let target = target.as_deref().unwrap_or(self);
-        Ok(target.forward(req, conn, began).await)
+        Ok(target.forward(req, conn, deadline).await)
     }
 
     /// `[[expose.routes]]`: header matches first, then weighted splits.
@@ -268,14 +268,15 @@ impl ServiceProxy {
             .cloned()
     }
 
-    /// Balancing, retries and hedging over this service's ready replicas.
+    /// Balancing, retries and hedging over this service's ready replicas, all by
+    /// `deadline` (set once on entry, from the entry service's `timeouts.request`).
     // Long on purpose: one request's life (pick, try, retry, hedge) sharing many locals.
     #[allow(clippy::too_many_lines)]
     pub(crate) async fn forward(
         &self,
         mut req: Request<UpstreamBody>,
         conn: &Arc<Conn>,
-        began: Instant,
+        deadline: Instant,
     ) -> (Response<ResponseBody>, Option<LocalReason>) {
         let peer = conn.peer;
         let policy = self.policy();
@@ -325,7 +326,6 @@ impl ServiceProxy {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let resendable = cfg.retries.all_methods || idempotent(&parts.method);
-        let deadline = after(began, cfg.timeouts.request);
         let attempts = if upgrade.is_some() {
             1
         } else {

@@ -186,10 +186,9 @@ pub async fn serve(
                 let state = conn.clone();
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let proxy = proxy.clone();
-                    let conn = conn.clone();
+                    let ticket = conn.begin(req.version() == http::Version::HTTP_2);
                     async move {
-                        let ticket = conn.begin(req.version() == http::Version::HTTP_2);
-                        let res = proxy.handle(req, &conn).await?;
+                        let res = proxy.handle(req, ticket.conn()).await?;
                         Ok::<_, crate::forward::InjectedReset>(res.map(|b| Counted::new(b, ticket)))
                     }
                 });

@@ -47,7 +47,11 @@ struct Proxy {
 
 /// A proxy in front of one demo replica, with `tune` applied to the default config.
 async fn start(drain: Duration, tune: impl FnOnce(&mut Expose)) -> Proxy {
-    let replica = replica().await;
+    start_to(replica().await, drain, tune).await
+}
+
+/// A proxy in front of the replica at `replica`, with `tune` applied to the default config.
+async fn start_to(replica: SocketAddr, drain: Duration, tune: impl FnOnce(&mut Expose)) -> Proxy {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let mut expose = Expose::new(addr);
@@ -233,6 +237,113 @@ async fn a_request_in_flight_is_not_closed_by_the_idle_timeout() {
     let (status, _, body) = get(&mut c, "/").await;
     assert_eq!(status, 200, "{body}");
     assert!(t.elapsed() >= ms(1400), "{:?}", t.elapsed());
+}
+
+/// A replica that answers every request with a 1 GiB body, written as fast as the
+/// reader takes it.
+async fn endless_replica() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let len = 1u64 << 30;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut sent = 0;
+                while sent < len {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    sent += chunk.len() as u64;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answer_is_closed_after_the_idle_timeout() {
+    let p = start_to(endless_replica().await, DEADLINE, |e| {
+        e.timeouts.header_read = ms(500);
+        e.timeouts.idle = ms(500);
+        e.timeouts.request = Duration::from_secs(60);
+    })
+    .await;
+    let mut c = connect(p.addr).await;
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read while the answer is sent: the proxy's writes block within
+    // milliseconds, so it closes at about idle (checked every idle) after that.
+    tokio::time::sleep(ms(2000)).await;
+    // Then read: only what was buffered on the way may arrive before the end; a
+    // connection still open would stream on.
+    let mut got = 0usize;
+    let mut b = vec![0u8; 64 * 1024];
+    let closed = timeout(DEADLINE, async {
+        loop {
+            match c.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await
+    .is_ok();
+    assert!(closed, "a client that never reads kept its connection");
+    assert!(
+        got < 64 << 20,
+        "{got} bytes arrived after the idle timeout: the connection stayed open"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_preface_then_silence_is_closed_at_the_header_deadline_without_http1_bytes() {
+    let p = start(DEADLINE, |e| {
+        e.timeouts.header_read = ms(500);
+        e.timeouts.idle = Duration::from_secs(60);
+    })
+    .await;
+    let mut c = connect(p.addr).await;
+    let t = Instant::now();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    let closed = timeout(DEADLINE, async {
+        loop {
+            match c.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    assert!(closed, "a silent HTTP/2 connection stayed open");
+    assert!(
+        t.elapsed() >= ms(400),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        !got.windows(12).any(|w| w == b"HTTP/1.1 408"),
+        "an HTTP/1 408 was written into an HTTP/2 connection: {got:?}"
+    );
 }
 
 #[tokio::test]

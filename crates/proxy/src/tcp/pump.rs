@@ -15,7 +15,7 @@ use crate::conn::{Activity, after};
 
 /// Most bytes read at once per direction.
 pub(crate) const BUF_SIZE: usize = 16 * 1024;
-/// The first buffer of a burst; it doubles (up to [`BUF_SIZE`]) while reads fill it.
+/// The first buffer of a direction; it doubles (up to [`BUF_SIZE`]) while reads fill it.
 const MIN_BUF: usize = 4 * 1024;
 
 /// Why a direction stopped the whole connection (a direction that reaches end of stream
@@ -30,10 +30,11 @@ pub(crate) enum Stop {
 
 /// Copies one direction.
 ///
-/// Invariants: at most [`BUF_SIZE`] bytes are held, and none while the source has nothing
-/// to read: the buffer is allocated (never zeroed) when the socket turns readable, sized
-/// to the last burst, and freed once a read leaves it partly empty (the socket is
-/// drained); every read and write touches `activity`; every byte written to `dst` is counted
+/// Invariants: at most [`BUF_SIZE`] bytes are held, and none until the source first has
+/// something to read: the buffer is allocated (never zeroed) when the socket first turns
+/// readable and then kept for the direction's life (request/response traffic allocates
+/// nothing per message), growing while reads fill it; every read and write touches
+/// `activity`; every byte written to `dst` is counted
 /// in `bytes`; a toxic acts only while `faults` reads `true` (checked per chunk, and every
 /// toxic wait ends early when it turns `false`).
 ///
@@ -81,22 +82,34 @@ impl<'a> Pump<'a> {
     ) -> Result<(), Stop> {
         let mut buf: Vec<u8> = Vec::new();
         let mut size = MIN_BUF;
+        // Whether any byte was read yet: until then a spurious wake-up gives the buffer
+        // back, so an idle connection that never sent data holds none.
+        let mut had_data = false;
         let toxic = self.flow.any();
         loop {
             if buf.capacity() == 0 {
                 src.readable().await.map_err(Stop::Io)?;
-                buf.reserve_exact(size);
+            }
+            if buf.capacity() < size {
+                // First data, or grown: a fresh allocation (nothing in `buf` to keep).
+                buf = Vec::with_capacity(size);
             }
             buf.clear();
             let n = match src.try_read_buf(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // A spurious wake-up: wait again, without the buffer.
-                    buf = Vec::new();
+                    if had_data {
+                        src.readable().await.map_err(Stop::Io)?;
+                    } else {
+                        // A spurious wake-up before any data: wait again, without the
+                        // buffer.
+                        buf = Vec::new();
+                    }
                     continue;
                 }
                 Err(e) => return Err(Stop::Io(e)),
             };
+            had_data = true;
             if n == buf.capacity() {
                 size = (size * 2).min(BUF_SIZE);
             }
@@ -115,9 +128,6 @@ impl<'a> Pump<'a> {
                 dst.write_all(&buf[..n]).await.map_err(Stop::Io)?;
                 self.activity.touch();
                 self.bytes.inc_by(n as u64);
-                if n < buf.capacity() {
-                    buf = Vec::new();
-                }
                 continue;
             }
             if self.on() {
@@ -143,9 +153,6 @@ impl<'a> Pump<'a> {
             self.emit(&mut dst, &buf[..len]).await?;
             if limited {
                 return Err(Stop::Limit);
-            }
-            if n < buf.capacity() {
-                buf = Vec::new();
             }
         }
     }
