@@ -4,14 +4,22 @@
 
 use std::net::{AddrParseError, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::state_dir::{ADDR_FILE, TOKEN_FILE};
+
+/// How long connecting and receiving the response head may take (not a streamed body).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest response body [`Client::call`] reads.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+/// The longest line [`Client::stream`] buffers while waiting for its newline.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
 /// Why a call to the API failed; every message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +55,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "bulwark's API at {addr} did not answer within {}s; is `bulwark up` stuck?",
+        after.as_secs_f64()
+    )]
+    Timeout { addr: SocketAddr, after: Duration },
+    #[error("the API's answer is larger than {limit} bytes; refusing to read it")]
+    TooLarge { limit: usize },
+    #[error("the API's event stream sent a line longer than {limit} bytes; stopping")]
+    LineTooLong { limit: usize },
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    #[error("cannot read the API's answer")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Request(#[from] http::Error),
     /// The API answered with an error status; `message` is its `error` field (or the
@@ -62,11 +81,24 @@ pub struct Client {
     addr: SocketAddr,
     /// Sent with every request: only `/metrics` is open without it.
     token: String,
+    /// Bounds connecting and the response head of every request.
+    timeout: Duration,
 }
 
 impl Client {
     pub fn new(addr: SocketAddr, token: String) -> Client {
-        Client { addr, token }
+        Client {
+            addr,
+            token,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Replaces [`DEFAULT_TIMEOUT`].
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
     }
 
     /// Reads the address and token that `bulwark up` wrote into `state_dir`.
@@ -91,11 +123,27 @@ impl Client {
             })?
             .trim()
             .to_owned();
-        Ok(Client { addr, token })
+        Ok(Client::new(addr, token))
     }
 
-    /// Sends one request on a new connection; a non-empty `body` is sent as JSON.
+    /// Sends one request on a new connection; a non-empty `body` is sent as JSON. Connecting
+    /// and receiving the response head must finish within the timeout; the body is not bound
+    /// by it (a followed stream lasts as long as the user wants).
     async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, Error> {
+        tokio::time::timeout(self.timeout, self.send_unbounded(method, path, body))
+            .await
+            .map_err(|_| Error::Timeout {
+                addr: self.addr,
+                after: self.timeout,
+            })?
+    }
+
+    async fn send_unbounded(
         &self,
         method: Method,
         path: &str,
@@ -125,7 +173,7 @@ impl Client {
     pub async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<Bytes, Error> {
         let res = self.send(method, path, body).await?;
         let status = res.status();
-        let body = res.into_body().collect().await?.to_bytes();
+        let body = read_limited(res.into_body()).await?;
         if !status.is_success() {
             return Err(status_error(status, &body));
         }
@@ -145,23 +193,59 @@ impl Client {
         let res = self.send(Method::GET, path, Bytes::new()).await?;
         if !res.status().is_success() {
             let status = res.status();
-            let body = res.into_body().collect().await?.to_bytes();
+            let body = read_limited(res.into_body()).await?;
             return Err(status_error(status, &body));
         }
         let mut body = res.into_body();
-        let mut buf = Vec::new();
+        let mut lines = Lines::default();
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame?.into_data() else {
                 continue;
             };
-            buf.extend_from_slice(&data);
-            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=i).collect();
-                let line = String::from_utf8_lossy(&line);
-                if let Some(payload) = line.trim_end().strip_prefix("data:") {
-                    each(payload.trim_start());
-                }
+            lines.feed(&data, &mut each)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a whole response body of at most [`MAX_BODY`] bytes.
+async fn read_limited(body: Incoming) -> Result<Bytes, Error> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(Error::TooLarge { limit: MAX_BODY }),
+        Err(e) => match e.downcast::<hyper::Error>() {
+            Ok(e) => Err(Error::Http(*e)),
+            Err(e) => Err(Error::Body(e)),
+        },
+    }
+}
+
+/// Splits a server-sent event stream into lines, holding at most [`MAX_LINE`] bytes of an
+/// unfinished one.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// Adds `data`, calling `each` with the payload of every complete `data:` line. Only the
+    /// new bytes are searched for a newline: the unfinished rest held before has none.
+    fn feed(&mut self, data: &[u8], each: &mut impl FnMut(&str)) -> Result<(), Error> {
+        let mut scan = self.buf.len();
+        self.buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(i) = self.buf[scan..].iter().position(|&b| b == b'\n') {
+            let end = scan + i;
+            let line = String::from_utf8_lossy(&self.buf[start..end]);
+            if let Some(payload) = line.trim_end().strip_prefix("data:") {
+                each(payload.trim_start());
             }
+            start = end + 1;
+            scan = start;
+        }
+        self.buf.drain(..start);
+        if self.buf.len() > MAX_LINE {
+            return Err(Error::LineTooLong { limit: MAX_LINE });
         }
         Ok(())
     }
@@ -172,4 +256,49 @@ fn status_error(status: StatusCode, body: &[u8]) -> Error {
         .map(|e| e.error)
         .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
     Error::Status { status, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts and holds every connection without ever answering.
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let client = Client::new(addr, "t".into()).with_timeout(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let err = client.get("/v1/status").await.unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let err = client.stream("/v1/events?follow=true", |_| {}).await;
+        assert!(matches!(err, Err(Error::Timeout { .. })), "{err:?}");
+        server.abort();
+    }
+
+    #[test]
+    fn lines_split_across_chunks_and_bound_an_unfinished_line() {
+        let mut got = Vec::new();
+        let mut lines = Lines::default();
+        let mut each = |p: &str| got.push(p.to_owned());
+        lines.feed(b"data: a\r\nda", &mut each).unwrap();
+        lines.feed(b"ta: b\n\nevent: x\ndata:c", &mut each).unwrap();
+        lines.feed(b"\n", &mut each).unwrap();
+        assert_eq!(got, ["a", "b", "c"]);
+
+        let mut lines = Lines::default();
+        let chunk = vec![b'x'; 1024 * 1024];
+        let mut res = Ok(());
+        for _ in 0..=MAX_LINE / chunk.len() {
+            res = lines.feed(&chunk, &mut |_| {});
+        }
+        assert!(matches!(res, Err(Error::LineTooLong { .. })), "{res:?}");
+    }
 }

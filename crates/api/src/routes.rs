@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use runtime::{ControlError, Supervisor};
 use serde::Deserialize;
 use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::json::{self, error};
 use crate::security;
@@ -473,17 +474,42 @@ async fn logs(
         let lines: Vec<json::LogLine> = backlog.iter().map(|l| (&**l).into()).collect();
         return Json(lines).into_response();
     }
-    let want = q.replica;
-    let live = BroadcastStream::new(live)
-        .filter_map(move |l| async move { l.ok().filter(|l| want.is_none_or(|r| l.replica == r)) });
-    let all = stream::iter(backlog).chain(live).map(|l| {
-        Ok::<_, Infallible>(
-            SseEvent::default()
-                .json_data(json::LogLine::from(&*l))
-                .unwrap_or_default(),
-        )
-    });
+    let all = follow_logs(backlog, live, q.replica)
+        .map(|l| Ok::<_, Infallible>(SseEvent::default().json_data(l).unwrap_or_default()));
     sse(all)
+}
+
+/// The lines of one `/v1/logs?follow` stream: the backlog, then live lines of `want` (or
+/// every replica). A reader that falls behind the live channel gets a marker line saying how
+/// many lines it missed (and it is logged), never a silent skip.
+fn follow_logs(
+    backlog: Vec<Arc<runtime::LogLine>>,
+    live: tokio::sync::broadcast::Receiver<Arc<runtime::LogLine>>,
+    want: Option<u32>,
+) -> impl Stream<Item = json::LogLine> + Send + 'static {
+    let live = BroadcastStream::new(live).filter_map(move |l| async move {
+        match l {
+            Ok(l) => want
+                .is_none_or(|r| l.replica == r)
+                .then(|| json::LogLine::from(&*l)),
+            // Fell behind the live channel: the skipped lines are gone, so say so rather
+            // than skip them silently (as `/v1/events?follow` does with a gap event).
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                tracing::warn!(skipped = n, "a log stream fell behind; telling its reader");
+                Some(json::LogLine {
+                    replica: want.unwrap_or(0),
+                    stream: "stderr".into(),
+                    at_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    text: format!("… {n} lines skipped (this reader fell behind)"),
+                })
+            }
+        }
+    });
+    stream::iter(backlog)
+        .map(|l| json::LogLine::from(&*l))
+        .chain(live)
 }
 
 fn sse(s: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static) -> Response {
@@ -576,5 +602,38 @@ async fn metrics(State(s): State<Arc<AppState>>, headers: axum::http::HeaderMap)
             observe::encode_prometheus(&s.registry),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod follow_logs_tests {
+    use super::*;
+
+    fn line(replica: u32, text: &str) -> Arc<runtime::LogLine> {
+        Arc::new(runtime::LogLine {
+            at_ms: 1,
+            replica,
+            stream: runtime::Stream::Stdout,
+            text: text.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_lagging_log_reader_gets_a_marker_line() {
+        let (tx, rx) = tokio::sync::broadcast::channel(2);
+        for i in 0..5 {
+            tx.send(line(1, &format!("l{i}"))).unwrap();
+        }
+        tx.send(line(2, "other replica")).unwrap();
+        drop(tx);
+        let got: Vec<json::LogLine> = follow_logs(vec![line(1, "old")], rx, Some(1))
+            .collect()
+            .await;
+        let texts: Vec<&str> = got.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["old", "… 4 lines skipped (this reader fell behind)", "l4"]
+        );
+        assert_eq!(got[1].replica, 1);
     }
 }

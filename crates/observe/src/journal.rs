@@ -151,25 +151,20 @@ impl Journal {
                 events.push(decode::<Event>("event", &id.to_string(), &bytes)?);
             }
         }
-        prune(&*store, now_ms(), options.retention)?;
-        let list = |ns: &'static str| -> Result<Vec<(String, Vec<u8>)>, JournalError> {
-            Ok(store.list(ns)?)
-        };
-        let mut restored = Restored {
-            events,
-            ..Default::default()
-        };
-        for (k, v) in list(ALERTS)? {
-            restored.alerts.push(decode("alert", &k, &v)?);
-        }
-        for (k, v) in list(INCIDENTS)? {
-            restored.incidents.push(decode("incident", &k, &v)?);
-        }
-        for (k, v) in list(SILENCES)? {
-            restored.silences.push(decode("silence", &k, &v)?);
-        }
-        let seq = restored.events.last().map_or(0, |e| e.seq);
+        // A failed delete (a full disk) does not keep `up` from starting: it is reported
+        // through the health state, as the periodic prune reports it, and retried then.
+        let pruned = prune(&*store, now_ms(), options.retention)?;
         let shared = Arc::new(Shared::new());
+        if let Some(e) = &pruned.error {
+            shared.failed("prune the journal", e);
+        }
+        let restored = Restored {
+            events,
+            alerts: pruned.alerts,
+            incidents: pruned.incidents,
+            silences: pruned.silences,
+        };
+        let seq = restored.events.last().map_or(0, |e| e.seq);
         let (tx, rx) = std_mpsc::channel();
         let thread = {
             let (store, shared, options) = (store.clone(), shared.clone(), options.clone());

@@ -44,9 +44,10 @@ const SEQ: TableDefinition<&str, u64> = TableDefinition::new("bulwark.seq");
 ///   file, from this process or another, fails with [`Error::Locked`].
 ///
 /// - after an I/O error (a full disk, typically) the storage engine refuses every later
-///   operation until the file is closed; the next call then closes and reopens it (running
-///   the checks and crash recovery of [`Embedded::open`]), so the store recovers by itself
-///   once the cause is gone.
+///   operation until the file is closed; the next call then closes and reopens it (checking
+///   the marker, with redb's crash recovery if needed, but without [`Embedded::open`]'s
+///   whole-file checks, and never creating the file), so the store recovers by itself once
+///   the cause is gone.
 ///
 /// Cheap to share: wrap it in an `Arc` (`Arc<dyn Store>`); all methods take `&self`.
 pub struct Embedded {
@@ -148,6 +149,8 @@ impl Embedded {
             self.reopen()?;
         }
         let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        // Reachable under concurrency: after our reopen succeeded, another caller's operation
+        // can fail and a third caller's reopen fail too, leaving `None` before this read lock.
         let Some(db) = guard.as_ref() else {
             drop(guard);
             self.failed.store(true, Ordering::Release);
@@ -166,6 +169,12 @@ impl Embedded {
     }
 
     /// Closes the failed database and opens the file again.
+    ///
+    /// A short path compared with [`Embedded::open`], since it runs on every retry while the
+    /// disk is full: the file was checked when it was first opened, so there is no precheck
+    /// and no whole-file integrity check (redb still runs its crash recovery if the failed
+    /// handle left the file needing it), only the marker is checked again. The file is never
+    /// created: a journal that vanished is an error, not a new empty journal.
     fn reopen(&self) -> Result<(), Error> {
         let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if !self.failed.load(Ordering::Acquire) {
@@ -175,12 +184,27 @@ impl Embedded {
         if let Some(old) = guard.take() {
             let _ = old.close();
         }
-        let fresh = Embedded::open(&self.path)?;
-        let db = fresh
-            .db
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
-        *guard = db;
+        let path = &self.path;
+        let db = guarded(path, || {
+            // `Builder::open` opens an existing file only; it never creates one.
+            let db = builder().open(path).map_err(|e| match e {
+                DatabaseError::Storage(StorageError::Io(source))
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
+                    Error::Io {
+                        path: path.clone(),
+                        op: "reopen the journal (the file is gone)",
+                        source,
+                    }
+                }
+                other => open_error(path, other),
+            })?;
+            let txn = db.begin_read().map_err(|e| engine(path, "reopen", e))?;
+            check_marker(&txn, path)?;
+            drop(txn);
+            Ok(db)
+        })?;
+        *guard = Some(db);
         self.failed.store(false, Ordering::Release);
         Ok(())
     }
@@ -452,5 +476,45 @@ fn engine(path: &Path, op: &'static str, e: impl Into<redb::Error>) -> Error {
             op,
             source: Box::new(other),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Marks the database failed, as an I/O error from redb would.
+    fn fail(store: &Embedded) {
+        store.failed.store(true, Ordering::Release);
+    }
+
+    #[test]
+    fn reopen_after_a_failure_keeps_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.redb");
+        let store = Embedded::open(&path).unwrap();
+        store.put("ns", "k", b"v").unwrap();
+        fail(&store);
+        assert_eq!(store.get("ns", "k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert!(!store.failed.load(Ordering::Acquire));
+        store.put("ns", "k2", b"w").unwrap();
+    }
+
+    #[test]
+    fn reopen_never_creates_a_vanished_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.redb");
+        let store = Embedded::open(&path).unwrap();
+        store.put("ns", "k", b"v").unwrap();
+        fail(&store);
+        fs::remove_file(&path).unwrap();
+        let err = store.get("ns", "k").unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
+        assert!(!path.exists(), "no new empty journal was created");
+        // Still failed: the next call tries again (and fails again) instead of panicking.
+        assert!(store.get("ns", "k").is_err());
     }
 }

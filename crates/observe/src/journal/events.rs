@@ -26,7 +26,7 @@ struct EventWriter {
     journal: Arc<Journal>,
     bus: Arc<Bus>,
     live: broadcast::Receiver<Arc<Event>>,
-    pending: VecDeque<Arc<Event>>,
+    pending: VecDeque<Pending>,
     /// Highest sequence number on disk.
     done: u64,
     /// Highest sequence number taken from the bus (pending, written or dropped).
@@ -34,6 +34,13 @@ struct EventWriter {
     /// Dropped events not yet marked in the journal.
     lost: u64,
     since_trim: u64,
+}
+
+/// An event waiting for the disk, encoded once when it was queued so that retries do not
+/// encode it again.
+struct Pending {
+    seq: u64,
+    json: Arc<[u8]>,
 }
 
 impl EventWriter {
@@ -59,7 +66,10 @@ impl EventWriter {
             return;
         }
         self.queued = e.seq;
-        self.pending.push_back(e);
+        self.pending.push_back(Pending {
+            seq: e.seq,
+            json: to_json(&*e).into(),
+        });
         if self.pending.len() > self.journal.options.max_pending {
             self.pending.pop_front();
             self.drop_events(1);
@@ -119,12 +129,16 @@ impl EventWriter {
                 continue;
             }
             let n = self.pending.len().min(BATCH);
-            let records: Vec<Vec<u8>> =
-                self.pending.iter().take(n).map(|e| to_json(&**e)).collect();
+            let records: Vec<Arc<[u8]>> = self
+                .pending
+                .iter()
+                .take(n)
+                .map(|p| p.json.clone())
+                .collect();
             let store = self.journal.store.clone();
             let trim = self.since_trim >= 10_000;
             let res = tokio::task::spawn_blocking(move || {
-                let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+                let refs: Vec<&[u8]> = records.iter().map(|r| &**r).collect();
                 store.append(EVENTS, &refs)?;
                 if trim {
                     store.trim(EVENTS, KEEP_EVENTS)?;
@@ -136,7 +150,7 @@ impl EventWriter {
                 Ok(Ok(())) => {
                     self.since_trim = if trim { 0 } else { self.since_trim + n as u64 };
                     let last = self.pending.drain(..n).next_back();
-                    self.done = last.map_or(self.done, |e| e.seq);
+                    self.done = last.map_or(self.done, |p| p.seq);
                     self.journal.persisted.send_replace(self.done);
                     self.journal.shared.succeeded();
                     backoff = MIN_BACKOFF;

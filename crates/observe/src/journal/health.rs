@@ -109,7 +109,7 @@ impl Journal {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -122,9 +122,9 @@ mod tests {
     use crate::alert::AlertState;
 
     /// A store whose writes fail while `fail` is set, like a full disk.
-    struct Flaky {
-        inner: Embedded,
-        fail: std::sync::atomic::AtomicBool,
+    pub(in super::super) struct Flaky {
+        pub(in super::super) inner: Embedded,
+        pub(in super::super) fail: std::sync::atomic::AtomicBool,
     }
 
     impl Flaky {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
 
 use store::Store;
 use tokio::sync::oneshot;
@@ -126,12 +127,15 @@ pub(super) fn kv_writer(
 ) {
     let mut dirty: BTreeMap<(&'static str, String), Option<Vec<u8>>> = BTreeMap::new();
     let mut backoff = MIN_BACKOFF;
-    let mut next_prune = std::time::Instant::now() + options.prune_every;
+    // When what waits in `dirty` may be written again: new ops that arrive while the disk
+    // fails only join `dirty`, they do not bring the retry forward.
+    let mut next_retry = Instant::now();
+    let mut next_prune = Instant::now() + options.prune_every;
     loop {
         let wait = if dirty.is_empty() {
-            next_prune.saturating_duration_since(std::time::Instant::now())
+            next_prune.saturating_duration_since(Instant::now())
         } else {
-            backoff
+            next_retry.saturating_duration_since(Instant::now())
         };
         match rx.recv_timeout(wait) {
             Ok(Op::Write {
@@ -144,6 +148,8 @@ pub(super) fn kv_writer(
                 match &res {
                     Ok(_) => {
                         shared.succeeded();
+                        // The disk works: what waits need not wait for the backoff.
+                        next_retry = Instant::now();
                         // Superseded: the caller's value is newer than any left to retry.
                         dirty.remove(&(ns, key));
                     }
@@ -169,15 +175,21 @@ pub(super) fn kv_writer(
                 return;
             }
         }
-        if flush_dirty(store, shared, &mut dirty) {
-            backoff = MIN_BACKOFF;
-        } else {
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+        if !dirty.is_empty() && Instant::now() >= next_retry {
+            if flush_dirty(store, shared, &mut dirty) {
+                backoff = MIN_BACKOFF;
+            } else {
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                next_retry = Instant::now() + backoff;
+            }
         }
-        if std::time::Instant::now() >= next_prune {
-            next_prune = std::time::Instant::now() + options.prune_every;
+        if Instant::now() >= next_prune {
+            next_prune = Instant::now() + options.prune_every;
             match prune(store, now_ms(), options.retention) {
-                Ok(_) => shared.succeeded(),
+                Ok(pruned) => match pruned.error {
+                    None => shared.succeeded(),
+                    Some(e) => shared.failed("prune the journal", &e),
+                },
                 Err(e) => shared.failed("prune the journal", &e),
             }
         }

@@ -9,37 +9,73 @@ use super::{ALERTS, INCIDENTS, JournalError, SILENCES, decode};
 use crate::alert::{Alert, AlertState, Silence};
 use crate::incident::{Incident, IncidentState};
 
+/// What [`prune`] left in the journal, decoded, so that opening reads every record once.
+#[derive(Default)]
+pub(super) struct Pruned {
+    pub(super) alerts: Vec<Alert>,
+    pub(super) incidents: Vec<Incident>,
+    pub(super) silences: Vec<Silence>,
+    /// How many records were removed.
+    pub(super) removed: usize,
+    /// The first failed delete (a full disk, typically). Pruning stops there; what it could
+    /// not remove is still in the journal and so among the survivors.
+    pub(super) error: Option<store::Error>,
+}
+
 /// Removes resolved alerts, ended incidents and silences that ended more than `retention`
-/// before `now_ms`; returns how many records were removed.
+/// before `now_ms`; returns the records that remain.
+///
+/// A record that cannot be read, or a namespace that cannot be listed, is an error; a delete
+/// that fails is not: it is reported in [`Pruned::error`], like any other failed write that
+/// the journal retries later.
 pub(super) fn prune(
     store: &dyn Store,
     now_ms: u64,
     retention: Duration,
-) -> Result<usize, JournalError> {
+) -> Result<Pruned, JournalError> {
     let cutoff = now_ms.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
-    let mut removed = 0;
+    let mut out = Pruned::default();
+    // Deletes `key` unless an earlier delete failed; whether it is gone.
+    let remove = |out: &mut Pruned, ns: &str, key: &str| -> bool {
+        if out.error.is_some() {
+            return false;
+        }
+        match store.delete(ns, key) {
+            Ok(existed) => {
+                out.removed += usize::from(existed);
+                true
+            }
+            Err(e) => {
+                out.error = Some(e);
+                false
+            }
+        }
+    };
     for (k, v) in store.list(ALERTS)? {
         let a: Alert = decode("alert", &k, &v)?;
-        if a.state == AlertState::Resolved && a.resolved_at_ms.is_some_and(|t| t < cutoff) {
-            removed += usize::from(store.delete(ALERTS, &k)?);
+        let old = a.state == AlertState::Resolved && a.resolved_at_ms.is_some_and(|t| t < cutoff);
+        if !(old && remove(&mut out, ALERTS, &k)) {
+            out.alerts.push(a);
         }
     }
     for (k, v) in store.list(INCIDENTS)? {
         let i: Incident = decode("incident", &k, &v)?;
-        if i.state == IncidentState::Resolved && i.resolved_at_ms.is_some_and(|t| t < cutoff) {
-            removed += usize::from(store.delete(INCIDENTS, &k)?);
+        let old =
+            i.state == IncidentState::Resolved && i.resolved_at_ms.is_some_and(|t| t < cutoff);
+        if !(old && remove(&mut out, INCIDENTS, &k)) {
+            out.incidents.push(i);
         }
     }
     for (k, v) in store.list(SILENCES)? {
         let s: Silence = decode("silence", &k, &v)?;
-        if s.ends_at_ms < cutoff {
-            removed += usize::from(store.delete(SILENCES, &k)?);
+        if !(s.ends_at_ms < cutoff && remove(&mut out, SILENCES, &k)) {
+            out.silences.push(s);
         }
     }
-    if removed > 0 {
-        tracing::info!(removed, ?retention, "pruned the journal");
+    if out.removed > 0 {
+        tracing::info!(removed = out.removed, ?retention, "pruned the journal");
     }
-    Ok(removed)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -109,5 +145,52 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(keys(&*store, ALERTS), ["firing", "recent"]);
+    }
+
+    /// A full disk at start: the prune's deletes fail, yet the journal opens (so `up`
+    /// starts), restores what is still in the file and reports itself unhealthy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_prune_at_open_is_reported_not_fatal() {
+        use super::super::health::tests::Flaky;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.redb");
+        let now = now_ms();
+        {
+            let (j, _) = Journal::open(&path, 100, Options::default()).unwrap();
+            j.put_alert(&alert("old", AlertState::Resolved, Some(now - 2 * DAY_MS)));
+            j.put_alert(&alert("firing", AlertState::Firing, None));
+            j.flush().await;
+        }
+        let store: Arc<dyn Store> = Arc::new(Flaky {
+            inner: Embedded::open(&path).unwrap(),
+            fail: true.into(),
+        });
+        let (j, r) = Journal::with_store(
+            store.clone(),
+            100,
+            Options {
+                retention: Duration::from_secs(24 * 3600),
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let h = j.health().borrow().clone();
+        assert!(!h.ok(), "{h:?}");
+        assert!(
+            h.last_error
+                .as_deref()
+                .unwrap()
+                .contains("prune the journal"),
+            "{h:?}"
+        );
+        let mut alerts: Vec<&str> = r.alerts.iter().map(|a| a.id.as_str()).collect();
+        alerts.sort();
+        assert_eq!(
+            alerts,
+            ["firing", "old"],
+            "what could not be pruned is still there"
+        );
+        assert_eq!(keys(&*store, ALERTS), ["firing", "old"]);
     }
 }
