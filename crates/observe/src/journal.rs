@@ -76,7 +76,7 @@ impl Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            retention: spec::JournalSettings::DEFAULT_RETENTION,
+            retention: spec::JournalSettings::default().retention,
             prune_every: Duration::from_secs(3600),
             max_pending: 10_000,
         }

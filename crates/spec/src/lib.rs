@@ -1,30 +1,47 @@
-//! The stack-file language: raw TOML types, validation into domain types, precise errors.
+//! The stack-file language: one declaration per key, the reader and checks built from
+//! it, validation into domain types, precise errors.
 //!
 //! Reading a stack file goes through three stages, each with one job:
 //!
 //! 1. toml parses the text into its generic spanned tree. A syntax error stops here.
-//! 2. `raw` walks the tree: unknown keys and wrongly typed values are reported, and
-//!    what remains is kept with its byte spans.
-//! 3. `validate` checks meaning (ranges, durations, references, cycles, address
-//!    clashes), fills in defaults and builds the domain types ([`Stack`] and below).
+//! 2. `schema` reads the tree against the declarations in `keys`: unknown keys, wrong
+//!    types, out-of-range values and bad spellings are reported, defaults filled in, and
+//!    every value keeps its byte span.
+//! 3. `check` applies the rules between keys (exactly one of, cycles, address clashes)
+//!    and builds the domain types ([`Stack`] and below).
 //!
 //! Stages 2 and 3 collect every problem instead of stopping at the first, so the user
 //! fixes the whole file in one go. Byte spans become `LINE:COLUMN` only at the end.
+//! The same declarations give the reference ([`reference`]), the JSON Schema
+//! ([`json_schema`]) and [`explain`].
 
 #![warn(missing_docs)]
 
-mod expose;
+mod check;
+mod keys;
 mod model;
 mod problem;
-mod raw;
-mod validate;
+mod reference;
+mod schema;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
+pub use reference::{explain, json_schema, keys, reference, reference_of};
+pub use schema::{Key, Omitted, Shape, TableDoc};
 
 use problem::Problems;
+use schema::Section;
+
+/// A valid stack file, and what in it should still be written otherwise.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The stack.
+    pub stack: Stack,
+    /// Warnings (old spellings), in file order.
+    pub warnings: Vec<Diagnostic>,
+}
 
 /// Reads and validates a stack file. Relative `cwd` values resolve against the file's
 /// directory.
@@ -32,14 +49,20 @@ use problem::Problems;
 /// A file that cannot be read is reported as one [`Diagnostic`] at 1:1, so the caller
 /// prints every failure the same way.
 pub fn load(path: &Path) -> Result<Stack, Errors> {
+    load_with_warnings(path).map(|l| l.stack)
+}
+
+/// [`load`], keeping the warnings.
+pub fn load_with_warnings(path: &Path) -> Result<Loaded, Errors> {
     match std::fs::read_to_string(path) {
-        Ok(source) => parse(&source, path),
+        Ok(source) => parse_with_warnings(&source, path),
         Err(e) => Err(Errors {
             diagnostics: vec![Diagnostic {
                 file: path.to_path_buf(),
                 line: 1,
                 column: 1,
                 message: format!("cannot read the stack file: {e}"),
+                warning: false,
             }],
         }),
     }
@@ -51,6 +74,11 @@ pub fn load(path: &Path) -> Result<Stack, Errors> {
 /// as written, so with a relative `path` it stays relative to the current directory —
 /// which is where that relative `path` points from, too.
 pub fn parse(source: &str, path: &Path) -> Result<Stack, Errors> {
+    parse_with_warnings(source, path).map(|l| l.stack)
+}
+
+/// [`parse`], keeping the warnings.
+pub fn parse_with_warnings(source: &str, path: &Path) -> Result<Loaded, Errors> {
     let mut problems = Problems::default();
     // After a syntax error, toml's recovered tree is a guess, and checking it would bury
     // the real problem under errors that are not there: report the syntax error alone.
@@ -64,15 +92,19 @@ pub fn parse(source: &str, path: &Path) -> Result<Stack, Errors> {
             return Err(Errors::new(path, source, problems));
         }
     };
-    let raw = raw::read(&doc, &mut problems);
+    let root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
+    let raw = keys::StackTable::read(&root, &mut problems);
     let base_dir = path.parent().unwrap_or(Path::new(""));
-    match validate::validate(raw, base_dir, &mut problems) {
-        Some(stack) if problems.is_empty() => Ok(stack),
+    match check::stack(raw, base_dir, &mut problems) {
+        Some(stack) if problems.is_empty() => Ok(Loaded {
+            stack,
+            warnings: Errors::new(path, source, problems).diagnostics,
+        }),
         _ => Err(Errors::new(path, source, problems)),
     }
 }
 
-/// All problems found in a stack file, in file order, each with a location.
+/// All problems found in a stack file (warnings too), in file order, each with a location.
 ///
 /// Display prints one per line, `FILE:LINE:COLUMN: error: MESSAGE`, without a trailing
 /// newline. Never empty when returned by [`load`] or [`parse`].
@@ -96,6 +128,7 @@ impl Errors {
                     line,
                     column,
                     message: p.message,
+                    warning: p.warning,
                 }
             })
             .collect();
@@ -129,16 +162,19 @@ pub struct Diagnostic {
     pub column: usize,
     /// What is wrong and, where possible, how to fix it.
     pub message: String,
+    /// A warning: the file is still valid.
+    pub warning: bool,
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{}:{}: error: {}",
+            "{}:{}:{}: {}: {}",
             self.file.display(),
             self.line,
             self.column,
+            if self.warning { "warning" } else { "error" },
             self.message
         )
     }

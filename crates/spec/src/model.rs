@@ -6,7 +6,7 @@
 //! depends on). Code downstream of `spec` never re-validates.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,19 +36,6 @@ pub struct JournalSettings {
     pub retention: Duration,
 }
 
-impl JournalSettings {
-    /// `retention` when the file does not set one: 30 days.
-    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
-}
-
-impl Default for JournalSettings {
-    fn default() -> Self {
-        JournalSettings {
-            retention: JournalSettings::DEFAULT_RETENTION,
-        }
-    }
-}
-
 impl Stack {
     /// The service called `name`, if the stack has one.
     pub fn service(&self, name: &str) -> Option<&Service> {
@@ -66,39 +53,12 @@ pub struct Api {
     pub allow_remote: bool,
 }
 
-impl Api {
-    /// `listen` when the file does not set one: `127.0.0.1:7700`.
-    pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7700);
-}
-
-impl Default for Api {
-    fn default() -> Self {
-        Api {
-            listen: Api::DEFAULT_LISTEN,
-            allow_remote: false,
-        }
-    }
-}
-
 /// `[supervisor]`: stack-wide supervision limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SupervisorSettings {
     /// How many replicas may be restarting (spawned, not yet started) at once across the
     /// whole stack. Prevents restart storms. Default 8.
     pub max_concurrent_restarts: u32,
-}
-
-impl SupervisorSettings {
-    /// `max_concurrent_restarts` when the file does not set one.
-    pub const DEFAULT_MAX_CONCURRENT_RESTARTS: u32 = 8;
-}
-
-impl Default for SupervisorSettings {
-    fn default() -> Self {
-        SupervisorSettings {
-            max_concurrent_restarts: SupervisorSettings::DEFAULT_MAX_CONCURRENT_RESTARTS,
-        }
-    }
 }
 
 /// `[services.NAME]`: one supervised program, run as one or more replicas.
@@ -185,24 +145,6 @@ pub struct Backoff {
     pub jitter: f64,
 }
 
-impl Backoff {
-    /// `initial = "250ms"`, `max = "30s"`, `reset_after = "60s"`, `multiplier = 2.0`,
-    /// `jitter = 0.2`.
-    pub const DEFAULT: Backoff = Backoff {
-        initial: Duration::from_millis(250),
-        max: Duration::from_secs(30),
-        reset_after: Duration::from_secs(60),
-        multiplier: 2.0,
-        jitter: 0.2,
-    };
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::DEFAULT
-    }
-}
-
 /// How one probe checks a replica, and how often.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probe {
@@ -242,33 +184,6 @@ impl ProbeKind {
             ProbeKind::Startup => "startup",
             ProbeKind::Liveness => "liveness",
             ProbeKind::Readiness => "readiness",
-        }
-    }
-}
-
-impl Probe {
-    /// A probe of `kind` with every timing at its default.
-    ///
-    /// Startup polls faster (250ms) and tolerates 120 failures: 30 s to come up, during
-    /// which liveness does not run, so a slow start is not mistaken for a crash loop.
-    pub fn defaults(kind: ProbeKind, action: ProbeAction) -> Probe {
-        match kind {
-            ProbeKind::Startup => Probe {
-                action,
-                period: Duration::from_millis(250),
-                timeout: Duration::from_secs(1),
-                initial_delay: Duration::ZERO,
-                failure_threshold: 120,
-                success_threshold: 1,
-            },
-            ProbeKind::Liveness | ProbeKind::Readiness => Probe {
-                action,
-                period: Duration::from_secs(1),
-                timeout: Duration::from_secs(1),
-                initial_delay: Duration::ZERO,
-                failure_threshold: 3,
-                success_threshold: 1,
-            },
         }
     }
 }
@@ -331,30 +246,6 @@ pub struct Expose {
     pub routes: Vec<Route>,
 }
 
-impl Expose {
-    /// An exposed service with every policy at its default.
-    pub fn new(listen: SocketAddr) -> Self {
-        Expose {
-            listen,
-            protocol: Protocol::Http,
-            balance: Balance::P2c,
-            slow_start: Duration::ZERO,
-            upstream_http2: false,
-            request_id_header: "x-request-id".into(),
-            timeouts: Timeouts::default(),
-            retries: Retries::default(),
-            hedge: None,
-            outlier: Outlier::default(),
-            breaker: Breaker::default(),
-            limits: Limits::default(),
-            rate_limit: None,
-            faults: Vec::new(),
-            toxics: Vec::new(),
-            routes: Vec::new(),
-        }
-    }
-}
-
 /// How the proxy handles a service's traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -405,17 +296,6 @@ pub struct Timeouts {
     pub header_read: Duration,
 }
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(1),
-            request: Duration::from_secs(15),
-            idle: Duration::from_secs(60),
-            header_read: Duration::from_secs(10),
-        }
-    }
-}
-
 /// When a failed try is sent again, always to another replica.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retries {
@@ -438,21 +318,6 @@ pub struct Retries {
     pub max_body: usize,
 }
 
-impl Default for Retries {
-    fn default() -> Self {
-        Retries {
-            attempts: 2,
-            on: RetryOn::default(),
-            per_try_timeout: Duration::ZERO,
-            backoff: Duration::from_millis(25),
-            budget_percent: 20.0,
-            budget_min_per_second: 10,
-            all_methods: false,
-            max_body: 64 * 1024,
-        }
-    }
-}
-
 /// Conditions for a retry. Default: connection failures (refused, failed to connect) and
 /// resets (connection closed before a response — idempotent requests only).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,19 +334,6 @@ pub struct RetryOn {
     pub gateway_error: bool,
     /// These status codes.
     pub statuses: Vec<u16>,
-}
-
-impl Default for RetryOn {
-    fn default() -> Self {
-        RetryOn {
-            connect_failure: true,
-            reset: true,
-            per_try_timeout: false,
-            status_5xx: false,
-            gateway_error: false,
-            statuses: Vec::new(),
-        }
-    }
 }
 
 /// `[services.NAME.expose.hedge]`: for idempotent requests, a second try to another
@@ -522,24 +374,6 @@ pub struct Outlier {
     pub restart_ejected: bool,
 }
 
-impl Default for Outlier {
-    fn default() -> Self {
-        Outlier {
-            enabled: true,
-            consecutive_5xx: 5,
-            consecutive_gateway_errors: 5,
-            success_rate: 80.0,
-            success_rate_min_requests: 20,
-            success_rate_window: Duration::from_secs(10),
-            base_ejection: Duration::from_secs(1),
-            max_ejection: Duration::from_secs(60),
-            max_ejection_percent: 50.0,
-            panic_threshold: 50.0,
-            restart_ejected: false,
-        }
-    }
-}
-
 /// Per-replica circuit breaker on connection failures and timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Breaker {
@@ -549,16 +383,6 @@ pub struct Breaker {
     pub cooldown: Duration,
     /// The longest the breaker stays open.
     pub max_cooldown: Duration,
-}
-
-impl Default for Breaker {
-    fn default() -> Self {
-        Breaker {
-            consecutive_failures: 5,
-            cooldown: Duration::from_secs(5),
-            max_cooldown: Duration::from_secs(60),
-        }
-    }
 }
 
 /// Bulkheads. Over the limits: 503 at once with `Retry-After`.
@@ -572,17 +396,6 @@ pub struct Limits {
     pub queue: u32,
     /// How long a request may wait for an in-flight slot before it is refused.
     pub queue_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 10_000,
-            max_inflight: 1024,
-            queue: 1024,
-            queue_timeout: Duration::from_secs(1),
-        }
-    }
 }
 
 /// Token bucket; over it: 429 with `Retry-After`.
@@ -744,11 +557,6 @@ pub struct Slo {
 }
 
 impl Slo {
-    /// `period` when the file does not set one: 30 days, as in the SRE Workbook.
-    pub const DEFAULT_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
-    /// The shortest `period` accepted.
-    pub const MIN_PERIOD: Duration = Duration::from_secs(60);
-
     /// The error budget as a fraction of requests: `1 - objective`.
     pub fn error_budget(&self) -> f64 {
         1.0 - self.objective
@@ -788,22 +596,6 @@ pub struct SloAlerts {
     pub no_data: Option<Duration>,
 }
 
-impl SloAlerts {
-    /// Page and ticket alerts on, at least 10 requests, no no-data alert.
-    pub const DEFAULT: SloAlerts = SloAlerts {
-        page: true,
-        ticket: true,
-        min_requests: 10,
-        no_data: None,
-    };
-}
-
-impl Default for SloAlerts {
-    fn default() -> Self {
-        SloAlerts::DEFAULT
-    }
-}
-
 /// `[alerts]`: how alert notifications are grouped and where they go.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alerts {
@@ -815,27 +607,6 @@ pub struct Alerts {
     pub repeat_interval: Duration,
     /// Default: one `log` sink.
     pub sinks: Vec<AlertSink>,
-}
-
-impl Alerts {
-    /// `group_wait` when the file does not set one.
-    pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(1);
-    /// `repeat_interval` when the file does not set one.
-    pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
-    /// How long a sink may take to deliver one notification unless the file says otherwise.
-    pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(5);
-    /// How many times a webhook is tried unless the file says otherwise.
-    pub const DEFAULT_WEBHOOK_ATTEMPTS: u32 = 5;
-}
-
-impl Default for Alerts {
-    fn default() -> Self {
-        Alerts {
-            group_wait: Alerts::DEFAULT_GROUP_WAIT,
-            repeat_interval: Alerts::DEFAULT_REPEAT_INTERVAL,
-            sinks: vec![AlertSink::Log],
-        }
-    }
 }
 
 /// `[[alerts.sinks]]`: exactly one of `log = true`, `webhook = "http://…"`, `exec = [..]`.

@@ -15,6 +15,8 @@ pub(crate) type Span = Range<usize>;
 pub(crate) struct Problem {
     pub span: Span,
     pub message: String,
+    /// A warning: reported, but the file is still valid.
+    pub warning: bool,
 }
 
 /// Collector shared by the reading and validating passes.
@@ -26,11 +28,22 @@ impl Problems {
         self.0.push(Problem {
             span,
             message: message.into(),
+            warning: false,
         });
     }
 
+    /// Something that still reads, but should be written otherwise (an old spelling).
+    pub fn warn(&mut self, span: Span, message: impl Into<String>) {
+        self.0.push(Problem {
+            span,
+            message: message.into(),
+            warning: true,
+        });
+    }
+
+    /// No error so far (warnings do not count).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.iter().all(|p| p.warning)
     }
 
     /// Problems in file order. The sort is stable, so problems at the same place keep
@@ -99,37 +112,6 @@ pub(crate) fn quoted_choices(items: &[&str]) -> String {
             format!("{} or \"{last}\"", init.join(", "))
         }
     }
-}
-
-/// The longest duration most keys accept, and how the limit is written in messages.
-/// Longer values are typos (`"10000h"` for `"10000ms"`) and, near `u64::MAX` seconds,
-/// overflow the run time's clock arithmetic.
-pub(crate) const MAX_DURATION: (std::time::Duration, &str) =
-    (std::time::Duration::from_secs(24 * 3600), "24h");
-/// The longest for keys measured in days or weeks: SLO periods, alert repeats, retention.
-pub(crate) const MAX_LONG_DURATION: (std::time::Duration, &str) =
-    (std::time::Duration::from_secs(366 * 24 * 3600), "366d");
-
-/// Checks `d` (written as `text`) against `max`, recording a located problem when it is
-/// longer.
-pub(crate) fn bounded(
-    key: &str,
-    d: std::time::Duration,
-    text: &str,
-    (max, max_text): (std::time::Duration, &str),
-    span: Span,
-    p: &mut Problems,
-) -> Option<std::time::Duration> {
-    if d <= max {
-        return Some(d);
-    }
-    p.push(
-        span,
-        format!(
-            "`{key}` must be at most {max_text}, found {text:?}; check the unit (ms, s, m, h, d)"
-        ),
-    );
-    None
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ max_inflight = 10
 queue = 0
 [services.web.expose.rate_limit]
 rate = 50
-key = "client_address"
+key = "client-address"
 [[services.web.expose.faults]]
 percent = 10
 abort = 503
@@ -114,7 +114,7 @@ fn tcp_with_toxics() {
     let src = format!(
         "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\nprotocol = \"tcp\"\n\
          [[services.web.expose.toxics]]\ntype = \"latency\"\nlatency = \"50ms\"\ntoxicity = 0.5\ndirection = \"upstream\"\n\
-         [[services.web.expose.toxics]]\ntype = \"limit_data\"\nbytes = 10\n"
+         [[services.web.expose.toxics]]\ntype = \"limit-data\"\nbytes = 10\n"
     );
     let e = parse(&src)
         .unwrap()
@@ -160,11 +160,11 @@ weight = 5
     );
     assert_eq!(
         parse(&src).unwrap_err(),
-        "stack.toml:7:1: error: balance = \"hash\" needs `hash_on`: \"header:NAME\", \"cookie:NAME\" or \"client_address\"\n\
+        "stack.toml:7:1: error: balance = \"hash\" needs `hash_on`: \"header:NAME\", \"cookie:NAME\" or \"client-address\"\n\
          stack.toml:11:12: error: `attempts` must be between 1 and 10, found 0\n\
-         stack.toml:12:7: error: retry condition must be one of \"connect-failure\", \"reset\", \"per-try-timeout\", \"5xx\", \"gateway-error\", \"status\", found \"conect-failure\"; did you mean \"connect-failure\"?\n\
+         stack.toml:12:7: error: elements of `on` must be \"connect-failure\", \"reset\", \"per-try-timeout\", \"5xx\", \"gateway-error\" or \"status\", found \"conect-failure\"; did you mean \"connect-failure\"?\n\
          stack.toml:14:1: error: unknown field `consecutive_5xxx` in [services.web.expose.outlier]; did you mean `consecutive_5xx`?\n\
-         stack.toml:16:11: error: `percent` must be between 0 and 100, found 150\n\
+         stack.toml:16:11: error: `percent` must be between 0 and 100 (percent), found 150\n\
          stack.toml:19:6: error: route `to` names unknown service `v3`"
     );
 }

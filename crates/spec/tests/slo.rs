@@ -76,7 +76,7 @@ alerts = { no_data = "0s", min_requests = 0 }
             alerts: SloAlerts {
                 min_requests: 0,
                 no_data: None,
-                ..SloAlerts::DEFAULT
+                ..SloAlerts::default()
             },
         }
     );
@@ -98,7 +98,7 @@ objective = 99.5
     );
     let slo = &stack.services[0].slos[0];
     assert_eq!(slo.period, days(30));
-    assert_eq!(slo.period, Slo::DEFAULT_PERIOD);
+    assert_eq!(slo.period, std::time::Duration::from_secs(30 * 24 * 3600));
     assert_eq!(slo.kind, SloKind::Availability { count_429: false });
     assert_eq!(
         slo.alerts,
@@ -138,7 +138,7 @@ colour = "red"
 [services.web.slos]
 "#,
         "
-        stack.toml:5:1: error: missing required field `objective` in [[services.web.slo]]; a percentage, for example objective = 99.9
+        stack.toml:5:1: error: missing required field `objective` in [[services.web.slo]]; for example objective = 99.9
         stack.toml:8:1: error: unknown field `objetive` in [[services.web.slo]]; did you mean `objective`?
         stack.toml:9:1: error: unknown field `count_429_as_errors` in [[services.web.slo]]; did you mean `count_429_as_error`?
         stack.toml:12:1: error: unknown field `pgae` in [services.web.slo.alerts]; did you mean `page`?
@@ -188,12 +188,12 @@ kind = "availability"
 objective = nan
 "#,
         r#"
-        stack.toml:8:13: error: `objective` must be a percentage greater than 0 and less than 100, such as 99.9, found 100
-        stack.toml:13:13: error: `objective` must be a percentage greater than 0 and less than 100, such as 99.9, found 0
-        stack.toml:18:13: error: `objective` must be a percentage greater than 0 and less than 100, such as 99.9, found -5
+        stack.toml:8:13: error: `objective` must be greater than 0 and less than 100 (percent), found 100
+        stack.toml:13:13: error: `objective` must be greater than 0 and less than 100 (percent), found 0
+        stack.toml:18:13: error: `objective` must be greater than 0 and less than 100 (percent), found -5
         stack.toml:23:13: error: `objective` is a percentage: 0.999 means 0.999 % of requests; for 99.9 % write objective = 99.9
         stack.toml:28:13: error: `objective` must be a number, found a string
-        stack.toml:33:13: error: `objective` must be a percentage greater than 0 and less than 100, such as 99.9, found NaN
+        stack.toml:33:13: error: `objective` must be greater than 0 and less than 100 (percent), found NaN
         "#,
     );
 }
@@ -241,7 +241,7 @@ threshold = 300
         stack.toml:21:22: error: `count_429_as_error` is only for availability SLOs (kind = "availability"); a latency SLO counts successful requests only
         stack.toml:25:8: error: `kind` must be "availability" or "latency", found "availabilty"; did you mean "availability"?
         stack.toml:28:1: error: missing required field `kind` in [[services.web.slo]]; expected "availability" or "latency"
-        stack.toml:31:13: error: `threshold` must be a duration string such as "250ms" or "5s", found an integer
+        stack.toml:31:13: error: `threshold` must be a duration such as "250ms" or "5s", found an integer
         "#,
     );
 }
@@ -286,12 +286,12 @@ alerts = 3
         r#"
         stack.toml:9:10: error: `period` must be at least 1m, found "30s"; SLO periods are usually "30d" or "28d", and short ones such as "1h" are for trying things out
         stack.toml:12:8: error: duplicate SLO name `availability` in service `web`: each [[services.web.slo]] needs a name of its own
-        stack.toml:18:8: error: invalid SLO name "Latency P99": use only lowercase ASCII letters, digits, `-` and `_`
+        stack.toml:18:8: error: `name` must be a name of lowercase ASCII letters, digits, `-` and `_`, found "Latency P99"
         stack.toml:22:1: error: missing required field `name` in [[services.web.slo]]; for example name = "availability"
         stack.toml:25:19: error: `page` must be a boolean, found a string
         stack.toml:25:41: error: `min_requests` must be at least 0, found -1
         stack.toml:25:55: error: `no_data` must be a duration such as "250ms" or "5s", found "10" (missing unit)
-        stack.toml:28:8: error: invalid SLO name "": use only lowercase ASCII letters, digits, `-` and `_`
+        stack.toml:28:8: error: `name` must be a name of lowercase ASCII letters, digits, `-` and `_`, found ""
         stack.toml:31:10: error: `period` must be at least 1m, found "0s"; SLO periods are usually "30d" or "28d", and short ones such as "1h" are for trying things out
         stack.toml:32:10: error: `alerts` must be a table ([services.web.slo.alerts]), found an integer
         "#,

@@ -126,7 +126,7 @@ run = ["./app", "--port", "{port}", "{index}", "{service}", "{bulwark}"]
     assert_eq!(app.cwd, None);
     assert_eq!(app.stop_signal, Signal::SIGTERM);
     assert_eq!(app.stop_grace, secs(10));
-    assert_eq!(app.backoff, Backoff::DEFAULT);
+    assert_eq!(app.backoff, Backoff::default());
     assert_eq!(app.startup, None);
     assert_eq!(app.liveness, None);
     assert_eq!(app.readiness, None);
@@ -214,7 +214,7 @@ stop_signal = "SIGQUIT"
 
 [services.web.expose]
 listen = "[::1]:9000"
-balance = "round_robin"
+balance = "round-robin"
 "#,
     );
     assert_eq!(stack.api.listen, addr("127.0.0.1:0"));
@@ -477,7 +477,7 @@ initial = "0ms"
 reset_after = "1 minute and a bit"
 "#,
         r#"
-        stack.toml:3:14: error: `stop_grace` must be a duration string such as "250ms" or "5s", found an integer
+        stack.toml:3:14: error: `stop_grace` must be a duration such as "250ms" or "5s", found an integer
         stack.toml:7:10: error: `period` must be greater than 0
         stack.toml:8:11: error: `timeout` must be a duration such as "250ms" or "5s", found "5" (missing unit)
         stack.toml:9:17: error: `initial_delay` must be a duration such as "250ms" or "5s", found "" (empty)
@@ -505,16 +505,16 @@ run = ["y"]
 expose = { listen = 8080, balance = "p2c" }
 "#,
         r#"
-        stack.toml:2:13: error: elements of `run` must be strings, found an integer
+        stack.toml:2:13: error: elements of `run` must be a string, found an integer
         stack.toml:3:16: error: `env.PORT` must be a string, found an integer; quote it: PORT = "8080"
         stack.toml:3:30: error: `env.DEBUG` must be a string, found a boolean; quote it: DEBUG = "true"
         stack.toml:3:43: error: `env.LIST` must be a string, found an array
         stack.toml:4:14: error: `depends_on` must be an array of strings, found a string; write it as depends_on = ["db"]
         stack.toml:5:11: error: `backoff` must be a table ([services.web.backoff]), found a string
         stack.toml:6:12: error: `liveness` must be a table ([services.web.liveness]), found an integer
-        stack.toml:7:17: error: `restart_rules` must be an array of tables, found a table
-        stack.toml:8:7: error: `cwd` must be a string, found an integer
-        stack.toml:12:21: error: `listen` must be a string, found an integer
+        stack.toml:7:17: error: `restart_rules` must be an array of tables ([[services.web.restart_rules]]), found a table
+        stack.toml:8:7: error: `cwd` must be a directory path, found an integer
+        stack.toml:12:21: error: `listen` must be an IP:PORT address such as "127.0.0.1:8080", found an integer
         "#,
     );
 }
@@ -577,7 +577,7 @@ readiness = { exec = ["", "--flag"], http = 5, tcp = true }
         stack.toml:16:20: error: `tcp = false` is not a probe action; use `tcp = true` to probe by connecting to the replica's port, or set `http` or `exec` instead
         stack.toml:17:23: error: the first element of `exec` is the program to run and must not be empty
         stack.toml:17:38: error: more than one probe action in [services.db.readiness] (`exec`, `http`, `tcp`); set exactly one
-        stack.toml:17:45: error: `http` must be a string, found an integer
+        stack.toml:17:45: error: `http` must be a path starting with `/`, found an integer
         "#,
     );
 }
@@ -601,10 +601,10 @@ backoff = { max = "100ms", multiplier = inf, jitter = -0.1 }
 "#,
         r#"
         stack.toml:5:11: error: backoff `initial` (1m) must not exceed `max` (30s)
-        stack.toml:7:14: error: `multiplier` must be a number of at least 1, found 0.5
+        stack.toml:7:14: error: `multiplier` must be at least 1, found 0.5
         stack.toml:8:10: error: `jitter` must be at least 0 and less than 1, found 1
         stack.toml:12:19: error: backoff `initial` (250ms) must not exceed `max` (100ms)
-        stack.toml:12:41: error: `multiplier` must be a number of at least 1, found inf
+        stack.toml:12:41: error: `multiplier` must be at least 1, found inf
         stack.toml:12:55: error: `jitter` must be at least 0 and less than 1, found -0.1
         "#,
     );
@@ -682,7 +682,7 @@ expose = { listen = "0.0.0.0:8080" }
 
 [services.api]
 run = ["z"]
-expose = { listen = "127.0.0.1:9999", balance = "round-robin" }
+expose = { listen = "127.0.0.1:9999", balance = "round_robin" }
 
 [services.any]
 run = ["z"]
@@ -696,7 +696,7 @@ expose = { balance = "p2c" }
         stack.toml:10:21: error: `listen` address 127.0.0.1:8080 is already exposed by service `web`
         stack.toml:14:21: error: `listen` address 0.0.0.0:8080 clashes with 127.0.0.1:8080, exposed by service `web`
         stack.toml:18:21: error: `listen` address 127.0.0.1:9999 clashes with the control API's address 127.0.0.1:9999 ([api] listen); choose another port
-        stack.toml:18:49: error: `balance` must be one of "p2c", "round_robin", "least_request", "weighted", "hash", found "round-robin"; did you mean "round_robin"?
+        stack.toml:18:49: warning: `balance`: "round_robin" is the old spelling of "round-robin"; write "round-robin"
         stack.toml:22:21: error: `listen` must be an IP:PORT address such as "127.0.0.1:8080", found "localhost:80"
         stack.toml:26:10: error: missing required field `listen` in [services.nolisten.expose]; for example listen = "127.0.0.1:8080"
         "#,
@@ -796,11 +796,11 @@ action = "halt"
 exit_code = [3]
 "#,
         r#"
-        stack.toml:5:18: error: exit code 256 is out of range: exit codes are 0 to 255
-        stack.toml:5:23: error: exit code -1 is out of range: exit codes are 0 to 255
+        stack.toml:5:18: error: elements of `exit_codes` must be between 0 and 255, found 256
+        stack.toml:5:23: error: elements of `exit_codes` must be between 0 and 255, found -1
         stack.toml:9:14: error: `exit_codes` must not be empty: list the exit codes this rule applies to
         stack.toml:10:10: error: `action` must be "restart" or "stop", found "halt"
-        stack.toml:12:1: error: missing required field `exit_codes` in [[services.web.restart_rules]]
+        stack.toml:12:1: error: missing required field `exit_codes` in [[services.web.restart_rules]]; expected an array of integers
         stack.toml:12:1: error: missing required field `action` in [[services.web.restart_rules]]; expected "restart" or "stop"
         stack.toml:13:1: error: unknown field `exit_code` in [[services.web.restart_rules]]; did you mean `exit_codes`?
         "#,
@@ -834,7 +834,7 @@ bad = 3
         stack.toml:4:11: error: invalid service name `my app`: a name starts with an ASCII letter and contains only ASCII letters, digits, `-` and `_`
         stack.toml:7:1: error: missing required field `run` in [services.ok]; for example run = ["./server", "--port", "{port}"]
         stack.toml:8:12: error: `replicas` must be between 0 and 1000, found 1001
-        stack.toml:11:7: error: service `bad` must be a table ([services.bad]), found an integer
+        stack.toml:11:7: error: `services.bad` must be a table ([services.bad]), found an integer
         "#,
     );
 }
@@ -858,7 +858,7 @@ env = { "A=B" = "1" }
         stack.toml:2:10: error: `listen` must be an IP:PORT address such as "127.0.0.1:8080", found "7700"
         stack.toml:5:27: error: `max_concurrent_restarts` must be at least 1, found 0
         stack.toml:8:8: error: the first element of `run` is the program to run and must not be empty
-        stack.toml:9:7: error: `cwd` must not be empty; omit it to use the stack file's directory
+        stack.toml:9:7: error: `cwd` must be a directory path, found ""; omit it to use the stack file's directory
         stack.toml:10:9: error: invalid environment variable name "A=B": it must be non-empty and contain neither `=` nor a NUL character
         "#,
     );

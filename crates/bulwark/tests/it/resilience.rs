@@ -85,7 +85,7 @@ fn a_hung_replica_costs_get_requests_nothing() {
     // Round robin keeps sending to the hung replica, so the per-try timeout and the
     // retry are what save its requests (P2C would mostly route around it by itself).
     let expose = r#"
-balance = "round_robin"
+balance = "round-robin"
 [services.web.expose.retries]
 on = ["connect-failure", "reset", "per-try-timeout"]
 per_try_timeout = "250ms"
@@ -109,7 +109,7 @@ fn a_replica_answering_503_is_ejected_readmitted_and_the_last_never_ejected() {
     let port = free_port();
     // Round robin, so replica 0 surely gets traffic (P2C-EWMA may avoid it for seconds).
     let expose = r#"
-balance = "round_robin"
+balance = "round-robin"
 [services.web.expose.retries]
 on = ["connect-failure", "reset", "5xx"]
 attempts = 3
@@ -202,7 +202,7 @@ fn measure(port: u16, secs: u64) -> (f64, Duration) {
 #[test]
 fn p2c_ewma_sends_less_to_a_slow_replica_than_round_robin() {
     let port = free_port();
-    let rr = web(port, 3, "balance = \"round_robin\"");
+    let rr = web(port, 3, "balance = \"round-robin\"");
     let p2c = web(port, 3, "balance = \"p2c\"");
     let stack = Stack::start(&rr);
     stack.wait_ready("web", 3);
@@ -311,7 +311,7 @@ fn post_is_not_retried_unless_the_route_allows_it() {
     let port = free_port();
     let retries = |methods: &str| {
         format!(
-            "balance = \"round_robin\"\n[services.web.expose.retries]\non = [\"per-try-timeout\"]\nper_try_timeout = \"300ms\"\nmethods = \"{methods}\"\n[services.web.expose.outlier]\nenabled = false\n"
+            "balance = \"round-robin\"\n[services.web.expose.retries]\non = [\"per-try-timeout\"]\nper_try_timeout = \"300ms\"\nmethods = \"{methods}\"\n[services.web.expose.outlier]\nenabled = false\n"
         )
     };
     let stack = Stack::start(&web(port, 2, &retries("idempotent")));
@@ -512,7 +512,7 @@ fn reload_under_load_loses_nothing() {
         &web(
             port,
             3,
-            "balance = \"least_request\"\n[services.web.expose.retries]\nattempts = 3\n",
+            "balance = \"least-request\"\n[services.web.expose.retries]\nattempts = 3\n",
         ),
     );
     std::thread::sleep(Duration::from_secs(2));
@@ -522,7 +522,7 @@ fn reload_under_load_loses_nothing() {
         stack.dir.path().join("stack.toml"),
         format!(
             "{}\n[api]\nlisten = \"127.0.0.1:0\"\n",
-            web(port, 4, "balance = \"round_robin\"\n")
+            web(port, 4, "balance = \"round-robin\"\n")
         ),
     )
     .unwrap();
@@ -695,7 +695,7 @@ fn weighted_balancing_and_slow_start() {
 fn breaker_hedging_and_grpc_failures() {
     let port = free_port();
     let expose = r#"
-balance = "round_robin"
+balance = "round-robin"
 [services.web.expose.retries]
 on = ["per-try-timeout"]
 per_try_timeout = "200ms"
@@ -733,7 +733,7 @@ cooldown = "30s"
     let hedge = Stack::start(&web(
         port2,
         2,
-        "balance = \"round_robin\"\n[services.web.expose.hedge]\npercentile = 50\nmin_delay = \"20ms\"\n",
+        "balance = \"round-robin\"\n[services.web.expose.hedge]\npercentile = 50\nmin_delay = \"20ms\"\n",
     ));
     hedge.wait_ready("web", 2);
     for _ in 0..30 {
@@ -810,7 +810,7 @@ fn slow_headers_and_idle_connections_are_closed() {
 #[test]
 fn an_ejected_replica_can_be_restarted_by_the_supervisor() {
     let port = free_port();
-    let expose = "balance = \"round_robin\"\n[services.web.expose.outlier]\nconsecutive_5xx = 3\nrestart_ejected = true\n";
+    let expose = "balance = \"round-robin\"\n[services.web.expose.outlier]\nconsecutive_5xx = 3\nrestart_ejected = true\n";
     let stack = Stack::start(&web(port, 2, expose));
     stack.wait_ready("web", 2);
     let pid = stack.service("web")["replicas"][0]["pid"].as_u64();
@@ -848,7 +848,7 @@ fn http2_to_the_replicas() {
 #[test]
 fn retry_after_from_a_replica_is_honoured() {
     let port = free_port();
-    let expose = "balance = \"round_robin\"\n[services.web.expose.retries]\non = [\"status\"]\nstatuses = [503]\n[services.web.expose.outlier]\nenabled = false\n";
+    let expose = "balance = \"round-robin\"\n[services.web.expose.retries]\non = [\"status\"]\nstatuses = [503]\n[services.web.expose.outlier]\nenabled = false\n";
     let stack = Stack::start(&web(port, 2, expose));
     stack.wait_ready("web", 2);
     fault(

@@ -1,0 +1,69 @@
+//! `[alerts]` and its sinks: exactly one of `log`, `webhook`, `exec` each.
+
+use crate::keys::{AlertsTable, SinkTable};
+use crate::model::{AlertSink, Alerts};
+use crate::problem::Problems;
+use crate::schema::Field;
+
+pub(super) fn alerts(raw: &AlertsTable, p: &mut Problems) -> Option<Alerts> {
+    let sinks = match &raw.sinks {
+        Field::Given(list) => {
+            let all: Vec<Option<AlertSink>> = list.get_ref().iter().map(|s| sink(s, p)).collect();
+            all.into_iter().collect()
+        }
+        Field::Invalid => None,
+        Field::Absent | Field::Default(_) => Some(vec![AlertSink::Log]),
+    };
+    Some(Alerts {
+        group_wait: raw.group_wait.get()?,
+        repeat_interval: raw.repeat_interval.get()?,
+        sinks: sinks?,
+    })
+}
+
+fn sink(raw: &SinkTable, p: &mut Problems) -> Option<AlertSink> {
+    let chosen = [
+        raw.log.is_present(),
+        raw.webhook.is_present(),
+        raw.exec.is_present(),
+    ];
+    if chosen.iter().filter(|c| **c).count() != 1 {
+        p.push(
+            raw.span.clone(),
+            format!(
+                "{} needs exactly one of `log = true`, `webhook = \"http://HOST:PORT/PATH\"` \
+                 or `exec = [\"cmd\", \"arg\"]`",
+                raw.label
+            ),
+        );
+        return None;
+    }
+    if let Some(log) = raw.log.given() {
+        if !*log.get_ref() {
+            p.push(
+                log.span(),
+                "`log = false` is not a sink; remove the entry to have no log sink",
+            );
+            return None;
+        }
+        return Some(AlertSink::Log);
+    }
+    if raw.webhook.is_present() {
+        return Some(AlertSink::Webhook {
+            url: raw.webhook.get()?,
+            timeout: raw.timeout.get()?,
+            attempts: raw.attempts.get()?,
+        });
+    }
+    Some(AlertSink::Exec {
+        command: raw.exec.get()?,
+        timeout: raw.timeout.get()?,
+    })
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        alerts(&super::omitted("alerts"), &mut Problems::default())
+            .expect("the declared defaults are valid")
+    }
+}

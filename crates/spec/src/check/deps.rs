@@ -1,0 +1,241 @@
+//! Rules across services: `depends_on` (unknown names, cycles, start order), address
+//! clashes and route targets.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use toml::Spanned;
+
+use super::service::Checked;
+use crate::problem::{Problems, hint, suggest};
+
+/// Resolves `depends_on`, reports unknown names and cycles, and returns the indices of
+/// `services` in dependency order: dependencies first, ties in file order (so the
+/// order is predictable and matches the file when there are no dependencies).
+pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Vec<usize> {
+    let index: HashMap<String, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.service.name.clone(), i))
+        .collect();
+    let names: Vec<String> = services.iter().map(|c| c.service.name.clone()).collect();
+
+    // deps[i]: services i depends on (edges i -> j).
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
+    for (i, checked) in services.iter_mut().enumerate() {
+        let Some(list) = &checked.depends_on else {
+            continue;
+        };
+        let own = &checked.service.name;
+        for dep in list.get_ref() {
+            let d = dep.get_ref();
+            if d == own {
+                p.push(dep.span(), format!("service `{own}` depends on itself"));
+                continue;
+            }
+            let Some(&j) = index.get(d) else {
+                let others: Vec<&str> = names
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| n != own)
+                    .collect();
+                p.push(
+                    dep.span(),
+                    format!(
+                        "`depends_on` names unknown service `{d}`{}",
+                        hint(d, &others, "services are")
+                    ),
+                );
+                continue;
+            };
+            if deps[i].contains(&j) {
+                p.push(dep.span(), format!("`{d}` is listed twice in `depends_on`"));
+                continue;
+            }
+            deps[i].push(j);
+            checked.service.depends_on.push(d.clone());
+        }
+    }
+
+    for component in strongly_connected(&deps) {
+        if component.len() < 2 {
+            continue;
+        }
+        let start = component.iter().copied().min().unwrap_or_default();
+        let cycle = shortest_cycle(start, &component, &deps);
+        let path: Vec<&str> = cycle.iter().map(|&i| names[i].as_str()).collect();
+        let span = services[start]
+            .depends_on
+            .as_ref()
+            .map(Spanned::span)
+            .unwrap_or_default();
+        p.push(span, format!("dependency cycle: {}", path.join(" -> ")));
+    }
+
+    // Kahn's algorithm, always taking the earliest ready service in file order.
+    let mut waiting_on: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
+    for (i, ds) in deps.iter().enumerate() {
+        for &j in ds {
+            dependents[j].push(i);
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..services.len())
+        .filter(|&i| waiting_on[i] == 0)
+        .collect();
+    let mut order = Vec::with_capacity(services.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &k in &dependents[i] {
+            waiting_on[k] -= 1;
+            if waiting_on[k] == 0 {
+                ready.insert(k);
+            }
+        }
+    }
+    // Services left out are on or behind a cycle, which was reported above.
+    order
+}
+
+/// Strongly connected components (Kosaraju), iterative so that a long dependency chain
+/// in a generated file cannot overflow the stack.
+fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let n = edges.len();
+    let mut finished = Vec::with_capacity(n);
+    let mut seen = vec![false; n];
+    for root in 0..n {
+        if seen[root] {
+            continue;
+        }
+        seen[root] = true;
+        let mut stack = vec![(root, 0usize)];
+        while let Some((node, next)) = stack.pop() {
+            if let Some(&succ) = edges[node].get(next) {
+                stack.push((node, next + 1));
+                if !seen[succ] {
+                    seen[succ] = true;
+                    stack.push((succ, 0));
+                }
+            } else {
+                finished.push(node);
+            }
+        }
+    }
+
+    let mut reverse = vec![Vec::new(); n];
+    for (from, tos) in edges.iter().enumerate() {
+        for &to in tos {
+            reverse[to].push(from);
+        }
+    }
+    let mut assigned = vec![false; n];
+    let mut components = Vec::new();
+    for &root in finished.iter().rev() {
+        if assigned[root] {
+            continue;
+        }
+        assigned[root] = true;
+        let mut component = Vec::new();
+        let mut stack = vec![root];
+        while let Some(node) = stack.pop() {
+            component.push(node);
+            for &prev in &reverse[node] {
+                if !assigned[prev] {
+                    assigned[prev] = true;
+                    stack.push(prev);
+                }
+            }
+        }
+        components.push(component);
+    }
+    components
+}
+
+/// `start -> ... -> start` through `component`, shortest first (breadth-first), so the
+/// message names a cycle the user can break with one edit.
+fn shortest_cycle(start: usize, component: &[usize], edges: &[Vec<usize>]) -> Vec<usize> {
+    let mut parent: HashMap<usize, usize> = HashMap::new();
+    let mut queue = VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        for &succ in &edges[node] {
+            if succ == start {
+                let mut path = vec![node];
+                let mut at = node;
+                while let Some(&prev) = parent.get(&at) {
+                    path.push(prev);
+                    at = prev;
+                }
+                path.reverse();
+                path.push(start);
+                return path;
+            }
+            if succ != start && component.contains(&succ) && !parent.contains_key(&succ) {
+                parent.insert(succ, node);
+                queue.push_back(succ);
+            }
+        }
+    }
+    // Unreachable for a real component; a harmless answer rather than a panic.
+    vec![start, start]
+}
+
+/// Two exposed services, or a service and the API, cannot listen on one address. Port 0
+/// asks the OS for a free port, so it never clashes. An unspecified IP (`0.0.0.0`, `::`)
+/// binds every interface, so it clashes with any address on the same port.
+pub(super) fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: &mut Problems) {
+    let clash = |a: SocketAddr, b: SocketAddr| {
+        a.port() != 0
+            && a.port() == b.port()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    };
+    let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
+    for checked in services {
+        let Some(listen) = &checked.listen else {
+            continue;
+        };
+        let addr = *listen.get_ref();
+        if let Some(api) = api
+            && clash(addr, api)
+        {
+            p.push(
+                listen.span(),
+                format!(
+                    "`listen` address {addr} clashes with the control API's address {api} \
+                     ([api] listen); choose another port"
+                ),
+            );
+        }
+        if let Some((other, name)) = seen.iter().find(|(other, _)| clash(addr, *other)) {
+            let message = if *other == addr {
+                format!("`listen` address {addr} is already exposed by service `{name}`")
+            } else {
+                format!("`listen` address {addr} clashes with {other}, exposed by service `{name}`")
+            };
+            p.push(listen.span(), message);
+        }
+        seen.push((addr, &checked.service.name));
+    }
+}
+
+/// A route sends traffic to another service that the proxy can reach: one that exists,
+/// is not the service itself, and speaks HTTP (its replicas are what the route picks).
+pub(super) fn check_routes(services: &[Checked], p: &mut Problems) {
+    let names: Vec<&str> = services.iter().map(|c| c.service.name.as_str()).collect();
+    for c in services {
+        for t in &c.route_targets {
+            let to = t.get_ref().as_str();
+            if to == c.service.name {
+                p.push(
+                    t.span(),
+                    format!("a route of `{to}` cannot lead to `{to}` itself"),
+                );
+            } else if !names.contains(&to) {
+                let mut msg = format!("route `to` names unknown service `{to}`");
+                if let Some(m) = suggest(to, names.iter().copied()) {
+                    msg.push_str(&format!("; did you mean `{m}`?"));
+                }
+                p.push(t.span(), msg);
+            }
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! `[services.NAME.expose]`: the proxy's listener and policies, and the rules between them.
+
+use std::net::SocketAddr;
+
+use toml::Spanned;
+
+use crate::keys::{
+    BalanceName, BreakerTable, ExposeTable, FaultTable, LimitsTable, OutlierTable, RetriesTable,
+    RetryCondition, RouteTable, TimeoutsTable, ToxicTable, ToxicType,
+};
+use crate::model::{
+    Balance, Breaker, Expose, Fault, FaultAction, Hedge, Limits, Outlier, Protocol, RateLimit,
+    Retries, RetryOn, Route, RouteMatch, Timeouts, Toxic, ToxicKind,
+};
+use crate::problem::Problems;
+use crate::schema::Field;
+
+/// Keys of `[expose]` that only mean something for HTTP.
+const HTTP_ONLY: [&str; 6] = [
+    "balance",
+    "hash_on",
+    "weights",
+    "upstream",
+    "request_id_header",
+    "slow_start",
+];
+/// Tables of `[expose]` that only mean something for HTTP.
+const HTTP_ONLY_TABLES: [&str; 5] = ["retries", "hedge", "outlier", "breaker", "rate_limit"];
+
+/// The expose settings, its listen address and its routes' targets (checked by the caller
+/// against the stack's services).
+pub(super) fn expose(
+    raw: &Spanned<ExposeTable>,
+    p: &mut Problems,
+) -> (
+    Option<Expose>,
+    Option<Spanned<SocketAddr>>,
+    Vec<Spanned<String>>,
+) {
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let protocol = raw.protocol.get();
+    if protocol == Some(Protocol::Tcp) {
+        for (key, _, value) in &raw.written {
+            if HTTP_ONLY.contains(&key.as_str()) {
+                p.push(
+                    value.clone(),
+                    format!("`{key}` applies to HTTP only; remove it or set protocol = \"http\""),
+                );
+            } else if HTTP_ONLY_TABLES.contains(&key.as_str()) {
+                let path = raw.label.trim_start_matches('[').trim_end_matches(']');
+                p.push(
+                    span.clone(),
+                    format!("[{path}.{key}] applies to HTTP only (protocol = \"tcp\")"),
+                );
+            }
+        }
+    } else if raw.toxics.given().is_some_and(|t| !t.get_ref().is_empty()) {
+        p.push(
+            span.clone(),
+            format!(
+                "toxics apply to protocol = \"tcp\" only; use [[faults]] for HTTP in {}",
+                raw.label
+            ),
+        );
+    }
+    let balance = balance(raw, p);
+    let hedge = raw.hedge.given().map(|h| {
+        let h = h.get_ref();
+        Some(Hedge {
+            percentile: h.percentile.get()?,
+            min_delay: h.min_delay.get()?,
+        })
+    });
+    let rate_limit = raw.rate_limit.given().map(|r| {
+        let r = r.get_ref();
+        let rate = r.rate.get()?;
+        Some(RateLimit {
+            rate,
+            // A burst of one second's worth unless told otherwise.
+            burst: match &r.burst {
+                Field::Absent => (rate.ceil() as u32).max(1),
+                burst => burst.get()?,
+            },
+            key: r.key.get()?,
+            max_keys: r.max_keys.get()?,
+        })
+    });
+    let faults = each(&raw.faults, |f| fault(f, p));
+    let toxics = each(&raw.toxics, toxic);
+    let mut targets = Vec::new();
+    let routes = each(&raw.routes, |r| route(r, &mut targets, p));
+    let outlier = raw.outlier.value().and_then(|o| outlier(o, p));
+    let listen = raw.listen.given().cloned();
+    let build = || -> Option<Expose> {
+        Some(Expose {
+            listen: raw.listen.get()?,
+            protocol: protocol?,
+            balance: balance?,
+            slow_start: raw.slow_start.get()?,
+            upstream_http2: raw.upstream.get()?,
+            request_id_header: raw.request_id_header.get()?.to_ascii_lowercase(),
+            timeouts: timeouts(raw.timeouts.value()?)?,
+            retries: retries(raw.retries.value()?)?,
+            hedge: optional(hedge)?,
+            outlier: outlier?,
+            breaker: breaker(raw.breaker.value()?)?,
+            limits: limits(raw.limits.value()?)?,
+            rate_limit: optional(rate_limit.clone())?,
+            faults: faults?,
+            toxics: toxics?,
+            routes: routes?,
+        })
+    };
+    (build(), listen, targets)
+}
+
+/// A table left out is `Some(None)`; one that failed is `None`.
+fn optional<T>(built: Option<Option<T>>) -> Option<Option<T>> {
+    match built {
+        None => Some(None),
+        Some(t) => t.map(Some),
+    }
+}
+
+/// Every entry built (each reports its own problems); `None` if any failed.
+fn each<T, U>(list: &Field<Vec<T>>, f: impl FnMut(&T) -> Option<U>) -> Option<Vec<U>> {
+    let built: Vec<Option<U>> = list
+        .value()
+        .map_or(Vec::new(), |l| l.iter().map(f).collect());
+    built.into_iter().collect()
+}
+
+/// `weighted` needs `weights`, `hash` needs `hash_on`, and neither key means anything
+/// with another balancer.
+fn balance(raw: &ExposeTable, p: &mut Problems) -> Option<Balance> {
+    let kind = raw.balance.get()?;
+    if kind != BalanceName::Hash
+        && let Some(h) = raw.hash_on.span()
+    {
+        p.push(h, "`hash_on` needs balance = \"hash\"");
+    }
+    if kind != BalanceName::Weighted
+        && let Some(w) = raw.weights.span()
+    {
+        p.push(w, "`weights` needs balance = \"weighted\"");
+    }
+    Some(match kind {
+        BalanceName::P2c => Balance::P2c,
+        BalanceName::RoundRobin => Balance::RoundRobin,
+        BalanceName::LeastRequest => Balance::LeastRequest,
+        BalanceName::Weighted => match &raw.weights {
+            Field::Absent => {
+                p.push(
+                    raw.span.clone(),
+                    "balance = \"weighted\" needs `weights = [..]`, one per replica index",
+                );
+                return None;
+            }
+            w => Balance::Weighted(w.value()?.iter().map(|w| *w.get_ref()).collect()),
+        },
+        BalanceName::Hash => match &raw.hash_on {
+            Field::Absent => {
+                p.push(
+                    raw.span.clone(),
+                    "balance = \"hash\" needs `hash_on`: \"header:NAME\", \"cookie:NAME\" or \
+                     \"client-address\"",
+                );
+                return None;
+            }
+            h => Balance::Hash(h.get()?),
+        },
+    })
+}
+
+fn timeouts(t: &TimeoutsTable) -> Option<Timeouts> {
+    Some(Timeouts {
+        connect: t.connect.get()?,
+        request: t.request.get()?,
+        idle: t.idle.get()?,
+        header_read: t.header_read.get()?,
+    })
+}
+
+fn retries(t: &RetriesTable) -> Option<Retries> {
+    let mut on = RetryOn {
+        connect_failure: false,
+        reset: false,
+        per_try_timeout: false,
+        status_5xx: false,
+        gateway_error: false,
+        statuses: t.statuses.value()?.iter().map(|s| *s.get_ref()).collect(),
+    };
+    for c in t.on.value()? {
+        match c.get_ref() {
+            RetryCondition::ConnectFailure => on.connect_failure = true,
+            RetryCondition::Reset => on.reset = true,
+            RetryCondition::PerTryTimeout => on.per_try_timeout = true,
+            RetryCondition::Status5xx => on.status_5xx = true,
+            RetryCondition::GatewayError => on.gateway_error = true,
+            RetryCondition::Status => {}
+        }
+    }
+    Some(Retries {
+        attempts: t.attempts.get()?,
+        on,
+        per_try_timeout: t.per_try_timeout.get()?,
+        backoff: t.backoff.get()?,
+        budget_percent: t.budget_percent.get()?,
+        budget_min_per_second: t.budget_min_per_second.get()?,
+        all_methods: t.methods.get()?,
+        max_body: t.max_body.get()?,
+    })
+}
+
+/// Invariant: `base_ejection <= max_ejection`.
+fn outlier(t: &OutlierTable, p: &mut Problems) -> Option<Outlier> {
+    let (base, max) = (t.base_ejection.get()?, t.max_ejection.get()?);
+    if base > max {
+        p.push(
+            t.span.clone(),
+            format!("outlier `base_ejection` ({base:?}) must not exceed `max_ejection` ({max:?})"),
+        );
+        return None;
+    }
+    Some(Outlier {
+        enabled: t.enabled.get()?,
+        consecutive_5xx: t.consecutive_5xx.get()?,
+        consecutive_gateway_errors: t.consecutive_gateway_errors.get()?,
+        success_rate: t.success_rate.get()?,
+        success_rate_min_requests: t.success_rate_min_requests.get()?,
+        success_rate_window: t.success_rate_window.get()?,
+        base_ejection: base,
+        max_ejection: max,
+        max_ejection_percent: t.max_ejection_percent.get()?,
+        panic_threshold: t.panic_threshold.get()?,
+        restart_ejected: t.restart_ejected.get()?,
+    })
+}
+
+fn breaker(t: &BreakerTable) -> Option<Breaker> {
+    let cooldown = t.cooldown.get()?;
+    Some(Breaker {
+        consecutive_failures: t.consecutive_failures.get()?,
+        cooldown,
+        max_cooldown: t.max_cooldown.get()?.max(cooldown),
+    })
+}
+
+fn limits(t: &LimitsTable) -> Option<Limits> {
+    Some(Limits {
+        max_connections: t.max_connections.get()?,
+        max_inflight: t.max_inflight.get()?,
+        queue: t.queue.get()?,
+        queue_timeout: t.queue_timeout.get()?,
+    })
+}
+
+/// Exactly one of `delay`, `abort`, `reset`, and `percent` or `header` to say when.
+fn fault(t: &FaultTable, p: &mut Problems) -> Option<Fault> {
+    let chosen = [
+        t.delay.is_present(),
+        t.abort.is_present(),
+        t.reset.is_present(),
+    ];
+    if chosen.iter().filter(|c| **c).count() != 1 {
+        p.push(
+            t.span.clone(),
+            format!(
+                "{} needs exactly one of `delay = \"100ms\"`, `abort = 503` or `reset = true`",
+                t.label
+            ),
+        );
+        return None;
+    }
+    if !t.percent.is_present() && !t.header.is_present() {
+        p.push(
+            t.span.clone(),
+            format!("{} needs `percent` (0 to 100) or `header`", t.label),
+        );
+        return None;
+    }
+    if t.reset.get() == Some(false) {
+        p.push(
+            t.span.clone(),
+            "`reset = false` is not a fault; remove the entry",
+        );
+        return None;
+    }
+    let header = match &t.header {
+        Field::Absent => None,
+        h => Some(h.get()?.to_ascii_lowercase()),
+    };
+    // Header-triggered faults apply to every request that carries the header by default.
+    let percent = match &t.percent {
+        Field::Absent => 100.0,
+        f => f.get()?,
+    };
+    let action = match (&t.delay, &t.abort) {
+        (Field::Given(d), _) => FaultAction::Delay(*d.get_ref()),
+        (_, Field::Given(a)) => FaultAction::Abort(*a.get_ref()),
+        (Field::Invalid, _) | (_, Field::Invalid) => return None,
+        _ => FaultAction::Reset,
+    };
+    Some(Fault {
+        percent,
+        header,
+        action,
+    })
+}
+
+/// The keys of `type` apply; the others are ignored.
+fn toxic(t: &ToxicTable) -> Option<Toxic> {
+    let kind = match t.kind.get()? {
+        ToxicType::Latency => ToxicKind::Latency {
+            latency: t.latency.get()?,
+            jitter: t.jitter.get()?,
+        },
+        ToxicType::Bandwidth => ToxicKind::Bandwidth {
+            rate: t.rate.get()?,
+        },
+        ToxicType::ResetPeer => ToxicKind::ResetPeer {
+            timeout: t.timeout.get()?,
+        },
+        ToxicType::Timeout => ToxicKind::Timeout {
+            timeout: t.timeout.get()?,
+        },
+        ToxicType::SlowClose => ToxicKind::SlowClose {
+            delay: t.delay.get()?,
+        },
+        ToxicType::Slicer => ToxicKind::Slicer {
+            average_size: t.average_size.get()?,
+            size_variation: t.size_variation.get()?,
+            delay: t.delay.get()?,
+        },
+        ToxicType::LimitData => ToxicKind::LimitData {
+            bytes: t.bytes.get()?,
+        },
+    };
+    Some(Toxic {
+        kind,
+        toxicity: t.toxicity.get()?,
+        direction: t.direction.get()?,
+    })
+}
+
+/// Exactly one of `weight` and `header`.
+fn route(t: &RouteTable, targets: &mut Vec<Spanned<String>>, p: &mut Problems) -> Option<Route> {
+    let to = t.to.given()?.clone();
+    targets.push(to.clone());
+    let matcher = match (&t.weight, &t.header) {
+        (Field::Given(w), Field::Absent) => RouteMatch::Weight(*w.get_ref()),
+        (Field::Absent, Field::Given(h)) => {
+            let (name, value) = h.get_ref().clone();
+            RouteMatch::Header { name, value }
+        }
+        (Field::Invalid, _) | (_, Field::Invalid) => return None,
+        _ => {
+            p.push(
+                t.span.clone(),
+                format!(
+                    "{} needs exactly one of `weight` (percent) or `header = \"NAME: VALUE\"`",
+                    t.label
+                ),
+            );
+            return None;
+        }
+    };
+    Some(Route {
+        to: to.into_inner(),
+        matcher,
+    })
+}
+
+impl Expose {
+    /// An exposed service with every policy at its declared default.
+    pub fn new(listen: SocketAddr) -> Self {
+        let raw: ExposeTable = super::omitted("expose");
+        let mut p = Problems::default();
+        Expose {
+            listen,
+            protocol: raw.protocol.get().unwrap_or(Protocol::Http),
+            balance: Balance::P2c,
+            slow_start: raw.slow_start.get().unwrap_or_default(),
+            upstream_http2: raw.upstream.get().unwrap_or(false),
+            request_id_header: raw.request_id_header.get().unwrap_or_default(),
+            timeouts: Timeouts::default(),
+            retries: Retries::default(),
+            hedge: None,
+            outlier: raw
+                .outlier
+                .value()
+                .and_then(|o| outlier(o, &mut p))
+                .unwrap_or_default(),
+            breaker: Breaker::default(),
+            limits: Limits::default(),
+            rate_limit: None,
+            faults: Vec::new(),
+            toxics: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// The domain defaults are the declared ones: read from a table left out.
+macro_rules! declared_default {
+    ($($Type:ident from $Table:ident by $build:expr;)*) => {$(
+        impl Default for $Type {
+            fn default() -> Self {
+                let raw: $Table = super::omitted(stringify!($Type));
+                $build(&raw).expect("the declared defaults are valid")
+            }
+        }
+    )*};
+}
+
+declared_default! {
+    Timeouts from TimeoutsTable by timeouts;
+    Retries from RetriesTable by retries;
+    Breaker from BreakerTable by breaker;
+    Limits from LimitsTable by limits;
+    Outlier from OutlierTable by |t| outlier(t, &mut Problems::default());
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        Retries::default().on
+    }
+}

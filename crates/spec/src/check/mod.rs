@@ -1,0 +1,131 @@
+//! What relates several keys, and the domain types built from the read tables.
+//!
+//! Each key's own type, range and default were checked by the reader (`schema`, from the
+//! declarations in `keys`); here are the rules between keys (exactly one of, dependency
+//! cycles, address clashes, TCP vs HTTP options), one module per topic. Checks record their
+//! problem and go on; a check that relates two values only looks at values that are valid
+//! themselves, so one typo never shows up as three errors. [`stack`] returns `None` as soon
+//! as anything was reported, so stand-in values never escape.
+
+mod alerts;
+mod deps;
+mod expose;
+mod probe;
+mod service;
+mod slo;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::keys::{ApiTable, StackTable};
+use crate::model::{Api, JournalSettings, Stack, SupervisorSettings};
+use crate::problem::Problems;
+use crate::schema::{Field, Section, Table};
+
+/// Checks the read file into a [`Stack`], recording every problem in `p`. Relative `cwd`
+/// values are joined onto `base_dir` (the stack file's directory).
+pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Option<Stack> {
+    let api = raw.api.value().and_then(|a| api(a, p));
+    let journal = raw.journal.value().and_then(|j| {
+        Some(JournalSettings {
+            retention: j.retention.get()?,
+        })
+    });
+    let supervisor = raw.supervisor.value().and_then(|s| {
+        Some(SupervisorSettings {
+            max_concurrent_restarts: s.max_concurrent_restarts.get()?,
+        })
+    });
+    let alerts = raw.alerts.value().and_then(|a| alerts::alerts(a, p));
+
+    let services = match &raw.services {
+        Field::Given(s) => s.get_ref().as_slice(),
+        _ => &[],
+    };
+    if services.is_empty() && !matches!(raw.services, Field::Invalid) {
+        p.push(
+            raw.services.span().unwrap_or(raw.span.clone()),
+            "no services defined; add a [services.NAME] table with at least `run = [...]`",
+        );
+    }
+    let mut checked: Vec<service::Checked> = services
+        .iter()
+        .map(|(name, s)| service::service(name, s.get_ref(), base_dir, p))
+        .collect();
+    let order = deps::dependency_order(&mut checked, p);
+    deps::check_addresses(&checked, api.as_ref().map(|a| a.listen), p);
+    deps::check_routes(&checked, p);
+
+    if !p.is_empty() {
+        return None;
+    }
+    let mut slots: Vec<Option<_>> = checked.into_iter().map(|c| Some(c.service)).collect();
+    let services = order
+        .into_iter()
+        .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+        .collect();
+    Some(Stack {
+        services,
+        api: api?,
+        supervisor: supervisor?,
+        alerts: alerts?,
+        journal: journal?,
+    })
+}
+
+/// `[api]`: a non-loopback address must be asked for in so many words, because the API
+/// speaks plain HTTP and its token is all that guards it.
+fn api(raw: &ApiTable, p: &mut Problems) -> Option<Api> {
+    let listen: SocketAddr = raw.listen.get()?;
+    let allow_remote = raw.allow_remote.get()?;
+    if let Some(v) = raw.listen.given()
+        && !allow_remote
+        && !listen.ip().is_loopback()
+    {
+        p.push(
+            v.span(),
+            format!(
+                "[api] listen = \"{listen}\" is not a loopback address; the API speaks plain \
+                 HTTP with a bearer token, so reaching it from other machines must be asked \
+                 for: add `allow_remote = true` to [api], or listen on 127.0.0.1"
+            ),
+        );
+        return None;
+    }
+    Some(Api {
+        listen,
+        allow_remote,
+    })
+}
+
+/// A table left out, every key at its declared default (for the domain types' defaults).
+pub(crate) fn omitted<S: Section>(name: &str) -> S {
+    S::read(
+        &Table::new(None, 0..0, name.to_owned(), name),
+        &mut Problems::default(),
+    )
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        api(&omitted("api"), &mut Problems::default()).expect("the declared defaults are valid")
+    }
+}
+
+impl Default for SupervisorSettings {
+    fn default() -> Self {
+        let raw: crate::keys::SupervisorTable = omitted("supervisor");
+        SupervisorSettings {
+            max_concurrent_restarts: raw.max_concurrent_restarts.get().unwrap_or(1),
+        }
+    }
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        let raw: crate::keys::JournalTable = omitted("journal");
+        JournalSettings {
+            retention: raw.retention.get().unwrap_or_default(),
+        }
+    }
+}

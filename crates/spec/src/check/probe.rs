@@ -1,0 +1,107 @@
+//! Probes: exactly one action, and the Kubernetes rule on `success_threshold`.
+
+use crate::keys::ProbeTable;
+use crate::model::{Probe, ProbeAction, ProbeKind};
+use crate::problem::{Problems, backticked};
+use crate::schema::Field;
+
+const ACTIONS: [&str; 3] = ["http", "tcp", "exec"];
+
+pub(super) fn probe(field: &Field<ProbeTable>, kind: ProbeKind, p: &mut Problems) -> Option<Probe> {
+    let raw = field.given()?.get_ref();
+    let action = action(raw, p);
+    // As in Kubernetes: one success is enough to show a process is alive or has started;
+    // asking for more only delays a restart decision that failures already drive.
+    if let (ProbeKind::Liveness | ProbeKind::Startup, Some(v)) =
+        (kind, raw.success_threshold.given())
+        && *v.get_ref() != 1
+    {
+        p.push(
+            v.span(),
+            format!(
+                "`success_threshold` must be 1 for {} probes, found {} (as in Kubernetes, \
+                 only readiness probes may require several consecutive successes)",
+                kind.as_str(),
+                v.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(Probe {
+        action: action?,
+        period: raw.period.get()?,
+        timeout: raw.timeout.get()?,
+        initial_delay: raw.initial_delay.get()?,
+        failure_threshold: raw.failure_threshold.get()?,
+        success_threshold: raw.success_threshold.get()?,
+    })
+}
+
+/// The probe's action. Every action key given was checked by the reader, even when there
+/// are too many, so fixing the count does not reveal a new error in the one that stays.
+fn action(raw: &ProbeTable, p: &mut Problems) -> Option<ProbeAction> {
+    if let Some(tcp) = raw.tcp.given()
+        && !*tcp.get_ref()
+    {
+        p.push(
+            tcp.span(),
+            "`tcp = false` is not a probe action; use `tcp = true` to probe by connecting to \
+             the replica's port, or set `http` or `exec` instead",
+        );
+    }
+    let keys: Vec<&(String, _, _)> = raw
+        .written
+        .iter()
+        .filter(|(k, _, _)| ACTIONS.contains(&k.as_str()))
+        .collect();
+    match keys.as_slice() {
+        [] => {
+            p.push(
+                raw.span.clone(),
+                format!(
+                    "no probe action in {}; set exactly one of `http = \"/path\"`, \
+                     `tcp = true` or `exec = [\"cmd\", \"arg\"]`",
+                    raw.label
+                ),
+            );
+            None
+        }
+        [_, (_, second, _), ..] => {
+            let names: Vec<&str> = keys.iter().map(|(k, _, _)| k.as_str()).collect();
+            p.push(
+                second.clone(),
+                format!(
+                    "more than one probe action in {} ({}); set exactly one",
+                    raw.label,
+                    backticked(&names)
+                ),
+            );
+            None
+        }
+        // `None` below means the one action was invalid, which was reported already.
+        [_] => {
+            let http = raw.http.get().map(|path| ProbeAction::Http { path });
+            let tcp = raw.tcp.get().filter(|t| *t).map(|_| ProbeAction::Tcp);
+            let exec = raw.exec.get().map(|command| ProbeAction::Exec { command });
+            http.or(tcp).or(exec)
+        }
+    }
+}
+
+impl Probe {
+    /// A probe of `kind` with every timing at its declared default.
+    ///
+    /// Startup polls faster (250ms) and tolerates 120 failures: 30 s to come up, during
+    /// which liveness does not run, so a slow start is not mistaken for a crash loop.
+    pub fn defaults(kind: ProbeKind, action: ProbeAction) -> Probe {
+        let raw: ProbeTable = super::omitted(kind.as_str());
+        Probe {
+            action,
+            period: raw.period.get().unwrap_or_default(),
+            timeout: raw.timeout.get().unwrap_or_default(),
+            initial_delay: raw.initial_delay.get().unwrap_or_default(),
+            failure_threshold: raw.failure_threshold.get().unwrap_or(1),
+            success_threshold: raw.success_threshold.get().unwrap_or(1),
+        }
+    }
+}

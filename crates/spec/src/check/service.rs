@@ -1,0 +1,188 @@
+//! `[services.NAME]`: one service, its restart rules and environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use toml::Spanned;
+
+use crate::keys::{BackoffTable, RestartRuleTable, ServiceTable};
+use crate::model::{Backoff, Probe, ProbeAction, ProbeKind, RestartRule, Service};
+use crate::problem::Problems;
+use crate::schema::Field;
+
+/// A service plus what the stack-wide checks need to point at.
+pub(super) struct Checked {
+    pub service: Service,
+    /// `depends_on` as written, with spans.
+    pub depends_on: Option<Spanned<Vec<Spanned<String>>>>,
+    pub listen: Option<Spanned<SocketAddr>>,
+    /// `to` of the service's routes, checked against the other services.
+    pub route_targets: Vec<Spanned<String>>,
+}
+
+pub(super) fn service(
+    name: &Spanned<String>,
+    raw: &ServiceTable,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Checked {
+    let name_str = name.get_ref().clone();
+    if !valid_service_name(&name_str) {
+        p.push(
+            name.span(),
+            format!(
+                "invalid service name `{name_str}`: a name starts with an ASCII letter and \
+                 contains only ASCII letters, digits, `-` and `_`"
+            ),
+        );
+    }
+    let restart_rules = match &raw.restart_rules {
+        Field::Given(rules) => rules.get_ref().iter().filter_map(restart_rule).collect(),
+        _ => Vec::new(),
+    };
+    let backoff = raw
+        .backoff
+        .value()
+        .map_or_else(Backoff::default, |b| backoff(b, p));
+    let startup = super::probe::probe(&raw.startup, ProbeKind::Startup, p);
+    let liveness = super::probe::probe(&raw.liveness, ProbeKind::Liveness, p);
+    let mut readiness = super::probe::probe(&raw.readiness, ProbeKind::Readiness, p);
+    let (expose, listen, route_targets) = match raw.expose.given() {
+        Some(e) => super::expose::expose(e, p),
+        None => (None, None, Vec::new()),
+    };
+    // A replica is routable only once something answers on its port; without this the
+    // proxy would send traffic to replicas that are still starting.
+    if expose.is_some() && !raw.readiness.is_present() {
+        readiness = Some(Probe::defaults(ProbeKind::Readiness, ProbeAction::Tcp));
+    }
+    let slos = match raw.slo.given() {
+        Some(list) => super::slo::slos(&name_str, list.get_ref(), p),
+        None => Vec::new(),
+    };
+    // An invalid `expose` was reported already; only a missing one is this problem.
+    if let Some(list) = raw.slo.given()
+        && !raw.expose.is_present()
+    {
+        p.push(
+            list.span(),
+            format!(
+                "service `{name_str}` has SLOs but no [services.{name_str}.expose]: SLIs are \
+                 measured by bulwark's proxy from the requests it forwards, so only an exposed \
+                 service can have an SLO; add [services.{name_str}.expose] with a `listen` \
+                 address, or remove the [[services.{name_str}.slo]] tables"
+            ),
+        );
+    }
+    Checked {
+        route_targets,
+        depends_on: raw.depends_on.given().cloned(),
+        listen,
+        service: Service {
+            run: raw.run.get().unwrap_or_default(),
+            replicas: raw.replicas.get().unwrap_or(1),
+            restart: raw.restart.get().unwrap_or(crate::RestartPolicy::Always),
+            restart_rules,
+            env: env(&raw.env, p),
+            cwd: raw.cwd.given().map(|c| base_dir.join(c.get_ref())),
+            stop_signal: raw.stop_signal.get().unwrap_or(crate::Signal::SIGTERM),
+            stop_grace: raw.stop_grace.get().unwrap_or_default(),
+            backoff,
+            startup,
+            liveness,
+            readiness,
+            // Filled in by `dependency_order`, once names are known to exist.
+            depends_on: Vec::new(),
+            expose,
+            slos,
+            name: name_str,
+        },
+    }
+}
+
+/// Names show up in URLs, metric labels, log prefixes and `{service}` substitutions, so
+/// they are kept to a set of characters that is safe in all of them.
+fn valid_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn restart_rule(raw: &RestartRuleTable) -> Option<RestartRule> {
+    Some(RestartRule {
+        exit_codes: raw
+            .exit_codes
+            .value()?
+            .iter()
+            .map(|c| *c.get_ref())
+            .collect(),
+        action: raw.action.get()?,
+    })
+}
+
+/// Names must be non-empty and hold neither `=` nor NUL; values must not hold NUL.
+fn env(
+    field: &Field<Vec<(Spanned<String>, Spanned<String>)>>,
+    p: &mut Problems,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, value) in field.value().into_iter().flatten() {
+        let n = name.get_ref();
+        if n.is_empty() || n.contains(['=', '\0']) {
+            p.push(
+                name.span(),
+                format!(
+                    "invalid environment variable name {n:?}: it must be non-empty and \
+                     contain neither `=` nor a NUL character"
+                ),
+            );
+        } else if value.get_ref().contains('\0') {
+            p.push(
+                value.span(),
+                format!("`env.{n}` must not contain a NUL character"),
+            );
+        } else {
+            out.insert(n.clone(), value.get_ref().clone());
+        }
+    }
+    out
+}
+
+/// Invariant: `initial <= max`.
+fn backoff(raw: &BackoffTable, p: &mut Problems) -> Backoff {
+    let d = Backoff::default();
+    if let (Some(initial), Some(max)) = (raw.initial.get(), raw.max.get())
+        && initial > max
+    {
+        p.push(
+            raw.initial.span().or(raw.max.span()).unwrap_or_default(),
+            format!(
+                "backoff `initial` ({}) must not exceed `max` ({})",
+                humantime::format_duration(initial),
+                humantime::format_duration(max)
+            ),
+        );
+    }
+    Backoff {
+        initial: raw.initial.get().unwrap_or(d.initial),
+        max: raw.max.get().unwrap_or(d.max),
+        reset_after: raw.reset_after.get().unwrap_or(d.reset_after),
+        multiplier: raw.multiplier.get().unwrap_or(d.multiplier),
+        jitter: raw.jitter.get().unwrap_or(d.jitter),
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        let raw: BackoffTable = super::omitted("backoff");
+        let get = |f: &Field<std::time::Duration>| f.get().unwrap_or_default();
+        Backoff {
+            initial: get(&raw.initial),
+            max: get(&raw.max),
+            reset_after: get(&raw.reset_after),
+            multiplier: raw.multiplier.get().unwrap_or(1.0),
+            jitter: raw.jitter.get().unwrap_or(0.0),
+        }
+    }
+}

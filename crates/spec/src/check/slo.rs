@@ -1,0 +1,155 @@
+//! `[[services.NAME.slo]]`: unique names, a kind with its own keys, a plausible objective.
+
+use std::time::Duration;
+
+use crate::keys::{SloAlertsTable, SloKindName, SloTable};
+use crate::model::{Slo, SloAlerts, SloKind};
+use crate::problem::Problems;
+
+/// Each SLO checked on its own, then names for uniqueness.
+pub(super) fn slos(service: &str, list: &[SloTable], p: &mut Problems) -> Vec<Slo> {
+    let mut out = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for raw in list {
+        if let Some(name) = raw.name.given() {
+            let n = name.get_ref().as_str();
+            if seen.contains(&n) {
+                p.push(
+                    name.span(),
+                    format!(
+                        "duplicate SLO name `{n}` in service `{service}`: each \
+                         [[services.{service}.slo]] needs a name of its own"
+                    ),
+                );
+            }
+            seen.push(n);
+        }
+        if let Some(slo) = slo(raw, p) {
+            out.push(slo);
+        }
+    }
+    out
+}
+
+fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
+    let objective = raw.objective.given().and_then(|o| {
+        let v = *o.get_ref();
+        // `objective = 0.999` is almost always a fraction written for a percentage, and an
+        // objective under 1 % means nothing.
+        if v >= 1.0 {
+            return Some(percent_to_fraction(v));
+        }
+        let percent = clean_number(v * 100.0);
+        p.push(
+            o.span(),
+            format!(
+                "`objective` is a percentage: {v} means {v} % of requests; for {percent} % write \
+                 objective = {percent}"
+            ),
+        );
+        None
+    });
+    let period = raw.period.get().filter(|d| {
+        if *d >= MIN_PERIOD {
+            return true;
+        }
+        if let Some(v) = raw.period.span() {
+            p.push(
+                v,
+                format!(
+                    "`period` must be at least 1m, found {:?}; SLO periods are usually \"30d\" \
+                     or \"28d\", and short ones such as \"1h\" are for trying things out",
+                    humantime::format_duration(*d).to_string()
+                ),
+            );
+        }
+        false
+    });
+    let kind = match raw.kind.get() {
+        None => None,
+        Some(SloKindName::Availability) => {
+            if let Some(t) = raw.threshold.span() {
+                p.push(
+                    t,
+                    "`threshold` is only for latency SLOs (kind = \"latency\"); an availability \
+                     SLO counts failed requests, whatever their latency",
+                );
+                None
+            } else {
+                Some(SloKind::Availability {
+                    count_429: raw.count_429_as_error.get()?,
+                })
+            }
+        }
+        Some(SloKindName::Latency) => {
+            if let Some(c) = raw.count_429_as_error.span() {
+                p.push(
+                    c,
+                    "`count_429_as_error` is only for availability SLOs (kind = \
+                     \"availability\"); a latency SLO counts successful requests only",
+                );
+            }
+            if !raw.threshold.is_present() {
+                p.push(
+                    raw.span.clone(),
+                    format!(
+                        "missing required field `threshold` in {} (kind = \"latency\"): the \
+                         latency a request must beat to count as good, for example \
+                         threshold = \"300ms\"",
+                        raw.label
+                    ),
+                );
+            }
+            raw.threshold
+                .get()
+                .map(|threshold| SloKind::Latency { threshold })
+        }
+    };
+    Some(Slo {
+        name: raw.name.get()?,
+        kind: kind?,
+        objective: objective?,
+        period: period?,
+        alerts: slo_alerts(raw.alerts.value()?)?,
+    })
+}
+
+/// The shortest SLO period: shorter ones measure nothing.
+const MIN_PERIOD: Duration = Duration::from_secs(60);
+
+fn slo_alerts(raw: &SloAlertsTable) -> Option<SloAlerts> {
+    Some(SloAlerts {
+        page: raw.page.get()?,
+        ticket: raw.ticket.get()?,
+        min_requests: raw.min_requests.get()?,
+        // "0s" switches the alert off, like leaving it out.
+        no_data: raw.no_data.get().map(|d| (!d.is_zero()).then_some(d))?,
+    })
+}
+
+impl Default for SloAlerts {
+    fn default() -> Self {
+        slo_alerts(&super::omitted("alerts")).expect("the declared defaults are valid")
+    }
+}
+
+/// `99.9` → `0.999`, the double nearest the decimal the user wrote, not `99.9 / 100`
+/// (`0.9990000000000001`): the shortest decimal form of `v` with its exponent lowered by
+/// two, parsed again. Exported rules print the objective, and should print what the file
+/// says.
+fn percent_to_fraction(v: f64) -> f64 {
+    let text = format!("{v:e}");
+    text.split_once('e')
+        .and_then(|(digits, exp)| {
+            let exp: i32 = exp.parse().ok()?;
+            format!("{digits}e{}", exp - 2).parse().ok()
+        })
+        .unwrap_or(v / 100.0)
+}
+
+/// `99.9` rather than `99.89999999999999`: at most 9 decimals, trailing zeros dropped.
+fn clean_number(v: f64) -> String {
+    let s = format!("{v:.9}");
+    let s = s.trim_end_matches('0');
+    s.trim_end_matches('.').to_owned()
+}

@@ -1,0 +1,622 @@
+//! Every key of the stack file, declared once: its type, its kind (TOML type, range or
+//! choices), its default and its doc. The reader, the reference (`docs/stack-file.md`),
+//! the JSON Schema and `bulwark explain` all come from here.
+//!
+//! To add a key: one entry here, then its use in `check` (where the domain type is built).
+//! `cargo test -p spec` then fails until `docs/stack-file.md` is regenerated
+//! (`BULWARK_BLESS=1 cargo test -p spec reference`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::model::{Direction, HashOn, Protocol, RateKey, RestartAction, RestartPolicy, Signal};
+use crate::schema::{
+    TABLE, address, boolean, by_table, choice, command, duration, int, list, map, number, optional,
+    required, string, table, tables, text,
+};
+use crate::section;
+
+/// A count with no upper limit but the type's.
+const MANY: i64 = u32::MAX as i64;
+
+section! {
+    /// The stack file.
+    pub(crate) struct StackTable {
+        /// The services, one `[services.NAME]` table each. NAME starts with an ASCII letter
+        /// and holds ASCII letters, digits, `-` and `_`.
+        services: Vec<(Spanned<String>, Spanned<ServiceTable>)> =
+            map("NAME", table::<ServiceTable>()), optional("");
+        /// The local control API served by `bulwark up`.
+        api: ApiTable = table::<ApiTable>(), TABLE;
+        /// Stack-wide supervision limits.
+        supervisor: SupervisorTable = table::<SupervisorTable>(), TABLE;
+        /// How alert notifications are grouped and where they go.
+        alerts: AlertsTable = table::<AlertsTable>(), TABLE;
+        /// How long the durable journal keeps what it records.
+        journal: JournalTable = table::<JournalTable>(), TABLE;
+    }
+}
+
+section! {
+    /// The local control API served by `bulwark up`.
+    pub(crate) struct ApiTable {
+        /// The API's address; port 0 picks a free one (written to the state directory).
+        /// A non-loopback address needs `allow_remote`.
+        listen: SocketAddr = address(), r#""127.0.0.1:7700""#;
+        /// Serve the API on a non-loopback address (plain HTTP, guarded by its token).
+        allow_remote: bool = boolean(), "false";
+    }
+}
+
+section! {
+    /// Stack-wide supervision limits.
+    pub(crate) struct SupervisorTable {
+        /// Replicas restarting (spawned, not yet started) at once across the whole stack:
+        /// the restart-storm guard.
+        max_concurrent_restarts: u32 = int(1, MANY), "8";
+    }
+}
+
+section! {
+    /// How long the durable journal keeps what it records.
+    pub(crate) struct JournalTable {
+        /// Resolved alerts, ended incidents and expired silences older than this are
+        /// pruned, at start and hourly.
+        retention: Duration = duration().long(), r#""30d""#;
+    }
+}
+
+section! {
+    /// How alert notifications are grouped and where they go.
+    pub(crate) struct AlertsTable {
+        /// Notices of one service arriving within this long go out together
+        /// (Alertmanager's 30s is tuned for fleets; one machine wants to know sooner).
+        group_wait: Duration = duration(), r#""1s""#;
+        /// A still-firing alert is notified again after this long; "0s" turns reminders off.
+        repeat_interval: Duration = duration().long(), r#""4h""#;
+        /// Where notifications go; each entry has exactly one of `log`, `webhook`, `exec`.
+        sinks: Vec<SinkTable> = tables::<SinkTable>(), optional("one `log` sink");
+    }
+}
+
+section! {
+    /// An alert sink: exactly one of `log = true`, `webhook = "http://…"`, `exec = [..]`.
+    pub(crate) struct SinkTable {
+        /// Write notifications to bulwark's log.
+        log: bool = boolean(), optional("");
+        /// POST each notification as JSON (Alertmanager-like), retried with backoff.
+        webhook: http::Uri = text("an http:// URL such as \"http://127.0.0.1:9000/hook\"", webhook_url),
+            optional("");
+        /// Run this command with the JSON notification on stdin.
+        exec: Vec<String> = command(), optional("");
+        /// How long one delivery may take (a command's process group is then killed).
+        timeout: Duration = duration().positive(), r#""5s""#;
+        /// Webhook tries in all before the notification is dropped.
+        attempts: u32 = int(1, 100), "5";
+    }
+}
+
+fn webhook_url(s: &str) -> Result<http::Uri, String> {
+    s.parse::<http::Uri>()
+        .ok()
+        .filter(|u| u.scheme_str() == Some("http") && u.host().is_some_and(|h| !h.is_empty()))
+        .ok_or_else(|| " (https is not supported yet: put a local relay in front)".to_owned())
+}
+
+section! {
+    /// One supervised program, run as one or more replicas.
+    pub(crate) struct ServiceTable {
+        /// The command and its arguments, never through a shell. `{bulwark}` (this binary),
+        /// `{port}` (the replica's port, also `$PORT`), `{index}` and `{service}` are
+        /// substituted; an empty argument is passed as is, only the program must be named.
+        run: Vec<String> = command(), required(r#"run = ["./server", "--port", "{port}"]"#);
+        /// How many copies run at once.
+        replicas: u32 = int(0, 1000), "1";
+        /// Whether a replica whose process exited is started again: `on-failure` after a
+        /// non-zero exit or death by a signal.
+        restart: RestartPolicy = choice(&[
+            ("always", RestartPolicy::Always),
+            ("on-failure", RestartPolicy::OnFailure),
+            ("never", RestartPolicy::Never),
+        ]), r#""always""#;
+        /// Rules checked in order before `restart`; death by a signal matches none.
+        restart_rules: Vec<RestartRuleTable> = tables::<RestartRuleTable>(), optional("");
+        /// Environment variables (strings). Replicas also get `PORT`, `BULWARK_SERVICE`,
+        /// `BULWARK_INDEX` and `BULWARK_REPLICA`.
+        env: Vec<(Spanned<String>, Spanned<String>)> = map("NAME", string().quote_hint()), optional("");
+        /// The working directory, relative to the stack file's directory.
+        cwd: String = text("a directory path", directory), optional("bulwark's own");
+        /// The signal that asks a replica to stop, sent to its process group (then SIGCONT,
+        /// so a stopped process can act on it). `TERM`, `sigterm` and `SIGTERM` all work.
+        stop_signal: Signal = text("a signal name such as \"SIGTERM\", \"INT\" or \"QUIT\"", signal),
+            r#""SIGTERM""#;
+        /// Drain and stop signal, then SIGKILL of the whole process group after this long.
+        stop_grace: Duration = duration(), r#""10s""#;
+        /// Services started first, each until it has a ready replica; stopped after this one.
+        depends_on: Vec<Spanned<String>> = list(string()), optional("");
+        /// Delays between restarts of a replica that keeps exiting.
+        backoff: BackoffTable = table::<BackoffTable>(), TABLE;
+        /// Gates liveness and readiness until the replica has come up.
+        startup: ProbeTable = table::<ProbeTable>(), optional("no startup probe");
+        /// Restarts the replica when it fails `failure_threshold` times in a row.
+        liveness: ProbeTable = table::<ProbeTable>(), optional("no liveness probe");
+        /// Takes the replica out of the balancer while failing. With `expose` and no
+        /// readiness probe, a TCP readiness probe is implied.
+        readiness: ProbeTable = table::<ProbeTable>(), optional("none, or TCP with `expose`");
+        /// The proxy in front of the service.
+        expose: ExposeTable = table::<ExposeTable>(), optional("not exposed");
+        /// Service-level objectives, measured by the proxy (needs `expose`).
+        slo: Vec<SloTable> = tables::<SloTable>(), optional("");
+    }
+}
+
+fn directory(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("; omit it to use the stack file's directory".into())
+    } else if s.contains('\0') {
+        Err("; it must not contain a NUL character".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+/// `TERM`, `sigterm` and `SIGTERM` all name the same signal: people write all three.
+fn signal(s: &str) -> Result<Signal, String> {
+    use std::str::FromStr;
+    let upper = s.trim().to_ascii_uppercase();
+    let bare = upper.trim_start_matches("SIG");
+    Signal::from_str(&format!("SIG{bare}")).map_err(|_| {
+        let names: Vec<&str> = Signal::iterator().map(|s| s.as_str()).collect();
+        crate::problem::suggest(bare, names.iter().map(|n| n.trim_start_matches("SIG")))
+            .map(|s| format!("; did you mean \"SIG{s}\"?"))
+            .unwrap_or_default()
+    })
+}
+
+section! {
+    /// A restart rule: `{ exit_codes = [3], action = "stop" }`.
+    pub(crate) struct RestartRuleTable {
+        /// The exit codes the rule matches.
+        exit_codes: Vec<Spanned<i32>> =
+            list(int(0, 255)).non_empty("list the exit codes this rule applies to"), required("");
+        /// What to do when it matches.
+        action: RestartAction = choice(&[
+            ("restart", RestartAction::Restart),
+            ("stop", RestartAction::Stop),
+        ]), required("");
+    }
+}
+
+section! {
+    /// Crash-loop backoff: the restart delay grows from `initial` to `max`.
+    pub(crate) struct BackoffTable {
+        /// The first delay.
+        initial: Duration = duration().positive(), r#""250ms""#;
+        /// The longest delay.
+        max: Duration = duration(), r#""30s""#;
+        /// A replica that stayed up this long has its backoff reset.
+        reset_after: Duration = duration(), r#""60s""#;
+        /// How much each delay grows over the previous one.
+        multiplier: f64 = number(1.0, f64::MAX), "2.0";
+        /// Fraction by which a delay may be shortened at random (never below `initial`).
+        jitter: f64 = number(0.0, 1.0).below_max(), "0.2";
+    }
+}
+
+section! {
+    /// A probe: exactly one of `http`, `tcp`, `exec`, and its timings (as in Kubernetes).
+    pub(crate) struct ProbeTable {
+        /// GET this path on the replica's port; healthy if 200 ≤ status < 400.
+        http: String = text("a path starting with `/`", http_path), optional("");
+        /// Healthy when a TCP connection to the replica's port succeeds.
+        tcp: bool = boolean(), optional("");
+        /// Healthy when this command exits 0.
+        exec: Vec<String> = command(), optional("");
+        /// Time between two checks (Kubernetes: 10s).
+        period: Duration = duration().positive(), by_table(&[("startup", r#""250ms""#)], r#""1s""#);
+        /// How long one check may take.
+        timeout: Duration = duration().positive(), r#""1s""#;
+        /// Time after the replica starts before the first check.
+        initial_delay: Duration = duration(), r#""0s""#;
+        /// Consecutive failures that count as failed (startup: 120, 30 s to come up).
+        failure_threshold: u32 = int(1, MANY), by_table(&[("startup", "120")], "3");
+        /// Consecutive successes that count as succeeded; 1 for liveness and startup.
+        success_threshold: u32 = int(1, MANY), "1";
+    }
+}
+
+fn http_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("; did you mean \"/{}\"?", s.trim_start()))
+    }
+}
+
+/// `balance`'s choices; `weighted` and `hash` take their data from other keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum BalanceName {
+    P2c,
+    RoundRobin,
+    LeastRequest,
+    Weighted,
+    Hash,
+}
+
+section! {
+    /// The proxy in front of a service, and its policies.
+    pub(crate) struct ExposeTable {
+        /// `IP:PORT` the proxy serves for this service.
+        listen: SocketAddr = address(), required(r#"listen = "127.0.0.1:8080""#);
+        /// `http`, or `tcp` (connections balanced; toxics apply).
+        protocol: Protocol = choice(&[("http", Protocol::Http), ("tcp", Protocol::Tcp)]),
+            r#""http""#;
+        /// `p2c`: two random replicas, the lower peak-EWMA latency × (in-flight + 1) wins;
+        /// `weighted` needs `weights`, `hash` needs `hash_on` (ring hash, ~1/N of keys move
+        /// when a replica leaves).
+        balance: BalanceName = choice(&[
+            ("p2c", BalanceName::P2c),
+            ("round-robin", BalanceName::RoundRobin),
+            ("least-request", BalanceName::LeastRequest),
+            ("weighted", BalanceName::Weighted),
+            ("hash", BalanceName::Hash),
+        ]), r#""p2c""#;
+        /// What `balance = "hash"` hashes.
+        hash_on: HashOn = text("\"header:NAME\", \"cookie:NAME\" or \"client-address\"", hash_on),
+            optional("");
+        /// Weights by replica index, for `balance = "weighted"`.
+        weights: Vec<Spanned<u32>> = list(int(0, 1_000_000)), optional("");
+        /// Ramp a just-ready replica's share of traffic over this long ("0s": off).
+        slow_start: Duration = duration(), r#""0s""#;
+        /// `http2` speaks HTTP/2 (prior knowledge) to replicas.
+        upstream: bool = choice(&[("http1", false), ("http2", true)]), r#""http1""#;
+        /// Added to requests that lack it, passed to the replica and returned.
+        request_id_header: String = string().non_empty(""), r#""x-request-id""#;
+        /// How long the proxy waits.
+        timeouts: TimeoutsTable = table::<TimeoutsTable>(), TABLE;
+        /// When and how failed tries are retried.
+        retries: RetriesTable = table::<RetriesTable>(), TABLE;
+        /// Hedged requests (with the table present).
+        hedge: HedgeTable = table::<HedgeTable>(), optional("off");
+        /// Passive health checking: ejecting replicas that fail.
+        outlier: OutlierTable = table::<OutlierTable>(), TABLE;
+        /// Per-replica circuit breakers.
+        breaker: BreakerTable = table::<BreakerTable>(), TABLE;
+        /// Connection and concurrency limits (bulkheads).
+        limits: LimitsTable = table::<LimitsTable>(), TABLE;
+        /// A token-bucket request rate limit; over it: 429 with `Retry-After`.
+        rate_limit: RateLimitTable = table::<RateLimitTable>(), optional("no limit");
+        /// Faults injected into HTTP requests.
+        faults: Vec<FaultTable> = tables::<FaultTable>(), optional("");
+        /// Connection faults for `protocol = "tcp"` (the Toxiproxy set).
+        toxics: Vec<ToxicTable> = tables::<ToxicTable>(), optional("");
+        /// Header routes first, then weighted splits (percent); the rest stays.
+        routes: Vec<RouteTable> = tables::<RouteTable>(), optional("");
+    }
+}
+
+fn hash_on(s: &str) -> Result<HashOn, String> {
+    match s.split_once(':') {
+        Some(("header", name)) if !name.is_empty() => Ok(HashOn::Header(name.to_ascii_lowercase())),
+        Some(("cookie", name)) if !name.is_empty() => Ok(HashOn::Cookie(name.to_owned())),
+        None if s == "client-address" => Ok(HashOn::ClientAddress),
+        _ => Err(String::new()),
+    }
+}
+
+section! {
+    /// How long the proxy waits.
+    pub(crate) struct TimeoutsTable {
+        /// To connect to a replica.
+        connect: Duration = duration().positive(), r#""1s""#;
+        /// For a whole request, every try included.
+        request: Duration = duration().positive(), r#""15s""#;
+        /// For a quiet connection (for HTTP/1 the shorter of `idle` and `header_read` also
+        /// closes idle keep-alive connections).
+        idle: Duration = duration().positive(), r#""60s""#;
+        /// For a request's head: stops slowloris.
+        header_read: Duration = duration().positive(), r#""10s""#;
+    }
+}
+
+/// A retry condition of `retries.on`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RetryCondition {
+    ConnectFailure,
+    Reset,
+    PerTryTimeout,
+    Status5xx,
+    GatewayError,
+    Status,
+}
+
+section! {
+    /// When and how failed tries are retried, always on a different replica.
+    pub(crate) struct RetriesTable {
+        /// Tries in all (2: one retry).
+        attempts: u32 = int(1, 10), "2";
+        /// What is retried; `status` retries the codes of `statuses`.
+        on: Vec<Spanned<RetryCondition>> = list(choice(&[
+            ("connect-failure", RetryCondition::ConnectFailure),
+            ("reset", RetryCondition::Reset),
+            ("per-try-timeout", RetryCondition::PerTryTimeout),
+            ("5xx", RetryCondition::Status5xx),
+            ("gateway-error", RetryCondition::GatewayError),
+            ("status", RetryCondition::Status),
+        ])), r#"["connect-failure", "reset"]"#;
+        /// Status codes retried with `on = [.., "status"]`.
+        statuses: Vec<Spanned<u16>> = list(int(100, 599)), "[]";
+        /// How long one try may take ("0s": no limit but `timeouts.request`).
+        per_try_timeout: Duration = duration(), r#""0s""#;
+        /// The first delay before a retry, doubling to 10×, jittered; a replica's
+        /// `Retry-After` (seconds) replaces it.
+        backoff: Duration = duration(), r#""25ms""#;
+        /// Retries allowed over 10 s, as a share of requests (linkerd's budget).
+        budget_percent: f64 = number(0.0, 100.0).unit("percent"), "20";
+        /// Retries allowed per second on top of `budget_percent`.
+        budget_min_per_second: u32 = int(0, 1_000_000), "10";
+        /// `all` lets POST and PATCH be retried too.
+        methods: bool = choice(&[("idempotent", false), ("all", true)]), r#""idempotent""#;
+        /// Larger request bodies stream through once and are never retried.
+        max_body: usize = int(0, 64 * 1024 * 1024).unit("bytes"), "65536";
+    }
+}
+
+section! {
+    /// Hedging: an idempotent request slower than the percentile gets a second try on
+    /// another replica; the first answer wins.
+    pub(crate) struct HedgeTable {
+        /// The latency percentile past which a request is hedged.
+        percentile: f64 = number(1.0, 99.99), "95.0";
+        /// Never hedge sooner than this.
+        min_delay: Duration = duration(), r#""5ms""#;
+    }
+}
+
+section! {
+    /// Passive health checking (Envoy's outlier detection).
+    pub(crate) struct OutlierTable {
+        /// `false` turns outlier detection off.
+        enabled: bool = boolean(), "true";
+        /// Eject after this many 5xx in a row (0: never).
+        consecutive_5xx: u32 = int(0, 10_000), "5";
+        /// Eject after this many gateway errors (502, 503, 504, connect failures) in a row.
+        consecutive_gateway_errors: u32 = int(0, 10_000), "5";
+        /// Or when the success rate falls below this.
+        success_rate: f64 = number(0.0, 100.0).unit("percent"), "80.0";
+        /// Requests needed in the window before the success rate counts.
+        success_rate_min_requests: u32 = int(1, 1_000_000), "20";
+        /// The window the success rate is measured over.
+        success_rate_window: Duration = duration().positive(), r#""10s""#;
+        /// The first ejection's length; it grows with each ejection (jittered).
+        base_ejection: Duration = duration().positive(), r#""1s""#;
+        /// The longest ejection.
+        max_ejection: Duration = duration().positive(), r#""60s""#;
+        /// At most this share of replicas ejected, and never the last healthy one.
+        max_ejection_percent: f64 = number(0.0, 100.0).unit("percent"), "50.0";
+        /// Below this share of healthy replicas, traffic spreads over all of them.
+        panic_threshold: f64 = number(0.0, 100.0).unit("percent"), "50.0";
+        /// Ask the supervisor to restart an ejected replica.
+        restart_ejected: bool = boolean(), "false";
+    }
+}
+
+section! {
+    /// Per-replica circuit breakers, on connect failures, resets and timeouts.
+    pub(crate) struct BreakerTable {
+        /// Open after this many failures in a row (0: off).
+        consecutive_failures: u32 = int(0, 10_000), "5";
+        /// How long it stays open before letting one request through (half-open).
+        cooldown: Duration = duration().positive(), r#""5s""#;
+        /// The longest it stays open, as cooldowns grow.
+        max_cooldown: Duration = duration().positive(), r#""60s""#;
+    }
+}
+
+section! {
+    /// Bulkheads: over them, 503 at once with `Retry-After: 1`; memory stays bounded.
+    pub(crate) struct LimitsTable {
+        /// Client connections at once.
+        max_connections: u32 = int(1, 10_000_000), "10000";
+        /// Requests forwarded at once.
+        max_inflight: u32 = int(1, 10_000_000), "1024";
+        /// Requests waiting for an in-flight slot.
+        queue: u32 = int(0, 10_000_000), "1024";
+        /// How long a request may wait in the queue.
+        queue_timeout: Duration = duration(), r#""1s""#;
+    }
+}
+
+section! {
+    /// A token-bucket rate limit.
+    pub(crate) struct RateLimitTable {
+        /// Requests per second.
+        rate: f64 = number(0.001, 10_000_000.0).unit("requests per second"), required("rate = 100");
+        /// Requests allowed at once above the rate.
+        burst: u32 = int(1, 10_000_000), optional("`rate`, rounded up (one second's worth)");
+        /// What is limited: `service` (all requests), `client-address` or `header:NAME`.
+        key: RateKey = text("\"service\", \"client-address\" or \"header:NAME\"", rate_key),
+            r#""service""#;
+        /// Most keys tracked at once (memory bound).
+        max_keys: u32 = int(1, 10_000_000), "100000";
+    }
+}
+
+fn rate_key(s: &str) -> Result<RateKey, String> {
+    match s {
+        "service" => Ok(RateKey::Service),
+        "client-address" => Ok(RateKey::ClientAddress),
+        _ => match s.strip_prefix("header:") {
+            Some(h) if !h.is_empty() => Ok(RateKey::Header(h.to_ascii_lowercase())),
+            _ => Err(String::new()),
+        },
+    }
+}
+
+section! {
+    /// A fault injected by the proxy: `percent` and/or `header`, and one of `delay`,
+    /// `abort`, `reset`.
+    pub(crate) struct FaultTable {
+        /// Share of requests affected ("0": off).
+        percent: f64 = number(0.0, 100.0).unit("percent"), optional("100 with `header`");
+        /// Only requests carrying this header.
+        header: String = string().non_empty(""), optional("every request");
+        /// Delay the request this long.
+        delay: Duration = duration(), optional("");
+        /// Answer with this status instead of forwarding.
+        abort: u16 = int(200, 599), optional("");
+        /// Reset the client's connection.
+        reset: bool = boolean(), optional("");
+    }
+}
+
+/// A toxic's `type`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum ToxicType {
+    Latency,
+    Bandwidth,
+    ResetPeer,
+    Timeout,
+    SlowClose,
+    Slicer,
+    LimitData,
+}
+
+section! {
+    /// A connection fault for `protocol = "tcp"`: `type` and the type's keys.
+    pub(crate) struct ToxicTable {
+        /// `latency` (`latency`, `jitter`), `bandwidth` (`rate`), `reset-peer` (`timeout`),
+        /// `timeout` (`timeout`), `slow-close` (`delay`), `slicer` (`average_size`,
+        /// `size_variation`, `delay`), `limit-data` (`bytes`).
+        kind as "type": ToxicType = choice(&[
+            ("latency", ToxicType::Latency),
+            ("bandwidth", ToxicType::Bandwidth),
+            ("reset-peer", ToxicType::ResetPeer),
+            ("timeout", ToxicType::Timeout),
+            ("slow-close", ToxicType::SlowClose),
+            ("slicer", ToxicType::Slicer),
+            ("limit-data", ToxicType::LimitData),
+        ]), required("");
+        /// Share of connections affected, 0 to 1.
+        toxicity: f64 = number(0.0, 1.0), "1.0";
+        /// `downstream` (to the client) or `upstream` (to the replica).
+        direction: Direction = choice(&[
+            ("upstream", Direction::Upstream),
+            ("downstream", Direction::Downstream),
+        ]), r#""downstream""#;
+        /// `latency`: added delay.
+        latency: Duration = duration(), r#""0s""#;
+        /// `latency`: random extra delay, up to this.
+        jitter: Duration = duration(), r#""0s""#;
+        /// `bandwidth`: bytes per second.
+        rate: u64 = int(1, MANY).unit("bytes per second"), "1048576";
+        /// `reset-peer`, `timeout`: after this long ("0s": at once / forever).
+        timeout: Duration = duration(), r#""0s""#;
+        /// `slow-close`, `slicer`: delay before closing, or between slices.
+        delay: Duration = duration(), r#""0s""#;
+        /// `slicer`: average slice size.
+        average_size: usize = int(1, 1 << 20).unit("bytes"), "64";
+        /// `slicer`: slice size variation.
+        size_variation: usize = int(0, 1 << 20).unit("bytes"), "0";
+        /// `limit-data`: close the connection after this many bytes.
+        bytes: u64 = int(0, i64::MAX).unit("bytes"), "0";
+    }
+}
+
+section! {
+    /// A route to another service: `to` and `header = "x-canary: 1"` or `weight = 10`.
+    pub(crate) struct RouteTable {
+        /// The service requests go to.
+        to: String = string().non_empty(""), required(r#"to = "web-canary""#);
+        /// Share of requests, in percent (weighted split).
+        weight: f64 = number(0.0, 100.0).unit("percent"), optional("");
+        /// Requests carrying this header and value.
+        header: (String, String) = text("\"NAME: VALUE\" such as \"x-canary: 1\"", route_header),
+            optional("");
+    }
+}
+
+fn route_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        }
+        _ => Err(String::new()),
+    }
+}
+
+/// An SLO's `kind`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum SloKindName {
+    Availability,
+    Latency,
+}
+
+section! {
+    /// A service-level objective, measured by the proxy.
+    pub(crate) struct SloTable {
+        /// Unique within the service; used in metrics, alerts and URLs.
+        name: String = text("a name of lowercase ASCII letters, digits, `-` and `_`", slo_name),
+            required(r#"name = "availability""#);
+        /// `availability` (bad: 5xx, timeouts, resets, shed, no replica) or `latency`
+        /// (successful requests slower than `threshold` are bad).
+        kind: SloKindName = choice(&[
+            ("availability", SloKindName::Availability),
+            ("latency", SloKindName::Latency),
+        ]), required("");
+        /// The objective, in percent: 99.9 means 99.9 % of requests are good.
+        objective: f64 = number(0.0, 100.0).above_min().below_max().unit("percent"),
+            required("objective = 99.9");
+        /// The SLO's period (from 1m; short ones are for trying things out).
+        period: Duration = duration().long(), r#""30d""#;
+        /// Availability: count 429 (rate limited) answers as bad.
+        count_429_as_error: bool = boolean(), "false";
+        /// Latency: the latency a good request stays under.
+        threshold: Duration = duration().positive(), optional("required for latency SLOs");
+        /// Which burn-rate alerts are raised, and their guards.
+        alerts: SloAlertsTable = table::<SloAlertsTable>(), TABLE;
+    }
+}
+
+/// SLO names end up in metric labels, alert labels and URLs: keep them plain.
+fn slo_name(s: &str) -> Result<String, String> {
+    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    if !s.is_empty() && s.chars().all(plain) {
+        Ok(s.to_owned())
+    } else {
+        Err(String::new())
+    }
+}
+
+section! {
+    /// An SLO's burn-rate alerts: SRE Workbook windows scaled to the period.
+    pub(crate) struct SloAlertsTable {
+        /// Fast burn: 14.4× over 1h and 5m, or 6× over 6h and 30m; inhibits the ticket.
+        page: bool = boolean(), "true";
+        /// Slow burn: 1× over 3d and 6h.
+        ticket: bool = boolean(), "true";
+        /// No burn alert while the long window saw fewer requests than this.
+        min_requests: u64 = int(0, MANY), "10";
+        /// Alert when the service got no request at all for this long ("0s": off).
+        no_data: Duration = duration().long(), r#""0s""#;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StackTable;
+    use crate::problem::Problems;
+    use crate::schema::Section;
+
+    /// Every declared default reads as its key's kind (defaults are read when a key is
+    /// left out, where a failure could only be silent).
+    #[test]
+    fn every_default_reads() {
+        let mut p = Problems::default();
+        StackTable::check_defaults("", &mut p);
+        let problems = p.into_sorted();
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+}

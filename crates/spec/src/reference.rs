@@ -1,0 +1,344 @@
+//! What the declarations in `keys` give users besides the reader: the reference
+//! (`docs/stack-file.md`), a JSON Schema for editors (Taplo / Even Better TOML), and
+//! `bulwark explain KEY`.
+
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value, json};
+
+use crate::keys::StackTable;
+use crate::problem::suggest;
+use crate::schema::{Key, Omitted, Section, Shape, join_doc};
+
+/// Every key with its path (`services.NAME.expose.timeouts.connect`), in declaration
+/// order, depth first.
+pub fn keys() -> Vec<(String, Key)> {
+    let mut out = Vec::new();
+    walk("", &StackTable::keys(), &mut out);
+    out
+}
+
+fn walk(prefix: &str, keys: &[Key], out: &mut Vec<(String, Key)>) {
+    for key in keys {
+        let path = format!("{prefix}{}", key.name);
+        out.push((path.clone(), key.clone()));
+        match &key.shape {
+            Shape::Table(t) | Shape::Tables(t) => walk(&format!("{path}."), &t.keys, out),
+            Shape::Map { key, value } => {
+                if let Shape::Table(t) = value.as_ref() {
+                    walk(&format!("{path}.{key}."), &t.keys, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The type of a key, as the reference writes it.
+fn type_text(shape: &Shape) -> String {
+    match shape {
+        Shape::String { non_empty: false } => "string".into(),
+        Shape::String { non_empty: true } => "string, not empty".into(),
+        Shape::Bool => "boolean".into(),
+        Shape::Int { min, max, unit } => {
+            let top = if *max >= i64::from(u32::MAX) {
+                "…".to_owned()
+            } else {
+                max.to_string()
+            };
+            let unit = if unit.is_empty() {
+                String::new()
+            } else {
+                format!(" {unit}")
+            };
+            format!("integer {min} to {top}{unit}")
+        }
+        Shape::Number {
+            min,
+            max,
+            min_open,
+            max_open,
+            unit,
+        } => {
+            let low = if *min_open { "more than " } else { "" };
+            let high = if *max_open { "less than " } else { "" };
+            let top = if *max >= 1e15 {
+                "…".to_owned()
+            } else {
+                format!("{high}{max}")
+            };
+            let unit = if unit.is_empty() {
+                String::new()
+            } else {
+                format!(" {unit}")
+            };
+            format!("number {low}{min} to {top}{unit}")
+        }
+        Shape::Duration { max, positive } => {
+            format!(
+                "duration{}, at most {max}",
+                if *positive { " > 0" } else { "" }
+            )
+        }
+        Shape::Choice(names) => names
+            .iter()
+            .map(|n| format!("`\"{n}\"`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Shape::Text(form) => form.replace('"', "`").replace("``", "`"),
+        Shape::List(item) => format!("array of {}", type_text(item)),
+        Shape::Table(_) => "table".into(),
+        Shape::Tables(_) => "array of tables".into(),
+        Shape::Map { value, .. } => format!("table of {}", type_text(value)),
+    }
+}
+
+/// The default of a key, as the reference writes it.
+fn default_text(d: Omitted) -> String {
+    match d {
+        Omitted::Value(v) => format!("`{v}`"),
+        Omitted::ByTable(special, otherwise) => {
+            let s: Vec<String> = special.iter().map(|(t, v)| format!("{t}: `{v}`")).collect();
+            format!("`{otherwise}` ({})", s.join(", "))
+        }
+        Omitted::Required(_) => "**required**".into(),
+        Omitted::Optional("") => "—".into(),
+        Omitted::Optional(meaning) => meaning.into(),
+        Omitted::Table => "(its keys' defaults)".into(),
+    }
+}
+
+/// `docs/stack-file.md`: every key with its type, default and doc, table by table.
+pub fn reference() -> String {
+    reference_of(&keys())
+}
+
+/// The reference of `all` (every key with its path, as [`keys`] gives them).
+pub fn reference_of(all: &[(String, Key)]) -> String {
+    let mut out = String::from(
+        "# The stack file: reference\n\n\
+         <!-- Generated from crates/spec/src/keys.rs by `bulwark schema --markdown`; \
+         do not edit. A test fails when this file is stale. -->\n\n\
+         Every key bulwark reads, table by table. Durations are strings such as `\"250ms\"`, \
+         `\"5s\"` or `\"2m\"`. Enumerated values are written in kebab-case (`\"round-robin\"`); \
+         the older snake_case spellings still read, with a warning. Editors can complete and \
+         check stack files with the JSON Schema printed by `bulwark schema` (Taplo / Even \
+         Better TOML: put `#:schema ./bulwark.schema.json` on the first line).\n",
+    );
+    let mut tables: Vec<(String, &'static [&'static str])> = vec![(String::new(), StackTable::DOC)];
+    for (path, key) in all {
+        match &key.shape {
+            Shape::Table(t) => tables.push((path.clone(), t.doc)),
+            Shape::Tables(t) => tables.push((path.clone(), t.doc)),
+            Shape::Map { key: k, value } => {
+                if let Shape::Table(t) = value.as_ref() {
+                    tables.push((format!("{path}.{k}"), t.doc));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (table, doc) in tables {
+        let heading = match all.iter().find(|(p, _)| *p == table) {
+            _ if table.is_empty() => "Top level".to_owned(),
+            Some((_, k)) if matches!(k.shape, Shape::Tables(_)) => format!("`[[{table}]]`"),
+            _ => format!("`[{table}]`"),
+        };
+        let _ = write!(out, "\n## {heading}\n\n{}\n\n", join_doc(doc));
+        out.push_str("| key | type | default | since | meaning |\n|---|---|---|---|---|\n");
+        let prefix = if table.is_empty() {
+            String::new()
+        } else {
+            format!("{table}.")
+        };
+        for (path, key) in all {
+            let Some(name) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            if name.contains('.') || (table.is_empty() && path.contains('.')) {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "| `{name}` | {} | {} | {} | {} |",
+                type_text(&key.shape).replace('|', "\\|"),
+                default_text(key.default).replace('|', "\\|"),
+                key.since,
+                key.doc_text().replace('|', "\\|"),
+            );
+        }
+    }
+    out
+}
+
+/// The JSON Schema (draft 7) of the stack file, for editors and validators.
+pub fn json_schema() -> Value {
+    let mut root = table_schema(StackTable::DOC, &StackTable::keys());
+    if let Value::Object(m) = &mut root {
+        m.insert(
+            "$schema".into(),
+            json!("http://json-schema.org/draft-07/schema#"),
+        );
+        m.insert("title".into(), json!("bulwark stack file"));
+    }
+    root
+}
+
+fn table_schema(doc: &[&str], keys: &[Key]) -> Value {
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for key in keys {
+        let mut s = shape_schema(&key.shape);
+        if let Value::Object(m) = &mut s {
+            m.insert("description".into(), json!(key.doc_text()));
+            if let Some(v) = key.default.text_for("").and_then(toml_value) {
+                m.insert("default".into(), v);
+            }
+        }
+        if matches!(key.default, Omitted::Required(_)) {
+            required.push(json!(key.name));
+        }
+        properties.insert(key.name.into(), s);
+    }
+    let mut t = json!({
+        "type": "object",
+        "description": join_doc(doc),
+        "properties": properties,
+        "additionalProperties": false,
+    });
+    if !required.is_empty() {
+        t["required"] = Value::Array(required);
+    }
+    t
+}
+
+/// A default written as in TOML, as JSON.
+fn toml_value(text: &str) -> Option<Value> {
+    let doc: toml::Table = toml::from_str(&format!("v = {text}")).ok()?;
+    serde_json::to_value(doc.get("v")?).ok()
+}
+
+fn shape_schema(shape: &Shape) -> Value {
+    match shape {
+        Shape::String { non_empty } => json!({"type": "string", "minLength": u8::from(*non_empty)}),
+        Shape::Bool => json!({"type": "boolean"}),
+        Shape::Int { min, max, .. } => json!({"type": "integer", "minimum": min, "maximum": max}),
+        Shape::Number {
+            min,
+            max,
+            min_open,
+            max_open,
+            ..
+        } => {
+            let mut n = json!({"type": "number"});
+            n[if *min_open {
+                "exclusiveMinimum"
+            } else {
+                "minimum"
+            }] = json!(min);
+            if *max < 1e15 {
+                n[if *max_open {
+                    "exclusiveMaximum"
+                } else {
+                    "maximum"
+                }] = json!(max);
+            }
+            n
+        }
+        Shape::Duration { .. } => json!({
+            "type": "string",
+            "pattern": r"^\s*([0-9]+\s*(nsec|ns|usec|us|µs|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y)\s*)+$",
+        }),
+        Shape::Choice(names) => json!({"type": "string", "enum": names}),
+        Shape::Text(_) => json!({"type": "string"}),
+        Shape::List(item) => json!({"type": "array", "items": shape_schema(item)}),
+        Shape::Table(t) => table_schema(t.doc, &t.keys),
+        Shape::Tables(t) => json!({"type": "array", "items": table_schema(t.doc, &t.keys)}),
+        Shape::Map { value, .. } => json!({
+            "type": "object",
+            "additionalProperties": shape_schema(value),
+        }),
+    }
+}
+
+/// `bulwark explain KEY`: a key's doc, type, default and an example. `KEY` is a dotted
+/// path, with service names or `NAME` (`services.web.expose.retries.attempts`), or its
+/// unique end (`retries.attempts`). `Err` says what matched instead.
+pub fn explain(query: &str) -> Result<String, String> {
+    let all = keys();
+    // `services.web.…` names a service; the reference writes `services.NAME.…`.
+    let mut parts: Vec<&str> = query.trim().trim_matches(['[', ']']).split('.').collect();
+    if parts.len() > 1 && parts[0] == "services" {
+        parts[1] = "NAME";
+    }
+    if parts.len() > 3 && parts[2] == "env" {
+        parts[3] = "NAME";
+    }
+    let wanted = parts.join(".");
+    let exact = all.iter().find(|(p, _)| *p == wanted);
+    let exact = exact.as_ref();
+    let suffix: Vec<&(String, Key)> = all
+        .iter()
+        .filter(|(p, _)| p.ends_with(&format!(".{wanted}")))
+        .collect();
+    let (path, key) = match (exact, suffix.as_slice()) {
+        (Some(found), _) | (None, [found]) => *found,
+        (None, []) => {
+            let paths: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
+            let names: Vec<&str> = all.iter().map(|(_, k)| k.name).collect();
+            let guess = suggest(&wanted, paths.iter().copied()).or_else(|| {
+                suggest(
+                    wanted.rsplit('.').next().unwrap_or(""),
+                    names.iter().copied(),
+                )
+            });
+            return Err(match guess {
+                Some(g) => format!("no key `{query}` in the stack file; did you mean `{g}`?"),
+                None => format!("no key `{query}` in the stack file; see docs/stack-file.md"),
+            });
+        }
+        (None, many) => {
+            let paths: Vec<&str> = many.iter().map(|(p, _)| p.as_str()).collect();
+            return Err(format!("`{query}` is ambiguous: {}", paths.join(", ")));
+        }
+    };
+    let mut out = format!("{path}\n\n{}\n\n", key.doc_text());
+    let _ = writeln!(out, "type:    {}", type_text(&key.shape).replace('`', ""));
+    let _ = writeln!(
+        out,
+        "default: {}",
+        default_text(key.default).replace(['`', '*'], "")
+    );
+    let _ = writeln!(out, "since:   {}", key.since);
+    if let Some(example) = example(path, key) {
+        let _ = write!(out, "\nexample:\n{example}");
+    }
+    Ok(out)
+}
+
+/// A few lines of TOML that set the key.
+fn example(path: &str, key: &Key) -> Option<String> {
+    let value = match (&key.shape, key.default) {
+        (_, Omitted::Required(e)) if e.contains('=') => e.split_once('=')?.1.trim().to_owned(),
+        (Shape::Choice(names), _) => format!("\"{}\"", names.last()?),
+        (_, d) if d.text_for("").is_some() => d.text_for("")?.to_owned(),
+        (Shape::Bool, _) => "true".into(),
+        (Shape::Duration { .. }, _) => "\"5s\"".into(),
+        (Shape::Int { min, .. }, _) => (*min).max(1).to_string(),
+        (Shape::Number { max, .. }, _) => format!("{}", max.min(100.0) / 2.0),
+        (Shape::String { .. } | Shape::Text(_), _) => "\"...\"".into(),
+        (Shape::List(_), _) => "[]".into(),
+        _ => return None,
+    };
+    let (table, name) = path.rsplit_once('.').unwrap_or(("", path));
+    let table = table.replace("NAME", "web");
+    let tables = keys();
+    let is_array = tables
+        .iter()
+        .any(|(p, k)| p.replace("NAME", "web") == table && matches!(k.shape, Shape::Tables(_)));
+    Some(match (table.is_empty(), is_array) {
+        (true, _) => format!("{name} = {value}\n"),
+        (false, true) => format!("[[{table}]]\n{name} = {value}\n"),
+        (false, false) => format!("[{table}]\n{name} = {value}\n"),
+    })
+}

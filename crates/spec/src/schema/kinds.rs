@@ -1,0 +1,875 @@
+//! What a key's value may be: one [`Kind`] per sort of value, each with one wording per
+//! kind of error, so that every key of the file is checked and explained alike.
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::DeValue;
+
+#[cfg(test)]
+use super::Omitted;
+use super::{Section, Shape, Table, TableDoc, article};
+use crate::problem::{Problems, quoted_choices, suggest};
+
+/// Where a value is, for messages: `what` names it (`` `connect` ``, ``elements of `on` ``),
+/// `path` is the dotted path of the key (`services.web.expose.timeouts.connect`).
+pub(crate) struct At<'a> {
+    pub key: &'a str,
+    pub what: &'a str,
+    pub path: &'a str,
+}
+
+/// A sort of value: how it is read, checked and described.
+pub(crate) trait Kind {
+    /// What it reads into.
+    type Out;
+    /// Reads and checks `v`; on a problem, reports it at `v` and returns `None`.
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out>;
+    /// Its description, for the reference and the JSON Schema.
+    fn shape(&self) -> Shape;
+    /// What a wrong value should have been: "a string", "an integer"...
+    fn expected(&self) -> String;
+    /// How an array of these is named: "an array of {plural}".
+    fn plural(&self) -> &'static str {
+        "values"
+    }
+    /// The value of a key left out whose default is [`Omitted::Table`].
+    fn omitted(&self, _at: &At<'_>, _p: &mut Problems) -> Option<Self::Out> {
+        None
+    }
+    /// Checks the defaults of the tables inside, `name` being the key they are under.
+    #[cfg(test)]
+    fn check_nested(&self, _name: &str, _p: &mut Problems) {}
+}
+
+/// The one wording of a wrong TOML type.
+fn wrong<T>(
+    kind: &impl Kind,
+    v: &Spanned<DeValue<'_>>,
+    at: &At<'_>,
+    p: &mut Problems,
+) -> Option<T> {
+    p.push(
+        v.span(),
+        format!(
+            "{} must be {}, found {}",
+            at.what,
+            kind.expected(),
+            article(v.get_ref())
+        ),
+    );
+    None
+}
+
+/// Reads a key's default as the file would have it; `None` (and a problem in `p`) means
+/// the declaration is wrong, which a unit test rules out.
+pub(crate) fn read_default<K: Kind>(
+    kind: &K,
+    text: &str,
+    at: &At<'_>,
+    p: &mut Problems,
+) -> Option<K::Out> {
+    let source = format!("v = {text}");
+    let doc = toml::de::DeTable::parse(&source).ok()?;
+    let v = doc.get_ref().get("v")?;
+    kind.read(v, at, p)
+}
+
+/// Reads `key`'s default for `table`, reporting a default that does not read.
+#[cfg(test)]
+pub(crate) fn check_default<T, K: Kind<Out = T>>(
+    table: &str,
+    key: &str,
+    kind: &K,
+    omitted: Omitted,
+    p: &mut Problems,
+) {
+    let what = format!("`{table}.{key}`");
+    let at = At {
+        key,
+        what: &what,
+        path: table,
+    };
+    let ok = match omitted {
+        Omitted::Table => kind.omitted(&at, p).is_some(),
+        _ => omitted
+            .text_for(table)
+            .is_none_or(|text| read_default(kind, text, &at, p).is_some()),
+    };
+    if !ok {
+        p.push(0..0, format!("the default of {what} does not read"));
+    }
+    kind.check_nested(key, p);
+}
+
+/// `kind`'s description; the type parameter pins what it reads into.
+pub(crate) fn shape_of<T, K: Kind<Out = T>>(kind: &K) -> Shape {
+    kind.shape()
+}
+
+/// A string.
+pub(crate) struct Str {
+    non_empty: Option<&'static str>,
+    quote_hint: bool,
+}
+
+/// Any string.
+pub(crate) const fn string() -> Str {
+    Str {
+        non_empty: None,
+        quote_hint: false,
+    }
+}
+
+impl Str {
+    /// `""` is refused; `hint` (if not empty) is added to the message.
+    pub const fn non_empty(self, hint: &'static str) -> Str {
+        Str {
+            non_empty: Some(hint),
+            ..self
+        }
+    }
+
+    /// A number or boolean given instead gets "quote it: KEY = "8080"" (for `env`, where
+    /// values are strings because the environment is).
+    pub const fn quote_hint(self) -> Str {
+        Str {
+            quote_hint: true,
+            ..self
+        }
+    }
+}
+
+impl Kind for Str {
+    type Out = String;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<String> {
+        let Some(s) = v.get_ref().as_str() else {
+            let shown = match v.get_ref() {
+                DeValue::Integer(i) => i.to_string(),
+                DeValue::Float(f) => f.to_string(),
+                DeValue::Boolean(b) => b.to_string(),
+                DeValue::Datetime(d) => d.to_string(),
+                _ => return wrong(self, v, at, p),
+            };
+            let mut message = format!(
+                "{} must be a string, found {}",
+                at.what,
+                article(v.get_ref())
+            );
+            if self.quote_hint {
+                message.push_str(&format!("; quote it: {} = \"{shown}\"", at.key));
+            }
+            p.push(v.span(), message);
+            return None;
+        };
+        if let Some(hint) = self.non_empty.filter(|_| s.is_empty()) {
+            p.push(v.span(), format!("{} must not be empty{hint}", at.what));
+            return None;
+        }
+        Some(s.to_owned())
+    }
+    fn shape(&self) -> Shape {
+        Shape::String {
+            non_empty: self.non_empty.is_some(),
+        }
+    }
+    fn expected(&self) -> String {
+        "a string".into()
+    }
+    fn plural(&self) -> &'static str {
+        "strings"
+    }
+}
+
+/// `true` or `false`.
+pub(crate) struct Bool;
+
+/// A boolean.
+pub(crate) const fn boolean() -> Bool {
+    Bool
+}
+
+impl Kind for Bool {
+    type Out = bool;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<bool> {
+        v.get_ref().as_bool().or_else(|| wrong(self, v, at, p))
+    }
+    fn shape(&self) -> Shape {
+        Shape::Bool
+    }
+    fn expected(&self) -> String {
+        "a boolean".into()
+    }
+}
+
+/// An integer in a range, read into `T`.
+pub(crate) struct Int<T> {
+    min: i64,
+    max: i64,
+    unit: &'static str,
+    to: PhantomData<fn() -> T>,
+}
+
+/// An integer in `min..=max`.
+pub(crate) const fn int<T>(min: i64, max: i64) -> Int<T> {
+    Int {
+        min,
+        max,
+        unit: "",
+        to: PhantomData,
+    }
+}
+
+impl<T> Int<T> {
+    /// What it counts (`"bytes"`), for the reference.
+    pub const fn unit(self, unit: &'static str) -> Int<T> {
+        Int { unit, ..self }
+    }
+}
+
+/// `None` if not an integer; `Err(text)` if it does not fit an `i64`.
+fn integer(value: &DeValue<'_>) -> Option<Result<i64, String>> {
+    let i = value.as_integer()?;
+    Some(i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| i.to_string()))
+}
+
+/// "between 1 and 10", or "at least 1" when the top is the type's own limit.
+fn range_words(min: impl std::fmt::Display, max: i64) -> String {
+    if max >= i64::from(u32::MAX) {
+        format!("at least {min}")
+    } else {
+        format!("between {min} and {max}")
+    }
+}
+
+impl<T: TryFrom<i64>> Kind for Int<T> {
+    type Out = T;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
+        let shown = match integer(v.get_ref()) {
+            None => return wrong(self, v, at, p),
+            Some(Ok(n)) if (self.min..=self.max).contains(&n) => {
+                if let Ok(t) = T::try_from(n) {
+                    return Some(t);
+                }
+                n.to_string()
+            }
+            Some(Ok(n)) => n.to_string(),
+            Some(Err(text)) => text,
+        };
+        p.push(
+            v.span(),
+            format!(
+                "{} must be {}, found {shown}",
+                at.what,
+                range_words(self.min, self.max)
+            ),
+        );
+        None
+    }
+    fn shape(&self) -> Shape {
+        Shape::Int {
+            min: self.min,
+            max: self.max,
+            unit: self.unit,
+        }
+    }
+    fn expected(&self) -> String {
+        "an integer".into()
+    }
+    fn plural(&self) -> &'static str {
+        "integers"
+    }
+}
+
+/// A number (an integer is taken as one) in a range whose ends may be open.
+pub(crate) struct Num {
+    min: f64,
+    max: f64,
+    min_open: bool,
+    max_open: bool,
+    unit: &'static str,
+}
+
+/// A number in `min..=max`.
+pub(crate) const fn number(min: f64, max: f64) -> Num {
+    Num {
+        min,
+        max,
+        min_open: false,
+        max_open: false,
+        unit: "",
+    }
+}
+
+impl Num {
+    /// `min` itself is refused.
+    pub const fn above_min(self) -> Num {
+        Num {
+            min_open: true,
+            ..self
+        }
+    }
+    /// `max` itself is refused.
+    pub const fn below_max(self) -> Num {
+        Num {
+            max_open: true,
+            ..self
+        }
+    }
+    /// What it measures (`"percent"`), for the reference.
+    pub const fn unit(self, unit: &'static str) -> Num {
+        Num { unit, ..self }
+    }
+
+    fn contains(&self, n: f64) -> bool {
+        let low = if self.min_open {
+            n > self.min
+        } else {
+            n >= self.min
+        };
+        let high = if self.max_open {
+            n < self.max
+        } else {
+            n <= self.max
+        };
+        n.is_finite() && low && high
+    }
+
+    /// "between 0 and 100", "at least 0 and less than 1", "greater than 0 and less than 100".
+    fn words(&self) -> String {
+        match (self.min_open, self.max_open) {
+            (false, false) if self.max >= 1e15 => format!("at least {}", self.min),
+            (false, false) => format!("between {} and {}", self.min, self.max),
+            (low, high) => format!(
+                "{} {} and {} {}",
+                if low { "greater than" } else { "at least" },
+                self.min,
+                if high { "less than" } else { "at most" },
+                self.max
+            ),
+        }
+    }
+}
+
+impl Kind for Num {
+    type Out = f64;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<f64> {
+        let n = match v.get_ref() {
+            DeValue::Float(f) => f.as_str().parse::<f64>().unwrap_or(f64::NAN),
+            // Precision loss above 2^53 is irrelevant: such a value fails the range.
+            DeValue::Integer(_) => match integer(v.get_ref()) {
+                Some(Ok(i)) => i as f64,
+                _ => f64::INFINITY,
+            },
+            _ => return wrong(self, v, at, p),
+        };
+        if self.contains(n) {
+            return Some(n);
+        }
+        let unit = if self.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.unit)
+        };
+        p.push(
+            v.span(),
+            format!("{} must be {}{unit}, found {n}", at.what, self.words()),
+        );
+        None
+    }
+    fn shape(&self) -> Shape {
+        Shape::Number {
+            min: self.min,
+            max: self.max,
+            min_open: self.min_open,
+            max_open: self.max_open,
+            unit: self.unit,
+        }
+    }
+    fn expected(&self) -> String {
+        "a number".into()
+    }
+    fn plural(&self) -> &'static str {
+        "numbers"
+    }
+}
+
+/// A duration string, at most a day (or a year for keys measured in days).
+pub(crate) struct Dur {
+    max: (Duration, &'static str),
+    positive: bool,
+}
+
+/// The longest duration most keys accept. Longer values are typos (`"10000h"` for
+/// `"10000ms"`) and, near `u64::MAX` seconds, overflow the clock arithmetic.
+const DAY: (Duration, &str) = (Duration::from_secs(24 * 3600), "24h");
+/// The longest for keys measured in days or weeks: SLO periods, alert repeats, retention.
+const YEAR: (Duration, &str) = (Duration::from_secs(366 * 24 * 3600), "366d");
+
+/// A duration of at most 24h.
+pub(crate) const fn duration() -> Dur {
+    Dur {
+        max: DAY,
+        positive: false,
+    }
+}
+
+impl Dur {
+    /// Up to 366d.
+    pub const fn long(self) -> Dur {
+        Dur { max: YEAR, ..self }
+    }
+    /// `"0s"` is refused (something waits on it or divides by it).
+    pub const fn positive(self) -> Dur {
+        Dur {
+            positive: true,
+            ..self
+        }
+    }
+}
+
+/// How a duration is described in messages.
+const DURATION: &str = "a duration such as \"250ms\" or \"5s\"";
+
+impl Kind for Dur {
+    type Out = Duration;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Duration> {
+        let Some(text) = v.get_ref().as_str() else {
+            return wrong(self, v, at, p);
+        };
+        let message = match humantime::parse_duration(text) {
+            Ok(d) if d > self.max.0 => format!(
+                "{} must be at most {}, found {text:?}; check the unit (ms, s, m, h, d)",
+                at.what, self.max.1
+            ),
+            Ok(d) if d.is_zero() && self.positive => format!("{} must be greater than 0", at.what),
+            Ok(d) => return Some(d),
+            Err(e) => {
+                use humantime::DurationError as E;
+                let why = match e {
+                    E::InvalidCharacter(_) => "unexpected character".to_owned(),
+                    E::NumberExpected(_) => "expected a number".to_owned(),
+                    E::UnknownUnit { unit, .. } if unit.is_empty() => "missing unit".to_owned(),
+                    E::UnknownUnit { unit, .. } => format!("unknown unit {unit:?}"),
+                    E::NumberOverflow => "too large or too precise".to_owned(),
+                    E::Empty => "empty".to_owned(),
+                };
+                format!("{} must be {DURATION}, found {text:?} ({why})", at.what)
+            }
+        };
+        p.push(v.span(), message);
+        None
+    }
+    fn shape(&self) -> Shape {
+        Shape::Duration {
+            max: self.max.1,
+            positive: self.positive,
+        }
+    }
+    fn expected(&self) -> String {
+        DURATION.into()
+    }
+    fn plural(&self) -> &'static str {
+        "durations"
+    }
+}
+
+/// One of a fixed set of strings, spelled in kebab-case. The snake_case spelling of a
+/// choice (`round_robin`) is still read, with a warning that names the new one.
+pub(crate) struct Choice<T: 'static> {
+    choices: &'static [(&'static str, T)],
+}
+
+/// One of `choices`.
+pub(crate) const fn choice<T>(choices: &'static [(&'static str, T)]) -> Choice<T> {
+    Choice { choices }
+}
+
+impl<T> Choice<T> {
+    fn names(&self) -> Vec<&'static str> {
+        self.choices.iter().map(|(n, _)| *n).collect()
+    }
+}
+
+impl<T: Clone> Kind for Choice<T> {
+    type Out = T;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
+        let Some(s) = v.get_ref().as_str() else {
+            return wrong(self, v, at, p);
+        };
+        let find = |s: &str| self.choices.iter().find(|(n, _)| *n == s);
+        if let Some((_, t)) = find(s) {
+            return Some(t.clone());
+        }
+        let kebab = s.replace('_', "-");
+        if let Some((name, t)) = find(&kebab) {
+            p.warn(v.span(), old_spelling(at.what, s, name));
+            return Some(t.clone());
+        }
+        let names = self.names();
+        let mut message = format!(
+            "{} must be {}, found {s:?}",
+            at.what,
+            quoted_choices(&names)
+        );
+        if let Some(m) = suggest(s, names.iter().copied()) {
+            message.push_str(&format!("; did you mean \"{m}\"?"));
+        }
+        p.push(v.span(), message);
+        None
+    }
+    fn shape(&self) -> Shape {
+        Shape::Choice(self.names())
+    }
+    fn expected(&self) -> String {
+        quoted_choices(&self.names())
+    }
+    fn plural(&self) -> &'static str {
+        "strings"
+    }
+}
+
+/// The one wording of an old spelling.
+pub(crate) fn old_spelling(what: &str, old: &str, new: &str) -> String {
+    format!("{what}: \"{old}\" is the old spelling of \"{new}\"; write \"{new}\"")
+}
+
+/// A string with a form of its own (a path, a URL, `"header:NAME"`), parsed by `parse`.
+/// `Err` carries an addition to the message, such as a did-you-mean.
+pub(crate) struct Text<T> {
+    parse: fn(&str) -> Result<T, String>,
+    form: &'static str,
+}
+
+/// A string of the form described by `form` (`"a path starting with `/`"`).
+pub(crate) const fn text<T>(form: &'static str, parse: fn(&str) -> Result<T, String>) -> Text<T> {
+    Text { parse, form }
+}
+
+impl<T> Kind for Text<T> {
+    type Out = T;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
+        let Some(s) = v.get_ref().as_str() else {
+            return wrong(self, v, at, p);
+        };
+        let first = match (self.parse)(s) {
+            Ok(t) => return Some(t),
+            Err(more) => more,
+        };
+        // `client_address` for `client-address`: the old spelling still reads.
+        if s.contains('_') {
+            let kebab = s.replace('_', "-");
+            if let Ok(t) = (self.parse)(&kebab) {
+                p.warn(v.span(), old_spelling(at.what, s, &kebab));
+                return Some(t);
+            }
+        }
+        p.push(
+            v.span(),
+            format!("{} must be {}, found {s:?}{first}", at.what, self.form),
+        );
+        None
+    }
+    fn shape(&self) -> Shape {
+        Shape::Text(self.form)
+    }
+    fn expected(&self) -> String {
+        self.form.into()
+    }
+    fn plural(&self) -> &'static str {
+        "strings"
+    }
+}
+
+/// `IP:PORT`. Only an IP: a host name would be resolved at bind time, possibly to several
+/// addresses, and clashes between services could no longer be checked.
+pub(crate) const fn address() -> Text<SocketAddr> {
+    text("an IP:PORT address such as \"127.0.0.1:8080\"", |s| {
+        s.trim().parse().map_err(|_| String::new())
+    })
+}
+
+/// An array of values of one kind, each kept with its span.
+pub(crate) struct List<K> {
+    item: K,
+    non_empty: &'static str,
+}
+
+/// An array of `item`s.
+pub(crate) const fn list<K>(item: K) -> List<K> {
+    List {
+        item,
+        non_empty: "",
+    }
+}
+
+impl<K> List<K> {
+    /// An empty array is refused, saying `why` ("list the exit codes this rule applies to").
+    pub fn non_empty(self, why: &'static str) -> List<K> {
+        List {
+            non_empty: why,
+            ..self
+        }
+    }
+}
+
+impl<K: Kind> Kind for List<K> {
+    type Out = Vec<Spanned<K::Out>>;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
+        let DeValue::Array(items) = v.get_ref() else {
+            let mut message = format!(
+                "{} must be {}, found {}",
+                at.what,
+                self.expected(),
+                article(v.get_ref())
+            );
+            // The most common slip: a command line written as one string.
+            if let Some(s) = v.get_ref().as_str() {
+                let words: Vec<String> = s.split_whitespace().map(|w| format!("{w:?}")).collect();
+                if !words.is_empty() {
+                    message.push_str(&format!(
+                        "; write it as {} = [{}]",
+                        at.key,
+                        words.join(", ")
+                    ));
+                }
+            }
+            p.push(v.span(), message);
+            return None;
+        };
+        if items.is_empty() && !self.non_empty.is_empty() {
+            p.push(
+                v.span(),
+                format!("{} must not be empty: {}", at.what, self.non_empty),
+            );
+            return None;
+        }
+        let what = format!("elements of `{}`", at.key);
+        let inner = At { what: &what, ..*at };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items.iter() {
+            match self.item.read(item, &inner, p) {
+                Some(x) => out.push(Spanned::new(item.span(), x)),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+    fn shape(&self) -> Shape {
+        Shape::List(Box::new(self.item.shape()))
+    }
+    fn expected(&self) -> String {
+        format!("an array of {}", self.item.plural())
+    }
+}
+
+/// A program and its arguments, never passed through a shell: the program must be named
+/// and nothing may hold a NUL (it cannot be passed to `execve`).
+pub(crate) struct Command;
+
+/// A command line: `["program", "arg", ...]`.
+pub(crate) const fn command() -> Command {
+    Command
+}
+
+impl Kind for Command {
+    type Out = Vec<String>;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Vec<String>> {
+        let args = list(string())
+            .non_empty("it is the program to run and its arguments")
+            .read(v, at, p)?;
+        let mut ok = true;
+        for (i, arg) in args.iter().enumerate() {
+            // An empty argument is a real value (`--name ""`); only the program must be named.
+            if i == 0 && arg.get_ref().is_empty() {
+                p.push(
+                    arg.span(),
+                    format!(
+                        "the first element of `{}` is the program to run and must not be empty",
+                        at.key
+                    ),
+                );
+                ok = false;
+            } else if arg.get_ref().contains('\0') {
+                p.push(
+                    arg.span(),
+                    format!("elements of `{}` must not contain a NUL character", at.key),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| args.into_iter().map(Spanned::into_inner).collect())
+    }
+    fn shape(&self) -> Shape {
+        Shape::List(Box::new(Shape::String { non_empty: false }))
+    }
+    fn expected(&self) -> String {
+        "an array of strings".into()
+    }
+}
+
+/// A sub-table, read by its [`Section`].
+pub(crate) struct Sub<S>(PhantomData<fn() -> S>);
+
+/// A table `[parent.key]` declared by `S`.
+pub(crate) const fn table<S>() -> Sub<S> {
+    Sub(PhantomData)
+}
+
+impl<S: Section> Kind for Sub<S> {
+    type Out = S;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<S> {
+        let DeValue::Table(map) = v.get_ref() else {
+            let found = article(v.get_ref());
+            p.push(
+                v.span(),
+                format!("{} must be a table ([{}]), found {found}", at.what, at.path),
+            );
+            return None;
+        };
+        let t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
+        Some(S::read(&t, p))
+    }
+    fn omitted(&self, at: &At<'_>, p: &mut Problems) -> Option<S> {
+        let t = Table::new(None, 0..0, at.path.to_owned(), at.key);
+        Some(S::read(&t, p))
+    }
+    fn shape(&self) -> Shape {
+        Shape::Table(TableDoc {
+            doc: S::DOC,
+            keys: S::keys(),
+        })
+    }
+    #[cfg(test)]
+    fn check_nested(&self, name: &str, p: &mut Problems) {
+        S::check_defaults(name, p);
+    }
+    fn expected(&self) -> String {
+        "a table".into()
+    }
+    fn plural(&self) -> &'static str {
+        "tables"
+    }
+}
+
+/// An array of tables `[[parent.key]]`, each read by `S`.
+pub(crate) struct Subs<S>(PhantomData<fn() -> S>);
+
+/// `[[parent.key]]` entries declared by `S`.
+pub(crate) const fn tables<S>() -> Subs<S> {
+    Subs(PhantomData)
+}
+
+impl<S: Section> Kind for Subs<S> {
+    type Out = Vec<S>;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Vec<S>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            // `[services.web.slo]` (one table) is the likely slip: say how to write it.
+            let found = article(v.get_ref());
+            p.push(
+                v.span(),
+                format!(
+                    "{} must be an array of tables ([[{}]]), found {found}",
+                    at.what, at.path
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            let DeValue::Table(map) = item.get_ref() else {
+                p.push(
+                    item.span(),
+                    format!(
+                        "each entry of `{}` must be a table ([[{}]]), found {}",
+                        at.key,
+                        at.path,
+                        article(item.get_ref())
+                    ),
+                );
+                continue;
+            };
+            let mut t = Table::new(Some(map), item.span(), at.path.to_owned(), at.key);
+            t.label = format!("[[{}]]", at.path);
+            out.push(S::read(&t, p));
+        }
+        Some(out)
+    }
+    fn shape(&self) -> Shape {
+        Shape::Tables(TableDoc {
+            doc: S::DOC,
+            keys: S::keys(),
+        })
+    }
+    #[cfg(test)]
+    fn check_nested(&self, name: &str, p: &mut Problems) {
+        S::check_defaults(name, p);
+    }
+    fn expected(&self) -> String {
+        "an array of tables".into()
+    }
+}
+
+/// A table of arbitrary keys (`env`, `services`), each holding a `K`, in file order.
+pub(crate) struct Map<K> {
+    value: K,
+    name: &'static str,
+}
+
+/// A table whose keys are names the user chooses, written `name` in the reference.
+pub(crate) const fn map<K>(name: &'static str, value: K) -> Map<K> {
+    Map { value, name }
+}
+
+impl<K: Kind> Kind for Map<K> {
+    type Out = Vec<(Spanned<String>, Spanned<K::Out>)>;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
+        let DeValue::Table(map) = v.get_ref() else {
+            let mut message = format!("{} must be {}", at.what, self.expected());
+            if self.value.plural() == "tables" {
+                message.push_str(&format!(" ([{}.{}])", at.path, self.name));
+            }
+            p.push(
+                v.span(),
+                format!("{message}, found {}", article(v.get_ref())),
+            );
+            return None;
+        };
+        let mut entries: Vec<_> = map.iter().collect();
+        entries.sort_by_key(|(k, _)| k.span().start);
+        let mut out = Vec::new();
+        for (key, value) in entries {
+            let name: &str = key.get_ref();
+            let path = format!("{}.{name}", at.path);
+            let what = format!("`{}.{name}`", at.key);
+            let inner = At {
+                key: name,
+                what: &what,
+                path: &path,
+            };
+            if let Some(x) = self.value.read(value, &inner, p) {
+                out.push((
+                    Spanned::new(key.span(), name.to_owned()),
+                    Spanned::new(value.span(), x),
+                ));
+            }
+        }
+        Some(out)
+    }
+    fn shape(&self) -> Shape {
+        Shape::Map {
+            key: self.name,
+            value: Box::new(self.value.shape()),
+        }
+    }
+    #[cfg(test)]
+    fn check_nested(&self, name: &str, p: &mut Problems) {
+        self.value.check_nested(name, p);
+    }
+    fn expected(&self) -> String {
+        format!("a table of {}", self.value.plural())
+    }
+}

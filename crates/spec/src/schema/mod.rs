@@ -1,0 +1,321 @@
+//! The stack-file language, declared once.
+//!
+//! Every key is one entry of a [`section!`](crate::section) in `keys.rs`: its TOML name,
+//! the Rust type it reads into, its [`Kind`] (TOML type, range or choices, unit), its
+//! default and its doc. From that one entry come the reader (every unknown key, wrong
+//! type and out-of-range value reported, with spans, in one run), the reference in
+//! `docs/stack-file.md`, the JSON Schema of `bulwark schema` and `bulwark explain KEY`.
+//! What is left by hand is what relates several keys (`check`).
+
+mod kinds;
+mod table;
+
+pub(crate) use kinds::*;
+pub(crate) use table::{Table, article};
+
+use toml::Spanned;
+
+/// A key after reading.
+///
+/// `Invalid` (present, but already reported) is kept apart from `Absent` so that checks
+/// neither report it again as missing nor silently replace it with its default.
+#[derive(Debug)]
+pub(crate) enum Field<T> {
+    /// Not in the file, and without a default.
+    Absent,
+    /// Not in the file: the declared default.
+    Default(T),
+    /// In the file, and reported as wrong.
+    Invalid,
+    /// In the file, valid, with the span of its value.
+    Given(Spanned<T>),
+}
+
+impl<T> Field<T> {
+    /// The value written in the file, with its span.
+    pub fn given(&self) -> Option<&Spanned<T>> {
+        match self {
+            Field::Given(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Written in the file, valid or not.
+    pub fn is_present(&self) -> bool {
+        matches!(self, Field::Given(_) | Field::Invalid)
+    }
+
+    /// The value in effect: the file's, else the default. `None` when invalid or absent
+    /// without a default.
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Field::Given(v) => Some(v.get_ref()),
+            Field::Default(v) => Some(v),
+            Field::Absent | Field::Invalid => None,
+        }
+    }
+
+    /// The value's span, if written in the file.
+    pub fn span(&self) -> Option<crate::problem::Span> {
+        self.given().map(Spanned::span)
+    }
+}
+
+impl<T: Clone> Field<T> {
+    /// [`Field::value`], owned.
+    pub fn get(&self) -> Option<T> {
+        self.value().cloned()
+    }
+}
+
+/// What a key is when the file leaves it out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Omitted {
+    /// This value, written as in the file (`"1s"`, `3`, `"p2c"`).
+    Value(&'static str),
+    /// A value that depends on the table the key is in (probes: `startup` differs).
+    ByTable(&'static [(&'static str, &'static str)], &'static str),
+    /// Must be given; the text is an example line, or empty to list the choices.
+    Required(&'static str),
+    /// Nothing: absence has the meaning described.
+    Optional(&'static str),
+    /// A table whose every key is at its default.
+    Table,
+}
+
+impl From<&'static str> for Omitted {
+    fn from(text: &'static str) -> Self {
+        Omitted::Value(text)
+    }
+}
+
+/// A key that must be given, with an example line (`""`: the message lists the choices).
+pub(crate) const fn required(example: &'static str) -> Omitted {
+    Omitted::Required(example)
+}
+
+/// A key whose absence means what `meaning` says.
+pub(crate) const fn optional(meaning: &'static str) -> Omitted {
+    Omitted::Optional(meaning)
+}
+
+/// A default that differs for some tables of the same section.
+pub(crate) const fn by_table(
+    special: &'static [(&'static str, &'static str)],
+    otherwise: &'static str,
+) -> Omitted {
+    Omitted::ByTable(special, otherwise)
+}
+
+/// A sub-table whose keys take their defaults when it is left out.
+pub(crate) const TABLE: Omitted = Omitted::Table;
+
+impl Omitted {
+    /// The default's text for `table`.
+    pub fn text_for(self, table: &str) -> Option<&'static str> {
+        match self {
+            Omitted::Value(v) => Some(v),
+            Omitted::ByTable(special, otherwise) => Some(
+                special
+                    .iter()
+                    .find(|(t, _)| *t == table)
+                    .map_or(otherwise, |(_, v)| v),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// One key, as documentation and schema see it.
+#[derive(Debug, Clone)]
+pub struct Key {
+    /// Its name in the table.
+    pub name: &'static str,
+    /// Its doc comment, one string per line.
+    pub doc: &'static [&'static str],
+    /// What values it takes.
+    pub shape: Shape,
+    /// What it is when left out.
+    pub default: Omitted,
+    /// The version that introduced it.
+    pub since: &'static str,
+}
+
+impl Key {
+    /// The doc comment as one paragraph.
+    pub fn doc_text(&self) -> String {
+        join_doc(self.doc)
+    }
+}
+
+/// Doc-comment lines joined into one paragraph.
+pub(crate) fn join_doc(lines: &[&str]) -> String {
+    lines
+        .iter()
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim()
+        .to_owned()
+}
+
+/// A sub-table's documentation: its doc and keys.
+#[derive(Debug, Clone)]
+pub struct TableDoc {
+    /// The section's doc comment.
+    pub doc: &'static [&'static str],
+    /// Its keys, in declaration order.
+    pub keys: Vec<Key>,
+}
+
+/// The values a key takes, for documentation and schema.
+#[derive(Debug, Clone)]
+pub enum Shape {
+    /// Any string (`non_empty`: not `""`).
+    String {
+        /// `""` is refused.
+        non_empty: bool,
+    },
+    /// `true` or `false`.
+    Bool,
+    /// An integer in `min..=max`.
+    Int {
+        /// Smallest accepted.
+        min: i64,
+        /// Largest accepted.
+        max: i64,
+        /// What it counts.
+        unit: &'static str,
+    },
+    /// A number (an integer is taken as one) in a range.
+    Number {
+        /// Lower bound.
+        min: f64,
+        /// Upper bound.
+        max: f64,
+        /// The lower bound itself is refused.
+        min_open: bool,
+        /// The upper bound itself is refused.
+        max_open: bool,
+        /// What it measures.
+        unit: &'static str,
+    },
+    /// A duration string, at most `max`.
+    Duration {
+        /// The longest accepted, as written.
+        max: &'static str,
+        /// `"0s"` is refused.
+        positive: bool,
+    },
+    /// One of these strings.
+    Choice(Vec<&'static str>),
+    /// A string of this form.
+    Text(&'static str),
+    /// An array of these.
+    List(Box<Shape>),
+    /// A table.
+    Table(TableDoc),
+    /// An array of tables.
+    Tables(TableDoc),
+    /// A table of arbitrary keys (named by `key`), each holding this.
+    Map {
+        /// How the reference names a key (`NAME`).
+        key: &'static str,
+        /// What each key holds.
+        value: Box<Shape>,
+    },
+}
+
+/// A table of the stack file, declared by [`section!`](crate::section).
+pub(crate) trait Section: Sized {
+    /// The section's doc comment, one string per line.
+    const DOC: &'static [&'static str];
+    /// Reads the table (or, when `t.map` is `None`, its defaults).
+    fn read(t: &Table<'_, '_>, p: &mut crate::problem::Problems) -> Self;
+    /// The keys, for documentation.
+    fn keys() -> Vec<Key>;
+    /// Reads every declared default, as if `table` were empty (a test: none fails).
+    #[cfg(test)]
+    fn check_defaults(table: &str, p: &mut crate::problem::Problems);
+}
+
+/// Declares a table of the stack file: a struct with one [`Field`] per key, and its
+/// [`Section`] implementation. Each key is written once:
+///
+/// ```text
+/// /// Doc of the key (the reference and `bulwark explain` show it).
+/// name [as "toml-name"]: RustType = kind, default [, since "0.2"];
+/// ```
+#[macro_export]
+#[doc(hidden)]
+macro_rules! section {
+    (
+        $(#[doc = $tdoc:literal])*
+        $vis:vis struct $Name:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                $field:ident $(as $toml:literal)? : $ty:ty = $kind:expr, $default:expr
+                    $(, since $since:literal)? ;
+            )*
+        }
+    ) => {
+        $(#[doc = $tdoc])*
+        #[derive(Debug)]
+        $vis struct $Name {
+            /// The table's span (its header, or its parent's when left out).
+            #[allow(dead_code, reason = "span, label and written serve the checks of some tables only")]
+            pub span: $crate::problem::Span,
+            /// How messages name the table: `[services.web]`.
+            #[allow(dead_code, reason = "see `span`")]
+            pub label: String,
+            /// The keys written in the file, in file order, with the spans of key and value.
+            #[allow(dead_code, reason = "see `span`")]
+            pub written: Vec<(String, $crate::problem::Span, $crate::problem::Span)>,
+            $( $(#[doc = $doc])* pub $field: $crate::schema::Field<$ty>, )*
+        }
+
+        impl $crate::schema::Section for $Name {
+            const DOC: &'static [&'static str] = &[$($tdoc),*];
+
+            fn read(t: &$crate::schema::Table<'_, '_>, p: &mut $crate::problem::Problems) -> Self {
+                t.check_keys(&[$($crate::section!(@name $field $($toml)?)),*], p);
+                $Name {
+                    span: t.span.clone(),
+                    label: t.label.clone(),
+                    written: t.written(),
+                    $( $field: t.read(
+                        $crate::section!(@name $field $($toml)?),
+                        &$kind,
+                        $crate::schema::Omitted::from($default),
+                        p,
+                    ), )*
+                }
+            }
+
+            fn keys() -> Vec<$crate::schema::Key> {
+                vec![$( $crate::schema::Key {
+                    name: $crate::section!(@name $field $($toml)?),
+                    doc: &[$($doc),*],
+                    shape: $crate::schema::shape_of::<$ty, _>(&$kind),
+                    default: $crate::schema::Omitted::from($default),
+                    since: $crate::section!(@since $($since)?),
+                } ),*]
+            }
+
+            #[cfg(test)]
+            fn check_defaults(table: &str, p: &mut $crate::problem::Problems) {
+                $( $crate::schema::check_default::<$ty, _>(
+                    table,
+                    $crate::section!(@name $field $($toml)?),
+                    &$kind,
+                    $crate::schema::Omitted::from($default),
+                    p,
+                ); )*
+            }
+        }
+    };
+    (@name $field:ident $toml:literal) => { $toml };
+    (@name $field:ident) => { stringify!($field) };
+    (@since $since:literal) => { $since };
+    (@since) => { "0.1" };
+}

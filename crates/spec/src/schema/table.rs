@@ -1,0 +1,132 @@
+//! A TOML table being read against its declaration.
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::kinds::{At, Kind, read_default};
+use super::{Field, Omitted};
+use crate::problem::{Problems, Span, hint};
+
+/// A table of the file (or one left out: `map` is `None`, and every key takes its default).
+pub(crate) struct Table<'a, 'i> {
+    pub map: Option<&'a DeTable<'i>>,
+    pub span: Span,
+    /// Dotted path: `services.web.expose`; empty at the top level.
+    pub path: String,
+    /// Its key in the parent (`startup`): some defaults depend on it.
+    pub name: String,
+    /// How messages name it: `[services.web]`, `[[services.web.slo]]`, `at the top level`.
+    pub label: String,
+}
+
+impl<'a, 'i> Table<'a, 'i> {
+    pub fn new(map: Option<&'a DeTable<'i>>, span: Span, path: String, name: &str) -> Self {
+        let label = if path.is_empty() {
+            "at the top level".to_owned()
+        } else {
+            format!("[{path}]")
+        };
+        Table {
+            map,
+            span,
+            path,
+            name: name.to_owned(),
+            label,
+        }
+    }
+
+    /// Reports every key not in `known` (not just the first), at the key.
+    pub fn check_keys(&self, known: &[&str], p: &mut Problems) {
+        let Some(map) = self.map else { return };
+        let place = if self.path.is_empty() {
+            self.label.clone()
+        } else {
+            format!("in {}", self.label)
+        };
+        for key in map.keys() {
+            let key_str: &str = key.get_ref();
+            if !known.contains(&key_str) {
+                p.push(
+                    key.span(),
+                    format!(
+                        "unknown field `{key_str}` {place}{}",
+                        hint(key_str, known, "expected one of")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The keys written, in file order, with the spans of the key and of its value.
+    pub fn written(&self) -> Vec<(String, Span, Span)> {
+        let mut keys: Vec<(String, Span, Span)> = self
+            .map
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(k, v)| (k.get_ref().to_string(), k.span(), v.span()))
+            .collect();
+        keys.sort_by_key(|(_, s, _)| s.start);
+        keys
+    }
+
+    /// Reads `key` as `kind`; left out, it takes `omitted`.
+    pub fn read<K: Kind>(
+        &self,
+        key: &str,
+        kind: &K,
+        omitted: Omitted,
+        p: &mut Problems,
+    ) -> Field<K::Out> {
+        let path = if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        };
+        let what = format!("`{key}`");
+        let at = At {
+            key,
+            what: &what,
+            path: &path,
+        };
+        if let Some(v) = self.map.and_then(|m| m.get(key)) {
+            return match kind.read(v, &at, p) {
+                Some(x) => Field::Given(Spanned::new(v.span(), x)),
+                None => Field::Invalid,
+            };
+        }
+        let default = match omitted {
+            Omitted::Required(example) => {
+                // A table left out as a whole is not missing its keys.
+                if self.map.is_some() {
+                    let how = if example.is_empty() {
+                        format!("expected {}", kind.expected())
+                    } else {
+                        format!("for example {example}")
+                    };
+                    p.push(
+                        self.span.clone(),
+                        format!("missing required field `{key}` in {}; {how}", self.label),
+                    );
+                }
+                None
+            }
+            Omitted::Optional(_) => None,
+            Omitted::Table => kind.omitted(&at, p),
+            Omitted::Value(_) | Omitted::ByTable(..) => {
+                // Declared defaults read cleanly (a unit test checks every one).
+                let mut scratch = Problems::default();
+                omitted
+                    .text_for(&self.name)
+                    .and_then(|text| read_default(kind, text, &at, &mut scratch))
+            }
+        };
+        default.map_or(Field::Absent, Field::Default)
+    }
+}
+
+/// "a string", "an integer", ...: the TOML type of a value, as a message says it.
+pub(crate) fn article(value: &DeValue<'_>) -> String {
+    let t = value.type_str();
+    let an = t.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {t}", if an { "an" } else { "a" })
+}
