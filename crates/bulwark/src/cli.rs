@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 
 /// A self-healing runtime for services: supervised replicas, probes, restarts and a
 /// fault-tolerant proxy, in one binary.
@@ -84,6 +84,36 @@ pub enum Command {
     Demo(DemoArgs),
     /// An open-loop HTTP load generator.
     Load(LoadArgs),
+    /// Print a shell completion script.
+    ///
+    /// bash: `source <(bulwark completions bash)` in ~/.bashrc; zsh: save it as `_bulwark` in
+    /// a directory of $fpath; fish: save it as ~/.config/fish/completions/bulwark.fish.
+    Completions { shell: Shell },
+    /// Print the man page (read it with `man -l <(bulwark man)`).
+    Man {
+        /// Write bulwark.1 and one page per subcommand (bulwark-SUB.1) into this directory
+        /// instead.
+        #[arg(long, value_hint = ValueHint::DirPath)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// A shell `bulwark completions` writes a script for.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<Shell> for clap_complete::Shell {
+    fn from(shell: Shell) -> Self {
+        match shell {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        }
+    }
 }
 
 #[derive(Subcommand)]

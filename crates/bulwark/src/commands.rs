@@ -131,7 +131,12 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             client.post(&format!("/v1/faults/{state}")).await?;
             outln!("injected faults {state}");
         }
-        Command::Up(_) | Command::Check { .. } | Command::Demo(_) | Command::Load(_) => {
+        Command::Up(_)
+        | Command::Check { .. }
+        | Command::Demo(_)
+        | Command::Load(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             unreachable!("handled in main")
         }
     }

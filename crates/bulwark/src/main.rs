@@ -9,7 +9,7 @@ mod up;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use output::outln;
 
@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Check { file } => return check(&file),
+        Command::Completions { shell } => return completions(shell),
+        Command::Man { out } => man(out.as_deref()),
         Command::Slo {
             cmd: Some(cli::SloCmd::Rules { file, out }),
             ..
@@ -112,6 +114,49 @@ fn slo_rules(file: &std::path::Path, out: &std::path::Path) -> anyhow::Result<Ex
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `bulwark completions SHELL`: the completion script, generated from the CLI definition.
+fn completions(shell: cli::Shell) -> ExitCode {
+    // Rendered into memory first: clap_complete panics when a write fails, and a closed
+    // pipe must end the command quietly (see `output`).
+    let mut script = Vec::new();
+    clap_complete::generate(
+        clap_complete::Shell::from(shell),
+        &mut Cli::command(),
+        "bulwark",
+        &mut script,
+    );
+    output::bytes(&script);
+    ExitCode::SUCCESS
+}
+
+/// `bulwark man [--out DIR]`: the man page on stdout, or every page written into DIR.
+fn man(out: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    // No page for clap's `help` subcommand: it only repeats `--help`, which every page covers.
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    let Some(dir) = out else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut page)?;
+        output::bytes(&page);
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir)?;
+    // Built first so that each subcommand's name is its full path (`bulwark-slo-rules`).
+    cmd.build();
+    write_man_pages(cmd, dir)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `cmd`'s man page into `dir`, then its subcommands' pages, in the CLI's order.
+fn write_man_pages(cmd: clap::Command, dir: &std::path::Path) -> anyhow::Result<()> {
+    let subcommands: Vec<clap::Command> = cmd.get_subcommands().cloned().collect();
+    let path = clap_mangen::Man::new(cmd).generate_to(dir)?;
+    outln!("wrote {}", path.display());
+    for sub in subcommands {
+        write_man_pages(sub, dir)?;
+    }
+    Ok(())
 }
 
 async fn demo(args: cli::DemoArgs) -> anyhow::Result<ExitCode> {

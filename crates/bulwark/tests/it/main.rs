@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod check;
+mod completions;
 mod faults;
 mod hardening_api;
 mod hardening_proxy;
