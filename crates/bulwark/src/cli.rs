@@ -84,6 +84,15 @@ pub enum Command {
     Demo(DemoArgs),
     /// An open-loop HTTP load generator.
     Load(LoadArgs),
+    /// Print the stack file's JSON Schema (for editors: Taplo / Even Better TOML), or
+    /// with --markdown the reference (docs/stack-file.md).
+    Schema {
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Explain a stack-file key: its doc, type, default and an example. KEY is a dotted
+    /// path (`services.web.expose.retries.attempts`) or its unique end (`retries.attempts`).
+    Explain { key: String },
     /// Print a shell completion script.
     ///
     /// bash: `source <(bulwark completions bash)` in ~/.bashrc; zsh: save it as `_bulwark` in

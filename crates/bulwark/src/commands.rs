@@ -136,6 +136,8 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         | Command::Demo(_)
         | Command::Load(_)
         | Command::Completions { .. }
+        | Command::Schema { .. }
+        | Command::Explain { .. }
         | Command::Man { .. } => {
             unreachable!("handled in main")
         }

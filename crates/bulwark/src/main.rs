@@ -26,6 +26,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { file } => return check(&file),
         Command::Completions { shell } => return completions(shell),
+        Command::Schema { markdown } => return schema(markdown),
+        Command::Explain { key } => return explain(&key),
         Command::Man { out } => man(out.as_deref()),
         Command::Slo {
             cmd: Some(cli::SloCmd::Rules { file, out }),
@@ -64,10 +66,14 @@ fn tokio_runtime(
     Ok(b.enable_all().build()?)
 }
 
-/// `bulwark check`: exit 0 when valid, 2 with every problem listed when not.
+/// `bulwark check`: exit 0 when valid (warnings, such as old spellings, on stderr), 2 with
+/// every problem listed when not.
 fn check(file: &std::path::Path) -> ExitCode {
-    match spec::load(file) {
-        Ok(stack) => {
+    match spec::load_with_warnings(file) {
+        Ok(spec::Loaded { stack, warnings }) => {
+            for w in warnings {
+                eprintln!("{w}");
+            }
             outln!(
                 "{}: ok ({} service{})",
                 file.display(),
@@ -117,6 +123,32 @@ fn slo_rules(file: &std::path::Path, out: &std::path::Path) -> anyhow::Result<Ex
 }
 
 /// `bulwark completions SHELL`: the completion script, generated from the CLI definition.
+/// `bulwark schema [--markdown]`: generated from the stack file's declarations.
+fn schema(markdown: bool) -> ExitCode {
+    if markdown {
+        output::bytes(spec::reference().as_bytes());
+    } else {
+        let mut json = serde_json::to_string_pretty(&spec::json_schema()).unwrap_or_default();
+        json.push('\n');
+        output::bytes(json.as_bytes());
+    }
+    ExitCode::SUCCESS
+}
+
+/// `bulwark explain KEY`: exit 2 when no key (or several) match.
+fn explain(key: &str) -> ExitCode {
+    match spec::explain(key) {
+        Ok(text) => {
+            output::bytes(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bulwark: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn completions(shell: cli::Shell) -> ExitCode {
     // Rendered into memory first: clap_complete panics when a write fails, and a closed
     // pipe must end the command quietly (see `output`).

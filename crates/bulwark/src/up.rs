@@ -27,7 +27,11 @@ async fn reload(
     listeners: &mut Listeners,
     bus: &Arc<Bus>,
 ) -> Result<Vec<String>, String> {
-    let stack = spec::load(file).map_err(|e| e.to_string())?;
+    let spec::Loaded { stack, warnings } =
+        spec::load_with_warnings(file).map_err(|e| e.to_string())?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     let mut changes = supervisor.reload(&stack).map_err(|e| e.to_string())?;
     let edited = listeners.apply(&stack).await;
     changes.extend(edited.map_err(|e| format!("{:#}", anyhow::Error::new(e)))?);
@@ -63,8 +67,13 @@ fn eval_every(stack: &spec::Stack) -> Duration {
 // Long on purpose: the wiring of `bulwark up`, in the order the layers must start.
 #[allow(clippy::too_many_lines)]
 pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let stack = match spec::load(&args.file) {
-        Ok(s) => s,
+    let stack = match spec::load_with_warnings(&args.file) {
+        Ok(spec::Loaded { stack, warnings }) => {
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            stack
+        }
         Err(errors) => {
             eprintln!("{errors}");
             return Ok(ExitCode::from(2));

@@ -284,13 +284,22 @@ pub fn explain(query: &str) -> Result<String, String> {
     let (path, key) = match (exact, suffix.as_slice()) {
         (Some(found), _) | (None, [found]) => *found,
         (None, []) => {
-            let paths: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
-            let names: Vec<&str> = all.iter().map(|(_, k)| k.name).collect();
-            let guess = suggest(&wanted, paths.iter().copied()).or_else(|| {
-                suggest(
-                    wanted.rsplit('.').next().unwrap_or(""),
-                    names.iter().copied(),
-                )
+            // Compare with the same number of trailing components: `timeouts.conect` is
+            // close to `…timeouts.connect`, not to the whole path.
+            let depth = wanted.split('.').count();
+            let tails: Vec<&str> = all
+                .iter()
+                .map(|(p, _)| {
+                    let start = p
+                        .rmatch_indices('.')
+                        .nth(depth - 1)
+                        .map_or(0, |(i, _)| i + 1);
+                    &p[start..]
+                })
+                .collect();
+            let guess = suggest(&wanted, tails.iter().copied()).and_then(|tail| {
+                let i = tails.iter().position(|t| *t == tail)?;
+                Some(all[i].0.as_str())
             });
             return Err(match guess {
                 Some(g) => format!("no key `{query}` in the stack file; did you mean `{g}`?"),

@@ -15,4 +15,5 @@ mod probes;
 mod proxy;
 mod resilience;
 mod restart;
+mod schema;
 mod slo;
