@@ -41,7 +41,7 @@ section! {
 
 section! {
     /// The local control API served by `bulwark up`.
-    pub(crate) struct ApiTable {
+    pub(crate) struct ApiTable => #[derive(Debug, Clone, PartialEq)] pub struct Api {
         /// The API's address; port 0 picks a free one (written to the state directory).
         /// A non-loopback address needs `allow_remote`.
         listen: SocketAddr = address(), r#""127.0.0.1:7700""#;
@@ -52,7 +52,7 @@ section! {
 
 section! {
     /// Stack-wide supervision limits.
-    pub(crate) struct SupervisorTable {
+    pub(crate) struct SupervisorTable => #[derive(Debug, Clone, PartialEq)] pub struct SupervisorSettings {
         /// Replicas restarting (spawned, not yet started) at once across the whole stack:
         /// the restart-storm guard.
         max_concurrent_restarts: u32 = int(1, MANY), "8";
@@ -61,7 +61,7 @@ section! {
 
 section! {
     /// How long the durable journal keeps what it records.
-    pub(crate) struct JournalTable {
+    pub(crate) struct JournalTable => #[derive(Debug, Clone, PartialEq)] pub struct JournalSettings {
         /// Resolved alerts, ended incidents and expired silences older than this are
         /// pruned, at start and hourly.
         retention: Duration = duration().long(), r#""30d""#;
@@ -190,8 +190,9 @@ section! {
 }
 
 section! {
-    /// Crash-loop backoff: the restart delay grows from `initial` to `max`.
-    pub(crate) struct BackoffTable {
+    /// Crash-loop backoff: the restart delay grows from `initial` to `max`. Invariant:
+    /// `initial <= max`, `multiplier >= 1`, `0 <= jitter < 1`.
+    pub(crate) struct BackoffTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Backoff {
         /// The first delay.
         initial: Duration = duration().positive(), r#""250ms""#;
         /// The longest delay.
@@ -308,7 +309,7 @@ fn hash_on(s: &str) -> Result<HashOn, String> {
 
 section! {
     /// How long the proxy waits.
-    pub(crate) struct TimeoutsTable {
+    pub(crate) struct TimeoutsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Timeouts {
         /// To connect to a replica.
         connect: Duration = duration().positive(), r#""1s""#;
         /// For a whole request, every try included.
@@ -367,7 +368,7 @@ section! {
 section! {
     /// Hedging: an idempotent request slower than the percentile gets a second try on
     /// another replica; the first answer wins.
-    pub(crate) struct HedgeTable {
+    pub(crate) struct HedgeTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Hedge {
         /// The latency percentile past which a request is hedged.
         percentile: f64 = number(1.0, 99.99), "95.0";
         /// Never hedge sooner than this.
@@ -377,7 +378,7 @@ section! {
 
 section! {
     /// Passive health checking (Envoy's outlier detection).
-    pub(crate) struct OutlierTable {
+    pub(crate) struct OutlierTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Outlier {
         /// `false` turns outlier detection off.
         enabled: bool = boolean(), "true";
         /// Eject after this many 5xx in a row (0: never).
@@ -405,7 +406,7 @@ section! {
 
 section! {
     /// Per-replica circuit breakers, on connect failures, resets and timeouts.
-    pub(crate) struct BreakerTable {
+    pub(crate) struct BreakerTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Breaker {
         /// Open after this many failures in a row (0: off).
         consecutive_failures: u32 = int(0, 10_000), "5";
         /// How long it stays open before letting one request through (half-open).
@@ -417,7 +418,7 @@ section! {
 
 section! {
     /// Bulkheads: over them, 503 at once with `Retry-After: 1`; memory stays bounded.
-    pub(crate) struct LimitsTable {
+    pub(crate) struct LimitsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Limits {
         /// Client connections at once.
         max_connections: u32 = int(1, 10_000_000), "10000";
         /// Requests forwarded at once.

@@ -12,6 +12,10 @@ use std::time::Duration;
 
 pub use nix::sys::signal::Signal;
 
+pub use crate::keys::{
+    Api, Backoff, Breaker, Hedge, JournalSettings, Limits, Outlier, SupervisorSettings, Timeouts,
+};
+
 /// A validated stack file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stack {
@@ -28,37 +32,11 @@ pub struct Stack {
     pub journal: JournalSettings,
 }
 
-/// `[journal]`: how long the durable journal keeps what it records.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JournalSettings {
-    /// Resolved alerts, ended incidents and expired silences older than this are pruned.
-    /// Default 30 days.
-    pub retention: Duration,
-}
-
 impl Stack {
     /// The service called `name`, if the stack has one.
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
-}
-
-/// `[api]`: the local control API served by `bulwark up`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Api {
-    /// Default `127.0.0.1:7700`. Port 0 picks a free port (written to the state directory).
-    pub listen: SocketAddr,
-    /// A `listen` address other than loopback is refused unless this is set: the API
-    /// speaks plain HTTP, and its token is all that guards it. Default false.
-    pub allow_remote: bool,
-}
-
-/// `[supervisor]`: stack-wide supervision limits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SupervisorSettings {
-    /// How many replicas may be restarting (spawned, not yet started) at once across the
-    /// whole stack. Prevents restart storms. Default 8.
-    pub max_concurrent_restarts: u32,
 }
 
 /// `[services.NAME]`: one supervised program, run as one or more replicas.
@@ -128,21 +106,6 @@ pub enum RestartAction {
     Restart,
     /// Leave the replica stopped.
     Stop,
-}
-
-/// Crash-loop backoff. Invariant: `initial <= max`, `multiplier >= 1`, `0 <= jitter < 1`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    /// The first delay.
-    pub initial: Duration,
-    /// The longest delay.
-    pub max: Duration,
-    /// A replica that stayed up this long has its backoff reset.
-    pub reset_after: Duration,
-    /// How much each delay grows over the previous one.
-    pub multiplier: f64,
-    /// Fraction by which a delay may be shortened at random (never below `initial`).
-    pub jitter: f64,
 }
 
 /// How one probe checks a replica, and how often.
@@ -283,19 +246,6 @@ pub enum HashOn {
     ClientAddress,
 }
 
-/// Proxy timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Connecting to a replica. Default 1 s.
-    pub connect: Duration,
-    /// The whole request, retries included (Envoy's 15 s).
-    pub request: Duration,
-    /// A client connection with nothing in flight is closed after this. Default 60 s.
-    pub idle: Duration,
-    /// Reading a request's headers (slowloris). Default 10 s.
-    pub header_read: Duration,
-}
-
 /// When a failed try is sent again, always to another replica.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retries {
@@ -334,68 +284,6 @@ pub struct RetryOn {
     pub gateway_error: bool,
     /// These status codes.
     pub statuses: Vec<u16>,
-}
-
-/// `[services.NAME.expose.hedge]`: for idempotent requests, a second try to another
-/// replica when the first is slower than this percentile of recent latencies; the first
-/// answer wins.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Hedge {
-    /// The percentile of recent latencies (default 95) a try may take before a hedge is sent.
-    pub percentile: f64,
-    /// Never hedge sooner than this (a floor for very fast services). Default 5 ms.
-    pub min_delay: Duration,
-}
-
-/// Passive health: eject replicas that fail, from what the proxy sees.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Outlier {
-    /// Whether outlier detection runs at all.
-    pub enabled: bool,
-    /// Envoy: 5.
-    pub consecutive_5xx: u32,
-    /// Eject after this many gateway errors (502, 503, 504, failed connections, timeouts) in a row.
-    pub consecutive_gateway_errors: u32,
-    /// Eject below this success rate (percent) over the window; 0: off. Default 80.
-    pub success_rate: f64,
-    /// Fewest requests in the window for the success-rate rule to judge a replica.
-    pub success_rate_min_requests: u32,
-    /// The span the success rate is measured over.
-    pub success_rate_window: Duration,
-    /// Ejection time = base × times ejected, capped (linkerd: 1 s to 1 min).
-    pub base_ejection: Duration,
-    /// The longest an ejection lasts.
-    pub max_ejection: Duration,
-    /// The largest share of a service's replicas (percent) ejected at once.
-    pub max_ejection_percent: f64,
-    /// Below this share of healthy replicas, traffic goes to all of them (Envoy: 50 %).
-    pub panic_threshold: f64,
-    /// Ask the supervisor to restart a replica when it is ejected.
-    pub restart_ejected: bool,
-}
-
-/// Per-replica circuit breaker on connection failures and timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Breaker {
-    /// 0: off. Default 5.
-    pub consecutive_failures: u32,
-    /// How long the breaker stays open after it first opens; doubles on each reopening.
-    pub cooldown: Duration,
-    /// The longest the breaker stays open.
-    pub max_cooldown: Duration,
-}
-
-/// Bulkheads. Over the limits: 503 at once with `Retry-After`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Client connections at once (Envoy: 1024 per cluster; ours is per listener).
-    pub max_connections: u32,
-    /// Requests in flight at once; more wait in the queue.
-    pub max_inflight: u32,
-    /// Requests waiting for an in-flight slot; 0: none wait.
-    pub queue: u32,
-    /// How long a request may wait for an in-flight slot before it is refused.
-    pub queue_timeout: Duration,
 }
 
 /// Token bucket; over it: 429 with `Retry-After`.

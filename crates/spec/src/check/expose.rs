@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use toml::Spanned;
 
 use crate::keys::{
-    BalanceName, BreakerTable, ExposeTable, FaultTable, LimitsTable, OutlierTable, RetriesTable,
-    RetryCondition, RouteTable, TimeoutsTable, ToxicTable, ToxicType,
+    BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RetryCondition,
+    RouteTable, ToxicTable, ToxicType,
 };
 use crate::model::{
-    Balance, Breaker, Expose, Fault, FaultAction, Hedge, Limits, Outlier, Protocol, RateLimit,
-    Retries, RetryOn, Route, RouteMatch, Timeouts, Toxic, ToxicKind,
+    Balance, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries, RetryOn,
+    Route, RouteMatch, Toxic, ToxicKind,
 };
 use crate::problem::Problems;
 use crate::schema::Field;
@@ -29,18 +29,10 @@ const HTTP_ONLY_TABLES: [&str; 5] = ["retries", "hedge", "outlier", "breaker", "
 
 /// The expose settings, its listen address and its routes' targets (checked by the caller
 /// against the stack's services).
-pub(super) fn expose(
-    raw: &Spanned<ExposeTable>,
-    p: &mut Problems,
-) -> (
-    Option<Expose>,
-    Option<Spanned<SocketAddr>>,
-    Vec<Spanned<String>>,
-) {
+pub(super) fn expose(raw: &Spanned<ExposeTable>, p: &mut Problems) -> Checked {
     let span = raw.span();
     let raw = raw.get_ref();
-    let protocol = raw.protocol.get();
-    if protocol == Some(Protocol::Tcp) {
+    if raw.protocol.get() == Some(Protocol::Tcp) {
         for (key, _, value) in &raw.written {
             if HTTP_ONLY.contains(&key.as_str()) {
                 p.push(
@@ -64,14 +56,31 @@ pub(super) fn expose(
             ),
         );
     }
-    let balance = balance(raw, p);
-    let hedge = raw.hedge.given().map(|h| {
-        let h = h.get_ref();
-        Some(Hedge {
-            percentile: h.percentile.get()?,
-            min_delay: h.min_delay.get()?,
-        })
+    let mut targets = Vec::new();
+    let listen = raw.listen.given().cloned();
+    let built = policies(raw, &mut targets, p).zip(listen.clone());
+    let expose = built.map(|(e, listen)| Expose {
+        listen: listen.into_inner(),
+        ..e
     });
+    (expose, listen, targets)
+}
+
+/// What [`expose`] gives: the settings, the listen address, the routes' targets.
+type Checked = (
+    Option<Expose>,
+    Option<Spanned<SocketAddr>>,
+    Vec<Spanned<String>>,
+);
+
+/// Every policy of `[expose]`; `listen` is left unspecified for the caller to fill in.
+fn policies(
+    raw: &ExposeTable,
+    targets: &mut Vec<Spanned<String>>,
+    p: &mut Problems,
+) -> Option<Expose> {
+    let balance = balance(raw, p);
+    let hedge = raw.hedge.given().map(|h| h.get_ref().build());
     let rate_limit = raw.rate_limit.given().map(|r| {
         let r = r.get_ref();
         let rate = r.rate.get()?;
@@ -88,31 +97,26 @@ pub(super) fn expose(
     });
     let faults = each(&raw.faults, |f| fault(f, p));
     let toxics = each(&raw.toxics, toxic);
-    let mut targets = Vec::new();
-    let routes = each(&raw.routes, |r| route(r, &mut targets, p));
+    let routes = each(&raw.routes, |r| route(r, targets, p));
     let outlier = raw.outlier.value().and_then(|o| outlier(o, p));
-    let listen = raw.listen.given().cloned();
-    let build = || -> Option<Expose> {
-        Some(Expose {
-            listen: raw.listen.get()?,
-            protocol: protocol?,
-            balance: balance?,
-            slow_start: raw.slow_start.get()?,
-            upstream_http2: raw.upstream.get()?,
-            request_id_header: raw.request_id_header.get()?.to_ascii_lowercase(),
-            timeouts: timeouts(raw.timeouts.value()?)?,
-            retries: retries(raw.retries.value()?)?,
-            hedge: optional(hedge)?,
-            outlier: outlier?,
-            breaker: breaker(raw.breaker.value()?)?,
-            limits: limits(raw.limits.value()?)?,
-            rate_limit: optional(rate_limit.clone())?,
-            faults: faults?,
-            toxics: toxics?,
-            routes: routes?,
-        })
-    };
-    (build(), listen, targets)
+    Some(Expose {
+        listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+        protocol: raw.protocol.get()?,
+        balance: balance?,
+        slow_start: raw.slow_start.get()?,
+        upstream_http2: raw.upstream.get()?,
+        request_id_header: raw.request_id_header.get()?.to_ascii_lowercase(),
+        timeouts: raw.timeouts.value()?.build()?,
+        retries: retries(raw.retries.value()?)?,
+        hedge: optional(hedge)?,
+        outlier: outlier?,
+        breaker: breaker(raw.breaker.value()?)?,
+        limits: raw.limits.value()?.build()?,
+        rate_limit: optional(rate_limit)?,
+        faults: faults?,
+        toxics: toxics?,
+        routes: routes?,
+    })
 }
 
 /// A table left out is `Some(None)`; one that failed is `None`.
@@ -173,15 +177,6 @@ fn balance(raw: &ExposeTable, p: &mut Problems) -> Option<Balance> {
     })
 }
 
-fn timeouts(t: &TimeoutsTable) -> Option<Timeouts> {
-    Some(Timeouts {
-        connect: t.connect.get()?,
-        request: t.request.get()?,
-        idle: t.idle.get()?,
-        header_read: t.header_read.get()?,
-    })
-}
-
 fn retries(t: &RetriesTable) -> Option<Retries> {
     let mut on = RetryOn {
         connect_failure: false,
@@ -215,44 +210,26 @@ fn retries(t: &RetriesTable) -> Option<Retries> {
 
 /// Invariant: `base_ejection <= max_ejection`.
 fn outlier(t: &OutlierTable, p: &mut Problems) -> Option<Outlier> {
-    let (base, max) = (t.base_ejection.get()?, t.max_ejection.get()?);
-    if base > max {
+    let o = t.build()?;
+    if o.base_ejection > o.max_ejection {
         p.push(
             t.span.clone(),
-            format!("outlier `base_ejection` ({base:?}) must not exceed `max_ejection` ({max:?})"),
+            format!(
+                "outlier `base_ejection` ({:?}) must not exceed `max_ejection` ({:?})",
+                o.base_ejection, o.max_ejection
+            ),
         );
         return None;
     }
-    Some(Outlier {
-        enabled: t.enabled.get()?,
-        consecutive_5xx: t.consecutive_5xx.get()?,
-        consecutive_gateway_errors: t.consecutive_gateway_errors.get()?,
-        success_rate: t.success_rate.get()?,
-        success_rate_min_requests: t.success_rate_min_requests.get()?,
-        success_rate_window: t.success_rate_window.get()?,
-        base_ejection: base,
-        max_ejection: max,
-        max_ejection_percent: t.max_ejection_percent.get()?,
-        panic_threshold: t.panic_threshold.get()?,
-        restart_ejected: t.restart_ejected.get()?,
-    })
+    Some(o)
 }
 
+/// A cooldown never grows past `max_cooldown`, nor starts above it.
 fn breaker(t: &BreakerTable) -> Option<Breaker> {
-    let cooldown = t.cooldown.get()?;
+    let b = t.build()?;
     Some(Breaker {
-        consecutive_failures: t.consecutive_failures.get()?,
-        cooldown,
-        max_cooldown: t.max_cooldown.get()?.max(cooldown),
-    })
-}
-
-fn limits(t: &LimitsTable) -> Option<Limits> {
-    Some(Limits {
-        max_connections: t.max_connections.get()?,
-        max_inflight: t.max_inflight.get()?,
-        queue: t.queue.get()?,
-        queue_timeout: t.queue_timeout.get()?,
+        max_cooldown: b.max_cooldown.max(b.cooldown),
+        ..b
     })
 }
 
@@ -376,28 +353,10 @@ impl Expose {
     /// An exposed service with every policy at its declared default.
     pub fn new(listen: SocketAddr) -> Self {
         let raw: ExposeTable = super::omitted("expose");
-        let mut p = Problems::default();
+        let built = policies(&raw, &mut Vec::new(), &mut Problems::default());
         Expose {
             listen,
-            protocol: raw.protocol.get().unwrap_or(Protocol::Http),
-            balance: Balance::P2c,
-            slow_start: raw.slow_start.get().unwrap_or_default(),
-            upstream_http2: raw.upstream.get().unwrap_or(false),
-            request_id_header: raw.request_id_header.get().unwrap_or_default(),
-            timeouts: Timeouts::default(),
-            retries: Retries::default(),
-            hedge: None,
-            outlier: raw
-                .outlier
-                .value()
-                .and_then(|o| outlier(o, &mut p))
-                .unwrap_or_default(),
-            breaker: Breaker::default(),
-            limits: Limits::default(),
-            rate_limit: None,
-            faults: Vec::new(),
-            toxics: Vec::new(),
-            routes: Vec::new(),
+            ..built.expect("the declared defaults are valid")
         }
     }
 }
@@ -415,11 +374,7 @@ macro_rules! declared_default {
 }
 
 declared_default! {
-    Timeouts from TimeoutsTable by timeouts;
     Retries from RetriesTable by retries;
-    Breaker from BreakerTable by breaker;
-    Limits from LimitsTable by limits;
-    Outlier from OutlierTable by |t| outlier(t, &mut Problems::default());
 }
 
 impl Default for RetryOn {

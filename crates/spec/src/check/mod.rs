@@ -14,11 +14,10 @@ mod probe;
 mod service;
 mod slo;
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::keys::{ApiTable, StackTable};
-use crate::model::{Api, JournalSettings, Stack, SupervisorSettings};
+use crate::model::{Api, Stack};
 use crate::problem::Problems;
 use crate::schema::{Field, Section, Table};
 
@@ -26,16 +25,8 @@ use crate::schema::{Field, Section, Table};
 /// values are joined onto `base_dir` (the stack file's directory).
 pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Option<Stack> {
     let api = raw.api.value().and_then(|a| api(a, p));
-    let journal = raw.journal.value().and_then(|j| {
-        Some(JournalSettings {
-            retention: j.retention.get()?,
-        })
-    });
-    let supervisor = raw.supervisor.value().and_then(|s| {
-        Some(SupervisorSettings {
-            max_concurrent_restarts: s.max_concurrent_restarts.get()?,
-        })
-    });
+    let journal = raw.journal.value().and_then(|j| j.build());
+    let supervisor = raw.supervisor.value().and_then(|s| s.build());
     let alerts = raw.alerts.value().and_then(|a| alerts::alerts(a, p));
 
     let services = match &raw.services {
@@ -76,26 +67,23 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
 /// `[api]`: a non-loopback address must be asked for in so many words, because the API
 /// speaks plain HTTP and its token is all that guards it.
 fn api(raw: &ApiTable, p: &mut Problems) -> Option<Api> {
-    let listen: SocketAddr = raw.listen.get()?;
-    let allow_remote = raw.allow_remote.get()?;
+    let api = raw.build()?;
     if let Some(v) = raw.listen.given()
-        && !allow_remote
-        && !listen.ip().is_loopback()
+        && !api.allow_remote
+        && !api.listen.ip().is_loopback()
     {
         p.push(
             v.span(),
             format!(
-                "[api] listen = \"{listen}\" is not a loopback address; the API speaks plain \
+                "[api] listen = \"{}\" is not a loopback address; the API speaks plain \
                  HTTP with a bearer token, so reaching it from other machines must be asked \
-                 for: add `allow_remote = true` to [api], or listen on 127.0.0.1"
+                 for: add `allow_remote = true` to [api], or listen on 127.0.0.1",
+                api.listen
             ),
         );
         return None;
     }
-    Some(Api {
-        listen,
-        allow_remote,
-    })
+    Some(api)
 }
 
 /// A table left out, every key at its declared default (for the domain types' defaults).
@@ -104,28 +92,4 @@ pub(crate) fn omitted<S: Section>(name: &str) -> S {
         &Table::new(None, 0..0, name.to_owned(), name),
         &mut Problems::default(),
     )
-}
-
-impl Default for Api {
-    fn default() -> Self {
-        api(&omitted("api"), &mut Problems::default()).expect("the declared defaults are valid")
-    }
-}
-
-impl Default for SupervisorSettings {
-    fn default() -> Self {
-        let raw: crate::keys::SupervisorTable = omitted("supervisor");
-        SupervisorSettings {
-            max_concurrent_restarts: raw.max_concurrent_restarts.get().unwrap_or(1),
-        }
-    }
-}
-
-impl Default for JournalSettings {
-    fn default() -> Self {
-        let raw: crate::keys::JournalTable = omitted("journal");
-        JournalSettings {
-            retention: raw.retention.get().unwrap_or_default(),
-        }
-    }
 }

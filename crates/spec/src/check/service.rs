@@ -151,7 +151,7 @@ fn env(
 
 /// Invariant: `initial <= max`.
 fn backoff(raw: &BackoffTable, p: &mut Problems) -> Backoff {
-    let d = Backoff::default();
+    let built = raw.build().unwrap_or_default();
     if let (Some(initial), Some(max)) = (raw.initial.get(), raw.max.get())
         && initial > max
     {
@@ -164,25 +164,5 @@ fn backoff(raw: &BackoffTable, p: &mut Problems) -> Backoff {
             ),
         );
     }
-    Backoff {
-        initial: raw.initial.get().unwrap_or(d.initial),
-        max: raw.max.get().unwrap_or(d.max),
-        reset_after: raw.reset_after.get().unwrap_or(d.reset_after),
-        multiplier: raw.multiplier.get().unwrap_or(d.multiplier),
-        jitter: raw.jitter.get().unwrap_or(d.jitter),
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        let raw: BackoffTable = super::omitted("backoff");
-        let get = |f: &Field<std::time::Duration>| f.get().unwrap_or_default();
-        Backoff {
-            initial: get(&raw.initial),
-            max: get(&raw.max),
-            reset_after: get(&raw.reset_after),
-            multiplier: raw.multiplier.get().unwrap_or(1.0),
-            jitter: raw.jitter.get().unwrap_or(0.0),
-        }
-    }
+    built
 }

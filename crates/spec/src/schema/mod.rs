@@ -246,9 +246,51 @@ pub(crate) trait Section: Sized {
 /// /// Doc of the key (the reference and `bulwark explain` show it).
 /// name [as "toml-name"]: RustType = kind, default [, since "0.2"];
 /// ```
+///
+/// `struct XTable => #[derive(..)] pub struct X { .. }` also declares the domain type `X`,
+/// with one plain field per key (same name, type and doc), `XTable::build` and
+/// `X::default()` (every key at its declared default): for tables whose keys need nothing
+/// but their own checks.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! section {
+    (
+        $(#[doc = $tdoc:literal])*
+        $vis:vis struct $Name:ident => $(#[$dattr:meta])* $dvis:vis struct $Domain:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                $field:ident : $ty:ty = $kind:expr, $default:expr $(, since $since:literal)? ;
+            )*
+        }
+    ) => {
+        $crate::section! {
+            $(#[doc = $tdoc])*
+            $vis struct $Name {
+                $( $(#[doc = $doc])* $field: $ty = $kind, $default $(, since $since)? ; )*
+            }
+        }
+
+        $(#[doc = $tdoc])*
+        $(#[$dattr])*
+        $dvis struct $Domain {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl $Name {
+            /// The domain value; `None` if a key was invalid (and reported).
+            pub fn build(&self) -> Option<$Domain> {
+                Some($Domain { $( $field: self.$field.get()?, )* })
+            }
+        }
+
+        impl Default for $Domain {
+            fn default() -> Self {
+                $crate::check::omitted::<$Name>("")
+                    .build()
+                    .expect("the declared defaults are valid")
+            }
+        }
+    };
     (
         $(#[doc = $tdoc:literal])*
         $vis:vis struct $Name:ident {
