@@ -1,5 +1,6 @@
 //! The process driver: spawns a replica in its own process group, signals the group.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -28,7 +29,10 @@ impl Identity<'_> {
             .replace("{service}", self.service)
     }
 
-    pub fn apply_env(&self, cmd: &mut Command) {
+    /// The service's `env`, with the same substitutions as `run` in each value (so
+    /// `LISTEN = "0.0.0.0:{port}"` is per replica), then bulwark's own variables.
+    pub fn apply_env(&self, cmd: &mut Command, env: &BTreeMap<String, String>) {
+        cmd.envs(env.iter().map(|(k, v)| (k, self.substitute(v))));
         cmd.env("PORT", self.port.to_string())
             .env("BULWARK_SERVICE", self.service)
             .env("BULWARK_INDEX", self.index.to_string())
@@ -60,12 +64,11 @@ pub(crate) async fn spawn(svc: &spec::Service, id: &Identity<'_>) -> io::Result<
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty run command"))?;
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .envs(&svc.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    id.apply_env(&mut cmd);
+    id.apply_env(&mut cmd, &svc.env);
     if let Some(cwd) = &svc.cwd {
         cmd.current_dir(cwd);
     }

@@ -250,8 +250,8 @@ async fn exec(command: &[String], limit: Duration, t: &Target) -> Result<(), Str
         return Err("empty exec probe".into());
     };
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).envs(&t.service.env);
-    id.apply_env(&mut cmd);
+    cmd.args(args);
+    id.apply_env(&mut cmd, &t.service.env);
     if let Some(cwd) = &t.service.cwd {
         cmd.current_dir(cwd);
     }

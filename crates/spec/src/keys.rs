@@ -123,8 +123,8 @@ section! {
         ]), r#""always""#;
         /// Rules checked in order before `restart`; death by a signal matches none.
         restart_rules: Vec<RestartRuleTable> = tables::<RestartRuleTable>(), optional("");
-        /// Environment variables (strings). Replicas also get `PORT`, `BULWARK_SERVICE`,
-        /// `BULWARK_INDEX` and `BULWARK_REPLICA`.
+        /// Environment variables (strings, with the substitutions of `run`). Replicas also
+        /// get `PORT`, `BULWARK_SERVICE`, `BULWARK_INDEX` and `BULWARK_REPLICA`.
         env: Vec<(Spanned<String>, Spanned<String>)> = map("NAME", string().quote_hint()), optional("");
         /// The working directory, relative to the stack file's directory.
         cwd: String = text("a directory path", directory), optional("bulwark's own");

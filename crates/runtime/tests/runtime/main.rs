@@ -4,6 +4,7 @@
 //! and probes take time run in real time with short durations.
 
 mod backoff;
+mod env;
 mod harness;
 mod probes;
 mod reload;
