@@ -1,0 +1,198 @@
+//! `healthcheck` as a readiness probe.
+//!
+//! Compose's health only gates `depends_on`; bulwark's readiness gates `depends_on` and the
+//! proxy's traffic, which is what the check is for. Timings Compose defaults (interval and
+//! timeout 30s, 3 retries) are written out, so the probe behaves as it did.
+
+use std::time::Duration;
+
+use crate::command::{display, http_get_path, words};
+use crate::fields::Fields;
+use crate::note::Notes;
+use crate::port;
+use crate::stack::{Probe, ProbeAction};
+use crate::yaml::Node;
+
+const INTERVAL: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_secs(30);
+const RETRIES: u32 = 3;
+
+pub(super) fn readiness(
+    node: &Node,
+    path: &str,
+    container_port: Option<u16>,
+    notes: &mut Notes,
+) -> Option<Probe> {
+    let Some(entries) = node.as_map() else {
+        notes.not_carried(
+            path,
+            format!("expected a mapping, found {}", node.describe()),
+        );
+        return None;
+    };
+    let mut f = Fields::new(path, entries);
+    let disabled = f.take("disable").and_then(Node::as_bool) == Some(true);
+    let test = f.take("test");
+    let mut timings = Timings::default();
+    timings.read(&mut f, notes);
+    f.note_rest(notes, |key, _| match key {
+        "start_interval" => "bulwark probes at one `period`".to_owned(),
+        _ => "not a healthcheck setting bulwark knows".to_owned(),
+    });
+    if disabled {
+        return None;
+    }
+    let test_path = f.path("test");
+    let Some(test) = test else {
+        notes.not_carried(
+            path,
+            "it has no `test`: the image's HEALTHCHECK is not known here; no readiness probe",
+        );
+        return None;
+    };
+    let action = action(test, &test_path, container_port, notes)?;
+    notes.changed(
+        path,
+        "became the readiness probe: besides gating `depends_on` as in Compose, it decides \
+         which replicas get traffic",
+    );
+    Some(Probe {
+        action,
+        period: Some(timings.period),
+        timeout: Some(timings.timeout),
+        initial_delay: timings.initial_delay,
+        failure_threshold: Some(timings.retries),
+        success_threshold: None,
+    })
+}
+
+struct Timings {
+    period: Duration,
+    timeout: Duration,
+    retries: u32,
+    initial_delay: Option<Duration>,
+}
+
+impl Default for Timings {
+    fn default() -> Timings {
+        Timings {
+            period: INTERVAL,
+            timeout: TIMEOUT,
+            retries: RETRIES,
+            initial_delay: None,
+        }
+    }
+}
+
+impl Timings {
+    fn read(&mut self, f: &mut Fields<'_>, notes: &mut Notes) {
+        for key in ["interval", "timeout"] {
+            let Some(node) = f.take(key) else { continue };
+            match crate::duration::compose(node) {
+                Ok(d) if d.is_zero() => notes.not_carried(
+                    f.path(key),
+                    "must be more than 0; Compose's default of 30s is used",
+                ),
+                Ok(d) if key == "interval" => self.period = d,
+                Ok(d) => self.timeout = d,
+                Err(why) => notes.not_carried(f.path(key), format!("{why}; 30s is used")),
+            }
+        }
+        if let Some(node) = f.take("retries") {
+            match node.as_int().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if n >= 1 => self.retries = n,
+                _ => notes.not_carried(
+                    f.path("retries"),
+                    format!(
+                        "expected a whole number of at least 1, found {}; 3 is used",
+                        node.describe()
+                    ),
+                ),
+            }
+        }
+        if let Some(node) = f.take("start_period") {
+            match crate::duration::compose(node) {
+                Ok(d) => {
+                    self.initial_delay = Some(d);
+                    notes.changed(
+                        f.path("start_period"),
+                        "became `initial_delay`: bulwark does not probe during it (Compose \
+                         probes, and ignores failures)",
+                    );
+                }
+                Err(why) => notes.not_carried(f.path("start_period"), why),
+            }
+        }
+    }
+}
+
+/// `test`: `["CMD", …]`, `["CMD-SHELL", "…"]`, a string (run by a shell) or `["NONE"]`.
+fn action(
+    test: &Node,
+    path: &str,
+    container_port: Option<u16>,
+    notes: &mut Notes,
+) -> Option<ProbeAction> {
+    let mut argv: Vec<(String, String)> = match test.as_str() {
+        Some(script) => shell(path, script),
+        None => {
+            let items = match words(test, path) {
+                Ok(w) => w,
+                Err(why) => {
+                    notes.not_carried(path, why);
+                    return None;
+                }
+            };
+            match items.split_first() {
+                Some((first, rest)) if first.1 == "CMD" => rest.to_vec(),
+                Some((first, rest)) if first.1 == "CMD-SHELL" => {
+                    let script: Vec<&str> = rest.iter().map(|(_, w)| w.as_str()).collect();
+                    shell(path, &script.join(" "))
+                }
+                Some((first, _)) if first.1 == "NONE" => return None,
+                _ => {
+                    notes.not_carried(
+                        path,
+                        "expected [\"CMD\", …], [\"CMD-SHELL\", \"…\"] or [\"NONE\"]",
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    for (p, w) in &mut argv {
+        super::dollars(w, p, notes);
+    }
+    if argv.first().is_none_or(|(_, w)| w.is_empty()) {
+        notes.not_carried(path, "the check names no program");
+        return None;
+    }
+    let plain: Vec<String> = argv.iter().map(|(_, w)| w.clone()).collect();
+    if let Some(get) = http_get_path(&plain, container_port) {
+        notes.changed(
+            path,
+            format!(
+                "`{}` became http = {get:?}: bulwark sends the GET itself (healthy on 200–399), \
+                 no curl or wget needed on the host",
+                display(&plain)
+            ),
+        );
+        return Some(ProbeAction::Http(get));
+    }
+    if argv.iter().any(|(_, w)| w.contains('\0')) {
+        notes.not_carried(path, "a command cannot hold a NUL character");
+        return None;
+    }
+    port::substitute_all(&mut argv, container_port, notes);
+    Some(ProbeAction::Exec(
+        argv.into_iter().map(|(_, w)| w).collect(),
+    ))
+}
+
+/// `sh -c SCRIPT`, as Compose runs a shell check.
+fn shell(path: &str, script: &str) -> Vec<(String, String)> {
+    ["sh", "-c", script]
+        .into_iter()
+        .map(|w| (path.to_owned(), w.to_owned()))
+        .collect()
+}

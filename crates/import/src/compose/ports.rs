@@ -1,0 +1,169 @@
+//! `ports` as `[services.NAME.expose] listen`, and the container port that each replica
+//! gets its own copy of.
+
+use std::net::IpAddr;
+
+use crate::fields::{Fields, index};
+use crate::note::Notes;
+use crate::stack::Service;
+use crate::yaml::Node;
+
+/// One entry of `ports`.
+#[derive(Debug, PartialEq)]
+struct Mapping {
+    host_ip: Option<IpAddr>,
+    published: Option<u16>,
+    target: u16,
+    tcp: bool,
+}
+
+/// Sets `s.listen` from the first TCP port and returns its container port; notes the rest.
+pub(super) fn convert(
+    node: &Node,
+    path: &str,
+    name: &str,
+    s: &mut Service,
+    notes: &mut Notes,
+) -> Option<u16> {
+    let Some(items) = node.as_seq() else {
+        notes.not_carried(path, format!("expected a list, found {}", node.describe()));
+        return None;
+    };
+    let mut main: Option<u16> = None;
+    for (i, item) in items.iter().enumerate() {
+        let p = index(path, i);
+        let m = match mapping(item, &p, notes) {
+            Ok(m) => m,
+            Err(why) => {
+                notes.not_carried(p, why);
+                continue;
+            }
+        };
+        if !m.tcp {
+            notes.not_carried(p, "bulwark proxies TCP only");
+            continue;
+        }
+        if main.is_some() {
+            notes.not_carried(
+                p,
+                "each replica gets one port, and only the first of `ports` is proxied",
+            );
+            continue;
+        }
+        main = Some(m.target);
+        let Some(published) = m.published else {
+            notes.not_carried(
+                p,
+                format!(
+                    "no host port: Compose publishes it on a random one; bulwark's proxy needs \
+                     a fixed address: add [services.{name}.expose] with `listen`"
+                ),
+            );
+            continue;
+        };
+        let ip = m.host_ip.unwrap_or_else(|| {
+            notes.changed(
+                p.clone(),
+                format!(
+                    "bulwark listens on 127.0.0.1:{published}, Compose on every interface; write \
+                     listen = \"0.0.0.0:{published}\" to serve other hosts"
+                ),
+            );
+            IpAddr::from([127, 0, 0, 1])
+        });
+        s.listen = Some(std::net::SocketAddr::new(ip, published).to_string());
+    }
+    main
+}
+
+/// `"8080:8000"`, `"127.0.0.1:8080:8000/tcp"`, `8000`, or the long syntax.
+fn mapping(node: &Node, path: &str, notes: &mut Notes) -> Result<Mapping, String> {
+    if let Some(entries) = node.as_map() {
+        return long(&mut Fields::new(path, entries), notes);
+    }
+    let text = node.as_str().ok_or_else(|| {
+        format!(
+            "expected a port such as \"8080:8000\", found {}",
+            node.describe()
+        )
+    })?;
+    let (spec, protocol) = match text.rsplit_once('/') {
+        Some((spec, proto)) => (spec, proto),
+        None => (text, "tcp"),
+    };
+    // An IPv6 host address is bracketed: `[::1]:8080:8000`.
+    let (host_ip, rest) = match spec.strip_prefix('[') {
+        Some(r) => {
+            let (ip, rest) = r
+                .split_once("]:")
+                .ok_or_else(|| format!("cannot read {text:?} as a port"))?;
+            (Some(ip), rest)
+        }
+        None => (None, spec),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (host_ip, published, target) = match (host_ip, parts.as_slice()) {
+        (None, [target]) => (None, None, *target),
+        (None, [published, target]) => (None, Some(*published), *target),
+        (None, [ip, published, target]) => (Some(*ip), Some(*published), *target),
+        (Some(ip), [published, target]) => (Some(ip), Some(*published), *target),
+        _ => return Err(format!("cannot read {text:?} as a port")),
+    };
+    Ok(Mapping {
+        host_ip: host_ip.filter(|ip| !ip.is_empty()).map(ip_of).transpose()?,
+        published: published
+            .filter(|p| !p.is_empty())
+            .map(number)
+            .transpose()?,
+        target: number(target)?,
+        tcp: protocol == "tcp",
+    })
+}
+
+/// `{target: 8000, published: 8080, host_ip: 127.0.0.1, protocol: tcp}`.
+fn long(f: &mut Fields<'_>, notes: &mut Notes) -> Result<Mapping, String> {
+    let target = f
+        .take("target")
+        .ok_or("the long syntax needs `target`, the container port")?;
+    let target = number(target.as_str().unwrap_or_default())?;
+    let published = match f.take("published") {
+        Some(p) if !p.is_null() => Some(number(p.as_str().unwrap_or_default())?),
+        _ => None,
+    };
+    let host_ip = match f.take("host_ip").and_then(Node::as_str) {
+        Some(ip) => Some(ip_of(ip)?),
+        None => None,
+    };
+    let tcp = f
+        .take("protocol")
+        .and_then(Node::as_str)
+        .is_none_or(|p| p == "tcp");
+    f.note_rest(notes, |key, _| match key {
+        "mode" => "bulwark runs on one host".to_owned(),
+        "app_protocol" | "name" => "the proxy speaks HTTP unless `protocol = \"tcp\"`".to_owned(),
+        _ => "not a port setting bulwark knows".to_owned(),
+    });
+    Ok(Mapping {
+        host_ip,
+        published,
+        target,
+        tcp,
+    })
+}
+
+fn number(text: &str) -> Result<u16, String> {
+    if text.contains('-') {
+        return Err(format!(
+            "the port range {text:?} cannot be proxied; list one port"
+        ));
+    }
+    match text.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{text:?} is not a port number (1 to 65535)")),
+        Ok(p) => Ok(p),
+    }
+}
+
+fn ip_of(text: &str) -> Result<IpAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an IP address"))
+}

@@ -1,0 +1,206 @@
+//! Kubernetes probes as bulwark probes, with Kubernetes' timings written out: its defaults
+//! (period 10s, timeout 1s, 3 failures) are not bulwark's (period 1s), and a liveness probe
+//! left to bulwark's would restart a replica after 3 s of failures instead of 30 s.
+
+use std::time::Duration;
+
+use crate::command::{display, http_get_path, words};
+use crate::fields::{Fields, join};
+use crate::note::Notes;
+use crate::port;
+use crate::stack::{Probe, ProbeAction};
+use crate::yaml::Node;
+
+use super::resolve_port;
+
+const PERIOD: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(1);
+const FAILURES: u32 = 3;
+
+/// What a container's probes are checked against.
+pub(super) struct Probes<'a> {
+    /// The port each replica gets its own copy of.
+    pub main_port: Option<u16>,
+    pub ports: &'a [(Option<&'a str>, u16)],
+}
+
+impl Probes<'_> {
+    /// The probe at `key` of the container (`readinessProbe`…), or `None` (noted).
+    pub fn convert(&self, c: &mut Fields<'_>, key: &str, notes: &mut Notes) -> Option<Probe> {
+        let node = c.take(key)?;
+        let path = c.path(key);
+        let Some(entries) = node.as_map() else {
+            notes.not_carried(path, format!("expected a probe, found {}", node.describe()));
+            return None;
+        };
+        let mut f = Fields::new(&path, entries);
+        let action = self.action(&mut f, notes);
+        let mut probe = Probe::new(ProbeAction::Tcp);
+        probe.period = Some(seconds(&mut f, "periodSeconds", 1, notes).unwrap_or(PERIOD));
+        probe.timeout = Some(seconds(&mut f, "timeoutSeconds", 1, notes).unwrap_or(TIMEOUT));
+        probe.initial_delay = seconds(&mut f, "initialDelaySeconds", 0, notes);
+        probe.failure_threshold =
+            Some(count(&mut f, "failureThreshold", notes).unwrap_or(FAILURES));
+        let success_path = f.path("successThreshold");
+        probe.success_threshold = count(&mut f, "successThreshold", notes);
+        if key != "readinessProbe" && probe.success_threshold.is_some_and(|n| n != 1) {
+            notes.not_carried(success_path, "must be 1 for liveness and startup probes");
+            probe.success_threshold = None;
+        }
+        f.note_rest(notes, |key, _| match key {
+            "terminationGracePeriodSeconds" => {
+                "a replica's `stop_grace` applies to every stop".to_owned()
+            }
+            "grpc" => "bulwark probes by HTTP, TCP or a command; use `exec` with grpc_health_probe"
+                .to_owned(),
+            _ => "not a probe field bulwark knows".to_owned(),
+        });
+        probe.action = action?;
+        Some(probe)
+    }
+
+    /// `httpGet`, `tcpSocket` or `exec`.
+    fn action(&self, f: &mut Fields<'_>, notes: &mut Notes) -> Option<ProbeAction> {
+        if let Some(get) = f.take("httpGet") {
+            let path = f.path("httpGet");
+            let Some(entries) = get.as_map() else {
+                notes.not_carried(
+                    path,
+                    format!("expected a mapping, found {}", get.describe()),
+                );
+                return None;
+            };
+            let mut g = Fields::new(&path, entries);
+            let http_path = g.take("path").and_then(Node::as_str).unwrap_or("/");
+            self.check_port(&mut g, notes);
+            let https = g.take("scheme").and_then(Node::as_str) == Some("HTTPS");
+            g.note_rest(notes, |key, _| match key {
+                "httpHeaders" => "bulwark's HTTP probe sends no extra headers".to_owned(),
+                "host" => "bulwark probes 127.0.0.1".to_owned(),
+                _ => "not an httpGet field bulwark knows".to_owned(),
+            });
+            if https {
+                notes.changed(
+                    g.path("scheme"),
+                    "bulwark's HTTP probe speaks plain HTTP: this became a TCP probe",
+                );
+                return Some(ProbeAction::Tcp);
+            }
+            let http_path = if http_path.starts_with('/') {
+                http_path.to_owned()
+            } else {
+                format!("/{http_path}")
+            };
+            return Some(ProbeAction::Http(http_path));
+        }
+        if let Some(tcp) = f.take("tcpSocket") {
+            let path = f.path("tcpSocket");
+            let Some(entries) = tcp.as_map() else {
+                notes.not_carried(
+                    path,
+                    format!("expected a mapping, found {}", tcp.describe()),
+                );
+                return None;
+            };
+            let mut t = Fields::new(&path, entries);
+            self.check_port(&mut t, notes);
+            t.note_rest(notes, |key, _| match key {
+                "host" => "bulwark probes 127.0.0.1".to_owned(),
+                _ => "not a tcpSocket field bulwark knows".to_owned(),
+            });
+            return Some(ProbeAction::Tcp);
+        }
+        if let Some(exec) = f.take("exec") {
+            let path = join(&f.path("exec"), "command");
+            let Some(command) = exec.get("command") else {
+                notes.not_carried(f.path("exec"), "it has no `command`");
+                return None;
+            };
+            let mut argv = match words(command, &path) {
+                Ok(w) if w.first().is_some_and(|(_, p)| !p.is_empty()) => w,
+                Ok(_) => {
+                    notes.not_carried(path, "the command names no program");
+                    return None;
+                }
+                Err(why) => {
+                    notes.not_carried(path, why);
+                    return None;
+                }
+            };
+            let plain: Vec<String> = argv.iter().map(|(_, w)| w.clone()).collect();
+            if let Some(get) = http_get_path(&plain, self.main_port) {
+                notes.changed(
+                    path,
+                    format!(
+                        "`{}` became http = {get:?}: bulwark sends the GET itself (healthy on \
+                         200–399), no curl or wget needed on the host",
+                        display(&plain)
+                    ),
+                );
+                return Some(ProbeAction::Http(get));
+            }
+            if plain.iter().any(|w| w.contains('\0')) {
+                notes.not_carried(path, "a command cannot hold a NUL character");
+                return None;
+            }
+            port::substitute_all(&mut argv, self.main_port, notes);
+            for (p, w) in &argv {
+                super::variables(w, p, notes);
+            }
+            return Some(ProbeAction::Exec(
+                argv.into_iter().map(|(_, w)| w).collect(),
+            ));
+        }
+        notes.not_carried(
+            f.here(),
+            "no httpGet, tcpSocket or exec: bulwark has no other probe",
+        );
+        None
+    }
+
+    /// A probe's `port`: bulwark always probes the replica's own port.
+    fn check_port(&self, f: &mut Fields<'_>, notes: &mut Notes) {
+        let Some(node) = f.take("port") else { return };
+        let p = resolve_port(node, self.ports);
+        if p.is_none() || p != self.main_port {
+            notes.changed(
+                f.path("port"),
+                format!(
+                    "bulwark probes each replica's own port ({}), not {}",
+                    self.main_port.map_or("$PORT".to_owned(), |m| format!(
+                        "the container port {m}, made per replica"
+                    )),
+                    node.describe()
+                ),
+            );
+        }
+    }
+}
+
+/// Whole seconds at `key`, at least `min`; `None` when absent or noted.
+fn seconds(f: &mut Fields<'_>, key: &str, min: i64, notes: &mut Notes) -> Option<Duration> {
+    let node = f.take(key)?;
+    crate::duration::seconds(node, min)
+        .map_err(|why| {
+            notes.not_carried(f.path(key), format!("{why}; Kubernetes' default is used"))
+        })
+        .ok()
+}
+
+/// A threshold at `key` (at least 1); `None` when absent or noted.
+fn count(f: &mut Fields<'_>, key: &str, notes: &mut Notes) -> Option<u32> {
+    let node = f.take(key)?;
+    match node.as_int().and_then(|n| u32::try_from(n).ok()) {
+        Some(n) if n >= 1 => Some(n),
+        _ => {
+            notes.not_carried(
+                f.path(key),
+                format!(
+                    "expected a whole number of at least 1, found {}; Kubernetes' default is used",
+                    node.describe()
+                ),
+            );
+            None
+        }
+    }
+}
