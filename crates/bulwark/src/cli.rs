@@ -80,6 +80,12 @@ pub enum Command {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Convert a Docker Compose file, or Kubernetes Deployments and Services, into a stack
+    /// file: the stack on stdout (or OUT), one line on stderr per field not carried over.
+    Import {
+        #[command(subcommand)]
+        from: ImportCmd,
+    },
     /// The demo workload: an HTTP service with injectable faults.
     Demo(DemoArgs),
     /// An open-loop HTTP load generator.
@@ -135,6 +141,26 @@ pub enum SloCmd {
         /// Directory for `bulwark-slo.rules.yml` and `bulwark-slo.rules.test.yml`.
         #[arg(long, default_value = ".")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImportCmd {
+    /// A Docker Compose file: each service with a `command` runs on the host.
+    Compose {
+        file: PathBuf,
+        /// Write the stack file here instead of to stdout.
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+    },
+    /// Kubernetes manifests: a service per Deployment container (probes included), exposed
+    /// where a Service selects it.
+    K8s {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the stack file here instead of to stdout.
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
     },
 }
 

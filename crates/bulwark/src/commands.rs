@@ -133,6 +133,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         }
         Command::Up(_)
         | Command::Check { .. }
+        | Command::Import { .. }
         | Command::Demo(_)
         | Command::Load(_)
         | Command::Completions { .. }

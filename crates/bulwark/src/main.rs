@@ -7,8 +7,10 @@ mod host;
 mod output;
 mod up;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use output::outln;
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
             cmd: Some(cli::SloCmd::Rules { file, out }),
             ..
         } => slo_rules(&file, &out),
+        Command::Import { from } => import_stack(from),
         Command::Demo(args) => tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(demo(args))),
         Command::Up(args) => tokio_runtime(args.workers, false)
             .and_then(|rt| rt.block_on(up::run(args, cli.state_dir))),
@@ -122,7 +125,6 @@ fn slo_rules(file: &std::path::Path, out: &std::path::Path) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// `bulwark completions SHELL`: the completion script, generated from the CLI definition.
 /// `bulwark schema [--markdown]`: generated from the stack file's declarations.
 fn schema(markdown: bool) -> ExitCode {
     if markdown {
@@ -149,6 +151,7 @@ fn explain(key: &str) -> ExitCode {
     }
 }
 
+/// `bulwark completions SHELL`: the completion script, generated from the CLI definition.
 fn completions(shell: cli::Shell) -> ExitCode {
     // Rendered into memory first: clap_complete panics when a write fails, and a closed
     // pipe must end the command quietly (see `output`).
@@ -189,6 +192,51 @@ fn write_man_pages(cmd: clap::Command, dir: &std::path::Path) -> anyhow::Result<
         write_man_pages(sub, dir)?;
     }
     Ok(())
+}
+
+/// `bulwark import`: the stack file on stdout (or `out`), a line per note on stderr.
+fn import_stack(from: cli::ImportCmd) -> anyhow::Result<ExitCode> {
+    let (compose, files, out) = match from {
+        cli::ImportCmd::Compose { file, out } => (true, vec![file], out),
+        cli::ImportCmd::K8s { files, out } => (false, files, out),
+    };
+    if let Some(out) = &out {
+        // Overwriting a source with its own import would lose it.
+        let same = |f: &PathBuf| matches!((f.canonicalize(), out.canonicalize()), (Ok(a), Ok(b)) if a == b);
+        if files.iter().any(same) {
+            anyhow::bail!(
+                "{} is also an input; write the stack file elsewhere",
+                out.display()
+            );
+        }
+    }
+    let mut texts = Vec::new();
+    for f in &files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        texts.push((f.display().to_string(), text));
+    }
+    let sources: Vec<import::Source<'_>> = texts
+        .iter()
+        .map(|(name, text)| import::Source { name, text })
+        .collect();
+    let imported = if compose {
+        import::compose(sources[0].name, sources[0].text)
+    } else {
+        import::kubernetes(&sources)
+    }?;
+    for note in &imported.notes {
+        eprintln!("{note}");
+    }
+    match out {
+        Some(out) => {
+            std::fs::write(&out, &imported.stack)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            outln!("wrote {}", out.display());
+        }
+        None => outln!("{}", imported.stack.trim_end()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn demo(args: cli::DemoArgs) -> anyhow::Result<ExitCode> {

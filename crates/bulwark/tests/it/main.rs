@@ -10,6 +10,7 @@ mod faults;
 mod hardening_api;
 mod hardening_proxy;
 mod hardening_runtime;
+mod import;
 mod lifecycle;
 mod probes;
 mod proxy;
