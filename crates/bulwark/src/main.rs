@@ -224,7 +224,14 @@ fn import_stack(from: cli::ImportCmd) -> anyhow::Result<ExitCode> {
         import::compose(sources[0].name, sources[0].text)
     } else {
         import::kubernetes(&sources)
-    }?;
+    };
+    // Why nothing could be imported is in the notes.
+    if let Err(import::Error::NothingToRun { notes, .. }) = &imported {
+        for note in notes {
+            eprintln!("{note}");
+        }
+    }
+    let imported = imported?;
     for note in &imported.notes {
         eprintln!("{note}");
     }

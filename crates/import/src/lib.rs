@@ -54,6 +54,9 @@ pub enum Error {
         "no Deployment in {files}: `bulwark import k8s` makes a service of each Deployment's containers"
     )]
     NoDeployment { files: String },
+    /// Every service was left out; `notes` say why, and are worth printing with the error.
+    #[error("{files}: no service can run on the host, so there is no stack file to write")]
+    NothingToRun { files: String, notes: Vec<Note> },
     #[error("cannot write the stack file: {0}")]
     Toml(String),
 }

@@ -163,6 +163,11 @@ fn import_prints_the_stack_on_stdout_and_refuses_what_it_cannot_read() {
 
     std::fs::write(dir.path().join("list.yaml"), "- a\n- b\n").unwrap();
     std::fs::write(dir.path().join("bad.yaml"), "services: [\n").unwrap();
+    std::fs::write(
+        dir.path().join("images.yaml"),
+        "services:\n  db:\n    image: postgres:16\n",
+    )
+    .unwrap();
     for (args, stderr) in [
         (
             &["import", "compose", "list.yaml"][..],
@@ -171,6 +176,11 @@ fn import_prints_the_stack_on_stdout_and_refuses_what_it_cannot_read() {
         (
             &["import", "compose", "bad.yaml"],
             "bulwark: bad.yaml:2:1: not valid YAML: while parsing a node, did not find expected node content\n",
+        ),
+        (
+            &["import", "compose", "images.yaml"],
+            "images.yaml: services.db: not carried over: it has an image (`postgres:16`) but no `command`: bulwark runs commands on the host, containers come later; add `command` with the program to run\n\
+             bulwark: images.yaml: no service can run on the host, so there is no stack file to write\n",
         ),
         (
             &["import", "k8s", "compose.yaml"],

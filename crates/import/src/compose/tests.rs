@@ -447,6 +447,22 @@ fn files_that_are_not_compose_files_are_errors() {
         compose("c.yaml", "services: {a: {command: x}}\nservices: {}\n"),
         Err(Error::Yaml { .. })
     ));
+    match compose("c.yaml", "services:\n  db: {image: postgres}\n") {
+        Err(e @ Error::NothingToRun { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "c.yaml: no service can run on the host, so there is no stack file to write"
+            );
+            let Error::NothingToRun { notes, .. } = e else {
+                unreachable!()
+            };
+            assert_eq!(
+                notes[0].to_string(),
+                "c.yaml: services.db: not carried over: it has an image (`postgres`) but no `command`: bulwark runs commands on the host, containers come later; add `command` with the program to run"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

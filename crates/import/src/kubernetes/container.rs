@@ -167,8 +167,14 @@ fn containers(
                 ),
             );
         }
-        if let Some(s) = container(c, &path, name, pod, exposure, notes) {
-            out.push(s);
+        match container(c, &path, name, pod, exposure, notes) {
+            Some(s) => out.push(s),
+            None if exposure.is_some() => notes.not_carried(
+                path,
+                "the Service's port leads to this container, which is not imported: nothing \
+                 is exposed",
+            ),
+            None => {}
         }
     }
     out

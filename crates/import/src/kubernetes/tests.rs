@@ -239,6 +239,33 @@ fn probes_of_every_kind() {
 }
 
 #[test]
+fn an_exposed_container_that_cannot_run_is_noted() {
+    let yaml = format!(
+        "{}        - name: side\n          command: [side]\n{SERVICE}",
+        deployment("          image: nginx\n          ports: [{containerPort: 8000}]\n")
+    );
+    one(&yaml)
+        .lacks("[services.web-side.expose]")
+        .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0]: not carried over: the Service's port leads to this container, which is not imported: nothing is exposed");
+    let sources = [Source {
+        name: "k8s.yaml",
+        text: &format!("{}{SERVICE}", deployment("          image: nginx\n")),
+    }];
+    match kubernetes(&sources) {
+        Err(crate::Error::NothingToRun { files, notes }) => {
+            assert_eq!(files, "k8s.yaml");
+            assert!(
+                notes
+                    .iter()
+                    .any(|n| n.path.ends_with("containers[0].command")),
+                "{notes:#?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn containers_that_cannot_run_on_the_host() {
     one(&format!(
         "{}        - name: side\n          args: [\"--verbose\"]\n        - name: py\n          args: [python3, app.py]\n",
