@@ -160,6 +160,9 @@ fn run_words(svc: &Node, path: &str) -> Result<Words, String> {
     if run[0].1.is_empty() {
         return Err("its command starts with an empty word; it names no program".to_owned());
     }
+    if run.iter().any(|(_, w)| w.contains('\0')) {
+        return Err("its command holds a NUL character, which no program can be given".to_owned());
+    }
     Ok(run)
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::command::{display, http_get_path, words};
-use crate::fields::{Fields, join};
+use crate::fields::Fields;
 use crate::note::Notes;
 use crate::port;
 use crate::stack::{Probe, ProbeAction};
@@ -61,101 +61,110 @@ impl Probes<'_> {
 
     /// `httpGet`, `tcpSocket` or `exec`.
     fn action(&self, f: &mut Fields<'_>, notes: &mut Notes) -> Option<ProbeAction> {
-        if let Some(get) = f.take("httpGet") {
-            let path = f.path("httpGet");
-            let Some(entries) = get.as_map() else {
+        let (key, node) = ["httpGet", "tcpSocket", "exec"]
+            .into_iter()
+            .find_map(|k| Some((k, f.take(k)?)))
+            .or_else(|| {
                 notes.not_carried(
-                    path,
-                    format!("expected a mapping, found {}", get.describe()),
+                    f.here(),
+                    "no httpGet, tcpSocket or exec: bulwark has no other probe",
                 );
-                return None;
-            };
-            let mut g = Fields::new(&path, entries);
-            let http_path = g.take("path").and_then(Node::as_str).unwrap_or("/");
-            self.check_port(&mut g, notes);
-            let https = g.take("scheme").and_then(Node::as_str) == Some("HTTPS");
-            g.note_rest(notes, |key, _| match key {
-                "httpHeaders" => "bulwark's HTTP probe sends no extra headers".to_owned(),
-                "host" => "bulwark probes 127.0.0.1".to_owned(),
-                _ => "not an httpGet field bulwark knows".to_owned(),
-            });
-            if https {
-                notes.changed(
-                    g.path("scheme"),
-                    "bulwark's HTTP probe speaks plain HTTP: this became a TCP probe",
-                );
-                return Some(ProbeAction::Tcp);
+                None
+            })?;
+        let path = f.path(key);
+        let Some(entries) = node.as_map() else {
+            notes.not_carried(
+                path,
+                format!("expected a mapping, found {}", node.describe()),
+            );
+            return None;
+        };
+        let mut a = Fields::new(&path, entries);
+        match key {
+            "httpGet" => self.http_get(&mut a, notes),
+            "tcpSocket" => {
+                self.check_port(&mut a, notes);
+                a.note_rest(notes, |key, _| match key {
+                    "host" => "bulwark probes 127.0.0.1".to_owned(),
+                    _ => "not a tcpSocket field bulwark knows".to_owned(),
+                });
+                Some(ProbeAction::Tcp)
             }
-            let http_path = if http_path.starts_with('/') {
-                http_path.to_owned()
-            } else {
-                format!("/{http_path}")
-            };
-            return Some(ProbeAction::Http(http_path));
+            _ => self.exec(&mut a, notes),
         }
-        if let Some(tcp) = f.take("tcpSocket") {
-            let path = f.path("tcpSocket");
-            let Some(entries) = tcp.as_map() else {
-                notes.not_carried(
-                    path,
-                    format!("expected a mapping, found {}", tcp.describe()),
-                );
-                return None;
-            };
-            let mut t = Fields::new(&path, entries);
-            self.check_port(&mut t, notes);
-            t.note_rest(notes, |key, _| match key {
-                "host" => "bulwark probes 127.0.0.1".to_owned(),
-                _ => "not a tcpSocket field bulwark knows".to_owned(),
-            });
+    }
+
+    fn http_get(&self, g: &mut Fields<'_>, notes: &mut Notes) -> Option<ProbeAction> {
+        let http_path = g.take("path").and_then(Node::as_str).unwrap_or("/");
+        self.check_port(g, notes);
+        let https = g.take("scheme").and_then(Node::as_str) == Some("HTTPS");
+        g.note_rest(notes, |key, _| match key {
+            "httpHeaders" => "bulwark's HTTP probe sends no extra headers".to_owned(),
+            "host" => "bulwark probes 127.0.0.1".to_owned(),
+            _ => "not an httpGet field bulwark knows".to_owned(),
+        });
+        if https {
+            notes.changed(
+                g.path("scheme"),
+                "bulwark's HTTP probe speaks plain HTTP: this became a TCP probe",
+            );
             return Some(ProbeAction::Tcp);
         }
-        if let Some(exec) = f.take("exec") {
-            let path = join(&f.path("exec"), "command");
-            let Some(command) = exec.get("command") else {
-                notes.not_carried(f.path("exec"), "it has no `command`");
-                return None;
-            };
-            let mut argv = match words(command, &path) {
-                Ok(w) if w.first().is_some_and(|(_, p)| !p.is_empty()) => w,
-                Ok(_) => {
-                    notes.not_carried(path, "the command names no program");
-                    return None;
-                }
-                Err(why) => {
-                    notes.not_carried(path, why);
-                    return None;
-                }
-            };
-            let plain: Vec<String> = argv.iter().map(|(_, w)| w.clone()).collect();
-            if let Some(get) = http_get_path(&plain, self.main_port) {
-                notes.changed(
-                    path,
-                    format!(
-                        "`{}` became http = {get:?}: bulwark sends the GET itself (healthy on \
-                         200–399), no curl or wget needed on the host",
-                        display(&plain)
-                    ),
-                );
-                return Some(ProbeAction::Http(get));
-            }
-            if plain.iter().any(|w| w.contains('\0')) {
-                notes.not_carried(path, "a command cannot hold a NUL character");
-                return None;
-            }
-            port::substitute_all(&mut argv, self.main_port, notes);
-            for (p, w) in &argv {
-                super::variables(w, p, notes);
-            }
-            return Some(ProbeAction::Exec(
-                argv.into_iter().map(|(_, w)| w).collect(),
-            ));
+        if http_path.contains(|c: char| c.is_control() || c == ' ') {
+            notes.not_carried(
+                g.path("path"),
+                format!("{http_path:?} is not a path a GET can ask for"),
+            );
+            return None;
         }
-        notes.not_carried(
-            f.here(),
-            "no httpGet, tcpSocket or exec: bulwark has no other probe",
-        );
-        None
+        Some(ProbeAction::Http(if http_path.starts_with('/') {
+            http_path.to_owned()
+        } else {
+            format!("/{http_path}")
+        }))
+    }
+
+    fn exec(&self, e: &mut Fields<'_>, notes: &mut Notes) -> Option<ProbeAction> {
+        let path = e.path("command");
+        let Some(command) = e.take("command") else {
+            notes.not_carried(e.here(), "it has no `command`");
+            return None;
+        };
+        e.note_rest(notes, |_, _| "not an exec field bulwark knows".to_owned());
+        let mut argv = match words(command, &path) {
+            Ok(w) if w.first().is_some_and(|(_, p)| !p.is_empty()) => w,
+            Ok(_) => {
+                notes.not_carried(path, "the command names no program");
+                return None;
+            }
+            Err(why) => {
+                notes.not_carried(path, why);
+                return None;
+            }
+        };
+        let plain: Vec<String> = argv.iter().map(|(_, w)| w.clone()).collect();
+        if let Some(get) = http_get_path(&plain, self.main_port) {
+            notes.changed(
+                path,
+                format!(
+                    "`{}` became http = {get:?}: bulwark sends the GET itself (healthy on \
+                     200–399), no curl or wget needed on the host",
+                    display(&plain)
+                ),
+            );
+            return Some(ProbeAction::Http(get));
+        }
+        if plain.iter().any(|w| w.contains('\0')) {
+            notes.not_carried(path, "a command cannot hold a NUL character");
+            return None;
+        }
+        port::substitute_all(&mut argv, self.main_port, notes);
+        for (p, w) in &argv {
+            super::variables(w, p, notes);
+        }
+        Some(ProbeAction::Exec(
+            argv.into_iter().map(|(_, w)| w).collect(),
+        ))
     }
 
     /// A probe's `port`: bulwark always probes the replica's own port.

@@ -213,6 +213,9 @@ fn probes_of_every_kind() {
         .has("http = \"/health\"")
         .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].readinessProbe.httpGet.port: bulwark probes each replica's own port (the container port 8000, made per replica), not \"9000\"")
         .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].readinessProbe.httpGet.httpHeaders: not carried over: bulwark's HTTP probe sends no extra headers");
+    probe("            httpGet: {path: \"/a b\", port: 8000}\n")
+        .lacks("readiness")
+        .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].readinessProbe.httpGet.path: not carried over: \"/a b\" is not a path a GET can ask for");
     probe("            httpGet: {port: 8000, scheme: HTTPS}\n")
         .has("[services.web.readiness]\ntcp = true")
         .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].readinessProbe.httpGet.scheme: bulwark's HTTP probe speaks plain HTTP: this became a TCP probe");
