@@ -247,7 +247,7 @@ fn shape_schema(shape: &Shape) -> Value {
         }
         Shape::Duration { .. } => json!({
             "type": "string",
-            "pattern": r"^\s*([0-9]+\s*(nsec|ns|usec|us|µs|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y)\s*)+$",
+            "pattern": r"^\s*([0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+\s*)+$",
         }),
         Shape::Choice(names) => json!({"type": "string", "enum": names}),
         Shape::Text(_) => json!({"type": "string"}),

@@ -169,3 +169,39 @@ fn an_old_spelling_is_a_warning_that_names_the_new_one() {
         "{err}"
     );
 }
+
+/// Taplo (the engine of Even Better TOML) reads the schema through the `#:schema` line the
+/// README suggests, and flags what `bulwark check` would refuse.
+#[test]
+fn taplo_checks_a_stack_file_against_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bulwark.schema.json"),
+        bulwark(&["schema"]).stdout,
+    )
+    .unwrap();
+    let fixture =
+        std::fs::read_to_string(repo().join("crates/bulwark/tests/fixtures/every_table.toml"))
+            .unwrap();
+    let lint = |name: &str, body: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, format!("#:schema ./bulwark.schema.json\n{body}")).unwrap();
+        let out = Command::new("taplo")
+            .args(["lint", "--no-auto-config"])
+            .arg(&file)
+            .current_dir(dir.path())
+            .output()
+            .expect("taplo is installed by scripts/test");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, log) = lint("good.toml", &fixture);
+    assert!(ok, "{log}");
+    let (ok, log) = lint(
+        "bad.toml",
+        "[services.web]\nrun = [\"x\"]\nrestart = \"sometimes\"\n",
+    );
+    assert!(!ok && log.contains("\"sometimes\" is not one of"), "{log}");
+}
