@@ -20,6 +20,18 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// `node` as a mapping to read, or `None` and a note saying what was there instead.
+    pub fn of(node: &'a Node, path: &str, notes: &mut Notes) -> Option<Fields<'a>> {
+        match node.as_map() {
+            Some(entries) => Some(Fields::new(path, entries)),
+            None => {
+                let found = node.describe();
+                notes.not_carried(path, format!("expected a mapping, found {found}"));
+                None
+            }
+        }
+    }
+
     /// The value of `key`, which counts as read from now on.
     pub fn take(&mut self, key: &str) -> Option<&'a Node> {
         let i = self.entries.iter().position(|(k, _)| k == key)?;

@@ -63,14 +63,9 @@ pub(super) fn restart(f: &mut Fields<'_>, s: &mut Service, notes: &mut Notes) {
 }
 
 pub(super) fn deploy(node: &Node, path: &str, s: &mut Service, notes: &mut Notes) {
-    let Some(entries) = node.as_map() else {
-        notes.not_carried(
-            path,
-            format!("expected a mapping, found {}", node.describe()),
-        );
+    let Some(mut f) = Fields::of(node, path, notes) else {
         return;
     };
-    let mut f = Fields::new(path, entries);
     if let Some(n) = f.take("replicas") {
         s.replicas = replicas(n, &f.path("replicas"), notes);
     }
@@ -87,14 +82,9 @@ pub(super) fn deploy(node: &Node, path: &str, s: &mut Service, notes: &mut Notes
 
 /// `deploy.restart_policy`: its condition when `restart` is not set.
 fn restart_policy(node: &Node, path: &str, s: &mut Service, notes: &mut Notes) {
-    let Some(entries) = node.as_map() else {
-        notes.not_carried(
-            path,
-            format!("expected a mapping, found {}", node.describe()),
-        );
+    let Some(mut f) = Fields::of(node, path, notes) else {
         return;
     };
-    let mut f = Fields::new(path, entries);
     if let Some(c) = f.take("condition") {
         let p = f.path("condition");
         let policy = match c.as_str() {

@@ -23,14 +23,7 @@ pub(super) fn readiness(
     container_port: Option<u16>,
     notes: &mut Notes,
 ) -> Option<Probe> {
-    let Some(entries) = node.as_map() else {
-        notes.not_carried(
-            path,
-            format!("expected a mapping, found {}", node.describe()),
-        );
-        return None;
-    };
-    let mut f = Fields::new(path, entries);
+    let mut f = Fields::of(node, path, notes)?;
     let disabled = f.take("disable").and_then(Node::as_bool) == Some(true);
     let test = f.take("test");
     let mut timings = Timings::default();

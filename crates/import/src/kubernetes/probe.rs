@@ -72,14 +72,7 @@ impl Probes<'_> {
                 None
             })?;
         let path = f.path(key);
-        let Some(entries) = node.as_map() else {
-            notes.not_carried(
-                path,
-                format!("expected a mapping, found {}", node.describe()),
-            );
-            return None;
-        };
-        let mut a = Fields::new(&path, entries);
+        let mut a = Fields::of(node, &path, notes)?;
         match key {
             "httpGet" => self.http_get(&mut a, notes),
             "tcpSocket" => {

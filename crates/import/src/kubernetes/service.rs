@@ -121,11 +121,9 @@ fn ports(s: &mut Fields<'_>, svc: &str, notes: &mut Notes) -> Option<Exposure> {
     let mut exposure = None;
     for (i, port) in list_at(s, "ports", notes).iter().enumerate() {
         let p = index(&ports_path, i);
-        let Some(entries) = port.as_map() else {
-            notes.not_carried(p, format!("expected a mapping, found {}", port.describe()));
+        let Some(mut f) = Fields::of(port, &p, notes) else {
             continue;
         };
-        let mut f = Fields::new(&p, entries);
         let number = f
             .take("port")
             .and_then(Node::as_int)
