@@ -990,3 +990,25 @@ run = ["x"]
     assert!(!default.api.allow_remote);
     assert_eq!(default.journal.retention, Duration::from_secs(30 * 86400));
 }
+
+#[test]
+fn a_count_too_large_names_the_whole_range() {
+    check(
+        r#"
+[services.web]
+run = ["x"]
+[services.web.liveness]
+tcp = true
+failure_threshold = 5000000000
+[services.web.expose]
+listen = "127.0.0.1:0"
+[services.web.expose.rate_limit]
+rate = 1
+max_keys = 0
+"#,
+        r#"
+        stack.toml:5:21: error: `failure_threshold` must be between 1 and 4294967295, found 5000000000
+        stack.toml:10:12: error: `max_keys` must be between 1 and 10000000, found 0
+        "#,
+    );
+}

@@ -235,9 +235,10 @@ fn integer(value: &DeValue<'_>) -> Option<Result<i64, String>> {
     Some(i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| i.to_string()))
 }
 
-/// "between 1 and 10", or "at least 1" when the top is the type's own limit.
-fn range_words(min: impl std::fmt::Display, max: i64) -> String {
-    if max >= i64::from(u32::MAX) {
+/// "between 1 and 10", or "at least 1" for a value below a range whose top is the type's
+/// own limit (the top means nothing to the user there).
+fn range_words(min: i64, max: i64, low: bool) -> String {
+    if low && max >= i64::from(u32::MAX) {
         format!("at least {min}")
     } else {
         format!("between {min} and {max}")
@@ -247,24 +248,21 @@ fn range_words(min: impl std::fmt::Display, max: i64) -> String {
 impl<T: TryFrom<i64>> Kind for Int<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
-        let shown = match integer(v.get_ref()) {
+        let (shown, low) = match integer(v.get_ref()) {
             None => return wrong(self, v, at, p),
             Some(Ok(n)) if (self.min..=self.max).contains(&n) => {
                 if let Ok(t) = T::try_from(n) {
                     return Some(t);
                 }
-                n.to_string()
+                (n.to_string(), false)
             }
-            Some(Ok(n)) => n.to_string(),
-            Some(Err(text)) => text,
+            Some(Ok(n)) => (n.to_string(), n < self.min),
+            Some(Err(text)) => (text, false),
         };
+        let range = range_words(self.min, self.max, low);
         p.push(
             v.span(),
-            format!(
-                "{} must be {}, found {shown}",
-                at.what,
-                range_words(self.min, self.max)
-            ),
+            format!("{} must be {range}, found {shown}", at.what),
         );
         None
     }
