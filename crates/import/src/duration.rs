@@ -91,7 +91,9 @@ fn go(text: &str) -> Result<Duration, Bad> {
             "h" => 3_600_000_000_000,
             _ => return Err(Bad::Syntax),
         };
-        // Past this many digits the value is far beyond `MAX` anyway.
+        // Past this many digits the value is far beyond `MAX` anyway; leading zeros add
+        // nothing (`000000000000000000005s` is 5s).
+        let int = int.trim_start_matches('0');
         if int.len() > 20 {
             return Err(Bad::TooLong);
         }
@@ -143,6 +145,8 @@ mod tests {
             ("", Err(Bad::Syntax)),
             ("99999999999999999999999999999h", Err(Bad::TooLong)),
             ("9999999999999999999h", Err(Bad::TooLong)),
+            ("0000000000000000000000005s", Ok(ms(5_000))),
+            ("00s", Ok(Duration::ZERO)),
         ] {
             assert_eq!(go(text), want, "{text}");
         }
