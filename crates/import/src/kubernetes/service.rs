@@ -205,7 +205,7 @@ fn spec_reason(key: &str, value: &Node) -> String {
             }
         },
         "sessionAffinity" | "sessionAffinityConfig" => {
-            "for stickiness use balance = \"hash\" with hash_on = \"client_address\" in `expose`"
+            "for stickiness use balance = \"hash\" with hash_on = \"client-address\" in `expose`"
                 .to_owned()
         }
         "clusterIP" | "clusterIPs" | "ipFamilies" | "ipFamilyPolicy" | "externalIPs" => {

@@ -142,6 +142,7 @@ kind: Service
 metadata: {name: shop}
 spec:
   type: LoadBalancer
+  sessionAffinity: ClientIP
   selector: {app: shop}
   ports:
     - {name: web, port: 80, targetPort: http, nodePort: 30080}
@@ -158,7 +159,8 @@ spec:
         .note("k8s.yaml: Service/shop.spec.ports[0].nodePort: not carried over: bulwark listens on 127.0.0.1 only; write 0.0.0.0 in `listen` to serve other hosts")
         .note("k8s.yaml: Service/shop.spec.ports[1]: not carried over: each replica gets one port, and only the first port of a Service is proxied")
         .note("k8s.yaml: Service/shop.spec.ports[2]: not carried over: bulwark proxies TCP only")
-        .note("k8s.yaml: Service/shop.spec.type: not carried over: bulwark listens on 127.0.0.1 only; write 0.0.0.0 in `listen` to serve other hosts");
+        .note("k8s.yaml: Service/shop.spec.type: not carried over: bulwark listens on 127.0.0.1 only; write 0.0.0.0 in `listen` to serve other hosts")
+        .note("k8s.yaml: Service/shop.spec.sessionAffinity: not carried over: for stickiness use balance = \"hash\" with hash_on = \"client-address\" in `expose`");
 }
 
 #[test]
