@@ -94,13 +94,22 @@ fn restart_policy(node: &Node, path: &str, s: &mut Service, notes: &mut Notes) {
             _ => None,
         };
         match (policy, s.restart) {
-            (None, _) => notes.not_carried(
-                p,
-                format!(
-                    "expected \"none\", \"on-failure\" or \"any\", found {}",
-                    c.describe()
-                ),
-            ),
+            (None, restart) => {
+                // Without `restart`, bulwark's default applies: say so, as `restart` does.
+                let default = if restart.is_none() {
+                    "; `restart` is not set either, so bulwark's default restarts it always \
+                     (set restart = \"never\" or \"on-failure\" to choose)"
+                } else {
+                    ""
+                };
+                notes.not_carried(
+                    p,
+                    format!(
+                        "expected \"none\", \"on-failure\" or \"any\", found {}{default}",
+                        c.describe()
+                    ),
+                );
+            }
             (Some(_), Some(_)) => notes.not_carried(p, "`restart` is used instead"),
             (Some(r), None) => s.restart = Some(r),
         }

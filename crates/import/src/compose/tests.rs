@@ -261,6 +261,11 @@ fn restart_policies() {
         .has(r#"restart = "on-failure""#)
         .no_note("services.s.restart:")
         .note("compose.yaml: services.s.deploy.restart_policy.max_attempts: not carried over: bulwark restarts with its own backoff (`backoff.initial`, `backoff.max`), forever");
+    restart("deploy: {restart_policy: {condition: sometimes}}")
+        .lacks("restart =")
+        .note("compose.yaml: services.s.deploy.restart_policy.condition: not carried over: expected \"none\", \"on-failure\" or \"any\", found \"sometimes\"; `restart` is not set either, so bulwark's default restarts it always (set restart = \"never\" or \"on-failure\" to choose)");
+    restart("restart: always\n    deploy: {restart_policy: {condition: sometimes}}")
+        .note("compose.yaml: services.s.deploy.restart_policy.condition: not carried over: expected \"none\", \"on-failure\" or \"any\", found \"sometimes\"");
     restart("restart: always\n    deploy: {restart_policy: {condition: none}}")
         .has(r#"restart = "always""#)
         .note("compose.yaml: services.s.deploy.restart_policy.condition: not carried over: `restart` is used instead");
