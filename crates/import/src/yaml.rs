@@ -2,11 +2,14 @@
 //!
 //! The tree is built from the parser's events, not by a recursive loader: a hostile file
 //! nested thousands of levels deep must be an error, not a stack overflow, and an alias
-//! must not expand into millions of nodes ("billion laughs"). Scalars keep the text the
-//! user wrote (`1.10` stays `1.10`); the core schema's numbers, booleans and null are
-//! recognised only when asked for, and only in plain (unquoted) scalars.
+//! must not expand into millions of nodes ("billion laughs"). A node is shared, not copied,
+//! by the anchor that names it and by each alias of it, so memory stays proportional to the
+//! file whatever its anchors. Scalars keep the text the user wrote (`1.10` stays `1.10`);
+//! the core schema's numbers, booleans and null are recognised only when asked for, and
+//! only in plain (unquoted) scalars.
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Tag};
 
@@ -15,13 +18,13 @@ const MAX_DEPTH: usize = 64;
 /// Nodes that aliases may copy in one file, all aliases together.
 const MAX_ALIAS_NODES: usize = 100_000;
 
-/// A YAML node.
+/// A YAML node. Cloning one is cheap: its content is shared.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Node {
-    Scalar(Scalar),
-    Seq(Vec<Node>),
+    Scalar(Rc<Scalar>),
+    Seq(Rc<[Node]>),
     /// Entries in the order they were written; keys are unique.
-    Map(Vec<(String, Node)>),
+    Map(Rc<[(String, Node)]>),
 }
 
 /// A scalar as written. `plain` is false for quoted and block scalars and for `!!str`.
@@ -162,6 +165,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, YamlError> {
 struct Builder {
     docs: Vec<Node>,
     stack: Vec<Frame>,
+    /// Each anchor's node, shared with the tree.
     anchors: HashMap<usize, Node>,
     alias_budget_used: usize,
 }
@@ -188,10 +192,10 @@ impl Builder {
                 let plain = style == ScalarStyle::Plain && !is_str_tag(tag.as_deref());
                 let plain = plain || is_non_str_core_tag(tag.as_deref());
                 self.complete(
-                    Node::Scalar(Scalar {
+                    Node::Scalar(Rc::new(Scalar {
                         text: text.into_owned(),
                         plain,
-                    }),
+                    })),
                     anchor,
                 )
             }
@@ -207,7 +211,7 @@ impl Builder {
                 merges: Vec::new(),
             }),
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Seq { anchor, items }) => self.complete(Node::Seq(items), anchor),
+                Some(Frame::Seq { anchor, items }) => self.complete(Node::Seq(items.into()), anchor),
                 Some(Frame::Map {
                     anchor,
                     mut entries,
@@ -216,7 +220,7 @@ impl Builder {
                     ..
                 }) => {
                     merge(&mut entries, &mut keys, merges)?;
-                    self.complete(Node::Map(entries), anchor)
+                    self.complete(Node::Map(entries.into()), anchor)
                 }
                 None => Err("unbalanced end of a collection".to_owned()),
             },
@@ -234,6 +238,7 @@ impl Builder {
                     ));
                 }
                 self.alias_budget_used += size;
+                // Shared, not copied: the budget bounds what a reader may walk, not memory.
                 let node = node.clone();
                 self.complete(node, 0)
             }
@@ -283,7 +288,7 @@ impl Builder {
                     if !is_merge && keys.contains(&s.text) {
                         return Err(format!("duplicate key `{}`", s.text));
                     }
-                    *key = Some((s.text, is_merge));
+                    *key = Some((s.text.clone(), is_merge));
                 }
                 Some((_, true)) => merges.push(node),
                 Some((k, false)) => {
@@ -304,21 +309,18 @@ fn merge(
     merges: Vec<Node>,
 ) -> Result<(), String> {
     for m in merges {
-        let sources = match m {
+        let sources: Vec<&[(String, Node)]> = match &m {
             Node::Map(e) => vec![e],
             Node::Seq(items) => items
-                .into_iter()
-                .map(|i| match i {
-                    Node::Map(e) => Ok(e),
-                    _ => Err(()),
-                })
-                .collect::<Result<_, ()>>()
-                .map_err(|()| "`<<` merges mappings only".to_owned())?,
+                .iter()
+                .map(Node::as_map)
+                .collect::<Option<_>>()
+                .ok_or_else(|| "`<<` merges mappings only".to_owned())?,
             Node::Scalar(_) => return Err("`<<` merges mappings only".to_owned()),
         };
         for (k, v) in sources.into_iter().flatten() {
             if keys.insert(k.clone()) {
-                entries.push((k, v));
+                entries.push((k.clone(), v.clone()));
             }
         }
     }
