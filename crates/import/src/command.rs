@@ -2,6 +2,7 @@
 //! HTTP GET in disguise (`curl -f http://localhost:8000/health`).
 
 use crate::fields::index;
+use crate::note::Notes;
 use crate::yaml::Node;
 
 /// Words of a command, each with the path of the field it came from.
@@ -35,6 +36,30 @@ pub(crate) fn words(node: &Node, path: &str) -> Result<Words, String> {
     shell_words::split(text)
         .map(|ws| ws.into_iter().map(|w| (path.to_owned(), w)).collect())
         .map_err(|e| format!("cannot split {text:?} into words: {e}"))
+}
+
+/// A container's working directory (`working_dir`, `workingDir`) as `cwd`: the command runs
+/// in the same path on the host, noted. `None` (noted) when it is not a directory name.
+pub(crate) fn cwd(node: &Node, path: &str, notes: &mut Notes) -> Option<String> {
+    match node.as_str() {
+        Some(d) if !d.is_empty() && !d.contains('\0') => {
+            notes.changed(
+                path,
+                format!(
+                    "{d:?} is a directory in the container; the command runs there on the host \
+                     (`cwd`), so it must exist"
+                ),
+            );
+            Some(d.to_owned())
+        }
+        _ => {
+            notes.not_carried(
+                path,
+                format!("expected a directory, found {}", node.describe()),
+            );
+            None
+        }
+    }
 }
 
 /// The path a probe command GETs, when the command is only a `curl -f` or `wget` of

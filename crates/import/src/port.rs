@@ -62,6 +62,19 @@ pub(crate) fn substitute_all(
     any
 }
 
+/// [`substitute_all`] for one value: the value, and whether it changed.
+pub(crate) fn substitute_one(
+    path: String,
+    value: String,
+    port: Option<u16>,
+    notes: &mut Notes,
+) -> (String, bool) {
+    let mut one = [(path, value)];
+    let used = substitute_all(&mut one, port, notes);
+    let [(_, value)] = one;
+    (value, used)
+}
+
 #[cfg(test)]
 mod tests {
     use super::substitute;

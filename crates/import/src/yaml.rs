@@ -211,7 +211,9 @@ impl Builder {
                 merges: Vec::new(),
             }),
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Seq { anchor, items }) => self.complete(Node::Seq(items.into()), anchor),
+                Some(Frame::Seq { anchor, items }) => {
+                    self.complete(Node::Seq(items.into()), anchor)
+                }
                 Some(Frame::Map {
                     anchor,
                     mut entries,

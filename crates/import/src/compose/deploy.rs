@@ -3,7 +3,7 @@
 
 use crate::fields::Fields;
 use crate::note::Notes;
-use crate::stack::{Restart, Service};
+use crate::stack::{self, Restart, Service};
 use crate::yaml::Node;
 
 /// `restart`, or `deploy.restart_policy.condition` (read by `deploy`).
@@ -122,17 +122,7 @@ fn restart_policy(node: &Node, path: &str, s: &mut Service, notes: &mut Notes) {
 
 /// A replica count from `deploy.replicas` or `scale`.
 pub(super) fn replicas(node: &Node, path: &str, notes: &mut Notes) -> Option<u32> {
-    match node.as_int() {
-        Some(n @ 0..=1000) => u32::try_from(n).ok(),
-        _ => {
-            notes.not_carried(
-                path,
-                format!(
-                    "expected a whole number from 0 to 1000, found {}",
-                    node.describe()
-                ),
-            );
-            None
-        }
-    }
+    stack::replicas(node)
+        .map_err(|why| notes.not_carried(path, why))
+        .ok()
 }

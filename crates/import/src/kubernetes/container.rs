@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use super::service::{Exposure, Target};
 use super::{Object, container_ports, header, list_at, map_at, resolve_port, variables};
-use crate::command::{Words, words};
+use crate::command::{Words, cwd, words};
 use crate::fields::{Fields, index, join};
 use crate::note::Notes;
-use crate::stack::{Names, Restart, Service};
+use crate::stack::{self, Names, Restart, Service};
 use crate::yaml::Node;
 use crate::{duration, port};
 
@@ -42,15 +42,9 @@ pub(super) fn deployment(
         stop_grace: GRACE,
     };
     if let Some(n) = s.take("replicas") {
-        match n.as_int().and_then(|n| u32::try_from(n).ok()) {
-            Some(n @ 0..=1000) => pod.replicas = n,
-            _ => notes.not_carried(
-                s.path("replicas"),
-                format!(
-                    "expected a whole number from 0 to 1000, found {}; 1 is used",
-                    n.describe()
-                ),
-            ),
+        match stack::replicas(n) {
+            Ok(n) => pod.replicas = n,
+            Err(why) => notes.not_carried(s.path("replicas"), format!("{why}; 1 is used")),
         }
     }
     // The selector only has to agree with the template's labels, which Services select.
@@ -145,7 +139,7 @@ fn containers(
         let path = index(containers_path, i);
         let exposure = exposed.and_then(|(at, e)| (at == i).then_some(e));
         let name = if containers.len() == 1 {
-            names.claim(d.name)
+            names.claim_noted(d.name, &d.path, notes)
         } else {
             let cname = c.get("name").and_then(Node::as_str).unwrap_or("container");
             names.claim(&format!("{}-{cname}", d.name))
@@ -156,14 +150,6 @@ fn containers(
                 format!(
                     "service `{name}`: one service per container; in the pod they shared \
                      localhost, here each has its own port"
-                ),
-            );
-        } else if name != d.name {
-            notes.changed(
-                d.path.clone(),
-                format!(
-                    "renamed `{name}`: a service name starts with an ASCII letter and has \
-                     only ASCII letters, digits, `-` and `_`"
                 ),
             );
         }
@@ -243,22 +229,7 @@ fn container(
         used_port |= env(var, &index(&env_path, i), main_port, &mut s, notes);
     }
     if let Some(dir) = f.take("workingDir") {
-        match dir.as_str() {
-            Some(d) if !d.is_empty() && !d.contains('\0') => {
-                notes.changed(
-                    f.path("workingDir"),
-                    format!(
-                        "{d:?} is a directory in the container; the command runs there on the \
-                         host (`cwd`), so it must exist"
-                    ),
-                );
-                s.cwd = Some(d.to_owned());
-            }
-            _ => notes.not_carried(
-                f.path("workingDir"),
-                format!("expected a directory, found {}", dir.describe()),
-            ),
-        }
+        s.cwd = cwd(dir, &f.path("workingDir"), notes);
     }
     let ports_path = f.path("ports");
     for (i, _) in list_at(&mut f, "ports", notes).iter().enumerate().skip(1) {
@@ -400,9 +371,7 @@ fn env(var: &Node, path: &str, main_port: Option<u16>, s: &mut Service, notes: &
         return false;
     }
     variables(&value, &value_path, notes);
-    let mut one = [(value_path, value)];
-    let used = port::substitute_all(&mut one, main_port, notes);
-    let [(_, value)] = one;
+    let (value, used) = port::substitute_one(value_path, value, main_port, notes);
     s.env.insert(name.to_owned(), value);
     used
 }
