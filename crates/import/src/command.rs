@@ -3,6 +3,8 @@
 
 use crate::fields::index;
 use crate::note::Notes;
+use crate::port;
+use crate::stack::ProbeAction;
 use crate::yaml::Node;
 
 /// Words of a command, each with the path of the field it came from.
@@ -62,10 +64,45 @@ pub(crate) fn cwd(node: &Node, path: &str, notes: &mut Notes) -> Option<String> 
     }
 }
 
+/// A probe's command (a Compose healthcheck's `test`, a Kubernetes `exec`) as a probe: an
+/// HTTP GET of the replica's port when that is all it does, else the command with the
+/// container `port` made per replica. `None` (noted at `path`) when it cannot run.
+pub(crate) fn exec_probe(
+    mut argv: Words,
+    path: &str,
+    port: Option<u16>,
+    notes: &mut Notes,
+) -> Option<ProbeAction> {
+    if argv.first().is_none_or(|(_, w)| w.is_empty()) {
+        notes.not_carried(path, "the command names no program");
+        return None;
+    }
+    let plain: Vec<String> = argv.iter().map(|(_, w)| w.clone()).collect();
+    if let Some(get) = http_get_path(&plain, port) {
+        notes.changed(
+            path,
+            format!(
+                "`{}` became http = {get:?}: bulwark sends the GET itself (healthy on 200–399), \
+                 no curl or wget needed on the host",
+                display(&plain)
+            ),
+        );
+        return Some(ProbeAction::Http(get));
+    }
+    if plain.iter().any(|w| w.contains('\0')) {
+        notes.not_carried(path, "a command cannot hold a NUL character");
+        return None;
+    }
+    port::substitute_all(&mut argv, port, notes);
+    Some(ProbeAction::Exec(
+        argv.into_iter().map(|(_, w)| w).collect(),
+    ))
+}
+
 /// The path a probe command GETs, when the command is only a `curl -f` or `wget` of
 /// `http://localhost:PORT/PATH` (or 127.0.0.1), optionally through `sh -c` and with
 /// `|| exit 1`. `port` is the container port: a GET of another port is not the replica's.
-pub(crate) fn http_get_path(argv: &[String], port: Option<u16>) -> Option<String> {
+fn http_get_path(argv: &[String], port: Option<u16>) -> Option<String> {
     let port = port?;
     let words = match argv {
         [sh, c, script] if is_shell(sh) && c == "-c" => shell_script_words(script)?,
@@ -83,7 +120,7 @@ pub(crate) fn http_get_path(argv: &[String], port: Option<u16>) -> Option<String
 
 /// A command as a user would write it: the script of `sh -c SCRIPT`, else the words quoted
 /// for a shell.
-pub(crate) fn display(argv: &[String]) -> String {
+fn display(argv: &[String]) -> String {
     match argv {
         [sh, c, script] if is_shell(sh) && c == "-c" => script.clone(),
         _ => shell_words::join(argv),

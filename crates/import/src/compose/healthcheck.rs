@@ -6,10 +6,9 @@
 
 use std::time::Duration;
 
-use crate::command::{display, http_get_path, words};
+use crate::command::{exec_probe, words};
 use crate::fields::Fields;
 use crate::note::Notes;
-use crate::port;
 use crate::stack::{Probe, ProbeAction};
 use crate::yaml::Node;
 
@@ -156,30 +155,7 @@ fn action(
     for (p, w) in &mut argv {
         super::dollars(w, p, notes);
     }
-    if argv.first().is_none_or(|(_, w)| w.is_empty()) {
-        notes.not_carried(path, "the check names no program");
-        return None;
-    }
-    let plain: Vec<String> = argv.iter().map(|(_, w)| w.clone()).collect();
-    if let Some(get) = http_get_path(&plain, container_port) {
-        notes.changed(
-            path,
-            format!(
-                "`{}` became http = {get:?}: bulwark sends the GET itself (healthy on 200–399), \
-                 no curl or wget needed on the host",
-                display(&plain)
-            ),
-        );
-        return Some(ProbeAction::Http(get));
-    }
-    if argv.iter().any(|(_, w)| w.contains('\0')) {
-        notes.not_carried(path, "a command cannot hold a NUL character");
-        return None;
-    }
-    port::substitute_all(&mut argv, container_port, notes);
-    Some(ProbeAction::Exec(
-        argv.into_iter().map(|(_, w)| w).collect(),
-    ))
+    exec_probe(argv, path, container_port, notes)
 }
 
 /// `sh -c SCRIPT`, as Compose runs a shell check.

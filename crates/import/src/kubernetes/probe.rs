@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use crate::command::{display, http_get_path, words};
+use crate::command::{exec_probe, words};
 use crate::fields::Fields;
 use crate::note::Notes;
-use crate::port;
 use crate::stack::{Probe, ProbeAction};
 use crate::yaml::Node;
 
@@ -124,40 +123,18 @@ impl Probes<'_> {
             return None;
         };
         e.note_rest(notes, |_, _| "not an exec field bulwark knows".to_owned());
-        let mut argv = match words(command, &path) {
-            Ok(w) if w.first().is_some_and(|(_, p)| !p.is_empty()) => w,
-            Ok(_) => {
-                notes.not_carried(path, "the command names no program");
-                return None;
+        match words(command, &path) {
+            Ok(argv) => {
+                for (p, w) in &argv {
+                    super::variables(w, p, notes);
+                }
+                exec_probe(argv, &path, self.main_port, notes)
             }
             Err(why) => {
                 notes.not_carried(path, why);
-                return None;
+                None
             }
-        };
-        let plain: Vec<String> = argv.iter().map(|(_, w)| w.clone()).collect();
-        if let Some(get) = http_get_path(&plain, self.main_port) {
-            notes.changed(
-                path,
-                format!(
-                    "`{}` became http = {get:?}: bulwark sends the GET itself (healthy on \
-                     200–399), no curl or wget needed on the host",
-                    display(&plain)
-                ),
-            );
-            return Some(ProbeAction::Http(get));
         }
-        if plain.iter().any(|w| w.contains('\0')) {
-            notes.not_carried(path, "a command cannot hold a NUL character");
-            return None;
-        }
-        port::substitute_all(&mut argv, self.main_port, notes);
-        for (p, w) in &argv {
-            super::variables(w, p, notes);
-        }
-        Some(ProbeAction::Exec(
-            argv.into_iter().map(|(_, w)| w).collect(),
-        ))
     }
 
     /// A probe's `port`: bulwark always probes the replica's own port.
