@@ -6,6 +6,7 @@
 //! written out, since bulwark's differ. Every other kind of object is noted.
 
 mod container;
+mod deployment;
 mod probe;
 mod service;
 
@@ -55,7 +56,7 @@ pub(crate) fn import(sources: &[Source<'_>]) -> Result<Imported, Error> {
     let mut out = Vec::new();
     for (d, exposure) in deployments.iter().zip(&exposures) {
         notes.file = d.file.to_owned();
-        out.extend(container::deployment(
+        out.extend(deployment::deployment(
             d,
             exposure.as_ref(),
             &mut names,
