@@ -17,7 +17,8 @@ struct Mapping {
     tcp: bool,
 }
 
-/// Sets `s.listen` from the first TCP port and returns its container port; notes the rest.
+/// Sets `s.listen` from the first TCP entry with a published port (else the first TCP entry,
+/// which Compose publishes on a random port) and returns its container port; notes the rest.
 pub(super) fn convert(
     node: &Node,
     path: &str,
@@ -29,51 +30,64 @@ pub(super) fn convert(
         notes.not_carried(path, format!("expected a list, found {}", node.describe()));
         return None;
     };
-    let mut main: Option<u16> = None;
+    let mut tcp: Vec<(String, Mapping)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = index(path, i);
-        let m = match mapping(item, &p, notes) {
-            Ok(m) => m,
-            Err(why) => {
-                notes.not_carried(p, why);
-                continue;
-            }
-        };
-        if !m.tcp {
-            notes.not_carried(p, "bulwark proxies TCP only");
-            continue;
+        match mapping(item, &p, notes) {
+            Ok(m) if m.tcp => tcp.push((p, m)),
+            Ok(_) => notes.not_carried(p, "bulwark proxies TCP only"),
+            Err(why) => notes.not_carried(p, why),
         }
-        if main.is_some() {
-            notes.not_carried(
-                p,
-                "each replica gets one port, and only the first of `ports` is proxied",
-            );
-            continue;
-        }
-        main = Some(m.target);
-        let Some(published) = m.published else {
-            notes.not_carried(
-                p,
-                format!(
-                    "no host port: Compose publishes it on a random one; bulwark's proxy needs \
-                     a fixed address: add [services.{name}.expose] with `listen`"
-                ),
-            );
-            continue;
-        };
-        let ip = m.host_ip.unwrap_or_else(|| {
-            notes.changed(
-                p.clone(),
-                format!(
-                    "bulwark listens on 127.0.0.1:{published}, Compose on every interface; write \
-                     listen = \"0.0.0.0:{published}\" to serve other hosts"
-                ),
-            );
-            IpAddr::from([127, 0, 0, 1])
-        });
-        s.listen = Some(std::net::SocketAddr::new(ip, published).to_string());
     }
-    main
+    let main = tcp
+        .iter()
+        .position(|(_, m)| m.published.is_some())
+        .unwrap_or(0);
+    let published = tcp.get(main)?.1.published.is_some();
+    for (i, (p, m)) in tcp.iter().enumerate() {
+        if i == main {
+            s.listen = listen(m, p, name, notes);
+        } else if published {
+            notes.not_carried(
+                p.clone(),
+                "each replica gets one port, and only the first published entry of `ports` is \
+                 proxied",
+            );
+        } else {
+            notes.not_carried(
+                p.clone(),
+                "each replica gets one port, and only the first entry of `ports` is made per \
+                 replica",
+            );
+        }
+    }
+    Some(tcp[main].1.target)
+}
+
+/// The `listen` address of the entry that is proxied; `None` (noted) when it has no host
+/// port.
+fn listen(m: &Mapping, path: &str, name: &str, notes: &mut Notes) -> Option<String> {
+    let Some(published) = m.published else {
+        notes.not_carried(
+            path,
+            format!(
+                "no host port: Compose publishes it on a random one; bulwark's proxy needs a \
+                 fixed address: add [services.{name}.expose] with `listen`"
+            ),
+        );
+        return None;
+    };
+    let ip = m.host_ip.unwrap_or_else(|| {
+        notes.changed(
+            path,
+            format!(
+                "bulwark listens on 127.0.0.1:{published}, Compose on every interface; write \
+                 listen = \"0.0.0.0:{published}\" to serve other hosts"
+            ),
+        );
+        IpAddr::from([127, 0, 0, 1])
+    });
+    Some(std::net::SocketAddr::new(ip, published).to_string())
 }
 
 /// `"8080:8000"`, `"127.0.0.1:8080:8000/tcp"`, `8000`, or the long syntax.

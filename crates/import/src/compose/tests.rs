@@ -76,7 +76,17 @@ fn ports_in_each_syntax() {
     one(r#"["53:53/udp", "8080:80", "9090:9090"]"#)
         .has(r#"listen = "127.0.0.1:8080""#)
         .note("compose.yaml: services.s.ports[0]: not carried over: bulwark proxies TCP only")
-        .note("compose.yaml: services.s.ports[2]: not carried over: each replica gets one port, and only the first of `ports` is proxied");
+        .note("compose.yaml: services.s.ports[2]: not carried over: each replica gets one port, and only the first published entry of `ports` is proxied");
+    // An unpublished port (a debugger's, say) does not hide the published one after it.
+    one(r#"["9229", "8080:80"]"#)
+        .has(r#"run = ["srv", "{port}"]"#)
+        .has(r#"listen = "127.0.0.1:8080""#)
+        .note("compose.yaml: services.s.ports[0]: not carried over: each replica gets one port, and only the first published entry of `ports` is proxied")
+        .no_note("no host port");
+    one(r#"["80", "9229"]"#)
+        .lacks("[services.s.expose]")
+        .has(r#"run = ["srv", "{port}"]"#)
+        .note("compose.yaml: services.s.ports[1]: not carried over: each replica gets one port, and only the first entry of `ports` is made per replica");
     one(r#"["8080-8081:80-81", "99999:80", "x:80", "1.2.3:8080:80", "a:b:c:d", 5.5]"#)
         .lacks("[services.s.expose]")
         .note("compose.yaml: services.s.ports[0]: not carried over: the port range \"8080-8081\" cannot be proxied; list one port")
