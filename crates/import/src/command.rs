@@ -251,6 +251,23 @@ pub(crate) fn compose_dollars(text: &str) -> (String, bool) {
     (out, variables)
 }
 
+/// Why a Compose field read as a value (a port, a duration, a count, a signal) cannot be
+/// read: it holds `${VAR}` or `$VAR`, which Compose substitutes from the shell and `.env`
+/// when it reads the file. `None` when it holds no variable. A mapping (the long syntax of
+/// `ports`) is looked into.
+pub(crate) fn compose_variable(node: &Node) -> Option<String> {
+    if let Some(entries) = node.as_map() {
+        return entries.iter().find_map(|(_, v)| compose_variable(v));
+    }
+    let text = node.as_str()?;
+    compose_dollars(text).1.then(|| {
+        format!(
+            "{text:?} holds a variable, which Compose substitutes from the shell and .env when it \
+             reads the file; the import cannot: write the value"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

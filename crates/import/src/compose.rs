@@ -14,7 +14,7 @@ mod ports;
 
 use std::collections::HashMap;
 
-use crate::command::{Words, compose_dollars, cwd, words};
+use crate::command::{Words, compose_dollars, compose_variable, cwd, words};
 use crate::fields::{Fields, join};
 use crate::note::Notes;
 use crate::stack::{self, Names, Service};
@@ -263,6 +263,10 @@ pub(crate) fn signal(node: &Node, path: &str, notes: &mut Notes) -> Option<Strin
         "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
         "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
     ];
+    if let Some(why) = compose_variable(node) {
+        notes.not_carried(path, why);
+        return None;
+    }
     let text = node.as_str().unwrap_or_default();
     let upper = text.trim().to_ascii_uppercase();
     if SIGNALS.contains(&upper.strip_prefix("SIG").unwrap_or(&upper)) {

@@ -10,6 +10,9 @@ pub(crate) const MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// A Compose duration, or why it is not one. Bounded by [`MAX`].
 pub(crate) fn compose(node: &Node) -> Result<Duration, String> {
+    if let Some(why) = crate::command::compose_variable(node) {
+        return Err(why);
+    }
     let text = node.as_str().ok_or_else(|| {
         format!(
             "expected a duration such as \"10s\", found {}",

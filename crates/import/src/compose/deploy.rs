@@ -1,6 +1,7 @@
 //! How a service is kept running: `restart`, `deploy.restart_policy` and the replica count
 //! (`deploy.replicas`, `scale`).
 
+use crate::command::compose_variable;
 use crate::fields::Fields;
 use crate::note::Notes;
 use crate::stack::{self, Restart, Service};
@@ -50,13 +51,13 @@ pub(super) fn restart(f: &mut Fields<'_>, s: &mut Service, notes: &mut Notes) {
             Some(Restart::OnFailure)
         }
         _ => {
-            notes.not_carried(
-                path,
+            let why = compose_variable(node).unwrap_or_else(|| {
                 format!(
                     "expected \"no\", \"always\", \"on-failure[:N]\" or \"unless-stopped\", found {}",
                     node.describe()
-                ),
-            );
+                )
+            });
+            notes.not_carried(path, why);
             None
         }
     };
@@ -102,13 +103,13 @@ fn restart_policy(node: &Node, path: &str, s: &mut Service, notes: &mut Notes) {
                 } else {
                     ""
                 };
-                notes.not_carried(
-                    p,
+                let why = compose_variable(c).unwrap_or_else(|| {
                     format!(
-                        "expected \"none\", \"on-failure\" or \"any\", found {}{default}",
+                        "expected \"none\", \"on-failure\" or \"any\", found {}",
                         c.describe()
-                    ),
-                );
+                    )
+                });
+                notes.not_carried(p, format!("{why}{default}"));
             }
             (Some(_), Some(_)) => notes.not_carried(p, "`restart` is used instead"),
             (Some(r), None) => s.restart = Some(r),
@@ -122,6 +123,10 @@ fn restart_policy(node: &Node, path: &str, s: &mut Service, notes: &mut Notes) {
 
 /// A replica count from `deploy.replicas` or `scale`.
 pub(super) fn replicas(node: &Node, path: &str, notes: &mut Notes) -> Option<u32> {
+    if let Some(why) = compose_variable(node) {
+        notes.not_carried(path, why);
+        return None;
+    }
     stack::replicas(node)
         .map_err(|why| notes.not_carried(path, why))
         .ok()

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::command::{exec_probe, words};
+use crate::command::{compose_variable, exec_probe, words};
 use crate::fields::Fields;
 use crate::note::Notes;
 use crate::stack::{Probe, ProbeAction};
@@ -93,13 +93,15 @@ impl Timings {
         if let Some(node) = f.take("retries") {
             match node.as_int().and_then(|n| u32::try_from(n).ok()) {
                 Some(n) if n >= 1 => self.retries = n,
-                _ => notes.not_carried(
-                    f.path("retries"),
-                    format!(
-                        "expected a whole number of at least 1, found {}; 3 is used",
-                        node.describe()
-                    ),
-                ),
+                _ => {
+                    let why = compose_variable(node).unwrap_or_else(|| {
+                        format!(
+                            "expected a whole number of at least 1, found {}",
+                            node.describe()
+                        )
+                    });
+                    notes.not_carried(f.path("retries"), format!("{why}; 3 is used"));
+                }
             }
         }
         if let Some(node) = f.take("start_period") {

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use crate::command::compose_variable;
 use crate::fields::{Fields, index};
 use crate::note::Notes;
 use crate::stack::Service;
@@ -92,6 +93,9 @@ fn listen(m: &Mapping, path: &str, name: &str, notes: &mut Notes) -> Option<Stri
 
 /// `"8080:8000"`, `"127.0.0.1:8080:8000/tcp"`, `8000`, or the long syntax.
 fn mapping(node: &Node, path: &str, notes: &mut Notes) -> Result<Mapping, String> {
+    if let Some(why) = compose_variable(node) {
+        return Err(why);
+    }
     if let Some(entries) = node.as_map() {
         return long(&mut Fields::new(path, entries), notes);
     }

@@ -188,6 +188,57 @@ services:
 }
 
 #[test]
+fn variables_in_fields_read_as_values_are_noted_as_variables() {
+    for (field, path, text, then) in [
+        (
+            "ports: [\"${WEB_PORT:-8080}:8000\"]",
+            "ports[0]",
+            "${WEB_PORT:-8080}:8000",
+            "",
+        ),
+        (
+            "ports: [{target: 8000, published: $WEB}]",
+            "ports[0]",
+            "$WEB",
+            "",
+        ),
+        ("scale: ${N}", "scale", "${N}", ""),
+        (
+            "deploy: {replicas: \"${N}\"}",
+            "deploy.replicas",
+            "${N}",
+            "",
+        ),
+        ("stop_signal: ${SIG}", "stop_signal", "${SIG}", ""),
+        (
+            "stop_grace_period: ${GRACE:-10s}",
+            "stop_grace_period",
+            "${GRACE:-10s}",
+            "",
+        ),
+        (
+            "healthcheck: {test: [CMD, x], interval: \"${I}\"}",
+            "healthcheck.interval",
+            "${I}",
+            "; 30s is used",
+        ),
+        (
+            "healthcheck: {test: [CMD, x], retries: \"${R}\"}",
+            "healthcheck.retries",
+            "${R}",
+            "; 3 is used",
+        ),
+    ] {
+        import(&format!(
+            "services:\n  s:\n    command: srv\n    restart: always\n    {field}\n"
+        ))
+        .note(&format!("compose.yaml: services.s.{path}: not carried over: {text:?} holds a variable, which Compose substitutes from the shell and .env when it reads the file; the import cannot: write the value{then}"));
+    }
+    import("services:\n  s:\n    command: srv\n    restart: ${RESTART}\n")
+        .note("compose.yaml: services.s.restart: not carried over: \"${RESTART}\" holds a variable, which Compose substitutes from the shell and .env when it reads the file; the import cannot: write the value");
+}
+
+#[test]
 fn healthchecks_become_readiness_probes_with_composes_timings() {
     let hc = |check: &str| {
         import(&format!(
