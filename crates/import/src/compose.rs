@@ -169,9 +169,7 @@ fn service(
     f.take("entrypoint");
     f.take("command");
     // The ports first: the container port is made per replica in what follows.
-    let container_port = f
-        .take("ports")
-        .and_then(|p| ports::convert(p, &f.path("ports"), name, &mut s, notes));
+    let (container_port, port_path) = container_port(&mut f, name, &mut s, notes);
     let mut used_port = port::substitute_all(&mut run, container_port, notes);
     for (path, word) in &mut run {
         dollars(word, path, notes);
@@ -184,7 +182,7 @@ fn service(
     }
     if let (Some(p), false) = (container_port, used_port) {
         notes.changed(
-            f.path("ports"),
+            port_path,
             format!(
                 "the container port {p} is in neither the command nor the environment: the \
                  program must listen on the port bulwark gives each replica, in $PORT"
@@ -224,6 +222,26 @@ fn service(
     stop_and_cwd(&mut f, &mut s, notes);
     f.note_rest(notes, |key, _| service_reason(key).to_owned());
     s
+}
+
+/// The container port made per replica, and the path of the field it came from: the proxied
+/// entry of `ports`, else the first of `expose`.
+fn container_port(
+    f: &mut Fields<'_>,
+    name: &str,
+    s: &mut Service,
+    notes: &mut Notes,
+) -> (Option<u16>, String) {
+    let from_ports = f
+        .take("ports")
+        .and_then(|p| ports::convert(p, &f.path("ports"), name, s, notes));
+    let from_expose = f
+        .take("expose")
+        .and_then(|e| ports::expose(e, &f.path("expose"), from_ports, name, notes));
+    match from_ports {
+        Some(p) => (Some(p), f.path("ports")),
+        None => (from_expose, f.path("expose")),
+    }
 }
 
 /// `$$` as Compose reads it, and a note for variables it would have substituted.
@@ -313,7 +331,6 @@ fn service_reason(key: &str) -> &'static str {
         | "dns_search" | "dns_opt" | "links" | "external_links" | "mac_address" => {
             "replicas share the host's network; services reach each other through their expose addresses"
         }
-        "expose" => "only the first published port is proxied",
         "env_file" => "bulwark reads no env files; copy the variables into `env`",
         "user" | "group_add" | "cap_add" | "cap_drop" | "privileged" | "security_opt"
         | "read_only" | "userns_mode" | "devices" | "sysctls" | "ulimits" | "init" | "ipc"

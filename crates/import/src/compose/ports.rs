@@ -1,5 +1,5 @@
 //! `ports` as `[services.NAME.expose] listen`, and the container port that each replica
-//! gets its own copy of.
+//! gets its own copy of: from `ports`, else from `expose`.
 
 use std::net::IpAddr;
 
@@ -89,6 +89,69 @@ fn listen(m: &Mapping, path: &str, name: &str, notes: &mut Notes) -> Option<Stri
         IpAddr::from([127, 0, 0, 1])
     });
     Some(std::net::SocketAddr::new(ip, published).to_string())
+}
+
+/// `expose`: container ports that Compose does not publish. `main` is the container port of
+/// `ports`; without one, the first port here is made per replica, unproxied as in Compose,
+/// and returned. The others are noted.
+pub(super) fn expose(
+    node: &Node,
+    path: &str,
+    main: Option<u16>,
+    name: &str,
+    notes: &mut Notes,
+) -> Option<u16> {
+    let Some(items) = node.as_seq() else {
+        notes.not_carried(path, format!("expected a list, found {}", node.describe()));
+        return None;
+    };
+    let mut chosen = None;
+    for (i, item) in items.iter().enumerate() {
+        let p = index(path, i);
+        let port = match exposed(item) {
+            Ok(port) => port,
+            Err(why) => {
+                notes.not_carried(p, why);
+                continue;
+            }
+        };
+        match main.or(chosen) {
+            Some(m) if m == port => {}
+            Some(m) => notes.not_carried(
+                p,
+                format!("each replica gets one port, and it is the container port {m}"),
+            ),
+            None => {
+                chosen = Some(port);
+                notes.changed(
+                    p,
+                    format!(
+                        "the container port {port} is made per replica ({{port}}, $PORT); Compose \
+                         does not publish it, so it is not proxied: add [services.{name}.expose] \
+                         with `listen` to proxy it"
+                    ),
+                );
+            }
+        }
+    }
+    chosen
+}
+
+/// One entry of `expose`: `"8000"`, `8000` or `"8000/tcp"`.
+fn exposed(node: &Node) -> Result<u16, String> {
+    if let Some(why) = compose_variable(node) {
+        return Err(why);
+    }
+    let text = node.as_str().ok_or_else(|| {
+        format!(
+            "expected a port such as \"8000\", found {}",
+            node.describe()
+        )
+    })?;
+    match text.rsplit_once('/') {
+        None | Some((_, "tcp")) => number(text.strip_suffix("/tcp").unwrap_or(text)),
+        Some(_) => Err("only a TCP port is made per replica".to_owned()),
+    }
 }
 
 /// `"8080:8000"`, `"127.0.0.1:8080:8000/tcp"`, `8000`, or the long syntax.

@@ -100,6 +100,34 @@ fn ports_in_each_syntax() {
 }
 
 #[test]
+fn without_ports_the_first_of_expose_is_the_container_port() {
+    import(
+        r#"
+services:
+  s:
+    command: srv --port 9000
+    restart: always
+    expose: ["9000", "9001/udp", 9002, "${X}"]
+    healthcheck: {test: "curl -f http://localhost:9000/health"}
+"#,
+    )
+    .has(r#"run = ["srv", "--port", "{port}"]"#)
+    .has("http = \"/health\"")
+    .lacks("[services.s.expose]")
+    .note("compose.yaml: services.s.command: `9000` became `{port}`: each replica listens on its own port (also in $PORT)")
+    .note("compose.yaml: services.s.expose[0]: the container port 9000 is made per replica ({port}, $PORT); Compose does not publish it, so it is not proxied: add [services.s.expose] with `listen` to proxy it")
+    .note("compose.yaml: services.s.expose[1]: not carried over: only a TCP port is made per replica")
+    .note("compose.yaml: services.s.expose[2]: not carried over: each replica gets one port, and it is the container port 9000")
+    .note("compose.yaml: services.s.expose[3]: not carried over: \"${X}\" holds a variable, which Compose substitutes from the shell and .env when it reads the file; the import cannot: write the value")
+    .no_note("proxied as HTTP");
+    // With `ports`, its container port is the one; `expose` adds none.
+    import("services:\n  s:\n    command: srv 8000\n    restart: always\n    ports: [\"8080:8000\"]\n    expose: [\"8000/tcp\", \"9000\"]\n")
+        .has(r#"run = ["srv", "{port}"]"#)
+        .note("compose.yaml: services.s.expose[1]: not carried over: each replica gets one port, and it is the container port 8000")
+        .no_note("services.s.expose[0]");
+}
+
+#[test]
 fn entrypoint_comes_before_command_and_lists_keep_their_words() {
     import(
         r#"
@@ -442,13 +470,14 @@ configs: {conf: {file: ./conf}}
         "services.web.volumes: not carried over: bulwark runs commands on the host, where the files already are; mounts come with containers",
         "services.web.networks: not carried over: replicas share the host's network; services reach each other through their expose addresses",
         "services.web.labels: not carried over: a stack file has no labels",
-        "services.web.expose: not carried over: only the first published port is proxied",
+        "services.web.expose[0]: the container port 9000 is made per replica ({port}, $PORT); Compose does not publish it, so it is not proxied: add [services.web.expose] with `listen` to proxy it",
+        "services.web.expose: the container port 9000 is in neither the command nor the environment: the program must listen on the port bulwark gives each replica, in $PORT",
         "services.web.x-note: not carried over: an extension field",
         "services.web.logging: not carried over: replica output goes to bulwark's stdout and `bulwark logs`",
     ] {
         out.note(&format!("compose.yaml: {line}"));
     }
-    assert_eq!(out.notes.len(), 16, "{:#?}", out.notes);
+    assert_eq!(out.notes.len(), 17, "{:#?}", out.notes);
 }
 
 #[test]
