@@ -93,6 +93,7 @@ fn convert(services: &[(String, Node)], notes: &mut Notes) -> Vec<Service> {
         let path = join("services", key);
         match run_words(svc, &path) {
             Ok(run) => {
+                image_entrypoint(svc, &path, notes);
                 let name = names.claim_noted(key, &path, notes);
                 runnable.insert(key, (name, run));
             }
@@ -148,10 +149,35 @@ fn run_words(svc: &Node, path: &str) -> Result<Words, String> {
     if run[0].1.is_empty() {
         return Err("its command starts with an empty word; it names no program".to_owned());
     }
+    if !has_entrypoint(svc) && run[0].1.starts_with('-') {
+        return Err(
+            "`command` without `entrypoint` is the arguments of the image's ENTRYPOINT, which \
+             is not known here; add `entrypoint` with the program to run"
+                .to_owned(),
+        );
+    }
     if run.iter().any(|(_, w)| w.contains('\0')) {
         return Err("its command holds a NUL character, which no program can be given".to_owned());
     }
     Ok(run)
+}
+
+/// `entrypoint` set, if only to `[]` or `""` (which Compose runs without the image's).
+fn has_entrypoint(svc: &Node) -> bool {
+    svc.get("entrypoint").is_some_and(|n| !n.is_null())
+}
+
+/// A note that `command` runs as it is, when the service's image may have an ENTRYPOINT
+/// that Compose would have run it with.
+fn image_entrypoint(svc: &Node, path: &str, notes: &mut Notes) {
+    if has_entrypoint(svc) || (svc.get("image").is_none() && svc.get("build").is_none()) {
+        return;
+    }
+    notes.changed(
+        join(path, "command"),
+        "the image's ENTRYPOINT, if it has one, is not known to bulwark: `command` runs as the \
+         whole command line",
+    );
 }
 
 /// One service's table.

@@ -144,6 +144,45 @@ services:
 }
 
 #[test]
+fn command_without_entrypoint_is_the_images_entrypoints_arguments() {
+    import(
+        r#"
+services:
+  proxy:
+    image: traefik
+    command: --api.insecure=true
+  web:
+    image: web
+    command: ./web
+    restart: always
+  built:
+    build: .
+    command: ./built
+    restart: always
+  job:
+    image: job
+    entrypoint: []
+    command: [./job]
+    restart: always
+  plain:
+    command: ./plain
+    restart: always
+"#,
+    )
+    .lacks("[services.proxy]")
+    .has("[services.web]\nrun = [\"./web\"]")
+    .has("[services.job]\nrun = [\"./job\"]")
+    .note("compose.yaml: services.proxy: not carried over: `command` without `entrypoint` is the arguments of the image's ENTRYPOINT, which is not known here; add `entrypoint` with the program to run")
+    .note("compose.yaml: services.web.command: the image's ENTRYPOINT, if it has one, is not known to bulwark: `command` runs as the whole command line")
+    .note("compose.yaml: services.built.command: the image's ENTRYPOINT, if it has one, is not known to bulwark: `command` runs as the whole command line")
+    .no_note("services.job.command")
+    .no_note("services.plain.command");
+    // With an entrypoint, a command of flags is its arguments.
+    import("services:\n  s:\n    entrypoint: traefik\n    command: --api.insecure=true\n    restart: always\n")
+        .has(r#"run = ["traefik", "--api.insecure=true"]"#);
+}
+
+#[test]
 fn a_service_without_a_command_is_left_out_with_its_dependents_links() {
     import(
         r#"
@@ -464,6 +503,7 @@ configs: {conf: {file: ./conf}}
         "secrets: not carried over: bulwark runs commands on the host, where the files already are; put values in `env`",
         "configs: not carried over: bulwark runs commands on the host, where the files already are; put values in `env`",
         "services.web.image: not carried over: bulwark runs commands on the host; containers come later",
+        "services.web.command: the image's ENTRYPOINT, if it has one, is not known to bulwark: `command` runs as the whole command line",
         "services.web.build: not carried over: bulwark runs commands on the host and builds nothing; containers come later",
         "services.web.container_name: not carried over: replicas are named SERVICE/INDEX",
         "services.web.user: not carried over: replicas run as bulwark's own processes; container settings come with containers",
@@ -477,7 +517,7 @@ configs: {conf: {file: ./conf}}
     ] {
         out.note(&format!("compose.yaml: {line}"));
     }
-    assert_eq!(out.notes.len(), 17, "{:#?}", out.notes);
+    assert_eq!(out.notes.len(), 18, "{:#?}", out.notes);
 }
 
 #[test]
