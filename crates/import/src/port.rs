@@ -7,35 +7,58 @@
 
 use crate::note::Notes;
 
-/// `text` with each occurrence of `port` that stands alone, or follows `:`, `=` or a space,
-/// replaced by `{port}`: `8000`, `--port=8000`, `0.0.0.0:8000`, `localhost:8000/health`, but
-/// not `18000`, `8000x` or `v8000`. `None` when there is none.
+/// `text` with each occurrence of `port` that stands alone, follows `=` or a space, or
+/// follows `:` after a host that is this one, replaced by `{port}`: `8000`, `--port=8000`,
+/// `0.0.0.0:8000`, `localhost:8000/health`, `:8000`, but not `18000`, `8000x`, `v8000` or
+/// another host's port, `http://api:8000`. `None` when there is none.
 pub(crate) fn substitute(text: &str, port: u16) -> Option<String> {
     let needle = port.to_string();
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut changed = false;
-    while let Some(i) = rest.find(&needle) {
-        let (before, tail) = rest.split_at(i);
-        let after = &tail[needle.len()..];
-        let prev = before
+    let mut done = 0;
+    for (i, _) in text.match_indices(&needle) {
+        let (before, after) = (&text[..i], &text[i + needle.len()..]);
+        let starts = match before.chars().next_back() {
+            None | Some('=' | ' ' | '\t') => true,
+            Some(':') => is_local(host_before(&before[..before.len() - 1])),
+            Some(_) => false,
+        };
+        let ends = after
             .chars()
-            .next_back()
-            .or_else(|| out.chars().next_back());
-        let next = after.chars().next();
-        let starts = prev.is_none_or(|c| matches!(c, ':' | '=' | ' ' | '\t'));
-        let ends = next.is_none_or(|c| !c.is_ascii_alphanumeric() && c != '.' && c != '_');
-        out.push_str(before);
+            .next()
+            .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '.' && c != '_');
         if starts && ends {
+            out.push_str(&text[done..i]);
             out.push_str("{port}");
-            changed = true;
-        } else {
-            out.push_str(&needle);
+            done = i + needle.len();
         }
-        rest = after;
     }
-    out.push_str(rest);
-    changed.then_some(out)
+    if done == 0 {
+        return None;
+    }
+    out.push_str(&text[done..]);
+    Some(out)
+}
+
+/// The host name or address that `text` ends with: `localhost` of `http://localhost`,
+/// `[::]` of `--bind=[::]`.
+fn host_before(text: &str) -> &str {
+    let is_host =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':');
+    let start = text
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !is_host(*c))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    &text[start..]
+}
+
+/// This host, in an address to listen on or to reach the replica at: no host at all,
+/// `localhost`, the loopback or every interface.
+fn is_local(host: &str) -> bool {
+    matches!(
+        host,
+        "" | "localhost" | "127.0.0.1" | "0.0.0.0" | "[::]" | "::" | "[::1]" | "::1"
+    )
 }
 
 /// Substitutes the container port in each of `words` (with their paths), noting each change.
@@ -93,7 +116,21 @@ mod tests {
                 "python3 -m http.server 8000",
                 Some("python3 -m http.server {port}"),
             ),
-            ("8000:8000", Some("{port}:{port}")),
+            ("8000:8000", Some("{port}:8000")),
+            (":8000", Some(":{port}")),
+            ("--bind=:8000", Some("--bind=:{port}")),
+            ("[::]:8000", Some("[::]:{port}")),
+            (":::8000", Some(":::{port}")),
+            ("--listen=[::1]:8000", Some("--listen=[::1]:{port}")),
+            (
+                "http://0.0.0.0:8000 and http://localhost:8000/",
+                Some("http://0.0.0.0:{port} and http://localhost:{port}/"),
+            ),
+            ("http://api:8000", None),
+            ("API_URL=http://api:8000/v1", None),
+            ("postgres://u:p@db:8000/x", None),
+            ("db.internal:8000", None),
+            ("10.0.0.5:8000", None),
             ("18000", None),
             ("80001", None),
             ("8000x", None),

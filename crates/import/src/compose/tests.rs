@@ -24,6 +24,7 @@ services:
       - BIND=0.0.0.0:8000
       - PORT=8000
       - OTHER=18000
+      - API_URL=http://api:8000
     restart: always
 "#,
     )
@@ -33,6 +34,7 @@ services:
 run = ["./server", "--listen=0.0.0.0:{port}", "--workers", "4"]
 restart = "always"
 [services.web.env]
+API_URL = "http://api:8000"
 BIND = "0.0.0.0:{port}"
 OTHER = "18000"
 PORT = "{port}"
