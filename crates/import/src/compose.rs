@@ -206,6 +206,7 @@ fn service(
         used_port |=
             environment::convert(env, &f.path("environment"), container_port, &mut s, notes);
     }
+    service_hosts(&s, f.here(), renamed, notes);
     if let (Some(p), false) = (container_port, used_port) {
         notes.changed(
             port_path,
@@ -248,6 +249,36 @@ fn service(
     stop_and_cwd(&mut f, &mut s, notes);
     f.note_rest(notes, |key, _| service_reason(key).to_owned());
     s
+}
+
+/// A note, once per service, when its command or environment names another service of the
+/// file as a host (`db:5432`): Compose's service names do not resolve on the host.
+fn service_hosts(
+    s: &Service,
+    path: &str,
+    renamed: &HashMap<&str, Option<&str>>,
+    notes: &mut Notes,
+) {
+    let mut others: Vec<&str> = renamed
+        .iter()
+        .filter(|(_, name)| **name != Some(s.name.as_str()))
+        .map(|(key, _)| *key)
+        .collect();
+    others.sort_unstable();
+    let named = s.run.iter().chain(s.env.values()).find_map(|text| {
+        let other = others.iter().find(|o| port::names_host_port(text, o))?;
+        Some((text, other))
+    });
+    if let Some((text, other)) = named {
+        notes.changed(
+            path,
+            format!(
+                "`{text}` names the Compose service `{other}`, but service names do not resolve \
+                 on the host: write 127.0.0.1 and the port `{other}` is exposed on (here and \
+                 wherever another service is named)"
+            ),
+        );
+    }
 }
 
 /// The container port made per replica, and the path of the field it came from: the proxied

@@ -61,6 +61,17 @@ fn is_local(host: &str) -> bool {
     )
 }
 
+/// Whether `text` names `host` followed by `:` and a port: `db:5432`, `postgres://u@db:5432`.
+pub(crate) fn names_host_port(text: &str, host: &str) -> bool {
+    text.match_indices(host).any(|(i, _)| {
+        let (before, after) = (&text[..i], &text[i + host.len()..]);
+        host_before(before).is_empty()
+            && after
+                .strip_prefix(':')
+                .is_some_and(|p| p.starts_with(|c: char| c.is_ascii_digit()))
+    })
+}
+
 /// Substitutes the container port in each of `words` (with their paths), noting each change.
 /// Returns whether any word changed.
 pub(crate) fn substitute_all(

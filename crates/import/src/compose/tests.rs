@@ -50,6 +50,29 @@ listen = "127.0.0.1:8080"
 }
 
 #[test]
+fn another_services_name_as_a_host_is_noted_once() {
+    let out = import(
+        r#"
+services:
+  web:
+    command: ./web --cache redis:6379 --self web:8000
+    restart: always
+    environment:
+      DATABASE_URL: postgres://u@db:5432/app
+      NOT_A_HOST: mydb:5432
+  db: {image: postgres}
+  redis: {command: redis-server, restart: always}
+"#,
+    );
+    out.has("DATABASE_URL = \"postgres://u@db:5432/app\"")
+    .note("compose.yaml: services.web: `redis:6379` names the Compose service `redis`, but service names do not resolve on the host: write 127.0.0.1 and the port `redis` is exposed on (here and wherever another service is named)")
+    .no_note("services.redis: `")
+    .no_note("service `web`");
+    let hosts = out.notes.iter().filter(|n| n.contains("do not resolve"));
+    assert_eq!(hosts.count(), 1, "{:#?}", out.notes);
+}
+
+#[test]
 fn a_port_the_command_does_not_name_is_noted() {
     import("services:\n  api:\n    command: ./api\n    ports: [\"9000:9000\"]\n    restart: always\n")
         .note("compose.yaml: services.api.ports: the container port 9000 is in neither the command nor the environment: the program must listen on the port bulwark gives each replica, in $PORT");
