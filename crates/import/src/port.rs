@@ -72,13 +72,34 @@ pub(crate) fn names_host_port(text: &str, host: &str) -> bool {
     })
 }
 
+/// Bulwark's placeholders, which it substitutes in `run`, `exec` and `env` when it starts a
+/// replica; there is no escape for them.
+const PLACEHOLDERS: [&str; 4] = ["{port}", "{index}", "{service}", "{bulwark}"];
+
 /// Substitutes the container port in each of `words` (with their paths), noting each change.
-/// Returns whether any word changed.
+/// Returns whether any word changed. A word that holds one of bulwark's placeholders as
+/// written in the source is noted first: bulwark would substitute it.
 pub(crate) fn substitute_all(
     words: &mut [(String, String)],
     port: Option<u16>,
     notes: &mut Notes,
 ) -> bool {
+    for (path, word) in words.iter() {
+        let found: Vec<&str> = PLACEHOLDERS
+            .into_iter()
+            .filter(|p| word.contains(p))
+            .collect();
+        if !found.is_empty() {
+            notes.changed(
+                path.clone(),
+                format!(
+                    "`{word}` holds {}, which bulwark substitutes when it starts a replica (there \
+                     is no escape)",
+                    found.join(" and ")
+                ),
+            );
+        }
+    }
     let Some(port) = port else { return false };
     let mut any = false;
     for (path, word) in words.iter_mut() {

@@ -262,6 +262,29 @@ services:
 }
 
 #[test]
+fn bulwarks_placeholders_in_the_source_are_noted() {
+    import(
+        r#"
+services:
+  s:
+    command: ./app --id {index} --port 8000
+    ports: ["8080:8000"]
+    restart: always
+    environment:
+      NAME: "{service}-{bulwark}"
+      PLAIN: "{other}"
+    healthcheck: {test: [CMD, check, "{port}"]}
+"#,
+    )
+    .has(r#"run = ["./app", "--id", "{index}", "--port", "{port}"]"#)
+    .note("compose.yaml: services.s.command: `{index}` holds {index}, which bulwark substitutes when it starts a replica (there is no escape)")
+    .note("compose.yaml: services.s.environment.NAME: `{service}-{bulwark}` holds {service} and {bulwark}, which bulwark substitutes when it starts a replica (there is no escape)")
+    .note("compose.yaml: services.s.healthcheck.test[2]: `{port}` holds {port}, which bulwark substitutes when it starts a replica (there is no escape)")
+    .no_note("{other}")
+    .no_note("`8000` holds");
+}
+
+#[test]
 fn variables_compose_would_substitute_are_noted_and_double_dollars_undone() {
     import(
         r#"

@@ -107,6 +107,16 @@ failure_threshold = 3
 }
 
 #[test]
+fn bulwarks_placeholders_in_the_source_are_noted() {
+    one(&deployment(
+        "          command: [srv, \"--name={service}\"]\n          env: [{name: A, value: \"{index}\"}]\n          livenessProbe: {exec: {command: [check, \"{bulwark}\"]}}\n",
+    ))
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].command[1]: `--name={service}` holds {service}, which bulwark substitutes when it starts a replica (there is no escape)")
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].env[0].value: `{index}` holds {index}, which bulwark substitutes when it starts a replica (there is no escape)")
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].livenessProbe.exec.command[1]: `{bulwark}` holds {bulwark}, which bulwark substitutes when it starts a replica (there is no escape)");
+}
+
+#[test]
 fn a_service_exposes_the_deployment_it_selects() {
     one(&format!(
         "{}{SERVICE}",
