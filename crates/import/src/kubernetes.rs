@@ -7,6 +7,7 @@
 
 mod container;
 mod deployment;
+mod env;
 mod probe;
 mod service;
 

@@ -1,10 +1,11 @@
 //! A container of a pod as a service: its command, environment, ports and probes.
 
 use super::deployment::Pod;
+use super::env;
 use super::service::{Exposure, Target};
 use super::{container_ports, list_at, resolve_port, variables};
 use crate::command::{Words, cwd, words};
-use crate::fields::{Fields, index, join};
+use crate::fields::{Fields, index};
 use crate::note::Notes;
 use crate::port;
 use crate::stack::{Restart, Service};
@@ -45,8 +46,12 @@ pub(super) fn container(
         ..Service::default()
     };
     let env_path = f.path("env");
-    for (i, var) in list_at(&mut f, "env", notes).iter().enumerate() {
-        used_port |= env(var, &index(&env_path, i), main_port, &mut s, notes);
+    for var in env::read(list_at(&mut f, "env", notes), &env_path, notes) {
+        let Some(value) = var.value else { continue };
+        variables(&value, &var.path, notes);
+        let (value, used) = port::substitute_one(var.path, value, main_port, notes);
+        used_port |= used;
+        s.env.insert(var.name, value);
     }
     if let Some(dir) = f.take("workingDir") {
         s.cwd = cwd(dir, &f.path("workingDir"), notes);
@@ -162,43 +167,6 @@ fn run(f: &mut Fields<'_>, notes: &mut Notes) -> Option<Words> {
             Some(run)
         }
     }
-}
-
-/// One `env` entry; returns whether the container port became `{port}` in it.
-fn env(var: &Node, path: &str, main_port: Option<u16>, s: &mut Service, notes: &mut Notes) -> bool {
-    let Some(entries) = var.as_map() else {
-        notes.not_carried(
-            path,
-            format!("expected `name` and `value`, found {}", var.describe()),
-        );
-        return false;
-    };
-    let mut f = Fields::new(path, entries);
-    let name = f.take("name").and_then(Node::as_str);
-    let value = f.take("value");
-    f.note_rest(notes, |key, _| match key {
-        "valueFrom" => {
-            "bulwark reads no ConfigMaps, Secrets or pod fields; write the value".to_owned()
-        }
-        _ => "not an `env` field bulwark knows".to_owned(),
-    });
-    let Some(name) = name.filter(|n| !n.is_empty() && !n.contains(['=', '\0'])) else {
-        notes.not_carried(path, "it has no usable `name`");
-        return false;
-    };
-    let Some(value) = value else {
-        return false;
-    };
-    let value = value.as_str().unwrap_or_default().to_owned();
-    let value_path = join(path, "value");
-    if value.contains('\0') {
-        notes.not_carried(value_path, "a value cannot hold a NUL character");
-        return false;
-    }
-    variables(&value, &value_path, notes);
-    let (value, used) = port::substitute_one(value_path, value, main_port, notes);
-    s.env.insert(name.to_owned(), value);
-    used
 }
 
 fn container_reason(key: &str) -> &'static str {

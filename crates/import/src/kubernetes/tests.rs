@@ -431,9 +431,12 @@ spec:
         - 5
         - {name: b, command: {x: 1}}
         - {name: c, command: [c], env: 5, ports: 7, workingDir: 9, readinessProbe: [x]}
-        - {name: d, command: [d], env: [5, {value: x}, {name: "A=B", value: y}, {name: E, value: [1]}]}
+        - {name: d, command: [d], env: [5, {value: x}, {name: "A=B", value: y}, {name: E, value: [1]}, {name: EMPTY}, {name: NIL, value: ~}]}
 "#);
     out.has("[services.w-c]\nrun = [\"c\"]\nreplicas = 1")
+        // Kubernetes sets a variable with neither `value` nor `valueFrom` to "".
+        .has("[services.w-d.env]\nEMPTY = \"\"\nNIL = \"\"\n")
+        .note("k8s.yaml: Deployment/w.spec.template.spec.containers[3].env[3].value: not carried over: expected a string, found a list")
         .note("k8s.yaml: Deployment/w.spec.replicas: not carried over: expected a whole number from 0 to 1000, found \"1e99\"; 1 is used")
         .note("k8s.yaml: Deployment/w.spec.template.spec.terminationGracePeriodSeconds: not carried over: expected whole seconds, found \"soon\"; Kubernetes' default of 30s is used")
         .note("k8s.yaml: Deployment/w.spec.template.spec.containers[0]: not carried over: expected a container, found \"5\"")
