@@ -19,7 +19,17 @@ pub(crate) fn substitute(text: &str, port: u16) -> Option<String> {
         let (before, after) = (&text[..i], &text[i + needle.len()..]);
         let starts = match before.chars().next_back() {
             None | Some('=' | ' ' | '\t') => true,
-            Some(':') => is_local(host_before(&before[..before.len() - 1])),
+            Some(':') => {
+                // `:8000` alone or after `=`, else after a host that is this one.
+                let before_colon = &before[..before.len() - 1];
+                match host_before(before_colon) {
+                    "" => before_colon
+                        .chars()
+                        .next_back()
+                        .is_none_or(|c| c == '=' || c.is_whitespace()),
+                    host => is_local(host),
+                }
+            }
             Some(_) => false,
         };
         let ends = after
@@ -52,12 +62,12 @@ fn host_before(text: &str) -> &str {
     &text[start..]
 }
 
-/// This host, in an address to listen on or to reach the replica at: no host at all,
-/// `localhost`, the loopback or every interface.
+/// This host, in an address to listen on or to reach the replica at: `localhost`, the
+/// loopback or every interface.
 fn is_local(host: &str) -> bool {
     matches!(
         host,
-        "" | "localhost" | "127.0.0.1" | "0.0.0.0" | "[::]" | "::" | "[::1]" | "::1"
+        "localhost" | "127.0.0.1" | "0.0.0.0" | "[::]" | "::" | "[::1]" | "::1"
     )
 }
 
@@ -163,6 +173,8 @@ mod tests {
             ("postgres://u:p@db:8000/x", None),
             ("db.internal:8000", None),
             ("10.0.0.5:8000", None),
+            ("http://$(HOST):8000", None),
+            ("${HOST}:8000", None),
             ("18000", None),
             ("80001", None),
             ("8000x", None),
