@@ -3,7 +3,7 @@
 use super::deployment::Pod;
 use super::env;
 use super::service::{Exposure, Target};
-use super::{container_ports, list_at, resolve_port, variables};
+use super::{container_ports, list_at, resolve_port};
 use crate::command::{Words, cwd, words};
 use crate::fields::{Fields, index};
 use crate::note::Notes;
@@ -32,10 +32,10 @@ pub(super) fn container(
     let ports = container_ports(c);
     let main_port = main_port(c, exposure, &ports);
     let mut run = run(&mut f, notes)?;
+    let env_path = f.path("env");
+    let vars = env::read(list_at(&mut f, "env", notes), &env_path, notes);
+    env::expand_words(&mut run, &vars, notes);
     let mut used_port = port::substitute_all(&mut run, main_port, notes);
-    for (p, w) in &run {
-        variables(w, p, notes);
-    }
     let mut s = Service {
         name,
         run: run.into_iter().map(|(_, w)| w).collect(),
@@ -45,10 +45,8 @@ pub(super) fn container(
         listen: exposure.map(|e| e.listen.clone()),
         ..Service::default()
     };
-    let env_path = f.path("env");
-    for var in env::read(list_at(&mut f, "env", notes), &env_path, notes) {
+    for var in vars {
         let Some(value) = var.value else { continue };
-        variables(&value, &var.path, notes);
         let (value, used) = port::substitute_one(var.path, value, main_port, notes);
         used_port |= used;
         s.env.insert(var.name, value);

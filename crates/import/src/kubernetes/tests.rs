@@ -117,6 +117,43 @@ fn bulwarks_placeholders_in_the_source_are_noted() {
 }
 
 #[test]
+fn variables_are_expanded_from_env_as_kubernetes_does() {
+    one(&deployment(
+        r#"          command: [srv, "--greet=$(GREETING)", "$$(GREETING)", "--pod=$(POD_NAME)", "--cost=5$$", "$(", "$"]
+          env:
+            - {name: GREETING, value: "hello $(USER_NAME)"}
+            - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+            - {name: URL, value: "http://$(HOST):$(PORT_NUM)/x"}
+            - {name: PORT_NUM, value: "8000"}
+            - {name: LISTEN, value: "0.0.0.0:$(PORT_NUM)"}
+            - {name: USER_NAME, value: bob}
+            - {name: PRICE, value: "5$$ $$$(PRICE)"}
+          ports: [{containerPort: 8000}]
+"#,
+    ))
+    .has(r#"run = ["srv", "--greet=hello $(USER_NAME)", "$(GREETING)", "--pod=$(POD_NAME)", "--cost=5$", "$(", "$"]"#)
+    .has(
+        r#"
+[services.web.env]
+GREETING = "hello $(USER_NAME)"
+LISTEN = "0.0.0.0:{port}"
+PORT_NUM = "{port}"
+PRICE = "5$ $$(PRICE)"
+URL = "http://$(HOST):$(PORT_NUM)/x"
+USER_NAME = "bob"
+"#,
+    )
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].command[1]: `--greet=$(GREETING)` became `--greet=hello $(USER_NAME)`: Kubernetes expands $(NAME) from the container's `env`, and so does the import")
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].command[3]: `--pod=$(POD_NAME)` keeps $(POD_NAME) as written: Kubernetes would expand a variable set by `valueFrom` or `envFrom`, which are not carried over; bulwark does not expand $(NAME)")
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].env[2].value: `http://$(HOST):$(PORT_NUM)/x` keeps $(HOST) as written: Kubernetes would expand a variable set by `valueFrom` or `envFrom`, which are not carried over; bulwark does not expand $(NAME)")
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].env[4].value: `0.0.0.0:$(PORT_NUM)` became `0.0.0.0:8000`: Kubernetes expands $(NAME) from the container's `env`, and so does the import")
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].env[4].value: `0.0.0.0:8000` became `0.0.0.0:{port}`: each replica listens on its own port (also in $PORT)")
+    .no_note("env[0].value")
+    .no_note("command[2]")
+    .no_note("env[6].value");
+}
+
+#[test]
 fn a_service_exposes_the_deployment_it_selects() {
     one(&format!(
         "{}{SERVICE}",
