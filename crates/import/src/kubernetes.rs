@@ -176,21 +176,6 @@ pub(crate) fn list_at<'a>(f: &mut Fields<'a>, key: &str, notes: &mut Notes) -> &
     })
 }
 
-/// `$(VAR)`, which Kubernetes expands from the container's environment (`$$(VAR)` is the
-/// escape), is kept as written; the note says so.
-pub(crate) fn variables(word: &str, path: &str, notes: &mut Notes) {
-    let unescaped = word.replace("$$", "");
-    if unescaped.contains("$(") {
-        notes.changed(
-            path,
-            format!(
-                "`{word}` is kept as written: Kubernetes expands $(VAR) from the container's \
-                 environment, bulwark does not"
-            ),
-        );
-    }
-}
-
 fn other_reason(kind: &str) -> &'static str {
     match kind {
         "ConfigMap" | "Secret" => "put its values in a service's `env`",

@@ -123,13 +123,9 @@ impl Probes<'_> {
             return None;
         };
         e.note_rest(notes, |_, _| "not an exec field bulwark knows".to_owned());
+        // Kubernetes expands neither $(NAME) nor $$ in a probe's command: nor does bulwark.
         match words(command, &path) {
-            Ok(argv) => {
-                for (p, w) in &argv {
-                    super::variables(w, p, notes);
-                }
-                exec_probe(argv, &path, self.main_port, notes)
-            }
+            Ok(argv) => exec_probe(argv, &path, self.main_port, notes),
             Err(why) => {
                 notes.not_carried(path, why);
                 None

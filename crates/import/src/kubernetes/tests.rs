@@ -271,9 +271,12 @@ fn probes_of_every_kind() {
     probe("            exec: {command: [sh, -c, \"wget -q -O /dev/null http://localhost:8000/ready\"]}\n")
         .has("http = \"/ready\"")
         .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].readinessProbe.exec.command: `wget -q -O /dev/null http://localhost:8000/ready` became http = \"/ready\": bulwark sends the GET itself (healthy on 200–399), no curl or wget needed on the host");
-    probe("            exec: {command: [check, --addr, \"127.0.0.1:8000\", \"$(MODE)\"]}\n")
-        .has("exec = [\"check\", \"--addr\", \"127.0.0.1:{port}\", \"$(MODE)\"]")
-        .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].readinessProbe.exec.command[3]: `$(MODE)` is kept as written: Kubernetes expands $(VAR) from the container's environment, bulwark does not");
+    // Kubernetes does not expand $(NAME) or $$ in a probe: kept as written, with no note.
+    probe(
+        "            exec: {command: [check, --addr, \"127.0.0.1:8000\", \"$(MODE)\", \"$$x\"]}\n",
+    )
+    .has("exec = [\"check\", \"--addr\", \"127.0.0.1:{port}\", \"$(MODE)\", \"$$x\"]")
+    .no_note("$(MODE)");
     probe("            grpc: {port: 8000}\n")
         .lacks("readiness")
         .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].readinessProbe.grpc: not carried over: bulwark probes by HTTP, TCP or a command; use `exec` with grpc_health_probe")
