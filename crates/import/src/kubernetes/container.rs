@@ -5,7 +5,7 @@ use super::env;
 use super::service::{Exposure, Target};
 use super::{container_ports, list_at, resolve_port};
 use crate::command::{Words, cwd, words};
-use crate::fields::{Fields, index};
+use crate::fields::{Fields, index, join};
 use crate::note::Notes;
 use crate::port;
 use crate::stack::{Restart, Service};
@@ -54,7 +54,7 @@ pub(super) fn container(
     if let Some(dir) = f.take("workingDir") {
         s.cwd = cwd(dir, &f.path("workingDir"), notes);
     }
-    other_ports(&mut f, notes);
+    other_ports(&mut f, main_port, &s.name, notes);
     if let (Some(p), false) = (main_port, used_port) {
         notes.changed(
             path,
@@ -75,15 +75,37 @@ pub(super) fn container(
     Some(s)
 }
 
-/// A note for each port but the one made per replica.
-fn other_ports(f: &mut Fields<'_>, notes: &mut Notes) {
+/// A note for each port but the one made per replica (`main_port`), and for each `hostPort`.
+fn other_ports(f: &mut Fields<'_>, main_port: Option<u16>, name: &str, notes: &mut Notes) {
     let ports_path = f.path("ports");
-    for (i, _) in list_at(f, "ports", notes).iter().enumerate().skip(1) {
-        notes.not_carried(
-            index(&ports_path, i),
-            "each replica gets one port; only the container's first port (or the one its \
-             Service targets) is made per replica",
-        );
+    let ports = list_at(f, "ports", notes);
+    let container_port = |p: &Node| p.get("containerPort").and_then(Node::as_int);
+    let main = main_port.and_then(|m| {
+        ports
+            .iter()
+            .position(|p| container_port(p) == Some(m.into()))
+    });
+    for (i, p) in ports.iter().enumerate() {
+        let path = index(&ports_path, i);
+        if let Some(host) = p.get("hostPort") {
+            let listen = host
+                .as_int()
+                .map_or_else(String::new, |n| format!(" = \"0.0.0.0:{n}\""));
+            notes.not_carried(
+                join(&path, "hostPort"),
+                format!(
+                    "bulwark publishes a service through its proxy, not a container's port: \
+                     write [services.{name}.expose] listen{listen}"
+                ),
+            );
+        }
+        if Some(i) != main {
+            notes.not_carried(
+                path,
+                "each replica gets one port; only the container's first port (or the one its \
+                 Service targets) is made per replica",
+            );
+        }
     }
 }
 

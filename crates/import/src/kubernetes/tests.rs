@@ -166,6 +166,19 @@ fn a_service_exposes_the_deployment_it_selects() {
 }
 
 #[test]
+fn the_ports_not_made_per_replica_are_the_ones_noted() {
+    one(&format!(
+        "{}{SERVICE}",
+        deployment("          command: [srv, \"8000\"]\n          ports: [{containerPort: 9090, hostPort: 9191}, {name: http, containerPort: 8000, hostPort: 8001}]\n")
+    ))
+    .has("run = [\"srv\", \"{port}\"]")
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].ports[0]: not carried over: each replica gets one port; only the container's first port (or the one its Service targets) is made per replica")
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].ports[0].hostPort: not carried over: bulwark publishes a service through its proxy, not a container's port: write [services.web.expose] listen = \"0.0.0.0:9191\"")
+    .note("k8s.yaml: Deployment/web.spec.template.spec.containers[0].ports[1].hostPort: not carried over: bulwark publishes a service through its proxy, not a container's port: write [services.web.expose] listen = \"0.0.0.0:8001\"")
+    .no_note("ports[1]: not carried over");
+}
+
+#[test]
 fn a_named_target_port_picks_the_container_and_the_port() {
     let yaml = r#"
 apiVersion: apps/v1
