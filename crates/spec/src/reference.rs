@@ -93,14 +93,19 @@ fn type_text(shape: &Shape) -> String {
     }
 }
 
-/// The default of a key, as the reference writes it.
-fn default_text(d: Omitted) -> String {
+/// The default of a key in `table` (its key in the parent, e.g. `startup`), as the
+/// reference writes it.
+fn default_text(d: Omitted, table: &str) -> String {
     match d {
         Omitted::Value(v) => format!("`{v}`"),
-        Omitted::ByTable(special, otherwise) => {
+        Omitted::ByTable(special, _) if special.iter().any(|(t, _)| *t == table) => {
+            format!("`{}`", d.text_for(table).unwrap_or_default())
+        }
+        Omitted::ByTable(special, otherwise) if table.is_empty() => {
             let s: Vec<String> = special.iter().map(|(t, v)| format!("{t}: `{v}`")).collect();
             format!("`{otherwise}` ({})", s.join(", "))
         }
+        Omitted::ByTable(_, otherwise) => format!("`{otherwise}`"),
         Omitted::Required(_) => "**required**".into(),
         Omitted::Optional("") => "—".into(),
         Omitted::Optional(meaning) => meaning.into(),
@@ -162,7 +167,8 @@ pub fn reference_of(all: &[(String, Key)]) -> String {
                 out,
                 "| `{name}` | {} | {} | {} | {} |",
                 type_text(&key.shape).replace('|', "\\|"),
-                default_text(key.default).replace('|', "\\|"),
+                default_text(key.default, table.rsplit('.').next().unwrap_or(""))
+                    .replace('|', "\\|"),
                 key.since,
                 key.doc_text().replace('|', "\\|"),
             );
@@ -173,7 +179,7 @@ pub fn reference_of(all: &[(String, Key)]) -> String {
 
 /// The JSON Schema (draft 7) of the stack file, for editors and validators.
 pub fn json_schema() -> Value {
-    let mut root = table_schema(StackTable::DOC, &StackTable::keys());
+    let mut root = table_schema(StackTable::DOC, &StackTable::keys(), "");
     if let Value::Object(m) = &mut root {
         m.insert(
             "$schema".into(),
@@ -184,14 +190,15 @@ pub fn json_schema() -> Value {
     root
 }
 
-fn table_schema(doc: &[&str], keys: &[Key]) -> Value {
+/// `name` is the table's key in its parent: some defaults depend on it (`startup`).
+fn table_schema(doc: &[&str], keys: &[Key], name: &str) -> Value {
     let mut properties = Map::new();
     let mut required = Vec::new();
     for key in keys {
-        let mut s = shape_schema(&key.shape);
+        let mut s = shape_schema(&key.shape, key.name);
         if let Value::Object(m) = &mut s {
             m.insert("description".into(), json!(key.doc_text()));
-            if let Some(v) = key.default.text_for("").and_then(toml_value) {
+            if let Some(v) = key.default.text_for(name).and_then(toml_value) {
                 m.insert("default".into(), v);
             }
         }
@@ -218,7 +225,7 @@ fn toml_value(text: &str) -> Option<Value> {
     serde_json::to_value(doc.get("v")?).ok()
 }
 
-fn shape_schema(shape: &Shape) -> Value {
+fn shape_schema(shape: &Shape, name: &str) -> Value {
     match shape {
         Shape::String { non_empty } => json!({"type": "string", "minLength": u8::from(*non_empty)}),
         Shape::Bool => json!({"type": "boolean"}),
@@ -251,12 +258,12 @@ fn shape_schema(shape: &Shape) -> Value {
         }),
         Shape::Choice(names) => json!({"type": "string", "enum": names}),
         Shape::Text(_) => json!({"type": "string"}),
-        Shape::List(item) => json!({"type": "array", "items": shape_schema(item)}),
-        Shape::Table(t) => table_schema(t.doc, &t.keys),
-        Shape::Tables(t) => json!({"type": "array", "items": table_schema(t.doc, &t.keys)}),
+        Shape::List(item) => json!({"type": "array", "items": shape_schema(item, name)}),
+        Shape::Table(t) => table_schema(t.doc, &t.keys, name),
+        Shape::Tables(t) => json!({"type": "array", "items": table_schema(t.doc, &t.keys, name)}),
         Shape::Map { value, .. } => json!({
             "type": "object",
-            "additionalProperties": shape_schema(value),
+            "additionalProperties": shape_schema(value, name),
         }),
     }
 }
@@ -316,7 +323,7 @@ pub fn explain(query: &str) -> Result<String, String> {
     let _ = writeln!(
         out,
         "default: {}",
-        default_text(key.default).replace(['`', '*'], "")
+        default_text(key.default, "").replace(['`', '*'], "")
     );
     let _ = writeln!(out, "since:   {}", key.since);
     if let Some(example) = example(path, key) {

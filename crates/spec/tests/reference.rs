@@ -89,3 +89,27 @@ fn explain_finds_keys_by_path_or_suffix() {
     let typo = spec::explain("retries.atempts").expect_err("unknown");
     assert!(typo.contains("did you mean"), "{typo}");
 }
+
+#[test]
+fn per_table_defaults_are_shown_per_table() {
+    let schema = spec::json_schema();
+    let service = &schema["properties"]["services"]["additionalProperties"]["properties"];
+    assert_eq!(
+        service["startup"]["properties"]["period"]["default"],
+        "250ms"
+    );
+    assert_eq!(service["liveness"]["properties"]["period"]["default"], "1s");
+    assert_eq!(
+        service["startup"]["properties"]["failure_threshold"]["default"],
+        120
+    );
+    let reference = spec::reference();
+    let startup = &reference[reference
+        .find("## `[services.NAME.startup]`")
+        .expect("startup")..];
+    let startup = &startup[..startup[3..].find("\n## ").map_or(startup.len(), |i| i + 3)];
+    assert!(
+        startup.contains("| `period` | duration > 0, at most 24h | `\"250ms\"` |"),
+        "{startup}"
+    );
+}
