@@ -326,14 +326,14 @@ pub fn explain(query: &str) -> Result<String, String> {
         default_text(key.default, "").replace(['`', '*'], "")
     );
     let _ = writeln!(out, "since:   {}", key.since);
-    if let Some(example) = example(path, key) {
+    if let Some(example) = example(&all, path, key) {
         let _ = write!(out, "\nexample:\n{example}");
     }
     Ok(out)
 }
 
 /// A few lines of TOML that set the key.
-fn example(path: &str, key: &Key) -> Option<String> {
+fn example(all: &[(String, Key)], path: &str, key: &Key) -> Option<String> {
     let value = match (&key.shape, key.default) {
         (_, Omitted::Required(e)) if e.contains('=') => e.split_once('=')?.1.trim().to_owned(),
         (Shape::Choice(names), _) => format!("\"{}\"", names.last()?),
@@ -348,8 +348,7 @@ fn example(path: &str, key: &Key) -> Option<String> {
     };
     let (table, name) = path.rsplit_once('.').unwrap_or(("", path));
     let table = table.replace("NAME", "web");
-    let tables = keys();
-    let is_array = tables
+    let is_array = all
         .iter()
         .any(|(p, k)| p.replace("NAME", "web") == table && matches!(k.shape, Shape::Tables(_)));
     Some(match (table.is_empty(), is_array) {

@@ -205,3 +205,22 @@ fn import_prints_the_stack_on_stdout_and_refuses_what_it_cannot_read() {
         fixture("compose.yaml")
     );
 }
+
+/// A full disk under `-o` is an error naming the file, not a stack file cut short and
+/// reported as written.
+#[test]
+fn import_to_a_full_disk_fails_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("compose.yaml"), fixture("compose.yaml")).unwrap();
+    let out = bulwark(
+        dir.path(),
+        &["import", "compose", "compose.yaml", "-o", "/dev/full"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bulwark: cannot write /dev/full: No space left on device"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("wrote"));
+}
