@@ -239,9 +239,10 @@ async fn orphans_are_reaped_and_our_children_are_left_to_tokio() {
     launch::become_subreaper().unwrap();
     let reaper = launch::reap_orphans();
     // The grandchild is orphaned at once (its parent subshell exits), re-parents to us and
-    // exits a second later.
+    // exits two seconds later. It must not hold the pipe: reading to the end would then
+    // wait for its exit, and the reaper could take it before we saw it re-parented.
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "(sleep 1 & echo $!); exit 3"])
+    cmd.args(["-c", "(sleep 2 >/dev/null & echo $!); exit 3"])
         .stdout(Stdio::piped());
     let mut child = launch::spawn(cmd).await.unwrap();
     let pid = child.id().unwrap();
@@ -260,8 +261,9 @@ async fn orphans_are_reaped_and_our_children_are_left_to_tokio() {
         },
     );
     launch::exited(pid).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(state(grandchild), None, "the orphan was reaped");
+    eventually("the orphan to be reaped", Duration::from_secs(10), || {
+        state(grandchild).is_none()
+    });
     let zombies = zombie_children();
     assert_eq!(
         zombies,
