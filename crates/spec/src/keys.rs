@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::model::{Direction, HashOn, Protocol, RateKey, RestartAction, RestartPolicy, Signal};
+use crate::model::{
+    Direction, HashOn, OnError, Protocol, RateKey, RestartAction, RestartPolicy, Schedule, Signal,
+};
 use crate::schema::{
     TABLE, address, boolean, by_table, choice, command, duration, int, list, map, number, optional,
     required, string, table, tables, text,
@@ -36,6 +38,8 @@ section! {
         alerts: AlertsTable = table::<AlertsTable>(), TABLE;
         /// How long the durable journal keeps what it records.
         journal: JournalTable = table::<JournalTable>(), TABLE;
+        /// Backups in restic's repository format, verified and restore-drilled on schedules.
+        backups: Vec<BackupTable> = tables::<BackupTable>(), optional("");
     }
 }
 
@@ -602,6 +606,136 @@ section! {
         min_requests: u64 = int(0, MANY), "10";
         /// Alert when the service got no request at all for this long ("0s": off).
         no_data: Duration = duration().long(), r#""0s""#;
+    }
+}
+
+section! {
+    /// A backup: what is saved (a service's paths, or bulwark's own journal), where, when,
+    /// how long it is kept, and how it is proven restorable.
+    pub(crate) struct BackupTable {
+        /// Unique among backups; used in metrics, alerts, the API and the CLI.
+        name: String = text("a name of lowercase ASCII letters, digits, `-` and `_`", slo_name),
+            required(r#"name = "db""#);
+        /// The service whose data this is: hooks and drills run in its context
+        /// (environment, working directory, `{port}`).
+        service: String = string().non_empty(""), optional("needs `state = true` instead");
+        /// Directories or files to save, relative to the service's `cwd`.
+        paths: Vec<Spanned<String>> = list(string().non_empty("")).non_empty("name what to save"),
+            optional("required with `service`");
+        /// Save bulwark's own journal instead (a consistent copy taken while it runs).
+        state: bool = boolean(), "false";
+        /// When to run, in cron syntax: five fields, or six with seconds first; `@daily`
+        /// and the other nicknames work. Times are the machine's local time.
+        schedule: Schedule = text("a cron schedule such as \"0 3 * * *\"", schedule),
+            required(r#"schedule = "0 * * * *""#);
+        /// The restic repository (a local directory, relative to the stack file's
+        /// directory), created on first use. `restic` reads everything bulwark writes.
+        repository: String = text("a directory path", directory),
+            required(r#"repository = "/var/backups/db""#);
+        /// The file holding the repository's password (never the stack file itself);
+        /// relative to the stack file's directory. A trailing newline is ignored.
+        password_file: String = text("a file path", directory),
+            required(r#"password_file = "/etc/bulwark/restic-password""#);
+        /// Recovery point objective: alert when the newest verified backup is older than
+        /// this.
+        rpo: Duration = duration().long().positive(), optional("twice the schedule's interval");
+        /// Recovery time objective: alert when a restore drill takes longer than this.
+        rto: Duration = duration().positive(), optional("no RTO alert");
+        /// Commands run before and after each backup.
+        hooks: HooksTable = table::<HooksTable>(), TABLE;
+        /// Which snapshots are kept after each backup (restic's `forget` rules); the
+        /// newest verified snapshot is always kept.
+        keep: KeepTable = table::<KeepTable>(), TABLE;
+        /// Scheduled read-back of the repository.
+        verify: VerifyTable = table::<VerifyTable>(), TABLE;
+        /// Scheduled restore drills into a scratch replica, which measure the RTO.
+        drill: DrillTable = table::<DrillTable>(), optional("no drills");
+    }
+}
+
+/// Cron syntax, checked by the scheduler's own parser so that what is accepted here runs.
+fn schedule(s: &str) -> Result<Schedule, String> {
+    Schedule::parse(s).map_err(|e| format!(" ({e})"))
+}
+
+section! {
+    /// The commands around a backup.
+    pub(crate) struct HooksTable {
+        /// Run before the data is read, e.g. a database's snapshot or flush command.
+        pre: HookTable = table::<HookTable>(), optional("none");
+        /// Run after the backup, whether it succeeded or not.
+        post: HookTable = table::<HookTable>(), optional("none");
+    }
+}
+
+section! {
+    /// A hook: a command run in the service's context (its environment and working
+    /// directory; `{port}` is the first replica's port).
+    pub(crate) struct HookTable => #[derive(Debug, Clone, PartialEq, Eq)] pub struct Hook {
+        /// The command and its arguments, never through a shell.
+        run: Vec<String> = command(), required(r#"run = ["redis-cli", "-p", "{port}", "SAVE"]"#);
+        /// How long it may take; its process group is then killed and it has failed.
+        timeout: Duration = duration().positive(), r#""1m""#;
+        /// `fail`: a failed pre-hook cancels the backup; `continue`: it is logged and the
+        /// backup goes on.
+        on_error: OnError = choice(&[("fail", OnError::Fail), ("continue", OnError::Continue)]),
+            r#""fail""#;
+    }
+}
+
+section! {
+    /// restic's keep rules, applied after each backup. The defaults are kopia's.
+    pub(crate) struct KeepTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Keep {
+        /// The newest snapshots, whatever their age.
+        last: u32 = int(0, MANY), "10";
+        /// The newest snapshot of each of this many hours.
+        hourly: u32 = int(0, MANY), "48";
+        /// The newest snapshot of each of this many days.
+        daily: u32 = int(0, MANY), "7";
+        /// The newest snapshot of each of this many ISO weeks.
+        weekly: u32 = int(0, MANY), "4";
+        /// The newest snapshot of each of this many months.
+        monthly: u32 = int(0, MANY), "24";
+        /// The newest snapshot of each of this many years.
+        yearly: u32 = int(0, MANY), "3";
+    }
+}
+
+section! {
+    /// Verification: the repository's structure, and a rotating part of its data read
+    /// back and checked against its SHA-256 names. Corruption is an alert and an incident,
+    /// and the snapshots it touches are marked damaged.
+    pub(crate) struct VerifyTable {
+        /// When to verify, in cron syntax. Every new snapshot is also read back right
+        /// after it is written.
+        schedule: Schedule = text("a cron schedule such as \"0 3 * * *\"", schedule),
+            r#""30 4 * * *""#;
+        /// Each run reads one part of the data, in turn, so all of it is read every
+        /// `parts` runs (restic's `--read-data-subset n/parts`); 1 reads it all each time.
+        parts: u32 = int(1, 10000), "1";
+    }
+}
+
+section! {
+    /// A restore drill: the newest verified snapshot restored into a scratch directory, a
+    /// scratch replica of the service started on it (never in the balancer), a check run
+    /// against it; the time from the start of the restore to a passing check is the
+    /// measured RTO.
+    pub(crate) struct DrillTable {
+        /// When to drill, in cron syntax.
+        schedule: Schedule = text("a cron schedule such as \"0 3 * * *\"", schedule),
+            r#""0 5 * * 0""#;
+        /// A command that passes (exit 0) once the restored data is all there, e.g. a
+        /// query that counts rows. `{port}` is the scratch replica's port, `{dir}` the
+        /// restore directory.
+        check: Vec<String> = command(), optional("needs `http` instead");
+        /// An HTTP path that must answer 2xx on the scratch replica's port.
+        http: String = text("a path starting with `/`", http_path), optional("needs `check` instead");
+        /// The scratch replica's command; by default the service's own `run`, with every
+        /// saved path replaced by its restored copy and a port of its own.
+        run: Vec<String> = command(), optional("the service's `run`");
+        /// How long the whole drill may take before it has failed.
+        timeout: Duration = duration().positive(), r#""10m""#;
     }
 }
 

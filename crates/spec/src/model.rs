@@ -13,7 +13,8 @@ use std::time::Duration;
 pub use nix::sys::signal::Signal;
 
 pub use crate::keys::{
-    Api, Backoff, Breaker, Hedge, JournalSettings, Limits, Outlier, SupervisorSettings, Timeouts,
+    Api, Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, SupervisorSettings,
+    Timeouts,
 };
 
 /// A validated stack file.
@@ -30,6 +31,8 @@ pub struct Stack {
     pub alerts: Alerts,
     /// How long the journal keeps records.
     pub journal: JournalSettings,
+    /// Backups, in file order.
+    pub backups: Vec<Backup>,
 }
 
 impl Stack {
@@ -518,4 +521,136 @@ pub enum AlertSink {
         /// How long the command may run before its process group is killed.
         timeout: Duration,
     },
+}
+
+/// A backup, checked: its service exists, its paths are resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backup {
+    /// Unique among backups.
+    pub name: String,
+    /// What is saved.
+    pub source: BackupSource,
+    /// When backups run.
+    pub schedule: Schedule,
+    /// The restic repository; joined onto the stack file's directory.
+    pub repository: PathBuf,
+    /// The repository password's file, joined onto the stack file's directory.
+    pub password_file: PathBuf,
+    /// Recovery point objective; `None`: twice the schedule's interval.
+    pub rpo: Option<Duration>,
+    /// Recovery time objective for drills; `None`: no RTO alert.
+    pub rto: Option<Duration>,
+    /// Run before each backup.
+    pub pre: Option<Hook>,
+    /// Run after each backup.
+    pub post: Option<Hook>,
+    /// Retention.
+    pub keep: Keep,
+    /// Scheduled verification.
+    pub verify: Verify,
+    /// Scheduled restore drills.
+    pub drill: Option<Drill>,
+}
+
+/// What a backup saves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupSource {
+    /// Paths of a service, resolved against its working directory.
+    Service {
+        /// The service's name.
+        service: String,
+        /// Absolute, or joined onto the service's working directory.
+        paths: Vec<PathBuf>,
+    },
+    /// bulwark's own journal.
+    State,
+}
+
+impl BackupSource {
+    /// The service whose context hooks and drills run in.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            BackupSource::Service { service, .. } => Some(service),
+            BackupSource::State => None,
+        }
+    }
+}
+
+/// What a failed hook does to its backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// A failed pre-hook cancels the backup.
+    Fail,
+    /// It is logged and the backup goes on.
+    Continue,
+}
+
+/// Scheduled verification of a repository.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verify {
+    /// When it runs.
+    pub schedule: Schedule,
+    /// Each run reads one of this many parts of the data, in turn.
+    pub parts: u32,
+}
+
+/// Scheduled restore drills.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drill {
+    /// When they run.
+    pub schedule: Schedule,
+    /// What proves the restored replica whole.
+    pub check: DrillCheck,
+    /// `None`: the service's own `run`, with saved paths replaced by restored ones.
+    pub run: Option<Vec<String>>,
+    /// How long a whole drill may take.
+    pub timeout: Duration,
+}
+
+/// A drill's check against the scratch replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrillCheck {
+    /// A command that exits 0 (`{port}` and `{dir}` substituted).
+    Command(Vec<String>),
+    /// A path that answers 2xx.
+    Http(String),
+}
+
+/// A cron schedule (five fields, or six with seconds), as written and parsed.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    text: String,
+    cron: croner::Cron,
+}
+
+impl Schedule {
+    /// Parses cron syntax; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(text.trim())
+            .map_err(|e| e.to_string())?;
+        Ok(Schedule {
+            text: text.trim().to_owned(),
+            cron,
+        })
+    }
+
+    /// The first run strictly after `after`, in `after`'s time zone; `None` if the
+    /// pattern never fires again (such as 30 February).
+    pub fn next_after(&self, after: &jiff::Zoned) -> Option<jiff::Zoned> {
+        self.cron.find_next_occurrence(after, false).ok()
+    }
+
+    /// As written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
 }

@@ -8,6 +8,7 @@
 //! as anything was reported, so stand-in values never escape.
 
 mod alerts;
+mod backup;
 mod deps;
 mod expose;
 mod probe;
@@ -17,7 +18,7 @@ mod slo;
 use std::path::Path;
 
 use crate::keys::{ApiTable, StackTable};
-use crate::model::{Api, Stack};
+use crate::model::{Api, Service, Stack};
 use crate::problem::Problems;
 use crate::schema::{Field, Section, Table};
 
@@ -46,6 +47,8 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
     let order = deps::dependency_order(&mut checked, p);
     deps::check_addresses(&checked, api.as_ref().map(|a| a.listen), p);
     deps::check_routes(&checked, p);
+    let known: Vec<&Service> = checked.iter().map(|c| &c.service).collect();
+    let backups = backup::backups(&raw.backups, &known, base_dir, p);
 
     if !p.is_empty() {
         return None;
@@ -56,6 +59,7 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
         .filter_map(|i| slots.get_mut(i).and_then(Option::take))
         .collect();
     Some(Stack {
+        backups: backups?,
         services,
         api: api?,
         supervisor: supervisor?,

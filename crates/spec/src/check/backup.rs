@@ -1,0 +1,191 @@
+//! `[[backups]]`: unique names, exactly one source, a service that exists, paths resolved
+//! against its working directory, and a drill with exactly one check.
+
+use std::path::{Path, PathBuf};
+
+use crate::keys::{BackupTable, DrillTable};
+use crate::model::{Backup, BackupSource, Drill, DrillCheck, Service};
+use crate::problem::Problems;
+use crate::schema::Field;
+
+/// Every backup checked against the stack's services.
+pub(super) fn backups(
+    list: &Field<Vec<BackupTable>>,
+    services: &[&Service],
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Vec<Backup>> {
+    let Some(list) = list.value() else {
+        return Some(Vec::new());
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for raw in list {
+        if let Some(name) = raw.name.given() {
+            let n = name.get_ref().as_str();
+            if seen.contains(&n) {
+                p.push(
+                    name.span(),
+                    format!(
+                        "duplicate backup name `{n}`: each [[backups]] needs a name of its own"
+                    ),
+                );
+            }
+            seen.push(n);
+        }
+    }
+    let built: Vec<Option<Backup>> = list
+        .iter()
+        .map(|raw| backup(raw, services, base_dir, p))
+        .collect();
+    built.into_iter().collect()
+}
+
+fn backup(
+    raw: &BackupTable,
+    services: &[&Service],
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Backup> {
+    let source = source(raw, services, base_dir, p);
+    let drill = match raw.drill.given() {
+        Some(d) => Some(drill(d.get_ref(), raw, p)?),
+        None => None,
+    };
+    let hooks = raw.hooks.value()?;
+    Some(Backup {
+        name: raw.name.get()?,
+        source: source?,
+        schedule: raw.schedule.get()?,
+        repository: base_dir.join(raw.repository.get()?),
+        password_file: base_dir.join(raw.password_file.get()?),
+        rpo: raw.rpo.get(),
+        rto: raw.rto.get(),
+        pre: optional_hook(&hooks.pre)?,
+        post: optional_hook(&hooks.post)?,
+        keep: raw.keep.value()?.build()?,
+        verify: crate::model::Verify {
+            schedule: raw.verify.value()?.schedule.get()?,
+            parts: raw.verify.value()?.parts.get()?,
+        },
+        drill,
+    })
+}
+
+/// A hook left out is `Some(None)`; one that failed is `None`.
+fn optional_hook(raw: &Field<crate::keys::HookTable>) -> Option<Option<crate::model::Hook>> {
+    match raw.given() {
+        None => Some(None),
+        Some(h) => h.get_ref().build().map(Some),
+    }
+}
+
+/// `service` with `paths`, or `state = true`; the service must exist.
+fn source(
+    raw: &BackupTable,
+    services: &[&Service],
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<BackupSource> {
+    let state = raw.state.get()?;
+    if state {
+        if let Some(span) = raw.service.span().or(raw.paths.span()) {
+            p.push(
+                span,
+                format!(
+                    "{}: `state = true` saves bulwark's own journal; remove `service` and \
+                     `paths`, or make it a separate [[backups]] entry",
+                    raw.label
+                ),
+            );
+            return None;
+        }
+        return Some(BackupSource::State);
+    }
+    let Some(name) = raw.service.given() else {
+        if !raw.service.is_present() {
+            p.push(
+                raw.span.clone(),
+                format!(
+                    "{} needs `service = \"NAME\"` with `paths = [...]`, or `state = true` \
+                     for bulwark's own journal",
+                    raw.label
+                ),
+            );
+        }
+        return None;
+    };
+    let Some(service) = services.iter().find(|s| &s.name == name.get_ref()) else {
+        let names = services.iter().map(|s| s.name.as_str());
+        let hint = crate::problem::suggest(name.get_ref(), names)
+            .map(|m| format!("; did you mean `{m}`?"))
+            .unwrap_or_default();
+        p.push(
+            name.span(),
+            format!("backup of unknown service `{}`{hint}", name.get_ref()),
+        );
+        return None;
+    };
+    let Some(paths) = raw.paths.given() else {
+        if !raw.paths.is_present() {
+            p.push(
+                raw.span.clone(),
+                format!(
+                    "{} needs `paths = [...]`: the directories or files of `{}` to save",
+                    raw.label, service.name
+                ),
+            );
+        }
+        return None;
+    };
+    let dir: PathBuf = service
+        .cwd
+        .clone()
+        .unwrap_or_else(|| base_dir.to_path_buf());
+    Some(BackupSource::Service {
+        service: service.name.clone(),
+        paths: paths
+            .get_ref()
+            .iter()
+            .map(|path| dir.join(path.get_ref()))
+            .collect(),
+    })
+}
+
+/// Exactly one of `check` and `http`; a drill needs a service to start.
+fn drill(raw: &DrillTable, backup: &BackupTable, p: &mut Problems) -> Option<Drill> {
+    if backup.state.get() == Some(true) {
+        p.push(
+            raw.span.clone(),
+            format!(
+                "{} restores a service's data into a scratch replica, and `state = true` has \
+                 no service; verification already reads the journal's backups back",
+                raw.label
+            ),
+        );
+        return None;
+    }
+    let check = match (raw.check.is_present(), raw.http.is_present()) {
+        (true, false) => DrillCheck::Command(raw.check.get()?),
+        (false, true) => DrillCheck::Http(raw.http.get()?),
+        _ => {
+            p.push(
+                raw.span.clone(),
+                format!(
+                    "{} needs exactly one of `check = [\"cmd\", \"arg\"]` (passes on exit 0) \
+                     or `http = \"/path\"` (passes on 2xx)",
+                    raw.label
+                ),
+            );
+            return None;
+        }
+    };
+    Some(Drill {
+        schedule: raw.schedule.get()?,
+        check,
+        run: match raw.run.given() {
+            Some(r) => Some(r.get_ref().clone()),
+            None => None,
+        },
+        timeout: raw.timeout.get()?,
+    })
+}
