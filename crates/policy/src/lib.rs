@@ -12,6 +12,8 @@
 //! - failure handling: [`OutlierDetector`], [`CircuitBreaker`], [`RetryBudget`],
 //!   [`LatencyWindow`] (hedging), [`ConcurrencyLimit`] (bulkheads);
 //! - rate limits: [`TokenBucket`], [`KeyedBuckets`];
+//! - backups: [`retain`], restic's `forget` keep policy ([`Keep`], [`Candidate`],
+//!   [`Decision`], [`Reason`]), whose calendar arithmetic is jiff's;
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,6 +26,7 @@ mod ewma;
 mod hash;
 mod limit;
 mod outlier;
+mod retention;
 mod slowstart;
 mod threshold;
 mod window;
@@ -40,6 +43,7 @@ pub use limit::{Admit, ConcurrencyLimit};
 pub use outlier::{
     EjectReason, Outcome, OutlierConfig, OutlierDetector, OutlierEvent, OutlierState, ReplicaId,
 };
+pub use retention::{Candidate, Decision, Keep, Reason, retain};
 pub use slowstart::{SlowStart, WeightedPick, pick_weighted};
 pub use threshold::{Threshold, Transition};
 pub use window::{LatencyWindow, SlidingWindow};
