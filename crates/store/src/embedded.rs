@@ -8,10 +8,14 @@
 //! - `log.<name>` (`u64 -> bytes`): the records of log `<name>`, keyed by id.
 //! - `kv.<name>` (`&str -> bytes`): namespace `<name>`.
 //!
+//! [`Store::export`] copies these tables, and only these (an unknown table is reported as
+//! corruption), into a new file: see `embedded/export.rs`.
+//!
 //! User names are restricted to `[a-z0-9_-]` (see [`crate::name`]), so the `log.` / `kv.`
 //! prefixes keep logs, namespaces and the internal tables (whose names contain a `.` after
 //! `bulwark`) from ever sharing a table.
 
+mod export;
 mod format;
 
 use std::fs;
@@ -380,6 +384,36 @@ impl Store for Embedded {
             }
             Ok(out)
         })
+    }
+
+    fn export(&self, dest: &Path) -> Result<(), Error> {
+        // Renaming the copy onto the live journal would leave this store writing to an
+        // unlinked file.
+        if let (Ok(a), Ok(b)) = (fs::metadata(dest), fs::metadata(&self.path)) {
+            use std::os::unix::fs::MetadataExt;
+            if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+                return Err(Error::Io {
+                    path: dest.to_path_buf(),
+                    op: "export the journal onto itself",
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "the destination is the journal being exported",
+                    ),
+                });
+            }
+        }
+        let mut written = Ok(());
+        self.with_db("export", |db| {
+            match export::export(&db.begin_read()?, dest) {
+                Ok(()) => Ok(()),
+                Err(export::Fail::Source(e)) => Err(e),
+                Err(export::Fail::Dest(e)) => {
+                    written = Err(e);
+                    Ok(())
+                }
+            }
+        })?;
+        written
     }
 }
 

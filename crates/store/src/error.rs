@@ -74,8 +74,8 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A file-system operation on the journal's path failed (permissions, missing directory,
-    /// full disk...).
+    /// A file-system operation on the journal's path, or on the destination of an export,
+    /// failed (permissions, missing directory, read-only file system, full disk...).
     #[error("journal {}: cannot {op}: {source}", path.display())]
     Io {
         /// The path the operation was on.

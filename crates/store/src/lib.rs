@@ -11,6 +11,9 @@
 //! - **namespaces**: named key-value maps holding current state (open incidents, alert
 //!   states, silences).
 //!
+//! Backups: [`Store::export`] writes a consistent copy of the whole journal (one instant's
+//! committed state) to another file while the store keeps being written.
+//!
 //! Durability contract: when [`Store::append`], [`Store::put`], [`Store::delete`] or
 //! [`Store::trim`] return `Ok`, the change has been committed to stable storage and survives a
 //! `kill -9` of the process (and, as far as the OS's fsync is honest, a power loss).
@@ -71,6 +74,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every entry of `ns`, ordered by key (byte order).
     fn list(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
+
+    /// Writes a complete copy of the journal to `dest`, for backups of bulwark's own state,
+    /// while the store stays in use.
+    ///
+    /// The copy holds exactly the committed state at one instant: every log with its records,
+    /// their ids and its last-id counter, and every namespace; appends that commit during the
+    /// export are either wholly in it or not at all. It is a journal that [`Embedded::open`]
+    /// opens. `dest` (whose directory must exist) is replaced if it exists, and only once the
+    /// copy is complete and on stable storage: on `Err`, `dest` is as it was (absent, or the
+    /// old file), and the store itself is unaffected. `dest` must not be the journal itself.
+    fn export(&self, dest: &std::path::Path) -> Result<(), Error>;
 }
 
 #[cfg(test)]

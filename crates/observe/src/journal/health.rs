@@ -174,6 +174,9 @@ pub(super) mod tests {
         fn list(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, store::Error> {
             self.inner.list(ns)
         }
+        fn export(&self, dest: &std::path::Path) -> Result<(), store::Error> {
+            self.inner.export(dest)
+        }
     }
 
     async fn wait_health(j: &Journal, what: &str, f: impl Fn(&Health) -> bool) -> Health {

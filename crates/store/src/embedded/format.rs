@@ -26,7 +26,7 @@ pub const MAGIC: &str = "bulwark-journal";
 /// with [`Error::Version`] instead of misreading it.
 pub const FORMAT_VERSION: u32 = 1;
 
-const META: TableDefinition<&str, &str> = TableDefinition::new("bulwark.meta");
+pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("bulwark.meta");
 const META_MAGIC: &str = "magic";
 const META_FORMAT: &str = "format";
 
