@@ -10,6 +10,7 @@
 //! and header and body size limits ([`server::Limits`], [`MAX_BODY_BYTES`]).
 #![forbid(unsafe_code)]
 
+mod backups;
 pub mod client;
 pub mod json;
 mod routes;

@@ -36,6 +36,8 @@ pub struct AppState {
     pub journal_health: tokio::sync::watch::Receiver<Health>,
     /// `[api] allow_remote`: accept IP-literal Hosts besides loopback names.
     pub allow_remote: bool,
+    /// The stack's backups.
+    pub backups: backup::Backups,
 }
 
 /// The response header that says the events shown are not all in the journal.
@@ -60,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/faults/{state}", post(faults))
         .route("/v1/reload", post(reload))
         .route("/metrics", get(metrics))
+        .merge(crate::backups::routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -80,7 +83,7 @@ async fn status(State(s): State<Arc<AppState>>) -> Json<json::Status> {
 }
 
 /// A query string that does not parse: 400 naming the parameter, as JSON like every error.
-fn bad_query(e: QueryRejection) -> Response {
+pub(crate) fn bad_query(e: QueryRejection) -> Response {
     error(StatusCode::BAD_REQUEST, &e.body_text()).into_response()
 }
 

@@ -73,6 +73,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SilenceCmd,
     },
+    /// Backups: their state, and a backup, verification, restore drill or restore now.
+    Backup {
+        #[command(subcommand)]
+        cmd: BackupCmd,
+    },
     /// Apply the changed stack file to the running `up` without a restart (also: SIGHUP).
     Reload,
     /// The global fault kill switch: `off` removes every injected fault at once.
@@ -161,6 +166,48 @@ pub enum ImportCmd {
         /// Write the stack file here instead of to stdout.
         #[arg(short = 'o', long = "out")]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BackupCmd {
+    /// Every backup with its newest verified snapshot, last run, verification and drill;
+    /// with NAME, that backup's snapshots.
+    List {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a snapshot now (hooks, read-back and keep rules included).
+    Run {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the repository and read back its next part of the data now.
+    Verify {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the newest verified snapshot into a scratch replica and time it (the RTO).
+    Drill {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot (an id or its start, or `latest`) into an empty directory, under
+    /// the paths it was saved from, as `restic restore --target` does.
+    Restore {
+        snapshot: String,
+        /// The directory to restore into (created; must be empty).
+        #[arg(long, value_hint = ValueHint::DirPath)]
+        to: PathBuf,
+        /// The backup; needed when several backups could hold SNAPSHOT.
+        #[arg(long)]
+        backup: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -120,6 +120,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             }
         }
         Command::Silence { cmd } => silence(&client, cmd).await?,
+        Command::Backup { cmd } => crate::backup_cmd::run(client, cmd).await?,
         Command::Reload => {
             let body = client.post("/v1/reload").await?;
             let changes: Vec<String> = serde_json::from_slice(&body)?;

@@ -1,6 +1,8 @@
 //! The `bulwark` binary: command-line parsing and the wiring of every layer. No business
 //! logic lives here.
 
+mod backup_cmd;
+mod backups;
 mod cli;
 mod commands;
 mod host;
@@ -19,8 +21,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,rustic_core=warn,rustic_backend=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

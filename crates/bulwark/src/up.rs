@@ -106,12 +106,14 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     journal.register(&mut registry);
     let journal_health = journal.health();
     let journal_handle = journal.clone();
+    let journal_store = journal.store();
+    let bulwark = std::env::current_exe().context("cannot find this program's path")?;
     let supervisor = Supervisor::new(
         &stack,
         bus.clone(),
         &mut registry,
         Options {
-            bulwark: std::env::current_exe().context("cannot find this program's path")?,
+            bulwark: bulwark.clone(),
             echo_logs: !args.quiet,
             log_lines: 2000,
         },
@@ -132,6 +134,20 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             eval_every: eval_every(&stack),
         },
     );
+
+    let backups = backup::Backups::new(
+        &stack.backups,
+        Arc::new(crate::backups::BackupHost::new(
+            &stack,
+            supervisor.clone(),
+            plane.clone(),
+            journal_store.clone(),
+            bulwark,
+        )),
+        Some(journal_store),
+        state_dir.join("backups"),
+    );
+    backups.register_metrics(&mut registry);
 
     // Bind every listener before starting a replica, so a taken port fails fast.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -185,6 +201,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         reload: reload_tx,
         journal_health,
         allow_remote: stack.api.allow_remote,
+        backups: backups.clone(),
     }));
     let api_task = tokio::spawn(api::server::serve(
         api_socket,
@@ -194,6 +211,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     ));
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
     supervisor.start();
+    let backup_tasks = backups.start();
 
     let mut sighup = signal(SignalKind::hangup())?;
     loop {
@@ -210,6 +228,11 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
                 let _ = reply.send(reload(&args.file, &supervisor, &mut listeners, &bus).await);
             }
         }
+    }
+    // No backup, verification or drill starts while the stack stops (one under way is cut
+    // short: its repository stays consistent, restic's format is append-only until prune).
+    for t in backup_tasks {
+        t.abort();
     }
     // Listeners stop accepting and finish what they carry while replicas drain and stop.
     stop_tx.send_replace(true);

@@ -123,6 +123,12 @@ pub enum JournalError {
 }
 
 impl Journal {
+    /// The store under the journal, for other records of bulwark's own (backups keep
+    /// theirs in a namespace of it) and for consistent copies ([`Store::export`]).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     /// Opens (or creates) the journal and reads back the last `history` events and every
     /// alert, incident and silence (after pruning those past the retention).
     pub fn open(

@@ -196,6 +196,18 @@ impl Plane {
         }
     }
 
+    /// Raises an alert from outside the SLO engine (backups): the same book, incidents
+    /// (for pages), notifications and journal as burn-rate alerts. Raising a firing alert
+    /// again changes nothing.
+    pub fn raise(&self, service: &str, name: &str, severity: Severity, summary: String) {
+        self.fire(service, name, severity, summary, now_ms());
+    }
+
+    /// Resolves an alert raised with [`Plane::raise`]; nothing happens if it is not firing.
+    pub fn clear(&self, service: &str, name: &str, severity: Severity) {
+        self.resolve(service, name, severity, now_ms());
+    }
+
     fn fire(&self, service: &str, name: &str, severity: Severity, summary: String, at_ms: u64) {
         let mut st = self.state();
         let Some((alert, notice)) = st

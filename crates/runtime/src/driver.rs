@@ -10,7 +10,8 @@ use bus::Exit;
 use tokio::process::{Child, Command};
 
 /// What a replica is told about itself, substituted into `run` and set in its environment.
-pub(crate) struct Identity<'a> {
+/// Also used for commands run in a replica's context (backup hooks, restore drills).
+pub struct Identity<'a> {
     pub service: &'a str,
     pub index: u32,
     pub port: u16,
@@ -18,6 +19,7 @@ pub(crate) struct Identity<'a> {
 }
 
 impl Identity<'_> {
+    /// `template` with `{bulwark}`, `{port}`, `{index}` and `{service}` substituted.
     pub fn substitute(&self, template: &str) -> String {
         if !template.contains('{') {
             return template.to_owned();
@@ -44,7 +46,7 @@ impl Identity<'_> {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
-pub(crate) fn free_port() -> io::Result<u16> {
+pub fn free_port() -> io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -58,26 +60,35 @@ pub(crate) fn free_port() -> io::Result<u16> {
 /// tied to the spawning *thread*, and tokio retires its threads (after `block_in_place`,
 /// or 10 s idle in the blocking pool), which used to SIGKILL healthy replicas.
 pub(crate) async fn spawn(svc: &spec::Service, id: &Identity<'_>) -> io::Result<Child> {
-    let argv: Vec<String> = svc.run.iter().map(|a| id.substitute(a)).collect();
+    let mut cmd = command(svc, &svc.run, id)?;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    launch::spawn(cmd).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot start {:?} for service {}: {e}",
+                id.substitute(&svc.run[0]),
+                id.service
+            ),
+        )
+    })
+}
+
+/// `argv` as a command in `svc`'s context: substitutions, environment and working
+/// directory as for a replica, stdin from /dev/null, killed when dropped. Spawn it with
+/// `launch::spawn`.
+pub fn command(svc: &spec::Service, argv: &[String], id: &Identity<'_>) -> io::Result<Command> {
+    let argv: Vec<String> = argv.iter().map(|a| id.substitute(a)).collect();
     let (program, args) = argv
         .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty run command"))?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
     id.apply_env(&mut cmd, &svc.env);
     if let Some(cwd) = &svc.cwd {
         cmd.current_dir(cwd);
     }
-    launch::spawn(cmd).await.map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot start {program:?} for service {}: {e}", id.service),
-        )
-    })
+    Ok(cmd)
 }
 
 pub(crate) fn exit_of(status: ExitStatus) -> Exit {

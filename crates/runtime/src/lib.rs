@@ -14,6 +14,7 @@ mod replica;
 mod restarts;
 mod supervisor;
 
+pub use driver::{Identity, command, free_port};
 pub use logs::{LogLine, Logs, Stream};
 pub use metrics::Metrics;
 pub use supervisor::{ControlError, Options, ReplicaStatus, ServiceStatus, Supervisor};

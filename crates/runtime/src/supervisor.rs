@@ -160,6 +160,11 @@ impl Supervisor {
             .map(|e| e.endpoints.subscribe())
     }
 
+    /// The current settings of a service (a reload may have replaced them).
+    pub fn service_spec(&self, service: &str) -> Option<Arc<spec::Service>> {
+        self.shared.spec(service)
+    }
+
     pub fn logs(&self, service: &str) -> Option<Arc<Logs>> {
         self.shared.lock().get(service).map(|e| e.logs.clone())
     }

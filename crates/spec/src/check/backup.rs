@@ -182,10 +182,7 @@ fn drill(raw: &DrillTable, backup: &BackupTable, p: &mut Problems) -> Option<Dri
     Some(Drill {
         schedule: raw.schedule.get()?,
         check,
-        run: match raw.run.given() {
-            Some(r) => Some(r.get_ref().clone()),
-            None => None,
-        },
+        run: raw.run.given().map(|r| r.get_ref().clone()),
         timeout: raw.timeout.get()?,
     })
 }

@@ -1,0 +1,652 @@
+//! The backups of a stack and their operations: run, verify, drill, restore, list. One
+//! operation at a time per backup (they share a repository); everything that blocks
+//! (rustic_core, the journal) runs on tokio's blocking pool.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use spec::BackupSource;
+
+use crate::record::{DrillRecord, Mark, Record, Records, RunRecord, VerifyRecord};
+use crate::repo::{Repo, Snap};
+use crate::{Error, Host, Urgency};
+
+/// Alert names, one per kind of trouble.
+pub(crate) const CORRUPT: &str = "backup-corrupt";
+pub(crate) const DRILL: &str = "backup-drill";
+
+/// A stack's backups. Cheap to clone.
+#[derive(Clone)]
+pub struct Backups {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub host: Arc<dyn Host>,
+    records: Records,
+    pub jobs: BTreeMap<String, Arc<Job>>,
+    /// Scratch space: journal copies, drill restores.
+    work_dir: PathBuf,
+}
+
+/// One `[[backups]]` entry at run time.
+pub(crate) struct Job {
+    pub spec: spec::Backup,
+    /// Held for the length of an operation on the repository.
+    busy: tokio::sync::Mutex<()>,
+    /// The repository's key, once opened.
+    keys: crate::repo::KeyCache,
+    record: Mutex<Record>,
+    /// Signalled whenever the record changes (the RPO watch re-arms).
+    pub changed: tokio::sync::Notify,
+}
+
+impl Job {
+    pub fn record(&self) -> MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The repository, with the password as the file holds it now.
+    fn repo(&self) -> Result<Repo, Error> {
+        Repo::new(
+            &self.spec.repository,
+            &self.spec.password_file,
+            self.keys.clone(),
+        )
+    }
+}
+
+/// What a backup run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub backup: String,
+    pub snapshot: String,
+    pub bytes: u64,
+    pub added: u64,
+    pub files: u64,
+    pub duration_ms: u64,
+    /// Whether the new data was read back intact.
+    pub verified: bool,
+    /// Snapshots removed by the keep rules.
+    pub forgotten: Vec<String>,
+    /// Hook failures let through by `on_error = "continue"`.
+    pub warnings: Vec<String>,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub backup: String,
+    #[serde(flatten)]
+    pub record: VerifyRecord,
+}
+
+/// How a drill went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillReport {
+    pub backup: String,
+    #[serde(flatten)]
+    pub record: DrillRecord,
+    /// The RTO objective, if one is set.
+    pub rto_objective_ms: Option<u64>,
+}
+
+/// A snapshot with what bulwark knows of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotView {
+    pub id: String,
+    /// RFC 3339, with the offset it was taken at.
+    pub time: String,
+    pub paths: Vec<String>,
+    pub bytes: u64,
+    pub files: u64,
+    pub verified: bool,
+    pub damaged: bool,
+}
+
+/// A backup's configuration and record, for `status` and `list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub name: String,
+    /// The service, or `bulwark` for the journal.
+    pub source: String,
+    pub repository: PathBuf,
+    pub schedule: String,
+    pub rpo_ms: u64,
+    pub rto_ms: Option<u64>,
+    /// The newest verified snapshot and its time.
+    pub newest_verified: Option<String>,
+    pub newest_verified_ms: Option<u64>,
+    pub record: Record,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Backups {
+    /// The backups of a stack. Reads their records from `store` (a blocking call: make it
+    /// at start). Scratch data goes under `work_dir`.
+    pub fn new(
+        specs: &[spec::Backup],
+        host: Arc<dyn Host>,
+        store: Option<Arc<dyn store::Store>>,
+        work_dir: PathBuf,
+    ) -> Backups {
+        let records = Records::new(store);
+        let jobs = specs
+            .iter()
+            .map(|s| {
+                let job = Job {
+                    record: Mutex::new(records.load(&s.name)),
+                    spec: s.clone(),
+                    busy: tokio::sync::Mutex::new(()),
+                    keys: Default::default(),
+                    changed: tokio::sync::Notify::new(),
+                };
+                (s.name.clone(), Arc::new(job))
+            })
+            .collect();
+        Backups {
+            inner: Arc::new(Inner {
+                host,
+                records,
+                jobs,
+                work_dir,
+            }),
+        }
+    }
+
+    fn job(&self, name: &str) -> Result<Arc<Job>, Error> {
+        self.inner
+            .jobs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Unknown(name.to_owned()))
+    }
+
+    /// Changes `job`'s record and stores it.
+    async fn update(&self, job: &Job, f: impl FnOnce(&mut Record)) {
+        let snapshot = {
+            let mut record = job.record();
+            f(&mut record);
+            record.clone()
+        };
+        job.changed.notify_waiters();
+        let inner = self.inner.clone();
+        let name = job.spec.name.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.records.save(&name, &snapshot)).await;
+    }
+
+    /// Every backup's configuration and record.
+    pub fn status(&self) -> Vec<Status> {
+        self.inner
+            .jobs
+            .values()
+            .map(|job| {
+                let record = job.record().clone();
+                let newest = record.newest_verified().map(|(id, t)| (id.to_owned(), t));
+                Status {
+                    name: job.spec.name.clone(),
+                    source: job.spec.source.service().unwrap_or("bulwark").to_owned(),
+                    repository: job.spec.repository.clone(),
+                    schedule: job.spec.schedule.as_str().to_owned(),
+                    rpo_ms: crate::schedule::rpo(&job.spec).as_millis() as u64,
+                    rto_ms: job.spec.rto.map(|d| d.as_millis() as u64),
+                    newest_verified: newest.as_ref().map(|(id, _)| id.clone()),
+                    newest_verified_ms: newest.map(|(_, t)| t),
+                    record,
+                }
+            })
+            .collect()
+    }
+
+    /// Takes a snapshot now: pre-hook, snapshot, read-back, post-hook, keep rules.
+    pub async fn run(&self, name: &str) -> Result<RunReport, Error> {
+        let job = self.job(name)?;
+        let _busy = job.busy.lock().await;
+        let started = Instant::now();
+        let at_ms = now_ms();
+        let result = self.run_locked(&job).await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let run = match &result {
+            Ok(r) => RunRecord {
+                at_ms,
+                duration_ms,
+                snapshot: Some(r.snapshot.clone()),
+                bytes: r.bytes,
+                added: r.added,
+                error: None,
+            },
+            Err(e) => RunRecord {
+                at_ms,
+                duration_ms,
+                snapshot: None,
+                bytes: 0,
+                added: 0,
+                error: Some(e.to_string()),
+            },
+        };
+        let ok = result.is_ok();
+        self.update(&job, |r| {
+            r.last_run = Some(run);
+            if ok {
+                r.runs_ok += 1;
+                r.last_success_ms = Some(now_ms());
+            } else {
+                r.runs_failed += 1;
+            }
+        })
+        .await;
+        match &result {
+            Ok(r) => {
+                tracing::info!(backup = name, snapshot = %r.snapshot, bytes = r.bytes, "backup done")
+            }
+            Err(e) => tracing::warn!(backup = name, error = %e, "backup failed"),
+        }
+        result.map(|r| RunReport { duration_ms, ..r })
+    }
+
+    async fn run_locked(&self, job: &Job) -> Result<RunReport, Error> {
+        let spec = &job.spec;
+        let host = &*self.inner.host;
+        let service = spec.source.service();
+        let mut warnings = Vec::new();
+        if let Some(pre) = &spec.pre {
+            warnings.extend(crate::hooks::run("pre", pre, service, host).await?);
+        }
+        let saved = self.snapshot(job).await;
+        if let Some(post) = &spec.post {
+            match crate::hooks::run("post", post, service, host).await {
+                Ok(w) => warnings.extend(w),
+                Err(e) if saved.is_ok() => return Err(e),
+                Err(e) => warnings.push(e.to_string()),
+            }
+        }
+        let (snap, damaged) = saved?;
+        let verified = damaged.is_empty();
+        self.update(job, |r| {
+            r.marks.insert(
+                snap.id.clone(),
+                Mark {
+                    verified_ms: verified.then(now_ms),
+                    damaged: !verified,
+                    time_ms: snap.time.timestamp().as_millisecond().max(0) as u64,
+                },
+            );
+        })
+        .await;
+        if !verified {
+            let summary = format!(
+                "backup `{}`: snapshot {} read back damaged right after it was written ({})",
+                spec.name,
+                short(&snap.id),
+                damaged.join("; ")
+            );
+            host.alert(&spec.name, CORRUPT, Urgency::Page, Some(summary.clone()));
+            return Err(Error::Repository {
+                path: spec.repository.clone(),
+                op: "read back",
+                detail: summary,
+            });
+        }
+        let forgotten = self.retain(job).await?;
+        Ok(RunReport {
+            backup: spec.name.clone(),
+            snapshot: snap.id,
+            bytes: snap.bytes,
+            added: snap.added,
+            files: snap.files,
+            duration_ms: 0,
+            verified,
+            forgotten,
+            warnings,
+        })
+    }
+
+    /// Writes the snapshot and reads back the packs it added: (snapshot, damage found).
+    async fn snapshot(&self, job: &Job) -> Result<(Snap, Vec<String>), Error> {
+        let spec = job.spec.clone();
+        let repo = job.repo()?;
+        let paths = match &spec.source {
+            BackupSource::Service { paths, .. } => paths.clone(),
+            BackupSource::State => vec![self.export_state(&spec.name).await?],
+        };
+        blocking(move || {
+            // A repository created by this run has no packs yet: `packs` would create it
+            // first, which `backup` does anyway.
+            let before = repo.packs()?;
+            let snap = repo.backup(&paths, &spec.name)?;
+            let added: BTreeSet<String> = repo.packs()?.difference(&before).cloned().collect();
+            let damaged = repo
+                .read_back(&added)
+                .into_iter()
+                .map(|(pack, why)| format!("pack {}: {why}", short(&pack)))
+                .collect();
+            Ok((snap, damaged))
+        })
+        .await
+    }
+
+    /// A consistent copy of the journal in the work directory, to be saved.
+    async fn export_state(&self, name: &str) -> Result<PathBuf, Error> {
+        let dir = self.inner.work_dir.join("state").join(name);
+        let dest = dir.join("journal.redb");
+        let host = self.inner.host.clone();
+        let target = dest.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+                what: format!("create {}", dir.display()),
+                source: e,
+            })?;
+            host.export_state(&target).map_err(Error::State)
+        })
+        .await?;
+        Ok(dest)
+    }
+
+    /// Applies the keep rules; returns the snapshots forgotten.
+    async fn retain(&self, job: &Job) -> Result<Vec<String>, Error> {
+        let spec = job.spec.clone();
+        let marks = job.record().marks.clone();
+        let repo = job.repo()?;
+        let forgotten = blocking(move || {
+            let snaps = own(repo.snapshots()?, &spec.name);
+            let candidates: Vec<policy::Candidate<String>> = snaps
+                .iter()
+                .map(|s| {
+                    let mark = marks.get(&s.id);
+                    policy::Candidate {
+                        id: s.id.clone(),
+                        time: s.time.datetime(),
+                        verified: mark.is_some_and(|m| m.verified_ms.is_some()),
+                        damaged: mark.is_some_and(|m| m.damaged),
+                    }
+                })
+                .collect();
+            let keep = &spec.keep;
+            let rules = policy::Keep {
+                last: keep.last,
+                hourly: keep.hourly,
+                daily: keep.daily,
+                weekly: keep.weekly,
+                monthly: keep.monthly,
+                yearly: keep.yearly,
+            };
+            let forget: Vec<String> = policy::retain(&candidates, &rules)
+                .into_iter()
+                .filter(|d| !d.keep)
+                .map(|d| d.id)
+                .collect();
+            repo.forget(&forget)?;
+            Ok(forget)
+        })
+        .await?;
+        if !forgotten.is_empty() {
+            self.update(job, |r| {
+                for id in &forgotten {
+                    r.marks.remove(id);
+                }
+            })
+            .await;
+        }
+        Ok(forgotten)
+    }
+
+    /// Checks the repository's structure and reads back its next part of the data; marks
+    /// the snapshots that need damaged data, and alerts.
+    pub async fn verify(&self, name: &str) -> Result<VerifyReport, Error> {
+        let job = self.job(name)?;
+        let _busy = job.busy.lock().await;
+        let spec = job.spec.clone();
+        let parts = spec.verify.parts.max(1);
+        let part = job.record().verify_round % parts + 1;
+        let repo = job.repo()?;
+        let at_ms = now_ms();
+        let (problems, packs_read, damaged) = blocking(move || {
+            let mut problems = repo.check_structure()?;
+            let chosen: BTreeSet<String> = repo
+                .packs()?
+                .into_iter()
+                .filter(|id| crate::repo::in_part(id, part, parts))
+                .collect();
+            let bad = repo.read_back(&chosen);
+            let bad_packs: BTreeSet<String> = bad.iter().map(|(p, _)| p.clone()).collect();
+            problems.extend(
+                bad.iter()
+                    .map(|(p, why)| format!("pack {}: {why}", short(p))),
+            );
+            let damaged = if bad_packs.is_empty() {
+                Vec::new()
+            } else {
+                own_ids(&repo, &spec.name, repo.snapshots_using(&bad_packs)?)?
+            };
+            Ok((problems, chosen.len(), damaged))
+        })
+        .await?;
+        let record = VerifyRecord {
+            at_ms,
+            part: (part, parts),
+            packs_read,
+            problems: problems.clone(),
+            damaged: damaged.clone(),
+        };
+        let stored = record.clone();
+        self.update(&job, |r| {
+            r.verify_round = r.verify_round.wrapping_add(1);
+            for id in &damaged {
+                r.marks.entry(id.clone()).or_default().damaged = true;
+            }
+            r.last_verify = Some(stored);
+        })
+        .await;
+        self.alert_corruption(&job, &problems, &damaged);
+        Ok(VerifyReport {
+            backup: name.to_owned(),
+            record,
+        })
+    }
+
+    fn alert_corruption(&self, job: &Job, problems: &[String], damaged: &[String]) {
+        let name = &job.spec.name;
+        if problems.is_empty() {
+            self.inner.host.alert(name, CORRUPT, Urgency::Page, None);
+            return;
+        }
+        let good = job
+            .record()
+            .newest_verified()
+            .map_or("none".to_owned(), |(id, _)| short(id).to_owned());
+        let marked: Vec<&str> = damaged.iter().map(|d| short(d)).collect();
+        let summary = format!(
+            "backup `{name}`: verification found {} problem(s) ({}); damaged snapshots: {}; \
+             newest good snapshot: {good}",
+            problems.len(),
+            problems.first().map_or("", String::as_str),
+            if marked.is_empty() {
+                "none identified".to_owned()
+            } else {
+                marked.join(", ")
+            },
+        );
+        tracing::error!(backup = %name, %summary, "backup corruption");
+        self.inner
+            .host
+            .alert(name, CORRUPT, Urgency::Page, Some(summary));
+    }
+
+    /// Restores the newest verified snapshot into a scratch replica and times it.
+    pub async fn drill(&self, name: &str) -> Result<DrillReport, Error> {
+        let job = self.job(name)?;
+        let spec = job.spec.clone();
+        let (Some(drill), BackupSource::Service { service, paths }) = (&spec.drill, &spec.source)
+        else {
+            return Err(Error::Drill(format!(
+                "backup `{name}` has no [backups.drill] table"
+            )));
+        };
+        let _busy = job.busy.lock().await;
+        let at_ms = now_ms();
+        let snapshot = job.record().newest_verified().map(|(id, _)| id.to_owned());
+        let result = match &snapshot {
+            None => Err(Error::NoSnapshot(format!(
+                "backup `{name}` has no verified snapshot to drill yet; run `bulwark backup run {name}`"
+            ))),
+            Some(id) => {
+                let repo = job.repo()?;
+                let scratch = self.inner.work_dir.join("drills").join(name);
+                crate::drill::run(
+                    drill,
+                    service,
+                    paths,
+                    &repo,
+                    id,
+                    &*self.inner.host,
+                    &scratch,
+                )
+                .await
+            }
+        };
+        let record = DrillRecord {
+            at_ms,
+            snapshot,
+            passed: result.is_ok(),
+            rto_ms: result.as_ref().ok().map(|o| o.rto.as_millis() as u64),
+            restore_ms: result.as_ref().ok().map(|o| o.restore.as_millis() as u64),
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        let stored = record.clone();
+        self.update(&job, |r| r.last_drill = Some(stored)).await;
+        self.alert_drill(&spec, &record);
+        result?;
+        Ok(DrillReport {
+            backup: name.to_owned(),
+            record,
+            rto_objective_ms: spec.rto.map(|d| d.as_millis() as u64),
+        })
+    }
+
+    fn alert_drill(&self, spec: &spec::Backup, record: &DrillRecord) {
+        let slow = match (record.rto_ms, spec.rto) {
+            (Some(took), Some(rto)) if Duration::from_millis(took) > rto => Some(format!(
+                "backup `{}`: the restore drill took {} (RTO {})",
+                spec.name,
+                humantime::format_duration(Duration::from_millis(took)),
+                humantime::format_duration(rto)
+            )),
+            _ => None,
+        };
+        let summary = match &record.error {
+            Some(e) => Some(format!("backup `{}`: {e}", spec.name)),
+            None => slow,
+        };
+        self.inner
+            .host
+            .alert(&spec.name, DRILL, Urgency::Ticket, summary);
+    }
+
+    /// Restores snapshot `snapshot` (an id prefix, or `latest`) of backup `name` into
+    /// `to`, under the snapshot's absolute paths, as `restic restore --target` does.
+    /// Returns the snapshot's id.
+    pub async fn restore(&self, name: &str, snapshot: &str, to: &Path) -> Result<String, Error> {
+        let job = self.job(name)?;
+        let _busy = job.busy.lock().await;
+        if std::fs::read_dir(to).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::Io {
+                what: format!("restore into {}", to.display()),
+                source: std::io::Error::other(
+                    "the directory is not empty; choose an empty or new one",
+                ),
+            });
+        }
+        let spec = job.spec.clone();
+        let repo = job.repo()?;
+        let (wanted, to) = (snapshot.to_owned(), to.to_path_buf());
+        blocking(move || {
+            let snaps = own(repo.snapshots()?, &spec.name);
+            let id = pick(&snaps, &wanted, &spec.name)?;
+            repo.restore(&id, None, &to)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// The snapshots of backup `name`, oldest first.
+    pub async fn snapshots(&self, name: &str) -> Result<Vec<SnapshotView>, Error> {
+        let job = self.job(name)?;
+        let spec = job.spec.clone();
+        let repo = job.repo()?;
+        let snaps = blocking(move || Ok(own(repo.snapshots()?, &spec.name))).await?;
+        let record = job.record();
+        Ok(snaps
+            .into_iter()
+            .map(|s| {
+                let mark = record.marks.get(&s.id);
+                SnapshotView {
+                    verified: mark.is_some_and(|m| m.verified_ms.is_some() && !m.damaged),
+                    damaged: mark.is_some_and(|m| m.damaged),
+                    time: s.time.timestamp().to_string(),
+                    id: s.id,
+                    paths: s.paths,
+                    bytes: s.bytes,
+                    files: s.files,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The snapshots a backup owns (tagged with its name): a repository may be shared.
+fn own(snaps: Vec<Snap>, name: &str) -> Vec<Snap> {
+    snaps
+        .into_iter()
+        .filter(|s| s.tags.iter().any(|t| t == name))
+        .collect()
+}
+
+fn own_ids(repo: &Repo, name: &str, ids: Vec<String>) -> Result<Vec<String>, Error> {
+    let mine: BTreeSet<String> = own(repo.snapshots()?, name)
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    Ok(ids.into_iter().filter(|id| mine.contains(id)).collect())
+}
+
+/// `latest`, or the one snapshot whose id starts with `wanted`.
+fn pick(snaps: &[Snap], wanted: &str, name: &str) -> Result<String, Error> {
+    if wanted == "latest" {
+        return snaps
+            .last()
+            .map(|s| s.id.clone())
+            .ok_or_else(|| Error::NoSnapshot(format!("backup `{name}` has no snapshot yet")));
+    }
+    let found: Vec<&Snap> = snaps.iter().filter(|s| s.id.starts_with(wanted)).collect();
+    match found[..] {
+        [one] => Ok(one.id.clone()),
+        [] => Err(Error::NoSnapshot(format!(
+            "backup `{name}` has no snapshot {wanted:?}; `bulwark backup list {name}` shows them"
+        ))),
+        _ => Err(Error::NoSnapshot(format!(
+            "{wanted:?} matches {} snapshots of backup `{name}`; give more of the id",
+            found.len()
+        ))),
+    }
+}
+
+/// The 8-character form restic prints.
+pub(crate) fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Error::State(format!("a backup task failed: {e}"))))
+}

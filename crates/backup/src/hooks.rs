@@ -1,0 +1,81 @@
+//! Hooks: a command run before or after a backup in the service's context.
+
+use std::path::Path;
+
+use spec::Hook;
+
+use crate::{Error, Host};
+
+/// Output kept from a hook for its error message.
+const CAPTURE: usize = 4096;
+
+/// Runs `hook` for backup source `service` (the stack's directory context when `None`).
+/// `Ok(Some(warning))` is a failure that `on_error = "continue"` lets through.
+pub(crate) async fn run(
+    which: &'static str,
+    hook: &Hook,
+    service: Option<&str>,
+    host: &dyn Host,
+) -> Result<Option<String>, Error> {
+    let failure = match attempt(hook, service, host).await {
+        Ok(()) => return Ok(None),
+        Err(detail) => detail,
+    };
+    match hook.on_error {
+        spec::OnError::Fail => Err(Error::Hook {
+            which,
+            detail: failure,
+        }),
+        spec::OnError::Continue => Ok(Some(format!("the {which} hook failed: {failure}"))),
+    }
+}
+
+async fn attempt(hook: &Hook, service: Option<&str>, host: &dyn Host) -> Result<(), String> {
+    let bulwark = host.bulwark();
+    let cmd = match service {
+        Some(name) => {
+            let (svc, port) = host
+                .service(name)
+                .ok_or_else(|| format!("service `{name}` is not in the stack"))?;
+            let id = runtime::Identity {
+                service: name,
+                index: 0,
+                port: port.unwrap_or(0),
+                bulwark: &bulwark,
+            };
+            runtime::command(&svc, &hook.run, &id).map_err(|e| e.to_string())?
+        }
+        None => plain(&hook.run, &bulwark)?,
+    };
+    let out = launch::run_exec(cmd, None, hook.timeout, CAPTURE)
+        .await
+        .map_err(|e| format!("cannot start {:?}: {e}", hook.run[0]))?;
+    match out.status {
+        None => Err(format!(
+            "still running after {}; its process group was killed",
+            humantime::format_duration(hook.timeout)
+        )),
+        Some(s) if s.success() => Ok(()),
+        Some(s) => {
+            let tail = String::from_utf8_lossy(&out.stderr);
+            let tail = tail.trim();
+            Err(if tail.is_empty() {
+                format!("{s}")
+            } else {
+                format!("{s}: {tail}")
+            })
+        }
+    }
+}
+
+/// A command outside any service (backups of bulwark's own state).
+fn plain(argv: &[String], bulwark: &Path) -> Result<tokio::process::Command, String> {
+    let argv: Vec<String> = argv
+        .iter()
+        .map(|a| a.replace("{bulwark}", &bulwark.to_string_lossy()))
+        .collect();
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args);
+    Ok(cmd)
+}
