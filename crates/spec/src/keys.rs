@@ -3,8 +3,8 @@
 //! the JSON Schema and `bulwark explain` all come from here.
 //!
 //! To add a key: one entry here, then its use in `check` (where the domain type is built).
-//! `cargo test -p spec` then fails until `docs/stack-file.md` is regenerated
-//! (`BULWARK_BLESS=1 cargo test -p spec reference`).
+//! `cargo test -p reference` then fails until `docs/stack-file.md` is regenerated
+//! (`BULWARK_BLESS=1 cargo test -p reference --test reference`).
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -12,8 +12,8 @@
 //!
 //! Stages 2 and 3 collect every problem instead of stopping at the first, so the user
 //! fixes the whole file in one go. Byte spans become `LINE:COLUMN` only at the end.
-//! The same declarations give the reference ([`reference`]), the JSON Schema
-//! ([`json_schema`]) and [`explain`].
+//! The same declarations ([`declarations`]) give the reference, the JSON Schema and
+//! `bulwark explain` (crate `reference`).
 
 #![warn(missing_docs)]
 
@@ -21,18 +21,26 @@ mod check;
 mod keys;
 mod model;
 mod problem;
-mod reference;
 mod schema;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
-pub use reference::{explain, json_schema, keys, reference, reference_of};
+pub use problem::suggest;
 pub use schema::{Key, Omitted, Shape, TableDoc};
 
 use problem::Problems;
 use schema::Section;
+
+/// Every key of the stack file as declared: the top level's doc and keys, each sub-table
+/// inside its key's [`Shape`].
+pub fn declarations() -> TableDoc {
+    TableDoc {
+        doc: keys::StackTable::DOC,
+        keys: keys::StackTable::keys(),
+    }
+}
 
 /// A valid stack file, and what in it should still be written otherwise.
 #[derive(Debug, Clone)]

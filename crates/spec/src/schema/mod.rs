@@ -141,24 +141,6 @@ pub struct Key {
     pub since: &'static str,
 }
 
-impl Key {
-    /// The doc comment as one paragraph.
-    pub fn doc_text(&self) -> String {
-        join_doc(self.doc)
-    }
-}
-
-/// Doc-comment lines joined into one paragraph.
-pub(crate) fn join_doc(lines: &[&str]) -> String {
-    lines
-        .iter()
-        .map(|l| l.trim())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim()
-        .to_owned()
-}
-
 /// A sub-table's documentation: its doc and keys.
 #[derive(Debug, Clone)]
 pub struct TableDoc {
