@@ -27,14 +27,8 @@ pub(crate) trait Kind {
     type Out;
     /// Reads and checks `v`; on a problem, reports it at `v` and returns `None`.
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out>;
-    /// Its description, for the reference and the JSON Schema.
+    /// Its description, for the reference, the JSON Schema and messages.
     fn shape(&self) -> Shape;
-    /// What a wrong value should have been: "a string", "an integer"...
-    fn expected(&self) -> String;
-    /// How an array of these is named: "an array of {plural}".
-    fn plural(&self) -> &'static str {
-        "values"
-    }
     /// The value of a key left out whose default is [`Omitted::Table`].
     fn omitted(&self, _at: &At<'_>, _p: &mut Problems) -> Option<Self::Out> {
         None
@@ -42,6 +36,37 @@ pub(crate) trait Kind {
     /// Checks the defaults of the tables inside, `name` being the key they are under.
     #[cfg(test)]
     fn check_nested(&self, _name: &str, _p: &mut Problems) {}
+}
+
+impl Shape {
+    /// What a wrong value should have been: "a string", "an integer"...
+    pub(crate) fn expected(&self) -> String {
+        match self {
+            Shape::String { .. } => "a string".into(),
+            Shape::Bool => "a boolean".into(),
+            Shape::Int { .. } => "an integer".into(),
+            Shape::Number { .. } => "a number".into(),
+            Shape::Duration { .. } => DURATION.into(),
+            Shape::Choice(names) => quoted_choices(names),
+            Shape::Text(form) => (*form).into(),
+            Shape::List(item) => format!("an array of {}", item.plural()),
+            Shape::Table(_) => "a table".into(),
+            Shape::Tables(_) => "an array of tables".into(),
+            Shape::Map { value, .. } => format!("a table of {}", value.plural()),
+        }
+    }
+
+    /// How an array of these is named: "an array of {plural}".
+    fn plural(&self) -> &'static str {
+        match self {
+            Shape::String { .. } | Shape::Choice(_) | Shape::Text(_) => "strings",
+            Shape::Int { .. } => "integers",
+            Shape::Number { .. } => "numbers",
+            Shape::Duration { .. } => "durations",
+            Shape::Table(_) => "tables",
+            _ => "values",
+        }
+    }
 }
 
 /// The one wording of a wrong TOML type.
@@ -56,7 +81,7 @@ fn wrong<T>(
         format!(
             "{} must be {}, found {}",
             at.what,
-            kind.expected(),
+            kind.shape().expected(),
             article(v.get_ref())
         ),
     );
@@ -175,12 +200,6 @@ impl Kind for Str {
             non_empty: self.non_empty.is_some(),
         }
     }
-    fn expected(&self) -> String {
-        "a string".into()
-    }
-    fn plural(&self) -> &'static str {
-        "strings"
-    }
 }
 
 /// `true` or `false`.
@@ -198,9 +217,6 @@ impl Kind for Bool {
     }
     fn shape(&self) -> Shape {
         Shape::Bool
-    }
-    fn expected(&self) -> String {
-        "a boolean".into()
     }
 }
 
@@ -272,12 +288,6 @@ impl<T: TryFrom<i64>> Kind for Int<T> {
             max: self.max,
             unit: self.unit,
         }
-    }
-    fn expected(&self) -> String {
-        "an integer".into()
-    }
-    fn plural(&self) -> &'static str {
-        "integers"
     }
 }
 
@@ -386,12 +396,6 @@ impl Kind for Num {
             unit: self.unit,
         }
     }
-    fn expected(&self) -> String {
-        "a number".into()
-    }
-    fn plural(&self) -> &'static str {
-        "numbers"
-    }
 }
 
 /// A duration string, at most a day (or a year for keys measured in days).
@@ -466,12 +470,6 @@ impl Kind for Dur {
             positive: self.positive,
         }
     }
-    fn expected(&self) -> String {
-        DURATION.into()
-    }
-    fn plural(&self) -> &'static str {
-        "durations"
-    }
 }
 
 /// One of a fixed set of strings, spelled in kebab-case. The snake_case spelling of a
@@ -494,44 +492,55 @@ impl<T> Choice<T> {
 impl<T: Clone> Kind for Choice<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
-        let Some(s) = v.get_ref().as_str() else {
-            return wrong(self, v, at, p);
-        };
-        let find = |s: &str| self.choices.iter().find(|(n, _)| *n == s);
-        if let Some((_, t)) = find(s) {
-            return Some(t.clone());
-        }
-        let kebab = s.replace('_', "-");
-        if let Some((name, t)) = find(&kebab) {
-            p.warn(v.span(), old_spelling(at.what, s, name));
-            return Some(t.clone());
-        }
         let names = self.names();
-        let mut message = format!(
-            "{} must be {}, found {s:?}",
-            at.what,
-            quoted_choices(&names)
-        );
-        if let Some(m) = suggest(s, names.iter().copied()) {
-            message.push_str(&format!("; did you mean \"{m}\"?"));
-        }
-        p.push(v.span(), message);
-        None
+        read_form(self, v, at, p, &quoted_choices(&names), |s| {
+            let found = self.choices.iter().find(|(n, _)| *n == s);
+            found.map(|(_, t)| t.clone()).ok_or_else(|| {
+                suggest(s, names.iter().copied())
+                    .map(|m| format!("; did you mean \"{m}\"?"))
+                    .unwrap_or_default()
+            })
+        })
     }
     fn shape(&self) -> Shape {
         Shape::Choice(self.names())
     }
-    fn expected(&self) -> String {
-        quoted_choices(&self.names())
-    }
-    fn plural(&self) -> &'static str {
-        "strings"
-    }
 }
 
-/// The one wording of an old spelling.
-pub(crate) fn old_spelling(what: &str, old: &str, new: &str) -> String {
-    format!("{what}: \"{old}\" is the old spelling of \"{new}\"; write \"{new}\"")
+/// Reads a string that `parse` turns into a value, or `Err` with an addition to the
+/// message (a did-you-mean). The snake_case spelling of a kebab-case value
+/// (`client_address`) still reads, with a warning that names the new one.
+fn read_form<T>(
+    kind: &impl Kind,
+    v: &Spanned<DeValue<'_>>,
+    at: &At<'_>,
+    p: &mut Problems,
+    form: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    let Some(s) = v.get_ref().as_str() else {
+        return wrong(kind, v, at, p);
+    };
+    let more = match parse(s) {
+        Ok(t) => return Some(t),
+        Err(more) => more,
+    };
+    let kebab = s.replace('_', "-");
+    if kebab != s
+        && let Ok(t) = parse(&kebab)
+    {
+        let what = at.what;
+        p.warn(
+            v.span(),
+            format!("{what}: \"{s}\" is the old spelling of \"{kebab}\"; write \"{kebab}\""),
+        );
+        return Some(t);
+    }
+    p.push(
+        v.span(),
+        format!("{} must be {form}, found {s:?}{more}", at.what),
+    );
+    None
 }
 
 /// A string with a form of its own (a path, a URL, `"header:NAME"`), parsed by `parse`.
@@ -549,35 +558,10 @@ pub(crate) const fn text<T>(form: &'static str, parse: fn(&str) -> Result<T, Str
 impl<T> Kind for Text<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
-        let Some(s) = v.get_ref().as_str() else {
-            return wrong(self, v, at, p);
-        };
-        let first = match (self.parse)(s) {
-            Ok(t) => return Some(t),
-            Err(more) => more,
-        };
-        // `client_address` for `client-address`: the old spelling still reads.
-        if s.contains('_') {
-            let kebab = s.replace('_', "-");
-            if let Ok(t) = (self.parse)(&kebab) {
-                p.warn(v.span(), old_spelling(at.what, s, &kebab));
-                return Some(t);
-            }
-        }
-        p.push(
-            v.span(),
-            format!("{} must be {}, found {s:?}{first}", at.what, self.form),
-        );
-        None
+        read_form(self, v, at, p, self.form, self.parse)
     }
     fn shape(&self) -> Shape {
         Shape::Text(self.form)
-    }
-    fn expected(&self) -> String {
-        self.form.into()
-    }
-    fn plural(&self) -> &'static str {
-        "strings"
     }
 }
 
@@ -620,7 +604,7 @@ impl<K: Kind> Kind for List<K> {
             let mut message = format!(
                 "{} must be {}, found {}",
                 at.what,
-                self.expected(),
+                self.shape().expected(),
                 article(v.get_ref())
             );
             // The most common slip: a command line written as one string.
@@ -658,9 +642,6 @@ impl<K: Kind> Kind for List<K> {
     }
     fn shape(&self) -> Shape {
         Shape::List(Box::new(self.item.shape()))
-    }
-    fn expected(&self) -> String {
-        format!("an array of {}", self.item.plural())
     }
 }
 
@@ -704,9 +685,6 @@ impl Kind for Command {
     fn shape(&self) -> Shape {
         Shape::List(Box::new(Shape::String { non_empty: false }))
     }
-    fn expected(&self) -> String {
-        "an array of strings".into()
-    }
 }
 
 /// A sub-table, read by its [`Section`].
@@ -744,12 +722,6 @@ impl<S: Section> Kind for Sub<S> {
     #[cfg(test)]
     fn check_nested(&self, name: &str, p: &mut Problems) {
         S::check_defaults(name, p);
-    }
-    fn expected(&self) -> String {
-        "a table".into()
-    }
-    fn plural(&self) -> &'static str {
-        "tables"
     }
 }
 
@@ -806,9 +778,6 @@ impl<S: Section> Kind for Subs<S> {
     fn check_nested(&self, name: &str, p: &mut Problems) {
         S::check_defaults(name, p);
     }
-    fn expected(&self) -> String {
-        "an array of tables".into()
-    }
 }
 
 /// A table of arbitrary keys (`env`, `services`), each holding a `K`, in file order.
@@ -826,8 +795,8 @@ impl<K: Kind> Kind for Map<K> {
     type Out = Vec<(Spanned<String>, Spanned<K::Out>)>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
         let DeValue::Table(map) = v.get_ref() else {
-            let mut message = format!("{} must be {}", at.what, self.expected());
-            if self.value.plural() == "tables" {
+            let mut message = format!("{} must be {}", at.what, self.shape().expected());
+            if matches!(self.value.shape(), Shape::Table(_)) {
                 message.push_str(&format!(" ([{}.{}])", at.path, self.name));
             }
             p.push(
@@ -866,8 +835,5 @@ impl<K: Kind> Kind for Map<K> {
     #[cfg(test)]
     fn check_nested(&self, name: &str, p: &mut Problems) {
         self.value.check_nested(name, p);
-    }
-    fn expected(&self) -> String {
-        format!("a table of {}", self.value.plural())
     }
 }

@@ -99,7 +99,7 @@ impl<'a, 'i> Table<'a, 'i> {
                 // A table left out as a whole is not missing its keys.
                 if self.map.is_some() {
                     let how = if example.is_empty() {
-                        format!("expected {}", kind.expected())
+                        format!("expected {}", kind.shape().expected())
                     } else {
                         format!("for example {example}")
                     };
