@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::model::{Direction, HashOn, Protocol, RateKey, RestartAction, RestartPolicy, Signal};
+use crate::model::{
+    Direction, HashOn, Protocol, RateKey, RestartAction, RestartPolicy, RetryCondition, Signal,
+};
 use crate::schema::{
     TABLE, address, boolean, by_table, choice, command, duration, int, list, map, number, optional,
-    required, string, table, tables, text,
+    required, spanned, string, table, tables, text,
 };
 use crate::section;
 
@@ -41,7 +43,7 @@ section! {
 
 section! {
     /// The local control API served by `bulwark up`.
-    pub(crate) struct ApiTable => #[derive(Debug, Clone, PartialEq)] pub struct Api {
+    pub(crate) struct ApiTable => #[derive(Debug, Clone, PartialEq)] pub struct Api: Default {
         /// The API's address; port 0 picks a free one (written to the state directory).
         /// A non-loopback address needs `allow_remote`.
         listen: SocketAddr = address(), r#""127.0.0.1:7700""#;
@@ -52,7 +54,7 @@ section! {
 
 section! {
     /// Stack-wide supervision limits.
-    pub(crate) struct SupervisorTable => #[derive(Debug, Clone, PartialEq)] pub struct SupervisorSettings {
+    pub(crate) struct SupervisorTable => #[derive(Debug, Clone, PartialEq)] pub struct SupervisorSettings: Default {
         /// Replicas restarting (spawned, not yet started) at once across the whole stack:
         /// the restart-storm guard.
         max_concurrent_restarts: u32 = int(1, MANY), "8";
@@ -61,7 +63,7 @@ section! {
 
 section! {
     /// How long the durable journal keeps what it records.
-    pub(crate) struct JournalTable => #[derive(Debug, Clone, PartialEq)] pub struct JournalSettings {
+    pub(crate) struct JournalTable => #[derive(Debug, Clone, PartialEq)] pub struct JournalSettings: Default {
         /// Resolved alerts, ended incidents and expired silences older than this are
         /// pruned, at start and hourly.
         retention: Duration = duration().long(), r#""30d""#;
@@ -135,7 +137,7 @@ section! {
         /// Drain and stop signal, then SIGKILL of the whole process group after this long.
         stop_grace: Duration = duration(), r#""10s""#;
         /// Services started first, each until it has a ready replica; stopped after this one.
-        depends_on: Vec<Spanned<String>> = list(string()), optional("");
+        depends_on: Vec<Spanned<String>> = list(spanned(string())), optional("");
         /// Delays between restarts of a replica that keeps exiting.
         backoff: BackoffTable = table::<BackoffTable>(), TABLE;
         /// Gates liveness and readiness until the replica has come up.
@@ -177,9 +179,9 @@ fn signal(s: &str) -> Result<Signal, String> {
 
 section! {
     /// A restart rule: `{ exit_codes = [3], action = "stop" }`.
-    pub(crate) struct RestartRuleTable {
+    pub(crate) struct RestartRuleTable => #[derive(Debug, Clone, PartialEq, Eq)] pub struct RestartRule {
         /// The exit codes the rule matches.
-        exit_codes: Vec<Spanned<i32>> =
+        exit_codes: Vec<i32> =
             list(int(0, 255)).non_empty("list the exit codes this rule applies to"), required("");
         /// What to do when it matches.
         action: RestartAction = choice(&[
@@ -192,7 +194,7 @@ section! {
 section! {
     /// Crash-loop backoff: the restart delay grows from `initial` to `max`. Invariant:
     /// `initial <= max`, `multiplier >= 1`, `0 <= jitter < 1`.
-    pub(crate) struct BackoffTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Backoff {
+    pub(crate) struct BackoffTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Backoff: Default {
         /// The first delay.
         initial: Duration = duration().positive(), r#""250ms""#;
         /// The longest delay.
@@ -268,7 +270,7 @@ section! {
         hash_on: HashOn = text("\"header:NAME\", \"cookie:NAME\" or \"client-address\"", hash_on),
             optional("");
         /// Weights by replica index, for `balance = "weighted"`.
-        weights: Vec<Spanned<u32>> = list(int(0, 1_000_000)), optional("");
+        weights: Vec<u32> = list(int(0, 1_000_000)), optional("");
         /// Ramp a just-ready replica's share of traffic over this long ("0s": off).
         slow_start: Duration = duration(), r#""0s""#;
         /// `http2` speaks HTTP/2 (prior knowledge) to replicas.
@@ -309,7 +311,7 @@ fn hash_on(s: &str) -> Result<HashOn, String> {
 
 section! {
     /// How long the proxy waits.
-    pub(crate) struct TimeoutsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Timeouts {
+    pub(crate) struct TimeoutsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Timeouts: Default {
         /// To connect to a replica.
         connect: Duration = duration().positive(), r#""1s""#;
         /// For a whole request, every try included.
@@ -322,24 +324,14 @@ section! {
     }
 }
 
-/// A retry condition of `retries.on`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum RetryCondition {
-    ConnectFailure,
-    Reset,
-    PerTryTimeout,
-    Status5xx,
-    GatewayError,
-    Status,
-}
-
 section! {
     /// When and how failed tries are retried, always on a different replica.
-    pub(crate) struct RetriesTable {
+    pub(crate) struct RetriesTable => #[derive(Debug, Clone, PartialEq)] pub struct Retries: Default {
         /// Tries in all (2: one retry).
+        // Envoy: 1 retry, so 2 tries.
         attempts: u32 = int(1, 10), "2";
         /// What is retried; `status` retries the codes of `statuses`.
-        on: Vec<Spanned<RetryCondition>> = list(choice(&[
+        on: Vec<RetryCondition> = list(choice(&[
             ("connect-failure", RetryCondition::ConnectFailure),
             ("reset", RetryCondition::Reset),
             ("per-try-timeout", RetryCondition::PerTryTimeout),
@@ -348,18 +340,20 @@ section! {
             ("status", RetryCondition::Status),
         ])), r#"["connect-failure", "reset"]"#;
         /// Status codes retried with `on = [.., "status"]`.
-        statuses: Vec<Spanned<u16>> = list(int(100, 599)), "[]";
+        statuses: Vec<u16> = list(int(100, 599)), "[]";
         /// How long one try may take ("0s": no limit but `timeouts.request`).
         per_try_timeout: Duration = duration(), r#""0s""#;
         /// The first delay before a retry, doubling to 10×, jittered; a replica's
         /// `Retry-After` (seconds) replaces it.
+        // Envoy's 25 ms, capped at 250 ms.
         backoff: Duration = duration(), r#""25ms""#;
         /// Retries allowed over 10 s, as a share of requests (linkerd's budget).
         budget_percent: f64 = number(0.0, 100.0).unit("percent"), "20";
         /// Retries allowed per second on top of `budget_percent`.
         budget_min_per_second: u32 = int(0, 1_000_000), "10";
         /// `all` lets POST and PATCH be retried too.
-        methods: bool = choice(&[("idempotent", false), ("all", true)]), r#""idempotent""#;
+        all_methods as "methods": bool = choice(&[("idempotent", false), ("all", true)]),
+            r#""idempotent""#;
         /// Larger request bodies stream through once and are never retried.
         max_body: usize = int(0, 64 * 1024 * 1024).unit("bytes"), "65536";
     }
@@ -368,7 +362,7 @@ section! {
 section! {
     /// Hedging: an idempotent request slower than the percentile gets a second try on
     /// another replica; the first answer wins.
-    pub(crate) struct HedgeTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Hedge {
+    pub(crate) struct HedgeTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Hedge: Default {
         /// The latency percentile past which a request is hedged.
         percentile: f64 = number(1.0, 99.99), "95.0";
         /// Never hedge sooner than this.
@@ -378,7 +372,7 @@ section! {
 
 section! {
     /// Passive health checking (Envoy's outlier detection).
-    pub(crate) struct OutlierTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Outlier {
+    pub(crate) struct OutlierTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Outlier: Default {
         /// `false` turns outlier detection off.
         enabled: bool = boolean(), "true";
         /// Eject after this many 5xx in a row (0: never).
@@ -406,7 +400,7 @@ section! {
 
 section! {
     /// Per-replica circuit breakers, on connect failures, resets and timeouts.
-    pub(crate) struct BreakerTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Breaker {
+    pub(crate) struct BreakerTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Breaker: Default {
         /// Open after this many failures in a row (0: off).
         consecutive_failures: u32 = int(0, 10_000), "5";
         /// How long it stays open before letting one request through (half-open).
@@ -418,7 +412,7 @@ section! {
 
 section! {
     /// Bulkheads: over them, 503 at once with `Retry-After: 1`; memory stays bounded.
-    pub(crate) struct LimitsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Limits {
+    pub(crate) struct LimitsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Limits: Default {
         /// Client connections at once.
         max_connections: u32 = int(1, 10_000_000), "10000";
         /// Requests forwarded at once.

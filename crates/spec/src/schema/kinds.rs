@@ -573,7 +573,7 @@ pub(crate) const fn address() -> Text<SocketAddr> {
     })
 }
 
-/// An array of values of one kind, each kept with its span.
+/// An array of values of one kind.
 pub(crate) struct List<K> {
     item: K,
     non_empty: &'static str,
@@ -598,7 +598,7 @@ impl<K> List<K> {
 }
 
 impl<K: Kind> Kind for List<K> {
-    type Out = Vec<Spanned<K::Out>>;
+    type Out = Vec<K::Out>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
         let DeValue::Array(items) = v.get_ref() else {
             let mut message = format!(
@@ -634,7 +634,7 @@ impl<K: Kind> Kind for List<K> {
         let mut ok = true;
         for item in items.iter() {
             match self.item.read(item, &inner, p) {
-                Some(x) => out.push(Spanned::new(item.span(), x)),
+                Some(x) => out.push(x),
                 None => ok = false,
             }
         }
@@ -642,6 +642,25 @@ impl<K: Kind> Kind for List<K> {
     }
     fn shape(&self) -> Shape {
         Shape::List(Box::new(self.item.shape()))
+    }
+}
+
+/// A value kept with its span, for checks that point at it (an element of a list).
+pub(crate) struct WithSpan<K>(K);
+
+/// `item`, with its span.
+pub(crate) const fn spanned<K>(item: K) -> WithSpan<K> {
+    WithSpan(item)
+}
+
+impl<K: Kind> Kind for WithSpan<K> {
+    type Out = Spanned<K::Out>;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
+        let x = self.0.read(v, at, p)?;
+        Some(Spanned::new(v.span(), x))
+    }
+    fn shape(&self) -> Shape {
+        self.0.shape()
     }
 }
 
@@ -657,7 +676,7 @@ pub(crate) const fn command() -> Command {
 impl Kind for Command {
     type Out = Vec<String>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Vec<String>> {
-        let args = list(string())
+        let args = list(spanned(string()))
             .non_empty("it is the program to run and its arguments")
             .read(v, at, p)?;
         let mut ok = true;

@@ -230,25 +230,27 @@ pub(crate) trait Section: Sized {
 /// ```
 ///
 /// `struct XTable => #[derive(..)] pub struct X { .. }` also declares the domain type `X`,
-/// with one plain field per key (same name, type and doc), `XTable::build` and
-/// `X::default()` (every key at its declared default): for tables whose keys need nothing
-/// but their own checks.
+/// with one plain field per key (same name, type and doc) and `XTable::build`: for tables
+/// whose keys need nothing but their own checks. `pub struct X: Default` also implements
+/// `X::default()`, every key at its declared default.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! section {
     (
         $(#[doc = $tdoc:literal])*
-        $vis:vis struct $Name:ident => $(#[$dattr:meta])* $dvis:vis struct $Domain:ident {
+        $vis:vis struct $Name:ident => $(#[$dattr:meta])*
+            $dvis:vis struct $Domain:ident $(: $Default:ident)? {
             $(
                 $(#[doc = $doc:literal])*
-                $field:ident : $ty:ty = $kind:expr, $default:expr $(, since $since:literal)? ;
+                $field:ident $(as $toml:literal)? : $ty:ty = $kind:expr, $default:expr
+                    $(, since $since:literal)? ;
             )*
         }
     ) => {
         $crate::section! {
             $(#[doc = $tdoc])*
             $vis struct $Name {
-                $( $(#[doc = $doc])* $field: $ty = $kind, $default $(, since $since)? ; )*
+                $( $(#[doc = $doc])* $field $(as $toml)?: $ty = $kind, $default $(, since $since)? ; )*
             }
         }
 
@@ -265,13 +267,13 @@ macro_rules! section {
             }
         }
 
-        impl Default for $Domain {
+        $(impl $Default for $Domain {
             fn default() -> Self {
                 $crate::check::omitted::<$Name>("")
                     .build()
                     .expect("the declared defaults are valid")
             }
-        }
+        })?
     };
     (
         $(#[doc = $tdoc:literal])*
