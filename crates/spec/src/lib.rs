@@ -117,7 +117,7 @@ pub fn parse_with_warnings(source: &str, path: &Path) -> Result<Loaded, Errors> 
 /// Display prints one per line, `FILE:LINE:COLUMN: error: MESSAGE`, without a trailing
 /// newline. Never empty when returned by [`load`] or [`parse`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", Lines(diagnostics))]
+#[error("{}", diagnostics.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct Errors {
     /// Every problem found, sorted by position in the file.
     pub diagnostics: Vec<Diagnostic>,
@@ -141,20 +141,6 @@ impl Errors {
             })
             .collect();
         Errors { diagnostics }
-    }
-}
-
-struct Lines<'a>(&'a [Diagnostic]);
-
-impl fmt::Display for Lines<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
     }
 }
 
@@ -210,13 +196,10 @@ impl<'a> LineIndex<'a> {
         while !self.source.is_char_boundary(offset) {
             offset -= 1;
         }
+        // `starts[0]` is 0, so `line` is at least 1.
         let line = self.starts.partition_point(|&s| s <= offset);
-        let start = self.starts.get(line.wrapping_sub(1)).copied().unwrap_or(0);
-        let column = self
-            .source
-            .get(start..offset)
-            .map_or(0, |s| s.chars().count());
-        (line.max(1), column + 1)
+        let column = self.source[self.starts[line - 1]..offset].chars().count();
+        (line, column + 1)
     }
 }
 
