@@ -14,9 +14,10 @@ use toml::Spanned;
 use crate::model::{
     Direction, HashOn, Protocol, RateKey, RestartAction, RestartPolicy, RetryCondition, Signal,
 };
+use crate::schema::Omitted::{self, ByTable, Optional, Required};
 use crate::schema::{
-    TABLE, address, boolean, by_table, choice, command, duration, int, list, map, number, optional,
-    required, spanned, string, table, tables, text,
+    address, boolean, choice, command, duration, int, list, map, number, spanned, string, table,
+    tables, text,
 };
 use crate::section;
 
@@ -29,15 +30,15 @@ section! {
         /// The services, one `[services.NAME]` table each. NAME starts with an ASCII letter
         /// and holds ASCII letters, digits, `-` and `_`.
         services: Vec<(Spanned<String>, Spanned<ServiceTable>)> =
-            map("NAME", table::<ServiceTable>()), optional("");
+            map("NAME", table::<ServiceTable>()), Optional("");
         /// The local control API served by `bulwark up`.
-        api: ApiTable = table::<ApiTable>(), TABLE;
+        api: ApiTable = table::<ApiTable>(), Omitted::Table;
         /// Stack-wide supervision limits.
-        supervisor: SupervisorTable = table::<SupervisorTable>(), TABLE;
+        supervisor: SupervisorTable = table::<SupervisorTable>(), Omitted::Table;
         /// How alert notifications are grouped and where they go.
-        alerts: AlertsTable = table::<AlertsTable>(), TABLE;
+        alerts: AlertsTable = table::<AlertsTable>(), Omitted::Table;
         /// How long the durable journal keeps what it records.
-        journal: JournalTable = table::<JournalTable>(), TABLE;
+        journal: JournalTable = table::<JournalTable>(), Omitted::Table;
     }
 }
 
@@ -79,7 +80,7 @@ section! {
         /// A still-firing alert is notified again after this long; "0s" turns reminders off.
         repeat_interval: Duration = duration().long(), r#""4h""#;
         /// Where notifications go; each entry has exactly one of `log`, `webhook`, `exec`.
-        sinks: Vec<SinkTable> = tables::<SinkTable>(), optional("one `log` sink");
+        sinks: Vec<SinkTable> = tables::<SinkTable>(), Optional("one `log` sink");
     }
 }
 
@@ -87,12 +88,12 @@ section! {
     /// An alert sink: exactly one of `log = true`, `webhook = "http://…"`, `exec = [..]`.
     pub(crate) struct SinkTable {
         /// Write notifications to bulwark's log.
-        log: bool = boolean(), optional("");
+        log: bool = boolean(), Optional("");
         /// POST each notification as JSON (Alertmanager-like), retried with backoff.
         webhook: http::Uri = text("an http:// URL such as \"http://127.0.0.1:9000/hook\"", webhook_url),
-            optional("");
+            Optional("");
         /// Run this command with the JSON notification on stdin.
-        exec: Vec<String> = command(), optional("");
+        exec: Vec<String> = command(), Optional("");
         /// How long one delivery may take (a command's process group is then killed).
         timeout: Duration = duration().positive(), r#""5s""#;
         /// Webhook tries in all before the notification is dropped.
@@ -113,7 +114,7 @@ section! {
         /// The command and its arguments, never through a shell. `{bulwark}` (this binary),
         /// `{port}` (the replica's port, also `$PORT`), `{index}` and `{service}` are
         /// substituted; an empty argument is passed as is, only the program must be named.
-        run: Vec<String> = command(), required(r#"run = ["./server", "--port", "{port}"]"#);
+        run: Vec<String> = command(), Required(r#"run = ["./server", "--port", "{port}"]"#);
         /// How many copies run at once.
         replicas: u32 = int(0, 1000), "1";
         /// Whether a replica whose process exited is started again: `on-failure` after a
@@ -124,12 +125,12 @@ section! {
             ("never", RestartPolicy::Never),
         ]), r#""always""#;
         /// Rules checked in order before `restart`; death by a signal matches none.
-        restart_rules: Vec<RestartRuleTable> = tables::<RestartRuleTable>(), optional("");
+        restart_rules: Vec<RestartRuleTable> = tables::<RestartRuleTable>(), Optional("");
         /// Environment variables (strings, with the substitutions of `run`). Replicas also
         /// get `PORT`, `BULWARK_SERVICE`, `BULWARK_INDEX` and `BULWARK_REPLICA`.
-        env: Vec<(Spanned<String>, Spanned<String>)> = map("NAME", string().quote_hint()), optional("");
+        env: Vec<(Spanned<String>, Spanned<String>)> = map("NAME", string().quote_hint()), Optional("");
         /// The working directory, relative to the stack file's directory.
-        cwd: String = text("a directory path", directory), optional("bulwark's own");
+        cwd: String = text("a directory path", directory), Optional("bulwark's own");
         /// The signal that asks a replica to stop, sent to its process group (then SIGCONT,
         /// so a stopped process can act on it). `TERM`, `sigterm` and `SIGTERM` all work.
         stop_signal: Signal = text("a signal name such as \"SIGTERM\", \"INT\" or \"QUIT\"", signal),
@@ -137,20 +138,20 @@ section! {
         /// Drain and stop signal, then SIGKILL of the whole process group after this long.
         stop_grace: Duration = duration(), r#""10s""#;
         /// Services started first, each until it has a ready replica; stopped after this one.
-        depends_on: Vec<Spanned<String>> = list(spanned(string())), optional("");
+        depends_on: Vec<Spanned<String>> = list(spanned(string())), Optional("");
         /// Delays between restarts of a replica that keeps exiting.
-        backoff: BackoffTable = table::<BackoffTable>(), TABLE;
+        backoff: BackoffTable = table::<BackoffTable>(), Omitted::Table;
         /// Gates liveness and readiness until the replica has come up.
-        startup: ProbeTable = table::<ProbeTable>(), optional("no startup probe");
+        startup: ProbeTable = table::<ProbeTable>(), Optional("no startup probe");
         /// Restarts the replica when it fails `failure_threshold` times in a row.
-        liveness: ProbeTable = table::<ProbeTable>(), optional("no liveness probe");
+        liveness: ProbeTable = table::<ProbeTable>(), Optional("no liveness probe");
         /// Takes the replica out of the balancer while failing. With `expose` and no
         /// readiness probe, a TCP readiness probe is implied.
-        readiness: ProbeTable = table::<ProbeTable>(), optional("none, or TCP with `expose`");
+        readiness: ProbeTable = table::<ProbeTable>(), Optional("none, or TCP with `expose`");
         /// The proxy in front of the service.
-        expose: ExposeTable = table::<ExposeTable>(), optional("not exposed");
+        expose: ExposeTable = table::<ExposeTable>(), Optional("not exposed");
         /// Service-level objectives, measured by the proxy (needs `expose`).
-        slo: Vec<SloTable> = tables::<SloTable>(), optional("");
+        slo: Vec<SloTable> = tables::<SloTable>(), Optional("");
     }
 }
 
@@ -182,12 +183,12 @@ section! {
     pub(crate) struct RestartRuleTable => #[derive(Debug, Clone, PartialEq, Eq)] pub struct RestartRule {
         /// The exit codes the rule matches.
         exit_codes: Vec<i32> =
-            list(int(0, 255)).non_empty("list the exit codes this rule applies to"), required("");
+            list(int(0, 255)).non_empty("list the exit codes this rule applies to"), Required("");
         /// What to do when it matches.
         action: RestartAction = choice(&[
             ("restart", RestartAction::Restart),
             ("stop", RestartAction::Stop),
-        ]), required("");
+        ]), Required("");
     }
 }
 
@@ -212,19 +213,19 @@ section! {
     /// A probe: exactly one of `http`, `tcp`, `exec`, and its timings (as in Kubernetes).
     pub(crate) struct ProbeTable {
         /// GET this path on the replica's port; healthy if 200 ≤ status < 400.
-        http: String = text("a path starting with `/`", http_path), optional("");
+        http: String = text("a path starting with `/`", http_path), Optional("");
         /// Healthy when a TCP connection to the replica's port succeeds.
-        tcp: bool = boolean(), optional("");
+        tcp: bool = boolean(), Optional("");
         /// Healthy when this command exits 0.
-        exec: Vec<String> = command(), optional("");
+        exec: Vec<String> = command(), Optional("");
         /// Time between two checks (Kubernetes: 10s).
-        period: Duration = duration().positive(), by_table(&[("startup", r#""250ms""#)], r#""1s""#);
+        period: Duration = duration().positive(), ByTable(&[("startup", r#""250ms""#)], r#""1s""#);
         /// How long one check may take.
         timeout: Duration = duration().positive(), r#""1s""#;
         /// Time after the replica starts before the first check.
         initial_delay: Duration = duration(), r#""0s""#;
         /// Consecutive failures that count as failed (startup: 120, 30 s to come up).
-        failure_threshold: u32 = int(1, MANY), by_table(&[("startup", "120")], "3");
+        failure_threshold: u32 = int(1, MANY), ByTable(&[("startup", "120")], "3");
         /// Consecutive successes that count as succeeded; 1 for liveness and startup.
         success_threshold: u32 = int(1, MANY), "1";
     }
@@ -252,7 +253,7 @@ section! {
     /// The proxy in front of a service, and its policies.
     pub(crate) struct ExposeTable {
         /// `IP:PORT` the proxy serves for this service.
-        listen: SocketAddr = address(), required(r#"listen = "127.0.0.1:8080""#);
+        listen: SocketAddr = address(), Required(r#"listen = "127.0.0.1:8080""#);
         /// `http`, or `tcp` (connections balanced; toxics apply).
         protocol: Protocol = choice(&[("http", Protocol::Http), ("tcp", Protocol::Tcp)]),
             r#""http""#;
@@ -268,9 +269,9 @@ section! {
         ]), r#""p2c""#;
         /// What `balance = "hash"` hashes.
         hash_on: HashOn = text("\"header:NAME\", \"cookie:NAME\" or \"client-address\"", hash_on),
-            optional("");
+            Optional("");
         /// Weights by replica index, for `balance = "weighted"`.
-        weights: Vec<u32> = list(int(0, 1_000_000)), optional("");
+        weights: Vec<u32> = list(int(0, 1_000_000)), Optional("");
         /// Ramp a just-ready replica's share of traffic over this long ("0s": off).
         slow_start: Duration = duration(), r#""0s""#;
         /// `http2` speaks HTTP/2 (prior knowledge) to replicas.
@@ -278,25 +279,25 @@ section! {
         /// Added to requests that lack it, passed to the replica and returned.
         request_id_header: String = string().non_empty(""), r#""x-request-id""#;
         /// How long the proxy waits.
-        timeouts: TimeoutsTable = table::<TimeoutsTable>(), TABLE;
+        timeouts: TimeoutsTable = table::<TimeoutsTable>(), Omitted::Table;
         /// When and how failed tries are retried.
-        retries: RetriesTable = table::<RetriesTable>(), TABLE;
+        retries: RetriesTable = table::<RetriesTable>(), Omitted::Table;
         /// Hedged requests (with the table present).
-        hedge: HedgeTable = table::<HedgeTable>(), optional("off");
+        hedge: HedgeTable = table::<HedgeTable>(), Optional("off");
         /// Passive health checking: ejecting replicas that fail.
-        outlier: OutlierTable = table::<OutlierTable>(), TABLE;
+        outlier: OutlierTable = table::<OutlierTable>(), Omitted::Table;
         /// Per-replica circuit breakers.
-        breaker: BreakerTable = table::<BreakerTable>(), TABLE;
+        breaker: BreakerTable = table::<BreakerTable>(), Omitted::Table;
         /// Connection and concurrency limits (bulkheads).
-        limits: LimitsTable = table::<LimitsTable>(), TABLE;
+        limits: LimitsTable = table::<LimitsTable>(), Omitted::Table;
         /// A token-bucket request rate limit; over it: 429 with `Retry-After`.
-        rate_limit: RateLimitTable = table::<RateLimitTable>(), optional("no limit");
+        rate_limit: RateLimitTable = table::<RateLimitTable>(), Optional("no limit");
         /// Faults injected into HTTP requests.
-        faults: Vec<FaultTable> = tables::<FaultTable>(), optional("");
+        faults: Vec<FaultTable> = tables::<FaultTable>(), Optional("");
         /// Connection faults for `protocol = "tcp"` (the Toxiproxy set).
-        toxics: Vec<ToxicTable> = tables::<ToxicTable>(), optional("");
+        toxics: Vec<ToxicTable> = tables::<ToxicTable>(), Optional("");
         /// Header routes first, then weighted splits (percent); the rest stays.
-        routes: Vec<RouteTable> = tables::<RouteTable>(), optional("");
+        routes: Vec<RouteTable> = tables::<RouteTable>(), Optional("");
     }
 }
 
@@ -428,9 +429,9 @@ section! {
     /// A token-bucket rate limit.
     pub(crate) struct RateLimitTable {
         /// Requests per second.
-        rate: f64 = number(0.001, 10_000_000.0).unit("requests per second"), required("rate = 100");
+        rate: f64 = number(0.001, 10_000_000.0).unit("requests per second"), Required("rate = 100");
         /// Requests allowed at once above the rate.
-        burst: u32 = int(1, 10_000_000), optional("`rate`, rounded up (one second's worth)");
+        burst: u32 = int(1, 10_000_000), Optional("`rate`, rounded up (one second's worth)");
         /// What is limited: `service` (all requests), `client-address` or `header:NAME`.
         key: RateKey = text("\"service\", \"client-address\" or \"header:NAME\"", rate_key),
             r#""service""#;
@@ -455,15 +456,15 @@ section! {
     /// `abort`, `reset`.
     pub(crate) struct FaultTable {
         /// Share of requests affected ("0": off).
-        percent: f64 = number(0.0, 100.0).unit("percent"), optional("100 with `header`");
+        percent: f64 = number(0.0, 100.0).unit("percent"), Optional("100 with `header`");
         /// Only requests carrying this header.
-        header: String = string().non_empty(""), optional("every request");
+        header: String = string().non_empty(""), Optional("every request");
         /// Delay the request this long.
-        delay: Duration = duration(), optional("");
+        delay: Duration = duration(), Optional("");
         /// Answer with this status instead of forwarding.
-        abort: u16 = int(200, 599), optional("");
+        abort: u16 = int(200, 599), Optional("");
         /// Reset the client's connection.
-        reset: bool = boolean(), optional("");
+        reset: bool = boolean(), Optional("");
     }
 }
 
@@ -493,7 +494,7 @@ section! {
             ("slow-close", ToxicType::SlowClose),
             ("slicer", ToxicType::Slicer),
             ("limit-data", ToxicType::LimitData),
-        ]), required("");
+        ]), Required("");
         /// Share of connections affected, 0 to 1.
         toxicity: f64 = number(0.0, 1.0), "1.0";
         /// `downstream` (to the client) or `upstream` (to the replica).
@@ -524,12 +525,12 @@ section! {
     /// A route to another service: `to` and `header = "x-canary: 1"` or `weight = 10`.
     pub(crate) struct RouteTable {
         /// The service requests go to.
-        to: String = string().non_empty(""), required(r#"to = "web-canary""#);
+        to: String = string().non_empty(""), Required(r#"to = "web-canary""#);
         /// Share of requests, in percent (weighted split).
-        weight: f64 = number(0.0, 100.0).unit("percent"), optional("");
+        weight: f64 = number(0.0, 100.0).unit("percent"), Optional("");
         /// Requests carrying this header and value.
         header: (String, String) = text("\"NAME: VALUE\" such as \"x-canary: 1\"", route_header),
-            optional("");
+            Optional("");
     }
 }
 
@@ -554,24 +555,24 @@ section! {
     pub(crate) struct SloTable {
         /// Unique within the service; used in metrics, alerts and URLs.
         name: String = text("a name of lowercase ASCII letters, digits, `-` and `_`", slo_name),
-            required(r#"name = "availability""#);
+            Required(r#"name = "availability""#);
         /// `availability` (bad: 5xx, timeouts, resets, shed, no replica) or `latency`
         /// (successful requests slower than `threshold` are bad).
         kind: SloKindName = choice(&[
             ("availability", SloKindName::Availability),
             ("latency", SloKindName::Latency),
-        ]), required("");
+        ]), Required("");
         /// The objective, in percent: 99.9 means 99.9 % of requests are good.
         objective: f64 = number(0.0, 100.0).above_min().below_max().unit("percent"),
-            required("objective = 99.9");
+            Required("objective = 99.9");
         /// The SLO's period (from 1m; short ones are for trying things out).
         period: Duration = duration().long(), r#""30d""#;
         /// Availability: count 429 (rate limited) answers as bad.
         count_429_as_error: bool = boolean(), "false";
         /// Latency: the latency a good request stays under.
-        threshold: Duration = duration().positive(), optional("required for latency SLOs");
+        threshold: Duration = duration().positive(), Optional("required for latency SLOs");
         /// Which burn-rate alerts are raised, and their guards.
-        alerts: SloAlertsTable = table::<SloAlertsTable>(), TABLE;
+        alerts: SloAlertsTable = table::<SloAlertsTable>(), Omitted::Table;
     }
 }
 

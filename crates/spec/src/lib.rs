@@ -36,10 +36,7 @@ use schema::Section;
 /// Every key of the stack file as declared: the top level's doc and keys, each sub-table
 /// inside its key's [`Shape`].
 pub fn declarations() -> TableDoc {
-    TableDoc {
-        doc: keys::StackTable::DOC,
-        keys: keys::StackTable::keys(),
-    }
+    keys::StackTable::table_doc()
 }
 
 /// A valid stack file, and what in it should still be written otherwise.

@@ -10,7 +10,7 @@ use toml::de::DeValue;
 
 #[cfg(test)]
 use super::Omitted;
-use super::{Section, Shape, Table, TableDoc, article};
+use super::{Section, Shape, Table, article};
 use crate::problem::{Problems, quoted_choices, suggest};
 
 /// Where a value is, for messages: `what` names it (`` `connect` ``, ``elements of `on` ``),
@@ -733,10 +733,7 @@ impl<S: Section> Kind for Sub<S> {
         Some(S::read(&t, p))
     }
     fn shape(&self) -> Shape {
-        Shape::Table(TableDoc {
-            doc: S::DOC,
-            keys: S::keys(),
-        })
+        Shape::Table(S::table_doc())
     }
     #[cfg(test)]
     fn check_nested(&self, name: &str, p: &mut Problems) {
@@ -788,10 +785,7 @@ impl<S: Section> Kind for Subs<S> {
         Some(out)
     }
     fn shape(&self) -> Shape {
-        Shape::Tables(TableDoc {
-            doc: S::DOC,
-            keys: S::keys(),
-        })
+        Shape::Tables(S::table_doc())
     }
     #[cfg(test)]
     fn check_nested(&self, name: &str, p: &mut Problems) {

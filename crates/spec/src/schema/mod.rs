@@ -89,27 +89,6 @@ impl From<&'static str> for Omitted {
     }
 }
 
-/// A key that must be given, with an example line (`""`: the message lists the choices).
-pub(crate) const fn required(example: &'static str) -> Omitted {
-    Omitted::Required(example)
-}
-
-/// A key whose absence means what `meaning` says.
-pub(crate) const fn optional(meaning: &'static str) -> Omitted {
-    Omitted::Optional(meaning)
-}
-
-/// A default that differs for some tables of the same section.
-pub(crate) const fn by_table(
-    special: &'static [(&'static str, &'static str)],
-    otherwise: &'static str,
-) -> Omitted {
-    Omitted::ByTable(special, otherwise)
-}
-
-/// A sub-table whose keys take their defaults when it is left out.
-pub(crate) const TABLE: Omitted = Omitted::Table;
-
 impl Omitted {
     /// The default's text for `table`.
     pub fn text_for(self, table: &str) -> Option<&'static str> {
@@ -216,6 +195,13 @@ pub(crate) trait Section: Sized {
     fn read(t: &Table<'_, '_>, p: &mut crate::problem::Problems) -> Self;
     /// The keys, for documentation.
     fn keys() -> Vec<Key>;
+    /// Its doc and keys, for documentation.
+    fn table_doc() -> TableDoc {
+        TableDoc {
+            doc: Self::DOC,
+            keys: Self::keys(),
+        }
+    }
     /// Reads every declared default, as if `table` were empty (a test: none fails).
     #[cfg(test)]
     fn check_defaults(table: &str, p: &mut crate::problem::Problems);
