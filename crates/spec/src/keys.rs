@@ -277,7 +277,7 @@ section! {
         /// `http2` speaks HTTP/2 (prior knowledge) to replicas.
         upstream: bool = choice(&[("http1", false), ("http2", true)]), r#""http1""#;
         /// Added to requests that lack it, passed to the replica and returned.
-        request_id_header: String = string().non_empty(""), r#""x-request-id""#;
+        request_id_header: String = string().non_empty(), r#""x-request-id""#;
         /// How long the proxy waits.
         timeouts: TimeoutsTable = table::<TimeoutsTable>(), Omitted::Table;
         /// When and how failed tries are retried.
@@ -458,7 +458,7 @@ section! {
         /// Share of requests affected ("0": off).
         percent: f64 = number(0.0, 100.0).unit("percent"), Optional("100 with `header`");
         /// Only requests carrying this header.
-        header: String = string().non_empty(""), Optional("every request");
+        header: String = string().non_empty(), Optional("every request");
         /// Delay the request this long.
         delay: Duration = duration(), Optional("");
         /// Answer with this status instead of forwarding.
@@ -525,7 +525,7 @@ section! {
     /// A route to another service: `to` and `header = "x-canary: 1"` or `weight = 10`.
     pub(crate) struct RouteTable {
         /// The service requests go to.
-        to: String = string().non_empty(""), Required(r#"to = "web-canary""#);
+        to: String = string().non_empty(), Required(r#"to = "web-canary""#);
         /// Share of requests, in percent (weighted split).
         weight: f64 = number(0.0, 100.0).unit("percent"), Optional("");
         /// Requests carrying this header and value.

@@ -61,15 +61,11 @@ pub fn load(path: &Path) -> Result<Stack, Errors> {
 pub fn load_with_warnings(path: &Path) -> Result<Loaded, Errors> {
     match std::fs::read_to_string(path) {
         Ok(source) => parse_with_warnings(&source, path),
-        Err(e) => Err(Errors {
-            diagnostics: vec![Diagnostic {
-                file: path.to_path_buf(),
-                line: 1,
-                column: 1,
-                message: format!("cannot read the stack file: {e}"),
-                warning: false,
-            }],
-        }),
+        Err(e) => {
+            let mut problems = Problems::default();
+            problems.push(0..0, format!("cannot read the stack file: {e}"));
+            Err(Errors::new(path, "", problems))
+        }
     }
 }
 

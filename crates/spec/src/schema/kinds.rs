@@ -136,23 +136,23 @@ pub(crate) fn shape_of<T, K: Kind<Out = T>>(kind: &K) -> Shape {
 
 /// A string.
 pub(crate) struct Str {
-    non_empty: Option<&'static str>,
+    non_empty: bool,
     quote_hint: bool,
 }
 
 /// Any string.
 pub(crate) const fn string() -> Str {
     Str {
-        non_empty: None,
+        non_empty: false,
         quote_hint: false,
     }
 }
 
 impl Str {
-    /// `""` is refused; `hint` (if not empty) is added to the message.
-    pub const fn non_empty(self, hint: &'static str) -> Str {
+    /// `""` is refused.
+    pub const fn non_empty(self) -> Str {
         Str {
-            non_empty: Some(hint),
+            non_empty: true,
             ..self
         }
     }
@@ -189,15 +189,15 @@ impl Kind for Str {
             p.push(v.span(), message);
             return None;
         };
-        if let Some(hint) = self.non_empty.filter(|_| s.is_empty()) {
-            p.push(v.span(), format!("{} must not be empty{hint}", at.what));
+        if self.non_empty && s.is_empty() {
+            p.push(v.span(), format!("{} must not be empty", at.what));
             return None;
         }
         Some(s.to_owned())
     }
     fn shape(&self) -> Shape {
         Shape::String {
-            non_empty: self.non_empty.is_some(),
+            non_empty: self.non_empty,
         }
     }
 }
