@@ -8,9 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::DeValue;
 
-#[cfg(test)]
-use super::Omitted;
-use super::{Section, Shape, Table, article};
+use super::{Omitted, Section, Shape, Table, article};
 use crate::problem::{Problems, quoted_choices, suggest};
 
 /// Where a value is, for messages: `what` names it (`` `connect` ``, ``elements of `on` ``),
@@ -29,10 +27,6 @@ pub(crate) trait Kind {
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out>;
     /// Its description, for the reference, the JSON Schema and messages.
     fn shape(&self) -> Shape;
-    /// The value of a key left out whose default is [`Omitted::Table`].
-    fn omitted(&self, _at: &At<'_>, _p: &mut Problems) -> Option<Self::Out> {
-        None
-    }
     /// Checks the defaults of the tables inside, `name` being the key they are under.
     #[cfg(test)]
     fn check_nested(&self, _name: &str, _p: &mut Problems) {}
@@ -88,15 +82,21 @@ fn wrong<T>(
     None
 }
 
-/// Reads a key's default as the file would have it; `None` (and a problem in `p`) means
-/// the declaration is wrong, which a unit test rules out.
+/// The value of a key left out, `None` for a required or optional one: its default read
+/// as the file would have it, an empty table for [`Omitted::Table`]. A problem in `p`
+/// means the declaration is wrong, which a unit test rules out.
 pub(crate) fn read_default<K: Kind>(
     kind: &K,
-    text: &str,
+    omitted: Omitted,
+    table: &str,
     at: &At<'_>,
     p: &mut Problems,
 ) -> Option<K::Out> {
-    let source = format!("v = {text}");
+    if omitted == Omitted::Table {
+        let empty = DeValue::Table(toml::de::DeTable::new());
+        return kind.read(&Spanned::new(0..0, empty), at, p);
+    }
+    let source = format!("v = {}", omitted.text_for(table)?);
     let doc = toml::de::DeTable::parse(&source).ok()?;
     let v = doc.get_ref().get("v")?;
     kind.read(v, at, p)
@@ -117,12 +117,8 @@ pub(crate) fn check_default<T, K: Kind<Out = T>>(
         what: &what,
         path: table,
     };
-    let ok = match omitted {
-        Omitted::Table => kind.omitted(&at, p).is_some(),
-        _ => omitted
-            .text_for(table)
-            .is_none_or(|text| read_default(kind, text, &at, p).is_some()),
-    };
+    let ok = matches!(omitted, Omitted::Required(_) | Omitted::Optional(_))
+        || read_default(kind, omitted, table, &at, p).is_some();
     if !ok {
         p.push(0..0, format!("the default of {what} does not read"));
     }
@@ -726,10 +722,6 @@ impl<S: Section> Kind for Sub<S> {
             return None;
         };
         let t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
-        Some(S::read(&t, p))
-    }
-    fn omitted(&self, at: &At<'_>, p: &mut Problems) -> Option<S> {
-        let t = Table::new(None, 0..0, at.path.to_owned(), at.key);
         Some(S::read(&t, p))
     }
     fn shape(&self) -> Shape {
