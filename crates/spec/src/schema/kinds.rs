@@ -713,16 +713,7 @@ pub(crate) const fn table<S>() -> Sub<S> {
 impl<S: Section> Kind for Sub<S> {
     type Out = S;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<S> {
-        let DeValue::Table(map) = v.get_ref() else {
-            let found = article(v.get_ref());
-            p.push(
-                v.span(),
-                format!("{} must be a table ([{}]), found {found}", at.what, at.path),
-            );
-            return None;
-        };
-        let t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
-        Some(S::read(&t, p))
+        read_table(v, at, at.what, format!("[{}]", at.path), p)
     }
     fn shape(&self) -> Shape {
         Shape::Table(S::table_doc())
@@ -731,6 +722,28 @@ impl<S: Section> Kind for Sub<S> {
     fn check_nested(&self, name: &str, p: &mut Problems) {
         S::check_defaults(name, p);
     }
+}
+
+/// Reads `v` as a table `S` that messages name `label`; `what` names it when it is not a
+/// table.
+fn read_table<S: Section>(
+    v: &Spanned<DeValue<'_>>,
+    at: &At<'_>,
+    what: &str,
+    label: String,
+    p: &mut Problems,
+) -> Option<S> {
+    let DeValue::Table(map) = v.get_ref() else {
+        let found = article(v.get_ref());
+        p.push(
+            v.span(),
+            format!("{what} must be a table ({label}), found {found}"),
+        );
+        return None;
+    };
+    let mut t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
+    t.label = label;
+    Some(S::read(&t, p))
 }
 
 /// An array of tables `[[parent.key]]`, each read by `S`.
@@ -756,25 +769,10 @@ impl<S: Section> Kind for Subs<S> {
             );
             return None;
         };
-        let mut out = Vec::new();
-        for item in items.iter() {
-            let DeValue::Table(map) = item.get_ref() else {
-                p.push(
-                    item.span(),
-                    format!(
-                        "each entry of `{}` must be a table ([[{}]]), found {}",
-                        at.key,
-                        at.path,
-                        article(item.get_ref())
-                    ),
-                );
-                continue;
-            };
-            let mut t = Table::new(Some(map), item.span(), at.path.to_owned(), at.key);
-            t.label = format!("[[{}]]", at.path);
-            out.push(S::read(&t, p));
-        }
-        Some(out)
+        let what = format!("each entry of `{}`", at.key);
+        let label = format!("[[{}]]", at.path);
+        let read = |item| read_table(item, at, &what, label.clone(), p);
+        Some(items.iter().filter_map(read).collect())
     }
     fn shape(&self) -> Shape {
         Shape::Tables(S::table_doc())
