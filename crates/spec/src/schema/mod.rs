@@ -3,9 +3,10 @@
 //! Every key is one entry of a [`section!`](crate::section) in `keys.rs`: its TOML name,
 //! the Rust type it reads into, its [`Kind`] (TOML type, range or choices, unit), its
 //! default and its doc. From that one entry come the reader (every unknown key, wrong
-//! type and out-of-range value reported, with spans, in one run), the reference in
-//! `docs/stack-file.md`, the JSON Schema of `bulwark schema` and `bulwark explain KEY`.
-//! What is left by hand is what relates several keys (`check`).
+//! type and out-of-range value reported, with spans, in one run) and, through
+//! [`crate::declarations`], the reference in `docs/stack-file.md`, the JSON Schema of
+//! `bulwark schema` and `bulwark explain KEY` (crate `reference`). What is left by hand is
+//! what relates several keys (`check`).
 
 mod kinds;
 mod table;
