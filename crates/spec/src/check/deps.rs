@@ -124,14 +124,14 @@ fn reachable(start: usize, edges: &[Vec<usize>]) -> Vec<bool> {
 /// `start -> ... -> start`, shortest first (breadth-first), so the message names a cycle
 /// the user can break with one edit; `None` if `start` is on no cycle.
 fn shortest_cycle(start: usize, edges: &[Vec<usize>]) -> Option<Vec<usize>> {
-    let mut parent: HashMap<usize, usize> = HashMap::new();
+    let mut parent: Vec<Option<usize>> = vec![None; edges.len()];
     let mut queue = VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {
         for &succ in &edges[node] {
             if succ == start {
                 let mut path = vec![node];
                 let mut at = node;
-                while let Some(&prev) = parent.get(&at) {
+                while let Some(prev) = parent[at] {
                     path.push(prev);
                     at = prev;
                 }
@@ -139,8 +139,8 @@ fn shortest_cycle(start: usize, edges: &[Vec<usize>]) -> Option<Vec<usize>> {
                 path.push(start);
                 return Some(path);
             }
-            if !parent.contains_key(&succ) {
-                parent.insert(succ, node);
+            if parent[succ].is_none() {
+                parent[succ] = Some(node);
                 queue.push_back(succ);
             }
         }
