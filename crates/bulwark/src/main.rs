@@ -131,9 +131,9 @@ fn slo_rules(file: &std::path::Path, out: &std::path::Path) -> anyhow::Result<Ex
 /// `bulwark schema [--markdown]`: generated from the stack file's declarations.
 fn schema(markdown: bool) -> ExitCode {
     if markdown {
-        output::bytes(spec::reference().as_bytes());
+        output::bytes(reference::reference().as_bytes());
     } else {
-        let mut json = serde_json::to_string_pretty(&spec::json_schema()).unwrap_or_default();
+        let mut json = serde_json::to_string_pretty(&reference::json_schema()).unwrap_or_default();
         json.push('\n');
         output::bytes(json.as_bytes());
     }
@@ -142,7 +142,7 @@ fn schema(markdown: bool) -> ExitCode {
 
 /// `bulwark explain KEY`: exit 2 when no key (or several) match.
 fn explain(key: &str) -> ExitCode {
-    match spec::explain(key) {
+    match reference::explain(key) {
         Ok(text) => {
             output::bytes(text.as_bytes());
             ExitCode::SUCCESS

@@ -432,16 +432,20 @@ impl ServiceProxy {
                 .lock()
                 .record(ep.addr, outcome, rtt, std::time::Instant::now());
             self.publish(&policy, notice.into_iter().collect());
-            let on = &cfg.retries.on;
+            use spec::RetryCondition::{
+                ConnectFailure, GatewayError, PerTryTimeout, Reset, Status5xx,
+            };
+            let retries = &cfg.retries;
+            let on = |c| retries.retries_on(c);
             let retriable = match outcome {
-                TryResult::ConnectFailed => on.connect_failure || on.gateway_error,
-                TryResult::Reset => on.reset && resendable,
-                TryResult::Timeout => on.per_try_timeout && resendable && Instant::now() < deadline,
+                TryResult::ConnectFailed => on(ConnectFailure) || on(GatewayError),
+                TryResult::Reset => on(Reset) && resendable,
+                TryResult::Timeout => on(PerTryTimeout) && resendable && Instant::now() < deadline,
                 TryResult::Status(s) => {
                     resendable
-                        && ((on.status_5xx && s >= 500)
-                            || (on.gateway_error && (502..=504).contains(&s))
-                            || on.statuses.contains(&s))
+                        && ((on(Status5xx) && s >= 500)
+                            || (on(GatewayError) && (502..=504).contains(&s))
+                            || retries.statuses.contains(&s))
                 }
             };
             let can_resend = body.is_some() && attempt + 1 < attempts && Instant::now() < deadline;

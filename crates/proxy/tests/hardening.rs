@@ -442,7 +442,7 @@ async fn oversized_request_heads_get_431() {
 #[tokio::test]
 async fn a_huge_retry_after_from_a_replica_does_not_break_the_proxy() {
     let p = start(DEADLINE, |e| {
-        e.retries.on.gateway_error = true;
+        e.retries.on.push(spec::RetryCondition::GatewayError);
     })
     .await;
     let mut r = connect(p.replica).await;

@@ -3,8 +3,8 @@
 //! the JSON Schema and `bulwark explain` all come from here.
 //!
 //! To add a key: one entry here, then its use in `check` (where the domain type is built).
-//! `cargo test -p spec` then fails until `docs/stack-file.md` is regenerated
-//! (`BULWARK_BLESS=1 cargo test -p spec reference`).
+//! `cargo test -p reference` then fails until `docs/stack-file.md` is regenerated
+//! (`BULWARK_BLESS=1 cargo test -p reference --test reference`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,11 +12,13 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{
-    Direction, HashOn, OnError, Protocol, RateKey, RestartAction, RestartPolicy, Schedule, Signal,
+    Direction, HashOn, OnError, Protocol, RateKey, RestartAction, RestartPolicy, RetryCondition,
+    Schedule, Signal,
 };
+use crate::schema::Omitted::{self, ByTable, Optional, Required};
 use crate::schema::{
-    TABLE, address, boolean, by_table, choice, command, duration, int, list, map, number, optional,
-    required, string, table, tables, text,
+    address, boolean, choice, command, duration, int, list, map, number, spanned, string, table,
+    tables, text,
 };
 use crate::section;
 
@@ -29,23 +31,23 @@ section! {
         /// The services, one `[services.NAME]` table each. NAME starts with an ASCII letter
         /// and holds ASCII letters, digits, `-` and `_`.
         services: Vec<(Spanned<String>, Spanned<ServiceTable>)> =
-            map("NAME", table::<ServiceTable>()), optional("");
+            map("NAME", table::<ServiceTable>()), Optional("");
         /// The local control API served by `bulwark up`.
-        api: ApiTable = table::<ApiTable>(), TABLE;
+        api: ApiTable = table::<ApiTable>(), Omitted::Table;
         /// Stack-wide supervision limits.
-        supervisor: SupervisorTable = table::<SupervisorTable>(), TABLE;
+        supervisor: SupervisorTable = table::<SupervisorTable>(), Omitted::Table;
         /// How alert notifications are grouped and where they go.
-        alerts: AlertsTable = table::<AlertsTable>(), TABLE;
+        alerts: AlertsTable = table::<AlertsTable>(), Omitted::Table;
         /// How long the durable journal keeps what it records.
-        journal: JournalTable = table::<JournalTable>(), TABLE;
+        journal: JournalTable = table::<JournalTable>(), Omitted::Table;
         /// Backups in restic's repository format, verified and restore-drilled on schedules.
-        backups: Vec<BackupTable> = tables::<BackupTable>(), optional("");
+        backups: Vec<BackupTable> = tables::<BackupTable>(), Optional("");
     }
 }
 
 section! {
     /// The local control API served by `bulwark up`.
-    pub(crate) struct ApiTable => #[derive(Debug, Clone, PartialEq)] pub struct Api {
+    pub(crate) struct ApiTable => #[derive(Debug, Clone, PartialEq)] pub struct Api: Default {
         /// The API's address; port 0 picks a free one (written to the state directory).
         /// A non-loopback address needs `allow_remote`.
         listen: SocketAddr = address(), r#""127.0.0.1:7700""#;
@@ -56,7 +58,7 @@ section! {
 
 section! {
     /// Stack-wide supervision limits.
-    pub(crate) struct SupervisorTable => #[derive(Debug, Clone, PartialEq)] pub struct SupervisorSettings {
+    pub(crate) struct SupervisorTable => #[derive(Debug, Clone, PartialEq)] pub struct SupervisorSettings: Default {
         /// Replicas restarting (spawned, not yet started) at once across the whole stack:
         /// the restart-storm guard.
         max_concurrent_restarts: u32 = int(1, MANY), "8";
@@ -65,7 +67,7 @@ section! {
 
 section! {
     /// How long the durable journal keeps what it records.
-    pub(crate) struct JournalTable => #[derive(Debug, Clone, PartialEq)] pub struct JournalSettings {
+    pub(crate) struct JournalTable => #[derive(Debug, Clone, PartialEq)] pub struct JournalSettings: Default {
         /// Resolved alerts, ended incidents and expired silences older than this are
         /// pruned, at start and hourly.
         retention: Duration = duration().long(), r#""30d""#;
@@ -81,7 +83,7 @@ section! {
         /// A still-firing alert is notified again after this long; "0s" turns reminders off.
         repeat_interval: Duration = duration().long(), r#""4h""#;
         /// Where notifications go; each entry has exactly one of `log`, `webhook`, `exec`.
-        sinks: Vec<SinkTable> = tables::<SinkTable>(), optional("one `log` sink");
+        sinks: Vec<SinkTable> = tables::<SinkTable>(), Optional("one `log` sink");
     }
 }
 
@@ -89,12 +91,12 @@ section! {
     /// An alert sink: exactly one of `log = true`, `webhook = "http://…"`, `exec = [..]`.
     pub(crate) struct SinkTable {
         /// Write notifications to bulwark's log.
-        log: bool = boolean(), optional("");
+        log: bool = boolean(), Optional("");
         /// POST each notification as JSON (Alertmanager-like), retried with backoff.
         webhook: http::Uri = text("an http:// URL such as \"http://127.0.0.1:9000/hook\"", webhook_url),
-            optional("");
+            Optional("");
         /// Run this command with the JSON notification on stdin.
-        exec: Vec<String> = command(), optional("");
+        exec: Vec<String> = command(), Optional("");
         /// How long one delivery may take (a command's process group is then killed).
         timeout: Duration = duration().positive(), r#""5s""#;
         /// Webhook tries in all before the notification is dropped.
@@ -115,7 +117,7 @@ section! {
         /// The command and its arguments, never through a shell. `{bulwark}` (this binary),
         /// `{port}` (the replica's port, also `$PORT`), `{index}` and `{service}` are
         /// substituted; an empty argument is passed as is, only the program must be named.
-        run: Vec<String> = command(), required(r#"run = ["./server", "--port", "{port}"]"#);
+        run: Vec<String> = command(), Required(r#"run = ["./server", "--port", "{port}"]"#);
         /// How many copies run at once.
         replicas: u32 = int(0, 1000), "1";
         /// Whether a replica whose process exited is started again: `on-failure` after a
@@ -126,12 +128,12 @@ section! {
             ("never", RestartPolicy::Never),
         ]), r#""always""#;
         /// Rules checked in order before `restart`; death by a signal matches none.
-        restart_rules: Vec<RestartRuleTable> = tables::<RestartRuleTable>(), optional("");
+        restart_rules: Vec<RestartRuleTable> = tables::<RestartRuleTable>(), Optional("");
         /// Environment variables (strings, with the substitutions of `run`). Replicas also
         /// get `PORT`, `BULWARK_SERVICE`, `BULWARK_INDEX` and `BULWARK_REPLICA`.
-        env: Vec<(Spanned<String>, Spanned<String>)> = map("NAME", string().quote_hint()), optional("");
+        env: Vec<(Spanned<String>, Spanned<String>)> = map("NAME", string().quote_hint()), Optional("");
         /// The working directory, relative to the stack file's directory.
-        cwd: String = text("a directory path", directory), optional("bulwark's own");
+        cwd: String = text("a directory path", directory), Optional("bulwark's own");
         /// The signal that asks a replica to stop, sent to its process group (then SIGCONT,
         /// so a stopped process can act on it). `TERM`, `sigterm` and `SIGTERM` all work.
         stop_signal: Signal = text("a signal name such as \"SIGTERM\", \"INT\" or \"QUIT\"", signal),
@@ -139,20 +141,20 @@ section! {
         /// Drain and stop signal, then SIGKILL of the whole process group after this long.
         stop_grace: Duration = duration(), r#""10s""#;
         /// Services started first, each until it has a ready replica; stopped after this one.
-        depends_on: Vec<Spanned<String>> = list(string()), optional("");
+        depends_on: Vec<Spanned<String>> = list(spanned(string())), Optional("");
         /// Delays between restarts of a replica that keeps exiting.
-        backoff: BackoffTable = table::<BackoffTable>(), TABLE;
+        backoff: BackoffTable = table::<BackoffTable>(), Omitted::Table;
         /// Gates liveness and readiness until the replica has come up.
-        startup: ProbeTable = table::<ProbeTable>(), optional("no startup probe");
+        startup: ProbeTable = table::<ProbeTable>(), Optional("no startup probe");
         /// Restarts the replica when it fails `failure_threshold` times in a row.
-        liveness: ProbeTable = table::<ProbeTable>(), optional("no liveness probe");
+        liveness: ProbeTable = table::<ProbeTable>(), Optional("no liveness probe");
         /// Takes the replica out of the balancer while failing. With `expose` and no
         /// readiness probe, a TCP readiness probe is implied.
-        readiness: ProbeTable = table::<ProbeTable>(), optional("none, or TCP with `expose`");
+        readiness: ProbeTable = table::<ProbeTable>(), Optional("none, or TCP with `expose`");
         /// The proxy in front of the service.
-        expose: ExposeTable = table::<ExposeTable>(), optional("not exposed");
+        expose: ExposeTable = table::<ExposeTable>(), Optional("not exposed");
         /// Service-level objectives, measured by the proxy (needs `expose`).
-        slo: Vec<SloTable> = tables::<SloTable>(), optional("");
+        slo: Vec<SloTable> = tables::<SloTable>(), Optional("");
     }
 }
 
@@ -181,22 +183,22 @@ fn signal(s: &str) -> Result<Signal, String> {
 
 section! {
     /// A restart rule: `{ exit_codes = [3], action = "stop" }`.
-    pub(crate) struct RestartRuleTable {
+    pub(crate) struct RestartRuleTable => #[derive(Debug, Clone, PartialEq, Eq)] pub struct RestartRule {
         /// The exit codes the rule matches.
-        exit_codes: Vec<Spanned<i32>> =
-            list(int(0, 255)).non_empty("list the exit codes this rule applies to"), required("");
+        exit_codes: Vec<i32> =
+            list(int(0, 255)).non_empty("list the exit codes this rule applies to"), Required("");
         /// What to do when it matches.
         action: RestartAction = choice(&[
             ("restart", RestartAction::Restart),
             ("stop", RestartAction::Stop),
-        ]), required("");
+        ]), Required("");
     }
 }
 
 section! {
     /// Crash-loop backoff: the restart delay grows from `initial` to `max`. Invariant:
     /// `initial <= max`, `multiplier >= 1`, `0 <= jitter < 1`.
-    pub(crate) struct BackoffTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Backoff {
+    pub(crate) struct BackoffTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Backoff: Default {
         /// The first delay.
         initial: Duration = duration().positive(), r#""250ms""#;
         /// The longest delay.
@@ -214,19 +216,19 @@ section! {
     /// A probe: exactly one of `http`, `tcp`, `exec`, and its timings (as in Kubernetes).
     pub(crate) struct ProbeTable {
         /// GET this path on the replica's port; healthy if 200 ≤ status < 400.
-        http: String = text("a path starting with `/`", http_path), optional("");
+        http: String = text("a path starting with `/`", http_path), Optional("");
         /// Healthy when a TCP connection to the replica's port succeeds.
-        tcp: bool = boolean(), optional("");
+        tcp: bool = boolean(), Optional("");
         /// Healthy when this command exits 0.
-        exec: Vec<String> = command(), optional("");
+        exec: Vec<String> = command(), Optional("");
         /// Time between two checks (Kubernetes: 10s).
-        period: Duration = duration().positive(), by_table(&[("startup", r#""250ms""#)], r#""1s""#);
+        period: Duration = duration().positive(), ByTable(&[("startup", r#""250ms""#)], r#""1s""#);
         /// How long one check may take.
         timeout: Duration = duration().positive(), r#""1s""#;
         /// Time after the replica starts before the first check.
         initial_delay: Duration = duration(), r#""0s""#;
         /// Consecutive failures that count as failed (startup: 120, 30 s to come up).
-        failure_threshold: u32 = int(1, MANY), by_table(&[("startup", "120")], "3");
+        failure_threshold: u32 = int(1, MANY), ByTable(&[("startup", "120")], "3");
         /// Consecutive successes that count as succeeded; 1 for liveness and startup.
         success_threshold: u32 = int(1, MANY), "1";
     }
@@ -254,7 +256,7 @@ section! {
     /// The proxy in front of a service, and its policies.
     pub(crate) struct ExposeTable {
         /// `IP:PORT` the proxy serves for this service.
-        listen: SocketAddr = address(), required(r#"listen = "127.0.0.1:8080""#);
+        listen: SocketAddr = address(), Required(r#"listen = "127.0.0.1:8080""#);
         /// `http`, or `tcp` (connections balanced; toxics apply).
         protocol: Protocol = choice(&[("http", Protocol::Http), ("tcp", Protocol::Tcp)]),
             r#""http""#;
@@ -270,35 +272,35 @@ section! {
         ]), r#""p2c""#;
         /// What `balance = "hash"` hashes.
         hash_on: HashOn = text("\"header:NAME\", \"cookie:NAME\" or \"client-address\"", hash_on),
-            optional("");
+            Optional("");
         /// Weights by replica index, for `balance = "weighted"`.
-        weights: Vec<Spanned<u32>> = list(int(0, 1_000_000)), optional("");
+        weights: Vec<u32> = list(int(0, 1_000_000)), Optional("");
         /// Ramp a just-ready replica's share of traffic over this long ("0s": off).
         slow_start: Duration = duration(), r#""0s""#;
         /// `http2` speaks HTTP/2 (prior knowledge) to replicas.
         upstream: bool = choice(&[("http1", false), ("http2", true)]), r#""http1""#;
         /// Added to requests that lack it, passed to the replica and returned.
-        request_id_header: String = string().non_empty(""), r#""x-request-id""#;
+        request_id_header: String = string().non_empty(), r#""x-request-id""#;
         /// How long the proxy waits.
-        timeouts: TimeoutsTable = table::<TimeoutsTable>(), TABLE;
+        timeouts: TimeoutsTable = table::<TimeoutsTable>(), Omitted::Table;
         /// When and how failed tries are retried.
-        retries: RetriesTable = table::<RetriesTable>(), TABLE;
+        retries: RetriesTable = table::<RetriesTable>(), Omitted::Table;
         /// Hedged requests (with the table present).
-        hedge: HedgeTable = table::<HedgeTable>(), optional("off");
+        hedge: HedgeTable = table::<HedgeTable>(), Optional("off");
         /// Passive health checking: ejecting replicas that fail.
-        outlier: OutlierTable = table::<OutlierTable>(), TABLE;
+        outlier: OutlierTable = table::<OutlierTable>(), Omitted::Table;
         /// Per-replica circuit breakers.
-        breaker: BreakerTable = table::<BreakerTable>(), TABLE;
+        breaker: BreakerTable = table::<BreakerTable>(), Omitted::Table;
         /// Connection and concurrency limits (bulkheads).
-        limits: LimitsTable = table::<LimitsTable>(), TABLE;
+        limits: LimitsTable = table::<LimitsTable>(), Omitted::Table;
         /// A token-bucket request rate limit; over it: 429 with `Retry-After`.
-        rate_limit: RateLimitTable = table::<RateLimitTable>(), optional("no limit");
+        rate_limit: RateLimitTable = table::<RateLimitTable>(), Optional("no limit");
         /// Faults injected into HTTP requests.
-        faults: Vec<FaultTable> = tables::<FaultTable>(), optional("");
+        faults: Vec<FaultTable> = tables::<FaultTable>(), Optional("");
         /// Connection faults for `protocol = "tcp"` (the Toxiproxy set).
-        toxics: Vec<ToxicTable> = tables::<ToxicTable>(), optional("");
+        toxics: Vec<ToxicTable> = tables::<ToxicTable>(), Optional("");
         /// Header routes first, then weighted splits (percent); the rest stays.
-        routes: Vec<RouteTable> = tables::<RouteTable>(), optional("");
+        routes: Vec<RouteTable> = tables::<RouteTable>(), Optional("");
     }
 }
 
@@ -313,7 +315,7 @@ fn hash_on(s: &str) -> Result<HashOn, String> {
 
 section! {
     /// How long the proxy waits.
-    pub(crate) struct TimeoutsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Timeouts {
+    pub(crate) struct TimeoutsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Timeouts: Default {
         /// To connect to a replica.
         connect: Duration = duration().positive(), r#""1s""#;
         /// For a whole request, every try included.
@@ -326,24 +328,14 @@ section! {
     }
 }
 
-/// A retry condition of `retries.on`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum RetryCondition {
-    ConnectFailure,
-    Reset,
-    PerTryTimeout,
-    Status5xx,
-    GatewayError,
-    Status,
-}
-
 section! {
     /// When and how failed tries are retried, always on a different replica.
-    pub(crate) struct RetriesTable {
+    pub(crate) struct RetriesTable => #[derive(Debug, Clone, PartialEq)] pub struct Retries: Default {
         /// Tries in all (2: one retry).
+        // Envoy: 1 retry, so 2 tries.
         attempts: u32 = int(1, 10), "2";
         /// What is retried; `status` retries the codes of `statuses`.
-        on: Vec<Spanned<RetryCondition>> = list(choice(&[
+        on: Vec<RetryCondition> = list(choice(&[
             ("connect-failure", RetryCondition::ConnectFailure),
             ("reset", RetryCondition::Reset),
             ("per-try-timeout", RetryCondition::PerTryTimeout),
@@ -352,18 +344,20 @@ section! {
             ("status", RetryCondition::Status),
         ])), r#"["connect-failure", "reset"]"#;
         /// Status codes retried with `on = [.., "status"]`.
-        statuses: Vec<Spanned<u16>> = list(int(100, 599)), "[]";
+        statuses: Vec<u16> = list(int(100, 599)), "[]";
         /// How long one try may take ("0s": no limit but `timeouts.request`).
         per_try_timeout: Duration = duration(), r#""0s""#;
         /// The first delay before a retry, doubling to 10×, jittered; a replica's
         /// `Retry-After` (seconds) replaces it.
+        // Envoy's 25 ms, capped at 250 ms.
         backoff: Duration = duration(), r#""25ms""#;
         /// Retries allowed over 10 s, as a share of requests (linkerd's budget).
         budget_percent: f64 = number(0.0, 100.0).unit("percent"), "20";
         /// Retries allowed per second on top of `budget_percent`.
         budget_min_per_second: u32 = int(0, 1_000_000), "10";
         /// `all` lets POST and PATCH be retried too.
-        methods: bool = choice(&[("idempotent", false), ("all", true)]), r#""idempotent""#;
+        all_methods as "methods": bool = choice(&[("idempotent", false), ("all", true)]),
+            r#""idempotent""#;
         /// Larger request bodies stream through once and are never retried.
         max_body: usize = int(0, 64 * 1024 * 1024).unit("bytes"), "65536";
     }
@@ -372,7 +366,7 @@ section! {
 section! {
     /// Hedging: an idempotent request slower than the percentile gets a second try on
     /// another replica; the first answer wins.
-    pub(crate) struct HedgeTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Hedge {
+    pub(crate) struct HedgeTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Hedge: Default {
         /// The latency percentile past which a request is hedged.
         percentile: f64 = number(1.0, 99.99), "95.0";
         /// Never hedge sooner than this.
@@ -382,7 +376,7 @@ section! {
 
 section! {
     /// Passive health checking (Envoy's outlier detection).
-    pub(crate) struct OutlierTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Outlier {
+    pub(crate) struct OutlierTable => #[derive(Debug, Clone, Copy, PartialEq)] pub struct Outlier: Default {
         /// `false` turns outlier detection off.
         enabled: bool = boolean(), "true";
         /// Eject after this many 5xx in a row (0: never).
@@ -410,7 +404,7 @@ section! {
 
 section! {
     /// Per-replica circuit breakers, on connect failures, resets and timeouts.
-    pub(crate) struct BreakerTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Breaker {
+    pub(crate) struct BreakerTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Breaker: Default {
         /// Open after this many failures in a row (0: off).
         consecutive_failures: u32 = int(0, 10_000), "5";
         /// How long it stays open before letting one request through (half-open).
@@ -422,7 +416,7 @@ section! {
 
 section! {
     /// Bulkheads: over them, 503 at once with `Retry-After: 1`; memory stays bounded.
-    pub(crate) struct LimitsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Limits {
+    pub(crate) struct LimitsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Limits: Default {
         /// Client connections at once.
         max_connections: u32 = int(1, 10_000_000), "10000";
         /// Requests forwarded at once.
@@ -438,9 +432,9 @@ section! {
     /// A token-bucket rate limit.
     pub(crate) struct RateLimitTable {
         /// Requests per second.
-        rate: f64 = number(0.001, 10_000_000.0).unit("requests per second"), required("rate = 100");
+        rate: f64 = number(0.001, 10_000_000.0).unit("requests per second"), Required("rate = 100");
         /// Requests allowed at once above the rate.
-        burst: u32 = int(1, 10_000_000), optional("`rate`, rounded up (one second's worth)");
+        burst: u32 = int(1, 10_000_000), Optional("`rate`, rounded up (one second's worth)");
         /// What is limited: `service` (all requests), `client-address` or `header:NAME`.
         key: RateKey = text("\"service\", \"client-address\" or \"header:NAME\"", rate_key),
             r#""service""#;
@@ -465,15 +459,15 @@ section! {
     /// `abort`, `reset`.
     pub(crate) struct FaultTable {
         /// Share of requests affected ("0": off).
-        percent: f64 = number(0.0, 100.0).unit("percent"), optional("100 with `header`");
+        percent: f64 = number(0.0, 100.0).unit("percent"), Optional("100 with `header`");
         /// Only requests carrying this header.
-        header: String = string().non_empty(""), optional("every request");
+        header: String = string().non_empty(), Optional("every request");
         /// Delay the request this long.
-        delay: Duration = duration(), optional("");
+        delay: Duration = duration(), Optional("");
         /// Answer with this status instead of forwarding.
-        abort: u16 = int(200, 599), optional("");
+        abort: u16 = int(200, 599), Optional("");
         /// Reset the client's connection.
-        reset: bool = boolean(), optional("");
+        reset: bool = boolean(), Optional("");
     }
 }
 
@@ -503,7 +497,7 @@ section! {
             ("slow-close", ToxicType::SlowClose),
             ("slicer", ToxicType::Slicer),
             ("limit-data", ToxicType::LimitData),
-        ]), required("");
+        ]), Required("");
         /// Share of connections affected, 0 to 1.
         toxicity: f64 = number(0.0, 1.0), "1.0";
         /// `downstream` (to the client) or `upstream` (to the replica).
@@ -534,12 +528,12 @@ section! {
     /// A route to another service: `to` and `header = "x-canary: 1"` or `weight = 10`.
     pub(crate) struct RouteTable {
         /// The service requests go to.
-        to: String = string().non_empty(""), required(r#"to = "web-canary""#);
+        to: String = string().non_empty(), Required(r#"to = "web-canary""#);
         /// Share of requests, in percent (weighted split).
-        weight: f64 = number(0.0, 100.0).unit("percent"), optional("");
+        weight: f64 = number(0.0, 100.0).unit("percent"), Optional("");
         /// Requests carrying this header and value.
         header: (String, String) = text("\"NAME: VALUE\" such as \"x-canary: 1\"", route_header),
-            optional("");
+            Optional("");
     }
 }
 
@@ -564,24 +558,24 @@ section! {
     pub(crate) struct SloTable {
         /// Unique within the service; used in metrics, alerts and URLs.
         name: String = text("a name of lowercase ASCII letters, digits, `-` and `_`", slo_name),
-            required(r#"name = "availability""#);
+            Required(r#"name = "availability""#);
         /// `availability` (bad: 5xx, timeouts, resets, shed, no replica) or `latency`
         /// (successful requests slower than `threshold` are bad).
         kind: SloKindName = choice(&[
             ("availability", SloKindName::Availability),
             ("latency", SloKindName::Latency),
-        ]), required("");
+        ]), Required("");
         /// The objective, in percent: 99.9 means 99.9 % of requests are good.
         objective: f64 = number(0.0, 100.0).above_min().below_max().unit("percent"),
-            required("objective = 99.9");
+            Required("objective = 99.9");
         /// The SLO's period (from 1m; short ones are for trying things out).
         period: Duration = duration().long(), r#""30d""#;
         /// Availability: count 429 (rate limited) answers as bad.
         count_429_as_error: bool = boolean(), "false";
         /// Latency: the latency a good request stays under.
-        threshold: Duration = duration().positive(), optional("required for latency SLOs");
+        threshold: Duration = duration().positive(), Optional("required for latency SLOs");
         /// Which burn-rate alerts are raised, and their guards.
-        alerts: SloAlertsTable = table::<SloAlertsTable>(), TABLE;
+        alerts: SloAlertsTable = table::<SloAlertsTable>(), Omitted::Table;
     }
 }
 
@@ -615,41 +609,41 @@ section! {
     pub(crate) struct BackupTable {
         /// Unique among backups; used in metrics, alerts, the API and the CLI.
         name: String = text("a name of lowercase ASCII letters, digits, `-` and `_`", slo_name),
-            required(r#"name = "db""#);
+            Required(r#"name = "db""#);
         /// The service whose data this is: hooks and drills run in its context
         /// (environment, working directory, `{port}`).
-        service: String = string().non_empty(""), optional("needs `state = true` instead");
+        service: String = string().non_empty(), Optional("needs `state = true` instead");
         /// Directories or files to save, relative to the service's `cwd`.
-        paths: Vec<Spanned<String>> = list(string().non_empty("")).non_empty("name what to save"),
-            optional("required with `service`");
+        paths: Vec<String> = list(string().non_empty()).non_empty("name what to save"),
+            Optional("required with `service`");
         /// Save bulwark's own journal instead (a consistent copy taken while it runs).
         state: bool = boolean(), "false";
         /// When to run, in cron syntax: five fields, or six with seconds first; `@daily`
         /// and the other nicknames work. Times are the machine's local time.
         schedule: Schedule = text("a cron schedule such as \"0 3 * * *\"", schedule),
-            required(r#"schedule = "0 * * * *""#);
+            Required(r#"schedule = "0 * * * *""#);
         /// The restic repository (a local directory, relative to the stack file's
         /// directory), created on first use. `restic` reads everything bulwark writes.
         repository: String = text("a directory path", directory),
-            required(r#"repository = "/var/backups/db""#);
+            Required(r#"repository = "/var/backups/db""#);
         /// The file holding the repository's password (never the stack file itself);
         /// relative to the stack file's directory. A trailing newline is ignored.
         password_file: String = text("a file path", directory),
-            required(r#"password_file = "/etc/bulwark/restic-password""#);
+            Required(r#"password_file = "/etc/bulwark/restic-password""#);
         /// Recovery point objective: alert when the newest verified backup is older than
         /// this.
-        rpo: Duration = duration().long().positive(), optional("twice the schedule's interval");
+        rpo: Duration = duration().long().positive(), Optional("twice the schedule's interval");
         /// Recovery time objective: alert when a restore drill takes longer than this.
-        rto: Duration = duration().positive(), optional("no RTO alert");
+        rto: Duration = duration().positive(), Optional("no RTO alert");
         /// Commands run before and after each backup.
-        hooks: HooksTable = table::<HooksTable>(), TABLE;
+        hooks: HooksTable = table::<HooksTable>(), Omitted::Table;
         /// Which snapshots are kept after each backup (restic's `forget` rules); the
         /// newest verified snapshot is always kept.
-        keep: KeepTable = table::<KeepTable>(), TABLE;
+        keep: KeepTable = table::<KeepTable>(), Omitted::Table;
         /// Scheduled read-back of the repository.
-        verify: VerifyTable = table::<VerifyTable>(), TABLE;
+        verify: VerifyTable = table::<VerifyTable>(), Omitted::Table;
         /// Scheduled restore drills into a scratch replica, which measure the RTO.
-        drill: DrillTable = table::<DrillTable>(), optional("no drills");
+        drill: DrillTable = table::<DrillTable>(), Optional("no drills");
     }
 }
 
@@ -662,9 +656,9 @@ section! {
     /// The commands around a backup.
     pub(crate) struct HooksTable {
         /// Run before the data is read, e.g. a database's snapshot or flush command.
-        pre: HookTable = table::<HookTable>(), optional("none");
+        pre: HookTable = table::<HookTable>(), Optional("none");
         /// Run after the backup, whether it succeeded or not.
-        post: HookTable = table::<HookTable>(), optional("none");
+        post: HookTable = table::<HookTable>(), Optional("none");
     }
 }
 
@@ -673,7 +667,7 @@ section! {
     /// directory; `{port}` is the first replica's port).
     pub(crate) struct HookTable => #[derive(Debug, Clone, PartialEq, Eq)] pub struct Hook {
         /// The command and its arguments, never through a shell.
-        run: Vec<String> = command(), required(r#"run = ["redis-cli", "-p", "{port}", "SAVE"]"#);
+        run: Vec<String> = command(), Required(r#"run = ["redis-cli", "-p", "{port}", "SAVE"]"#);
         /// How long it may take; its process group is then killed and it has failed.
         timeout: Duration = duration().positive(), r#""1m""#;
         /// `fail`: a failed pre-hook cancels the backup; `continue`: it is logged and the
@@ -728,12 +722,12 @@ section! {
         /// A command that passes (exit 0) once the restored data is all there, e.g. a
         /// query that counts rows. `{port}` is the scratch replica's port, `{dir}` the
         /// restore directory.
-        check: Vec<String> = command(), optional("needs `http` instead");
+        check: Vec<String> = command(), Optional("needs `http` instead");
         /// An HTTP path that must answer 2xx on the scratch replica's port.
-        http: String = text("a path starting with `/`", http_path), optional("needs `check` instead");
+        http: String = text("a path starting with `/`", http_path), Optional("needs `check` instead");
         /// The scratch replica's command; by default the service's own `run`, with every
         /// saved path replaced by its restored copy and a port of its own.
-        run: Vec<String> = command(), optional("the service's `run`");
+        run: Vec<String> = command(), Optional("the service's `run`");
         /// How long the whole drill may take before it has failed.
         timeout: Duration = duration().positive(), r#""10m""#;
     }

@@ -12,8 +12,8 @@
 //!
 //! Stages 2 and 3 collect every problem instead of stopping at the first, so the user
 //! fixes the whole file in one go. Byte spans become `LINE:COLUMN` only at the end.
-//! The same declarations give the reference ([`reference`]), the JSON Schema
-//! ([`json_schema`]) and [`explain`].
+//! The same declarations ([`declarations`]) give the reference, the JSON Schema and
+//! `bulwark explain` (crate `reference`).
 
 #![warn(missing_docs)]
 
@@ -21,18 +21,23 @@ mod check;
 mod keys;
 mod model;
 mod problem;
-mod reference;
 mod schema;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
-pub use reference::{explain, json_schema, keys, reference, reference_of};
+pub use problem::suggest;
 pub use schema::{Key, Omitted, Shape, TableDoc};
 
 use problem::Problems;
 use schema::Section;
+
+/// Every key of the stack file as declared: the top level's doc and keys, each sub-table
+/// inside its key's [`Shape`].
+pub fn declarations() -> TableDoc {
+    keys::StackTable::table_doc()
+}
 
 /// A valid stack file, and what in it should still be written otherwise.
 #[derive(Debug, Clone)]
@@ -56,15 +61,11 @@ pub fn load(path: &Path) -> Result<Stack, Errors> {
 pub fn load_with_warnings(path: &Path) -> Result<Loaded, Errors> {
     match std::fs::read_to_string(path) {
         Ok(source) => parse_with_warnings(&source, path),
-        Err(e) => Err(Errors {
-            diagnostics: vec![Diagnostic {
-                file: path.to_path_buf(),
-                line: 1,
-                column: 1,
-                message: format!("cannot read the stack file: {e}"),
-                warning: false,
-            }],
-        }),
+        Err(e) => {
+            let mut problems = Problems::default();
+            problems.push(0..0, format!("cannot read the stack file: {e}"));
+            Err(Errors::new(path, "", problems))
+        }
     }
 }
 
@@ -109,7 +110,7 @@ pub fn parse_with_warnings(source: &str, path: &Path) -> Result<Loaded, Errors> 
 /// Display prints one per line, `FILE:LINE:COLUMN: error: MESSAGE`, without a trailing
 /// newline. Never empty when returned by [`load`] or [`parse`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", Lines(diagnostics))]
+#[error("{}", diagnostics.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct Errors {
     /// Every problem found, sorted by position in the file.
     pub diagnostics: Vec<Diagnostic>,
@@ -133,20 +134,6 @@ impl Errors {
             })
             .collect();
         Errors { diagnostics }
-    }
-}
-
-struct Lines<'a>(&'a [Diagnostic]);
-
-impl fmt::Display for Lines<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
     }
 }
 
@@ -202,13 +189,10 @@ impl<'a> LineIndex<'a> {
         while !self.source.is_char_boundary(offset) {
             offset -= 1;
         }
+        // `starts[0]` is 0, so `line` is at least 1.
         let line = self.starts.partition_point(|&s| s <= offset);
-        let start = self.starts.get(line.wrapping_sub(1)).copied().unwrap_or(0);
-        let column = self
-            .source
-            .get(start..offset)
-            .map_or(0, |s| s.chars().count());
-        (line.max(1), column + 1)
+        let column = self.source[self.starts[line - 1]..offset].chars().count();
+        (line, column + 1)
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 pub use nix::sys::signal::Signal;
 
 pub use crate::keys::{
-    Api, Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, SupervisorSettings,
-    Timeouts,
+    Api, Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule,
+    Retries, SupervisorSettings, Timeouts,
 };
 
 /// A validated stack file.
@@ -91,15 +91,6 @@ pub enum RestartPolicy {
     OnFailure,
     /// Never restart; the replica stays down.
     Never,
-}
-
-/// `[[services.NAME.restart_rules]]`: `exit_codes = [..]`, `action = "restart" | "stop"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestartRule {
-    /// The exit codes the rule matches.
-    pub exit_codes: Vec<i32>,
-    /// What to do when it matches.
-    pub action: RestartAction,
 }
 
 /// What a matching restart rule does.
@@ -249,44 +240,29 @@ pub enum HashOn {
     ClientAddress,
 }
 
-/// When a failed try is sent again, always to another replica.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Retries {
-    /// Tries in all, the first included. Default 2: one retry (Envoy: 1 retry).
-    pub attempts: u32,
-    /// Which failures are retried.
-    pub on: RetryOn,
-    /// 0: no per-try limit (only the request timeout).
-    pub per_try_timeout: Duration,
-    /// First backoff; doubles with jitter up to 10× (Envoy's 25 ms, capped at 250 ms).
-    pub backoff: Duration,
-    /// Retries allowed: `budget_percent` % of requests plus `budget_min_per_second`
-    /// per second, over 10 s (linkerd/tower: 20 % + 10/s).
-    pub budget_percent: f64,
-    /// Retries per second always allowed, however few requests came in.
-    pub budget_min_per_second: u32,
-    /// Retry POST/PATCH too (only when the route says so). Default: idempotent only.
-    pub all_methods: bool,
-    /// Request bodies up to this size are kept for a retry (linkerd's 64 KiB).
-    pub max_body: usize,
+/// A failure `retries.on` retries. Default: connection failures (refused, failed to
+/// connect) and resets (connection closed before a response — idempotent requests only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCondition {
+    /// Connecting to the replica failed.
+    ConnectFailure,
+    /// The connection was closed before a response (idempotent requests only).
+    Reset,
+    /// A try ran out of its `per_try_timeout`.
+    PerTryTimeout,
+    /// Any 5xx answer.
+    Status5xx,
+    /// 502, 503, 504 (and connection failures).
+    GatewayError,
+    /// The status codes of `statuses`.
+    Status,
 }
 
-/// Conditions for a retry. Default: connection failures (refused, failed to connect) and
-/// resets (connection closed before a response — idempotent requests only).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryOn {
-    /// Retry when connecting to the replica failed.
-    pub connect_failure: bool,
-    /// Retry when the connection was closed before a response (idempotent requests only).
-    pub reset: bool,
-    /// Retry when a try ran out of its `per_try_timeout`.
-    pub per_try_timeout: bool,
-    /// Any 5xx answer.
-    pub status_5xx: bool,
-    /// 502, 503, 504 (and connection failures).
-    pub gateway_error: bool,
-    /// These status codes.
-    pub statuses: Vec<u16>,
+impl Retries {
+    /// Whether failures of this kind are retried.
+    pub fn retries_on(&self, condition: RetryCondition) -> bool {
+        self.on.contains(&condition)
+    }
 }
 
 /// Token bucket; over it: 429 with `Retry-After`.

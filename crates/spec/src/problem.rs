@@ -61,10 +61,7 @@ impl Problems {
 /// two slips anywhere (`on_failure` → `on-failure`). The Levenshtein distance must also
 /// be under half the length of the longer word, or short words would "mean" anything
 /// (`FOO` is two edits from `IO`).
-pub(crate) fn suggest<'a>(
-    given: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn suggest<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let given_lower = given.to_ascii_lowercase();
     candidates
         .into_iter()

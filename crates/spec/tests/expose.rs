@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use spec::RetryCondition::{ConnectFailure, PerTryTimeout, Reset, Status5xx};
 use spec::{
     Balance, Direction, FaultAction, HashOn, Protocol, RateKey, RouteMatch, Stack, ToxicKind,
 };
@@ -23,7 +24,11 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(e.protocol, Protocol::Http);
     assert_eq!(e.balance, Balance::P2c);
     assert_eq!(e.retries.attempts, 2);
-    assert!(e.retries.on.connect_failure && e.retries.on.reset && !e.retries.on.status_5xx);
+    assert!(
+        e.retries.retries_on(ConnectFailure)
+            && e.retries.retries_on(Reset)
+            && !e.retries.retries_on(Status5xx)
+    );
     assert_eq!(e.retries.budget_percent, 20.0);
     assert_eq!(e.timeouts.request, Duration::from_secs(15));
     assert!(e.outlier.enabled);
@@ -85,8 +90,8 @@ weight = 10
     assert!(e.upstream_http2);
     assert_eq!(e.timeouts.connect, Duration::from_millis(200));
     assert_eq!(e.retries.attempts, 3);
-    assert!(e.retries.on.per_try_timeout && !e.retries.on.reset);
-    assert_eq!(e.retries.on.statuses, vec![503]);
+    assert!(e.retries.retries_on(PerTryTimeout) && !e.retries.retries_on(Reset));
+    assert_eq!(e.retries.statuses, vec![503]);
     assert!(e.retries.all_methods);
     assert_eq!(e.hedge.unwrap().percentile, 90.0);
     assert!(e.outlier.restart_ejected);

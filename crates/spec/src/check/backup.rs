@@ -143,11 +143,7 @@ fn source(
         .unwrap_or_else(|| base_dir.to_path_buf());
     Some(BackupSource::Service {
         service: service.name.clone(),
-        paths: paths
-            .get_ref()
-            .iter()
-            .map(|path| dir.join(path.get_ref()))
-            .collect(),
+        paths: paths.get_ref().iter().map(|path| dir.join(path)).collect(),
     })
 }
 

@@ -57,21 +57,6 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
         }
     }
 
-    for component in strongly_connected(&deps) {
-        if component.len() < 2 {
-            continue;
-        }
-        let start = component.iter().copied().min().unwrap_or_default();
-        let cycle = shortest_cycle(start, &component, &deps);
-        let path: Vec<&str> = cycle.iter().map(|&i| names[i].as_str()).collect();
-        let span = services[start]
-            .depends_on
-            .as_ref()
-            .map(Spanned::span)
-            .unwrap_or_default();
-        p.push(span, format!("dependency cycle: {}", path.join(" -> ")));
-    }
-
     // Kahn's algorithm, always taking the earliest ready service in file order.
     let mut waiting_on: Vec<usize> = deps.iter().map(Vec::len).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
@@ -93,90 +78,74 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
             }
         }
     }
-    // Services left out are on or behind a cycle, which was reported above.
+
+    // Services left out are on or behind a cycle. Each set of services on cycles through
+    // each other is reported once, from its first service in file order. A search per
+    // service left out is quadratic at worst, for thousands of services behind a cycle.
+    let mut reported = vec![false; services.len()];
+    for start in (0..services.len()).filter(|&i| waiting_on[i] > 0) {
+        if reported[start] {
+            continue;
+        }
+        let Some(cycle) = shortest_cycle(start, &deps) else {
+            continue;
+        };
+        let (from, to) = (reachable(start, &deps), reachable(start, &dependents));
+        for i in 0..services.len() {
+            reported[i] |= from[i] && to[i];
+        }
+        let path: Vec<&str> = cycle.iter().map(|&i| names[i].as_str()).collect();
+        let span = services[start]
+            .depends_on
+            .as_ref()
+            .map(Spanned::span)
+            .unwrap_or_default();
+        p.push(span, format!("dependency cycle: {}", path.join(" -> ")));
+    }
     order
 }
 
-/// Strongly connected components (Kosaraju), iterative so that a long dependency chain
-/// in a generated file cannot overflow the stack.
-fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
-    let n = edges.len();
-    let mut finished = Vec::with_capacity(n);
-    let mut seen = vec![false; n];
-    for root in 0..n {
-        if seen[root] {
-            continue;
-        }
-        seen[root] = true;
-        let mut stack = vec![(root, 0usize)];
-        while let Some((node, next)) = stack.pop() {
-            if let Some(&succ) = edges[node].get(next) {
-                stack.push((node, next + 1));
-                if !seen[succ] {
-                    seen[succ] = true;
-                    stack.push((succ, 0));
-                }
-            } else {
-                finished.push(node);
+/// Which nodes can be reached from `start` by following `edges` (iteratively, so that a
+/// long dependency chain in a generated file cannot overflow the stack).
+fn reachable(start: usize, edges: &[Vec<usize>]) -> Vec<bool> {
+    let mut seen = vec![false; edges.len()];
+    let mut stack = vec![start];
+    while let Some(node) = stack.pop() {
+        for &next in &edges[node] {
+            if !seen[next] {
+                seen[next] = true;
+                stack.push(next);
             }
         }
     }
-
-    let mut reverse = vec![Vec::new(); n];
-    for (from, tos) in edges.iter().enumerate() {
-        for &to in tos {
-            reverse[to].push(from);
-        }
-    }
-    let mut assigned = vec![false; n];
-    let mut components = Vec::new();
-    for &root in finished.iter().rev() {
-        if assigned[root] {
-            continue;
-        }
-        assigned[root] = true;
-        let mut component = Vec::new();
-        let mut stack = vec![root];
-        while let Some(node) = stack.pop() {
-            component.push(node);
-            for &prev in &reverse[node] {
-                if !assigned[prev] {
-                    assigned[prev] = true;
-                    stack.push(prev);
-                }
-            }
-        }
-        components.push(component);
-    }
-    components
+    seen
 }
 
-/// `start -> ... -> start` through `component`, shortest first (breadth-first), so the
-/// message names a cycle the user can break with one edit.
-fn shortest_cycle(start: usize, component: &[usize], edges: &[Vec<usize>]) -> Vec<usize> {
-    let mut parent: HashMap<usize, usize> = HashMap::new();
+/// `start -> ... -> start`, shortest first (breadth-first), so the message names a cycle
+/// the user can break with one edit; `None` if `start` is on no cycle.
+fn shortest_cycle(start: usize, edges: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let mut parent: Vec<Option<usize>> = vec![None; edges.len()];
     let mut queue = VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {
         for &succ in &edges[node] {
             if succ == start {
                 let mut path = vec![node];
                 let mut at = node;
-                while let Some(&prev) = parent.get(&at) {
+                while let Some(prev) = parent[at] {
                     path.push(prev);
                     at = prev;
                 }
                 path.reverse();
                 path.push(start);
-                return path;
+                return Some(path);
             }
-            if succ != start && component.contains(&succ) && !parent.contains_key(&succ) {
-                parent.insert(succ, node);
+            if parent[succ].is_none() {
+                parent[succ] = Some(node);
                 queue.push_back(succ);
             }
         }
     }
-    // Unreachable for a real component; a harmless answer rather than a panic.
-    vec![start, start]
+    None
 }
 
 /// Two exposed services, or a service and the API, cannot listen on one address. Port 0

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use toml::Spanned;
 
 use crate::keys::{
-    BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RetryCondition,
-    RouteTable, ToxicTable, ToxicType,
+    BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RouteTable, ToxicTable,
+    ToxicType,
 };
 use crate::model::{
-    Balance, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries, RetryOn,
-    Route, RouteMatch, Toxic, ToxicKind,
+    Balance, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Route, RouteMatch,
+    Toxic, ToxicKind,
 };
 use crate::problem::Problems;
 use crate::schema::Field;
@@ -107,7 +107,7 @@ fn policies(
         upstream_http2: raw.upstream.get()?,
         request_id_header: raw.request_id_header.get()?.to_ascii_lowercase(),
         timeouts: raw.timeouts.value()?.build()?,
-        retries: retries(raw.retries.value()?)?,
+        retries: raw.retries.value()?.build()?,
         hedge: optional(hedge)?,
         outlier: outlier?,
         breaker: breaker(raw.breaker.value()?)?,
@@ -161,7 +161,7 @@ fn balance(raw: &ExposeTable, p: &mut Problems) -> Option<Balance> {
                 );
                 return None;
             }
-            w => Balance::Weighted(w.value()?.iter().map(|w| *w.get_ref()).collect()),
+            w => Balance::Weighted(w.get()?),
         },
         BalanceName::Hash => match &raw.hash_on {
             Field::Absent => {
@@ -174,37 +174,6 @@ fn balance(raw: &ExposeTable, p: &mut Problems) -> Option<Balance> {
             }
             h => Balance::Hash(h.get()?),
         },
-    })
-}
-
-fn retries(t: &RetriesTable) -> Option<Retries> {
-    let mut on = RetryOn {
-        connect_failure: false,
-        reset: false,
-        per_try_timeout: false,
-        status_5xx: false,
-        gateway_error: false,
-        statuses: t.statuses.value()?.iter().map(|s| *s.get_ref()).collect(),
-    };
-    for c in t.on.value()? {
-        match c.get_ref() {
-            RetryCondition::ConnectFailure => on.connect_failure = true,
-            RetryCondition::Reset => on.reset = true,
-            RetryCondition::PerTryTimeout => on.per_try_timeout = true,
-            RetryCondition::Status5xx => on.status_5xx = true,
-            RetryCondition::GatewayError => on.gateway_error = true,
-            RetryCondition::Status => {}
-        }
-    }
-    Some(Retries {
-        attempts: t.attempts.get()?,
-        on,
-        per_try_timeout: t.per_try_timeout.get()?,
-        backoff: t.backoff.get()?,
-        budget_percent: t.budget_percent.get()?,
-        budget_min_per_second: t.budget_min_per_second.get()?,
-        all_methods: t.methods.get()?,
-        max_body: t.max_body.get()?,
     })
 }
 
@@ -358,27 +327,5 @@ impl Expose {
             listen,
             ..built.expect("the declared defaults are valid")
         }
-    }
-}
-
-/// The domain defaults are the declared ones: read from a table left out.
-macro_rules! declared_default {
-    ($($Type:ident from $Table:ident by $build:expr;)*) => {$(
-        impl Default for $Type {
-            fn default() -> Self {
-                let raw: $Table = super::omitted(stringify!($Type));
-                $build(&raw).expect("the declared defaults are valid")
-            }
-        }
-    )*};
-}
-
-declared_default! {
-    Retries from RetriesTable by retries;
-}
-
-impl Default for RetryOn {
-    fn default() -> Self {
-        Retries::default().on
     }
 }

@@ -27,8 +27,13 @@ pub(super) fn probe(field: &Field<ProbeTable>, kind: ProbeKind, p: &mut Problems
         );
         return None;
     }
+    timed(raw, action?)
+}
+
+/// `action`, with the table's timings.
+fn timed(raw: &ProbeTable, action: ProbeAction) -> Option<Probe> {
     Some(Probe {
-        action: action?,
+        action,
         period: raw.period.get()?,
         timeout: raw.timeout.get()?,
         initial_delay: raw.initial_delay.get()?,
@@ -94,14 +99,6 @@ impl Probe {
     /// Startup polls faster (250ms) and tolerates 120 failures: 30 s to come up, during
     /// which liveness does not run, so a slow start is not mistaken for a crash loop.
     pub fn defaults(kind: ProbeKind, action: ProbeAction) -> Probe {
-        let raw: ProbeTable = super::omitted(kind.as_str());
-        Probe {
-            action,
-            period: raw.period.get().unwrap_or_default(),
-            timeout: raw.timeout.get().unwrap_or_default(),
-            initial_delay: raw.initial_delay.get().unwrap_or_default(),
-            failure_threshold: raw.failure_threshold.get().unwrap_or(1),
-            success_threshold: raw.success_threshold.get().unwrap_or(1),
-        }
+        timed(&super::omitted(kind.as_str()), action).expect("the declared defaults are valid")
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use toml::Spanned;
 
 use crate::keys::{BackoffTable, RestartRuleTable, ServiceTable};
-use crate::model::{Backoff, Probe, ProbeAction, ProbeKind, RestartRule, Service};
+use crate::model::{Backoff, Probe, ProbeAction, ProbeKind, Service};
 use crate::problem::Problems;
 use crate::schema::Field;
 
@@ -38,7 +38,11 @@ pub(super) fn service(
         );
     }
     let restart_rules = match &raw.restart_rules {
-        Field::Given(rules) => rules.get_ref().iter().filter_map(restart_rule).collect(),
+        Field::Given(rules) => rules
+            .get_ref()
+            .iter()
+            .filter_map(RestartRuleTable::build)
+            .collect(),
         _ => Vec::new(),
     };
     let backoff = raw
@@ -107,18 +111,6 @@ fn valid_service_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-fn restart_rule(raw: &RestartRuleTable) -> Option<RestartRule> {
-    Some(RestartRule {
-        exit_codes: raw
-            .exit_codes
-            .value()?
-            .iter()
-            .map(|c| *c.get_ref())
-            .collect(),
-        action: raw.action.get()?,
-    })
 }
 
 /// Names must be non-empty and hold neither `=` nor NUL; values must not hold NUL.

@@ -8,9 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::DeValue;
 
-#[cfg(test)]
-use super::Omitted;
-use super::{Section, Shape, Table, TableDoc, article};
+use super::{Omitted, Section, Shape, Table, article};
 use crate::problem::{Problems, quoted_choices, suggest};
 
 /// Where a value is, for messages: `what` names it (`` `connect` ``, ``elements of `on` ``),
@@ -27,21 +25,42 @@ pub(crate) trait Kind {
     type Out;
     /// Reads and checks `v`; on a problem, reports it at `v` and returns `None`.
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out>;
-    /// Its description, for the reference and the JSON Schema.
+    /// Its description, for the reference, the JSON Schema and messages.
     fn shape(&self) -> Shape;
-    /// What a wrong value should have been: "a string", "an integer"...
-    fn expected(&self) -> String;
-    /// How an array of these is named: "an array of {plural}".
-    fn plural(&self) -> &'static str {
-        "values"
-    }
-    /// The value of a key left out whose default is [`Omitted::Table`].
-    fn omitted(&self, _at: &At<'_>, _p: &mut Problems) -> Option<Self::Out> {
-        None
-    }
     /// Checks the defaults of the tables inside, `name` being the key they are under.
     #[cfg(test)]
     fn check_nested(&self, _name: &str, _p: &mut Problems) {}
+}
+
+impl Shape {
+    /// What a wrong value should have been: "a string", "an integer"...
+    pub(crate) fn expected(&self) -> String {
+        match self {
+            Shape::String { .. } => "a string".into(),
+            Shape::Bool => "a boolean".into(),
+            Shape::Int { .. } => "an integer".into(),
+            Shape::Number { .. } => "a number".into(),
+            Shape::Duration { .. } => DURATION.into(),
+            Shape::Choice(names) => quoted_choices(names),
+            Shape::Text(form) => (*form).into(),
+            Shape::List(item) => format!("an array of {}", item.plural()),
+            Shape::Table(_) => "a table".into(),
+            Shape::Tables(_) => "an array of tables".into(),
+            Shape::Map { value, .. } => format!("a table of {}", value.plural()),
+        }
+    }
+
+    /// How an array of these is named: "an array of {plural}".
+    fn plural(&self) -> &'static str {
+        match self {
+            Shape::String { .. } | Shape::Choice(_) | Shape::Text(_) => "strings",
+            Shape::Int { .. } => "integers",
+            Shape::Number { .. } => "numbers",
+            Shape::Duration { .. } => "durations",
+            Shape::Table(_) => "tables",
+            _ => "values",
+        }
+    }
 }
 
 /// The one wording of a wrong TOML type.
@@ -56,22 +75,28 @@ fn wrong<T>(
         format!(
             "{} must be {}, found {}",
             at.what,
-            kind.expected(),
+            kind.shape().expected(),
             article(v.get_ref())
         ),
     );
     None
 }
 
-/// Reads a key's default as the file would have it; `None` (and a problem in `p`) means
-/// the declaration is wrong, which a unit test rules out.
+/// The value of a key left out, `None` for a required or optional one: its default read
+/// as the file would have it, an empty table for [`Omitted::Table`]. A problem in `p`
+/// means the declaration is wrong, which a unit test rules out.
 pub(crate) fn read_default<K: Kind>(
     kind: &K,
-    text: &str,
+    omitted: Omitted,
+    table: &str,
     at: &At<'_>,
     p: &mut Problems,
 ) -> Option<K::Out> {
-    let source = format!("v = {text}");
+    if omitted == Omitted::Table {
+        let empty = DeValue::Table(toml::de::DeTable::new());
+        return kind.read(&Spanned::new(0..0, empty), at, p);
+    }
+    let source = format!("v = {}", omitted.text_for(table)?);
     let doc = toml::de::DeTable::parse(&source).ok()?;
     let v = doc.get_ref().get("v")?;
     kind.read(v, at, p)
@@ -92,12 +117,8 @@ pub(crate) fn check_default<T, K: Kind<Out = T>>(
         what: &what,
         path: table,
     };
-    let ok = match omitted {
-        Omitted::Table => kind.omitted(&at, p).is_some(),
-        _ => omitted
-            .text_for(table)
-            .is_none_or(|text| read_default(kind, text, &at, p).is_some()),
-    };
+    let ok = matches!(omitted, Omitted::Required(_) | Omitted::Optional(_))
+        || read_default(kind, omitted, table, &at, p).is_some();
     if !ok {
         p.push(0..0, format!("the default of {what} does not read"));
     }
@@ -111,23 +132,23 @@ pub(crate) fn shape_of<T, K: Kind<Out = T>>(kind: &K) -> Shape {
 
 /// A string.
 pub(crate) struct Str {
-    non_empty: Option<&'static str>,
+    non_empty: bool,
     quote_hint: bool,
 }
 
 /// Any string.
 pub(crate) const fn string() -> Str {
     Str {
-        non_empty: None,
+        non_empty: false,
         quote_hint: false,
     }
 }
 
 impl Str {
-    /// `""` is refused; `hint` (if not empty) is added to the message.
-    pub const fn non_empty(self, hint: &'static str) -> Str {
+    /// `""` is refused.
+    pub const fn non_empty(self) -> Str {
         Str {
-            non_empty: Some(hint),
+            non_empty: true,
             ..self
         }
     }
@@ -164,22 +185,16 @@ impl Kind for Str {
             p.push(v.span(), message);
             return None;
         };
-        if let Some(hint) = self.non_empty.filter(|_| s.is_empty()) {
-            p.push(v.span(), format!("{} must not be empty{hint}", at.what));
+        if self.non_empty && s.is_empty() {
+            p.push(v.span(), format!("{} must not be empty", at.what));
             return None;
         }
         Some(s.to_owned())
     }
     fn shape(&self) -> Shape {
         Shape::String {
-            non_empty: self.non_empty.is_some(),
+            non_empty: self.non_empty,
         }
-    }
-    fn expected(&self) -> String {
-        "a string".into()
-    }
-    fn plural(&self) -> &'static str {
-        "strings"
     }
 }
 
@@ -198,9 +213,6 @@ impl Kind for Bool {
     }
     fn shape(&self) -> Shape {
         Shape::Bool
-    }
-    fn expected(&self) -> String {
-        "a boolean".into()
     }
 }
 
@@ -272,12 +284,6 @@ impl<T: TryFrom<i64>> Kind for Int<T> {
             max: self.max,
             unit: self.unit,
         }
-    }
-    fn expected(&self) -> String {
-        "an integer".into()
-    }
-    fn plural(&self) -> &'static str {
-        "integers"
     }
 }
 
@@ -386,12 +392,6 @@ impl Kind for Num {
             unit: self.unit,
         }
     }
-    fn expected(&self) -> String {
-        "a number".into()
-    }
-    fn plural(&self) -> &'static str {
-        "numbers"
-    }
 }
 
 /// A duration string, at most a day (or a year for keys measured in days).
@@ -466,12 +466,6 @@ impl Kind for Dur {
             positive: self.positive,
         }
     }
-    fn expected(&self) -> String {
-        DURATION.into()
-    }
-    fn plural(&self) -> &'static str {
-        "durations"
-    }
 }
 
 /// One of a fixed set of strings, spelled in kebab-case. The snake_case spelling of a
@@ -494,44 +488,55 @@ impl<T> Choice<T> {
 impl<T: Clone> Kind for Choice<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
-        let Some(s) = v.get_ref().as_str() else {
-            return wrong(self, v, at, p);
-        };
-        let find = |s: &str| self.choices.iter().find(|(n, _)| *n == s);
-        if let Some((_, t)) = find(s) {
-            return Some(t.clone());
-        }
-        let kebab = s.replace('_', "-");
-        if let Some((name, t)) = find(&kebab) {
-            p.warn(v.span(), old_spelling(at.what, s, name));
-            return Some(t.clone());
-        }
         let names = self.names();
-        let mut message = format!(
-            "{} must be {}, found {s:?}",
-            at.what,
-            quoted_choices(&names)
-        );
-        if let Some(m) = suggest(s, names.iter().copied()) {
-            message.push_str(&format!("; did you mean \"{m}\"?"));
-        }
-        p.push(v.span(), message);
-        None
+        read_form(self, v, at, p, &quoted_choices(&names), |s| {
+            let found = self.choices.iter().find(|(n, _)| *n == s);
+            found.map(|(_, t)| t.clone()).ok_or_else(|| {
+                suggest(s, names.iter().copied())
+                    .map(|m| format!("; did you mean \"{m}\"?"))
+                    .unwrap_or_default()
+            })
+        })
     }
     fn shape(&self) -> Shape {
         Shape::Choice(self.names())
     }
-    fn expected(&self) -> String {
-        quoted_choices(&self.names())
-    }
-    fn plural(&self) -> &'static str {
-        "strings"
-    }
 }
 
-/// The one wording of an old spelling.
-pub(crate) fn old_spelling(what: &str, old: &str, new: &str) -> String {
-    format!("{what}: \"{old}\" is the old spelling of \"{new}\"; write \"{new}\"")
+/// Reads a string that `parse` turns into a value, or `Err` with an addition to the
+/// message (a did-you-mean). The snake_case spelling of a kebab-case value
+/// (`client_address`) still reads, with a warning that names the new one.
+fn read_form<T>(
+    kind: &impl Kind,
+    v: &Spanned<DeValue<'_>>,
+    at: &At<'_>,
+    p: &mut Problems,
+    form: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    let Some(s) = v.get_ref().as_str() else {
+        return wrong(kind, v, at, p);
+    };
+    let more = match parse(s) {
+        Ok(t) => return Some(t),
+        Err(more) => more,
+    };
+    let kebab = s.replace('_', "-");
+    if kebab != s
+        && let Ok(t) = parse(&kebab)
+    {
+        let what = at.what;
+        p.warn(
+            v.span(),
+            format!("{what}: \"{s}\" is the old spelling of \"{kebab}\"; write \"{kebab}\""),
+        );
+        return Some(t);
+    }
+    p.push(
+        v.span(),
+        format!("{} must be {form}, found {s:?}{more}", at.what),
+    );
+    None
 }
 
 /// A string with a form of its own (a path, a URL, `"header:NAME"`), parsed by `parse`.
@@ -549,35 +554,10 @@ pub(crate) const fn text<T>(form: &'static str, parse: fn(&str) -> Result<T, Str
 impl<T> Kind for Text<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
-        let Some(s) = v.get_ref().as_str() else {
-            return wrong(self, v, at, p);
-        };
-        let first = match (self.parse)(s) {
-            Ok(t) => return Some(t),
-            Err(more) => more,
-        };
-        // `client_address` for `client-address`: the old spelling still reads.
-        if s.contains('_') {
-            let kebab = s.replace('_', "-");
-            if let Ok(t) = (self.parse)(&kebab) {
-                p.warn(v.span(), old_spelling(at.what, s, &kebab));
-                return Some(t);
-            }
-        }
-        p.push(
-            v.span(),
-            format!("{} must be {}, found {s:?}{first}", at.what, self.form),
-        );
-        None
+        read_form(self, v, at, p, self.form, self.parse)
     }
     fn shape(&self) -> Shape {
         Shape::Text(self.form)
-    }
-    fn expected(&self) -> String {
-        self.form.into()
-    }
-    fn plural(&self) -> &'static str {
-        "strings"
     }
 }
 
@@ -589,7 +569,7 @@ pub(crate) const fn address() -> Text<SocketAddr> {
     })
 }
 
-/// An array of values of one kind, each kept with its span.
+/// An array of values of one kind.
 pub(crate) struct List<K> {
     item: K,
     non_empty: &'static str,
@@ -614,13 +594,13 @@ impl<K> List<K> {
 }
 
 impl<K: Kind> Kind for List<K> {
-    type Out = Vec<Spanned<K::Out>>;
+    type Out = Vec<K::Out>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
         let DeValue::Array(items) = v.get_ref() else {
             let mut message = format!(
                 "{} must be {}, found {}",
                 at.what,
-                self.expected(),
+                self.shape().expected(),
                 article(v.get_ref())
             );
             // The most common slip: a command line written as one string.
@@ -650,7 +630,7 @@ impl<K: Kind> Kind for List<K> {
         let mut ok = true;
         for item in items.iter() {
             match self.item.read(item, &inner, p) {
-                Some(x) => out.push(Spanned::new(item.span(), x)),
+                Some(x) => out.push(x),
                 None => ok = false,
             }
         }
@@ -659,8 +639,24 @@ impl<K: Kind> Kind for List<K> {
     fn shape(&self) -> Shape {
         Shape::List(Box::new(self.item.shape()))
     }
-    fn expected(&self) -> String {
-        format!("an array of {}", self.item.plural())
+}
+
+/// A value kept with its span, for checks that point at it (an element of a list).
+pub(crate) struct WithSpan<K>(K);
+
+/// `item`, with its span.
+pub(crate) const fn spanned<K>(item: K) -> WithSpan<K> {
+    WithSpan(item)
+}
+
+impl<K: Kind> Kind for WithSpan<K> {
+    type Out = Spanned<K::Out>;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
+        let x = self.0.read(v, at, p)?;
+        Some(Spanned::new(v.span(), x))
+    }
+    fn shape(&self) -> Shape {
+        self.0.shape()
     }
 }
 
@@ -676,7 +672,7 @@ pub(crate) const fn command() -> Command {
 impl Kind for Command {
     type Out = Vec<String>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Vec<String>> {
-        let args = list(string())
+        let args = list(spanned(string()))
             .non_empty("it is the program to run and its arguments")
             .read(v, at, p)?;
         let mut ok = true;
@@ -704,9 +700,6 @@ impl Kind for Command {
     fn shape(&self) -> Shape {
         Shape::List(Box::new(Shape::String { non_empty: false }))
     }
-    fn expected(&self) -> String {
-        "an array of strings".into()
-    }
 }
 
 /// A sub-table, read by its [`Section`].
@@ -720,37 +713,37 @@ pub(crate) const fn table<S>() -> Sub<S> {
 impl<S: Section> Kind for Sub<S> {
     type Out = S;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<S> {
-        let DeValue::Table(map) = v.get_ref() else {
-            let found = article(v.get_ref());
-            p.push(
-                v.span(),
-                format!("{} must be a table ([{}]), found {found}", at.what, at.path),
-            );
-            return None;
-        };
-        let t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
-        Some(S::read(&t, p))
-    }
-    fn omitted(&self, at: &At<'_>, p: &mut Problems) -> Option<S> {
-        let t = Table::new(None, 0..0, at.path.to_owned(), at.key);
-        Some(S::read(&t, p))
+        read_table(v, at, at.what, format!("[{}]", at.path), p)
     }
     fn shape(&self) -> Shape {
-        Shape::Table(TableDoc {
-            doc: S::DOC,
-            keys: S::keys(),
-        })
+        Shape::Table(S::table_doc())
     }
     #[cfg(test)]
     fn check_nested(&self, name: &str, p: &mut Problems) {
         S::check_defaults(name, p);
     }
-    fn expected(&self) -> String {
-        "a table".into()
-    }
-    fn plural(&self) -> &'static str {
-        "tables"
-    }
+}
+
+/// Reads `v` as a table `S` that messages name `label`; `what` names it when it is not a
+/// table.
+fn read_table<S: Section>(
+    v: &Spanned<DeValue<'_>>,
+    at: &At<'_>,
+    what: &str,
+    label: String,
+    p: &mut Problems,
+) -> Option<S> {
+    let DeValue::Table(map) = v.get_ref() else {
+        let found = article(v.get_ref());
+        p.push(
+            v.span(),
+            format!("{what} must be a table ({label}), found {found}"),
+        );
+        return None;
+    };
+    let mut t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
+    t.label = label;
+    Some(S::read(&t, p))
 }
 
 /// An array of tables `[[parent.key]]`, each read by `S`.
@@ -776,38 +769,17 @@ impl<S: Section> Kind for Subs<S> {
             );
             return None;
         };
-        let mut out = Vec::new();
-        for item in items.iter() {
-            let DeValue::Table(map) = item.get_ref() else {
-                p.push(
-                    item.span(),
-                    format!(
-                        "each entry of `{}` must be a table ([[{}]]), found {}",
-                        at.key,
-                        at.path,
-                        article(item.get_ref())
-                    ),
-                );
-                continue;
-            };
-            let mut t = Table::new(Some(map), item.span(), at.path.to_owned(), at.key);
-            t.label = format!("[[{}]]", at.path);
-            out.push(S::read(&t, p));
-        }
-        Some(out)
+        let what = format!("each entry of `{}`", at.key);
+        let label = format!("[[{}]]", at.path);
+        let read = |item| read_table(item, at, &what, label.clone(), p);
+        Some(items.iter().filter_map(read).collect())
     }
     fn shape(&self) -> Shape {
-        Shape::Tables(TableDoc {
-            doc: S::DOC,
-            keys: S::keys(),
-        })
+        Shape::Tables(S::table_doc())
     }
     #[cfg(test)]
     fn check_nested(&self, name: &str, p: &mut Problems) {
         S::check_defaults(name, p);
-    }
-    fn expected(&self) -> String {
-        "an array of tables".into()
     }
 }
 
@@ -826,8 +798,8 @@ impl<K: Kind> Kind for Map<K> {
     type Out = Vec<(Spanned<String>, Spanned<K::Out>)>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
         let DeValue::Table(map) = v.get_ref() else {
-            let mut message = format!("{} must be {}", at.what, self.expected());
-            if self.value.plural() == "tables" {
+            let mut message = format!("{} must be {}", at.what, self.shape().expected());
+            if matches!(self.value.shape(), Shape::Table(_)) {
                 message.push_str(&format!(" ([{}.{}])", at.path, self.name));
             }
             p.push(
@@ -866,8 +838,5 @@ impl<K: Kind> Kind for Map<K> {
     #[cfg(test)]
     fn check_nested(&self, name: &str, p: &mut Problems) {
         self.value.check_nested(name, p);
-    }
-    fn expected(&self) -> String {
-        format!("a table of {}", self.value.plural())
     }
 }

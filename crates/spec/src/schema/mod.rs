@@ -3,9 +3,10 @@
 //! Every key is one entry of a [`section!`](crate::section) in `keys.rs`: its TOML name,
 //! the Rust type it reads into, its [`Kind`] (TOML type, range or choices, unit), its
 //! default and its doc. From that one entry come the reader (every unknown key, wrong
-//! type and out-of-range value reported, with spans, in one run), the reference in
-//! `docs/stack-file.md`, the JSON Schema of `bulwark schema` and `bulwark explain KEY`.
-//! What is left by hand is what relates several keys (`check`).
+//! type and out-of-range value reported, with spans, in one run) and, through
+//! [`crate::declarations`], the reference in `docs/stack-file.md`, the JSON Schema of
+//! `bulwark schema` and `bulwark explain KEY` (crate `reference`). What is left by hand is
+//! what relates several keys (`check`).
 
 mod kinds;
 mod table;
@@ -89,27 +90,6 @@ impl From<&'static str> for Omitted {
     }
 }
 
-/// A key that must be given, with an example line (`""`: the message lists the choices).
-pub(crate) const fn required(example: &'static str) -> Omitted {
-    Omitted::Required(example)
-}
-
-/// A key whose absence means what `meaning` says.
-pub(crate) const fn optional(meaning: &'static str) -> Omitted {
-    Omitted::Optional(meaning)
-}
-
-/// A default that differs for some tables of the same section.
-pub(crate) const fn by_table(
-    special: &'static [(&'static str, &'static str)],
-    otherwise: &'static str,
-) -> Omitted {
-    Omitted::ByTable(special, otherwise)
-}
-
-/// A sub-table whose keys take their defaults when it is left out.
-pub(crate) const TABLE: Omitted = Omitted::Table;
-
 impl Omitted {
     /// The default's text for `table`.
     pub fn text_for(self, table: &str) -> Option<&'static str> {
@@ -139,24 +119,6 @@ pub struct Key {
     pub default: Omitted,
     /// The version that introduced it.
     pub since: &'static str,
-}
-
-impl Key {
-    /// The doc comment as one paragraph.
-    pub fn doc_text(&self) -> String {
-        join_doc(self.doc)
-    }
-}
-
-/// Doc-comment lines joined into one paragraph.
-pub(crate) fn join_doc(lines: &[&str]) -> String {
-    lines
-        .iter()
-        .map(|l| l.trim())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim()
-        .to_owned()
 }
 
 /// A sub-table's documentation: its doc and keys.
@@ -234,6 +196,13 @@ pub(crate) trait Section: Sized {
     fn read(t: &Table<'_, '_>, p: &mut crate::problem::Problems) -> Self;
     /// The keys, for documentation.
     fn keys() -> Vec<Key>;
+    /// Its doc and keys, for documentation.
+    fn table_doc() -> TableDoc {
+        TableDoc {
+            doc: Self::DOC,
+            keys: Self::keys(),
+        }
+    }
     /// Reads every declared default, as if `table` were empty (a test: none fails).
     #[cfg(test)]
     fn check_defaults(table: &str, p: &mut crate::problem::Problems);
@@ -248,25 +217,27 @@ pub(crate) trait Section: Sized {
 /// ```
 ///
 /// `struct XTable => #[derive(..)] pub struct X { .. }` also declares the domain type `X`,
-/// with one plain field per key (same name, type and doc), `XTable::build` and
-/// `X::default()` (every key at its declared default): for tables whose keys need nothing
-/// but their own checks.
+/// with one plain field per key (same name, type and doc) and `XTable::build`: for tables
+/// whose keys need nothing but their own checks. `pub struct X: Default` also implements
+/// `X::default()`, every key at its declared default.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! section {
     (
         $(#[doc = $tdoc:literal])*
-        $vis:vis struct $Name:ident => $(#[$dattr:meta])* $dvis:vis struct $Domain:ident {
+        $vis:vis struct $Name:ident => $(#[$dattr:meta])*
+            $dvis:vis struct $Domain:ident $(: $Default:ident)? {
             $(
                 $(#[doc = $doc:literal])*
-                $field:ident : $ty:ty = $kind:expr, $default:expr $(, since $since:literal)? ;
+                $field:ident $(as $toml:literal)? : $ty:ty = $kind:expr, $default:expr
+                    $(, since $since:literal)? ;
             )*
         }
     ) => {
         $crate::section! {
             $(#[doc = $tdoc])*
             $vis struct $Name {
-                $( $(#[doc = $doc])* $field: $ty = $kind, $default $(, since $since)? ; )*
+                $( $(#[doc = $doc])* $field $(as $toml)?: $ty = $kind, $default $(, since $since)? ; )*
             }
         }
 
@@ -283,13 +254,13 @@ macro_rules! section {
             }
         }
 
-        impl Default for $Domain {
+        $(impl $Default for $Domain {
             fn default() -> Self {
                 $crate::check::omitted::<$Name>("")
                     .build()
                     .expect("the declared defaults are valid")
             }
-        }
+        })?
     };
     (
         $(#[doc = $tdoc:literal])*

@@ -99,7 +99,7 @@ impl<'a, 'i> Table<'a, 'i> {
                 // A table left out as a whole is not missing its keys.
                 if self.map.is_some() {
                     let how = if example.is_empty() {
-                        format!("expected {}", kind.expected())
+                        format!("expected {}", kind.shape().expected())
                     } else {
                         format!("for example {example}")
                     };
@@ -111,14 +111,8 @@ impl<'a, 'i> Table<'a, 'i> {
                 None
             }
             Omitted::Optional(_) => None,
-            Omitted::Table => kind.omitted(&at, p),
-            Omitted::Value(_) | Omitted::ByTable(..) => {
-                // Declared defaults read cleanly (a unit test checks every one).
-                let mut scratch = Problems::default();
-                omitted
-                    .text_for(&self.name)
-                    .and_then(|text| read_default(kind, text, &at, &mut scratch))
-            }
+            // Declared defaults read cleanly (a unit test checks every one).
+            _ => read_default(kind, omitted, &self.name, &at, &mut Problems::default()),
         };
         default.map_or(Field::Absent, Field::Default)
     }

@@ -1,6 +1,6 @@
 //! The generated reference (`docs/stack-file.md`) must match the declarations: a changed
 //! key, default or doc fails here until the file is regenerated with
-//! `BULWARK_BLESS=1 cargo test -p spec --test reference`.
+//! `BULWARK_BLESS=1 cargo test -p reference --test reference`.
 
 use std::path::PathBuf;
 
@@ -20,13 +20,13 @@ fn fresh(generated: &str, committed: &str) -> Result<(), String> {
         .map_or_else(|| "at its end".to_owned(), |i| format!("at line {}", i + 1));
     Err(format!(
         "docs/stack-file.md is stale (first difference {line}); regenerate it with \
-         BULWARK_BLESS=1 cargo test -p spec --test reference"
+         BULWARK_BLESS=1 cargo test -p reference --test reference"
     ))
 }
 
 #[test]
 fn the_reference_is_up_to_date() {
-    let generated = spec::reference();
+    let generated = reference::reference();
     if std::env::var_os("BULWARK_BLESS").is_some() {
         std::fs::write(committed_path(), &generated).expect("write docs/stack-file.md");
     }
@@ -39,25 +39,28 @@ fn the_reference_is_up_to_date() {
 #[test]
 fn a_changed_default_makes_the_reference_stale() {
     let committed = std::fs::read_to_string(committed_path()).expect("docs/stack-file.md");
-    let mut keys = spec::keys();
+    let mut keys = reference::keys();
     let (_, connect) = keys
         .iter_mut()
         .find(|(path, _)| path == "services.NAME.expose.timeouts.connect")
         .expect("the key exists");
     assert_eq!(connect.default, spec::Omitted::Value(r#""1s""#));
     connect.default = spec::Omitted::Value(r#""2s""#);
-    let changed = spec::reference_of(&keys);
+    let changed = reference::reference_of(&keys);
     let err = fresh(&changed, &committed).expect_err("a changed default must be caught");
     assert!(err.contains("stale"), "{err}");
     // And the unchanged declarations are what the file says.
-    assert_eq!(spec::reference_of(&spec::keys()), spec::reference());
+    assert_eq!(
+        reference::reference_of(&reference::keys()),
+        reference::reference()
+    );
 }
 
 #[test]
 fn every_key_is_in_the_reference_and_the_schema() {
-    let reference = spec::reference();
-    let schema = spec::json_schema().to_string();
-    for (path, key) in spec::keys() {
+    let reference = reference::reference();
+    let schema = reference::json_schema().to_string();
+    for (path, key) in reference::keys() {
         assert!(
             reference.contains(&format!("| `{}` |", key.name)),
             "{path} is not in the reference"
@@ -71,7 +74,7 @@ fn every_key_is_in_the_reference_and_the_schema() {
 
 #[test]
 fn explain_finds_keys_by_path_or_suffix() {
-    let text = spec::explain("services.web.expose.retries.attempts").expect("found");
+    let text = reference::explain("services.web.expose.retries.attempts").expect("found");
     assert!(
         text.starts_with("services.NAME.expose.retries.attempts"),
         "{text}"
@@ -81,18 +84,18 @@ fn explain_finds_keys_by_path_or_suffix() {
         text.contains("[services.web.expose.retries]\nattempts = 2"),
         "{text}"
     );
-    assert_eq!(spec::explain("retries.attempts"), Ok(text));
-    let period = spec::explain("startup.period").expect("found");
+    assert_eq!(reference::explain("retries.attempts"), Ok(text));
+    let period = reference::explain("startup.period").expect("found");
     assert!(period.contains("startup: \"250ms\""), "{period}");
-    let ambiguous = spec::explain("period").expect_err("ambiguous");
+    let ambiguous = reference::explain("period").expect_err("ambiguous");
     assert!(ambiguous.contains("ambiguous"), "{ambiguous}");
-    let typo = spec::explain("retries.atempts").expect_err("unknown");
+    let typo = reference::explain("retries.atempts").expect_err("unknown");
     assert!(typo.contains("did you mean"), "{typo}");
 }
 
 #[test]
 fn per_table_defaults_are_shown_per_table() {
-    let schema = spec::json_schema();
+    let schema = reference::json_schema();
     let service = &schema["properties"]["services"]["additionalProperties"]["properties"];
     assert_eq!(
         service["startup"]["properties"]["period"]["default"],
@@ -103,7 +106,7 @@ fn per_table_defaults_are_shown_per_table() {
         service["startup"]["properties"]["failure_threshold"]["default"],
         120
     );
-    let reference = spec::reference();
+    let reference = reference::reference();
     let startup = &reference[reference
         .find("## `[services.NAME.startup]`")
         .expect("startup")..];

@@ -1,21 +1,32 @@
-//! What the declarations in `keys` give users besides the reader: the reference
+//! What the stack file's declarations ([`spec::declarations`], from
+//! `crates/spec/src/keys.rs`) give users besides the reader: the reference
 //! (`docs/stack-file.md`), a JSON Schema for editors (Taplo / Even Better TOML), and
 //! `bulwark explain KEY`.
+
+#![warn(missing_docs)]
 
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
-
-use crate::keys::StackTable;
-use crate::problem::suggest;
-use crate::schema::{Key, Omitted, Section, Shape, join_doc};
+use spec::{Key, Omitted, Shape, suggest};
 
 /// Every key with its path (`services.NAME.expose.timeouts.connect`), in declaration
 /// order, depth first.
 pub fn keys() -> Vec<(String, Key)> {
     let mut out = Vec::new();
-    walk("", &StackTable::keys(), &mut out);
+    walk("", &spec::declarations().keys, &mut out);
     out
+}
+
+/// Doc-comment lines joined into one paragraph.
+fn doc_text(lines: &[&str]) -> String {
+    lines
+        .iter()
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim()
+        .to_owned()
 }
 
 fn walk(prefix: &str, keys: &[Key], out: &mut Vec<(String, Key)>) {
@@ -130,7 +141,8 @@ pub fn reference_of(all: &[(String, Key)]) -> String {
          check stack files with the JSON Schema printed by `bulwark schema` (Taplo / Even \
          Better TOML: put `#:schema ./bulwark.schema.json` on the first line).\n",
     );
-    let mut tables: Vec<(String, &'static [&'static str])> = vec![(String::new(), StackTable::DOC)];
+    let mut tables: Vec<(String, &'static [&'static str])> =
+        vec![(String::new(), spec::declarations().doc)];
     for (path, key) in all {
         match &key.shape {
             Shape::Table(t) => tables.push((path.clone(), t.doc)),
@@ -149,7 +161,7 @@ pub fn reference_of(all: &[(String, Key)]) -> String {
             Some((_, k)) if matches!(k.shape, Shape::Tables(_)) => format!("`[[{table}]]`"),
             _ => format!("`[{table}]`"),
         };
-        let _ = write!(out, "\n## {heading}\n\n{}\n\n", join_doc(doc));
+        let _ = write!(out, "\n## {heading}\n\n{}\n\n", doc_text(doc));
         out.push_str("| key | type | default | since | meaning |\n|---|---|---|---|---|\n");
         let prefix = if table.is_empty() {
             String::new()
@@ -170,7 +182,7 @@ pub fn reference_of(all: &[(String, Key)]) -> String {
                 default_text(key.default, table.rsplit('.').next().unwrap_or(""))
                     .replace('|', "\\|"),
                 key.since,
-                key.doc_text().replace('|', "\\|"),
+                doc_text(key.doc).replace('|', "\\|"),
             );
         }
     }
@@ -179,7 +191,8 @@ pub fn reference_of(all: &[(String, Key)]) -> String {
 
 /// The JSON Schema (draft 7) of the stack file, for editors and validators.
 pub fn json_schema() -> Value {
-    let mut root = table_schema(StackTable::DOC, &StackTable::keys(), "");
+    let top = spec::declarations();
+    let mut root = table_schema(top.doc, &top.keys, "");
     if let Value::Object(m) = &mut root {
         m.insert(
             "$schema".into(),
@@ -197,7 +210,7 @@ fn table_schema(doc: &[&str], keys: &[Key], name: &str) -> Value {
     for key in keys {
         let mut s = shape_schema(&key.shape, key.name);
         if let Value::Object(m) = &mut s {
-            m.insert("description".into(), json!(key.doc_text()));
+            m.insert("description".into(), json!(doc_text(key.doc)));
             if let Some(v) = key.default.text_for(name).and_then(toml_value) {
                 m.insert("default".into(), v);
             }
@@ -209,7 +222,7 @@ fn table_schema(doc: &[&str], keys: &[Key], name: &str) -> Value {
     }
     let mut t = json!({
         "type": "object",
-        "description": join_doc(doc),
+        "description": doc_text(doc),
         "properties": properties,
         "additionalProperties": false,
     });
@@ -318,7 +331,7 @@ pub fn explain(query: &str) -> Result<String, String> {
             return Err(format!("`{query}` is ambiguous: {}", paths.join(", ")));
         }
     };
-    let mut out = format!("{path}\n\n{}\n\n", key.doc_text());
+    let mut out = format!("{path}\n\n{}\n\n", doc_text(key.doc));
     let _ = writeln!(out, "type:    {}", type_text(&key.shape).replace('`', ""));
     let _ = writeln!(
         out,
