@@ -124,7 +124,16 @@ async fn attempt(
         ))
     })?;
     let pid = child.id().unwrap_or(0);
-    let checked = check_until_pass(&drill.check, port, scratch, &mut child).await;
+    // The check runs in the service's context too (its directory and environment), with
+    // `{port}` the scratch replica's.
+    let check_cmd = |argv: &[String]| {
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| a.replace("{dir}", &scratch.to_string_lossy()))
+            .collect();
+        runtime::command(&scratch_svc, &argv, &id)
+    };
+    let checked = check_until_pass(&drill.check, port, &check_cmd, &mut child).await;
     // Scratch: no grace, the whole group goes.
     if pid != 0 {
         launch::signal_group(pid, Signal::SIGKILL);
@@ -150,10 +159,13 @@ async fn attempt(
 }
 
 /// Runs the check until it passes; fails when the scratch replica exits first.
+/// Builds a check command from its arguments.
+type MakeCommand<'a> = dyn Fn(&[String]) -> std::io::Result<tokio::process::Command> + Sync + 'a;
+
 async fn check_until_pass(
     check: &DrillCheck,
     port: u16,
-    scratch: &Path,
+    make: &MakeCommand<'_>,
     child: &mut tokio::process::Child,
 ) -> Result<(), String> {
     let mut last = String::from("the check never ran");
@@ -163,7 +175,7 @@ async fn check_until_pass(
                 "the scratch replica exited ({status}); last check: {last}"
             ));
         }
-        match once(check, port, scratch).await {
+        match once(check, port, make).await {
             Ok(()) => return Ok(()),
             Err(why) => last = why,
         }
@@ -171,18 +183,10 @@ async fn check_until_pass(
     }
 }
 
-async fn once(check: &DrillCheck, port: u16, scratch: &Path) -> Result<(), String> {
+async fn once(check: &DrillCheck, port: u16, make: &MakeCommand<'_>) -> Result<(), String> {
     match check {
         DrillCheck::Command(argv) => {
-            let argv: Vec<String> = argv
-                .iter()
-                .map(|a| {
-                    a.replace("{port}", &port.to_string())
-                        .replace("{dir}", &scratch.to_string_lossy())
-                })
-                .collect();
-            let mut cmd = tokio::process::Command::new(&argv[0]);
-            cmd.args(&argv[1..]);
+            let cmd = make(argv).map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
             let out = launch::run_exec(cmd, None, CHECK_TIMEOUT, 2048)
                 .await
                 .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;

@@ -268,8 +268,19 @@ impl Backups {
                 Err(e) => warnings.push(e.to_string()),
             }
         }
-        let (snap, damaged) = saved?;
+        let (snap, bad) = saved?;
+        if !bad.is_empty() {
+            self.update(job, |r| {
+                r.damaged_packs.extend(bad.iter().map(|(p, _)| p.clone()))
+            })
+            .await;
+        }
+        let damaged: Vec<String> = bad
+            .iter()
+            .map(|(pack, why)| format!("pack {}: {why}", short(pack)))
+            .collect();
         let verified = damaged.is_empty();
+        let verified = verified && self.reuses_no_damage(job, &snap).await?;
         self.update(job, |r| {
             r.marks.insert(
                 snap.id.clone(),
@@ -281,12 +292,20 @@ impl Backups {
             );
         })
         .await;
+        // The keep rules apply even after a damaged snapshot: that is when the rule that
+        // the newest good snapshot stays matters.
+        let forgotten = self.retain(job).await?;
         if !verified {
+            let why = if damaged.is_empty() {
+                "it reuses data found damaged earlier".to_owned()
+            } else {
+                damaged.join("; ")
+            };
             let summary = format!(
-                "backup `{}`: snapshot {} read back damaged right after it was written ({})",
+                "backup `{}`: snapshot {} is damaged ({why}); forgotten by the keep rules: {}",
                 spec.name,
                 short(&snap.id),
-                damaged.join("; ")
+                forgotten.len()
             );
             host.alert(&spec.name, CORRUPT, Urgency::Page, Some(summary.clone()));
             return Err(Error::Repository {
@@ -295,7 +314,6 @@ impl Backups {
                 detail: summary,
             });
         }
-        let forgotten = self.retain(job).await?;
         Ok(RunReport {
             backup: spec.name.clone(),
             snapshot: snap.id,
@@ -309,8 +327,20 @@ impl Backups {
         })
     }
 
+    /// Whether `snap` needs none of the packs found damaged before (deduplication reuses
+    /// stored data, damaged or not).
+    async fn reuses_no_damage(&self, job: &Job, snap: &Snap) -> Result<bool, Error> {
+        let damaged = job.record().damaged_packs.clone();
+        if damaged.is_empty() {
+            return Ok(true);
+        }
+        let repo = job.repo()?;
+        let id = snap.id.clone();
+        blocking(move || Ok(!repo.snapshots_using(&damaged)?.contains(&id))).await
+    }
+
     /// Writes the snapshot and reads back the packs it added: (snapshot, damage found).
-    async fn snapshot(&self, job: &Job) -> Result<(Snap, Vec<String>), Error> {
+    async fn snapshot(&self, job: &Job) -> Result<(Snap, Vec<(String, String)>), Error> {
         let spec = job.spec.clone();
         let repo = job.repo()?;
         let paths = match &spec.source {
@@ -318,16 +348,14 @@ impl Backups {
             BackupSource::State => vec![self.export_state(&spec.name).await?],
         };
         blocking(move || {
-            // A repository created by this run has no packs yet: `packs` would create it
-            // first, which `backup` does anyway.
-            let before = repo.packs()?;
+            let before = if repo.exists() {
+                repo.packs()?
+            } else {
+                Default::default()
+            };
             let snap = repo.backup(&paths, &spec.name)?;
             let added: BTreeSet<String> = repo.packs()?.difference(&before).cloned().collect();
-            let damaged = repo
-                .read_back(&added)
-                .into_iter()
-                .map(|(pack, why)| format!("pack {}: {why}", short(&pack)))
-                .collect();
+            let damaged: Vec<(String, String)> = repo.read_back(&added);
             Ok((snap, damaged))
         })
         .await
@@ -408,12 +436,13 @@ impl Backups {
         let part = job.record().verify_round % parts + 1;
         let repo = job.repo()?;
         let at_ms = now_ms();
-        let (problems, packs_read, damaged) = blocking(move || {
+        let (problems, packs_read, damaged, bad_packs, all) = blocking(move || {
             let mut problems = repo.check_structure()?;
-            let chosen: BTreeSet<String> = repo
-                .packs()?
-                .into_iter()
+            let all = repo.packs()?;
+            let chosen: BTreeSet<String> = all
+                .iter()
                 .filter(|id| crate::repo::in_part(id, part, parts))
+                .cloned()
                 .collect();
             let bad = repo.read_back(&chosen);
             let bad_packs: BTreeSet<String> = bad.iter().map(|(p, _)| p.clone()).collect();
@@ -426,7 +455,7 @@ impl Backups {
             } else {
                 own_ids(&repo, &spec.name, repo.snapshots_using(&bad_packs)?)?
             };
-            Ok((problems, chosen.len(), damaged))
+            Ok((problems, chosen.len(), damaged, bad_packs, all))
         })
         .await?;
         let record = VerifyRecord {
@@ -439,6 +468,9 @@ impl Backups {
         let stored = record.clone();
         self.update(&job, |r| {
             r.verify_round = r.verify_round.wrapping_add(1);
+            // Damage that prune has removed is gone.
+            r.damaged_packs.retain(|p| all.contains(p));
+            r.damaged_packs.extend(bad_packs);
             for id in &damaged {
                 r.marks.entry(id.clone()).or_default().damaged = true;
             }
@@ -581,7 +613,13 @@ impl Backups {
         let job = self.job(name)?;
         let spec = job.spec.clone();
         let repo = job.repo()?;
-        let snaps = blocking(move || Ok(own(repo.snapshots()?, &spec.name))).await?;
+        let snaps = blocking(move || {
+            if !repo.exists() {
+                return Ok(Vec::new());
+            }
+            Ok(own(repo.snapshots()?, &spec.name))
+        })
+        .await?;
         let record = job.record();
         Ok(snaps
             .into_iter()

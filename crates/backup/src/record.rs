@@ -2,7 +2,7 @@
 //! read back intact or found damaged, the last run, verification and drill. Kept in the
 //! journal's `backups` namespace, one JSON value per backup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,10 @@ const NAMESPACE: &str = "backups";
 pub struct Record {
     /// Marks by snapshot id.
     pub marks: BTreeMap<String, Mark>,
+    /// Packs found damaged (hex ids): a new snapshot that reuses their data is damaged
+    /// too, however well its own new data reads back.
+    #[serde(default)]
+    pub damaged_packs: BTreeSet<String>,
     /// Verification runs so far; run k reads part `k % parts + 1`.
     pub verify_round: u32,
     /// The last backup run, successful or not.

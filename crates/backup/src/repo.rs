@@ -78,8 +78,14 @@ impl Repo {
         }
     }
 
-    /// Opens the repository, creating it first if the directory holds none.
-    fn open(&self) -> Result<Repository<OpenStatus>, Error> {
+    /// Whether the directory holds a repository yet (a backup creates it).
+    pub fn exists(&self) -> bool {
+        self.path.join("config").is_file()
+    }
+
+    /// Opens the repository; only a backup (`create`) makes one where there is none, so
+    /// a read cannot race a first backup into two repositories.
+    fn open_or_create(&self, create: bool) -> Result<Repository<OpenStatus>, Error> {
         let err = |e: Box<rustic_core::RusticError>| self.error("open", e.display_log());
         let path = self.path.to_string_lossy().into_owned();
         let backends = BackendOptions::default()
@@ -89,6 +95,12 @@ impl Repo {
         let repo = Repository::new(&RepositoryOptions::default(), &backends).map_err(err)?;
         let credentials = Credentials::password(&self.password);
         let opened = if repo.config_id().map_err(err)?.is_none() {
+            if !create {
+                return Err(Error::NoSnapshot(format!(
+                    "there is no repository at {} yet: the first backup creates it",
+                    self.path.display()
+                )));
+            }
             std::fs::create_dir_all(&self.path).map_err(|e| self.error("create", e))?;
             repo.init(
                 &credentials,
@@ -106,6 +118,10 @@ impl Repo {
         Ok(opened)
     }
 
+    fn open(&self) -> Result<Repository<OpenStatus>, Error> {
+        self.open_or_create(false)
+    }
+
     /// The cached master key, if it was opened with the current password.
     fn cached_key(&self) -> Option<MasterKey> {
         let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
@@ -117,7 +133,7 @@ impl Repo {
     /// Saves `paths` as one snapshot tagged `bulwark` and `tag`.
     pub fn backup(&self, paths: &[PathBuf], tag: &str) -> Result<Snap, Error> {
         let err = |e: Box<rustic_core::RusticError>| self.error("back up", e.display_log());
-        let repo = self.open()?.to_indexed_ids().map_err(err)?;
+        let repo = self.open_or_create(true)?.to_indexed_ids().map_err(err)?;
         // Absolute, as restic records them: restores and drills find them by that path.
         let list: Vec<String> = paths
             .iter()

@@ -613,7 +613,8 @@ section! {
         /// The service whose data this is: hooks and drills run in its context
         /// (environment, working directory, `{port}`).
         service: String = string().non_empty(), Optional("needs `state = true` instead");
-        /// Directories or files to save, relative to the service's `cwd`.
+        /// Directories or files to save, relative to the service's `cwd` (bulwark's own
+        /// working directory when it has none, as for the service itself).
         paths: Vec<String> = list(string().non_empty()).non_empty("name what to save"),
             Optional("required with `service`");
         /// Save bulwark's own journal instead (a consistent copy taken while it runs).

@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod backups;
 mod check;
 mod completions;
 mod faults;

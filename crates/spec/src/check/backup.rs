@@ -46,7 +46,7 @@ fn backup(
     base_dir: &Path,
     p: &mut Problems,
 ) -> Option<Backup> {
-    let source = source(raw, services, base_dir, p);
+    let source = source(raw, services, p);
     let drill = match raw.drill.given() {
         Some(d) => Some(drill(d.get_ref(), raw, p)?),
         None => None,
@@ -80,12 +80,7 @@ fn optional_hook(raw: &Field<crate::keys::HookTable>) -> Option<Option<crate::mo
 }
 
 /// `service` with `paths`, or `state = true`; the service must exist.
-fn source(
-    raw: &BackupTable,
-    services: &[&Service],
-    base_dir: &Path,
-    p: &mut Problems,
-) -> Option<BackupSource> {
+fn source(raw: &BackupTable, services: &[&Service], p: &mut Problems) -> Option<BackupSource> {
     let state = raw.state.get()?;
     if state {
         if let Some(span) = raw.service.span().or(raw.paths.span()) {
@@ -137,10 +132,9 @@ fn source(
         }
         return None;
     };
-    let dir: PathBuf = service
-        .cwd
-        .clone()
-        .unwrap_or_else(|| base_dir.to_path_buf());
+    // Where the service itself runs: its `cwd`, else bulwark's own working directory
+    // (a relative path stays relative and resolves there, as the service's own would).
+    let dir: PathBuf = service.cwd.clone().unwrap_or_default();
     Some(BackupSource::Service {
         service: service.name.clone(),
         paths: paths.get_ref().iter().map(|path| dir.join(path)).collect(),
