@@ -120,7 +120,7 @@ fn firing(stack: &Stack, name: &str) -> Option<Value> {
 
 #[test]
 fn scheduled_backups_are_what_restic_lists_checks_and_restores_byte_for_byte() {
-    let mut stack = Stack::prepare(&format!(
+    let mut stack = Stack::prepare(
         r#"
 [services.files]
 run = ["sleep", "1000"]
@@ -133,7 +133,7 @@ paths = ["data"]
 schedule = "* * * * * *"
 repository = "repo"
 password_file = "pw"
-keep = {{ last = 1000 }}
+keep = { last = 1000 }
 
 [[backups]]
 name = "state"
@@ -141,8 +141,8 @@ state = true
 schedule = "*/2 * * * * *"
 repository = "repo-state"
 password_file = "pw"
-"#
-    ));
+"#,
+    );
     let dir = stack.dir.path().to_path_buf();
     std::fs::write(dir.join("pw"), format!("{PASSWORD}\n")).unwrap();
     let data = dir.join("data");
@@ -189,9 +189,13 @@ password_file = "pw"
         },
     );
     stack.terminate(Duration::from_secs(30));
+    restic_reads_what_bulwark_wrote(&dir, &data, &ours);
+}
 
-    // restic lists every snapshot bulwark reported, and more only if one was being
-    // written when bulwark stopped.
+/// restic lists every snapshot bulwark reported, checks the repository clean, restores
+/// the newest byte for byte; the journal's copy opens as a journal.
+fn restic_reads_what_bulwark_wrote(dir: &Path, data: &Path, ours: &Value) {
+    // More snapshots only if one was being written when bulwark stopped.
     let repo = dir.join("repo");
     let listed: Value = serde_json::from_str(&restic(&repo, &["snapshots", "--json"])).unwrap();
     let restic_ids: Vec<&str> = listed
@@ -217,7 +221,7 @@ password_file = "pw"
     let restored = target.join(data.strip_prefix("/").unwrap());
     assert_eq!(
         files(&restored),
-        files(&data),
+        files(data),
         "restic's restore differs from the source"
     );
 
@@ -290,10 +294,10 @@ impl Drop for Writer {
 
 #[test]
 fn a_redis_database_under_writes_is_drilled_and_every_row_committed_before_the_backup_is_back() {
-    let mut stack = Stack::prepare(&format!(
+    let mut stack = Stack::prepare(
         r#"
 [services.db]
-run = ["redis-server", "--port", "{{port}}", "--bind", "127.0.0.1", "--dir", "data", "--save", "", "--appendonly", "no"]
+run = ["redis-server", "--port", "{port}", "--bind", "127.0.0.1", "--dir", "data", "--save", "", "--appendonly", "no"]
 cwd = "."
 
 [[backups]]
@@ -304,13 +308,13 @@ schedule = "0 0 1 1 *"
 repository = "repo"
 password_file = "pw"
 rto = "10s"
-hooks.pre = {{ run = ["redis-cli", "-p", "{{port}}", "SAVE"], timeout = "30s" }}
+hooks.pre = { run = ["redis-cli", "-p", "{port}", "SAVE"], timeout = "30s" }
 
 [backups.drill]
-check = ["sh", "check.sh", "{{port}}"]
+check = ["sh", "check.sh", "{port}"]
 timeout = "10s"
-"#
-    ));
+"#,
+    );
     let dir = stack.dir.path().to_path_buf();
     std::fs::write(dir.join("pw"), PASSWORD).unwrap();
     std::fs::create_dir_all(dir.join("data")).unwrap();
