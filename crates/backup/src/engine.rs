@@ -347,6 +347,16 @@ impl Backups {
             BackupSource::Service { paths, .. } => paths.clone(),
             BackupSource::State => vec![self.export_state(&spec.name).await?],
         };
+        // A path that is not there would make a snapshot without it, and a backup that
+        // saves nothing must not pass for one that worked.
+        for path in &paths {
+            if let Err(e) = std::fs::symlink_metadata(path) {
+                return Err(Error::Io {
+                    what: format!("back up {}", path.display()),
+                    source: e,
+                });
+            }
+        }
         blocking(move || {
             let before = if repo.exists() {
                 repo.packs()?

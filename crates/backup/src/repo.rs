@@ -135,18 +135,13 @@ impl Repo {
         let err = |e: Box<rustic_core::RusticError>| self.error("back up", e.display_log());
         let repo = self.open_or_create(true)?.to_indexed_ids().map_err(err)?;
         // Absolute, as restic records them: restores and drills find them by that path.
-        let list: Vec<String> = paths
-            .iter()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        // PathList splits on whitespace when given one string; build it path by path.
-        let mut source = PathList::from_string(&list[0]).map_err(err)?;
-        for p in &list[1..] {
-            let more = PathList::from_string(p).map_err(err)?;
-            source = PathList::from_iter(source.paths().into_iter().chain(more.paths()));
-        }
-        let source = source.sanitize().map_err(|e| self.error("back up", e))?;
+        let source = PathList::from_iter(
+            paths
+                .iter()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        )
+        .sanitize()
+        .map_err(|e| self.error("back up", e))?;
         let snap = SnapshotOptions::default()
             .host(Some("bulwark".to_owned()))
             .add_tags(&format!("bulwark,{tag}"))

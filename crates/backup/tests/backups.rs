@@ -1,0 +1,253 @@
+//! The backup engine on its own, with a stand-in for the rest of bulwark: what a broken
+//! password, a full disk, a missing path or a bad restore target does.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use backup::{Backups, Error, Host, Urgency};
+
+/// The rest of bulwark, reduced to what backups ask of it; alerts are recorded.
+struct FakeHost {
+    stack: spec::Stack,
+    alerts: Mutex<Vec<(String, String, Option<String>)>>,
+}
+
+impl Host for FakeHost {
+    fn service(&self, name: &str) -> Option<(Arc<spec::Service>, Option<u16>)> {
+        self.stack
+            .service(name)
+            .map(|s| (Arc::new(s.clone()), None))
+    }
+    fn export_state(&self, dest: &Path) -> Result<(), String> {
+        std::fs::write(dest, b"journal").map_err(|e| e.to_string())
+    }
+    fn alert(&self, backup: &str, alert: &str, _: Urgency, summary: Option<String>) {
+        let mut all = self.alerts.lock().unwrap();
+        all.push((backup.to_owned(), alert.to_owned(), summary));
+    }
+    fn bulwark(&self) -> PathBuf {
+        PathBuf::from("/bin/false")
+    }
+}
+
+/// A stack with one backup `b` of `dir/data` into `repo`, with `extra` keys for it.
+fn setup(dir: &Path, repo: &Path, extra: &str) -> (Backups, Arc<FakeHost>) {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    if !dir.join("pw").exists() {
+        std::fs::write(dir.join("pw"), "pw\n").unwrap();
+    }
+    let toml = format!(
+        r#"
+[services.app]
+run = ["sleep", "1"]
+cwd = "."
+
+[[backups]]
+name = "b"
+service = "app"
+paths = ["data"]
+schedule = "0 0 1 1 *"
+repository = "{}"
+password_file = "pw"
+{extra}
+"#,
+        repo.display()
+    );
+    let stack = spec::parse(&toml, &dir.join("stack.toml")).unwrap();
+    let host = Arc::new(FakeHost {
+        stack: stack.clone(),
+        alerts: Mutex::new(Vec::new()),
+    });
+    let backups = Backups::new(&stack.backups, host.clone(), None, dir.join("work"));
+    (backups, host)
+}
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_before_the_first_backup_creates_no_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let (backups, _) = setup(tmp.path(), &repo, "");
+    assert!(backups.snapshots("b").await.unwrap().is_empty());
+    for err in [
+        backups.verify("b").await.unwrap_err(),
+        backups
+            .restore("b", "latest", &tmp.path().join("out"))
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(
+            err.to_string().contains("there is no repository") && err.to_string().contains("yet"),
+            "{err}"
+        );
+    }
+    assert!(!repo.exists(), "nothing was created by reading");
+    std::fs::write(tmp.path().join("data/f"), "x").unwrap();
+    backups.run("b").await.unwrap();
+    assert_eq!(backups.snapshots("b").await.unwrap().len(), 1);
+    assert!(matches!(backups.run("nope").await, Err(Error::Unknown(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_changed_password_or_path_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let (backups, _) = setup(tmp.path(), &repo, "");
+    std::fs::write(tmp.path().join("data/f"), "x").unwrap();
+    backups.run("b").await.unwrap();
+
+    std::fs::write(tmp.path().join("pw"), "").unwrap();
+    let err = backups.run("b").await.unwrap_err().to_string();
+    assert!(
+        err.contains("/pw") && err.contains("the file is empty"),
+        "{err}"
+    );
+    std::fs::remove_file(tmp.path().join("pw")).unwrap();
+    let err = backups.run("b").await.unwrap_err().to_string();
+    assert!(
+        err.contains("cannot use the password file") && err.contains("No such file"),
+        "{err}"
+    );
+    std::fs::write(tmp.path().join("pw"), "another").unwrap();
+    let err = backups.run("b").await.unwrap_err().to_string();
+    assert!(err.contains("cannot open the repository"), "{err}");
+
+    std::fs::write(tmp.path().join("pw"), "pw").unwrap();
+    std::fs::remove_dir_all(tmp.path().join("data")).unwrap();
+    let err = backups.run("b").await.unwrap_err().to_string();
+    assert!(
+        err.contains("back up") && err.contains("data") && err.contains("No such file"),
+        "{err}"
+    );
+    let status = backups.status();
+    assert_eq!(status[0].record.runs_ok, 1);
+    assert_eq!(status[0].record.runs_failed, 4);
+    assert_eq!(
+        backups.snapshots("b").await.unwrap().len(),
+        1,
+        "no empty snapshot was made"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_with_spaces_and_restores_into_new_directories_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let (backups, _) = setup(tmp.path(), &repo, "");
+    std::fs::write(tmp.path().join("data/a file with spaces"), "spaced").unwrap();
+    let id = backups.run("b").await.unwrap().snapshot;
+
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep"), "mine").unwrap();
+    let err = backups
+        .restore("b", "latest", &out)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("keep")).unwrap(), "mine");
+
+    for wanted in ["0000000000", "", "zz"] {
+        let err = backups.restore("b", wanted, &tmp.path().join("new")).await;
+        let ok_when_unique_prefix = wanted.is_empty();
+        assert_eq!(err.is_ok(), ok_when_unique_prefix, "{wanted:?}: {err:?}");
+        std::fs::remove_dir_all(tmp.path().join("new")).ok();
+    }
+    let fresh = tmp.path().join("fresh");
+    assert_eq!(backups.restore("b", &id[..8], &fresh).await.unwrap(), id);
+    let data = std::path::absolute(tmp.path().join("data")).unwrap();
+    let restored = fresh
+        .join(data.strip_prefix("/").unwrap())
+        .join("a file with spaces");
+    assert_eq!(std::fs::read_to_string(restored).unwrap(), "spaced");
+}
+
+/// A repository on a 4 MiB tmpfs: a backup that does not fit fails with the disk's error
+/// and leaves the earlier snapshots readable; once there is room, backups work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_a_backup_and_the_next_one_works_once_there_is_room() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("disk");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs needs root (the tests run as root)"
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    let repo = mount.join("repo");
+    let (backups, _) = setup(tmp.path(), &repo, "");
+    std::fs::write(tmp.path().join("data/small"), noise(10_000, 1)).unwrap();
+    let first = backups.run("b").await.unwrap().snapshot;
+
+    std::fs::write(tmp.path().join("data/big"), noise(8 << 20, 2)).unwrap();
+    let err = backups.run("b").await.unwrap_err().to_string();
+    assert!(
+        err.contains("No space left on device") || err.contains("os error 28"),
+        "{err}"
+    );
+    let snaps = backups.snapshots("b").await.unwrap();
+    assert_eq!(snaps.len(), 1, "the failed run added no snapshot");
+    assert_eq!(snaps[0].id, first);
+    assert_eq!(
+        backups.status()[0].newest_verified.as_deref(),
+        Some(first.as_str())
+    );
+
+    std::fs::remove_file(tmp.path().join("data/big")).unwrap();
+    // What the failed run left behind (packs no index names) is rustic's to clean; the
+    // next backup must fit in what remains.
+    let report = backups.run("b").await.unwrap();
+    assert!(report.verified);
+    let check = backups.verify("b").await.unwrap();
+    assert!(
+        check.record.problems.is_empty(),
+        "{:?}",
+        check.record.problems
+    );
+}
+
+#[test]
+fn the_parts_of_a_verification_cover_every_pack_once() {
+    let ids: Vec<String> = (0u64..500)
+        .map(|i| format!("{:016x}{:048x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15), i))
+        .collect();
+    for m in [1u32, 2, 3, 7, 16] {
+        for id in &ids {
+            let parts = (1..=m).filter(|n| backup::in_part(id, *n, m)).count();
+            assert_eq!(parts, 1, "{id} in {parts} of {m} parts");
+        }
+    }
+    // restic's and rustic's rule: the first four bytes, little-endian, modulo m.
+    assert!(backup::in_part("01000000ffff", 1, 2));
+    assert!(backup::in_part("02000000ffff", 2, 2));
+    assert!(
+        backup::in_part("bad", 1, 2),
+        "an odd id is read rather than skipped"
+    );
+}
