@@ -79,10 +79,15 @@ fn answer<T: serde::Serialize>(result: Result<T, backup::Error>, ok: StatusCode)
     match result {
         Ok(v) => (ok, Json(v)).into_response(),
         Err(e) => {
+            use backup::Error as E;
             let status = match e {
-                backup::Error::Unknown(_) | backup::Error::NoSnapshot(_) => StatusCode::NOT_FOUND,
-                backup::Error::Io { .. } => StatusCode::CONFLICT,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
+                E::Unknown(_) | E::NoSnapshot(_) => StatusCode::NOT_FOUND,
+                // What the stack file or the machine must change: a path, a password file,
+                // a service, a restore target.
+                E::Io { .. } | E::Password { .. } | E::Service(_) => StatusCode::CONFLICT,
+                // The operation ran and its outcome is the failure.
+                E::Hook { .. } | E::Drill(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                E::Repository { .. } | E::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(status, &e.to_string()).into_response()
         }

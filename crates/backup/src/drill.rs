@@ -26,6 +26,10 @@ pub(crate) struct Outcome {
 
 /// Runs one drill of `snapshot` in `scratch` (created, and removed afterwards whatever
 /// happens). `saved` are the paths the backup saves.
+///
+/// The restore is not cut short by the timeout (a blocking restore cannot be cancelled,
+/// and one still writing must not meet the next drill's): the timeout is checked once it
+/// is done, and bounds the scratch replica's start and check.
 pub(crate) async fn run(
     drill: &Drill,
     service: &str,
@@ -35,50 +39,101 @@ pub(crate) async fn run(
     host: &dyn Host,
     scratch: &Path,
 ) -> Result<Outcome, Error> {
-    let _ = std::fs::remove_dir_all(scratch);
-    let result = tokio::time::timeout(
-        drill.timeout,
-        attempt(drill, service, saved, repo, snapshot, host, scratch),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(Error::Drill(format!(
-            "it did not pass within its timeout of {}",
+    remove(scratch).await;
+    let started = Instant::now();
+    let restored = restore(saved, repo, snapshot, scratch).await;
+    let result = match restored {
+        Err(e) => Err(e),
+        Ok(_) if started.elapsed() >= drill.timeout => Err(Error::Drill(format!(
+            "the restore alone took longer than the drill's timeout of {}",
             humantime::format_duration(drill.timeout)
-        )))
-    });
-    if let Err(e) = std::fs::remove_dir_all(scratch)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(dir = %scratch.display(), error = %e, "cannot remove the drill's scratch directory");
-    }
+        ))),
+        Ok(pairs) => {
+            let left = drill.timeout - started.elapsed();
+            let restore = started.elapsed();
+            match tokio::time::timeout(left, start_and_check(drill, service, &pairs, host, scratch))
+                .await
+            {
+                Ok(Ok(())) => Ok(Outcome {
+                    restore,
+                    rto: started.elapsed(),
+                }),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(Error::Drill(format!(
+                    "it did not pass within its timeout of {}",
+                    humantime::format_duration(drill.timeout)
+                ))),
+            }
+        }
+    };
+    remove(scratch).await;
     result
 }
 
-async fn attempt(
-    drill: &Drill,
-    service: &str,
+/// Removes a scratch directory (a restored dataset: seconds of I/O, off the runtime).
+async fn remove(dir: &Path) {
+    let dir = dir.to_path_buf();
+    let shown = dir.clone();
+    let done = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    if let Ok(Err(e)) = done
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %shown.display(), error = %e, "cannot remove the drill's scratch directory");
+    }
+}
+
+/// Restores every saved path into `scratch`; returns (saved path, restored copy) pairs.
+/// Saved paths are resolved as the backup resolved them (symbolic links followed), so the
+/// snapshot's tree has them.
+async fn restore(
     saved: &[PathBuf],
     repo: &Repo,
     snapshot: &str,
-    host: &dyn Host,
     scratch: &Path,
-) -> Result<Outcome, Error> {
-    let started = Instant::now();
-    let pairs: Vec<(PathBuf, PathBuf)> = saved
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (absolute(p), scratch.join(restored_name(i, p))))
-        .collect();
-    let (repo2, snap, jobs) = (repo.clone(), snapshot.to_owned(), pairs.clone());
+) -> Result<Vec<(PathBuf, PathBuf)>, Error> {
+    let (repo, snap, saved, scratch) = (
+        repo.clone(),
+        snapshot.to_owned(),
+        saved.to_vec(),
+        scratch.to_path_buf(),
+    );
     tokio::task::spawn_blocking(move || {
-        jobs.iter()
-            .try_for_each(|(from, to)| repo2.restore(&snap, Some(from), to))
+        let mut pairs = Vec::new();
+        for (i, p) in saved.iter().enumerate() {
+            let stored = std::fs::canonicalize(p).unwrap_or_else(|_| absolute(p));
+            let copy = scratch.join(restored_name(i, p));
+            repo.restore(&snap, Some(&stored), &copy)?;
+            // Both spellings point at the copy: the service names the path its own way.
+            pairs.push((absolute(p), copy.clone()));
+            if stored != absolute(p) {
+                pairs.push((stored, copy));
+            }
+        }
+        Ok(pairs)
     })
     .await
-    .map_err(|e| Error::Drill(format!("the restore task failed: {e}")))??;
-    let restore = started.elapsed();
+    .map_err(|e| Error::Drill(format!("the restore task failed: {e}")))?
+}
 
+/// Kills a scratch replica's whole process group when the drill ends, however it ends
+/// (a timeout drops the future that owns this).
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if self.0 != 0 {
+            launch::signal_group(self.0, Signal::SIGKILL);
+        }
+    }
+}
+
+async fn start_and_check(
+    drill: &Drill,
+    service: &str,
+    pairs: &[(PathBuf, PathBuf)],
+    host: &dyn Host,
+    scratch: &Path,
+) -> Result<(), Error> {
     let (svc, _) = host
         .service(service)
         .ok_or_else(|| Error::Service(format!("service `{service}` is not in the stack")))?;
@@ -96,14 +151,16 @@ async fn attempt(
     let cwd = svc.cwd.clone().map_or_else(current_dir, |c| absolute(&c));
     let mut scratch_svc = (*svc).clone();
     for value in scratch_svc.env.values_mut() {
-        *value = rewrite(value, &cwd, &pairs);
+        *value = rewrite(value, &cwd, pairs);
     }
+    // A service that runs inside a saved directory runs inside its restored copy.
+    scratch_svc.cwd = Some(PathBuf::from(rewrite(&cwd.to_string_lossy(), &cwd, pairs)));
     let argv: Vec<String> = match &drill.run {
         Some(run) => run
             .iter()
             .map(|a| a.replace("{dir}", &scratch.to_string_lossy()))
             .collect(),
-        None => svc.run.iter().map(|a| rewrite(a, &cwd, &pairs)).collect(),
+        None => svc.run.iter().map(|a| rewrite(a, &cwd, pairs)).collect(),
     };
     let mut cmd =
         runtime::command(&scratch_svc, &argv, &id).map_err(|e| Error::Drill(e.to_string()))?;
@@ -117,13 +174,15 @@ async fn attempt(
         source: e,
     })?;
     cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
-    let mut child = launch::spawn(cmd).await.map_err(|e| {
+    let child = launch::spawn(cmd).await.map_err(|e| {
         Error::Drill(format!(
             "cannot start the scratch replica {:?}: {e}",
             argv[0]
         ))
     })?;
     let pid = child.id().unwrap_or(0);
+    // Dropped on every way out, a timeout included: the whole group dies with the drill.
+    let group = KillGroup(pid);
     // The check runs in the service's context too (its directory and environment), with
     // `{port}` the scratch replica's.
     let check_cmd = |argv: &[String]| {
@@ -133,16 +192,12 @@ async fn attempt(
             .collect();
         runtime::command(&scratch_svc, &argv, &id)
     };
-    let checked = check_until_pass(&drill.check, port, &check_cmd, &mut child).await;
-    // Scratch: no grace, the whole group goes.
-    if pid != 0 {
-        launch::signal_group(pid, Signal::SIGKILL);
-    }
-    let _ = child.wait().await;
+    let checked = check_until_pass(&drill.check, port, &check_cmd, pid).await;
+    // The group is killed while its leader is unreaped; dropping `child` then reaps it.
+    drop(group);
+    drop(child);
     checked.map_err(|why| {
-        let tail = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let tail = tail_lines(&log, 5);
         Error::Drill(if tail.is_empty() {
             why
         } else {
@@ -151,35 +206,58 @@ async fn attempt(
                 tail.join(" | ")
             )
         })
-    })?;
-    Ok(Outcome {
-        restore,
-        rto: started.elapsed(),
     })
 }
 
-/// Runs the check until it passes; fails when the scratch replica exits first.
+/// The last `n` lines of a log file, reading at most its last 4 KiB.
+fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(4096)));
+    let mut bytes = Vec::new();
+    let _ = file.take(4096).read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
+}
+
 /// Builds a check command from its arguments.
 type MakeCommand<'a> = dyn Fn(&[String]) -> std::io::Result<tokio::process::Command> + Sync + 'a;
 
+/// Runs the check until it passes; fails when the scratch replica (leader `pid`) exits
+/// first. The exit is watched without reaping, so the group can still be killed safely.
 async fn check_until_pass(
     check: &DrillCheck,
     port: u16,
     make: &MakeCommand<'_>,
-    child: &mut tokio::process::Child,
+    pid: u32,
 ) -> Result<(), String> {
-    let mut last = String::from("the check never ran");
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "the scratch replica exited ({status}); last check: {last}"
-            ));
+    let last = std::sync::Mutex::new(String::from("the check never ran"));
+    let checks = async {
+        loop {
+            match once(check, port, make).await {
+                Ok(()) => return,
+                Err(why) => {
+                    *last
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = why
+                }
+            }
+            tokio::time::sleep(CHECK_EVERY).await;
         }
-        match once(check, port, make).await {
-            Ok(()) => return Ok(()),
-            Err(why) => last = why,
+    };
+    tokio::select! {
+        () = checks => Ok(()),
+        _ = launch::exited(pid) => {
+            let last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Err(format!("the scratch replica exited before its check passed; last check: {last}"))
         }
-        tokio::time::sleep(CHECK_EVERY).await;
     }
 }
 
@@ -255,6 +333,11 @@ fn replace_path(text: &str, cwd: &Path, pairs: &[(PathBuf, PathBuf)]) -> Option<
         return None;
     }
     let full = normalize(&cwd.join(text));
+    // A bare word is a path only if it names something: `sleep` or `300` run inside a
+    // saved directory are not files in it.
+    if !text.contains('/') && std::fs::symlink_metadata(&full).is_err() {
+        return None;
+    }
     pairs.iter().find_map(|(saved, restored)| {
         let rest = full.strip_prefix(saved).ok()?;
         Some(if rest.as_os_str().is_empty() {
@@ -294,31 +377,37 @@ mod tests {
 
     #[test]
     fn saved_paths_in_arguments_and_values_point_at_the_restored_copies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("srv/db/data")).unwrap();
+        std::fs::write(root.join("db.conf"), "").unwrap();
+        let (data, conf) = (root.join("srv/db/data"), root.join("db.conf"));
         let pairs = vec![
-            (
-                PathBuf::from("/srv/db/data"),
-                PathBuf::from("/scratch/0-data"),
-            ),
-            (
-                PathBuf::from("/etc/db.conf"),
-                PathBuf::from("/scratch/1-db.conf"),
-            ),
+            (data.clone(), PathBuf::from("/scratch/0-data")),
+            (conf.clone(), PathBuf::from("/scratch/1-db.conf")),
         ];
-        let cwd = Path::new("/srv/db");
+        let cwd = root.join("srv/db");
         let cases = [
-            ("data", "/scratch/0-data"),
-            ("./data/", "/scratch/0-data"),
-            ("/srv/db/data/dump.rdb", "/scratch/0-data/dump.rdb"),
-            ("--dir=data", "--dir=/scratch/0-data"),
-            ("PGDATA=../db/data", "PGDATA=/scratch/0-data"),
-            ("/etc/db.conf", "/scratch/1-db.conf"),
-            ("database", "database"),
-            ("--port", "--port"),
-            ("{port}", "{port}"),
-            ("", ""),
+            ("data".to_owned(), "/scratch/0-data"),
+            ("./data/".to_owned(), "/scratch/0-data"),
+            (
+                format!("{}/dump.rdb", data.display()),
+                "/scratch/0-data/dump.rdb",
+            ),
+            ("--dir=data".to_owned(), "--dir=/scratch/0-data"),
+            ("PGDATA=../db/data".to_owned(), "PGDATA=/scratch/0-data"),
+            (conf.display().to_string(), "/scratch/1-db.conf"),
+            ("database".to_owned(), "database"),
+            ("--port".to_owned(), "--port"),
+            ("{port}".to_owned(), "{port}"),
+            (String::new(), ""),
         ];
         for (arg, want) in cases {
-            assert_eq!(rewrite(arg, cwd, &pairs), want, "{arg}");
+            assert_eq!(rewrite(&arg, &cwd, &pairs), want, "{arg}");
         }
+        // Inside a saved directory, bare words that name nothing there are not paths.
+        assert_eq!(rewrite("sleep", &data, &pairs), "sleep");
+        assert_eq!(rewrite("300", &data, &pairs), "300");
+        assert_eq!(rewrite(".", &data, &pairs), "/scratch/0-data");
     }
 }

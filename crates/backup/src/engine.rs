@@ -35,8 +35,9 @@ pub(crate) struct Inner {
 /// One `[[backups]]` entry at run time.
 pub(crate) struct Job {
     pub spec: spec::Backup,
-    /// Held for the length of an operation on the repository.
-    busy: tokio::sync::Mutex<()>,
+    /// Held for the length of an operation on the repository; shared by every backup
+    /// with the same repository, so one operation at a time runs on it.
+    busy: Arc<tokio::sync::Mutex<()>>,
     /// The repository's key, once opened.
     keys: crate::repo::KeyCache,
     record: Mutex<Record>,
@@ -74,6 +75,27 @@ pub struct RunReport {
     pub forgotten: Vec<String>,
     /// Hook failures let through by `on_error = "continue"`.
     pub warnings: Vec<String>,
+}
+
+/// A repository that held this backup's snapshots and is gone is not silently replaced by
+/// a new one: its disk may simply not be mounted. An empty directory in its place says a new
+/// repository is wanted.
+fn refuse_a_vanished_repository(spec: &spec::Backup, taken_before: bool) -> Result<(), Error> {
+    let path = &spec.repository;
+    let empty_dir = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+    if !taken_before || empty_dir {
+        return Ok(());
+    }
+    Err(Error::Repository {
+        path: path.clone(),
+        op: "find",
+        detail: format!(
+            "backup `{}` saved snapshots there before and it holds no repository now: is its \
+             disk mounted? To start a new repository there on purpose, create it as an empty \
+             directory",
+            spec.name
+        ),
+    })
 }
 
 /// What a verification found.
@@ -139,13 +161,16 @@ impl Backups {
         work_dir: PathBuf,
     ) -> Backups {
         let records = Records::new(store);
+        let mut locks: BTreeMap<PathBuf, Arc<tokio::sync::Mutex<()>>> = BTreeMap::new();
         let jobs = specs
             .iter()
             .map(|s| {
+                let repo =
+                    std::path::absolute(&s.repository).unwrap_or_else(|_| s.repository.clone());
                 let job = Job {
                     record: Mutex::new(records.load(&s.name)),
                     spec: s.clone(),
-                    busy: tokio::sync::Mutex::new(()),
+                    busy: locks.entry(repo).or_default().clone(),
                     keys: Default::default(),
                     changed: tokio::sync::Notify::new(),
                 };
@@ -206,13 +231,48 @@ impl Backups {
             .collect()
     }
 
+    /// Runs `op` on its own task, holding the repository's lock for as long as it runs:
+    /// a caller that gives up (a CLI interrupted, a request dropped) does not cut an
+    /// operation short, which would skip a post-hook or free the repository while its
+    /// work goes on.
+    async fn detached<T, F, Fut>(&self, name: &str, op: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Backups, Arc<Job>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, Error>> + Send,
+    {
+        let job = self.job(name)?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _busy = job.busy.clone().lock_owned().await;
+            op(me, job).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::State(format!("a backup task failed: {e}"))))
+    }
+
+    /// Waits (up to `limit`) for the operations under way to end; none starts afterwards
+    /// only if the schedules were stopped first.
+    pub async fn shutdown(&self, limit: Duration) {
+        let wait = async {
+            for job in self.inner.jobs.values() {
+                let _ = job.busy.lock().await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
     /// Takes a snapshot now: pre-hook, snapshot, read-back, post-hook, keep rules.
     pub async fn run(&self, name: &str) -> Result<RunReport, Error> {
-        let job = self.job(name)?;
-        let _busy = job.busy.lock().await;
+        self.detached(name, |me, job| async move { me.run_now(&job).await })
+            .await
+    }
+
+    async fn run_now(&self, job: &Job) -> Result<RunReport, Error> {
+        let name = job.spec.name.as_str();
         let started = Instant::now();
         let at_ms = now_ms();
-        let result = self.run_locked(&job).await;
+        let result = self.run_locked(job).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let run = match &result {
             Ok(r) => RunRecord {
@@ -233,7 +293,7 @@ impl Backups {
             },
         };
         let ok = result.is_ok();
-        self.update(&job, |r| {
+        self.update(job, |r| {
             r.last_run = Some(run);
             if ok {
                 r.runs_ok += 1;
@@ -347,28 +407,40 @@ impl Backups {
             BackupSource::Service { paths, .. } => paths.clone(),
             BackupSource::State => vec![self.export_state(&spec.name).await?],
         };
-        // A path that is not there would make a snapshot without it, and a backup that
-        // saves nothing must not pass for one that worked.
-        for path in &paths {
-            if let Err(e) = std::fs::symlink_metadata(path) {
-                return Err(Error::Io {
-                    what: format!("back up {}", path.display()),
-                    source: e,
-                });
+        let taken_before = {
+            let r = job.record();
+            r.runs_ok > 0 || !r.marks.is_empty()
+        };
+        let result = blocking(move || {
+            // A path that is not there would make a snapshot without it, and a backup
+            // that saves nothing must not pass for one that worked.
+            for path in &paths {
+                if let Err(e) = std::fs::symlink_metadata(path) {
+                    return Err(Error::Io {
+                        what: format!("back up {}", path.display()),
+                        source: e,
+                    });
+                }
             }
-        }
-        blocking(move || {
             let before = if repo.exists() {
                 repo.packs()?
             } else {
+                refuse_a_vanished_repository(&spec, taken_before)?;
                 Default::default()
             };
-            let snap = repo.backup(&paths, &spec.name)?;
+            let snap = repo.backup(&paths, &tag(&spec.name))?;
             let added: BTreeSet<String> = repo.packs()?.difference(&before).cloned().collect();
             let damaged: Vec<(String, String)> = repo.read_back(&added);
             Ok((snap, damaged))
         })
-        .await
+        .await;
+        if matches!(job.spec.source, BackupSource::State) {
+            // The copy is in the repository now (or failed to get there): no second one
+            // of the journal lingers in the state directory.
+            let copy = self.inner.work_dir.join("state").join(&job.spec.name);
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(copy)).await;
+        }
+        result
     }
 
     /// A consistent copy of the journal in the work directory, to be saved.
@@ -422,72 +494,100 @@ impl Backups {
                 .map(|d| d.id)
                 .collect();
             repo.forget(&forget)?;
-            Ok(forget)
+            let mine: BTreeSet<String> = snaps.into_iter().map(|s| s.id).collect();
+            Ok((forget, mine))
         })
         .await?;
-        if !forgotten.is_empty() {
-            self.update(job, |r| {
-                for id in &forgotten {
-                    r.marks.remove(id);
-                }
-            })
-            .await;
-        }
+        let (forgotten, mine) = forgotten;
+        self.update(job, |r| {
+            for id in &forgotten {
+                r.marks.remove(id);
+            }
+            // Snapshots forgotten from outside (`restic forget`) leave no mark behind.
+            r.marks.retain(|id, _| mine.contains(id));
+        })
+        .await;
         Ok(forgotten)
     }
 
     /// Checks the repository's structure and reads back its next part of the data; marks
     /// the snapshots that need damaged data, and alerts.
     pub async fn verify(&self, name: &str) -> Result<VerifyReport, Error> {
-        let job = self.job(name)?;
-        let _busy = job.busy.lock().await;
+        self.detached(name, |me, job| async move { me.verify_now(&job).await })
+            .await
+    }
+
+    async fn verify_now(&self, job: &Job) -> Result<VerifyReport, Error> {
+        let name = job.spec.name.as_str();
         let spec = job.spec.clone();
         let parts = spec.verify.parts.max(1);
         let part = job.record().verify_round % parts + 1;
         let repo = job.repo()?;
         let at_ms = now_ms();
-        let (problems, packs_read, damaged, bad_packs, all) = blocking(move || {
+        let found = blocking(move || {
             let mut problems = repo.check_structure()?;
-            let all = repo.packs()?;
-            let chosen: BTreeSet<String> = all
+            let present = repo.packs()?;
+            let indexed = repo.indexed_packs()?;
+            let chosen: BTreeSet<String> = present
                 .iter()
                 .filter(|id| crate::repo::in_part(id, part, parts))
                 .cloned()
                 .collect();
-            let bad = repo.read_back(&chosen);
+            let mut bad = repo.read_back(&chosen);
+            // A pack the index names but the disk lacks is damage too, whatever the part.
+            let mut missing: Vec<&String> = indexed.difference(&present).collect();
+            missing.sort();
+            bad.extend(
+                missing
+                    .into_iter()
+                    .map(|p| (p.clone(), "missing".to_owned())),
+            );
             let bad_packs: BTreeSet<String> = bad.iter().map(|(p, _)| p.clone()).collect();
             problems.extend(
                 bad.iter()
                     .map(|(p, why)| format!("pack {}: {why}", short(p))),
             );
+            let mine: BTreeSet<String> = own(repo.snapshots()?, &spec.name)
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
             let damaged = if bad_packs.is_empty() {
                 Vec::new()
             } else {
-                own_ids(&repo, &spec.name, repo.snapshots_using(&bad_packs)?)?
+                let hit = repo.snapshots_using(&bad_packs)?;
+                hit.into_iter().filter(|id| mine.contains(id)).collect()
             };
-            Ok((problems, chosen.len(), damaged, bad_packs, all))
+            Ok(Found {
+                problems,
+                packs_read: chosen.len(),
+                damaged,
+                bad_packs,
+                indexed,
+                mine,
+            })
         })
         .await?;
         let record = VerifyRecord {
             at_ms,
             part: (part, parts),
-            packs_read,
-            problems: problems.clone(),
-            damaged: damaged.clone(),
+            packs_read: found.packs_read,
+            problems: found.problems.clone(),
+            damaged: found.damaged.clone(),
         };
         let stored = record.clone();
-        self.update(&job, |r| {
+        self.update(job, |r| {
             r.verify_round = r.verify_round.wrapping_add(1);
-            // Damage that prune has removed is gone.
-            r.damaged_packs.retain(|p| all.contains(p));
-            r.damaged_packs.extend(bad_packs);
-            for id in &damaged {
+            // Damage that prune removed is gone; so are snapshots forgotten from outside.
+            r.damaged_packs.retain(|p| found.indexed.contains(p));
+            r.damaged_packs.extend(found.bad_packs.iter().cloned());
+            r.marks.retain(|id, _| found.mine.contains(id));
+            for id in &found.damaged {
                 r.marks.entry(id.clone()).or_default().damaged = true;
             }
             r.last_verify = Some(stored);
         })
         .await;
-        self.alert_corruption(&job, &problems, &damaged);
+        self.alert_corruption(job, &found.problems, &found.damaged);
         Ok(VerifyReport {
             backup: name.to_owned(),
             record,
@@ -496,8 +596,14 @@ impl Backups {
 
     fn alert_corruption(&self, job: &Job, problems: &[String], damaged: &[String]) {
         let name = &job.spec.name;
-        if problems.is_empty() {
+        // Resolved only when nothing is known damaged any more: a clean part of the data
+        // says nothing of the part where damage was found.
+        let known = job.record().damaged_packs.len();
+        if problems.is_empty() && known == 0 {
             self.inner.host.alert(name, CORRUPT, Urgency::Page, None);
+            return;
+        }
+        if problems.is_empty() {
             return;
         }
         let good = job
@@ -524,7 +630,12 @@ impl Backups {
 
     /// Restores the newest verified snapshot into a scratch replica and times it.
     pub async fn drill(&self, name: &str) -> Result<DrillReport, Error> {
-        let job = self.job(name)?;
+        self.detached(name, |me, job| async move { me.drill_now(&job).await })
+            .await
+    }
+
+    async fn drill_now(&self, job: &Job) -> Result<DrillReport, Error> {
+        let name = job.spec.name.as_str();
         let spec = job.spec.clone();
         let (Some(drill), BackupSource::Service { service, paths }) = (&spec.drill, &spec.source)
         else {
@@ -532,7 +643,6 @@ impl Backups {
                 "backup `{name}` has no [backups.drill] table"
             )));
         };
-        let _busy = job.busy.lock().await;
         let at_ms = now_ms();
         let snapshot = job.record().newest_verified().map(|(id, _)| id.to_owned());
         let result = match &snapshot {
@@ -563,7 +673,7 @@ impl Backups {
             error: result.as_ref().err().map(ToString::to_string),
         };
         let stored = record.clone();
-        self.update(&job, |r| r.last_drill = Some(stored)).await;
+        self.update(job, |r| r.last_drill = Some(stored)).await;
         self.alert_drill(&spec, &record);
         result?;
         Ok(DrillReport {
@@ -595,25 +705,38 @@ impl Backups {
     /// Restores snapshot `snapshot` (an id prefix, or `latest`) of backup `name` into
     /// `to`, under the snapshot's absolute paths, as `restic restore --target` does.
     /// Returns the snapshot's id.
+    /// `latest` is the newest verified, undamaged snapshot.
     pub async fn restore(&self, name: &str, snapshot: &str, to: &Path) -> Result<String, Error> {
-        let job = self.job(name)?;
-        let _busy = job.busy.lock().await;
-        if std::fs::read_dir(to).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(Error::Io {
-                what: format!("restore into {}", to.display()),
-                source: std::io::Error::other(
-                    "the directory is not empty; choose an empty or new one",
-                ),
-            });
-        }
-        let spec = job.spec.clone();
-        let repo = job.repo()?;
         let (wanted, to) = (snapshot.to_owned(), to.to_path_buf());
-        blocking(move || {
-            let snaps = own(repo.snapshots()?, &spec.name);
-            let id = pick(&snaps, &wanted, &spec.name)?;
-            repo.restore(&id, None, &to)?;
-            Ok(id)
+        self.detached(name, move |_, job| async move {
+            let spec = job.spec.clone();
+            let repo = job.repo()?;
+            let good = job.record().newest_verified().map(|(id, _)| id.to_owned());
+            blocking(move || {
+                if std::fs::read_dir(&to).is_ok_and(|mut d| d.next().is_some()) {
+                    return Err(Error::Io {
+                        what: format!("restore into {}", to.display()),
+                        source: std::io::Error::other(
+                            "the directory is not empty; choose an empty or new one",
+                        ),
+                    });
+                }
+                let snaps = own(repo.snapshots()?, &spec.name);
+                let id = match (wanted.as_str(), good) {
+                    ("latest", Some(good)) => good,
+                    ("latest", None) => {
+                        return Err(Error::NoSnapshot(format!(
+                            "backup `{}` has no verified snapshot; give a snapshot id to \
+                             restore an unverified one",
+                            spec.name
+                        )));
+                    }
+                    _ => pick(&snaps, &wanted, &spec.name)?,
+                };
+                repo.restore(&id, None, &to)?;
+                Ok(id)
+            })
+            .await
         })
         .await
     }
@@ -638,7 +761,7 @@ impl Backups {
                 SnapshotView {
                     verified: mark.is_some_and(|m| m.verified_ms.is_some() && !m.damaged),
                     damaged: mark.is_some_and(|m| m.damaged),
-                    time: s.time.timestamp().to_string(),
+                    time: s.time.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
                     id: s.id,
                     paths: s.paths,
                     bytes: s.bytes,
@@ -649,20 +772,31 @@ impl Backups {
     }
 }
 
+/// What a verification found.
+struct Found {
+    problems: Vec<String>,
+    packs_read: usize,
+    /// This backup's snapshots that need damaged packs.
+    damaged: Vec<String>,
+    bad_packs: BTreeSet<String>,
+    /// Packs the index names.
+    indexed: std::collections::HashSet<String>,
+    /// This backup's snapshots.
+    mine: BTreeSet<String>,
+}
+
 /// The snapshots a backup owns (tagged with its name): a repository may be shared.
 fn own(snaps: Vec<Snap>, name: &str) -> Vec<Snap> {
+    let tag = tag(name);
     snaps
         .into_iter()
-        .filter(|s| s.tags.iter().any(|t| t == name))
+        .filter(|s| s.tags.contains(&tag))
         .collect()
 }
 
-fn own_ids(repo: &Repo, name: &str, ids: Vec<String>) -> Result<Vec<String>, Error> {
-    let mine: BTreeSet<String> = own(repo.snapshots()?, name)
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
-    Ok(ids.into_iter().filter(|id| mine.contains(id)).collect())
+/// The tag that marks a backup's snapshots, besides `bulwark`.
+fn tag(name: &str) -> String {
+    format!("bulwark:{name}")
 }
 
 /// `latest`, or the one snapshot whose id starts with `wanted`.
@@ -673,7 +807,12 @@ fn pick(snaps: &[Snap], wanted: &str, name: &str) -> Result<String, Error> {
             .map(|s| s.id.clone())
             .ok_or_else(|| Error::NoSnapshot(format!("backup `{name}` has no snapshot yet")));
     }
-    let found: Vec<&Snap> = snaps.iter().filter(|s| s.id.starts_with(wanted)).collect();
+    let wanted = wanted.to_ascii_lowercase();
+    let found: Vec<&Snap> = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        snaps.iter().filter(|s| s.id.starts_with(&wanted)).collect()
+    };
     match found[..] {
         [one] => Ok(one.id.clone()),
         [] => Err(Error::NoSnapshot(format!(

@@ -37,6 +37,11 @@ async fn attempt(hook: &Hook, service: Option<&str>, host: &dyn Host) -> Result<
             let (svc, port) = host
                 .service(name)
                 .ok_or_else(|| format!("service `{name}` is not in the stack"))?;
+            if port.is_none() && hook.run.iter().any(|a| a.contains("{port}")) {
+                return Err(format!(
+                    "it needs {{port}} and no replica of `{name}` is running"
+                ));
+            }
             let id = runtime::Identity {
                 service: name,
                 index: 0,

@@ -55,8 +55,9 @@ impl Repo {
             path: password_file.to_path_buf(),
             detail: e.to_string(),
         })?;
-        let password = text.strip_suffix('\n').unwrap_or(&text);
-        let password = password.strip_suffix('\r').unwrap_or(password);
+        // As restic reads `--password-file`: a byte-order mark and surrounding whitespace
+        // are not part of the password, so `restic -p FILE` opens what bulwark wrote.
+        let password = text.trim_start_matches('\u{feff}').trim();
         if password.is_empty() {
             return Err(Error::Password {
                 path: password_file.to_path_buf(),
@@ -85,7 +86,7 @@ impl Repo {
 
     /// Opens the repository; only a backup (`create`) makes one where there is none, so
     /// a read cannot race a first backup into two repositories.
-    fn open_or_create(&self, create: bool) -> Result<Repository<OpenStatus>, Error> {
+    pub fn open_or_create(&self, create: bool) -> Result<Repository<OpenStatus>, Error> {
         let err = |e: Box<rustic_core::RusticError>| self.error("open", e.display_log());
         let path = self.path.to_string_lossy().into_owned();
         let backends = BackendOptions::default()
@@ -132,6 +133,7 @@ impl Repo {
 
     /// Saves `paths` as one snapshot tagged `bulwark` and `tag`.
     pub fn backup(&self, paths: &[PathBuf], tag: &str) -> Result<Snap, Error> {
+        debug_assert!(!tag.contains(','), "a tag list is comma-separated");
         let err = |e: Box<rustic_core::RusticError>| self.error("back up", e.display_log());
         let repo = self.open_or_create(true)?.to_indexed_ids().map_err(err)?;
         // Absolute, as restic records them: restores and drills find them by that path.
@@ -171,6 +173,21 @@ impl Repo {
             .list::<rustic_core::repofile::PackId>()
             .map_err(|e| self.error("list packs", e.display_log()))?;
         Ok(ids.map(|id| hex(*id)).collect())
+    }
+
+    /// The packs the index names (what the snapshots' data is in), whether or not their
+    /// files are there.
+    pub fn indexed_packs(&self) -> Result<HashSet<String>, Error> {
+        let repo = self.open()?;
+        let files = repo
+            .stream_files::<rustic_core::repofile::IndexFile>()
+            .map_err(|e| self.error("read the index", e.display_log()))?;
+        let mut packs = HashSet::new();
+        for file in files {
+            let (_, index) = file.map_err(|e| self.error("read the index", e.display_log()))?;
+            packs.extend(index.packs.iter().map(|p| hex(*p.id)));
+        }
+        Ok(packs)
     }
 
     /// Reads each pack in `ids` and checks it against its name (the SHA-256 of its
@@ -296,8 +313,9 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
-/// Whether pack `id` is in part `n` of `m` (1-based), the way restic and rustic split
-/// `--read-data-subset n/m`: by the id's first four bytes, little-endian, modulo `m`.
+/// Whether pack `id` is in part `n` of `m` (1-based), the way rustic splits
+/// `--read-data-subset n/m`: by the id's first four bytes, little-endian, modulo `m`
+/// (restic itself uses the first byte, so its part n/m is another set of packs).
 pub fn in_part(id: &str, n: u32, m: u32) -> bool {
     if m <= 1 {
         return true;

@@ -38,6 +38,17 @@ impl Backups {
     pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         for (name, job) in &self.inner.jobs {
+            // Damage found before a restart is still there: its alert fires again.
+            let damaged = job.record().damaged_packs.len();
+            if damaged > 0 {
+                let summary = format!(
+                    "backup `{name}`: {damaged} damaged pack(s) found by an earlier \
+                     verification are still in the repository"
+                );
+                self.inner
+                    .host
+                    .alert(name, crate::engine::CORRUPT, Urgency::Page, Some(summary));
+            }
             let me = self.clone();
             let n = name.clone();
             tasks.push(cron(job.spec.schedule.clone(), move || {

@@ -26,6 +26,7 @@ async fn reload(
     supervisor: &Supervisor,
     listeners: &mut Listeners,
     bus: &Arc<Bus>,
+    backups: &[spec::Backup],
 ) -> Result<Vec<String>, String> {
     let spec::Loaded { stack, warnings } =
         spec::load_with_warnings(file).map_err(|e| e.to_string())?;
@@ -35,11 +36,21 @@ async fn reload(
     let mut changes = supervisor.reload(&stack).map_err(|e| e.to_string())?;
     let edited = listeners.apply(&stack).await;
     changes.extend(edited.map_err(|e| format!("{:#}", anyhow::Error::new(e)))?);
+    if stack.backups != backups {
+        // Said rather than applied: schedules and repositories are fixed while `up` runs.
+        changes.push(
+            "[[backups]] changed: the backups keep running as they started until `up` restarts"
+                .to_owned(),
+        );
+    }
     bus.publish(bus::EventKind::Reloaded {
         changed: changes.clone(),
     });
     Ok(changes)
 }
+/// How long a stop waits for a backup, verification or drill under way to end.
+const BACKUP_GRACE: Duration = Duration::from_secs(60);
+
 /// Events kept in memory (and read back from the journal at start).
 const EVENT_HISTORY: usize = 10_000;
 
@@ -219,21 +230,23 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
             _ = sighup.recv() => {
-                match reload(&args.file, &supervisor, &mut listeners, &bus).await {
+                match reload(&args.file, &supervisor, &mut listeners, &bus, &stack.backups).await {
                     Ok(changes) => tracing::info!(?changes, "reloaded on SIGHUP"),
                     Err(e) => tracing::error!("reload refused, still running the previous stack:\n{e}"),
                 }
             }
             Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(reload(&args.file, &supervisor, &mut listeners, &bus).await);
+                let _ = reply.send(reload(&args.file, &supervisor, &mut listeners, &bus, &stack.backups).await);
             }
         }
     }
-    // No backup, verification or drill starts while the stack stops (one under way is cut
-    // short: its repository stays consistent, restic's format is append-only until prune).
+    // No backup, verification or drill starts while the stack stops; one under way ends
+    // first (bounded), so its post-hook runs while the service still does and no later
+    // `up` finds a writer in the repository.
     for t in backup_tasks {
         t.abort();
     }
+    backups.shutdown(BACKUP_GRACE).await;
     // Listeners stop accepting and finish what they carry while replicas drain and stop.
     stop_tx.send_replace(true);
     let (_, ()) = tokio::join!(supervisor.shutdown(), listeners.shutdown());

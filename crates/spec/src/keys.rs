@@ -235,7 +235,10 @@ section! {
 }
 
 fn http_path(s: &str) -> Result<String, String> {
-    if s.starts_with('/') {
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // It goes into a request line as written.
+        Err(" (spaces and control characters must be percent-encoded, as %20)".into())
+    } else if s.starts_with('/') {
         Ok(s.to_owned())
     } else {
         Err(format!("; did you mean \"/{}\"?", s.trim_start()))
@@ -624,11 +627,14 @@ section! {
         schedule: Schedule = text("a cron schedule such as \"0 3 * * *\"", schedule),
             Required(r#"schedule = "0 * * * *""#);
         /// The restic repository (a local directory, relative to the stack file's
-        /// directory), created on first use. `restic` reads everything bulwark writes.
+        /// directory), created by the first backup. One that held snapshots and is gone is
+        /// not replaced (its disk may be unmounted) unless an empty directory stands in its
+        /// place. `restic` reads everything bulwark writes.
         repository: String = text("a directory path", directory),
             Required(r#"repository = "/var/backups/db""#);
         /// The file holding the repository's password (never the stack file itself);
-        /// relative to the stack file's directory. A trailing newline is ignored.
+        /// relative to the stack file's directory. Surrounding whitespace and a byte-order
+        /// mark are not part of it, as with `restic --password-file`.
         password_file: String = text("a file path", directory),
             Required(r#"password_file = "/etc/bulwark/restic-password""#);
         /// Recovery point objective: alert when the newest verified backup is older than

@@ -209,3 +209,56 @@ hooks.pre = { timeout = "0s" }
         "#,
     );
 }
+
+#[test]
+fn plans_that_would_fail_or_harm_at_run_time_are_refused() {
+    check(
+        r#"
+[services.web]
+run = ["x"]
+cwd = "srv"
+[[backups]]
+name = "a"
+service = "web"
+paths = ["."]
+schedule = "0 0 30 2 *"
+repository = "srv/backups"
+password_file = "p"
+keep = { last = 0, hourly = 0, daily = 0, weekly = 0, monthly = 0, yearly = 0 }
+[[backups]]
+name = "b"
+service = "web"
+paths = ["data"]
+schedule = "@daily"
+repository = "srv/data/../repo"
+password_file = "p"
+drill = { http = "/health check" }
+[[backups]]
+name = "c"
+service = "web"
+paths = ["data"]
+schedule = "@daily"
+repository = "srv/data/repo"
+password_file = "p"
+"#,
+        r#"
+        stack.toml:11:8: error: [[backups]]: every keep rule is 0, so each backup would remove all but the newest verified snapshot; keep at least `last = 1`
+        stack.toml:19:18: error: `http` must be a path starting with `/`, found "/health check" (spaces and control characters must be percent-encoded, as %20)
+        stack.toml:25:14: error: `repository` is inside the saved path srv/data: every snapshot would save the repository again; put it elsewhere
+        "#,
+    );
+    check(
+        r#"
+[services.web]
+run = ["x"]
+[[backups]]
+name = "a"
+service = "web"
+paths = ["d"]
+schedule = "0 0 30 2 *"
+repository = "r"
+password_file = "p"
+"#,
+        r#"stack.toml:7:12: error: `schedule` = "0 0 30 2 *" never fires"#,
+    );
+}

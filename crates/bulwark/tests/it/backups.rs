@@ -503,6 +503,43 @@ keep = { last = 2, hourly = 0, daily = 0, weekly = 0, monthly = 0, yearly = 0 }
     );
     let status = backup_json(&stack, &["list"]);
     assert_eq!(status[0]["newest_verified"], good.as_str());
+
+    latest_is_the_newest_good_snapshot(&stack, &dir, &data, &good);
+}
+
+/// `latest` restores the newest good snapshot, not the newest damaged one; a relative
+/// target is refused.
+fn latest_is_the_newest_good_snapshot(stack: &Stack, dir: &Path, data: &Path, good: &str) {
+    let target = dir.join("restored");
+    let out = stack.cli(&[
+        "backup",
+        "restore",
+        "latest",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&good[..8]));
+    let restored = target.join(data.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored.join("first.bin")).unwrap(),
+        noise(1 << 20, 3)
+    );
+    assert!(
+        !restored.join("second.bin").exists(),
+        "the good snapshot predates second.bin"
+    );
+    let (code, body) = stack.call(
+        "POST",
+        "/v1/backups/files/restore?snapshot=latest&to=relative/dir",
+        "127.0.0.1",
+        true,
+    );
+    assert_eq!(code, 400, "{body}");
 }
 
 #[test]

@@ -52,9 +52,34 @@ fn backup(
         None => None,
     };
     let hooks = raw.hooks.value()?;
+    let keep = raw.keep.value()?.build()?;
+    if keep
+        == (crate::model::Keep {
+            last: 0,
+            hourly: 0,
+            daily: 0,
+            weekly: 0,
+            monthly: 0,
+            yearly: 0,
+        })
+    {
+        p.push(
+            raw.keep.span().unwrap_or(raw.span.clone()),
+            format!(
+                "{}: every keep rule is 0, so each backup would remove all but the newest \
+                 verified snapshot; keep at least `last = 1`",
+                raw.label
+            ),
+        );
+        return None;
+    }
+    never_idle(&raw.schedule, "schedule", p)?;
+    never_idle(&raw.verify.value()?.schedule, "verify.schedule", p)?;
+    let source = source?;
+    inside_saved(&source, base_dir.join(raw.repository.get()?), raw, p)?;
     Some(Backup {
         name: raw.name.get()?,
-        source: source?,
+        source,
         schedule: raw.schedule.get()?,
         repository: base_dir.join(raw.repository.get()?),
         password_file: base_dir.join(raw.password_file.get()?),
@@ -62,13 +87,72 @@ fn backup(
         rto: raw.rto.get(),
         pre: optional_hook(&hooks.pre)?,
         post: optional_hook(&hooks.post)?,
-        keep: raw.keep.value()?.build()?,
+        keep,
         verify: crate::model::Verify {
             schedule: raw.verify.value()?.schedule.get()?,
             parts: raw.verify.value()?.parts.get()?,
         },
         drill,
     })
+}
+
+/// A schedule that never fires again (30 February) would leave a backup that never runs.
+fn never_idle(schedule: &Field<crate::model::Schedule>, key: &str, p: &mut Problems) -> Option<()> {
+    let Some(s) = schedule.given() else {
+        return Some(()); // a default fires, and a missing one was reported
+    };
+    if s.get_ref().next_after(&jiff::Zoned::now()).is_some() {
+        return Some(());
+    }
+    p.push(
+        s.span(),
+        format!("`{key}` = \"{}\" never fires", s.get_ref().as_str()),
+    );
+    None
+}
+
+/// A repository inside what it saves would save its own packs again in every snapshot.
+fn inside_saved(
+    source: &BackupSource,
+    repository: PathBuf,
+    raw: &BackupTable,
+    p: &mut Problems,
+) -> Option<()> {
+    let BackupSource::Service { paths, .. } = source else {
+        return Some(());
+    };
+    let repo = lexical(&std::path::absolute(&repository).unwrap_or(repository));
+    let Some(saved) = paths.iter().find(|saved| {
+        repo.starts_with(lexical(
+            &std::path::absolute(saved).unwrap_or_else(|_| (*saved).clone()),
+        ))
+    }) else {
+        return Some(());
+    };
+    p.push(
+        raw.repository.span().unwrap_or(raw.span.clone()),
+        format!(
+            "`repository` is inside the saved path {}: every snapshot would save the \
+             repository again; put it elsewhere",
+            saved.display()
+        ),
+    );
+    None
+}
+
+/// `path` with `.` and `..` resolved without touching the file system.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// A hook left out is `Some(None)`; one that failed is `None`.
@@ -169,6 +253,7 @@ fn drill(raw: &DrillTable, backup: &BackupTable, p: &mut Problems) -> Option<Dri
             return None;
         }
     };
+    never_idle(&raw.schedule, "drill.schedule", p)?;
     Some(Drill {
         schedule: raw.schedule.get()?,
         check,
