@@ -525,28 +525,28 @@ impl Backups {
         let repo = job.repo()?;
         let at_ms = now_ms();
         let found = blocking(move || {
-            let mut problems = repo.check_structure()?;
+            let (mut problems, named) = repo.check(part, parts)?;
             let present = repo.packs()?;
             let indexed = repo.indexed_packs()?;
-            let chosen: BTreeSet<String> = present
+            let chosen = present
                 .iter()
                 .filter(|id| crate::repo::in_part(id, part, parts))
+                .count();
+            // The packs the check named, by the start of their ids.
+            let mut bad_packs: BTreeSet<String> = indexed
+                .iter()
+                .chain(&present)
+                .filter(|id| named.iter().any(|n| id.starts_with(n.as_str())))
                 .cloned()
                 .collect();
-            let mut bad = repo.read_back(&chosen);
             // A pack the index names but the disk lacks is damage too, whatever the part.
             let mut missing: Vec<&String> = indexed.difference(&present).collect();
             missing.sort();
-            bad.extend(
-                missing
-                    .into_iter()
-                    .map(|p| (p.clone(), "missing".to_owned())),
-            );
-            let bad_packs: BTreeSet<String> = bad.iter().map(|(p, _)| p.clone()).collect();
-            problems.extend(
-                bad.iter()
-                    .map(|(p, why)| format!("pack {}: {why}", short(p))),
-            );
+            for p in missing {
+                if bad_packs.insert(p.clone()) {
+                    problems.push(format!("pack {}: missing", short(p)));
+                }
+            }
             let mine: BTreeSet<String> = own(repo.snapshots()?, &spec.name)
                 .into_iter()
                 .map(|s| s.id)
@@ -559,7 +559,7 @@ impl Backups {
             };
             Ok(Found {
                 problems,
-                packs_read: chosen.len(),
+                packs_read: chosen,
                 damaged,
                 bad_packs,
                 indexed,

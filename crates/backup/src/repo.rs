@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rustic_backend::BackendOptions;
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, Id, IndexedFull, KeyOptions,
-    LocalDestination, LsOptions, OpenStatus, PathList, PruneOptions, Repository, RepositoryOptions,
-    RestoreOptions, SnapshotOptions, TreeId, repofile::MasterKey, repofile::SnapshotFile,
+    LocalDestination, LsOptions, OpenStatus, PathList, PruneOptions, ReadSubsetOption, Repository,
+    RepositoryOptions, RestoreOptions, SnapshotOptions, TreeId, repofile::MasterKey,
+    repofile::SnapshotFile,
 };
 use sha2::{Digest, Sha256};
 
@@ -205,20 +206,35 @@ impl Repo {
         damaged
     }
 
-    /// Checks the repository's structure: index, snapshots and every tree they reach
-    /// (restic's `check` without `--read-data`); returns each error found.
-    pub fn check_structure(&self) -> Result<Vec<String>, Error> {
+    /// Checks the repository: its structure (index, snapshots, every tree they reach) and
+    /// part `n` of `m` of the packs read back (`restic check --read-data-subset n/m`, as
+    /// rustic splits it: see [`in_part`]): each pack against its SHA-256 name, and each
+    /// blob in it, decrypted, against its own, which is every saved file's content
+    /// checksum. Returns each error found and the (8-character) ids of the packs named in
+    /// them.
+    pub fn check(&self, n: u32, m: u32) -> Result<(Vec<String>, BTreeSet<String>), Error> {
         let repo = self.open()?;
+        let subset = if m <= 1 {
+            ReadSubsetOption::All
+        } else {
+            ReadSubsetOption::IdSubSet((n, m))
+        };
         let results = repo
-            .check(CheckOptions::default())
+            .check(
+                CheckOptions::default()
+                    .read_data(true)
+                    .read_data_subset(subset),
+            )
             .map_err(|e| self.error("check", e.display_log()))?;
         // rustic does not export the level's type; its Debug name is stable API surface.
-        Ok(results
+        let problems: Vec<String> = results
             .0
             .iter()
             .filter(|(level, _)| format!("{level:?}") == "Error")
             .map(|(_, problem)| problem.to_string())
-            .collect())
+            .collect();
+        let packs = problems.iter().filter_map(|p| pack_named(p)).collect();
+        Ok((problems, packs))
     }
 
     /// The snapshots (ids) that need any of `packs`.
@@ -311,6 +327,16 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+/// The pack a check message is about: rustic words them "pack ID…" with the id's first
+/// eight hex digits.
+fn pack_named(message: &str) -> Option<String> {
+    let at = message.find("pack ")? + "pack ".len();
+    let id = message.get(at..at + 8)?;
+    id.bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then(|| id.to_owned())
 }
 
 /// Whether pack `id` is in part `n` of `m` (1-based), the way rustic splits

@@ -441,7 +441,10 @@ async fn damage_stays_alerted_through_clean_parts_and_missing_packs_count() {
         std::fs::remove_file(other).unwrap();
         let v = backups.verify("b").await.unwrap();
         assert!(
-            v.record.problems.iter().any(|p| p.contains("missing")),
+            v.record
+                .problems
+                .iter()
+                .any(|p| p.contains("missing") || p.contains("not present")),
             "{:?}",
             v.record.problems
         );
