@@ -433,7 +433,7 @@ impl ServiceProxy {
                 .record(ep.addr, outcome, rtt, std::time::Instant::now());
             self.publish(&policy, notice.into_iter().collect());
             use spec::RetryCondition::{
-                ConnectFailure, GatewayError, PerTryTimeout, Reset, Status5xx,
+                ConnectFailure, GatewayError, PerTryTimeout, Reset, Status, Status5xx,
             };
             let retries = &cfg.retries;
             let on = |c| retries.retries_on(c);
@@ -445,7 +445,7 @@ impl ServiceProxy {
                     resendable
                         && ((on(Status5xx) && s >= 500)
                             || (on(GatewayError) && (502..=504).contains(&s))
-                            || retries.statuses.contains(&s))
+                            || (on(Status) && retries.statuses.contains(&s)))
                 }
             };
             let can_resend = body.is_some() && attempt + 1 < attempts && Instant::now() < deadline;

@@ -173,3 +173,38 @@ weight = 5
          stack.toml:19:6: error: route `to` names unknown service `v3`"
     );
 }
+
+/// `statuses` without `on = [.., "status"]` retried nothing the docs promised (and the
+/// proxy used to retry them anyway); `status` without `statuses` retries nothing.
+#[test]
+fn statuses_and_the_status_condition_go_together() {
+    let cases = [
+        (
+            "on = [\"5xx\"]\nstatuses = [429]\n",
+            "stack.toml:11:12: error: `statuses` are retried only with \"status\" in `on`; add it: on = [.., \"status\"]",
+        ),
+        (
+            "on = [\"reset\", \"status\"]\n",
+            "stack.toml:10:6: error: `on` has \"status\" but `statuses` lists no code; add them, e.g. statuses = [503]",
+        ),
+    ];
+    for (retries, want) in cases {
+        let src = format!(
+            "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\n[services.web.expose.retries]\n{retries}"
+        );
+        assert_eq!(parse(&src).unwrap_err(), want, "{retries}");
+    }
+    let ok = format!(
+        "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\n[services.web.expose.retries]\non = [\"status\"]\nstatuses = [429]\n"
+    );
+    let retries = parse(&ok)
+        .unwrap()
+        .service("web")
+        .unwrap()
+        .expose
+        .clone()
+        .unwrap()
+        .retries;
+    assert!(retries.retries_on(spec::RetryCondition::Status));
+    assert_eq!(retries.statuses, vec![429]);
+}

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use toml::Spanned;
 
 use crate::keys::{
-    BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RouteTable, ToxicTable,
-    ToxicType,
+    BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RouteTable,
+    ToxicTable, ToxicType,
 };
 use crate::model::{
-    Balance, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Route, RouteMatch,
-    Toxic, ToxicKind,
+    Balance, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries,
+    RetryCondition, Route, RouteMatch, Toxic, ToxicKind,
 };
 use crate::problem::Problems;
 use crate::schema::Field;
@@ -107,7 +107,7 @@ fn policies(
         upstream_http2: raw.upstream.get()?,
         request_id_header: raw.request_id_header.get()?.to_ascii_lowercase(),
         timeouts: raw.timeouts.value()?.build()?,
-        retries: raw.retries.value()?.build()?,
+        retries: retries(raw.retries.value()?, p)?,
         hedge: optional(hedge)?,
         outlier: outlier?,
         breaker: breaker(raw.breaker.value()?)?,
@@ -328,4 +328,25 @@ impl Expose {
             ..built.expect("the declared defaults are valid")
         }
     }
+}
+
+/// `statuses` and `on = [.., "status"]` go together: either alone would do nothing.
+fn retries(raw: &RetriesTable, p: &mut Problems) -> Option<Retries> {
+    let retries = raw.build()?;
+    let on_status = retries.retries_on(RetryCondition::Status);
+    if !retries.statuses.is_empty() && !on_status {
+        p.push(
+            raw.statuses.span().unwrap_or(raw.span.clone()),
+            "`statuses` are retried only with \"status\" in `on`; add it: on = [.., \"status\"]",
+        );
+        return None;
+    }
+    if on_status && retries.statuses.is_empty() {
+        p.push(
+            raw.on.span().unwrap_or(raw.span.clone()),
+            "`on` has \"status\" but `statuses` lists no code; add them, e.g. statuses = [503]",
+        );
+        return None;
+    }
+    Some(retries)
 }
