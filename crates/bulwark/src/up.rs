@@ -146,18 +146,22 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         },
     );
 
-    let backups = backup::Backups::new(
-        &stack.backups,
-        Arc::new(crate::backups::BackupHost::new(
+    let backups = {
+        let host = Arc::new(crate::backups::BackupHost::new(
             &stack,
             supervisor.clone(),
             plane.clone(),
             journal_store.clone(),
             bulwark,
-        )),
-        Some(journal_store),
-        state_dir.join("backups"),
-    );
+        ));
+        let (specs, work) = (stack.backups.clone(), state_dir.join("backups"));
+        // Reading the backups' records is a journal read: off the runtime's workers.
+        tokio::task::spawn_blocking(move || {
+            backup::Backups::new(&specs, host, Some(journal_store), work)
+        })
+        .await
+        .context("reading the backups' records")?
+    };
     backups.register_metrics(&mut registry);
 
     // Bind every listener before starting a replica, so a taken port fails fast.
