@@ -18,21 +18,11 @@ pub(super) fn backups(
     let Some(list) = list.value() else {
         return Some(Vec::new());
     };
-    let mut seen: Vec<&str> = Vec::new();
-    for raw in list {
-        if let Some(name) = raw.name.given() {
-            let n = name.get_ref().as_str();
-            if seen.contains(&n) {
-                p.push(
-                    name.span(),
-                    format!(
-                        "duplicate backup name `{n}`: each [[backups]] needs a name of its own"
-                    ),
-                );
-            }
-            seen.push(n);
-        }
-    }
+    super::duplicate_names(
+        list.iter().filter_map(|raw| raw.name.given()),
+        |n| format!("duplicate backup name `{n}`: each [[backups]] needs a name of its own"),
+        p,
+    );
     let built: Vec<Option<Backup>> = list
         .iter()
         .map(|raw| backup(raw, services, base_dir, p))

@@ -90,6 +90,22 @@ fn api(raw: &ApiTable, p: &mut Problems) -> Option<Api> {
     Some(api)
 }
 
+/// Reports every name given a second time, at that name, with `message(name)`.
+pub(super) fn duplicate_names<'a>(
+    names: impl Iterator<Item = &'a toml::Spanned<String>>,
+    message: impl Fn(&str) -> String,
+    p: &mut Problems,
+) {
+    let mut seen: Vec<&str> = Vec::new();
+    for name in names {
+        let n = name.get_ref().as_str();
+        if seen.contains(&n) {
+            p.push(name.span(), message(n));
+        }
+        seen.push(n);
+    }
+}
+
 /// A table left out, every key at its declared default (for the domain types' defaults).
 pub(crate) fn omitted<S: Section>(name: &str) -> S {
     S::read(

@@ -6,29 +6,19 @@ use crate::keys::{SloAlertsTable, SloKindName, SloTable};
 use crate::model::{Slo, SloAlerts, SloKind};
 use crate::problem::Problems;
 
-/// Each SLO checked on its own, then names for uniqueness.
+/// Names checked for uniqueness, then each SLO on its own.
 pub(super) fn slos(service: &str, list: &[SloTable], p: &mut Problems) -> Vec<Slo> {
-    let mut out = Vec::new();
-    let mut seen: Vec<&str> = Vec::new();
-    for raw in list {
-        if let Some(name) = raw.name.given() {
-            let n = name.get_ref().as_str();
-            if seen.contains(&n) {
-                p.push(
-                    name.span(),
-                    format!(
-                        "duplicate SLO name `{n}` in service `{service}`: each \
-                         [[services.{service}.slo]] needs a name of its own"
-                    ),
-                );
-            }
-            seen.push(n);
-        }
-        if let Some(slo) = slo(raw, p) {
-            out.push(slo);
-        }
-    }
-    out
+    super::duplicate_names(
+        list.iter().filter_map(|raw| raw.name.given()),
+        |n| {
+            format!(
+                "duplicate SLO name `{n}` in service `{service}`: each \
+                 [[services.{service}.slo]] needs a name of its own"
+            )
+        },
+        p,
+    );
+    list.iter().filter_map(|raw| slo(raw, p)).collect()
 }
 
 fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
