@@ -51,8 +51,11 @@ pub(crate) async fn run(
         Ok(pairs) => {
             let left = drill.timeout - started.elapsed();
             let restore = started.elapsed();
-            match tokio::time::timeout(left, start_and_check(drill, service, &pairs, host, scratch))
-                .await
+            match tokio::time::timeout(
+                left,
+                start_and_check(drill, service, &pairs, host, scratch, left),
+            )
+            .await
             {
                 Ok(Ok(())) => Ok(Outcome {
                     restore,
@@ -133,7 +136,9 @@ async fn start_and_check(
     pairs: &[(PathBuf, PathBuf)],
     host: &dyn Host,
     scratch: &Path,
+    left: Duration,
 ) -> Result<(), Error> {
+    let give_up = tokio::time::Instant::now() + left;
     let (svc, _) = host
         .service(service)
         .ok_or_else(|| Error::Service(format!("service `{service}` is not in the stack")))?;
@@ -192,7 +197,8 @@ async fn start_and_check(
             .collect();
         runtime::command(&scratch_svc, &argv, &id)
     };
-    let checked = check_until_pass(&drill.check, port, &check_cmd, pid).await;
+    let checked =
+        check_until_pass(&drill.check, port, &check_cmd, pid, give_up, drill.timeout).await;
     // The group is killed while its leader is unreaped; dropping `child` then reaps it.
     drop(group);
     drop(child);
@@ -237,6 +243,8 @@ async fn check_until_pass(
     port: u16,
     make: &MakeCommand<'_>,
     pid: u32,
+    give_up: tokio::time::Instant,
+    timeout: Duration,
 ) -> Result<(), String> {
     let last = std::sync::Mutex::new(String::from("the check never ran"));
     let checks = async {
@@ -257,6 +265,14 @@ async fn check_until_pass(
         _ = launch::exited(pid) => {
             let last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             Err(format!("the scratch replica exited before its check passed; last check: {last}"))
+        }
+        // Here rather than only around the drill, so the failure says why the check failed.
+        () = tokio::time::sleep_until(give_up) => {
+            let last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Err(format!(
+                "it did not pass within its timeout of {}; last check: {last}",
+                humantime::format_duration(timeout)
+            ))
         }
     }
 }

@@ -492,3 +492,42 @@ async fn a_password_file_is_read_as_restic_reads_it() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
 }
+
+/// A drill's HTTP check against a real server, one that answers 404, and one that accepts
+/// and never answers (it must not hold the drill past its timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_http_check_passes_on_2xx_and_fails_on_404_or_silence() {
+    let serve = "run = [\"python3\", \"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"{port}\"]\ncwd = \".\"";
+    let silent = "run = [\"python3\", \"-c\", \"import socket, sys\\ns = socket.socket()\\ns.bind(('127.0.0.1', int(sys.argv[1])))\\ns.listen()\\nheld = []\\nwhile True: held.append(s.accept())\", \"{port}\"]\ncwd = \".\"";
+    let cases = [
+        (serve, "/", None),
+        (serve, "/nope", Some("answered 404")),
+        (silent, "/", Some("did not pass within its timeout of 3s")),
+    ];
+    for (service, path, failure) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+        std::fs::write(tmp.path().join("data/f"), "x").unwrap();
+        let (backups, _) = setup_with(
+            tmp.path(),
+            service,
+            &format!(
+                "paths = [\"data\"]\nrepository = \"repo\"\ndrill = {{ http = \"{path}\", timeout = \"3s\" }}"
+            ),
+        );
+        backups.run("b").await.unwrap();
+        let started = std::time::Instant::now();
+        let drill = backups.drill("b").await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "bounded by its timeout"
+        );
+        match failure {
+            None => assert!(drill.unwrap().record.passed, "{path}"),
+            Some(why) => {
+                let err = drill.unwrap_err().to_string();
+                assert!(err.contains(why), "{path}: {err}");
+            }
+        }
+    }
+}
