@@ -101,6 +101,9 @@ fn type_text(shape: &Shape) -> String {
         Shape::Table(_) => "table".into(),
         Shape::Tables(_) => "array of tables".into(),
         Shape::Map { value, .. } => format!("table of {}", type_text(value)),
+        Shape::CountOrPercent { max } => {
+            format!("integer (0 to {max}) or percentage string such as `\"50%\"`")
+        }
     }
 }
 
@@ -274,6 +277,10 @@ fn shape_schema(shape: &Shape, name: &str) -> Value {
         Shape::List(item) => json!({"type": "array", "items": shape_schema(item, name)}),
         Shape::Table(t) => table_schema(t.doc, &t.keys, name),
         Shape::Tables(t) => json!({"type": "array", "items": table_schema(t.doc, &t.keys, name)}),
+        Shape::CountOrPercent { max } => json!({"anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": max},
+            {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?%$"},
+        ]}),
         Shape::Map { value, .. } => json!({
             "type": "object",
             "additionalProperties": shape_schema(value, name),
@@ -357,6 +364,7 @@ fn example(all: &[(String, Key)], path: &str, key: &Key) -> Option<String> {
         (Shape::Number { max, .. }, _) => format!("{}", max.min(100.0) / 2.0),
         (Shape::String { .. } | Shape::Text(_), _) => "\"...\"".into(),
         (Shape::List(_), _) => "[]".into(),
+        (Shape::CountOrPercent { .. }, _) => "1".into(),
         _ => return None,
     };
     let (table, name) = path.rsplit_once('.').unwrap_or(("", path));

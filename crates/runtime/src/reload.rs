@@ -111,6 +111,7 @@ pub(crate) fn needs_rolling_restart(old: &spec::Service, new: &spec::Service) ->
         depends_on: _,
         expose: _,
         slos: _,
+        min_available: _,
         run,
         restart,
         restart_rules,

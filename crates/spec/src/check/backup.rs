@@ -87,7 +87,11 @@ fn backup(
 }
 
 /// A schedule that never fires again (30 February) would leave a backup that never runs.
-fn never_idle(schedule: &Field<crate::model::Schedule>, key: &str, p: &mut Problems) -> Option<()> {
+pub(super) fn never_idle(
+    schedule: &Field<crate::model::Schedule>,
+    key: &str,
+    p: &mut Problems,
+) -> Option<()> {
     let Some(s) = schedule.given() else {
         return Some(()); // a default fires, and a missing one was reported
     };

@@ -256,7 +256,7 @@ fn fault(t: &FaultTable, p: &mut Problems) -> Option<Fault> {
 }
 
 /// The keys of `type` apply; the others are ignored.
-fn toxic(t: &ToxicTable) -> Option<Toxic> {
+pub(super) fn toxic(t: &ToxicTable) -> Option<Toxic> {
     let kind = match t.kind.get()? {
         ToxicType::Latency => ToxicKind::Latency {
             latency: t.latency.get()?,

@@ -9,6 +9,7 @@
 
 mod alerts;
 mod backup;
+mod chaos;
 mod deps;
 mod expose;
 mod probe;
@@ -49,6 +50,7 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
     deps::check_routes(&checked, p);
     let known: Vec<&Service> = checked.iter().map(|c| &c.service).collect();
     let backups = backup::backups(&raw.backups, &known, base_dir, p);
+    let experiments = chaos::experiments(&raw.experiments, &known, base_dir, p);
 
     if !p.is_empty() {
         return None;
@@ -60,6 +62,7 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
         .collect();
     Some(Stack {
         backups: backups?,
+        experiments: experiments?,
         services,
         api: api?,
         supervisor: supervisor?,

@@ -98,6 +98,7 @@ pub(super) fn service(
             readiness,
             // Filled in by `dependency_order`, once names are known to exist.
             depends_on: Vec::new(),
+            min_available: min_available(raw, p),
             expose,
             slos,
             name: name_str,
@@ -157,4 +158,23 @@ fn backoff(raw: &BackoffTable, p: &mut Problems) -> Backoff {
         );
     }
     built
+}
+
+/// A count above `replicas` would forbid every voluntary disruption, forever.
+fn min_available(raw: &ServiceTable, p: &mut Problems) -> crate::Amount {
+    let amount = raw.min_available.get().unwrap_or(crate::Amount::Count(0));
+    if let (crate::Amount::Count(n), Some(v), Some(replicas)) =
+        (amount, raw.min_available.given(), raw.replicas.get())
+        && n > replicas
+    {
+        p.push(
+            v.span(),
+            format!(
+                "{}: min_available = {n} is more than replicas = {replicas}, so no replica \
+                 could ever be disrupted on purpose; lower it or use a percentage",
+                raw.label
+            ),
+        );
+    }
+    amount
 }

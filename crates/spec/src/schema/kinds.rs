@@ -47,6 +47,9 @@ impl Shape {
             Shape::Table(_) => "a table".into(),
             Shape::Tables(_) => "an array of tables".into(),
             Shape::Map { value, .. } => format!("a table of {}", value.plural()),
+            Shape::CountOrPercent { .. } => {
+                "a count such as 2 or a percentage such as \"50%\"".into()
+            }
         }
     }
 
@@ -838,5 +841,36 @@ impl<K: Kind> Kind for Map<K> {
     #[cfg(test)]
     fn check_nested(&self, name: &str, p: &mut Problems) {
         self.value.check_nested(name, p);
+    }
+}
+
+/// A number of replicas, or a share of them: `2` or `"50%"`.
+pub(crate) struct Amount {
+    max: i64,
+}
+
+/// A count in `0..=max`, or a percentage in `0..=100`.
+pub(crate) const fn count_or_percent(max: i64) -> Amount {
+    Amount { max }
+}
+
+impl Kind for Amount {
+    type Out = crate::model::Amount;
+    fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
+        if v.get_ref().as_integer().is_some() {
+            let n: u32 = int(0, self.max).read(v, at, p)?;
+            return Some(crate::model::Amount::Count(n));
+        }
+        let form = self.shape().expected();
+        read_form(self, v, at, p, &form, |s| {
+            s.strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .filter(|n| (0.0..=100.0).contains(n))
+                .map(crate::model::Amount::Percent)
+                .ok_or_else(String::new)
+        })
+    }
+    fn shape(&self) -> Shape {
+        Shape::CountOrPercent { max: self.max }
     }
 }

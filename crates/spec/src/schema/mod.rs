@@ -179,6 +179,12 @@ pub enum Shape {
     Table(TableDoc),
     /// An array of tables.
     Tables(TableDoc),
+    /// A count (an integer, at most `max`) or a percentage string (`"50%"`), as
+    /// Kubernetes' `minAvailable` and `maxSurge` take.
+    CountOrPercent {
+        /// The largest count accepted.
+        max: i64,
+    },
     /// A table of arbitrary keys (named by `key`), each holding this.
     Map {
         /// How the reference names a key (`NAME`).

@@ -12,15 +12,18 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{
-    Direction, HashOn, OnError, Protocol, RateKey, RestartAction, RestartPolicy, RetryCondition,
-    Schedule, Signal,
+    Amount, Direction, HashOn, OnError, Protocol, RateKey, RestartAction, RestartPolicy,
+    RetryCondition, Schedule, Signal,
 };
 use crate::schema::Omitted::{self, ByTable, Optional, Required};
 use crate::schema::{
-    address, boolean, choice, command, duration, int, list, map, number, spanned, string, table,
-    tables, text,
+    address, boolean, choice, command, count_or_percent, duration, int, list, map, number, spanned,
+    string, table, tables, text,
 };
 use crate::section;
+
+pub(crate) mod chaos;
+pub(crate) use chaos::*;
 
 /// A count with no upper limit but the type's.
 const MANY: i64 = u32::MAX as i64;
@@ -42,6 +45,8 @@ section! {
         journal: JournalTable = table::<JournalTable>(), Omitted::Table;
         /// Backups in restic's repository format, verified and restore-drilled on schedules.
         backups: Vec<BackupTable> = tables::<BackupTable>(), Optional("");
+        /// Chaos experiments, run by `bulwark chaos run NAME` or on their schedules.
+        experiments: Vec<ExperimentTable> = tables::<ExperimentTable>(), Optional("");
     }
 }
 
@@ -140,6 +145,10 @@ section! {
             r#""SIGTERM""#;
         /// Drain and stop signal, then SIGKILL of the whole process group after this long.
         stop_grace: Duration = duration(), r#""10s""#;
+        /// The disruption budget: replicas that must stay ready through voluntary
+        /// disruptions (chaos experiments refuse to start or to break more), as a count or
+        /// a percentage of `replicas` rounded up (Kubernetes' `minAvailable`).
+        min_available: Amount = count_or_percent(1000), "0";
         /// Services started first, each until it has a ready replica; stopped after this one.
         depends_on: Vec<Spanned<String>> = list(spanned(string())), Optional("");
         /// Delays between restarts of a replica that keeps exiting.

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 pub use nix::sys::signal::Signal;
 
+mod chaos;
+pub use chaos::*;
+
 pub use crate::keys::{
     Api, Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule,
     Retries, SupervisorSettings, Timeouts,
@@ -33,6 +36,8 @@ pub struct Stack {
     pub journal: JournalSettings,
     /// Backups, in file order.
     pub backups: Vec<Backup>,
+    /// Chaos experiments, in file order.
+    pub experiments: Vec<Experiment>,
 }
 
 impl Stack {
@@ -73,6 +78,9 @@ pub struct Service {
     /// When `expose` is set and no readiness probe is given, a TCP readiness probe with
     /// default timings is filled in, so the proxy never routes to a port nobody listens on.
     pub readiness: Option<Probe>,
+    /// The disruption budget: replicas that must stay ready through voluntary
+    /// disruptions.
+    pub min_available: Amount,
     /// Services that must be ready before this one is started.
     pub depends_on: Vec<String>,
     /// The proxy in front of the service, if it takes traffic through bulwark.
