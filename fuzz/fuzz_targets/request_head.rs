@@ -88,6 +88,7 @@ abort = 503
         faults_on: faults_rx,
         restart: None,
         services: RwLock::new(HashMap::new()),
+        injected: Default::default(),
     });
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::register(&mut registry);

@@ -78,6 +78,7 @@ async fn start() -> (SocketAddr, watch::Sender<Vec<Toxic>>) {
         idle: Duration::from_secs(2),
         toxics: toxics_rx,
         faults_enabled: faults_rx,
+        injected: Default::default(),
     };
     tokio::spawn(proxy::serve_tcp(
         listener,

@@ -12,6 +12,7 @@
 
 mod backups;
 pub mod client;
+mod experiments;
 pub mod json;
 mod routes;
 mod security;

@@ -38,6 +38,8 @@ pub struct AppState {
     pub allow_remote: bool,
     /// The stack's backups.
     pub backups: backup::Backups,
+    /// The stack's chaos experiments.
+    pub chaos: chaos::Chaos,
 }
 
 /// The response header that says the events shown are not all in the journal.
@@ -63,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/reload", post(reload))
         .route("/metrics", get(metrics))
         .merge(crate::backups::routes())
+        .merge(crate::experiments::routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

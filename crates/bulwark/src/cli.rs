@@ -78,6 +78,21 @@ pub enum Command {
         #[command(subcommand)]
         cmd: BackupCmd,
     },
+    /// Chaos experiments: list them, run one, see what runs, halt them all.
+    Chaos {
+        #[command(subcommand)]
+        cmd: ChaosCmd,
+    },
+    /// Prove a stack's resilience: each fault kind in turn under open-loop load, scored.
+    Verify(VerifyArgs),
+    /// A stressor process of a chaos experiment (bulwark starts and stops it).
+    #[command(hide = true)]
+    ChaosStress {
+        #[arg(value_parser = ["cpu", "memory"])]
+        kind: String,
+        /// Busy threads (cpu) or MiB (memory).
+        amount: u64,
+    },
     /// Apply the changed stack file to the running `up` without a restart (also: SIGHUP).
     Reload,
     /// The global fault kill switch: `off` removes every injected fault at once.
@@ -209,6 +224,77 @@ pub enum BackupCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ChaosCmd {
+    /// The experiments of the stack file, with their schedules.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run experiment NAME now (pre-flight gate first) and print its report when it ends;
+    /// exit status 1 unless the steady state held.
+    Run {
+        name: String,
+        /// Take NAME from this file of `[[experiments]]` instead of the stack file.
+        #[arg(short = 'f', long = "file", value_hint = ValueHint::FilePath)]
+        file: Option<PathBuf>,
+        /// Answer once it has started, not when it ends.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Running experiments and the latest reports.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every running experiment (faults undone, rollbacks run) and turn faults off
+    /// until `bulwark faults on`.
+    Halt {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The stack file.
+    #[arg(short = 'f', long = "file", value_hint = ValueHint::FilePath)]
+    pub file: PathBuf,
+    /// Use the stack already running (`bulwark up -f FILE`) instead of starting one.
+    #[arg(long)]
+    pub attach: bool,
+    /// Only these services (repeatable); default: every service exposed over HTTP.
+    #[arg(long = "service")]
+    pub services: Vec<String>,
+    /// The fault kinds, in order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,stop,http-abort,http-reset,http-delay"
+    )]
+    pub faults: Vec<String>,
+    /// Open-loop load on each service during its faults, requests per second.
+    #[arg(long, default_value_t = 200.0)]
+    pub load: f64,
+    /// How long each fault lasts.
+    #[arg(long, default_value = "5s")]
+    pub fault_duration: humantime::Duration,
+    /// Quiet time between two faults, after the service has recovered.
+    #[arg(long, default_value = "2s")]
+    pub settle: humantime::Duration,
+    /// Write verify.json, verify.md and verify.junit.xml here.
+    #[arg(long, value_hint = ValueHint::DirPath)]
+    pub report: Option<PathBuf>,
+    /// Exit non-zero when the resilience score is below this (0-100).
+    #[arg(long)]
+    pub min_score: Option<f64>,
+    /// Print the scorecard as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand)]

@@ -121,6 +121,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         }
         Command::Silence { cmd } => silence(&client, cmd).await?,
         Command::Backup { cmd } => crate::backup_cmd::run(client, cmd).await?,
+        Command::Chaos { cmd } => return crate::chaos_cmd::run(client, cmd).await,
         Command::Reload => {
             let body = client.post("/v1/reload").await?;
             let changes: Vec<String> = serde_json::from_slice(&body)?;
@@ -137,6 +138,8 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         | Command::Import { .. }
         | Command::Demo(_)
         | Command::Load(_)
+        | Command::Verify(_)
+        | Command::ChaosStress { .. }
         | Command::Completions { .. }
         | Command::Schema { .. }
         | Command::Explain { .. }

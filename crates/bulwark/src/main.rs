@@ -3,11 +3,14 @@
 
 mod backup_cmd;
 mod backups;
+mod chaos_cmd;
+mod chaos_host;
 mod cli;
 mod commands;
 mod host;
 mod output;
 mod up;
+mod verify_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +46,9 @@ fn main() -> ExitCode {
         Command::Up(args) => tokio_runtime(args.workers, false)
             .and_then(|rt| rt.block_on(up::run(args, cli.state_dir))),
         Command::Load(args) => tokio_runtime(None, false).and_then(|rt| rt.block_on(load(args))),
+        Command::ChaosStress { kind, amount } => return chaos_cmd::stress(&kind, amount),
+        Command::Verify(args) => tokio_runtime(None, false)
+            .and_then(|rt| rt.block_on(verify_cmd::run(args, cli.state_dir))),
         other => tokio_runtime(Some(1), true)
             .and_then(|rt| rt.block_on(commands::run(other, cli.state_dir))),
     };

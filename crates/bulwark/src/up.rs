@@ -51,6 +51,9 @@ async fn reload(
 /// How long a stop waits for a backup, verification or drill under way to end.
 const BACKUP_GRACE: Duration = Duration::from_secs(60);
 
+/// How long a stop waits for running experiments to undo their faults and roll back.
+const CHAOS_GRACE: Duration = Duration::from_secs(30);
+
 /// Events kept in memory (and read back from the journal at start).
 const EVENT_HISTORY: usize = 10_000;
 
@@ -167,22 +170,45 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     // Bind every listener before starting a replica, so a taken port fails fast.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (faults_tx, faults_rx) = watch::channel(true);
+    let injected = Arc::new(proxy::Injected::default());
     let (restart_tx, mut restart_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u32)>();
     let hooks = Arc::new(proxy::Hooks {
         bus: Some(bus.clone()),
         faults_on: faults_rx,
         restart: Some(restart_tx),
         services: Default::default(),
+        injected: injected.clone(),
     });
     let endpoints = {
         let supervisor = supervisor.clone();
         Box::new(move |service: &str| supervisor.endpoints(service))
     };
+    // The proxy's outcomes go to the SLO engine and, per second, to the experiments'
+    // probes.
+    let outcomes = Arc::new(chaos::Outcomes::new(
+        stack
+            .services
+            .iter()
+            .filter(|s| s.expose.is_some())
+            .map(|s| s.name.as_str()),
+    ));
+    let chaos = chaos::Chaos::new(
+        stack.experiments.clone(),
+        Arc::new(crate::chaos_host::ChaosHost {
+            supervisor: supervisor.clone(),
+            plane: plane.clone(),
+            bulwark: std::env::current_exe().context("cannot find this program's path")?,
+        }),
+        bus.clone(),
+        injected,
+        outcomes.clone(),
+        faults_tx.subscribe(),
+    );
     let mut listeners = Listeners::new(
         hooks,
         proxy_metrics,
         tcp_metrics,
-        plane.outcome_sink(),
+        Arc::new(chaos::Tee(plane.outcome_sink(), outcomes)),
         endpoints,
     );
     listeners.apply(&stack).await?;
@@ -217,6 +243,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         journal_health,
         allow_remote: stack.api.allow_remote,
         backups: backups.clone(),
+        chaos: chaos.clone(),
     }));
     let api_task = tokio::spawn(api::server::serve(
         api_socket,
@@ -227,6 +254,9 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
     supervisor.start();
     let backup_tasks = backups.start();
+    let chaos_tasks: Vec<_> = std::iter::once(chaos.spawn_kill_switch())
+        .chain(chaos.spawn_schedules())
+        .collect();
 
     let mut sighup = signal(SignalKind::hangup())?;
     loop {
@@ -247,9 +277,11 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     // No backup, verification or drill starts while the stack stops; one under way ends
     // first (bounded), so its post-hook runs while the service still does and no later
     // `up` finds a writer in the repository.
-    for t in backup_tasks {
+    for t in backup_tasks.into_iter().chain(chaos_tasks) {
         t.abort();
     }
+    // Every fault undone and every rollback run before the replicas stop.
+    chaos.halt(CHAOS_GRACE).await;
     backups.shutdown(BACKUP_GRACE).await;
     // Listeners stop accepting and finish what they carry while replicas drain and stop.
     stop_tx.send_replace(true);

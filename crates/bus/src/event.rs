@@ -259,6 +259,71 @@ pub enum EventKind {
         /// Detection to resolution.
         ttr_ms: u64,
     },
+    /// A chaos experiment broke something on purpose.
+    ExperimentStarted {
+        /// The service concerned (the experiment's target).
+        service: String,
+        /// The experiment's name.
+        name: String,
+        /// What it broke, in words (`SIGKILL of web/1`).
+        fault: String,
+        /// The replicas hit.
+        replicas: Vec<u32>,
+        /// What started it: `manual`, `cron`, `monkey` or `verify`.
+        trigger: String,
+    },
+    /// A chaos experiment was not started; nothing was broken.
+    ExperimentRefused {
+        /// The service concerned.
+        service: String,
+        /// The experiment's name.
+        name: String,
+        /// Which guard refused it, in words.
+        reason: String,
+    },
+    /// A monkey on its leash: what it would have broken, had it been let loose.
+    ExperimentLeashed {
+        /// The service concerned.
+        service: String,
+        /// The experiment's name.
+        name: String,
+        /// What it would have broken.
+        fault: String,
+    },
+    /// A chaos experiment stopped early: a steady-state probe failed too often, or it was
+    /// halted.
+    ExperimentAborted {
+        /// The service concerned.
+        service: String,
+        /// The experiment's name.
+        name: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A rollback command of an experiment failed (the others still ran).
+    RollbackFailed {
+        /// The service concerned.
+        service: String,
+        /// The experiment's name.
+        name: String,
+        /// The command's program.
+        command: String,
+        /// Its exit and output tail.
+        detail: String,
+    },
+    /// A chaos experiment is over: fault removed, rollbacks run.
+    ExperimentEnded {
+        /// The service concerned.
+        service: String,
+        /// The experiment's name.
+        name: String,
+        /// `passed` (the steady state held), `failed`, `aborted` or `halted`.
+        outcome: String,
+        /// From the fault to bulwark's first reaction, when it reacted.
+        detect_ms: Option<u64>,
+        /// From the fault to every replica ready and the steady state holding again.
+        recover_ms: Option<u64>,
+    },
     /// A reader skipped events: it fell behind the bus (`reader` names it: the journal, the
     /// incident tracker, an event stream...), or the journal could not store them. `missed`
     /// events are absent from what that reader saw or kept.

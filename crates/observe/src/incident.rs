@@ -297,6 +297,35 @@ impl Incidents {
             EventKind::Scaled { service, from, to } => {
                 self.action(service, now, format!("{service} scaled {from} -> {to}"))
             }
+            EventKind::ExperimentStarted {
+                service,
+                name,
+                fault: what,
+                ..
+            } => {
+                let text = format!("chaos experiment {name}: {what}");
+                self.action(service, now, text.clone());
+                fault(self, service, text)
+            }
+            EventKind::ExperimentAborted {
+                service,
+                name,
+                reason,
+            } => self.action(
+                service,
+                now,
+                format!("chaos experiment {name} aborted: {reason}"),
+            ),
+            EventKind::ExperimentEnded {
+                service,
+                name,
+                outcome,
+                ..
+            } => self.action(
+                service,
+                now,
+                format!("chaos experiment {name} ended: {outcome}"),
+            ),
             _ => None,
         }
     }

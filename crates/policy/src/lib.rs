@@ -14,6 +14,7 @@
 //! - rate limits: [`TokenBucket`], [`KeyedBuckets`];
 //! - backups: [`retain`], restic's `forget` keep policy ([`Keep`], [`Candidate`],
 //!   [`Decision`], [`Reason`]), whose calendar arithmetic is jiff's;
+//! - chaos experiments ([`chaos`]): targets, the monkey's clock, abort streaks;
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ mod backoff;
 mod breaker;
 mod bucket;
 mod budget;
+pub mod chaos;
 mod ewma;
 mod hash;
 mod limit;

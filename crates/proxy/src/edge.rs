@@ -201,6 +201,7 @@ impl Listeners {
                 idle: expose.timeouts.idle,
                 toxics: toxics_rx,
                 faults_enabled: self.hooks.faults_on.clone(),
+                injected: self.hooks.injected.clone(),
             };
             let m = self.tcp_metrics.clone();
             self.tasks

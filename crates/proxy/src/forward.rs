@@ -32,6 +32,18 @@ pub struct Hooks {
     pub restart: Option<mpsc::UnboundedSender<(String, u32)>>,
     /// Every service's proxy by service name: where `[[expose.routes]]` forward to.
     pub services: RwLock<HashMap<String, Arc<ServiceProxy>>>,
+    /// Faults injected at run time (chaos experiments), under the same kill switch.
+    pub injected: Arc<crate::Injected>,
+}
+
+impl Hooks {
+    /// An injected fault for a try sent to `ep` of `service`, while faults are on.
+    fn injected_on(&self, service: &str, ep: &Endpoint) -> Option<FaultAction> {
+        if self.injected.is_empty() || !*self.faults_on.borrow() {
+            return None;
+        }
+        self.injected.on_replica(service, ep.replica)
+    }
 }
 
 /// Asking hyper to drop the client connection without an answer (an injected reset).
@@ -133,28 +145,8 @@ impl ServiceProxy {
         let peer = conn.peer;
         let policy = self.policy();
         let cfg = &policy.expose;
-        if !cfg.faults.is_empty() && *self.hooks.faults_on.borrow() {
-            for f in &cfg.faults {
-                let triggered = f
-                    .header
-                    .as_ref()
-                    .is_none_or(|h| req.headers().contains_key(h.as_str()));
-                if triggered && f.percent > 0.0 && rand::random::<f64>() * 100.0 < f.percent {
-                    self.metrics.injected.inc();
-                    match f.action {
-                        FaultAction::Delay(d) => tokio::time::sleep(d).await,
-                        FaultAction::Abort(code) => {
-                            let status = StatusCode::from_u16(code)
-                                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                            return Ok((
-                                answer(status, "fault injected by bulwark\n"),
-                                Some(LocalReason::Injected),
-                            ));
-                        }
-                        FaultAction::Reset => return Err(InjectedReset),
-                    }
-                }
-            }
+        if let Some(answered) = self.inject(cfg, req.headers()).await {
+            return answered.map(|res| (res, Some(LocalReason::Injected)));
         }
         if let (Some(rl), Some(spec_rl)) = (&policy.rate, &cfg.rate_limit) {
             // Keyed with the limiter's own random seed: a client cannot choose values
@@ -233,6 +225,43 @@ impl ServiceProxy {
         let target = self.route_for(&policy, req.headers());
         let target = target.as_deref().unwrap_or(self);
         Ok(target.forward(req, conn, deadline).await)
+    }
+
+    /// The stack file's faults, then one injected on this listener: a delay, or the
+    /// answer (an abort) or reset that replaces forwarding.
+    async fn inject(
+        &self,
+        cfg: &spec::Expose,
+        headers: &HeaderMap,
+    ) -> Option<Result<Response<ResponseBody>, InjectedReset>> {
+        if (cfg.faults.is_empty() && self.hooks.injected.is_empty())
+            || !*self.hooks.faults_on.borrow()
+        {
+            return None;
+        }
+        let declared = cfg.faults.iter().filter(|f| {
+            let triggered = f
+                .header
+                .as_ref()
+                .is_none_or(|h| headers.contains_key(h.as_str()));
+            triggered && f.percent > 0.0 && rand::random::<f64>() * 100.0 < f.percent
+        });
+        let actions = declared
+            .map(|f| f.action)
+            .chain(self.hooks.injected.on_entry(&self.service));
+        for action in actions {
+            self.metrics.injected.inc();
+            match action {
+                FaultAction::Delay(d) => tokio::time::sleep(d).await,
+                FaultAction::Abort(code) => {
+                    let status =
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                    return Some(Ok(answer(status, "fault injected by bulwark\n")));
+                }
+                FaultAction::Reset => return Some(Err(InjectedReset)),
+            }
+        }
+        None
     }
 
     /// `[[expose.routes]]`: header matches first, then weighted splits.
@@ -394,7 +423,8 @@ impl ServiceProxy {
                         .await
                 }
                 None => {
-                    let (r, rtt, g) = send(&upstream, &ep, up, per_try).await;
+                    let fault = self.hooks.injected_on(&self.service, &ep);
+                    let (r, rtt, g) = send(&upstream, &ep, up, per_try, fault).await;
                     (ep, r, rtt, g)
                 }
             };
@@ -415,6 +445,17 @@ impl ServiceProxy {
                         Some(LocalReason::UpstreamFailed),
                     ));
                     (TryResult::Reset, None)
+                }
+                Err(SendError::Injected(status)) => {
+                    last = Some((
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                        format!(
+                            "replica {}/{} answered {status} (a fault injected by bulwark)",
+                            self.service, ep.replica
+                        ),
+                        Some(LocalReason::Injected),
+                    ));
+                    (TryResult::Status(status), None)
                 }
                 Err(SendError::Timeout) => {
                     last = Some((
@@ -571,7 +612,8 @@ impl ServiceProxy {
             .hedge_after(h.percentile, h.min_delay, std::time::Instant::now());
         let second_req = clone_request(&req);
         let first_ep = first.clone();
-        let one = send(upstream, &first_ep, req, per_try);
+        let fault = self.hooks.injected_on(&self.service, &first_ep);
+        let one = send(upstream, &first_ep, req, per_try, fault);
         tokio::pin!(one);
         let (Some(after), Some(second_req)) = (after, second_req) else {
             let (r, rtt, g) = one.await;
@@ -606,7 +648,8 @@ impl ServiceProxy {
                 .unwrap_or(&PathAndQuery::from_static("/")),
         );
         let second_ep = second.clone();
-        let two = send(upstream, &second_ep, second_req, per_try);
+        let fault = self.hooks.injected_on(&self.service, &second_ep);
+        let two = send(upstream, &second_ep, second_req, per_try, fault);
         tokio::select! {
             (r, rtt, g) = one => (first, r, rtt, g),
             (r, rtt, g) = two => (second, r, rtt, g),
@@ -656,6 +699,8 @@ enum SendError {
     Reset(String),
     /// No response head within the per-try timeout.
     Timeout,
+    /// A chaos experiment answered for the replica with this status.
+    Injected(u16),
 }
 
 /// One try. The returned guard keeps the replica's load counted while the response
@@ -665,6 +710,7 @@ async fn send(
     ep: &Endpoint,
     req: Request<UpstreamBody>,
     limit: Duration,
+    injected: Option<FaultAction>,
 ) -> (
     Result<Response<Incoming>, SendError>,
     Duration,
@@ -672,7 +718,27 @@ async fn send(
 ) {
     let guard = ep.load.acquire();
     let began = Instant::now();
-    let r = match tokio::time::timeout(limit, upstream.request(req)).await {
+    let delay = match injected {
+        None => Duration::ZERO,
+        Some(FaultAction::Delay(d)) => d,
+        Some(FaultAction::Abort(status)) => {
+            return (Err(SendError::Injected(status)), began.elapsed(), guard);
+        }
+        Some(FaultAction::Reset) => {
+            let e = format!(
+                "replica at {}: connection reset by an injected fault",
+                ep.addr
+            );
+            return (Err(SendError::Reset(e)), began.elapsed(), guard);
+        }
+    };
+    let delayed = async {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        upstream.request(req).await
+    };
+    let r = match tokio::time::timeout(limit, delayed).await {
         Ok(Ok(res)) => Ok(res),
         Ok(Err(e)) if e.is_connect() => Err(SendError::ConnectFailed(format!(
             "replica at {}: {e}",

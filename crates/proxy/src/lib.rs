@@ -18,6 +18,7 @@ mod body;
 mod conn;
 pub mod edge;
 mod forward;
+mod injected;
 mod metrics;
 mod server;
 mod service;
@@ -25,6 +26,7 @@ mod tcp;
 
 pub use edge::Listeners;
 pub use forward::{Hooks, InjectedReset};
+pub use injected::{Injected, Injection};
 pub use metrics::ProxyMetrics;
 pub use server::{ServiceProxyHandle, serve};
 pub use tcp::{TcpListener as TcpExpose, TcpMetrics, serve_tcp};

@@ -54,6 +54,8 @@ pub struct TcpListener {
     /// Global kill switch: `false` turns every toxic off at once, including on open
     /// connections; `true` lets the toxics each connection drew act again.
     pub faults_enabled: watch::Receiver<bool>,
+    /// Toxics injected at run time (chaos experiments), per replica.
+    pub injected: Arc<crate::Injected>,
 }
 
 /// What every connection task of one listener shares (read-only).
@@ -64,6 +66,8 @@ struct Shared {
     idle: Duration,
     toxics: watch::Receiver<Vec<spec::Toxic>>,
     faults: watch::Receiver<bool>,
+    service: String,
+    injected: Arc<crate::Injected>,
 }
 
 /// Serves until `shutdown` turns true (or its sender is dropped), then stops accepting,
@@ -87,6 +91,7 @@ pub async fn serve_tcp(
         idle,
         toxics,
         faults_enabled,
+        injected,
     } = l;
     let shared = Arc::new(Shared {
         metrics: metrics.for_service(&service),
@@ -95,6 +100,8 @@ pub async fn serve_tcp(
         idle,
         toxics,
         faults: faults_enabled,
+        service: service.clone(),
+        injected,
     });
     let mut conns = JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
@@ -151,7 +158,7 @@ pub async fn serve_tcp(
 async fn connection(shared: &Shared, client: TcpStream) {
     let mut tracked = shared.metrics.open();
     let _ = client.set_nodelay(true);
-    let (upstream, guard) = match connect(shared).await {
+    let (upstream, guard, replica) = match connect(shared).await {
         Ok(connected) => connected,
         Err(result) => {
             // Dropping the client closes it at once.
@@ -159,7 +166,14 @@ async fn connection(shared: &Shared, client: TcpStream) {
             return;
         }
     };
-    let plan = Plan::decide(&shared.toxics.borrow(), rand::random::<f64>);
+    let injected = shared.injected.toxics(&shared.service, replica);
+    let plan = if injected.is_empty() {
+        Plan::decide(&shared.toxics.borrow(), rand::random::<f64>)
+    } else {
+        let mut all = shared.toxics.borrow().clone();
+        all.extend(injected);
+        Plan::decide(&all, rand::random::<f64>)
+    };
     let result = relay(shared, client, upstream, plan).await;
     // Count before releasing the replica, so a drained replica's connections are counted.
     tracked.set(result);
@@ -170,7 +184,7 @@ async fn connection(shared: &Shared, client: TcpStream) {
 /// Connects to a ready replica: P2C first, then the least loaded untried replica.
 ///
 /// Returns the stream and the load guard held on that replica, or why none was reached.
-async fn connect(shared: &Shared) -> Result<(TcpStream, LoadGuard), ConnResult> {
+async fn connect(shared: &Shared) -> Result<(TcpStream, LoadGuard, u32), ConnResult> {
     let snapshot = shared.endpoints.borrow().clone();
     let mut tried = [0u32; MAX_TRIES];
     let mut n = 0;
@@ -185,7 +199,7 @@ async fn connect(shared: &Shared) -> Result<(TcpStream, LoadGuard), ConnResult> 
         match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(ep.addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                return Ok((stream, guard));
+                return Ok((stream, guard, ep.replica));
             }
             Ok(Err(e)) => {
                 tracing::debug!(replica = ep.replica, addr = %ep.addr, error = %e, "tcp connect failed");

@@ -72,6 +72,7 @@ async fn start_to(replica: SocketAddr, drain: Duration, tune: impl FnOnce(&mut E
         faults_on: faults_rx,
         restart: None,
         services: RwLock::new(HashMap::new()),
+        injected: Default::default(),
     });
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::register(&mut registry);

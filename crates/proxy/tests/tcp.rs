@@ -109,6 +109,7 @@ async fn start_with_limits(
         idle,
         toxics: toxics_rx,
         faults_enabled: faults_rx,
+        injected: Default::default(),
     };
     let task = tokio::spawn(async move { serve_tcp(listener, &metrics, shutdown_rx, drain).await });
     Proxy {

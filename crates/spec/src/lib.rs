@@ -105,6 +105,34 @@ pub fn parse_with_warnings(source: &str, path: &Path) -> Result<Loaded, Errors> 
     }
 }
 
+/// Reads a file of `[[experiments]]` kept apart from the stack file, checked against the
+/// running stack's `services`; relative paths resolve against `path`'s directory.
+pub fn parse_experiments(
+    source: &str,
+    path: &Path,
+    services: &[Service],
+) -> Result<Vec<Experiment>, Errors> {
+    let mut problems = Problems::default();
+    let doc = match toml::de::DeTable::parse(source) {
+        Ok(doc) => doc,
+        Err(e) => {
+            problems.push(
+                e.span().unwrap_or(0..0),
+                format!("invalid TOML: {}", e.message()),
+            );
+            return Err(Errors::new(path, source, problems));
+        }
+    };
+    let root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
+    let raw = <keys::ExperimentsFile as Section>::read(&root, &mut problems);
+    let known: Vec<&Service> = services.iter().collect();
+    let base_dir = path.parent().unwrap_or(Path::new(""));
+    match check::chaos::experiments(&raw.experiments, &known, base_dir, &mut problems) {
+        Some(list) if problems.is_empty() => Ok(list),
+        _ => Err(Errors::new(path, source, problems)),
+    }
+}
+
 /// All problems found in a stack file (warnings too), in file order, each with a location.
 ///
 /// Display prints one per line, `FILE:LINE:COLUMN: error: MESSAGE`, without a trailing

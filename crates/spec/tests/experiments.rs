@@ -27,6 +27,8 @@ run = ["z"]
 "#;
 
 #[test]
+// Long on purpose: one file of three experiments, checked field by field.
+#[allow(clippy::too_many_lines)]
 fn a_full_experiment_reads_with_its_defaults() {
     let stack = valid(&format!(
         r#"{SERVICES}

@@ -12,7 +12,7 @@ use crate::problem::{Problems, Span};
 use crate::schema::Field;
 
 /// Every experiment checked against the stack's services.
-pub(super) fn experiments(
+pub(crate) fn experiments(
     list: &Field<Vec<ExperimentTable>>,
     services: &[&Service],
     base_dir: &Path,
@@ -490,7 +490,7 @@ fn schedule(raw: &ChaosScheduleTable, p: &mut Problems) -> Option<ChaosSchedule>
                 return None;
             }
             super::backup::never_idle(&raw.cron, "cron", p)?;
-            Some(ChaosSchedule::Cron(cron.get_ref().clone()))
+            Some(ChaosSchedule::Cron(Box::new(cron.get_ref().clone())))
         }
         (None, Some(mean_interval)) => {
             let days = raw.days.get()?;

@@ -9,7 +9,7 @@
 
 mod alerts;
 mod backup;
-mod chaos;
+pub(crate) mod chaos;
 mod deps;
 mod expose;
 mod probe;

@@ -11,6 +11,14 @@ use crate::schema::{
 use crate::section;
 
 section! {
+    /// A file of experiments kept apart from the stack file (`bulwark chaos run -f`).
+    pub(crate) struct ExperimentsFile {
+        /// The experiments, checked against the running stack's services.
+        experiments: Vec<ExperimentTable> = tables::<ExperimentTable>(), Required("[[experiments]]");
+    }
+}
+
+section! {
     /// A chaos experiment: a fault on some replicas of a service for a while, with a
     /// steady-state hypothesis checked before, during and after, an automatic abort, and
     /// rollbacks that always run.

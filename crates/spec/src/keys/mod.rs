@@ -346,7 +346,10 @@ section! {
         /// Tries in all (2: one retry).
         // Envoy: 1 retry, so 2 tries.
         attempts: u32 = int(1, 10), "2";
-        /// What is retried; `status` retries the codes of `statuses`.
+        /// What is retried; `status` retries the codes of `statuses`. By default an
+        /// idempotent request that got 502, 503 or 504 from one replica is tried once on
+        /// another, within the budget: a replica that fails costs its clients nothing
+        /// before it is ejected.
         on: Vec<RetryCondition> = list(choice(&[
             ("connect-failure", RetryCondition::ConnectFailure),
             ("reset", RetryCondition::Reset),
@@ -354,7 +357,7 @@ section! {
             ("5xx", RetryCondition::Status5xx),
             ("gateway-error", RetryCondition::GatewayError),
             ("status", RetryCondition::Status),
-        ])), r#"["connect-failure", "reset"]"#;
+        ])), r#"["connect-failure", "reset", "gateway-error"]"#;
         /// Status codes retried with `on = [.., "status"]`.
         statuses: Vec<u16> = list(int(100, 599)), "[]";
         /// How long one try may take ("0s": no limit but `timeouts.request`).

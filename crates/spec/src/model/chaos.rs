@@ -297,7 +297,7 @@ pub enum ChaosSchedule {
     /// Only when asked: `bulwark chaos run NAME`.
     OnDemand,
     /// At each cron time.
-    Cron(Schedule),
+    Cron(Box<Schedule>),
     /// At random times within a window.
     Monkey(Monkey),
 }

@@ -1,0 +1,87 @@
+//! What chaos experiments see of the running stack: the supervisor's replicas, the
+//! observability plane's alerts, incidents and SLOs.
+
+use std::path::PathBuf;
+
+use chaos::Replica;
+use observe::alert::{AlertState, Severity};
+use observe::incident::IncidentState;
+use observe::plane::Plane;
+use observe::slo::Window;
+use runtime::Supervisor;
+
+pub struct ChaosHost {
+    pub supervisor: Supervisor,
+    pub plane: Plane,
+    pub bulwark: PathBuf,
+}
+
+impl chaos::Host for ChaosHost {
+    fn replicas(&self, service: &str) -> Option<Vec<Replica>> {
+        let status = self
+            .supervisor
+            .status()
+            .into_iter()
+            .find(|s| s.name == service)?;
+        Some(
+            status
+                .replicas
+                .into_iter()
+                .map(|r| Replica {
+                    index: r.index,
+                    pid: r.pid,
+                    ready: r.ready,
+                })
+                .collect(),
+        )
+    }
+
+    fn budget(&self, service: &str) -> Option<(u32, spec::Amount)> {
+        let desired = self
+            .supervisor
+            .status()
+            .into_iter()
+            .find(|s| s.name == service)?
+            .desired;
+        let spec = self.supervisor.service_spec(service)?;
+        Some((desired, spec.min_available))
+    }
+
+    fn restart(&self, service: &str, index: u32) -> Result<(), String> {
+        self.supervisor
+            .restart(service, Some(index))
+            .map_err(|e| e.to_string())
+    }
+
+    fn paging(&self, service: &str) -> Option<String> {
+        self.plane
+            .alerts()
+            .into_iter()
+            .find(|a| {
+                a.service == service
+                    && a.severity == Severity::Page
+                    && a.state == AlertState::Firing
+            })
+            .map(|a| format!("page alert {}", a.name))
+    }
+
+    fn incident(&self, service: &str) -> Option<String> {
+        self.plane
+            .incidents()
+            .into_iter()
+            .find(|i| i.service == service && i.state == IncidentState::Open)
+            .map(|i| format!("incident #{} ({})", i.id, i.title))
+    }
+
+    fn burn_rate(&self, service: &str, slo: &str) -> Option<f64> {
+        self.plane
+            .slo_reports()
+            .into_iter()
+            .find(|r| r.service == service && r.slo == slo)
+            .map(|r| r.burn_rate(Window::M5))
+    }
+
+    fn bulwark(&self) -> PathBuf {
+        self.bulwark.clone()
+    }
+}

@@ -1,0 +1,229 @@
+//! The proxy's request outcomes per service, kept per second for the last few minutes:
+//! what `error-ratio` and `latency` probes judge.
+//!
+//! Invariant: fixed memory per service ([`SECONDS`] buckets of [`BUCKETS`] counters), O(1)
+//! work per request under a per-service mutex; services unknown at start are not kept.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bus::{OutcomeSink, RequestOutcome};
+
+/// How far back a probe can look: windows are capped at this.
+pub const SECONDS: usize = 300;
+/// Latency buckets: powers of 2^(1/4) microseconds from 1 µs, ~19 % wide, up to ~4.6 h.
+const BUCKETS: usize = 96;
+
+#[derive(Clone, Copy)]
+struct Second {
+    /// Which second since `origin` this bucket holds (stale when older).
+    at: u64,
+    total: u32,
+    failed: u32,
+    latency: [u32; BUCKETS],
+}
+
+const EMPTY: Second = Second {
+    at: u64::MAX,
+    total: 0,
+    failed: 0,
+    latency: [0; BUCKETS],
+};
+
+/// Outcomes of some services, by second.
+pub struct Outcomes {
+    origin: Instant,
+    services: HashMap<String, Mutex<Box<[Second; SECONDS]>>>,
+}
+
+/// A window's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Tally {
+    /// Requests answered.
+    pub total: u64,
+    /// Of which failed: 5xx (bulwark's own 502/503/504 included).
+    pub failed: u64,
+}
+
+impl Tally {
+    /// `failed / total`; 0 without requests.
+    pub fn ratio(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.failed as f64 / self.total as f64
+        }
+    }
+}
+
+fn bucket(d: Duration) -> usize {
+    let us = d.as_micros().max(1) as f64;
+    ((us.log2() * 4.0) as usize).min(BUCKETS - 1)
+}
+
+fn bucket_top(i: usize) -> Duration {
+    Duration::from_secs_f64(2f64.powf((i + 1) as f64 / 4.0) / 1e6)
+}
+
+impl Outcomes {
+    /// Keeps outcomes of `services`.
+    pub fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Outcomes {
+        Outcomes {
+            origin: Instant::now(),
+            services: services
+                .into_iter()
+                .map(|s| (s.to_owned(), Mutex::new(Box::new([EMPTY; SECONDS]))))
+                .collect(),
+        }
+    }
+
+    fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_secs()
+    }
+
+    /// Records one outcome at `now`.
+    pub fn add(&self, service: &str, status: u16, duration: Duration, now: Instant) {
+        let Some(ring) = self.services.get(service) else {
+            return;
+        };
+        let at = self.second(now);
+        let mut ring = ring.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut ring[(at % SECONDS as u64) as usize];
+        if slot.at != at {
+            *slot = Second { at, ..EMPTY };
+        }
+        slot.total = slot.total.saturating_add(1);
+        slot.failed = slot.failed.saturating_add(u32::from(status >= 500));
+        let b = &mut slot.latency[bucket(duration)];
+        *b = b.saturating_add(1);
+    }
+
+    /// Sums the seconds of `window` (at most [`SECONDS`]) up to `now` with `f`.
+    fn fold<T>(
+        &self,
+        service: &str,
+        window: Duration,
+        now: Instant,
+        mut f: impl FnMut(&Second) -> T,
+    ) -> Option<()> {
+        let ring = self.services.get(service)?;
+        let now = self.second(now);
+        let span = window.as_secs().clamp(1, SECONDS as u64);
+        let ring = ring.lock().unwrap_or_else(|e| e.into_inner());
+        for s in ring.iter().filter(|s| s.at <= now && now - s.at < span) {
+            f(s);
+        }
+        Some(())
+    }
+
+    /// Requests and failures of `service` over the last `window`.
+    pub fn tally(&self, service: &str, window: Duration, now: Instant) -> Tally {
+        let mut t = Tally::default();
+        self.fold(service, window, now, |s| {
+            t.total += u64::from(s.total);
+            t.failed += u64::from(s.failed);
+        });
+        t
+    }
+
+    /// The `percentile` (0-100] of request durations over the last `window`, an upper
+    /// bound within ~19 %; `None` without requests.
+    pub fn percentile(
+        &self,
+        service: &str,
+        window: Duration,
+        percentile: f64,
+        now: Instant,
+    ) -> Option<Duration> {
+        let mut counts = [0u64; BUCKETS];
+        self.fold(service, window, now, |s| {
+            for (c, n) in counts.iter_mut().zip(s.latency) {
+                *c += u64::from(n);
+            }
+        })?;
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((percentile / 100.0) * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        counts
+            .iter()
+            .position(|&c| {
+                seen += c;
+                seen >= rank
+            })
+            .map(bucket_top)
+    }
+}
+
+impl OutcomeSink for Outcomes {
+    fn record(&self, o: &RequestOutcome<'_>) {
+        self.add(o.service, o.status, o.duration, Instant::now());
+    }
+}
+
+/// Passes each outcome to both sinks.
+pub struct Tee(
+    pub std::sync::Arc<dyn OutcomeSink>,
+    pub std::sync::Arc<dyn OutcomeSink>,
+);
+
+impl OutcomeSink for Tee {
+    fn record(&self, o: &RequestOutcome<'_>) {
+        self.0.record(o);
+        self.1.record(o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_and_percentiles_over_a_sliding_window() {
+        let o = Outcomes::new(["web"]);
+        let t0 = o.origin;
+        for i in 0..100u64 {
+            let status = if i % 10 == 0 { 503 } else { 200 };
+            o.add(
+                "web",
+                status,
+                Duration::from_millis(i + 1),
+                t0 + Duration::from_millis(i * 10),
+            );
+        }
+        o.add("other", 500, Duration::ZERO, t0);
+        let now = t0 + Duration::from_secs(1);
+        let t = o.tally("web", Duration::from_secs(10), now);
+        assert_eq!((t.total, t.failed), (100, 10));
+        let p99 = o
+            .percentile("web", Duration::from_secs(10), 99.0, now)
+            .unwrap();
+        assert!(
+            p99 >= Duration::from_millis(99) && p99 < Duration::from_millis(125),
+            "{p99:?}"
+        );
+        let p50 = o
+            .percentile("web", Duration::from_secs(10), 50.0, now)
+            .unwrap();
+        assert!(
+            p50 >= Duration::from_millis(50) && p50 < Duration::from_millis(62),
+            "{p50:?}"
+        );
+        // Ten seconds later the window holds nothing.
+        let later = t0 + Duration::from_secs(12);
+        assert_eq!(
+            o.tally("web", Duration::from_secs(10), later),
+            Tally::default()
+        );
+        assert_eq!(
+            o.percentile("web", Duration::from_secs(10), 99.0, later),
+            None
+        );
+        // A lap of the ring later, old seconds are not mistaken for new ones.
+        let lap = t0 + Duration::from_secs(SECONDS as u64);
+        assert_eq!(o.tally("web", Duration::from_secs(1), lap).total, 0);
+    }
+}

@@ -1,0 +1,144 @@
+//! Steady-state probes: each check passes, or says why not.
+
+use std::time::{Duration, Instant};
+
+use spec::{SteadyCheck, SteadyProbe};
+
+use crate::{Host, Outcomes};
+
+/// Output kept from a probe command for its failure message.
+const CAPTURE: usize = 2048;
+
+/// Runs one check of `probe`.
+pub(crate) async fn check(
+    probe: &SteadyProbe,
+    host: &dyn Host,
+    outcomes: &Outcomes,
+) -> Result<(), String> {
+    let svc = probe.service.as_str();
+    let now = Instant::now();
+    match &probe.check {
+        SteadyCheck::Http {
+            url,
+            status,
+            timeout,
+        } => http(url, *status, *timeout).await,
+        SteadyCheck::ErrorRatio {
+            max,
+            window,
+            min_requests,
+        } => {
+            let t = outcomes.tally(svc, *window, now);
+            if t.total < *min_requests || t.ratio() <= *max {
+                return Ok(());
+            }
+            Err(format!(
+                "{svc}: error ratio {:.2} % over {} ({} of {} failed), above {:.2} %",
+                t.ratio() * 100.0,
+                humantime::format_duration(*window),
+                t.failed,
+                t.total,
+                max * 100.0
+            ))
+        }
+        SteadyCheck::Latency {
+            percentile,
+            max,
+            window,
+            min_requests,
+        } => {
+            if outcomes.tally(svc, *window, now).total < *min_requests {
+                return Ok(());
+            }
+            match outcomes.percentile(svc, *window, *percentile, now) {
+                Some(p) if p > *max => Err(format!(
+                    "{svc}: p{percentile} latency {} ms over {}, above {} ms",
+                    p.as_millis(),
+                    humantime::format_duration(*window),
+                    max.as_millis()
+                )),
+                _ => Ok(()),
+            }
+        }
+        SteadyCheck::BurnRate { slo, max } => match host.burn_rate(svc, slo) {
+            Some(rate) if rate <= *max => Ok(()),
+            Some(rate) => Err(format!(
+                "{svc}: SLO {slo} burns at {rate:.1}x, above {max}x"
+            )),
+            None => Err(format!("{svc}: SLO {slo} is not measured")),
+        },
+        SteadyCheck::Ready { min } => {
+            let ready = host
+                .replicas(svc)
+                .map_or(0, |r| r.iter().filter(|r| r.ready).count());
+            if ready >= *min as usize {
+                Ok(())
+            } else {
+                Err(format!("{svc}: {ready} replicas ready, fewer than {min}"))
+            }
+        }
+        SteadyCheck::Command { run, timeout } => command(run, *timeout).await,
+    }
+}
+
+async fn http(url: &http::Uri, status: u16, timeout: Duration) -> Result<(), String> {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let attempt = async {
+        let res = client
+            .get(url.clone())
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let got = res.status().as_u16();
+        // The body is read so that the answer is whole, as a client would need it.
+        let _ = res.into_body().collect().await;
+        if got == status {
+            Ok(())
+        } else {
+            Err(format!("GET {url} answered {got}, expected {status}"))
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "GET {url}: no answer within {}",
+                humantime::format_duration(timeout)
+            ))
+        })
+}
+
+/// Runs `argv` (not through a shell) with `stdin`; exit 0 within `timeout` passes.
+pub(crate) async fn command_with(
+    argv: &[String],
+    timeout: Duration,
+    stdin: Option<&[u8]>,
+) -> Result<(), String> {
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args);
+    let out = launch::run_exec(cmd, stdin, timeout, CAPTURE)
+        .await
+        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    match out.status {
+        None => Err(format!(
+            "{program:?} still running after {}; its process group was killed",
+            humantime::format_duration(timeout)
+        )),
+        Some(s) if s.success() => Ok(()),
+        Some(s) => {
+            let tail = String::from_utf8_lossy(&out.stderr);
+            let tail = tail.trim();
+            Err(if tail.is_empty() {
+                format!("{program:?}: {s}")
+            } else {
+                format!("{program:?}: {s}: {tail}")
+            })
+        }
+    }
+}
+
+async fn command(argv: &[String], timeout: Duration) -> Result<(), String> {
+    command_with(argv, timeout, None).await
+}
