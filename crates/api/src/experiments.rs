@@ -71,6 +71,9 @@ struct RunQuery {
     /// `verify` when `bulwark verify` runs it.
     #[serde(default)]
     trigger: Option<String>,
+    /// The posted file's name, for the messages about it.
+    #[serde(default)]
+    file: Option<String>,
 }
 
 fn yes() -> bool {
@@ -109,13 +112,13 @@ async fn run_file(
         .filter_map(|st| s.supervisor.service_spec(&st.name))
         .map(|svc| (*svc).clone())
         .collect();
-    let list =
-        match spec::parse_experiments(&body, std::path::Path::new("experiments.toml"), &services) {
-            Ok(list) => list,
-            Err(e) => {
-                return error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()).into_response();
-            }
-        };
+    let file = std::path::Path::new(q.file.as_deref().unwrap_or("experiments.toml"));
+    let list = match spec::parse_experiments(&body, file, &services) {
+        Ok(list) => list,
+        Err(e) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()).into_response();
+        }
+    };
     let exp = match (&q.name, list.len()) {
         (Some(n), _) => list.into_iter().find(|e| &e.name == n),
         (None, 1) => list.into_iter().next(),

@@ -39,30 +39,7 @@ pub async fn run(client: Client, cmd: ChaosCmd) -> anyhow::Result<ExitCode> {
             file,
             no_wait,
             json,
-        } => {
-            let wait = !no_wait;
-            let body = match file {
-                Some(f) => {
-                    let text = std::fs::read_to_string(&f)
-                        .with_context(|| format!("cannot read {}", f.display()))?;
-                    let path = format!("/v1/chaos/run?wait={wait}&name={}", encode(&name));
-                    client.call(http::Method::POST, &path, text.into()).await?
-                }
-                None => {
-                    let path = format!("/v1/chaos/run/{}?wait={wait}", encode(&name));
-                    client.post(&path).await?
-                }
-            };
-            if json || !wait {
-                outln!("{}", String::from_utf8_lossy(&body));
-                return Ok(ExitCode::SUCCESS);
-            }
-            let report: Report = serde_json::from_slice(&body)?;
-            print_report(&report);
-            if report.outcome != chaos::Outcome::Passed {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        } => return run_one(&client, &name, file, !no_wait, json).await,
         ChaosCmd::Status { json } => {
             let body = client.get("/v1/chaos/status").await?;
             if json {
@@ -110,6 +87,47 @@ pub async fn run(client: Client, cmd: ChaosCmd) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bulwark chaos run`: the report, printed; exit status 1 unless the steady state held.
+async fn run_one(
+    client: &Client,
+    name: &str,
+    file: Option<std::path::PathBuf>,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let body = match file {
+        Some(f) => {
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            let shown = std::path::absolute(&f).unwrap_or_else(|_| f.clone());
+            let path = format!(
+                "/v1/chaos/run?wait={wait}&name={}&file={}",
+                encode(name),
+                encode(&shown.display().to_string())
+            );
+            client.call(http::Method::POST, &path, text.into()).await?
+        }
+        None => {
+            let path = format!("/v1/chaos/run/{}?wait={wait}", encode(name));
+            client.post(&path).await?
+        }
+    };
+    if !wait {
+        outln!("{}", String::from_utf8_lossy(&body));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report: Report = serde_json::from_slice(&body)?;
+    if json {
+        outln!("{}", String::from_utf8_lossy(&body));
+    } else {
+        print_report(&report);
+    }
+    if report.outcome != chaos::Outcome::Passed {
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

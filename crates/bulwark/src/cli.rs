@@ -23,6 +23,9 @@ pub enum Command {
     Check {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Also check this file of `[[experiments]]` against the stack's services.
+        #[arg(long, value_hint = ValueHint::FilePath)]
+        experiments: Option<PathBuf>,
     },
     /// Show every replica's state.
     Status {

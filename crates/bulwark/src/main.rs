@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Check { file } => return check(&file),
+        Command::Check { file, experiments } => return check(&file, experiments.as_deref()),
         Command::Completions { shell } => return completions(shell),
         Command::Schema { markdown } => return schema(markdown),
         Command::Explain { key } => return explain(&key),
@@ -80,7 +80,7 @@ fn tokio_runtime(
 
 /// `bulwark check`: exit 0 when valid (warnings, such as old spellings, on stderr), 2 with
 /// every problem listed when not.
-fn check(file: &std::path::Path) -> ExitCode {
+fn check(file: &std::path::Path, experiments: Option<&std::path::Path>) -> ExitCode {
     match spec::load_with_warnings(file) {
         Ok(spec::Loaded { stack, warnings }) => {
             for w in warnings {
@@ -92,6 +92,28 @@ fn check(file: &std::path::Path) -> ExitCode {
                 stack.services.len(),
                 if stack.services.len() == 1 { "" } else { "s" }
             );
+            match experiments {
+                Some(path) => check_experiments(path, &stack),
+                None => ExitCode::SUCCESS,
+            }
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A file of `[[experiments]]`, checked against `stack`'s services.
+fn check_experiments(path: &std::path::Path, stack: &spec::Stack) -> ExitCode {
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}:1:1: error: cannot read the file: {e}", path.display()))
+        .and_then(|text| {
+            spec::parse_experiments(&text, path, &stack.services).map_err(|e| e.to_string())
+        });
+    match parsed {
+        Ok(list) => {
+            outln!("{}: ok ({} experiments)", path.display(), list.len());
             ExitCode::SUCCESS
         }
         Err(errors) => {

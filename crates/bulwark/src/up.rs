@@ -27,6 +27,7 @@ async fn reload(
     listeners: &mut Listeners,
     bus: &Arc<Bus>,
     backups: &[spec::Backup],
+    experiments: &[spec::Experiment],
 ) -> Result<Vec<String>, String> {
     let spec::Loaded { stack, warnings } =
         spec::load_with_warnings(file).map_err(|e| e.to_string())?;
@@ -40,6 +41,13 @@ async fn reload(
         // Said rather than applied: schedules and repositories are fixed while `up` runs.
         changes.push(
             "[[backups]] changed: the backups keep running as they started until `up` restarts"
+                .to_owned(),
+        );
+    }
+    if stack.experiments != experiments {
+        changes.push(
+            "[[experiments]] changed: the experiments and their schedules stay as they started \
+             until `up` restarts"
                 .to_owned(),
         );
     }
@@ -264,13 +272,13 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
             _ = sighup.recv() => {
-                match reload(&args.file, &supervisor, &mut listeners, &bus, &stack.backups).await {
+                match reload(&args.file, &supervisor, &mut listeners, &bus, &stack.backups, &stack.experiments).await {
                     Ok(changes) => tracing::info!(?changes, "reloaded on SIGHUP"),
                     Err(e) => tracing::error!("reload refused, still running the previous stack:\n{e}"),
                 }
             }
             Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(reload(&args.file, &supervisor, &mut listeners, &bus, &stack.backups).await);
+                let _ = reply.send(reload(&args.file, &supervisor, &mut listeners, &bus, &stack.backups, &stack.experiments).await);
             }
         }
     }

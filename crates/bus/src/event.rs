@@ -300,15 +300,17 @@ pub enum EventKind {
         /// Why, in words.
         reason: String,
     },
-    /// A rollback command of an experiment failed (the others still ran).
-    RollbackFailed {
+    /// A rollback command of an experiment ran (one failing does not stop the others).
+    ExperimentRollback {
         /// The service concerned.
         service: String,
         /// The experiment's name.
         name: String,
         /// The command's program.
         command: String,
-        /// Its exit and output tail.
+        /// It exited 0 in time.
+        ok: bool,
+        /// Its exit and output tail when it failed.
         detail: String,
     },
     /// A chaos experiment is over: fault removed, rollbacks run.

@@ -86,6 +86,7 @@ impl Chaos {
         outcomes: Arc<Outcomes>,
         faults: watch::Receiver<bool>,
     ) -> Chaos {
+        remove_leftover_fills(&experiments);
         Chaos {
             inner: Arc::new(Inner {
                 host,
@@ -281,6 +282,19 @@ impl Chaos {
                 }
             }
         })
+    }
+}
+
+/// A disk-fill file left by a bulwark that died during the fault (the fault is undone by
+/// the bulwark that made it; one killed with SIGKILL cannot).
+fn remove_leftover_fills(experiments: &[Experiment]) {
+    for e in experiments {
+        if let spec::ChaosFault::DiskFill { path, .. } = &e.fault {
+            let file = crate::fault::fill_file(path, &e.name);
+            if std::fs::remove_file(&file).is_ok() {
+                tracing::warn!(file = %file.display(), "removed a disk-fill file an earlier bulwark left");
+            }
+        }
     }
 }
 

@@ -128,7 +128,7 @@ pub(crate) async fn apply(
             )
         }
         ChaosFault::DiskFill { path, leave } => {
-            let file = path.join(format!(".bulwark-chaos-fill-{}", exp.name));
+            let file = fill_file(path, &exp.name);
             let (f, l) = (file.clone(), *leave);
             let filled = tokio::task::spawn_blocking(move || fill(&f, l))
                 .await
@@ -184,6 +184,11 @@ async fn stressor(host: &dyn Host, args: &[String]) -> Result<tokio::process::Ch
     launch::spawn(cmd)
         .await
         .map_err(|e| format!("cannot start the stressor: {e}"))
+}
+
+/// The file experiment `name` fills `dir` with.
+pub(crate) fn fill_file(dir: &std::path::Path, name: &str) -> PathBuf {
+    dir.join(format!(".bulwark-chaos-fill-{name}"))
 }
 
 /// Grows `file` until its file system has `leave` bytes free; the bytes written.

@@ -24,6 +24,8 @@ const FAILED_KEPT: usize = 20;
 /// What the watch saw.
 #[derive(Default)]
 struct Watch {
+    /// The fault has been removed.
+    over: bool,
     detected: Option<(u64, String)>,
     recovered: Option<u64>,
     failed_checks: Vec<String>,
@@ -95,6 +97,7 @@ pub(crate) async fn lifecycle(
     let mut tick = tokio::time::interval(exp.abort_when.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut recover_tick = tokio::time::interval(RECOVERY_TICK);
     let end = tokio::time::Instant::from_std(t0 + exp.duration);
     while w.end.is_none() {
         tokio::select! {
@@ -127,12 +130,16 @@ pub(crate) async fn lifecycle(
                         streak.record(passed, exp.abort_when.failure_threshold);
                     }
                 }
-                recovery(&inner, &exp, fault_at, now_ms(), &mut w).await;
+                recovery(&inner, &exp, now_ms(), &mut w).await;
+            }
+            _ = recover_tick.tick(), if w.detected.is_some() && w.recovered.is_none() => {
+                recovery(&inner, &exp, now_ms(), &mut w).await;
             }
             Some(e) = events.next() => on_event(&inner, &exp, fault_at, &e, &mut w).await,
         }
     }
     let fault_end = now_ms();
+    w.over = true;
     if let Ok(a) = applied {
         a.undo().await;
     }
@@ -146,7 +153,7 @@ pub(crate) async fn lifecycle(
         while w.recovered.is_none() {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
-                _ = tick.tick() => recovery(&inner, &exp, fault_at, now_ms(), &mut w).await,
+                _ = tick.tick() => recovery(&inner, &exp, now_ms(), &mut w).await,
                 Some(e) = events.next() => on_event(&inner, &exp, fault_at, &e, &mut w).await,
             }
         }
@@ -211,16 +218,14 @@ async fn on_event(inner: &Inner, exp: &Experiment, fault_at: u64, e: &Event, w: 
         w.detected = Some((e.at_ms, name.to_owned()));
     }
     if may_have_recovered(e, service) {
-        recovery(inner, exp, fault_at, e.at_ms, w).await;
+        recovery(inner, exp, e.at_ms, w).await;
     }
 }
 
 /// Recovered at `at`: bulwark has reacted (or the fault is over), every desired replica is
 /// ready, and the steady state holds.
-async fn recovery(inner: &Inner, exp: &Experiment, fault_at: u64, at: u64, w: &mut Watch) {
-    if w.recovered.is_some()
-        || (w.detected.is_none() && at < fault_at + exp.duration.as_millis() as u64)
-    {
+async fn recovery(inner: &Inner, exp: &Experiment, at: u64, w: &mut Watch) {
+    if w.recovered.is_some() || (w.detected.is_none() && !w.over) {
         return;
     }
     let service = exp.target.service.as_str();
@@ -248,14 +253,13 @@ async fn rollback(inner: &Inner, exp: &Experiment) -> Vec<RollbackResult> {
     let mut out = Vec::new();
     for cmd in &exp.rollbacks {
         let result = probe::command_with(cmd, ROLLBACK_TIMEOUT, None).await;
-        if let Err(detail) = &result {
-            inner.bus.publish(EventKind::RollbackFailed {
-                service: exp.target.service.clone(),
-                name: exp.name.clone(),
-                command: cmd[0].clone(),
-                detail: detail.clone(),
-            });
-        }
+        inner.bus.publish(EventKind::ExperimentRollback {
+            service: exp.target.service.clone(),
+            name: exp.name.clone(),
+            command: cmd[0].clone(),
+            ok: result.is_ok(),
+            detail: result.clone().err().unwrap_or_default(),
+        });
         out.push(RollbackResult {
             command: cmd.clone(),
             ok: result.is_ok(),

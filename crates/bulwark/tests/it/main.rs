@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod backups;
+mod chaos;
 mod check;
 mod completions;
 mod faults;
