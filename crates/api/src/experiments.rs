@@ -128,6 +128,13 @@ async fn run_file(
         }
     };
     match exp {
+        Some(exp) if runs_commands(&exp) => error(
+            StatusCode::FORBIDDEN,
+            "experiments sent through the API may not run commands (rollbacks, `command` \
+             probes) or fill a disk: bulwark runs only the commands its stack file names; \
+             declare this experiment in the stack file",
+        )
+        .into_response(),
         Some(exp) => start(&s, exp, &q).await,
         None => error(
             StatusCode::NOT_FOUND,
@@ -144,7 +151,8 @@ async fn start(s: &AppState, exp: spec::Experiment, q: &RunQuery) -> Response {
     };
     match s.chaos.start(exp, trigger).await {
         Ok((id, task)) if q.wait => match task.await {
-            Ok(report) => Json(report).into_response(),
+            Ok(Some(report)) => Json(report).into_response(),
+            Ok(None) => error(StatusCode::CONFLICT, "refused at its gate").into_response(),
             Err(e) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("experiment {id}: {e}"),
@@ -170,4 +178,14 @@ async fn halt(State(s): State<Arc<AppState>>) -> Response {
     }
     let halted = s.chaos.halt(HALT_GRACE).await;
     Json(serde_json::json!({ "halted": halted, "faults": "off" })).into_response()
+}
+
+/// Whether `exp` would run a program or write where its sender chose.
+fn runs_commands(exp: &spec::Experiment) -> bool {
+    !exp.rollbacks.is_empty()
+        || matches!(exp.fault, spec::ChaosFault::DiskFill { .. })
+        || exp
+            .steady_state
+            .iter()
+            .any(|p| matches!(p.check, spec::SteadyCheck::Command { .. }))
 }

@@ -182,9 +182,23 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// `bulwark chaos-stress cpu N | memory MIB`: burns or holds until killed (the experiment
-/// that started it kills its process group; it dies with bulwark too).
-pub fn stress(kind: &str, amount: u64) -> ExitCode {
+/// The first argument that makes `bulwark` a stressor process: `bulwark chaos-stress cpu N`
+/// or `memory MIB` (kept out of the CLI: nobody types it, completions do not offer it).
+pub const STRESSOR: &str = "chaos-stress";
+
+/// A stressor: burns or holds until killed (the experiment that started it kills its
+/// process group; it dies with bulwark too).
+pub fn stress(args: &[std::ffi::OsString]) -> ExitCode {
+    let arg = |i: usize| args.get(i).and_then(|a| a.to_str()).unwrap_or("");
+    let (kind, amount) = (arg(0), arg(1).parse::<u64>());
+    let Ok(amount) = amount else {
+        eprintln!("usage: bulwark {STRESSOR} cpu THREADS | memory MIB");
+        return ExitCode::from(2);
+    };
+    if kind != "cpu" && kind != "memory" {
+        eprintln!("usage: bulwark {STRESSOR} cpu THREADS | memory MIB");
+        return ExitCode::from(2);
+    }
     if kind == "memory" {
         let bytes = usize::try_from(amount.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let mut held = Vec::<u8>::new();

@@ -88,14 +88,6 @@ pub enum Command {
     },
     /// Prove a stack's resilience: each fault kind in turn under open-loop load, scored.
     Verify(VerifyArgs),
-    /// A stressor process of a chaos experiment (bulwark starts and stops it).
-    #[command(hide = true)]
-    ChaosStress {
-        #[arg(value_parser = ["cpu", "memory"])]
-        kind: String,
-        /// Busy threads (cpu) or MiB (memory).
-        amount: u64,
-    },
     /// Apply the changed stack file to the running `up` without a restart (also: SIGHUP).
     Reload,
     /// The global fault kill switch: `off` removes every injected fault at once.

@@ -139,7 +139,6 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         | Command::Demo(_)
         | Command::Load(_)
         | Command::Verify(_)
-        | Command::ChaosStress { .. }
         | Command::Completions { .. }
         | Command::Schema { .. }
         | Command::Explain { .. }

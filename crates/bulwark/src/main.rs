@@ -21,6 +21,11 @@ use cli::{Cli, Command};
 use output::outln;
 
 fn main() -> ExitCode {
+    // A chaos experiment's stressor: a process of its own, not a command (see chaos_cmd).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == chaos_cmd::STRESSOR) {
+        return chaos_cmd::stress(&args[2..]);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -46,7 +51,6 @@ fn main() -> ExitCode {
         Command::Up(args) => tokio_runtime(args.workers, false)
             .and_then(|rt| rt.block_on(up::run(args, cli.state_dir))),
         Command::Load(args) => tokio_runtime(None, false).and_then(|rt| rt.block_on(load(args))),
-        Command::ChaosStress { kind, amount } => return chaos_cmd::stress(&kind, amount),
         Command::Verify(args) => tokio_runtime(None, false)
             .and_then(|rt| rt.block_on(verify_cmd::run(args, cli.state_dir))),
         other => tokio_runtime(Some(1), true)

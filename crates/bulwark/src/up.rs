@@ -288,8 +288,9 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     for t in backup_tasks.into_iter().chain(chaos_tasks) {
         t.abort();
     }
-    // Every fault undone and every rollback run before the replicas stop.
-    chaos.halt(CHAOS_GRACE).await;
+    // Every fault undone and every rollback run before the replicas stop; nothing starts
+    // again.
+    chaos.close(CHAOS_GRACE).await;
     backups.shutdown(BACKUP_GRACE).await;
     // Listeners stop accepting and finish what they carry while replicas drain and stop.
     stop_tx.send_replace(true);

@@ -40,6 +40,12 @@ pub async fn run(args: VerifyArgs, state_dir: Option<PathBuf>) -> anyhow::Result
             return Ok(ExitCode::from(2));
         }
     };
+    if *args.fault_duration > Duration::from_secs(3600) || args.fault_duration.is_zero() {
+        bail!("--fault-duration: between 1ms and 1h");
+    }
+    if !(args.load.is_finite() && args.load > 0.0 && args.load <= 1e6) {
+        bail!("--load: requests per second, above 0 and at most 1000000");
+    }
     for kind in &args.faults {
         if !KINDS.iter().any(|(k, _)| k == kind) {
             let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
@@ -58,12 +64,14 @@ pub async fn run(args: VerifyArgs, state_dir: Option<PathBuf>) -> anyhow::Result
         let up = StartedStack::start(&args.file)?;
         (up.client().await?, Some(up))
     };
-    let client = client.with_timeout(Duration::from_secs(300));
+    // An experiment answers after its fault and the recovery that follows.
+    let client = client
+        .with_timeout(*args.fault_duration + chaos::RECOVERY_WINDOW + Duration::from_secs(120));
     all_ready(&client).await?;
     let mut cases = Vec::new();
     for (service, listen) in &targets {
         let url = format!("http://{listen}/");
-        let baseline = load(&url, args.load, Duration::from_secs(2)).await?;
+        let baseline = load(url.clone(), args.load, Duration::from_secs(2)).await?;
         for kind in &args.faults {
             eprintln!("verify: {service}: {kind}");
             let case = case(&client, service, kind, &url, &args, baseline.latency_ms.p99).await?;
@@ -130,7 +138,7 @@ fn targets(stack: &spec::Stack, only: &[String]) -> anyhow::Result<Vec<(String, 
     Ok(list)
 }
 
-async fn load(url: &str, rate: f64, duration: Duration) -> anyhow::Result<load::Report> {
+async fn load(url: String, rate: f64, duration: Duration) -> anyhow::Result<load::Report> {
     let mut cfg = load::Config::new(url.parse()?);
     cfg.rate = rate;
     cfg.duration = duration;
@@ -157,11 +165,7 @@ async fn case(
         duration.as_millis()
     );
     let before = budget(client, service).await;
-    let loaded = tokio::spawn(load(
-        url.to_owned().leak(),
-        args.load,
-        LEAD + duration + TAIL,
-    ));
+    let loaded = tokio::spawn(load(url.to_owned(), args.load, LEAD + duration + TAIL));
     tokio::time::sleep(LEAD).await;
     let began = Instant::now();
     let path = format!("/v1/chaos/run?wait=true&trigger=verify&name=verify-{kind}");
@@ -198,14 +202,23 @@ async fn case(
         .fold(0.0, f64::max);
     case.budget_spent = before.zip(after).map(|(b, a)| (b - a).max(0.0));
     Hypothesis::default().judge(&mut case);
-    if let Err(e) = ran {
-        case.checks.push(verify::Check {
-            name: "the experiment ran".into(),
-            passed: false,
-            detail: e.to_string(),
-        });
-        case.passed = false;
-    }
+    // A fault that was never applied proves nothing: the case fails.
+    let ran = match (&ran, &report) {
+        (Err(e), _) => Err(e.to_string()),
+        (Ok(_), None) => Err("the API's answer was not a report".to_owned()),
+        (Ok(_), Some(r)) if r.outcome == chaos::Outcome::Passed => Ok(()),
+        (Ok(_), Some(r)) => Err(format!(
+            "{}: {}",
+            r.outcome.as_str(),
+            r.reason.as_deref().unwrap_or("no reason given")
+        )),
+    };
+    case.checks.push(verify::Check {
+        name: "the fault was applied and the experiment ended as planned".into(),
+        passed: ran.is_ok(),
+        detail: ran.err().unwrap_or_else(|| "passed".into()),
+    });
+    case.passed = case.checks.iter().all(|c| c.passed);
     Ok(case)
 }
 

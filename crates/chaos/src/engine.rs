@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// How many experiments run; `halt` waits for 0.
     running: watch::Sender<usize>,
+    /// `up` is stopping: nothing starts any more.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -87,6 +89,7 @@ impl Chaos {
         faults: watch::Receiver<bool>,
     ) -> Chaos {
         remove_leftover_fills(&experiments);
+        outcomes.arm_for(&experiments);
         Chaos {
             inner: Arc::new(Inner {
                 host,
@@ -97,6 +100,7 @@ impl Chaos {
                 faults,
                 state: Mutex::new(State::default()),
                 running: watch::channel(0).0,
+                closing: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -134,29 +138,53 @@ impl Chaos {
         &self,
         exp: Experiment,
         trigger: Trigger,
-    ) -> Result<(u64, JoinHandle<Report>), Refusal> {
-        let service = exp.target.service.clone();
+    ) -> Result<(u64, JoinHandle<Option<Report>>), Refusal> {
         let (id, halt) = self.reserve(&exp, trigger)?;
-        match self.gate(&exp).await {
-            Ok(targets) => {
-                self.inner.lock().running.entry(service).and_modify(|r| {
-                    r.view.replicas = targets.iter().map(|t| t.index).collect();
-                });
-                let inner = self.inner.clone();
-                let task = tokio::spawn(crate::run::lifecycle(
-                    inner, exp, id, trigger, targets, halt,
-                ));
-                Ok((id, task))
+        self.inner.outcomes.arm_for(std::slice::from_ref(&exp));
+        // The gate and the run are one task of their own: a caller that goes away (an API
+        // client that disconnects) neither leaves the slot taken nor cuts a fault short.
+        let (gated_tx, gated_rx) = tokio::sync::oneshot::channel();
+        let chaos = self.clone();
+        let task = tokio::spawn(async move {
+            let slot = Slot {
+                inner: chaos.inner.clone(),
+                service: exp.target.service.clone(),
+            };
+            match chaos.gate(&exp).await {
+                Ok(targets) => {
+                    chaos
+                        .inner
+                        .lock()
+                        .running
+                        .entry(slot.service.clone())
+                        .and_modify(|r| {
+                            r.view.replicas = targets.iter().map(|t| t.index).collect();
+                        });
+                    let _ = gated_tx.send(Ok(()));
+                    let report =
+                        crate::run::lifecycle(chaos.inner.clone(), exp, id, trigger, targets, halt)
+                            .await;
+                    slot.release(Some(report.clone()));
+                    Some(report)
+                }
+                Err(why) => {
+                    slot.release(None);
+                    chaos.inner.bus.publish(EventKind::ExperimentRefused {
+                        service: exp.target.service.clone(),
+                        name: exp.name.clone(),
+                        reason: why.clone(),
+                    });
+                    let _ = gated_tx.send(Err(why));
+                    None
+                }
             }
-            Err(why) => {
-                self.inner.finish(&service, None);
-                self.inner.bus.publish(EventKind::ExperimentRefused {
-                    service,
-                    name: exp.name.clone(),
-                    reason: why.clone(),
-                });
-                Err(Refusal::Gate(why))
-            }
+        });
+        match gated_rx.await {
+            Ok(Ok(())) => Ok((id, task)),
+            Ok(Err(why)) => Err(Refusal::Gate(why)),
+            Err(_) => Err(Refusal::Gate(
+                "the experiment's task ended before its gate".into(),
+            )),
         }
     }
 
@@ -174,6 +202,13 @@ impl Chaos {
             });
             Err(Refusal::Gate(why))
         };
+        if self
+            .inner
+            .closing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return refuse("bulwark is stopping".into());
+        }
         if !*self.inner.faults.borrow() {
             return refuse("faults are off; `bulwark faults on` lets experiments run again".into());
         }
@@ -214,6 +249,15 @@ impl Chaos {
         }
         if let Some(incident) = host.incident(service) {
             return Err(format!("{incident} of {service} is open"));
+        }
+        // A dependency fault hits every client of the dependency: it must be calm too.
+        if let spec::ChaosFault::Dependency { to, .. } = &exp.fault {
+            if let Some(alert) = host.paging(to) {
+                return Err(format!("{to}, the dependency, is paging ({alert})"));
+            }
+            if let Some(incident) = host.incident(to) {
+                return Err(format!("{incident} of {to}, the dependency, is open"));
+            }
         }
         let replicas = host
             .replicas(service)
@@ -268,6 +312,15 @@ impl Chaos {
         n
     }
 
+    /// For `up`'s stop: refuses every new experiment, then halts the running ones and waits
+    /// up to `grace` for their faults to be undone and their rollbacks run.
+    pub async fn close(&self, grace: Duration) {
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.halt(grace).await;
+    }
+
     /// Halts every experiment when the kill switch turns off; stops with the bus.
     pub fn spawn_kill_switch(&self) -> JoinHandle<()> {
         let chaos = self.clone();
@@ -305,6 +358,26 @@ fn policy_count(pick: spec::Pick, ready: usize) -> usize {
         spec::Pick::All => ready,
         spec::Pick::Fixed(n) => (n as usize).min(ready),
         spec::Pick::Percent(p) => ((ready as f64 * p / 100.0).ceil() as usize).min(ready),
+    }
+}
+
+/// A service's slot while its experiment is gated or runs: freed on release, or when the
+/// task ends any other way (a panic), so the service is never blocked for good.
+struct Slot {
+    inner: Arc<Inner>,
+    service: String,
+}
+
+impl Slot {
+    fn release(self, report: Option<Report>) {
+        self.inner.finish(&self.service, report);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inner.finish(&self.service, None);
     }
 }
 

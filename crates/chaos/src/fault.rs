@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::Signal;
 use proxy::{Injected, Injection};
@@ -18,16 +19,23 @@ use crate::{Host, Replica};
 pub(crate) struct Applied {
     /// What was broken, in words.
     pub words: String,
-    undo: Undo,
+    /// `None` once undone.
+    undo: Option<Undo>,
 }
 
 enum Undo {
     Nothing,
-    /// SIGCONT to these process groups.
-    Continue(Vec<u32>),
+    /// SIGCONT to the process groups of these replicas (index, pid) of the service, those
+    /// still led by the same process (one restarted meanwhile is someone else's group).
+    Continue(Arc<dyn Host>, String, Vec<(u32, u32)>),
     Injection(Arc<Injected>, u64),
     Stressor(tokio::process::Child),
-    File(PathBuf),
+    /// The fill file, the flag that stops its writer, and the writer.
+    File(
+        PathBuf,
+        Arc<AtomicBool>,
+        Option<tokio::task::JoinHandle<()>>,
+    ),
 }
 
 fn action_words(action: FaultAction) -> String {
@@ -50,7 +58,7 @@ fn who(service: &str, targets: &[Replica]) -> String {
 pub(crate) async fn apply(
     exp: &Experiment,
     targets: &[Replica],
-    host: &dyn Host,
+    host: &Arc<dyn Host>,
     injected: &Arc<Injected>,
 ) -> Result<Applied, String> {
     let service = exp.target.service.as_str();
@@ -64,11 +72,15 @@ pub(crate) async fn apply(
             (format!("{} of {on}", sig.as_str()), Undo::Nothing)
         }
         ChaosFault::Stop => {
-            let pids: Vec<u32> = targets.iter().filter_map(|r| r.pid).collect();
-            for &pid in &pids {
+            let stopped: Vec<(u32, u32)> = targets
+                .iter()
+                .filter_map(|r| r.pid.map(|pid| (r.index, pid)))
+                .collect();
+            for &(_, pid) in &stopped {
                 launch::signal_group(pid, Signal::SIGSTOP);
             }
-            (format!("SIGSTOP of {on}"), Undo::Continue(pids))
+            let undo = Undo::Continue(host.clone(), service.to_owned(), stopped);
+            (format!("SIGSTOP of {on}"), undo)
         }
         ChaosFault::Restart => {
             for r in targets {
@@ -114,63 +126,100 @@ pub(crate) async fn apply(
             (words, Undo::Injection(injected.clone(), id))
         }
         ChaosFault::Cpu { workers } => {
-            let child = stressor(host, &["cpu".into(), workers.to_string()]).await?;
+            let child = stressor(&**host, &["cpu".into(), workers.to_string()]).await?;
             (
                 format!("CPU stressor, {workers} busy threads"),
                 Undo::Stressor(child),
             )
         }
         ChaosFault::Memory { mib } => {
-            let child = stressor(host, &["memory".into(), mib.to_string()]).await?;
+            let child = stressor(&**host, &["memory".into(), mib.to_string()]).await?;
             (
                 format!("memory stressor holding {mib} MiB"),
                 Undo::Stressor(child),
             )
         }
-        ChaosFault::DiskFill { path, leave } => {
-            let file = fill_file(path, &exp.name);
-            let (f, l) = (file.clone(), *leave);
-            let filled = tokio::task::spawn_blocking(move || fill(&f, l))
-                .await
-                .map_err(|e| e.to_string())?;
-            match filled {
-                Ok(bytes) => (
-                    format!(
-                        "{} filled with {bytes} bytes, {leave} left free",
-                        path.display()
-                    ),
-                    Undo::File(file),
-                ),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&file);
-                    return Err(format!("cannot fill {}: {e}", path.display()));
-                }
-            }
-        }
+        ChaosFault::DiskFill { path, leave } => start_fill(&exp.name, path, *leave)?,
     };
-    Ok(Applied { words, undo })
+    Ok(Applied {
+        words,
+        undo: Some(undo),
+    })
 }
 
 impl Applied {
     /// Reverses the fault.
-    pub(crate) async fn undo(self) {
-        match self.undo {
-            Undo::Nothing => {}
-            Undo::Continue(pids) => {
-                for pid in pids {
-                    launch::signal_group(pid, Signal::SIGCONT);
-                }
-            }
-            Undo::Injection(injected, id) => injected.remove(id),
-            Undo::Stressor(mut child) => {
+    pub(crate) async fn undo(mut self) {
+        match self.undo.take() {
+            Some(Undo::Stressor(mut child)) => {
                 if let Some(pid) = child.id() {
                     launch::signal_group(pid, Signal::SIGKILL);
                 }
                 let _ = child.wait().await;
             }
-            Undo::File(path) => {
+            Some(Undo::File(path, stop, writer)) => {
+                stop.store(true, Ordering::Release);
+                if let Some(w) = writer {
+                    let _ = w.await;
+                }
                 let _ = tokio::fs::remove_file(&path).await;
             }
+            Some(other) => undo_now(other),
+            None => {}
+        }
+    }
+}
+
+/// What can be undone without waiting.
+fn undo_now(undo: Undo) {
+    match undo {
+        Undo::Nothing => {}
+        Undo::Continue(host, service, stopped) => {
+            let now = host.replicas(&service).unwrap_or_default();
+            for (index, pid) in stopped {
+                if now.iter().any(|r| r.index == index && r.pid == Some(pid)) {
+                    launch::signal_group(pid, Signal::SIGCONT);
+                }
+            }
+        }
+        Undo::Injection(injected, id) => injected.remove(id),
+        Undo::Stressor(child) => {
+            if let Some(pid) = child.id() {
+                launch::signal_group(pid, Signal::SIGKILL);
+            }
+        }
+        Undo::File(path, stop, _) => {
+            stop.store(true, Ordering::Release);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Starts filling `path` (a writer on the blocking pool) until `leave` bytes are left.
+fn start_fill(name: &str, path: &std::path::Path, leave: u64) -> Result<(String, Undo), String> {
+    let file = fill_file(path, name);
+    let f = std::fs::File::create(&file)
+        .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (dir, flag, left) = (path.to_path_buf(), stop.clone(), leave);
+    // The disk fills while the fault lasts; undoing stops the writer first.
+    let writer = tokio::task::spawn_blocking(move || {
+        if let Err(e) = fill(f, &dir, left, &flag) {
+            tracing::warn!(dir = %dir.display(), error = %e, "disk fill stopped");
+        }
+    });
+    Ok((
+        format!("{} filled until {leave} bytes are left", path.display()),
+        Undo::File(file, stop, Some(writer)),
+    ))
+}
+
+/// A fault whose run ended some other way (its task panicked or was cancelled) is undone
+/// here, without waiting.
+impl Drop for Applied {
+    fn drop(&mut self) {
+        if let Some(undo) = self.undo.take() {
+            undo_now(undo);
         }
     }
 }
@@ -181,9 +230,16 @@ async fn stressor(host: &dyn Host, args: &[String]) -> Result<tokio::process::Ch
     cmd.arg("chaos-stress").args(args).kill_on_drop(true);
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
-    launch::spawn(cmd)
+    let mut child = launch::spawn(cmd)
         .await
-        .map_err(|e| format!("cannot start the stressor: {e}"))
+        .map_err(|e| format!("cannot start the stressor: {e}"))?;
+    // One that cannot allocate what it was asked exits at once: that is no fault.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    match child.try_wait() {
+        Ok(None) => Ok(child),
+        Ok(Some(status)) => Err(format!("the stressor exited at once ({status})")),
+        Err(e) => Err(format!("the stressor: {e}")),
+    }
 }
 
 /// The file experiment `name` fills `dir` with.
@@ -191,17 +247,20 @@ pub(crate) fn fill_file(dir: &std::path::Path, name: &str) -> PathBuf {
     dir.join(format!(".bulwark-chaos-fill-{name}"))
 }
 
-/// Grows `file` until its file system has `leave` bytes free; the bytes written.
-fn fill(file: &std::path::Path, leave: u64) -> std::io::Result<u64> {
+/// Grows `f` (in `dir`) until the file system has `leave` bytes free, or `stop` is set.
+fn fill(
+    mut f: std::fs::File,
+    dir: &std::path::Path,
+    leave: u64,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     use std::io::Write;
-    let stat = nix::sys::statvfs::statvfs(file.parent().unwrap_or(std::path::Path::new(".")))
-        .map_err(std::io::Error::from)?;
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
     let free = stat.blocks_available().saturating_mul(stat.fragment_size());
     let want = free.saturating_sub(leave);
-    let mut f = std::fs::File::create(file)?;
     let chunk = vec![0u8; 1 << 20];
     let mut written = 0u64;
-    while written < want {
+    while written < want && !stop.load(Ordering::Acquire) {
         let n = (want - written).min(chunk.len() as u64) as usize;
         match f.write(&chunk[..n]) {
             Ok(0) => break,
@@ -211,6 +270,5 @@ fn fill(file: &std::path::Path, leave: u64) -> std::io::Result<u64> {
             Err(e) => return Err(e),
         }
     }
-    f.sync_all()?;
-    Ok(written)
+    f.sync_all()
 }

@@ -2,10 +2,13 @@
 //! what `error-ratio` and `latency` probes judge.
 //!
 //! Invariant: fixed memory per service ([`SECONDS`] buckets of [`BUCKETS`] counters), O(1)
-//! work per request under a per-service mutex; services unknown at start are not kept.
+//! work per request under a per-service mutex, and only for services an experiment's probe
+//! judges ([`Outcomes::arm`]): otherwise a request costs one atomic load. Services unknown at
+//! start are not kept.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bus::{OutcomeSink, RequestOutcome};
@@ -34,7 +37,14 @@ const EMPTY: Second = Second {
 /// Outcomes of some services, by second.
 pub struct Outcomes {
     origin: Instant,
-    services: HashMap<String, Mutex<Box<[Second; SECONDS]>>>,
+    /// Some service is armed.
+    any: AtomicBool,
+    services: HashMap<String, Ring>,
+}
+
+struct Ring {
+    armed: AtomicBool,
+    seconds: Mutex<Box<[Second; SECONDS]>>,
 }
 
 /// A window's counts.
@@ -71,10 +81,37 @@ impl Outcomes {
     pub fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Outcomes {
         Outcomes {
             origin: Instant::now(),
+            any: AtomicBool::new(false),
             services: services
                 .into_iter()
-                .map(|s| (s.to_owned(), Mutex::new(Box::new([EMPTY; SECONDS]))))
+                .map(|s| {
+                    let ring = Ring {
+                        armed: AtomicBool::new(false),
+                        seconds: Mutex::new(Box::new([EMPTY; SECONDS])),
+                    };
+                    (s.to_owned(), ring)
+                })
                 .collect(),
+        }
+    }
+
+    /// Starts keeping `service`'s outcomes (for good).
+    pub fn arm(&self, service: &str) {
+        if let Some(r) = self.services.get(service) {
+            r.armed.store(true, Ordering::Release);
+            self.any.store(true, Ordering::Release);
+        }
+    }
+
+    /// Arms the services that the probes of `experiments` judge by their outcomes.
+    pub fn arm_for(&self, experiments: &[spec::Experiment]) {
+        for p in experiments.iter().flat_map(|e| &e.steady_state) {
+            if matches!(
+                p.check,
+                spec::SteadyCheck::ErrorRatio { .. } | spec::SteadyCheck::Latency { .. }
+            ) {
+                self.arm(&p.service);
+            }
         }
     }
 
@@ -88,7 +125,7 @@ impl Outcomes {
             return;
         };
         let at = self.second(now);
-        let mut ring = ring.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ring = ring.seconds.lock().unwrap_or_else(|e| e.into_inner());
         let slot = &mut ring[(at % SECONDS as u64) as usize];
         if slot.at != at {
             *slot = Second { at, ..EMPTY };
@@ -110,7 +147,7 @@ impl Outcomes {
         let ring = self.services.get(service)?;
         let now = self.second(now);
         let span = window.as_secs().clamp(1, SECONDS as u64);
-        let ring = ring.lock().unwrap_or_else(|e| e.into_inner());
+        let ring = ring.seconds.lock().unwrap_or_else(|e| e.into_inner());
         for s in ring.iter().filter(|s| s.at <= now && now - s.at < span) {
             f(s);
         }
@@ -160,7 +197,16 @@ impl Outcomes {
 
 impl OutcomeSink for Outcomes {
     fn record(&self, o: &RequestOutcome<'_>) {
-        self.add(o.service, o.status, o.duration, Instant::now());
+        if !self.any.load(Ordering::Relaxed) {
+            return;
+        }
+        if self
+            .services
+            .get(o.service)
+            .is_some_and(|r| r.armed.load(Ordering::Relaxed))
+        {
+            self.add(o.service, o.status, o.duration, Instant::now());
+        }
     }
 }
 
@@ -225,5 +271,28 @@ mod tests {
         // A lap of the ring later, old seconds are not mistaken for new ones.
         let lap = t0 + Duration::from_secs(SECONDS as u64);
         assert_eq!(o.tally("web", Duration::from_secs(1), lap).total, 0);
+    }
+
+    #[test]
+    fn the_sink_keeps_only_armed_services() {
+        let o = Outcomes::new(["web"]);
+        let t0 = o.origin;
+        // Not armed: the sink keeps nothing.
+        let seen = |o: &Outcomes| {
+            o.tally("web", Duration::from_secs(10), t0 + Duration::from_secs(1))
+                .total
+        };
+        let before = seen(&o);
+        let outcome = RequestOutcome {
+            service: "web",
+            status: 200,
+            duration: Duration::ZERO,
+            local: None,
+        };
+        o.record(&outcome);
+        assert_eq!(seen(&o), before);
+        o.arm("web");
+        o.record(&outcome);
+        assert_eq!(seen(&o), before + 1);
     }
 }

@@ -81,18 +81,36 @@ pub(crate) async fn check(
     }
 }
 
+/// The most of a probe's response body that is read.
+const BODY_LIMIT: usize = 1 << 20;
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+/// One client for every HTTP probe (its connection pool is reused).
+fn client() -> &'static HttpClient {
+    static CLIENT: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http()
+    })
+}
+
 async fn http(url: &http::Uri, status: u16, timeout: Duration) -> Result<(), String> {
-    use http_body_util::{BodyExt, Empty};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<bytes::Bytes>>();
+    use http_body_util::BodyExt;
     let attempt = async {
-        let res = client
+        let res = client()
             .get(url.clone())
             .await
             .map_err(|e| format!("GET {url}: {e}"))?;
         let got = res.status().as_u16();
-        // The body is read so that the answer is whole, as a client would need it.
-        let _ = res.into_body().collect().await;
+        // The body is read (bounded) so that the answer is whole, as a client needs it.
+        http_body_util::Limited::new(res.into_body(), BODY_LIMIT)
+            .collect()
+            .await
+            .map_err(|e| format!("GET {url}: the body: {e}"))?;
         if got == status {
             Ok(())
         } else {

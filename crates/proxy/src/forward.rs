@@ -38,7 +38,7 @@ pub struct Hooks {
 
 impl Hooks {
     /// An injected fault for a try sent to `ep` of `service`, while faults are on.
-    fn injected_on(&self, service: &str, ep: &Endpoint) -> Option<FaultAction> {
+    fn injected_on(&self, service: &str, ep: &Endpoint) -> Option<(FaultAction, crate::Live)> {
         if self.injected.is_empty() || !*self.faults_on.borrow() {
             return None;
         }
@@ -246,13 +246,23 @@ impl ServiceProxy {
                 .is_none_or(|h| headers.contains_key(h.as_str()));
             triggered && f.percent > 0.0 && rand::random::<f64>() * 100.0 < f.percent
         });
-        let actions = declared
-            .map(|f| f.action)
-            .chain(self.hooks.injected.on_entry(&self.service));
-        for action in actions {
+        let actions = declared.map(|f| (f.action, None)).chain(
+            self.hooks
+                .injected
+                .on_entry(&self.service)
+                .map(|(a, live)| (a, Some(live))),
+        );
+        for (action, live) in actions {
             self.metrics.injected.inc();
             match action {
-                FaultAction::Delay(d) => tokio::time::sleep(d).await,
+                FaultAction::Delay(d) => match live {
+                    // An injected delay ends with its injection.
+                    Some(mut live) => tokio::select! {
+                        () = tokio::time::sleep(d) => {}
+                        () = crate::injected::ended(&mut live) => {}
+                    },
+                    None => tokio::time::sleep(d).await,
+                },
                 FaultAction::Abort(code) => {
                     let status =
                         StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -710,7 +720,7 @@ async fn send(
     ep: &Endpoint,
     req: Request<UpstreamBody>,
     limit: Duration,
-    injected: Option<FaultAction>,
+    injected: Option<(FaultAction, crate::Live)>,
 ) -> (
     Result<Response<Incoming>, SendError>,
     Duration,
@@ -718,13 +728,13 @@ async fn send(
 ) {
     let guard = ep.load.acquire();
     let began = Instant::now();
-    let delay = match injected {
-        None => Duration::ZERO,
-        Some(FaultAction::Delay(d)) => d,
-        Some(FaultAction::Abort(status)) => {
+    let (delay, live) = match injected {
+        None => (Duration::ZERO, None),
+        Some((FaultAction::Delay(d), live)) => (d, Some(live)),
+        Some((FaultAction::Abort(status), _)) => {
             return (Err(SendError::Injected(status)), began.elapsed(), guard);
         }
-        Some(FaultAction::Reset) => {
+        Some((FaultAction::Reset, _)) => {
             let e = format!(
                 "replica at {}: connection reset by an injected fault",
                 ep.addr
@@ -733,8 +743,11 @@ async fn send(
         }
     };
     let delayed = async {
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        if let Some(mut live) = live {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = crate::injected::ended(&mut live) => {}
+            }
         }
         upstream.request(req).await
     };

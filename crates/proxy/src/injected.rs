@@ -1,13 +1,16 @@
 //! Faults injected at run time (by chaos experiments), on top of the stack file's.
 //!
-//! Invariant: with nothing injected, the request path pays one relaxed atomic load. Every
+//! Invariant: with nothing injected, the request path pays one atomic load. Every
 //! injection is subject to the global kill switch like the stack file's faults: the
-//! callers look here only while faults are on.
+//! callers look here only while faults are on. What an injection started ends with it: each
+//! comes with a [`Live`] flag that turns false when it is removed, which cuts short a delay
+//! under way and closes a TCP connection that drew its toxic.
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spec::{FaultAction, Toxic};
+use tokio::sync::watch;
 
 /// Where an injected fault acts, and what it does.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,12 +58,20 @@ impl Injection {
     }
 }
 
+/// Whether an injection is still in effect: `true` until it is removed.
+pub type Live = watch::Receiver<bool>;
+
+/// Resolves once the injection `live` belongs to has been removed.
+pub async fn ended(live: &mut Live) {
+    let _ = live.wait_for(|on| !*on).await;
+}
+
 /// The faults injected at run time, shared by every listener.
 #[derive(Debug, Default)]
 pub struct Injected {
     any: AtomicBool,
     next: AtomicU64,
-    list: RwLock<Vec<(u64, Injection)>>,
+    list: RwLock<Vec<(u64, Injection, watch::Sender<bool>)>>,
 }
 
 impl Injected {
@@ -68,7 +79,7 @@ impl Injected {
     pub fn add(&self, injection: Injection) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
-        list.push((id, injection));
+        list.push((id, injection, watch::channel(true).0));
         self.any.store(true, Ordering::Release);
         id
     }
@@ -76,14 +87,21 @@ impl Injected {
     /// Removes the injection `id` (nothing if it is gone).
     pub fn remove(&self, id: u64) {
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
-        list.retain(|(i, _)| *i != id);
+        list.retain(|(i, _, live)| {
+            if *i == id {
+                live.send_replace(false);
+            }
+            *i != id
+        });
         self.any.store(!list.is_empty(), Ordering::Release);
     }
 
     /// Removes every injection.
     pub fn clear(&self) {
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
-        list.clear();
+        for (_, _, live) in list.drain(..) {
+            live.send_replace(false);
+        }
         self.any.store(false, Ordering::Release);
     }
 
@@ -97,21 +115,26 @@ impl Injected {
         !self.any.load(Ordering::Acquire)
     }
 
-    /// The first injection of `service` that `select` accepts and whose roll hits.
-    fn roll<T>(&self, service: &str, select: impl Fn(&Injection) -> Option<(T, f64)>) -> Option<T> {
+    /// The first injection of `service` that `select` accepts and whose roll hits, with its
+    /// live flag.
+    fn roll<T>(
+        &self,
+        service: &str,
+        select: impl Fn(&Injection) -> Option<(T, f64)>,
+    ) -> Option<(T, Live)> {
         if self.is_empty() {
             return None;
         }
         let list = self.list.read().unwrap_or_else(|e| e.into_inner());
         list.iter()
-            .filter(|(_, i)| i.service() == service)
-            .filter_map(|(_, i)| select(i))
-            .find(|(_, percent)| rand::random::<f64>() * 100.0 < *percent)
-            .map(|(t, _)| t)
+            .filter(|(_, i, _)| i.service() == service)
+            .filter_map(|(_, i, live)| select(i).map(|(t, p)| (t, p, live)))
+            .find(|(_, percent, _)| rand::random::<f64>() * 100.0 < *percent)
+            .map(|(t, _, live)| (t, live.subscribe()))
     }
 
     /// What happens to a try sent to `replica` of `service`, if anything.
-    pub(crate) fn on_replica(&self, service: &str, replica: u32) -> Option<FaultAction> {
+    pub(crate) fn on_replica(&self, service: &str, replica: u32) -> Option<(FaultAction, Live)> {
         self.roll(service, |i| match i {
             Injection::Replica {
                 replicas,
@@ -124,7 +147,7 @@ impl Injected {
     }
 
     /// What happens to a request arriving on `service`'s listener, if anything.
-    pub(crate) fn on_entry(&self, service: &str) -> Option<FaultAction> {
+    pub(crate) fn on_entry(&self, service: &str) -> Option<(FaultAction, Live)> {
         self.roll(service, |i| match i {
             Injection::Entry {
                 action, percent, ..
@@ -133,22 +156,30 @@ impl Injected {
         })
     }
 
-    /// The toxics for a new connection to `replica` of `service`.
-    pub(crate) fn toxics(&self, service: &str, replica: u32) -> Vec<Toxic> {
+    /// The toxics for a new connection to `replica` of `service`, with the live flag of
+    /// the injection they came from (one experiment at a time per service: at most one).
+    pub(crate) fn toxics(&self, service: &str, replica: u32) -> Option<(Vec<Toxic>, Live)> {
         if self.is_empty() {
-            return Vec::new();
+            return None;
         }
         let list = self.list.read().unwrap_or_else(|e| e.into_inner());
-        list.iter()
-            .filter_map(|(_, i)| match i {
-                Injection::Toxic {
-                    service: s,
-                    replicas,
-                    toxic,
-                } if s == service && replicas.contains(&replica) => Some(toxic.clone()),
-                _ => None,
-            })
-            .collect()
+        let mut found: Option<(Vec<Toxic>, Live)> = None;
+        for (_, i, live) in list.iter() {
+            if let Injection::Toxic {
+                service: s,
+                replicas,
+                toxic,
+            } = i
+                && s == service
+                && replicas.contains(&replica)
+            {
+                found
+                    .get_or_insert_with(|| (Vec::new(), live.subscribe()))
+                    .0
+                    .push(toxic.clone());
+            }
+        }
+        found
     }
 }
 
@@ -170,13 +201,17 @@ mod tests {
         let inj = Injected::default();
         assert!(inj.is_empty());
         let id = inj.add(abort("web", vec![1], 100.0));
-        assert_eq!(inj.on_replica("web", 1), Some(FaultAction::Abort(503)));
-        assert_eq!(inj.on_replica("web", 0), None);
-        assert_eq!(inj.on_replica("api", 1), None);
-        assert_eq!(inj.on_entry("web"), None);
+        let (action, mut live) = inj.on_replica("web", 1).unwrap();
+        assert_eq!(action, FaultAction::Abort(503));
+        assert!(*live.borrow_and_update());
+        assert!(inj.on_replica("web", 0).is_none());
+        assert!(inj.on_replica("api", 1).is_none());
+        assert!(inj.on_entry("web").is_none());
         inj.remove(id);
         assert!(inj.is_empty());
-        assert_eq!(inj.on_replica("web", 1), None);
+        assert!(inj.on_replica("web", 1).is_none());
+        // What it started learns that it ended.
+        assert!(live.has_changed().unwrap_or(true) && !*live.borrow());
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod tcp;
 
 pub use edge::Listeners;
 pub use forward::{Hooks, InjectedReset};
-pub use injected::{Injected, Injection};
+pub use injected::{Injected, Injection, Live};
 pub use metrics::ProxyMetrics;
 pub use server::{ServiceProxyHandle, serve};
 pub use tcp::{TcpListener as TcpExpose, TcpMetrics, serve_tcp};

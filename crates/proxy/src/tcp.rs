@@ -166,15 +166,18 @@ async fn connection(shared: &Shared, client: TcpStream) {
             return;
         }
     };
-    let injected = shared.injected.toxics(&shared.service, replica);
-    let plan = if injected.is_empty() {
-        Plan::decide(&shared.toxics.borrow(), rand::random::<f64>)
-    } else {
-        let mut all = shared.toxics.borrow().clone();
-        all.extend(injected);
-        Plan::decide(&all, rand::random::<f64>)
+    let (plan, live) = match shared.injected.toxics(&shared.service, replica) {
+        None => (
+            Plan::decide(&shared.toxics.borrow(), rand::random::<f64>),
+            None,
+        ),
+        Some((injected, live)) => {
+            let mut all = shared.toxics.borrow().clone();
+            all.extend(injected);
+            (Plan::decide(&all, rand::random::<f64>), Some(live))
+        }
     };
-    let result = relay(shared, client, upstream, plan).await;
+    let result = relay(shared, client, upstream, plan, live).await;
     // Count before releasing the replica, so a drained replica's connections are counted.
     tracked.set(result);
     drop(tracked);
@@ -262,6 +265,7 @@ async fn relay(
     mut client: TcpStream,
     mut upstream: TcpStream,
     plan: Plan,
+    live: Option<crate::Live>,
 ) -> ConnResult {
     let opened = Instant::now();
     let activity = Activity::new();
@@ -294,6 +298,14 @@ async fn relay(
             () = toxic_timer(plan.reset, opened, &mut f_reset) => End::ToxicReset,
             () = toxic_timer(plan.close, opened, &mut f_close) => End::ToxicClose,
             () = activity.idle_for(shared.idle) => End::Idle,
+            // A connection that drew an injected toxic is closed when the injection ends:
+            // the fault must not outlive its experiment on a pooled connection.
+            () = async {
+                match live {
+                    Some(mut live) => crate::injected::ended(&mut live).await,
+                    None => std::future::pending().await,
+                }
+            } => End::ToxicClose,
         }
     };
     match end {

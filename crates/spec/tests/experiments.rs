@@ -232,6 +232,15 @@ name = "e"
 target = { service = "web" }
 fault = { type = "restart" }
 schedule = { mean_interval = "1h", days = [] }
+[[experiments]]
+name = "f"
+target = { service = "web" }
+fault = { type = "kill", signal = "STOP" }
+[[experiments]]
+name = "g"
+target = { service = "web" }
+fault = { type = "kill" }
+steady_state = [{ type = "error-ratio", max = 0.1, window = "10m" }]
 "#,
         r#"
         stack.toml:4:17: error: [services.web]: min_available = 3 is more than replicas = 2, so no replica could ever be disrupted on purpose; lower it or use a percentage
@@ -240,6 +249,8 @@ schedule = { mean_interval = "1h", days = [] }
         stack.toml:19:44: error: `hours` must be a window such as "09:00-17:00", found "17:00-09:00" (the window must end after it starts)
         stack.toml:24:12: error: [experiments.schedule] needs exactly one of `cron = "0 3 * * *"` or `mean_interval = "1h"` (the monkey mode); leave it out to run only on `bulwark chaos run`
         stack.toml:29:43: error: [experiments.schedule]: `days` is empty, so the monkey would never act
+        stack.toml:33:35: error: [experiments.fault]: SIGSTOP stops the replica and `kill` never continues it; use type = "stop", which does
+        stack.toml:38:61: error: [[experiments.steady_state]]: `window` must be at most "5m" (bulwark keeps five minutes of outcomes)
         "#,
     );
 }

@@ -455,12 +455,19 @@ duration = "1500ms"
     assert_eq!(run.wait(), "passed");
     assert_eq!(get(db_addr, "/").0, 200);
 
-    // TCP: a round trip through the listener takes the toxic's latency, then it does not.
+    // TCP: a round trip through the listener takes the toxic's latency, then it does not;
+    // a connection that drew the toxic is closed when it ends.
     let run = background(&stack, "slow-tcp");
     std::thread::sleep(Duration::from_millis(500));
     assert!(echo_rtt(tcp) >= Duration::from_millis(300));
+    let mut pooled = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
     assert_eq!(run.wait(), "passed");
     assert!(echo_rtt(tcp) < Duration::from_millis(300));
+    pooled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut pooled, &mut rest).expect("closed, not timed out");
 
     // Stressors: a process of ours while they last, gone after.
     for (name, arg) in [("burn", "cpu"), ("hog", "memory")] {
@@ -756,6 +763,18 @@ fn a_file_of_experiments_is_checked_against_the_stack_with_located_errors() {
         String::from_utf8_lossy(&out.stderr).contains(&want),
         "{out:?}"
     );
+    // Commands from a client are not run: rollbacks in a posted file are refused.
+    let with_rollback = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("webb", "web")
+        + "rollbacks = [[\"touch\", \"/tmp/x\"]]\n";
+    let posted = dir.path().join("posted.toml");
+    std::fs::write(&posted, with_rollback).unwrap();
+    let out = stack.cli(&["chaos", "run", "x", "-f", posted.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not run commands"),
+        "{out:?}"
+    );
     // Fixed, it runs against the running stack: a SIGKILL of one replica, replaced.
     let fixed = std::fs::read_to_string(&file)
         .unwrap()
@@ -767,4 +786,62 @@ fn a_file_of_experiments_is_checked_against_the_stack_with_located_errors() {
     assert_eq!(report["outcome"], "passed", "{report}");
     assert_eq!(report["kind"], "kill");
     assert!(report["recover_ms"].as_u64().is_some(), "{report}");
+}
+
+#[test]
+fn a_halt_during_the_gate_breaks_nothing_and_the_budget_counts_an_outage_by_the_proxy() {
+    let port = free_port();
+    let toml = Demo::new("web")
+        .replicas(2)
+        .with("min_available = 1")
+        .ready_every("200ms")
+        .expose(port)
+        .with(
+            r#"
+[[experiments]]
+name = "slow-gate"
+target = { service = "web" }
+fault = { type = "kill" }
+steady_state = [{ type = "command", run = ["sleep", "2"], timeout = "10s" }]
+
+[[experiments]]
+name = "all-abort"
+target = { service = "web", mode = "all" }
+fault = { type = "http-abort", status = 503 }
+"#,
+        )
+        .build();
+    let stack = Stack::start(&toml);
+    let pids = |s: &Value| -> Vec<u64> {
+        replicas_in(s)
+            .iter()
+            .map(|r| r["pid"].as_u64().unwrap())
+            .collect()
+    };
+    let before = pids(&stack.wait_ready("web", 2));
+
+    // Halted while its gate's probe runs: nothing is killed, the report says halted.
+    let run = background(&stack, "slow-gate");
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, halted) = chaos_json(&stack, &["halt"]);
+    assert!(ok, "{halted}");
+    assert_eq!(run.wait(), "halted");
+    assert_eq!(
+        pids(&stack.service("web")),
+        before,
+        "a halted experiment breaks nothing"
+    );
+    assert!(stack.cli(&["faults", "on"]).status.success());
+
+    // Every try to every replica answering 503 is an outage: min_available = 1 refuses it.
+    let out = stack.cli(&["chaos", "run", "all-abort"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("min_available"),
+        "{err}"
+    );
+    assert_eq!(
+        get(format!("127.0.0.1:{port}").parse().unwrap(), "/").0,
+        200
+    );
 }

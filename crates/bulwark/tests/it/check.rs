@@ -51,9 +51,13 @@ stack.toml:6:21: error: `failure_threshold` must be at least 1, found 0
     // Every example checks clean.
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
     for example in std::fs::read_dir(examples).unwrap() {
-        check(
-            &std::fs::read_to_string(example.unwrap().path()).unwrap(),
-            "",
-        );
+        let path = example.unwrap().path();
+        // A directory holds a stack file and what it runs (examples/nginx).
+        let file = if path.is_dir() {
+            path.join("stack.toml")
+        } else {
+            path
+        };
+        check(&std::fs::read_to_string(file).unwrap(), "");
     }
 }

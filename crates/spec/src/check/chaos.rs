@@ -242,7 +242,25 @@ fn fault(
     };
     let percent = raw.percent.get()?;
     Some(match kind {
-        F::Kill => ChaosFault::Kill(raw.signal.get()?),
+        F::Kill => {
+            use crate::model::Signal as Sig;
+            let sig = raw.signal.get()?;
+            if matches!(
+                sig,
+                Sig::SIGSTOP | Sig::SIGTSTP | Sig::SIGTTIN | Sig::SIGTTOU
+            ) {
+                p.push(
+                    raw.signal.span().unwrap_or(raw.span.clone()),
+                    format!(
+                        "{}: {} stops the replica and `kill` never continues it; use type = \"stop\", which does",
+                        raw.label,
+                        sig.as_str()
+                    ),
+                );
+                return None;
+            }
+            ChaosFault::Kill(sig)
+        }
         F::Stop => ChaosFault::Stop,
         F::Restart => ChaosFault::Restart,
         F::HttpDelay | F::HttpAbort | F::HttpReset => {
@@ -383,6 +401,19 @@ fn steady(
         );
         None
     };
+    // The proxy's outcomes are kept for five minutes: a longer window could not be judged.
+    if let Some(w) = raw.window.given()
+        && *w.get_ref() > std::time::Duration::from_secs(300)
+    {
+        p.push(
+            w.span(),
+            format!(
+                "{}: `window` must be at most \"5m\" (bulwark keeps five minutes of outcomes)",
+                raw.label
+            ),
+        );
+        return None;
+    }
     let measured = matches!(kind, S::ErrorRatio | S::Latency | S::BurnRate);
     if measured && svc.expose.is_none() {
         p.push(

@@ -200,13 +200,19 @@ impl ChaosFault {
         }
     }
 
-    /// Whether it acts on the target's replicas themselves (so the disruption budget
-    /// counts them as disrupted).
+    /// Whether it takes the target replicas out of service (so the disruption budget
+    /// counts them as disrupted): process faults, and HTTP or TCP faults on every try to
+    /// them (the proxy ejects them).
     pub fn disrupts_replicas(&self) -> bool {
-        matches!(
-            self,
-            ChaosFault::Kill(_) | ChaosFault::Stop | ChaosFault::Restart
-        )
+        match self {
+            ChaosFault::Kill(_) | ChaosFault::Stop | ChaosFault::Restart | ChaosFault::Tcp(_) => {
+                true
+            }
+            ChaosFault::Http { action, percent } => {
+                *percent >= 100.0 && !matches!(action, FaultAction::Delay(_))
+            }
+            _ => false,
+        }
     }
 }
 
