@@ -52,25 +52,10 @@ async fn attempt(hook: &Hook, service: Option<&str>, host: &dyn Host) -> Result<
         }
         None => plain(&hook.run, &bulwark)?,
     };
-    let out = launch::run_exec(cmd, None, hook.timeout, CAPTURE)
+    launch::run_exec(cmd, None, hook.timeout, CAPTURE)
         .await
-        .map_err(|e| format!("cannot start {:?}: {e}", hook.run[0]))?;
-    match out.status {
-        None => Err(format!(
-            "still running after {}; its process group was killed",
-            humantime::format_duration(hook.timeout)
-        )),
-        Some(s) if s.success() => Ok(()),
-        Some(s) => {
-            let tail = String::from_utf8_lossy(&out.stderr);
-            let tail = tail.trim();
-            Err(if tail.is_empty() {
-                format!("{s}")
-            } else {
-                format!("{s}: {tail}")
-            })
-        }
-    }
+        .map_err(|e| format!("cannot start {:?}: {e}", hook.run[0]))?
+        .passed(hook.timeout)
 }
 
 /// A command outside any service (backups of bulwark's own state).

@@ -127,36 +127,14 @@ async fn http(url: &http::Uri, status: u16, timeout: Duration) -> Result<(), Str
         })
 }
 
-/// Runs `argv` (not through a shell) with `stdin`; exit 0 within `timeout` passes.
-pub(crate) async fn command_with(
-    argv: &[String],
-    timeout: Duration,
-    stdin: Option<&[u8]>,
-) -> Result<(), String> {
+/// Runs `argv` (not through a shell); exit 0 within `timeout` passes.
+pub(crate) async fn command(argv: &[String], timeout: Duration) -> Result<(), String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
-    let out = launch::run_exec(cmd, stdin, timeout, CAPTURE)
+    launch::run_exec(cmd, None, timeout, CAPTURE)
         .await
-        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
-    match out.status {
-        None => Err(format!(
-            "{program:?} still running after {}; its process group was killed",
-            humantime::format_duration(timeout)
-        )),
-        Some(s) if s.success() => Ok(()),
-        Some(s) => {
-            let tail = String::from_utf8_lossy(&out.stderr);
-            let tail = tail.trim();
-            Err(if tail.is_empty() {
-                format!("{program:?}: {s}")
-            } else {
-                format!("{program:?}: {s}: {tail}")
-            })
-        }
-    }
-}
-
-async fn command(argv: &[String], timeout: Duration) -> Result<(), String> {
-    command_with(argv, timeout, None).await
+        .map_err(|e| format!("cannot start {program:?}: {e}"))?
+        .passed(timeout)
+        .map_err(|e| format!("{program:?}: {e}"))
 }

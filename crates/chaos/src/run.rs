@@ -403,7 +403,7 @@ async fn recovery(inner: &Inner, exp: &Experiment, at: u64, w: &mut Watch) {
 async fn rollback(inner: &Inner, exp: &Experiment) -> Vec<RollbackResult> {
     let mut out = Vec::new();
     for cmd in &exp.rollbacks {
-        let result = probe::command_with(cmd, ROLLBACK_TIMEOUT, None).await;
+        let result = probe::command(cmd, ROLLBACK_TIMEOUT).await;
         inner.bus.publish(EventKind::ExperimentRollback {
             service: exp.target.service.clone(),
             name: exp.name.clone(),

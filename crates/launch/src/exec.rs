@@ -25,6 +25,27 @@ impl ExecOutcome {
     pub fn timed_out(&self) -> bool {
         self.status.is_none()
     }
+
+    /// `Ok` for exit 0; otherwise what went wrong in words: the time it was given (`limit`)
+    /// ran out, or its exit status with the tail of its stderr.
+    pub fn passed(&self, limit: Duration) -> Result<(), String> {
+        match self.status {
+            None => Err(format!(
+                "still running after {}; its process group was killed",
+                humantime::format_duration(limit)
+            )),
+            Some(s) if s.success() => Ok(()),
+            Some(s) => {
+                let tail = String::from_utf8_lossy(&self.stderr);
+                let tail = tail.trim();
+                Err(if tail.is_empty() {
+                    format!("{s}")
+                } else {
+                    format!("{s}: {tail}")
+                })
+            }
+        }
+    }
 }
 
 /// Kills the group if the run is abandoned (its future dropped) before it is settled.

@@ -81,18 +81,7 @@ pub fn parse(source: &str, path: &Path) -> Result<Stack, Errors> {
 /// [`parse`], keeping the warnings.
 pub fn parse_with_warnings(source: &str, path: &Path) -> Result<Loaded, Errors> {
     let mut problems = Problems::default();
-    // After a syntax error, toml's recovered tree is a guess, and checking it would bury
-    // the real problem under errors that are not there: report the syntax error alone.
-    let doc = match toml::de::DeTable::parse(source) {
-        Ok(doc) => doc,
-        Err(e) => {
-            problems.push(
-                e.span().unwrap_or(0..0),
-                format!("invalid TOML: {}", e.message()),
-            );
-            return Err(Errors::new(path, source, problems));
-        }
-    };
+    let doc = toml_tree(source, path)?;
     let root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
     let raw = keys::StackTable::read(&root, &mut problems);
     let base_dir = path.parent().unwrap_or(Path::new(""));
@@ -113,16 +102,7 @@ pub fn parse_experiments(
     services: &[Service],
 ) -> Result<Vec<Experiment>, Errors> {
     let mut problems = Problems::default();
-    let doc = match toml::de::DeTable::parse(source) {
-        Ok(doc) => doc,
-        Err(e) => {
-            problems.push(
-                e.span().unwrap_or(0..0),
-                format!("invalid TOML: {}", e.message()),
-            );
-            return Err(Errors::new(path, source, problems));
-        }
-    };
+    let doc = toml_tree(source, path)?;
     let root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
     let raw = <keys::ExperimentsFile as Section>::read(&root, &mut problems);
     let known: Vec<&Service> = services.iter().collect();
@@ -131,6 +111,23 @@ pub fn parse_experiments(
         Some(list) if problems.is_empty() => Ok(list),
         _ => Err(Errors::new(path, source, problems)),
     }
+}
+
+/// toml's spanned tree of `source`. After a syntax error, toml's recovered tree is a guess,
+/// and checking it would bury the real problem under errors that are not there: the syntax
+/// error is reported alone.
+fn toml_tree<'s>(
+    source: &'s str,
+    path: &Path,
+) -> Result<toml::Spanned<toml::de::DeTable<'s>>, Errors> {
+    toml::de::DeTable::parse(source).map_err(|e| {
+        let mut problems = Problems::default();
+        problems.push(
+            e.span().unwrap_or(0..0),
+            format!("invalid TOML: {}", e.message()),
+        );
+        Errors::new(path, source, problems)
+    })
 }
 
 /// All problems found in a stack file (warnings too), in file order, each with a location.
