@@ -200,6 +200,12 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             .filter(|s| s.expose.is_some())
             .map(|s| s.name.as_str()),
     ));
+    {
+        let experiments = stack.experiments.clone();
+        tokio::task::spawn_blocking(move || chaos::remove_leftover_fills(&experiments))
+            .await
+            .context("removing leftover disk-fill files")?;
+    }
     let chaos = chaos::Chaos::new(
         stack.experiments.clone(),
         Arc::new(crate::chaos_host::ChaosHost {

@@ -61,7 +61,7 @@ pub async fn run(args: VerifyArgs, state_dir: Option<PathBuf>) -> anyhow::Result
         let dir = state_dir.unwrap_or_else(api::state_dir::default_dir);
         (Client::discover(&dir)?, None)
     } else {
-        let up = StartedStack::start(&args.file)?;
+        let mut up = StartedStack::start(&args.file)?;
         (up.client().await?, Some(up))
     };
     // An experiment answers after its fault and the recovery that follows.
@@ -71,7 +71,7 @@ pub async fn run(args: VerifyArgs, state_dir: Option<PathBuf>) -> anyhow::Result
     let mut cases = Vec::new();
     for (service, listen) in &targets {
         let url = format!("http://{listen}/");
-        let baseline = load(url.clone(), args.load, Duration::from_secs(2)).await?;
+        let baseline = run_load(url.clone(), args.load, Duration::from_secs(2)).await?;
         for kind in &args.faults {
             eprintln!("verify: {service}: {kind}");
             let case = case(&client, service, kind, &url, &args, baseline.latency_ms.p99).await?;
@@ -138,7 +138,7 @@ fn targets(stack: &spec::Stack, only: &[String]) -> anyhow::Result<Vec<(String, 
     Ok(list)
 }
 
-async fn load(url: String, rate: f64, duration: Duration) -> anyhow::Result<load::Report> {
+async fn run_load(url: String, rate: f64, duration: Duration) -> anyhow::Result<load::Report> {
     let mut cfg = load::Config::new(url.parse()?);
     cfg.rate = rate;
     cfg.duration = duration;
@@ -165,7 +165,7 @@ async fn case(
         duration.as_millis()
     );
     let before = budget(client, service).await;
-    let loaded = tokio::spawn(load(url.to_owned(), args.load, LEAD + duration + TAIL));
+    let loaded = tokio::spawn(run_load(url.to_owned(), args.load, LEAD + duration + TAIL));
     tokio::time::sleep(LEAD).await;
     let began = Instant::now();
     let path = format!("/v1/chaos/run?wait=true&trigger=verify&name=verify-{kind}");
@@ -294,23 +294,29 @@ impl StartedStack {
         Ok(StartedStack { child, dir })
     }
 
-    /// Its API, once it has written its address.
-    async fn client(&self) -> anyhow::Result<Client> {
+    /// Its API, once it has written its address; an `up` that exited (a port taken, a
+    /// stack it refuses) is reported at once with the end of its log.
+    async fn client(&mut self) -> anyhow::Result<Client> {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             if let Ok(c) = Client::discover(&self.dir) {
                 return Ok(c);
             }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.join("up.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(10).collect();
-                bail!(
-                    "`bulwark up` did not serve its API within {} s; its last lines:\n{}",
-                    READY_WITHIN.as_secs(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let why = match self.child.try_wait() {
+                Ok(Some(status)) => format!("`bulwark up` exited ({status})"),
+                _ if Instant::now() > deadline => format!(
+                    "`bulwark up` did not serve its API within {} s",
+                    READY_WITHIN.as_secs()
+                ),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let log = std::fs::read_to_string(self.dir.join("up.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("{why}; its last lines:\n{}", tail.join("\n"));
         }
     }
 }

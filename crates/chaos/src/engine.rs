@@ -32,7 +32,7 @@ pub(crate) struct Inner {
     /// The global kill switch: off halts every experiment and refuses new ones.
     pub faults: watch::Receiver<bool>,
     state: Mutex<State>,
-    /// How many experiments run; `halt` waits for 0.
+    /// `state.running.len()`, published for `halt` to wait for 0.
     running: watch::Sender<usize>,
     /// `up` is stopping: nothing starts any more.
     closing: std::sync::atomic::AtomicBool,
@@ -88,7 +88,6 @@ impl Chaos {
         outcomes: Arc<Outcomes>,
         faults: watch::Receiver<bool>,
     ) -> Chaos {
-        remove_leftover_fills(&experiments);
         outcomes.arm_for(&experiments);
         Chaos {
             inner: Arc::new(Inner {
@@ -234,7 +233,7 @@ impl Chaos {
         };
         st.running
             .insert(exp.target.service.clone(), Running { view, halt });
-        self.inner.running.send_modify(|n| *n += 1);
+        self.inner.running.send_replace(st.running.len());
         Ok((id, halted))
     }
 
@@ -275,7 +274,7 @@ impl Chaos {
                 ready.len()
             ));
         }
-        let count = policy_count(exp.target.pick, ready.len());
+        let count = target_count(exp.target.pick, ready.len());
         if count == 0 {
             return Err(format!("{service} has no ready replica to break"));
         }
@@ -338,9 +337,10 @@ impl Chaos {
     }
 }
 
-/// A disk-fill file left by a bulwark that died during the fault (the fault is undone by
-/// the bulwark that made it; one killed with SIGKILL cannot).
-fn remove_leftover_fills(experiments: &[Experiment]) {
+/// Removes disk-fill files left by a bulwark that died during the fault (the fault is undone
+/// by the bulwark that made it; one killed with SIGKILL cannot). File-system work: call it
+/// off the async workers, before [`Chaos::new`].
+pub fn remove_leftover_fills(experiments: &[Experiment]) {
     for e in experiments {
         if let spec::ChaosFault::DiskFill { path, .. } = &e.fault {
             let file = crate::fault::fill_file(path, &e.name);
@@ -352,7 +352,7 @@ fn remove_leftover_fills(experiments: &[Experiment]) {
 }
 
 /// How many replicas a pick takes of `ready`.
-fn policy_count(pick: spec::Pick, ready: usize) -> usize {
+fn target_count(pick: spec::Pick, ready: usize) -> usize {
     match pick {
         spec::Pick::One => 1.min(ready),
         spec::Pick::All => ready,
@@ -389,9 +389,8 @@ impl Inner {
     /// Frees the service's slot, keeping `report`.
     pub(crate) fn finish(&self, service: &str, report: Option<Report>) {
         let mut st = self.lock();
-        if st.running.remove(service).is_some() {
-            self.running.send_modify(|n| *n = n.saturating_sub(1));
-        }
+        st.running.remove(service);
+        self.running.send_replace(st.running.len());
         if let Some(r) = report {
             st.recent.push_front(r);
             st.recent.truncate(RECENT);

@@ -139,7 +139,7 @@ pub(crate) async fn apply(
                 Undo::Stressor(child),
             )
         }
-        ChaosFault::DiskFill { path, leave } => start_fill(&exp.name, path, *leave)?,
+        ChaosFault::DiskFill { path, leave } => start_fill(&exp.name, path, *leave).await?,
     };
     Ok(Applied {
         words,
@@ -196,10 +196,17 @@ fn undo_now(undo: Undo) {
 }
 
 /// Starts filling `path` (a writer on the blocking pool) until `leave` bytes are left.
-fn start_fill(name: &str, path: &std::path::Path, leave: u64) -> Result<(String, Undo), String> {
+async fn start_fill(
+    name: &str,
+    path: &std::path::Path,
+    leave: u64,
+) -> Result<(String, Undo), String> {
     let file = fill_file(path, name);
-    let f = std::fs::File::create(&file)
-        .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+    let f = tokio::fs::File::create(&file)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", file.display()))?
+        .into_std()
+        .await;
     let stop = Arc::new(AtomicBool::new(false));
     let (dir, flag, left) = (path.to_path_buf(), stop.clone(), leave);
     // The disk fills while the fault lasts; undoing stops the writer first.

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use engine::{Chaos, RunningView, Status};
+pub use engine::{Chaos, RunningView, Status, remove_leftover_fills};
 pub use outcomes::{Outcomes, Tee};
 
 /// What the experiments need from the rest of bulwark.

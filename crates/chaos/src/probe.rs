@@ -138,3 +138,58 @@ pub(crate) async fn command(argv: &[String], timeout: Duration) -> Result<(), St
         .passed(timeout)
         .map_err(|e| format!("{program:?}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_server_that_stalls_or_floods_fails_the_check_in_time() {
+        // Accepts and never answers.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: http::Uri = format!("http://{}/", l.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let held = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(s);
+        });
+        let t = Instant::now();
+        let err = http(&url, 200, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(err.contains("no answer within"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        held.abort();
+
+        // Answers 200 with a body that never ends.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: http::Uri = format!("http://{}/", l.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let flood = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = s.read(&mut head).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await;
+            let chunk = [b'x'; 65536];
+            loop {
+                if s.write_all(b"10000\r\n").await.is_err()
+                    || s.write_all(&chunk).await.is_err()
+                    || s.write_all(b"\r\n").await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let t = Instant::now();
+        let err = http(&url, 200, Duration::from_secs(20)).await.unwrap_err();
+        assert!(err.contains("the body"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        flood.abort();
+    }
+}

@@ -573,7 +573,13 @@ name = "fill"
 target = {{ service = "web" }}
 fault = {{ type = "disk-fill", path = "{}", leave = 1048576 }}
 duration = "1500ms"
+[[experiments]]
+name = "nowhere"
+target = {{ service = "web" }}
+fault = {{ type = "disk-fill", path = "{}/missing" }}
+duration = "500ms"
 "#,
+            mnt.display(),
             mnt.display()
         ))
         .build();
@@ -591,6 +597,14 @@ duration = "1500ms"
     assert!(free >= 512 << 10, "{free} bytes left, 1 MiB asked");
     assert_eq!(run.wait(), "passed");
     assert!(free_bytes(&mnt) >= 7 << 20, "the space came back");
+    // A directory that is not there: the run says so and breaks nothing.
+    let (ok, report) = chaos_json(&stack, &["run", "nowhere"]);
+    assert!(!ok, "{report}");
+    assert_eq!(report["outcome"], "failed", "{report}");
+    assert!(
+        report["reason"].as_str().unwrap().contains("cannot create"),
+        "{report}"
+    );
 }
 
 fn free_bytes(p: &Path) -> u64 {
@@ -721,6 +735,29 @@ fn verify_scores_the_quickstart_and_names_what_fails_on_a_single_replica() {
         .map(|n| n.attribute("name").unwrap_or("?").to_owned())
         .collect();
     assert_eq!(failed, ["kill"], "{xml}");
+
+    // A stack whose `up` cannot start (its port is taken) fails at once, with up's words.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let toml = Demo::new("web").expose(port).build();
+    std::fs::write(
+        &single,
+        format!("{toml}\n[api]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let began = Instant::now();
+    let out = verify(&single, "kill", &dir.path().join("none"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("exited") && err.contains(&port.to_string()),
+        "{err}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        began.elapsed()
+    );
 }
 
 #[test]
@@ -808,6 +845,13 @@ steady_state = [{ type = "command", run = ["sleep", "2"], timeout = "10s" }]
 name = "all-abort"
 target = { service = "web", mode = "all" }
 fault = { type = "http-abort", status = 503 }
+
+[[experiments]]
+name = "caller-leaves"
+target = { service = "web" }
+fault = { type = "kill" }
+duration = "500ms"
+steady_state = [{ type = "command", run = ["sleep", "1"], timeout = "10s" }]
 "#,
         )
         .build();
@@ -844,4 +888,20 @@ fault = { type = "http-abort", status = 503 }
         get(format!("127.0.0.1:{port}").parse().unwrap(), "/").0,
         200
     );
+
+    // A caller that goes away during the gate (its connection dropped) neither leaves the
+    // service taken nor cuts the experiment short: it runs to its end, and the next starts.
+    let Running(mut caller) = background(&stack, "caller-leaves");
+    std::thread::sleep(Duration::from_millis(300));
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+    let st = eventually("the experiment to end", Duration::from_secs(60), || {
+        let (_, st) = chaos_json(&stack, &["status"]);
+        (st["running"].as_array().is_some_and(Vec::is_empty)
+            && st["recent"][0]["name"] == "caller-leaves")
+            .then_some(st)
+    });
+    assert_eq!(st["recent"][0]["outcome"], "passed", "{st}");
+    stack.wait_ready("web", 2);
+    assert_eq!(background(&stack, "caller-leaves").wait(), "passed");
 }
