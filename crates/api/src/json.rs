@@ -45,6 +45,15 @@ pub struct Service {
     pub ready: u32,
     pub expose: Option<String>,
     pub replicas: Vec<Replica>,
+    /// The revision the service runs.
+    #[serde(default)]
+    pub revision: u32,
+    /// A rollout under way: `revision N: step` (see `bulwark rollout status`).
+    #[serde(default)]
+    pub rollout: Option<String>,
+    /// Why the service runs other settings than its stack file says.
+    #[serde(default)]
+    pub drift: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,6 +68,8 @@ pub struct Replica {
     pub last_exit: Option<Exit>,
     pub stderr_tail: Vec<String>,
     pub started_at_ms: Option<u64>,
+    #[serde(default)]
+    pub revision: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -98,6 +109,9 @@ impl From<runtime::ServiceStatus> for Service {
             name: s.name,
             desired: s.desired,
             expose: s.expose.map(|a| a.to_string()),
+            revision: s.revision,
+            rollout: None,
+            drift: None,
             replicas: s
                 .replicas
                 .into_iter()
@@ -115,6 +129,7 @@ impl From<runtime::ServiceStatus> for Service {
                     }),
                     stderr_tail: r.stderr_tail,
                     started_at_ms: r.started_at_ms,
+                    revision: r.revision,
                 })
                 .collect(),
         }

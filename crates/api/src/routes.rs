@@ -40,6 +40,10 @@ pub struct AppState {
     pub backups: backup::Backups,
     /// The stack's chaos experiments.
     pub chaos: chaos::Chaos,
+    /// The stack's rollouts.
+    pub rollouts: rollout::Rollouts,
+    /// The stack file `up` runs (`rollout start` reads it again).
+    pub stack_file: std::path::PathBuf,
 }
 
 /// The response header that says the events shown are not all in the journal.
@@ -66,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::backups::routes())
         .merge(crate::experiments::routes())
+        .merge(crate::rollouts::routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -80,7 +85,21 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn status(State(s): State<Arc<AppState>>) -> Json<json::Status> {
     Json(json::Status {
-        services: s.supervisor.status().into_iter().map(Into::into).collect(),
+        services: s
+            .supervisor
+            .status()
+            .into_iter()
+            .map(|svc| {
+                let mut j = json::Service::from(svc);
+                j.drift = s.rollouts.drift(&j.name);
+                j.rollout = s
+                    .rollouts
+                    .status(&j.name)
+                    .filter(|r| !r.phase.ended())
+                    .map(|r| format!("revision {}: {}", r.revision, r.step));
+                j
+            })
+            .collect(),
         journal: Some((&*s.journal_health.borrow()).into()),
     })
 }
@@ -518,7 +537,9 @@ fn follow_logs(
         .chain(live)
 }
 
-fn sse(s: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static) -> Response {
+pub(crate) fn sse(
+    s: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+) -> Response {
     Sse::new(s).keep_alive(KeepAlive::default()).into_response()
 }
 
@@ -580,12 +601,13 @@ async fn scale(
     }
 }
 
-fn control_error(e: ControlError) -> Response {
+pub(crate) fn control_error(e: ControlError) -> Response {
     let status = match e {
         ControlError::UnknownService(_) | ControlError::UnknownReplica { .. } => {
             StatusCode::NOT_FOUND
         }
         ControlError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ControlError::Budget { .. } | ControlError::RolloutUnderWay(_) => StatusCode::CONFLICT,
     };
     error(status, &e.to_string()).into_response()
 }

@@ -86,6 +86,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: ChaosCmd,
     },
+    /// Rollouts: progress, pause, resume, promote, abort, undo, history.
+    Rollout {
+        #[command(subcommand)]
+        cmd: RolloutCmd,
+    },
     /// Prove a stack's resilience: each fault kind in turn under open-loop load, scored.
     Verify(VerifyArgs),
     /// Apply the changed stack file to the running `up` without a restart (also: SIGHUP).
@@ -222,6 +227,65 @@ pub enum BackupCmd {
 }
 
 #[derive(Subcommand)]
+pub enum RolloutCmd {
+    /// A service's rollout: step, weights, replicas old/new/ready, verdicts, time in step.
+    Status {
+        service: String,
+        /// Follow it live until it ends.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll out what the stack file says of SERVICE now (e.g. again after a rollback).
+    Start {
+        service: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold the rollout where it is.
+    Pause {
+        service: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Go on (a paused step starts its pause afresh).
+    Resume {
+        service: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the current step now; --full skips every remaining step.
+    Promote {
+        service: String,
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give up: traffic back on the stable revision at once, new replicas stopped.
+    Abort {
+        service: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// During a rollout, abort it; otherwise roll the previous revision (or N) out again.
+    Undo {
+        service: String,
+        #[arg(long = "to-revision")]
+        to_revision: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every revision of SERVICE: strategy, what changed, outcome.
+    History {
+        service: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ChaosCmd {
     /// The experiments of the stack file, with their schedules.
     List {
@@ -342,6 +406,15 @@ pub struct DemoArgs {
     /// Serve a TCP echo instead of HTTP.
     #[arg(long)]
     pub tcp: bool,
+    /// `/` answers --fail-status with this probability from the start (a bad version).
+    #[arg(long, env = "DEMO_FAIL_RATIO", default_value_t = 0.0)]
+    pub fail_ratio: f32,
+    /// The status of those failures.
+    #[arg(long, env = "DEMO_FAIL_STATUS", default_value_t = 500)]
+    pub fail_status: u16,
+    /// `/` waits this long from the start (a slow version).
+    #[arg(long, env = "DEMO_SLOW", default_value = "0s")]
+    pub slow: humantime::Duration,
 }
 
 #[derive(Args)]

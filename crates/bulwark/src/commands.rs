@@ -122,6 +122,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         Command::Silence { cmd } => silence(&client, cmd).await?,
         Command::Backup { cmd } => crate::backup_cmd::run(client, cmd).await?,
         Command::Chaos { cmd } => return crate::chaos_cmd::run(client, cmd).await,
+        Command::Rollout { cmd } => return crate::rollout_cmd::run(client, cmd).await,
         Command::Reload => {
             let body = client.post("/v1/reload").await?;
             let changes: Vec<String> = serde_json::from_slice(&body)?;
@@ -219,7 +220,19 @@ fn print_status(status: &api::json::Status) {
             .as_deref()
             .map(|a| format!(" on {a}"))
             .unwrap_or_default();
-        outln!("{:<16} {}/{} ready{exposed}", "", s.ready, s.desired);
+        outln!(
+            "{:<16} {}/{} ready{exposed}, revision {}",
+            "",
+            s.ready,
+            s.desired,
+            s.revision
+        );
+        if let Some(r) = &s.rollout {
+            outln!("{:<16} rollout: {r}", "");
+        }
+        if let Some(d) = &s.drift {
+            outln!("{:<16} differs from the stack file: {d}", "");
+        }
     }
     if let Some(j) = &status.journal {
         outln!("{}", journal_line(j));

@@ -9,6 +9,8 @@ mod cli;
 mod commands;
 mod host;
 mod output;
+mod rollout_cmd;
+mod rollout_host;
 mod up;
 mod verify_cmd;
 
@@ -285,6 +287,9 @@ async fn demo(args: cli::DemoArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = demo::Config::new(([127, 0, 0, 1], args.port).into());
     cfg.startup_delay = args.startup_delay.into();
     cfg.tcp = args.tcp;
+    cfg.fail_ratio = args.fail_ratio;
+    cfg.fail_status = args.fail_status;
+    cfg.slow = args.slow.into();
     demo::run(cfg).await?;
     Ok(ExitCode::SUCCESS)
 }

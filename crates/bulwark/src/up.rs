@@ -24,6 +24,7 @@ use crate::cli::UpArgs;
 async fn reload(
     file: &std::path::Path,
     supervisor: &Supervisor,
+    rollouts: &rollout::Rollouts,
     listeners: &mut Listeners,
     bus: &Arc<Bus>,
     backups: &[spec::Backup],
@@ -34,7 +35,22 @@ async fn reload(
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let mut changes = supervisor.reload(&stack).map_err(|e| e.to_string())?;
+    let reloaded = supervisor.reload(&stack).map_err(|e| e.to_string())?;
+    let mut changes = reloaded.changes;
+    for svc in &stack.services {
+        if !reloaded.rollouts.iter().any(|r| r.name == svc.name) {
+            rollouts.clear_drift(&svc.name);
+        }
+    }
+    for svc in reloaded.rollouts {
+        let name = svc.name.clone();
+        match rollouts.start(svc, "reload") {
+            Ok(revision) => changes.push(format!(
+                "{name}: revision {revision} rolling out (`bulwark rollout status {name}`)"
+            )),
+            Err(e) => changes.push(format!("{name}: rollout not started: {e}")),
+        }
+    }
     let edited = listeners.apply(&stack).await;
     changes.extend(edited.map_err(|e| format!("{:#}", anyhow::Error::new(e)))?);
     if stack.backups != backups {
@@ -129,6 +145,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let journal_health = journal.health();
     let journal_handle = journal.clone();
     let journal_store = journal.store();
+    let rollout_store = journal_store.clone();
     let bulwark = std::env::current_exe().context("cannot find this program's path")?;
     let supervisor = Supervisor::new(
         &stack,
@@ -156,6 +173,24 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             eval_every: eval_every(&stack),
         },
     );
+
+    let versions = Arc::new(rollout::Versions::default());
+    let rollouts = rollout::Rollouts::new(
+        supervisor.clone(),
+        bus.clone(),
+        Arc::new(crate::rollout_host::RolloutHost {
+            plane: plane.clone(),
+        }),
+        versions.clone(),
+        Some(rollout_store),
+    );
+    {
+        // Revision numbers go on from the journal's: a read, off the runtime's workers.
+        let (rollouts, stack) = (rollouts.clone(), stack.clone());
+        tokio::task::spawn_blocking(move || rollouts.init(&stack))
+            .await
+            .context("reading the revisions")?;
+    }
 
     let backups = {
         let host = Arc::new(crate::backups::BackupHost::new(
@@ -222,9 +257,13 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         hooks,
         proxy_metrics,
         tcp_metrics,
-        Arc::new(chaos::Tee(plane.outcome_sink(), outcomes)),
+        Arc::new(chaos::Tee(
+            Arc::new(chaos::Tee(plane.outcome_sink(), outcomes)),
+            versions.clone(),
+        )),
         endpoints,
-    );
+    )
+    .with_preview_outcomes(versions);
     listeners.apply(&stack).await?;
     // The proxy asks, the supervisor acts: restart replicas whose ejection says so.
     {
@@ -258,6 +297,8 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         allow_remote: stack.api.allow_remote,
         backups: backups.clone(),
         chaos: chaos.clone(),
+        rollouts: rollouts.clone(),
+        stack_file: args.file.clone(),
     }));
     let api_task = tokio::spawn(api::server::serve(
         api_socket,
@@ -278,13 +319,13 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
             _ = sighup.recv() => {
-                match reload(&args.file, &supervisor, &mut listeners, &bus, &stack.backups, &stack.experiments).await {
+                match reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments).await {
                     Ok(changes) => tracing::info!(?changes, "reloaded on SIGHUP"),
                     Err(e) => tracing::error!("reload refused, still running the previous stack:\n{e}"),
                 }
             }
             Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(reload(&args.file, &supervisor, &mut listeners, &bus, &stack.backups, &stack.experiments).await);
+                let _ = reply.send(reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments).await);
             }
         }
     }
@@ -297,6 +338,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     // Every fault undone and every rollback run before the replicas stop; nothing starts
     // again.
     chaos.close(CHAOS_GRACE).await;
+    rollouts.close();
     backups.shutdown(BACKUP_GRACE).await;
     // Listeners stop accepting and finish what they carry while replicas drain and stop.
     stop_tx.send_replace(true);

@@ -12,6 +12,35 @@ pub struct Endpoints {
     pub version: u64,
     /// The replicas to balance over, each ready to take requests.
     pub ready: Vec<Endpoint>,
+    /// During a canary or blue-green rollout: how requests divide between the new
+    /// revision and the others.
+    pub split: Option<Split>,
+}
+
+/// How requests divide between a rollout's new revision and the stable one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// The new revision.
+    pub canary: u32,
+    /// Percent of requests (0 to 100) sent to it.
+    pub weight: f64,
+    /// What keeps a client on one side; otherwise each request is drawn by weight.
+    pub sticky: Option<spec::Sticky>,
+}
+
+impl Split {
+    /// Whether a request goes to the new revision: `key` is the hash of its sticky value
+    /// (if the split is sticky and the request has one), `draw` a uniform number in
+    /// `[0, 1)` for the others.
+    pub fn to_canary(&self, key: Option<u64>, draw: f64) -> bool {
+        let at = match key {
+            // The top 53 bits of the hash, as a fraction: the same client lands on the
+            // same side for as long as the weight does not cross its point.
+            Some(k) => (k >> 11) as f64 / (1u64 << 53) as f64,
+            None => draw,
+        };
+        at * 100.0 < self.weight
+    }
 }
 
 /// One ready replica incarnation the proxy may send requests to.
@@ -21,6 +50,8 @@ pub struct Endpoint {
     pub replica: u32,
     /// Where the replica listens.
     pub addr: SocketAddr,
+    /// The revision of the service it runs (1 for the version `up` started with).
+    pub revision: u32,
     /// When this incarnation became ready (slow start ramps from here).
     pub ready_since: std::time::Instant,
     /// Work in flight on this replica incarnation. The proxy holds a [`LoadGuard`] per

@@ -326,6 +326,84 @@ pub enum EventKind {
         /// From the fault to every replica ready and the steady state holding again.
         recover_ms: Option<u64>,
     },
+    /// A voluntary disruption (a restart, a rollout's stop) waits: doing it now would
+    /// leave fewer ready replicas than the service's `min_available`.
+    BudgetWait {
+        /// The service concerned.
+        service: String,
+        /// What waits, in words (`restart of web/1`).
+        action: String,
+        /// Ready replicas now.
+        ready: u32,
+        /// The disruption budget.
+        min_available: u32,
+    },
+    /// A rollout began: `revision` of `service` is on its way to replace the stable one.
+    RolloutStarted {
+        /// The service concerned.
+        service: String,
+        /// The new revision.
+        revision: u32,
+        /// The revision it replaces.
+        from: u32,
+        /// `rolling`, `canary` or `blue-green`.
+        strategy: String,
+        /// What changed, a line per setting.
+        changes: Vec<String>,
+    },
+    /// A rollout moved on: a canary step, a rolling batch, a blue-green set ready.
+    RolloutStep {
+        /// The service concerned.
+        service: String,
+        /// The new revision.
+        revision: u32,
+        /// Where it is, in words (`step 1 of 2: 10 % of requests`).
+        step: String,
+    },
+    /// The analysis judged the new revision against the stable one.
+    RolloutVerdict {
+        /// The service concerned.
+        service: String,
+        /// The new revision.
+        revision: u32,
+        /// `pass`, `fail` or `inconclusive`.
+        verdict: String,
+        /// The figures behind it.
+        detail: String,
+    },
+    /// A rollout holds where it is (`bulwark rollout pause`, an inconclusive analysis, a
+    /// step that waits for promotion, the disruption budget).
+    RolloutPaused {
+        /// The service concerned.
+        service: String,
+        /// The new revision.
+        revision: u32,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A rollout failed or was aborted: traffic is back on the stable revision and the new
+    /// replicas are being drained.
+    RolloutAborted {
+        /// The service concerned.
+        service: String,
+        /// The revision given up.
+        revision: u32,
+        /// Why, in words.
+        reason: String,
+        /// Decided by bulwark (analysis, alert, deadline) rather than asked for.
+        automatic: bool,
+    },
+    /// A rollout is over.
+    RolloutEnded {
+        /// The service concerned.
+        service: String,
+        /// The revision rolled out (or given up).
+        revision: u32,
+        /// `completed`, `rolled-back` or `aborted`.
+        outcome: String,
+        /// The revision the service runs now.
+        stable: u32,
+    },
     /// A reader skipped events: it fell behind the bus (`reader` names it: the journal, the
     /// incident tracker, an event stream...), or the journal could not store them. `missed`
     /// events are absent from what that reader saw or kept.

@@ -10,6 +10,6 @@ mod endpoints;
 mod event;
 mod outcome;
 
-pub use endpoints::{Endpoint, Endpoints, Load, LoadGuard};
+pub use endpoints::{Endpoint, Endpoints, Load, LoadGuard, Split};
 pub use event::{Bus, Event, EventKind, Exit, Follower, ProbeKind, Subscription};
 pub use outcome::{LocalReason, OutcomeSink, RequestOutcome};

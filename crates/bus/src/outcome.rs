@@ -12,6 +12,8 @@ pub struct RequestOutcome<'a> {
     pub duration: Duration,
     /// Set when bulwark itself produced the answer rather than a replica.
     pub local: Option<LocalReason>,
+    /// The revision of the replica that answered, when one did.
+    pub revision: Option<u32>,
 }
 
 /// Why bulwark answered by itself.

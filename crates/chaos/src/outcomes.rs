@@ -288,6 +288,7 @@ mod tests {
             status: 200,
             duration: Duration::ZERO,
             local: None,
+            revision: None,
         };
         o.record(&outcome);
         assert_eq!(seen(&o), before);

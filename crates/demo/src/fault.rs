@@ -58,8 +58,12 @@ impl State {
             name: cfg.name,
             ready_at: Instant::now() + cfg.startup_delay,
             hang: AtomicBool::new(false),
-            slow_ms: AtomicU64::new(0),
-            status: AtomicU64::new(0),
+            slow_ms: AtomicU64::new(cfg.slow.as_millis().min(u128::from(MAX_SLOW_MS)) as u64),
+            status: AtomicU64::new(if cfg.fail_ratio > 0.0 {
+                pack_status(cfg.fail_status, cfg.fail_ratio.min(1.0))
+            } else {
+                0
+            }),
             retry_after: AtomicU64::new(0),
             unready: AtomicBool::new(false),
             leaked: Mutex::new(Vec::new()),

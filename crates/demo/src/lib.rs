@@ -61,6 +61,13 @@ pub struct Config {
     pub name: String,
     /// First word of the `GET /` body.
     pub greeting: String,
+    /// From the start, `/` answers `fail_status` with this probability (0: never), as
+    /// `/fault/status` would: a bad version to roll out.
+    pub fail_ratio: f32,
+    /// The status of those answers.
+    pub fail_status: u16,
+    /// From the start, `/` waits this long, as `/fault/slow` would: a slow version.
+    pub slow: Duration,
     /// Called with status 1 by the crash fault. Always `std::process::exit`
     /// outside tests; tests swap it so the test process survives.
     pub exit: fn(i32),
@@ -77,6 +84,9 @@ impl Config {
             tcp: false,
             name: env_nonempty(ENV_REPLICA).unwrap_or_else(|| format!("demo:{}", listen.port())),
             greeting: env_nonempty(ENV_GREETING).unwrap_or_else(|| DEFAULT_GREETING.to_owned()),
+            fail_ratio: 0.0,
+            fail_status: 500,
+            slow: Duration::ZERO,
             exit: exit_process,
         }
     }

@@ -44,6 +44,7 @@ fn outcome(status: u16) -> RequestOutcome<'static> {
         status,
         duration: Duration::from_millis(20),
         local: None,
+        revision: None,
     }
 }
 
@@ -532,6 +533,7 @@ fn availability_classification() {
         status,
         duration: Duration::from_millis(1),
         local,
+        revision: None,
     };
     use LocalReason::*;
     use Verdict::*;
@@ -569,6 +571,7 @@ fn latency_counts_successful_requests_exactly() {
         status,
         duration: Duration::from_millis(ms),
         local,
+        revision: None,
     };
     use Verdict::*;
     let table = [

@@ -15,6 +15,7 @@
 //! - backups: [`retain`], restic's `forget` keep policy ([`Keep`], [`Candidate`],
 //!   [`Decision`], [`Reason`]), whose calendar arithmetic is jiff's;
 //! - chaos experiments ([`chaos`]): targets, the monkey's clock, abort streaks;
+//! - rollouts ([`rollout`]): the rolling update's next step, the analysis verdict;
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ mod hash;
 mod limit;
 mod outlier;
 mod retention;
+pub mod rollout;
 mod slowstart;
 mod threshold;
 mod window;

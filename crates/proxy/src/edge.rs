@@ -51,7 +51,14 @@ pub struct Listeners {
     proxy_metrics: ProxyMetrics,
     tcp_metrics: TcpMetrics,
     outcomes: Arc<dyn OutcomeSink>,
+    /// Where a preview listener's outcomes go (a rollout's analysis, not the SLOs).
+    preview_outcomes: Option<Arc<dyn OutcomeSink>>,
     endpoints: EndpointsOf,
+}
+
+/// The key of a blue-green preview listener among the listeners.
+fn preview_key(service: &str) -> String {
+    format!("{service} (preview)")
 }
 
 impl Listeners {
@@ -71,8 +78,15 @@ impl Listeners {
             proxy_metrics,
             tcp_metrics,
             outcomes,
+            preview_outcomes: None,
             endpoints,
         }
+    }
+
+    /// Sends the outcomes of preview listeners to `sink`.
+    pub fn with_preview_outcomes(mut self, sink: Arc<dyn OutcomeSink>) -> Listeners {
+        self.preview_outcomes = Some(sink);
+        self
     }
 
     fn endpoints(&self, service: &str) -> Result<watch::Receiver<Arc<Endpoints>>, ApplyError> {
@@ -92,6 +106,12 @@ impl Listeners {
             {
                 self.listen(&svc.name, expose).await?;
                 changes.push(format!("{}: listening on {}", svc.name, expose.listen));
+            }
+            if let (Some(expose), Some(addr)) = (&svc.expose, preview_of(svc))
+                && !self.listeners.contains_key(&preview_key(&svc.name))
+            {
+                self.listen_preview(&svc.name, expose, addr).await?;
+                changes.push(format!("{}: preview listening on {addr}", svc.name));
             }
         }
         let names: HashSet<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
@@ -154,14 +174,17 @@ impl Listeners {
     /// Stops the listeners whose service went away or whose address or protocol changed;
     /// an unchanged listener is never rebound.
     fn stop_stale_listeners(&mut self, stack: &Stack) -> Vec<String> {
-        let wanted: HashMap<&str, (SocketAddr, Protocol)> = stack
+        let wanted: HashMap<String, (SocketAddr, Protocol)> = stack
             .services
             .iter()
             .filter_map(|s| {
                 s.expose
                     .as_ref()
-                    .map(|e| (s.name.as_str(), (e.listen, e.protocol)))
+                    .map(|e| (s.name.clone(), (e.listen, e.protocol)))
             })
+            .chain(stack.services.iter().filter_map(|s| {
+                preview_of(s).map(|addr| (preview_key(&s.name), (addr, Protocol::Http)))
+            }))
             .collect();
         let stale: Vec<String> = self
             .listeners
@@ -219,6 +242,37 @@ impl Listeners {
         Ok(())
     }
 
+    /// Binds a blue-green preview listener for `service`: its new revision only.
+    async fn listen_preview(
+        &mut self,
+        service: &str,
+        expose: &spec::Expose,
+        addr: SocketAddr,
+    ) -> Result<(), ApplyError> {
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ApplyError::Bind {
+                service: service.to_owned(),
+                addr,
+                source,
+            })?;
+        let (stop_tx, stop) = watch::channel(false);
+        let proxy = ServiceProxyHandle::preview(
+            service,
+            expose.clone(),
+            self.endpoints(service)?,
+            &self.proxy_metrics,
+            self.preview_outcomes.clone(),
+            self.hooks.clone(),
+        );
+        self.tasks
+            .spawn(async move { crate::serve(socket, proxy, stop, DRAIN).await });
+        tracing::info!(service = %service, listen = %addr, "preview listening");
+        self.listeners
+            .insert(preview_key(service), (addr, Protocol::Http, stop_tx));
+        Ok(())
+    }
+
     /// Stops accepting everywhere and lets requests in flight finish.
     pub async fn shutdown(&mut self) {
         for (_, _, stop) in self.listeners.values() {
@@ -226,4 +280,12 @@ impl Listeners {
         }
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// The preview address of a blue-green service (HTTP only).
+fn preview_of(svc: &spec::Service) -> Option<SocketAddr> {
+    let expose = svc.expose.as_ref()?;
+    (svc.rollout.strategy == spec::RolloutStrategy::BlueGreen && expose.protocol == Protocol::Http)
+        .then_some(svc.rollout.preview_listen)
+        .flatten()
 }

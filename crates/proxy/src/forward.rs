@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::body::{ResponseBody, Timed, Tracked, UpstreamBody};
 use crate::conn::{Activity, Conn, Touching, after};
 use crate::metrics::ServiceMetrics;
-use crate::service::{Notice, ServicePolicy, TryResult};
+use crate::service::{Lane, Notice, ServicePolicy, TryResult};
 
 /// Shared by every service proxy of a `bulwark up`.
 pub struct Hooks {
@@ -70,7 +70,13 @@ pub struct ServiceProxy {
     pub(crate) registry: (crate::metrics::ProxyMetrics, String),
     pub outcomes: Option<Arc<dyn OutcomeSink>>,
     pub hooks: Arc<Hooks>,
+    /// A blue-green preview listener's proxy: only a rollout's new revision answers.
+    pub preview: bool,
 }
+
+/// Which revision answered, carried in the response's extensions to the outcome.
+#[derive(Debug, Clone, Copy)]
+struct Served(u32);
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -131,6 +137,7 @@ impl ServiceProxy {
                 status,
                 duration,
                 local,
+                revision: res.extensions().get::<Served>().map(|s| s.0),
             });
         }
         Ok(res)
@@ -372,6 +379,7 @@ impl ServiceProxy {
         };
         let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); 10];
         let mut last: Option<(StatusCode, String, Option<LocalReason>)> = None;
+        let lane = self.lane(&self.endpoints.borrow(), &parts.headers);
         for attempt in 0..attempts {
             let snapshot = self.endpoints.borrow().clone();
             // One short lock per try: endpoint changes, the budget deposit (first try
@@ -383,9 +391,16 @@ impl ServiceProxy {
                     st.budget.deposit(now);
                 }
                 let notices = st.sync(&policy, &snapshot, &self.registry, now);
-                let ep = st
-                    .pick(&policy, &snapshot.ready, &tried[..attempt], key, now)
-                    .map(|e| (e.clone(), st.authority(e.addr)));
+                let tried = &tried[..attempt];
+                let ep = match st.pick(&policy, &snapshot.ready, tried, key, lane, now) {
+                    // A side of the split with nobody to answer (a rollback under way):
+                    // the other side answers, except on the preview listener.
+                    None if lane.is_some() && !self.preview => {
+                        st.pick(&policy, &snapshot.ready, tried, key, None, now)
+                    }
+                    ep => ep,
+                }
+                .map(|e| (e.clone(), st.authority(e.addr)));
                 drop(st);
                 self.publish(&policy, notices);
                 ep
@@ -526,6 +541,7 @@ impl ServiceProxy {
                     if grpc_failed {
                         self.metrics.grpc_failures.inc();
                     }
+                    rp.extensions.insert(Served(ep.revision));
                     return (
                         Response::from_parts(rp, Either::Left(Tracked::new(rb, guard))),
                         None,
@@ -635,11 +651,15 @@ impl ServiceProxy {
         }
         let second = {
             let mut st = policy.lock();
+            // The hedge stays on the first try's revision: a preview, a sticky client
+            // and the analysis all expect one version per request.
+            let lane = Some(Lane::Only(first.revision)).filter(|_| snapshot.split.is_some());
             st.pick(
                 policy,
                 &snapshot.ready,
                 &[first.addr],
                 key,
+                lane,
                 std::time::Instant::now(),
             )
             .map(|e| (e.clone(), st.authority(e.addr)))
@@ -664,6 +684,29 @@ impl ServiceProxy {
             (r, rtt, g) = one => (first, r, rtt, g),
             (r, rtt, g) = two => (second, r, rtt, g),
         }
+    }
+
+    /// The revisions a request may go to: during a split, the side its sticky value (or
+    /// a draw by weight) puts it on; on a preview listener, the new revision only.
+    fn lane(&self, snapshot: &Endpoints, headers: &HeaderMap) -> Option<Lane> {
+        let Some(split) = &snapshot.split else {
+            // Nothing to preview outside a blue-green rollout: no replica may answer.
+            return self.preview.then_some(Lane::Only(0));
+        };
+        if self.preview {
+            return Some(Lane::Only(split.canary));
+        }
+        let key = match &split.sticky {
+            Some(spec::Sticky::Header(h)) => headers.get(h.as_str()).map(|v| v.as_bytes()),
+            Some(spec::Sticky::Cookie(c)) => cookie(headers, c).map(str::as_bytes),
+            None => None,
+        }
+        .map(policy::hash_bytes);
+        Some(if split.to_canary(key, rand::random()) {
+            Lane::Only(split.canary)
+        } else {
+            Lane::Not(split.canary)
+        })
     }
 
     fn publish(&self, policy: &ServicePolicy, notices: Vec<Notice>) {

@@ -62,6 +62,7 @@ impl ServiceProxyHandle {
             registry: (metrics.clone(), service.to_owned()),
             outcomes,
             hooks: hooks.clone(),
+            preview: false,
         });
         hooks
             .services
@@ -69,6 +70,32 @@ impl ServiceProxyHandle {
             .unwrap_or_else(|e| e.into_inner())
             .insert(service.to_owned(), proxy.clone());
         ServiceProxyHandle(proxy)
+    }
+
+    /// The proxy of a blue-green preview listener: `service`'s new revision only. Routes
+    /// do not lead here, and its requests count in no SLO (it is not what users see).
+    pub fn preview(
+        service: &str,
+        expose: Expose,
+        endpoints: watch::Receiver<Arc<Endpoints>>,
+        metrics: &ProxyMetrics,
+        outcomes: Option<Arc<dyn bus::OutcomeSink>>,
+        hooks: Arc<Hooks>,
+    ) -> ServiceProxyHandle {
+        ServiceProxyHandle(Arc::new(ServiceProxy {
+            service: service.to_owned(),
+            endpoints,
+            client: RwLock::new(Arc::new(upstream(&expose))),
+            policy: RwLock::new(Arc::new(ServicePolicy::new(
+                expose,
+                std::time::Instant::now(),
+            ))),
+            metrics: metrics.for_service(&format!("{service}-preview")),
+            registry: (metrics.clone(), format!("{service}-preview")),
+            outcomes,
+            hooks,
+            preview: true,
+        }))
     }
 
     /// Applies a changed configuration to new requests; requests in flight finish under

@@ -68,6 +68,24 @@ pub(crate) enum TryResult {
     Timeout,
 }
 
+/// Which revisions a request may go to during a rollout that splits traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Only this revision (the new one).
+    Only(u32),
+    /// Any revision but this one (the stable side).
+    Not(u32),
+}
+
+impl Lane {
+    fn admits(self, revision: u32) -> bool {
+        match self {
+            Lane::Only(r) => revision == r,
+            Lane::Not(r) => revision != r,
+        }
+    }
+}
+
 /// Transitions the caller publishes as events.
 pub(crate) enum Notice {
     Ejected {
@@ -252,21 +270,24 @@ impl State {
         }
     }
 
-    /// Picks a replica for the next try, not in `tried`. Ejected replicas and open
-    /// breakers are skipped, unless too few replicas are healthy (panic mode).
+    /// Picks a replica for the next try, not in `tried`, in `lane` if given. Ejected
+    /// replicas and open breakers are skipped, unless too few replicas are healthy (panic
+    /// mode).
+    #[allow(clippy::too_many_arguments)]
     pub fn pick<'a>(
         &mut self,
         policy: &ServicePolicy,
         ready: &'a [Endpoint],
         tried: &[SocketAddr],
         key: Option<u64>,
+        lane: Option<Lane>,
         now: Instant,
     ) -> Option<&'a Endpoint> {
         let panic = self.outlier.panic();
         // Candidates are counted and indexed by walking `ready` again rather than
         // collected: replica counts are small and the request path allocates nothing.
         let is_cand = |e: &Endpoint| {
-            if tried.contains(&e.addr) {
+            if tried.contains(&e.addr) || lane.is_some_and(|l| !l.admits(e.revision)) {
                 return false;
             }
             let Some(rep) = self.replicas.get(&e.addr) else {

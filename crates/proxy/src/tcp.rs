@@ -353,6 +353,7 @@ mod tests {
             .map(|i| Endpoint {
                 replica: i,
                 addr: ([127, 0, 0, 1], 1000 + i as u16).into(),
+                revision: 1,
                 ready_since: std::time::Instant::now(),
                 load: Arc::new(Load::default()),
             })

@@ -59,12 +59,14 @@ async fn start_to(replica: SocketAddr, drain: Duration, tune: impl FnOnce(&mut E
     let ep = Endpoint {
         replica: 0,
         addr: replica,
+        revision: 1,
         ready_since: std::time::Instant::now(),
         load: Arc::new(Load::default()),
     };
     let (endpoints, endpoints_rx) = watch::channel(Arc::new(Endpoints {
         version: 1,
         ready: vec![ep],
+        split: None,
     }));
     let (faults, faults_rx) = watch::channel(true);
     let hooks = Arc::new(Hooks {

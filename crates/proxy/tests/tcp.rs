@@ -48,6 +48,7 @@ fn endpoint(replica: u32, addr: SocketAddr) -> Endpoint {
         ready_since: std::time::Instant::now(),
         replica,
         addr,
+        revision: 1,
         load: Arc::new(Load::default()),
     }
 }
@@ -56,6 +57,7 @@ fn snapshot(version: u64, ready: &[Endpoint]) -> Arc<Endpoints> {
     Arc::new(Endpoints {
         version,
         ready: ready.to_vec(),
+        split: None,
     })
 }
 

@@ -12,11 +12,14 @@ mod probe;
 mod reload;
 mod replica;
 mod restarts;
+mod revisions;
 mod supervisor;
 
 pub use driver::{Identity, command, free_port};
 pub use logs::{LogLine, Logs, Stream};
 pub use metrics::Metrics;
+pub use reload::Reloaded;
+pub use revisions::{RevisionReplica, RevisionView};
 pub use supervisor::{ControlError, Options, ReplicaStatus, ServiceStatus, Supervisor};
 
 /// Where a replica is in its life.

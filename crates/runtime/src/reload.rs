@@ -5,27 +5,47 @@ use std::sync::Arc;
 use crate::replica::Control;
 use crate::supervisor::{ControlError, ServiceEntry, Supervisor};
 
+/// What a reload did, and the services whose new spec needs new processes: the caller
+/// rolls them out (the replicas keep running the stable revision until then).
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// A line per change.
+    pub changes: Vec<String>,
+    /// New specs to roll out.
+    pub rollouts: Vec<spec::Service>,
+}
+
 impl Supervisor {
     /// Applies a changed stack: new services start (once their dependencies are ready),
-    /// removed ones drain and stop, replica counts follow `replicas`, and a service whose
-    /// command, environment, probes or stop settings changed gets a rolling restart.
-    /// Returns a line per change. Changes to `expose` alone touch no replica.
-    pub fn reload(&self, stack: &spec::Stack) -> Result<Vec<String>, ControlError> {
+    /// removed ones drain and stop, replica counts follow `replicas`, and settings that
+    /// need no new process (restart rules, backoff, stop signal and grace, the disruption
+    /// budget, `expose`, SLOs) apply at once. A service whose command, environment,
+    /// working directory or probes changed is returned in `rollouts`.
+    pub fn reload(&self, stack: &spec::Stack) -> Result<Reloaded, ControlError> {
         self.check_running()?;
         let new_names: Vec<String> = stack.services.iter().map(|s| s.name.clone()).collect();
-        let mut changes = self.remove_missing(&new_names);
-        let mut rolling = vec![];
+        let mut out = Reloaded {
+            changes: self.remove_missing(&new_names),
+            rollouts: vec![],
+        };
         for svc in &stack.services {
             match self.replace_spec(svc) {
-                Change::Added => changes.push(format!("{}: added", svc.name)),
-                Change::Rolling => {
-                    rolling.push(svc.name.clone());
-                    changes.push(format!(
-                        "{}: rolling restart (its command or settings changed)",
+                Change::Added => out.changes.push(format!("{}: added", svc.name)),
+                Change::Rollout => {
+                    out.rollouts.push(svc.clone());
+                    out.changes.push(format!(
+                        "{}: rollout (its command, environment or probes changed)",
                         svc.name
                     ));
                 }
-                Change::Expose => changes.push(format!("{}: proxy policies updated", svc.name)),
+                Change::Busy => out.changes.push(format!(
+                    "{}: not applied: a rollout is under way; wait for it or abort it, then \
+                     reload again",
+                    svc.name
+                )),
+                Change::InPlace => out
+                    .changes
+                    .push(format!("{}: settings updated in place", svc.name)),
                 Change::None => {}
             }
         }
@@ -38,19 +58,20 @@ impl Supervisor {
                 .get(svc.name.as_str())
                 .map_or(0, |e| e.replicas.len() as u32);
             if live != svc.replicas && live > 0 {
-                let from = self.scale(&svc.name, svc.replicas)?;
-                changes.push(format!("{}: scaled {from} -> {}", svc.name, svc.replicas));
+                match self.scale(&svc.name, svc.replicas) {
+                    Ok(from) => out
+                        .changes
+                        .push(format!("{}: scaled {from} -> {}", svc.name, svc.replicas)),
+                    Err(e) => out.changes.push(format!("{}: not scaled: {e}", svc.name)),
+                }
             }
         }
         let sup = self.clone();
         tokio::spawn(async move { sup.start_in_order(&new_names).await });
-        for name in rolling {
-            self.restart(&name, None)?;
+        if out.changes.is_empty() {
+            out.changes.push("nothing changed".into());
         }
-        if changes.is_empty() {
-            changes.push("nothing changed".into());
-        }
-        Ok(changes)
+        Ok(out)
     }
 
     /// Drains, stops and forgets the replicas of services that are not in `names`.
@@ -69,8 +90,8 @@ impl Supervisor {
         changes
     }
 
-    /// Makes `svc` the current spec of its service (each replica's next incarnation runs
-    /// it) and says what that changes.
+    /// Applies what of `svc` needs no new process to the stable revision (each replica's
+    /// next incarnation runs it) and says what that changes.
     fn replace_spec(&self, svc: &spec::Service) -> Change {
         let mut services = self.shared.lock();
         let Some(entry) = services.get_mut(svc.name.as_str()) else {
@@ -78,11 +99,27 @@ impl Supervisor {
             services.insert(svc.name.clone(), entry);
             return Change::Added;
         };
-        let old = std::mem::replace(&mut entry.spec, Arc::new(svc.clone()));
-        if needs_rolling_restart(&old, svc) {
-            Change::Rolling
-        } else if old.expose != svc.expose {
-            Change::Expose
+        let old = entry.spec.clone();
+        let process = needs_new_processes(&old, svc);
+        if process && entry.rolling_out {
+            return Change::Busy;
+        }
+        let stable = Arc::new(if process {
+            keep_processes(svc, &old)
+        } else {
+            svc.clone()
+        });
+        // A new count is scaled (and said) by itself.
+        let changed = spec::Service {
+            replicas: old.replicas,
+            ..(*stable).clone()
+        } != *old;
+        entry.revisions.insert(entry.stable, stable.clone());
+        entry.spec = stable;
+        if process {
+            Change::Rollout
+        } else if changed {
+            Change::InPlace
         } else {
             Change::None
         }
@@ -92,49 +129,63 @@ impl Supervisor {
 /// What a reload does to one service of the new stack.
 enum Change {
     Added,
-    Rolling,
-    /// Only the proxy's side changed.
-    Expose,
+    /// New processes are needed: a rollout.
+    Rollout,
+    /// New processes are needed, but a rollout is under way.
+    Busy,
+    /// Applied to the running replicas (or only to the proxy).
+    InPlace,
     None,
 }
 
-/// Whether running replicas of `old` must be replaced to run `new`: anything a replica
-/// process or its task acts on. The match is exhaustive so that a new field must be placed
-/// on one side or the other.
-pub(crate) fn needs_rolling_restart(old: &spec::Service, new: &spec::Service) -> bool {
+/// Whether running replicas of `old` must be replaced to run `new` (Kubernetes' pod
+/// template: what the process is started with, and its probes). The match is exhaustive
+/// so that a new field must be placed on one side or the other.
+pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> bool {
     let spec::Service {
-        // Replaced without touching a replica: the name is the key, the count is scaled,
-        // dependencies order only starts, and `expose` and `slos` belong to the proxy
-        // and observability.
+        // Applied in place: the name is the key, the count is scaled, dependencies order
+        // only starts, restart and stop settings are read at the next exit or stop, and
+        // `expose`, `slos`, `min_available` and `rollout` belong to the proxy,
+        // observability and the rollout itself.
         name: _,
         replicas: _,
         depends_on: _,
         expose: _,
         slos: _,
         min_available: _,
+        rollout: _,
+        restart: _,
+        restart_rules: _,
+        stop_signal: _,
+        stop_grace: _,
+        backoff: _,
         run,
-        restart,
-        restart_rules,
         env,
         cwd,
-        stop_signal,
-        stop_grace,
-        backoff,
         startup,
         liveness,
         readiness,
     } = old;
     *run != new.run
-        || *restart != new.restart
-        || *restart_rules != new.restart_rules
         || *env != new.env
         || *cwd != new.cwd
-        || *stop_signal != new.stop_signal
-        || *stop_grace != new.stop_grace
-        || *backoff != new.backoff
         || *startup != new.startup
         || *liveness != new.liveness
         || *readiness != new.readiness
+}
+
+/// `new` with the process settings of `old`: what the stable revision runs while `new`
+/// is rolled out.
+fn keep_processes(new: &spec::Service, old: &spec::Service) -> spec::Service {
+    spec::Service {
+        run: old.run.clone(),
+        env: old.env.clone(),
+        cwd: old.cwd.clone(),
+        startup: old.startup.clone(),
+        liveness: old.liveness.clone(),
+        readiness: old.readiness.clone(),
+        ..new.clone()
+    }
 }
 
 #[cfg(test)]
@@ -150,27 +201,15 @@ mod tests {
     }
 
     #[test]
-    fn process_settings_need_a_rolling_restart() {
+    fn what_a_process_starts_with_needs_new_processes() {
         let old = service("");
         type Edit = fn(&mut spec::Service);
-        let changes: [(&str, Edit); 11] = [
+        let changes: [(&str, Edit); 6] = [
             ("run", |s| s.run.push("x".into())),
-            ("restart", |s| s.restart = spec::RestartPolicy::Never),
-            ("restart_rules", |s| {
-                s.restart_rules.push(spec::RestartRule {
-                    exit_codes: vec![3],
-                    action: spec::RestartAction::Stop,
-                })
-            }),
             ("env", |s| {
                 s.env.insert("A".into(), "1".into());
             }),
             ("cwd", |s| s.cwd = Some("/tmp".into())),
-            ("stop_signal", |s| {
-                s.stop_signal = nix::sys::signal::Signal::SIGINT
-            }),
-            ("stop_grace", |s| s.stop_grace += Duration::from_secs(1)),
-            ("backoff", |s| s.backoff.max += Duration::from_secs(1)),
             ("startup", |s| {
                 s.startup = s.liveness.clone().or(Some(probe()))
             }),
@@ -181,21 +220,34 @@ mod tests {
             let mut new = old.clone();
             change(&mut new);
             assert_ne!(old, new, "{field}: the change changes nothing");
-            assert!(needs_rolling_restart(&old, &new), "{field}");
+            assert!(needs_new_processes(&old, &new), "{field}");
+            let kept = keep_processes(&new, &old);
+            assert_eq!(
+                kept, old,
+                "{field}: the stable revision keeps its processes"
+            );
         }
-        assert!(!needs_rolling_restart(&old, &old.clone()));
+        assert!(!needs_new_processes(&old, &old.clone()));
     }
 
     #[test]
-    fn count_dependencies_and_proxy_settings_do_not() {
+    fn supervision_count_dependencies_and_proxy_settings_apply_in_place() {
         let old = service("");
         let exposed = service("expose = { listen = \"127.0.0.1:0\" }\n");
         let mut new = old.clone();
         new.replicas = 3;
         new.depends_on = vec!["d".into()];
         new.expose = exposed.expose;
+        new.restart = spec::RestartPolicy::Never;
+        new.restart_rules.push(spec::RestartRule {
+            exit_codes: vec![3],
+            action: spec::RestartAction::Stop,
+        });
+        new.stop_signal = nix::sys::signal::Signal::SIGINT;
+        new.stop_grace += Duration::from_secs(1);
+        new.backoff.max += Duration::from_secs(1);
         assert!(new.expose.is_some());
-        assert!(!needs_rolling_restart(&old, &new));
+        assert!(!needs_new_processes(&old, &new));
     }
 
     fn probe() -> spec::Probe {

@@ -118,7 +118,7 @@ impl Task {
             };
             // A reload may have changed the service: every incarnation runs the current
             // spec, backoff included.
-            if let Some(current) = self.h.shared().spec(&self.svc.name) {
+            if let Some(current) = self.h.shared().replica_spec(&self.svc.name, self.h.index()) {
                 self.svc = current;
             }
             self.restarts.follow(self.svc.backoff);

@@ -3,7 +3,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bus::{Bus, Endpoint, Endpoints, EventKind, Exit, Load};
+use bus::{Bus, Endpoint, Endpoints, EventKind, Exit, Load, Split};
 use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -30,6 +30,20 @@ pub enum ControlError {
     UnknownReplica { service: String, index: u32 },
     #[error("bulwark is shutting down")]
     ShuttingDown,
+    #[error(
+        "service {service:?}: {action} would leave fewer than min_available = {min} replicas \
+         ready; lower min_available or choose fewer"
+    )]
+    Budget {
+        service: String,
+        action: String,
+        min: u32,
+    },
+    #[error(
+        "service {0:?} is being rolled out; wait for the rollout to end, or `bulwark rollout \
+         abort {0}` first"
+    )]
+    RolloutUnderWay(String),
 }
 
 #[derive(Debug, Clone)]
@@ -44,12 +58,15 @@ pub struct ReplicaStatus {
     /// Set while crash-looping: the last lines the replica wrote to stderr.
     pub stderr_tail: Vec<String>,
     pub started_at_ms: Option<u64>,
+    /// The revision of the service it runs.
+    pub revision: u32,
 }
 
 impl ReplicaStatus {
-    fn new(index: u32) -> Self {
+    fn new(index: u32, revision: u32) -> Self {
         ReplicaStatus {
             index,
+            revision,
             pid: None,
             port: None,
             state: ReplicaState::Pending,
@@ -68,6 +85,8 @@ pub struct ServiceStatus {
     pub desired: u32,
     pub expose: Option<SocketAddr>,
     pub replicas: Vec<ReplicaStatus>,
+    /// The revision the service runs (a rollout's new one runs beside it).
+    pub revision: u32,
 }
 
 /// Supervises every service of a stack. Cheap to clone.
@@ -93,19 +112,37 @@ pub(crate) struct Shared {
 /// Invariant: `endpoints` holds exactly the replicas whose status is `ready` with a port,
 /// and is republished (with a higher version) whenever that set changes.
 pub(crate) struct ServiceEntry {
+    /// The stable revision's spec: what replicas run outside a rollout.
     pub spec: Arc<spec::Service>,
+    /// The stable revision.
+    pub stable: u32,
+    /// The spec of every revision a replica runs or may be started with (the stable one
+    /// and, during a rollout, the new one).
+    pub revisions: BTreeMap<u32, Arc<spec::Service>>,
+    /// The last revision handed out.
+    pub last_revision: u32,
+    /// How requests divide between revisions, during a canary or blue-green rollout.
+    pub split: Option<Split>,
+    /// A rollout holds the service (scaling waits for it).
+    pub rolling_out: bool,
     pub desired: u32,
     pub replicas: BTreeMap<u32, ReplicaEntry>,
     endpoints: watch::Sender<Arc<Endpoints>>,
     /// Bumped on every status change of any replica, for waiters.
-    changed: watch::Sender<u64>,
+    pub(crate) changed: watch::Sender<u64>,
     logs: Arc<Logs>,
 }
 
 impl ServiceEntry {
     pub fn new(svc: &spec::Service, log_lines: usize, echo_logs: bool) -> Self {
+        let spec = Arc::new(svc.clone());
         ServiceEntry {
-            spec: Arc::new(svc.clone()),
+            revisions: BTreeMap::from([(1, spec.clone())]),
+            spec,
+            stable: 1,
+            last_revision: 1,
+            split: None,
+            rolling_out: false,
             desired: svc.replicas,
             replicas: BTreeMap::new(),
             endpoints: watch::channel(Arc::new(Endpoints::default())).0,
@@ -117,8 +154,10 @@ impl ServiceEntry {
 
 pub(crate) struct ReplicaEntry {
     pub status: ReplicaStatus,
+    /// The revision it runs (also in `status`).
+    pub revision: u32,
     /// Set when the replica turns ready; part of the endpoint it is published as.
-    ready_since: std::time::Instant,
+    pub(crate) ready_since: std::time::Instant,
     load: Arc<Load>,
     pub control: mpsc::UnboundedSender<Control>,
     task: Option<JoinHandle<()>>,
@@ -240,24 +279,39 @@ impl Supervisor {
     }
 
     fn add_replica(&self, entry: &mut ServiceEntry, index: u32) {
+        self.add_replica_of(entry, index, entry.stable);
+    }
+
+    /// Starts replica `index` running `revision` (which must be in `entry.revisions`).
+    pub(crate) fn add_replica_of(&self, entry: &mut ServiceEntry, index: u32, revision: u32) {
+        let spec = entry
+            .revisions
+            .get(&revision)
+            .cloned()
+            .unwrap_or_else(|| entry.spec.clone());
         let (tx, rx) = mpsc::unbounded_channel();
+        // The entry is in the table before the task can look its revision up.
+        entry.replicas.insert(
+            index,
+            ReplicaEntry {
+                revision,
+                status: ReplicaStatus::new(index, revision),
+                ready_since: std::time::Instant::now(),
+                load: Arc::new(Load::default()),
+                control: tx,
+                task: None,
+            },
+        );
         let task = tokio::spawn(replica::run(
             self.shared.clone(),
-            entry.spec.clone(),
+            spec,
             entry.logs.clone(),
             index,
             rx,
         ));
-        entry.replicas.insert(
-            index,
-            ReplicaEntry {
-                status: ReplicaStatus::new(index),
-                ready_since: std::time::Instant::now(),
-                load: Arc::new(Load::default()),
-                control: tx,
-                task: Some(task),
-            },
-        );
+        if let Some(r) = entry.replicas.get_mut(&index) {
+            r.task = Some(task);
+        }
         self.shared
             .metrics
             .set_state(&entry.spec.name, index, ReplicaState::Pending, false);
@@ -274,6 +328,7 @@ impl Supervisor {
                 desired: e.desired,
                 expose: e.spec.expose.as_ref().map(|x| x.listen),
                 replicas: e.replicas.values().map(|r| r.status.clone()).collect(),
+                revision: e.stable,
             })
             .collect()
     }
@@ -302,6 +357,7 @@ impl Supervisor {
         let service = service.to_owned();
         tokio::spawn(async move {
             for i in indices {
+                sup.within_budget(&service, i, "restart").await;
                 let Some((before, mut changed)) = sup.send(&service, i, Control::Restart) else {
                     continue;
                 };
@@ -322,6 +378,44 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Waits until taking replica `index` of `service` out leaves at least `min_available`
+    /// ready replicas (at once if it is not ready itself), saying so on the bus once if
+    /// it has to wait.
+    pub(crate) async fn within_budget(&self, service: &str, index: u32, what: &str) {
+        let mut said = false;
+        let Some(mut changed) = self.watch(service) else {
+            return;
+        };
+        loop {
+            let wait = {
+                let services = self.shared.lock();
+                let Some(e) = services.get(service) else {
+                    return;
+                };
+                let ready = e.replicas.values().filter(|r| r.status.ready).count() as u32;
+                let min = e.spec.min_available.of(e.desired);
+                let this_ready = e.replicas.get(&index).is_some_and(|r| r.status.ready);
+                (this_ready && ready <= min).then_some((ready, min))
+            };
+            let Some((ready, min_available)) = wait else {
+                return;
+            };
+            if !said {
+                said = true;
+                tracing::warn!(%service, index, ready, min_available, "{what} waits for the disruption budget");
+                self.shared.bus.publish(EventKind::BudgetWait {
+                    service: service.into(),
+                    action: format!("{what} of {service}/{index}"),
+                    ready,
+                    min_available,
+                });
+            }
+            if changed.changed().await.is_err() || self.check_running().is_err() {
+                return;
+            }
+        }
+    }
+
     fn send(&self, service: &str, index: u32, c: Control) -> Option<(u32, watch::Receiver<u64>)> {
         let services = self.shared.lock();
         let entry = services.get(service)?;
@@ -338,6 +432,17 @@ impl Supervisor {
         let entry = services
             .get_mut(service)
             .ok_or_else(|| ControlError::UnknownService(service.into()))?;
+        if entry.rolling_out {
+            return Err(ControlError::RolloutUnderWay(service.into()));
+        }
+        let min = entry.spec.min_available.of(replicas);
+        if replicas < min && replicas < entry.desired {
+            return Err(ControlError::Budget {
+                service: service.into(),
+                action: format!("scaling to {replicas}"),
+                min,
+            });
+        }
         let from = entry.desired;
         entry.desired = replicas;
         let live: Vec<u32> = entry
@@ -415,7 +520,16 @@ impl Shared {
         *self.order.lock().unwrap_or_else(|e| e.into_inner()) = names;
     }
 
-    /// The current spec of a service (a reload may have replaced it).
+    /// The spec replica `index` of `service` runs now: its revision's (a reload may have
+    /// replaced it).
+    pub fn replica_spec(&self, service: &str, index: u32) -> Option<Arc<spec::Service>> {
+        let services = self.lock();
+        let e = services.get(service)?;
+        let rev = e.replicas.get(&index).map_or(e.stable, |r| r.revision);
+        Some(e.revisions.get(&rev).unwrap_or(&e.spec).clone())
+    }
+
+    /// The stable spec of a service.
     pub fn spec(&self, service: &str) -> Option<Arc<spec::Service>> {
         self.lock().get(service).map(|e| e.spec.clone())
     }
@@ -471,7 +585,7 @@ impl Shared {
     }
 }
 
-fn publish_endpoints(entry: &ServiceEntry) {
+pub(crate) fn publish_endpoints(entry: &ServiceEntry) {
     let ready = entry
         .replicas
         .values()
@@ -480,6 +594,7 @@ fn publish_endpoints(entry: &ServiceEntry) {
             Some(Endpoint {
                 replica: r.status.index,
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, r.status.port?)),
+                revision: r.revision,
                 ready_since: r.ready_since,
                 load: r.load.clone(),
             })
@@ -489,6 +604,7 @@ fn publish_endpoints(entry: &ServiceEntry) {
         *e = Arc::new(Endpoints {
             version: e.version + 1,
             ready,
+            split: entry.split.clone(),
         })
     });
 }

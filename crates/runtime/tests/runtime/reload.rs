@@ -16,38 +16,47 @@ env = {{ V = "{v}" }}
 }
 
 #[tokio::test]
-async fn a_changed_spec_reaches_every_replica_by_a_rolling_restart() {
+async fn a_process_change_is_left_to_a_rollout_which_runs_it_as_a_new_revision() {
     let mut rt = Rt::start(&versioned(1, 2));
     rt.until("s", |s| all_ready(s, 2)).await;
     rt.line("s", 0, "v=1").await;
-    rt.line("s", 1, "v=1").await;
-    let before = rt.bus.last_seq();
 
-    let changes = rt.sup.reload(&stack(&versioned(2, 2))).expect("reloaded");
+    let reloaded = rt.sup.reload(&stack(&versioned(2, 2))).expect("reloaded");
     assert_eq!(
-        changes,
-        ["s: rolling restart (its command or settings changed)"]
+        reloaded.changes,
+        ["s: rollout (its command, environment or probes changed)"]
     );
-    rt.line("s", 0, "v=2").await;
-    rt.line("s", 1, "v=2").await;
-    let s = rt
-        .until("s", |s| {
-            all_ready(s, 2) && s.replicas.iter().all(|r| r.restarts == 1)
-        })
-        .await;
-    assert_eq!(s.desired, 2);
+    assert_eq!(reloaded.rollouts.len(), 1);
+    // The stable revision keeps running what it ran: a crash restarts version 1.
+    let spec = rt.sup.service_spec("s").expect("spec");
+    assert_eq!(spec.env["V"], "1");
 
-    // One at a time: replica 1 is stopped only once replica 0 is ready again.
-    let history = rt.bus.history();
-    let after: Vec<&EventKind> = history
-        .iter()
-        .filter(|e| e.seq > before)
-        .map(|e| &e.kind)
-        .collect();
-    let at = |pred: &dyn Fn(&EventKind) -> bool| after.iter().position(|e| pred(e));
-    let ready0 = at(&|e| matches!(e, EventKind::ReplicaReady { index: 0, .. }));
-    let stopping1 = at(&|e| matches!(e, EventKind::ReplicaStopping { index: 1, .. }));
-    assert!(ready0.is_some() && ready0 < stopping1, "{after:#?}");
+    let rev = rt.sup.stage(&reloaded.rollouts[0]).expect("staged");
+    assert_eq!(rev, 2);
+    assert!(
+        matches!(
+            rt.sup.scale("s", 3),
+            Err(runtime::ControlError::RolloutUnderWay(_))
+        ),
+        "scaling waits for the rollout"
+    );
+    let started = rt.sup.start_replicas("s", rev, 1);
+    assert_eq!(started, [2], "the lowest free index");
+    rt.line("s", 2, "v=2").await;
+    let s = rt.until("s", |s| all_ready(s, 3)).await;
+    let revs: Vec<(u32, u32)> = s.replicas.iter().map(|r| (r.index, r.revision)).collect();
+    assert_eq!(revs, [(0, 1), (1, 1), (2, 2)]);
+    let view = rt.sup.revisions("s").expect("view");
+    assert_eq!(view.of(2).count(), 1);
+
+    rt.sup.remove_replicas("s", &[0, 1]);
+    rt.until("s", |s| s.replicas.len() == 1).await;
+    rt.sup.settle("s", rev);
+    let s = rt.status("s").expect("status");
+    assert_eq!(s.revision, 2);
+    assert_eq!(rt.sup.service_spec("s").expect("spec").env["V"], "2");
+    rt.sup.scale("s", 2).expect("released after the rollout");
+    rt.line("s", 0, "v=2").await;
     rt.sup.shutdown().await;
 }
 
@@ -59,14 +68,18 @@ async fn a_reload_adds_services_after_their_dependencies_and_scales_the_others()
     next.push_str(
         "[services.extra]\nrun = [\"sh\", \"-c\", \"exec sleep 60\"]\ndepends_on = [\"s\"]\n",
     );
-    let changes = rt.sup.reload(&stack(&next)).expect("reloaded");
+    let changes = rt.sup.reload(&stack(&next)).expect("reloaded").changes;
     assert_eq!(changes, ["extra: added", "s: scaled 2 -> 1"]);
     rt.until("extra", |s| all_ready(s, 1)).await;
     let s = rt.until("s", |s| s.replicas.len() == 1).await;
     assert_eq!(s.replicas[0].restarts, 0, "a count change restarts nobody");
 
     // Removed from the stack: drained, stopped and forgotten.
-    let changes = rt.sup.reload(&stack(&versioned(1, 1))).expect("reloaded");
+    let changes = rt
+        .sup
+        .reload(&stack(&versioned(1, 1)))
+        .expect("reloaded")
+        .changes;
     assert_eq!(changes, ["extra: removed"]);
     rt.expect(|e| matches!(e, EventKind::ReplicaExited { service, .. } if service == "extra"))
         .await;

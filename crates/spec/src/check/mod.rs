@@ -13,6 +13,7 @@ pub(crate) mod chaos;
 mod deps;
 mod expose;
 mod probe;
+mod rollout;
 mod service;
 mod slo;
 

@@ -99,6 +99,7 @@ pub(super) fn service(
             // Filled in by `dependency_order`, once names are known to exist.
             depends_on: Vec::new(),
             min_available: min_available(raw, p),
+            rollout: super::rollout::rollout(&raw.rollout, raw.expose.is_present(), p),
             expose,
             slos,
             name: name_str,

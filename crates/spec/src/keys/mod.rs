@@ -24,6 +24,7 @@ use crate::section;
 
 pub(crate) mod chaos;
 pub(crate) use chaos::*;
+pub(crate) mod rollout;
 
 /// A count with no upper limit but the type's.
 const MANY: i64 = u32::MAX as i64;
@@ -149,6 +150,8 @@ section! {
         /// disruptions (chaos experiments refuse to start or to break more), as a count or
         /// a percentage of `replicas` rounded up (Kubernetes' `minAvailable`).
         min_available: Amount = count_or_percent(1000), "0";
+        /// How a change that needs new processes reaches the replicas.
+        rollout: rollout::RolloutTable = table::<rollout::RolloutTable>(), Omitted::Table;
         /// Services started first, each until it has a ready replica; stopped after this one.
         depends_on: Vec<Spanned<String>> = list(spanned(string())), Optional("");
         /// Delays between restarts of a replica that keeps exiting.

@@ -14,6 +14,8 @@ pub use nix::sys::signal::Signal;
 
 mod chaos;
 pub use chaos::*;
+mod rollout;
+pub use rollout::*;
 
 pub use crate::keys::{
     Api, Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule,
@@ -81,6 +83,8 @@ pub struct Service {
     /// The disruption budget: replicas that must stay ready through voluntary
     /// disruptions.
     pub min_available: Amount,
+    /// How a change that needs new processes reaches the replicas.
+    pub rollout: Rollout,
     /// Services that must be ready before this one is started.
     pub depends_on: Vec<String>,
     /// The proxy in front of the service, if it takes traffic through bulwark.
