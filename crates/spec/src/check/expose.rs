@@ -116,6 +116,9 @@ fn policies(
         faults: faults?,
         toxics: toxics?,
         routes: routes?,
+        // Built by `degrade::fallbacks`, which knows the other services and the stack
+        // file's directory.
+        fallback: None,
     })
 }
 
@@ -315,6 +318,7 @@ fn route(t: &RouteTable, targets: &mut Vec<Spanned<String>>, p: &mut Problems) -
     Some(Route {
         to: to.into_inner(),
         matcher,
+        switch: t.switch.get(),
     })
 }
 

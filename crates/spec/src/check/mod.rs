@@ -10,6 +10,7 @@
 mod alerts;
 mod backup;
 pub(crate) mod chaos;
+mod degrade;
 mod deps;
 mod expose;
 mod probe;
@@ -46,6 +47,8 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
         .iter()
         .map(|(name, s)| service::service(name, s.get_ref(), base_dir, p))
         .collect();
+    let switches = degrade::switches(&raw.switches, p);
+    degrade::fallbacks(services, &mut checked, &switches, base_dir, p);
     let order = deps::dependency_order(&mut checked, p);
     deps::check_addresses(&checked, api.as_ref().map(|a| a.listen), p);
     deps::check_routes(&checked, p);
@@ -64,6 +67,7 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
     Some(Stack {
         backups: backups?,
         experiments: experiments?,
+        switches,
         services,
         api: api?,
         supervisor: supervisor?,

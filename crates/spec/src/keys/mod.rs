@@ -25,6 +25,8 @@ use crate::section;
 pub(crate) mod chaos;
 pub(crate) use chaos::*;
 pub(crate) mod rollout;
+pub(crate) mod degrade;
+pub(crate) use degrade::*;
 
 /// A count with no upper limit but the type's.
 const MANY: i64 = u32::MAX as i64;
@@ -48,6 +50,9 @@ section! {
         backups: Vec<BackupTable> = tables::<BackupTable>(), Optional("");
         /// Chaos experiments, run by `bulwark chaos run NAME` or on their schedules.
         experiments: Vec<ExperimentTable> = tables::<ExperimentTable>(), Optional("");
+        /// Run-time switches, one `[switches.NAME]` table each (NAME as for services).
+        switches: Vec<(Spanned<String>, Spanned<SwitchTable>)> =
+            map("NAME", table::<SwitchTable>()), Optional("");
     }
 }
 
@@ -316,6 +321,8 @@ section! {
         toxics: Vec<ToxicTable> = tables::<ToxicTable>(), Optional("");
         /// Header routes first, then weighted splits (percent); the rest stays.
         routes: Vec<RouteTable> = tables::<RouteTable>(), Optional("");
+        /// What a client gets when no replica can answer.
+        fallback: FallbackTable = table::<FallbackTable>(), Optional("bulwark's own 502, 503 or 504");
     }
 }
 
@@ -552,6 +559,9 @@ section! {
         /// Requests carrying this header and value.
         header: (String, String) = text("\"NAME: VALUE\" such as \"x-canary: 1\"", route_header),
             Optional("");
+        /// A `[switches]` name: while it is off for a request, the request gets the
+        /// service's fallback instead (which the service then needs).
+        switch: String = string().non_empty(), Optional("always on");
     }
 }
 

@@ -13,9 +13,11 @@ use std::time::Duration;
 pub use nix::sys::signal::Signal;
 
 mod chaos;
+mod degrade;
 pub use chaos::*;
 mod rollout;
 pub use rollout::*;
+pub use degrade::*;
 
 pub use crate::keys::{
     Api, Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule,
@@ -40,6 +42,8 @@ pub struct Stack {
     pub backups: Vec<Backup>,
     /// Chaos experiments, in file order.
     pub experiments: Vec<Experiment>,
+    /// Run-time switches, in file order; names are unique.
+    pub switches: Vec<Switch>,
 }
 
 impl Stack {
@@ -213,6 +217,8 @@ pub struct Expose {
     pub toxics: Vec<Toxic>,
     /// Header routes first, then weighted splits; the rest goes to this service.
     pub routes: Vec<Route>,
+    /// What a client gets when no replica can answer, if anything but bulwark's own error.
+    pub fallback: Option<Fallback>,
 }
 
 /// How the proxy handles a service's traffic.
@@ -331,6 +337,9 @@ pub struct Route {
     pub to: String,
     /// Which requests the route takes.
     pub matcher: RouteMatch,
+    /// The switch the route depends on: while it is off for a request, the request gets
+    /// the service's fallback instead.
+    pub switch: Option<String>,
 }
 
 /// Which requests a route takes.
