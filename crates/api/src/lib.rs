@@ -19,6 +19,7 @@ mod routes;
 mod security;
 pub mod server;
 pub mod state_dir;
+pub mod switches;
 
 pub use routes::{AppState, ReloadRequest, router};
 

@@ -44,6 +44,8 @@ pub struct AppState {
     pub rollouts: rollout::Rollouts,
     /// The stack file `up` runs (`rollout start` reads it again).
     pub stack_file: std::path::PathBuf,
+    /// The run-time switches.
+    pub switches: Arc<proxy::Switchboard>,
 }
 
 /// The response header that says the events shown are not all in the journal.
@@ -71,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::backups::routes())
         .merge(crate::experiments::routes())
         .merge(crate::rollouts::routes())
+        .merge(crate::switches::routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -320,7 +323,7 @@ const MAX_SILENCE_MS: u64 = 366 * 24 * 3600 * 1000;
 const MAX_TEXT: usize = 1024;
 
 /// Reads a request body: at most [`security::MAX_BODY_BYTES`], within 10 s.
-async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
+pub(crate) async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
     match tokio::time::timeout(
         std::time::Duration::from_secs(10),
         axum::body::to_bytes(body, security::MAX_BODY_BYTES),

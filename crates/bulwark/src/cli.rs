@@ -100,6 +100,11 @@ pub enum Command {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Run-time switches (`[switches]`): list them, or set one on, off or to a percentage.
+    Switch {
+        #[command(subcommand)]
+        cmd: SwitchCmd,
+    },
     /// Convert a Docker Compose file, or Kubernetes Deployments and Services, into a stack
     /// file: the stack on stdout (or OUT), one line on stderr per field not carried over.
     Import {
@@ -382,6 +387,17 @@ pub enum SilenceCmd {
     Rm {
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum SwitchCmd {
+    /// Every switch: its value, its default and what it does.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a switch: `on`, `off` or a percentage such as `25%` (kept across restarts).
+    Set { name: String, value: String },
 }
 
 #[derive(Args)]

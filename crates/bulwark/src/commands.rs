@@ -134,6 +134,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             client.post(&format!("/v1/faults/{state}")).await?;
             outln!("injected faults {state}");
         }
+        Command::Switch { cmd } => switch(&client, cmd).await?,
         Command::Up(_)
         | Command::Check { .. }
         | Command::Import { .. }
@@ -261,6 +262,51 @@ fn describe_event(v: &serde_json::Value) -> String {
         }
     }
     format!("{time} {kind:<18} {who:<10}{rest}")
+}
+
+async fn switch(client: &Client, cmd: crate::cli::SwitchCmd) -> anyhow::Result<()> {
+    use crate::cli::SwitchCmd;
+    match cmd {
+        SwitchCmd::List { json } => {
+            let body = client.get("/v1/switches").await?;
+            if json {
+                outln!("{}", String::from_utf8_lossy(&body));
+                return Ok(());
+            }
+            let switches: Vec<api::switches::Switch> = serde_json::from_slice(&body)?;
+            if switches.is_empty() {
+                outln!("no switches; declare them in the stack file with [switches.NAME]");
+            }
+            for s in switches {
+                outln!(
+                    "{:<24} {:<6} (default {:<6}) {}",
+                    s.name,
+                    s.value,
+                    s.default,
+                    s.doc
+                );
+            }
+        }
+        SwitchCmd::Set { name, value } => {
+            let value = value.trim().to_owned();
+            if let Err(e) = value.parse::<spec::SwitchValue>() {
+                anyhow::bail!("switch {name}: {e}");
+            }
+            let by =
+                std::env::var("USER").map_or_else(|_| "cli".to_owned(), |u| format!("cli ({u})"));
+            let req = api::switches::SetSwitch { value, by };
+            let body = serde_json::to_vec(&req)?;
+            let path = format!("/v1/switches/{name}");
+            let answer = client.call(http::Method::POST, &path, body.into()).await?;
+            let changed: serde_json::Value = serde_json::from_slice(&answer)?;
+            outln!(
+                "switch {name}: {} -> {}",
+                changed["from"].as_str().unwrap_or("?"),
+                changed["to"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn silence(client: &Client, cmd: crate::cli::SilenceCmd) -> anyhow::Result<()> {

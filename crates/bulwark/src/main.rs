@@ -11,6 +11,7 @@ mod host;
 mod output;
 mod rollout_cmd;
 mod rollout_host;
+mod switches;
 mod up;
 mod verify_cmd;
 

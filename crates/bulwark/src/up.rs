@@ -146,6 +146,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let journal_handle = journal.clone();
     let journal_store = journal.store();
     let rollout_store = journal_store.clone();
+    let switch_store = journal_store.clone();
     let bulwark = std::env::current_exe().context("cannot find this program's path")?;
     let supervisor = Supervisor::new(
         &stack,
@@ -215,12 +216,22 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let (faults_tx, faults_rx) = watch::channel(true);
     let injected = Arc::new(proxy::Injected::default());
     let (restart_tx, mut restart_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u32)>();
+    let switches = {
+        let (store, bus) = (switch_store, bus.clone());
+        // Reading the switches set in earlier runs is a journal read: off the workers.
+        Arc::new(
+            tokio::task::spawn_blocking(move || crate::switches::board(store, bus))
+                .await
+                .context("reading the switches from the journal")?,
+        )
+    };
     let hooks = Arc::new(proxy::Hooks {
         bus: Some(bus.clone()),
         faults_on: faults_rx,
         restart: Some(restart_tx),
         services: Default::default(),
         injected: injected.clone(),
+        switches: switches.clone(),
     });
     let endpoints = {
         let supervisor = supervisor.clone();
@@ -299,6 +310,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         chaos: chaos.clone(),
         rollouts: rollouts.clone(),
         stack_file: args.file.clone(),
+        switches,
     }));
     let api_task = tokio::spawn(api::server::serve(
         api_socket,

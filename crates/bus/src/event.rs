@@ -217,6 +217,17 @@ pub enum EventKind {
         /// Whether injected faults are now active.
         enabled: bool,
     },
+    /// A run-time switch was set (`bulwark switch set`).
+    SwitchChanged {
+        /// The switch (`[switches.NAME]`).
+        name: String,
+        /// Its value before: `on`, `off` or a percentage such as `25%`.
+        from: String,
+        /// Its value now.
+        to: String,
+        /// Who set it, as the caller said.
+        by: String,
+    },
     /// An alert started firing.
     AlertFiring {
         /// The service concerned.

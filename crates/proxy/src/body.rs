@@ -73,6 +73,8 @@ pub type ResponseBody = Either<Tracked, Full<Bytes>>;
 pub struct Tracked {
     inner: Incoming,
     _guard: LoadGuard,
+    /// A stale copy being taken (`fallback.stale` only; `None` costs one check a frame).
+    tee: Option<Box<crate::stale::Tee>>,
 }
 
 impl Tracked {
@@ -80,7 +82,13 @@ impl Tracked {
         Tracked {
             inner,
             _guard: guard,
+            tee: None,
         }
+    }
+
+    /// Copies the body into `tee` as it streams; the copy is kept once the body ends.
+    pub(crate) fn copy_into(&mut self, tee: crate::stale::Tee) {
+        self.tee = Some(Box::new(tee));
     }
 }
 
@@ -92,7 +100,33 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if self.tee.is_none() {
+            return polled;
+        }
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let fits = frame
+                    .data_ref()
+                    .is_none_or(|d| self.tee.as_mut().is_some_and(|t| t.push(d)));
+                // hyper stops polling once a body of known length says it has ended.
+                if !fits {
+                    self.tee = None;
+                } else if self.inner.is_end_stream()
+                    && let Some(tee) = self.tee.take()
+                {
+                    tee.finish();
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(tee) = self.tee.take() {
+                    tee.finish();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.tee = None,
+            Poll::Pending => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

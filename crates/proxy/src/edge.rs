@@ -98,6 +98,7 @@ impl Listeners {
     /// Brings listeners and service proxies in line with `stack`. Returns a line per
     /// change.
     pub async fn apply(&mut self, stack: &Stack) -> Result<Vec<String>, ApplyError> {
+        self.hooks.switches.declare(&stack.switches);
         self.apply_proxies(stack)?;
         let mut changes = self.stop_stale_listeners(stack);
         for svc in &stack.services {
@@ -125,13 +126,19 @@ impl Listeners {
     }
 
     /// Creates or reconfigures a proxy for every exposed service and for every service a
-    /// route leads to, and hands TCP listeners their current toxics.
+    /// route or a fallback leads to, and hands TCP listeners their current toxics.
     fn apply_proxies(&mut self, stack: &Stack) -> Result<(), ApplyError> {
         let targets: HashSet<&str> = stack
             .services
             .iter()
             .filter_map(|s| s.expose.as_ref())
-            .flat_map(|e| e.routes.iter().map(|r| r.to.as_str()))
+            .flat_map(|e| {
+                let fallback = e.fallback.as_ref().and_then(|f| match &f.answer {
+                    Some(spec::FallbackAnswer::Service(s)) => Some(s.as_str()),
+                    _ => None,
+                });
+                e.routes.iter().map(|r| r.to.as_str()).chain(fallback)
+            })
             .collect();
         for svc in &stack.services {
             let expose = match &svc.expose {

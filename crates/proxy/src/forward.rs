@@ -34,6 +34,8 @@ pub struct Hooks {
     pub services: RwLock<HashMap<String, Arc<ServiceProxy>>>,
     /// Faults injected at run time (chaos experiments), under the same kill switch.
     pub injected: Arc<crate::Injected>,
+    /// The run-time switches (`[switches]`).
+    pub switches: Arc<crate::Switchboard>,
 }
 
 impl Hooks {
@@ -229,9 +231,29 @@ impl ServiceProxy {
                 }
             }
         };
-        let target = self.route_for(&policy, req.headers());
+        let mut req = req;
+        let switches = self
+            .hooks
+            .switches
+            .decide(req.headers(), peer, &cfg.request_id_header);
+        if let Some(header) = switches.as_ref().and_then(crate::switches::Decided::header) {
+            req.headers_mut().insert(crate::SWITCHES_HEADER, header);
+        }
+        let routed = self.route_for(&policy, req.headers());
+        if let (Some(on), Some((Some(switch), _))) = (&switches, &routed)
+            && !on.is_on(switch)
+        {
+            return Ok(self.switched_off(&policy, req, conn).await);
+        }
+        let target = routed.map(|(_, t)| t);
         let target = target.as_deref().unwrap_or(self);
-        Ok(target.forward(req, conn, deadline).await)
+        Ok(match &policy.fallback {
+            None => target.forward(req, conn, deadline).await,
+            Some(f) => {
+                self.forward_or_fallback(&policy, f, target, req, conn, deadline)
+                    .await
+            }
+        })
     }
 
     /// The stack file's faults, then one injected on this listener: a delay, or the
@@ -281,8 +303,13 @@ impl ServiceProxy {
         None
     }
 
-    /// `[[expose.routes]]`: header matches first, then weighted splits.
-    fn route_for(&self, policy: &ServicePolicy, headers: &HeaderMap) -> Option<Arc<ServiceProxy>> {
+    /// `[[expose.routes]]`: header matches first, then weighted splits. The route's
+    /// switch comes along.
+    fn route_for<'p>(
+        &self,
+        policy: &'p ServicePolicy,
+        headers: &HeaderMap,
+    ) -> Option<(Option<&'p str>, Arc<ServiceProxy>)> {
         let routes = &policy.expose.routes;
         if routes.is_empty() {
             return None;
@@ -306,12 +333,14 @@ impl ServiceProxy {
                     RouteMatch::Header { .. } => false,
                 })
             })?;
-        self.hooks
+        let proxy = self
+            .hooks
             .services
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&to.to)
-            .cloned()
+            .cloned()?;
+        Some((to.switch.as_deref(), proxy))
     }
 
     /// Balancing, retries and hedging over this service's ready replicas, all by
@@ -806,7 +835,7 @@ async fn send(
     (r, began.elapsed(), guard)
 }
 
-fn clone_request(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+pub(crate) fn clone_request(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
     let Either::Left(full) = req.body() else {
         return None;
     };

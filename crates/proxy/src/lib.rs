@@ -17,11 +17,14 @@
 mod body;
 mod conn;
 pub mod edge;
+mod fallback;
 mod forward;
 mod injected;
 mod metrics;
 mod server;
 mod service;
+mod stale;
+mod switches;
 mod tcp;
 
 pub use edge::Listeners;
@@ -29,4 +32,5 @@ pub use forward::{Hooks, InjectedReset};
 pub use injected::{Injected, Injection, Live};
 pub use metrics::ProxyMetrics;
 pub use server::{ServiceProxyHandle, serve};
+pub use switches::{Persist, SWITCHES_HEADER, SetError, SwitchStatus, Switchboard};
 pub use tcp::{TcpListener as TcpExpose, TcpMetrics, serve_tcp};

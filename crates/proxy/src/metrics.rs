@@ -27,6 +27,14 @@ pub struct ProxyMetrics {
     events: Family<EventLabels, Counter>,
     replica_requests: Family<ReplicaStatusLabels, Counter>,
     replica_state: Family<ReplicaStateLabels, Gauge>,
+    fallbacks: Family<FallbackLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    service: String,
+    /// `static`, `service`, `stale`.
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +88,7 @@ impl ProxyMetrics {
             events: Family::default(),
             replica_requests: Family::default(),
             replica_state: Family::default(),
+            fallbacks: Family::default(),
         };
         registry.register(
             "bulwark_proxy_requests",
@@ -111,6 +120,11 @@ impl ProxyMetrics {
             "bulwark_proxy_replica_state",
             "1 while a replica's breaker is open or it is ejected",
             m.replica_state.clone(),
+        );
+        registry.register(
+            "bulwark_fallbacks",
+            "Answers given by a service's fallback because no replica could answer or a switch was off",
+            m.fallbacks.clone(),
         );
         registry.register(
             "bulwark_proxy_policy_events",
@@ -199,7 +213,19 @@ impl ProxyMetrics {
             injected: event("fault_injected"),
             hedges: event("hedge"),
             grpc_failures: event("grpc_failure"),
+            fallback_static: self.fallback(service, "static"),
+            fallback_service: self.fallback(service, "service"),
+            fallback_stale: self.fallback(service, "stale"),
         }
+    }
+
+    fn fallback(&self, service: &str, kind: &'static str) -> Counter {
+        self.fallbacks
+            .get_or_create(&FallbackLabels {
+                service: service.to_owned(),
+                kind,
+            })
+            .clone()
     }
 }
 
@@ -215,6 +241,9 @@ pub(crate) struct ServiceMetrics {
     pub injected: Counter,
     pub hedges: Counter,
     pub grpc_failures: Counter,
+    pub fallback_static: Counter,
+    pub fallback_service: Counter,
+    pub fallback_stale: Counter,
 }
 
 impl ServiceMetrics {

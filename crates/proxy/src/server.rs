@@ -109,8 +109,11 @@ impl ServiceProxyHandle {
         if client_changed {
             *self.0.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(upstream(&expose));
         }
-        *self.0.policy.write().unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(ServicePolicy::new(expose, std::time::Instant::now()));
+        let mut policy = ServicePolicy::new(expose, std::time::Instant::now());
+        if let (Some(new), Some(old)) = (&mut policy.fallback, &self.0.policy().fallback) {
+            new.keep_copies(old);
+        }
+        *self.0.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
     }
 
     pub fn expose(&self) -> Expose {

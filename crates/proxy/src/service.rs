@@ -30,6 +30,8 @@ pub(crate) struct ServicePolicy {
     /// key (the stable hash is for the consistent-hash ring only).
     rate_hasher: RandomState,
     pub state: Mutex<State>,
+    /// `[expose.fallback]`, if any: what answers when no replica can.
+    pub fallback: Option<crate::fallback::Fallback>,
 }
 
 /// Per-replica and per-service mutable policy state. One short lock per pick and per
@@ -151,6 +153,7 @@ impl ServicePolicy {
                 ring: None,
                 breaker_on: expose.breaker.consecutive_failures > 0,
             }),
+            fallback: expose.fallback.as_ref().map(crate::fallback::Fallback::new),
             expose,
         }
     }

@@ -75,6 +75,7 @@ async fn start_to(replica: SocketAddr, drain: Duration, tune: impl FnOnce(&mut E
         restart: None,
         services: RwLock::new(HashMap::new()),
         injected: Default::default(),
+        switches: Default::default(),
     });
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::register(&mut registry);
