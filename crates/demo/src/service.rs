@@ -127,6 +127,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
             resp
         }
+        path if path.starts_with("/cache/") => cache(path, query),
         path => match path.strip_prefix("/fault/") {
             Some(fault) => match apply_fault(&state, fault, query).await {
                 Ok(resp) => resp,
@@ -135,6 +136,33 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
     }
+}
+
+/// Answers served by `/cache/...`, to tell one answer from another.
+static CACHE_ANSWERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `/cache/public` (`Cache-Control: max-age=1, stale-if-error=600`), `/cache/no-store`,
+/// `/cache/private`, anything else without `Cache-Control`; the body names this process
+/// and counts the answers, padded to `size=N` bytes when asked.
+fn cache(path: &str, query: Option<&str>) -> Response<Body> {
+    let n = CACHE_ANSWERS.fetch_add(1, Ordering::Relaxed);
+    let mut body = format!("{path} from pid {} answer {n}\n", std::process::id());
+    let size = query
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("size=")))
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(size) = size.filter(|s| *s > body.len()) {
+        body.push_str(&"x".repeat(size - body.len()));
+    }
+    let mut resp = ok(body);
+    let cc = match path {
+        "/cache/public" => "max-age=1, stale-if-error=600",
+        "/cache/no-store" => "no-store",
+        "/cache/private" => "private, max-age=60",
+        _ => return resp,
+    };
+    resp.headers_mut()
+        .insert(http::header::CACHE_CONTROL, HeaderValue::from_static(cc));
+    resp
 }
 
 /// `/ws`: a WebSocket echo (text and binary messages come back as sent).

@@ -8,6 +8,7 @@ mod backups;
 mod chaos;
 mod check;
 mod completions;
+mod degrade;
 mod faults;
 mod hardening_api;
 mod hardening_proxy;
