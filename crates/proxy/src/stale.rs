@@ -144,9 +144,7 @@ impl StaleCache {
     /// The copy of `key` as an answer, marked, with its `Age`, if one is still usable.
     pub fn answer(&self, key: &str, now: Instant) -> Option<Response<ResponseBody>> {
         let mut lru = self.lock();
-        let Some(entry) = lru.entries.get(key) else {
-            return None;
-        };
+        let entry = lru.entries.get(key)?;
         let age = now.saturating_duration_since(entry.stored);
         if age > entry.usable {
             lru.remove(key);
