@@ -89,6 +89,7 @@ abort = 503
         restart: None,
         services: RwLock::new(HashMap::new()),
         injected: Default::default(),
+        switches: Default::default(),
     });
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::register(&mut registry);
