@@ -93,7 +93,11 @@ async fn history(State(s): State<Arc<AppState>>, Path(service): Path<String>) ->
     if let Some(r) = unknown(&s, &service) {
         return r;
     }
-    Json(s.rollouts.history(&service)).into_response()
+    let rollouts = s.rollouts.clone();
+    match tokio::task::spawn_blocking(move || rollouts.history(&service)).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()).into_response(),
+    }
 }
 
 /// Rolls out what the stack file says of `service` now (after a rollback, or to retry).
@@ -143,9 +147,11 @@ async fn undo(
         Ok(Query(q)) => q,
         Err(e) => return bad_query(e),
     };
-    match s.rollouts.undo(&service, q.to) {
-        Ok(to) => Json(serde_json::json!({ "to": to })).into_response(),
-        Err(e) => rollout_error(e),
+    let rollouts = s.rollouts.clone();
+    match tokio::task::spawn_blocking(move || rollouts.undo(&service, q.to)).await {
+        Ok(Ok(to)) => Json(serde_json::json!({ "to": to })).into_response(),
+        Ok(Err(e)) => rollout_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()).into_response(),
     }
 }
 

@@ -326,6 +326,36 @@ impl Incidents {
                 now,
                 format!("chaos experiment {name} ended: {outcome}"),
             ),
+            EventKind::RolloutStarted {
+                service,
+                revision,
+                strategy,
+                ..
+            } => self.action(
+                service,
+                now,
+                format!("rollout of revision {revision} started ({strategy})"),
+            ),
+            EventKind::RolloutAborted {
+                service,
+                revision,
+                reason,
+                ..
+            } => self.action(
+                service,
+                now,
+                format!("rollout of revision {revision} rolled back: {reason}"),
+            ),
+            EventKind::RolloutEnded {
+                service,
+                revision,
+                outcome,
+                stable,
+            } => self.action(
+                service,
+                now,
+                format!("rollout of revision {revision} {outcome}; revision {stable} runs"),
+            ),
             _ => None,
         }
     }

@@ -112,7 +112,8 @@ impl Rollouts {
                     revision
                 }
             };
-            self.inner.sup.renumber(&svc.name, revision);
+            let last = history.last().map_or(revision, |r| r.revision);
+            self.inner.sup.renumber(&svc.name, revision, last);
             self.remember(&svc.name, revision, Arc::new(svc.clone()));
         }
     }
@@ -216,16 +217,17 @@ impl Rollouts {
             .map_err(|_| Error::NotRunning(service.into()))
     }
 
-    /// Goes back: during a rollout, aborts it (traffic back on the stable revision at
+    /// Goes back (reads the journal: call it on the blocking pool): during a rollout,
+    /// aborts it (traffic back on the stable revision at
     /// once); otherwise rolls out revision `to` (default: the one before the stable one)
     /// as a new revision. Returns the revision whose settings will run.
     pub fn undo(&self, service: &str, to: Option<u32>) -> Result<u32, Error> {
-        if let Some(from) = self
+        let running = self
             .state()
             .running
             .get(service)
-            .map(|r| r.status.borrow().from)
-        {
+            .map(|r| r.status.borrow().from);
+        if let Some(from) = running {
             self.command(service, Command::Abort)?;
             return Ok(from);
         }
@@ -297,7 +299,8 @@ impl Rollouts {
         self.state().running.get(service).map(|r| r.status.clone())
     }
 
-    /// Every recorded revision of `service`, oldest first.
+    /// Every recorded revision of `service`, oldest first. Reads the journal: call it on
+    /// the blocking pool.
     pub fn history(&self, service: &str) -> Vec<Revision> {
         self.inner.records.list(service)
     }

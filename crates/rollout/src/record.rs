@@ -6,6 +6,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 const NAMESPACE: &str = "rollouts";
+/// Records kept in memory besides the journal (the newest).
+const IN_MEMORY: usize = 200;
 
 /// A revision of a service, as `bulwark rollout history` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,27 +55,38 @@ impl Records {
         }
     }
 
-    /// Stores `r` (a failure is logged: the journal reports its own health).
+    /// Stores `r` (a failure is logged: the journal reports its own health). The write
+    /// goes to the blocking pool when called on the runtime.
     pub fn save(&self, r: &Revision) {
         {
             let mut m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
             m.retain(|x| !(x.service == r.service && x.revision == r.revision));
             m.push(r.clone());
+            if m.len() > IN_MEMORY {
+                m.remove(0);
+            }
         }
-        let Some(store) = &self.store else {
+        let Some(store) = self.store.clone() else {
             return;
         };
-        match serde_json::to_vec(r) {
-            Ok(bytes) => {
-                if let Err(e) = store.put(NAMESPACE, &key(&r.service, r.revision), &bytes) {
-                    tracing::warn!(service = %r.service, revision = r.revision, error = %e, "cannot record the revision");
-                }
+        let bytes = match serde_json::to_vec(r) {
+            Ok(b) => b,
+            Err(e) => return tracing::warn!(error = %e, "cannot encode a revision record"),
+        };
+        let (service, revision) = (r.service.clone(), r.revision);
+        let write = move || {
+            if let Err(e) = store.put(NAMESPACE, &key(&service, revision), &bytes) {
+                tracing::warn!(%service, revision, error = %e, "cannot record the revision");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot encode a revision record"),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(write)),
+            Err(_) => write(),
         }
     }
 
-    /// Every revision of `service`, oldest first.
+    /// Every revision of `service`, oldest first. Reads the journal: call it off the
+    /// runtime's workers.
     pub fn list(&self, service: &str) -> Vec<Revision> {
         let mut out: Vec<Revision> = match &self.store {
             Some(store) => match store.list(NAMESPACE) {

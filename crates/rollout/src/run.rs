@@ -2,7 +2,6 @@
 //! commands, analysis ticks, timers, the progress deadline — never a poll), and the
 //! rollback.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +40,10 @@ enum Wake {
     Timer,
     /// `promote` (the caller decides what it ends).
     Promote,
+    /// `pause`: timers stop.
+    Paused,
+    /// `resume`.
+    Resumed,
 }
 
 pub(crate) struct Run {
@@ -53,11 +56,14 @@ pub(crate) struct Run {
     commands: mpsc::UnboundedReceiver<Command>,
     changed: Option<watch::Receiver<u64>>,
     status: watch::Sender<Status>,
-    /// Replicas this rollout asked to stop (they linger while they drain).
-    removed: HashSet<u32>,
     paused: bool,
+    /// In a timed hold (a step's pause, blue-green's wait and scale-down delay): the
+    /// progress deadline does not run.
+    holding: bool,
     /// `promote --full` was asked for: no more steps.
     promote_full: bool,
+    /// `promote` came while replicas were starting: the next hold ends at once.
+    promote_next: bool,
     /// No progress by then fails the rollout.
     deadline: Instant,
     /// Progress so far: (new available, old running); any improvement moves the deadline.
@@ -116,9 +122,10 @@ impl Run {
             from,
             record,
             commands,
-            removed: HashSet::new(),
             paused: false,
+            holding: false,
             promote_full: false,
+            promote_next: false,
         }
     }
 
@@ -149,17 +156,15 @@ impl Run {
         self.rollouts.inner.bus.publish(kind);
     }
 
-    /// The service's replicas, less those this rollout stopped.
+    /// The service's replicas (those being removed are not in it).
     fn view(&self) -> RevisionView {
-        let mut v = self.sup().revisions(&self.service).unwrap_or(RevisionView {
+        self.sup().revisions(&self.service).unwrap_or(RevisionView {
             desired: 0,
             stable: self.from,
             replicas: vec![],
             split: None,
             min_available: spec::Amount::Count(0),
-        });
-        v.replicas.retain(|r| !self.removed.contains(&r.index));
-        v
+        })
     }
 
     /// New replicas ready for `min_ready`, and when the next one will be.
@@ -325,7 +330,7 @@ impl Run {
     /// ends the rollout), `until`, or the progress deadline (which ends it too).
     async fn wait(&mut self, until: Option<Instant>) -> Result<Wake, End> {
         loop {
-            let deadline = (!self.paused).then_some(self.deadline);
+            let deadline = (!self.paused && !self.holding).then_some(self.deadline);
             let changed = async {
                 match &mut self.changed {
                     Some(c) => {
@@ -346,10 +351,11 @@ impl Run {
                 c = self.commands.recv() => match c {
                     Some(Command::Pause) if !self.paused => {
                         self.pause("paused by `bulwark rollout pause`".into());
+                        return Ok(Wake::Paused);
                     }
                     Some(Command::Resume) if self.paused => {
                         self.resume();
-                        return Ok(Wake::Changed);
+                        return Ok(Wake::Resumed);
                     }
                     Some(Command::Promote { full }) => {
                         self.promote_full |= full;
@@ -412,6 +418,8 @@ impl Run {
 
     /// Starts or stops new replicas until `want` run, then waits until they are available.
     async fn scale_new(&mut self, want: u32) -> Result<(), End> {
+        self.holding = false;
+        self.deadline = Instant::now() + self.spec.rollout.progress_deadline;
         let v = self.view();
         let mut new: Vec<u32> = v.of(self.revision).map(|r| r.index).collect();
         if (new.len() as u32) < want {
@@ -421,7 +429,6 @@ impl Run {
             new.sort_unstable();
             let extra = new.split_off(want as usize);
             self.sup().remove_replicas(&self.service, &extra);
-            self.removed.extend(extra);
         }
         loop {
             let v = self.view();
@@ -430,7 +437,9 @@ impl Run {
                 return Ok(());
             }
             if self.wait(next).await? == Wake::Promote {
-                // Nothing to skip yet: the replicas must be up before any traffic moves.
+                // The replicas must be up before any traffic moves: the promotion ends
+                // the hold that follows.
+                self.promote_next = true;
             }
         }
     }
@@ -445,7 +454,6 @@ impl Run {
             .map(|r| r.index)
             .collect();
         self.sup().remove_replicas(&self.service, &old);
-        self.removed.extend(old);
     }
 
     fn split(&self, weight: f64) {
@@ -473,10 +481,17 @@ impl Run {
                 .iter()
                 .filter(|r| r.revision != self.revision)
                 .collect();
+            let surge = ro.max_surge.of(v.desired);
+            // Both resolving to 0 (percentages of a few replicas): Kubernetes then lets
+            // one be unavailable.
+            let unavailable = match ro.max_unavailable.of_down(v.desired) {
+                0 if surge == 0 => 1,
+                n => n,
+            };
             let r = Rolling {
                 desired: v.desired,
-                surge: ro.max_surge.of(v.desired),
-                unavailable: ro.max_unavailable.of_down(v.desired),
+                surge,
+                unavailable,
                 min_available: v.min_available.of(v.desired),
                 old_live: old.len() as u32,
                 old_ready: old.iter().filter(|r| r.ready_since.is_some()).count() as u32,
@@ -505,7 +520,6 @@ impl Run {
                         .map(|&(_, i)| i)
                         .collect();
                     self.sup().remove_replicas(&self.service, &stop);
-                    self.removed.extend(stop);
                 }
                 if step.start > 0 || step.stop > 0 {
                     let text = format!(
@@ -526,6 +540,8 @@ impl Run {
     async fn canary(&mut self) -> Result<(), End> {
         let steps = self.spec.rollout.steps.clone();
         let desired = self.view().desired;
+        // New replicas take no request until their step gives them a share.
+        self.split(0.0);
         for (i, step) in steps.iter().enumerate() {
             if self.promote_full {
                 break;
@@ -548,49 +564,40 @@ impl Run {
     /// on, an inconclusive one pauses (until resumed, which starts the pause afresh, or
     /// promoted).
     async fn hold(&mut self, pause: Pause) -> Result<(), End> {
-        let mut end = match pause {
+        self.holding = true;
+        if std::mem::take(&mut self.promote_next) {
+            return Ok(());
+        }
+        let fresh = || match pause {
             Pause::For(d) => Some(Instant::now() + d),
-            Pause::UntilPromoted => {
-                self.pause("the step waits for `bulwark rollout promote`".into());
-                None
-            }
+            Pause::UntilPromoted => None,
         };
+        let mut end = fresh();
+        if end.is_none() {
+            self.pause("the step waits for `bulwark rollout promote`".into());
+        }
         loop {
             match self.wait(end.filter(|_| !self.paused)).await? {
+                // Resuming a step that waits for promotion goes on, as promoting does.
                 Wake::Promote => return Ok(()),
-                Wake::Timer => match self.judge() {
-                    None | Some(Judged::Pass) => {
-                        self.note_verdict(&Judged::Pass);
-                        return Ok(());
-                    }
-                    Some(j @ Judged::Fail(_)) => {
-                        self.note_verdict(&j);
-                        let Judged::Fail(reason) = j else {
-                            unreachable!()
-                        };
-                        return Err(End::Failed(format!("analysis failed: {reason}")));
-                    }
-                    Some(j @ Judged::Inconclusive(_)) => {
-                        self.note_verdict(&j);
-                        let Judged::Inconclusive(reason) = j else {
-                            unreachable!()
-                        };
-                        self.pause(format!("analysis inconclusive: {reason}"));
-                        end = None;
-                    }
+                Wake::Resumed => match fresh() {
+                    None => return Ok(()),
+                    restart => end = restart,
                 },
-                Wake::Changed => {
-                    if !self.paused && end.is_none() {
-                        // Resumed: the pause starts afresh.
-                        end = match pause {
-                            Pause::For(d) => Some(Instant::now() + d),
-                            Pause::UntilPromoted => None,
-                        };
-                        if end.is_none() {
-                            return Ok(());
+                Wake::Timer => {
+                    let j = self.judge().unwrap_or(Judged::Pass);
+                    self.note_verdict(&j);
+                    match j {
+                        Judged::Pass => return Ok(()),
+                        Judged::Fail(reason) => {
+                            return Err(End::Failed(format!("analysis failed: {reason}")));
+                        }
+                        Judged::Inconclusive(reason) => {
+                            self.pause(format!("analysis inconclusive: {reason}"));
                         }
                     }
                 }
+                Wake::Changed | Wake::Paused => {}
             }
         }
     }
@@ -616,7 +623,9 @@ impl Run {
         self.scale_new(desired).await?;
         self.begin_window();
         let ro = self.spec.rollout.clone();
-        let until = ro.promote_after.map(|d| Instant::now() + d);
+        self.holding = true;
+        let fresh = || ro.promote_after.map(|d| Instant::now() + d);
+        let mut until = fresh();
         if until.is_none() {
             self.pause("the new set is ready (and on the preview listener); waiting for `bulwark rollout promote`".into());
         } else {
@@ -625,13 +634,19 @@ impl Run {
         loop {
             match self.wait(until.filter(|_| !self.paused)).await? {
                 Wake::Promote => break,
+                Wake::Resumed => match fresh() {
+                    None => break,
+                    restart => until = restart,
+                },
+                // Promoted unless the analysis fails: the preview may see too few
+                // requests for a verdict, and waiting would never end.
                 Wake::Timer => match self.judge() {
                     Some(Judged::Fail(reason)) => {
                         return Err(End::Failed(format!("analysis failed: {reason}")));
                     }
                     _ => break,
                 },
-                Wake::Changed => {}
+                Wake::Changed | Wake::Paused => {}
             }
         }
         self.split(100.0);
@@ -691,32 +706,22 @@ impl Run {
                 .start_replicas(&self.service, self.from, v.desired - old);
         }
         let give_up = Instant::now() + ROLLBACK_WAIT;
-        loop {
-            let v = self.view();
+        self.until(give_up, |run, v| {
             let ready = v
                 .replicas
                 .iter()
-                .filter(|r| r.revision != self.revision && r.ready_since.is_some())
+                .filter(|r| r.revision != run.revision && r.ready_since.is_some())
                 .count() as u32;
-            if ready >= v.desired || Instant::now() >= give_up {
-                break;
-            }
-            let changed = async {
-                match &mut self.changed {
-                    Some(c) => {
-                        let _ = c.changed().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = changed => {}
-                () = sleep_until(give_up) => {}
-            }
-        }
+            ready >= v.desired
+        })
+        .await;
         let new: Vec<u32> = self.view().of(self.revision).map(|r| r.index).collect();
         self.sup().remove_replicas(&self.service, &new);
-        self.removed.extend(new);
+        // The rollback is over once the new replicas have drained and stopped.
+        self.until(give_up, |run, _| {
+            run.sup().running_of(&run.service, run.revision) == 0
+        })
+        .await;
         self.sup().settle(&self.service, self.from);
         inner.versions.disarm(&self.service);
         let (phase, outcome) = if automatic {
@@ -735,6 +740,28 @@ impl Run {
         );
         self.rollouts
             .ended(self.status.borrow().clone(), Some(drift));
+    }
+
+    /// Waits (without the rollout's commands or timers) until `done` holds or `give_up`.
+    async fn until(&mut self, give_up: Instant, done: impl Fn(&Run, &RevisionView) -> bool) {
+        loop {
+            if done(self, &self.view()) || Instant::now() >= give_up {
+                return;
+            }
+            let changed = async {
+                let alive = match &mut self.changed {
+                    Some(c) => c.changed().await.is_ok(),
+                    None => false,
+                };
+                if !alive {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = changed => {}
+                () = sleep_until(give_up) => {}
+            }
+        }
     }
 
     fn finish(&mut self, phase: Phase, outcome: &str, reason: Option<String>) {

@@ -76,14 +76,15 @@ impl Supervisor {
 
     /// Numbers the stable revision of `service` (before it starts: revisions go on from
     /// those of earlier runs).
-    pub fn renumber(&self, service: &str, revision: u32) {
+    /// `last`: the highest revision recorded, so new ones never reuse a number.
+    pub fn renumber(&self, service: &str, revision: u32, last: u32) {
         let mut services = self.shared.lock();
         if let Some(e) = services.get_mut(service)
             && e.replicas.is_empty()
         {
             e.revisions = std::collections::BTreeMap::from([(revision, e.spec.clone())]);
             e.stable = revision;
-            e.last_revision = revision;
+            e.last_revision = last.max(revision);
         }
     }
 
@@ -92,6 +93,16 @@ impl Supervisor {
         let services = self.shared.lock();
         let e = services.get(service)?;
         Some(view(e))
+    }
+
+    /// Replicas of `revision` still in the table, those draining and stopping included.
+    pub fn running_of(&self, service: &str, revision: u32) -> usize {
+        self.shared.lock().get(service).map_or(0, |e| {
+            e.replicas
+                .values()
+                .filter(|r| r.revision == revision)
+                .count()
+        })
     }
 
     /// Wakes on every status change of `service`'s replicas.
@@ -120,15 +131,19 @@ impl Supervisor {
         started
     }
 
-    /// Drains, stops and forgets these replicas.
+    /// Drains, stops and forgets these replicas: out of the endpoints (and of
+    /// [`Supervisor::revisions`]) at once, their requests in flight finish.
     pub fn remove_replicas(&self, service: &str, indices: &[u32]) {
-        let services = self.shared.lock();
-        if let Some(entry) = services.get(service) {
+        let mut services = self.shared.lock();
+        if let Some(entry) = services.get_mut(service) {
             for i in indices {
-                if let Some(r) = entry.replicas.get(i) {
+                if let Some(r) = entry.replicas.get_mut(i) {
+                    r.removing = true;
                     let _ = r.control.send(Control::Remove);
                 }
             }
+            publish_endpoints(entry);
+            entry.changed.send_modify(|v| *v += 1);
         }
     }
 
@@ -176,7 +191,7 @@ fn view(e: &ServiceEntry) -> RevisionView {
         replicas: e
             .replicas
             .values()
-            .filter(|r| r.status.state != ReplicaState::Stopping)
+            .filter(|r| r.status.state != ReplicaState::Stopping && !r.removing)
             .map(|r| RevisionReplica {
                 index: r.status.index,
                 revision: r.revision,

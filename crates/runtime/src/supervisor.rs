@@ -156,6 +156,9 @@ pub(crate) struct ReplicaEntry {
     pub status: ReplicaStatus,
     /// The revision it runs (also in `status`).
     pub revision: u32,
+    /// Asked to go away by a rollout: out of the endpoints and of revision views at once,
+    /// while its task drains and stops it.
+    pub removing: bool,
     /// Set when the replica turns ready; part of the endpoint it is published as.
     pub(crate) ready_since: std::time::Instant,
     load: Arc<Load>,
@@ -295,6 +298,7 @@ impl Supervisor {
             index,
             ReplicaEntry {
                 revision,
+                removing: false,
                 status: ReplicaStatus::new(index, revision),
                 ready_since: std::time::Instant::now(),
                 load: Arc::new(Load::default()),
@@ -342,6 +346,15 @@ impl Supervisor {
             let entry = services
                 .get(service)
                 .ok_or_else(|| ControlError::UnknownService(service.into()))?;
+            // A budget that no restart can ever meet is refused, not waited on.
+            let min = entry.spec.min_available.of(entry.desired);
+            if entry.desired > 0 && min >= entry.desired {
+                return Err(ControlError::Budget {
+                    service: service.into(),
+                    action: "restarting a replica".into(),
+                    min,
+                });
+            }
             match index {
                 Some(i) if entry.replicas.contains_key(&i) => vec![i],
                 Some(i) => {
@@ -589,7 +602,7 @@ pub(crate) fn publish_endpoints(entry: &ServiceEntry) {
     let ready = entry
         .replicas
         .values()
-        .filter(|r| r.status.ready)
+        .filter(|r| r.status.ready && !r.removing)
         .filter_map(|r| {
             Some(Endpoint {
                 replica: r.status.index,

@@ -19,5 +19,6 @@ mod probes;
 mod proxy;
 mod resilience;
 mod restart;
+mod rollout;
 mod schema;
 mod slo;

@@ -7,7 +7,12 @@ use crate::schema::Field;
 
 /// Builds the rollout of a service; `exposed`: the service has `expose` (a canary or a
 /// blue-green splits traffic in bulwark's proxy, so it needs one).
-pub(super) fn rollout(raw: &Field<RolloutTable>, exposed: bool, p: &mut Problems) -> Rollout {
+pub(super) fn rollout(
+    raw: &Field<RolloutTable>,
+    exposed: bool,
+    tcp: bool,
+    p: &mut Problems,
+) -> Rollout {
     let Some(r) = raw.value() else {
         return Rollout::default();
     };
@@ -25,6 +30,17 @@ pub(super) fn rollout(raw: &Field<RolloutTable>, exposed: bool, p: &mut Problems
                 "{}: max_surge and max_unavailable are both 0, so a rolling update could \
                  neither start a new replica nor stop an old one; allow one of them",
                 r.label
+            ),
+        );
+    }
+    if strategy != RolloutStrategy::Rolling && tcp {
+        p.push(
+            r.strategy.span().unwrap_or(r.span.clone()),
+            format!(
+                "{}: strategy = \"{}\" splits HTTP requests; a TCP service (protocol = \"tcp\") \
+                 can only use strategy = \"rolling\"",
+                r.label,
+                strategy.as_str()
             ),
         );
     }

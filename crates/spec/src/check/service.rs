@@ -99,7 +99,14 @@ pub(super) fn service(
             // Filled in by `dependency_order`, once names are known to exist.
             depends_on: Vec::new(),
             min_available: min_available(raw, p),
-            rollout: super::rollout::rollout(&raw.rollout, raw.expose.is_present(), p),
+            rollout: super::rollout::rollout(
+                &raw.rollout,
+                raw.expose.is_present(),
+                expose
+                    .as_ref()
+                    .is_some_and(|e| e.protocol == crate::Protocol::Tcp),
+                p,
+            ),
             expose,
             slos,
             name: name_str,

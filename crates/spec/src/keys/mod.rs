@@ -24,8 +24,8 @@ use crate::section;
 
 pub(crate) mod chaos;
 pub(crate) use chaos::*;
-pub(crate) mod rollout;
 pub(crate) mod degrade;
+pub(crate) mod rollout;
 pub(crate) use degrade::*;
 
 /// A count with no upper limit but the type's.

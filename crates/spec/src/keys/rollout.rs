@@ -43,8 +43,8 @@ section! {
         sticky: Sticky = text("\"header:NAME\" or \"cookie:NAME\"", sticky), Optional("per request");
         /// Blue-green: a listener that serves only the new version before promotion.
         preview_listen: SocketAddr = address(), Optional("no preview listener");
-        /// Blue-green: promote by itself after the new version has been ready (and its
-        /// analysis passing) this long; without it, `bulwark rollout promote` promotes.
+        /// Blue-green: promote by itself after the new version has been ready this long
+        /// (unless its analysis fails); without it, `bulwark rollout promote` promotes.
         promote_after: Duration = duration(), Optional("wait for `bulwark rollout promote`");
         /// Blue-green: the old version is kept this long after promotion, for an instant
         /// rollback (`bulwark rollout undo`).

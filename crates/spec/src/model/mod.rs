@@ -16,8 +16,8 @@ mod chaos;
 mod degrade;
 pub use chaos::*;
 mod rollout;
-pub use rollout::*;
 pub use degrade::*;
+pub use rollout::*;
 
 pub use crate::keys::{
     Api, Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule,
