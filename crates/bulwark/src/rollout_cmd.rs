@@ -160,6 +160,9 @@ fn print_status(s: &Status) {
         s.new_ready,
         s.desired
     );
+    if let Some(a) = &s.analysis {
+        outln!("  analysis  {a}");
+    }
     if let Some(m) = &s.message {
         outln!("  note      {m}");
     }

@@ -114,6 +114,9 @@ pub struct Status {
     pub new_ready: u32,
     /// The last verdicts, newest last (at most 20).
     pub verdicts: Vec<Verdict>,
+    /// The analysis of the current window so far, with its figures.
+    #[serde(default)]
+    pub analysis: Option<String>,
     /// When the rollout started (ms since the epoch).
     pub started_ms: u64,
     /// When the current step started (ms since the epoch).

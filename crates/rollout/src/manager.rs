@@ -89,7 +89,14 @@ impl Rollouts {
     /// revision is recorded. Call before the supervisor starts.
     pub fn init(&self, stack: &spec::Stack) {
         for svc in &stack.services {
-            let history = self.inner.records.list(&svc.name);
+            let mut history = self.inner.records.list(&svc.name);
+            // A rollout cut short by a stop of `up`: its replicas stopped with it.
+            for r in history.iter_mut().filter(|r| r.outcome == "progressing") {
+                r.outcome = "interrupted".into();
+                r.ended_ms = Some(now_ms());
+                r.reason = Some("bulwark stopped during the rollout".into());
+                self.inner.records.save(r);
+            }
             let print = fingerprint(svc);
             let last = history.iter().rev().find(|r| r.outcome == "completed");
             let revision = match last {

@@ -26,7 +26,8 @@ pub struct Revision {
     pub started_ms: u64,
     /// When it ended, if it has.
     pub ended_ms: Option<u64>,
-    /// `progressing`, `completed`, `rolled-back` or `aborted`.
+    /// `progressing`, `completed`, `rolled-back`, `aborted`, or `interrupted` (by a stop
+    /// of `up`).
     pub outcome: String,
     /// Why it failed or was aborted.
     pub reason: Option<String>,

@@ -103,6 +103,7 @@ impl Run {
             new: 0,
             new_ready: 0,
             verdicts: vec![],
+            analysis: None,
             started_ms: now_ms(),
             step_started_ms: now_ms(),
             message: None,
@@ -260,7 +261,31 @@ impl Run {
             max_latency_ratio: a.max_latency_ratio,
             latency_floor: a.latency_floor,
         };
-        Some(judge(&new, &stable, &t, &gates))
+        let j = judge(&new, &stable, &t, &gates);
+        let figures = |s: &policy::rollout::Sample| {
+            format!(
+                "{} requests, {:.2} % errors, p{} {}",
+                s.total,
+                s.error_ratio() * 100.0,
+                a.latency_percentile,
+                s.latency.map_or_else(
+                    || "-".to_owned(),
+                    |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)
+                )
+            )
+        };
+        let so_far = format!(
+            "{} so far; new: {}; stable: {}",
+            match &j {
+                Judged::Pass => "pass",
+                Judged::Fail(_) => "fail",
+                Judged::Inconclusive(_) => "inconclusive",
+            },
+            figures(&new),
+            figures(&stable)
+        );
+        self.status.send_modify(|s| s.analysis = Some(so_far));
+        Some(j)
     }
 
     fn note_verdict(&self, j: &Judged) {
