@@ -286,3 +286,37 @@ switch = "beta"
         "{listed}"
     );
 }
+
+#[test]
+fn degrade_a_service_fallback_answers_for_replicas_held_down_and_gives_way_when_they_return() {
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let toml = held_demo("web", port)
+        + "[services.web.expose.fallback]\nservice = \"spare\"\n"
+        + &Demo::new("spare")
+            .with("env = { GREETING = \"spare\" }")
+            .ready_every("100ms")
+            .build();
+    let stack = Stack::start(&toml);
+    stack.wait_ready("web", 1);
+    stack.wait_ready("spare", 1);
+    let a = fetch(addr, "/");
+    assert!(a.body.starts_with("hello from web/0"), "{}", a.body);
+
+    std::fs::write(stack.dir.path().join("hold"), "").unwrap();
+    let _ = fetch(addr, "/fault/crash");
+    let a = eventually("the spare answers", Duration::from_secs(20), || {
+        let a = fetch(addr, "/");
+        (a.header("bulwark-fallback") == Some("service")).then_some(a)
+    });
+    assert_eq!(a.status, 200);
+    assert!(a.body.starts_with("spare from spare/0"), "{}", a.body);
+    assert!(fallbacks(&stack, "service") >= 1.0);
+
+    std::fs::remove_file(stack.dir.path().join("hold")).unwrap();
+    eventually("web answers again", Duration::from_secs(20), || {
+        let a = fetch(addr, "/");
+        (a.header("bulwark-fallback").is_none() && a.body.starts_with("hello from web/0"))
+            .then_some(())
+    });
+}

@@ -469,3 +469,93 @@ fn a_restart_waits_for_the_disruption_budget_and_says_so() {
 fn web_toml(port: u16) -> String {
     web(port, "GREETING = \"v1\"", "")
 }
+
+#[test]
+fn a_rollout_is_paused_resumed_promoted_aborted_started_and_watched_by_command() {
+    let port = free_port();
+    // Long pauses: only the commands can move these steps on. No load: the analysis has
+    // no request to judge, so a step's end would be inconclusive.
+    let steps = r#"[services.web.rollout]
+strategy = "canary"
+steps = [{ weight = 10, pause = "1s" }, { weight = 50, pause = "10m" }]
+[services.web.rollout.analysis]
+interval = "200ms""#;
+    let stack = Stack::start(&web(port, "GREETING = \"v1\"", steps));
+    stack.wait_ready("web", 3);
+    let status = |stack: &Stack| rollout_json(stack, &["status", "web"])["rollout"].clone();
+    let phase = |stack: &Stack, want: &str, what: &str| {
+        eventually(what, Duration::from_secs(30), || {
+            let r = status(stack);
+            (r["phase"] == want).then_some(r)
+        })
+    };
+
+    reload(&stack, &web(port, "GREETING = \"v2\"", steps));
+    let watch = std::process::Command::new(crate::harness::BULWARK)
+        .args(["rollout", "status", "web", "--watch"])
+        .env("BULWARK_STATE_DIR", stack.state_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Without requests the first step's end is inconclusive: it pauses, it does not guess.
+    let r = phase(&stack, "paused", "an inconclusive pause");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("analysis inconclusive"),
+        "{r}"
+    );
+    // Resume starts the step's pause afresh (and it pauses again, still without requests).
+    rollout_json(&stack, &["resume", "web"]);
+    phase(&stack, "paused", "paused again");
+    // Promote ends the step: the second step holds for its ten minutes.
+    rollout_json(&stack, &["promote", "web"]);
+    eventually("step 2", Duration::from_secs(30), || {
+        let r = status(&stack);
+        (r["step"].as_str()?.contains("step 2 of 2") && r["phase"] == "progressing").then_some(())
+    });
+    rollout_json(&stack, &["pause", "web"]);
+    phase(&stack, "paused", "paused by command");
+    // --full skips the rest: completed long before the step's ten minutes.
+    rollout_json(&stack, &["promote", "web", "--full"]);
+    let end = until_ended(&stack, Duration::from_secs(30));
+    assert_eq!(end["phase"], "completed", "{end}");
+    let out = watch.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "--watch exits 0 on completion: {shown}"
+    );
+    assert!(shown.contains("step 1 of 2: 10 % of requests"), "{shown}");
+    assert!(shown.contains("weights   new 50 %, stable 50 %"), "{shown}");
+    assert!(shown.contains("canary: completed"), "{shown}");
+    assert_eq!(greeting(addr(port)), "v2");
+
+    // Abort: the stable revision stays, and `rollout start` rolls the file out again.
+    reload(&stack, &web(port, "GREETING = \"v3\"", steps));
+    phase(&stack, "paused", "v3's first step");
+    rollout_json(&stack, &["abort", "web"]);
+    let end = until_ended(&stack, Duration::from_secs(30));
+    assert_eq!(end["phase"], "aborted", "{end}");
+    assert_eq!(greeting(addr(port)), "v2");
+    assert!(stack.service("web")["drift"].as_str().is_some());
+    let started = rollout_json(&stack, &["start", "web"]);
+    assert_eq!(started["revision"], 4, "{started}");
+    phase(&stack, "paused", "v3 again");
+    rollout_json(&stack, &["promote", "web", "--full"]);
+    assert_eq!(
+        until_ended(&stack, Duration::from_secs(30))["phase"],
+        "completed"
+    );
+    assert_eq!(greeting(addr(port)), "v3");
+    assert!(stack.service("web")["drift"].is_null());
+    // Nothing left to roll out: said so.
+    let out = stack.cli(&["rollout", "start", "web"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to roll out"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
