@@ -16,6 +16,20 @@ pub struct ChaosHost {
     pub bulwark: PathBuf,
 }
 
+/// The first page alert firing for `service` that `which` accepts.
+pub fn paging(
+    plane: &Plane,
+    service: &str,
+    which: impl Fn(&observe::alert::Alert) -> bool,
+) -> Option<observe::alert::Alert> {
+    plane.alerts().into_iter().find(|a| {
+        a.service == service
+            && a.severity == Severity::Page
+            && a.state == AlertState::Firing
+            && which(a)
+    })
+}
+
 impl chaos::Host for ChaosHost {
     fn replicas(&self, service: &str) -> Option<Vec<Replica>> {
         let status = self
@@ -54,15 +68,7 @@ impl chaos::Host for ChaosHost {
     }
 
     fn paging(&self, service: &str) -> Option<String> {
-        self.plane
-            .alerts()
-            .into_iter()
-            .find(|a| {
-                a.service == service
-                    && a.severity == Severity::Page
-                    && a.state == AlertState::Firing
-            })
-            .map(|a| format!("page alert {}", a.name))
+        paging(&self.plane, service, |_| true).map(|a| format!("page alert {}", a.name))
     }
 
     fn incident(&self, service: &str) -> Option<String> {

@@ -1,7 +1,7 @@
 //! What rollouts see of the observability plane: page alerts, and their own
 //! rollout-failed page.
 
-use observe::alert::{AlertState, Severity};
+use observe::alert::Severity;
 use observe::plane::Plane;
 
 /// The alert a failed rollout raises (and resolves once rolled back).
@@ -13,15 +13,7 @@ pub struct RolloutHost {
 
 impl rollout::Host for RolloutHost {
     fn paging(&self, service: &str) -> Option<String> {
-        self.plane
-            .alerts()
-            .into_iter()
-            .find(|a| {
-                a.service == service
-                    && a.severity == Severity::Page
-                    && a.state == AlertState::Firing
-                    && a.name != ALERT
-            })
+        crate::chaos_host::paging(&self.plane, service, |a| a.name != ALERT)
             .map(|a| format!("page alert {}: {}", a.name, a.summary))
     }
 

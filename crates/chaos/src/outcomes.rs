@@ -15,8 +15,7 @@ use bus::{OutcomeSink, RequestOutcome};
 
 /// How far back a probe can look: windows are capped at this.
 pub const SECONDS: usize = 300;
-/// Latency buckets: powers of 2^(1/4) microseconds from 1 µs, ~19 % wide, up to ~4.6 h.
-const BUCKETS: usize = 96;
+use policy::{LATENCY_BUCKETS as BUCKETS, latency_bucket as bucket, latency_percentile};
 
 #[derive(Clone, Copy)]
 struct Second {
@@ -65,15 +64,6 @@ impl Tally {
             self.failed as f64 / self.total as f64
         }
     }
-}
-
-fn bucket(d: Duration) -> usize {
-    let us = d.as_micros().max(1) as f64;
-    ((us.log2() * 4.0) as usize).min(BUCKETS - 1)
-}
-
-fn bucket_top(i: usize) -> Duration {
-    Duration::from_secs_f64(2f64.powf((i + 1) as f64 / 4.0) / 1e6)
 }
 
 impl Outcomes {
@@ -179,19 +169,7 @@ impl Outcomes {
                 *c += u64::from(n);
             }
         })?;
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((percentile / 100.0) * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        counts
-            .iter()
-            .position(|&c| {
-                seen += c;
-                seen >= rank
-            })
-            .map(bucket_top)
+        latency_percentile(&counts, percentile)
     }
 }
 

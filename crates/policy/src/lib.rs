@@ -23,6 +23,7 @@
 mod backoff;
 mod breaker;
 mod bucket;
+mod buckets;
 mod budget;
 pub mod chaos;
 mod ewma;
@@ -40,6 +41,7 @@ pub use breaker::{
     BreakerConfig, BreakerEvent, BreakerState, CircuitBreaker, FailureRatio, Permit, Rejected,
 };
 pub use bucket::{KeyedBuckets, TokenBucket};
+pub use buckets::{LATENCY_BUCKETS, latency_bucket, latency_bucket_top, latency_percentile};
 pub use budget::{BudgetConfig, RetryBudget};
 pub use ewma::{EwmaConfig, PeakEwma};
 pub use hash::{BuildStableHasher, HashRing, StableHasher, hash_bytes, hash_key, mix64};

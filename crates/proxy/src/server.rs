@@ -50,21 +50,9 @@ impl ServiceProxyHandle {
         outcomes: Option<Arc<dyn bus::OutcomeSink>>,
         hooks: Arc<Hooks>,
     ) -> ServiceProxyHandle {
-        let proxy = Arc::new(ServiceProxy {
-            service: service.to_owned(),
-            endpoints,
-            client: RwLock::new(Arc::new(upstream(&expose))),
-            policy: RwLock::new(Arc::new(ServicePolicy::new(
-                expose,
-                std::time::Instant::now(),
-            ))),
-            metrics: metrics.for_service(service),
-            registry: (metrics.clone(), service.to_owned()),
-            outcomes,
-            hooks: hooks.clone(),
-            preview: false,
-        });
-        hooks
+        let proxy = Self::build(service, expose, endpoints, metrics, outcomes, hooks, false);
+        proxy
+            .hooks
             .services
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -82,20 +70,38 @@ impl ServiceProxyHandle {
         outcomes: Option<Arc<dyn bus::OutcomeSink>>,
         hooks: Arc<Hooks>,
     ) -> ServiceProxyHandle {
-        ServiceProxyHandle(Arc::new(ServiceProxy {
-            service: service.to_owned(),
+        let name = format!("{service}-preview");
+        let mut proxy = Self::build(&name, expose, endpoints, metrics, outcomes, hooks, true);
+        if let Some(p) = Arc::get_mut(&mut proxy) {
+            // Metrics under the preview's name; requests and outcomes under the service's.
+            p.service = service.to_owned();
+        }
+        ServiceProxyHandle(proxy)
+    }
+
+    fn build(
+        name: &str,
+        expose: Expose,
+        endpoints: watch::Receiver<Arc<Endpoints>>,
+        metrics: &ProxyMetrics,
+        outcomes: Option<Arc<dyn bus::OutcomeSink>>,
+        hooks: Arc<Hooks>,
+        preview: bool,
+    ) -> Arc<ServiceProxy> {
+        Arc::new(ServiceProxy {
+            service: name.to_owned(),
             endpoints,
             client: RwLock::new(Arc::new(upstream(&expose))),
             policy: RwLock::new(Arc::new(ServicePolicy::new(
                 expose,
                 std::time::Instant::now(),
             ))),
-            metrics: metrics.for_service(&format!("{service}-preview")),
-            registry: (metrics.clone(), format!("{service}-preview")),
+            metrics: metrics.for_service(name),
+            registry: (metrics.clone(), name.to_owned()),
             outcomes,
             hooks,
-            preview: true,
-        }))
+            preview,
+        })
     }
 
     /// Applies a changed configuration to new requests; requests in flight finish under

@@ -9,13 +9,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::Duration;
 
 use bus::{OutcomeSink, RequestOutcome};
 use policy::rollout::Sample;
 
-/// Latency buckets: powers of 2^(1/4) microseconds from 1 µs, ~19 % wide, up to ~4.6 h.
-const BUCKETS: usize = 96;
+use policy::{LATENCY_BUCKETS as BUCKETS, latency_bucket as bucket, latency_percentile};
 
 /// One revision's counts since it was armed.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,15 +33,6 @@ impl Default for Counts {
     }
 }
 
-fn bucket(d: Duration) -> usize {
-    let us = d.as_micros().max(1) as f64;
-    ((us.log2() * 4.0) as usize).min(BUCKETS - 1)
-}
-
-fn bucket_top(i: usize) -> Duration {
-    Duration::from_secs_f64(2f64.powf((i + 1) as f64 / 4.0) / 1e6)
-}
-
 impl Counts {
     /// What happened between `earlier` and `self`, with the latency at `percentile`
     /// (the top of its bucket, so at most ~19 % high).
@@ -53,23 +42,10 @@ impl Counts {
         let diff: Vec<u64> = (0..BUCKETS)
             .map(|i| self.latency[i].saturating_sub(earlier.latency[i]))
             .collect();
-        let n: u64 = diff.iter().sum();
-        let latency = (n > 0).then(|| {
-            let rank = ((percentile / 100.0) * n as f64).ceil().max(1.0) as u64;
-            let mut seen = 0;
-            let i = diff
-                .iter()
-                .position(|c| {
-                    seen += c;
-                    seen >= rank
-                })
-                .unwrap_or(BUCKETS - 1);
-            bucket_top(i)
-        });
         Sample {
             total,
             failed,
-            latency,
+            latency: latency_percentile(&diff, percentile),
         }
     }
 }
@@ -133,6 +109,8 @@ impl OutcomeSink for Versions {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn out(service: &str, rev: Option<u32>, status: u16, ms: u64) -> RequestOutcome<'_> {
