@@ -73,12 +73,14 @@ abort = 503
     let ep = Endpoint {
         replica: 0,
         addr: replica_addr,
+        revision: 1,
         ready_since: std::time::Instant::now(),
         load: Arc::new(Load::default()),
     };
     let (endpoints, endpoints_rx) = tokio::sync::watch::channel(Arc::new(Endpoints {
         version: 1,
         ready: vec![ep],
+        split: None,
     }));
     std::mem::forget(endpoints);
     let (faults, faults_rx) = tokio::sync::watch::channel(true);

@@ -54,12 +54,14 @@ async fn start() -> (SocketAddr, watch::Sender<Vec<Toxic>>) {
     let ep = Endpoint {
         replica: 0,
         addr: echo_addr,
+        revision: 1,
         ready_since: std::time::Instant::now(),
         load: Arc::new(Load::default()),
     };
     let (endpoints, endpoints_rx) = watch::channel(Arc::new(Endpoints {
         version: 1,
         ready: vec![ep],
+        split: None,
     }));
     std::mem::forget(endpoints);
     let (toxics, toxics_rx) = watch::channel(Vec::new());
