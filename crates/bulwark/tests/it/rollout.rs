@@ -559,3 +559,41 @@ interval = "200ms""#;
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_page_alert_during_a_rollout_rolls_it_back_even_without_analysis() {
+    let port = free_port();
+    // No analysis: only the SLO's page (99 % over 1 h: 14.4x over 5 s and 0.42 s) can stop
+    // this canary, which fails every request it gets (and is not ejected, which would
+    // otherwise heal it before the page).
+    let rollout = r#"[services.web.expose.outlier]
+enabled = false
+[services.web.rollout]
+strategy = "canary"
+steps = [{ weight = 50, pause = "1m" }]
+analysis = { enabled = false }
+[[services.web.slo]]
+name = "availability"
+kind = "availability"
+objective = 99.0
+period = "1h"
+[services.web.slo.alerts]
+ticket = false"#;
+    let stack = Stack::start(&web(port, "GREETING = \"v1\"", rollout));
+    stack.wait_ready("web", 3);
+    let load = Load::start(&format!("http://127.0.0.1:{port}/"), 100, "15s");
+    std::thread::sleep(Duration::from_secs(1));
+    reload(
+        &stack,
+        &web(port, "GREETING = \"v2\", DEMO_FAIL_RATIO = \"1\"", rollout),
+    );
+    let end = until_ended(&stack, Duration::from_secs(40));
+    drop(load);
+    assert_eq!(end["phase"], "rolled-back", "{end}");
+    let why = end["message"].as_str().unwrap();
+    assert!(
+        why.contains("a page alert fired: page alert availability"),
+        "{why}"
+    );
+    assert_eq!(greeting(addr(port)), "v1");
+}
