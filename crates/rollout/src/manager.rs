@@ -268,19 +268,20 @@ impl Rollouts {
             service: service.into(),
             revision: target,
         })?;
-        // The rollout settings in effect now, the process settings of `target`.
+        // What `target`'s processes ran; everything applied in place stays as it is now.
         let current = self
             .inner
             .sup
             .service_spec(service)
             .ok_or_else(|| Error::UnknownService(service.into()))?;
         let spec = spec::Service {
-            rollout: current.rollout.clone(),
-            expose: current.expose.clone(),
-            slos: current.slos.clone(),
-            replicas: current.replicas,
-            min_available: current.min_available,
-            ..(*spec).clone()
+            run: spec.run.clone(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            startup: spec.startup.clone(),
+            liveness: spec.liveness.clone(),
+            readiness: spec.readiness.clone(),
+            ..(*current).clone()
         };
         if fingerprint(&spec) == fingerprint(&current) {
             return Err(Error::Unchanged {

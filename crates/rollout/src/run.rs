@@ -268,6 +268,9 @@ impl Run {
     /// ends the rollout), `until`, or the progress deadline (which ends it too).
     async fn wait(&mut self, until: Option<Instant>) -> Result<Wake, End> {
         loop {
+            if !self.sup().in_stack(&self.service) {
+                return Err(End::Aborted("the service left the stack".into()));
+            }
             let deadline = (!self.paused && !self.holding).then_some(self.deadline);
             let changed = async {
                 match &mut self.changed {

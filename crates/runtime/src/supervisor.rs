@@ -207,6 +207,11 @@ impl Supervisor {
         self.shared.spec(service)
     }
 
+    /// Whether `service` is in the stack (a reload may have removed it).
+    pub fn in_stack(&self, service: &str) -> bool {
+        self.shared.order().iter().any(|n| n == service)
+    }
+
     pub fn logs(&self, service: &str) -> Option<Arc<Logs>> {
         self.shared.lock().get(service).map(|e| e.logs.clone())
     }

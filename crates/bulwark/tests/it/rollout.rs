@@ -597,3 +597,27 @@ ticket = false"#;
     );
     assert_eq!(greeting(addr(port)), "v1");
 }
+
+#[test]
+fn a_service_removed_during_its_rollout_ends_the_rollout() {
+    let port = free_port();
+    let steps = "[services.web.rollout]\nstrategy = \"canary\"\nsteps = [{ weight = 10, pause = \"until-promoted\" }]";
+    let other = Demo::new("other").build();
+    let stack = Stack::start(&(web(port, "GREETING = \"v1\"", steps) + &other));
+    stack.wait_ready("web", 3);
+    reload(&stack, &(web(port, "GREETING = \"v2\"", steps) + &other));
+    eventually("the step waits", Duration::from_secs(30), || {
+        let v = rollout_json(&stack, &["status", "web"]);
+        (v["rollout"]["phase"] == "paused").then_some(())
+    });
+    let said = reload(&stack, &other);
+    assert!(said.contains("web: removed"), "{said}");
+    let history = eventually("the rollout's end", Duration::from_secs(30), || {
+        stack
+            .events()
+            .into_iter()
+            .find(|e| e["type"] == "rollout_ended" && e["service"] == "web")
+    });
+    assert_eq!(history["outcome"], "aborted", "{history}");
+    assert!(stack.status()["services"].as_array().unwrap().len() == 1);
+}
