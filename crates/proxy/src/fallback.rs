@@ -19,9 +19,9 @@ use tokio::time::Instant;
 
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::conn::{Conn, after};
-use crate::forward::{ServiceProxy, answer, clone_request};
+use crate::forward::{ServiceProxy, answer, clone_request, idempotent};
 use crate::service::ServicePolicy;
-use crate::stale::{FALLBACK_HEADER, StaleCache, Tee, cacheable};
+use crate::stale::{FALLBACK_HEADER, MAX_KEY_BYTES, StaleCache, Tee, cacheable};
 
 /// A service's fallback, built once per policy.
 pub(crate) struct Fallback {
@@ -77,20 +77,32 @@ impl Fallback {
     }
 }
 
-/// `GET authority/path?query`: what a stale copy is kept under.
-fn cache_key(req: &Request<UpstreamBody>) -> String {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("");
+/// `GET host path?query`: what a stale copy of a GET is kept under — the Host the
+/// replica is sent (validated as an authority; `-` without one) and the path and query.
+/// `None` for another method or a key longer than [`MAX_KEY_BYTES`].
+fn cache_key(req: &Request<UpstreamBody>) -> Option<String> {
+    if req.method() != Method::GET {
+        return None;
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    let host = host.as_ref().map_or("-", |a| a.as_str());
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    format!("{} {authority}{path}", req.method())
+    let key = format!("GET {host} {path}");
+    (key.len() <= MAX_KEY_BYTES).then_some(key)
+}
+
+/// Whether a response to `req` may become a copy others are served: not one that
+/// depends on who asked (`Authorization`, `Cookie`, RFC 9111 §3.5) or asked for a part
+/// (`Range`).
+fn shareable(req: &Request<UpstreamBody>) -> bool {
+    let h = req.headers();
+    !(h.contains_key(header::AUTHORIZATION)
+        || h.contains_key(header::COOKIE)
+        || h.contains_key(header::RANGE))
 }
 
 impl ServiceProxy {
@@ -105,18 +117,20 @@ impl ServiceProxy {
         conn: &Arc<Conn>,
         deadline: Instant,
     ) -> (Response<ResponseBody>, Option<LocalReason>) {
-        let key = fallback
-            .stale
-            .as_ref()
-            .filter(|_| req.method() == Method::GET)
-            .map(|_| cache_key(&req));
+        let key = fallback.stale.as_ref().and_then(|_| cache_key(&req));
+        let share = shareable(&req);
+        // Replayed on the other service only when it may be sent twice.
         let replay = match fallback.answer {
-            Some(Answer::Service(_)) => clone_request(&req),
+            Some(Answer::Service(_))
+                if idempotent(req.method()) || policy.expose.retries.all_methods =>
+            {
+                clone_request(&req)
+            }
             _ => None,
         };
         let (mut res, local) = target.forward(req, conn, deadline).await;
         if !matches!(res.status().as_u16(), 502..=504) {
-            if let (Some(cache), Some(key)) = (&fallback.stale, key) {
+            if let (Some(cache), Some(key), true) = (&fallback.stale, key, share) {
                 copy_if_cacheable(cache, key, &mut res, &policy.expose.request_id_header);
             }
             return (res, local);
@@ -136,11 +150,7 @@ impl ServiceProxy {
     ) -> (Response<ResponseBody>, Option<LocalReason>) {
         let answered = match &policy.fallback {
             Some(fallback) => {
-                let key = fallback
-                    .stale
-                    .as_ref()
-                    .filter(|_| req.method() == Method::GET)
-                    .map(|_| cache_key(&req));
+                let key = fallback.stale.as_ref().and_then(|_| cache_key(&req));
                 self.fallback_answer(fallback, key, Some(req), conn).await
             }
             None => None,
@@ -213,7 +223,8 @@ fn copy_if_cacheable(
     res: &mut Response<ResponseBody>,
     request_id_header: &str,
 ) {
-    if !res.status().is_success() {
+    // A whole answer only: a 206 would stand for the resource, a 201 or 204 is no copy.
+    if res.status() != StatusCode::OK {
         return;
     }
     let expected = hyper::body::Body::size_hint(res.body()).exact();
@@ -227,14 +238,9 @@ fn copy_if_cacheable(
     // The copy answers other requests: not with this one's id.
     headers.remove(request_id_header);
     let status = res.status();
-    if let Either::Left(tracked) = res.body_mut() {
-        tracked.copy_into(Tee::new(
-            cache.clone(),
-            key,
-            status,
-            headers,
-            usable,
-            expected,
-        ));
+    if let Either::Left(tracked) = res.body_mut()
+        && let Some(tee) = Tee::new(cache.clone(), key, status, headers, usable, expected)
+    {
+        tracked.copy_into(tee);
     }
 }

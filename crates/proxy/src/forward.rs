@@ -97,7 +97,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Whether a request may be sent twice without changing its meaning (RFC 9110 §9.2.2).
-fn idempotent(m: &Method) -> bool {
+pub(crate) fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -232,6 +232,8 @@ impl ServiceProxy {
             }
         };
         let mut req = req;
+        // Replicas see bulwark's switch states only, never a client's.
+        req.headers_mut().remove(crate::SWITCHES_HEADER);
         let switches = self
             .hooks
             .switches

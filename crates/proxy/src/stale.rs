@@ -7,6 +7,7 @@
 //! fallback's `stale_max_age` from when it was stored.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,10 +22,16 @@ use crate::body::ResponseBody;
 /// The header that marks an answer bulwark gave in a replica's stead.
 pub(crate) const FALLBACK_HEADER: &str = "bulwark-fallback";
 
+/// Longest key kept: a longer path and query is not copied (nor looked up).
+pub(crate) const MAX_KEY_BYTES: usize = 2048;
+
 /// One service's stale copies.
 pub(crate) struct StaleCache {
     pub limits: Stale,
     lru: Mutex<Lru>,
+    /// Bytes reserved by copies still streaming: at most `max_bytes` together, so
+    /// clients that stall cannot hold more than the cache itself may.
+    teeing: AtomicU64,
 }
 
 #[derive(Default)]
@@ -44,6 +51,8 @@ struct Entry {
     /// Served only until `stored + usable`.
     usable: Duration,
     tick: u64,
+    /// What it counts against `max_bytes`.
+    size: u64,
 }
 
 /// How long a response may be served stale, if it may be kept at all.
@@ -54,6 +63,7 @@ pub(crate) fn cacheable(headers: &HeaderMap, max_age: Duration) -> Option<Durati
     let mut fresh = Duration::ZERO;
     let mut stale_if_error = None;
     let mut any = false;
+    let mut revalidate = false;
     for value in headers.get_all(header::CACHE_CONTROL) {
         for directive in value.to_str().ok()?.split(',') {
             any = true;
@@ -67,13 +77,20 @@ pub(crate) fn cacheable(headers: &HeaderMap, max_age: Duration) -> Option<Durati
             };
             match name.to_ascii_lowercase().as_str() {
                 "no-store" | "private" => return None,
+                // A copy that must be revalidated may not be served stale (RFC 9111
+                // §4.2.4), except as `stale-if-error` allows (RFC 5861 §4).
+                "no-cache" | "must-revalidate" | "proxy-revalidate" => revalidate = true,
                 "max-age" | "s-maxage" => fresh = fresh.max(secs().unwrap_or_default()),
                 "stale-if-error" => stale_if_error = secs(),
                 _ => {}
             }
         }
     }
-    any.then(|| stale_if_error.map_or(max_age, |s| fresh.saturating_add(s)))
+    // `stale-if-error` is the replica's own limit, capped by the operator's.
+    match stale_if_error {
+        Some(s) => any.then(|| fresh.saturating_add(s).min(max_age)),
+        None => (any && !revalidate).then_some(max_age),
+    }
 }
 
 impl StaleCache {
@@ -81,6 +98,7 @@ impl StaleCache {
         StaleCache {
             limits,
             lru: Mutex::new(Lru::default()),
+            teeing: AtomicU64::new(0),
         }
     }
 
@@ -106,10 +124,11 @@ impl StaleCache {
         usable: Duration,
         now: Instant,
     ) {
-        let size = body.len() as u64;
+        // The key (held twice) and the headers count with the body.
+        let size = body.len() as u64 + 2 * key.len() as u64 + header_bytes(&headers);
         let mut lru = self.lock();
         lru.remove(&key);
-        if size > self.limits.max_entry_bytes || usable.is_zero() {
+        if body.len() as u64 > self.limits.max_entry_bytes || usable.is_zero() {
             return;
         }
         while !lru.entries.is_empty()
@@ -132,6 +151,7 @@ impl StaleCache {
             stored: now,
             usable,
             tick,
+            size,
         };
         lru.entries.insert(key, entry);
     }
@@ -166,7 +186,7 @@ impl Lru {
     fn remove(&mut self, key: &str) {
         if let Some(e) = self.entries.remove(key) {
             self.order.remove(&e.tick);
-            self.bytes -= e.body.len() as u64;
+            self.bytes -= e.size;
         }
     }
 
@@ -190,9 +210,13 @@ pub(crate) struct Tee {
     headers: HeaderMap,
     usable: Duration,
     buf: Vec<u8>,
+    /// Bytes reserved in `cache.teeing`, given back on drop.
+    reserved: u64,
 }
 
 impl Tee {
+    /// A copy of a body of `expected` bytes (if known); `None` when the copies already
+    /// streaming hold the cache's whole byte budget.
     pub fn new(
         cache: Arc<StaleCache>,
         key: String,
@@ -200,21 +224,32 @@ impl Tee {
         headers: HeaderMap,
         usable: Duration,
         expected: Option<u64>,
-    ) -> Tee {
-        let capacity = expected.unwrap_or(0).min(cache.limits.max_entry_bytes);
-        Tee {
+    ) -> Option<Tee> {
+        let reserved = expected.map_or(cache.limits.max_entry_bytes, |n| {
+            n.min(cache.limits.max_entry_bytes)
+        });
+        let budget = cache.limits.max_bytes;
+        cache
+            .teeing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t + reserved <= budget).then_some(t + reserved)
+            })
+            .ok()?;
+        let capacity = expected.map_or(0, |_| reserved);
+        Some(Tee {
             cache,
             key,
             status,
             headers,
             usable,
             buf: Vec::with_capacity(usize::try_from(capacity).unwrap_or(0)),
-        }
+            reserved,
+        })
     }
 
     /// `false`: the body went over the limit; drop the tee.
     pub fn push(&mut self, data: &[u8]) -> bool {
-        if (self.buf.len() + data.len()) as u64 > self.cache.limits.max_entry_bytes {
+        if (self.buf.len() + data.len()) as u64 > self.reserved {
             return false;
         }
         self.buf.extend_from_slice(data);
@@ -222,16 +257,34 @@ impl Tee {
     }
 
     /// The body ended whole: keep the copy.
-    pub fn finish(self) {
+    pub fn finish(mut self) {
+        let (key, headers, buf) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.headers),
+            std::mem::take(&mut self.buf),
+        );
         self.cache.insert(
-            self.key,
+            key,
             self.status,
-            self.headers,
-            Bytes::from(self.buf),
+            headers,
+            Bytes::from(buf),
             self.usable,
             Instant::now(),
         );
     }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        self.cache.teeing.fetch_sub(self.reserved, Ordering::AcqRel);
+    }
+}
+
+/// Header bytes as held (names and values).
+fn header_bytes(h: &HeaderMap) -> u64 {
+    h.iter()
+        .map(|(n, v)| (n.as_str().len() + v.len()) as u64)
+        .sum()
 }
 
 #[cfg(test)]
@@ -277,25 +330,27 @@ mod tests {
             "b was the least recently used"
         );
         assert!(c.answer("a", now).is_some() && c.answer("c", now).is_some());
-        assert_eq!(c.size(), (2, 2));
+        // Each: one body byte and the one-byte key, held twice.
+        assert_eq!(c.size(), (2, 6));
     }
 
     #[test]
     fn the_byte_bound_evicts_and_a_huge_body_is_never_kept() {
-        let c = cache(100, 10, 6);
+        // Each copy below holds 4 body bytes and its one-byte key twice: 6 bytes.
+        let c = cache(100, 14, 6);
         let now = Instant::now();
         put(&c, "a", 4, HOUR, now);
         put(&c, "b", 4, HOUR, now);
         put(&c, "c", 4, HOUR, now);
-        assert_eq!(c.size(), (2, 8));
+        assert_eq!(c.size(), (2, 12));
         assert!(c.answer("a", now).is_none());
         put(&c, "huge", 7, HOUR, now);
         assert!(c.answer("huge", now).is_none());
-        assert_eq!(c.size(), (2, 8));
+        assert_eq!(c.size(), (2, 12));
         // A key whose new response is too large loses its old copy too.
         put(&c, "b", 7, HOUR, now);
         assert!(c.answer("b", now).is_none());
-        assert_eq!(c.size(), (1, 4));
+        assert_eq!(c.size(), (1, 6));
     }
 
     #[test]
@@ -329,5 +384,76 @@ mod tests {
         let mut cookie = h("max-age=60");
         cookie.insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
         assert_eq!(cacheable(&cookie, max), None);
+        // Must be revalidated: never served stale, unless stale-if-error allows it.
+        assert_eq!(cacheable(&h("no-cache"), max), None);
+        assert_eq!(cacheable(&h("max-age=60, must-revalidate"), max), None);
+        assert_eq!(
+            cacheable(&h("max-age=60, must-revalidate, stale-if-error=30"), max),
+            Some(Duration::from_secs(90))
+        );
+        // The replica's stale-if-error is capped by the operator's limit.
+        assert_eq!(
+            cacheable(&h("max-age=60, stale-if-error=31536000"), max),
+            Some(max)
+        );
+    }
+
+    #[test]
+    fn keys_and_headers_count_against_the_byte_bound() {
+        let c = cache(100, 300, 300);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let now = Instant::now();
+        let key = "k".repeat(100);
+        c.insert(
+            key.clone(),
+            StatusCode::OK,
+            headers.clone(),
+            Bytes::from_static(b"x"),
+            Duration::from_secs(60),
+            now,
+        );
+        // 1 body byte + twice the 100-byte key + 22 header bytes.
+        assert_eq!(c.size(), (1, 1 + 200 + 22));
+        c.insert(
+            "other".repeat(10),
+            StatusCode::OK,
+            headers,
+            Bytes::from_static(b"y"),
+            Duration::from_secs(60),
+            now,
+        );
+        assert_eq!(c.size().0, 1, "the first was evicted for the second to fit");
+    }
+
+    #[test]
+    fn copies_streaming_at_once_share_the_cache_byte_budget() {
+        let c = Arc::new(cache(100, 1000, 600));
+        let tee = |expected| {
+            Tee::new(
+                c.clone(),
+                "k".into(),
+                StatusCode::OK,
+                HeaderMap::new(),
+                Duration::from_secs(60),
+                expected,
+            )
+        };
+        let a = tee(Some(600)).expect("within the budget");
+        assert!(
+            tee(Some(500)).is_none(),
+            "600 + 500 is over the 1000-byte budget"
+        );
+        let b = tee(Some(400)).expect("600 + 400 fits");
+        assert!(
+            tee(None).is_none(),
+            "an unknown length reserves the per-entry limit"
+        );
+        drop(a);
+        let mut d = tee(None).expect("given back on drop");
+        assert!(d.push(&[0; 600]));
+        assert!(!d.push(&[0]), "no more than it reserved");
+        drop((b, d));
+        assert_eq!(c.teeing.load(Ordering::Acquire), 0);
     }
 }

@@ -1,13 +1,18 @@
 //! Run-time switches (`[switches]`, `bulwark switch set`): their values, the decision for
 //! one request, and the `bulwark-switches` header that tells replicas.
 //!
-//! A percentage switch is on for a request when a stable hash of the switch's name and
-//! the request's key falls in its share; the key is the request id header the client
-//! sent (so one request id gets the same answer on every hop and retry), else the
-//! client's IP address (so a client without one gets a consistent experience).
+//! A percentage switch is on for a request when a hash of the switch's name and the
+//! request's key falls in its share; the key is the request id header the client sent (so
+//! one request id gets the same answer on every hop and retry), else the client's IP
+//! address (so a client without one gets a consistent experience). The hash is seeded per
+//! run, so a client cannot compute offline which ids land on a side.
+//!
+//! Whatever `bulwark-switches` header a client sends is removed: replicas see only
+//! bulwark's.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bus::{Bus, EventKind};
@@ -50,6 +55,10 @@ pub struct Switchboard {
     changing: std::sync::Mutex<()>,
     persist: Option<Persist>,
     bus: Option<Arc<Bus>>,
+    /// Some switch is declared: without one, a request costs one atomic load.
+    any: AtomicBool,
+    /// Seeds the percentage draws, per run.
+    seed: u64,
 }
 
 /// The switches' states for one request.
@@ -91,6 +100,7 @@ impl Switchboard {
             set: RwLock::new(saved),
             persist,
             bus,
+            seed: rand::random(),
             ..Switchboard::default()
         }
     }
@@ -109,6 +119,8 @@ impl Switchboard {
                 doc: s.doc.clone(),
             })
             .collect();
+        let table: Vec<SwitchStatus> = table;
+        self.any.store(!table.is_empty(), Ordering::Release);
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 
@@ -158,6 +170,9 @@ impl Switchboard {
         peer: SocketAddr,
         id_header: &str,
     ) -> Option<Decided> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         let table = self.snapshot();
         if table.is_empty() {
             return None;
@@ -167,7 +182,8 @@ impl Switchboard {
             .iter()
             .map(|s| {
                 let draw = || {
-                    let mut bytes = s.name.as_bytes().to_vec();
+                    let mut bytes = self.seed.to_le_bytes().to_vec();
+                    bytes.extend_from_slice(s.name.as_bytes());
                     bytes.push(0);
                     match key {
                         Some(k) => bytes.extend_from_slice(k),

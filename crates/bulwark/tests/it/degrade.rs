@@ -24,11 +24,16 @@ impl Answer {
 }
 
 fn fetch(addr: SocketAddr, path: &str) -> Answer {
+    fetch_with(addr, path, "")
+}
+
+/// [`fetch`] with `extra` header lines (each ending in CRLF).
+fn fetch_with(addr: SocketAddr, path: &str, extra: &str) -> Answer {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -122,6 +127,17 @@ stale_max_entry_bytes = 4096
     );
     let no_store = fetch(addr, "/cache/no-store");
     assert_eq!(no_store.status, 200);
+    // Answers that depend on who asked, or are a part, are never kept for others.
+    for (path, header) in [
+        ("/cache/public?who=alice", "Authorization: Bearer alice\r\n"),
+        ("/cache/public?who=bob", "Cookie: session=bob\r\n"),
+        ("/cache/public?part=1", "Range: bytes=0-0\r\n"),
+    ] {
+        assert_eq!(
+            fetch_with(addr, path, header).header("bulwark-fallback"),
+            None
+        );
+    }
 
     // Held down: the replica crashes and cannot start again.
     std::fs::write(stack.dir.path().join("hold"), "").unwrap();
@@ -147,6 +163,9 @@ stale_max_entry_bytes = 4096
         "/cache/public?i=1",
         "/cache/public?size=100000",
         "/cache/no-store",
+        "/cache/public?who=alice",
+        "/cache/public?who=bob",
+        "/cache/public?part=1",
         "/other",
     ] {
         let a = fetch(addr, path);
@@ -158,7 +177,7 @@ stale_max_entry_bytes = 4096
         assert_eq!(a.header("content-type"), Some("text/plain"));
     }
     assert!(fallbacks(&stack, "stale") >= 3.0);
-    assert!(fallbacks(&stack, "static") >= 4.0);
+    assert!(fallbacks(&stack, "static") >= 7.0);
 
     // Let it up: fresh answers resume.
     std::fs::remove_file(stack.dir.path().join("hold")).unwrap();
@@ -319,4 +338,25 @@ fn degrade_a_service_fallback_answers_for_replicas_held_down_and_gives_way_when_
         (a.header("bulwark-fallback").is_none() && a.body.starts_with("hello from web/0"))
             .then_some(())
     });
+}
+
+#[test]
+fn degrade_a_client_cannot_send_its_own_switch_states() {
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let stack = Stack::start(&Demo::new("web").ready_every("100ms").expose(port).build());
+    stack.wait_ready("web", 1);
+    let a = fetch_with(addr, "/headers", "bulwark-switches: admin=on\r\n");
+    assert_eq!(a.status, 200);
+    assert!(
+        !a.body.to_ascii_lowercase().contains("bulwark-switches"),
+        "the client's header reached the replica: {}",
+        a.body
+    );
+    let a = fetch_with(addr, "/headers", "x-probe: yes\r\n");
+    assert!(
+        a.body.to_ascii_lowercase().contains("x-probe"),
+        "{}",
+        a.body
+    );
 }
