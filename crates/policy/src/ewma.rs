@@ -31,22 +31,36 @@ impl Default for EwmaConfig {
 /// - a sample *above* the current estimate replaces it at once (the "peak": a slowing
 ///   endpoint is avoided immediately);
 /// - a sample at or below it pulls the estimate toward the sample with weight
-///   `1 - e^{-elapsed/τ}`, `elapsed` being the time since the previous sample.
+///   `1 - e^{-elapsed/τ}`, `elapsed` being the time since the previous sample:
+///   `est ← est(at) · w + rtt · (1 - w)`. The elapsed time is discounted once, by the
+///   blend; decaying the stored value first and then blending again (as this type did
+///   before) counted it twice.
 ///
-/// Difference from tower, on purpose: reading ([`estimate`](Self::estimate),
+/// Differences from tower, on purpose: reading ([`estimate`](Self::estimate),
 /// [`cost`](Self::cost)) is pure (`&self`); tower mutates on every read, which makes its
-/// estimate depend on how often the balancer looks at it.
+/// estimate depend on how often the balancer looks at it. An estimator made with
+/// [`joining`](Self::joining) caps the peak of its first sample (see there).
 ///
 /// Invariants: the estimate is finite and `>= 0`; it never increases between samples; a
-/// sample never moves it past the sample when lowering it. 24 bytes, `Copy`: keep one per
+/// sample never moves it past the sample when lowering it. 32 bytes, `Copy`: keep one per
 /// endpoint behind the endpoint's `Mutex`.
 #[derive(Debug, Clone, Copy)]
 pub struct PeakEwma {
     /// Seconds, as of `at`.
     est: f64,
+    /// The last sample (or the creation, before the first sample).
     at: Instant,
     decay_s: f64,
+    /// How far above the current estimate the next sample may set the peak, as a
+    /// multiple of it; `f64::INFINITY` once the first sample is in (or for [`new`]).
+    ///
+    /// [`new`]: Self::new
+    first_peak_cap: f64,
 }
+
+/// A joining endpoint's first sample may set its peak at most this many times its
+/// (seeded) estimate. See [`PeakEwma::joining`].
+pub const FIRST_PEAK_CAP: f64 = 2.0;
 
 impl PeakEwma {
     /// A new endpoint, estimated at `config.default_rtt` as of `now`.
@@ -56,6 +70,25 @@ impl PeakEwma {
             at: now,
             // A zero decay would make 0/0 at zero elapsed time.
             decay_s: config.decay.as_secs_f64().max(1e-9),
+            first_peak_cap: f64::INFINITY,
+        }
+    }
+
+    /// An endpoint joining a balancer, seeded with `config.default_rtt` (its peers' mean),
+    /// whose first sample may raise the estimate to at most [`FIRST_PEAK_CAP`] × the
+    /// seed.
+    ///
+    /// Why cap rather than take the peak: the first response of a fresh replica pays for
+    /// what later ones do not — the proxy's connect, the process's first accept, cold
+    /// caches. As a peak that one sample decides the comparison for tens of seconds
+    /// (τ = 10 s, and lower samples only blend it down), so a healthy replacement stays
+    /// cold (measured: 0 % of traffic for 6 s after a kill -9). Why cap rather than ignore
+    /// the sample: a replacement that is really slow must still look worse than its peers
+    /// at once; doubling per sample, the second and third samples take it to 4× and past.
+    pub fn joining(config: EwmaConfig, now: Instant) -> Self {
+        PeakEwma {
+            first_peak_cap: FIRST_PEAK_CAP,
+            ..Self::new(config, now)
         }
     }
 
@@ -69,10 +102,11 @@ impl PeakEwma {
         let current = self.est * w;
         let rtt = rtt.as_secs_f64();
         self.est = if rtt > current {
-            rtt
+            rtt.min(current * self.first_peak_cap)
         } else {
-            current * w + rtt * (1.0 - w)
+            self.est * w + rtt * (1.0 - w)
         };
+        self.first_peak_cap = f64::INFINITY;
         if now > self.at {
             self.at = now;
         }
@@ -87,6 +121,11 @@ impl PeakEwma {
     /// requests outstanding looks proportionally slower. Lower is better.
     pub fn cost(&self, inflight: usize, now: Instant) -> f64 {
         self.estimate(now) * (inflight as f64 + 1.0)
+    }
+
+    /// Time since the last sample (or since creation, before the first), as of `now`.
+    pub fn idle(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.at)
     }
 }
 
@@ -115,13 +154,14 @@ mod tests {
         let mut e = PeakEwma::new(EwmaConfig::default(), t0);
         e.observe(Duration::from_millis(200), t0);
         assert!(close(e.estimate(t0), 0.200), "peak taken immediately");
-        // 10 s later: current = 200 ms × e^-1 ≈ 73.6 ms; a 10 ms sample blends with w = e^-1
+        // 10 s later a 10 ms sample blends with w = e^-1: the elapsed time is discounted
+        // once, not by a decay and then again by the blend
         let t = t0 + Duration::from_secs(10);
         e.observe(Duration::from_millis(10), t);
         let w = (-1f64).exp();
-        let want = 0.200 * w * w + 0.010 * (1.0 - w);
+        let want = 0.200 * w + 0.010 * (1.0 - w);
         assert!(close(e.estimate(t), want), "{} vs {want}", e.estimate(t));
-        assert!(e.estimate(t) >= 0.010 && e.estimate(t) <= 0.200 * w);
+        assert!(e.estimate(t) >= 0.010 && e.estimate(t) <= 0.200);
         // a sample at the same instant as the last one does not move a higher estimate
         let before = e.estimate(t);
         e.observe(Duration::from_millis(1), t);
@@ -146,5 +186,48 @@ mod tests {
         let mut e = PeakEwma::new(EwmaConfig::default(), t0 + Duration::from_secs(5));
         e.observe(Duration::from_millis(40), t0);
         assert!(close(e.estimate(t0 + Duration::from_secs(5)), 0.040));
+    }
+
+    #[test]
+    fn decays_once_per_sample() {
+        // Samples below the estimate pull it toward them as a time-based EWMA: after one
+        // time constant of 1 ms-spaced 50 ms samples, e^-1 of the 50 ms excess is left.
+        // Decaying twice per sample shed it twice as fast (e^-2, and then a peak).
+        let t0 = crate::epoch();
+        let mut e = PeakEwma::new(
+            EwmaConfig {
+                default_rtt: Duration::from_millis(100),
+                decay: Duration::from_secs(1),
+            },
+            t0,
+        );
+        let mut now = t0;
+        for _ in 0..1000 {
+            now += Duration::from_millis(1);
+            e.observe(Duration::from_millis(50), now);
+        }
+        let want = 0.050 + 0.050 * (-1f64).exp();
+        assert!((e.estimate(now) - want).abs() < 1e-6, "{}", e.estimate(now));
+    }
+
+    #[test]
+    fn joining_caps_the_first_peak_only() {
+        let t0 = crate::epoch();
+        let seed = EwmaConfig {
+            default_rtt: Duration::from_millis(1),
+            ..EwmaConfig::default()
+        };
+        let mut e = PeakEwma::joining(seed, t0);
+        // a 20 ms first response (connect + cold process) counts as at most 2 ms
+        e.observe(Duration::from_millis(20), t0);
+        assert!(close(e.estimate(t0), 0.002));
+        // a slow replica is still recognised at once: later peaks are taken whole
+        e.observe(Duration::from_millis(20), t0);
+        assert!(close(e.estimate(t0), 0.020));
+        // a first sample below the cap is taken as is
+        let mut f = PeakEwma::joining(seed, t0);
+        f.observe(Duration::from_micros(1500), t0);
+        assert!(close(f.estimate(t0), 0.0015));
+        assert_eq!(f.idle(t0 + Duration::from_secs(2)), Duration::from_secs(2));
     }
 }

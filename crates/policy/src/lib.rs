@@ -7,7 +7,7 @@
 //! `std::sync::Mutex` with short critical sections.
 //!
 //! - supervisor: [`Backoff`], [`CrashLoop`], [`Threshold`];
-//! - balancing: [`PeakEwma`] (P2C load), [`HashRing`] (affinity), [`SlowStart`],
+//! - balancing: [`PeakEwma`] (P2C load), [`P2c`] (the comparison), [`HashRing`] (affinity), [`SlowStart`],
 //!   [`pick_weighted`], [`WeightedPick`];
 //! - failure handling: [`OutlierDetector`], [`CircuitBreaker`], [`RetryBudget`],
 //!   [`LatencyWindow`] (hedging), [`ConcurrencyLimit`] (bulkheads);
@@ -30,6 +30,7 @@ mod ewma;
 mod hash;
 mod limit;
 mod outlier;
+mod p2c;
 mod retention;
 pub mod rollout;
 mod slowstart;
@@ -43,12 +44,13 @@ pub use breaker::{
 pub use bucket::{KeyedBuckets, TokenBucket};
 pub use buckets::{LATENCY_BUCKETS, latency_bucket, latency_bucket_top, latency_percentile};
 pub use budget::{BudgetConfig, RetryBudget};
-pub use ewma::{EwmaConfig, PeakEwma};
+pub use ewma::{EwmaConfig, FIRST_PEAK_CAP, PeakEwma};
 pub use hash::{BuildStableHasher, HashRing, StableHasher, hash_bytes, hash_key, mix64};
 pub use limit::{Admit, ConcurrencyLimit};
 pub use outlier::{
     EjectReason, Outcome, OutlierConfig, OutlierDetector, OutlierEvent, OutlierState, ReplicaId,
 };
+pub use p2c::{Contender, P2c, Side};
 pub use retention::{Candidate, Decision, Keep, Reason, retain};
 pub use slowstart::{SlowStart, WeightedPick, pick_weighted};
 pub use threshold::{Threshold, Transition};
@@ -82,6 +84,7 @@ mod tests {
         check::<HashRing<u32>>();
         check::<HashRing<ReplicaId>>();
         check::<SlowStart>();
+        check::<P2c>();
         check::<WeightedPick>();
         check::<ConcurrencyLimit>();
     }
