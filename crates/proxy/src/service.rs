@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bus::{Endpoint, Endpoints};
 use policy::{
     BreakerConfig, BudgetConfig, CircuitBreaker, EwmaConfig, HashRing, KeyedBuckets, LatencyWindow,
-    OutlierConfig, OutlierDetector, OutlierEvent, PeakEwma, ReplicaId, RetryBudget, SlowStart,
+    OutlierConfig, OutlierDetector, OutlierEvent, P2c, PeakEwma, ReplicaId, RetryBudget, Side,
+    SlowStart,
 };
 use spec::{Balance, Expose};
 use tokio::sync::Semaphore;
@@ -209,6 +210,8 @@ impl State {
         }
         // A newcomer starts at its peers' mean latency estimate: a fixed default (linkerd's
         // 30 ms) would starve it under P2C next to peers answering in a fraction of that.
+        // `joining` keeps its first response (which pays for the connect) from setting a
+        // peak far above that seed.
         let peers: Vec<f64> = self
             .replicas
             .values()
@@ -229,7 +232,7 @@ impl State {
                         metrics: metrics.0.for_replica(&metrics.1, e.replica),
                         id,
                         replica: e.replica,
-                        ewma: PeakEwma::new(
+                        ewma: PeakEwma::joining(
                             EwmaConfig {
                                 default_rtt: seed,
                                 ..EwmaConfig::default()
@@ -328,14 +331,21 @@ impl State {
                     if b >= a {
                         b += 1;
                     }
-                    let cost = |e: &Endpoint| {
-                        self.replicas
-                            .get(&e.addr)
-                            .map_or(0.0, |r| r.ewma.cost(e.load.inflight(), now))
-                            / factor(e)
+                    let contender = |e: &Endpoint| {
+                        let rep = self.replicas.get(&e.addr);
+                        let inflight = e.load.inflight();
+                        policy::Contender {
+                            cost: rep.map_or(0.0, |r| r.ewma.cost(inflight, now)),
+                            inflight,
+                            idle: rep.map_or(Duration::ZERO, |r| r.ewma.idle(now)),
+                            warmth: factor(e),
+                        }
                     };
                     let (ea, eb) = (nth(a)?, nth(b)?);
-                    if cost(eb) < cost(ea) { eb } else { ea }
+                    match P2c::default().choose(&contender(ea), &contender(eb), rand::random()) {
+                        Side::First => ea,
+                        Side::Second => eb,
+                    }
                 }
             }
             Balance::RoundRobin => nth(policy.cursor.fetch_add(1, Ordering::Relaxed) % n)?,

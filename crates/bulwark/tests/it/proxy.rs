@@ -77,3 +77,62 @@ fn no_ready_replica_answers_503_at_once() {
     stack.wait_ready("web", 1);
     assert_eq!(get(addr, "/").0, 200);
 }
+
+/// Tries per replica index so far, from `bulwark_proxy_replica_requests_total`.
+fn tries_per_replica(stack: &Stack, n: usize) -> Vec<f64> {
+    let (code, m) = get(stack.api, "/metrics");
+    assert_eq!(code, 200);
+    (0..n)
+        .map(|i| {
+            let prefix =
+                format!("bulwark_proxy_replica_requests_total{{service=\"web\",replica=\"{i}\",");
+            m.lines()
+                .filter(|l| l.starts_with(&prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        })
+        .collect()
+}
+
+/// Each replica's share of the tries between two [`tries_per_replica`] readings.
+fn shares(before: &[f64], after: &[f64]) -> Vec<f64> {
+    let delta: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let total: f64 = delta.iter().sum();
+    assert!(total > 0.0, "no traffic between the readings");
+    delta.iter().map(|d| d / total).collect()
+}
+
+/// Issue 10, item 5: the default balancer (P2C over peak EWMA) spreads load evenly over
+/// equal replicas, and a replacement started after a kill -9 gets its share soon after it
+/// becomes ready instead of staying cold.
+#[test]
+fn p2c_balances_equal_replicas_and_warms_a_replacement_issue_10() {
+    let port = free_port();
+    let stack = Stack::start(&demo_stack(port, 3));
+    stack.wait_ready("web", 3);
+    let url = format!("http://127.0.0.1:{port}/");
+
+    let before = tries_per_replica(&stack, 3);
+    let report = Load::start(&url, 1000, "5s").finish();
+    let even = shares(&before, &tries_per_replica(&stack, 3));
+    eprintln!("shares at 1000 req/s: {even:?}; load: {report}");
+    for s in &even {
+        assert!((0.23..=0.43).contains(s), "uneven: {even:?}");
+    }
+
+    let load = Load::start(&url, 200, "7s");
+    std::thread::sleep(Duration::from_secs(1));
+    let victim = stack.service("web")["replicas"][1]["pid"].as_u64().unwrap();
+    signal(victim as u32, libc::SIGKILL);
+    stack.wait_service("web", "replica 1 replaced", Duration::from_secs(10), |s| {
+        let r = &s["replicas"][1];
+        r["ready"] == true && r["pid"].as_u64().is_some_and(|p| p != victim)
+    });
+    let at_ready = tries_per_replica(&stack, 3);
+    std::thread::sleep(Duration::from_secs(2));
+    let warm = shares(&at_ready, &tries_per_replica(&stack, 3));
+    eprintln!("shares in the 2 s after the replacement became ready: {warm:?}");
+    assert!(warm[1] >= 0.20, "the replacement stays cold: {warm:?}");
+    let report = load.finish();
+    assert_eq!(report["failed"]["total"], 0, "{report}");
+}
