@@ -132,7 +132,11 @@ fn p2c_balances_equal_replicas_and_warms_a_replacement_issue_10() {
     std::thread::sleep(Duration::from_secs(2));
     let warm = shares(&at_ready, &tries_per_replica(&stack, 3));
     eprintln!("shares in the 2 s after the replacement became ready: {warm:?}");
-    assert!(warm[1] >= 0.20, "the replacement stays cold: {warm:?}");
+    // The replacement (index 1) gets its share, and no replica is left starving (on the
+    // strict comparison one of the three often got 0–10 % here).
+    for s in &warm {
+        assert!(*s >= 0.20, "a replica stays cold: {warm:?}");
+    }
     let report = load.finish();
     assert_eq!(report["failed"]["total"], 0, "{report}");
 }
