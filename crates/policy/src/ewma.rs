@@ -39,10 +39,10 @@ impl Default for EwmaConfig {
 /// Differences from tower, on purpose: reading ([`estimate`](Self::estimate),
 /// [`cost`](Self::cost)) is pure (`&self`); tower mutates on every read, which makes its
 /// estimate depend on how often the balancer looks at it. An estimator made with
-/// [`joining`](Self::joining) caps the peak of its first sample (see there).
+/// [`joining`](Self::joining) takes no peak from its first sample (see there).
 ///
 /// Invariants: the estimate is finite and `>= 0`; it never increases between samples; a
-/// sample never moves it past the sample when lowering it. 32 bytes, `Copy`: keep one per
+/// sample never moves it past the sample when lowering it. 40 bytes, `Copy`: keep one per
 /// endpoint behind the endpoint's `Mutex`.
 #[derive(Debug, Clone, Copy)]
 pub struct PeakEwma {
@@ -51,16 +51,10 @@ pub struct PeakEwma {
     /// The last sample (or the creation, before the first sample).
     at: Instant,
     decay_s: f64,
-    /// How far above the current estimate the next sample may set the peak, as a
-    /// multiple of it; `f64::INFINITY` once the first sample is in (or for [`new`]).
-    ///
-    /// [`new`]: Self::new
-    first_peak_cap: f64,
+    /// The next sample is blended even when above the estimate: a joining endpoint's
+    /// first sample (see [`joining`](Self::joining)).
+    blend_next: bool,
 }
-
-/// A joining endpoint's first sample may set its peak at most this many times its
-/// (seeded) estimate. See [`PeakEwma::joining`].
-pub const FIRST_PEAK_CAP: f64 = 2.0;
 
 impl PeakEwma {
     /// A new endpoint, estimated at `config.default_rtt` as of `now`.
@@ -70,24 +64,26 @@ impl PeakEwma {
             at: now,
             // A zero decay would make 0/0 at zero elapsed time.
             decay_s: config.decay.as_secs_f64().max(1e-9),
-            first_peak_cap: f64::INFINITY,
+            blend_next: false,
         }
     }
 
     /// An endpoint joining a balancer, seeded with `config.default_rtt` (its peers' mean),
-    /// whose first sample may raise the estimate to at most [`FIRST_PEAK_CAP`] × the
-    /// seed.
+    /// whose first sample does not set a peak: it is blended like a sample below the
+    /// estimate, so the estimate stays near the seed.
     ///
-    /// Why cap rather than take the peak: the first response of a fresh replica pays for
-    /// what later ones do not — the proxy's connect, the process's first accept, cold
-    /// caches. As a peak that one sample decides the comparison for tens of seconds
-    /// (τ = 10 s, and lower samples only blend it down), so a healthy replacement stays
-    /// cold (measured: 0 % of traffic for 6 s after a kill -9). Why cap rather than ignore
-    /// the sample: a replacement that is really slow must still look worse than its peers
-    /// at once; doubling per sample, the second and third samples take it to 4× and past.
+    /// Why: the first response of a fresh replica pays for what later ones do not — the
+    /// proxy's connect, the process's first accept, cold caches. As a peak, that one sample
+    /// decided the comparison for tens of seconds (τ = 10 s, and lower samples only blend
+    /// it down), so a healthy replacement stayed cold (measured: 0 % of traffic for 6 s
+    /// after a kill -9). Capping the peak at a multiple of the seed instead was tried and
+    /// is not enough: any cap above the balancer's tie band (15 %) still loses every
+    /// comparison and only blends down over τ. Ignoring the peak once costs little when
+    /// the replica really is slow: its second response sets the peak, and until the first
+    /// one arrived there was no sample either way.
     pub fn joining(config: EwmaConfig, now: Instant) -> Self {
         PeakEwma {
-            first_peak_cap: FIRST_PEAK_CAP,
+            blend_next: true,
             ..Self::new(config, now)
         }
     }
@@ -101,12 +97,12 @@ impl PeakEwma {
         let w = self.weight(now);
         let current = self.est * w;
         let rtt = rtt.as_secs_f64();
-        self.est = if rtt > current {
-            rtt.min(current * self.first_peak_cap)
+        self.est = if rtt > current && !self.blend_next {
+            rtt
         } else {
             self.est * w + rtt * (1.0 - w)
         };
-        self.first_peak_cap = f64::INFINITY;
+        self.blend_next = false;
         if now > self.at {
             self.at = now;
         }
@@ -211,23 +207,22 @@ mod tests {
     }
 
     #[test]
-    fn joining_caps_the_first_peak_only() {
+    fn joining_takes_no_peak_from_the_first_sample() {
         let t0 = crate::epoch();
         let seed = EwmaConfig {
             default_rtt: Duration::from_millis(1),
             ..EwmaConfig::default()
         };
         let mut e = PeakEwma::joining(seed, t0);
-        // a 20 ms first response (connect + cold process) counts as at most 2 ms
-        e.observe(Duration::from_millis(20), t0);
-        assert!(close(e.estimate(t0), 0.002));
-        // a slow replica is still recognised at once: later peaks are taken whole
-        e.observe(Duration::from_millis(20), t0);
-        assert!(close(e.estimate(t0), 0.020));
-        // a first sample below the cap is taken as is
-        let mut f = PeakEwma::joining(seed, t0);
-        f.observe(Duration::from_micros(1500), t0);
-        assert!(close(f.estimate(t0), 0.0015));
-        assert_eq!(f.idle(t0 + Duration::from_secs(2)), Duration::from_secs(2));
+        // a 20 ms first response (connect + cold process) is blended, not a peak
+        let t = t0 + Duration::from_millis(10);
+        e.observe(Duration::from_millis(20), t);
+        let w = (-0.001f64).exp();
+        assert!(close(e.estimate(t), 0.001 * w + 0.020 * (1.0 - w)));
+        assert!(e.estimate(t) < 0.0011);
+        // a slow replica is still recognised at once: the second peak is taken whole
+        e.observe(Duration::from_millis(20), t);
+        assert!(close(e.estimate(t), 0.020));
+        assert_eq!(e.idle(t + Duration::from_secs(2)), Duration::from_secs(2));
     }
 }

@@ -44,7 +44,7 @@ pub use breaker::{
 pub use bucket::{KeyedBuckets, TokenBucket};
 pub use buckets::{LATENCY_BUCKETS, latency_bucket, latency_bucket_top, latency_percentile};
 pub use budget::{BudgetConfig, RetryBudget};
-pub use ewma::{EwmaConfig, FIRST_PEAK_CAP, PeakEwma};
+pub use ewma::{EwmaConfig, PeakEwma};
 pub use hash::{BuildStableHasher, HashRing, StableHasher, hash_bytes, hash_key, mix64};
 pub use limit::{Admit, ConcurrencyLimit};
 pub use outlier::{

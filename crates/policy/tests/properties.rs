@@ -693,3 +693,128 @@ fn limit_never_admits_over_max() {
         }
     }
 }
+
+// ---------------------------------------------------------------- P2C balancing
+
+/// Sequential P2C over peak EWMAs: one request every millisecond, answered before the next
+/// (so nothing is ever in flight, the case where a strict comparison degenerates into a
+/// ranking). Randomness comes from `mix64` of a seed and a counter.
+struct Sim {
+    ewmas: Vec<PeakEwma>,
+    now: Instant,
+    seed: u64,
+    k: u64,
+}
+
+impl Sim {
+    fn new(n: usize, seed: u64) -> Sim {
+        let now = Instant::now();
+        let config = EwmaConfig {
+            default_rtt: Duration::from_millis(1),
+            ..EwmaConfig::default()
+        };
+        Sim {
+            ewmas: vec![PeakEwma::joining(config, now); n],
+            now,
+            seed,
+            k: 0,
+        }
+    }
+
+    fn draw(&mut self) -> u64 {
+        self.k += 1;
+        mix64(self.seed ^ mix64(self.k))
+    }
+
+    /// One request; `rtt(endpoint, draw)` is its response time. Returns the endpoint.
+    fn step(&mut self, rtt: impl Fn(usize, u64) -> Duration) -> usize {
+        let n = self.ewmas.len() as u64;
+        let r = self.draw();
+        let a = (r % n) as usize;
+        let b = (a + 1 + ((r >> 32) % (n - 1)) as usize) % n as usize;
+        let c = |i: usize| Contender {
+            cost: self.ewmas[i].cost(0, self.now),
+            inflight: 0,
+            idle: self.ewmas[i].idle(self.now),
+            warmth: 1.0,
+        };
+        let (ca, cb) = (c(a), c(b));
+        let win = match P2c::default().choose(&ca, &cb, self.draw()) {
+            Side::First => a,
+            Side::Second => b,
+        };
+        let d = self.draw();
+        self.now += Duration::from_millis(1);
+        self.ewmas[win].observe(rtt(win, d), self.now);
+        win
+    }
+}
+
+/// 1 ms ± 20 %, uniform.
+fn jittered(draw: u64) -> Duration {
+    Duration::from_micros(800 + draw % 401)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Two replicas with the same latency distribution split the traffic about evenly.
+    #[test]
+    fn p2c_splits_equal_replicas_evenly(seed in any::<u64>()) {
+        let mut sim = Sim::new(2, seed);
+        let mut first = 0u32;
+        for _ in 0..20_000 {
+            first += u32::from(sim.step(|_, d| jittered(d)) == 0);
+        }
+        prop_assert!((9_000..=11_000).contains(&first), "{} of 20000", first);
+    }
+
+    /// A newcomer whose first response is 20× its peers' latency still gets about its
+    /// share: the first sample sets no peak.
+    #[test]
+    fn a_newcomer_with_a_slow_first_sample_is_not_starved(seed in any::<u64>()) {
+        let mut sim = Sim::new(2, seed);
+        for _ in 0..10_000 {
+            sim.step(|_, d| jittered(d));
+        }
+        // joins at its peers' mean estimate, as the proxy seeds it
+        let mean = (sim.ewmas[0].estimate(sim.now) + sim.ewmas[1].estimate(sim.now)) / 2.0;
+        let config = EwmaConfig {
+            default_rtt: Duration::from_secs_f64(mean),
+            ..EwmaConfig::default()
+        };
+        sim.ewmas.push(PeakEwma::joining(config, sim.now));
+        let mut served = 0u32;
+        let mut newcomer = 0u32;
+        for _ in 0..2_000 {
+            let first = served == 0;
+            let rtt = move |i: usize, d| if i == 2 && first { Duration::from_millis(20) } else { jittered(d) };
+            if sim.step(rtt) == 2 {
+                newcomer += 1;
+                served += 1;
+            }
+        }
+        prop_assert!(newcomer >= 500, "{} of 2000 in its first 2 s", newcomer);
+    }
+
+    /// A replica that answers in 50 ms next to one answering in 1 ms is avoided, but
+    /// re-probed: it never goes longer than the staleness interval (1 s) plus one request
+    /// without a sample.
+    #[test]
+    fn a_starved_replica_is_probed_after_the_staleness_interval(seed in any::<u64>()) {
+        let mut sim = Sim::new(2, seed);
+        let slow = |i: usize, d| if i == 1 { Duration::from_millis(50) } else { jittered(d) };
+        let mut last = sim.now;
+        let mut probes = 0u32;
+        for _ in 0..10_000 {
+            if sim.step(slow) == 1 {
+                prop_assert!(sim.now - last <= Duration::from_millis(1_002), "{:?}", sim.now - last);
+                last = sim.now;
+                probes += 1;
+            }
+        }
+        // one probe per second, and the few picks before its first (blended) sample
+        prop_assert!(probes <= 20, "{} requests to the slow replica", probes);
+        prop_assert!(sim.now - last <= Duration::from_millis(1_002));
+    }
+}

@@ -210,8 +210,8 @@ impl State {
         }
         // A newcomer starts at its peers' mean latency estimate: a fixed default (linkerd's
         // 30 ms) would starve it under P2C next to peers answering in a fraction of that.
-        // `joining` keeps its first response (which pays for the connect) from setting a
-        // peak far above that seed.
+        // `joining`: its first response (which pays for the connect) sets no peak above
+        // that seed.
         let peers: Vec<f64> = self
             .replicas
             .values()
