@@ -280,8 +280,9 @@ section! {
         /// `http`, or `tcp` (connections balanced; toxics apply).
         protocol: Protocol = choice(&[("http", Protocol::Http), ("tcp", Protocol::Tcp)]),
             r#""http""#;
-        /// `p2c`: two random replicas, the lower peak-EWMA latency × (in-flight + 1) wins;
-        /// `weighted` needs `weights`, `hash` needs `hash_on` (ring hash, ~1/N of keys move
+        /// `p2c`: two random replicas, the lower peak-EWMA latency × (in-flight + 1) wins
+        /// (within 15 % of each other: fewer in flight, then a coin; a replica without a
+        /// response for 1 s is tried again); `weighted` needs `weights`, `hash` needs `hash_on` (ring hash, ~1/N of keys move
         /// when a replica leaves).
         balance: BalanceName = choice(&[
             ("p2c", BalanceName::P2c),
@@ -295,7 +296,8 @@ section! {
             Optional("");
         /// Weights by replica index, for `balance = "weighted"`.
         weights: Vec<u32> = list(int(0, 1_000_000)), Optional("");
-        /// Ramp a just-ready replica's share of traffic over this long ("0s": off).
+        /// Ramp a just-ready replica's share of traffic over this long ("0s": off); with
+        /// `p2c`, the ramp is its chance of taking part in a comparison.
         slow_start: Duration = duration(), r#""0s""#;
         /// `http2` speaks HTTP/2 (prior knowledge) to replicas.
         upstream: bool = choice(&[("http1", false), ("http2", true)]), r#""http1""#;

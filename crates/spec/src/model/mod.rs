@@ -234,7 +234,8 @@ pub enum Protocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
     /// Power of two choices over peak-EWMA latency × (in-flight + 1) (default, as
-    /// linkerd2-proxy).
+    /// linkerd2-proxy), compared as `policy::P2c` does: near ties go to fewer in flight,
+    /// then a coin.
     P2c,
     /// Each replica in turn.
     RoundRobin,
