@@ -621,3 +621,51 @@ fn a_service_removed_during_its_rollout_ends_the_rollout() {
     assert_eq!(history["outcome"], "aborted", "{history}");
     assert!(stack.status()["services"].as_array().unwrap().len() == 1);
 }
+
+#[test]
+fn the_rollout_api_refuses_what_it_cannot_do_with_a_reason() {
+    let port = free_port();
+    let stack = Stack::start(&web(port, "GREETING = \"v1\"", ""));
+    stack.wait_ready("web", 3);
+    let call = |method: &str, path: &str| stack.call(method, path, "127.0.0.1", true);
+    for (method, path, code, says) in [
+        ("GET", "/v1/rollouts/nope", 404, "no service named"),
+        ("POST", "/v1/rollouts/nope/start", 404, "no service named"),
+        ("GET", "/v1/rollouts/web/watch", 404, "no rollout under way"),
+        (
+            "POST",
+            "/v1/rollouts/web/pause",
+            404,
+            "no rollout under way",
+        ),
+        (
+            "POST",
+            "/v1/rollouts/web/explode",
+            404,
+            "no rollout command",
+        ),
+        ("POST", "/v1/rollouts/web/undo?to=abc", 400, "to"),
+        (
+            "POST",
+            "/v1/rollouts/web/undo?to=7",
+            404,
+            "revision 7 is not known",
+        ),
+        ("POST", "/v1/rollouts/web/undo", 404, "is not known"),
+        ("POST", "/v1/rollouts/web/promote?full=maybe", 400, "full"),
+    ] {
+        let (got, body) = call(method, path);
+        assert_eq!(got, code, "{method} {path}: {body}");
+        assert!(body.contains(says), "{method} {path}: {body}");
+    }
+    // A stack file that no longer loads starts nothing, and says why.
+    std::fs::write(
+        stack.dir.path().join("stack.toml"),
+        "[services.web]\nrun = 3\n",
+    )
+    .unwrap();
+    let (got, body) = call("POST", "/v1/rollouts/web/start");
+    assert_eq!(got, 422, "{body}");
+    assert!(body.contains("does not load"), "{body}");
+    assert_eq!(stack.service("web")["revision"], 1);
+}
