@@ -81,6 +81,7 @@ abort = 503
         version: 1,
         ready: vec![ep],
         split: None,
+        mixed: false,
     }));
     std::mem::forget(endpoints);
     let (faults, faults_rx) = tokio::sync::watch::channel(true);

@@ -62,6 +62,7 @@ async fn start() -> (SocketAddr, watch::Sender<Vec<Toxic>>) {
         version: 1,
         ready: vec![ep],
         split: None,
+        mixed: false,
     }));
     std::mem::forget(endpoints);
     let (toxics, toxics_rx) = watch::channel(Vec::new());

@@ -15,6 +15,8 @@ pub struct Endpoints {
     /// During a canary or blue-green rollout: how requests divide between the new
     /// revision and the others.
     pub split: Option<Split>,
+    /// More than one revision runs (a rollout): outcomes say which one answered.
+    pub mixed: bool,
 }
 
 /// How requests divide between a rollout's new revision and the stable one.

@@ -410,9 +410,12 @@ impl ServiceProxy {
         };
         let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); 10];
         let mut last: Option<(StatusCode, String, Option<LocalReason>)> = None;
-        let lane = self.lane(&self.endpoints.borrow(), &parts.headers);
+        let mut lane = None;
         for attempt in 0..attempts {
             let snapshot = self.endpoints.borrow().clone();
+            if attempt == 0 {
+                lane = self.lane(&snapshot, &parts.headers);
+            }
             // One short lock per try: endpoint changes, the budget deposit (first try
             // only), the pick and its cached authority.
             let picked = {
@@ -572,7 +575,11 @@ impl ServiceProxy {
                     if grpc_failed {
                         self.metrics.grpc_failures.inc();
                     }
-                    rp.extensions.insert(Served(ep.revision));
+                    // Only while revisions run side by side does the outcome need to say
+                    // which answered (and only then does the response carry it).
+                    if snapshot.mixed {
+                        rp.extensions.insert(Served(ep.revision));
+                    }
                     return (
                         Response::from_parts(rp, Either::Left(Tracked::new(rb, guard))),
                         None,

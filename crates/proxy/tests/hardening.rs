@@ -67,6 +67,7 @@ async fn start_to(replica: SocketAddr, drain: Duration, tune: impl FnOnce(&mut E
         version: 1,
         ready: vec![ep],
         split: None,
+        mixed: false,
     }));
     let (faults, faults_rx) = watch::channel(true);
     let hooks = Arc::new(Hooks {

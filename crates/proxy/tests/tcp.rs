@@ -58,6 +58,7 @@ fn snapshot(version: u64, ready: &[Endpoint]) -> Arc<Endpoints> {
         version,
         ready: ready.to_vec(),
         split: None,
+        mixed: false,
     })
 }
 

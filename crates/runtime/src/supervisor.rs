@@ -623,6 +623,7 @@ pub(crate) fn publish_endpoints(entry: &ServiceEntry) {
             version: e.version + 1,
             ready,
             split: entry.split.clone(),
+            mixed: entry.replicas.values().any(|r| r.revision != entry.stable),
         })
     });
 }
