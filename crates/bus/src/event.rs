@@ -415,6 +415,64 @@ pub enum EventKind {
         /// The revision the service runs now.
         stable: u32,
     },
+    /// A remediation decided something about an action: it acted, a guard held it back
+    /// (`guard` says which), it waits for approval, it was approved or denied, it failed,
+    /// it finished, or (dry run) it only recorded what it would have done.
+    Remediation {
+        /// The action's id, unique in this run (`bulwark approve ID`).
+        id: u64,
+        /// The rule's name (`default:replace-before-oom` for the default pack).
+        rule: String,
+        /// The service acted on.
+        service: String,
+        /// The replica acted on, if one.
+        replica: Option<u32>,
+        /// The actions, in order (`restart-service`, `run`...).
+        actions: Vec<String>,
+        /// `acted`, `skipped`, `waiting`, `approved`, `denied`, `failed`, `done` or
+        /// `dry-run`.
+        decision: String,
+        /// The guard that held it back: `rate-limit`, `backoff`, `cooldown`,
+        /// `max-concurrent`, `global-budget`, `disruption-budget`, `conflict`.
+        guard: Option<String>,
+        /// What triggered it, in words (`page alert web/availability`).
+        trigger: String,
+        /// The figures or the reason, in words.
+        detail: String,
+    },
+    /// The anomaly detector found a slow failure on its way: a resource forecast to reach
+    /// its limit, or a drift from the service's own baseline.
+    AnomalyDetected {
+        /// The service concerned.
+        service: String,
+        /// The replica, for a resource trend.
+        replica: Option<u32>,
+        /// `memory-leak`, `latency-drift`, `error-drift`, `fd-growth`, `thread-growth`.
+        kind: String,
+        /// How consistent the evidence is, from 0 to 1.
+        confidence: f64,
+        /// Milliseconds until the limit is reached, for a trend.
+        forecast_ms: Option<u64>,
+        /// The figures, in words.
+        detail: String,
+    },
+    /// The autoscaler changed a service's replica count.
+    Autoscaled {
+        /// The service concerned.
+        service: String,
+        /// The count before.
+        from: u32,
+        /// The count now.
+        to: u32,
+        /// The target measure (`in_flight`, `request_rate`, `cpu`, `latency_p99`).
+        target: String,
+        /// The measure per ready replica that led to it.
+        value: f64,
+        /// Its target per replica.
+        goal: f64,
+        /// Why, in words (the HPA step: `up`, `down`, `limited-by-rate`, `failure-cover`...).
+        reason: String,
+    },
     /// A reader skipped events: it fell behind the bus (`reader` names it: the journal, the
     /// incident tracker, an event stream...), or the journal could not store them. `missed`
     /// events are absent from what that reader saw or kept.

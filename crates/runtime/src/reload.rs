@@ -57,11 +57,16 @@ impl Supervisor {
                 .lock()
                 .get(svc.name.as_str())
                 .map_or(0, |e| e.replicas.len() as u32);
-            if live != svc.replicas && live > 0 {
-                match self.scale(&svc.name, svc.replicas) {
+            // An autoscaled service keeps the count its autoscaler chose, within the new
+            // bounds; `replicas` is only where it starts.
+            let wanted = svc
+                .autoscale
+                .map_or(svc.replicas, |a| live.clamp(a.min, a.max));
+            if live != wanted && live > 0 {
+                match self.scale(&svc.name, wanted) {
                     Ok(from) => out
                         .changes
-                        .push(format!("{}: scaled {from} -> {}", svc.name, svc.replicas)),
+                        .push(format!("{}: scaled {from} -> {wanted}", svc.name)),
                     Err(e) => out.changes.push(format!("{}: not scaled: {e}", svc.name)),
                 }
             }
@@ -145,8 +150,8 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
     let spec::Service {
         // Applied in place: the name is the key, the count is scaled, dependencies order
         // only starts, restart and stop settings are read at the next exit or stop, and
-        // `expose`, `slos`, `min_available` and `rollout` belong to the proxy,
-        // observability and the rollout itself.
+        // `expose`, `slos`, `min_available`, `rollout`, `autoscale` and `anomaly` belong
+        // to the proxy, observability, the rollout and remediation themselves.
         name: _,
         replicas: _,
         depends_on: _,
@@ -154,6 +159,8 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         slos: _,
         min_available: _,
         rollout: _,
+        autoscale: _,
+        anomaly: _,
         restart: _,
         restart_rules: _,
         stop_signal: _,

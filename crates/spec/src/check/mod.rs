@@ -14,6 +14,7 @@ mod degrade;
 mod deps;
 mod expose;
 mod probe;
+mod remedy;
 mod rollout;
 mod service;
 mod slo;
@@ -55,6 +56,9 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
     let known: Vec<&Service> = checked.iter().map(|c| &c.service).collect();
     let backups = backup::backups(&raw.backups, &known, base_dir, p);
     let experiments = chaos::experiments(&raw.experiments, &known, base_dir, p);
+    let remediations = remedy::remediations(&raw.remediations, &known, &switches, p);
+    let remediation = raw.remediation.value().and_then(|r| r.build());
+    let anomaly = raw.anomaly.value().and_then(|a| a.build());
 
     if !p.is_empty() {
         return None;
@@ -68,6 +72,9 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
         backups: backups?,
         experiments: experiments?,
         switches,
+        remediations: remediations?,
+        remediation: remediation?,
+        anomaly: anomaly?,
         services,
         api: api?,
         supervisor: supervisor?,

@@ -109,6 +109,8 @@ pub(super) fn service(
             ),
             expose,
             slos,
+            autoscale: super::remedy::autoscale(&raw.autoscale, raw.replicas.get(), p),
+            anomaly: super::remedy::service_anomaly(&raw.anomaly),
             name: name_str,
         },
     }

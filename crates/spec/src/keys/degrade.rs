@@ -67,7 +67,7 @@ section! {
     }
 }
 
-fn switch_value(s: &str) -> Result<SwitchValue, String> {
+pub(crate) fn switch_value(s: &str) -> Result<SwitchValue, String> {
     s.parse::<SwitchValue>().map_err(|_| {
         if s.trim().ends_with('%') {
             " (a percentage is from 0% to 100%)".to_owned()

@@ -25,6 +25,7 @@ use crate::section;
 pub(crate) mod chaos;
 pub(crate) use chaos::*;
 pub(crate) mod degrade;
+pub(crate) mod remedy;
 pub(crate) mod rollout;
 pub(crate) use degrade::*;
 
@@ -53,6 +54,12 @@ section! {
         /// Run-time switches, one `[switches.NAME]` table each (NAME as for services).
         switches: Vec<(Spanned<String>, Spanned<SwitchTable>)> =
             map("NAME", table::<SwitchTable>()), Optional("");
+        /// Automated remediations: a trigger, actions, and the guards that keep them safe.
+        remediations: Vec<remedy::RemediationTable> = tables::<remedy::RemediationTable>(), Optional("");
+        /// Stack-wide limits on automated actions.
+        remediation: remedy::RemediationSettingsTable = table::<remedy::RemediationSettingsTable>(), Omitted::Table;
+        /// Anomaly detection and its default pack.
+        anomaly: remedy::AnomalyTable = table::<remedy::AnomalyTable>(), Omitted::Table;
     }
 }
 
@@ -172,6 +179,10 @@ section! {
         expose: ExposeTable = table::<ExposeTable>(), Optional("not exposed");
         /// Service-level objectives, measured by the proxy (needs `expose`).
         slo: Vec<SloTable> = tables::<SloTable>(), Optional("");
+        /// Autoscaling between `min` and `max` replicas on a target measure.
+        autoscale: remedy::AutoscaleTable = table::<remedy::AutoscaleTable>(), Optional("a fixed count");
+        /// What the anomaly detector forecasts this service's replicas against.
+        anomaly: remedy::ServiceAnomalyTable = table::<remedy::ServiceAnomalyTable>(), Omitted::Table;
     }
 }
 

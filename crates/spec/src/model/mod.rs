@@ -18,6 +18,8 @@ pub use chaos::*;
 mod rollout;
 pub use degrade::*;
 pub use rollout::*;
+mod remedy;
+pub use remedy::*;
 
 pub use crate::keys::{
     Api, Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule,
@@ -44,6 +46,12 @@ pub struct Stack {
     pub experiments: Vec<Experiment>,
     /// Run-time switches, in file order; names are unique.
     pub switches: Vec<Switch>,
+    /// Automated remediations, in file order; names are unique.
+    pub remediations: Vec<Remediation>,
+    /// Stack-wide limits on automated actions.
+    pub remediation: RemediationSettings,
+    /// Anomaly detection and its default pack.
+    pub anomaly: AnomalySettings,
 }
 
 impl Stack {
@@ -96,6 +104,10 @@ pub struct Service {
     /// `[[services.NAME.slo]]`, in file order; names are unique within the service.
     /// Invariant: non-empty only when `expose` is set (SLIs come from bulwark's proxy).
     pub slos: Vec<Slo>,
+    /// Autoscaling, if the count follows a target measure.
+    pub autoscale: Option<Autoscale>,
+    /// What the anomaly detector forecasts this service's replicas against.
+    pub anomaly: ServiceAnomaly,
 }
 
 /// When a replica whose process exited is started again.
