@@ -16,6 +16,8 @@
 //!   [`Decision`], [`Reason`]), whose calendar arithmetic is jiff's;
 //! - chaos experiments ([`chaos`]): targets, the monkey's clock, abort streaks;
 //! - rollouts ([`rollout`]): the rolling update's next step, the analysis verdict;
+//! - remediation ([`remedy`]): a rule's guards (concurrency, cooldown, rate limit,
+//!   back-off) and the global action budget;
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,6 +33,7 @@ mod hash;
 mod limit;
 mod outlier;
 mod p2c;
+pub mod remedy;
 mod retention;
 pub mod rollout;
 mod slowstart;
@@ -87,5 +90,7 @@ mod tests {
         check::<P2c>();
         check::<WeightedPick>();
         check::<ConcurrencyLimit>();
+        check::<remedy::RuleState>();
+        check::<remedy::ActionBudget>();
     }
 }
