@@ -18,6 +18,8 @@
 //! - rollouts ([`rollout`]): the rolling update's next step, the analysis verdict;
 //! - remediation ([`remedy`]): a rule's guards (concurrency, cooldown, rate limit,
 //!   back-off) and the global action budget;
+//! - slow failures ([`trend`]): a robust trend and when it reaches a limit, the drift of a
+//!   signal from its baseline;
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -38,6 +40,7 @@ mod retention;
 pub mod rollout;
 mod slowstart;
 mod threshold;
+pub mod trend;
 mod window;
 
 pub use backoff::{Backoff, CrashLoop, RestartDecision};
@@ -92,5 +95,6 @@ mod tests {
         check::<ConcurrencyLimit>();
         check::<remedy::RuleState>();
         check::<remedy::ActionBudget>();
+        check::<trend::Drift>();
     }
 }
