@@ -161,7 +161,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let proxy_metrics = ProxyMetrics::register(&mut registry);
     let tcp_metrics = proxy::TcpMetrics::register(&mut registry);
     let _events = observe::count_events(&bus, &mut registry);
-    let _resources = observe::resources::spawn(&bus, &mut registry, Duration::from_secs(5));
+    let _resources = observe::resources::spawn(&bus, &mut registry, Duration::from_secs(5), None);
     let engine = Arc::new(SloEngine::new(&stack, std::time::Instant::now()));
     engine.register(&mut registry);
     let plane = Plane::start(
