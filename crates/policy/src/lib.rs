@@ -20,10 +20,13 @@
 //!   back-off) and the global action budget;
 //! - slow failures ([`trend`]): a robust trend and when it reaches a limit, the drift of a
 //!   signal from its baseline;
+//! - autoscaling ([`autoscale`]): Kubernetes HPA-style replica counts, with a cover for
+//!   failed replicas;
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod autoscale;
 mod backoff;
 mod breaker;
 mod bucket;
@@ -96,5 +99,6 @@ mod tests {
         check::<remedy::RuleState>();
         check::<remedy::ActionBudget>();
         check::<trend::Drift>();
+        check::<autoscale::Autoscaler>();
     }
 }
