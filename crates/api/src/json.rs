@@ -11,6 +11,72 @@ pub struct Status {
     /// Whether the journal can write (absent from older bulwarks).
     #[serde(default)]
     pub journal: Option<Journal>,
+    /// Remediation actions waiting for `bulwark approve`.
+    #[serde(default)]
+    pub pending_approvals: Vec<Action>,
+}
+
+/// A remediation decision, as `bulwark actions` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Action {
+    pub id: u64,
+    pub rule: String,
+    pub service: String,
+    pub replica: Option<u32>,
+    pub actions: Vec<String>,
+    pub mode: String,
+    /// `acted`, `skipped`, `waiting`, `approved`, `denied`, `failed`, `done`, `dry-run`.
+    pub decision: String,
+    pub guard: Option<String>,
+    pub trigger: String,
+    pub detail: String,
+    pub at_ms: u64,
+    pub updated_ms: u64,
+    pub expires_ms: Option<u64>,
+}
+
+impl From<&remedy::ActionRecord> for Action {
+    fn from(r: &remedy::ActionRecord) -> Self {
+        Action {
+            id: r.id,
+            rule: r.rule.clone(),
+            service: r.service.clone(),
+            replica: r.replica,
+            actions: r.actions.clone(),
+            mode: r.mode.clone(),
+            decision: r.decision.as_str().into(),
+            guard: r.guard.clone(),
+            trigger: r.trigger.clone(),
+            detail: r.detail.clone(),
+            at_ms: r.at_ms,
+            updated_ms: r.updated_ms,
+            expires_ms: r.expires_ms,
+        }
+    }
+}
+
+/// The body of `POST /v1/actions/ID/approve` and `/deny`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Answer {
+    /// Who answers (shown in the record).
+    #[serde(default)]
+    pub by: String,
+}
+
+/// An autoscaled service's target, current and desired counts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    /// `in_flight`, `request_rate`, `cpu` or `latency_p99`.
+    pub target: String,
+    /// The target per replica (latency in ms).
+    pub goal: f64,
+    /// The measure per ready replica at the last decision.
+    pub value: Option<f64>,
+    pub current: u32,
+    pub desired: u32,
+    pub reason: String,
 }
 
 /// The journal's health.
@@ -54,6 +120,9 @@ pub struct Service {
     /// Why the service runs other settings than its stack file says.
     #[serde(default)]
     pub drift: Option<String>,
+    /// The autoscaler's last decision, for an autoscaled service.
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,6 +139,9 @@ pub struct Replica {
     pub started_at_ms: Option<u64>,
     #[serde(default)]
     pub revision: u32,
+    /// Out of the proxy's rotation by a remediation (`eject`, `drain`).
+    #[serde(default)]
+    pub held_out: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -112,6 +184,7 @@ impl From<runtime::ServiceStatus> for Service {
             revision: s.revision,
             rollout: None,
             drift: None,
+            autoscale: None,
             replicas: s
                 .replicas
                 .into_iter()
@@ -130,6 +203,7 @@ impl From<runtime::ServiceStatus> for Service {
                     stderr_tail: r.stderr_tail,
                     started_at_ms: r.started_at_ms,
                     revision: r.revision,
+                    held_out: r.held_out,
                 })
                 .collect(),
         }

@@ -14,6 +14,7 @@ mod backups;
 pub mod client;
 mod experiments;
 pub mod json;
+mod remedy;
 mod rollouts;
 mod routes;
 mod security;

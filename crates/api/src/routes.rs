@@ -46,6 +46,10 @@ pub struct AppState {
     pub stack_file: std::path::PathBuf,
     /// The run-time switches.
     pub switches: Arc<proxy::Switchboard>,
+    /// Remediation: its decisions and approvals.
+    pub remedy: remedy::Remedy,
+    /// The autoscalers' last decisions.
+    pub autoscaling: remedy::Autoscaling,
 }
 
 /// The response header that says the events shown are not all in the journal.
@@ -74,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::experiments::routes())
         .merge(crate::rollouts::routes())
         .merge(crate::switches::routes())
+        .merge(crate::remedy::routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -87,6 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn status(State(s): State<Arc<AppState>>) -> Json<json::Status> {
+    let autoscale = s.autoscaling.status();
     Json(json::Status {
         services: s
             .supervisor
@@ -100,10 +106,25 @@ async fn status(State(s): State<Arc<AppState>>) -> Json<json::Status> {
                     .status(&j.name)
                     .filter(|r| !r.phase.ended())
                     .map(|r| format!("revision {}: {}", r.revision, r.step));
+                j.autoscale =
+                    autoscale
+                        .iter()
+                        .find(|a| a.service == j.name)
+                        .map(|a| json::Autoscale {
+                            min: a.min,
+                            max: a.max,
+                            target: a.target.clone(),
+                            goal: a.goal,
+                            value: a.value,
+                            current: a.current,
+                            desired: a.desired,
+                            reason: a.reason.clone(),
+                        });
                 j
             })
             .collect(),
         journal: Some((&*s.journal_health.borrow()).into()),
+        pending_approvals: s.remedy.pending().iter().map(json::Action::from).collect(),
     })
 }
 

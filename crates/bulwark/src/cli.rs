@@ -105,6 +105,22 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SwitchCmd,
     },
+    /// Remediation decisions: acted, skipped by a guard (which), waiting for approval,
+    /// approved, denied, failed, done, dry run.
+    Actions {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a remediation action that waits for approval (`mode = "approve"`).
+    Approve {
+        /// The action's id (`bulwark actions`).
+        id: u64,
+    },
+    /// Deny a remediation action that waits for approval: nothing is done.
+    Deny {
+        /// The action's id (`bulwark actions`).
+        id: u64,
+    },
     /// Convert a Docker Compose file, or Kubernetes Deployments and Services, into a stack
     /// file: the stack on stdout (or OUT), one line on stderr per field not carried over.
     Import {

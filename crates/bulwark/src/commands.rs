@@ -135,6 +135,9 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             outln!("injected faults {state}");
         }
         Command::Switch { cmd } => switch(&client, cmd).await?,
+        Command::Actions { json } => crate::remedy_cmd::actions(&client, json).await?,
+        Command::Approve { id } => crate::remedy_cmd::answer(&client, id, "approve").await?,
+        Command::Deny { id } => crate::remedy_cmd::answer(&client, id, "deny").await?,
         Command::Up(_)
         | Command::Check { .. }
         | Command::Import { .. }
@@ -234,6 +237,12 @@ fn print_status(status: &api::json::Status) {
         if let Some(d) = &s.drift {
             outln!("{:<16} differs from the stack file: {d}", "");
         }
+        if let Some(a) = &s.autoscale {
+            outln!("{:<16} {}", "", crate::remedy_cmd::autoscale_line(a));
+        }
+    }
+    for a in &status.pending_approvals {
+        outln!("{}", crate::remedy_cmd::pending_line(a));
     }
     if let Some(j) = &status.journal {
         outln!("{}", journal_line(j));
@@ -401,7 +410,7 @@ const MAX_SILENCE_MS: u64 = 366 * 24 * 3600 * 1000;
 
 /// A time for people; never panics, whatever the number (humantime's formatter panics past
 /// year 9999, and adding to the epoch can overflow).
-fn ms_to_time(ms: u64) -> String {
+pub(crate) fn ms_to_time(ms: u64) -> String {
     const YEAR_9999_MS: u64 = 253_402_300_799_000;
     if ms > YEAR_9999_MS {
         return format!("{ms} ms after the epoch");

@@ -9,6 +9,8 @@ mod cli;
 mod commands;
 mod host;
 mod output;
+mod remedy_cmd;
+mod remedy_host;
 mod rollout_cmd;
 mod rollout_host;
 mod switches;

@@ -19,8 +19,50 @@ use tokio::sync::watch;
 
 use crate::cli::UpArgs;
 
+/// Remediation, anomaly detection and autoscaling, as `up` runs them.
+struct Repair {
+    remedy: remedy::Remedy,
+    detector: Arc<remedy::Detector>,
+    measures: Arc<remedy::Measures>,
+    autoscaling: remedy::Autoscaling,
+    inputs: remedy::Inputs,
+    /// The autoscale settings the autoscalers run with.
+    autoscale: Vec<(String, Option<spec::Autoscale>)>,
+}
+
+impl Repair {
+    fn apply(&mut self, stack: &spec::Stack) {
+        self.measures.track(exposed(stack));
+        self.remedy.reload(stack);
+        self.detector.reload(stack);
+        let autoscale = autoscale_of(stack);
+        // Restarted only when they changed: an autoscaler's windows are its memory.
+        if autoscale != self.autoscale {
+            self.autoscaling.start(stack, &self.inputs);
+            self.autoscale = autoscale;
+        }
+    }
+}
+
+fn exposed(stack: &spec::Stack) -> impl Iterator<Item = &str> {
+    stack
+        .services
+        .iter()
+        .filter(|s| s.expose.is_some())
+        .map(|s| s.name.as_str())
+}
+
+fn autoscale_of(stack: &spec::Stack) -> Vec<(String, Option<spec::Autoscale>)> {
+    stack
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.autoscale))
+        .collect()
+}
+
 /// Reads the stack file again and applies it; on a bad file nothing changes and the
 /// diagnostics come back.
+#[allow(clippy::too_many_arguments)]
 async fn reload(
     file: &std::path::Path,
     supervisor: &Supervisor,
@@ -29,6 +71,7 @@ async fn reload(
     bus: &Arc<Bus>,
     backups: &[spec::Backup],
     experiments: &[spec::Experiment],
+    repair: &mut Repair,
 ) -> Result<Vec<String>, String> {
     let spec::Loaded { stack, warnings } =
         spec::load_with_warnings(file).map_err(|e| e.to_string())?;
@@ -53,6 +96,7 @@ async fn reload(
     }
     let edited = listeners.apply(&stack).await;
     changes.extend(edited.map_err(|e| format!("{:#}", anyhow::Error::new(e)))?);
+    repair.apply(&stack);
     if stack.backups != backups {
         // Said rather than applied: schedules and repositories are fixed while `up` runs.
         changes.push(
@@ -161,7 +205,6 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let proxy_metrics = ProxyMetrics::register(&mut registry);
     let tcp_metrics = proxy::TcpMetrics::register(&mut registry);
     let _events = observe::count_events(&bus, &mut registry);
-    let _resources = observe::resources::spawn(&bus, &mut registry, Duration::from_secs(5), None);
     let engine = Arc::new(SloEngine::new(&stack, std::time::Instant::now()));
     engine.register(&mut registry);
     let plane = Plane::start(
@@ -264,13 +307,53 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         outcomes.clone(),
         faults_tx.subscribe(),
     );
+    // Remediation acts through the supervisor, the rollouts, the switches and the plane;
+    // it measures from the proxy's outcomes and the resource sampler.
+    let measures = Arc::new(remedy::Measures::default());
+    measures.track(exposed(&stack));
+    let remedy_host: Arc<dyn remedy::Host> = Arc::new(crate::remedy_host::RemedyHost {
+        supervisor: supervisor.clone(),
+        rollouts: rollouts.clone(),
+        switches: switches.clone(),
+        plane: plane.clone(),
+    });
+    let remedy = remedy::Remedy::new(&stack, bus.clone(), remedy_host.clone(), &mut registry);
+    let detector = Arc::new(remedy::Detector::new(
+        &stack,
+        bus.clone(),
+        measures.clone(),
+        &remedy,
+    ));
+    let _resources = observe::resources::spawn(
+        &bus,
+        &mut registry,
+        stack.anomaly.sample_every,
+        Some(detector.clone()),
+    );
+    let mut repair = Repair {
+        inputs: remedy::Inputs::new(
+            remedy_host,
+            bus.clone(),
+            measures.clone(),
+            detector.clone(),
+            &remedy,
+        ),
+        remedy: remedy.clone(),
+        detector,
+        measures: measures.clone(),
+        autoscaling: remedy::Autoscaling::default(),
+        autoscale: autoscale_of(&stack),
+    };
     let mut listeners = Listeners::new(
         hooks,
         proxy_metrics,
         tcp_metrics,
         Arc::new(chaos::Tee(
-            Arc::new(chaos::Tee(plane.outcome_sink(), outcomes)),
-            versions.clone(),
+            Arc::new(chaos::Tee(
+                Arc::new(chaos::Tee(plane.outcome_sink(), outcomes)),
+                versions.clone(),
+            )),
+            measures,
         )),
         endpoints,
     )
@@ -311,6 +394,8 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         rollouts: rollouts.clone(),
         stack_file: args.file.clone(),
         switches,
+        remedy: remedy.clone(),
+        autoscaling: repair.autoscaling.clone(),
     }));
     let api_task = tokio::spawn(api::server::serve(
         api_socket,
@@ -321,6 +406,8 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
     supervisor.start();
     let backup_tasks = backups.start();
+    repair.autoscaling.start(&stack, &repair.inputs);
+    let remedy_task = remedy.spawn(repair.measures.clone(), repair.detector.clone());
     let chaos_tasks: Vec<_> = std::iter::once(chaos.spawn_kill_switch())
         .chain(chaos.spawn_schedules())
         .collect();
@@ -331,13 +418,13 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
             _ = sighup.recv() => {
-                match reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments).await {
+                match reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await {
                     Ok(changes) => tracing::info!(?changes, "reloaded on SIGHUP"),
                     Err(e) => tracing::error!("reload refused, still running the previous stack:\n{e}"),
                 }
             }
             Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments).await);
+                let _ = reply.send(reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await);
             }
         }
     }
@@ -347,6 +434,9 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     for t in backup_tasks.into_iter().chain(chaos_tasks) {
         t.abort();
     }
+    // No remediation or autoscaling decision while the stack stops.
+    remedy_task.abort();
+    repair.autoscaling.close();
     // Every fault undone and every rollback run before the replicas stop; nothing starts
     // again.
     chaos.close(CHAOS_GRACE).await;

@@ -10,6 +10,7 @@ mod logs;
 mod metrics;
 mod probe;
 mod reload;
+mod repair;
 mod replica;
 mod restarts;
 mod revisions;
@@ -19,6 +20,7 @@ pub use driver::{Identity, command, free_port};
 pub use logs::{LogLine, Logs, Stream};
 pub use metrics::Metrics;
 pub use reload::Reloaded;
+pub use repair::ReplaceError;
 pub use revisions::{RevisionReplica, RevisionView};
 pub use supervisor::{ControlError, Options, ReplicaStatus, ServiceStatus, Supervisor};
 

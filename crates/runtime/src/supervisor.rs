@@ -60,6 +60,9 @@ pub struct ReplicaStatus {
     pub started_at_ms: Option<u64>,
     /// The revision of the service it runs.
     pub revision: u32,
+    /// Taken out of the proxy's rotation by a remediation (`eject`, `drain`), though it
+    /// may be ready.
+    pub held_out: bool,
 }
 
 impl ReplicaStatus {
@@ -75,6 +78,7 @@ impl ReplicaStatus {
             last_exit: None,
             stderr_tail: Vec::new(),
             started_at_ms: None,
+            held_out: false,
         }
     }
 }
@@ -161,7 +165,7 @@ pub(crate) struct ReplicaEntry {
     pub removing: bool,
     /// Set when the replica turns ready; part of the endpoint it is published as.
     pub(crate) ready_since: std::time::Instant,
-    load: Arc<Load>,
+    pub(crate) load: Arc<Load>,
     pub control: mpsc::UnboundedSender<Control>,
     task: Option<JoinHandle<()>>,
 }
@@ -410,7 +414,11 @@ impl Supervisor {
                 let Some(e) = services.get(service) else {
                     return;
                 };
-                let ready = e.replicas.values().filter(|r| r.status.ready).count() as u32;
+                let ready = e
+                    .replicas
+                    .values()
+                    .filter(|r| r.status.ready && !r.status.held_out)
+                    .count() as u32;
                 let min = e.spec.min_available.of(e.desired);
                 let this_ready = e.replicas.get(&index).is_some_and(|r| r.status.ready);
                 (this_ready && ready <= min).then_some((ready, min))
@@ -607,7 +615,7 @@ pub(crate) fn publish_endpoints(entry: &ServiceEntry) {
     let ready = entry
         .replicas
         .values()
-        .filter(|r| r.status.ready && !r.removing)
+        .filter(|r| r.status.ready && !r.removing && !r.status.held_out)
         .filter_map(|r| {
             Some(Endpoint {
                 replica: r.status.index,

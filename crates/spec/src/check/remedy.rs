@@ -244,34 +244,7 @@ fn action(
         K::RestartReplica => Action::RestartReplica { service },
         K::ReplaceReplica => Action::ReplaceReplica { service, timeout },
         K::RestartService => Action::RestartService { service },
-        K::Scale => {
-            let to = match (raw.to.get(), raw.step.get()) {
-                (Some(n), None) => ScaleTo::Count(n),
-                (None, Some(s)) => ScaleTo::By(s),
-                _ => {
-                    p.push(
-                        raw.span.clone(),
-                        format!("{label}: action `scale` needs exactly one of `to` or `step`"),
-                    );
-                    return None;
-                }
-            };
-            if let Some(name) = &service
-                && services
-                    .iter()
-                    .any(|s| s.name == *name && s.autoscale.is_some())
-            {
-                p.push(
-                    raw.span.clone(),
-                    format!(
-                        "{label}: service `{name}` is autoscaled, so its autoscaler would undo \
-                         a `scale` action; change [services.{name}.autoscale] instead"
-                    ),
-                );
-                return None;
-            }
-            Action::Scale { service, to }
-        }
+        K::Scale => scale(raw, label, service, services, p)?,
         K::Eject => Action::Eject {
             service,
             hold: hold.unwrap_or(secs(30)),
@@ -282,34 +255,7 @@ fn action(
             timeout,
         },
         K::Rollback => Action::Rollback { service },
-        K::Switch => {
-            let name = raw.switch.given();
-            let (true, true) = (
-                needs("switch", name.is_some(), p),
-                needs("state", raw.state.is_present(), p),
-            ) else {
-                return None;
-            };
-            let name = name?;
-            if !switches.iter().any(|s| s.name == *name.get_ref()) {
-                let hint = suggest(name.get_ref(), switches.iter().map(|s| s.name.as_str()))
-                    .map(|s| format!("did you mean `{s}`? "))
-                    .unwrap_or_default();
-                p.push(
-                    name.span(),
-                    format!(
-                        "{label}: unknown switch `{}`; {hint}declare it with a [switches.{}] table",
-                        name.get_ref(),
-                        name.get_ref()
-                    ),
-                );
-                return None;
-            }
-            Action::Switch {
-                name: name.get_ref().clone(),
-                value: raw.state.get()?,
-            }
-        }
+        K::Switch => switch(raw, label, switches, p)?,
         K::Silence => Action::Silence {
             hold: hold.unwrap_or(secs(3600)),
         },
@@ -331,6 +277,72 @@ fn action(
                 timeout,
             }
         }
+    })
+}
+
+fn scale(
+    raw: &ActionTable,
+    label: &str,
+    service: Option<String>,
+    services: &[&Service],
+    p: &mut Problems,
+) -> Option<Action> {
+    let to = match (raw.to.get(), raw.step.get()) {
+        (Some(n), None) => ScaleTo::Count(n),
+        (None, Some(s)) => ScaleTo::By(s),
+        _ => {
+            p.push(
+                raw.span.clone(),
+                format!("{label}: action `scale` needs exactly one of `to` or `step`"),
+            );
+            return None;
+        }
+    };
+    if let Some(name) = &service
+        && services
+            .iter()
+            .any(|s| s.name == *name && s.autoscale.is_some())
+    {
+        p.push(
+            raw.span.clone(),
+            format!(
+                "{label}: service `{name}` is autoscaled, so its autoscaler would undo \
+                 a `scale` action; change [services.{name}.autoscale] instead"
+            ),
+        );
+        return None;
+    }
+    Some(Action::Scale { service, to })
+}
+
+fn switch(raw: &ActionTable, label: &str, switches: &[Switch], p: &mut Problems) -> Option<Action> {
+    let name = raw.switch.given();
+    if name.is_none() || !raw.state.is_present() {
+        let key = if name.is_none() { "switch" } else { "state" };
+        p.push(
+            raw.span.clone(),
+            format!("{label}: action `switch` needs `{key}`"),
+        );
+        return None;
+    }
+    let name = name?;
+    if !switches.iter().any(|s| s.name == *name.get_ref()) {
+        let hint = suggest(name.get_ref(), switches.iter().map(|s| s.name.as_str()))
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
+        p.push(
+            name.span(),
+            format!(
+                "{label}: unknown switch `{}`; {hint}declare it with a [switches.{}] table",
+                name.get_ref(),
+                name.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(Action::Switch {
+        name: name.get_ref().clone(),
+        value: raw.state.get()?,
     })
 }
 
