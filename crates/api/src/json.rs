@@ -420,7 +420,7 @@ pub enum IncidentState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentEntry {
     pub at_ms: u64,
-    /// `fault`, `detected`, `action`, `resolved`.
+    /// `fault`, `detected`, `action`, `remediation`, `anomaly`, `resolved`.
     pub kind: String,
     pub text: String,
 }
@@ -439,8 +439,11 @@ pub struct Incident {
     /// What keeps it open: alert fingerprints and/or `no_ready_replica`.
     pub triggers: std::collections::BTreeSet<String>,
     pub timeline: Vec<IncidentEntry>,
-    /// Actions not listed because the timeline was full.
+    /// Actions, remediations and anomalies not listed because the timeline was full.
     pub more_actions: u64,
+    /// The remediation rule that last finished while the incident was open.
+    #[serde(default)]
+    pub resolved_by: Option<String>,
 }
 
 impl From<&observe::incident::Incident> for Incident {
@@ -468,6 +471,7 @@ impl From<&observe::incident::Incident> for Incident {
                 })
                 .collect(),
             more_actions: i.more_actions,
+            resolved_by: i.resolved_by.clone(),
         }
     }
 }
@@ -480,6 +484,15 @@ pub struct Reliability {
     pub open: u64,
     pub mttd_ms: Option<f64>,
     pub mttr_ms: Option<f64>,
+    /// Resolved incidents a remediation finished.
+    #[serde(default)]
+    pub automated: u64,
+    /// MTTR over resolved incidents a remediation finished.
+    #[serde(default)]
+    pub mttr_automated_ms: Option<f64>,
+    /// MTTR over the other resolved incidents.
+    #[serde(default)]
+    pub mttr_manual_ms: Option<f64>,
     pub mtbf_ms: Option<f64>,
     pub availability: f64,
     pub observed_ms: u64,
@@ -493,6 +506,9 @@ impl From<&observe::incident::Reliability> for Reliability {
             open: r.open,
             mttd_ms: r.mttd_ms,
             mttr_ms: r.mttr_ms,
+            automated: r.automated,
+            mttr_automated_ms: r.mttr_automated_ms,
+            mttr_manual_ms: r.mttr_manual_ms,
             mtbf_ms: r.mtbf_ms,
             availability: r.availability,
             observed_ms: r.observed_ms,
@@ -572,6 +588,7 @@ mod tests {
                 text: "exit 1".into(),
             }],
             more_actions: 0,
+            resolved_by: Some("restart-on-page".into()),
         };
         assert_eq!(
             to_value(Incident::from(&incident)).unwrap(),
@@ -582,7 +599,10 @@ mod tests {
             incidents: 1,
             open: 1,
             mttd_ms: Some(1.0),
-            mttr_ms: None,
+            mttr_ms: Some(3.0),
+            automated: 1,
+            mttr_automated_ms: Some(2.0),
+            mttr_manual_ms: Some(4.0),
             mtbf_ms: None,
             availability: 0.5,
             observed_ms: 10,

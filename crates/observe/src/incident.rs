@@ -7,6 +7,8 @@
 //! - MTTR: detection → resolution ("time to resolve", measured from detection).
 //! - MTBF: time between failures = (observed time − time in incidents) / incidents.
 //! - availability: 1 − time in incidents / observed time (since bulwark first saw the service).
+//! - automated: an incident a remediation finished (`done`) while it was open; MTTR is also
+//!   given apart for those and for the others (the supervisor, a person, the fault passing).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -16,8 +18,11 @@ use serde::{Deserialize, Serialize};
 /// A fault older than this before detection is not taken as the incident's start.
 const FAULT_LOOKBACK_MS: u64 = 10 * 60 * 1000;
 /// Timeline entries kept per incident (the first ones and the resolution are never lost:
-/// once full, further actions are counted, not listed).
+/// once full, further actions, remediations and anomalies are counted, not listed).
 const TIMELINE_MAX: usize = 200;
+/// Bytes of text kept per timeline entry (a runbook's output arrives in a remediation's
+/// detail).
+const TEXT_MAX: usize = 2000;
 /// Resolved incidents kept in memory (all are in the journal).
 const CLOSED_MAX: usize = 1000;
 
@@ -33,7 +38,7 @@ pub enum IncidentState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub at_ms: u64,
-    /// `fault`, `detected`, `action`, `resolved`.
+    /// `fault`, `detected`, `action`, `remediation`, `anomaly`, `resolved`.
     pub kind: String,
     pub text: String,
 }
@@ -51,8 +56,12 @@ pub struct Incident {
     /// What keeps it open: alert fingerprints and/or `no_ready_replica`.
     pub triggers: BTreeSet<String>,
     pub timeline: Vec<Entry>,
-    /// Actions not listed because the timeline was full.
+    /// Actions, remediations and anomalies not listed because the timeline was full.
     pub more_actions: u64,
+    /// The remediation rule that last finished (`done`) while the incident was open.
+    /// Absent from incidents stored before remediation existed.
+    #[serde(default)]
+    pub resolved_by: Option<String>,
 }
 
 impl Incident {
@@ -69,15 +78,58 @@ impl Incident {
     }
 
     fn note(&mut self, at_ms: u64, kind: &str, text: String) {
-        if self.timeline.len() >= TIMELINE_MAX && kind == "action" {
+        let countable = matches!(kind, "action" | "remediation" | "anomaly");
+        if self.timeline.len() >= TIMELINE_MAX && countable {
             self.more_actions += 1;
             return;
         }
         self.timeline.push(Entry {
             at_ms,
             kind: kind.into(),
-            text,
+            text: bounded(text),
         });
+    }
+}
+
+/// `text` cut to at most [`TEXT_MAX`] bytes on a character boundary, marked with `…`.
+fn bounded(mut text: String) -> String {
+    if text.len() <= TEXT_MAX {
+        return text;
+    }
+    let mut end = TEXT_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
+/// `web/1` for a replica, `web` for the whole service.
+fn who(service: &str, replica: Option<u32>) -> String {
+    match replica {
+        Some(r) => format!("{service}/{r}"),
+        None => service.to_owned(),
+    }
+}
+
+/// `" — detail"`, or nothing for an empty detail.
+fn dash(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" — {detail}")
+    }
+}
+
+/// A forecast horizon in words: `45s`, `4m`, `2h10m`.
+fn span(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        _ if s % 3600 / 60 == 0 => format!("{}h", s / 3600),
+        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -89,6 +141,12 @@ pub struct Reliability {
     pub open: u64,
     pub mttd_ms: Option<f64>,
     pub mttr_ms: Option<f64>,
+    /// Resolved incidents a remediation finished ([`Incident::resolved_by`]).
+    pub automated: u64,
+    /// MTTR over resolved incidents a remediation finished.
+    pub mttr_automated_ms: Option<f64>,
+    /// MTTR over the other resolved incidents.
+    pub mttr_manual_ms: Option<f64>,
     pub mtbf_ms: Option<f64>,
     pub availability: f64,
     pub observed_ms: u64,
@@ -356,6 +414,62 @@ impl Incidents {
                 now,
                 format!("rollout of revision {revision} {outcome}; revision {stable} runs"),
             ),
+            EventKind::Remediation {
+                id,
+                rule,
+                service,
+                replica,
+                actions,
+                decision,
+                guard,
+                detail,
+                ..
+            } => {
+                let on = replica.map(|r| format!(" on {service}/{r}"));
+                let by = guard.as_ref().map(|g| format!(" by {g}"));
+                let text = format!(
+                    "remediation {rule} #{id} ({}{}): {decision}{}{}",
+                    actions.join(", "),
+                    on.unwrap_or_default(),
+                    by.unwrap_or_default(),
+                    dash(detail)
+                );
+                let done = (decision == "done").then_some(rule.as_str());
+                self.remediation(service, now, text, done)
+            }
+            EventKind::AnomalyDetected {
+                service,
+                replica,
+                kind,
+                confidence,
+                forecast_ms,
+                detail,
+            } => {
+                let limit = forecast_ms.map(|ms| format!(", limit in {}", span(ms)));
+                let text = format!(
+                    "{kind} on {}{}{} (confidence {confidence:.2}{})",
+                    who(service, *replica),
+                    if detail.is_empty() { "" } else { ": " },
+                    detail,
+                    limit.unwrap_or_default()
+                );
+                self.entry(service, now, "anomaly", text)
+            }
+            EventKind::Autoscaled {
+                service,
+                from,
+                to,
+                target,
+                value,
+                goal,
+                reason,
+            } => self.action(
+                service,
+                now,
+                format!(
+                    "{service} autoscaled {from} -> {to}: {target} {value:.1} per replica, target {goal:.1} ({reason})"
+                ),
+            ),
             _ => None,
         }
     }
@@ -376,8 +490,36 @@ impl Incidents {
     }
 
     fn action(&mut self, service: &str, now: u64, text: String) -> Option<IncidentChange> {
+        self.entry(service, now, "action", text)
+    }
+
+    /// Adds an entry of `kind` to the open incident of `service`, if there is one.
+    fn entry(
+        &mut self,
+        service: &str,
+        now: u64,
+        kind: &str,
+        text: String,
+    ) -> Option<IncidentChange> {
         let i = self.open.get_mut(service)?;
-        i.note(now, "action", text);
+        i.note(now, kind, text);
+        Some(IncidentChange::Updated(i.clone()))
+    }
+
+    /// A remediation's decision lands on the open incident of `service`; `done` names the
+    /// rule when the remediation finished, which then takes the credit for the resolution.
+    fn remediation(
+        &mut self,
+        service: &str,
+        now: u64,
+        text: String,
+        done: Option<&str>,
+    ) -> Option<IncidentChange> {
+        let i = self.open.get_mut(service)?;
+        if let Some(rule) = done {
+            i.resolved_by = Some(rule.to_owned());
+        }
+        i.note(now, "remediation", text);
         Some(IncidentChange::Updated(i.clone()))
     }
 
@@ -419,6 +561,7 @@ impl Incidents {
             triggers: BTreeSet::from([trigger.to_owned()]),
             timeline: vec![],
             more_actions: 0,
+            resolved_by: None,
         };
         self.next_id += 1;
         if let Some((at, what)) = &fault {
@@ -474,6 +617,13 @@ impl Incidents {
                     (!xs.is_empty()).then(|| xs.iter().sum::<u64>() as f64 / xs.len() as f64)
                 };
                 let n = mine.len() as u64;
+                let ttr = |automated: bool| {
+                    mine.iter()
+                        .filter(|i| i.resolved_by.is_some() == automated)
+                        .filter_map(|i| i.ttr_ms())
+                        .collect::<Vec<u64>>()
+                };
+                let (automated, manual) = (ttr(true), ttr(false));
                 Reliability {
                     service: service.clone(),
                     incidents: n,
@@ -483,6 +633,9 @@ impl Incidents {
                         .count() as u64,
                     mttd_ms: mean(mine.iter().filter_map(|i| i.mttd_ms()).collect()),
                     mttr_ms: mean(mine.iter().filter_map(|i| i.ttr_ms()).collect()),
+                    automated: automated.len() as u64,
+                    mttr_automated_ms: mean(automated),
+                    mttr_manual_ms: mean(manual),
                     mtbf_ms: (n > 0).then(|| observed.saturating_sub(down) as f64 / n as f64),
                     availability: 1.0 - (down.min(observed) as f64 / observed as f64),
                     observed_ms: observed,

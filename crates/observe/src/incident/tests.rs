@@ -173,3 +173,209 @@ fn restore_closes_incidents_left_open() {
     };
     assert_eq!(n.id, 2, "ids continue");
 }
+
+fn remediation(at: u64, id: u64, decision: &str, guard: Option<&str>, detail: &str) -> Event {
+    ev(
+        at,
+        EventKind::Remediation {
+            id,
+            rule: "restart-on-page".into(),
+            service: "web".into(),
+            replica: None,
+            actions: vec!["restart-service".into()],
+            decision: decision.into(),
+            guard: guard.map(Into::into),
+            trigger: "page alert web/availability".into(),
+            detail: detail.into(),
+        },
+    )
+}
+
+#[test]
+fn a_remediation_lands_on_the_open_incident_with_its_guard_and_detail() {
+    let mut inc = Incidents::new();
+    inc.trigger("web", "web/avail/page", "burning".into(), None, 100);
+    let c = inc.on_event(&remediation(
+        200,
+        3,
+        "skipped",
+        Some("cooldown"),
+        "last acted 20s ago",
+    ));
+    let Some(IncidentChange::Updated(i)) = c else {
+        panic!("{c:?}")
+    };
+    let last = i.timeline.last().unwrap();
+    assert_eq!((last.at_ms, last.kind.as_str()), (200, "remediation"));
+    assert_eq!(
+        last.text,
+        "remediation restart-on-page #3 (restart-service): skipped by cooldown — last acted 20s ago"
+    );
+    assert_eq!(i.resolved_by, None, "only a finished remediation resolves");
+    let c = inc.on_event(&remediation(300, 4, "acted", None, ""));
+    let text = c.unwrap().incident().timeline.last().unwrap().text.clone();
+    assert_eq!(
+        text,
+        "remediation restart-on-page #4 (restart-service): acted"
+    );
+}
+
+#[test]
+fn anomalies_and_autoscaling_land_on_the_open_incident() {
+    let mut inc = Incidents::new();
+    inc.trigger("web", "web/avail/page", "burning".into(), None, 100);
+    inc.on_event(&ev(
+        200,
+        EventKind::AnomalyDetected {
+            service: "web".into(),
+            replica: Some(1),
+            kind: "memory-leak".into(),
+            confidence: 0.931,
+            forecast_ms: Some(250_000),
+            detail: "rss +2 MiB/min".into(),
+        },
+    ));
+    let c = inc.on_event(&ev(
+        300,
+        EventKind::Autoscaled {
+            service: "web".into(),
+            from: 2,
+            to: 4,
+            target: "request_rate".into(),
+            value: 180.0,
+            goal: 100.0,
+            reason: "up".into(),
+        },
+    ));
+    let entries: Vec<(&str, &str)> = c.as_ref().unwrap().incident().timeline[1..]
+        .iter()
+        .map(|e| (e.kind.as_str(), e.text.as_str()))
+        .collect();
+    assert_eq!(
+        entries,
+        vec![
+            (
+                "anomaly",
+                "memory-leak on web/1: rss +2 MiB/min (confidence 0.93, limit in 4m)"
+            ),
+            (
+                "action",
+                "web autoscaled 2 -> 4: request_rate 180.0 per replica, target 100.0 (up)"
+            ),
+        ]
+    );
+    assert_eq!(span(7_800_000), "2h10m");
+    assert_eq!(span(7_200_000), "2h");
+    assert_eq!(span(999), "0s");
+}
+
+#[test]
+fn a_finished_remediation_resolves_the_incident_and_splits_the_mttr() {
+    let mut inc = Incidents::new();
+    inc.on_event(&ev(
+        0,
+        EventKind::ReplicaStarted {
+            service: "web".into(),
+            index: 0,
+            pid: 1,
+            port: 1,
+        },
+    ));
+    // A manual one: opened at 1000, resolved at 1500.
+    inc.trigger("web", "a", "burning".into(), None, 1000);
+    inc.clear("web", "a", 1500);
+    // An automated one: opened at 2000, resolved at 2200 after two remediations finished.
+    inc.trigger("web", "a", "burning".into(), None, 2000);
+    let mut other = remediation(2050, 5, "done", None, "");
+    if let EventKind::Remediation { rule, .. } = &mut other.kind {
+        *rule = "scale-out".into();
+    }
+    inc.on_event(&other);
+    inc.on_event(&remediation(2100, 6, "done", None, "restarted 2 replicas"));
+    let Some(IncidentChange::Resolved(i)) = inc.clear("web", "a", 2200) else {
+        panic!("resolves")
+    };
+    assert_eq!(
+        i.resolved_by.as_deref(),
+        Some("restart-on-page"),
+        "the last wins"
+    );
+    let saved = inc.list();
+    assert_eq!(saved[0].resolved_by, None);
+    assert_eq!(saved[1].resolved_by.as_deref(), Some("restart-on-page"));
+    let r = &inc.reliability(10_000)[0];
+    assert_eq!((r.incidents, r.automated), (2, 1));
+    assert_eq!(r.mttr_ms, Some(350.0));
+    assert_eq!(r.mttr_automated_ms, Some(200.0));
+    assert_eq!(r.mttr_manual_ms, Some(500.0));
+    // An open incident with a finished remediation is not counted yet.
+    inc.trigger("web", "a", "burning".into(), None, 3000);
+    inc.on_event(&remediation(3100, 7, "done", None, ""));
+    let r = &inc.reliability(10_000)[0];
+    assert_eq!((r.incidents, r.open, r.automated), (3, 1, 1));
+    assert_eq!(r.mttr_automated_ms, Some(200.0));
+    // The credit survives a restart of bulwark.
+    let mut again = Incidents::new();
+    again.restore(saved, 20_000);
+    assert_eq!(again.reliability(30_000)[0].automated, 1);
+}
+
+#[test]
+fn an_incident_stored_before_remediation_still_loads() {
+    let old = r#"{"id":4,"service":"web","title":"web has no ready replica","state":"resolved",
+        "fault_at_ms":5,"fault":"web/0 exited","detected_at_ms":6,"resolved_at_ms":9,
+        "triggers":[],"timeline":[{"at_ms":6,"kind":"detected","text":"x"}],"more_actions":0}"#;
+    let i: Incident = serde_json::from_str(old).unwrap();
+    assert_eq!((i.id, i.resolved_by.as_deref()), (4, None));
+    assert_eq!(i.ttr_ms(), Some(3));
+}
+
+#[test]
+fn a_remediation_without_an_open_incident_changes_nothing() {
+    let mut inc = Incidents::new();
+    assert!(
+        inc.on_event(&remediation(100, 1, "done", None, "x"))
+            .is_none()
+    );
+    assert!(inc.list().is_empty());
+    inc.trigger("web", "a", "t".into(), None, 200);
+    inc.clear("web", "a", 300);
+    assert!(
+        inc.on_event(&remediation(400, 2, "done", None, "x"))
+            .is_none()
+    );
+    let all = inc.list();
+    assert_eq!(
+        all[0].resolved_by, None,
+        "a resolved incident is left as it was"
+    );
+    assert_eq!(all[0].timeline.len(), 2);
+}
+
+#[test]
+fn a_huge_detail_is_bounded_on_a_character_boundary() {
+    let mut inc = Incidents::new();
+    inc.trigger("web", "a", "t".into(), None, 100);
+    // Two-byte characters, so that the cut falls inside one unless it is careful.
+    let detail = "é".repeat(512 * 1024) + "x";
+    let c = inc.on_event(&remediation(200, 1, "failed", None, &detail));
+    let text = c.unwrap().incident().timeline.last().unwrap().text.clone();
+    assert!(text.len() <= TEXT_MAX + '…'.len_utf8(), "{}", text.len());
+    assert!(text.starts_with("remediation restart-on-page #1 (restart-service): failed — éé"));
+    assert!(text.ends_with('…'));
+}
+
+#[test]
+fn remediations_count_against_the_timeline_bound() {
+    let mut inc = Incidents::new();
+    inc.trigger("web", "a", "t".into(), None, 100);
+    for n in 0..TIMELINE_MAX as u64 + 10 {
+        inc.on_event(&remediation(200 + n, n, "skipped", Some("rate-limit"), ""));
+    }
+    let Some(IncidentChange::Resolved(i)) = inc.clear("web", "a", 10_000) else {
+        panic!()
+    };
+    assert_eq!(i.timeline.len(), TIMELINE_MAX + 1, "the resolution is kept");
+    assert_eq!(i.more_actions, 11);
+    assert_eq!(i.timeline.last().unwrap().kind, "resolved");
+}
