@@ -490,6 +490,9 @@ fn print_incidents(v: &api::json::Incidents) {
                     .map(|r| r.saturating_sub(i.detected_at_ms) as f64)
             ),
         );
+        if let Some(rule) = &i.resolved_by {
+            outln!("    resolved by remediation {rule}");
+        }
         for e in &i.timeline {
             outln!("    {} {:<8} {}", ms_to_time(e.at_ms), e.kind, e.text);
         }
@@ -515,6 +518,15 @@ fn print_incidents(v: &api::json::Incidents) {
             fmt_ms(r.mttr_ms),
             fmt_ms(r.mtbf_ms),
             r.availability * 100.0
+        );
+    }
+    for r in v.reliability.iter().filter(|r| r.automated > 0) {
+        outln!(
+            "{}: {} resolved by remediation, MTTR {} automated, {} otherwise",
+            r.service,
+            r.automated,
+            fmt_ms(r.mttr_automated_ms),
+            fmt_ms(r.mttr_manual_ms)
         );
     }
     outln!(
