@@ -447,6 +447,12 @@ pub struct DemoArgs {
     /// `/` waits this long from the start (a slow version).
     #[arg(long, env = "DEMO_SLOW", default_value = "0s")]
     pub slow: humantime::Duration,
+    /// Leak this many MiB per second from the start (a leaking version).
+    #[arg(long, env = "DEMO_LEAK_RATE", default_value_t = 0.0)]
+    pub leak_rate: f64,
+    /// CPU each `GET /` burns (a service with a per-request cost).
+    #[arg(long, env = "DEMO_COST", default_value = "0s")]
+    pub cost: humantime::Duration,
 }
 
 #[derive(Args)]

@@ -293,6 +293,11 @@ async fn demo(args: cli::DemoArgs) -> anyhow::Result<ExitCode> {
     cfg.fail_ratio = args.fail_ratio;
     cfg.fail_status = args.fail_status;
     cfg.slow = args.slow.into();
+    if !(args.leak_rate.is_finite() && (0.0..=65536.0).contains(&args.leak_rate)) {
+        anyhow::bail!("--leak-rate must be between 0 and 65536 MiB per second");
+    }
+    cfg.leak_rate = (args.leak_rate * f64::from(1u32 << 20)) as u64;
+    cfg.cost = args.cost.into();
     demo::run(cfg).await?;
     Ok(ExitCode::SUCCESS)
 }

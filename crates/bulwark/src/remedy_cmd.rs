@@ -39,11 +39,11 @@ fn line(a: &Action) -> String {
     } else {
         format!("\n      {}", a.detail)
     };
+    let decided = format!("{}{guard}", a.decision);
     format!(
-        "#{:<4} {}  {:<9}{guard}  {} on {target} ({}, {})  when {}{detail}",
+        "#{:<4} {}  {decided:<9}  {} on {target} ({}, {})  when {}{detail}",
         a.id,
         crate::commands::ms_to_time(a.updated_ms),
-        a.decision,
         a.actions.join(", "),
         a.rule,
         a.mode,

@@ -42,6 +42,8 @@ pub(crate) struct State {
     /// `Retry-After` seconds sent with injected statuses (0: none).
     pub(crate) retry_after: AtomicU64,
     pub(crate) unready: AtomicBool,
+    /// CPU burnt per `GET /`.
+    pub(crate) cost: Duration,
     /// Leaked memory, one block per `/fault/leak` request. Only touched by
     /// `/fault/leak` and `/fault/reset`, never on the request path.
     leaked: Mutex<Vec<Vec<u8>>>,
@@ -59,6 +61,7 @@ impl State {
             ready_at: Instant::now() + cfg.startup_delay,
             hang: AtomicBool::new(false),
             slow_ms: AtomicU64::new(cfg.slow.as_millis().min(u128::from(MAX_SLOW_MS)) as u64),
+            cost: cfg.cost.min(Duration::from_millis(MAX_SLOW_MS)),
             status: AtomicU64::new(if cfg.fail_ratio > 0.0 {
                 pack_status(cfg.fail_status, cfg.fail_ratio.min(1.0))
             } else {
@@ -240,6 +243,24 @@ fn param<T: FromStr>(query: Option<&str>, name: &str, expected: &str) -> Result<
 fn required<T: FromStr>(query: Option<&str>, name: &str, expected: &str) -> Result<T, String> {
     param(query, name, expected)?
         .ok_or_else(|| format!("missing query parameter `{name}`: expected {expected}"))
+}
+
+/// Leaks `rate` bytes per second, in tenths of a second, for as long as the process
+/// lives: a replica whose memory grows steadily until something replaces it.
+pub(crate) async fn leak_steadily(state: std::sync::Arc<State>, rate: u64) {
+    let chunk = usize::try_from(rate / 10).unwrap_or(usize::MAX).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let mut block = Vec::new();
+        if block.try_reserve_exact(chunk).is_err() {
+            tracing::warn!(chunk, "leak: cannot allocate more; stopping the leak");
+            return;
+        }
+        // Written, so the pages are resident and RSS really grows.
+        block.resize(chunk, 0x5Au8);
+        lock_leaked(&state).push(block);
+    }
 }
 
 fn lock_leaked(state: &State) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {

@@ -17,7 +17,7 @@
 //! | `/fault/slow?ms=N` | `/` waits N ms before answering (sticky) |
 //! | `/fault/status?code=C&ratio=R` | `/` answers C with probability R (default C 503, R 1.0) |
 //! | `/fault/unready` | `/ready` answers 503 (sticky) |
-//! | `/fault/leak?mb=N` | allocate and touch N MiB more, and keep it |
+//! | `/fault/leak?mb=N` | allocate and touch N MiB more, and keep it (`--leak-rate` leaks steadily) |
 //! | `/fault/reset` | undo slow, status, unready and leak |
 //! | `/fault/close` | close the listener and every connection: connections are refused from now on |
 //! | `/fault/rst` | drop every connection; each new one is reset (RST) as soon as it is accepted |
@@ -68,6 +68,12 @@ pub struct Config {
     pub fail_status: u16,
     /// From the start, `/` waits this long, as `/fault/slow` would: a slow version.
     pub slow: Duration,
+    /// From the start, this many bytes per second are allocated, touched and kept: a
+    /// leaking version (0: none). `/fault/reset` frees them, not the leak.
+    pub leak_rate: u64,
+    /// CPU each `GET /` burns (a busy loop on the serving thread): a service with a
+    /// per-request cost, for autoscaling.
+    pub cost: Duration,
     /// Called with status 1 by the crash fault. Always `std::process::exit`
     /// outside tests; tests swap it so the test process survives.
     pub exit: fn(i32),
@@ -87,6 +93,8 @@ impl Config {
             fail_ratio: 0.0,
             fail_status: 500,
             slow: Duration::ZERO,
+            leak_rate: 0,
+            cost: Duration::ZERO,
             exit: exit_process,
         }
     }

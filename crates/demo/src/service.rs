@@ -23,7 +23,11 @@ use crate::{Config, accept};
 pub(crate) type Body = Either<Full<Bytes>, Incoming>;
 
 pub(crate) async fn serve_http(listener: TcpListener, cfg: Config) -> std::io::Result<()> {
+    let leak_rate = cfg.leak_rate;
     let state = Arc::new(State::new(cfg));
+    if leak_rate > 0 {
+        tokio::spawn(crate::fault::leak_steadily(state.clone(), leak_rate));
+    }
     // `auto` sniffs the connection preface: HTTP/1.1 or HTTP/2 prior knowledge.
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let mut cut = state.cut.subscribe();
@@ -203,6 +207,13 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn root(state: &State) -> Response<Body> {
+    if !state.cost.is_zero() {
+        // The work a real handler would do: CPU on the serving thread.
+        let start = std::time::Instant::now();
+        while start.elapsed() < state.cost {
+            std::hint::spin_loop();
+        }
+    }
     let slow = state.slow_ms.load(Ordering::Relaxed);
     if slow > 0 {
         tokio::time::sleep(Duration::from_millis(slow)).await;

@@ -55,11 +55,19 @@ struct Active {
 struct State {
     rules: Vec<Rule>,
     budget: ActionBudget,
-    active: HashMap<(usize, String), Active>,
+    /// Keyed by rule, service and (for an anomaly) replica.
+    active: HashMap<Key, Active>,
     /// Since when each metric rule's condition has held.
     held_since: HashMap<usize, Instant>,
     pending: HashMap<u64, Firing>,
     next_id: u64,
+}
+
+/// A lasting condition's key: rule, service, replica (an anomaly's; `None` otherwise).
+type Key = (usize, String, Option<u32>);
+
+fn key(f: &Firing) -> Key {
+    (f.rule, f.service.clone(), f.replica.filter(|_| f.lasting))
 }
 
 /// What an evaluation comes to, acted on once the state's lock is released.
@@ -272,6 +280,13 @@ impl Inner {
             {
                 st.retry_held(service, now);
             }
+            if let EventKind::ReplicaStopping { service, index, .. }
+            | EventKind::ReplicaExited { service, index, .. } = e
+            {
+                // The replica an anomaly was about is gone: nothing left to act on.
+                st.active
+                    .retain(|(_, s, r), _| !(s == service && *r == Some(*index)));
+            }
             let specs: Vec<&Remediation> = st.rules.iter().map(|r| &r.spec).collect();
             let fired = trigger::fired(&specs, e);
             for f in fired {
@@ -287,12 +302,12 @@ impl Inner {
     /// and evaluated; a one-off is evaluated once.
     fn fire(self: &Arc<Self>, st: &mut State, f: Firing, now: Instant) -> Option<Step> {
         if f.lasting {
-            let key = (f.rule, f.service.clone());
-            if st.active.contains_key(&key) {
+            let k = key(&f);
+            if st.active.contains_key(&k) {
                 return None;
             }
             st.active.insert(
-                key,
+                k,
                 Active {
                     firing: f.clone(),
                     wake_at: None,
@@ -347,7 +362,7 @@ impl Inner {
                 .map(|g| (g.name().to_owned(), guard_wait(&g, now), detail(&g, now)))
         });
         if let Some((guard, wake, why)) = held {
-            let active = st.active.get_mut(&(f.rule, f.service.clone()));
+            let active = st.active.get_mut(&key(f));
             let repeat = active
                 .as_ref()
                 .is_some_and(|a| a.last_guard.as_deref() == Some(&guard));
@@ -365,7 +380,7 @@ impl Inner {
             return Some(Step::Record(rec));
         }
         st.next_id += 1;
-        if let Some(a) = st.active.get_mut(&(f.rule, f.service.clone())) {
+        if let Some(a) = st.active.get_mut(&key(f)) {
             a.wake_at = None;
             a.last_guard = None;
         }
@@ -429,7 +444,7 @@ impl Inner {
     /// After an action of `f`'s rule ended: its lasting condition is looked at again now
     /// (the guards say how long it then waits).
     fn schedule_after(&self, st: &mut State, f: &Firing, now: Instant) {
-        for ((rule, _), a) in st.active.iter_mut() {
+        for ((rule, _, _), a) in st.active.iter_mut() {
             if *rule == f.rule && a.wake_at.is_none() {
                 a.wake_at = Some(now);
             }
@@ -643,7 +658,7 @@ impl Inner {
                 let holds = value.is_some_and(|v| bound.holds(v));
                 if !holds {
                     st.held_since.remove(&i);
-                    if st.active.remove(&(i, service.clone())).is_some() {
+                    if st.active.remove(&(i, service.clone(), None)).is_some() {
                         st.rules[i].state.cleared();
                     }
                     continue;
@@ -664,7 +679,7 @@ impl Inner {
 impl State {
     /// An alert resolved: its lasting conditions end and their rules' back-off resets.
     fn clear_alert(&mut self, service: &str, slo: &str, severity: &str) {
-        let gone: Vec<(usize, String)> = self
+        let gone: Vec<Key> = self
             .active
             .iter()
             .filter(|(_, a)| {

@@ -133,7 +133,9 @@ fn matches<'a>(when: &Trigger, e: &'a EventKind) -> Option<Seen<'a>> {
                 "anomaly": seen, "confidence": confidence, "forecast_ms": forecast_ms,
                 "detail": detail,
             }),
-            lasting: false,
+            // A replica's anomaly lasts until the replica is gone: a firing held back
+            // (another replacement under way) is looked at again.
+            lasting: replica.is_some(),
         }),
         _ => None,
     }

@@ -17,6 +17,7 @@ mod import;
 mod lifecycle;
 mod probes;
 mod proxy;
+mod remedy;
 mod resilience;
 mod restart;
 mod rollout;
