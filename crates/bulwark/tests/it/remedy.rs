@@ -272,9 +272,30 @@ approve_timeout = "1h"
     assert_eq!(decisions(&all, "scale-dry")[0], "dry-run");
     assert_eq!(stack.service("web")["desired"], 2);
 
+    approve_and_deny(&stack, &rx, &approved, &denied);
+    // Every decision is an event too (the journal's).
+    let events = remediation_events(&stack);
+    for decision in [
+        "done", "skipped", "dry-run", "waiting", "approved", "denied",
+    ] {
+        assert!(
+            events.iter().any(|e| e["decision"] == decision),
+            "no {decision} event: {events:?}"
+        );
+    }
+}
+
+/// The two `approve` rules wait (in `status`, at the sink); one approved runs, one denied
+/// does not, and answering twice is refused.
+fn approve_and_deny(
+    stack: &Stack,
+    rx: &Receiver,
+    approved: &std::path::Path,
+    denied: &std::path::Path,
+) {
     // Approve: waits, is sent to the sinks, shows in status; acts once approved.
     let waiting = |rule: &str| {
-        of_rule(&actions(&stack), rule)
+        of_rule(&actions(stack), rule)
             .into_iter()
             .find(|a| a["decision"] == "waiting")
             .unwrap_or_else(|| panic!("{rule} does not wait"))
@@ -327,19 +348,9 @@ approve_timeout = "1h"
     );
     std::thread::sleep(Duration::from_secs(1));
     assert!(!denied.exists(), "a denied action ran");
-    let all = actions(&stack);
+    let all = actions(stack);
     let d = decisions(&all, "denied-runbook");
     assert!(d.iter().any(|x| x == "denied"), "{d:?}");
-    // Every decision is an event too (the journal's).
-    let events = remediation_events(&stack);
-    for decision in [
-        "done", "skipped", "dry-run", "waiting", "approved", "denied",
-    ] {
-        assert!(
-            events.iter().any(|e| e["decision"] == decision),
-            "no {decision} event: {events:?}"
-        );
-    }
 }
 
 #[test]
