@@ -24,13 +24,13 @@ fn service_of<'a>(a: &'a Action, f: &'a Firing) -> &'a str {
     a.service().unwrap_or(&f.service)
 }
 
-/// The replica an action works on: the trigger's, else the longest-running ready one.
+/// The replica an action works on: the trigger's (none if it is gone: its trouble went
+/// with it), else the longest-running ready one.
 fn replica_of(replicas: &[Replica], a: &Action, f: &Firing) -> Option<u32> {
     if a.service().is_none_or(|s| s == f.service)
         && let Some(i) = f.replica
-        && replicas.iter().any(|r| r.index == i)
     {
-        return Some(i);
+        return replicas.iter().any(|r| r.index == i).then_some(i);
     }
     replicas
         .iter()
@@ -40,11 +40,13 @@ fn replica_of(replicas: &[Replica], a: &Action, f: &Firing) -> Option<u32> {
 }
 
 /// Whether the service allows `rule`'s actions now: `Err((guard, why))` names what holds
-/// them back, `disruption-budget` or `conflict` (a rollout under way).
+/// them back, `disruption-budget` or `conflict` (a rollout under way). `reserved`: the
+/// disruptions already admitted per service, not yet visible in the replicas.
 pub(crate) fn allowed(
     host: &dyn Host,
     rule: &Remediation,
     f: &Firing,
+    reserved: &HashMap<String, u32>,
 ) -> Result<(), (&'static str, String)> {
     for a in &rule.actions {
         let service = service_of(a, f);
@@ -68,7 +70,8 @@ pub(crate) fn allowed(
             continue;
         }
         let replicas = host.replicas(service).unwrap_or_default();
-        let serving = replicas.iter().filter(|r| r.ready && !r.held_out).count() as u32;
+        let serving = (replicas.iter().filter(|r| r.ready && !r.held_out).count() as u32)
+            .saturating_sub(reserved.get(service).copied().unwrap_or(0));
         let min = size.min_available.of(size.desired);
         let after = match a {
             Action::Scale { to, .. } => scaled(size.desired, *to),
@@ -81,7 +84,7 @@ pub(crate) fn allowed(
                         .iter()
                         .any(|r| r.index == i && r.ready && !r.held_out)
                 });
-                serving - u32::from(counted)
+                serving.saturating_sub(u32::from(counted))
             }
         };
         if after < min {
@@ -317,6 +320,9 @@ pub(crate) struct MetricReader {
     measures: Arc<Measures>,
     detector: Arc<Detector>,
     last: HashMap<String, Reading>,
+    /// This tick's window per service: every rule of a tick reads the same one.
+    windows: HashMap<String, Option<crate::Window>>,
+    now: Instant,
 }
 
 impl MetricReader {
@@ -325,7 +331,28 @@ impl MetricReader {
             measures,
             detector,
             last: HashMap::new(),
+            windows: HashMap::new(),
+            now: Instant::now(),
         }
+    }
+
+    /// A new tick: windows are read afresh, once per service.
+    pub(crate) fn begin(&mut self, now: Instant) {
+        self.now = now;
+        self.windows.clear();
+    }
+
+    fn window(&mut self, service: &str) -> Option<crate::Window> {
+        if let Some(w) = self.windows.get(service) {
+            return *w;
+        }
+        let w = self.measures.read(service, self.now).and_then(|r| {
+            let w = self.last.get(service).map(|prev| r.since(prev));
+            self.last.insert(service.to_owned(), r);
+            w
+        });
+        self.windows.insert(service.to_owned(), w);
+        w
     }
 
     /// `metric` of `service` now (`None`: nothing to measure yet).
@@ -334,16 +361,11 @@ impl MetricReader {
         host: &dyn Host,
         service: &str,
         metric: MetricKind,
-        now: Instant,
     ) -> Option<f64> {
         let replicas = host.replicas(service)?;
         let ready: Vec<&Replica> = replicas.iter().filter(|r| r.ready).collect();
         let per_ready = |v: f64| v / ready.len().max(1) as f64;
-        let window = self.measures.read(service, now).and_then(|r| {
-            let w = self.last.get(service).map(|prev| r.since(prev));
-            self.last.insert(service.to_owned(), r);
-            w
-        });
+        let window = self.window(service);
         match metric {
             MetricKind::Ready => Some(ready.len() as f64),
             MetricKind::InFlight => Some(per_ready(

@@ -91,7 +91,7 @@ struct State {
 
 /// The anomaly detector: a [`SampleSink`] for the resource sampler.
 pub struct Detector {
-    settings: AnomalySettings,
+    settings: RwLock<AnomalySettings>,
     services: RwLock<HashMap<String, ServiceAnomaly>>,
     machine_memory: Option<u64>,
     bus: Arc<Bus>,
@@ -109,7 +109,7 @@ impl Detector {
         remedy: &crate::Remedy,
     ) -> Self {
         Detector {
-            settings: stack.anomaly.clone(),
+            settings: RwLock::new(stack.anomaly.clone()),
             services: RwLock::new(services(stack)),
             machine_memory: machine_memory(),
             bus,
@@ -122,6 +122,7 @@ impl Detector {
     /// Takes the services of a reloaded stack file.
     pub fn reload(&self, stack: &spec::Stack) {
         *self.services.write().unwrap_or_else(|e| e.into_inner()) = services(stack);
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = stack.anomaly.clone();
     }
 
     /// What the sampler last said of `service`.
@@ -136,12 +137,13 @@ impl Detector {
     /// Feeds one replica's sample; returns the anomalies it newly shows.
     fn replica(
         &self,
+        set: &AnomalySettings,
         st: &mut State,
         at: Instant,
         s: &Sample,
         cfg: ServiceAnomaly,
     ) -> Vec<EventKind> {
-        let window = self.settings.window;
+        let window = set.window;
         let t = st.replicas.entry((s.service.clone(), s.index)).or_default();
         if t.pid != s.pid {
             *t = Track {
@@ -163,7 +165,7 @@ impl Detector {
         if let Some(n) = s.threads {
             t.threads.push(at, n as f64, window);
         }
-        if !self.settings.enabled || !cfg.enabled {
+        if !set.enabled || !cfg.enabled {
             return vec![];
         }
         let memory = cfg.memory_limit.or(self.machine_memory);
@@ -176,7 +178,7 @@ impl Detector {
         let mut seen = vec![];
         for (kind, series, limit) in checks {
             let Some(limit) = limit else { continue };
-            match self.trend(series, limit as f64) {
+            match self.trend(set, series, limit as f64) {
                 Some((eta, confidence, detail)) => {
                     self.gauge(s, kind).set(eta.as_secs_f64());
                     seen.push(kind);
@@ -216,16 +218,18 @@ impl Detector {
 
     /// `Some((time to the limit, confidence, figures))` when the series is forecast to
     /// reach `limit` within the horizon, with enough samples and a consistent trend.
-    fn trend(&self, series: &Series, limit: f64) -> Option<(Duration, f64, String)> {
-        if series.0.len() < self.settings.min_samples as usize {
+    fn trend(
+        &self,
+        set: &AnomalySettings,
+        series: &Series,
+        limit: f64,
+    ) -> Option<(Duration, f64, String)> {
+        if series.0.len() < set.min_samples as usize {
             return None;
         }
         let f = forecast(&series.points(), limit)?;
         let eta = f.eta?;
-        if f.slope_per_sec <= 0.0
-            || f.confidence < self.settings.min_confidence
-            || eta > self.settings.horizon
-        {
+        if f.slope_per_sec <= 0.0 || f.confidence < set.min_confidence || eta > set.horizon {
             return None;
         }
         let detail = format!(
@@ -240,17 +244,14 @@ impl Detector {
     }
 
     /// Drift of each exposed service's p99 and error ratio over the last round.
-    fn drifts(&self, st: &mut State, at: Instant) -> Vec<EventKind> {
+    fn drifts(&self, set: &AnomalySettings, st: &mut State, at: Instant) -> Vec<EventKind> {
         let services = self.services.read().unwrap_or_else(|e| e.into_inner());
         let mut out = vec![];
         for (name, cfg) in services.iter() {
             let Some(reading) = self.measures.read(name, at) else {
                 continue;
             };
-            let d = st
-                .drift
-                .entry(name.clone())
-                .or_insert_with(|| drift(&self.settings));
+            let d = st.drift.entry(name.clone()).or_insert_with(|| drift(set));
             let window = d
                 .last
                 .replace(reading.clone())
@@ -258,7 +259,7 @@ impl Detector {
             let Some(w) = window.filter(|w| w.requests >= DRIFT_MIN_REQUESTS) else {
                 continue;
             };
-            if !self.settings.enabled || !cfg.enabled {
+            if !set.enabled || !cfg.enabled {
                 continue;
             }
             let p99 = w.p99.map(|d| d.as_secs_f64() * 1000.0);
@@ -334,6 +335,11 @@ impl SampleSink for Detector {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let set = self
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut events = vec![];
         {
             let mut st = self.lock();
@@ -341,11 +347,27 @@ impl SampleSink for Detector {
                 .iter()
                 .map(|s| (s.service.as_str(), s.index))
                 .collect();
-            st.replicas
-                .retain(|(service, i), _| live.contains(&(service.as_str(), *i)));
+            st.replicas.retain(|(service, i), _| {
+                let keep = live.contains(&(service.as_str(), *i));
+                if !keep {
+                    // The replica is gone: so are its forecasts.
+                    for kind in [
+                        AnomalyKind::MemoryLeak,
+                        AnomalyKind::FdGrowth,
+                        AnomalyKind::ThreadGrowth,
+                    ] {
+                        self.metrics.forecast.remove(&ForecastLabels {
+                            service: service.clone(),
+                            replica: i.to_string(),
+                            kind: kind.as_str().into(),
+                        });
+                    }
+                }
+                keep
+            });
             for s in samples {
                 let cfg = services.get(&s.service).copied().unwrap_or_default();
-                events.extend(self.replica(&mut st, at, s, cfg));
+                events.extend(self.replica(&set, &mut st, at, s, cfg));
             }
             let mut usage: HashMap<String, Usage> = HashMap::new();
             for ((service, _), t) in &st.replicas {
@@ -355,7 +377,7 @@ impl SampleSink for Detector {
                 u.max_rss = u.max_rss.max(t.rss.0.back().map_or(0, |(_, v)| *v as u64));
             }
             st.usage = usage;
-            events.extend(self.drifts(&mut st, at));
+            events.extend(self.drifts(&set, &mut st, at));
         }
         for e in events {
             if let EventKind::AnomalyDetected {

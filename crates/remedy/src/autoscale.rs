@@ -169,9 +169,15 @@ struct Failures {
 impl Failures {
     fn on(&mut self, service: &str, e: &EventKind) {
         match e {
-            EventKind::ReplicaStopping {
+            // A failed probe's stop is a failure, not a stop asked for.
+            EventKind::ProbeFailed {
                 service: s, index, ..
             } if s == service => {
+                self.down.insert(*index);
+            }
+            EventKind::ReplicaStopping {
+                service: s, index, ..
+            } if s == service && !self.down.contains(index) => {
                 self.stopping.insert(*index);
             }
             EventKind::ReplicaExited {
@@ -188,11 +194,23 @@ impl Failures {
             } if s == service => {
                 self.down.insert(*index);
             }
+            // Given up on by its restart policy after a failure: down for good.
+            EventKind::ReplicaDone {
+                service: s,
+                index,
+                exit,
+            } if s == service => {
+                self.stopping.remove(index);
+                if exit.success() {
+                    self.down.remove(index);
+                } else {
+                    self.down.insert(*index);
+                }
+            }
             EventKind::ReplicaReady { service: s, index }
             | EventKind::ReplicaReadmitted { service: s, index }
-            | EventKind::ReplicaDone {
-                service: s, index, ..
-            } if s == service => {
+                if s == service =>
+            {
                 self.down.remove(index);
                 self.stopping.remove(index);
             }

@@ -8,17 +8,20 @@ use spec::{EventType, Remediation, Trigger};
 /// One rule triggered for one service.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Firing {
-    /// The rule's position among the engine's rules.
-    pub rule: usize,
+    /// The rule's name.
+    pub rule: String,
     pub service: String,
     pub replica: Option<u32>,
     /// In words: `page alert web/availability`.
     pub trigger: String,
     /// What a runbook gets on stdin (and, flattened, in `BULWARK_*` variables).
     pub context: Value,
-    /// Held while a condition lasts (a firing alert, a metric beyond its bound): the
-    /// rule is evaluated again when its guards allow, until the condition clears.
+    /// Held while a condition lasts (a firing alert, a metric beyond its bound, a
+    /// replica's anomaly): the rule is evaluated again when its guards allow, until the
+    /// condition clears.
     pub lasting: bool,
+    /// The alert's fingerprint (`service/slo/severity`), for an alert trigger.
+    pub alert: Option<String>,
 }
 
 /// What an event says, as a trigger.
@@ -28,12 +31,13 @@ struct Seen<'a> {
     trigger: String,
     context: Value,
     lasting: bool,
+    alert: Option<String>,
 }
 
 /// The rules `e` triggers.
 pub(crate) fn fired(rules: &[&Remediation], e: &EventKind) -> Vec<Firing> {
     let mut out = Vec::new();
-    for (i, rule) in rules.iter().enumerate() {
+    for rule in rules {
         let Some(seen) = matches(&rule.when, e) else {
             continue;
         };
@@ -41,12 +45,13 @@ pub(crate) fn fired(rules: &[&Remediation], e: &EventKind) -> Vec<Firing> {
             continue;
         }
         out.push(Firing {
-            rule: i,
+            rule: rule.name.clone(),
             service: seen.service.to_owned(),
             replica: seen.replica,
             trigger: seen.trigger,
             context: seen.context,
             lasting: seen.lasting,
+            alert: seen.alert,
         });
     }
     out
@@ -93,6 +98,7 @@ fn matches<'a>(when: &Trigger, e: &'a EventKind) -> Option<Seen<'a>> {
                     "severity": severity, "summary": summary,
                 }),
                 lasting: true,
+                alert: Some(format!("{service}/{name}/{severity}")),
             })
         }
         (Trigger::Event(t), e) => event(*t, e),
@@ -113,6 +119,7 @@ fn matches<'a>(when: &Trigger, e: &'a EventKind) -> Option<Seen<'a>> {
                 "probe": probe.as_str(), "reason": reason,
             }),
             lasting: false,
+            alert: None,
         }),
         (
             Trigger::Anomaly(kind),
@@ -136,6 +143,7 @@ fn matches<'a>(when: &Trigger, e: &'a EventKind) -> Option<Seen<'a>> {
             // A replica's anomaly lasts until the replica is gone: a firing held back
             // (another replacement under way) is looked at again.
             lasting: replica.is_some(),
+            alert: None,
         }),
         _ => None,
     }
@@ -218,11 +226,12 @@ fn event(t: EventType, e: &EventKind) -> Option<Seen<'_>> {
             "replica": replica, "detail": detail,
         }),
         lasting: false,
+        alert: None,
     })
 }
 
 /// The metric trigger's firing, for a measure that held beyond its bound long enough.
-pub(crate) fn metric(rule: usize, r: &Remediation, service: &str, value: f64) -> Firing {
+pub(crate) fn metric(r: &Remediation, service: &str, value: f64) -> Firing {
     let (name, bound) = match &r.when {
         Trigger::Metric { metric, bound, .. } => (metric.as_str(), *bound),
         _ => ("metric", spec::Bound::Above(0.0)),
@@ -232,7 +241,7 @@ pub(crate) fn metric(rule: usize, r: &Remediation, service: &str, value: f64) ->
         spec::Bound::Below(b) => ("below", b),
     };
     Firing {
-        rule,
+        rule: r.name.clone(),
         service: service.to_owned(),
         replica: None,
         trigger: format!("{name} of {service} {value:.2} {word} {b}"),
@@ -241,6 +250,7 @@ pub(crate) fn metric(rule: usize, r: &Remediation, service: &str, value: f64) ->
             "value": value, "bound": word, "threshold": b,
         }),
         lasting: true,
+        alert: None,
     }
 }
 
@@ -297,7 +307,7 @@ mod tests {
         };
         let got = fired(&[&crash, &leak], &e);
         assert_eq!(got.len(), 1);
-        assert_eq!((got[0].rule, got[0].replica), (0, Some(2)));
+        assert_eq!((got[0].rule.as_str(), got[0].replica), ("r", Some(2)));
         assert!(!got[0].lasting);
         let a = EventKind::AnomalyDetected {
             service: "web".into(),
@@ -308,7 +318,11 @@ mod tests {
             detail: "rss 100 MiB".into(),
         };
         let got = fired(&[&crash, &leak], &a);
-        assert_eq!((got.len(), got[0].rule), (1, 1));
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].lasting,
+            "a replica's anomaly lasts until the replica is gone"
+        );
         assert_eq!(got[0].trigger, "memory-leak anomaly on web/1");
     }
 }

@@ -52,17 +52,22 @@ impl Supervisor {
         self.shared.set_order(new_names.clone());
         // Scale the services that run, then start the added ones in dependency order.
         for svc in &stack.services {
-            let live = self
+            let (live, desired) = self
                 .shared
                 .lock()
                 .get(svc.name.as_str())
-                .map_or(0, |e| e.replicas.len() as u32);
+                .map_or((0, 0), |e| (e.replicas.len() as u32, e.desired));
             // An autoscaled service keeps the count its autoscaler chose, within the new
             // bounds; `replicas` is only where it starts.
             let wanted = svc
                 .autoscale
-                .map_or(svc.replicas, |a| live.clamp(a.min, a.max));
-            if live != wanted && live > 0 {
+                .map_or(svc.replicas, |a| desired.clamp(a.min, a.max));
+            let now = if svc.autoscale.is_some() {
+                desired
+            } else {
+                live
+            };
+            if now != wanted && live > 0 {
                 match self.scale(&svc.name, wanted) {
                     Ok(from) => out
                         .changes

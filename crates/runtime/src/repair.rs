@@ -44,6 +44,13 @@ impl Supervisor {
             r.status.held_out = out;
             publish_endpoints(entry);
             entry.changed.send_modify(|v| *v += 1);
+            drop(services);
+            if !out {
+                self.shared.bus.publish(bus::EventKind::ReplicaReadmitted {
+                    service: service.into(),
+                    index,
+                });
+            }
         }
         Ok(())
     }

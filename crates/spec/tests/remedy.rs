@@ -209,3 +209,26 @@ do = [{ action = "replace-replica" }, { action = "scale", step = -1, service = "
         }
     );
 }
+
+#[test]
+fn a_scale_action_on_an_autoscaled_service_is_refused_whichever_way_it_names_it() {
+    check(
+        r#"
+[services.web]
+run = ["x"]
+autoscale = { max = 4, cpu = 0.5 }
+[[remediations]]
+name = "a"
+when = { alert = "page", service = "web" }
+do = [{ action = "scale", step = 2 }]
+[[remediations]]
+name = "b"
+when = { alert = "page" }
+do = [{ action = "scale", step = 2 }]
+"#,
+        r#"
+stack.toml:7:7: error: remediation `a`, do[0]: service `web` is autoscaled, so its autoscaler would undo a `scale` action; change [services.web.autoscale] instead
+stack.toml:11:7: error: remediation `b`, do[0]: a `scale` action with no `service` scales whichever service triggered it, and `web` is autoscaled (its autoscaler would undo it); add `service = "NAME"` to the action or to `when`
+"#,
+    );
+}

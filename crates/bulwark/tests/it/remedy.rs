@@ -589,3 +589,32 @@ period = "1s"
         "up again after going down: {scaled:?}"
     );
 }
+
+#[test]
+fn the_readme_example_pack_passes_check() {
+    let readme = include_str!("../../../../README.md");
+    let section = readme
+        .split("### Remediation")
+        .nth(1)
+        .and_then(|s| s.split("### Backups").next())
+        .expect("README has a Remediation section");
+    let pack = section
+        .split("```toml")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("with a TOML example");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.toml");
+    std::fs::write(&file, pack).unwrap();
+    let out = std::process::Command::new(BULWARK)
+        .args(["check", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -79,7 +79,10 @@ fn remediation(
         .value()?
         .iter()
         .enumerate()
-        .map(|(i, a)| action(a, &format!("{label}, do[{i}]"), services, switches, p))
+        .map(|(i, a)| {
+            let label = format!("{label}, do[{i}]");
+            action(a, &label, service.as_deref(), services, switches, p)
+        })
         .collect();
     let trigger = trigger?;
     if actions.is_empty() {
@@ -218,6 +221,7 @@ fn trigger(
 fn action(
     raw: &ActionTable,
     label: &str,
+    when_service: Option<&str>,
     services: &[&Service],
     switches: &[Switch],
     p: &mut Problems,
@@ -244,7 +248,7 @@ fn action(
         K::RestartReplica => Action::RestartReplica { service },
         K::ReplaceReplica => Action::ReplaceReplica { service, timeout },
         K::RestartService => Action::RestartService { service },
-        K::Scale => scale(raw, label, service, services, p)?,
+        K::Scale => scale(raw, label, service, when_service, services, p)?,
         K::Eject => Action::Eject {
             service,
             hold: hold.unwrap_or(secs(30)),
@@ -284,6 +288,7 @@ fn scale(
     raw: &ActionTable,
     label: &str,
     service: Option<String>,
+    when_service: Option<&str>,
     services: &[&Service],
     p: &mut Problems,
 ) -> Option<Action> {
@@ -298,7 +303,22 @@ fn scale(
             return None;
         }
     };
-    if let Some(name) = &service
+    let target = service.as_deref().or(when_service);
+    if target.is_none()
+        && let Some(auto) = services.iter().find(|s| s.autoscale.is_some())
+    {
+        p.push(
+            raw.span.clone(),
+            format!(
+                "{label}: a `scale` action with no `service` scales whichever service \
+                 triggered it, and `{}` is autoscaled (its autoscaler would undo it); add \
+                 `service = \"NAME\"` to the action or to `when`",
+                auto.name
+            ),
+        );
+        return None;
+    }
+    if let Some(name) = target
         && services
             .iter()
             .any(|s| s.name == *name && s.autoscale.is_some())
