@@ -618,3 +618,114 @@ fn the_readme_example_pack_passes_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_metric_held_beyond_its_bound_ejects_flips_a_switch_and_calls_a_webhook_then_readmits() {
+    let rx = Receiver::start();
+    let port = free_port();
+    let toml = format!(
+        r#"{web}
+[switches.extras]
+doc = "the expensive part of the page"
+
+[[remediations]]
+name = "errors-high"
+when = {{ metric = "error-ratio", service = "web", above = 50, for = "1s" }}
+do = [
+  {{ action = "eject", for = "2s" }},
+  {{ action = "switch", switch = "extras", state = "off" }},
+  {{ action = "webhook", url = "{hook}", timeout = "2s" }},
+]
+limit = 1
+"#,
+        web = Demo::with_args("web", &["--fail-ratio", "1", "--fail-status", "500"])
+            .replicas(3)
+            .ready_every("200ms")
+            .expose(port)
+            .build(),
+        hook = rx.url,
+    );
+    let stack = Stack::start(&toml);
+    stack.wait_ready("web", 3);
+    let _load = Load::start(&format!("http://127.0.0.1:{port}/"), 50, "30s");
+    let sent = rx
+        .next(Duration::from_secs(20))
+        .expect("the webhook action's POST");
+    assert_eq!(sent["trigger"], "metric", "{sent}");
+    assert_eq!(sent["metric"], "error-ratio", "{sent}");
+    assert_eq!(sent["rule"], "errors-high", "{sent}");
+    assert!(sent["value"].as_f64().unwrap() > 50.0, "{sent}");
+    // One replica out of rotation for 2 s, then back.
+    let held = stack.wait_service("web", "a replica held out", Duration::from_secs(5), |s| {
+        replicas_in(s).iter().any(|r| r["held_out"] == true)
+    });
+    let index = replicas_in(&held)
+        .iter()
+        .find(|r| r["held_out"] == true)
+        .unwrap()["index"]
+        .clone();
+    stack.wait_service("web", "the replica back", Duration::from_secs(10), |s| {
+        replicas_in(s).iter().all(|r| r["held_out"] == false)
+    });
+    let events = stack.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "replica_readmitted" && e["index"] == index),
+        "no readmission of {index}"
+    );
+    let out = stack.cli(&["switch", "list", "--json"]);
+    let switches: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(switches[0]["value"], "off", "{switches}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "switch_changed" && e["by"] == "remediation errors-high"),
+        "the switch change does not name the rule"
+    );
+    let done = of_rule(&actions(&stack), "errors-high")
+        .into_iter()
+        .find(|a| a["decision"] == "done")
+        .expect("done");
+    let detail = done["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("ejected web/") && detail.contains("switch extras set to off"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn the_actions_api_refuses_what_it_cannot_answer_with_the_reason() {
+    let stack = Stack::start(&Demo::new("web").build());
+    stack.wait_ready("web", 1);
+    for (path, code, says) in [
+        ("/v1/actions/seven/approve", 400, "not an action id"),
+        (
+            "/v1/actions/99999999999999999999/approve",
+            400,
+            "not an action id",
+        ),
+        ("/v1/actions/7/maybe", 404, "use approve or deny"),
+        ("/v1/actions/7/approve", 404, "no remediation action #7"),
+        ("/v1/actions/7/deny", 404, "no remediation action #7"),
+    ] {
+        let (got, body) = stack.call("POST", path, "127.0.0.1", true);
+        assert_eq!(got, code, "{path}: {body}");
+        assert!(body.contains(says), "{path}: {body}");
+    }
+    let (got, _) = stack.call("POST", "/v1/actions/1/approve", "127.0.0.1", false);
+    assert_eq!(got, 401, "the token is needed");
+    let out = stack.cli(&["approve", "12"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no remediation action #12"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = stack.cli(&["actions"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no remediation decision yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
