@@ -48,21 +48,16 @@ impl BackupHost {
 impl backup::Host for BackupHost {
     fn service(&self, name: &str) -> Option<(Arc<spec::Service>, Option<u16>)> {
         let svc = self.supervisor.service_spec(name)?;
-        let port = self
-            .supervisor
-            .status()
-            .into_iter()
-            .find(|s| s.name == name)
-            .and_then(|s| {
-                let mut running: Vec<_> = s
-                    .replicas
-                    .into_iter()
-                    .filter(|r| r.port.is_some())
-                    .collect();
-                // A ready replica first: a hook talks to the service as a client would.
-                running.sort_by_key(|r| (!r.ready, r.index));
-                running.first().and_then(|r| r.port)
-            });
+        let port = self.supervisor.service_status(name).and_then(|s| {
+            let mut running: Vec<_> = s
+                .replicas
+                .into_iter()
+                .filter(|r| r.port.is_some())
+                .collect();
+            // A ready replica first: a hook talks to the service as a client would.
+            running.sort_by_key(|r| (!r.ready, r.index));
+            running.first().and_then(|r| r.port)
+        });
         Some((svc, port))
     }
 

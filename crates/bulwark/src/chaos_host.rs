@@ -32,13 +32,9 @@ pub fn paging(
 
 impl chaos::Host for ChaosHost {
     fn replicas(&self, service: &str) -> Option<Vec<Replica>> {
-        let status = self
-            .supervisor
-            .status()
-            .into_iter()
-            .find(|s| s.name == service)?;
         Some(
-            status
+            self.supervisor
+                .service_status(service)?
                 .replicas
                 .into_iter()
                 .map(|r| Replica {
@@ -51,12 +47,7 @@ impl chaos::Host for ChaosHost {
     }
 
     fn budget(&self, service: &str) -> Option<(u32, spec::Amount)> {
-        let desired = self
-            .supervisor
-            .status()
-            .into_iter()
-            .find(|s| s.name == service)?
-            .desired;
+        let desired = self.supervisor.service_status(service)?.desired;
         let spec = self.supervisor.service_spec(service)?;
         Some((desired, spec.min_available))
     }

@@ -24,13 +24,9 @@ fn approval_alert(id: u64) -> String {
 
 impl remedy::Host for RemedyHost {
     fn replicas(&self, service: &str) -> Option<Vec<Replica>> {
-        let status = self
-            .supervisor
-            .status()
-            .into_iter()
-            .find(|s| s.name == service)?;
         Some(
-            status
+            self.supervisor
+                .service_status(service)?
                 .replicas
                 .into_iter()
                 .map(|r| Replica {
@@ -45,12 +41,7 @@ impl remedy::Host for RemedyHost {
     }
 
     fn size(&self, service: &str) -> Option<Size> {
-        let desired = self
-            .supervisor
-            .status()
-            .into_iter()
-            .find(|s| s.name == service)?
-            .desired;
+        let desired = self.supervisor.service_status(service)?.desired;
         Some(Size {
             desired,
             min_available: self.supervisor.service_spec(service)?.min_available,

@@ -336,14 +336,13 @@ impl Supervisor {
             .order()
             .iter()
             .filter_map(|name| services.get(name.as_str()))
-            .map(|e| ServiceStatus {
-                name: e.spec.name.clone(),
-                desired: e.desired,
-                expose: e.spec.expose.as_ref().map(|x| x.listen),
-                replicas: e.replicas.values().map(|r| r.status.clone()).collect(),
-                revision: e.stable,
-            })
+            .map(service_status)
             .collect()
+    }
+
+    /// One service's status (`None`: no such service), without the others'.
+    pub fn service_status(&self, service: &str) -> Option<ServiceStatus> {
+        self.shared.lock().get(service).map(service_status)
     }
 
     /// Restarts one replica, or every replica of the service one after another, each
@@ -608,6 +607,16 @@ impl Shared {
             publish_endpoints(entry);
             entry.changed.send_modify(|v| *v += 1);
         }
+    }
+}
+
+fn service_status(e: &ServiceEntry) -> ServiceStatus {
+    ServiceStatus {
+        name: e.spec.name.clone(),
+        desired: e.desired,
+        expose: e.spec.expose.as_ref().map(|x| x.listen),
+        replicas: e.replicas.values().map(|r| r.status.clone()).collect(),
+        revision: e.stable,
     }
 }
 
