@@ -729,3 +729,91 @@ fn the_actions_api_refuses_what_it_cannot_answer_with_the_reason() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn a_crashed_replica_is_covered_by_an_extra_one_while_it_is_down() {
+    let port = free_port();
+    let toml = Demo::new("web")
+        .replicas(2)
+        .with("restart = \"never\"")
+        .ready_every("200ms")
+        .expose(port)
+        .with(
+            r#"[services.web.autoscale]
+min = 2
+max = 4
+request_rate = 1000
+interval = "500ms"
+"#,
+        )
+        .build();
+    let stack = Stack::start(&toml);
+    stack.wait_ready("web", 2);
+    // One replica dies for good (`restart = "never"`): the autoscaler covers it.
+    signal(replica_pids(&stack.service("web"))[0], libc::SIGKILL);
+    let covered = stack.wait_service("web", "2 ready again", Duration::from_secs(15), |s| {
+        s["desired"] == 3 && replicas_in(s).iter().filter(|r| r["ready"] == true).count() == 2
+    });
+    assert_eq!(covered["autoscale"]["desired"], 3, "{covered}");
+    let scaled: Vec<Value> = stack
+        .events()
+        .into_iter()
+        .filter(|e| e["type"] == "autoscaled")
+        .collect();
+    assert!(
+        scaled
+            .iter()
+            .any(|e| e["reason"] == "failure-cover" && e["from"] == 2 && e["to"] == 3),
+        "{scaled:?}"
+    );
+    // Covered, not growing: the count holds while the dead replica stays down.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stack.service("web")["desired"], 3);
+}
+
+#[test]
+fn an_incident_resolved_by_a_rule_says_so_and_splits_the_mttr() {
+    let port = free_port();
+    let toml = format!(
+        r#"{web}
+[[remediations]]
+name = "restart-on-page"
+when = {{ alert = "page", service = "web" }}
+do = [{{ action = "restart-service" }}]
+"#,
+        web = Demo::new("web")
+            .replicas(2)
+            .ready_every("200ms")
+            .expose(port)
+            .with(SLO)
+            .build(),
+    );
+    let stack = Stack::start(&toml);
+    stack.wait_ready("web", 2);
+    let _load = Load::start(&format!("http://127.0.0.1:{port}/"), 50, "40s");
+    std::thread::sleep(Duration::from_secs(1));
+    // A fault a restart cures: the rule's restart ends it, the alert resolves.
+    for r in replicas_in(&stack.service("web")) {
+        let port = r["port"].as_u64().unwrap();
+        let (code, _) = get(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            "/fault/status?code=503&ratio=1",
+        );
+        assert_eq!(code, 200);
+    }
+    let inc = eventually("the incident resolved", Duration::from_secs(30), || {
+        let v = get_json(&stack, "/v1/incidents");
+        (v["incidents"][0]["state"] == "resolved").then_some(v)
+    });
+    let i = &inc["incidents"][0];
+    assert_eq!(i["resolved_by"], "restart-on-page", "{i}");
+    let r = &inc["reliability"][0];
+    assert_eq!(r["automated"], 1, "{r}");
+    assert!(r["mttr_automated_ms"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["mttr_manual_ms"].is_null(), "{r}");
+    let human = String::from_utf8(stack.cli(&["incidents"]).stdout).unwrap();
+    assert!(
+        human.contains("resolved by remediation restart-on-page"),
+        "{human}"
+    );
+}
