@@ -317,6 +317,20 @@ mod tests {
             forecast_ms: Some(60_000),
             detail: "rss 100 MiB".into(),
         };
+        let probe = rule(
+            "when = { probe = \"liveness\", service = \"web\" }\ndo = [{ action = \"restart-replica\" }]",
+        );
+        let failed = |kind: spec::ProbeKind| EventKind::ProbeFailed {
+            service: "web".into(),
+            index: 3,
+            probe: kind,
+            reason: "timed out".into(),
+        };
+        let got = fired(&[&probe], &failed(spec::ProbeKind::Liveness));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].replica, Some(3));
+        assert_eq!(got[0].trigger, "liveness probe failed on web/3");
+        assert!(fired(&[&probe], &failed(spec::ProbeKind::Readiness)).is_empty());
         let got = fired(&[&crash, &leak], &a);
         assert_eq!(got.len(), 1);
         assert!(
