@@ -246,7 +246,17 @@ async fn runbook(
     timeout: Duration,
 ) -> Result<String, String> {
     let incident = shared.host.incident(&f.service);
-    let context = payload(rule, f, id, incident);
+    run_command(&payload(rule, f, id, incident), command, timeout).await
+}
+
+/// Runs `command` with `context` as JSON on stdin and, flattened, in `BULWARK_*`
+/// variables, for at most `timeout`; keeps the first [`RUNBOOK_OUTPUT`] bytes of each
+/// stream.
+async fn run_command(
+    context: &serde_json::Value,
+    command: &[String],
+    timeout: Duration,
+) -> Result<String, String> {
     let (program, args) = command.split_first().ok_or("an empty command")?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
@@ -261,7 +271,7 @@ async fn runbook(
             cmd.env(format!("BULWARK_{}", k.to_ascii_uppercase()), value);
         }
     }
-    let input = serde_json::to_vec(&context).unwrap_or_default();
+    let input = serde_json::to_vec(context).unwrap_or_default();
     let out = launch::run_exec(cmd, Some(&input), timeout, RUNBOOK_OUTPUT)
         .await
         .map_err(|e| format!("`{program}` could not start: {e}"))?;
@@ -389,3 +399,6 @@ impl MetricReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
