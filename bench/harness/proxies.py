@@ -33,18 +33,31 @@ class NotSupported(Exception):
     """The running bulwark lacks a feature this measurement needs (reported, not fatal)."""
 
 
+class Wrapped:
+    """What every target that runs a proxy process shares: an optional command its process
+    runs under (`wrap`, e.g. valgrind for the instruction counts), and how much longer than
+    usual its start may take (`patience`, a factor on the start deadlines)."""
+
+    wrap: tuple[str, ...] = ()
+    patience: float = 1.0
+
+    def under(self, wrap: list[str], patience: float) -> Wrapped:
+        self.wrap, self.patience = tuple(wrap), patience
+        return self
+
+
 def _port_open(port: int) -> bool:
     socket.create_connection(("127.0.0.1", port), 1).close()
     return True
 
 
-def _wait_listening(p: subprocess.Popen[bytes], port: int, what: str, log: str) -> None:
+def _wait_listening(p: subprocess.Popen[bytes], port: int, what: str, log: str, timeout: float = 20) -> None:
     def up() -> bool:
         if p.poll() is not None:
             raise SystemError
         return _port_open(port)
     try:
-        wait_until(up, 20, f"{what} listening on {port}")
+        wait_until(up, timeout, f"{what} listening on {port}")
     except RuntimeError:
         pass
     if p.poll() is not None or not _port_open_quiet(port):
@@ -104,7 +117,7 @@ HAPROXY_HTTP_BACKEND = """\
 """
 
 
-class HAProxy:
+class HAProxy(Wrapped):
     name = "haproxy"
 
     def __init__(self, procs: Procs, tmp: str, backends: NaiveBackends, mode: str = "http",
@@ -155,8 +168,12 @@ class HAProxy:
         check = subprocess.run(["haproxy", "-c", "-q", "-f", self.cfg], capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"haproxy rejected its configuration: {check.stderr.strip()}")
-        self.p = self.procs.spawn(["haproxy", "-W", "-db", "-f", self.cfg], cpu=PROXY_CPU, log="haproxy.log")
-        _wait_listening(self.p, self.port, "haproxy", os.path.join(self.procs.tmp, "haproxy.log"))
+        # Master-worker (-W) for the reloads; under a wrapper (callgrind) one process, the one
+        # that proxies: the master re-executes itself, out of the wrapper's reach.
+        mw = [] if self.wrap else ["-W"]
+        self.p = self.procs.spawn([*self.wrap, "haproxy", *mw, "-db", "-f", self.cfg], cpu=PROXY_CPU,
+                                  log="haproxy.log")
+        _wait_listening(self.p, self.port, "haproxy", os.path.join(self.procs.tmp, "haproxy.log"), 20 * self.patience)
         wait_until(lambda: self.native_poll() and all(s.startswith("UP") for s in self.native_poll().values()),
                    20, "haproxy servers UP")
         return self
@@ -281,7 +298,7 @@ stream {{
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 
-class Nginx:
+class Nginx(Wrapped):
     name = "nginx"
 
     def __init__(self, procs: Procs, tmp: str, backends: NaiveBackends, mode: str = "http") -> None:
@@ -323,10 +340,14 @@ class Nginx:
         check = subprocess.run(self._argv("-t", "-q"), capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"nginx rejected its configuration: {check.stderr.strip()}")
-        self.p = self.procs.spawn(self._argv("-g", "daemon off;"), cpu=PROXY_CPU, log="nginx.log")
-        _wait_listening(self.p, self.port, "nginx", os.path.join(self.dir, "error.log"))
+        # Under a wrapper (callgrind) one process, the one that proxies: a worker forked by the
+        # master drops to `nobody` and is out of the wrapper's control.
+        directives = "daemon off;" + (" master_process off;" if self.wrap else "")
+        self.p = self.procs.spawn([*self.wrap, *self._argv("-g", directives)], cpu=PROXY_CPU, log="nginx.log")
+        _wait_listening(self.p, self.port, "nginx", os.path.join(self.dir, "error.log"), 20 * self.patience)
         p = self.p
-        wait_until(lambda: len(children(p.pid)) >= 1, 10, "nginx worker")
+        if not self.wrap:
+            wait_until(lambda: len(children(p.pid)) >= 1, 10, "nginx worker")
         return self
 
     def pids(self) -> list[int]:
@@ -395,7 +416,7 @@ listen = "127.0.0.1:0"
 """
 
 
-class Bulwark:
+class Bulwark(Wrapped):
     name = "bulwark"
 
     def __init__(self, procs: Procs, tmp: str, bulwark: str, mode: str = "http", reset_after: str = "60s",
@@ -444,7 +465,7 @@ class Bulwark:
                 raise NotSupported("TCP mode: `bulwark check` rejects `protocol = \"tcp\"`: "
                                    + " / ".join(m.strip() for m in msg[:3]))
             raise RuntimeError(f"bulwark check rejected the bench stack: {msg}")
-        self.p = self.procs.spawn([self.bin, "up", "-f", self.stack, "--workers", "1", "--quiet"],
+        self.p = self.procs.spawn([*self.wrap, self.bin, "up", "-f", self.stack, "--workers", "1", "--quiet"],
                                   cpu=PROXY_CPU if self.pin else None, env=dict(self.env, BULWARK_LOG="warn"),
                                   log="bulwark-up.log")
         addr_file = os.path.join(self.state, "api.addr")
@@ -459,10 +480,11 @@ class Bulwark:
                 log = os.path.join(self.procs.tmp, "bulwark-up.log")
                 raise SystemExit(f"bulwark up exited ({p.returncode}): " + read(log, "replace")[-600:].strip())
             return os.path.exists(addr_file) and read(addr_file).strip()
-        wait_until(api_up, 30, "bulwark api.addr")
+        wait_until(api_up, 30 * self.patience, "bulwark api.addr")
         self.api = read(addr_file).strip()
-        wait_until(lambda: self.ready_count() == 3, 30, "3 ready bulwark replicas")
-        _wait_listening(p, self.port, "bulwark proxy", os.path.join(self.procs.tmp, "bulwark-up.log"))
+        wait_until(lambda: self.ready_count() == 3, 30 * self.patience, "3 ready bulwark replicas")
+        _wait_listening(p, self.port, "bulwark proxy", os.path.join(self.procs.tmp, "bulwark-up.log"),
+                        20 * self.patience)
         for r in self.replicas():
             self.ports[r["port"]] = r["index"]
         self.last_seq = max((e["seq"] for e in self.events()), default=0)

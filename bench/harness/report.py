@@ -105,6 +105,10 @@ def main_ratios(res: JsonDict) -> list[Ratio]:
                  per(lambda p: _get(rate_entry(c, "http", p, 0.5) or {}, "cpu_s_per_100k"))))
     rows.append(("proxy CPU per 100k requests at max throughput", "CPU s", "lower",
                  per(lambda p: _get(c, "throughput", "http", p, "cpu_s_per_100k_at_max"))))
+    ins = res.get("instructions") or {}
+    if ins:
+        rows.append(("instructions per proxied request (callgrind)", "instructions", "lower",
+                     per(lambda p: _get(ins, p, "per_request"))))
     return rows
 
 
@@ -149,8 +153,8 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
         w(f"- **the harness hit errors**: {'; '.join(res['errors'])}")
     w("")
 
-    c = res.get("compare")
-    if c:
+    c = res.get("compare") or ({} if res.get("instructions") else None)
+    if c is not None:
         w("## Main ratios (measured in the same run)\n")
         w("Ratios are bulwark's figure divided by the other proxy's. Throughput: above 1 means bulwark "
           "is faster. Latency, memory and CPU: below 1 means bulwark adds, holds or burns less.\n")
@@ -176,6 +180,8 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
         _md_latency(w, c, "http")
         _md_latency(w, c, "tcp")
         _md_memory(w, c)
+    if res.get("instructions"):
+        _md_instructions(w, res["instructions"])
     h = res.get("healing")
     if h:
         _md_healing(w, res, h)
@@ -296,6 +302,23 @@ def _md_memory(w: Write, c: JsonDict) -> None:
       "request and stay open, idle. RSS of the proxy's processes (HAProxy and nginx: master + worker; "
       "bulwark: the `up` process, which also supervises; its replicas are separate processes and not "
       "counted), before and 2 s after the last connection opened.\n")
+
+
+def _md_instructions(w: Write, ins: JsonDict) -> None:
+    w("## Instructions per proxied request (callgrind)\n")
+    w("| proxy | requests counted | instructions | per request | processes |")
+    w("|---|---:|---:|---:|---:|")
+    for name in PROXIES:
+        m = ins.get(name)
+        if not m or _status(m):
+            w(f"| {NAMES[name]} | {_status(m) or 'not measured'} | | | |")
+            continue
+        w(f"| {NAMES[name]} | {m['requests']:,} | {m['instructions']:,} | {_num(m['per_request'])} | "
+          f"{m['processes']} |")
+    w("\nEach proxy under `valgrind --tool=callgrind` with instrumentation off until a warm-up is done, then one "
+      "`wrk -t1 -c8` run counted: every instruction of the proxy's processes and threads (health checks "
+      "included) over the requests completed. Noise-free: a shared machine slows valgrind down but does not "
+      "change the count.\n")
 
 
 HEAL_COLUMNS = {
