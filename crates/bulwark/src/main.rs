@@ -25,6 +25,17 @@ use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use output::outln;
 
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!("choose one allocator: the `mimalloc` or the `jemalloc` feature");
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // A chaos experiment's stressor: a process of its own, not a command (see chaos_cmd).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

@@ -3,13 +3,13 @@
 //! the service it is routed to.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bus::{Bus, Endpoint, Endpoints, EventKind, LocalReason, OutcomeSink, RequestOutcome};
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::body::{ResponseBody, Timed, Tracked, UpstreamBody};
 use crate::conn::{Activity, Conn, Touching, after};
+use crate::headers::{cookie, forwarding_headers, is_upgrade, strip_hop_by_hop};
 use crate::metrics::ServiceMetrics;
 use crate::service::{Lane, Notice, ServicePolicy, TryResult};
 
@@ -80,35 +81,12 @@ pub struct ServiceProxy {
 #[derive(Debug, Clone, Copy)]
 struct Served(u32);
 
-/// Headers that describe one connection, not the request (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
-    }
-}
-
 /// Whether a request may be sent twice without changing its meaning (RFC 9110 §9.2.2).
 pub(crate) fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
 }
 
 impl ServiceProxy {
@@ -380,7 +358,7 @@ impl ServiceProxy {
                 parts.headers.insert(header::UPGRADE, u);
             }
         }
-        forwarding_headers(&mut parts.headers, peer, &cfg.request_id_header);
+        forwarding_headers(&mut parts.headers, peer, &policy.request_id);
         let key = match &cfg.balance {
             Balance::Hash(on) => Some(match on {
                 HashOn::Header(h) => parts
@@ -565,12 +543,8 @@ impl ServiceProxy {
                     let grpc_failed = grpc_failure(res.headers());
                     let (mut rp, rb) = res.into_parts();
                     strip_hop_by_hop(&mut rp.headers);
-                    if let Some(id) = parts.headers.get(cfg.request_id_header.as_str()) {
-                        rp.headers.insert(
-                            HeaderName::from_bytes(cfg.request_id_header.as_bytes())
-                                .unwrap_or(header::VIA),
-                            id.clone(),
-                        );
+                    if let Some(id) = parts.headers.get(&policy.request_id) {
+                        rp.headers.insert(policy.request_id.clone(), id.clone());
                     }
                     if grpc_failed {
                         self.metrics.grpc_failures.inc();
@@ -924,47 +898,6 @@ async fn read_body(
         Either::Right(Timed::new(body, deadline))
     };
     Ok(Request::from_parts(parts, body))
-}
-
-/// `X-Forwarded-For` (appended), `Forwarded` (RFC 7239) and a request id if missing.
-fn forwarding_headers(h: &mut HeaderMap, peer: SocketAddr, request_id: &str) {
-    let ip = peer.ip();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
-    }
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!("for={node};proto=http")) {
-        h.append(header::FORWARDED, v);
-    }
-    if !h.contains_key(request_id)
-        && let (Ok(name), Ok(v)) = (
-            HeaderName::from_bytes(request_id.as_bytes()),
-            HeaderValue::from_str(&format!(
-                "{:016x}{:016x}",
-                rand::random::<u64>(),
-                rand::random::<u64>()
-            )),
-        )
-    {
-        h.insert(name, v);
-    }
-}
-
-fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 /// A gRPC answer whose status (trailers-only responses carry it in headers) is an error.

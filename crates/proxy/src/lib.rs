@@ -19,6 +19,7 @@ mod conn;
 pub mod edge;
 mod fallback;
 mod forward;
+mod headers;
 mod injected;
 mod metrics;
 mod server;

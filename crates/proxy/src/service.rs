@@ -1,7 +1,6 @@
 //! The policies of one exposed service, built from its `Expose` config. A reload builds a
 //! new `ServicePolicy` and swaps it in; requests in flight finish on the one they started with.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -14,12 +13,16 @@ use policy::{
     OutlierConfig, OutlierDetector, OutlierEvent, P2c, PeakEwma, ReplicaId, RetryBudget, Side,
     SlowStart,
 };
+use rustc_hash::FxHashMap;
 use spec::{Balance, Expose};
 use tokio::sync::Semaphore;
 
 /// Everything derived from one version of a service's `Expose` config.
 pub(crate) struct ServicePolicy {
     pub expose: Expose,
+    /// `expose.request_id_header`, parsed once (`bulwark check` refuses an invalid name;
+    /// `x-request-id` stands in should one get here).
+    pub request_id: http::HeaderName,
     /// Bulkhead: in-flight requests.
     pub permits: std::sync::Arc<Semaphore>,
     /// Requests waiting for a permit.
@@ -39,7 +42,9 @@ pub(crate) struct ServicePolicy {
 /// result; never held across an await.
 pub(crate) struct State {
     version: u64,
-    replicas: HashMap<SocketAddr, Rep>,
+    /// Looked up several times per pick: hashed with Fx, not SipHash (the keys are the
+    /// replicas' addresses, which no client chooses).
+    replicas: FxHashMap<SocketAddr, Rep>,
     outlier: OutlierDetector,
     pub budget: RetryBudget,
     pub latency: LatencyWindow,
@@ -140,6 +145,8 @@ impl ServicePolicy {
             .map(|rl| Mutex::new(KeyedBuckets::new(rl.rate, rl.burst, rl.max_keys as usize)));
         let _ = now;
         ServicePolicy {
+            request_id: http::HeaderName::from_bytes(expose.request_id_header.as_bytes())
+                .unwrap_or(http::HeaderName::from_static("x-request-id")),
             permits: std::sync::Arc::new(Semaphore::new(expose.limits.max_inflight as usize)),
             waiting: AtomicU32::new(0),
             cursor: AtomicUsize::new(0),
@@ -147,7 +154,7 @@ impl ServicePolicy {
             rate_hasher: RandomState::new(),
             state: Mutex::new(State {
                 version: u64::MAX,
-                replicas: HashMap::new(),
+                replicas: FxHashMap::default(),
                 outlier,
                 budget,
                 latency: LatencyWindow::new(Duration::from_secs(10), 10),
