@@ -287,38 +287,44 @@ def _md_latency(w: Write, c: JsonDict, mode: str) -> None:
         w("")
 
 
-def _md_memory(w: Write, c: JsonDict) -> None:
-    w("## Memory per idle keep-alive connection\n")
-    w("| proxy | RSS idle | connections | RSS with them open | bytes per connection |")
-    w("|---|---:|---:|---:|---:|")
+def _md_per_proxy(w: Write, title: str, columns: list[str], entry: Callable[[str], JsonDict | None],
+                  cells: Callable[[JsonDict], list[str]], note: str) -> None:
+    """A section with one row per proxy; a proxy not measured gets its status instead."""
+    w(f"## {title}\n")
+    w("| proxy | " + " | ".join(columns) + " |")
+    w("|---|" + "---:|" * len(columns))
     for name in PROXIES:
-        m = _get(c, "memory", name)
+        m = entry(name)
         if not m or _status(m):
-            w(f"| {NAMES[name]} | {_status(m) or 'not measured'} | | | |")
+            w(f"| {NAMES[name]} | {_status(m) or 'not measured'} |" + " |" * (len(columns) - 1))
             continue
-        w(f"| {NAMES[name]} | {m['rss_before_kib'] / 1024:.1f} MiB | {m['connections']:,} | "
-          f"{m['rss_after_kib'] / 1024:.1f} MiB | {_num(m['bytes_per_conn'])} |")
-    w("\nA fresh instance of each proxy, one request to warm it, then N connections that each make one "
-      "request and stay open, idle. RSS of the proxy's processes (HAProxy and nginx: master + worker; "
-      "bulwark: the `up` process, which also supervises; its replicas are separate processes and not "
-      "counted), before and 2 s after the last connection opened.\n")
+        w(f"| {NAMES[name]} | " + " | ".join(cells(m)) + " |")
+    w(note)
+
+
+def _md_memory(w: Write, c: JsonDict) -> None:
+    _md_per_proxy(
+        w, "Memory per idle keep-alive connection",
+        ["RSS idle", "connections", "RSS with them open", "bytes per connection"],
+        lambda name: _get(c, "memory", name),
+        lambda m: [f"{m['rss_before_kib'] / 1024:.1f} MiB", f"{m['connections']:,}",
+                   f"{m['rss_after_kib'] / 1024:.1f} MiB", _num(m["bytes_per_conn"])],
+        "\nA fresh instance of each proxy, one request to warm it, then N connections that each make one "
+        "request and stay open, idle. RSS of the proxy's processes (HAProxy and nginx: master + worker; "
+        "bulwark: the `up` process, which also supervises; its replicas are separate processes and not "
+        "counted), before and 2 s after the last connection opened.\n")
 
 
 def _md_instructions(w: Write, ins: JsonDict) -> None:
-    w("## Instructions per proxied request (callgrind)\n")
-    w("| proxy | requests counted | instructions | per request | processes |")
-    w("|---|---:|---:|---:|---:|")
-    for name in PROXIES:
-        m = ins.get(name)
-        if not m or _status(m):
-            w(f"| {NAMES[name]} | {_status(m) or 'not measured'} | | | |")
-            continue
-        w(f"| {NAMES[name]} | {m['requests']:,} | {m['instructions']:,} | {_num(m['per_request'])} | "
-          f"{m['processes']} |")
-    w("\nEach proxy under `valgrind --tool=callgrind` with instrumentation off until a warm-up is done, then one "
-      "`wrk -t1 -c8` run counted: every instruction of the proxy's processes and threads (health checks "
-      "included) over the requests completed. Noise-free: a shared machine slows valgrind down but does not "
-      "change the count.\n")
+    _md_per_proxy(
+        w, "Instructions per proxied request (callgrind)",
+        ["requests counted", "instructions", "per request", "processes"],
+        ins.get,
+        lambda m: [f"{m['requests']:,}", f"{m['instructions']:,}", _num(m["per_request"]), str(m["processes"])],
+        "\nEach proxy under `valgrind --tool=callgrind` with instrumentation off until a warm-up is done, then "
+        "one `wrk -t1 -c8` run counted: every instruction of the proxy's processes and threads (health checks "
+        "included) over the requests completed. Noise-free: a shared machine slows valgrind down but does not "
+        "change the count.\n")
 
 
 HEAL_COLUMNS = {
