@@ -153,14 +153,16 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
         w(f"- **the harness hit errors**: {'; '.join(res['errors'])}")
     w("")
 
-    c = res.get("compare") or ({} if res.get("instructions") else None)
-    if c is not None:
+    c = res.get("compare")
+    if c or res.get("instructions"):
         w("## Main ratios (measured in the same run)\n")
         w("Ratios are bulwark's figure divided by the other proxy's. Throughput: above 1 means bulwark "
           "is faster. Latency, memory and CPU: below 1 means bulwark adds, holds or burns less.\n")
         w("| figure | bulwark | HAProxy | nginx | bulwark/HAProxy | bulwark/nginx |")
         w("|---|---:|---:|---:|---:|---:|")
         for label, unit, _better, vals in main_ratios(res):
+            if not c and all(v is None for v in vals.values()):
+                continue  # a run without the comparison (`--only instructions`)
             fmt = "{:,.3f}" if unit == "CPU s" else ("{:,.1f}" if unit == "µs" else "{:,.0f}")
             cells = []
             for p in PROXIES:
@@ -176,6 +178,7 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
             for o in res["observations"]:
                 w(f"- {o}")
             w("")
+    if c:
         _md_throughput(w, c)
         _md_latency(w, c, "http")
         _md_latency(w, c, "tcp")
