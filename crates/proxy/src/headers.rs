@@ -167,6 +167,23 @@ mod tests {
     }
 
     #[test]
+    fn a_clients_odd_or_long_forwarded_for_is_appended_to_not_lost() {
+        // obs-text (bytes >= 0x80) is a valid header value that is not a `str`: it was
+        // dropped when the value went through `to_str`; it is kept now.
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        );
+        forwarding_headers(&mut h, "127.0.0.1:1".parse().unwrap(), &RID);
+        assert_eq!(h["x-forwarded-for"].as_bytes(), b"caf\xe9, 127.0.0.1");
+        let long = "1.2.3.4, ".repeat(2000);
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_str(&long).unwrap());
+        forwarding_headers(&mut h, "127.0.0.1:1".parse().unwrap(), &RID);
+        assert_eq!(h["x-forwarded-for"].len(), long.len() + 11);
+    }
+
+    #[test]
     fn request_ids_are_the_number_in_hex() {
         assert_eq!(new_request_id(0), "00000000000000000000000000000000");
         assert_eq!(
