@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::bail;
 use api::client::Client;
 use backup::{DrillReport, RunReport, SnapshotView, Status, VerifyReport};
+use bus::now_ms;
 
 use crate::cli::BackupCmd;
 use crate::output::outln;
@@ -288,12 +289,6 @@ fn bytes(n: u64) -> String {
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
         n => format!("{n} B"),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Percent-encodes everything but unreserved characters, for a path segment or query value.

@@ -119,9 +119,7 @@ impl remedy::Host for RemedyHost {
         hold: Duration,
         comment: String,
     ) -> BoxFuture<'_, Result<String, String>> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = bus::now_ms();
         let id = format!("remedy-{now:x}");
         let silence = Silence {
             id: id.clone(),

@@ -1,6 +1,5 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -539,10 +538,7 @@ impl Bus {
     /// Stamps `kind` with the next sequence number and the wall-clock time, keeps it in
     /// history and sends it to live subscribers.
     pub fn publish(&self, kind: EventKind) -> Arc<Event> {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let at_ms = crate::now_ms();
         // Sequence assignment, history append and broadcast happen under one lock so that
         // `subscribe` sees either the event in the backlog or on the live channel, never
         // both and never neither.

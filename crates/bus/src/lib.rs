@@ -13,3 +13,11 @@ mod outcome;
 pub use endpoints::{Endpoint, Endpoints, Load, LoadGuard, Split};
 pub use event::{Bus, Event, EventKind, Exit, Follower, ProbeKind, Subscription};
 pub use outcome::{LocalReason, OutcomeSink, RequestOutcome};
+
+/// Wall-clock milliseconds since the Unix epoch, the time every event, incident and record
+/// carries (0 for a clock before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

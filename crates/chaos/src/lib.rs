@@ -20,6 +20,7 @@ mod schedule;
 
 use std::path::PathBuf;
 
+pub(crate) use bus::now_ms;
 use serde::{Deserialize, Serialize};
 
 pub use engine::{Chaos, RunningView, Status, remove_leftover_fills};
@@ -187,10 +188,3 @@ impl std::fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}

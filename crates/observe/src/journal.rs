@@ -23,9 +23,10 @@ mod retention;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bus::Event;
+use bus::now_ms;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use store::{Embedded, Store};
@@ -204,12 +205,6 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 
 fn incident_key(id: u64) -> String {
     format!("{id:012}")
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn decode<T: DeserializeOwned>(

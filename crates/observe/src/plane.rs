@@ -4,8 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use bus::now_ms;
 use bus::{Bus, EventKind, LocalReason, OutcomeSink, RequestOutcome};
 use tokio::sync::mpsc;
 
@@ -52,13 +53,6 @@ struct State {
 struct Onset {
     first: u64,
     last: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Plane {

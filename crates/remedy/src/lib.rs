@@ -28,6 +28,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub(crate) use bus::now_ms;
 use serde::Serialize;
 
 pub use anomaly::{Detector, Usage};
@@ -224,13 +225,6 @@ impl Records {
     pub(crate) fn all(&self) -> Vec<ActionRecord> {
         self.lock().iter().cloned().collect()
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The shared pieces every part of the crate reads.

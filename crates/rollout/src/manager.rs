@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bus::Bus;
+pub(crate) use bus::now_ms;
 use runtime::Supervisor;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -340,10 +341,4 @@ impl Rollouts {
             r.task.abort();
         }
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+pub(crate) use bus::now_ms;
 use prometheus_client::metrics::counter::Counter;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -207,13 +207,6 @@ fn echo(line: String) {
 fn take_bounded(line: &mut Vec<u8>, bytes: &[u8]) {
     let room = MAX_LINE.saturating_sub(line.len());
     line.extend_from_slice(&bytes[..bytes.len().min(room)]);
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

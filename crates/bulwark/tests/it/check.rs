@@ -3,8 +3,8 @@
 use crate::harness::BULWARK;
 
 /// Runs `bulwark check` on `src` and compares stderr (with the temp path replaced by
-/// `stack.toml`) and the exit status.
-fn check(src: &str, expected: &str) {
+/// `stack.toml`) and the exit status; an empty `expected` asks for success.
+pub(crate) fn check(src: &str, expected: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stack.toml");
     std::fs::write(&file, src).unwrap();

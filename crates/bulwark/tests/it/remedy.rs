@@ -603,20 +603,7 @@ fn the_readme_example_pack_passes_check() {
         .nth(1)
         .and_then(|s| s.split("```").next())
         .expect("with a TOML example");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("stack.toml");
-    std::fs::write(&file, pack).unwrap();
-    let out = std::process::Command::new(BULWARK)
-        .args(["check", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::check::check(pack, "");
 }
 
 #[test]
