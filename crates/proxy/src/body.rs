@@ -3,6 +3,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bus::LoadGuard;
+
+use crate::pool::Lease;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -69,20 +71,37 @@ impl Body for Timed {
 pub type ResponseBody = Either<Tracked, Full<Bytes>>;
 
 /// A response body that keeps its replica's in-flight count until it is fully sent
-/// (or dropped), so draining a replica waits for responses still streaming.
+/// (or dropped), so draining a replica waits for responses still streaming. Its
+/// connection goes back to the replica's pool once the body has ended.
 pub struct Tracked {
     inner: Incoming,
     _guard: LoadGuard,
+    lease: Option<Lease>,
     /// A stale copy being taken (`fallback.stale` only; `None` costs one check a frame).
     tee: Option<Box<crate::stale::Tee>>,
 }
 
 impl Tracked {
-    pub(crate) fn new(inner: Incoming, guard: LoadGuard) -> Self {
-        Tracked {
+    pub(crate) fn new(inner: Incoming, guard: LoadGuard, lease: Option<Lease>) -> Self {
+        let mut t = Tracked {
             inner,
             _guard: guard,
+            lease,
             tee: None,
+        };
+        // No body (HEAD, 204, 304, `Content-Length: 0`): the connection is free already.
+        t.ended();
+        t
+    }
+
+    /// Gives the connection back once the body has ended (hyper stops polling a body of
+    /// known length as soon as it says so, so this is checked after every frame).
+    fn ended(&mut self) {
+        if self.lease.is_some()
+            && self.inner.is_end_stream()
+            && let Some(lease) = self.lease.take()
+        {
+            lease.give_back();
         }
     }
 
@@ -101,6 +120,12 @@ impl Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_)) | None) => self.ended(),
+            // A body cut short leaves its connection unusable: it is dropped, not pooled.
+            Poll::Ready(Some(Err(_))) => self.lease = None,
+            Poll::Pending => {}
+        }
         if self.tee.is_none() {
             return polled;
         }

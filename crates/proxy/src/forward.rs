@@ -10,7 +10,7 @@ use std::time::Duration;
 use bus::{Bus, Endpoint, Endpoints, EventKind, LocalReason, OutcomeSink, RequestOutcome};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
@@ -22,6 +22,7 @@ use crate::body::{ResponseBody, Timed, Tracked, UpstreamBody};
 use crate::conn::{Activity, Conn, Touching, after};
 use crate::headers::{cookie, forwarding_headers, is_upgrade, strip_hop_by_hop};
 use crate::metrics::ServiceMetrics;
+use crate::pool::{Lease, Pool, PoolError};
 use crate::service::{Lane, Notice, ServicePolicy, TryResult};
 
 /// Shared by every service proxy of a `bulwark up`.
@@ -61,13 +62,12 @@ impl std::fmt::Display for InjectedReset {
 
 impl std::error::Error for InjectedReset {}
 
-/// One service's forwarding state: its policies (swapped whole by a reload), its
-/// upstream client and its view of the ready replicas.
+/// One service's forwarding state: its policies (swapped whole by a reload, with the
+/// replicas' connection pools) and its view of the ready replicas.
 pub struct ServiceProxy {
     pub service: String,
     pub endpoints: watch::Receiver<Arc<Endpoints>>,
     pub(crate) policy: RwLock<Arc<ServicePolicy>>,
-    pub(crate) client: RwLock<Arc<crate::server::Upstream>>,
     pub(crate) metrics: ServiceMetrics,
     /// For per-replica metrics of replicas that join later.
     pub(crate) registry: (crate::metrics::ProxyMetrics, String),
@@ -336,11 +336,6 @@ impl ServiceProxy {
         let peer = conn.peer;
         let policy = self.policy();
         let cfg = &policy.expose;
-        let upstream = self
-            .client
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
         let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let upgrade_headers = upgrade.as_ref().map(|_| {
@@ -395,7 +390,7 @@ impl ServiceProxy {
                 lane = self.lane(&snapshot, &parts.headers);
             }
             // One short lock per try: endpoint changes, the budget deposit (first try
-            // only), the pick and its cached authority.
+            // only), the pick and its replica's connection pool.
             let picked = {
                 let mut st = policy.lock();
                 let now = std::time::Instant::now();
@@ -412,12 +407,12 @@ impl ServiceProxy {
                     }
                     ep => ep,
                 }
-                .map(|e| (e.clone(), st.authority(e.addr)));
+                .map(|(e, pool)| (e.clone(), pool));
                 drop(st);
                 self.publish(&policy, notices);
                 ep
             };
-            let Some((ep, authority)) = picked else {
+            let Some((ep, pool)) = picked else {
                 if attempt == 0 {
                     let mut res = answer(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -438,13 +433,8 @@ impl ServiceProxy {
                 },
             };
             let mut up = Request::from_parts(parts.clone(), this_body);
-            *up.uri_mut() = upstream_uri(authority, &path);
-            // The client may speak HTTP/2 to us; the replica speaks what the config says.
-            *up.version_mut() = if cfg.upstream_http2 {
-                http::Version::HTTP_2
-            } else {
-                http::Version::HTTP_11
-            };
+            // The pool writes the version and URI the replica's protocol needs.
+            *up.uri_mut() = Uri::from(path.clone());
             let remaining = deadline.saturating_duration_since(Instant::now());
             let per_try = if cfg.retries.per_try_timeout.is_zero() {
                 remaining
@@ -456,17 +446,20 @@ impl ServiceProxy {
                 .filter(|_| resendable && attempt == 0 && body.is_some() && upgrade.is_none());
             let (ep, result, rtt, guard) = match hedge {
                 Some(h) => {
-                    self.hedged(&policy, &upstream, &snapshot, ep, up, per_try, h, key)
+                    self.hedged(&policy, &snapshot, (ep, pool), up, per_try, h, key)
                         .await
                 }
                 None => {
                     let fault = self.hooks.injected_on(&self.service, &ep);
-                    let (r, rtt, g) = send(&upstream, &ep, up, per_try, fault).await;
+                    let (r, rtt, g) = send(&pool, &ep, up, per_try, fault).await;
                     (ep, r, rtt, g)
                 }
             };
             let (outcome, response) = match result {
-                Ok(res) => (TryResult::Status(res.status().as_u16()), Some(res)),
+                Ok(answered) => (
+                    TryResult::Status(answered.0.status().as_u16()),
+                    Some(answered),
+                ),
                 Err(SendError::ConnectFailed(e)) => {
                     last = Some((
                         StatusCode::BAD_GATEWAY,
@@ -527,7 +520,7 @@ impl ServiceProxy {
                 }
             };
             let can_resend = body.is_some() && attempt + 1 < attempts && Instant::now() < deadline;
-            if let Some(mut res) = response {
+            if let Some((mut res, lease)) = response {
                 if !(retriable && can_resend) {
                     if let Some(client_side) = upgrade
                         && res.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -555,7 +548,7 @@ impl ServiceProxy {
                         rp.extensions.insert(Served(ep.revision));
                     }
                     return (
-                        Response::from_parts(rp, Either::Left(Tracked::new(rb, guard))),
+                        Response::from_parts(rp, Either::Left(Tracked::new(rb, guard, lease))),
                         None,
                     );
                 }
@@ -632,16 +625,15 @@ impl ServiceProxy {
     async fn hedged(
         &self,
         policy: &ServicePolicy,
-        upstream: &crate::server::Upstream,
         snapshot: &Endpoints,
-        first: Endpoint,
+        (first, first_pool): (Endpoint, Arc<Pool>),
         req: Request<UpstreamBody>,
         per_try: Duration,
         h: spec::Hedge,
         key: Option<u64>,
     ) -> (
         Endpoint,
-        Result<Response<Incoming>, SendError>,
+        Result<Answered, SendError>,
         Duration,
         bus::LoadGuard,
     ) {
@@ -651,7 +643,7 @@ impl ServiceProxy {
         let second_req = clone_request(&req);
         let first_ep = first.clone();
         let fault = self.hooks.injected_on(&self.service, &first_ep);
-        let one = send(upstream, &first_ep, req, per_try, fault);
+        let one = send(&first_pool, &first_ep, req, per_try, fault);
         tokio::pin!(one);
         let (Some(after), Some(second_req)) = (after, second_req) else {
             let (r, rtt, g) = one.await;
@@ -674,24 +666,16 @@ impl ServiceProxy {
                 lane,
                 std::time::Instant::now(),
             )
-            .map(|e| (e.clone(), st.authority(e.addr)))
+            .map(|(e, pool)| (e.clone(), pool))
         };
-        let Some((second, authority)) = second else {
+        let Some((second, second_pool)) = second else {
             let (r, rtt, g) = one.await;
             return (first, r, rtt, g);
         };
         self.metrics.hedges.inc();
-        let mut second_req = second_req;
-        *second_req.uri_mut() = upstream_uri(
-            authority,
-            second_req
-                .uri()
-                .path_and_query()
-                .unwrap_or(&PathAndQuery::from_static("/")),
-        );
         let second_ep = second.clone();
         let fault = self.hooks.injected_on(&self.service, &second_ep);
-        let two = send(upstream, &second_ep, second_req, per_try, fault);
+        let two = send(&second_pool, &second_ep, second_req, per_try, fault);
         tokio::select! {
             (r, rtt, g) = one => (first, r, rtt, g),
             (r, rtt, g) = two => (second, r, rtt, g),
@@ -768,19 +752,18 @@ enum SendError {
     Injected(u16),
 }
 
+/// A replica's response head, with the connection to give back once its body has ended.
+type Answered = (Response<Incoming>, Option<Lease>);
+
 /// One try. The returned guard keeps the replica's load counted while the response
 /// body streams.
 async fn send(
-    upstream: &crate::server::Upstream,
+    pool: &Arc<Pool>,
     ep: &Endpoint,
     req: Request<UpstreamBody>,
     limit: Duration,
     injected: Option<(FaultAction, crate::Live)>,
-) -> (
-    Result<Response<Incoming>, SendError>,
-    Duration,
-    bus::LoadGuard,
-) {
+) -> (Result<Answered, SendError>, Duration, bus::LoadGuard) {
     let guard = ep.load.acquire();
     let began = Instant::now();
     let (delay, live) = match injected {
@@ -804,15 +787,17 @@ async fn send(
                 () = crate::injected::ended(&mut live) => {}
             }
         }
-        upstream.request(req).await
+        pool.send(req).await
     };
     let r = match tokio::time::timeout(limit, delayed).await {
-        Ok(Ok(res)) => Ok(res),
-        Ok(Err(e)) if e.is_connect() => Err(SendError::ConnectFailed(format!(
-            "replica at {}: {e}",
+        Ok(Ok(answered)) => Ok(answered),
+        Ok(Err(PoolError::Connect(e))) => Err(SendError::ConnectFailed(format!(
+            "replica at {}: cannot connect: {e}",
             ep.addr
         ))),
-        Ok(Err(e)) => Err(SendError::Reset(format!("replica at {}: {e:#}", ep.addr))),
+        Ok(Err(PoolError::Send(e))) => {
+            Err(SendError::Reset(format!("replica at {}: {e}", ep.addr)))
+        }
         Err(_) => Err(SendError::Timeout),
     };
     (r, began.elapsed(), guard)
@@ -940,14 +925,6 @@ impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-fn upstream_uri(authority: Authority, path: &PathAndQuery) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(path.clone());
-    Uri::from_parts(parts).unwrap_or_default()
 }
 
 pub(crate) fn answer(status: StatusCode, text: &str) -> Response<ResponseBody> {

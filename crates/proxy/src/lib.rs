@@ -10,7 +10,7 @@
 //! Life of a request: accept (connection limit) → fault injection → rate limit →
 //! bulkhead (in-flight limit, bounded queue) → route (header match, weighted split) →
 //! pick a replica (balancer; ejected replicas and open breakers skipped unless in panic
-//! mode) → forward on a pooled connection (per-try timeout, hedging) → on a retriable
+//! mode) → forward on a connection from its pool (`pool.rs`) (per-try timeout, hedging) → on a retriable
 //! failure, within the budget and the deadline, back off and try another replica →
 //! stream the response back; record the result for passive health.
 
@@ -22,6 +22,7 @@ mod forward;
 mod headers;
 mod injected;
 mod metrics;
+mod pool;
 mod server;
 mod service;
 mod stale;

@@ -5,8 +5,6 @@ use bus::Endpoints;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -14,27 +12,10 @@ use spec::Expose;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::body::UpstreamBody;
 use crate::conn::{Conn, Counted, Watched, after};
 use crate::forward::{Hooks, ServiceProxy};
 use crate::metrics::ProxyMetrics;
 use crate::service::ServicePolicy;
-
-/// The pooled client to a service's replicas (keep-alive pools per replica address).
-pub(crate) type Upstream = Client<HttpConnector, UpstreamBody>;
-
-fn upstream(e: &Expose) -> Upstream {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(e.timeouts.connect));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(1024)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .http2_only(e.upstream_http2)
-        .build(connector)
-}
 
 /// A handle on a service's proxy (its forwarding state), shared by its listener and by
 /// routes from other services. Cheap to clone.
@@ -91,7 +72,6 @@ impl ServiceProxyHandle {
         Arc::new(ServiceProxy {
             service: name.to_owned(),
             endpoints,
-            client: RwLock::new(Arc::new(upstream(&expose))),
             policy: RwLock::new(Arc::new(ServicePolicy::new(
                 expose,
                 std::time::Instant::now(),
@@ -105,16 +85,9 @@ impl ServiceProxyHandle {
     }
 
     /// Applies a changed configuration to new requests; requests in flight finish under
-    /// the old one. Passive-health state starts afresh.
+    /// the old one. Passive-health state starts afresh, and so do the replicas'
+    /// connection pools.
     pub fn reconfigure(&self, expose: Expose) {
-        let client_changed = {
-            let old = self.0.policy();
-            old.expose.timeouts.connect != expose.timeouts.connect
-                || old.expose.upstream_http2 != expose.upstream_http2
-        };
-        if client_changed {
-            *self.0.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(upstream(&expose));
-        }
         let mut policy = ServicePolicy::new(expose, std::time::Instant::now());
         if let (Some(new), Some(old)) = (&mut policy.fallback, &self.0.policy().fallback) {
             new.keep_copies(old);

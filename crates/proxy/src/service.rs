@@ -53,8 +53,8 @@ pub(crate) struct State {
 }
 
 struct Rep {
-    /// `127.0.0.1:PORT` as a URI authority, built once rather than per try.
-    authority: http::uri::Authority,
+    /// The replica's connections, handed over with the pick.
+    pool: std::sync::Arc<crate::pool::Pool>,
     metrics: crate::metrics::ReplicaMetrics,
     id: ReplicaId,
     replica: u32,
@@ -232,10 +232,17 @@ impl State {
         for e in &snap.ready {
             if !self.replicas.contains_key(&e.addr) {
                 let id = self.outlier.add(now);
+                let pool = crate::pool::Pool::new(
+                    e.addr,
+                    policy.expose.timeouts.connect,
+                    policy.expose.upstream_http2,
+                );
+                // Its first request should not pay for the connect (nor read it as a peak).
+                pool.warm();
                 self.replicas.insert(
                     e.addr,
                     Rep {
-                        authority: authority_of(e.addr),
+                        pool,
                         metrics: metrics.0.for_replica(&metrics.1, e.replica),
                         id,
                         replica: e.replica,
@@ -283,9 +290,9 @@ impl State {
         }
     }
 
-    /// Picks a replica for the next try, not in `tried`, in `lane` if given. Ejected
-    /// replicas and open breakers are skipped, unless too few replicas are healthy (panic
-    /// mode).
+    /// Picks a replica for the next try, not in `tried`, in `lane` if given, with its
+    /// connection pool. Ejected replicas and open breakers are skipped, unless too few
+    /// replicas are healthy (panic mode).
     #[allow(clippy::too_many_arguments)]
     pub fn pick<'a>(
         &mut self,
@@ -295,7 +302,7 @@ impl State {
         key: Option<u64>,
         lane: Option<Lane>,
         now: Instant,
-    ) -> Option<&'a Endpoint> {
+    ) -> Option<(&'a Endpoint, std::sync::Arc<crate::pool::Pool>)> {
         let panic = self.outlier.panic();
         // Candidates are counted and indexed by walking `ready` again rather than
         // collected: replica counts are small and the request path allocates nothing.
@@ -387,14 +394,7 @@ impl State {
         if self.breaker_on && rep.breaker.allow(now).is_err() {
             return None;
         }
-        Some(chosen)
-    }
-
-    /// The URI authority of a replica in the state (`authority_of` for one that is not).
-    pub fn authority(&self, addr: SocketAddr) -> http::uri::Authority {
-        self.replicas
-            .get(&addr)
-            .map_or_else(|| authority_of(addr), |r| r.authority.clone())
+        Some((chosen, rep.pool.clone()))
     }
 
     /// Feeds one try's result to passive health, the breaker and the latency estimators.
@@ -448,12 +448,6 @@ impl State {
             .percentile(percentile, now)
             .map(|d| d.max(floor))
     }
-}
-
-pub(crate) fn authority_of(addr: SocketAddr) -> http::uri::Authority {
-    // A socket address always formats as a valid authority.
-    http::uri::Authority::try_from(addr.to_string())
-        .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"))
 }
 
 #[cfg(test)]
