@@ -1,5 +1,7 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bus::LoadGuard;
@@ -18,6 +20,7 @@ pub(crate) type UpstreamBody = Either<Full<Bytes>, Timed>;
 pub(crate) struct Timed {
     inner: Incoming,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    waiting: Arc<AtomicBool>,
 }
 
 impl Timed {
@@ -25,7 +28,14 @@ impl Timed {
         Timed {
             inner,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            waiting: Arc::default(),
         }
+    }
+
+    /// True while the body waits for the client's next bytes (not for the replica to
+    /// read them): a try that times out then is the client's stall, not the replica's.
+    pub(crate) fn waiting_on_client(&self) -> Arc<AtomicBool> {
+        self.waiting.clone()
     }
 }
 
@@ -50,10 +60,16 @@ impl Body for Timed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(r) => Poll::Ready(r.map(|f| f.map_err(Into::into))),
+            Poll::Ready(r) => {
+                self.waiting.store(false, Ordering::Relaxed);
+                Poll::Ready(r.map(|f| f.map_err(Into::into)))
+            }
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(BodyDeadline.into()))),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    self.waiting.store(true, Ordering::Relaxed);
+                    Poll::Pending
+                }
             },
         }
     }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::body::{ResponseBody, Timed, Tracked, UpstreamBody};
 use crate::conn::{Activity, Conn, Touching, after};
-use crate::headers::{cookie, forwarding_headers, is_upgrade, strip_hop_by_hop};
+use crate::headers::{check_request, cookie, forwarding_headers, is_upgrade, strip_hop_by_hop};
 use crate::metrics::ServiceMetrics;
 use crate::pool::{Lease, Pool, PoolError};
 use crate::service::{Lane, Notice, ServicePolicy, TryResult};
@@ -125,10 +126,18 @@ impl ServiceProxy {
 
     async fn entry(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: &Arc<Conn>,
         began: Instant,
     ) -> Result<(Response<ResponseBody>, Option<LocalReason>), InjectedReset> {
+        let (version, uri) = (req.version(), req.uri().clone());
+        if let Err(why) = check_request(version, &uri, req.headers_mut()) {
+            let res = closing(
+                answer(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+                version,
+            );
+            return Ok((res, Some(LocalReason::BadRequest)));
+        }
         let peer = conn.peer;
         let policy = self.policy();
         let cfg = &policy.expose;
@@ -165,49 +174,22 @@ impl ServiceProxy {
         let req = match read_body(req, cfg.retries.max_body, deadline).await {
             Ok(req) => req,
             Err((status, msg, version)) => {
-                let mut res = answer(status, &msg);
-                if version < http::Version::HTTP_2 {
-                    res.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                return Ok((res, Some(LocalReason::BadRequest)));
+                return Ok((
+                    closing(answer(status, &msg), version),
+                    Some(LocalReason::BadRequest),
+                ));
             }
         };
         // Bulkhead: a bounded number in flight, a bounded queue, then fast 503s.
-        let _permit = match policy.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let waiting = policy
-                    .waiting
-                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                let got = if waiting < cfg.limits.queue {
-                    tokio::time::timeout(
-                        cfg.limits.queue_timeout,
-                        policy.permits.clone().acquire_owned(),
-                    )
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                } else {
-                    None
-                };
-                policy
-                    .waiting
-                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                match got {
-                    Some(p) => p,
-                    None => {
-                        self.metrics.shed.inc();
-                        let mut res = answer(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "over capacity; retry later\n",
-                        );
-                        res.headers_mut()
-                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                        return Ok((res, Some(LocalReason::Shed)));
-                    }
-                }
-            }
+        let Some(_permit) = self.admit(&policy).await else {
+            self.metrics.shed.inc();
+            let mut res = answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "over capacity; retry later\n",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Ok((res, Some(LocalReason::Shed)));
         };
         let mut req = req;
         // Replicas see bulwark's switch states only, never a client's.
@@ -234,6 +216,27 @@ impl ServiceProxy {
                     .await
             }
         })
+    }
+
+    /// A bulkhead permit: at once if one is free, else after waiting in the bounded queue
+    /// up to `limits.queue_timeout`; `None` when the queue is full or the wait ran out.
+    async fn admit(&self, policy: &ServicePolicy) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(p) = policy.permits.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        let limits = &policy.expose.limits;
+        let waiting = policy.waiting.fetch_add(1, Ordering::AcqRel);
+        let got = if waiting < limits.queue {
+            let permit = policy.permits.clone().acquire_owned();
+            tokio::time::timeout(limits.queue_timeout, permit)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        policy.waiting.fetch_sub(1, Ordering::AcqRel);
+        got
     }
 
     /// The stack file's faults, then one injected on this listener: a delay, or the
@@ -369,6 +372,11 @@ impl ServiceProxy {
         };
         // A request is retried only if its body can be sent again: small bodies were
         // buffered on entry, larger ones stream through once.
+        // A streamed body's client may stall: a try timing out then is not the replica's.
+        let stalled = match &body {
+            Either::Right(t) => Some(t.waiting_on_client()),
+            Either::Left(_) => None,
+        };
         let mut body = Some(body);
         let path = parts
             .uri
@@ -455,7 +463,19 @@ impl ServiceProxy {
                     (ep, r, rtt, g)
                 }
             };
+            let client_stalled = matches!(result, Err(SendError::Timeout))
+                && stalled.as_ref().is_some_and(|w| w.load(Ordering::Relaxed));
+            let result = if client_stalled {
+                Err(client_body_stalled())
+            } else {
+                result
+            };
             let (outcome, response) = match result {
+                // The client's fault: not the replica's, and not worth another try.
+                Err(SendError::ClientBody(status, msg)) => {
+                    let res = closing(answer(status, &format!("{msg}\n")), parts.version);
+                    return (res, Some(LocalReason::BadRequest));
+                }
                 Ok(answered) => (
                     TryResult::Status(answered.0.status().as_u16()),
                     Some(answered),
@@ -750,6 +770,10 @@ enum SendError {
     Timeout,
     /// A chaos experiment answered for the replica with this status.
     Injected(u16),
+    /// The client's body failed while it streamed to the replica (malformed, or past
+    /// the request deadline): the client's fault, answered 400 or 408, never counted
+    /// against the replica nor retried.
+    ClientBody(StatusCode, String),
 }
 
 /// A replica's response head, with the connection to give back once its body has ended.
@@ -795,12 +819,43 @@ async fn send(
             "replica at {}: cannot connect: {e}",
             ep.addr
         ))),
+        Ok(Err(PoolError::Send(e))) if e.is_user() => Err(client_body(&e)),
         Ok(Err(PoolError::Send(e))) => {
             Err(SendError::Reset(format!("replica at {}: {e}", ep.addr)))
         }
         Err(_) => Err(SendError::Timeout),
     };
     (r, began.elapsed(), guard)
+}
+
+/// What a failed request body is answered with: 408 past the request deadline, else 400.
+fn client_body(e: &hyper::Error) -> SendError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<crate::body::BodyDeadline>() {
+            return client_body_stalled();
+        }
+        cause = c.source();
+    }
+    let why = cause_text(e);
+    SendError::ClientBody(
+        StatusCode::BAD_REQUEST,
+        format!("cannot read request body: {why}"),
+    )
+}
+
+fn client_body_stalled() -> SendError {
+    let why = crate::body::BodyDeadline.to_string();
+    SendError::ClientBody(StatusCode::REQUEST_TIMEOUT, why)
+}
+
+/// The innermost cause's words (hyper's outer "error from user's Body stream" says little).
+fn cause_text(e: &hyper::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(c) = last.source() {
+        last = c;
+    }
+    last.to_string()
 }
 
 pub(crate) fn clone_request(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
@@ -925,6 +980,16 @@ impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// `res` with `Connection: close` for an HTTP/1 client: after a malformed request or
+/// body, the connection's framing cannot be trusted.
+fn closing(mut res: Response<ResponseBody>, version: http::Version) -> Response<ResponseBody> {
+    if version < http::Version::HTTP_2 {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 pub(crate) fn answer(status: StatusCode, text: &str) -> Response<ResponseBody> {

@@ -22,16 +22,97 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Removes the hop-by-hop headers. Most messages carry none: one pass over the names finds
-/// that, and only the names present are looked up and removed.
+/// Removes the hop-by-hop headers, and the fields `Connection` names (RFC 9110 §7.6.1:
+/// an intermediary MUST). Most messages carry none: one pass over the names finds that,
+/// and only the names present are looked up and removed. `Host` and the framing headers
+/// are never removed on a client's say-so (a request without `Host` would be invalid).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let present = |h: &HeaderName| headers.keys().any(|k| k == h);
     if !HOP_BY_HOP.iter().any(present) {
         return;
     }
-    for h in &HOP_BY_HOP {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .filter(|n| {
+            ![
+                header::HOST,
+                header::CONTENT_LENGTH,
+                header::TRANSFER_ENCODING,
+            ]
+            .contains(n)
+        })
+        .collect();
+    for h in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(h);
     }
+}
+
+/// What RFC 9112 requires of a request's `Host` (§3.2) and framing (§7) that the HTTP/1
+/// parser lets through; `Err` names why the request gets 400. On success, a request whose
+/// target carries an authority (absolute-form, or HTTP/2's `:authority`) has `Host` set to
+/// it (§3.2.2; RFC 9113 §8.3.1), so the replica sees the host the client asked for.
+pub(crate) fn check_request(
+    version: http::Version,
+    uri: &http::Uri,
+    h: &mut HeaderMap,
+) -> Result<(), &'static str> {
+    let mut hosts = h.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    if host.is_some_and(|v| !valid_host(v.as_bytes())) {
+        return Err("invalid Host header");
+    }
+    // Even with an absolute-form target (HTTP/2 carries `:authority` instead).
+    if host.is_none() && version == http::Version::HTTP_11 {
+        return Err("missing Host header");
+    }
+    if let Some(a) = uri.authority() {
+        if a.as_str().contains('@') {
+            return Err("userinfo in the request target");
+        }
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            h.insert(header::HOST, v);
+        }
+    }
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        let chunked = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+            .count();
+        if chunked > 1 {
+            return Err("Transfer-Encoding applies chunked more than once");
+        }
+    }
+    Ok(())
+}
+
+/// `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2): a reg-name, an IPv4 address
+/// or a bracketed IP literal, with an optional port; no userinfo, path or whitespace.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.iter().rposition(|&b| b == b':') {
+        // A colon inside brackets belongs to an IPv6 literal, not a port.
+        Some(i) if !v[i..].contains(&b']') => (&v[..i], &v[i + 1..]),
+        _ => (v, &[][..]),
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix(b"[") {
+        inner.strip_suffix(b"]").is_some_and(|lit| {
+            !lit.is_empty()
+                && lit
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b":.vV".contains(&b))
+        })
+    } else {
+        host.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
+    };
+    host_ok && port.iter().all(u8::is_ascii_digit)
 }
 
 /// Whether the request asks for a protocol upgrade (WebSocket).
@@ -126,6 +207,115 @@ mod tests {
     use super::*;
 
     const RID: HeaderName = HeaderName::from_static("x-request-id");
+
+    #[test]
+    fn hosts_that_rfc_3986_allows_and_those_it_does_not() {
+        for ok in [
+            "x",
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[v1.fe]",
+            "a-b_c~d%20",
+            "",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok:?} is a valid host");
+        }
+        for bad in [
+            "a b", "a/b", "u@h", "h:8o", "[::1", "[]", "a\tb", "h?q", "h#f", "[::1]x",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?} is not a valid host");
+        }
+    }
+
+    fn checked(
+        version: http::Version,
+        uri: &str,
+        hosts: &[&str],
+    ) -> Result<HeaderMap, &'static str> {
+        let mut h = HeaderMap::new();
+        for v in hosts {
+            h.append(header::HOST, HeaderValue::from_str(v).unwrap());
+        }
+        check_request(version, &uri.parse().unwrap(), &mut h).map(|()| h)
+    }
+
+    #[test]
+    fn host_rules_of_rfc_9112() {
+        use http::version::Version;
+        const HTTP_10: Version = Version::HTTP_10;
+        const HTTP_11: Version = Version::HTTP_11;
+        const HTTP_2: Version = Version::HTTP_2;
+        assert_eq!(checked(HTTP_11, "/", &["x"]).unwrap()[header::HOST], "x");
+        assert_eq!(
+            checked(HTTP_11, "/", &[]).unwrap_err(),
+            "missing Host header"
+        );
+        assert!(checked(HTTP_10, "/", &[]).is_ok(), "HTTP/1.0 needs no Host");
+        assert_eq!(
+            checked(HTTP_11, "/", &["x", "y"]).unwrap_err(),
+            "more than one Host header"
+        );
+        assert_eq!(
+            checked(HTTP_11, "/", &["a b"]).unwrap_err(),
+            "invalid Host header"
+        );
+        // Absolute-form: the target's host wins over the Host header (§3.2.2).
+        let h = checked(HTTP_11, "http://other.example:81/a", &["x"]).unwrap();
+        assert_eq!(h[header::HOST], "other.example:81");
+        assert_eq!(h.get_all(header::HOST).iter().count(), 1);
+        assert!(checked(HTTP_11, "http://u@h/a", &["h"]).is_err());
+        assert_eq!(
+            checked(HTTP_11, "http://h/a", &[]).unwrap_err(),
+            "missing Host header"
+        );
+        // HTTP/2: `:authority` becomes the Host an HTTP/1.1 replica sees.
+        assert_eq!(
+            checked(HTTP_2, "http://svc.local/a", &[]).unwrap()[header::HOST],
+            "svc.local"
+        );
+    }
+
+    #[test]
+    fn chunked_twice_is_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("x"));
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        let uri: http::Uri = "/".parse().unwrap();
+        assert!(check_request(http::Version::HTTP_11, &uri, &mut h).is_ok());
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("Chunked"),
+        );
+        assert!(check_request(http::Version::HTTP_11, &uri, &mut h).is_err());
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked, chunked"),
+        );
+        assert!(check_request(http::Version::HTTP_11, &uri, &mut h).is_err());
+    }
+
+    #[test]
+    fn fields_named_by_connection_are_removed_but_never_host() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Foo ,host"),
+        );
+        h.append(header::CONNECTION, HeaderValue::from_static("x-bar"));
+        for n in ["x-foo", "x-bar", "x-kept", "keep-alive", "host"] {
+            h.insert(n, HeaderValue::from_static("1"));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-kept"]);
+    }
 
     #[test]
     fn ipv4_digits_match_display() {
