@@ -218,6 +218,16 @@ impl ServiceProxy {
         })
     }
 
+    /// Takes in the current endpoints now rather than at the next request, so a joining
+    /// replica's pool is warm before traffic reaches it (see [`crate::server`]).
+    pub(crate) fn sync_now(&self) {
+        let policy = self.policy();
+        let snapshot = self.endpoints.borrow().clone();
+        let now = std::time::Instant::now();
+        let notices = policy.lock().sync(&policy, &snapshot, &self.registry, now);
+        self.publish(&policy, notices);
+    }
+
     /// A bulkhead permit: at once if one is free, else after waiting in the bounded queue
     /// up to `limits.queue_timeout`; `None` when the queue is full or the wait ran out.
     async fn admit(&self, policy: &ServicePolicy) -> Option<tokio::sync::OwnedSemaphorePermit> {

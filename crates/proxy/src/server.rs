@@ -31,7 +31,15 @@ impl ServiceProxyHandle {
         outcomes: Option<Arc<dyn bus::OutcomeSink>>,
         hooks: Arc<Hooks>,
     ) -> ServiceProxyHandle {
-        let proxy = Self::build(service, expose, endpoints, metrics, outcomes, hooks, false);
+        let proxy = Self::build(
+            (service, service),
+            expose,
+            endpoints,
+            metrics,
+            outcomes,
+            hooks,
+            false,
+        );
         proxy
             .hooks
             .services
@@ -51,17 +59,23 @@ impl ServiceProxyHandle {
         outcomes: Option<Arc<dyn bus::OutcomeSink>>,
         hooks: Arc<Hooks>,
     ) -> ServiceProxyHandle {
+        // Metrics under the preview's name; requests and outcomes under the service's.
         let name = format!("{service}-preview");
-        let mut proxy = Self::build(&name, expose, endpoints, metrics, outcomes, hooks, true);
-        if let Some(p) = Arc::get_mut(&mut proxy) {
-            // Metrics under the preview's name; requests and outcomes under the service's.
-            p.service = service.to_owned();
-        }
+        let proxy = Self::build(
+            (service, &name),
+            expose,
+            endpoints,
+            metrics,
+            outcomes,
+            hooks,
+            true,
+        );
         ServiceProxyHandle(proxy)
     }
 
+    /// `service` names its requests and outcomes, `name` its metrics.
     fn build(
-        name: &str,
+        (service, name): (&str, &str),
         expose: Expose,
         endpoints: watch::Receiver<Arc<Endpoints>>,
         metrics: &ProxyMetrics,
@@ -69,8 +83,8 @@ impl ServiceProxyHandle {
         hooks: Arc<Hooks>,
         preview: bool,
     ) -> Arc<ServiceProxy> {
-        Arc::new(ServiceProxy {
-            service: name.to_owned(),
+        let proxy = Arc::new(ServiceProxy {
+            service: service.to_owned(),
             endpoints,
             policy: RwLock::new(Arc::new(ServicePolicy::new(
                 expose,
@@ -81,7 +95,9 @@ impl ServiceProxyHandle {
             outcomes,
             hooks,
             preview,
-        })
+        });
+        follow_endpoints(&proxy);
+        proxy
     }
 
     /// Applies a changed configuration to new requests; requests in flight finish under
@@ -93,11 +109,30 @@ impl ServiceProxyHandle {
             new.keep_copies(old);
         }
         *self.0.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        self.0.sync_now();
     }
 
     pub fn expose(&self) -> Expose {
         self.0.policy().expose.clone()
     }
+}
+
+/// Takes in each endpoints snapshot as it is published (and the current one now), so a
+/// replica's pool opens its first connection when the replica becomes ready, not when a
+/// request first picks it. Ends with the proxy or the snapshots' sender.
+fn follow_endpoints(proxy: &Arc<ServiceProxy>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(proxy);
+    let mut rx = proxy.endpoints.clone();
+    proxy.sync_now();
+    rt.spawn(async move {
+        while rx.changed().await.is_ok() {
+            let Some(proxy) = weak.upgrade() else { return };
+            proxy.sync_now();
+        }
+    });
 }
 
 /// Largest request head (request line and headers) accepted, HTTP/1 read buffer and

@@ -209,9 +209,13 @@ impl State {
             .copied()
             .collect();
         for addr in gone {
-            if let Some(rep) = self.replicas.remove(&addr)
-                && let Some(ev) = self.outlier.remove(rep.id, now)
-            {
+            let Some(rep) = self.replicas.remove(&addr) else {
+                continue;
+            };
+            if !self.replicas.values().any(|r| r.replica == rep.replica) {
+                metrics.0.forget_replica(&metrics.1, rep.replica);
+            }
+            if let Some(ev) = self.outlier.remove(rep.id, now) {
                 notices.extend(self.notice(ev));
             }
         }

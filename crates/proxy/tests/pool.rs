@@ -29,6 +29,15 @@ impl Counting {
 /// `close_after`, it closes each connection that long after its first answer, without
 /// saying so (as a server with a short keep-alive timeout does).
 async fn counting(close_after: Option<Duration>, body_len: usize) -> Counting {
+    listen(move |s| serve_h1(s, close_after, body_len)).await
+}
+
+/// A replica on a free port: each connection is counted, then served by `serve`.
+async fn listen<F, Fut>(serve: F) -> Counting
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -36,7 +45,7 @@ async fn counting(close_after: Option<Duration>, body_len: usize) -> Counting {
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve_h1(s, close_after, body_len));
+            tokio::spawn(serve(s));
         }
     });
     Counting { addr, accepted }
@@ -136,23 +145,31 @@ async fn a_replica_that_closes_idle_connections_costs_no_request() {
 async fn a_joining_replica_gets_a_connection_before_its_first_request() {
     let (a, b) = (counting(None, 2).await, counting(None, 2).await);
     let p = start_many(&[a.addr, b.addr], DEADLINE, |_| {}).await;
-    let mut c = connect(p.addr).await;
-    assert_eq!(get(&mut c, "/").await.0, 200);
+    // No request yet: each ready replica already has a connection open to it.
     assert!(
-        eventually(|| a.accepted() >= 1 && b.accepted() >= 1).await,
-        "one request, and both replicas should have a connection open: {} and {}",
+        eventually(|| a.accepted() == 1 && b.accepted() == 1).await,
+        "before any request, each replica should have one connection: {} and {}",
         a.accepted(),
         b.accepted()
     );
-    // A third joins: the next request that sees it opens a connection to it.
+    // A third becomes ready: it gets its connection when the snapshot is published.
     let joining = counting(None, 2).await;
     p.endpoints
         .send(ready(&[a.addr, b.addr, joining.addr], 2))
         .unwrap();
-    assert_eq!(get(&mut c, "/").await.0, 200);
     assert!(
-        eventually(|| joining.accepted() >= 1).await,
+        eventually(|| joining.accepted() == 1).await,
         "the joining replica got no connection"
+    );
+    // And the requests use those connections.
+    for _ in 0..9 {
+        let mut c = connect(p.addr).await;
+        assert_eq!(get(&mut c, "/").await.0, 200);
+    }
+    let opened = a.accepted() + b.accepted() + joining.accepted();
+    assert!(
+        opened <= 4,
+        "9 requests in turn opened {opened} connections to 3 replicas"
     );
 }
 
@@ -181,27 +198,19 @@ async fn a_response_abandoned_by_its_client_does_not_poison_the_pool() {
 async fn h2_replica() -> Counting {
     use hyper::server::conn::http2;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| {
-                let text = format!("{:?} {}", req.version(), req.uri());
-                async move {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from(text)),
-                    ))
-                }
-            });
-            tokio::spawn(
-                http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc),
-            );
-        }
-    });
-    Counting { addr, accepted }
+    listen(|s| async move {
+        let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| {
+            let text = format!("{:?} {}", req.version(), req.uri());
+            async move {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(text),
+                )))
+            }
+        });
+        let conn = http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc);
+        let _ = conn.await;
+    })
+    .await
 }
 
 #[tokio::test]
