@@ -473,7 +473,10 @@ impl ServiceProxy {
                     (ep, r, rtt, g)
                 }
             };
+            // The request deadline (not a shorter per-try timeout) passed while the body
+            // waited on the client.
             let client_stalled = matches!(result, Err(SendError::Timeout))
+                && Instant::now() >= deadline
                 && stalled.as_ref().is_some_and(|w| w.load(Ordering::Relaxed));
             let result = if client_stalled {
                 Err(client_body_stalled())

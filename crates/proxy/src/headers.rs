@@ -35,7 +35,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .map(<[u8]>::trim_ascii)
+        // `close`, `keep-alive`, `upgrade`…: nothing to parse (or allocate) for the
+        // options every HTTP/1 peer sends.
+        .filter(|t| !t.eq_ignore_ascii_case(b"close"))
+        .filter(|t| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| t.eq_ignore_ascii_case(h.as_str().as_bytes()))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
         .filter(|n| {
             ![
                 header::HOST,
