@@ -224,7 +224,7 @@ impl ServiceProxy {
         let policy = self.policy();
         let snapshot = self.endpoints.borrow().clone();
         let now = std::time::Instant::now();
-        let notices = policy.lock().sync(&policy, &snapshot, &self.registry, now);
+        let notices = policy.lock().sync(&policy, &snapshot, now);
         self.publish(&policy, notices);
     }
 
@@ -415,7 +415,7 @@ impl ServiceProxy {
                 if attempt == 0 {
                     st.budget.deposit(now);
                 }
-                let notices = st.sync(&policy, &snapshot, &self.registry, now);
+                let notices = st.sync(&policy, &snapshot, now);
                 let tried = &tried[..attempt];
                 let ep = match st.pick(&policy, &snapshot.ready, tried, key, lane, now) {
                     // A side of the split with nobody to answer (a rollback under way):
@@ -532,9 +532,12 @@ impl ServiceProxy {
                     (TryResult::Timeout, None)
                 }
             };
-            let notice = policy
-                .lock()
-                .record(ep.addr, outcome, rtt, std::time::Instant::now());
+            let notice = policy.lock().record(
+                ep.addr,
+                (outcome, rtt),
+                &self.registry,
+                std::time::Instant::now(),
+            );
             self.publish(&policy, notice.into_iter().collect());
             use spec::RetryCondition::{
                 ConnectFailure, GatewayError, PerTryTimeout, Reset, Status, Status5xx,

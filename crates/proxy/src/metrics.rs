@@ -168,26 +168,6 @@ impl ProxyMetrics {
         }
     }
 
-    /// Drops a replica's series (it left the ready set, and no other entry of the same
-    /// index remains): scaled-away replicas leave no series behind.
-    pub(crate) fn forget_replica(&self, service: &str, replica: u32) {
-        let r = replica.to_string();
-        for c in ["none", "1xx", "2xx", "3xx", "4xx", "5xx"] {
-            self.replica_requests.remove(&ReplicaStatusLabels {
-                service: service.to_owned(),
-                replica: r.clone(),
-                status_class: c,
-            });
-        }
-        for st in ["breaker_open", "ejected"] {
-            self.replica_state.remove(&ReplicaStateLabels {
-                service: service.to_owned(),
-                replica: r.clone(),
-                state: st,
-            });
-        }
-    }
-
     pub(crate) fn for_service(&self, service: &str) -> ServiceMetrics {
         let s = || service.to_owned();
         let class = |c| {

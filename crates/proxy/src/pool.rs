@@ -174,10 +174,19 @@ impl Pool {
         Uri::from_parts(parts).unwrap_or_default()
     }
 
-    /// The newest idle connection still open and ready for a request.
+    /// The newest idle connection still open and ready for a request. One whose previous
+    /// response has just been read becomes ready only once its task has seen that: a
+    /// ready one is preferred, so the wait (which the replica's latency sample would
+    /// include) is taken only when no other is at hand.
     async fn take_idle(&self) -> Option<http1::SendRequest<UpstreamBody>> {
         loop {
-            let mut tx = self.lock_idle().pop()?.0;
+            let mut tx = {
+                let mut idle = self.lock_idle();
+                match idle.iter().rposition(|(tx, _)| tx.is_ready()) {
+                    Some(i) => return Some(idle.remove(i).0),
+                    None => idle.pop()?.0,
+                }
+            };
             // Ready at once when idle; a connection whose previous response has just been
             // read becomes ready as soon as its task has seen that. A closed one errs.
             if !tx.is_closed() && tx.ready().await.is_ok() {

@@ -55,7 +55,9 @@ pub(crate) struct State {
 struct Rep {
     /// The replica's connections, handed over with the pick.
     pool: std::sync::Arc<crate::pool::Pool>,
-    metrics: crate::metrics::ReplicaMetrics,
+    /// Made at its first try, not when it joins: a replica that never served (scaled
+    /// away before any request reached it) leaves no series behind.
+    metrics: Option<crate::metrics::ReplicaMetrics>,
     id: ReplicaId,
     replica: u32,
     ewma: PeakEwma,
@@ -188,13 +190,7 @@ impl ServicePolicy {
 
 impl State {
     /// Follows endpoint changes: O(replicas) per new snapshot, nothing otherwise.
-    pub fn sync(
-        &mut self,
-        policy: &ServicePolicy,
-        snap: &Endpoints,
-        metrics: &(crate::metrics::ProxyMetrics, String),
-        now: Instant,
-    ) -> Vec<Notice> {
+    pub fn sync(&mut self, policy: &ServicePolicy, snap: &Endpoints, now: Instant) -> Vec<Notice> {
         if snap.version == self.version {
             return vec![];
         }
@@ -212,9 +208,6 @@ impl State {
             let Some(rep) = self.replicas.remove(&addr) else {
                 continue;
             };
-            if !self.replicas.values().any(|r| r.replica == rep.replica) {
-                metrics.0.forget_replica(&metrics.1, rep.replica);
-            }
             if let Some(ev) = self.outlier.remove(rep.id, now) {
                 notices.extend(self.notice(ev));
             }
@@ -247,7 +240,7 @@ impl State {
                     e.addr,
                     Rep {
                         pool,
-                        metrics: metrics.0.for_replica(&metrics.1, e.replica),
+                        metrics: None,
                         id,
                         replica: e.replica,
                         ewma: PeakEwma::joining(
@@ -405,8 +398,8 @@ impl State {
     pub fn record(
         &mut self,
         addr: SocketAddr,
-        result: TryResult,
-        rtt: Duration,
+        (result, rtt): (TryResult, Duration),
+        registry: &(crate::metrics::ProxyMetrics, String),
         now: Instant,
     ) -> Option<Notice> {
         let rep = self.replicas.get_mut(&addr)?;
@@ -416,14 +409,17 @@ impl State {
             TryResult::Timeout => policy::Outcome::LocalTimeout,
         };
         let transport_ok = matches!(result, TryResult::Status(_));
-        rep.metrics.tried(match result {
+        let m = rep
+            .metrics
+            .get_or_insert_with(|| registry.0.for_replica(&registry.1, rep.replica));
+        m.tried(match result {
             TryResult::Status(s) => Some(s),
             _ => None,
         });
         if self.breaker_on {
             let _ = rep.breaker.record(transport_ok, now);
             let open = matches!(rep.breaker.state(), policy::BreakerState::Open { .. });
-            rep.metrics.breaker_open.set(i64::from(open));
+            m.breaker_open.set(i64::from(open));
         }
         if let TryResult::Status(_) = result {
             rep.ewma.observe(rtt, now);
@@ -435,8 +431,8 @@ impl State {
             self.outlier.state(id),
             Some(policy::OutlierState::Ejected { .. })
         );
-        if let Some(rep) = self.replicas.get(&addr) {
-            rep.metrics.ejected.set(i64::from(ejected));
+        if let Some(m) = self.replicas.get(&addr).and_then(|r| r.metrics.as_ref()) {
+            m.ejected.set(i64::from(ejected));
         }
         self.notice(ev?)
     }
