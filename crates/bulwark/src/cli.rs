@@ -420,9 +420,11 @@ pub enum SwitchCmd {
 pub struct UpArgs {
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long)]
-    pub workers: Option<usize>,
+    /// Proxy worker threads, each with its own runtime and its own socket on every
+    /// exposed address (default: one per core). Supervision, probes and the API run on
+    /// threads of their own.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
     /// Do not echo replica output to stdout.
     #[arg(long)]
     pub quiet: bool,

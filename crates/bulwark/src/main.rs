@@ -64,8 +64,9 @@ fn main() -> ExitCode {
         } => slo_rules(&file, &out),
         Command::Import { from } => import_stack(from),
         Command::Demo(args) => tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(demo(args))),
-        Command::Up(args) => tokio_runtime(args.workers, false)
-            .and_then(|rt| rt.block_on(up::run(args, cli.state_dir))),
+        Command::Up(args) => {
+            tokio_runtime(None, false).and_then(|rt| rt.block_on(up::run(args, cli.state_dir)))
+        }
         Command::Load(args) => tokio_runtime(None, false).and_then(|rt| rt.block_on(load(args))),
         Command::Verify(args) => tokio_runtime(None, false)
             .and_then(|rt| rt.block_on(verify_cmd::run(args, cli.state_dir))),

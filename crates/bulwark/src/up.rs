@@ -168,6 +168,11 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let state_lock = api::state_dir::lock(&state_dir)?;
     let token = api::state_dir::create(&state_lock)
         .with_context(|| format!("cannot write the API token into {}", state_dir.display()))?;
+    let workers = proxy::Workers::start(args.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    ))
+    .context("cannot start the proxy's worker threads")?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
@@ -356,6 +361,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             measures,
         )),
         endpoints,
+        workers,
     )
     .with_preview_outcomes(versions);
     listeners.apply(&stack).await?;

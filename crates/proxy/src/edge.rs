@@ -10,10 +10,13 @@ use std::time::Duration;
 use bus::{Endpoints, OutcomeSink};
 use spec::{Protocol, Stack};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::{Hooks, ProxyMetrics, ServiceProxyHandle, TcpExpose, TcpMetrics};
+use crate::server::{ConnLimit, serve_shared};
+use crate::tcp::serve_tcp_shared;
+use crate::{Hooks, ProxyMetrics, ServiceProxyHandle, TcpExpose, TcpMetrics, Workers};
 
 /// How long listeners wait for requests in flight after a stop signal.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -54,6 +57,8 @@ pub struct Listeners {
     /// Where a preview listener's outcomes go (a rollout's analysis, not the SLOs).
     preview_outcomes: Option<Arc<dyn OutcomeSink>>,
     endpoints: EndpointsOf,
+    /// The threads the listeners accept and proxy on.
+    workers: Workers,
 }
 
 /// The key of a blue-green preview listener among the listeners.
@@ -68,6 +73,7 @@ impl Listeners {
         tcp_metrics: TcpMetrics,
         outcomes: Arc<dyn OutcomeSink>,
         endpoints: EndpointsOf,
+        workers: Workers,
     ) -> Listeners {
         Listeners {
             proxies: HashMap::new(),
@@ -80,6 +86,7 @@ impl Listeners {
             outcomes,
             preview_outcomes: None,
             endpoints,
+            workers,
         }
     }
 
@@ -105,13 +112,13 @@ impl Listeners {
             if let Some(expose) = &svc.expose
                 && !self.listeners.contains_key(&svc.name)
             {
-                self.listen(&svc.name, expose).await?;
+                self.listen(&svc.name, expose)?;
                 changes.push(format!("{}: listening on {}", svc.name, expose.listen));
             }
             if let (Some(expose), Some(addr)) = (&svc.expose, preview_of(svc))
                 && !self.listeners.contains_key(&preview_key(&svc.name))
             {
-                self.listen_preview(&svc.name, expose, addr).await?;
+                self.listen_preview(&svc.name, expose, addr)?;
                 changes.push(format!("{}: preview listening on {addr}", svc.name));
             }
         }
@@ -209,39 +216,68 @@ impl Listeners {
         changes
     }
 
+    /// Binds `addr` on every worker for `service`.
+    fn bind(
+        &self,
+        service: &str,
+        addr: SocketAddr,
+    ) -> Result<Vec<(Handle, TcpListener)>, ApplyError> {
+        self.workers.bind(addr).map_err(|source| ApplyError::Bind {
+            service: service.to_owned(),
+            addr,
+            source,
+        })
+    }
+
+    /// Serves `proxy` on `sockets`, each on its worker, under one connection limit.
+    fn serve_http(
+        &mut self,
+        sockets: Vec<(Handle, TcpListener)>,
+        proxy: &ServiceProxyHandle,
+        stop: &watch::Receiver<bool>,
+    ) {
+        let limit = ConnLimit::new(proxy.0.policy().expose.limits.max_connections);
+        for (rt, socket) in sockets {
+            let (proxy, limit, stop) = (proxy.clone(), limit.clone(), stop.clone());
+            self.tasks.spawn_on(
+                async move { serve_shared(socket, proxy, limit, stop, DRAIN).await },
+                &rt,
+            );
+        }
+    }
+
     /// Binds `expose.listen` for `service` and serves it (HTTP through its proxy, or TCP).
-    async fn listen(&mut self, service: &str, expose: &spec::Expose) -> Result<(), ApplyError> {
-        let socket = TcpListener::bind(expose.listen)
-            .await
-            .map_err(|source| ApplyError::Bind {
-                service: service.to_owned(),
-                addr: expose.listen,
-                source,
-            })?;
+    fn listen(&mut self, service: &str, expose: &spec::Expose) -> Result<(), ApplyError> {
+        let sockets = self.bind(service, expose.listen)?;
         let (stop_tx, stop) = watch::channel(false);
         if expose.protocol == Protocol::Tcp {
             let (toxics_tx, toxics_rx) = watch::channel(expose.toxics.clone());
             self.toxics.insert(service.to_owned(), toxics_tx);
-            let l = TcpExpose {
-                service: service.to_owned(),
-                socket,
-                endpoints: self.endpoints(service)?,
-                connect_timeout: expose.timeouts.connect,
-                max_connections: expose.limits.max_connections,
-                idle: expose.timeouts.idle,
-                toxics: toxics_rx,
-                faults_enabled: self.hooks.faults_on.clone(),
-                injected: self.hooks.injected.clone(),
-            };
-            let m = self.tcp_metrics.clone();
-            self.tasks
-                .spawn(async move { crate::serve_tcp(l, &m, stop, DRAIN).await });
+            let endpoints = self.endpoints(service)?;
+            let slots = Arc::new(Semaphore::new(expose.limits.max_connections as usize));
+            for (rt, socket) in sockets {
+                let l = TcpExpose {
+                    service: service.to_owned(),
+                    socket,
+                    endpoints: endpoints.clone(),
+                    connect_timeout: expose.timeouts.connect,
+                    max_connections: expose.limits.max_connections,
+                    idle: expose.timeouts.idle,
+                    toxics: toxics_rx.clone(),
+                    faults_enabled: self.hooks.faults_on.clone(),
+                    injected: self.hooks.injected.clone(),
+                };
+                let (m, slots, stop) = (self.tcp_metrics.clone(), slots.clone(), stop.clone());
+                self.tasks.spawn_on(
+                    async move { serve_tcp_shared(l, slots, &m, stop, DRAIN).await },
+                    &rt,
+                );
+            }
         } else {
             let proxy = self.proxies[service].clone();
-            self.tasks
-                .spawn(async move { crate::serve(socket, proxy, stop, DRAIN).await });
+            self.serve_http(sockets, &proxy, &stop);
         }
-        tracing::info!(service = %service, listen = %expose.listen, protocol = ?expose.protocol, "proxy listening");
+        tracing::info!(service = %service, listen = %expose.listen, protocol = ?expose.protocol, workers = self.workers.len(), "proxy listening");
         self.listeners.insert(
             service.to_owned(),
             (expose.listen, expose.protocol, stop_tx),
@@ -250,19 +286,13 @@ impl Listeners {
     }
 
     /// Binds a blue-green preview listener for `service`: its new revision only.
-    async fn listen_preview(
+    fn listen_preview(
         &mut self,
         service: &str,
         expose: &spec::Expose,
         addr: SocketAddr,
     ) -> Result<(), ApplyError> {
-        let socket = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ApplyError::Bind {
-                service: service.to_owned(),
-                addr,
-                source,
-            })?;
+        let sockets = self.bind(service, addr)?;
         let (stop_tx, stop) = watch::channel(false);
         let proxy = ServiceProxyHandle::preview(
             service,
@@ -272,8 +302,7 @@ impl Listeners {
             self.preview_outcomes.clone(),
             self.hooks.clone(),
         );
-        self.tasks
-            .spawn(async move { crate::serve(socket, proxy, stop, DRAIN).await });
+        self.serve_http(sockets, &proxy, &stop);
         tracing::info!(service = %service, listen = %addr, "preview listening");
         self.listeners
             .insert(preview_key(service), (addr, Protocol::Http, stop_tx));

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bus::{Bus, Endpoint, Endpoints, EventKind, LocalReason, OutcomeSink, RequestOutcome};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -68,7 +69,8 @@ impl std::error::Error for InjectedReset {}
 pub struct ServiceProxy {
     pub service: String,
     pub endpoints: watch::Receiver<Arc<Endpoints>>,
-    pub(crate) policy: RwLock<Arc<ServicePolicy>>,
+    /// Swapped whole by a reload; each request reads the snapshot current when it began.
+    pub(crate) policy: ArcSwap<ServicePolicy>,
     pub(crate) metrics: ServiceMetrics,
     /// For per-replica metrics of replicas that join later.
     pub(crate) registry: (crate::metrics::ProxyMetrics, String),
@@ -92,10 +94,7 @@ pub(crate) fn idempotent(m: &Method) -> bool {
 
 impl ServiceProxy {
     pub(crate) fn policy(&self) -> Arc<ServicePolicy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.policy.load_full()
     }
 
     /// Entry point for a request that arrived on this service's listener.

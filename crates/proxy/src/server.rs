@@ -1,4 +1,6 @@
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use bus::Endpoints;
@@ -86,10 +88,7 @@ impl ServiceProxyHandle {
         let proxy = Arc::new(ServiceProxy {
             service: service.to_owned(),
             endpoints,
-            policy: RwLock::new(Arc::new(ServicePolicy::new(
-                expose,
-                std::time::Instant::now(),
-            ))),
+            policy: ArcSwap::from_pointee(ServicePolicy::new(expose, std::time::Instant::now())),
             metrics: metrics.for_service(name),
             registry: (metrics.clone(), name.to_owned()),
             outcomes,
@@ -108,7 +107,7 @@ impl ServiceProxyHandle {
         if let (Some(new), Some(old)) = (&mut policy.fallback, &self.0.policy().fallback) {
             new.keep_copies(old);
         }
-        *self.0.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        self.0.policy.store(Arc::new(policy));
         self.0.sync_now();
     }
 
@@ -160,6 +159,23 @@ pub const H2_MAX_LOCAL_RESETS: usize = 1024;
 /// After the drain period, how long tunnels and connections still open get to close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// The connection limit (`limits.max_connections`) of one listener, shared by the sockets
+/// its workers accept on.
+#[derive(Clone)]
+pub(crate) struct ConnLimit {
+    permits: Arc<Semaphore>,
+    max: u32,
+}
+
+impl ConnLimit {
+    pub(crate) fn new(max: u32) -> ConnLimit {
+        ConnLimit {
+            permits: Arc::new(Semaphore::new(max as usize)),
+            max,
+        }
+    }
+}
+
 /// Serves `proxy` on `socket` until `shutdown` turns true, then stops accepting, lets
 /// requests in flight (and upgraded tunnels) finish up to `drain`, closes what is left,
 /// and returns.
@@ -174,12 +190,27 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub async fn serve(
     socket: TcpListener,
     proxy: ServiceProxyHandle,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let limit = ConnLimit::new(proxy.0.policy().expose.limits.max_connections);
+    serve_shared(socket, proxy, limit, shutdown, drain).await;
+}
+
+/// [`serve`] on one of a listener's sockets, under the listener's connection limit; the
+/// drain waits for the connections of every socket of the listener.
+pub(crate) async fn serve_shared(
+    socket: TcpListener,
+    proxy: ServiceProxyHandle,
+    limit: ConnLimit,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let proxy = proxy.0;
-    let max_conns = proxy.policy().expose.limits.max_connections;
-    let conns = Arc::new(Semaphore::new(max_conns as usize));
+    let ConnLimit {
+        permits: conns,
+        max: max_conns,
+    } = limit;
     let (closing_tx, closing) = watch::channel(false);
     let mut server = auto::Builder::new(TokioExecutor::new());
     server

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bus::{Endpoint, Endpoints, LoadGuard};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -79,6 +79,19 @@ struct Shared {
 pub async fn serve_tcp(
     l: TcpListener,
     metrics: &TcpMetrics,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(l.max_connections as usize));
+    serve_tcp_shared(l, slots, metrics, shutdown, drain).await;
+}
+
+/// [`serve_tcp`] on one of a listener's sockets; `slots` is the listener's connection
+/// limit, shared by its sockets.
+pub(crate) async fn serve_tcp_shared(
+    l: TcpListener,
+    slots: Arc<Semaphore>,
+    metrics: &TcpMetrics,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -87,7 +100,7 @@ pub async fn serve_tcp(
         socket,
         endpoints,
         connect_timeout,
-        max_connections,
+        max_connections: _,
         idle,
         toxics,
         faults_enabled,
@@ -104,7 +117,6 @@ pub async fn serve_tcp(
         injected,
     });
     let mut conns = JoinSet::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
     // Cancel safety of the branches: `accept`, `join_next` and `wait_for` are cancel safe,
     // so a branch that loses the race loses nothing.
     loop {

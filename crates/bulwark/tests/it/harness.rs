@@ -131,6 +131,8 @@ pub struct Stack {
     pub api: SocketAddr,
     pub token: String,
     marker: String,
+    /// Arguments of `up` after `-f FILE`.
+    extra: Vec<String>,
 }
 
 impl Stack {
@@ -161,6 +163,7 @@ impl Stack {
             api: "127.0.0.1:1".parse().unwrap(),
             token: String::new(),
             marker,
+            extra: Vec::new(),
         }
     }
 
@@ -193,6 +196,13 @@ impl Stack {
         self.spawn_up_via(&[], None);
     }
 
+    /// Starts `up` with `args` after `-f FILE` (e.g. `--workers 3`) and waits until its
+    /// API answers.
+    pub fn launch_with(&mut self, args: &[&str]) {
+        self.extra = args.iter().map(|a| (*a).to_owned()).collect();
+        self.launch();
+    }
+
     /// Runs `up` as the last argument of `prefix` (e.g. `["sh", "-c", "ulimit -n 256; exec
     /// \"$0\" \"$@\""]`), its stdout going to `stdout` instead of the usual file.
     fn spawn_up_via(&mut self, prefix: &[&str], stdout: Option<Stdio>) {
@@ -210,6 +220,7 @@ impl Stack {
         let child = cmd
             .args(["up", "-f"])
             .arg(&file)
+            .args(&self.extra)
             .env("BULWARK_STATE_DIR", dir.join("state"))
             .env("BULWARK_TEST_MARKER", &self.marker)
             .env("BULWARK_LOG", "info")

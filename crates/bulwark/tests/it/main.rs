@@ -23,3 +23,4 @@ mod restart;
 mod rollout;
 mod schema;
 mod slo;
+mod workers;
