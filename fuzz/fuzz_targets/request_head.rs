@@ -93,6 +93,7 @@ abort = 503
         services: RwLock::new(HashMap::new()),
         injected: Default::default(),
         switches: Default::default(),
+        workers: proxy::Workers::current(),
     });
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::register(&mut registry);

@@ -280,6 +280,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         services: Default::default(),
         injected: injected.clone(),
         switches: switches.clone(),
+        workers,
     });
     let endpoints = {
         let supervisor = supervisor.clone();
@@ -361,7 +362,6 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             measures,
         )),
         endpoints,
-        workers,
     )
     .with_preview_outcomes(versions);
     listeners.apply(&stack).await?;

@@ -73,9 +73,9 @@ impl Listeners {
         tcp_metrics: TcpMetrics,
         outcomes: Arc<dyn OutcomeSink>,
         endpoints: EndpointsOf,
-        workers: Workers,
     ) -> Listeners {
         Listeners {
+            workers: hooks.workers.clone(),
             proxies: HashMap::new(),
             toxics: HashMap::new(),
             listeners: HashMap::new(),
@@ -86,7 +86,6 @@ impl Listeners {
             outcomes,
             preview_outcomes: None,
             endpoints,
-            workers,
         }
     }
 

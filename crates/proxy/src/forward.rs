@@ -40,6 +40,9 @@ pub struct Hooks {
     pub injected: Arc<crate::Injected>,
     /// The run-time switches (`[switches]`).
     pub switches: Arc<crate::Switchboard>,
+    /// The proxy's worker threads: listeners accept on each, and each replica's pool
+    /// keeps connections per worker.
+    pub workers: crate::Workers,
 }
 
 impl Hooks {
@@ -223,7 +226,9 @@ impl ServiceProxy {
         let policy = self.policy();
         let snapshot = self.endpoints.borrow().clone();
         let now = std::time::Instant::now();
-        let notices = policy.lock().sync(&policy, &snapshot, now);
+        let notices = policy
+            .lock()
+            .sync(&policy, &snapshot, now, &self.hooks.workers);
         self.publish(&policy, notices);
     }
 
@@ -414,7 +419,7 @@ impl ServiceProxy {
                 if attempt == 0 {
                     st.budget.deposit(now);
                 }
-                let notices = st.sync(&policy, &snapshot, now);
+                let notices = st.sync(&policy, &snapshot, now, &self.hooks.workers);
                 let tried = &tried[..attempt];
                 let ep = match st.pick(&policy, &snapshot.ready, tried, key, lane, now) {
                     // A side of the split with nobody to answer (a rollback under way):

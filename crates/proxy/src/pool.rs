@@ -9,6 +9,10 @@
 //! before writing it (a keep-alive race with the replica) is sent again on a new one.
 //! A replica that joins gets one connection opened at once ([`Pool::warm`]), so its first
 //! request does not pay for the connect.
+//!
+//! Each proxy worker has its own idle list (and HTTP/2 connection): a connection's task
+//! runs on the worker that opened it, and a request only takes one of its own worker's, so
+//! forwarding never wakes another thread.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::UpstreamBody;
+use crate::workers::{self, Workers};
 
 /// An idle HTTP/1.1 connection is closed after this long unused (hyper-util's default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,11 +44,14 @@ pub(crate) struct Pool {
     host: HeaderValue,
     connect_timeout: Duration,
     http2: bool,
-    /// HTTP/1.1 connections not in use, oldest first.
-    idle: Mutex<Vec<(http1::SendRequest<UpstreamBody>, Instant)>>,
-    /// The HTTP/2 connection, shared by every request.
-    shared: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
+    /// Per worker: HTTP/1.1 connections not in use, oldest first.
+    idle: Box<[Mutex<Idle>]>,
+    /// Per worker: the HTTP/2 connection, shared by the worker's requests.
+    shared: Box<[Mutex<Option<http2::SendRequest<UpstreamBody>>>]>,
 }
+
+/// Idle HTTP/1.1 connections, each with the time it was given back.
+type Idle = Vec<(http1::SendRequest<UpstreamBody>, Instant)>;
 
 /// Why a request got no response from the replica.
 #[derive(Debug)]
@@ -60,16 +68,24 @@ pub(crate) enum PoolError {
 pub(crate) struct Lease {
     pool: Arc<Pool>,
     tx: http1::SendRequest<UpstreamBody>,
+    /// The worker whose idle list it goes back to (the one its task runs on).
+    worker: usize,
 }
 
 impl Lease {
     pub(crate) fn give_back(self) {
-        self.pool.put(self.tx);
+        self.pool.put(self.worker, self.tx);
     }
 }
 
 impl Pool {
-    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration, http2: bool) -> Arc<Pool> {
+    /// `workers`: how many idle lists to keep, one per proxy worker.
+    pub(crate) fn new(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        http2: bool,
+        workers: usize,
+    ) -> Arc<Pool> {
         // A socket address always formats as a valid authority and header value.
         let text = addr.to_string();
         let authority = Authority::try_from(text.as_str())
@@ -82,27 +98,31 @@ impl Pool {
             host,
             connect_timeout,
             http2,
-            idle: Mutex::new(Vec::new()),
-            shared: Mutex::new(None),
+            idle: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            shared: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
         })
     }
 
-    /// Opens one connection in the background and keeps it idle (HTTP/1.1), or opens the
-    /// shared one (HTTP/2). Outside a Tokio runtime, does nothing.
-    pub(crate) fn warm(self: &Arc<Self>) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let pool = self.clone();
-        rt.spawn(async move {
-            if pool.http2 {
-                if let Ok(tx) = pool.connect_h2().await {
-                    pool.lock_shared().get_or_insert(tx);
+    /// Opens one connection per worker in the background, on that worker, and keeps it
+    /// idle (HTTP/1.1) or shared (HTTP/2).
+    pub(crate) fn warm(self: &Arc<Self>, workers: &Workers) {
+        for (worker, rt) in workers.handles().iter().enumerate() {
+            let pool = self.clone();
+            rt.spawn(async move {
+                if pool.http2 {
+                    if let Ok(tx) = pool.connect_h2().await {
+                        pool.lock_shared(worker).get_or_insert(tx);
+                    }
+                } else if let Ok(tx) = pool.connect_h1().await {
+                    pool.put(worker, tx);
                 }
-            } else if let Ok(tx) = pool.connect_h1().await {
-                pool.put(tx);
-            }
-        });
+            });
+        }
+    }
+
+    /// The current worker's slot (the first one off the data plane, as in tests).
+    fn slot(&self) -> usize {
+        workers::index() % self.idle.len()
     }
 
     /// Sends `req` (whose URI carries at least the path) to the replica on a pooled
@@ -111,14 +131,15 @@ impl Pool {
         self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, Option<Lease>), PoolError> {
+        let worker = self.slot();
         if self.http2 {
             *req.uri_mut() = self.absolute(req.uri());
             *req.version_mut() = http::Version::HTTP_2;
-            let mut tx = match self.shared_h2() {
+            let mut tx = match self.shared_h2(worker) {
                 Some(tx) => tx,
                 None => {
                     let tx = self.connect_h2().await?;
-                    *self.lock_shared() = Some(tx.clone());
+                    *self.lock_shared(worker) = Some(tx.clone());
                     tx
                 }
             };
@@ -136,7 +157,7 @@ impl Pool {
         // the request back: it is sent again on a new connection, once.
         let mut fresh = false;
         loop {
-            let mut tx = match self.take_idle().await {
+            let mut tx = match self.take_idle(worker).await {
                 Some(tx) => tx,
                 None => {
                     fresh = true;
@@ -150,6 +171,7 @@ impl Pool {
                         Some(Lease {
                             pool: self.clone(),
                             tx,
+                            worker,
                         }),
                     ));
                 }
@@ -178,10 +200,10 @@ impl Pool {
     /// response has just been read becomes ready only once its task has seen that: a
     /// ready one is preferred, so the wait (which the replica's latency sample would
     /// include) is taken only when no other is at hand.
-    async fn take_idle(&self) -> Option<http1::SendRequest<UpstreamBody>> {
+    async fn take_idle(&self, worker: usize) -> Option<http1::SendRequest<UpstreamBody>> {
         loop {
             let mut tx = {
-                let mut idle = self.lock_idle();
+                let mut idle = self.lock_idle(worker);
                 match idle.iter().rposition(|(tx, _)| tx.is_ready()) {
                     Some(i) => return Some(idle.remove(i).0),
                     None => idle.pop()?.0,
@@ -195,12 +217,12 @@ impl Pool {
         }
     }
 
-    fn put(&self, tx: http1::SendRequest<UpstreamBody>) {
+    fn put(&self, worker: usize, tx: http1::SendRequest<UpstreamBody>) {
         if tx.is_closed() {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.lock_idle();
+        let mut idle = self.lock_idle(worker);
         // Oldest first: those unused for too long are closed (dropped) from the front.
         let stale = idle
             .iter()
@@ -212,8 +234,8 @@ impl Pool {
         }
     }
 
-    fn shared_h2(&self) -> Option<http2::SendRequest<UpstreamBody>> {
-        let shared = self.lock_shared();
+    fn shared_h2(&self, worker: usize) -> Option<http2::SendRequest<UpstreamBody>> {
+        let shared = self.lock_shared(worker);
         shared.as_ref().filter(|tx| !tx.is_closed()).cloned()
     }
 
@@ -263,13 +285,16 @@ impl Pool {
         Ok(tx)
     }
 
-    fn lock_idle(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Vec<(http1::SendRequest<UpstreamBody>, Instant)>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_idle(&self, worker: usize) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle[worker].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Option<http2::SendRequest<UpstreamBody>>> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_shared(
+        &self,
+        worker: usize,
+    ) -> std::sync::MutexGuard<'_, Option<http2::SendRequest<UpstreamBody>>> {
+        self.shared[worker]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -190,7 +190,15 @@ impl ServicePolicy {
 
 impl State {
     /// Follows endpoint changes: O(replicas) per new snapshot, nothing otherwise.
-    pub fn sync(&mut self, policy: &ServicePolicy, snap: &Endpoints, now: Instant) -> Vec<Notice> {
+    /// A replica that joins gets a connection pool with a connection opened on each of
+    /// `workers`.
+    pub fn sync(
+        &mut self,
+        policy: &ServicePolicy,
+        snap: &Endpoints,
+        now: Instant,
+        workers: &crate::Workers,
+    ) -> Vec<Notice> {
         if snap.version == self.version {
             return vec![];
         }
@@ -233,9 +241,10 @@ impl State {
                     e.addr,
                     policy.expose.timeouts.connect,
                     policy.expose.upstream_http2,
+                    workers.len(),
                 );
                 // Its first request should not pay for the connect (nor read it as a peak).
-                pool.warm();
+                pool.warm(workers);
                 self.replicas.insert(
                     e.addr,
                     Rep {

@@ -5,6 +5,7 @@
 //! (supervisor, probes, SLOs, journal, API) runs on the process's other runtime and
 //! cannot delay a request.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,6 +16,17 @@ use tokio::sync::oneshot;
 /// Pending connections queued per socket before the kernel refuses more (Tokio's and
 /// Go's default; nginx uses 511).
 const BACKLOG: u32 = 1024;
+
+thread_local! {
+    /// This thread's worker index; 0 off the data plane.
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the worker running on this thread (0 off the data plane, e.g. in tests
+/// that serve on their own runtime).
+pub(crate) fn index() -> usize {
+    INDEX.get()
+}
 
 /// The worker threads. Cheap to clone; the threads end when the last clone is dropped
 /// (tasks still on them are cancelled).
@@ -42,6 +54,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("proxy-worker-{i}"))
                 .spawn(move || {
+                    INDEX.set(i);
                     rt.block_on(async {
                         let _ = rx.await;
                     });
@@ -62,6 +75,11 @@ impl Workers {
             handles: vec![Handle::current()],
             _stop: Vec::new(),
         }))
+    }
+
+    /// Each worker's runtime, by index.
+    pub(crate) fn handles(&self) -> &[Handle] {
+        &self.0.handles
     }
 
     /// How many workers there are.

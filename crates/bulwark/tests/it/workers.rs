@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::proxy::demo_stack;
 
 /// The proxy's worker threads of `pid`: (thread id, context switches so far).
 fn workers(pid: u32) -> Vec<(u32, u64)> {
@@ -29,8 +28,9 @@ fn workers(pid: u32) -> Vec<(u32, u64)> {
     found
 }
 
-/// The inodes of the sockets listening on `port` that `pid` holds.
-fn listening(pid: u32, port: u16) -> BTreeSet<u64> {
+/// The sockets of `pid` in `/proc/net/tcp` whose fields pass `keep` (the fields of its
+/// line: 1 local address, 2 remote address, 3 state), by inode.
+fn sockets(pid: u32, keep: impl Fn(&[&str]) -> bool) -> BTreeSet<u64> {
     let held: BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|fd| {
@@ -48,22 +48,47 @@ fn listening(pid: u32, port: u16) -> BTreeSet<u64> {
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
             let inode: u64 = f.get(9)?.parse().ok()?;
-            (local_port == port && f.get(3) == Some(&"0A") && held.contains(&inode))
-                .then_some(inode)
+            (f.len() > 9 && held.contains(&inode) && keep(&f)).then_some(inode)
         })
         .collect()
+}
+
+/// The port of an address as `/proc/net/tcp` writes it (`0100007F:1F90`).
+fn port_of(field: &str) -> Option<u16> {
+    u16::from_str_radix(field.rsplit(':').next()?, 16).ok()
+}
+
+/// The inodes of the sockets listening on `port` that `pid` holds.
+fn listening(pid: u32, port: u16) -> BTreeSet<u64> {
+    sockets(pid, |f| port_of(f[1]) == Some(port) && f[3] == "0A")
+}
+
+/// How many connections `pid` has open to `port`.
+fn connections_to(pid: u32, port: u16) -> usize {
+    sockets(pid, |f| port_of(f[2]) == Some(port) && f[3] == "01").len()
 }
 
 #[test]
 fn proxy_workers_each_accept_on_their_own_socket_and_keep_them_across_a_reload() {
     let port = free_port();
-    let toml = demo_stack(port, 2);
+    // No HTTP probes: bulwark's only connections to the replicas are the proxy's.
+    let toml = Demo::new("web").replicas(2).expose(port).build();
     let mut stack = Stack::prepare(&toml);
     stack.launch_with(&["--workers", "3"]);
-    stack.wait_ready("web", 2);
+    let web = stack.wait_ready("web", 2);
     let pid = stack.pid();
+    // Each replica gets a connection opened from each worker as it becomes ready, before
+    // any request; a request only uses its own worker's connections.
+    let ports: Vec<u16> = replicas_in(&web)
+        .iter()
+        .map(|r| r["port"].as_u64().unwrap() as u16)
+        .collect();
+    for port in &ports {
+        eventually("a connection per worker", Duration::from_secs(10), || {
+            (connections_to(pid, *port) == 3).then_some(())
+        });
+    }
     let before = workers(pid);
     assert_eq!(before.len(), 3, "three proxy worker threads: {before:?}");
     let sockets = listening(pid, port);
@@ -81,6 +106,10 @@ fn proxy_workers_each_accept_on_their_own_socket_and_keep_them_across_a_reload()
             now > was,
             "worker thread {tid} served nothing ({was} -> {now} context switches)"
         );
+    }
+    // One request at a time: each worker reuses the connections it already has.
+    for port in &ports {
+        assert_eq!(connections_to(pid, *port), 3, "no connection was added");
     }
 
     // A reload that changes the policies rebinds nothing.

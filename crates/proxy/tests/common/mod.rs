@@ -99,6 +99,7 @@ pub async fn start_many(
         services: RwLock::new(HashMap::new()),
         injected: Default::default(),
         switches: Default::default(),
+        workers: proxy::Workers::current(),
     });
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::register(&mut registry);
