@@ -65,7 +65,9 @@ fn metric(stack: &Stack, name: &str) -> f64 {
         .sum()
 }
 
-fn reload(stack: &Stack, toml: &str) {
+/// Writes `toml` (with an `[api]` table on an ephemeral port) as the stack file and
+/// runs `bulwark reload`, which must succeed.
+pub fn reload(stack: &Stack, toml: &str) {
     std::fs::write(
         stack.dir.path().join("stack.toml"),
         format!("{toml}\n[api]\nlisten = \"127.0.0.1:0\"\n"),

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::resilience::reload;
 
 /// The proxy's worker threads of `pid`: (thread id, context switches so far).
 fn workers(pid: u32) -> Vec<(u32, u64)> {
@@ -113,18 +114,9 @@ fn proxy_workers_each_accept_on_their_own_socket_and_keep_them_across_a_reload()
     }
 
     // A reload that changes the policies rebinds nothing.
-    std::fs::write(
-        stack.dir.path().join("stack.toml"),
-        format!(
-            "{toml}\n[services.web.expose.retries]\nattempts = 3\n[api]\nlisten = \"127.0.0.1:0\"\n"
-        ),
-    )
-    .unwrap();
-    let out = stack.cli(&["reload"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    reload(
+        &stack,
+        &format!("{toml}\n[services.web.expose.retries]\nattempts = 3\n"),
     );
     assert_eq!(
         listening(pid, port),
