@@ -2,8 +2,9 @@
 //! runtime and accepting on a listening socket of its own (`SO_REUSEPORT`, so the kernel
 //! spreads new connections over the workers). A connection lives on the worker that
 //! accepted it, with no work stealing or cross-thread wake-ups; the control plane
-//! (supervisor, probes, SLOs, journal, API) runs on the process's other runtime and
-//! cannot delay a request.
+//! (supervisor, probes, SLOs, journal, API) runs on the process's other runtime, so its
+//! work never waits in a request's queue (on a machine with cores to spare, it does not
+//! take the workers' CPU either).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
