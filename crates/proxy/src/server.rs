@@ -1,8 +1,7 @@
 use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bus::Endpoints;
 use hyper::Request;
 use hyper::body::Incoming;
