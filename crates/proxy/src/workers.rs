@@ -41,25 +41,36 @@ struct Inner {
 }
 
 impl Workers {
-    /// Starts `n` workers (at least one), threads named `proxy-worker-N`.
+    /// Starts `n` workers (at least one), threads named `proxy-worker-N`. Each runtime is
+    /// built and dropped on its own thread, so this may be called from async code (a
+    /// runtime dropped there, as on a failed thread spawn, would panic).
     pub fn start(n: usize) -> std::io::Result<Workers> {
         let mut handles = Vec::new();
         let mut stop = Vec::new();
         for i in 0..n.max(1) {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            handles.push(rt.handle().clone());
             let (tx, rx) = oneshot::channel::<()>();
-            stop.push(tx);
+            let (built_tx, built) = std::sync::mpsc::channel();
             std::thread::Builder::new()
                 .name(format!("proxy-worker-{i}"))
                 .spawn(move || {
                     INDEX.set(i);
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => return drop(built_tx.send(Err(e))),
+                    };
+                    let _ = built_tx.send(Ok(rt.handle().clone()));
                     rt.block_on(async {
                         let _ = rx.await;
                     });
                 })?;
+            let handle = built
+                .recv()
+                .map_err(|_| std::io::Error::other("a proxy worker ended before it started"))??;
+            handles.push(handle);
+            stop.push(tx);
         }
         Ok(Workers(Arc::new(Inner {
             handles,
