@@ -403,7 +403,7 @@ impl ServiceProxy {
         } else {
             cfg.retries.attempts.clamp(1, 10) as usize
         };
-        let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); 10];
+        let mut tried = Tried::default();
         let mut last: Option<(StatusCode, String, Option<LocalReason>)> = None;
         let mut lane = None;
         for attempt in 0..attempts {
@@ -420,7 +420,7 @@ impl ServiceProxy {
                     st.budget.deposit(now);
                 }
                 let notices = st.sync(&policy, &snapshot, now, &self.hooks.workers);
-                let tried = &tried[..attempt];
+                let tried = tried.as_slice();
                 let ep = match st.pick(&policy, &snapshot.ready, tried, key, lane, now) {
                     // A side of the split with nobody to answer (a rollback under way):
                     // the other side answers, except on the preview listener.
@@ -446,7 +446,7 @@ impl ServiceProxy {
                 }
                 break;
             };
-            tried[attempt] = ep.addr;
+            tried.push(ep.addr);
             let this_body = match &body {
                 Some(Either::Left(full)) => Either::Left(full.clone()),
                 _ => match body.take() {
@@ -468,8 +468,17 @@ impl ServiceProxy {
                 .filter(|_| resendable && attempt == 0 && body.is_some() && upgrade.is_none());
             let (ep, result, rtt, guard) = match hedge {
                 Some(h) => {
-                    self.hedged(&policy, &snapshot, (ep, pool), up, per_try, h, key)
-                        .await
+                    self.hedged(
+                        &policy,
+                        &snapshot,
+                        (ep, pool),
+                        up,
+                        per_try,
+                        h,
+                        key,
+                        &mut tried,
+                    )
+                    .await
                 }
                 None => {
                     let fault = self.hooks.injected_on(&self.service, &ep);
@@ -536,13 +545,7 @@ impl ServiceProxy {
                     (TryResult::Timeout, None)
                 }
             };
-            let notice = policy.lock().record(
-                ep.addr,
-                (outcome, rtt),
-                &self.registry,
-                std::time::Instant::now(),
-            );
-            self.publish(&policy, notice.into_iter().collect());
+            self.record(&policy, &ep, outcome, rtt);
             use spec::RetryCondition::{
                 ConnectFailure, GatewayError, PerTryTimeout, Reset, Status, Status5xx,
             };
@@ -660,7 +663,10 @@ impl ServiceProxy {
     }
 
     /// Sends the first try; if it is slower than the hedging percentile, sends a second
-    /// to another replica; the first answer wins and the other is cancelled.
+    /// to another replica (added to `tried`). The first good answer wins and the other
+    /// try is cancelled; a failure (no response, or a 5xx) that comes first is recorded
+    /// against its replica and the other try's answer stands, as Envoy's hedging does: a
+    /// replica that fails fast must not beat a slow one that would have answered.
     #[allow(clippy::too_many_arguments)]
     async fn hedged(
         &self,
@@ -671,6 +677,7 @@ impl ServiceProxy {
         per_try: Duration,
         h: spec::Hedge,
         key: Option<u64>,
+        tried: &mut Tried,
     ) -> (
         Endpoint,
         Result<Answered, SendError>,
@@ -701,7 +708,7 @@ impl ServiceProxy {
             st.pick(
                 policy,
                 &snapshot.ready,
-                &[first.addr],
+                tried.as_slice(),
                 key,
                 lane,
                 std::time::Instant::now(),
@@ -713,13 +720,45 @@ impl ServiceProxy {
             return (first, r, rtt, g);
         };
         self.metrics.hedges.inc();
+        tried.push(second.addr);
         let second_ep = second.clone();
         let fault = self.hooks.injected_on(&self.service, &second_ep);
         let two = send(&second_pool, &second_ep, second_req, per_try, fault);
-        tokio::select! {
-            (r, rtt, g) = one => (first, r, rtt, g),
-            (r, rtt, g) = two => (second, r, rtt, g),
+        tokio::pin!(two);
+        let (first_done, (r, rtt, g)) = tokio::select! {
+            done = &mut one => (true, done),
+            done = &mut two => (false, done),
+        };
+        let failed = match &r {
+            Ok((res, _)) => res.status().is_server_error(),
+            Err(_) => true,
+        };
+        let (done_ep, other_ep) = if first_done {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        if !failed {
+            return (done_ep, r, rtt, g);
         }
+        if let Some(outcome) = try_result(&r) {
+            self.record(policy, &done_ep, outcome, rtt);
+        }
+        drop((r, g));
+        let (r, rtt, g) = if first_done { two.await } else { one.await };
+        (other_ep, r, rtt, g)
+    }
+
+    /// Feeds one try's outcome to the replica's passive health, breaker and latency
+    /// estimate, and publishes what that changed.
+    fn record(&self, policy: &ServicePolicy, ep: &Endpoint, outcome: TryResult, rtt: Duration) {
+        let notice = policy.lock().record(
+            ep.addr,
+            (outcome, rtt),
+            &self.registry,
+            std::time::Instant::now(),
+        );
+        self.publish(policy, notice.into_iter().collect());
     }
 
     /// The revisions a request may go to: during a split, the side its sticky value (or
@@ -777,6 +816,50 @@ impl ServiceProxy {
             }
         }
     }
+}
+
+/// The replicas one request was sent to: its tries and a hedge.
+struct Tried {
+    addrs: [SocketAddr; MAX_TRIES],
+    len: usize,
+}
+
+/// Tries per request: `retries.attempts` is at most 10, and one hedge.
+const MAX_TRIES: usize = 11;
+
+impl Default for Tried {
+    fn default() -> Tried {
+        Tried {
+            addrs: [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_TRIES],
+            len: 0,
+        }
+    }
+}
+
+impl Tried {
+    fn push(&mut self, addr: SocketAddr) {
+        if let Some(slot) = self.addrs.get_mut(self.len) {
+            *slot = addr;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[SocketAddr] {
+        &self.addrs[..self.len]
+    }
+}
+
+/// What a try tells of its replica; `None` for a client body that failed (the
+/// client's fault).
+fn try_result(r: &Result<Answered, SendError>) -> Option<TryResult> {
+    Some(match r {
+        Ok((res, _)) => TryResult::Status(res.status().as_u16()),
+        Err(SendError::Injected(status)) => TryResult::Status(*status),
+        Err(SendError::ConnectFailed(_)) => TryResult::ConnectFailed,
+        Err(SendError::Reset(_)) => TryResult::Reset,
+        Err(SendError::Timeout) => TryResult::Timeout,
+        Err(SendError::ClientBody(..)) => return None,
+    })
 }
 
 /// Why a try got no response; each maps to the [`TryResult`] of the same name.

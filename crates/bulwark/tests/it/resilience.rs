@@ -770,6 +770,49 @@ cooldown = "30s"
     );
 }
 
+/// Regression (a 503 seen under `bulwark verify`'s http-abort): a hedge that fails fast
+/// must not beat the slow first try, nor leave its replica free for the retry.
+#[test]
+fn a_hedge_that_fails_fast_does_not_beat_the_slow_first_try() {
+    let port = free_port();
+    // Nearly every first try goes to replica 0, so the hedge goes to replica 1.
+    let stack = Stack::start(&web(
+        port,
+        2,
+        "balance = \"weighted\"\nweights = [1000000, 1]\n[services.web.expose.hedge]\npercentile = 50\nmin_delay = \"20ms\"\n",
+    ));
+    stack.wait_ready("web", 2);
+    for _ in 0..30 {
+        assert_eq!(get(proxy(port), "/").0, 200);
+    }
+    let addrs = replicas(&stack);
+    fault(addrs[0], "/fault/slow?ms=300");
+    fault(addrs[1], "/fault/status?code=503");
+    for i in 0..4 {
+        let (status, body) = get(proxy(port), "/");
+        assert_eq!(
+            (status, replica_of(&body)),
+            (200, Some(0)),
+            "request {i}: the slow replica's answer, not the hedge's 503: {body}"
+        );
+    }
+    assert!(
+        metric(
+            &stack,
+            "bulwark_proxy_policy_events_total{service=\"web\",event=\"hedge\"}"
+        ) >= 4.0
+    );
+    // The hedge's failures count against its replica all the same.
+    assert!(
+        metric(
+            &stack,
+            "bulwark_proxy_replica_requests_total{service=\"web\",replica=\"1\",status_class=\"5xx\"}"
+        ) >= 4.0,
+        "{}",
+        get(stack.api, "/metrics").1
+    );
+}
+
 #[test]
 fn slow_headers_and_idle_connections_are_closed() {
     let port = free_port();
