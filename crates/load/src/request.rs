@@ -20,6 +20,13 @@ use crate::Config;
 /// format 50k identical strings per second).
 const SAMPLE_BUDGET: usize = 64;
 
+/// A keep-alive connection idle this long is closed rather than reused. Servers close
+/// idle connections too (Node after 5 s, bulwark after `timeouts.header_read`, 10 s),
+/// and a request sent as the server's close crosses it on the wire is lost: staying
+/// below their timeouts keeps the generator from counting that race as the server's
+/// failure. (hyper's default, 90 s, is above most servers'.)
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// Everything a request task needs, shared by all of them.
 pub(crate) struct Shared {
     /// Keep-alive HTTP/1.1 pool; cloning internals are `Arc`s.
@@ -45,6 +52,8 @@ impl Shared {
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(cfg.concurrency)
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
         Shared {
             client,
