@@ -245,22 +245,28 @@ impl Body for Counted {
 /// writing to the client blocks.
 ///
 /// Invariant: `io` is `Some` until drop.
-pub(crate) struct Watched {
-    io: Option<TcpStream>,
+pub(crate) struct Watched<IO: Linger = TcpStream> {
+    io: Option<IO>,
     conn: Arc<Conn>,
 }
 
-impl Watched {
-    pub fn new(io: TcpStream, conn: Arc<Conn>) -> Watched {
+/// A client connection's stream (TCP, or TLS over it), which a deadline may close with
+/// [`linger`].
+pub(crate) trait Linger: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Linger for T {}
+
+impl<IO: Linger> Watched<IO> {
+    pub fn new(io: IO, conn: Arc<Conn>) -> Watched<IO> {
         Watched { io: Some(io), conn }
     }
 
-    fn io(&mut self) -> Pin<&mut TcpStream> {
+    fn io(&mut self) -> Pin<&mut IO> {
         Pin::new(self.io.as_mut().expect("socket present until drop"))
     }
 }
 
-impl Drop for Watched {
+impl<IO: Linger> Drop for Watched<IO> {
     fn drop(&mut self) {
         if !self.conn.timed_out.load(Ordering::Relaxed) {
             return;
@@ -280,7 +286,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// HTTP/1 request head had arrived, then end of stream, then what the client still sends
 /// is read and dropped for up to [`LINGER`] (closing a socket with unread input sends a
 /// reset, which can destroy the answer before the client reads it).
-async fn linger(mut io: TcpStream, reply: bool) {
+async fn linger(mut io: impl Linger, reply: bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tokio::time::timeout(LINGER, async {
         if reply {
@@ -297,7 +303,7 @@ async fn linger(mut io: TcpStream, reply: bool) {
     .await;
 }
 
-impl AsyncRead for Watched {
+impl<IO: Linger> AsyncRead for Watched<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -325,7 +331,7 @@ fn poll_read_noting<T: AsyncRead + ?Sized>(
     r
 }
 
-impl AsyncWrite for Watched {
+impl<IO: Linger> AsyncWrite for Watched<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

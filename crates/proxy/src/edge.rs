@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::server::{ConnLimit, serve_shared};
 use crate::tcp::serve_tcp_shared;
+use crate::tls::TlsListener;
 use crate::{Hooks, ProxyMetrics, ServiceProxyHandle, TcpExpose, TcpMetrics, Workers};
 
 /// How long listeners wait for requests in flight after a stop signal.
@@ -42,13 +43,35 @@ pub enum ApplyError {
     /// The supervisor does not know the service (it must apply the stack first).
     #[error("service {service}: no endpoints")]
     NoEndpoints { service: String },
+    /// The listener's certificates do not load (services.NAME.expose.tls).
+    #[error("service {service}: TLS (services.{service}.expose.tls): {source}")]
+    Tls {
+        service: String,
+        #[source]
+        source: Box<crate::tls::TlsError>,
+    },
+}
+
+/// A listener: where, what it speaks, and how to stop it.
+struct Listening {
+    addr: SocketAddr,
+    protocol: Protocol,
+    tls: Option<Arc<TlsListener>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Listening {
+    /// What a reload must not change for the listener to stay bound.
+    fn key(&self) -> (SocketAddr, Protocol, bool) {
+        (self.addr, self.protocol, self.tls.is_some())
+    }
 }
 
 /// Every listener and service proxy of a `bulwark up`.
 pub struct Listeners {
     proxies: HashMap<String, ServiceProxyHandle>,
     toxics: HashMap<String, watch::Sender<Vec<spec::Toxic>>>,
-    listeners: HashMap<String, (SocketAddr, Protocol, watch::Sender<bool>)>,
+    listeners: HashMap<String, Listening>,
     tasks: JoinSet<()>,
     hooks: Arc<Hooks>,
     proxy_metrics: ProxyMetrics,
@@ -108,6 +131,13 @@ impl Listeners {
         self.apply_proxies(stack)?;
         let mut changes = self.stop_stale_listeners(stack);
         for svc in &stack.services {
+            if let (Some(l), Some(tls)) = (
+                self.listeners.get(&svc.name),
+                svc.expose.as_ref().and_then(|e| e.tls.as_ref()),
+            ) && let Some(current) = &l.tls
+            {
+                current.set(tls);
+            }
             if let Some(expose) = &svc.expose
                 && !self.listeners.contains_key(&svc.name)
             {
@@ -187,29 +217,30 @@ impl Listeners {
     /// Stops the listeners whose service went away or whose address or protocol changed;
     /// an unchanged listener is never rebound.
     fn stop_stale_listeners(&mut self, stack: &Stack) -> Vec<String> {
-        let wanted: HashMap<String, (SocketAddr, Protocol)> = stack
+        let wanted: HashMap<String, (SocketAddr, Protocol, bool)> = stack
             .services
             .iter()
             .filter_map(|s| {
                 s.expose
                     .as_ref()
-                    .map(|e| (s.name.clone(), (e.listen, e.protocol)))
+                    .map(|e| (s.name.clone(), (e.listen, e.protocol, e.tls.is_some())))
             })
             .chain(stack.services.iter().filter_map(|s| {
-                preview_of(s).map(|addr| (preview_key(&s.name), (addr, Protocol::Http)))
+                let tls = s.expose.as_ref().is_some_and(|e| e.tls.is_some());
+                preview_of(s).map(|addr| (preview_key(&s.name), (addr, Protocol::Http, tls)))
             }))
             .collect();
         let stale: Vec<String> = self
             .listeners
             .iter()
-            .filter(|(name, (addr, proto, _))| wanted.get(name.as_str()) != Some(&(*addr, *proto)))
+            .filter(|(name, l)| wanted.get(name.as_str()) != Some(&l.key()))
             .map(|(name, _)| name.clone())
             .collect();
         let mut changes = vec![];
         for name in stale {
-            if let Some((addr, _, stop)) = self.listeners.remove(&name) {
-                stop.send_replace(true);
-                changes.push(format!("{name}: stopped listening on {addr}"));
+            if let Some(l) = self.listeners.remove(&name) {
+                l.stop.send_replace(true);
+                changes.push(format!("{name}: stopped listening on {}", l.addr));
             }
         }
         changes
@@ -228,25 +259,49 @@ impl Listeners {
         })
     }
 
-    /// Serves `proxy` on `sockets`, each on its worker, under one connection limit.
+    /// Serves `proxy` on `sockets`, each on its worker, under one connection limit; with
+    /// `tls`, its certificates follow their files until `stop`.
     fn serve_http(
         &mut self,
         sockets: Vec<(Handle, TcpListener)>,
         proxy: &ServiceProxyHandle,
+        tls: Option<&Arc<TlsListener>>,
         stop: &watch::Receiver<bool>,
     ) {
         let limit = ConnLimit::new(proxy.0.policy().expose.limits.max_connections);
         for (rt, socket) in sockets {
             let (proxy, limit, stop) = (proxy.clone(), limit.clone(), stop.clone());
+            let tls = tls.cloned();
             self.tasks.spawn_on(
-                async move { serve_shared(socket, proxy, limit, stop, DRAIN).await },
+                async move { serve_shared(socket, proxy, limit, tls, stop, DRAIN).await },
                 &rt,
             );
         }
+        if let Some(tls) = tls {
+            self.tasks.spawn(tls.clone().follow(stop.clone()));
+        }
+    }
+
+    /// The TLS of `service`'s listener, its certificates loaded.
+    fn tls(
+        &self,
+        service: &str,
+        expose: &spec::Expose,
+    ) -> Result<Option<Arc<TlsListener>>, ApplyError> {
+        expose
+            .tls
+            .as_ref()
+            .map(|t| TlsListener::new(service, t))
+            .transpose()
+            .map_err(|source| ApplyError::Tls {
+                service: service.to_owned(),
+                source: Box::new(source),
+            })
     }
 
     /// Binds `expose.listen` for `service` and serves it (HTTP through its proxy, or TCP).
     fn listen(&mut self, service: &str, expose: &spec::Expose) -> Result<(), ApplyError> {
+        let tls = self.tls(service, expose)?;
         let sockets = self.bind(service, expose.listen)?;
         let (stop_tx, stop) = watch::channel(false);
         if expose.protocol == Protocol::Tcp {
@@ -274,12 +329,17 @@ impl Listeners {
             }
         } else {
             let proxy = self.proxies[service].clone();
-            self.serve_http(sockets, &proxy, &stop);
+            self.serve_http(sockets, &proxy, tls.as_ref(), &stop);
         }
-        tracing::info!(service = %service, listen = %expose.listen, protocol = ?expose.protocol, workers = self.workers.len(), "proxy listening");
+        tracing::info!(service = %service, listen = %expose.listen, protocol = ?expose.protocol, tls = tls.is_some(), workers = self.workers.len(), "proxy listening");
         self.listeners.insert(
             service.to_owned(),
-            (expose.listen, expose.protocol, stop_tx),
+            Listening {
+                addr: expose.listen,
+                protocol: expose.protocol,
+                tls,
+                stop: stop_tx,
+            },
         );
         Ok(())
     }
@@ -291,6 +351,7 @@ impl Listeners {
         expose: &spec::Expose,
         addr: SocketAddr,
     ) -> Result<(), ApplyError> {
+        let tls = self.tls(service, expose)?;
         let sockets = self.bind(service, addr)?;
         let (stop_tx, stop) = watch::channel(false);
         let proxy = ServiceProxyHandle::preview(
@@ -301,17 +362,24 @@ impl Listeners {
             self.preview_outcomes.clone(),
             self.hooks.clone(),
         );
-        self.serve_http(sockets, &proxy, &stop);
-        tracing::info!(service = %service, listen = %addr, "preview listening");
-        self.listeners
-            .insert(preview_key(service), (addr, Protocol::Http, stop_tx));
+        self.serve_http(sockets, &proxy, tls.as_ref(), &stop);
+        tracing::info!(service = %service, listen = %addr, tls = tls.is_some(), "preview listening");
+        self.listeners.insert(
+            preview_key(service),
+            Listening {
+                addr,
+                protocol: Protocol::Http,
+                tls,
+                stop: stop_tx,
+            },
+        );
         Ok(())
     }
 
     /// Stops accepting everywhere and lets requests in flight finish.
     pub async fn shutdown(&mut self) {
-        for (_, _, stop) in self.listeners.values() {
-            stop.send_replace(true);
+        for l in self.listeners.values() {
+            l.stop.send_replace(true);
         }
         while self.tasks.join_next().await.is_some() {}
     }

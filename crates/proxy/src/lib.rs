@@ -28,6 +28,7 @@ mod service;
 mod stale;
 mod switches;
 mod tcp;
+mod tls;
 mod workers;
 
 pub use edge::Listeners;
@@ -37,4 +38,5 @@ pub use metrics::ProxyMetrics;
 pub use server::{ServiceProxyHandle, serve};
 pub use switches::{Persist, SWITCHES_HEADER, SetError, SwitchStatus, Switchboard};
 pub use tcp::{TcpListener as TcpExpose, TcpMetrics, serve_tcp};
+pub use tls::TlsError;
 pub use workers::Workers;

@@ -128,7 +128,7 @@ impl ProxyMetrics {
         );
         registry.register(
             "bulwark_proxy_policy_events",
-            "Policy decisions: retry budget exhausted, ejections, rate-limited, shed, injected faults, hedges, gRPC failures",
+            "Policy decisions: retry budget exhausted, ejections, rate-limited, shed, injected faults, hedges, gRPC failures, failed TLS handshakes",
             m.events.clone(),
         );
         m
@@ -213,6 +213,7 @@ impl ProxyMetrics {
             injected: event("fault_injected"),
             hedges: event("hedge"),
             grpc_failures: event("grpc_failure"),
+            tls_failed: event("tls_handshake_failed"),
             fallback_static: self.fallback(service, "static"),
             fallback_service: self.fallback(service, "service"),
             fallback_stale: self.fallback(service, "stale"),
@@ -241,6 +242,8 @@ pub(crate) struct ServiceMetrics {
     pub injected: Counter,
     pub hedges: Counter,
     pub grpc_failures: Counter,
+    /// TLS handshakes that failed or did not finish within `timeouts.header_read`.
+    pub tls_failed: Counter,
     pub fallback_static: Counter,
     pub fallback_service: Counter,
     pub fallback_stale: Counter,

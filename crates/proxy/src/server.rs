@@ -17,6 +17,7 @@ use crate::conn::{Conn, Counted, Watched, after};
 use crate::forward::{Hooks, ServiceProxy};
 use crate::metrics::ProxyMetrics;
 use crate::service::ServicePolicy;
+use crate::tls::TlsListener;
 
 /// A handle on a service's proxy (its forwarding state), shared by its listener and by
 /// routes from other services. Cheap to clone.
@@ -193,15 +194,17 @@ pub async fn serve(
     drain: Duration,
 ) {
     let limit = ConnLimit::new(proxy.0.policy().expose.limits.max_connections);
-    serve_shared(socket, proxy, limit, shutdown, drain).await;
+    serve_shared(socket, proxy, limit, None, shutdown, drain).await;
 }
 
 /// [`serve`] on one of a listener's sockets, under the listener's connection limit; the
 /// drain waits for the connections of every socket of the listener.
+/// With `tls`, each connection's handshake must end within `timeouts.header_read`.
 pub(crate) async fn serve_shared(
     socket: TcpListener,
     proxy: ServiceProxyHandle,
     limit: ConnLimit,
+    tls: Option<Arc<TlsListener>>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -255,20 +258,30 @@ pub(crate) async fn serve_shared(
                     (p.expose.timeouts.idle, p.expose.timeouts.header_read)
                 };
                 let conn = Arc::new(Conn::new(peer, idle, header_read, closing.clone(), permit));
-                let io = TokioIo::new(Watched::new(stream, conn.clone()));
-                let proxy = proxy.clone();
-                let state = conn.clone();
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let proxy = proxy.clone();
-                    let ticket = conn.begin(req.version() == http::Version::HTTP_2);
-                    async move {
-                        let res = proxy.handle(req, ticket.conn()).await?;
-                        Ok::<_, crate::forward::InjectedReset>(res.map(|b| Counted::new(b, ticket)))
+                let Some(tls) = &tls else {
+                    let served = serve_connection(&server, stream, conn.clone(), &proxy);
+                    tokio::spawn(watch_connection(graceful.watch(served), conn));
+                    continue;
+                };
+                // The handshake runs in the connection's task, under the head's deadline.
+                let (acceptor, server, proxy) = (tls.acceptor(), server.clone(), proxy.clone());
+                let graceful = graceful.watcher();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let served = serve_connection(&server, stream, conn.clone(), &proxy);
+                            watch_connection(graceful.watch(served), conn).await;
+                        }
+                        Ok(Err(e)) => {
+                            proxy.metrics.tls_failed.inc();
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            proxy.metrics.tls_failed.inc();
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                        }
                     }
                 });
-                let served = server.serve_connection_with_upgrades(io, svc).into_owned();
-                let served = graceful.watch(served);
-                tokio::spawn(watch_connection(served, state));
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         }
@@ -286,6 +299,29 @@ pub(crate) async fn serve_shared(
     }
     closing_tx.send_replace(true);
     let _ = tokio::time::timeout(CLOSE_GRACE, all()).await;
+}
+
+/// One client connection served by `proxy`, over plain TCP or TLS.
+fn serve_connection<IO>(
+    server: &auto::Builder<TokioExecutor>,
+    io: IO,
+    conn: Arc<Conn>,
+    proxy: &Arc<ServiceProxy>,
+) -> impl hyper_util::server::graceful::GracefulConnection + use<IO>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Watched::new(io, conn.clone()));
+    let proxy = proxy.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let proxy = proxy.clone();
+        let ticket = conn.begin(req.version() == http::Version::HTTP_2);
+        async move {
+            let res = proxy.handle(req, ticket.conn()).await?;
+            Ok::<_, crate::forward::InjectedReset>(res.map(|b| Counted::new(b, ticket)))
+        }
+    });
+    server.serve_connection_with_upgrades(io, svc).into_owned()
 }
 
 /// Runs one connection until it ends, its deadline passes (see [`serve`]), or the

@@ -20,6 +20,7 @@
 mod check;
 mod keys;
 mod model;
+pub mod pem;
 mod problem;
 mod schema;
 

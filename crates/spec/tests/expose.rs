@@ -208,3 +208,50 @@ fn statuses_and_the_status_condition_go_together() {
     assert!(retries.retries_on(spec::RetryCondition::Status));
     assert_eq!(retries.statuses, vec![429]);
 }
+
+#[test]
+fn tls_reads_its_files_relative_to_the_stack_file_and_names_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+    let key = "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n";
+    std::fs::write(dir.path().join("web.pem"), pem).unwrap();
+    std::fs::write(dir.path().join("web.key"), key).unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "nothing here\n").unwrap();
+    let file = dir.path().join("stack.toml");
+    let load = |tls: &str| {
+        let src = format!("{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\n{tls}");
+        spec::parse(&src, &file).map_err(|e| {
+            e.to_string()
+                .replace(&dir.path().display().to_string(), "DIR")
+        })
+    };
+    let s = load("tls = { certificates = [{ cert = \"web.pem\", key = \"web.key\" }] }\n").unwrap();
+    let tls = s
+        .service("web")
+        .unwrap()
+        .expose
+        .clone()
+        .unwrap()
+        .tls
+        .unwrap();
+    assert_eq!(tls.certificates[0].cert, dir.path().join("web.pem"));
+    assert_eq!(tls.certificates[0].key, dir.path().join("web.key"));
+    assert_eq!(tls.min_version, spec::TlsVersion::Tls12);
+    assert_eq!(
+        load("tls = { certificates = [{ cert = \"gone.pem\", key = \"empty.pem\" }] }\n")
+            .unwrap_err(),
+        "DIR/stack.toml:9:34: error: [[services.web.expose.tls.certificates]]: DIR/gone.pem: \
+         cannot read it: No such file or directory (os error 2)\n\
+         DIR/stack.toml:9:52: error: [[services.web.expose.tls.certificates]]: DIR/empty.pem: \
+         no private key in it (a PEM block `-----BEGIN PRIVATE KEY-----`)"
+    );
+    assert_eq!(
+        load("tls = { certificates = [] }\n").unwrap_err(),
+        "DIR/stack.toml:9:24: error: [services.web.expose.tls] needs at least one certificate in `certificates`"
+    );
+    assert_eq!(
+        load("protocol = \"tcp\"\ntls = { certificates = [{ cert = \"web.pem\", key = \"web.key\" }] }\n")
+            .unwrap_err(),
+        "DIR/stack.toml:7:1: error: [services.web.expose.tls] applies to HTTP only (protocol = \"tcp\")"
+    );
+}

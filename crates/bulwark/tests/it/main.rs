@@ -23,4 +23,5 @@ mod restart;
 mod rollout;
 mod schema;
 mod slo;
+mod tls;
 mod workers;

@@ -1,16 +1,17 @@
 //! `[services.NAME.expose]`: the proxy's listener and policies, and the rules between them.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use toml::Spanned;
 
 use crate::keys::{
     BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RouteTable,
-    ToxicTable, ToxicType,
+    TlsTable, ToxicTable, ToxicType,
 };
 use crate::model::{
-    Balance, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries,
-    RetryCondition, Route, RouteMatch, Toxic, ToxicKind,
+    Balance, Breaker, CertFiles, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries,
+    RetryCondition, Route, RouteMatch, Tls, Toxic, ToxicKind,
 };
 use crate::problem::Problems;
 use crate::schema::Field;
@@ -25,11 +26,18 @@ const HTTP_ONLY: [&str; 6] = [
     "slow_start",
 ];
 /// Tables of `[expose]` that only mean something for HTTP.
-const HTTP_ONLY_TABLES: [&str; 5] = ["retries", "hedge", "outlier", "breaker", "rate_limit"];
+const HTTP_ONLY_TABLES: [&str; 6] = [
+    "retries",
+    "hedge",
+    "outlier",
+    "breaker",
+    "rate_limit",
+    "tls",
+];
 
 /// The expose settings, its listen address and its routes' targets (checked by the caller
 /// against the stack's services).
-pub(super) fn expose(raw: &Spanned<ExposeTable>, p: &mut Problems) -> Checked {
+pub(super) fn expose(raw: &Spanned<ExposeTable>, base_dir: &Path, p: &mut Problems) -> Checked {
     let span = raw.span();
     let raw = raw.get_ref();
     if raw.protocol.get() == Some(Protocol::Tcp) {
@@ -58,9 +66,16 @@ pub(super) fn expose(raw: &Spanned<ExposeTable>, p: &mut Problems) -> Checked {
     }
     let mut targets = Vec::new();
     let listen = raw.listen.given().cloned();
-    let built = policies(raw, &mut targets, p).zip(listen.clone());
-    let expose = built.map(|(e, listen)| Expose {
+    let tls = match raw.tls.given() {
+        Some(t) if raw.protocol.get() != Some(Protocol::Tcp) => {
+            tls(t.get_ref(), base_dir, p).map(Some)
+        }
+        _ => Some(None),
+    };
+    let built = policies(raw, &mut targets, p).zip(listen.clone()).zip(tls);
+    let expose = built.map(|((e, listen), tls)| Expose {
         listen: listen.into_inner(),
+        tls,
         ..e
     });
     (expose, listen, targets)
@@ -119,6 +134,8 @@ fn policies(
         // Built by `degrade::fallbacks`, which knows the other services and the stack
         // file's directory.
         fallback: None,
+        // Built by `expose`, which knows the stack file's directory.
+        tls: None,
     })
 }
 
@@ -290,6 +307,41 @@ pub(super) fn toxic(t: &ToxicTable) -> Option<Toxic> {
         kind,
         toxicity: t.toxicity.get()?,
         direction: t.direction.get()?,
+    })
+}
+
+/// The certificates, each file read as the proxy will read it: a file missing, unreadable
+/// or without a PEM of its kind is a problem at its key.
+fn tls(t: &TlsTable, base_dir: &Path, p: &mut Problems) -> Option<Tls> {
+    let list = t.certificates.value()?;
+    if list.is_empty() {
+        p.push(
+            t.certificates.span().unwrap_or(t.span.clone()),
+            format!(
+                "{} needs at least one certificate in `certificates`",
+                t.label
+            ),
+        );
+        return None;
+    }
+    let files: Option<Vec<CertFiles>> = list
+        .iter()
+        .map(|c| {
+            let (cert, key) = (c.cert.given()?, c.key.given()?);
+            let files = CertFiles {
+                cert: base_dir.join(cert.get_ref()),
+                key: base_dir.join(key.get_ref()),
+            };
+            let chain = crate::pem::certificates(&files.cert)
+                .map_err(|e| p.push(cert.span(), format!("{}: {e}", c.label)));
+            let key_ok = crate::pem::private_key(&files.key)
+                .map_err(|e| p.push(key.span(), format!("{}: {e}", c.label)));
+            (chain.is_ok() && key_ok.is_ok()).then_some(files)
+        })
+        .collect();
+    Some(Tls {
+        certificates: files?,
+        min_version: t.min_version.get()?,
     })
 }
 

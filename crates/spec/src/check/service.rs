@@ -53,7 +53,7 @@ pub(super) fn service(
     let liveness = super::probe::probe(&raw.liveness, ProbeKind::Liveness, p);
     let mut readiness = super::probe::probe(&raw.readiness, ProbeKind::Readiness, p);
     let (expose, listen, route_targets) = match raw.expose.given() {
-        Some(e) => super::expose::expose(e, p),
+        Some(e) => super::expose::expose(e, base_dir, p),
         None => (None, None, Vec::new()),
     };
     // A replica is routable only once something answers on its port; without this the

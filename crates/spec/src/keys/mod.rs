@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use crate::model::{
     Amount, Direction, HashOn, OnError, Protocol, RateKey, RestartAction, RestartPolicy,
-    RetryCondition, Schedule, Signal,
+    RetryCondition, Schedule, Signal, TlsVersion,
 };
 use crate::schema::Omitted::{self, ByTable, Optional, Required};
 use crate::schema::{
@@ -336,6 +336,33 @@ section! {
         routes: Vec<RouteTable> = tables::<RouteTable>(), Optional("");
         /// What a client gets when no replica can answer.
         fallback: FallbackTable = table::<FallbackTable>(), Optional("bulwark's own 502, 503 or 504");
+        /// TLS termination for the listener's clients (HTTP only).
+        tls: TlsTable = table::<TlsTable>(), Optional("plain HTTP");
+    }
+}
+
+section! {
+    /// TLS for a listener's clients (rustls): HTTP/2 and HTTP/1.1 offered by ALPN; the
+    /// files are read again when they change, for new connections (open ones keep theirs).
+    pub(crate) struct TlsTable {
+        /// The certificates with their keys, PEM files relative to the stack file's
+        /// directory. A client's SNI name picks the first certificate valid for it; the
+        /// first is served when none is (or without SNI).
+        certificates: Vec<CertTable> = tables::<CertTable>(),
+            Required(r#"certificates = [{ cert = "web.pem", key = "web.key" }]"#);
+        /// The oldest TLS version accepted.
+        min_version: TlsVersion = choice(&[("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)]),
+            r#""1.2""#;
+    }
+}
+
+section! {
+    /// A certificate and its private key.
+    pub(crate) struct CertTable {
+        /// The certificate chain, leaf first (PEM).
+        cert: String = text("a file path", directory), Required(r#"cert = "web.pem""#);
+        /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        key: String = text("a file path", directory), Required(r#"key = "web.key""#);
     }
 }
 

@@ -231,6 +231,35 @@ pub struct Expose {
     pub routes: Vec<Route>,
     /// What a client gets when no replica can answer, if anything but bulwark's own error.
     pub fallback: Option<Fallback>,
+    /// TLS for the listener's clients; `None`: plain HTTP.
+    pub tls: Option<Tls>,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// Certificate and key files (absolute); the first is the default.
+    pub certificates: Vec<CertFiles>,
+    /// The oldest version accepted.
+    pub min_version: TlsVersion,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (and 1.3).
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
 }
 
 /// How the proxy handles a service's traffic.
