@@ -47,6 +47,14 @@ pub enum TlsError {
     /// The protocol versions asked for are not supported by the crypto provider.
     #[error("TLS versions: {0}")]
     Versions(rustls::Error),
+    /// The client CA file holds no usable CA certificate.
+    #[error("{}: no usable CA certificate: {reason}", path.display())]
+    ClientCa {
+        /// The CA file.
+        path: PathBuf,
+        /// What rustls said.
+        reason: String,
+    },
 }
 
 /// What a listener's handshakes use, swapped whole on a reload.
@@ -140,12 +148,13 @@ impl TlsListener {
 
     /// The directories of the current files.
     fn dirs(&self) -> Vec<PathBuf> {
-        let dirs: std::collections::BTreeSet<PathBuf> = self
-            .lock()
-            .0
+        let current = self.lock();
+        let tls = &current.0;
+        let dirs: std::collections::BTreeSet<PathBuf> = tls
             .certificates
             .iter()
             .flat_map(|c| [&c.cert, &c.key])
+            .chain(tls.client_ca.as_ref())
             .filter_map(|f| f.parent().map(PathBuf::from))
             .collect();
         dirs.into_iter().collect()
@@ -183,7 +192,37 @@ fn read_all(tls: &spec::Tls) -> std::io::Result<Vec<u8>> {
         all.extend(std::fs::read(&c.cert)?);
         all.extend(std::fs::read(&c.key)?);
     }
+    if let Some(ca) = &tls.client_ca {
+        all.extend(std::fs::read(ca)?);
+    }
     Ok(all)
+}
+
+/// Who may connect: anyone, or clients with a certificate from `client_ca`.
+fn client_verifier(
+    tls: &spec::Tls,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    let Some(path) = &tls.client_ca else {
+        return Ok(None);
+    };
+    let bad = |reason: String| TlsError::ClientCa {
+        path: path.clone(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in spec::pem::certificates(path)? {
+        roots.add(ca).map_err(|e| bad(e.to_string()))?;
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    );
+    let builder = match tls.client_verify {
+        spec::ClientVerify::Required => builder,
+        spec::ClientVerify::Optional => builder.allow_unauthenticated(),
+    };
+    builder.build().map(Some).map_err(|e| bad(e.to_string()))
 }
 
 /// A server configuration for `tls`, with the bytes it was read from.
@@ -202,11 +241,15 @@ fn build(
         spec::TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         spec::TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let clients = client_verifier(tls, &provider)?;
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
-        .map_err(TlsError::Versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(keys)));
+        .map_err(TlsError::Versions)?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(BySni(keys)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.session_storage = sessions.clone();
     Ok((config, bytes))

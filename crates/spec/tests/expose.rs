@@ -246,6 +246,22 @@ fn tls_reads_its_files_relative_to_the_stack_file_and_names_each_problem() {
          no private key in it (a PEM block `-----BEGIN PRIVATE KEY-----`)"
     );
     assert_eq!(
+        load("tls = { certificates = [{ cert = \"web.pem\", key = \"web.key\" }], client_verify = \"optional\" }\n")
+            .unwrap_err(),
+        "DIR/stack.toml:9:81: error: `client_verify` needs `client_ca`, the CAs of the client certificates"
+    );
+    let s = load("tls = { certificates = [{ cert = \"web.pem\", key = \"web.key\" }], client_ca = \"web.pem\" }\n").unwrap();
+    let tls = s
+        .service("web")
+        .unwrap()
+        .expose
+        .clone()
+        .unwrap()
+        .tls
+        .unwrap();
+    assert_eq!(tls.client_ca, Some(dir.path().join("web.pem")));
+    assert_eq!(tls.client_verify, spec::ClientVerify::Required);
+    assert_eq!(
         load("tls = { certificates = [] }\n").unwrap_err(),
         "DIR/stack.toml:9:24: error: [services.web.expose.tls] needs at least one certificate in `certificates`"
     );

@@ -26,6 +26,16 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A test CA in `dir` (`ca.pem`, `ca.key`).
 fn ca(dir: &Path) {
+    ca_named(dir, "ca");
+}
+
+/// A test CA in `dir` (`NAME.pem`, `NAME.key`).
+fn ca_named(dir: &Path, name: &str) {
+    let (key, pem, subject) = (
+        format!("{name}.key"),
+        format!("{name}.pem"),
+        format!("/CN=bulwark test {name}"),
+    );
     openssl(
         dir,
         &[
@@ -39,20 +49,31 @@ fn ca(dir: &Path) {
             "-days",
             "2",
             "-subj",
-            "/CN=bulwark test CA",
+            &subject,
             "-keyout",
-            "ca.key",
+            &key,
             "-out",
-            "ca.pem",
+            &pem,
         ],
     );
 }
 
-/// `FILE.pem` and `FILE.key`: a certificate for `name` signed by the CA, with `subject`.
+/// `FILE.pem` and `FILE.key`: a server certificate for `name` signed by the CA, with
+/// `subject`.
 fn leaf(dir: &Path, file: &str, name: &str, subject: &str) {
     let ext = format!(
         "subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
     );
+    signed(dir, "ca", file, subject, &ext);
+}
+
+/// `FILE.pem` and `FILE.key`: a client certificate signed by the CA `ca`.
+fn client(dir: &Path, ca: &str, file: &str) {
+    let ext = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n";
+    signed(dir, ca, file, "/CN=a client", ext);
+}
+
+fn signed(dir: &Path, ca: &str, file: &str, subject: &str, ext: &str) {
     std::fs::write(dir.join(format!("{file}.ext")), ext).unwrap();
     let (key, csr, pem) = (
         format!("{file}.key.new"),
@@ -76,6 +97,7 @@ fn leaf(dir: &Path, file: &str, name: &str, subject: &str) {
             &csr,
         ],
     );
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
     openssl(
         dir,
         &[
@@ -84,9 +106,9 @@ fn leaf(dir: &Path, file: &str, name: &str, subject: &str) {
             "-in",
             &csr,
             "-CA",
-            "ca.pem",
+            &ca_pem,
             "-CAkey",
-            "ca.key",
+            &ca_key,
             "-CAcreateserial",
             "-days",
             "2",
@@ -102,20 +124,32 @@ fn leaf(dir: &Path, file: &str, name: &str, subject: &str) {
 }
 
 fn tls_stack(port: u16, extra: &str) -> Stack {
+    tls_stack_with(port, extra, "")
+}
+
+/// Two demo replicas behind a TLS listener with certificates for a.test and b.test
+/// (`extra` after `[expose]`, `tls_keys` in `[expose.tls]`); clients' certificates
+/// (`client`, `stranger`) are made for the mTLS tests.
+fn tls_stack_with(port: u16, extra: &str, tls_keys: &str) -> Stack {
     let toml = Demo::new("web")
         .replicas(2)
         .ready_every("200ms")
         .expose(port)
         .with(extra)
-        .with(
-            "[services.web.expose.tls]\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }, { cert = \"b.pem\", key = \"b.key\" }]",
-        )
+        .with(&format!(
+            "[services.web.expose.tls]\ncertificates = [{{ cert = \"a.pem\", key = \"a.key\" }}, {{ cert = \"b.pem\", key = \"b.key\" }}]\n{tls_keys}"
+        ))
         .build();
     let mut stack = Stack::prepare(&toml);
     let dir = stack.dir.path().to_owned();
     ca(&dir);
     leaf(&dir, "a", "a.test", "/CN=a.test");
     leaf(&dir, "b", "b.test", "/CN=b.test");
+    if !tls_keys.is_empty() {
+        ca_named(&dir, "other-ca");
+        client(&dir, "ca", "client");
+        client(&dir, "other-ca", "stranger");
+    }
     stack.launch();
     stack.wait_ready("web", 2);
     stack
@@ -123,8 +157,22 @@ fn tls_stack(port: u16, extra: &str) -> Stack {
 
 /// `curl` over TLS to `name` (resolved to 127.0.0.1): "STATUS VERSION".
 fn curl(dir: &Path, port: u16, name: &str, version: &str) -> String {
+    curl_as(dir, port, name, version, None)
+}
+
+/// [`curl`] with the client certificate `FILE.pem` (key `FILE.key`).
+fn curl_as(dir: &Path, port: u16, name: &str, version: &str, cert: Option<&str>) -> String {
+    let cert: Vec<String> = cert.map_or(vec![], |c| {
+        vec![
+            "--cert".into(),
+            format!("{c}.pem"),
+            "--key".into(),
+            format!("{c}.key"),
+        ]
+    });
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert", "ca.pem", version])
+        .args(&cert)
         .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
         .args(["-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
         .arg(format!("https://{name}:{port}/"))
@@ -364,4 +412,38 @@ fn tls_files_that_do_not_read_are_named_by_check_and_up() {
         err.contains("a.key is not the private key of") && err.contains("b.pem"),
         "{err}"
     );
+}
+
+#[test]
+fn mtls_required_refuses_clients_without_a_certificate_from_its_ca_and_optional_admits_them() {
+    let port = free_port();
+    let stack = tls_stack_with(port, "", "client_ca = \"ca.pem\"");
+    let dir = stack.dir.path().to_owned();
+    assert_eq!(
+        curl_as(&dir, port, "a.test", "--http2", Some("client")),
+        "200 2"
+    );
+    assert_eq!(
+        curl_as(&dir, port, "a.test", "--http1.1", Some("client")),
+        "200 1.1"
+    );
+    for refused in [None, Some("stranger")] {
+        let out = curl_as(&dir, port, "a.test", "--http2", refused);
+        assert!(out.starts_with("000"), "{refused:?}: {out}");
+    }
+
+    let port = free_port();
+    let stack = tls_stack_with(
+        port,
+        "",
+        "client_ca = \"ca.pem\"\nclient_verify = \"optional\"",
+    );
+    let dir = stack.dir.path().to_owned();
+    assert_eq!(curl_as(&dir, port, "a.test", "--http2", None), "200 2");
+    assert_eq!(
+        curl_as(&dir, port, "a.test", "--http2", Some("client")),
+        "200 2"
+    );
+    let out = curl_as(&dir, port, "a.test", "--http2", Some("stranger"));
+    assert!(out.starts_with("000"), "{out}");
 }

@@ -339,9 +339,32 @@ fn tls(t: &TlsTable, base_dir: &Path, p: &mut Problems) -> Option<Tls> {
             (chain.is_ok() && key_ok.is_ok()).then_some(files)
         })
         .collect();
+    let client_ca = match t.client_ca.given() {
+        Some(ca) => {
+            let path = base_dir.join(ca.get_ref());
+            match crate::pem::certificates(&path) {
+                Ok(_) => Some(Some(path)),
+                Err(e) => {
+                    p.push(ca.span(), format!("{}: {e}", t.label));
+                    None
+                }
+            }
+        }
+        None => {
+            if let Some(v) = t.client_verify.span() {
+                p.push(
+                    v,
+                    "`client_verify` needs `client_ca`, the CAs of the client certificates",
+                );
+            }
+            Some(None)
+        }
+    };
     Some(Tls {
         certificates: files?,
         min_version: t.min_version.get()?,
+        client_ca: client_ca?,
+        client_verify: t.client_verify.get()?,
     })
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{
-    Amount, Direction, HashOn, OnError, Protocol, RateKey, RestartAction, RestartPolicy,
-    RetryCondition, Schedule, Signal, TlsVersion,
+    Amount, ClientVerify, Direction, HashOn, OnError, Protocol, RateKey, RestartAction,
+    RestartPolicy, RetryCondition, Schedule, Signal, TlsVersion,
 };
 use crate::schema::Omitted::{self, ByTable, Optional, Required};
 use crate::schema::{
@@ -353,6 +353,15 @@ section! {
         /// The oldest TLS version accepted.
         min_version: TlsVersion = choice(&[("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)]),
             r#""1.2""#;
+        /// Client certificates (mTLS): the CAs that sign them, a PEM file relative to the
+        /// stack file's directory (read again when it changes, like the certificates).
+        client_ca: String = text("a file path", directory), Optional("no client certificate asked for");
+        /// With `client_ca`: `required` refuses a client without a valid certificate;
+        /// `optional` also lets in one without any (a certificate presented must be valid).
+        client_verify: ClientVerify = choice(&[
+            ("required", ClientVerify::Required),
+            ("optional", ClientVerify::Optional),
+        ]), r#""required""#;
     }
 }
 

@@ -242,6 +242,19 @@ pub struct Tls {
     pub certificates: Vec<CertFiles>,
     /// The oldest version accepted.
     pub min_version: TlsVersion,
+    /// The CAs of client certificates (absolute); `None`: none asked for.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client without a certificate is let in (with `client_ca`).
+    pub client_verify: ClientVerify,
+}
+
+/// Whether a TLS listener with `client_ca` needs a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientVerify {
+    /// No valid certificate, no connection.
+    Required,
+    /// A client without a certificate is let in; one that presents an invalid one is not.
+    Optional,
 }
 
 /// A certificate chain and its private key, PEM files.
