@@ -29,6 +29,7 @@ mod stale;
 mod switches;
 mod tcp;
 mod tls;
+mod upstream_tls;
 mod workers;
 
 pub use edge::Listeners;

@@ -25,6 +25,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+
+use crate::upstream_tls::{Stream, Upstream};
 use tokio::time::Instant;
 
 use crate::body::UpstreamBody;
@@ -44,6 +46,8 @@ pub(crate) struct Pool {
     host: HeaderValue,
     connect_timeout: Duration,
     http2: bool,
+    /// Plain TCP or TLS.
+    upstream: Upstream,
     /// Per worker: HTTP/1.1 connections not in use, oldest first.
     idle: Box<[Mutex<Idle>]>,
     /// Per worker: the HTTP/2 connection, shared by the worker's requests.
@@ -79,11 +83,12 @@ impl Lease {
 }
 
 impl Pool {
-    /// `workers`: how many idle lists to keep, one per proxy worker.
+    /// `workers`: how many idle lists to keep, one per proxy worker. `(http2, upstream)`:
+    /// the protocol spoken to the replica and how it is reached.
     pub(crate) fn new(
         addr: SocketAddr,
         connect_timeout: Duration,
-        http2: bool,
+        (http2, upstream): (bool, Upstream),
         workers: usize,
     ) -> Arc<Pool> {
         // A socket address always formats as a valid authority and header value.
@@ -98,6 +103,7 @@ impl Pool {
             host,
             connect_timeout,
             http2,
+            upstream,
             idle: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
             shared: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
         })
@@ -239,20 +245,28 @@ impl Pool {
         shared.as_ref().filter(|tx| !tx.is_closed()).cloned()
     }
 
-    async fn open(&self) -> Result<TokioIo<TcpStream>, PoolError> {
-        let connect = TcpStream::connect(self.addr);
-        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(PoolError::Connect(e.to_string())),
-            Err(_) => {
-                return Err(PoolError::Connect(format!(
-                    "connect timed out after {:?}",
-                    self.connect_timeout
-                )));
+    /// A new connection to the replica (with its TLS handshake, if any), both within
+    /// the connect timeout.
+    async fn open(&self) -> Result<TokioIo<Stream>, PoolError> {
+        let connect = async {
+            let stream = TcpStream::connect(self.addr).await?;
+            let _ = stream.set_nodelay(true);
+            match &self.upstream {
+                Upstream::Plain => Ok(Stream::Plain(stream)),
+                Upstream::Tls(tls) => {
+                    Ok(Stream::Tls(Box::new(tls.connect(stream, self.addr).await?)))
+                }
+                Upstream::Broken(why) => Err(std::io::Error::other(why.to_string())),
             }
         };
-        let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(s)) => Ok(TokioIo::new(s)),
+            Ok(Err(e)) => Err(PoolError::Connect(e.to_string())),
+            Err(_) => Err(PoolError::Connect(format!(
+                "connect timed out after {:?}",
+                self.connect_timeout
+            ))),
+        }
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<UpstreamBody>, PoolError> {

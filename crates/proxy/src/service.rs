@@ -36,6 +36,8 @@ pub(crate) struct ServicePolicy {
     pub state: Mutex<State>,
     /// `[expose.fallback]`, if any: what answers when no replica can.
     pub fallback: Option<crate::fallback::Fallback>,
+    /// How the replicas are reached (`[expose.upstream_tls]`).
+    pub upstream: crate::upstream_tls::Upstream,
 }
 
 /// Per-replica and per-service mutable policy state. One short lock per pick and per
@@ -164,6 +166,7 @@ impl ServicePolicy {
                 breaker_on: expose.breaker.consecutive_failures > 0,
             }),
             fallback: expose.fallback.as_ref().map(crate::fallback::Fallback::new),
+            upstream: crate::upstream_tls::Upstream::new(&expose),
             expose,
         }
     }
@@ -240,7 +243,7 @@ impl State {
                 let pool = crate::pool::Pool::new(
                     e.addr,
                     policy.expose.timeouts.connect,
-                    policy.expose.upstream_http2,
+                    (policy.expose.upstream_http2, policy.upstream.clone()),
                     workers.len(),
                 );
                 // Its first request should not pay for the connect (nor read it as a peak).

@@ -47,14 +47,17 @@ pub enum TlsError {
     /// The protocol versions asked for are not supported by the crypto provider.
     #[error("TLS versions: {0}")]
     Versions(rustls::Error),
-    /// The client CA file holds no usable CA certificate.
+    /// A CA file holds no usable CA certificate.
     #[error("{}: no usable CA certificate: {reason}", path.display())]
-    ClientCa {
+    Ca {
         /// The CA file.
         path: PathBuf,
         /// What rustls said.
         reason: String,
     },
+    /// `upstream_tls.server_name` is not a DNS name or an IP address.
+    #[error("server_name {0:?} is not a DNS name or an IP address")]
+    ServerName(String),
 }
 
 /// What a listener's handshakes use, swapped whole on a reload.
@@ -206,7 +209,7 @@ fn client_verifier(
     let Some(path) = &tls.client_ca else {
         return Ok(None);
     };
-    let bad = |reason: String| TlsError::ClientCa {
+    let bad = |reason: String| TlsError::Ca {
         path: path.clone(),
         reason,
     };

@@ -271,3 +271,57 @@ fn tls_reads_its_files_relative_to_the_stack_file_and_names_each_problem() {
         "DIR/stack.toml:7:1: error: [services.web.expose.tls] applies to HTTP only (protocol = \"tcp\")"
     );
 }
+
+#[test]
+fn upstream_tls_needs_a_ca_or_says_it_skips_verification_and_a_key_with_its_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+    std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
+    let file = dir.path().join("stack.toml");
+    let load = |tls: &str| {
+        let src = format!(
+            "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\nupstream_tls = {{ {tls} }}\n"
+        );
+        spec::parse(&src, &file).map_err(|e| {
+            e.to_string()
+                .replace(&dir.path().display().to_string(), "DIR")
+        })
+    };
+    let s = load("ca = \"ca.pem\", server_name = \"replica.test\"").unwrap();
+    let t = s
+        .service("web")
+        .unwrap()
+        .expose
+        .clone()
+        .unwrap()
+        .upstream_tls
+        .unwrap();
+    assert_eq!(t.ca, Some(dir.path().join("ca.pem")));
+    assert_eq!(t.server_name.as_deref(), Some("replica.test"));
+    assert!(!t.insecure && t.client.is_none());
+    let t = load("insecure_skip_verify = true").unwrap();
+    assert!(
+        t.service("web")
+            .unwrap()
+            .expose
+            .clone()
+            .unwrap()
+            .upstream_tls
+            .unwrap()
+            .insecure
+    );
+    assert_eq!(
+        load("server_name = \"replica.test\"").unwrap_err(),
+        "DIR/stack.toml:9:16: error: [services.web.expose.upstream_tls] needs `ca` (the CAs of \
+         the replicas' certificates) or `insecure_skip_verify = true`"
+    );
+    assert_eq!(
+        load("ca = \"ca.pem\", cert = \"ca.pem\"").unwrap_err(),
+        "DIR/stack.toml:9:16: error: [services.web.expose.upstream_tls] needs both `cert` and `key`, or neither"
+    );
+    assert!(
+        load("ca = \"ca.pem\", server_name = \"not a name\"")
+            .unwrap_err()
+            .contains("`server_name` must be a DNS name or an IP address")
+    );
+}

@@ -447,3 +447,80 @@ fn mtls_required_refuses_clients_without_a_certificate_from_its_ca_and_optional_
     let out = curl_as(&dir, port, "a.test", "--http2", Some("stranger"));
     assert!(out.starts_with("000"), "{out}");
 }
+
+/// A service whose replica is `openssl s_server` serving the stack's directory over TLS
+/// (HTTP/1.0), asking for a client certificate from the CA, behind a plain listener
+/// with `upstream_tls` keys `tls_keys`.
+fn tls_replicas(port: u16, tls_keys: &str) -> String {
+    format!(
+        r#"[services.web]
+run = ["openssl", "s_server", "-quiet", "-accept", "{{port}}", "-cert", "replica.pem", "-key", "replica.key", "-WWW", "-Verify", "1", "-CAfile", "ca.pem"]
+cwd = "."
+[services.web.expose]
+listen = "127.0.0.1:{port}"
+[services.web.expose.upstream_tls]
+{tls_keys}
+"#
+    )
+}
+
+#[test]
+fn tls_to_replicas_verifies_their_certificate_and_presents_the_proxys() {
+    let port = free_port();
+    let good = "ca = \"ca.pem\"\nserver_name = \"replica.test\"\ncert = \"proxy.pem\"\nkey = \"proxy.key\"";
+    let mut stack = Stack::prepare(&tls_replicas(port, good));
+    let dir = stack.dir.path().to_owned();
+    ca(&dir);
+    ca_named(&dir, "other-ca");
+    leaf(&dir, "replica", "replica.test", "/CN=replica.test");
+    client(&dir, "ca", "proxy");
+    std::fs::write(dir.join("hello.txt"), "hello over tls\n").unwrap();
+    // One worker: s_server serves one connection at a time, and each worker would warm one.
+    stack.launch_with(&["--workers", "1"]);
+    stack.wait_ready("web", 1);
+    let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let fetch = || get(proxy, "/hello.txt");
+    let (status, body) = fetch();
+    assert_eq!((status, body.trim()), (200, "hello over tls"), "{body}");
+
+    // Each broken setting fails closed: 502, never plain text, never an unverified peer.
+    for (keys, why, says) in [
+        (
+            "ca = \"other-ca.pem\"\nserver_name = \"replica.test\"\ncert = \"proxy.pem\"\nkey = \"proxy.key\"",
+            "a replica certificate from another CA",
+            "UnknownIssuer",
+        ),
+        (
+            "ca = \"ca.pem\"\nserver_name = \"other.test\"\ncert = \"proxy.pem\"\nkey = \"proxy.key\"",
+            "a replica certificate for another name",
+            "not valid for name \"other.test\"",
+        ),
+        (
+            "ca = \"ca.pem\"\nserver_name = \"replica.test\"",
+            "no client certificate for a replica that asks for one",
+            // TLS 1.3: the replica's refusal arrives after the handshake.
+            "connection error",
+        ),
+    ] {
+        crate::resilience::reload(&stack, &tls_replicas(port, keys));
+        let (status, body) = eventually(why, Duration::from_secs(10), || {
+            let (status, body) = fetch();
+            (status != 200).then_some((status, body))
+        });
+        assert_eq!(status, 502, "{why}: {body}");
+        assert!(body.contains(says), "{why}: {body}");
+    }
+    // Without verification, the certificate from another CA is taken.
+    crate::resilience::reload(
+        &stack,
+        &tls_replicas(
+            port,
+            "ca = \"other-ca.pem\"\ninsecure_skip_verify = true\ncert = \"proxy.pem\"\nkey = \"proxy.key\"",
+        ),
+    );
+    let body = eventually("insecure_skip_verify", Duration::from_secs(10), || {
+        let (status, body) = fetch();
+        (status == 200).then_some(body)
+    });
+    assert_eq!(body.trim(), "hello over tls");
+}

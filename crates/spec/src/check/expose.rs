@@ -7,11 +7,11 @@ use toml::Spanned;
 
 use crate::keys::{
     BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RouteTable,
-    TlsTable, ToxicTable, ToxicType,
+    TlsTable, ToxicTable, ToxicType, UpstreamTlsTable,
 };
 use crate::model::{
     Balance, Breaker, CertFiles, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries,
-    RetryCondition, Route, RouteMatch, Tls, Toxic, ToxicKind,
+    RetryCondition, Route, RouteMatch, Tls, Toxic, ToxicKind, UpstreamTls,
 };
 use crate::problem::Problems;
 use crate::schema::Field;
@@ -26,13 +26,14 @@ const HTTP_ONLY: [&str; 6] = [
     "slow_start",
 ];
 /// Tables of `[expose]` that only mean something for HTTP.
-const HTTP_ONLY_TABLES: [&str; 6] = [
+const HTTP_ONLY_TABLES: [&str; 7] = [
     "retries",
     "hedge",
     "outlier",
     "breaker",
     "rate_limit",
     "tls",
+    "upstream_tls",
 ];
 
 /// The expose settings, its listen address and its routes' targets (checked by the caller
@@ -72,10 +73,19 @@ pub(super) fn expose(raw: &Spanned<ExposeTable>, base_dir: &Path, p: &mut Proble
         }
         _ => Some(None),
     };
-    let built = policies(raw, &mut targets, p).zip(listen.clone()).zip(tls);
-    let expose = built.map(|((e, listen), tls)| Expose {
+    let upstream_tls = match raw.upstream_tls.given() {
+        Some(t) if raw.protocol.get() != Some(Protocol::Tcp) => {
+            upstream_tls(t.get_ref(), base_dir, p).map(Some)
+        }
+        _ => Some(None),
+    };
+    let built = policies(raw, &mut targets, p)
+        .zip(listen.clone())
+        .zip(tls.zip(upstream_tls));
+    let expose = built.map(|((e, listen), (tls, upstream_tls))| Expose {
         listen: listen.into_inner(),
         tls,
+        upstream_tls,
         ..e
     });
     (expose, listen, targets)
@@ -136,6 +146,7 @@ fn policies(
         fallback: None,
         // Built by `expose`, which knows the stack file's directory.
         tls: None,
+        upstream_tls: None,
     })
 }
 
@@ -365,6 +376,58 @@ fn tls(t: &TlsTable, base_dir: &Path, p: &mut Problems) -> Option<Tls> {
         min_version: t.min_version.get()?,
         client_ca: client_ca?,
         client_verify: t.client_verify.get()?,
+    })
+}
+
+/// `ca` (or `insecure_skip_verify`), and `cert` with `key`; each file read as the proxy
+/// will read it.
+fn upstream_tls(t: &UpstreamTlsTable, base_dir: &Path, p: &mut Problems) -> Option<UpstreamTls> {
+    let insecure = t.insecure_skip_verify.get()?;
+    let file = |f: &Field<String>| f.given().map(|f| (f.span(), base_dir.join(f.get_ref())));
+    let ca = file(&t.ca);
+    let ca = match (ca, insecure) {
+        (None, false) => {
+            p.push(
+                t.span.clone(),
+                format!(
+                    "{} needs `ca` (the CAs of the replicas' certificates) or `insecure_skip_verify = true`",
+                    t.label
+                ),
+            );
+            return None;
+        }
+        (Some((span, path)), _) => {
+            if let Err(e) = crate::pem::certificates(&path) {
+                p.push(span, format!("{}: {e}", t.label));
+                return None;
+            }
+            Some(path)
+        }
+        (None, true) => None,
+    };
+    let client = match (file(&t.cert), file(&t.key)) {
+        (None, None) => None,
+        (Some((cert_span, cert)), Some((key_span, key))) => {
+            let chain = crate::pem::certificates(&cert)
+                .map_err(|e| p.push(cert_span, format!("{}: {e}", t.label)));
+            let pk = crate::pem::private_key(&key)
+                .map_err(|e| p.push(key_span, format!("{}: {e}", t.label)));
+            chain.ok().zip(pk.ok())?;
+            Some(CertFiles { cert, key })
+        }
+        _ => {
+            p.push(
+                t.span.clone(),
+                format!("{} needs both `cert` and `key`, or neither", t.label),
+            );
+            return None;
+        }
+    };
+    Some(UpstreamTls {
+        ca,
+        server_name: t.server_name.given().map(|n| n.get_ref().clone()),
+        insecure,
+        client,
     })
 }
 

@@ -338,6 +338,28 @@ section! {
         fallback: FallbackTable = table::<FallbackTable>(), Optional("bulwark's own 502, 503 or 504");
         /// TLS termination for the listener's clients (HTTP only).
         tls: TlsTable = table::<TlsTable>(), Optional("plain HTTP");
+        /// TLS to the replicas (HTTP only).
+        upstream_tls: UpstreamTlsTable = table::<UpstreamTlsTable>(), Optional("plain HTTP");
+    }
+}
+
+section! {
+    /// TLS from the proxy to the replicas: their certificates verified against `ca` for
+    /// `server_name`, and optionally a client certificate of the proxy's own.
+    pub(crate) struct UpstreamTlsTable {
+        /// The CAs that sign the replicas' certificates, a PEM file relative to the stack
+        /// file's directory.
+        ca: String = text("a file path", directory), Optional("required unless `insecure_skip_verify`");
+        /// The name sent by SNI and that the replicas' certificates must be valid for.
+        server_name: String = text("a DNS name or an IP address", server_name),
+            Optional("the replica's IP address");
+        /// Accept any certificate from the replicas (encryption without authentication):
+        /// only for replicas on this machine whose certificates cannot be verified.
+        insecure_skip_verify: bool = boolean(), "false";
+        /// The proxy's client certificate chain, for replicas that ask for one (PEM).
+        cert: String = text("a file path", directory), Optional("none");
+        /// Its private key (PEM).
+        key: String = text("a file path", directory), Optional("none; required with `cert`");
     }
 }
 
@@ -373,6 +395,13 @@ section! {
         /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
         key: String = text("a file path", directory), Required(r#"key = "web.key""#);
     }
+}
+
+/// A name TLS can verify a certificate for.
+fn server_name(s: &str) -> Result<String, String> {
+    rustls_pki_types::ServerName::try_from(s)
+        .map(|_| s.to_owned())
+        .map_err(|_| String::new())
 }
 
 fn hash_on(s: &str) -> Result<HashOn, String> {

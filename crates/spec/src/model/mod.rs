@@ -233,6 +233,21 @@ pub struct Expose {
     pub fallback: Option<Fallback>,
     /// TLS for the listener's clients; `None`: plain HTTP.
     pub tls: Option<Tls>,
+    /// TLS to the replicas; `None`: plain HTTP.
+    pub upstream_tls: Option<UpstreamTls>,
+}
+
+/// TLS from the proxy to a service's replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The CAs of the replicas' certificates (absolute); `None` only with `insecure`.
+    pub ca: Option<PathBuf>,
+    /// SNI and the name verified; `None`: the replica's IP address.
+    pub server_name: Option<String>,
+    /// No verification of the replicas' certificates.
+    pub insecure: bool,
+    /// The proxy's client certificate, for replicas that ask for one.
+    pub client: Option<CertFiles>,
 }
 
 /// TLS termination on a listener.
