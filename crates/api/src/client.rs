@@ -101,7 +101,8 @@ impl Client {
         self
     }
 
-    /// Reads the address and token that `bulwark up` wrote into `state_dir`.
+    /// Reads the address and token that `bulwark up` wrote into `state_dir`; a token in
+    /// `BULWARK_TOKEN` is used instead of the owner's.
     pub fn discover(state_dir: &Path) -> Result<Client, Error> {
         let addr_file = state_dir.join(ADDR_FILE);
         let addr = std::fs::read_to_string(&addr_file)
@@ -115,6 +116,11 @@ impl Client {
                 file: addr_file.clone(),
                 source,
             })?;
+        if let Ok(token) = std::env::var("BULWARK_TOKEN")
+            && !token.trim().is_empty()
+        {
+            return Ok(Client::new(addr, token.trim().to_owned()));
+        }
         let token_file = state_dir.join(TOKEN_FILE);
         let token = std::fs::read_to_string(&token_file)
             .map_err(|source| Error::Token {

@@ -5,8 +5,9 @@
 //! [`runtime::Supervisor`] and internal state to its own JSON types ([`json`]).
 //! Security invariants: every request whose `Host` is not a loopback name is refused (DNS
 //! rebinding; with `[api] allow_remote`, IP literals are accepted too); every request but
-//! `/metrics` needs the token that `up` wrote, readable only by its user, into the state
-//! directory; the server speaks HTTP/1.1 only, with a connection cap, a header-read timeout
+//! `/metrics` needs a token: the owner's, that `up` wrote, readable only by its user, into
+//! the state directory, or one made by `bulwark token create` with a role ([`tokens`]) that
+//! the call needs (403 otherwise); the server speaks HTTP/1.1 only, with a connection cap, a header-read timeout
 //! and header and body size limits ([`server::Limits`], [`MAX_BODY_BYTES`]).
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ mod security;
 pub mod server;
 pub mod state_dir;
 pub mod switches;
+pub mod tokens;
 
 pub use routes::{AppState, ReloadRequest, router};
 

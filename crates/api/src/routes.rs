@@ -24,7 +24,8 @@ pub struct AppState {
     pub supervisor: Supervisor,
     pub bus: Arc<Bus>,
     pub registry: Arc<Registry>,
-    pub token: String,
+    /// The tokens accepted, with their roles.
+    pub tokens: Arc<crate::tokens::Tokens>,
     pub plane: observe::plane::Plane,
     /// The journal's durable watermark: events above it are not shown yet.
     pub persisted: tokio::sync::watch::Receiver<u64>,
@@ -58,7 +59,7 @@ pub const JOURNAL_HEADER: &str = "bulwark-journal";
 pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<Vec<String>, String>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let token = state.token.clone();
+    let tokens = state.tokens.clone();
     let allow_remote = state.allow_remote;
     Router::new()
         .route("/v1/status", get(status))
@@ -79,6 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::rollouts::routes())
         .merge(crate::switches::routes())
         .merge(crate::remedy::routes())
+        .merge(crate::tokens::routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -86,7 +88,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(middleware::from_fn(move |req, next| {
-            security::guard(token.clone(), allow_remote, req, next)
+            security::guard(tokens.clone(), allow_remote, req, next)
         }))
         .with_state(state)
 }

@@ -3,7 +3,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+
 use crate::json::error;
+use crate::tokens::{Role, Tokens};
 
 /// Largest request body the API reads (a silence is a few hundred bytes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -65,7 +68,12 @@ fn host_allowed(host: &str, allow_remote: bool) -> bool {
     is_loopback_host(host) || (allow_remote && matches!(parse_host(host), Some(Host::Ip(_))))
 }
 
-pub(crate) async fn guard(token: String, allow_remote: bool, req: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    tokens: Arc<Tokens>,
+    allow_remote: bool,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
@@ -83,16 +91,35 @@ pub(crate) async fn guard(token: String, allow_remote: bool, req: Request, next:
     }
     // Everything but the metrics needs the token: logs, events and stderr tails often hold
     // secrets.
-    if req.uri().path() != "/metrics" && !authorized(req.headers(), &token) {
-        let mut res = error(
-            StatusCode::UNAUTHORIZED,
-            "this call needs `Authorization: Bearer TOKEN` (only /metrics is open); the token \
-             is in the state directory of `bulwark up` (the CLI reads it)",
-        )
-        .into_response();
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-        return res;
+    if req.uri().path() != "/metrics" {
+        let Some(caller) = bearer(req.headers()).and_then(|t| tokens.check(t)) else {
+            let mut res = error(
+                StatusCode::UNAUTHORIZED,
+                "this call needs `Authorization: Bearer TOKEN` (only /metrics is open); the \
+                 owner's token is in the state directory of `bulwark up` (the CLI reads it, or \
+                 BULWARK_TOKEN)",
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            return res;
+        };
+        let needed = Role::needed(req.method(), req.uri().path());
+        if caller.role < needed {
+            return error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "token {:?} has the role {}; {} {} needs {}",
+                    caller.name,
+                    caller.role.as_str(),
+                    req.method(),
+                    req.uri().path(),
+                    needed.as_str()
+                ),
+            )
+            .into_response();
+        }
+        req.extensions_mut().insert(caller);
     }
     let declared = req
         .headers()
@@ -109,22 +136,13 @@ pub(crate) async fn guard(token: String, allow_remote: bool, req: Request, next:
     next.run(req).await
 }
 
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
+/// The bearer token of a request. Tokens are looked up by their SHA-256, so what a
+/// lookup's timing could reveal is about the digest, never the token.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Compare in constant time so the token cannot be guessed byte by byte.
-    !token.is_empty()
-        && given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 #[cfg(test)]
@@ -180,12 +198,16 @@ mod tests {
 
     #[test]
     fn bearer_token_must_match_exactly() {
+        let tokens = Tokens::new("abc", None);
+        let check = |h: &HeaderMap| bearer(h).and_then(|t| tokens.check(t));
         let mut h = HeaderMap::new();
-        assert!(!authorized(&h, "abc"));
+        assert!(check(&h).is_none());
         h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
-        assert!(authorized(&h, "abc"));
-        assert!(!authorized(&h, "abd"));
-        assert!(!authorized(&h, "abcd"));
-        assert!(!authorized(&h, ""));
+        assert_eq!(check(&h).unwrap().role, Role::Admin);
+        for wrong in ["Bearer abd", "Bearer abcd", "Bearer ", "abc", "Basic abc"] {
+            h.insert(header::AUTHORIZATION, wrong.parse().unwrap());
+            assert!(check(&h).is_none(), "{wrong}");
+        }
+        assert!(Tokens::new("", None).check("").is_none());
     }
 }

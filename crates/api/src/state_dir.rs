@@ -90,9 +90,7 @@ impl Lock {
 /// or the new one, never a partial one.
 pub fn create(lock: &Lock) -> io::Result<String> {
     let dir = lock.dir();
-    let token: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
+    let token = new_token();
     let tmp = dir.join(format!("{TOKEN_FILE}.tmp"));
     let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
@@ -104,6 +102,13 @@ pub fn create(lock: &Lock) -> io::Result<String> {
     f.sync_all()?;
     fs::rename(&tmp, dir.join(TOKEN_FILE))?;
     Ok(token)
+}
+
+/// A new random token: 32 bytes from the thread's CSPRNG, in hex.
+pub fn new_token() -> String {
+    (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 pub fn write_addr(dir: &Path, addr: std::net::SocketAddr) -> io::Result<()> {

@@ -105,6 +105,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SwitchCmd,
     },
+    /// API tokens with roles (viewer: reads; operator: also acts; admin: also reloads and
+    /// manages tokens). Other commands use BULWARK_TOKEN if set, else the owner's token.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
     /// Remediation decisions: acted, skipped by a guard (which), waiting for approval,
     /// approved, denied, failed, done, dry run.
     Actions {
@@ -414,6 +420,23 @@ pub enum SwitchCmd {
     },
     /// Set a switch: `on`, `off` or a percentage such as `25%` (kept across restarts).
     Set { name: String, value: String },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Make a token; it is printed once (only its SHA-256 is kept).
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+    },
+    /// Every token but the owner's: name, role, when it was made.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: refused from the next request on.
+    Revoke { name: String },
 }
 
 #[derive(Args)]

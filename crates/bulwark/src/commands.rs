@@ -135,6 +135,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             outln!("injected faults {state}");
         }
         Command::Switch { cmd } => switch(&client, cmd).await?,
+        Command::Token { cmd } => token(&client, cmd).await?,
         Command::Actions { json } => crate::remedy_cmd::actions(&client, json).await?,
         Command::Approve { id } => crate::remedy_cmd::answer(&client, id, "approve").await?,
         Command::Deny { id } => crate::remedy_cmd::answer(&client, id, "deny").await?,
@@ -271,6 +272,53 @@ fn describe_event(v: &serde_json::Value) -> String {
         }
     }
     format!("{time} {kind:<18} {who:<10}{rest}")
+}
+
+async fn token(client: &Client, cmd: crate::cli::TokenCmd) -> anyhow::Result<()> {
+    use crate::cli::TokenCmd;
+    match cmd {
+        TokenCmd::Create { name, role } => {
+            let role: api::tokens::Role = role.parse().map_err(anyhow::Error::msg)?;
+            let body = serde_json::to_vec(&api::tokens::CreateToken { name, role })?;
+            let answer = client
+                .call(http::Method::POST, "/v1/tokens", body.into())
+                .await?;
+            let made: api::tokens::Created = serde_json::from_slice(&answer)?;
+            eprintln!(
+                "token {} ({}): shown this once; use it as BULWARK_TOKEN or `Authorization: Bearer`",
+                made.name,
+                made.role.as_str()
+            );
+            outln!("{}", made.token);
+        }
+        TokenCmd::List { json } => {
+            let body = client.get("/v1/tokens").await?;
+            if json {
+                outln!("{}", String::from_utf8_lossy(&body));
+                return Ok(());
+            }
+            let list: Vec<api::tokens::TokenInfo> = serde_json::from_slice(&body)?;
+            if list.is_empty() {
+                outln!(
+                    "no tokens but the owner's; make one with `bulwark token create NAME --role viewer`"
+                );
+            }
+            for t in list {
+                outln!("{:<24} {:<9} {}", t.name, t.role.as_str(), t.created);
+            }
+        }
+        TokenCmd::Revoke { name } => {
+            client
+                .call(
+                    http::Method::DELETE,
+                    &format!("/v1/tokens/{name}"),
+                    bytes::Bytes::new(),
+                )
+                .await?;
+            outln!("token {name} revoked");
+        }
+    }
+    Ok(())
 }
 
 async fn switch(client: &Client, cmd: crate::cli::SwitchCmd) -> anyhow::Result<()> {

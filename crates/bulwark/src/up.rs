@@ -196,6 +196,14 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let journal_store = journal.store();
     let rollout_store = journal_store.clone();
     let switch_store = journal_store.clone();
+    let tokens = {
+        let store = journal_store.clone();
+        // Reads the journal: off the async workers.
+        tokio::task::spawn_blocking(move || api::tokens::Tokens::new(&token, Some(store)))
+            .await
+            .map(Arc::new)
+            .context("cannot read the API tokens")?
+    };
     let bulwark = std::env::current_exe().context("cannot find this program's path")?;
     let supervisor = Supervisor::new(
         &stack,
@@ -388,7 +396,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         supervisor: supervisor.clone(),
         bus: bus.clone(),
         registry: Arc::new(registry),
-        token,
+        tokens,
         plane: plane.clone(),
         persisted,
         faults: faults_tx,

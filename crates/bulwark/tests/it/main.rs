@@ -20,6 +20,7 @@ mod proxy;
 mod remedy;
 mod resilience;
 mod restart;
+mod roles;
 mod rollout;
 mod schema;
 mod slo;

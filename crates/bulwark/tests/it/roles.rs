@@ -1,0 +1,115 @@
+//! API tokens with roles (issue 18): `bulwark token create|list|revoke`, each call refused
+//! below the role it needs, revocation at once, only hashes kept, all across a restart.
+
+use std::process::Output;
+
+use crate::harness::*;
+
+/// A call to the API with `token`.
+fn call_as(stack: &Stack, token: &str, method: &str, path: &str) -> (u16, String) {
+    http(
+        stack.api,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        ),
+    )
+}
+
+/// The CLI against this stack with `BULWARK_TOKEN=token`.
+fn cli_as(stack: &Stack, token: &str, args: &[&str]) -> Output {
+    std::process::Command::new(BULWARK)
+        .args(args)
+        .env("BULWARK_STATE_DIR", stack.state_dir())
+        .env("BULWARK_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+fn create(stack: &Stack, name: &str, role: &str) -> String {
+    let out = stack.cli(&["token", "create", name, "--role", role]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(token.len(), 64, "{token}");
+    token
+}
+
+#[test]
+fn tokens_have_roles_are_revoked_at_once_and_only_their_hashes_are_kept() {
+    let mut stack = Stack::start(&Demo::new("web").build());
+    stack.wait_ready("web", 1);
+    let viewer = create(&stack, "dashboards", "viewer");
+    let operator = create(&stack, "oncall", "operator");
+
+    // A viewer reads, and nothing more.
+    assert_eq!(call_as(&stack, &viewer, "GET", "/v1/status").0, 200);
+    assert_eq!(call_as(&stack, &viewer, "GET", "/v1/events").0, 200);
+    let (code, body) = call_as(&stack, &viewer, "POST", "/v1/services/web/restart");
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("dashboards")
+            && body.contains("has the role viewer; POST /v1/services/web/restart needs operator"),
+        "{body}"
+    );
+    let out = cli_as(&stack, &viewer, &["restart", "web"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs operator"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An operator acts, but neither reloads nor manages tokens.
+    let out = cli_as(&stack, &operator, &["restart", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(call_as(&stack, &operator, "POST", "/v1/reload").0, 403);
+    assert_eq!(call_as(&stack, &operator, "GET", "/v1/tokens").0, 403);
+    let out = cli_as(
+        &stack,
+        &operator,
+        &["token", "create", "x", "--role", "admin"],
+    );
+    assert!(!out.status.success());
+
+    // The list names them, never shows them.
+    let out = stack.cli(&["token", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("dashboards") && list.contains("viewer") && list.contains("oncall"),
+        "{list}"
+    );
+    assert!(
+        !list.contains(&viewer) && !list.contains(&operator),
+        "{list}"
+    );
+    let journal = std::fs::read(stack.state_dir().join("journal.redb")).unwrap();
+    for t in [&viewer, &operator] {
+        assert!(
+            !journal.windows(t.len()).any(|w| w == t.as_bytes()),
+            "a token is in the journal in clear"
+        );
+    }
+
+    // Revoked: refused from the next request on.
+    let out = stack.cli(&["token", "revoke", "dashboards"]);
+    assert!(out.status.success());
+    assert_eq!(call_as(&stack, &viewer, "GET", "/v1/status").0, 401);
+    assert_eq!(call_as(&stack, "not-a-token", "GET", "/v1/status").0, 401);
+
+    // A restart keeps the tokens and the revocation.
+    stack.restart();
+    assert_eq!(call_as(&stack, &operator, "GET", "/v1/status").0, 200);
+    assert_eq!(call_as(&stack, &viewer, "GET", "/v1/status").0, 401);
+    let (code, body) = stack.call("GET", "/v1/tokens", "127.0.0.1", true);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("oncall") && !body.contains("dashboards"),
+        "{body}"
+    );
+}
