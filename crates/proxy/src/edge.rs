@@ -131,12 +131,13 @@ impl Listeners {
         self.apply_proxies(stack)?;
         let mut changes = self.stop_stale_listeners(stack);
         for svc in &stack.services {
-            if let (Some(l), Some(tls)) = (
-                self.listeners.get(&svc.name),
-                svc.expose.as_ref().and_then(|e| e.tls.as_ref()),
-            ) && let Some(current) = &l.tls
-            {
-                current.set(tls);
+            // A listener kept (and its preview) takes the `tls` table as it is now.
+            if let Some(tls) = svc.expose.as_ref().and_then(|e| e.tls.as_ref()) {
+                for key in [svc.name.clone(), preview_key(&svc.name)] {
+                    if let Some(current) = self.listeners.get(&key).and_then(|l| l.tls.as_ref()) {
+                        current.set(tls);
+                    }
+                }
             }
             if let Some(expose) = &svc.expose
                 && !self.listeners.contains_key(&svc.name)

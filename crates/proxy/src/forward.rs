@@ -723,7 +723,15 @@ impl ServiceProxy {
         tried.push(second.addr);
         let second_ep = second.clone();
         let fault = self.hooks.injected_on(&self.service, &second_ep);
-        let two = send(&second_pool, &second_ep, second_req, per_try, fault);
+        // Both tries end by the first one's limit: waiting on the hedge after the first
+        // failed must not outlast it (nor the request deadline it is within).
+        let two = send(
+            &second_pool,
+            &second_ep,
+            second_req,
+            per_try.saturating_sub(after),
+            fault,
+        );
         tokio::pin!(two);
         let (first_done, (r, rtt, g)) = tokio::select! {
             done = &mut one => (true, done),

@@ -242,7 +242,8 @@ pub(crate) struct ServiceMetrics {
     pub injected: Counter,
     pub hedges: Counter,
     pub grpc_failures: Counter,
-    /// TLS handshakes that failed or did not finish within `timeouts.header_read`.
+    /// TLS handshakes that failed or did not finish within `timeouts.header_read` (a
+    /// connection closed before any handshake, as by a TCP health check, counts too).
     pub tls_failed: Counter,
     pub fallback_static: Counter,
     pub fallback_service: Counter,

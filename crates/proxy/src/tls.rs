@@ -14,7 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert, StoresServerSessions};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{DnsName, ServerName};
 use tokio::sync::{Notify, watch};
@@ -55,6 +55,9 @@ pub enum TlsError {
         /// What rustls said.
         reason: String,
     },
+    /// `upstream_tls` without exactly one of `ca` and `insecure_skip_verify`.
+    #[error("upstream_tls needs exactly one of `ca` and `insecure_skip_verify = true`")]
+    Verification,
     /// `upstream_tls.server_name` is not a DNS name or an IP address.
     #[error("server_name {0:?} is not a DNS name or an IP address")]
     ServerName(String),
@@ -67,10 +70,11 @@ pub(crate) struct TlsListener {
     /// The files and settings the configuration was built from, and their bytes (a
     /// change event that leaves them alike reloads nothing).
     current: std::sync::Mutex<(spec::Tls, Vec<u8>)>,
-    /// Resumption survives reloads.
-    sessions: Arc<dyn StoresServerSessions>,
     changed: Notify,
 }
+
+/// TLS sessions kept for resumption per listener (rustls' default is 256).
+const SESSIONS: usize = 1024;
 
 /// Time for a writer to finish replacing a certificate and its key before they are read:
 /// a file system event says that a file changed, not that the writer is done.
@@ -79,14 +83,11 @@ const SETTLE: Duration = Duration::from_millis(100);
 impl TlsListener {
     /// Loads `tls`'s certificates for `service`'s listener.
     pub(crate) fn new(service: &str, tls: &spec::Tls) -> Result<Arc<TlsListener>, TlsError> {
-        let sessions: Arc<dyn StoresServerSessions> =
-            rustls::server::ServerSessionMemoryCache::new(1024);
-        let (config, bytes) = build(tls, &sessions)?;
+        let (config, bytes) = build(tls)?;
         Ok(Arc::new(TlsListener {
             service: service.to_owned(),
             config: ArcSwap::from_pointee(config),
             current: std::sync::Mutex::new((tls.clone(), bytes)),
-            sessions,
             changed: Notify::new(),
         }))
     }
@@ -96,14 +97,19 @@ impl TlsListener {
         TlsAcceptor::from(self.config.load_full())
     }
 
-    /// Applies the stack file's `tls` table (after a reload of the stack): the files are
-    /// read again if it changed, and watched from now on.
+    /// Applies the stack file's `tls` table (on every reload of the stack): the files are
+    /// read again, and the configuration rebuilt if they or the table changed; the files
+    /// are watched from now on.
     pub(crate) fn set(&self, tls: &spec::Tls) {
-        let same = self.lock().0 == *tls;
-        if !same {
-            self.lock().0 = tls.clone();
-            self.changed.notify_one();
+        let mut current = self.lock();
+        if current.0 != *tls {
+            current.0 = tls.clone();
+            // Settings besides the files (`min_version`, `client_verify`) changed too:
+            // rebuild even if the files' bytes are the same.
+            current.1.clear();
         }
+        drop(current);
+        self.changed.notify_one();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (spec::Tls, Vec<u8>)> {
@@ -116,7 +122,7 @@ impl TlsListener {
         if read_all(&tls).is_ok_and(|now| now == old) {
             return;
         }
-        match build(&tls, &self.sessions) {
+        match build(&tls) {
             Ok((config, bytes)) => {
                 self.config.store(Arc::new(config));
                 self.lock().1 = bytes;
@@ -228,11 +234,10 @@ fn client_verifier(
     builder.build().map(Some).map_err(|e| bad(e.to_string()))
 }
 
-/// A server configuration for `tls`, with the bytes it was read from.
-fn build(
-    tls: &spec::Tls,
-    sessions: &Arc<dyn StoresServerSessions>,
-) -> Result<(ServerConfig, Vec<u8>), TlsError> {
+/// A server configuration for `tls`, with the bytes it was read from. Each has its own
+/// session cache: a session resumed after a reload would keep the client certificate it
+/// was made with, unchecked against a new `client_ca` or `client_verify`.
+fn build(tls: &spec::Tls) -> Result<(ServerConfig, Vec<u8>), TlsError> {
     let bytes = read_all(tls).unwrap_or_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let keys = tls
@@ -254,7 +259,7 @@ fn build(
     };
     let mut config = builder.with_cert_resolver(Arc::new(BySni(keys)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config.session_storage = sessions.clone();
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSIONS);
     Ok((config, bytes))
 }
 

@@ -61,8 +61,8 @@ impl Connector {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Versions)?;
-        let builder = match &tls.ca {
-            Some(ca) if !tls.insecure => {
+        let builder = match (&tls.ca, tls.insecure) {
+            (Some(ca), false) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in spec::pem::certificates(ca)? {
                     roots.add(cert).map_err(|e| TlsError::Ca {
@@ -72,9 +72,11 @@ impl Connector {
                 }
                 builder.with_root_certificates(roots)
             }
-            _ => builder
+            (None, true) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))),
+            // `check` refuses both; never fall back to no verification.
+            (Some(_), true) | (None, false) => return Err(TlsError::Verification),
         };
         let mut config = match &tls.client {
             Some(files) => {

@@ -209,6 +209,19 @@ fn statuses_and_the_status_condition_go_together() {
     assert_eq!(retries.statuses, vec![429]);
 }
 
+/// Parses `HEAD` with `[services.web.expose]` ending in `keys`, as `stack.toml` in `dir`
+/// (where relative files are read); errors with `dir` shown as `DIR`.
+fn parse_in(dir: &Path, keys: &str) -> Result<Stack, String> {
+    let src = format!("{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\n{keys}");
+    spec::parse(&src, &dir.join("stack.toml"))
+        .map_err(|e| e.to_string().replace(&dir.display().to_string(), "DIR"))
+}
+
+/// The expose settings of `web`.
+fn web_expose(s: &Stack) -> spec::Expose {
+    s.service("web").unwrap().expose.clone().unwrap()
+}
+
 #[test]
 fn tls_reads_its_files_relative_to_the_stack_file_and_names_each_problem() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,23 +230,9 @@ fn tls_reads_its_files_relative_to_the_stack_file_and_names_each_problem() {
     std::fs::write(dir.path().join("web.pem"), pem).unwrap();
     std::fs::write(dir.path().join("web.key"), key).unwrap();
     std::fs::write(dir.path().join("empty.pem"), "nothing here\n").unwrap();
-    let file = dir.path().join("stack.toml");
-    let load = |tls: &str| {
-        let src = format!("{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\n{tls}");
-        spec::parse(&src, &file).map_err(|e| {
-            e.to_string()
-                .replace(&dir.path().display().to_string(), "DIR")
-        })
-    };
+    let load = |tls: &str| parse_in(dir.path(), tls);
     let s = load("tls = { certificates = [{ cert = \"web.pem\", key = \"web.key\" }] }\n").unwrap();
-    let tls = s
-        .service("web")
-        .unwrap()
-        .expose
-        .clone()
-        .unwrap()
-        .tls
-        .unwrap();
+    let tls = web_expose(&s).tls.unwrap();
     assert_eq!(tls.certificates[0].cert, dir.path().join("web.pem"));
     assert_eq!(tls.certificates[0].key, dir.path().join("web.key"));
     assert_eq!(tls.min_version, spec::TlsVersion::Tls12);
@@ -251,14 +250,7 @@ fn tls_reads_its_files_relative_to_the_stack_file_and_names_each_problem() {
         "DIR/stack.toml:9:81: error: `client_verify` needs `client_ca`, the CAs of the client certificates"
     );
     let s = load("tls = { certificates = [{ cert = \"web.pem\", key = \"web.key\" }], client_ca = \"web.pem\" }\n").unwrap();
-    let tls = s
-        .service("web")
-        .unwrap()
-        .expose
-        .clone()
-        .unwrap()
-        .tls
-        .unwrap();
+    let tls = web_expose(&s).tls.unwrap();
     assert_eq!(tls.client_ca, Some(dir.path().join("web.pem")));
     assert_eq!(tls.client_verify, spec::ClientVerify::Required);
     assert_eq!(
@@ -277,39 +269,14 @@ fn upstream_tls_needs_a_ca_or_says_it_skips_verification_and_a_key_with_its_cert
     let dir = tempfile::tempdir().unwrap();
     let pem = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
     std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
-    let file = dir.path().join("stack.toml");
-    let load = |tls: &str| {
-        let src = format!(
-            "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\nupstream_tls = {{ {tls} }}\n"
-        );
-        spec::parse(&src, &file).map_err(|e| {
-            e.to_string()
-                .replace(&dir.path().display().to_string(), "DIR")
-        })
-    };
+    let load = |tls: &str| parse_in(dir.path(), &format!("upstream_tls = {{ {tls} }}\n"));
     let s = load("ca = \"ca.pem\", server_name = \"replica.test\"").unwrap();
-    let t = s
-        .service("web")
-        .unwrap()
-        .expose
-        .clone()
-        .unwrap()
-        .upstream_tls
-        .unwrap();
+    let t = web_expose(&s).upstream_tls.unwrap();
     assert_eq!(t.ca, Some(dir.path().join("ca.pem")));
     assert_eq!(t.server_name.as_deref(), Some("replica.test"));
     assert!(!t.insecure && t.client.is_none());
     let t = load("insecure_skip_verify = true").unwrap();
-    assert!(
-        t.service("web")
-            .unwrap()
-            .expose
-            .clone()
-            .unwrap()
-            .upstream_tls
-            .unwrap()
-            .insecure
-    );
+    assert!(web_expose(&t).upstream_tls.unwrap().insecure);
     assert_eq!(
         load("server_name = \"replica.test\"").unwrap_err(),
         "DIR/stack.toml:9:16: error: [services.web.expose.upstream_tls] needs `ca` (the CAs of \
@@ -318,6 +285,11 @@ fn upstream_tls_needs_a_ca_or_says_it_skips_verification_and_a_key_with_its_cert
     assert_eq!(
         load("ca = \"ca.pem\", cert = \"ca.pem\"").unwrap_err(),
         "DIR/stack.toml:9:16: error: [services.web.expose.upstream_tls] needs both `cert` and `key`, or neither"
+    );
+    assert!(
+        load("ca = \"ca.pem\", insecure_skip_verify = true")
+            .unwrap_err()
+            .contains("`insecure_skip_verify = true` verifies nothing, so `ca` would be unused")
     );
     assert!(
         load("ca = \"ca.pem\", server_name = \"not a name\"")

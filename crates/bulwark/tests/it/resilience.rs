@@ -57,7 +57,7 @@ fn events_of(stack: &Stack, ty: &str) -> Vec<Value> {
         .collect()
 }
 
-fn metric(stack: &Stack, name: &str) -> f64 {
+pub fn metric(stack: &Stack, name: &str) -> f64 {
     let (_, text) = get(stack.api, "/metrics");
     text.lines()
         .filter(|l| l.starts_with(name))

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
+use crate::resilience::metric;
 
 /// Runs `openssl` with `args` in `dir`; panics with its output if it fails.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -131,16 +132,7 @@ fn tls_stack(port: u16, extra: &str) -> Stack {
 /// (`extra` after `[expose]`, `tls_keys` in `[expose.tls]`); clients' certificates
 /// (`client`, `stranger`) are made for the mTLS tests.
 fn tls_stack_with(port: u16, extra: &str, tls_keys: &str) -> Stack {
-    let toml = Demo::new("web")
-        .replicas(2)
-        .ready_every("200ms")
-        .expose(port)
-        .with(extra)
-        .with(&format!(
-            "[services.web.expose.tls]\ncertificates = [{{ cert = \"a.pem\", key = \"a.key\" }}, {{ cert = \"b.pem\", key = \"b.key\" }}]\n{tls_keys}"
-        ))
-        .build();
-    let mut stack = Stack::prepare(&toml);
+    let mut stack = Stack::prepare(&tls_toml(port, extra, tls_keys));
     let dir = stack.dir.path().to_owned();
     ca(&dir);
     leaf(&dir, "a", "a.test", "/CN=a.test");
@@ -153,6 +145,19 @@ fn tls_stack_with(port: u16, extra: &str, tls_keys: &str) -> Stack {
     stack.launch();
     stack.wait_ready("web", 2);
     stack
+}
+
+/// The stack file of [`tls_stack_with`].
+fn tls_toml(port: u16, extra: &str, tls_keys: &str) -> String {
+    Demo::new("web")
+        .replicas(2)
+        .ready_every("200ms")
+        .expose(port)
+        .with(extra)
+        .with(&format!(
+            "[services.web.expose.tls]\ncertificates = [{{ cert = \"a.pem\", key = \"a.key\" }}, {{ cert = \"b.pem\", key = \"b.key\" }}]\n{tls_keys}"
+        ))
+        .build()
 }
 
 /// `curl` over TLS to `name` (resolved to 127.0.0.1): "STATUS VERSION".
@@ -196,14 +201,6 @@ fn s_client(dir: &Path, port: u16, name: &str, alpn: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn metric(stack: &Stack, name: &str) -> f64 {
-    let (_, text) = get(stack.api, "/metrics");
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// One request on an open `openssl s_client -quiet` connection; its answer's body line.
@@ -432,14 +429,20 @@ fn mtls_required_refuses_clients_without_a_certificate_from_its_ca_and_optional_
         assert!(out.starts_with("000"), "{refused:?}: {out}");
     }
 
-    let port = free_port();
-    let stack = tls_stack_with(
-        port,
-        "",
-        "client_ca = \"ca.pem\"\nclient_verify = \"optional\"",
+    // A reload of the stack file that only loosens `client_verify` applies at once.
+    crate::resilience::reload(
+        &stack,
+        &tls_toml(
+            port,
+            "",
+            "client_ca = \"ca.pem\"\nclient_verify = \"optional\"",
+        ),
     );
-    let dir = stack.dir.path().to_owned();
-    assert_eq!(curl_as(&dir, port, "a.test", "--http2", None), "200 2");
+    eventually(
+        "client_verify = optional applied",
+        Duration::from_secs(10),
+        || (curl_as(&dir, port, "a.test", "--http2", None) == "200 2").then_some(()),
+    );
     assert_eq!(
         curl_as(&dir, port, "a.test", "--http2", Some("client")),
         "200 2"
@@ -510,12 +513,12 @@ fn tls_to_replicas_verifies_their_certificate_and_presents_the_proxys() {
         assert_eq!(status, 502, "{why}: {body}");
         assert!(body.contains(says), "{why}: {body}");
     }
-    // Without verification, the certificate from another CA is taken.
+    // Without verification, any certificate is taken (the one for another name too).
     crate::resilience::reload(
         &stack,
         &tls_replicas(
             port,
-            "ca = \"other-ca.pem\"\ninsecure_skip_verify = true\ncert = \"proxy.pem\"\nkey = \"proxy.key\"",
+            "insecure_skip_verify = true\ncert = \"proxy.pem\"\nkey = \"proxy.key\"",
         ),
     );
     let body = eventually("insecure_skip_verify", Duration::from_secs(10), || {

@@ -396,7 +396,17 @@ fn upstream_tls(t: &UpstreamTlsTable, base_dir: &Path, p: &mut Problems) -> Opti
             );
             return None;
         }
-        (Some((span, path)), _) => {
+        (Some((span, _)), true) => {
+            p.push(
+                span,
+                format!(
+                    "{}: `insecure_skip_verify = true` verifies nothing, so `ca` would be unused; remove one",
+                    t.label
+                ),
+            );
+            return None;
+        }
+        (Some((span, path)), false) => {
             if let Err(e) = crate::pem::certificates(&path) {
                 p.push(span, format!("{}: {e}", t.label));
                 return None;

@@ -345,7 +345,8 @@ section! {
 
 section! {
     /// TLS from the proxy to the replicas: their certificates verified against `ca` for
-    /// `server_name`, and optionally a client certificate of the proxy's own.
+    /// `server_name`, and optionally a client certificate of the proxy's own. The files
+    /// are read at start and when a reload changes `[expose]` (not watched).
     pub(crate) struct UpstreamTlsTable {
         /// The CAs that sign the replicas' certificates, a PEM file relative to the stack
         /// file's directory.
