@@ -11,6 +11,7 @@
 //! and header and body size limits ([`server::Limits`], [`MAX_BODY_BYTES`]).
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod backups;
 pub mod client;
 mod experiments;

@@ -26,6 +26,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// The tokens accepted, with their roles.
     pub tokens: Arc<crate::tokens::Tokens>,
+    /// Where calls that change something, and refused calls, are recorded.
+    pub audit: Arc<crate::audit::Audit>,
     pub plane: observe::plane::Plane,
     /// The journal's durable watermark: events above it are not shown yet.
     pub persisted: tokio::sync::watch::Receiver<u64>,
@@ -59,7 +61,7 @@ pub const JOURNAL_HEADER: &str = "bulwark-journal";
 pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<Vec<String>, String>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let tokens = state.tokens.clone();
+    let gate = (state.tokens.clone(), state.audit.clone());
     let allow_remote = state.allow_remote;
     Router::new()
         .route("/v1/status", get(status))
@@ -81,6 +83,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::switches::routes())
         .merge(crate::remedy::routes())
         .merge(crate::tokens::routes())
+        .merge(crate::audit::routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -88,7 +91,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(middleware::from_fn(move |req, next| {
-            security::guard(tokens.clone(), allow_remote, req, next)
+            security::guard(gate.clone(), allow_remote, req, next)
         }))
         .with_state(state)
 }

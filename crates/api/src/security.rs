@@ -1,12 +1,13 @@
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use std::sync::Arc;
 
+use crate::audit::{Audit, Record};
 use crate::json::error;
-use crate::tokens::{Role, Tokens};
+use crate::tokens::{Role, TokenInfo, Tokens};
 
 /// Largest request body the API reads (a silence is a few hundred bytes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -68,8 +69,10 @@ fn host_allowed(host: &str, allow_remote: bool) -> bool {
     is_loopback_host(host) || (allow_remote && matches!(parse_host(host), Some(Host::Ip(_))))
 }
 
+/// The API's gate: the Host, the token and its role, the body's declared size; then the
+/// call, and the audit record of a call that changes something or was refused.
 pub(crate) async fn guard(
-    tokens: Arc<Tokens>,
+    (tokens, audit): (Arc<Tokens>, Arc<Audit>),
     allow_remote: bool,
     mut req: Request,
     next: Next,
@@ -89,51 +92,92 @@ pub(crate) async fn guard(
         )
         .into_response();
     }
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
     // Everything but the metrics needs the token: logs, events and stderr tails often hold
     // secrets.
-    if req.uri().path() != "/metrics" {
-        let Some(caller) = bearer(req.headers()).and_then(|t| tokens.check(t)) else {
-            let mut res = error(
-                StatusCode::UNAUTHORIZED,
-                "this call needs `Authorization: Bearer TOKEN` (only /metrics is open); the \
-                 owner's token is in the state directory of `bulwark up` (the CLI reads it, or \
-                 BULWARK_TOKEN)",
-            )
-            .into_response();
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-            return res;
-        };
-        let needed = Role::needed(req.method(), req.uri().path());
-        if caller.role < needed {
-            return error(
-                StatusCode::FORBIDDEN,
-                &format!(
-                    "token {:?} has the role {}; {} {} needs {}",
-                    caller.name,
-                    caller.role.as_str(),
-                    req.method(),
-                    req.uri().path(),
-                    needed.as_str()
-                ),
-            )
-            .into_response();
+    let caller = if req.uri().path() == "/metrics" {
+        None
+    } else {
+        match authorize(&tokens, &req) {
+            Ok(caller) => Some(caller),
+            Err((res, caller)) => {
+                let who = caller.as_ref().map(|c| (c.name.as_str(), c.role));
+                audit.record(Record::new(
+                    who,
+                    method.as_str(),
+                    &path,
+                    res.status().as_u16(),
+                ));
+                return res;
+            }
         }
-        req.extensions_mut().insert(caller);
+    };
+    if let Some(c) = &caller {
+        req.extensions_mut().insert(c.clone());
     }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return error(
+    let res = if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
         )
-        .into_response();
+        .into_response()
+    } else {
+        next.run(req).await
+    };
+    if let Some(c) = caller.filter(|_| method != Method::GET && method != Method::HEAD) {
+        let who = Some((c.name.as_str(), c.role));
+        audit.record(Record::new(
+            who,
+            method.as_str(),
+            &path,
+            res.status().as_u16(),
+        ));
     }
-    next.run(req).await
+    res
+}
+
+/// Who calls, if their token is valid and its role enough for the call; else the answer
+/// (401 or 403), with the caller if the token was valid.
+#[allow(clippy::result_large_err)]
+fn authorize(tokens: &Tokens, req: &Request) -> Result<TokenInfo, (Response, Option<TokenInfo>)> {
+    let Some(caller) = bearer(req.headers()).and_then(|t| tokens.check(t)) else {
+        let mut res = error(
+            StatusCode::UNAUTHORIZED,
+            "this call needs `Authorization: Bearer TOKEN` (only /metrics is open); the \
+             owner's token is in the state directory of `bulwark up` (the CLI reads it, or \
+             BULWARK_TOKEN)",
+        )
+        .into_response();
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        return Err((res, None));
+    };
+    let needed = Role::needed(req.method(), req.uri().path());
+    if caller.role < needed {
+        let res = error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "token {:?} has the role {}; {} {} needs {}",
+                caller.name,
+                caller.role.as_str(),
+                req.method(),
+                req.uri().path(),
+                needed.as_str()
+            ),
+        )
+        .into_response();
+        return Err((res, Some(caller)));
+    }
+    Ok(caller)
 }
 
 /// The bearer token of a request. Tokens are looked up by their SHA-256, so what a

@@ -47,7 +47,11 @@ impl Role {
     /// The role a call needs: reads are for viewers, reloads and tokens for admins, every
     /// other change for operators.
     pub fn needed(method: &Method, path: &str) -> Role {
-        if path == "/v1/reload" || path == "/v1/tokens" || path.starts_with("/v1/tokens/") {
+        if path == "/v1/reload"
+            || path == "/v1/tokens"
+            || path.starts_with("/v1/tokens/")
+            || path == "/v1/audit"
+        {
             Role::Admin
         } else if method == Method::GET || method == Method::HEAD {
             Role::Viewer
@@ -105,6 +109,9 @@ pub enum TokenError {
 pub struct Tokens {
     by_hash: RwLock<HashMap<[u8; 32], TokenInfo>>,
     store: Option<Arc<dyn store::Store>>,
+    /// Held by `create` and `revoke` around their journal writes, so that the map's
+    /// lock, which every request takes, is never held across a disk write.
+    changing: std::sync::Mutex<()>,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -173,6 +180,7 @@ impl Tokens {
         Tokens {
             by_hash: RwLock::new(by_hash),
             store,
+            changing: std::sync::Mutex::new(()),
         }
     }
 
@@ -196,12 +204,15 @@ impl Tokens {
         let token = crate::state_dir::new_token();
         let hash = digest(&token);
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let mut map = self.write();
-        if map.values().any(|t| t.name == name) {
-            return Err(TokenError::Exists(name.to_owned()));
-        }
-        if map.len() >= MAX_TOKENS {
-            return Err(TokenError::TooMany);
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let map = self.read();
+            if map.values().any(|t| t.name == name) {
+                return Err(TokenError::Exists(name.to_owned()));
+            }
+            if map.len() >= MAX_TOKENS {
+                return Err(TokenError::TooMany);
+            }
         }
         if let Some(s) = &self.store {
             let stored = Stored {
@@ -214,7 +225,7 @@ impl Tokens {
             s.put(NAMESPACE, name, &bytes)
                 .map_err(|e| TokenError::Store(e.to_string()))?;
         }
-        map.insert(
+        self.write().insert(
             hash,
             TokenInfo {
                 name: name.to_owned(),
@@ -225,21 +236,21 @@ impl Tokens {
         Ok(token)
     }
 
-    /// Revokes `name`: refused from now on, and removed from the journal.
+    /// Revokes `name`: removed from the journal, then refused from the next request on
+    /// (a journal that cannot delete it leaves it valid, and says so).
     pub fn revoke(&self, name: &str) -> Result<(), TokenError> {
         if name == OWNER {
             return Err(TokenError::BadName(name.to_owned()));
         }
-        let mut map = self.write();
-        let before = map.len();
-        map.retain(|_, t| t.name != name);
-        if map.len() == before {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.read().values().any(|t| t.name == name) {
             return Err(TokenError::Unknown(name.to_owned()));
         }
         if let Some(s) = &self.store {
             s.delete(NAMESPACE, name)
-                .map_err(|e| TokenError::Store(e.to_string()))?;
+                .map_err(|e| TokenError::Store(format!("{e}; the token is still valid")))?;
         }
+        self.write().retain(|_, t| t.name != name);
         Ok(())
     }
 
@@ -376,6 +387,7 @@ mod tests {
         assert_eq!(Role::needed(&Method::POST, "/v1/reload"), Role::Admin);
         assert_eq!(Role::needed(&Method::GET, "/v1/tokens"), Role::Admin);
         assert_eq!(Role::needed(&Method::DELETE, "/v1/tokens/ci"), Role::Admin);
+        assert_eq!(Role::needed(&Method::GET, "/v1/audit"), Role::Admin);
         assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
     }
 

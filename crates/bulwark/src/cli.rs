@@ -105,6 +105,18 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SwitchCmd,
     },
+    /// The audit log: every API call that changed something, or was refused for its token,
+    /// with who made it (admin). --json prints one JSON object per line, for a SIEM.
+    Audit {
+        #[arg(long)]
+        json: bool,
+        /// Only records after this id.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many records (up to 10000).
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
     /// API tokens with roles (viewer: reads; operator: also acts; admin: also reloads and
     /// manages tokens). Other commands use BULWARK_TOKEN if set, else the owner's token.
     Token {

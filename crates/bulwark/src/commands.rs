@@ -136,6 +136,28 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         }
         Command::Switch { cmd } => switch(&client, cmd).await?,
         Command::Token { cmd } => token(&client, cmd).await?,
+        Command::Audit { json, after, limit } => {
+            let body = client
+                .get(&format!("/v1/audit?after={after}&limit={limit}"))
+                .await?;
+            let records: Vec<api::audit::Record> = serde_json::from_slice(&body)?;
+            for r in records {
+                if json {
+                    outln!("{}", serde_json::to_string(&r)?);
+                } else {
+                    outln!(
+                        "{:>6} {} {:<12} {:<6} {} {} {}",
+                        r.id,
+                        r.at,
+                        r.who,
+                        r.method,
+                        r.path,
+                        r.status,
+                        r.outcome
+                    );
+                }
+            }
+        }
         Command::Actions { json } => crate::remedy_cmd::actions(&client, json).await?,
         Command::Approve { id } => crate::remedy_cmd::answer(&client, id, "approve").await?,
         Command::Deny { id } => crate::remedy_cmd::answer(&client, id, "deny").await?,
@@ -308,6 +330,15 @@ async fn token(client: &Client, cmd: crate::cli::TokenCmd) -> anyhow::Result<()>
             }
         }
         TokenCmd::Revoke { name } => {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                anyhow::bail!(
+                    "no token named {name:?}: names are ASCII letters, digits, `-` and `_`"
+                );
+            }
             client
                 .call(
                     http::Method::DELETE,

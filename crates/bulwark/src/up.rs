@@ -196,6 +196,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let journal_store = journal.store();
     let rollout_store = journal_store.clone();
     let switch_store = journal_store.clone();
+    let audit = Arc::new(api::audit::Audit::new(Some(journal_store.clone())));
     let tokens = {
         let store = journal_store.clone();
         // Reads the journal: off the async workers.
@@ -397,6 +398,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         bus: bus.clone(),
         registry: Arc::new(registry),
         tokens,
+        audit,
         plane: plane.clone(),
         persisted,
         faults: faults_tx,

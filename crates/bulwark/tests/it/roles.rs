@@ -1,5 +1,6 @@
-//! API tokens with roles (issue 18): `bulwark token create|list|revoke`, each call refused
-//! below the role it needs, revocation at once, only hashes kept, all across a restart.
+//! API tokens with roles and the audit log (issue 18): `bulwark token create|list|revoke`,
+//! each call refused below the role it needs, revocation at once, only hashes kept, every
+//! change and refusal in `bulwark audit`, all across a restart.
 
 use std::process::Output;
 
@@ -23,6 +24,20 @@ fn cli_as(stack: &Stack, token: &str, args: &[&str]) -> Output {
         .env("BULWARK_TOKEN", token)
         .output()
         .unwrap()
+}
+
+/// `bulwark audit --json`, one record per line.
+fn audit(stack: &Stack) -> Vec<serde_json::Value> {
+    let out = stack.cli(&["audit", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn create(stack: &Stack, name: &str, role: &str) -> String {
@@ -102,8 +117,38 @@ fn tokens_have_roles_are_revoked_at_once_and_only_their_hashes_are_kept() {
     assert_eq!(call_as(&stack, &viewer, "GET", "/v1/status").0, 401);
     assert_eq!(call_as(&stack, "not-a-token", "GET", "/v1/status").0, 401);
 
-    // A restart keeps the tokens and the revocation.
+    // The audit log has every call that changed something or was refused, with who made
+    // it, and only an admin reads it.
+    assert_eq!(call_as(&stack, &operator, "GET", "/v1/audit").0, 403);
+    let records = audit(&stack);
+    let has = |who: &str, method: &str, path: &str, outcome: &str| {
+        records.iter().any(|r| {
+            r["who"] == who && r["method"] == method && r["path"] == path && r["outcome"] == outcome
+        })
+    };
+    assert!(has("owner", "POST", "/v1/tokens", "done"), "{records:#?}");
+    assert!(has(
+        "dashboards",
+        "POST",
+        "/v1/services/web/restart",
+        "refused"
+    ));
+    assert!(has("oncall", "POST", "/v1/services/web/restart", "done"));
+    assert!(has("oncall", "POST", "/v1/reload", "refused"));
+    assert!(has("oncall", "GET", "/v1/tokens", "refused"));
+    assert!(has("owner", "DELETE", "/v1/tokens/dashboards", "done"));
+    assert!(has("-", "GET", "/v1/status", "refused"), "{records:#?}");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["method"] == "GET" && r["outcome"] == "done"),
+        "reads are not audited: {records:#?}"
+    );
+    let before = records.len();
+
+    // A restart keeps the tokens, the revocation and the audit log.
     stack.restart();
+    assert!(audit(&stack).len() >= before);
     assert_eq!(call_as(&stack, &operator, "GET", "/v1/status").0, 200);
     assert_eq!(call_as(&stack, &viewer, "GET", "/v1/status").0, 401);
     let (code, body) = stack.call("GET", "/v1/tokens", "127.0.0.1", true);
