@@ -217,6 +217,19 @@ impl Stack {
             None => Command::new(BULWARK),
         };
         let stdout = stdout.unwrap_or_else(|| append(&dir.join("up.stdout")).into());
+        // `up` dies with the test even when the test cannot clean up (killed at its
+        // timeout, so `Drop` never runs); its replicas die with it. Stacks are started
+        // from the test's own thread, which the signal is tied to.
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd
             .args(["up", "-f"])
             .arg(&file)
