@@ -69,7 +69,7 @@ pub(crate) struct TlsListener {
     config: ArcSwap<ServerConfig>,
     /// The files and settings the configuration was built from, and their bytes (a
     /// change event that leaves them alike reloads nothing).
-    current: std::sync::Mutex<(spec::Tls, Vec<u8>)>,
+    current: std::sync::Mutex<(spec::Tls, Option<Files>)>,
     changed: Notify,
 }
 
@@ -83,11 +83,12 @@ const SETTLE: Duration = Duration::from_millis(100);
 impl TlsListener {
     /// Loads `tls`'s certificates for `service`'s listener.
     pub(crate) fn new(service: &str, tls: &spec::Tls) -> Result<Arc<TlsListener>, TlsError> {
-        let (config, bytes) = build(tls)?;
+        let files = Files::read(tls)?;
+        let config = build(tls, &files)?;
         Ok(Arc::new(TlsListener {
             service: service.to_owned(),
             config: ArcSwap::from_pointee(config),
-            current: std::sync::Mutex::new((tls.clone(), bytes)),
+            current: std::sync::Mutex::new((tls.clone(), Some(files))),
             changed: Notify::new(),
         }))
     }
@@ -106,26 +107,31 @@ impl TlsListener {
             current.0 = tls.clone();
             // Settings besides the files (`min_version`, `client_verify`) changed too:
             // rebuild even if the files' bytes are the same.
-            current.1.clear();
+            current.1 = None;
         }
         drop(current);
         self.changed.notify_one();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (spec::Tls, Vec<u8>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (spec::Tls, Option<Files>)> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads the files again; swaps the configuration if they changed and load.
+    /// Reads the files again (each once); swaps the configuration if they changed and
+    /// load. Blocking: file reads.
     fn reload(&self) {
         let (tls, old) = self.lock().clone();
-        if read_all(&tls).is_ok_and(|now| now == old) {
-            return;
-        }
-        match build(&tls) {
-            Ok((config, bytes)) => {
+        let built = Files::read(&tls).map_err(TlsError::from).and_then(|files| {
+            if old.as_ref() == Some(&files) {
+                return Ok(None);
+            }
+            Ok(Some((build(&tls, &files)?, files)))
+        });
+        match built {
+            Ok(None) => {}
+            Ok(Some((config, files))) => {
                 self.config.store(Arc::new(config));
-                self.lock().1 = bytes;
+                self.lock().1 = Some(files);
                 tracing::info!(service = %self.service, "TLS certificates reloaded");
             }
             Err(e) => tracing::warn!(
@@ -151,7 +157,9 @@ impl TlsListener {
                 _ = stop.wait_for(|s| *s) => return,
             }
             tokio::time::sleep(SETTLE).await;
-            self.reload();
+            // File reads: off the async workers.
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.reload()).await;
         }
     }
 
@@ -194,25 +202,35 @@ impl TlsListener {
     }
 }
 
-/// The bytes of every file, in order (to tell a real change from a touch).
-fn read_all(tls: &spec::Tls) -> std::io::Result<Vec<u8>> {
-    let mut all = Vec::new();
-    for c in &tls.certificates {
-        all.extend(std::fs::read(&c.cert)?);
-        all.extend(std::fs::read(&c.key)?);
+/// The bytes of every file a configuration is built from, each read once: kept to tell a
+/// real change from a touch.
+#[derive(Clone, PartialEq)]
+struct Files {
+    /// Each certificate chain and its key, in the order of `certificates`.
+    certs: Vec<(Vec<u8>, Vec<u8>)>,
+    client_ca: Option<Vec<u8>>,
+}
+
+impl Files {
+    fn read(tls: &spec::Tls) -> Result<Files, spec::pem::PemError> {
+        Ok(Files {
+            certs: tls
+                .certificates
+                .iter()
+                .map(|c| Ok((spec::pem::read(&c.cert)?, spec::pem::read(&c.key)?)))
+                .collect::<Result<_, spec::pem::PemError>>()?,
+            client_ca: tls.client_ca.as_deref().map(spec::pem::read).transpose()?,
+        })
     }
-    if let Some(ca) = &tls.client_ca {
-        all.extend(std::fs::read(ca)?);
-    }
-    Ok(all)
 }
 
 /// Who may connect: anyone, or clients with a certificate from `client_ca`.
 fn client_verifier(
     tls: &spec::Tls,
+    ca: Option<&[u8]>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
-    let Some(path) = &tls.client_ca else {
+    let (Some(path), Some(ca)) = (&tls.client_ca, ca) else {
         return Ok(None);
     };
     let bad = |reason: String| TlsError::Ca {
@@ -220,7 +238,7 @@ fn client_verifier(
         reason,
     };
     let mut roots = rustls::RootCertStore::empty();
-    for ca in spec::pem::certificates(path)? {
+    for ca in spec::pem::certificates_in(path, ca)? {
         roots.add(ca).map_err(|e| bad(e.to_string()))?;
     }
     let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -234,22 +252,22 @@ fn client_verifier(
     builder.build().map(Some).map_err(|e| bad(e.to_string()))
 }
 
-/// A server configuration for `tls`, with the bytes it was read from. Each has its own
-/// session cache: a session resumed after a reload would keep the client certificate it
-/// was made with, unchecked against a new `client_ca` or `client_verify`.
-fn build(tls: &spec::Tls) -> Result<(ServerConfig, Vec<u8>), TlsError> {
-    let bytes = read_all(tls).unwrap_or_default();
+/// A server configuration for `tls` from its files' bytes. Each has its own session
+/// cache: a session resumed after a reload would keep the client certificate it was made
+/// with, unchecked against a new `client_ca` or `client_verify`.
+fn build(tls: &spec::Tls, files: &Files) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let keys = tls
         .certificates
         .iter()
-        .map(|c| certified_key(&provider, c))
+        .zip(&files.certs)
+        .map(|(c, (chain, key))| certified_key(&provider, c, chain, key))
         .collect::<Result<Vec<_>, _>>()?;
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
         spec::TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         spec::TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let clients = client_verifier(tls, &provider)?;
+    let clients = client_verifier(tls, files.client_ca.as_deref(), &provider)?;
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(TlsError::Versions)?;
@@ -260,15 +278,18 @@ fn build(tls: &spec::Tls) -> Result<(ServerConfig, Vec<u8>), TlsError> {
     let mut config = builder.with_cert_resolver(Arc::new(BySni(keys)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSIONS);
-    Ok((config, bytes))
+    Ok(config)
 }
 
+/// The certificate of `files` from the bytes `chain` and `key` read from them.
 fn certified_key(
     provider: &CryptoProvider,
     files: &spec::CertFiles,
+    chain: &[u8],
+    key: &[u8],
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain = spec::pem::certificates(&files.cert)?;
-    let key = spec::pem::private_key(&files.key)?;
+    let chain = spec::pem::certificates_in(&files.cert, chain)?;
+    let key = spec::pem::private_key_in(&files.key, key)?;
     let signer = provider
         .key_provider
         .load_private_key(key)

@@ -31,10 +31,20 @@ fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> PemError {
     }
 }
 
+/// The bytes of `path`, or the error that names it.
+pub fn read(path: &Path) -> Result<Vec<u8>, PemError> {
+    std::fs::read(path).map_err(|e| pem_error(path, rustls_pki_types::pem::Error::Io(e)))
+}
+
 /// The certificates of a PEM file, in order (a chain: leaf first).
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let list = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    certificates_in(path, &read(path)?)
+}
+
+/// [`certificates`] of the bytes `pem`, read from `path`.
+pub fn certificates_in(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let list = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(path, e))?;
     if list.is_empty() {
         return Err(error(
@@ -47,7 +57,12 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemErro
 
 /// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+    private_key_in(path, &read(path)?)
+}
+
+/// [`private_key`] of the bytes `pem`, read from `path`.
+pub fn private_key_in(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, PemError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => error(
             path,
             "no private key in it (a PEM block `-----BEGIN PRIVATE KEY-----`)",
