@@ -153,25 +153,32 @@ impl Audit {
     }
 }
 
-/// The writer: appends each record, retrying with backoff while the journal fails.
+/// Records written in one journal transaction at most.
+const BATCH: usize = 1024;
+
+/// The writer: appends what is queued in batches (one transaction, one sync each),
+/// retrying with backoff while the journal fails.
 fn write_all(
     store: &dyn store::Store,
     rx: &std::sync::mpsc::Receiver<Record>,
     written: &tokio::sync::watch::Sender<u64>,
 ) {
     let mut count = 0u64;
-    while let Ok(record) = rx.recv() {
-        let Ok(bytes) = serde_json::to_vec(&record) else {
-            continue;
-        };
+    while let Ok(first) = rx.recv() {
+        let batch: Vec<Vec<u8>> = std::iter::once(first)
+            .chain(rx.try_iter().take(BATCH - 1))
+            .filter_map(|r| serde_json::to_vec(&r).ok())
+            .collect();
+        let records: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         let mut wait = std::time::Duration::from_millis(100);
-        while let Err(e) = store.append(LOG, &[&bytes]) {
-            tracing::error!(error = %e, "cannot write an audit record to the journal; retrying");
+        while let Err(e) = store.append(LOG, &records) {
+            tracing::error!(error = %e, "cannot write audit records to the journal; retrying");
             std::thread::sleep(wait);
             wait = (wait * 2).min(std::time::Duration::from_secs(5));
         }
-        count += 1;
-        if count.is_multiple_of(TRIM_EVERY)
+        let before = count;
+        count += records.len() as u64;
+        if count / TRIM_EVERY != before / TRIM_EVERY
             && let Err(e) = store.trim(LOG, KEEP)
         {
             tracing::warn!(error = %e, "cannot trim the audit log");

@@ -497,4 +497,16 @@ fn a_full_disk_is_reported_refused_bounded_and_recovered() {
     });
     let out = stack.cli(&["status"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("journal: ok"));
+    // The audit log held up no call while the disk was full, and writes what it had
+    // queued once space returns: the refused silence is there, and the one after.
+    eventually("the audit log written", Duration::from_secs(30), || {
+        let out = stack.cli(&["audit", "--json", "--limit", "10000"]);
+        let silences: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["path"] == "/v1/silences")
+            .filter_map(|r| r["status"].as_u64())
+            .collect();
+        (silences.contains(&503) && silences.contains(&201)).then_some(())
+    });
 }

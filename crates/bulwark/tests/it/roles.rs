@@ -26,6 +26,26 @@ fn cli_as(stack: &Stack, token: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `POST /v1/tokens` with the owner's token and `body`.
+fn post_token(stack: &Stack, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(stack.api).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        s,
+        "POST /v1/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        stack.token,
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let (code, body) = parse_response(&raw);
+    (code.unwrap(), body)
+}
+
 /// `bulwark audit --json`, one record per line.
 fn audit(stack: &Stack) -> Vec<serde_json::Value> {
     let out = stack.cli(&["audit", "--json"]);
@@ -157,4 +177,43 @@ fn tokens_have_roles_are_revoked_at_once_and_only_their_hashes_are_kept() {
         body.contains("oncall") && !body.contains("dashboards"),
         "{body}"
     );
+}
+
+#[test]
+fn token_and_audit_requests_a_client_gets_wrong_are_refused_with_the_reason() {
+    let stack = Stack::start(&Demo::new("web").build());
+    create(&stack, "oncall", "operator");
+    // What a client gets wrong is refused with the reason, and makes nothing.
+    for (body, code, says) in [
+        ("{\"name\": \"x\"", 400, "token:"),
+        (
+            "{\"name\": \"x\", \"role\": \"root\"}",
+            400,
+            "unknown variant",
+        ),
+        (
+            "{\"name\": \"a b\", \"role\": \"viewer\"}",
+            400,
+            "1 to 64 ASCII",
+        ),
+        (
+            "{\"name\": \"owner\", \"role\": \"admin\"}",
+            400,
+            "not `owner`",
+        ),
+        ("{\"name\": \"oncall\", \"role\": \"admin\"}", 409, "exists"),
+    ] {
+        let (got, answer) = post_token(&stack, body);
+        assert_eq!(got, code, "{body}: {answer}");
+        assert!(answer.contains(says), "{body}: {answer}");
+    }
+    let (code, body) = stack.call("GET", "/v1/audit?after=x", "127.0.0.1", true);
+    assert_eq!(code, 400, "{body}");
+    let refused = audit(&stack)
+        .iter()
+        .filter(|r| r["path"] == "/v1/tokens" && r["outcome"] == "failed")
+        .count();
+    assert_eq!(refused, 5, "each refused creation is audited");
+    let list = String::from_utf8_lossy(&stack.cli(&["token", "list"]).stdout).into_owned();
+    assert_eq!(list.lines().count(), 1, "only oncall was made: {list}");
 }
