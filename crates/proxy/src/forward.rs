@@ -909,8 +909,8 @@ async fn send(
         }
         Some((FaultAction::Reset, _)) => {
             let e = format!(
-                "replica at {}: connection reset by an injected fault",
-                ep.addr
+                "replica {}: connection reset by an injected fault",
+                ep.replica
             );
             return (Err(SendError::Reset(e)), began.elapsed(), guard);
         }
@@ -926,13 +926,15 @@ async fn send(
     };
     let r = match tokio::time::timeout(limit, delayed).await {
         Ok(Ok(answered)) => Ok(answered),
+        // The client reads these in the 502's body: they name the replica by its index
+        // (as `bulwark status` does), never by its address inside the host.
         Ok(Err(PoolError::Connect(e))) => Err(SendError::ConnectFailed(format!(
-            "replica at {}: cannot connect: {e}",
-            ep.addr
+            "replica {}: cannot connect: {e}",
+            ep.replica
         ))),
         Ok(Err(PoolError::Send(e))) if e.is_user() => Err(client_body(&e)),
         Ok(Err(PoolError::Send(e))) => {
-            Err(SendError::Reset(format!("replica at {}: {e}", ep.addr)))
+            Err(SendError::Reset(format!("replica {}: {e}", ep.replica)))
         }
         Err(_) => Err(SendError::Timeout),
     };

@@ -419,3 +419,25 @@ async fn shutdown_closes_tunnels_after_the_drain_period() {
         .expect("serve returns")
         .unwrap();
 }
+
+/// A 502's body tells the client which replica failed and why, by the replica's index
+/// (as `bulwark status` names it), never by the address it listens on inside the host.
+#[tokio::test]
+async fn a_bad_gateway_names_the_replica_without_its_address() {
+    let gone = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let p = start_to(gone, DEADLINE, |e| {
+        e.retries.attempts = 1;
+    })
+    .await;
+    let mut c = connect(p.addr).await;
+    let (status, _, body) = get(&mut c, "/").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("replica 0: cannot connect"), "{body}");
+    assert!(
+        !body.contains(&gone.to_string()) && !body.contains(&gone.port().to_string()),
+        "the replica's address reached the client: {body}"
+    );
+}
