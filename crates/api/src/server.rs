@@ -12,7 +12,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tower_service::Service;
 
 use crate::security::CertCaller;
@@ -100,7 +100,7 @@ pub async fn serve(
                     continue;
                 };
                 let Some(tls) = &tls else {
-                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service(&app, None)));
+                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service(&app, None, None)));
                     tokio::spawn(async move {
                         let _ = conn.await;
                         drop(permit);
@@ -165,22 +165,37 @@ impl Secure {
                 })
             });
         let h2 = session.alpn_protocol() == Some(b"h2");
-        let svc = service(&self.app, caller);
         let io = TokioIo::new(stream);
-        if h2 {
-            let _ = graceful.watch(self.h2.serve_connection(io, svc)).await;
-        } else {
+        if !h2 {
+            let svc = service(&self.app, caller, None);
             let _ = graceful.watch(self.http.serve_connection(io, svc)).await;
+            return;
         }
+        // hyper's HTTP/2 server has no header-read timeout: a client that finished the
+        // handshake must send its first request within the same deadline, or be closed.
+        let first = Arc::new(Notify::new());
+        let svc = service(&self.app, caller, Some(first.clone()));
+        let conn = graceful.watch(self.h2.serve_connection(io, svc));
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = &mut conn => return,
+            () = first.notified() => {}
+            () = tokio::time::sleep(deadline) => {
+                tracing::debug!(peer = %peer, "no request on an API HTTP/2 connection in time; closing it");
+                return;
+            }
+        }
+        let _ = conn.await;
     }
 }
 
 /// `app` as a hyper service; with `caller`, each request carries the client's certificate
-/// identity for the token check.
-fn service(app: &Router, caller: Option<CertCaller>) -> Api {
+/// identity for the token check; `first` is told of every request.
+fn service(app: &Router, caller: Option<CertCaller>, first: Option<Arc<Notify>>) -> Api {
     Api {
         app: app.clone(),
         caller,
+        first,
     }
 }
 
@@ -188,6 +203,7 @@ fn service(app: &Router, caller: Option<CertCaller>) -> Api {
 struct Api {
     app: Router,
     caller: Option<CertCaller>,
+    first: Option<Arc<Notify>>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Api {
@@ -198,6 +214,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Api {
     fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
         if let Some(c) = &self.caller {
             req.extensions_mut().insert(c.clone());
+        }
+        if let Some(first) = &self.first {
+            first.notify_one();
         }
         self.app.clone().call(req)
     }

@@ -18,9 +18,15 @@ const CLIENT_EXT: &str =
 /// `ca.pem`), `tls_keys` added to `[api.tls]`; client certificates `ops` (CN=ops-laptop,
 /// from the CA) and `stranger` (from `other-ca.pem`) are made too.
 fn tls_api(tls_keys: &str) -> Stack {
-    let toml = Demo::new("web").build()
-        + "\n[api]\nlisten = \"127.0.0.1:0\"\n[api.tls]\ncertificates = [{ cert = \"api.pem\", key = \"api.key\" }]\n"
-        + tls_keys;
+    tls_api_with("", tls_keys)
+}
+
+/// [`tls_api`] with `api_keys` added to `[api]`.
+fn tls_api_with(api_keys: &str, tls_keys: &str) -> Stack {
+    let toml = format!(
+        "{}\n[api]\nlisten = \"127.0.0.1:0\"\n{api_keys}\n[api.tls]\ncertificates = [{{ cert = \"api.pem\", key = \"api.key\" }}]\n{tls_keys}",
+        Demo::new("web").build()
+    );
     let mut stack = Stack::prepare(&toml);
     let dir = stack.dir.path().to_owned();
     ca(&dir);
@@ -242,12 +248,7 @@ fn required_mtls_api_knows_clients_by_certificate_as_viewers_and_audits_their_cn
         "{}",
         stderr(&half)
     );
-    let out = cli(&stack, &["audit", "--json"], &tls_env);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = audit(&stack, &tls_env);
     assert!(
         records.iter().any(|r| r["who"] == "CN=ops-laptop"
             && r["role"] == "viewer"
@@ -258,9 +259,78 @@ fn required_mtls_api_knows_clients_by_certificate_as_viewers_and_audits_their_cn
     );
 }
 
+/// The audit log, read by the CLI over TLS with the owner's token.
+fn audit(stack: &Stack, env: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let out = cli(stack, &["audit", "--json"], env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn optional_mtls_api_lets_certificates_act_with_the_role_written_and_tokens_without() {
+    let stack = tls_api_with(
+        "client_role = \"operator\"",
+        "client_ca = \"ca.pem\"\nclient_verify = \"optional\"\n",
+    );
+    let auth = bearer(&stack);
+    let ops = ["--cert", "ops.pem", "--key", "ops.key"];
+    // Without a certificate: the token decides, and nothing without one.
+    assert!(curl(&stack, "GET", "/v1/status", &["-H", &auth]).starts_with("200 "));
+    assert!(curl(&stack, "GET", "/v1/status", &[]).starts_with("401 "));
+    // A certificate presented must be from the CA, even when optional.
+    let stranger = curl(
+        &stack,
+        "GET",
+        "/v1/status",
+        &[
+            "-H",
+            &auth,
+            "--cert",
+            "stranger.pem",
+            "--key",
+            "stranger.key",
+        ],
+    );
+    assert!(stranger.starts_with("000 "), "{stranger}");
+    // The certificate acts as an operator: restarts, and no more.
+    let restart = curl(&stack, "POST", "/v1/services/web/restart", &ops);
+    assert!(restart.starts_with("202 "), "{restart}");
+    let reload = curl(&stack, "POST", "/v1/reload", &ops);
+    assert!(
+        reload.starts_with("403 ")
+            && reload.contains("has the role operator; POST /v1/reload needs admin"),
+        "{reload}"
+    );
+    let records = audit(&stack, &[("BULWARK_CACERT", "ca.pem")]);
+    let has = |path: &str, outcome: &str| {
+        records.iter().any(|r| {
+            r["who"] == "CN=ops-laptop"
+                && r["role"] == "operator"
+                && r["path"] == path
+                && r["outcome"] == outcome
+        })
+    };
+    assert!(has("/v1/services/web/restart", "done"), "{records:#?}");
+    assert!(has("/v1/reload", "refused"), "{records:#?}");
+}
+
 #[test]
 fn a_silent_client_is_closed_at_the_handshake_deadline() {
     let stack = tls_api("");
+    // One that finishes the handshake for HTTP/2 and then says nothing (no preface):
+    // `s_client` ends when the API closes the connection.
+    let mut h2 = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &stack.api.to_string()])
+        .args(["-alpn", "h2", "-CAfile", "ca.pem"])
+        .current_dir(stack.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut silent = TcpStream::connect(stack.api).unwrap();
     silent
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -277,6 +347,17 @@ fn a_silent_client_is_closed_at_the_handshake_deadline() {
     assert!(
         held >= Duration::from_secs(5) && held < Duration::from_secs(20),
         "closed after {held:?}; the handshake limit is 10s"
+    );
+    let h2_closed = eventually(
+        "the API to close a silent HTTP/2 connection",
+        Duration::from_secs(20),
+        || h2.try_wait().unwrap(),
+    );
+    let _ = h2.kill();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "HTTP/2 connection held for {:?} ({h2_closed})",
+        started.elapsed()
     );
     // Others were served meanwhile.
     let auth = bearer(&stack);
