@@ -83,6 +83,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "bulwark's API at {addr} refused the TLS connection ({alert:?}): it takes clients with \
+         a certificate from its [api.tls] client_ca; set BULWARK_CLIENT_CERT and \
+         BULWARK_CLIENT_KEY to one"
+    )]
+    Refused {
+        addr: SocketAddr,
+        alert: rustls::AlertDescription,
+    },
     #[error("the API's answer is larger than {limit} bytes; refusing to read it")]
     TooLarge { limit: usize },
     #[error("the API's event stream sent a line longer than {limit} bytes; stopping")]
@@ -294,7 +303,15 @@ impl Client {
                 name: tls.name.to_str().into_owned(),
                 source,
             })?;
-        exchange(stream, req).await
+        // In TLS 1.3 the server refuses a client certificate (or its absence) after the
+        // client's side of the handshake is done: the alert comes with the answer.
+        exchange(stream, req).await.map_err(|e| match alert(&e) {
+            Some(alert) => Error::Refused {
+                addr: self.addr,
+                alert,
+            },
+            None => e,
+        })
     }
 
     /// One call: the response body on success, [`Error::Status`] otherwise.
@@ -333,6 +350,16 @@ impl Client {
             lines.feed(&data, &mut each)?;
         }
         Ok(())
+    }
+}
+
+/// The TLS alert the server ended a connection with, if that is what `e` is.
+fn alert(e: &Error) -> Option<rustls::AlertDescription> {
+    let Error::Http(e) = e else { return None };
+    let io = std::error::Error::source(e)?.downcast_ref::<std::io::Error>()?;
+    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
     }
 }
 

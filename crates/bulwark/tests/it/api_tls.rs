@@ -242,6 +242,26 @@ fn required_mtls_api_knows_clients_by_certificate_as_viewers_and_audits_their_cn
         !without.status.success(),
         "served without a client certificate"
     );
+    assert!(
+        stderr(&without).contains(
+            "refused the TLS connection (CertificateRequired): it takes clients with a \
+             certificate from its [api.tls] client_ca; set BULWARK_CLIENT_CERT and \
+             BULWARK_CLIENT_KEY to one"
+        ),
+        "{}",
+        stderr(&without)
+    );
+    let foreign = [
+        ("BULWARK_CACERT", "ca.pem"),
+        ("BULWARK_CLIENT_CERT", "stranger.pem"),
+        ("BULWARK_CLIENT_KEY", "stranger.key"),
+    ];
+    let stranger = cli(&stack, &["status"], &foreign);
+    assert!(
+        !stranger.status.success() && stderr(&stranger).contains("refused the TLS connection"),
+        "{}",
+        stderr(&stranger)
+    );
     let half = cli(&stack, &["status"], &tls_env[..2]);
     assert!(
         stderr(&half).contains("BULWARK_CLIENT_CERT and BULWARK_CLIENT_KEY go together"),
