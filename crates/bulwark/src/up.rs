@@ -471,6 +471,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     // Followers of event or log streams would keep the API open forever: cut them off.
     let _ = tokio::time::timeout(Duration::from_secs(1), api_task).await;
     let _ = std::fs::remove_file(state_dir.join(api::state_dir::ADDR_FILE));
+    let _ = std::fs::remove_file(state_dir.join(api::state_dir::SCHEME_FILE));
     tracing::info!("stopped; no replica is running");
     drop(state_lock);
     Ok(ExitCode::SUCCESS)
