@@ -1,9 +1,12 @@
 //! A client for this API, as the CLI uses it: finds a running `bulwark up` through its
 //! state directory, sends the token with every request, and turns an error answer into
-//! its message.
+//! its message. When the API speaks TLS the server is verified against the CA file in
+//! `BULWARK_CACERT` (never without), for the address's IP or `BULWARK_SERVER_NAME`, and
+//! `BULWARK_CLIENT_CERT` with `BULWARK_CLIENT_KEY` are presented when set.
 
-use std::net::{AddrParseError, SocketAddr};
+use std::net::{AddrParseError, IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode, header};
@@ -12,7 +15,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::state_dir::{ADDR_FILE, TOKEN_FILE};
+use rustls_pki_types::ServerName;
+
+use crate::state_dir::{ADDR_FILE, SCHEME_FILE, TOKEN_FILE};
 
 /// How long connecting and receiving the response head may take (not a streamed body).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +65,33 @@ pub enum Error {
         after.as_secs_f64()
     )]
     Timeout { addr: SocketAddr, after: Duration },
+    #[error(
+        "bulwark's API at {addr} speaks TLS; set BULWARK_CACERT to the PEM file of the CA \
+         that signed its certificate (the CLI never connects without verifying it)"
+    )]
+    NoCa { addr: SocketAddr },
+    /// A TLS setting of the environment that cannot be used.
+    #[error("{0}")]
+    TlsSetting(String),
+    #[error(
+        "TLS handshake with bulwark's API at {addr} failed (verified against BULWARK_CACERT \
+         for the name {name})"
+    )]
+    Tls {
+        addr: SocketAddr,
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "bulwark's API at {addr} refused the TLS connection ({alert:?}): it takes clients with \
+         a certificate from its [api.tls] client_ca; set BULWARK_CLIENT_CERT and \
+         BULWARK_CLIENT_KEY to one"
+    )]
+    Refused {
+        addr: SocketAddr,
+        alert: rustls::AlertDescription,
+    },
     #[error("the API's answer is larger than {limit} bytes; refusing to read it")]
     TooLarge { limit: usize },
     #[error("the API's event stream sent a line longer than {limit} bytes; stopping")]
@@ -83,6 +115,74 @@ pub struct Client {
     token: String,
     /// Bounds connecting and the response head of every request.
     timeout: Duration,
+    /// When the API speaks TLS.
+    tls: Option<TlsClient>,
+}
+
+/// How the client speaks TLS to the API.
+struct TlsClient {
+    config: Arc<rustls::ClientConfig>,
+    /// What the API's certificate must be valid for.
+    name: ServerName<'static>,
+}
+
+impl TlsClient {
+    /// From `BULWARK_CACERT`, `BULWARK_CLIENT_CERT`, `BULWARK_CLIENT_KEY` and
+    /// `BULWARK_SERVER_NAME` (else `addr`'s IP). Blocking: reads the files.
+    fn from_env(addr: SocketAddr) -> Result<TlsClient, Error> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let ca = var("BULWARK_CACERT").ok_or(Error::NoCa { addr })?;
+        let setting =
+            |name: &str, e: &dyn std::fmt::Display| Error::TlsSetting(format!("{name}: {e}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            spec::pem::certificates(Path::new(&ca)).map_err(|e| setting("BULWARK_CACERT", &e))?
+        {
+            roots.add(cert).map_err(|e| setting("BULWARK_CACERT", &e))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| setting("TLS", &e))?
+            .with_root_certificates(roots);
+        let mut config = match (var("BULWARK_CLIENT_CERT"), var("BULWARK_CLIENT_KEY")) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => {
+                let chain = spec::pem::certificates(Path::new(&cert))
+                    .map_err(|e| setting("BULWARK_CLIENT_CERT", &e))?;
+                let key = spec::pem::private_key(Path::new(&key))
+                    .map_err(|e| setting("BULWARK_CLIENT_KEY", &e))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| setting("BULWARK_CLIENT_CERT and BULWARK_CLIENT_KEY", &e))?
+            }
+            _ => {
+                return Err(Error::TlsSetting(
+                    "BULWARK_CLIENT_CERT and BULWARK_CLIENT_KEY go together: set both or \
+                     neither"
+                        .into(),
+                ));
+            }
+        };
+        // The client speaks HTTP/1.1 (a request per connection).
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = match var("BULWARK_SERVER_NAME") {
+            Some(n) => {
+                let n = n.to_string_lossy().into_owned();
+                ServerName::try_from(n.clone()).map_err(|_| {
+                    setting(
+                        "BULWARK_SERVER_NAME",
+                        &format!("{n:?} is not a DNS name or an IP address"),
+                    )
+                })?
+            }
+            None => ServerName::IpAddress(addr.ip().into()),
+        };
+        Ok(TlsClient {
+            config: Arc::new(config),
+            name,
+        })
+    }
 }
 
 impl Client {
@@ -91,6 +191,7 @@ impl Client {
             addr,
             token,
             timeout: DEFAULT_TIMEOUT,
+            tls: None,
         }
     }
 
@@ -101,11 +202,21 @@ impl Client {
         self
     }
 
-    /// Reads the address and token that `bulwark up` wrote into `state_dir`; a token in
-    /// `BULWARK_TOKEN` is used instead of the owner's.
+    /// Reads the address, scheme and token that `bulwark up` wrote into `state_dir`; a
+    /// token in `BULWARK_TOKEN` is used instead of the owner's. Over TLS, see the module's
+    /// doc for what the environment must say.
     pub fn discover(state_dir: &Path) -> Result<Client, Error> {
+        let mut client = Client::discover_plain(state_dir)?;
+        let scheme = std::fs::read_to_string(state_dir.join(SCHEME_FILE)).unwrap_or_default();
+        if scheme.trim() == "https" {
+            client.tls = Some(TlsClient::from_env(client.addr)?);
+        }
+        Ok(client)
+    }
+
+    fn discover_plain(state_dir: &Path) -> Result<Client, Error> {
         let addr_file = state_dir.join(ADDR_FILE);
-        let addr = std::fs::read_to_string(&addr_file)
+        let addr: SocketAddr = std::fs::read_to_string(&addr_file)
             .map_err(|source| Error::NotRunning {
                 file: addr_file.clone(),
                 source,
@@ -116,6 +227,16 @@ impl Client {
                 file: addr_file.clone(),
                 source,
             })?;
+        // A wildcard listen is reached (and its certificate checked) on loopback.
+        let addr = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], addr.port()))
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+            }
+            _ => addr,
+        };
         if let Ok(token) = std::env::var("BULWARK_TOKEN")
             && !token.trim().is_empty()
         {
@@ -161,9 +282,6 @@ impl Client {
                 addr: self.addr,
                 source,
             })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -172,7 +290,28 @@ impl Client {
         if !body.is_empty() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
-        Ok(sender.send_request(req.body(Full::new(body))?).await?)
+        let req = req.body(Full::new(body))?;
+        let Some(tls) = &self.tls else {
+            return exchange(stream, req).await;
+        };
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let stream = connector
+            .connect(tls.name.clone(), stream)
+            .await
+            .map_err(|source| Error::Tls {
+                addr: self.addr,
+                name: tls.name.to_str().into_owned(),
+                source,
+            })?;
+        // In TLS 1.3 the server refuses a client certificate (or its absence) after the
+        // client's side of the handshake is done: the alert comes with the answer.
+        exchange(stream, req).await.map_err(|e| match alert(&e) {
+            Some(alert) => Error::Refused {
+                addr: self.addr,
+                alert,
+            },
+            None => e,
+        })
     }
 
     /// One call: the response body on success, [`Error::Status`] otherwise.
@@ -212,6 +351,26 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// The TLS alert the server ended a connection with, if that is what `e` is.
+fn alert(e: &Error) -> Option<rustls::AlertDescription> {
+    let Error::Http(e) = e else { return None };
+    let io = std::error::Error::source(e)?.downcast_ref::<std::io::Error>()?;
+    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
+    }
+}
+
+/// Sends `req` over `io` (HTTP/1.1) and receives the response head.
+async fn exchange<IO>(io: IO, req: Request<Full<Bytes>>) -> Result<hyper::Response<Incoming>, Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(sender.send_request(req).await?)
 }
 
 /// Reads a whole response body of at most [`MAX_BODY`] bytes.

@@ -3,16 +3,21 @@
 //!
 //! Architecture invariant: `api` holds no business logic; it translates HTTP to calls on
 //! [`runtime::Supervisor`] and internal state to its own JSON types ([`json`]).
-//! Security invariants: every request whose `Host` is not a loopback name is refused (DNS
-//! rebinding; with `[api] allow_remote`, IP literals are accepted too); every request but
+//! Security invariants: plain HTTP only on a loopback address (a non-loopback `listen`
+//! needs `[api.tls]`, checked by `spec`); every request whose `Host` is not a loopback
+//! name is refused unless the API speaks TLS (DNS rebinding); every request but
 //! `/metrics` needs a token: the owner's, that `up` wrote, readable only by its user, into
 //! the state directory, or one made by `bulwark token create` with a role ([`tokens`]) that
-//! the call needs (403 otherwise); the server speaks HTTP/1.1 only, with a connection cap, a header-read timeout
-//! and header and body size limits ([`server::Limits`], [`MAX_BODY_BYTES`]).
+//! the call needs (403 otherwise) — or, without a token, a client certificate verified
+//! against `[api.tls] client_ca`, with `[api] client_role` (viewer unless said). The server
+//! speaks HTTP/1.1 (and HTTP/2 when TLS negotiates it by ALPN), with a connection cap, a
+//! TLS-handshake and header-read timeout and header and body size limits
+//! ([`server::Limits`], [`MAX_BODY_BYTES`]).
 #![forbid(unsafe_code)]
 
 pub mod audit;
 mod backups;
+mod cert;
 pub mod client;
 mod experiments;
 pub mod json;

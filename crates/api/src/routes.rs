@@ -37,8 +37,9 @@ pub struct AppState {
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
     /// Whether the journal writes; while it fails, events are served from memory.
     pub journal_health: tokio::sync::watch::Receiver<Health>,
-    /// `[api] allow_remote`: accept IP-literal Hosts besides loopback names.
-    pub allow_remote: bool,
+    /// The API speaks TLS (`[api.tls]`): any well-formed Host is accepted, not only
+    /// loopback names (a DNS-rebinding page cannot pass the browser's certificate check).
+    pub any_host: bool,
     /// The stack's backups.
     pub backups: backup::Backups,
     /// The stack's chaos experiments.
@@ -62,7 +63,7 @@ pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<Vec<String>, String
 
 pub fn router(state: Arc<AppState>) -> Router {
     let gate = (state.tokens.clone(), state.audit.clone());
-    let allow_remote = state.allow_remote;
+    let any_host = state.any_host;
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
@@ -91,7 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(middleware::from_fn(move |req, next| {
-            security::guard(gate.clone(), allow_remote, req, next)
+            security::guard(gate.clone(), any_host, req, next)
         }))
         .with_state(state)
 }

@@ -63,26 +63,35 @@ pub fn is_loopback_host(host: &str) -> bool {
     }
 }
 
-/// Whether the API accepts a request with this Host: a loopback name, or, when the stack
-/// file allows remote access, any IP literal (DNS rebinding needs a name, never an IP).
-fn host_allowed(host: &str, allow_remote: bool) -> bool {
-    is_loopback_host(host) || (allow_remote && matches!(parse_host(host), Some(Host::Ip(_))))
+/// Whether the API accepts a request with this Host: a loopback name, or, when the API
+/// speaks TLS, any well-formed one. The check stops DNS rebinding (a page of
+/// evil.example whose name comes to resolve to 127.0.0.1); over TLS the browser already
+/// refuses a certificate that is not valid for evil.example.
+fn host_allowed(host: &str, any_host: bool) -> bool {
+    is_loopback_host(host) || (any_host && parse_host(host).is_some())
 }
+
+/// Who a client is by its verified TLS certificate, when `[api.tls] client_ca` asks for
+/// one: set on each of its requests by the server, used when the request has no token.
+#[derive(Debug, Clone)]
+pub(crate) struct CertCaller(pub(crate) TokenInfo);
 
 /// The API's gate: the Host, the token and its role, the body's declared size; then the
 /// call, and the audit record of a call that changes something or was refused.
 pub(crate) async fn guard(
     (tokens, audit): (Arc<Tokens>, Arc<Audit>),
-    allow_remote: bool,
+    any_host: bool,
     mut req: Request,
     next: Next,
 ) -> Response {
+    // HTTP/2 (over TLS) names the host in `:authority`, which hyper puts in the URI.
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("");
-    if !host_allowed(host, allow_remote) {
+    if !host_allowed(host, any_host) {
         return error(
             StatusCode::FORBIDDEN,
             &format!(
@@ -145,16 +154,21 @@ pub(crate) async fn guard(
     res
 }
 
-/// Who calls, if their token is valid and its role enough for the call; else the answer
-/// (401 or 403), with the caller if the token was valid.
+/// Who calls, if their token is valid (or, without a token, their client certificate)
+/// and its role enough for the call; else the answer (401 or 403), with the caller if
+/// known. A wrong token is refused even from a client with a valid certificate.
 #[allow(clippy::result_large_err)]
 fn authorize(tokens: &Tokens, req: &Request) -> Result<TokenInfo, (Response, Option<TokenInfo>)> {
-    let Some(caller) = bearer(req.headers()).and_then(|t| tokens.check(t)) else {
+    let caller = match bearer(req.headers()) {
+        Some(token) => tokens.check(token),
+        None => req.extensions().get::<CertCaller>().map(|c| c.0.clone()),
+    };
+    let Some(caller) = caller else {
         let mut res = error(
             StatusCode::UNAUTHORIZED,
-            "this call needs `Authorization: Bearer TOKEN` (only /metrics is open); the \
-             owner's token is in the state directory of `bulwark up` (the CLI reads it, or \
-             BULWARK_TOKEN)",
+            "this call needs `Authorization: Bearer TOKEN` (only /metrics is open) or, when \
+             [api.tls] has client_ca, a client certificate; the owner's token is in the state \
+             directory of `bulwark up` (the CLI reads it, or BULWARK_TOKEN)",
         )
         .into_response();
         res.headers_mut()
@@ -232,12 +246,14 @@ mod tests {
     }
 
     #[test]
-    fn remote_access_accepts_ip_literals_only() {
+    fn over_tls_any_well_formed_host_is_accepted() {
         assert!(!host_allowed("10.0.0.1:7700", false));
+        assert!(!host_allowed("api.example:7700", false));
         assert!(host_allowed("10.0.0.1:7700", true));
         assert!(host_allowed("[fd00::1]:7700", true));
-        assert!(!host_allowed("evil.example", true));
+        assert!(host_allowed("api.example", true));
         assert!(!host_allowed("[fd00::1]evil", true));
+        assert!(!host_allowed("api.example/x", true));
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 pub const TOKEN_FILE: &str = "token";
 pub const ADDR_FILE: &str = "api.addr";
+/// `https` when the API speaks TLS, else `http` (or absent, from an older `up`).
+pub const SCHEME_FILE: &str = "api.scheme";
 pub const LOCK_FILE: &str = "lock";
 
 /// The state directory, held by one `bulwark up` for as long as this value lives (an
@@ -111,7 +113,11 @@ pub fn new_token() -> String {
         .collect()
 }
 
-pub fn write_addr(dir: &Path, addr: std::net::SocketAddr) -> io::Result<()> {
+/// Writes the API's scheme, then its address (what clients wait for): `https` with `tls`.
+pub fn write_addr(dir: &Path, addr: std::net::SocketAddr, tls: bool) -> io::Result<()> {
+    let tmp = dir.join(format!("{SCHEME_FILE}.tmp"));
+    fs::write(&tmp, if tls { "https" } else { "http" })?;
+    fs::rename(tmp, dir.join(SCHEME_FILE))?;
     let tmp = dir.join(format!("{ADDR_FILE}.tmp"));
     fs::write(&tmp, addr.to_string())?;
     fs::rename(tmp, dir.join(ADDR_FILE))

@@ -392,7 +392,8 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         )
     })?;
     let api_addr = api_socket.local_addr()?;
-    api::state_dir::write_addr(&state_dir, api_addr)?;
+    let api_tls = api_tls(&stack.api, &stop_rx).await?;
+    api::state_dir::write_addr(&state_dir, api_addr, api_tls.is_some())?;
     let app = api::router(Arc::new(api::AppState {
         supervisor: supervisor.clone(),
         bus: bus.clone(),
@@ -404,7 +405,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         faults: faults_tx,
         reload: reload_tx,
         journal_health,
-        allow_remote: stack.api.allow_remote,
+        any_host: api_tls.is_some(),
         backups: backups.clone(),
         chaos: chaos.clone(),
         rollouts: rollouts.clone(),
@@ -417,6 +418,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         api_socket,
         app,
         api::server::Limits::default(),
+        api_tls,
         stop_rx.clone(),
     ));
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
@@ -469,7 +471,34 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     // Followers of event or log streams would keep the API open forever: cut them off.
     let _ = tokio::time::timeout(Duration::from_secs(1), api_task).await;
     let _ = std::fs::remove_file(state_dir.join(api::state_dir::ADDR_FILE));
+    let _ = std::fs::remove_file(state_dir.join(api::state_dir::SCHEME_FILE));
     tracing::info!("stopped; no replica is running");
     drop(state_lock);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The API's TLS (`[api.tls]`), its files followed for changes until `stop`. Changes to
+/// the table itself take a restart of `up`, like `[api] listen`.
+async fn api_tls(
+    api: &spec::Api,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<api::server::Tls>> {
+    let Some(tls) = &api.tls else {
+        return Ok(None);
+    };
+    // Reads the files: off the async workers.
+    let tls = tls.clone();
+    let listener = tokio::task::spawn_blocking(move || proxy::TlsListener::new("api", &tls))
+        .await?
+        .context("cannot serve the API over TLS ([api.tls])")?;
+    tokio::spawn(listener.clone().follow(stop.clone()));
+    let client_role = match api.client_role {
+        spec::ClientRole::Viewer => api::tokens::Role::Viewer,
+        spec::ClientRole::Operator => api::tokens::Role::Operator,
+        spec::ClientRole::Admin => api::tokens::Role::Admin,
+    };
+    Ok(Some(api::server::Tls {
+        listener,
+        client_role,
+    }))
 }

@@ -39,5 +39,5 @@ pub use metrics::ProxyMetrics;
 pub use server::{ServiceProxyHandle, serve};
 pub use switches::{Persist, SWITCHES_HEADER, SetError, SwitchStatus, Switchboard};
 pub use tcp::{TcpListener as TcpExpose, TcpMetrics, serve_tcp};
-pub use tls::TlsError;
+pub use tls::{TlsError, TlsListener};
 pub use workers::Workers;

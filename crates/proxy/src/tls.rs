@@ -63,8 +63,9 @@ pub enum TlsError {
     ServerName(String),
 }
 
-/// What a listener's handshakes use, swapped whole on a reload.
-pub(crate) struct TlsListener {
+/// What a listener's handshakes use, swapped whole on a reload. Also serves the API's
+/// `[api.tls]` (one TLS acceptor for every listener of bulwark's).
+pub struct TlsListener {
     service: String,
     config: ArcSwap<ServerConfig>,
     /// The files and settings the configuration was built from, and their bytes (a
@@ -81,8 +82,8 @@ const SESSIONS: usize = 1024;
 const SETTLE: Duration = Duration::from_millis(100);
 
 impl TlsListener {
-    /// Loads `tls`'s certificates for `service`'s listener.
-    pub(crate) fn new(service: &str, tls: &spec::Tls) -> Result<Arc<TlsListener>, TlsError> {
+    /// Loads `tls`'s certificates for `service`'s listener (`service` names it in logs).
+    pub fn new(service: &str, tls: &spec::Tls) -> Result<Arc<TlsListener>, TlsError> {
         let files = Files::read(tls)?;
         let config = build(tls, &files)?;
         Ok(Arc::new(TlsListener {
@@ -94,7 +95,7 @@ impl TlsListener {
     }
 
     /// The acceptor for a connection accepted now.
-    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+    pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config.load_full())
     }
 
@@ -145,7 +146,7 @@ impl TlsListener {
     /// Watches the files' directories and reloads on every change until `stop` turns
     /// true (also after `set` changed the files). A directory that cannot be watched is
     /// logged; its files are then read again on `bulwark reload` only.
-    pub(crate) async fn follow(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub async fn follow(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut watching: Option<(Vec<PathBuf>, Option<notify::RecommendedWatcher>)> = None;
         loop {
             let dirs = self.dirs();

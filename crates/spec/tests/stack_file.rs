@@ -953,25 +953,11 @@ period = "400d"
     );
 }
 
-/// Issue 8: the API on a non-loopback address must be asked for; `[journal] retention`.
+/// Issue 8: the API on a non-loopback address must be asked for (issue 18: with TLS, see
+/// `tests/api.rs`); `[journal] retention`.
 #[test]
 fn remote_api_and_journal_retention() {
     check(
-        r#"
-[api]
-listen = "0.0.0.0:7700"
-
-[journal]
-retention = "2d"
-
-[services.web]
-run = ["x"]
-"#,
-        r#"
-        stack.toml:2:10: error: [api] listen = "0.0.0.0:7700" is not a loopback address; the API speaks plain HTTP with a bearer token, so reaching it from other machines must be asked for: add `allow_remote = true` to [api], or listen on 127.0.0.1
-        "#,
-    );
-    let stack = valid(
         r#"
 [api]
 listen = "0.0.0.0:7700"
@@ -983,11 +969,23 @@ retention = "2d"
 [services.web]
 run = ["x"]
 "#,
+        r#"
+        stack.toml:2:10: error: [api] listen = "0.0.0.0:7700" is not a loopback address, and the API would speak plain HTTP, showing its bearer token to the network: add an [api.tls] table, e.g. `tls = { certificates = [{ cert = "api.pem", key = "api.key" }] }` (with `client_ca` for mTLS), or listen on 127.0.0.1
+        stack.toml:3:16: warning: `allow_remote` in [api] is deprecated and has no effect: a non-loopback `listen` needs an [api.tls] table instead; remove `allow_remote`
+        "#,
     );
-    assert!(stack.api.allow_remote);
+    let stack = valid(
+        r#"
+[journal]
+retention = "2d"
+
+[services.web]
+run = ["x"]
+"#,
+    );
     assert_eq!(stack.journal.retention, Duration::from_secs(2 * 86400));
     let default = valid("[services.web]\nrun = [\"x\"]\n");
-    assert!(!default.api.allow_remote);
+    assert!(default.api.tls.is_none());
     assert_eq!(default.journal.retention, Duration::from_secs(30 * 86400));
 }
 

@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod api_tls;
 mod backups;
 mod chaos;
 mod check;

@@ -12,7 +12,7 @@ use crate::harness::*;
 use crate::resilience::metric;
 
 /// Runs `openssl` with `args` in `dir`; panics with its output if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -26,12 +26,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A test CA in `dir` (`ca.pem`, `ca.key`).
-fn ca(dir: &Path) {
+pub(crate) fn ca(dir: &Path) {
     ca_named(dir, "ca");
 }
 
 /// A test CA in `dir` (`NAME.pem`, `NAME.key`).
-fn ca_named(dir: &Path, name: &str) {
+pub(crate) fn ca_named(dir: &Path, name: &str) {
     let (key, pem, subject) = (
         format!("{name}.key"),
         format!("{name}.pem"),
@@ -74,7 +74,7 @@ fn client(dir: &Path, ca: &str, file: &str) {
     signed(dir, ca, file, "/CN=a client", ext);
 }
 
-fn signed(dir: &Path, ca: &str, file: &str, subject: &str, ext: &str) {
+pub(crate) fn signed(dir: &Path, ca: &str, file: &str, subject: &str, ext: &str) {
     std::fs::write(dir.join(format!("{file}.ext")), ext).unwrap();
     let (key, csr, pem) = (
         format!("{file}.key.new"),

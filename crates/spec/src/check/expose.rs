@@ -323,7 +323,7 @@ pub(super) fn toxic(t: &ToxicTable) -> Option<Toxic> {
 
 /// The certificates, each file read as the proxy will read it: a file missing, unreadable
 /// or without a PEM of its kind is a problem at its key.
-fn tls(t: &TlsTable, base_dir: &Path, p: &mut Problems) -> Option<Tls> {
+pub(super) fn tls(t: &TlsTable, base_dir: &Path, p: &mut Problems) -> Option<Tls> {
     let list = t.certificates.value()?;
     if list.is_empty() {
         p.push(

@@ -29,7 +29,7 @@ use crate::schema::{Field, Section, Table};
 /// Checks the read file into a [`Stack`], recording every problem in `p`. Relative `cwd`
 /// values are joined onto `base_dir` (the stack file's directory).
 pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Option<Stack> {
-    let api = raw.api.value().and_then(|a| api(a, p));
+    let api = raw.api.value().and_then(|a| api(a, base_dir, p));
     let journal = raw.journal.value().and_then(|j| j.build());
     let supervisor = raw.supervisor.value().and_then(|s| s.build());
     let alerts = raw.alerts.value().and_then(|a| alerts::alerts(a, p));
@@ -83,26 +83,52 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
     })
 }
 
-/// `[api]`: a non-loopback address must be asked for in so many words, because the API
-/// speaks plain HTTP and its token is all that guards it.
-fn api(raw: &ApiTable, p: &mut Problems) -> Option<Api> {
-    let api = raw.build()?;
+/// `[api]`: off loopback the API must speak TLS, because its token (or a client
+/// certificate) is all that guards it and plain HTTP would show the token to the network.
+fn api(raw: &ApiTable, base_dir: &Path, p: &mut Problems) -> Option<Api> {
+    let listen = raw.listen.get()?;
+    if let Some(v) = raw.allow_remote.span() {
+        p.warn(
+            v,
+            "`allow_remote` in [api] is deprecated and has no effect: a non-loopback \
+             `listen` needs an [api.tls] table instead; remove `allow_remote`",
+        );
+    }
+    let tls = match &raw.tls {
+        Field::Given(t) => Some(expose::tls(t.get_ref(), base_dir, p)?),
+        Field::Invalid => return None,
+        Field::Absent | Field::Default(_) => None,
+    };
     if let Some(v) = raw.listen.given()
-        && !api.allow_remote
-        && !api.listen.ip().is_loopback()
+        && tls.is_none()
+        && !listen.ip().is_loopback()
     {
         p.push(
             v.span(),
             format!(
-                "[api] listen = \"{}\" is not a loopback address; the API speaks plain \
-                 HTTP with a bearer token, so reaching it from other machines must be asked \
-                 for: add `allow_remote = true` to [api], or listen on 127.0.0.1",
-                api.listen
+                "[api] listen = \"{listen}\" is not a loopback address, and the API would \
+                 speak plain HTTP, showing its bearer token to the network: add an [api.tls] \
+                 table, e.g. `tls = {{ certificates = [{{ cert = \"api.pem\", key = \
+                 \"api.key\" }}] }}` (with `client_ca` for mTLS), or listen on 127.0.0.1"
             ),
         );
         return None;
     }
-    Some(api)
+    if let Some(v) = raw.client_role.span()
+        && tls.as_ref().is_none_or(|t| t.client_ca.is_none())
+    {
+        p.push(
+            v,
+            "[api] client_role is the role of a client known by its certificate; it needs \
+             [api.tls] client_ca, the CAs of the client certificates",
+        );
+        return None;
+    }
+    Some(Api {
+        listen,
+        tls,
+        client_role: raw.client_role.get()?,
+    })
 }
 
 /// Reports every name given a second time, at that name, with `message(name)`.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{
-    Amount, ClientVerify, Direction, HashOn, OnError, Protocol, RateKey, RestartAction,
+    Amount, ClientRole, ClientVerify, Direction, HashOn, OnError, Protocol, RateKey, RestartAction,
     RestartPolicy, RetryCondition, Schedule, Signal, TlsVersion,
 };
 use crate::schema::Omitted::{self, ByTable, Optional, Required};
@@ -65,11 +65,24 @@ section! {
 
 section! {
     /// The local control API served by `bulwark up`.
-    pub(crate) struct ApiTable => #[derive(Debug, Clone, PartialEq)] pub struct Api: Default {
+    pub(crate) struct ApiTable {
         /// The API's address; port 0 picks a free one (written to the state directory).
-        /// A non-loopback address needs `allow_remote`.
+        /// A non-loopback address needs `[api.tls]`.
         listen: SocketAddr = address(), r#""127.0.0.1:7700""#;
-        /// Serve the API on a non-loopback address (plain HTTP, guarded by its token).
+        /// HTTPS for the API, with the keys and meaning of `expose.tls` (certificates by
+        /// SNI, files read again when they change, `client_ca` for mTLS). Required on a
+        /// non-loopback `listen`. The CLI then verifies the API against the CA in
+        /// `BULWARK_CACERT`.
+        tls: TlsTable = table::<TlsTable>(), Optional("plain HTTP, on a loopback address only");
+        /// The role of a client authenticated by its certificate (with `tls.client_ca`) and
+        /// sending no token; a token, when sent, decides instead. Audited as `CN=` and the
+        /// certificate's subject common name.
+        client_role: ClientRole = choice(&[
+            ("viewer", ClientRole::Viewer),
+            ("operator", ClientRole::Operator),
+            ("admin", ClientRole::Admin),
+        ]), r#""viewer""#;
+        /// Deprecated, without effect: a non-loopback `listen` needs `[api.tls]` instead.
         allow_remote: bool = boolean(), "false";
     }
 }

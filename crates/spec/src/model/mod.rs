@@ -22,8 +22,8 @@ mod remedy;
 pub use remedy::*;
 
 pub use crate::keys::{
-    Api, Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule,
-    Retries, SupervisorSettings, Timeouts,
+    Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule, Retries,
+    SupervisorSettings, Timeouts,
 };
 
 /// A validated stack file.
@@ -261,6 +261,38 @@ pub struct Tls {
     pub client_ca: Option<PathBuf>,
     /// Whether a client without a certificate is let in (with `client_ca`).
     pub client_verify: ClientVerify,
+}
+
+/// The local control API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// HTTPS (and mTLS with `client_ca`); `None`: plain HTTP, on loopback only.
+    pub tls: Option<Tls>,
+    /// The role of a client known by its certificate alone.
+    pub client_role: ClientRole,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7700)),
+            tls: None,
+            client_role: ClientRole::Viewer,
+        }
+    }
+}
+
+/// What an API client authenticated by its certificate may do (the API's token roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// Reads.
+    Viewer,
+    /// Reads and acts (restart, scale, silence, faults, rollouts).
+    Operator,
+    /// Everything, reloads and tokens included.
+    Admin,
 }
 
 /// Whether a TLS listener with `client_ca` needs a client certificate.
