@@ -18,6 +18,7 @@ mod remedy;
 mod rollout;
 mod service;
 mod slo;
+mod tls;
 
 use std::path::Path;
 
