@@ -12,7 +12,7 @@ use crate::harness::*;
 use crate::resilience::metric;
 
 /// Runs `openssl` with `args` in `dir`; panics with its output if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -26,12 +26,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A test CA in `dir` (`ca.pem`, `ca.key`).
-fn ca(dir: &Path) {
+pub(crate) fn ca(dir: &Path) {
     ca_named(dir, "ca");
 }
 
 /// A test CA in `dir` (`NAME.pem`, `NAME.key`).
-fn ca_named(dir: &Path, name: &str) {
+pub(crate) fn ca_named(dir: &Path, name: &str) {
     let (key, pem, subject) = (
         format!("{name}.key"),
         format!("{name}.pem"),
@@ -61,7 +61,7 @@ fn ca_named(dir: &Path, name: &str) {
 
 /// `FILE.pem` and `FILE.key`: a server certificate for `name` signed by the CA, with
 /// `subject`.
-fn leaf(dir: &Path, file: &str, name: &str, subject: &str) {
+pub(crate) fn leaf(dir: &Path, file: &str, name: &str, subject: &str) {
     let ext = format!(
         "subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
     );
@@ -69,7 +69,7 @@ fn leaf(dir: &Path, file: &str, name: &str, subject: &str) {
 }
 
 /// `FILE.pem` and `FILE.key`: a client certificate signed by the CA `ca`.
-fn client(dir: &Path, ca: &str, file: &str) {
+pub(crate) fn client(dir: &Path, ca: &str, file: &str) {
     let ext = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n";
     signed(dir, ca, file, "/CN=a client", ext);
 }
