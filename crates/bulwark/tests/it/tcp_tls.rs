@@ -273,3 +273,65 @@ fn check_refuses_one_sni_name_claimed_twice_on_an_address() {
         "{err}"
     );
 }
+
+#[test]
+fn tcp_mode_tls_with_client_ca_lets_in_only_clients_with_its_certificates() {
+    let port = free_port();
+    let toml = Demo::with_args("echo", &["--tcp"])
+        .expose(port)
+        .with("protocol = \"tcp\"")
+        .with(
+            "[services.echo.expose.tls]\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }]\nclient_ca = \"ca.pem\"",
+        )
+        .build();
+    let mut stack = Stack::prepare(&toml);
+    let dir = stack.dir.path().to_owned();
+    ca(&dir);
+    crate::tls::ca_named(&dir, "other-ca");
+    leaf(&dir, "a", "a.test", "/CN=a.test");
+    crate::tls::client(&dir, "ca", "client");
+    crate::tls::client(&dir, "other-ca", "stranger");
+    stack.launch();
+    stack.wait_ready("echo", 1);
+    // What the replica says first, through a session presenting `cert` (if any).
+    let banner = |cert: Option<&str>| {
+        let mut args = vec![
+            "s_client".to_owned(),
+            "-quiet".into(),
+            "-connect".into(),
+            format!("127.0.0.1:{port}"),
+            "-servername".into(),
+            "a.test".into(),
+            "-CAfile".into(),
+            "ca.pem".into(),
+        ];
+        if let Some(c) = cert {
+            args.extend([
+                "-cert".into(),
+                format!("{c}.pem"),
+                "-key".into(),
+                format!("{c}.key"),
+            ]);
+        }
+        let out = Command::new("timeout")
+            .arg("10")
+            .arg("openssl")
+            .args(&args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        banner(Some("client")).starts_with("echo"),
+        "a client of the CA"
+    );
+    assert_eq!(banner(None), "", "no certificate");
+    assert_eq!(
+        banner(Some("stranger")),
+        "",
+        "a certificate from another CA"
+    );
+}
