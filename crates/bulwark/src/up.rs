@@ -488,7 +488,7 @@ async fn api_tls(
     };
     // Reads the files: off the async workers.
     let tls = tls.clone();
-    let listener = tokio::task::spawn_blocking(move || proxy::TlsListener::new("api", &tls))
+    let listener = tokio::task::spawn_blocking(move || proxy::TlsListener::new("api", &tls, true))
         .await?
         .context("cannot serve the API over TLS ([api.tls])")?;
     tokio::spawn(listener.clone().follow(stop.clone()));

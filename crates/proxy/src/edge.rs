@@ -15,7 +15,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::server::{ConnLimit, serve_shared};
-use crate::tcp::serve_tcp_shared;
+use crate::tcp::sni::{self, Routes};
+use crate::tcp::{Terminate, serve_tcp_shared};
 use crate::tls::TlsListener;
 use crate::{Hooks, ProxyMetrics, ServiceProxyHandle, TcpExpose, TcpMetrics, Workers};
 
@@ -57,14 +58,45 @@ struct Listening {
     addr: SocketAddr,
     protocol: Protocol,
     tls: Option<Arc<TlsListener>>,
+    /// TLS passed through by SNI: the services of the address, replaced on reload.
+    sni: Option<watch::Sender<Arc<Routes>>>,
     stop: watch::Sender<bool>,
 }
 
+/// What a reload must not change for a listener to stay bound: its address, protocol,
+/// and TLS (none, terminated, passed through).
+type ListenerKey = (SocketAddr, Protocol, Tls);
+
+/// A listener's TLS, as far as its binding goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    None,
+    Terminated,
+    PassedThrough,
+}
+
 impl Listening {
-    /// What a reload must not change for the listener to stay bound.
-    fn key(&self) -> (SocketAddr, Protocol, bool) {
-        (self.addr, self.protocol, self.tls.is_some())
+    fn key(&self) -> ListenerKey {
+        let tls = match (&self.tls, &self.sni) {
+            (Some(_), _) => Tls::Terminated,
+            (None, Some(_)) => Tls::PassedThrough,
+            (None, None) => Tls::None,
+        };
+        (self.addr, self.protocol, tls)
     }
+}
+
+/// The listener key of a service that passes TLS through: its address (shared by the
+/// services that pass through on it), or for port 0 (a port of its own) its name.
+fn passthrough_key(svc: &spec::Service) -> Option<(String, SocketAddr)> {
+    let expose = svc.expose.as_ref()?;
+    expose.passthrough.as_ref()?;
+    let key = if expose.listen.port() == 0 {
+        format!("{} (tls passthrough)", svc.name)
+    } else {
+        format!("tls passthrough on {}", expose.listen)
+    };
+    Some((key, expose.listen))
 }
 
 /// Every listener and service proxy of a `bulwark up`.
@@ -82,6 +114,9 @@ pub struct Listeners {
     endpoints: EndpointsOf,
     /// The threads the listeners accept and proxy on.
     workers: Workers,
+    /// The connection limit of each service that passes TLS through, with its size: kept
+    /// across reloads that leave `max_connections` alone.
+    sni_slots: HashMap<String, (u32, Arc<Semaphore>)>,
 }
 
 /// The key of a blue-green preview listener among the listeners.
@@ -109,6 +144,7 @@ impl Listeners {
             outcomes,
             preview_outcomes: None,
             endpoints,
+            sni_slots: HashMap::new(),
         }
     }
 
@@ -140,6 +176,7 @@ impl Listeners {
                 }
             }
             if let Some(expose) = &svc.expose
+                && expose.passthrough.is_none()
                 && !self.listeners.contains_key(&svc.name)
             {
                 self.listen(&svc.name, expose)?;
@@ -152,7 +189,10 @@ impl Listeners {
                 changes.push(format!("{}: preview listening on {addr}", svc.name));
             }
         }
+        changes.extend(self.apply_passthrough(stack)?);
         let names: HashSet<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+        self.sni_slots
+            .retain(|name, _| names.contains(name.as_str()));
         self.proxies.retain(|name, _| names.contains(name.as_str()));
         self.hooks
             .services
@@ -218,16 +258,25 @@ impl Listeners {
     /// Stops the listeners whose service went away or whose address or protocol changed;
     /// an unchanged listener is never rebound.
     fn stop_stale_listeners(&mut self, stack: &Stack) -> Vec<String> {
-        let wanted: HashMap<String, (SocketAddr, Protocol, bool)> = stack
+        let tls = |e: &spec::Expose| {
+            if e.tls.is_some() {
+                Tls::Terminated
+            } else {
+                Tls::None
+            }
+        };
+        let wanted: HashMap<String, ListenerKey> = stack
             .services
             .iter()
             .filter_map(|s| {
-                s.expose
-                    .as_ref()
-                    .map(|e| (s.name.clone(), (e.listen, e.protocol, e.tls.is_some())))
+                let e = s.expose.as_ref()?;
+                Some(match passthrough_key(s) {
+                    Some((key, addr)) => (key, (addr, Protocol::Tcp, Tls::PassedThrough)),
+                    None => (s.name.clone(), (e.listen, e.protocol, tls(e))),
+                })
             })
             .chain(stack.services.iter().filter_map(|s| {
-                let tls = s.expose.as_ref().is_some_and(|e| e.tls.is_some());
+                let tls = s.expose.as_ref().map_or(Tls::None, tls);
                 preview_of(s).map(|addr| (preview_key(&s.name), (addr, Protocol::Http, tls)))
             }))
             .collect();
@@ -292,7 +341,7 @@ impl Listeners {
         expose
             .tls
             .as_ref()
-            .map(|t| TlsListener::new(service, t))
+            .map(|t| TlsListener::new(service, t, expose.protocol == Protocol::Http))
             .transpose()
             .map_err(|source| ApplyError::Tls {
                 service: service.to_owned(),
@@ -306,6 +355,16 @@ impl Listeners {
         let sockets = self.bind(service, expose.listen)?;
         let (stop_tx, stop) = watch::channel(false);
         if expose.protocol == Protocol::Tcp {
+            let terminate = tls.as_ref().map(|tls| {
+                Arc::new(Terminate {
+                    tls: tls.clone(),
+                    header_read: expose.timeouts.header_read,
+                    failed: self.proxy_metrics.event(service, "tls_handshake_failed"),
+                })
+            });
+            if let Some(tls) = &tls {
+                self.tasks.spawn(tls.clone().follow(stop.clone()));
+            }
             let (toxics_tx, toxics_rx) = watch::channel(expose.toxics.clone());
             self.toxics.insert(service.to_owned(), toxics_tx);
             let endpoints = self.endpoints(service)?;
@@ -323,8 +382,9 @@ impl Listeners {
                     injected: self.hooks.injected.clone(),
                 };
                 let (m, slots, stop) = (self.tcp_metrics.clone(), slots.clone(), stop.clone());
+                let terminate = terminate.clone();
                 self.tasks.spawn_on(
-                    async move { serve_tcp_shared(l, slots, &m, stop, DRAIN).await },
+                    async move { serve_tcp_shared(l, slots, &m, terminate, stop, DRAIN).await },
                     &rt,
                 );
             }
@@ -339,6 +399,7 @@ impl Listeners {
                 addr: expose.listen,
                 protocol: expose.protocol,
                 tls,
+                sni: None,
                 stop: stop_tx,
             },
         );
@@ -371,10 +432,108 @@ impl Listeners {
                 addr,
                 protocol: Protocol::Http,
                 tls,
+                sni: None,
                 stop: stop_tx,
             },
         );
         Ok(())
+    }
+
+    /// Binds, or hands their new routes to, the listeners of the services that pass TLS
+    /// through, one per address. Returns a line per listener bound.
+    fn apply_passthrough(&mut self, stack: &Stack) -> Result<Vec<String>, ApplyError> {
+        let mut groups: Vec<(String, SocketAddr, Vec<&spec::Service>)> = Vec::new();
+        for svc in &stack.services {
+            let Some((key, addr)) = passthrough_key(svc) else {
+                continue;
+            };
+            match groups.iter_mut().find(|(k, _, _)| *k == key) {
+                Some((_, _, members)) => members.push(svc),
+                None => groups.push((key, addr, vec![svc])),
+            }
+        }
+        let mut changes = Vec::new();
+        for (key, addr, services) in groups {
+            let routes = Arc::new(self.routes(&services)?);
+            if let Some(tx) = self.listeners.get(&key).and_then(|l| l.sni.as_ref()) {
+                tx.send_replace(routes);
+                continue;
+            }
+            let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+            let sockets = self.bind(names[0], addr)?;
+            let label = sockets
+                .first()
+                .and_then(|(_, s)| s.local_addr().ok())
+                .unwrap_or(addr)
+                .to_string();
+            let event = |e| self.proxy_metrics.event(&label, e);
+            let events = sni::Events {
+                unclaimed: event("sni_unclaimed"),
+                hello_failed: event("tls_hello_failed"),
+                shed: event("shed"),
+            };
+            let (routes_tx, routes_rx) = watch::channel(routes);
+            let (stop_tx, stop) = watch::channel(false);
+            for (rt, socket) in sockets {
+                let (routes, events, stop) = (routes_rx.clone(), events.clone(), stop.clone());
+                self.tasks.spawn_on(
+                    async move { sni::serve_sni(socket, routes, events, stop, DRAIN).await },
+                    &rt,
+                );
+            }
+            tracing::info!(services = ?names, listen = %addr, workers = self.workers.len(), "proxy passing TLS through by SNI");
+            changes.push(format!(
+                "{}: passing TLS through on {addr}",
+                names.join(", ")
+            ));
+            let listening = Listening {
+                addr,
+                protocol: Protocol::Tcp,
+                tls: None,
+                sni: Some(routes_tx),
+                stop: stop_tx,
+            };
+            self.listeners.insert(key, listening);
+        }
+        Ok(changes)
+    }
+
+    /// The routes of the services passing TLS through on one address.
+    fn routes(&mut self, services: &[&spec::Service]) -> Result<Routes, ApplyError> {
+        let mut members = Vec::with_capacity(services.len());
+        for svc in services {
+            let Some(expose) = svc.expose.clone() else {
+                continue;
+            };
+            let max = expose.limits.max_connections;
+            let slots = match self.sni_slots.get(&svc.name) {
+                Some((m, slots)) if *m == max => slots.clone(),
+                _ => {
+                    let slots = Arc::new(Semaphore::new(max as usize));
+                    self.sni_slots
+                        .insert(svc.name.clone(), (max, slots.clone()));
+                    slots
+                }
+            };
+            let toxics = self
+                .toxics
+                .entry(svc.name.clone())
+                .or_insert_with(|| watch::channel(expose.toxics.clone()).0)
+                .subscribe();
+            members.push(sni::Member {
+                service: svc.name.clone(),
+                endpoints: self.endpoints(&svc.name)?,
+                toxics,
+                slots,
+                expose,
+            });
+        }
+        Ok(Routes::new(
+            members,
+            &self.tcp_metrics,
+            &self.hooks.faults_on,
+            &self.hooks.injected,
+        ))
     }
 
     /// Stops accepting everywhere and lets requests in flight finish.

@@ -128,10 +128,21 @@ impl ProxyMetrics {
         );
         registry.register(
             "bulwark_proxy_policy_events",
-            "Policy decisions: retry budget exhausted, ejections, rate-limited, shed, injected faults, hedges, gRPC failures, failed TLS handshakes",
+            "Policy decisions: retry budget exhausted, ejections, rate-limited, shed, injected faults, hedges, gRPC failures, failed TLS handshakes, TLS hellos that named no service (sni_unclaimed) or did not arrive whole (tls_hello_failed), under the listener's address",
             m.events.clone(),
         );
         m
+    }
+
+    /// One policy event's counter of `service` (for the TCP listeners, which have no
+    /// [`ServiceMetrics`]; an SNI listener counts what no service claimed under its address).
+    pub(crate) fn event(&self, service: &str, event: &'static str) -> Counter {
+        self.events
+            .get_or_create(&EventLabels {
+                service: service.to_owned(),
+                event,
+            })
+            .clone()
     }
 
     pub(crate) fn for_replica(&self, service: &str, replica: u32) -> ReplicaMetrics {

@@ -247,7 +247,11 @@ impl State {
                     workers.len(),
                 );
                 // Its first request should not pay for the connect (nor read it as a peak).
-                pool.warm(workers);
+                // A TCP-mode service gets no HTTP request: an idle HTTP connection would
+                // only hold a connection of a replica that speaks something else.
+                if policy.expose.protocol == spec::Protocol::Http {
+                    pool.warm(workers);
+                }
                 self.replicas.insert(
                     e.addr,
                     Rep {

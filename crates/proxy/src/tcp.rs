@@ -8,6 +8,12 @@
 //! `timeouts.idle` → close. With no ready replica, or `limits.max_connections` already
 //! open, the client connection is closed at once.
 //!
+//! With TLS terminated (`expose.tls`), the handshake comes first, within
+//! `timeouts.header_read`, and the plaintext is relayed. With TLS passed through by SNI
+//! (`sni.rs`), one listener serves every service of its address: it reads the client's
+//! hello, picks the service that claims its name, and sends the hello to the replica
+//! before relaying the rest untouched.
+//!
 //! Invariants: a [`bus::LoadGuard`] on the chosen replica is held for the whole life of the
 //! proxied connection (the supervisor drains on it); toxics act only while the global kill
 //! switch reads `true`; a direction holds a buffer only while data flows (an idle
@@ -16,21 +22,26 @@
 mod metrics;
 mod plan;
 mod pump;
+pub(crate) mod sni;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bus::{Endpoint, Endpoints, LoadGuard};
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::conn::Activity;
+use crate::tls::TlsListener;
 pub use metrics::TcpMetrics;
 use metrics::{ConnResult, ServiceTcpMetrics};
 use plan::Plan;
-use pump::{Pump, Stop, faults_on};
+use pump::{Pump, Source, Stop, faults_on};
 
 /// Replicas tried per client connection, each a different one.
 pub const MAX_TRIES: usize = 3;
@@ -58,8 +69,8 @@ pub struct TcpListener {
     pub injected: Arc<crate::Injected>,
 }
 
-/// What every connection task of one listener shares (read-only).
-struct Shared {
+/// What every connection task of one service's listener shares (read-only).
+pub(crate) struct Shared {
     metrics: ServiceTcpMetrics,
     endpoints: watch::Receiver<Arc<Endpoints>>,
     connect_timeout: Duration,
@@ -83,16 +94,26 @@ pub async fn serve_tcp(
     drain: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(l.max_connections as usize));
-    serve_tcp_shared(l, slots, metrics, shutdown, drain).await;
+    serve_tcp_shared(l, slots, metrics, None, shutdown, drain).await;
+}
+
+/// A listener that terminates TLS: its certificates and the handshake's deadline.
+pub(crate) struct Terminate {
+    pub tls: Arc<TlsListener>,
+    /// `timeouts.header_read`: the handshake must end within it.
+    pub header_read: Duration,
+    /// The service's `tls_handshake_failed` policy event.
+    pub failed: Counter,
 }
 
 /// [`serve_tcp`] on one of a listener's sockets; `slots` is the listener's connection
-/// limit, shared by its sockets.
+/// limit, shared by its sockets. With `tls`, each connection's TLS is ended first.
 pub(crate) async fn serve_tcp_shared(
     l: TcpListener,
     slots: Arc<Semaphore>,
     metrics: &TcpMetrics,
-    mut shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<Terminate>>,
+    shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let TcpListener {
@@ -116,36 +137,59 @@ pub(crate) async fn serve_tcp_shared(
         service: service.clone(),
         injected,
     });
+    let accepted = move |client: TcpStream| {
+        // Over the connection limit: close at once rather than queue without bound.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            shared.metrics.open().set(ConnResult::OverLimit);
+            return None;
+        };
+        let (shared, tls) = (shared.clone(), tls.clone());
+        Some(async move {
+            let start = match tls {
+                Some(t) => Start::Terminate(t),
+                None => Start::Plain,
+            };
+            connection(&shared, client, start).await;
+            drop(permit);
+        })
+    };
+    accept_loop(socket, &service, shutdown, drain, accepted).await;
+}
+
+/// Accepts until `shutdown` turns true, runs what `accepted` makes of each connection (if
+/// anything: `None` closes it), then drains for up to `drain` and aborts what is left.
+pub(crate) async fn accept_loop<F, C>(
+    socket: tokio::net::TcpListener,
+    name: &str,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    mut accepted: F,
+) where
+    F: FnMut(TcpStream) -> Option<C>,
+    C: Future<Output = ()> + Send + 'static,
+{
     let mut conns = JoinSet::new();
     // Cancel safety of the branches: `accept`, `join_next` and `wait_for` are cancel safe,
     // so a branch that loses the race loses nothing.
     loop {
         tokio::select! {
-            accepted = socket.accept() => {
-                let client = match accepted {
+            got = socket.accept() => {
+                let client = match got {
                     Ok((client, _)) => client,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(service = %service, error = %e, "tcp accept failed");
+                        tracing::warn!(listener = %name, error = %e, "tcp accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                // Over the connection limit: close at once rather than queue without bound.
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    shared.metrics.open().set(ConnResult::OverLimit);
-                    drop(client);
-                    continue;
-                };
-                let shared = shared.clone();
-                conns.spawn(async move {
-                    connection(&shared, client).await;
-                    drop(permit);
-                });
+                if let Some(conn) = accepted(client) {
+                    conns.spawn(conn);
+                }
             }
             Some(joined) = conns.join_next() => {
                 if let Err(e) = joined {
-                    tracing::error!(service = %service, error = %e, "tcp connection task failed");
+                    tracing::error!(listener = %name, error = %e, "tcp connection task failed");
                 }
             }
             // The `Ref` from `wait_for` is not `Send`: drop it inside the branch future.
@@ -155,29 +199,77 @@ pub(crate) async fn serve_tcp_shared(
     drop(socket);
     let open = conns.len();
     if open > 0 {
-        tracing::info!(service = %service, open, ?drain, "tcp listener draining");
+        tracing::info!(listener = %name, open, ?drain, "tcp listener draining");
     }
     let drained =
         tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!(service = %service, open = conns.len(), "tcp drain deadline passed, closing");
+        tracing::warn!(listener = %name, open = conns.len(), "tcp drain deadline passed, closing");
     }
     // Aborts what is left and waits, so every load guard is released on return.
     conns.shutdown().await;
 }
 
+/// What comes before the relay on a connection.
+pub(crate) enum Start {
+    /// Nothing: bytes are relayed as they come.
+    Plain,
+    /// The TLS handshake, ended by the proxy.
+    Terminate(Arc<Terminate>),
+    /// A client's TLS hello already read (passed through by SNI): sent to the replica
+    /// first.
+    Hello(Vec<u8>),
+}
+
 /// One client connection, from accept to close.
-async fn connection(shared: &Shared, client: TcpStream) {
+pub(crate) async fn connection(shared: &Shared, client: TcpStream, start: Start) {
     let mut tracked = shared.metrics.open();
     let _ = client.set_nodelay(true);
-    let (upstream, guard, replica) = match connect(shared).await {
-        Ok(connected) => connected,
-        Err(result) => {
-            // Dropping the client closes it at once.
-            tracked.set(result);
-            return;
+    let (result, guard) = match start {
+        Start::Plain => proxied(shared, client, &[]).await,
+        Start::Hello(hello) => proxied(shared, client, &hello).await,
+        Start::Terminate(t) => {
+            let handshake = t.tls.acceptor().accept(client);
+            match tokio::time::timeout(t.header_read, handshake).await {
+                Ok(Ok(tls)) => proxied(shared, tls, &[]).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(service = %shared.service, error = %e, "TLS handshake failed");
+                    t.failed.inc();
+                    (ConnResult::TlsFailed, None)
+                }
+                Err(_) => {
+                    tracing::debug!(service = %shared.service, "TLS handshake timed out");
+                    t.failed.inc();
+                    (ConnResult::TlsFailed, None)
+                }
+            }
         }
     };
+    // Count before releasing the replica, so a drained replica's connections are counted.
+    tracked.set(result);
+    drop(tracked);
+    drop(guard);
+}
+
+/// Connects `client` to a replica, sends it `head`, and relays until the end. Returns how
+/// it ended and the load guard on the replica, if one was reached.
+async fn proxied<C: Downstream>(
+    shared: &Shared,
+    client: C,
+    head: &[u8],
+) -> (ConnResult, Option<LoadGuard>) {
+    let (mut upstream, guard, replica) = match connect(shared).await {
+        Ok(connected) => connected,
+        // Dropping the client closes it at once.
+        Err(result) => return (result, None),
+    };
+    if !head.is_empty() {
+        if let Err(e) = upstream.write_all(head).await {
+            tracing::debug!(error = %e, "tcp relay failed");
+            return (ConnResult::Error, Some(guard));
+        }
+        shared.metrics.upstream_bytes.inc_by(head.len() as u64);
+    }
     let (plan, live) = match shared.injected.toxics(&shared.service, replica) {
         None => (
             Plan::decide(&shared.toxics.borrow(), rand::random::<f64>),
@@ -190,10 +282,43 @@ async fn connection(shared: &Shared, client: TcpStream) {
         }
     };
     let result = relay(shared, client, upstream, plan, live).await;
-    // Count before releasing the replica, so a drained replica's connections are counted.
-    tracked.set(result);
-    drop(tracked);
-    drop(guard);
+    (result, Some(guard))
+}
+
+/// A client's side of a proxied connection: a TCP socket, or TLS ended on one.
+pub(crate) trait Downstream: Send {
+    type Rd<'a>: Source
+    where
+        Self: 'a;
+    type Wr<'a>: AsyncWrite + Unpin + Send
+    where
+        Self: 'a;
+    /// Its two directions, to copy concurrently.
+    fn halves(&mut self) -> (Self::Rd<'_>, Self::Wr<'_>);
+    /// The socket under it (to reset it).
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Downstream for TcpStream {
+    type Rd<'a> = tokio::net::tcp::ReadHalf<'a>;
+    type Wr<'a> = tokio::net::tcp::WriteHalf<'a>;
+    fn halves(&mut self) -> (Self::Rd<'_>, Self::Wr<'_>) {
+        self.split()
+    }
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Downstream for tokio_rustls::server::TlsStream<TcpStream> {
+    type Rd<'a> = tokio::io::ReadHalf<&'a mut Self>;
+    type Wr<'a> = tokio::io::WriteHalf<&'a mut Self>;
+    fn halves(&mut self) -> (Self::Rd<'_>, Self::Wr<'_>) {
+        tokio::io::split(self)
+    }
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
 }
 
 /// Connects to a ready replica: P2C first, then the least loaded untried replica.
@@ -272,9 +397,9 @@ enum End {
 }
 
 /// Copies both directions until both end, or a toxic or an error ends the connection.
-async fn relay(
+async fn relay<C: Downstream>(
     shared: &Shared,
-    mut client: TcpStream,
+    mut client: C,
     mut upstream: TcpStream,
     plan: Plan,
     live: Option<crate::Live>,
@@ -282,7 +407,7 @@ async fn relay(
     let opened = Instant::now();
     let activity = Activity::new();
     let end = {
-        let (client_rd, client_wr) = client.split();
+        let (client_rd, client_wr) = client.halves();
         let (upstream_rd, upstream_wr) = upstream.split();
         let m = &shared.metrics;
         let up = Pump::new(plan.up, shared.faults.clone(), &m.upstream_bytes, &activity)
@@ -324,7 +449,7 @@ async fn relay(
         End::Done => ConnResult::Ok,
         End::Failed { reset } => {
             if reset {
-                let _ = client.set_zero_linger();
+                let _ = client.tcp().set_zero_linger();
                 let _ = upstream.set_zero_linger();
             }
             ConnResult::Error
@@ -333,7 +458,7 @@ async fn relay(
         End::Idle => ConnResult::Idle,
         End::ToxicReset => {
             // SO_LINGER 0: closing sends RST and discards unsent data.
-            let _ = client.set_zero_linger();
+            let _ = client.tcp().set_zero_linger();
             let _ = upstream.set_zero_linger();
             ConnResult::Toxic
         }

@@ -1,5 +1,6 @@
-//! TLS termination on an HTTP listener (rustls, ring): HTTP/2 and HTTP/1.1 by ALPN, the
-//! certificate picked by the client's SNI name, and the files read again when they change.
+//! TLS termination on a listener (rustls, ring): on an HTTP listener HTTP/2 and HTTP/1.1 by
+//! ALPN (in TCP mode no ALPN), the certificate picked by the client's SNI name, and the
+//! files read again when they change.
 //!
 //! Invariant: a handshake uses the configuration current when its connection was
 //! accepted; a reload (a file changed, or the stack file's `tls` table) only swaps what
@@ -67,6 +68,9 @@ pub enum TlsError {
 /// `[api.tls]` (one TLS acceptor for every listener of bulwark's).
 pub struct TlsListener {
     service: String,
+    /// HTTP/2 and HTTP/1.1 offered by ALPN (an HTTP listener); none in TCP mode, whose
+    /// replicas speak a protocol the proxy does not know.
+    alpn: bool,
     config: ArcSwap<ServerConfig>,
     /// The files and settings the configuration was built from, and their bytes (a
     /// change event that leaves them alike reloads nothing).
@@ -82,12 +86,14 @@ const SESSIONS: usize = 1024;
 const SETTLE: Duration = Duration::from_millis(100);
 
 impl TlsListener {
-    /// Loads `tls`'s certificates for `service`'s listener (`service` names it in logs).
-    pub fn new(service: &str, tls: &spec::Tls) -> Result<Arc<TlsListener>, TlsError> {
+    /// Loads `tls`'s certificates for `service`'s listener (`service` names it in logs),
+    /// offering HTTP by ALPN if `alpn`.
+    pub fn new(service: &str, tls: &spec::Tls, alpn: bool) -> Result<Arc<TlsListener>, TlsError> {
         let files = Files::read(tls)?;
-        let config = build(tls, &files)?;
+        let config = build(tls, &files, alpn)?;
         Ok(Arc::new(TlsListener {
             service: service.to_owned(),
+            alpn,
             config: ArcSwap::from_pointee(config),
             current: std::sync::Mutex::new((tls.clone(), Some(files))),
             changed: Notify::new(),
@@ -126,7 +132,7 @@ impl TlsListener {
             if old.as_ref() == Some(&files) {
                 return Ok(None);
             }
-            Ok(Some((build(&tls, &files)?, files)))
+            Ok(Some((build(&tls, &files, self.alpn)?, files)))
         });
         match built {
             Ok(None) => {}
@@ -256,7 +262,7 @@ fn client_verifier(
 /// A server configuration for `tls` from its files' bytes. Each has its own session
 /// cache: a session resumed after a reload would keep the client certificate it was made
 /// with, unchecked against a new `client_ca` or `client_verify`.
-fn build(tls: &spec::Tls, files: &Files) -> Result<ServerConfig, TlsError> {
+fn build(tls: &spec::Tls, files: &Files, alpn: bool) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let keys = tls
         .certificates
@@ -277,7 +283,9 @@ fn build(tls: &spec::Tls, files: &Files) -> Result<ServerConfig, TlsError> {
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(BySni(keys)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if alpn {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSIONS);
     Ok(config)
 }

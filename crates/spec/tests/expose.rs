@@ -257,10 +257,192 @@ fn tls_reads_its_files_relative_to_the_stack_file_and_names_each_problem() {
         load("tls = { certificates = [] }\n").unwrap_err(),
         "DIR/stack.toml:9:24: error: [services.web.expose.tls] needs at least one certificate in `certificates`"
     );
+    // TCP mode terminates TLS too.
+    let s = load("protocol = \"tcp\"\ntls = { certificates = [{ cert = \"web.pem\", key = \"web.key\" }] }\n")
+        .unwrap();
+    let e = web_expose(&s);
+    assert_eq!(e.protocol, Protocol::Tcp);
+    assert!(e.tls.is_some() && e.passthrough.is_none());
     assert_eq!(
-        load("protocol = \"tcp\"\ntls = { certificates = [{ cert = \"web.pem\", key = \"web.key\" }] }\n")
-            .unwrap_err(),
-        "DIR/stack.toml:7:1: error: [services.web.expose.tls] applies to HTTP only (protocol = \"tcp\")"
+        load("tls = { min_version = \"1.3\" }\n").unwrap_err(),
+        "DIR/stack.toml:9:7: error: [services.web.expose.tls] needs `certificates`, e.g. \
+         certificates = [{ cert = \"web.pem\", key = \"web.key\" }] (or, in TCP mode, \
+         `passthrough = true` to pass TLS through to the replicas)"
+    );
+}
+
+/// A stack of TCP services passing TLS through, each `(name, listen, tls keys)`.
+fn passthrough(services: &[(&str, &str, &str)]) -> Result<Stack, String> {
+    let mut src = String::new();
+    for (name, listen, tls) in services {
+        src.push_str(&format!(
+            "[services.{name}]\nrun = [\"x\"]\n[services.{name}.expose]\nprotocol = \"tcp\"\n\
+             listen = \"{listen}\"\n[services.{name}.expose.tls]\n{tls}\n"
+        ));
+    }
+    parse(&src)
+}
+
+#[test]
+fn passthrough_claims_sni_names_and_shares_an_address() {
+    let s = passthrough(&[
+        (
+            "a",
+            "127.0.0.1:8443",
+            "passthrough = true\nsni = [\"a.example\", \"*.B.example\"]",
+        ),
+        (
+            "b",
+            "127.0.0.1:8443",
+            "passthrough = true\nsni = [\"x.b.example\"]\ndefault = true",
+        ),
+        ("c", "127.0.0.1:8444", "passthrough = true"),
+    ])
+    .unwrap();
+    let pass = |n: &str| {
+        s.service(n)
+            .unwrap()
+            .expose
+            .clone()
+            .unwrap()
+            .passthrough
+            .unwrap()
+    };
+    let a = pass("a");
+    assert_eq!(
+        a.sni,
+        vec![
+            spec::SniName::Exact("a.example".into()),
+            spec::SniName::Wildcard(".b.example".into())
+        ]
+    );
+    assert!(!a.default);
+    assert!(pass("b").default);
+    // Alone on its address without `sni`: it takes every name.
+    assert!(pass("c").default && pass("c").sni.is_empty());
+    assert!(
+        s.service("a")
+            .unwrap()
+            .expose
+            .clone()
+            .unwrap()
+            .tls
+            .is_none()
+    );
+}
+
+#[test]
+fn one_name_or_two_defaults_on_one_address_are_refused_where_written() {
+    let err = passthrough(&[
+        (
+            "a",
+            "127.0.0.1:8443",
+            "passthrough = true\nsni = [\"a.example\", \"*.b.example\"]",
+        ),
+        (
+            "b",
+            "127.0.0.1:8443",
+            "passthrough = true\nsni = [\"A.example\"]\ndefault = true",
+        ),
+        ("c", "127.0.0.1:8443", "passthrough = true"),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "stack.toml:16:7: error: SNI name `a.example` on 127.0.0.1:8443 is already claimed by \
+         service `a`; each name goes to one service of an address\n\
+         stack.toml:23:1: error: service `b` is already the default of 127.0.0.1:8443 (it takes \
+         hellos without SNI or with a name nobody claims); one service of an address may be: \
+         give this one `sni` names, or `default = false`"
+    );
+    // A service that does not pass TLS through cannot share the address.
+    let err = passthrough(&[
+        (
+            "a",
+            "127.0.0.1:8443",
+            "passthrough = true\nsni = [\"a.example\"]",
+        ),
+        ("b", "127.0.0.1:8443", "certificates = []"),
+    ])
+    .unwrap_err();
+    assert!(
+        err.contains("stack.toml:13:10: error: `listen` address 127.0.0.1:8443 is already exposed by service `a` (TCP services share an address only when each passes TLS through by SNI"),
+        "{err}"
+    );
+    // Nor one on every interface of the same port.
+    let err = passthrough(&[
+        (
+            "a",
+            "127.0.0.1:8443",
+            "passthrough = true\nsni = [\"a.example\"]",
+        ),
+        (
+            "b",
+            "0.0.0.0:8443",
+            "passthrough = true\nsni = [\"b.example\"]",
+        ),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "stack.toml:13:10: error: `listen` address 0.0.0.0:8443 clashes with 127.0.0.1:8443, exposed by service `a`"
+    );
+}
+
+#[test]
+fn passthrough_refuses_the_keys_of_termination_and_http() {
+    let err = passthrough(&[(
+        "a",
+        "127.0.0.1:8443",
+        "passthrough = true\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }]\nclient_verify = \"optional\"",
+    )])
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "stack.toml:8:16: error: [services.a.expose.tls]: `certificates` cannot be used with \
+         `passthrough = true`: the TLS is passed through untouched, and the replicas hold the \
+         certificates and end it; remove `certificates`, or `passthrough` to terminate TLS in \
+         the proxy\n\
+         stack.toml:9:17: error: [services.a.expose.tls]: `client_verify` cannot be used with \
+         `passthrough = true`: the TLS is passed through untouched, and the replicas hold the \
+         certificates and end it; remove `client_verify`, or `passthrough` to terminate TLS in \
+         the proxy"
+    );
+    let err = parse(
+        "[services.a]\nrun = [\"x\"]\n[services.a.expose]\nlisten = \"127.0.0.1:8443\"\n\
+         [services.a.expose.tls]\npassthrough = true\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "stack.toml:6:15: error: [services.a.expose.tls]: `passthrough = true` needs protocol = \
+         \"tcp\": an HTTP listener must terminate TLS to read requests"
+    );
+    let err = passthrough(&[(
+        "a",
+        "127.0.0.1:8443",
+        "certificates = []\nsni = [\"a.example\"]",
+    )])
+    .unwrap_err();
+    assert!(
+        err.contains(
+            "stack.toml:8:7: error: [services.a.expose.tls]: `sni` applies with `passthrough = true`"
+        ),
+        "{err}"
+    );
+    let err = passthrough(&[(
+        "a",
+        "127.0.0.1:8443",
+        "passthrough = true\nsni = [\"10.0.0.1\", \"a.*.example\"]",
+    )])
+    .unwrap_err();
+    assert!(err.contains("stack.toml:8:8: error: "), "{err}");
+    assert!(err.contains("\"10.0.0.1\""), "{err}");
+    let err =
+        passthrough(&[("a", "127.0.0.1:8443", "passthrough = true\ndefault = false")]).unwrap_err();
+    assert!(
+        err.contains("with neither `sni` nor `default = true` this service takes no connection"),
+        "{err}"
     );
 }
 

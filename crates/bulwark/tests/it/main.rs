@@ -25,5 +25,6 @@ mod roles;
 mod rollout;
 mod schema;
 mod slo;
+mod tcp_tls;
 mod tls;
 mod workers;

@@ -61,7 +61,7 @@ pub(crate) fn ca_named(dir: &Path, name: &str) {
 
 /// `FILE.pem` and `FILE.key`: a server certificate for `name` signed by the CA, with
 /// `subject`.
-fn leaf(dir: &Path, file: &str, name: &str, subject: &str) {
+pub(crate) fn leaf(dir: &Path, file: &str, name: &str, subject: &str) {
     let ext = format!(
         "subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
     );
@@ -69,7 +69,7 @@ fn leaf(dir: &Path, file: &str, name: &str, subject: &str) {
 }
 
 /// `FILE.pem` and `FILE.key`: a client certificate signed by the CA `ca`.
-fn client(dir: &Path, ca: &str, file: &str) {
+pub(crate) fn client(dir: &Path, ca: &str, file: &str) {
     let ext = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n";
     signed(dir, ca, file, "/CN=a client", ext);
 }

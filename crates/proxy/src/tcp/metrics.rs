@@ -40,10 +40,13 @@ pub(crate) enum ConnResult {
     Idle,
     /// Closed at once: `limits.max_connections` were already open.
     OverLimit,
+    /// The TLS handshake of a listener that terminates TLS failed or did not end within
+    /// `timeouts.header_read`.
+    TlsFailed,
 }
 
 impl ConnResult {
-    const ALL: [ConnResult; 8] = [
+    const ALL: [ConnResult; 9] = [
         ConnResult::Ok,
         ConnResult::Error,
         ConnResult::NoReplica,
@@ -52,6 +55,7 @@ impl ConnResult {
         ConnResult::Aborted,
         ConnResult::Idle,
         ConnResult::OverLimit,
+        ConnResult::TlsFailed,
     ];
 
     fn label(self) -> &'static str {
@@ -64,6 +68,7 @@ impl ConnResult {
             ConnResult::Aborted => "aborted",
             ConnResult::Idle => "idle",
             ConnResult::OverLimit => "over_limit",
+            ConnResult::TlsFailed => "tls_failed",
         }
     }
 }
@@ -72,7 +77,7 @@ impl ConnResult {
 ///
 /// - `bulwark_tcp_connections_total{service,result}`: client connections by how they ended
 ///   (`ok`, `error`, `no_replica`, `connect_failed`, `toxic`, `aborted`, `idle`,
-///   `over_limit`);
+///   `over_limit`, `tls_failed`);
 /// - `bulwark_tcp_bytes_total{service,direction}`: bytes relayed, `upstream` (client to
 ///   replica) and `downstream`;
 /// - `bulwark_tcp_active_connections{service}`: client connections open now.
@@ -148,7 +153,7 @@ impl TcpMetrics {
 #[derive(Debug)]
 pub(crate) struct ServiceTcpMetrics {
     /// Indexed by `ConnResult as usize` (same order as [`ConnResult::ALL`]).
-    results: [Counter; 8],
+    results: [Counter; 9],
     pub upstream_bytes: Counter,
     pub downstream_bytes: Counter,
     pub active: Gauge,

@@ -5,7 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::ReadHalf;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -77,7 +77,7 @@ impl<'a> Pump<'a> {
     /// only to close both sockets.
     pub async fn run(
         mut self,
-        src: ReadHalf<'_>,
+        mut src: impl Source,
         mut dst: impl AsyncWrite + Unpin,
     ) -> Result<(), Stop> {
         let mut buf: Vec<u8> = Vec::new();
@@ -87,28 +87,10 @@ impl<'a> Pump<'a> {
         let mut had_data = false;
         let toxic = self.flow.any();
         loop {
-            if buf.capacity() == 0 {
-                src.readable().await.map_err(Stop::Io)?;
-            }
-            if buf.capacity() < size {
-                // First data, or grown: a fresh allocation (nothing in `buf` to keep).
-                buf = Vec::with_capacity(size);
-            }
-            buf.clear();
-            let n = match src.try_read_buf(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if had_data {
-                        src.readable().await.map_err(Stop::Io)?;
-                    } else {
-                        // A spurious wake-up before any data: wait again, without the
-                        // buffer.
-                        buf = Vec::new();
-                    }
-                    continue;
-                }
-                Err(e) => return Err(Stop::Io(e)),
-            };
+            let n = src
+                .read_chunk(&mut buf, size, had_data)
+                .await
+                .map_err(Stop::Io)?;
             had_data = true;
             if n == buf.capacity() {
                 size = (size * 2).min(BUF_SIZE);
@@ -218,6 +200,74 @@ impl<'a> Pump<'a> {
             () = tokio::time::sleep_until(deadline) => {}
             () = faults_off(&mut self.faults) => {}
         }
+    }
+}
+
+/// Where a direction reads from.
+pub(crate) trait Source: Send {
+    /// Reads the next chunk into `buf` (cleared first, given `size` bytes of room when it
+    /// has less); 0 at end of stream. Before `had_data`, a source that can wait for data
+    /// without a buffer gives the buffer back on a spurious wake-up.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing read is lost when the future is dropped before it resolves.
+    fn read_chunk(
+        &mut self,
+        buf: &mut Vec<u8>,
+        size: usize,
+        had_data: bool,
+    ) -> impl std::future::Future<Output = io::Result<usize>> + Send;
+}
+
+/// A TCP socket: waits for readiness with no buffer, so an idle connection holds none.
+impl Source for ReadHalf<'_> {
+    async fn read_chunk(
+        &mut self,
+        buf: &mut Vec<u8>,
+        size: usize,
+        had_data: bool,
+    ) -> io::Result<usize> {
+        loop {
+            if buf.capacity() == 0 {
+                self.readable().await?;
+            }
+            if buf.capacity() < size {
+                // First data, or grown: a fresh allocation (nothing in `buf` to keep).
+                *buf = Vec::with_capacity(size);
+            }
+            buf.clear();
+            match self.try_read_buf(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if had_data {
+                        self.readable().await?;
+                    } else {
+                        // A spurious wake-up before any data: wait again, without the
+                        // buffer.
+                        *buf = Vec::new();
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A stream with a layer of its own (TLS ended by the proxy): its plaintext may already
+/// be buffered when the socket has nothing to read, so it is read with a buffer held
+/// (the TLS layer holds its own buffers anyway).
+impl<T: AsyncRead + Send> Source for tokio::io::ReadHalf<T> {
+    async fn read_chunk(
+        &mut self,
+        buf: &mut Vec<u8>,
+        size: usize,
+        _had_data: bool,
+    ) -> io::Result<usize> {
+        if buf.capacity() < size {
+            *buf = Vec::with_capacity(size);
+        }
+        buf.clear();
+        self.read_buf(buf).await
     }
 }
 

@@ -151,13 +151,16 @@ fn shortest_cycle(start: usize, edges: &[Vec<usize>]) -> Option<Vec<usize>> {
 /// Two exposed services, or a service and the API, cannot listen on one address. Port 0
 /// asks the OS for a free port, so it never clashes. An unspecified IP (`0.0.0.0`, `::`)
 /// binds every interface, so it clashes with any address on the same port.
+///
+/// The exception: TCP services that pass TLS through share an address written alike, each
+/// taking its own SNI names (`share`).
 pub(super) fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: &mut Problems) {
     let clash = |a: SocketAddr, b: SocketAddr| {
         a.port() != 0
             && a.port() == b.port()
             && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
     };
-    let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
+    let mut seen: Vec<(SocketAddr, &Checked)> = Vec::new();
     for checked in services {
         let Some(listen) = &checked.listen else {
             continue;
@@ -174,15 +177,63 @@ pub(super) fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: 
                 ),
             );
         }
-        if let Some((other, name)) = seen.iter().find(|(other, _)| clash(addr, *other)) {
-            let message = if *other == addr {
+        for (other, by) in seen.iter().filter(|(other, _)| clash(addr, *other)) {
+            let name = &by.service.name;
+            if let (Some(mine), Some(theirs)) = (&checked.sni, &by.sni)
+                && *other == addr
+            {
+                share(addr, (mine, theirs), name, p);
+                continue;
+            }
+            let tcp = |c: &Checked| {
+                c.service
+                    .expose
+                    .as_ref()
+                    .is_some_and(|e| e.protocol == crate::Protocol::Tcp)
+            };
+            let message = if *other == addr && (tcp(checked) || tcp(by)) {
+                format!(
+                    "`listen` address {addr} is already exposed by service `{name}` (TCP \
+                     services share an address only when each passes TLS through by SNI: \
+                     [expose.tls] passthrough = true with its own `sni` names)"
+                )
+            } else if *other == addr {
                 format!("`listen` address {addr} is already exposed by service `{name}`")
             } else {
                 format!("`listen` address {addr} clashes with {other}, exposed by service `{name}`")
             };
             p.push(listen.span(), message);
+            break;
         }
-        seen.push((addr, &checked.service.name));
+        seen.push((addr, checked));
+    }
+}
+
+/// Two passthrough services on `addr`: no SNI name claimed by both, at most one default.
+fn share(
+    addr: SocketAddr,
+    (mine, theirs): (&super::tls::SniClaims, &super::tls::SniClaims),
+    name: &str,
+    p: &mut Problems,
+) {
+    for n in mine.names.iter().filter(|n| theirs.names.contains(n)) {
+        p.push(
+            mine.names_at.clone(),
+            format!(
+                "SNI name `{n}` on {addr} is already claimed by service `{name}`; each name \
+                 goes to one service of an address"
+            ),
+        );
+    }
+    if mine.default && theirs.default {
+        p.push(
+            mine.default_at.clone(),
+            format!(
+                "service `{name}` is already the default of {addr} (it takes hellos without \
+                 SNI or with a name nobody claims); one service of an address may be: give \
+                 this one `sni` names, or `default = false`"
+            ),
+        );
     }
 }
 

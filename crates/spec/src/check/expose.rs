@@ -7,11 +7,11 @@ use toml::Spanned;
 
 use crate::keys::{
     BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RouteTable,
-    TlsTable, ToxicTable, ToxicType, UpstreamTlsTable,
+    ToxicTable, ToxicType,
 };
 use crate::model::{
-    Balance, Breaker, CertFiles, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries,
-    RetryCondition, Route, RouteMatch, Tls, Toxic, ToxicKind, UpstreamTls,
+    Balance, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries,
+    RetryCondition, Route, RouteMatch, Toxic, ToxicKind,
 };
 use crate::problem::Problems;
 use crate::schema::Field;
@@ -26,13 +26,12 @@ const HTTP_ONLY: [&str; 6] = [
     "slow_start",
 ];
 /// Tables of `[expose]` that only mean something for HTTP.
-const HTTP_ONLY_TABLES: [&str; 7] = [
+const HTTP_ONLY_TABLES: [&str; 6] = [
     "retries",
     "hedge",
     "outlier",
     "breaker",
     "rate_limit",
-    "tls",
     "upstream_tls",
 ];
 
@@ -67,35 +66,37 @@ pub(super) fn expose(raw: &Spanned<ExposeTable>, base_dir: &Path, p: &mut Proble
     }
     let mut targets = Vec::new();
     let listen = raw.listen.given().cloned();
-    let tls = match raw.tls.given() {
-        Some(t) if raw.protocol.get() != Some(Protocol::Tcp) => {
-            tls(t.get_ref(), base_dir, p).map(Some)
-        }
-        _ => Some(None),
+    let tcp = raw.protocol.get() == Some(Protocol::Tcp);
+    let (tls, claims) = match raw.tls.given() {
+        Some(t) => super::tls::client_tls(t.get_ref(), tcp, base_dir, p),
+        None => (Some((None, None)), None),
     };
     let upstream_tls = match raw.upstream_tls.given() {
         Some(t) if raw.protocol.get() != Some(Protocol::Tcp) => {
-            upstream_tls(t.get_ref(), base_dir, p).map(Some)
+            super::tls::upstream_tls(t.get_ref(), base_dir, p).map(Some)
         }
         _ => Some(None),
     };
     let built = policies(raw, &mut targets, p)
         .zip(listen.clone())
         .zip(tls.zip(upstream_tls));
-    let expose = built.map(|((e, listen), (tls, upstream_tls))| Expose {
+    let expose = built.map(|((e, listen), ((tls, passthrough), upstream_tls))| Expose {
         listen: listen.into_inner(),
         tls,
+        passthrough,
         upstream_tls,
         ..e
     });
-    (expose, listen, targets)
+    (expose, listen, targets, claims)
 }
 
-/// What [`expose`] gives: the settings, the listen address, the routes' targets.
+/// What [`expose`] gives: the settings, the listen address, the routes' targets, and the
+/// SNI names claimed when TLS is passed through.
 type Checked = (
     Option<Expose>,
     Option<Spanned<SocketAddr>>,
     Vec<Spanned<String>>,
+    Option<super::tls::SniClaims>,
 );
 
 /// Every policy of `[expose]`; `listen` is left unspecified for the caller to fill in.
@@ -146,6 +147,7 @@ fn policies(
         fallback: None,
         // Built by `expose`, which knows the stack file's directory.
         tls: None,
+        passthrough: None,
         upstream_tls: None,
     })
 }
@@ -318,126 +320,6 @@ pub(super) fn toxic(t: &ToxicTable) -> Option<Toxic> {
         kind,
         toxicity: t.toxicity.get()?,
         direction: t.direction.get()?,
-    })
-}
-
-/// The certificates, each file read as the proxy will read it: a file missing, unreadable
-/// or without a PEM of its kind is a problem at its key.
-pub(super) fn tls(t: &TlsTable, base_dir: &Path, p: &mut Problems) -> Option<Tls> {
-    let list = t.certificates.value()?;
-    if list.is_empty() {
-        p.push(
-            t.certificates.span().unwrap_or(t.span.clone()),
-            format!(
-                "{} needs at least one certificate in `certificates`",
-                t.label
-            ),
-        );
-        return None;
-    }
-    let files: Option<Vec<CertFiles>> = list
-        .iter()
-        .map(|c| {
-            let (cert, key) = (c.cert.given()?, c.key.given()?);
-            let files = CertFiles {
-                cert: base_dir.join(cert.get_ref()),
-                key: base_dir.join(key.get_ref()),
-            };
-            let chain = crate::pem::certificates(&files.cert)
-                .map_err(|e| p.push(cert.span(), format!("{}: {e}", c.label)));
-            let key_ok = crate::pem::private_key(&files.key)
-                .map_err(|e| p.push(key.span(), format!("{}: {e}", c.label)));
-            (chain.is_ok() && key_ok.is_ok()).then_some(files)
-        })
-        .collect();
-    let client_ca = match t.client_ca.given() {
-        Some(ca) => {
-            let path = base_dir.join(ca.get_ref());
-            match crate::pem::certificates(&path) {
-                Ok(_) => Some(Some(path)),
-                Err(e) => {
-                    p.push(ca.span(), format!("{}: {e}", t.label));
-                    None
-                }
-            }
-        }
-        None => {
-            if let Some(v) = t.client_verify.span() {
-                p.push(
-                    v,
-                    "`client_verify` needs `client_ca`, the CAs of the client certificates",
-                );
-            }
-            Some(None)
-        }
-    };
-    Some(Tls {
-        certificates: files?,
-        min_version: t.min_version.get()?,
-        client_ca: client_ca?,
-        client_verify: t.client_verify.get()?,
-    })
-}
-
-/// `ca` (or `insecure_skip_verify`), and `cert` with `key`; each file read as the proxy
-/// will read it.
-fn upstream_tls(t: &UpstreamTlsTable, base_dir: &Path, p: &mut Problems) -> Option<UpstreamTls> {
-    let insecure = t.insecure_skip_verify.get()?;
-    let file = |f: &Field<String>| f.given().map(|f| (f.span(), base_dir.join(f.get_ref())));
-    let ca = file(&t.ca);
-    let ca = match (ca, insecure) {
-        (None, false) => {
-            p.push(
-                t.span.clone(),
-                format!(
-                    "{} needs `ca` (the CAs of the replicas' certificates) or `insecure_skip_verify = true`",
-                    t.label
-                ),
-            );
-            return None;
-        }
-        (Some((span, _)), true) => {
-            p.push(
-                span,
-                format!(
-                    "{}: `insecure_skip_verify = true` verifies nothing, so `ca` would be unused; remove one",
-                    t.label
-                ),
-            );
-            return None;
-        }
-        (Some((span, path)), false) => {
-            if let Err(e) = crate::pem::certificates(&path) {
-                p.push(span, format!("{}: {e}", t.label));
-                return None;
-            }
-            Some(path)
-        }
-        (None, true) => None,
-    };
-    let client = match (file(&t.cert), file(&t.key)) {
-        (None, None) => None,
-        (Some((cert_span, cert)), Some((key_span, key))) => {
-            let chain = crate::pem::certificates(&cert)
-                .map_err(|e| p.push(cert_span, format!("{}: {e}", t.label)));
-            let pk = crate::pem::private_key(&key)
-                .map_err(|e| p.push(key_span, format!("{}: {e}", t.label)));
-            chain.ok().zip(pk.ok())?;
-            Some(CertFiles { cert, key })
-        }
-        _ => {
-            p.push(
-                t.span.clone(),
-                format!("{} needs both `cert` and `key`, or neither", t.label),
-            );
-            return None;
-        }
-    };
-    Some(UpstreamTls {
-        ca,
-        server_name: t.server_name.given().map(|n| n.get_ref().clone()),
-        insecure,
-        client,
     })
 }
 

@@ -18,6 +18,7 @@ mod remedy;
 mod rollout;
 mod service;
 mod slo;
+mod tls;
 
 use std::path::Path;
 
@@ -95,7 +96,12 @@ fn api(raw: &ApiTable, base_dir: &Path, p: &mut Problems) -> Option<Api> {
         );
     }
     let tls = match &raw.tls {
-        Field::Given(t) => Some(expose::tls(t.get_ref(), base_dir, p)?),
+        // The listeners' rules, as an HTTP listener: `passthrough`, `sni` and `default`
+        // are refused with their reason.
+        Field::Given(t) => match tls::client_tls(t.get_ref(), false, base_dir, p).0? {
+            (Some(tls), _) => Some(tls),
+            (None, _) => return None,
+        },
         Field::Invalid => return None,
         Field::Absent | Field::Default(_) => None,
     };

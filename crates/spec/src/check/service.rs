@@ -19,6 +19,8 @@ pub(super) struct Checked {
     pub listen: Option<Spanned<SocketAddr>>,
     /// `to` of the service's routes, checked against the other services.
     pub route_targets: Vec<Spanned<String>>,
+    /// The SNI names claimed on `listen` when TLS is passed through.
+    pub sni: Option<super::tls::SniClaims>,
 }
 
 pub(super) fn service(
@@ -52,9 +54,9 @@ pub(super) fn service(
     let startup = super::probe::probe(&raw.startup, ProbeKind::Startup, p);
     let liveness = super::probe::probe(&raw.liveness, ProbeKind::Liveness, p);
     let mut readiness = super::probe::probe(&raw.readiness, ProbeKind::Readiness, p);
-    let (expose, listen, route_targets) = match raw.expose.given() {
+    let (expose, listen, route_targets, sni) = match raw.expose.given() {
         Some(e) => super::expose::expose(e, base_dir, p),
-        None => (None, None, Vec::new()),
+        None => (None, None, Vec::new(), None),
     };
     // A replica is routable only once something answers on its port; without this the
     // proxy would send traffic to replicas that are still starting.
@@ -81,6 +83,7 @@ pub(super) fn service(
     }
     Checked {
         route_targets,
+        sni,
         depends_on: raw.depends_on.given().cloned(),
         listen,
         service: Service {

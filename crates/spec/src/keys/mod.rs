@@ -349,8 +349,8 @@ section! {
         routes: Vec<RouteTable> = tables::<RouteTable>(), Optional("");
         /// What a client gets when no replica can answer.
         fallback: FallbackTable = table::<FallbackTable>(), Optional("bulwark's own 502, 503 or 504");
-        /// TLS termination for the listener's clients (HTTP only).
-        tls: TlsTable = table::<TlsTable>(), Optional("plain HTTP");
+        /// TLS for the listener's clients: terminated, or in TCP mode passed through by SNI.
+        tls: TlsTable = table::<TlsTable>(), Optional("plain HTTP or TCP");
         /// TLS to the replicas (HTTP only).
         upstream_tls: UpstreamTlsTable = table::<UpstreamTlsTable>(), Optional("plain HTTP");
     }
@@ -378,14 +378,20 @@ section! {
 }
 
 section! {
-    /// TLS for a listener's clients (rustls): HTTP/2 and HTTP/1.1 offered by ALPN; the
-    /// files are read again when they change, for new connections (open ones keep theirs).
+    /// TLS for a listener's clients (rustls), terminated by the proxy: on an HTTP listener
+    /// HTTP/2 and HTTP/1.1 are offered by ALPN; in TCP mode the plaintext is relayed to a
+    /// replica (no ALPN). The files are read again when they change, for new connections
+    /// (open ones keep theirs). Or, in TCP mode, `passthrough = true`: TLS is not
+    /// terminated; the client's hello is read for its SNI name and every byte, the hello
+    /// included, goes to a replica of the service that claims the name (`sni`), so several
+    /// TCP services can share one `listen` address (HAProxy's `req.ssl_sni`, Traefik's
+    /// `HostSNI` with `passthrough`).
     pub(crate) struct TlsTable {
         /// The certificates with their keys, PEM files relative to the stack file's
         /// directory. A client's SNI name picks the first certificate valid for it; the
         /// first is served when none is (or without SNI).
         certificates: Vec<CertTable> = tables::<CertTable>(),
-            Required(r#"certificates = [{ cert = "web.pem", key = "web.key" }]"#);
+            Optional("required unless `passthrough = true`");
         /// The oldest TLS version accepted.
         min_version: TlsVersion = choice(&[("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)]),
             r#""1.2""#;
@@ -398,6 +404,20 @@ section! {
             ("required", ClientVerify::Required),
             ("optional", ClientVerify::Optional),
         ]), r#""required""#;
+        /// TCP mode only: do not terminate TLS; forward it untouched to the replicas, which
+        /// hold the certificates (the proxy never sees a key or a byte of plaintext). The
+        /// client's hello must arrive whole within 16 KiB and `timeouts.header_read` (the
+        /// longest of the services sharing the address), else the connection is closed.
+        passthrough: bool = boolean(), "false";
+        /// With `passthrough`: the SNI names this service takes on its `listen` address,
+        /// `a.example` or `*.b.example` (one label for `*`). An exact name wins over a
+        /// wildcard; no name may be claimed by two services of one address.
+        sni: Vec<crate::model::SniName> = list(text("a DNS name such as \"a.example\" or \"*.b.example\"", sni_name)).non_empty("name the SNI names, or leave `sni` out to take every name"),
+            Optional("every name (the address's default)");
+        /// With `passthrough`: also take hellos without SNI, or with a name no service on
+        /// the address claims (one service per address). Without it such a connection is
+        /// closed and counted (`bulwark_proxy_policy_events_total{event="sni_unclaimed"}`).
+        default: bool = boolean(), Optional("true without `sni`, else false");
     }
 }
 
@@ -409,6 +429,11 @@ section! {
         /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
         key: String = text("a file path", directory), Required(r#"key = "web.key""#);
     }
+}
+
+/// An SNI name a passthrough service claims.
+fn sni_name(s: &str) -> Result<crate::model::SniName, String> {
+    crate::model::SniName::parse(s).ok_or_else(String::new)
 }
 
 /// A name TLS can verify a certificate for.

@@ -231,8 +231,12 @@ pub struct Expose {
     pub routes: Vec<Route>,
     /// What a client gets when no replica can answer, if anything but bulwark's own error.
     pub fallback: Option<Fallback>,
-    /// TLS for the listener's clients; `None`: plain HTTP.
+    /// TLS terminated for the listener's clients; `None`: plain HTTP or TCP (or TLS passed
+    /// through).
     pub tls: Option<Tls>,
+    /// TLS passed through untouched to the replicas, picked by the client's SNI name
+    /// (`protocol = "tcp"` only; never together with `tls`).
+    pub passthrough: Option<Passthrough>,
     /// TLS to the replicas; `None`: plain HTTP.
     pub upstream_tls: Option<UpstreamTls>,
 }
@@ -248,6 +252,72 @@ pub struct UpstreamTls {
     pub insecure: bool,
     /// The proxy's client certificate, for replicas that ask for one.
     pub client: Option<CertFiles>,
+}
+
+/// TLS passed through by SNI: the proxy reads the client's hello, never decrypts, and
+/// forwards every byte to a replica of the service that claims the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passthrough {
+    /// The names this service takes on its address.
+    pub sni: Vec<SniName>,
+    /// Also takes hellos without SNI or with a name no service on the address claims.
+    pub default: bool,
+}
+
+/// A server name a passthrough service claims: `a.example`, or `*.b.example` (one label
+/// in place of `*`, as in certificates). Lowercase; compared without regard to case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SniName {
+    /// This name exactly.
+    Exact(String),
+    /// Any name of one more label ending with this suffix (kept with its leading dot).
+    Wildcard(String),
+}
+
+impl SniName {
+    /// Parses `a.example` or `*.b.example`: a DNS name (not an IP address: SNI carries
+    /// none), at most one `*`, and only as the whole first label.
+    pub fn parse(s: &str) -> Option<SniName> {
+        let lower = s.to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let dns = rustls_pki_types::DnsName::try_from(name).is_ok()
+            && name.parse::<std::net::IpAddr>().is_err()
+            && !name.contains('*')
+            && !name.ends_with('.');
+        if !dns {
+            return None;
+        }
+        Some(if wild {
+            SniName::Wildcard(format!(".{name}"))
+        } else {
+            SniName::Exact(name.to_owned())
+        })
+    }
+
+    /// Whether `name` (as a client sent it) is this one; case does not matter.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            SniName::Exact(n) => n.eq_ignore_ascii_case(name),
+            SniName::Wildcard(suffix) => {
+                name.len() > suffix.len()
+                    && name.is_char_boundary(name.len() - suffix.len())
+                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && !name[..name.len() - suffix.len()].contains('.')
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SniName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SniName::Exact(n) => f.write_str(n),
+            SniName::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
 }
 
 /// TLS termination on a listener.
