@@ -251,7 +251,7 @@ async fn exec(command: &[String], limit: Duration, t: &Target) -> Result<(), Str
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
-    id.apply_env(&mut cmd, &t.service.env);
+    id.apply_env(&mut cmd, &t.service);
     if let Some(cwd) = &t.service.cwd {
         cmd.current_dir(cwd);
     }
@@ -269,6 +269,8 @@ async fn exec(command: &[String], limit: Duration, t: &Target) -> Result<(), Str
             })
             .trim()
             .to_owned();
+            // The probe ran with the service's secrets; what it said becomes an event.
+            let said = crate::Redactor::of(&t.service).text(&said);
             let exit = crate::driver::exit_of(s);
             if said.is_empty() {
                 Err(format!("exec {program:?}: {exit}"))
