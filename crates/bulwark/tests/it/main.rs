@@ -23,6 +23,7 @@ mod restart;
 mod roles;
 mod rollout;
 mod schema;
+mod secrets;
 mod slo;
 mod tls;
 mod workers;
