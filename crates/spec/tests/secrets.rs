@@ -54,8 +54,11 @@ fn unsafe_missing_and_odd_files_are_located_errors_naming_the_file() {
     private(&d.join("big"), &"x".repeat(64 * 1024 + 1));
     private(&d.join("empty"), "\n");
     std::fs::create_dir(d.join("adir")).unwrap();
-    nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .unwrap();
+    nix::unistd::mkfifo(
+        &d.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     std::fs::write(d.join("bad.env"), "OK=1\n\nPASSWORD hunter2\n").unwrap();
     let got = errors(
         d,
