@@ -262,15 +262,16 @@ async fn exec(command: &[String], limit: Duration, t: &Target) -> Result<(), Str
         None => Err(format!("exec {program:?}: timed out after {limit:?}")),
         Some(s) if s.success() => Ok(()),
         Some(s) => {
-            let said = String::from_utf8_lossy(if out.stderr.is_empty() {
+            let raw = if out.stderr.is_empty() {
                 &out.stdout
             } else {
                 &out.stderr
-            })
-            .trim()
-            .to_owned();
-            // The probe ran with the service's secrets; what it said becomes an event.
-            let said = crate::Redactor::of(&t.service).text(&said);
+            };
+            let said = String::from_utf8_lossy(raw).trim().to_owned();
+            // The probe ran with the service's secrets; what it said becomes an event. Output
+            // cut at the capture bound may end in the first part of a secret.
+            let cut = raw.len() >= EXEC_CAPTURE;
+            let said = crate::Redactor::of(&t.service).text_cut(&said, cut);
             let exit = crate::driver::exit_of(s);
             if said.is_empty() {
                 Err(format!("exec {program:?}: {exit}"))

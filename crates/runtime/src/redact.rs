@@ -66,14 +66,25 @@ impl Redactor {
 
     /// [`Redactor::line`] for text (exec probe and hook output, one or more lines).
     pub fn text(&self, text: &str) -> String {
+        self.text_cut(text, false)
+    }
+
+    /// [`Redactor::text`] for captured output that was cut at its bound: its last line
+    /// is matched as a cut line.
+    pub fn text_cut(&self, text: &str, cut: bool) -> String {
         if self.patterns.is_empty() {
             return text.to_owned();
         }
-        let lines: Vec<String> = text
-            .split('\n')
-            .map(|l| String::from_utf8_lossy(&self.line(l.as_bytes(), false)).into_owned())
+        let lines: Vec<&str> = text.split('\n').collect();
+        let last = lines.len() - 1;
+        let shown: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                String::from_utf8_lossy(&self.line(l.as_bytes(), cut && i == last)).into_owned()
+            })
             .collect();
-        lines.join("\n")
+        shown.join("\n")
     }
 }
 
@@ -111,5 +122,6 @@ mod tests {
         let r = redactor(&[("A", "s3cr3t-value")]);
         assert_eq!(r.line(b"token s3cr3t-v", true), b"token ***");
         assert_eq!(r.line(b"token s3cr3t-v", false), b"token s3cr3t-v");
+        assert_eq!(r.text_cut("s3cr3t-value\nthen s3cr", true), "***\nthen ***");
     }
 }
