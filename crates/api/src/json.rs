@@ -123,6 +123,9 @@ pub struct Service {
     /// The autoscaler's last decision, for an autoscaled service.
     #[serde(default)]
     pub autoscale: Option<Autoscale>,
+    /// The environment variables set from `secrets` files: names only, never a value.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -185,6 +188,7 @@ impl From<runtime::ServiceStatus> for Service {
             rollout: None,
             drift: None,
             autoscale: None,
+            secrets: Vec::new(),
             replicas: s
                 .replicas
                 .into_iter()

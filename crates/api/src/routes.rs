@@ -107,6 +107,11 @@ async fn status(State(s): State<Arc<AppState>>) -> Json<json::Status> {
             .map(|svc| {
                 let mut j = json::Service::from(svc);
                 j.drift = s.rollouts.drift(&j.name);
+                j.secrets = s
+                    .supervisor
+                    .service_spec(&j.name)
+                    .map(|spec| spec.secrets.keys().cloned().collect())
+                    .unwrap_or_default();
                 j.rollout = s
                     .rollouts
                     .status(&j.name)

@@ -203,7 +203,12 @@ async fn start_and_check(
     drop(group);
     drop(child);
     checked.map_err(|why| {
-        let tail = tail_lines(&log, 5);
+        // The scratch replica ran with the service's secrets.
+        let redactor = runtime::Redactor::of(&scratch_svc);
+        let tail: Vec<String> = tail_lines(&log, 5)
+            .iter()
+            .map(|l| redactor.text(l))
+            .collect();
         Error::Drill(if tail.is_empty() {
             why
         } else {

@@ -32,6 +32,9 @@ pub(crate) async fn run(
 
 async fn attempt(hook: &Hook, service: Option<&str>, host: &dyn Host) -> Result<(), String> {
     let bulwark = host.bulwark();
+    // A hook in a service's context runs with its secrets: its output, quoted in the
+    // failure, is redacted as the service's own output is.
+    let mut redactor: std::sync::Arc<runtime::Redactor> = Default::default();
     let cmd = match service {
         Some(name) => {
             let (svc, port) = host
@@ -48,6 +51,7 @@ async fn attempt(hook: &Hook, service: Option<&str>, host: &dyn Host) -> Result<
                 port: port.unwrap_or(0),
                 bulwark: &bulwark,
             };
+            redactor = runtime::Redactor::of(&svc);
             runtime::command(&svc, &hook.run, &id).map_err(|e| e.to_string())?
         }
         None => plain(&hook.run, &bulwark)?,
@@ -56,6 +60,7 @@ async fn attempt(hook: &Hook, service: Option<&str>, host: &dyn Host) -> Result<
         .await
         .map_err(|e| format!("cannot start {:?}: {e}", hook.run[0]))?
         .passed(hook.timeout)
+        .map_err(|e| redactor.text(&e))
 }
 
 /// A command outside any service (backups of bulwark's own state).

@@ -260,6 +260,13 @@ fn print_status(status: &api::json::Status) {
         if let Some(d) = &s.drift {
             outln!("{:<16} differs from the stack file: {d}", "");
         }
+        if !s.secrets.is_empty() {
+            outln!(
+                "{:<16} secrets: {} (values hidden)",
+                "",
+                s.secrets.join(", ")
+            );
+        }
         if let Some(a) = &s.autoscale {
             outln!("{:<16} {}", "", crate::remedy_cmd::autoscale_line(a));
         }

@@ -60,6 +60,15 @@ fn autoscale_of(stack: &spec::Stack) -> Vec<(String, Option<spec::Autoscale>)> {
         .collect()
 }
 
+/// Reads the stack file on the blocking pool: it reads `env_files`, `secrets` and
+/// fallback bodies too, and must not stall a runtime worker on a slow disk.
+async fn load(file: &std::path::Path) -> Result<spec::Loaded, spec::Errors> {
+    let file = file.to_owned();
+    tokio::task::spawn_blocking(move || spec::load_with_warnings(&file))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 /// Reads the stack file again and applies it; on a bad file nothing changes and the
 /// diagnostics come back.
 #[allow(clippy::too_many_arguments)]
@@ -73,8 +82,7 @@ async fn reload(
     experiments: &[spec::Experiment],
     repair: &mut Repair,
 ) -> Result<Vec<String>, String> {
-    let spec::Loaded { stack, warnings } =
-        spec::load_with_warnings(file).map_err(|e| e.to_string())?;
+    let spec::Loaded { stack, warnings } = load(file).await.map_err(|e| e.to_string())?;
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -149,7 +157,7 @@ fn eval_every(stack: &spec::Stack) -> Duration {
 // Long on purpose: the wiring of `bulwark up`, in the order the layers must start.
 #[allow(clippy::too_many_lines)]
 pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let stack = match spec::load_with_warnings(&args.file) {
+    let stack = match load(&args.file).await {
         Ok(spec::Loaded { stack, warnings }) => {
             for w in warnings {
                 eprintln!("{w}");

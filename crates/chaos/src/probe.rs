@@ -100,28 +100,29 @@ fn client() -> &'static HttpClient {
 
 async fn http(url: &http::Uri, status: u16, timeout: Duration) -> Result<(), String> {
     use http_body_util::BodyExt;
+    let shown = spec::redacted_url(url);
     let attempt = async {
         let res = client()
             .get(url.clone())
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("GET {shown}: {e}"))?;
         let got = res.status().as_u16();
         // The body is read (bounded) so that the answer is whole, as a client needs it.
         http_body_util::Limited::new(res.into_body(), BODY_LIMIT)
             .collect()
             .await
-            .map_err(|e| format!("GET {url}: the body: {e}"))?;
+            .map_err(|e| format!("GET {shown}: the body: {e}"))?;
         if got == status {
             Ok(())
         } else {
-            Err(format!("GET {url} answered {got}, expected {status}"))
+            Err(format!("GET {shown} answered {got}, expected {status}"))
         }
     };
     tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or_else(|_| {
             Err(format!(
-                "GET {url}: no answer within {}",
+                "GET {shown}: no answer within {}",
                 humantime::format_duration(timeout)
             ))
         })

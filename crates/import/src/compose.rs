@@ -368,7 +368,11 @@ fn top_level_reason(key: &str) -> &'static str {
         "networks" => {
             "replicas share the host's network; services reach each other through their expose addresses"
         }
-        "secrets" | "configs" => {
+        "secrets" => {
+            "bulwark runs commands on the host, where the files already are; to pass one as an \
+             environment variable, use a service's `secrets = { NAME = \"FILE\" }`"
+        }
+        "configs" => {
             "bulwark runs commands on the host, where the files already are; put values in `env`"
         }
         "include" => "import each included file on its own",
@@ -388,7 +392,7 @@ fn service_reason(key: &str) -> &'static str {
         | "dns_search" | "dns_opt" | "links" | "external_links" | "mac_address" => {
             "replicas share the host's network; services reach each other through their expose addresses"
         }
-        "env_file" => "bulwark reads no env files; copy the variables into `env`",
+        "env_file" => "list the files in `env_files` (paths relative to the stack file)",
         "user" | "group_add" | "cap_add" | "cap_drop" | "privileged" | "security_opt"
         | "read_only" | "userns_mode" | "devices" | "sysctls" | "ulimits" | "init" | "ipc"
         | "pid" | "platform" | "pull_policy" | "runtime" | "shm_size" | "cgroup"
@@ -404,7 +408,11 @@ fn service_reason(key: &str) -> &'static str {
         "labels" | "annotations" => "a stack file has no labels",
         "logging" => "replica output goes to bulwark's stdout and `bulwark logs`",
         "profiles" => "every imported service is in the stack",
-        "secrets" | "configs" => {
+        "secrets" => {
+            "bulwark runs commands on the host, where the files already are; to pass one as an \
+             environment variable, use a service's `secrets = { NAME = \"FILE\" }`"
+        }
+        "configs" => {
             "bulwark runs commands on the host, where the files already are; put values in `env`"
         }
         k if k.starts_with("x-") => "an extension field",

@@ -158,13 +158,15 @@ async fn webhook(
         multiplier: 2.0,
         jitter: 0.2,
     };
+    // Credentials in the URL (userinfo, a `?token=`) stay out of the logs.
+    let shown = spec::redacted_url(url);
     for attempt in 0..attempts.max(1) {
         let req = http::Request::post(url.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::USER_AGENT, "bulwark-alerts")
             .body(Full::new(body.clone()));
         let Ok(req) = req else {
-            tracing::error!(%url, "bad webhook URL");
+            tracing::error!(url = %shown, "bad webhook URL");
             return;
         };
         let outcome = tokio::time::timeout(timeout, async {
@@ -182,12 +184,12 @@ async fn webhook(
         match outcome {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(%url, attempt = attempt + 1, error = %e, "alert webhook failed");
+                tracing::warn!(url = %shown, attempt = attempt + 1, error = %e, "alert webhook failed");
                 tokio::time::sleep(backoff.delay(attempt, rand::random::<f64>())).await;
             }
         }
     }
-    tracing::error!(%url, attempts, "alert webhook gave up on this notification");
+    tracing::error!(url = %shown, attempts, "alert webhook gave up on this notification");
 }
 
 /// Output of an exec sink kept for the log when it fails.

@@ -311,6 +311,8 @@ async fn webhook(
         .header(http::header::USER_AGENT, "bulwark-remediation")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad webhook request: {e}"))?;
+    // Reported in events, the journal and `bulwark actions`: without credentials.
+    let url = spec::redacted_url(url);
     match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => Err(format!(
             "{url} did not answer within {}",

@@ -51,13 +51,21 @@ struct Running {
     task: JoinHandle<()>,
 }
 
-/// A stable fingerprint of what a revision's processes run.
+/// A stable fingerprint of what a revision's processes run. Secrets count by name only
+/// (their `Debug`): the fingerprint is journalled, and a hash of a short secret could be
+/// brute-forced from it. A changed secret value still rolls out on reload, which compares
+/// the settings themselves.
 fn fingerprint(s: &spec::Service) -> String {
     let text = format!(
-        "{:?}{:?}{:?}{:?}{:?}{:?}",
-        s.run, s.env, s.cwd, s.startup, s.liveness, s.readiness
+        "{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+        s.run, s.env, s.secrets, s.cwd, s.startup, s.liveness, s.readiness
     );
     format!("{:016x}", policy::hash_bytes(text.as_bytes()))
+}
+
+/// Whether two settings run the same processes, secret values included (in memory only).
+fn same_processes(a: &spec::Service, b: &spec::Service) -> bool {
+    fingerprint(a) == fingerprint(b) && a.secrets == b.secrets
 }
 
 impl Rollouts {
@@ -204,7 +212,7 @@ impl Rollouts {
             .sup
             .service_spec(&svc.name)
             .ok_or_else(|| Error::UnknownService(svc.name.clone()))?;
-        if fingerprint(&running) == fingerprint(svc) {
+        if same_processes(&running, svc) {
             return Err(Error::Unchanged {
                 service: svc.name.clone(),
                 revision: self.inner.sup.revisions(&svc.name).map_or(1, |v| v.stable),
@@ -278,13 +286,14 @@ impl Rollouts {
         let spec = spec::Service {
             run: spec.run.clone(),
             env: spec.env.clone(),
+            secrets: spec.secrets.clone(),
             cwd: spec.cwd.clone(),
             startup: spec.startup.clone(),
             liveness: spec.liveness.clone(),
             readiness: spec.readiness.clone(),
             ..(*current).clone()
         };
-        if fingerprint(&spec) == fingerprint(&current) {
+        if same_processes(&spec, &current) {
             return Err(Error::Unchanged {
                 service: service.into(),
                 revision: target,

@@ -154,6 +154,18 @@ pub fn diff(old: &spec::Service, new: &spec::Service) -> Vec<String> {
             out.push(format!("env.{k}: {a} -> {b}"));
         }
     }
+    // Names only: revision records are journalled and shown by `rollout history`.
+    let names: std::collections::BTreeSet<&String> =
+        old.secrets.keys().chain(new.secrets.keys()).collect();
+    for k in names {
+        let what = match (old.secrets.get(k), new.secrets.get(k)) {
+            (None, Some(_)) => "added",
+            (Some(_), None) => "removed",
+            (Some(a), Some(b)) if a != b => "changed",
+            _ => continue,
+        };
+        out.push(format!("secrets.{k}: {what}"));
+    }
     out
 }
 

@@ -1,6 +1,5 @@
 //! The process driver: spawns a replica in its own process group, signals the group.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -32,9 +31,11 @@ impl Identity<'_> {
     }
 
     /// The service's `env`, with the same substitutions as `run` in each value (so
-    /// `LISTEN = "0.0.0.0:{port}"` is per replica), then bulwark's own variables.
-    pub fn apply_env(&self, cmd: &mut Command, env: &BTreeMap<String, String>) {
-        cmd.envs(env.iter().map(|(k, v)| (k, self.substitute(v))));
+    /// `LISTEN = "0.0.0.0:{port}"` is per replica), its `secrets` as they are, then
+    /// bulwark's own variables.
+    pub fn apply_env(&self, cmd: &mut Command, svc: &spec::Service) {
+        cmd.envs(svc.env.iter().map(|(k, v)| (k, self.substitute(v))));
+        cmd.envs(svc.secrets.iter().map(|(k, v)| (k, v.expose())));
         cmd.env("PORT", self.port.to_string())
             .env("BULWARK_SERVICE", self.service)
             .env("BULWARK_INDEX", self.index.to_string())
@@ -84,7 +85,7 @@ pub fn command(svc: &spec::Service, argv: &[String], id: &Identity<'_>) -> io::R
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
-    id.apply_env(&mut cmd, &svc.env);
+    id.apply_env(&mut cmd, svc);
     if let Some(cwd) = &svc.cwd {
         cmd.current_dir(cwd);
     }

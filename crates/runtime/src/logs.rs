@@ -11,6 +11,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::broadcast;
 
+use crate::Redactor;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     Stdout,
@@ -104,12 +106,14 @@ impl Logs {
         tail
     }
 
-    /// Copies `reader` into the buffer line by line until EOF.
+    /// Copies `reader` into the buffer line by line until EOF, each line redacted by
+    /// `redactor` once it is whole (however many reads it took) and before anyone sees it.
     pub(crate) async fn pump(
         self: Arc<Self>,
         replica: u32,
         stream: Stream,
         reader: impl AsyncRead + Unpin,
+        redactor: Arc<Redactor>,
     ) {
         let mut reader = BufReader::new(reader);
         let mut line = Vec::new();
@@ -134,20 +138,21 @@ impl Logs {
             };
             reader.consume(consumed);
             if complete {
-                self.emit(replica, stream, &mut line);
+                self.emit(replica, stream, &mut line, &redactor);
             }
         }
         if !line.is_empty() {
-            self.emit(replica, stream, &mut line);
+            self.emit(replica, stream, &mut line, &redactor);
         }
     }
 
-    fn emit(&self, replica: u32, stream: Stream, line: &mut Vec<u8>) {
-        let mut text = String::from_utf8_lossy(line).into_owned();
+    fn emit(&self, replica: u32, stream: Stream, line: &mut Vec<u8>, redactor: &Redactor) {
+        let cut = line.len() >= MAX_LINE;
+        let mut text = String::from_utf8_lossy(&redactor.line(line, cut)).into_owned();
         if text.ends_with('\r') {
             text.pop();
         }
-        if line.len() >= MAX_LINE {
+        if cut {
             text.push_str(" [line truncated]");
         }
         line.clear();
@@ -218,7 +223,9 @@ mod tests {
         let logs = Arc::new(Logs::new("web", 3, false));
         let long = "x".repeat(MAX_LINE * 2);
         let input = format!("a\nb\r\n{long}\nlast-no-newline");
-        logs.clone().pump(0, Stream::Stderr, input.as_bytes()).await;
+        logs.clone()
+            .pump(0, Stream::Stderr, input.as_bytes(), Default::default())
+            .await;
         let (lines, _) = logs.subscribe(Some(0));
         assert_eq!(lines.len(), 3, "capacity 3 keeps the newest three");
         assert_eq!(lines[0].text, "b");

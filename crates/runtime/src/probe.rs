@@ -251,7 +251,7 @@ async fn exec(command: &[String], limit: Duration, t: &Target) -> Result<(), Str
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
-    id.apply_env(&mut cmd, &t.service.env);
+    id.apply_env(&mut cmd, &t.service);
     if let Some(cwd) = &t.service.cwd {
         cmd.current_dir(cwd);
     }
@@ -262,13 +262,16 @@ async fn exec(command: &[String], limit: Duration, t: &Target) -> Result<(), Str
         None => Err(format!("exec {program:?}: timed out after {limit:?}")),
         Some(s) if s.success() => Ok(()),
         Some(s) => {
-            let said = String::from_utf8_lossy(if out.stderr.is_empty() {
+            let raw = if out.stderr.is_empty() {
                 &out.stdout
             } else {
                 &out.stderr
-            })
-            .trim()
-            .to_owned();
+            };
+            let said = String::from_utf8_lossy(raw).trim().to_owned();
+            // The probe ran with the service's secrets; what it said becomes an event. Output
+            // cut at the capture bound may end in the first part of a secret.
+            let cut = raw.len() >= EXEC_CAPTURE;
+            let said = crate::Redactor::of(&t.service).text_cut(&said, cut);
             let exit = crate::driver::exit_of(s);
             if said.is_empty() {
                 Err(format!("exec {program:?}: {exit}"))

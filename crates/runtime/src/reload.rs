@@ -173,6 +173,7 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         backoff: _,
         run,
         env,
+        secrets,
         cwd,
         startup,
         liveness,
@@ -180,6 +181,7 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
     } = old;
     *run != new.run
         || *env != new.env
+        || *secrets != new.secrets
         || *cwd != new.cwd
         || *startup != new.startup
         || *liveness != new.liveness
@@ -192,6 +194,7 @@ fn keep_processes(new: &spec::Service, old: &spec::Service) -> spec::Service {
     spec::Service {
         run: old.run.clone(),
         env: old.env.clone(),
+        secrets: old.secrets.clone(),
         cwd: old.cwd.clone(),
         startup: old.startup.clone(),
         liveness: old.liveness.clone(),

@@ -185,11 +185,17 @@ impl Task {
         let load = Arc::new(Load::default());
         let started = Instant::now();
         self.h.started(pid, port, load.clone());
+        // The secrets this incarnation was started with, whatever a reload changes later.
+        let redactor = crate::Redactor::of(&self.svc);
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(self.logs.clone().pump(index, Stream::Stdout, out));
+            let pump = self
+                .logs
+                .clone()
+                .pump(index, Stream::Stdout, out, redactor.clone());
+            tokio::spawn(pump);
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(self.logs.clone().pump(index, Stream::Stderr, err));
+            tokio::spawn(self.logs.clone().pump(index, Stream::Stderr, err, redactor));
         }
         let (tx, reports) = mpsc::channel(16);
         let target = Arc::new(Target {

@@ -72,9 +72,10 @@ pub fn load_with_warnings(path: &Path) -> Result<Loaded, Errors> {
 
 /// Validates source text; `path` is used for messages and to resolve relative `cwd`.
 ///
-/// Does not touch the file system: a relative `cwd` is joined onto `path`'s directory
-/// as written, so with a relative `path` it stays relative to the current directory —
-/// which is where that relative `path` points from, too.
+/// Reads only the files the stack names to be read at load (`env_files`, `secrets`, a
+/// fallback's `body_file`, all bounded): call it off async workers. A relative `cwd` is
+/// joined onto `path`'s directory as written, so with a relative `path` it stays relative
+/// to the current directory — which is where that relative `path` points from, too.
 pub fn parse(source: &str, path: &Path) -> Result<Stack, Errors> {
     parse_with_warnings(source, path).map(|l| l.stack)
 }

@@ -24,6 +24,7 @@ mod restart;
 mod roles;
 mod rollout;
 mod schema;
+mod secrets;
 mod slo;
 mod tcp_tls;
 mod tls;

@@ -291,7 +291,7 @@ configs: {conf: {file: ./conf}}
         "x-common: not carried over: an extension field",
         "volumes: not carried over: bulwark runs commands on the host, where the files already are; volumes come with containers",
         "networks: not carried over: replicas share the host's network; services reach each other through their expose addresses",
-        "secrets: not carried over: bulwark runs commands on the host, where the files already are; put values in `env`",
+        "secrets: not carried over: bulwark runs commands on the host, where the files already are; to pass one as an environment variable, use a service's `secrets = { NAME = \"FILE\" }`",
         "configs: not carried over: bulwark runs commands on the host, where the files already are; put values in `env`",
         "services.web.image: not carried over: bulwark runs commands on the host; containers come later",
         "services.web.command: the image's ENTRYPOINT, if it has one, is not known to bulwark: `command` runs as the whole command line",

@@ -12,6 +12,7 @@ mod backup;
 pub(crate) mod chaos;
 mod degrade;
 mod deps;
+mod env;
 mod expose;
 mod probe;
 mod remedy;

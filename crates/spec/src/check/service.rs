@@ -1,6 +1,5 @@
 //! `[services.NAME]`: one service, its restart rules and environment.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -81,6 +80,7 @@ pub(super) fn service(
             ),
         );
     }
+    let (env, secrets) = super::env::environment(raw, base_dir, p);
     Checked {
         route_targets,
         sni,
@@ -91,7 +91,8 @@ pub(super) fn service(
             replicas: raw.replicas.get().unwrap_or(1),
             restart: raw.restart.get().unwrap_or(crate::RestartPolicy::Always),
             restart_rules,
-            env: env(&raw.env, p),
+            env,
+            secrets,
             cwd: raw.cwd.given().map(|c| base_dir.join(c.get_ref())),
             stop_signal: raw.stop_signal.get().unwrap_or(crate::Signal::SIGTERM),
             stop_grace: raw.stop_grace.get().unwrap_or_default(),
@@ -125,34 +126,6 @@ fn valid_service_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// Names must be non-empty and hold neither `=` nor NUL; values must not hold NUL.
-fn env(
-    field: &Field<Vec<(Spanned<String>, Spanned<String>)>>,
-    p: &mut Problems,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (name, value) in field.value().into_iter().flatten() {
-        let n = name.get_ref();
-        if n.is_empty() || n.contains(['=', '\0']) {
-            p.push(
-                name.span(),
-                format!(
-                    "invalid environment variable name {n:?}: it must be non-empty and \
-                     contain neither `=` nor a NUL character"
-                ),
-            );
-        } else if value.get_ref().contains('\0') {
-            p.push(
-                value.span(),
-                format!("`env.{n}` must not contain a NUL character"),
-            );
-        } else {
-            out.insert(n.clone(), value.get_ref().clone());
-        }
-    }
-    out
 }
 
 /// Invariant: `initial <= max`.

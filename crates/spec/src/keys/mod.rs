@@ -163,6 +163,20 @@ section! {
         /// Environment variables (strings, with the substitutions of `run`). Replicas also
         /// get `PORT`, `BULWARK_SERVICE`, `BULWARK_INDEX` and `BULWARK_REPLICA`.
         env: Vec<(Spanned<String>, Spanned<String>)> = map("NAME", string().quote_hint()), Optional("");
+        /// Files of environment variables in dotenv format (`KEY=VALUE` lines, `#` comments,
+        /// an optional `export`, values optionally in quotes), relative to the stack file's
+        /// directory and read when the stack is loaded (`up`, `reload`, `check`). Later
+        /// files win over earlier ones, and `env` over them all.
+        env_files: Vec<Spanned<String>> = list(spanned(text("a file path", directory))), Optional("");
+        /// Secret environment variables: `NAME = "FILE"` (relative to the stack file's
+        /// directory). The value is the file's content without its trailing newlines, read
+        /// when the stack is loaded; the file must be a regular file of at most 64 KiB that
+        /// only its owner can read (`chmod 600`). A value is never shown: the API and
+        /// `bulwark status` give names only, and where bulwark echoes a replica's output
+        /// (`bulwark logs`, `up`'s own output, events) every secret of the service of 4
+        /// bytes or more is replaced by `***`.
+        secrets: Vec<(Spanned<String>, Spanned<String>)> =
+            map("NAME", text("a file path", directory)), Optional("");
         /// The working directory, relative to the stack file's directory.
         cwd: String = text("a directory path", directory), Optional("bulwark's own");
         /// The signal that asks a replica to stop, sent to its process group (then SIGCONT,

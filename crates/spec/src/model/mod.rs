@@ -20,6 +20,8 @@ pub use degrade::*;
 pub use rollout::*;
 mod remedy;
 pub use remedy::*;
+mod secret;
+pub use secret::*;
 
 pub use crate::keys::{
     Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule, Retries,
@@ -75,8 +77,12 @@ pub struct Service {
     pub restart: RestartPolicy,
     /// Evaluated in order before `restart`; the first rule that matches an exit code wins.
     pub restart_rules: Vec<RestartRule>,
-    /// Environment variables set for the replica, on top of bulwark's own environment.
+    /// Environment variables set for the replica, on top of bulwark's own environment:
+    /// `env_files` in order, then `env`.
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values came from `secrets` files; no name is also in
+    /// `env`. Never shown: see [`Secret`].
+    pub secrets: BTreeMap<String, Secret>,
     /// Working directory, resolved against the stack file's directory.
     pub cwd: Option<PathBuf>,
     /// The signal that asks a replica to stop.

@@ -23,7 +23,7 @@ services:
     .lacks("FROM_SHELL")
     .note("compose.yaml: services.s.environment.FROM_SHELL: not carried over: `FROM_SHELL` has no value: Compose takes it from the shell it runs in; each replica inherits it from bulwark's environment instead")
     .note("compose.yaml: services.s.environment.NESTED: not carried over: expected a string, found a mapping")
-    .note("compose.yaml: services.s.env_file: not carried over: bulwark reads no env files; copy the variables into `env`");
+    .note("compose.yaml: services.s.env_file: not carried over: list the files in `env_files` (paths relative to the stack file)");
     import("services:\n  s:\n    command: run\n    restart: always\n    environment: [A=1=2, B, 7, \"=x\"]\n")
         .has("A = \"1=2\"")
         .note("compose.yaml: services.s.environment[1]: not carried over: `B` has no value: Compose takes it from the shell it runs in; each replica inherits it from bulwark's environment instead")
