@@ -10,6 +10,7 @@ mod chaos;
 mod check;
 mod completions;
 mod degrade;
+mod ext_auth;
 mod faults;
 mod hardening_api;
 mod hardening_proxy;

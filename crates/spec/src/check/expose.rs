@@ -26,7 +26,7 @@ const HTTP_ONLY: [&str; 6] = [
     "slow_start",
 ];
 /// Tables of `[expose]` that only mean something for HTTP.
-const HTTP_ONLY_TABLES: [&str; 7] = [
+const HTTP_ONLY_TABLES: [&str; 8] = [
     "retries",
     "hedge",
     "outlier",
@@ -34,6 +34,7 @@ const HTTP_ONLY_TABLES: [&str; 7] = [
     "rate_limit",
     "tls",
     "upstream_tls",
+    "auth",
 ];
 
 /// The expose settings, its listen address and its routes' targets (checked by the caller
@@ -147,6 +148,7 @@ fn policies(
         // Built by `expose`, which knows the stack file's directory.
         tls: None,
         upstream_tls: None,
+        auth: optional(raw.auth.given().map(|a| a.get_ref().build()))?,
     })
 }
 
