@@ -85,6 +85,22 @@ duration = "1s"
     );
     assert_eq!(rule["target"], target, "{rule}");
 
+    // For people: one line each, with the target, outcome, cause and why.
+    let out = stack.cli(&["audit"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.contains("bulwark")
+            && l.contains(&format!("restart     {target} scheduled: "))
+            && l.contains("signal 9")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!("remediation {target} "))
+                && l.contains(" by rule note-exit: ")),
+        "{text}"
+    );
+
     // A chaos experiment: its start and its end, by the experiment.
     stack.wait_ready("web", 2);
     let out = stack.cli(&["chaos", "run", "kill-one"]);

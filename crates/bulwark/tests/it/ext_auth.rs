@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 /// An auth server on 127.0.0.1: `Bearer good` → 200 with `X-User: alice`; `Bearer stall`
-/// → no answer for 30 s; `Bearer broken` → 500; anything else → 403 with a body and a
+/// → no answer for 30 s; `Bearer broken` → 500; `Bearer huge` → a 403 of 100 000 bytes
+/// (over the proxy's bound); anything else → 403 with a body and a
 /// header of its own. It keeps the head of every request it was asked.
 struct AuthServer {
     url: String,
@@ -61,8 +62,15 @@ fn serve(conn: TcpStream, log: &Mutex<Vec<String>>) {
             head.push_str(&line.to_ascii_lowercase());
         }
         log.lock().unwrap().push(head.clone());
+        let huge;
         let answer = if head.contains("authorization: bearer good") {
             "HTTP/1.1 200 OK\r\nX-User: alice\r\nContent-Length: 0\r\n\r\n"
+        } else if head.contains("authorization: bearer huge") {
+            huge = format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Length: 100000\r\n\r\n{}",
+                "x".repeat(100_000)
+            );
+            huge.as_str()
         } else if head.contains("authorization: bearer stall") {
             std::thread::sleep(Duration::from_secs(30));
             return;
@@ -174,6 +182,14 @@ fn the_auth_service_allows_or_denies_and_its_failures_and_stalls_fail_closed() {
     assert_eq!(code, 503, "{res}");
     assert!(res.contains("authorization unavailable"), "{res}");
 
+    // An answer over the bound (64 KiB) is no decision either.
+    let (code, res) = ask(proxy, "/", "Authorization: Bearer huge\r\n");
+    assert_eq!(code, 503, "{}", &res[..200.min(res.len())]);
+    assert!(
+        !res.contains("xxxx"),
+        "the oversized answer is not passed on"
+    );
+
     // A stall is cut at the timeout (300 ms), well before the request's own 15 s.
     let began = Instant::now();
     let (code, res) = ask(proxy, "/", "Authorization: Bearer stall\r\n");
@@ -183,7 +199,7 @@ fn the_auth_service_allows_or_denies_and_its_failures_and_stalls_fail_closed() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    assert_eq!(policy_events(&stack, "web", "auth_unavailable"), 2.0);
+    assert_eq!(policy_events(&stack, "web", "auth_unavailable"), 3.0);
 }
 
 #[test]
