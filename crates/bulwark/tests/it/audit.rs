@@ -200,3 +200,25 @@ max_ejection_percent = 100
     );
     assert_eq!(text.lines().count(), audit(&stack).len());
 }
+
+#[test]
+fn a_restart_for_a_failed_liveness_probe_says_so() {
+    let port = free_port();
+    let stack = Stack::start(&crate::proxy::demo_stack(port, 1));
+    let web = stack.wait_ready("web", 1);
+    let replica = &replicas_in(&web)[0];
+    let own: SocketAddr = format!("127.0.0.1:{}", replica["port"]).parse().unwrap();
+    assert_eq!(get(own, "/fault/hang").0, 200);
+    let target = format!("web/{}", replica["index"]);
+    let restart = action_record(&stack, "restart", |r| r["target"] == target);
+    assert!(
+        restart["detail"].as_str().unwrap().contains("liveness"),
+        "{restart}"
+    );
+    // The stop that came before it, with the same reason.
+    let stop = action_record(&stack, "stop", |r| r["target"] == target);
+    assert!(
+        stop["detail"].as_str().unwrap().contains("liveness"),
+        "{stop}"
+    );
+}
