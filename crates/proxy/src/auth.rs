@@ -6,7 +6,8 @@
 //! of the code path.
 //!
 //! Everything is bounded: the whole check (connection, answer, body) by `timeout` and by
-//! the request's own deadline; the auth answer's body by [`MAX_BODY`].
+//! the request's own deadline; the auth answer's body by [`MAX_BODY`]; the checks in
+//! flight by `limits.max_inflight` (one more is no decision, as an auth service down).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,6 +39,9 @@ pub(crate) struct AuthCheck {
     cfg: spec::Auth,
     on_error: OnError,
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// Checks in flight at most (`limits.max_inflight`: the check runs before the
+    /// bulkhead, so it has a bound of its own); past it, no decision.
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// What the check decided for a request.
@@ -56,7 +60,7 @@ struct Answered {
 }
 
 impl AuthCheck {
-    pub(crate) fn new(cfg: &spec::Auth) -> AuthCheck {
+    pub(crate) fn new(cfg: &spec::Auth, max_in_flight: u32) -> AuthCheck {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(cfg.timeout));
         http.set_nodelay(true);
@@ -70,6 +74,7 @@ impl AuthCheck {
             },
             cfg: cfg.clone(),
             client,
+            in_flight: tokio::sync::Semaphore::new(max_in_flight.max(1) as usize),
         }
     }
 
@@ -87,7 +92,10 @@ impl AuthCheck {
         metrics: &ServiceMetrics,
     ) -> Verdict {
         let until = (Instant::now() + self.cfg.timeout).min(deadline);
-        let asked = tokio::time::timeout_at(until, self.ask(req, peer)).await;
+        let asked = match self.in_flight.try_acquire() {
+            Ok(_permit) => tokio::time::timeout_at(until, self.ask(req, peer)).await,
+            Err(_) => Ok(Err("too many checks in flight".to_owned())),
+        };
         let (reply, answered) = match asked {
             Ok(Ok(a)) => (AuthReply::Status(a.status.as_u16()), Some(a)),
             Ok(Err(why)) => {

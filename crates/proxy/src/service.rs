@@ -169,7 +169,10 @@ impl ServicePolicy {
             }),
             fallback: expose.fallback.as_ref().map(crate::fallback::Fallback::new),
             upstream: crate::upstream_tls::Upstream::new(&expose),
-            auth: expose.auth.as_ref().map(crate::auth::AuthCheck::new),
+            auth: expose
+                .auth
+                .as_ref()
+                .map(|a| crate::auth::AuthCheck::new(a, expose.limits.max_inflight)),
             expose,
         }
     }

@@ -244,3 +244,39 @@ fn an_auth_service_that_is_down_fails_closed_by_default_and_open_where_declared(
     assert_eq!(policy_events(&stack, "open", "auth_failed_open"), 1.0);
     assert_eq!(policy_events(&stack, "open", "auth_unavailable"), 0.0);
 }
+
+#[test]
+fn checks_in_flight_are_bounded_and_one_more_is_no_decision() {
+    let auth = AuthServer::start();
+    let port = free_port();
+    let toml = Demo::new("web")
+        .expose(port)
+        .with(&format!(
+            "[services.web.expose.limits]\nmax_inflight = 1\n\
+             [services.web.expose.auth]\nurl = \"{}\"\ntimeout = \"3s\"\n",
+            auth.url
+        ))
+        .build();
+    let stack = Stack::start(&toml);
+    stack.wait_ready("web", 1);
+    let proxy = addr(port);
+    // One check stalls, holding the only place…
+    let stalled = std::thread::spawn(move || ask(proxy, "/", "Authorization: Bearer stall\r\n"));
+    eventually("the stalled check asked", Duration::from_secs(10), || {
+        (!auth.asked_with("bearer stall").is_empty()).then_some(())
+    });
+    // …so the next is not asked at all: fail closed, at once.
+    let began = Instant::now();
+    let (code, res) = ask(proxy, "/", "Authorization: Bearer good\r\n");
+    assert_eq!(code, 503, "{res}");
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(auth.asked_with("bearer good").is_empty());
+    assert_eq!(stalled.join().unwrap().0, 503, "the stall timed out");
+    // The place is free again.
+    assert_eq!(ask(proxy, "/", "Authorization: Bearer good\r\n").0, 200);
+    assert_eq!(policy_events(&stack, "web", "auth_unavailable"), 2.0);
+}

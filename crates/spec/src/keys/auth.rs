@@ -13,9 +13,10 @@ section! {
     /// Ask an HTTP endpoint before forwarding each request: it gets a GET with the
     /// client's `forward_headers` and the request's method, URI, host and address
     /// (`X-Forwarded-Method`, `X-Forwarded-Uri`, `X-Forwarded-Host`, `X-Forwarded-For`).
-    /// A 2xx lets the request through; a 5xx, no answer within `timeout`, or an answer
-    /// over 64 KiB is a failure that `on_error` decides; any other answer (401, 403, a
-    /// redirect to a login page) goes to the client as the auth service gave it.
+    /// A 2xx lets the request through; a 5xx, no answer within `timeout`, an answer over
+    /// 64 KiB, or more than `limits.max_inflight` checks at once is a failure that
+    /// `on_error` decides; any other answer (401, 403, a redirect to a login page) goes to
+    /// the client as the auth service gave it.
     pub(crate) struct AuthTable => #[derive(Debug, Clone, PartialEq)] pub struct Auth {
         /// The auth endpoint (plain HTTP: another service of the stack, or a local
         /// sidecar).
