@@ -106,10 +106,13 @@ pub enum Command {
         cmd: SwitchCmd,
     },
     /// The audit log: every API call that changed something, or was refused for its token,
-    /// with who made it (admin). --json prints one JSON object per line, for a SIEM.
+    /// with who made it, and every action bulwark took by itself (admin). --json prints one
+    /// JSON object per line, --cef one Common Event Format line per record, for a SIEM.
     Audit {
         #[arg(long)]
         json: bool,
+        #[arg(long, conflicts_with = "json")]
+        cef: bool,
         /// Only records after this id.
         #[arg(long, default_value_t = 0)]
         after: u64,

@@ -136,7 +136,12 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         }
         Command::Switch { cmd } => switch(&client, cmd).await?,
         Command::Token { cmd } => token(&client, cmd).await?,
-        Command::Audit { json, after, limit } => {
+        Command::Audit {
+            json,
+            cef,
+            after,
+            limit,
+        } => {
             let body = client
                 .get(&format!("/v1/audit?after={after}&limit={limit}"))
                 .await?;
@@ -144,17 +149,10 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             for r in records {
                 if json {
                     outln!("{}", serde_json::to_string(&r)?);
+                } else if cef {
+                    outln!("{}", r.cef(env!("CARGO_PKG_VERSION")));
                 } else {
-                    outln!(
-                        "{:>6} {} {:<12} {:<6} {} {} {}",
-                        r.id,
-                        r.at,
-                        r.who,
-                        r.method,
-                        r.path,
-                        r.status,
-                        r.outcome
-                    );
+                    outln!("{}", audit_line(&r));
                 }
             }
         }
@@ -618,4 +616,28 @@ fn print_incidents(v: &api::json::Incidents) {
     outln!(
         "MTTD: fault start to detection; MTTR: detection to resolution; availability: time outside incidents."
     );
+}
+
+/// One audit record for people: a call's method, path and status, or an action's target,
+/// cause and detail.
+fn audit_line(r: &api::audit::Record) -> String {
+    let head = format!("{:>6} {} {:<12}", r.id, r.at, r.who);
+    match &r.action {
+        None => format!(
+            "{head} {:<6} {} {} {}",
+            r.method, r.path, r.status, r.outcome
+        ),
+        Some(action) => format!(
+            "{head} {action:<11} {} {}{}{}",
+            r.target.as_deref().unwrap_or("-"),
+            r.outcome,
+            r.by.as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            r.detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default(),
+        ),
+    }
 }

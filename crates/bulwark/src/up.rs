@@ -205,6 +205,9 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let rollout_store = journal_store.clone();
     let switch_store = journal_store.clone();
     let audit = Arc::new(api::audit::Audit::new(Some(journal_store.clone())));
+    // bulwark's own actions (restarts, ejections, remediations, chaos...) from the bus.
+    let own_actions = api::audit::actions::Follower::start(&bus, audit.clone());
+    let audit_log = audit.clone();
     let tokens = {
         let store = journal_store.clone();
         // Reads the journal: off the async workers.
@@ -476,6 +479,8 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let mut written = journal_watermark;
     let _ = tokio::time::timeout(Duration::from_secs(5), written.wait_for(|p| *p >= last)).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), journal_handle.flush()).await;
+    own_actions.finish(last, Duration::from_secs(2)).await;
+    audit_log.flush(Duration::from_secs(5)).await;
     // Followers of event or log streams would keep the API open forever: cut them off.
     let _ = tokio::time::timeout(Duration::from_secs(1), api_task).await;
     let _ = std::fs::remove_file(state_dir.join(api::state_dir::ADDR_FILE));

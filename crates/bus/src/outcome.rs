@@ -33,6 +33,11 @@ pub enum LocalReason {
     Injected,
     /// The client's request was malformed (4xx).
     BadRequest,
+    /// The external authorization check said no; its answer went to the client.
+    AuthDenied,
+    /// The external authorization check could not decide and the service fails closed
+    /// (503).
+    AuthUnavailable,
 }
 
 /// Receives request outcomes on the proxy's hot path: implementations must be cheap

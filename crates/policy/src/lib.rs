@@ -12,6 +12,8 @@
 //! - failure handling: [`OutlierDetector`], [`CircuitBreaker`], [`RetryBudget`],
 //!   [`LatencyWindow`] (hedging), [`ConcurrencyLimit`] (bulkheads);
 //! - rate limits: [`TokenBucket`], [`KeyedBuckets`];
+//! - external authorization: [`decide_auth`] (an [`AuthReply`] and [`OnError`] to an
+//!   [`AuthDecision`]: fail open or fail closed);
 //! - backups: [`retain`], restic's `forget` keep policy ([`Keep`], [`Candidate`],
 //!   [`Decision`], [`Reason`]), whose calendar arithmetic is jiff's;
 //! - chaos experiments ([`chaos`]): targets, the monkey's clock, abort streaks;
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod auth;
 pub mod autoscale;
 mod backoff;
 mod breaker;
@@ -46,6 +49,7 @@ mod threshold;
 pub mod trend;
 mod window;
 
+pub use auth::{AuthDecision, AuthReply, OnError, decide as decide_auth};
 pub use backoff::{Backoff, CrashLoop, RestartDecision};
 pub use breaker::{
     BreakerConfig, BreakerEvent, BreakerState, CircuitBreaker, FailureRatio, Permit, Rejected,

@@ -169,10 +169,19 @@ impl ServiceProxy {
                 return Ok((res, Some(LocalReason::RateLimited)));
             }
         }
+        let deadline = after(began, cfg.timeouts.request);
+        // The external check comes after the local rate limit (a flood is refused before
+        // it reaches the auth service) and before the body is read or a permit taken (a
+        // request refused holds nothing).
+        if let Some(auth) = &policy.auth {
+            match auth.check(&req, peer, deadline, &self.metrics).await {
+                crate::auth::Verdict::Forward(set) => auth.apply(req.headers_mut(), set),
+                crate::auth::Verdict::Answer(res, why) => return Ok((res, Some(why))),
+            }
+        }
         // The replayable body is read before a bulkhead permit is taken, within the
         // request deadline: a client that stalls its body holds no shared capacity, and
         // gets 408.
-        let deadline = after(began, cfg.timeouts.request);
         let req = match read_body(req, cfg.retries.max_body, deadline).await {
             Ok(req) => req,
             Err((status, msg, version)) => {

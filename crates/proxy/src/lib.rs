@@ -8,12 +8,14 @@
 //! and reports ejections as events (and restart wishes on a channel) instead of acting.
 //!
 //! Life of a request: accept (connection limit) → fault injection → rate limit →
+//! external authorization (`[expose.auth]`, fail closed or open as declared) →
 //! bulkhead (in-flight limit, bounded queue) → route (header match, weighted split) →
 //! pick a replica (balancer; ejected replicas and open breakers skipped unless in panic
 //! mode) → forward on a connection from its pool (`pool.rs`) (per-try timeout, hedging) → on a retriable
 //! failure, within the budget and the deadline, back off and try another replica →
 //! stream the response back; record the result for passive health.
 
+mod auth;
 mod body;
 mod conn;
 pub mod edge;

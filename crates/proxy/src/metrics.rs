@@ -128,7 +128,7 @@ impl ProxyMetrics {
         );
         registry.register(
             "bulwark_proxy_policy_events",
-            "Policy decisions: retry budget exhausted, ejections, rate-limited, shed, injected faults, hedges, gRPC failures, failed TLS handshakes, TLS hellos that named no service (sni_unclaimed) or did not arrive whole (tls_hello_failed), under the listener's address",
+            "Policy decisions: retry budget exhausted, ejections, rate-limited, shed, injected faults, hedges, gRPC failures, failed TLS handshakes, TLS hellos that named no service (sni_unclaimed) or did not arrive whole (tls_hello_failed), under the listener's address, external authorization denied, unavailable (fail closed) or failed open",
             m.events.clone(),
         );
         m
@@ -225,6 +225,9 @@ impl ProxyMetrics {
             hedges: event("hedge"),
             grpc_failures: event("grpc_failure"),
             tls_failed: event("tls_handshake_failed"),
+            auth_denied: event("auth_denied"),
+            auth_unavailable: event("auth_unavailable"),
+            auth_failed_open: event("auth_failed_open"),
             fallback_static: self.fallback(service, "static"),
             fallback_service: self.fallback(service, "service"),
             fallback_stale: self.fallback(service, "stale"),
@@ -256,6 +259,12 @@ pub(crate) struct ServiceMetrics {
     /// TLS handshakes that failed or did not finish within `timeouts.header_read` (a
     /// connection closed before any handshake, as by a TCP health check, counts too).
     pub tls_failed: Counter,
+    /// `[expose.auth]` said no (its answer went to the client).
+    pub auth_denied: Counter,
+    /// `[expose.auth]` did not decide and `on_error = "deny"`: 503 (fail closed).
+    pub auth_unavailable: Counter,
+    /// `[expose.auth]` did not decide and `on_error = "allow"`: forwarded (fail open).
+    pub auth_failed_open: Counter,
     pub fallback_static: Counter,
     pub fallback_service: Counter,
     pub fallback_stale: Counter,

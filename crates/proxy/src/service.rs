@@ -38,6 +38,8 @@ pub(crate) struct ServicePolicy {
     pub fallback: Option<crate::fallback::Fallback>,
     /// How the replicas are reached (`[expose.upstream_tls]`).
     pub upstream: crate::upstream_tls::Upstream,
+    /// `[expose.auth]`, if any: the external authorization check.
+    pub auth: Option<crate::auth::AuthCheck>,
 }
 
 /// Per-replica and per-service mutable policy state. One short lock per pick and per
@@ -167,6 +169,10 @@ impl ServicePolicy {
             }),
             fallback: expose.fallback.as_ref().map(crate::fallback::Fallback::new),
             upstream: crate::upstream_tls::Upstream::new(&expose),
+            auth: expose
+                .auth
+                .as_ref()
+                .map(|a| crate::auth::AuthCheck::new(a, expose.limits.max_inflight)),
             expose,
         }
     }

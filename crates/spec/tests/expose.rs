@@ -479,3 +479,84 @@ fn upstream_tls_needs_a_ca_or_says_it_skips_verification_and_a_key_with_its_cert
             .contains("`server_name` must be a DNS name or an IP address")
     );
 }
+
+#[test]
+fn auth_defaults_fail_closed_and_forward_credentials() {
+    let s = parse(&format!(
+        "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\n\
+         [services.web.expose.auth]\nurl = \"http://127.0.0.1:9002/check?x=1\"\n"
+    ))
+    .unwrap();
+    let a = web_expose(&s).auth.unwrap();
+    assert_eq!(a.url.to_string(), "http://127.0.0.1:9002/check?x=1");
+    assert_eq!(a.timeout, Duration::from_secs(1));
+    assert_eq!(a.forward_headers, ["authorization", "cookie"]);
+    assert!(a.upstream_headers.is_empty());
+    assert_eq!(a.on_error, spec::AuthFailure::Deny);
+    assert!(
+        web_expose(
+            &parse(&format!(
+                "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\n"
+            ))
+            .unwrap()
+        )
+        .auth
+        .is_none()
+    );
+}
+
+#[test]
+fn auth_keys_are_checked_with_the_reason() {
+    let load = |keys: &str| {
+        parse(&format!(
+            "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\n[services.web.expose.auth]\n{keys}"
+        ))
+    };
+    let a = load(
+        "url = \"http://auth.internal:80/\"\ntimeout = \"250ms\"\non_error = \"allow\"\n\
+         forward_headers = [\"Authorization\", \"X-Api-Key\"]\nupstream_headers = [\"X-User\"]\n",
+    )
+    .unwrap();
+    let a = web_expose(&a).auth.unwrap();
+    assert_eq!(a.on_error, spec::AuthFailure::Allow);
+    assert_eq!(a.forward_headers, ["authorization", "x-api-key"]);
+    assert_eq!(a.upstream_headers, ["x-user"]);
+    assert_eq!(a.timeout, Duration::from_millis(250));
+    for (keys, error) in [
+        (
+            "timeout = \"1s\"\n",
+            "stack.toml:9:1: error: missing required field `url` in [services.web.expose.auth]; \
+             for example url = \"http://127.0.0.1:9001/check\"",
+        ),
+        (
+            "url = \"https://127.0.0.1:9002/\"\n",
+            "stack.toml:10:7: error: `url` must be an http:// URL such as \
+             \"http://127.0.0.1:9001/check\", found \"https://127.0.0.1:9002/\" (https is not \
+             supported yet: reach the auth service over loopback)",
+        ),
+        (
+            "url = \"http://127.0.0.1:9002/\"\non_error = \"open\"\n",
+            "stack.toml:11:12: error: `on_error` must be \"deny\" or \"allow\", found \"open\"",
+        ),
+        (
+            "url = \"http://127.0.0.1:9002/\"\ntimeout = \"0s\"\n",
+            "stack.toml:11:11: error: `timeout` must be greater than 0",
+        ),
+        (
+            "url = \"http://127.0.0.1:9002/\"\nforward_headers = [\"bad header\"]\n",
+            "stack.toml:11:20: error: elements of `forward_headers` must be a header name, found \
+             \"bad header\"",
+        ),
+    ] {
+        assert_eq!(load(keys).unwrap_err().trim(), error, "{keys}");
+    }
+    let tcp = parse(&format!(
+        "{HEAD}[services.web.expose]\nlisten = \"127.0.0.1:9000\"\nprotocol = \"tcp\"\n\
+         [services.web.expose.auth]\nurl = \"http://127.0.0.1:9002/\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        tcp.contains("[services.web.expose.auth] applies to HTTP only"),
+        "{tcp}"
+    );
+}

@@ -5,11 +5,13 @@ mod harness;
 
 mod api;
 mod api_tls;
+mod audit;
 mod backups;
 mod chaos;
 mod check;
 mod completions;
 mod degrade;
+mod ext_auth;
 mod faults;
 mod hardening_api;
 mod hardening_proxy;

@@ -26,13 +26,14 @@ const HTTP_ONLY: [&str; 6] = [
     "slow_start",
 ];
 /// Tables of `[expose]` that only mean something for HTTP.
-const HTTP_ONLY_TABLES: [&str; 6] = [
+const HTTP_ONLY_TABLES: [&str; 7] = [
     "retries",
     "hedge",
     "outlier",
     "breaker",
     "rate_limit",
     "upstream_tls",
+    "auth",
 ];
 
 /// The expose settings, its listen address and its routes' targets (checked by the caller
@@ -149,6 +150,7 @@ fn policies(
         tls: None,
         passthrough: None,
         upstream_tls: None,
+        auth: optional(raw.auth.given().map(|a| a.get_ref().build()))?,
     })
 }
 

@@ -22,6 +22,8 @@ use crate::schema::{
 };
 use crate::section;
 
+pub(crate) mod auth;
+pub(crate) use auth::*;
 pub(crate) mod chaos;
 pub(crate) use chaos::*;
 pub(crate) mod degrade;
@@ -367,6 +369,8 @@ section! {
         tls: TlsTable = table::<TlsTable>(), Optional("plain HTTP or TCP");
         /// TLS to the replicas (HTTP only).
         upstream_tls: UpstreamTlsTable = table::<UpstreamTlsTable>(), Optional("plain HTTP");
+        /// An external authorization check before forwarding (HTTP only).
+        auth: AuthTable = table::<AuthTable>(), Optional("no check");
     }
 }
 

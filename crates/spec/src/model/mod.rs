@@ -23,6 +23,7 @@ pub use remedy::*;
 mod secret;
 pub use secret::*;
 
+pub use crate::keys::auth::Auth;
 pub use crate::keys::{
     Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule, Retries,
     SupervisorSettings, Timeouts,
@@ -245,6 +246,17 @@ pub struct Expose {
     pub passthrough: Option<Passthrough>,
     /// TLS to the replicas; `None`: plain HTTP.
     pub upstream_tls: Option<UpstreamTls>,
+    /// An external authorization check before forwarding; `None`: none.
+    pub auth: Option<Auth>,
+}
+
+/// What the proxy does when an external authorization check cannot be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Fail closed: 503.
+    Deny,
+    /// Fail open: forward the request unauthenticated.
+    Allow,
 }
 
 /// TLS from the proxy to a service's replicas.

@@ -1,5 +1,7 @@
 //! The audit log: every API call that changes something, and every call refused for its
-//! token (401, 403), with who made it (the token's name), when, and how it ended; kept in
+//! token (401, 403), with who made it (the token's name), when, and how it ended; and
+//! every action bulwark takes by itself ([`actions`]: restarts, ejections, automatic
+//! rollbacks, remediations, chaos, autoscaling), by `bulwark`; kept in
 //! the journal's `audit` log, apart from the events (pruning events never touches it), the
 //! newest [`KEEP`] records, written in order by one thread. `bulwark audit` reads it; `--json` prints one JSON object per
 //! line, the form log shippers and SIEMs ingest.
@@ -10,6 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::tokens::Role;
+
+pub mod actions;
+mod cef;
 
 /// The journal log.
 pub const LOG: &str = "audit";
@@ -31,13 +36,36 @@ pub struct Record {
     pub who: String,
     /// The token's role, if any.
     pub role: Option<Role>,
+    /// An API call's method (absent for bulwark's own actions).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub method: String,
-    /// The path and query, cut at 512 bytes.
+    /// An API call's path and query, cut at 512 bytes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
-    /// The answer's status.
+    /// An API call's answer.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub status: u16,
-    /// `done` (2xx), `refused` (401, 403) or `failed` (any other status).
+    /// What bulwark did by itself: `restart`, `stop`, `kill`, `start`, `eject`, `readmit`,
+    /// `rollback`, `remediation`, `chaos`, `chaos-rollback`, `autoscale`, `audit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// What it acted on: a replica (`web/1`) or a service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// What caused it: the remediation rule, the experiment, `outlier detection`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// For a call: `done` (2xx), `refused` (401, 403) or `failed` (any other status). For
+    /// an action: its own word (`scheduled`, `done`, `dry-run`, `denied`, `started`...).
     pub outcome: String,
+    /// Why, and the figures, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 impl Record {
@@ -59,12 +87,16 @@ impl Record {
             method: method.to_owned(),
             path,
             status,
+            action: None,
+            target: None,
+            by: None,
             outcome: match status {
                 200..=299 => "done",
                 401 | 403 => "refused",
                 _ => "failed",
             }
             .to_owned(),
+            detail: None,
         }
     }
 }
@@ -127,6 +159,13 @@ impl Audit {
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    /// Waits (at most `wait`) until what is queued is written: at shutdown.
+    pub async fn flush(&self, wait: std::time::Duration) {
+        let target = self.queued.load(Ordering::Acquire);
+        let mut written = self.written.clone();
+        let _ = tokio::time::timeout(wait, written.wait_for(|w| *w >= target)).await;
     }
 
     /// Records after `after`, oldest first, at most `limit`, once those queued before the
