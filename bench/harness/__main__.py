@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from . import compare, healing, instructions, killready, report
+from . import compare, healing, instructions, killready, report, tls
 from .context import Ctx
 from .procs import MARKER, Neighbours, Procs, loadavg
 from .proxies import tool_versions
@@ -30,11 +30,11 @@ ROOT = os.path.dirname(BENCH)
 
 FULL = dict(warmup=2, wrk_runs=3, wrk_secs=10, wrk_conns=50, h2_runs=3, h2_secs=4, lat_secs=10,
             mem_conns=10000, heal_rate=1000, heal_before=3, heal_after=10, reloads=4, kills=20,
-            knee_secs=4, knee_steps=5, cg_secs=10)
+            knee_secs=4, knee_steps=5, cg_secs=10, tls_rounds=5)
 QUICK = dict(warmup=1, wrk_runs=1, wrk_secs=2, wrk_conns=50, h2_runs=1, h2_secs=2, lat_secs=2,
              mem_conns=500, heal_rate=200, heal_before=1, heal_after=5, reloads=2, kills=2,
-             knee_secs=2, knee_steps=2, cg_secs=8)
-SECTIONS = ["compare", "instructions", "healing", "killready"]
+             knee_secs=2, knee_steps=2, cg_secs=8, tls_rounds=1)
+SECTIONS = ["compare", "instructions", "tls", "healing", "killready"]
 
 
 @dataclass
@@ -136,6 +136,13 @@ def main() -> int:
             else:
                 ctx.errors.append("instructions: valgrind is not installed")
             marks["instructions"] = (t, time.time())
+        if "tls" in sections:
+            t = time.time()
+            if shutil.which("openssl"):
+                result["tls"] = tls.run_all(ctx, log)
+            else:
+                ctx.errors.append("tls: openssl is not installed")
+            marks["tls"] = (t, time.time())
         if "healing" in sections:
             t = time.time()
             result["healing"] = healing.run_all(ctx, log)

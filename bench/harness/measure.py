@@ -100,10 +100,14 @@ def _run(procs: Procs, argv: list[str], timeout: float) -> tuple[int | None, str
     return p.returncode, out.decode(errors="replace")
 
 
-def wrk(procs: Procs, url: str, duration: float, conns: int, pids: Sequence[int] = ()) -> WrkRun:
-    """One closed-loop wrk run (1 thread): req/s, requests, errors, proxy CPU seconds."""
+def wrk(procs: Procs, url: str, duration: float, conns: int, pids: Sequence[int] = (),
+        headers: Sequence[str] = ()) -> WrkRun:
+    """One closed-loop wrk run (1 thread): req/s, requests, errors, proxy CPU seconds;
+    `headers` ("Name: value") are sent with every request."""
     cpu0, t0 = cpu_seconds(pids), time.time()
-    rc, out = _run(procs, ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", url], duration + 30)
+    extra = [a for h in headers for a in ("-H", h)]
+    rc, out = _run(procs, ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", *extra, url],
+                   duration + 30)
     cpu = cpu_seconds(pids) - cpu0
     elapsed = time.time() - t0
     return parse_wrk(rc, out, cpu, elapsed, bool(pids))
@@ -127,11 +131,13 @@ def parse_wrk(rc: int | None, out: str, cpu: float, elapsed: float, measured: bo
                   cpu_s_per_100k=round(cpu / requests * 1e5, 3) if measured and requests else None)
 
 
-def h2load(procs: Procs, url: str, duration: float, conns: int, streams: int, pids: Sequence[int] = ()) -> H2Run:
-    """One h2load run over h2c (prior knowledge): req/s and proxy CPU seconds."""
+def h2load(procs: Procs, url: str, duration: float, conns: int, streams: int, pids: Sequence[int] = (),
+           extra: Sequence[str] = ()) -> H2Run:
+    """One h2load run over h2c (prior knowledge), or h2 over TLS for an https URL: req/s and
+    proxy CPU seconds; `extra`: more h2load options."""
     cpu0 = cpu_seconds(pids)
     rc, out = _run(procs, ["h2load", "-t1", f"-c{conns}", f"-m{streams}", f"-D{duration}",
-                           "--warm-up-time=1", url], duration + 30)
+                           "--warm-up-time=1", *extra, url], duration + 30)
     cpu = cpu_seconds(pids) - cpu0
     return parse_h2load(rc, out, cpu, bool(pids))
 

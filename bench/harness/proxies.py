@@ -100,7 +100,7 @@ defaults
     option redispatch 1
 
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{bind_options}
 {h2_bind}    default_backend be
 
 backend be
@@ -119,6 +119,7 @@ HAPROXY_HTTP_BACKEND = """\
 
 class HAProxy(Wrapped):
     name = "haproxy"
+    bind_options = ""  # after the main `bind` address (TLS: harness/tls.py)
 
     def __init__(self, procs: Procs, tmp: str, backends: NaiveBackends, mode: str = "http",
                  retry_503: bool = True) -> None:
@@ -157,6 +158,7 @@ class HAProxy(Wrapped):
             # Per try: a request to a hung replica is retried elsewhere after 1 s (HTTP);
             # in TCP mode the server timeout is an idle timeout, so it stays long.
             timeout_server="1s" if http else "60s",
+            bind_options=self.bind_options,
             h2_bind=f"    bind 127.0.0.1:{self.h2_port} proto h2\n" if self.h2_port else "",
             backend_http=HAPROXY_HTTP_BACKEND.format(retry_503=" 503" if self.retry_503 else "") if http else "",
             observe=" observe layer7 error-limit 3 on-error mark-down" if http else "",
@@ -263,9 +265,7 @@ http {{
         keepalive_timeout 60s;
     }}
     server {{
-        listen 127.0.0.1:{port};
-        listen 127.0.0.1:{h2_port} http2;
-        location / {{
+{listen}        location / {{
             proxy_pass http://web;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -323,13 +323,17 @@ class Nginx(Wrapped):
         servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=3 fail_timeout=2s;"
                             for p in self.backends.ports)
         if self.mode == "http":
-            block = NGINX_HTTP.format(dir=self.dir, port=self.port, h2_port=self.h2_port, servers=servers,
+            block = NGINX_HTTP.format(dir=self.dir, listen=self.listen(), servers=servers,
                                       keepalive_timeout=f"{60 + self.generation % 2}s")
             load_module = ""
         else:
             block = NGINX_STREAM.format(port=self.port, servers=servers)
             load_module = f"load_module {NGINX_STREAM_MODULE};\n"
         return NGINX_CFG.format(dir=self.dir, block=block, load_module=load_module, ulimit=fd_limit())
+
+    def listen(self) -> str:
+        """The HTTP server's `listen` lines (and what goes with them: TLS in harness/tls.py)."""
+        return f"        listen 127.0.0.1:{self.port};\n        listen 127.0.0.1:{self.h2_port} http2;\n"
 
     def _argv(self, *extra: str) -> list[str]:
         return ["nginx", "-e", os.path.join(self.dir, "error.log"), "-p", self.dir, "-c", self.cfg, *extra]

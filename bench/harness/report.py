@@ -109,6 +109,9 @@ def main_ratios(res: JsonDict) -> list[Ratio]:
     if ins:
         rows.append(("instructions per proxied request (callgrind)", "instructions", "lower",
                      per(lambda p: _get(ins, p, "per_request"))))
+    if res.get("tls"):
+        from .tls import ratio_rows
+        rows += ratio_rows(res["tls"])
     return rows
 
 
@@ -154,7 +157,7 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
     w("")
 
     c = res.get("compare")
-    if c or res.get("instructions"):
+    if c or res.get("instructions") or res.get("tls"):
         w("## Main ratios (measured in the same run)\n")
         w("Ratios are bulwark's figure divided by the other proxy's. Throughput: above 1 means bulwark "
           "is faster. Latency, memory and CPU: below 1 means bulwark adds, holds or burns less.\n")
@@ -169,6 +172,8 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
                 st = None
                 for mode in ("tcp",) if "TCP" in label else ("http",):
                     st = _status(_get(c, "throughput", mode, p))
+                if "TLS" in label or "HTTPS" in label:
+                    st = _status(_get(res, "tls", "proxies", p))
                 cells.append(st if vals[p] is None and st else _num(vals[p], fmt))
             w(f"| {label} ({unit}) | {' | '.join(cells)} | {_ratio(vals['bulwark'], vals['haproxy'])} | "
               f"{_ratio(vals['bulwark'], vals['nginx'])} |")
@@ -185,6 +190,9 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
         _md_memory(w, c)
     if res.get("instructions"):
         _md_instructions(w, res["instructions"])
+    if res.get("tls"):
+        from .tls import markdown_section
+        markdown_section(w, res["tls"])
     h = res.get("healing")
     if h:
         _md_healing(w, res, h)

@@ -37,6 +37,7 @@ from harness.killready import KillReady, KillToReady, LoadBrief, Rss
 from harness.measure import H2Run, IdleMemory, LoadSecond, WrkRun
 from harness.procs import OtherWork
 from harness.records import Unavailable, to_json
+from harness.tls import Negotiated, TlsComparison, TlsFigures
 from harness.traffic import TrafficView
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
@@ -98,6 +99,20 @@ def kill_ready(d: dict[str, Any]) -> Any:
                                        rss_kib=Rss(**d["rss_kib"]), load_200rps_5s=LoadBrief(**d["load_200rps_5s"]))
 
 
+def tls_figures(d: dict[str, Any]) -> Any:
+    if unavailable(d):
+        return unavailable(d)
+    n, h2 = d["negotiated"], d["h2"]
+    return TlsFigures(negotiated=unavailable(n) or Negotiated(**n), keepalive=throughput(d["keepalive"]),
+                      new_connection=throughput(d["new_connection"]), full_handshake=throughput(d["full_handshake"]),
+                      h2=H2Throughput(**{**h2, "runs": [H2Run(**r) for r in h2["runs"]]}) if h2 else None)
+
+
+def tls_comparison(d: dict[str, Any]) -> TlsComparison:
+    return TlsComparison(certificate=d["certificate"], openssl=d["openssl"], rounds=d["rounds"],
+                         proxies={n: tls_figures(e) for n, e in d["proxies"].items()})
+
+
 def dumped(x: Any) -> str:
     return json.dumps(x, indent=1)  # as the harness writes it: order matters
 
@@ -123,8 +138,10 @@ class CommittedJsonTest(unittest.TestCase):
                     self.assertEqual(dumped(to_json(rebuilt)), dumped(res["healing"]))
                 if "killready" in res:
                     self.assertEqual(dumped(to_json(kill_ready(res["killready"]))), dumped(res["killready"]))
+                if "tls" in res:
+                    self.assertEqual(dumped(to_json(tls_comparison(res["tls"]))), dumped(res["tls"]))
                 ow = res["other_work"]
-                for key in ("whole_run", "compare", "healing", "killready"):
+                for key in ("whole_run", "compare", "tls", "healing", "killready"):
                     if key in ow:
                         rebuilt_ow = None if ow[key] is None else OtherWork(**ow[key])
                         self.assertEqual(dumped(to_json(rebuilt_ow)), dumped(ow[key]))
