@@ -10,27 +10,14 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-/// `bulwark audit --json`, one record per line.
-fn audit(stack: &Stack) -> Vec<Value> {
-    let out = stack.cli(&["audit", "--json", "--limit", "10000"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The first record of bulwark's own `action` that `pick` accepts, waited for.
 fn action_record(stack: &Stack, action: &str, pick: impl Fn(&Value) -> bool) -> Value {
     eventually(
         &format!("a `{action}` record by bulwark"),
         Duration::from_secs(20),
         || {
-            audit(stack)
+            stack
+                .audit()
                 .into_iter()
                 .find(|r| r["who"] == "bulwark" && r["action"] == action && pick(r))
         },
@@ -116,7 +103,7 @@ duration = "1s"
     );
     action_record(&stack, "chaos", |r| by(r) && r["outcome"] == "ended");
     // The API call that started it is there too, by its token.
-    let records = audit(&stack);
+    let records = stack.audit();
     assert!(
         records.iter().any(|r| r["who"] == "owner"
             && r["path"]
@@ -129,7 +116,7 @@ duration = "1s"
     // A restart of `up` (the journal pruned at its opening: retention 1s) keeps them all.
     std::thread::sleep(Duration::from_millis(1100));
     stack.restart();
-    let after = audit(&stack);
+    let after = stack.audit();
     for r in &records {
         assert!(after.contains(r), "lost in the restart: {r}");
     }
@@ -167,7 +154,8 @@ max_ejection_percent = 100
     let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let ejected = eventually("replica 0 ejected", Duration::from_secs(15), || {
         get(proxy, "/");
-        audit(&stack)
+        stack
+            .audit()
             .into_iter()
             .find(|r| r["action"] == "eject" && r["target"] == "web/0")
     });
@@ -180,7 +168,8 @@ max_ejection_percent = 100
     fault("/fault/reset");
     eventually("replica 0 readmitted", Duration::from_secs(15), || {
         get(proxy, "/");
-        audit(&stack)
+        stack
+            .audit()
             .into_iter()
             .find(|r| r["action"] == "readmit" && r["target"] == "web/0")
     });
@@ -198,7 +187,7 @@ max_ejection_percent = 100
         eject.contains("suser=bulwark") && eject.contains("cs2=outlier detection"),
         "{eject}"
     );
-    assert_eq!(text.lines().count(), audit(&stack).len());
+    assert_eq!(text.lines().count(), stack.audit().len());
 }
 
 #[test]

@@ -358,6 +358,20 @@ impl Stack {
             .unwrap()
     }
 
+    /// The audit log as `bulwark audit --json` prints it, one record per line.
+    pub fn audit(&self) -> Vec<Value> {
+        let out = self.cli(&["audit", "--json", "--limit", "10000"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Sends SIGTERM to `up` and waits (bounded) for it to exit.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         signal(self.pid(), libc::SIGTERM);

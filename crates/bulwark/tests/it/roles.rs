@@ -46,20 +46,6 @@ fn post_token(stack: &Stack, body: &str) -> (u16, String) {
     (code.unwrap(), body)
 }
 
-/// `bulwark audit --json`, one record per line.
-fn audit(stack: &Stack) -> Vec<serde_json::Value> {
-    let out = stack.cli(&["audit", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn create(stack: &Stack, name: &str, role: &str) -> String {
     let out = stack.cli(&["token", "create", name, "--role", role]);
     assert!(
@@ -140,7 +126,7 @@ fn tokens_have_roles_are_revoked_at_once_and_only_their_hashes_are_kept() {
     // The audit log has every call that changed something or was refused, with who made
     // it, and only an admin reads it.
     assert_eq!(call_as(&stack, &operator, "GET", "/v1/audit").0, 403);
-    let records = audit(&stack);
+    let records = stack.audit();
     let has = |who: &str, method: &str, path: &str, outcome: &str| {
         records.iter().any(|r| {
             r["who"] == who && r["method"] == method && r["path"] == path && r["outcome"] == outcome
@@ -168,7 +154,7 @@ fn tokens_have_roles_are_revoked_at_once_and_only_their_hashes_are_kept() {
 
     // A restart keeps the tokens, the revocation and the audit log.
     stack.restart();
-    assert!(audit(&stack).len() >= before);
+    assert!(stack.audit().len() >= before);
     assert_eq!(call_as(&stack, &operator, "GET", "/v1/status").0, 200);
     assert_eq!(call_as(&stack, &viewer, "GET", "/v1/status").0, 401);
     let (code, body) = stack.call("GET", "/v1/tokens", "127.0.0.1", true);
@@ -209,7 +195,8 @@ fn token_and_audit_requests_a_client_gets_wrong_are_refused_with_the_reason() {
     }
     let (code, body) = stack.call("GET", "/v1/audit?after=x", "127.0.0.1", true);
     assert_eq!(code, 400, "{body}");
-    let refused = audit(&stack)
+    let refused = stack
+        .audit()
         .iter()
         .filter(|r| r["path"] == "/v1/tokens" && r["outcome"] == "failed")
         .count();
