@@ -14,6 +14,15 @@ use serde_json::Value;
 pub const BULWARK: &str = env!("CARGO_BIN_EXE_bulwark");
 
 /// A port that was free a moment ago.
+/// A command's stdout then stderr, as one text (what a user sees in a terminal).
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

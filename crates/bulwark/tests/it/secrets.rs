@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::{BULWARK, Receiver, Stack, eventually, replicas_in};
+use crate::harness::{BULWARK, Receiver, Stack, eventually, output_text, replicas_in};
 
 /// A value no test output could hold by chance.
 fn unique(prefix: &str) -> String {
@@ -118,11 +118,7 @@ fn everything_shown(stack: &Stack) -> Vec<(String, String)> {
     for args in commands {
         let out = stack.cli(args);
         assert!(out.status.success(), "bulwark {args:?}: {out:?}");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = output_text(&out);
         shown.push((format!("bulwark {}", args.join(" ")), text));
     }
     shown

@@ -28,11 +28,7 @@ fn s_client(dir: &Path, port: u16, name: &str) -> String {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(&out)
 }
 
 /// An `openssl s_client -quiet` session to `name` on `port`: its stdin and stdout.

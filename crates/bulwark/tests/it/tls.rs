@@ -184,11 +184,7 @@ fn curl_as(dir: &Path, port: u16, name: &str, version: &str, cert: Option<&str>)
         .current_dir(dir)
         .output()
         .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(&out)
 }
 
 /// What `openssl s_client` says of a handshake with SNI `name` offering `alpn`.
