@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod check;
+mod file;
 mod keys;
 mod model;
 pub mod pem;

@@ -31,9 +31,22 @@ fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> PemError {
     }
 }
 
-/// The bytes of `path`, or the error that names it.
+/// The largest PEM file read: a certificate chain is a few KiB, a CA bundle a few
+/// hundred.
+pub const MAX_PEM: u64 = 1024 * 1024;
+
+/// The bytes of `path`, or the error that names it: a regular file of at most
+/// [`MAX_PEM`] bytes, opened without blocking (a FIFO is refused at once).
 pub fn read(path: &Path) -> Result<Vec<u8>, PemError> {
-    std::fs::read(path).map_err(|e| pem_error(path, rustls_pki_types::pem::Error::Io(e)))
+    use crate::file::FileError;
+    crate::file::read_bounded(path, MAX_PEM, false).map_err(|e| match e {
+        FileError::Io(e) => pem_error(path, rustls_pki_types::pem::Error::Io(e)),
+        FileError::NotRegular(what) => error(path, format!("it is {what}, not a regular file")),
+        FileError::TooLarge(_) | FileError::Grew => {
+            error(path, "it holds more than the 1 MiB a PEM file may have")
+        }
+        FileError::OpenToOthers(mode) => error(path, format!("mode {mode:03o} is refused")),
+    })
 }
 
 /// The certificates of a PEM file, in order (a chain: leaf first).

@@ -560,3 +560,41 @@ fn auth_keys_are_checked_with_the_reason() {
         "{tcp}"
     );
 }
+
+/// A FIFO named as a certificate, a key or a fallback body is refused at once, naming the
+/// file (a plain read would wait for a writer, hanging `check`, `up` and every reload), and
+/// a PEM file past 1 MiB is refused instead of read whole.
+#[test]
+fn a_fifo_or_a_huge_file_named_by_tls_or_a_fallback_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    nix::unistd::mkfifo(
+        &d.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    std::fs::write(d.join("huge.pem"), vec![b'x'; 1024 * 1024 + 1]).unwrap();
+    let src = r#"
+[services.web]
+run = ["web"]
+expose.listen = "127.0.0.1:8443"
+expose.tls = { certificates = [{ cert = "fifo", key = "huge.pem" }] }
+expose.fallback = { body_file = "fifo" }
+"#;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file = d.join("stack.toml");
+    std::thread::spawn(move || {
+        let _ = tx.send(spec::parse(src, &file).map(|_| ()).unwrap_err().to_string());
+    });
+    let errors = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the stack was read without waiting on the FIFO");
+    let errors = errors.replace(&d.display().to_string(), "DIR");
+    for expected in [
+        "DIR/fifo: it is a FIFO, not a regular file",
+        "DIR/huge.pem: it holds more than the 1 MiB a PEM file may have",
+        "cannot read body_file DIR/fifo: it is a FIFO, not a regular file",
+    ] {
+        assert!(errors.contains(expected), "{expected} in:\n{errors}");
+    }
+}

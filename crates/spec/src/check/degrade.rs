@@ -250,32 +250,24 @@ fn read_body_file(
     label: &str,
     p: &mut Problems,
 ) -> Option<Vec<u8>> {
+    use crate::file::FileError;
     let path = base_dir.join(file.get_ref());
-    let read = std::fs::metadata(&path).and_then(|m| {
-        if m.len() > MAX_FALLBACK_BODY {
-            Err(std::io::Error::other(format!(
-                "it holds {} bytes, more than the 1 MiB a fallback body may have",
-                m.len()
-            )))
-        } else {
-            std::fs::read(&path)
+    let shown = path.display();
+    let why = match crate::file::read_bounded(&path, MAX_FALLBACK_BODY, false) {
+        Ok(bytes) => return Some(bytes),
+        Err(FileError::Grew) => format!("{label}: body_file {shown} grew past 1 MiB"),
+        Err(FileError::Io(e)) => format!("{label}: cannot read body_file {shown}: {e}"),
+        Err(FileError::NotRegular(what)) => {
+            format!("{label}: cannot read body_file {shown}: it is {what}, not a regular file")
         }
-    });
-    match read {
-        Ok(bytes) if bytes.len() as u64 <= MAX_FALLBACK_BODY => Some(bytes),
-        Ok(_) => {
-            p.push(
-                file.span(),
-                format!("{label}: body_file {} grew past 1 MiB", path.display()),
-            );
-            None
+        Err(FileError::TooLarge(len)) => format!(
+            "{label}: cannot read body_file {shown}: it holds {len} bytes, more than the 1 MiB \
+             a fallback body may have"
+        ),
+        Err(FileError::OpenToOthers(mode)) => {
+            format!("{label}: cannot read body_file {shown}: mode {mode:03o} is refused")
         }
-        Err(e) => {
-            p.push(
-                file.span(),
-                format!("{label}: cannot read body_file {}: {e}", path.display()),
-            );
-            None
-        }
-    }
+    };
+    p.push(file.span(), why);
+    None
 }

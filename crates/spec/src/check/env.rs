@@ -7,11 +7,12 @@
 //! people keep passwords in `.env` files too).
 
 use std::collections::BTreeMap;
-use std::io::Read;
+
 use std::path::Path;
 
 use toml::Spanned;
 
+use crate::file::{FileError, read_bounded};
 use crate::keys::ServiceTable;
 use crate::model::{MIN_REDACTED, Secret};
 use crate::problem::Problems;
@@ -160,55 +161,23 @@ fn secret(name: &str, file: &Spanned<String>, base_dir: &Path, p: &mut Problems)
         .ok()
 }
 
-/// Reads a regular file of at most `limit` bytes. It is opened without blocking, so a FIFO
-/// (or a device) is refused at once instead of hanging the load until a writer comes.
-/// `private`: like ssh with a key, refuse a file its group or others may use.
+/// Reads a regular file of at most `limit` bytes ([`read_bounded`]), each refusal said
+/// with the file's name. `private`: a secret, readable by its owner only.
 fn read(path: &Path, limit: u64, private: bool) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
     let shown = path.display();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let kind = meta.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_dir() {
-            "a directory"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "a device"
-        };
-        return Err(format!("{shown} is {what}, not a regular file"));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if private && mode & 0o077 != 0 {
-        return Err(format!(
+    read_bounded(path, limit, private).map_err(|e| match e {
+        FileError::Io(e) => format!("cannot read {shown}: {e}"),
+        FileError::NotRegular(what) => format!("{shown} is {what}, not a regular file"),
+        FileError::OpenToOthers(mode) => format!(
             "{shown} is open to its group or others (mode {mode:03o}); a secret must be \
              readable by its owner only: run `chmod 600 {shown}`"
-        ));
-    }
-    if meta.len() > limit {
-        return Err(format!(
-            "{shown} holds {} bytes, more than the {} KiB allowed",
-            meta.len(),
+        ),
+        FileError::TooLarge(len) => format!(
+            "{shown} holds {len} bytes, more than the {} KiB allowed",
             limit / 1024
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("{shown} grew past {} KiB while read", limit / 1024));
-    }
-    Ok(bytes)
+        ),
+        FileError::Grew => format!("{shown} grew past {} KiB while read", limit / 1024),
+    })
 }
 
 /// The dotenv format as Docker Compose reads it, one variable a line: `KEY=VALUE`, blank
