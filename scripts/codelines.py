@@ -14,9 +14,9 @@ second total, the original keys' total. FILE has one entry a line (`#` starts a 
 
     PATH                   the whole file is later issues' code
     PATH ITEM...           these top-level items of the file are (by name: the struct,
-                           enum, fn, trait, const or static called ITEM, every `impl`
-                           whose type is ITEM, a `section!` whose struct is ITEM, a
-                           `macro_rules!` called ITEM)
+                           enum, fn, trait, const, static or mod called ITEM, every `impl`
+                           whose type is ITEM, a `section!` or `spelled!` declaring ITEM,
+                           a `macro_rules!` called ITEM)
     PATH ITEM.MEMBER...    these members of ITEM are (a field or a variant of a struct or
                            enum, a function of an impl, a key of a `section!`): the lines
                            from the member's doc comment to the line before the next member
@@ -154,7 +154,8 @@ ITEM = re.compile(
     r"(?:struct|enum|fn|trait|const|static|type|mod)\s+(\w+)"
 )
 IMPL = re.compile(r"\s*impl(?:<[^>]*>)?\s+(?:[\w:<>, ]+\s+for\s+)?(?:[\w:]+::)?(\w+)")
-SECTION_STRUCT = re.compile(r"\s*(?:pub(?:\([^)]*\))?\s+)?struct\s+(\w+)")
+SECTION_STRUCT = re.compile(r"\s*(?:pub(?:\([^)]*\))?\s+)?(?:struct|enum)\s+(\w+)")
+DECLARING = ("section!", "crate::section!", "spelled!", "crate::spelled!")
 MACRO = re.compile(r"\s*macro_rules!\s+(\w+)")
 MEMBER = re.compile(
     r"\s*(?:pub(?:\([^)]*\))?\s+)?(?:(?:const|async|unsafe)\s+)*(?:fn\s+)?(\w+)\b"
@@ -181,7 +182,7 @@ def items(lines, depth_at):
         m = MACRO.match(lines[k]) or IMPL.match(lines[k]) or ITEM.match(lines[k])
         if m:
             name = m.group(1)
-        elif s.startswith("section!") or s.startswith("crate::section!"):
+        elif s.startswith(DECLARING):
             for j in range(k + 1, min(k + 40, len(lines))):
                 if depth_at[j] == 1:
                     sm = SECTION_STRUCT.match(lines[j])

@@ -338,3 +338,32 @@ macro_rules! section {
     (@since $since:literal) => { $since };
     (@since) => { "0.1" };
 }
+
+/// Declares an enum whose values the stack file spells as strings, each variant once with
+/// its spelling: `X::CHOICES` for [`choice`] and `X::as_str`.
+///
+/// ```text
+/// pub enum RestartAction { Restart = "restart", Stop = "stop", }
+/// ```
+#[macro_export]
+#[doc(hidden)]
+macro_rules! spelled {
+    (
+        $(#[$attr:meta])*
+        $vis:vis enum $Name:ident { $( $(#[$vattr:meta])* $Variant:ident = $text:literal, )* }
+    ) => {
+        $(#[$attr])*
+        $vis enum $Name { $( $(#[$vattr])* $Variant, )* }
+
+        #[allow(dead_code, reason = "some are only read, some only named")]
+        impl $Name {
+            /// Every value, as the stack file spells it, in the order the reference lists them.
+            pub const CHOICES: &'static [(&'static str, $Name)] = &[$( ($text, $Name::$Variant) ),*];
+
+            /// As the stack file spells it.
+            pub fn as_str(self) -> &'static str {
+                match self { $( $Name::$Variant => $text, )* }
+            }
+        }
+    };
+}
