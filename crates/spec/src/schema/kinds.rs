@@ -66,23 +66,24 @@ impl Shape {
     }
 }
 
-/// The one wording of a wrong TOML type.
+/// The one wording of a wrong TOML type, reported.
 fn wrong<T>(
     kind: &impl Kind,
     v: &Spanned<DeValue<'_>>,
     at: &At<'_>,
     p: &mut Problems,
 ) -> Option<T> {
-    p.push(
-        v.span(),
-        format!(
-            "{} must be {}, found {}",
-            at.what,
-            kind.shape().expected(),
-            article(v.get_ref())
-        ),
-    );
+    p.push(v.span(), wrong_type(&kind.shape().expected(), v, at));
     None
+}
+
+/// The one wording of a wrong TOML type: "`key` must be EXPECTED, found a TYPE".
+fn wrong_type(expected: &str, v: &Spanned<DeValue<'_>>, at: &At<'_>) -> String {
+    format!(
+        "{} must be {expected}, found {}",
+        at.what,
+        article(v.get_ref())
+    )
 }
 
 /// The value of a key left out, `None` for a required or optional one: its default read
@@ -177,11 +178,7 @@ impl Kind for Str {
                 DeValue::Datetime(d) => d.to_string(),
                 _ => return wrong(self, v, at, p),
             };
-            let mut message = format!(
-                "{} must be a string, found {}",
-                at.what,
-                article(v.get_ref())
-            );
+            let mut message = wrong_type("a string", v, at);
             if self.quote_hint {
                 message.push_str(&format!("; quote it: {} = \"{shown}\"", at.key));
             }
@@ -600,12 +597,7 @@ impl<K: Kind> Kind for List<K> {
     type Out = Vec<K::Out>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
         let DeValue::Array(items) = v.get_ref() else {
-            let mut message = format!(
-                "{} must be {}, found {}",
-                at.what,
-                self.shape().expected(),
-                article(v.get_ref())
-            );
+            let mut message = wrong_type(&self.shape().expected(), v, at);
             // The most common slip: a command line written as one string.
             if let Some(s) = v.get_ref().as_str() {
                 let words: Vec<String> = s.split_whitespace().map(|w| format!("{w:?}")).collect();
@@ -737,11 +729,8 @@ fn read_table<S: Section>(
     p: &mut Problems,
 ) -> Option<S> {
     let DeValue::Table(map) = v.get_ref() else {
-        let found = article(v.get_ref());
-        p.push(
-            v.span(),
-            format!("{what} must be a table ({label}), found {found}"),
-        );
+        let at = At { what, ..*at };
+        p.push(v.span(), wrong_type(&format!("a table ({label})"), v, &at));
         return None;
     };
     let mut t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
@@ -762,14 +751,8 @@ impl<S: Section> Kind for Subs<S> {
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Vec<S>> {
         let DeValue::Array(items) = v.get_ref() else {
             // `[services.web.slo]` (one table) is the likely slip: say how to write it.
-            let found = article(v.get_ref());
-            p.push(
-                v.span(),
-                format!(
-                    "{} must be an array of tables ([[{}]]), found {found}",
-                    at.what, at.path
-                ),
-            );
+            let expected = format!("an array of tables ([[{}]])", at.path);
+            p.push(v.span(), wrong_type(&expected, v, at));
             return None;
         };
         let what = format!("each entry of `{}`", at.key);
@@ -801,14 +784,11 @@ impl<K: Kind> Kind for Map<K> {
     type Out = Vec<(Spanned<String>, Spanned<K::Out>)>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
         let DeValue::Table(map) = v.get_ref() else {
-            let mut message = format!("{} must be {}", at.what, self.shape().expected());
+            let mut expected = self.shape().expected();
             if matches!(self.value.shape(), Shape::Table(_)) {
-                message.push_str(&format!(" ([{}.{}])", at.path, self.name));
+                expected.push_str(&format!(" ([{}.{}])", at.path, self.name));
             }
-            p.push(
-                v.span(),
-                format!("{message}, found {}", article(v.get_ref())),
-            );
+            p.push(v.span(), wrong_type(&expected, v, at));
             return None;
         };
         let mut entries: Vec<_> = map.iter().collect();
