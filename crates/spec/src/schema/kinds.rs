@@ -8,7 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::{Omitted, Section, Shape, Table, article};
+use super::{NumberRange, Omitted, Section, Shape, Table, article};
 use crate::problem::{Problems, quoted_choices, suggest};
 
 /// Where a value is, for messages: `what` names it (`` `connect` ``, ``elements of `on` ``),
@@ -39,7 +39,7 @@ impl Shape {
             Shape::String { .. } => "a string".into(),
             Shape::Bool => "a boolean".into(),
             Shape::Int { .. } => "an integer".into(),
-            Shape::Number { .. } => "a number".into(),
+            Shape::Number(_) => "a number".into(),
             Shape::Duration { .. } => DURATION.into(),
             Shape::Choice(names) => quoted_choices(names),
             Shape::Text(form) => (*form).into(),
@@ -58,7 +58,7 @@ impl Shape {
         match self {
             Shape::String { .. } | Shape::Choice(_) | Shape::Text(_) => "strings",
             Shape::Int { .. } => "integers",
-            Shape::Number { .. } => "numbers",
+            Shape::Number(_) => "numbers",
             Shape::Duration { .. } => "durations",
             Shape::Table(_) => "tables",
             _ => "values",
@@ -287,18 +287,9 @@ impl<T: TryFrom<i64>> Kind for Int<T> {
     }
 }
 
-/// A number (an integer is taken as one) in a range whose ends may be open.
-pub(crate) struct Num {
-    min: f64,
-    max: f64,
-    min_open: bool,
-    max_open: bool,
-    unit: &'static str,
-}
-
 /// A number in `min..=max`.
-pub(crate) const fn number(min: f64, max: f64) -> Num {
-    Num {
+pub(crate) const fn number(min: f64, max: f64) -> NumberRange {
+    NumberRange {
         min,
         max,
         min_open: false,
@@ -307,24 +298,24 @@ pub(crate) const fn number(min: f64, max: f64) -> Num {
     }
 }
 
-impl Num {
+impl NumberRange {
     /// `min` itself is refused.
-    pub const fn above_min(self) -> Num {
-        Num {
+    pub(crate) const fn above_min(self) -> Self {
+        Self {
             min_open: true,
             ..self
         }
     }
     /// `max` itself is refused.
-    pub const fn below_max(self) -> Num {
-        Num {
+    pub(crate) const fn below_max(self) -> Self {
+        Self {
             max_open: true,
             ..self
         }
     }
     /// What it measures (`"percent"`), for the reference.
-    pub const fn unit(self, unit: &'static str) -> Num {
-        Num { unit, ..self }
+    pub(crate) const fn unit(self, unit: &'static str) -> Self {
+        Self { unit, ..self }
     }
 
     fn contains(&self, n: f64) -> bool {
@@ -357,7 +348,7 @@ impl Num {
     }
 }
 
-impl Kind for Num {
+impl Kind for NumberRange {
     type Out = f64;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<f64> {
         let n = match v.get_ref() {
@@ -384,13 +375,7 @@ impl Kind for Num {
         None
     }
     fn shape(&self) -> Shape {
-        Shape::Number {
-            min: self.min,
-            max: self.max,
-            min_open: self.min_open,
-            max_open: self.max_open,
-            unit: self.unit,
-        }
+        Shape::Number(*self)
     }
 }
 

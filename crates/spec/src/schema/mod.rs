@@ -150,18 +150,7 @@ pub enum Shape {
         unit: &'static str,
     },
     /// A number (an integer is taken as one) in a range.
-    Number {
-        /// Lower bound.
-        min: f64,
-        /// Upper bound.
-        max: f64,
-        /// The lower bound itself is refused.
-        min_open: bool,
-        /// The upper bound itself is refused.
-        max_open: bool,
-        /// What it measures.
-        unit: &'static str,
-    },
+    Number(NumberRange),
     /// A duration string, at most `max`.
     Duration {
         /// The longest accepted, as written.
@@ -192,6 +181,21 @@ pub enum Shape {
         /// What each key holds.
         value: Box<Shape>,
     },
+}
+
+/// The numbers a key takes (and, as a [`Kind`], how they are read).
+#[derive(Debug, Clone, Copy)]
+pub struct NumberRange {
+    /// Lower bound.
+    pub min: f64,
+    /// Upper bound.
+    pub max: f64,
+    /// The lower bound itself is refused.
+    pub min_open: bool,
+    /// The upper bound itself is refused.
+    pub max_open: bool,
+    /// What it measures.
+    pub unit: &'static str,
 }
 
 /// A table of the stack file, declared by [`section!`](crate::section).
