@@ -6,7 +6,7 @@ A line counts when it holds code: not blank, not only a comment (`//`, `///`, `/
 `mod` line and everything up to the module's closing brace). Comment markers inside string
 literals (an `http://` URL, a raw string) are code, as the compiler reads them.
 
-    scripts/codelines.py [--later FILE] PATH...
+    scripts/codelines.py [--later FILE [--show]] PATH...
 
 PATH is a `.rs` file or a directory (searched for `.rs` files). Prints the count of each
 file and the total. With `--later FILE`, code that later issues added is taken out of a
@@ -21,8 +21,10 @@ second total, the original keys' total. FILE has one entry a line (`#` starts a 
                            enum, a function of an impl, a key of a `section!`): the lines
                            from the member's doc comment to the line before the next member
 
-PATH in FILE is relative to the directory of FILE's first PATH argument's repository root
-(the current directory), as printed.
+A PATH in FILE is written as this script prints it (relative to the current directory:
+run it from the repository's root). `--show` prints every line taken out, to audit FILE.
+
+    scripts/codelines.py --later scripts/codelines-later.txt crates/spec/src
 """
 
 import argparse
@@ -126,20 +128,16 @@ def test_modules(lines, has_code, depth_at):
             while j < len(lines) and not has_code[j]:
                 j += 1
             if j < len(lines) and re.match(r"\s*(pub(\([^)]*\))?\s+)?mod\s+\w+\s*\{", lines[j]):
-                d = depth_at[j]
-                e = j + 1
-                while e < len(lines) and not (depth_at[e] == d and lines[e].strip().startswith("}") and depth_at[e] == d and e > j and _closes(lines, depth_at, e, d)):
+                # The module's last line is the one after which the depth is back to the
+                # `mod` line's.
+                d, e = depth_at[j], j + 1
+                while e + 1 < len(lines) and depth_at[e + 1] > d:
                     e += 1
-                out.update(range(k, min(e, len(lines) - 1) + 1))
+                out.update(range(k, e + 1))
                 k = e + 1
                 continue
         k += 1
     return out
-
-
-def _closes(lines, depth_at, e, d):
-    # The line after the closing brace is back at depth d.
-    return e + 1 >= len(lines) or depth_at[e + 1] == d
 
 
 def counted_lines(text):
@@ -313,6 +311,9 @@ def read_later(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--later", help="file naming the files and items of later issues")
+    ap.add_argument(
+        "--show", action="store_true", help="with --later: print the lines taken out, per file"
+    )
     ap.add_argument("paths", nargs="+")
     args = ap.parse_args()
     later = read_later(args.later) if args.later else {}
@@ -334,6 +335,10 @@ def main():
         else:
             out = attributed(rel, text, names)
             orig = sum(1 for k in counted if k not in out)
+            if args.show:
+                for k in counted:
+                    if k in out:
+                        print(f"  later {rel}:{k + 1}: {lines[k].strip()}")
         original += orig
         if later:
             print(f"{n:6} {orig:6}  {rel}")
