@@ -867,17 +867,33 @@ section! {
 
 #[cfg(test)]
 mod tests {
-    use super::StackTable;
-    use crate::problem::Problems;
-    use crate::schema::Section;
+    use super::ExperimentsFile;
+    use crate::schema::{Omitted, Section, checked_default, int};
 
     /// Every declared default reads as its key's kind (defaults are read when a key is
-    /// left out, where a failure could only be silent).
+    /// left out, where a failure could only be silent): building the declarations checks
+    /// each, in every table it depends on.
     #[test]
     fn every_default_reads() {
-        let mut p = Problems::default();
-        StackTable::check_defaults("", &mut p);
-        let problems = p.into_sorted();
-        assert!(problems.is_empty(), "{problems:#?}");
+        crate::declarations();
+        ExperimentsFile::table_doc();
+    }
+
+    #[test]
+    #[should_panic(expected = "the default of `retries` of T as `` does not read")]
+    fn a_default_that_does_not_read_is_caught() {
+        checked_default::<u32, _>("T", "retries", &int(1, 10), Omitted::Value("0"));
+    }
+
+    #[test]
+    #[should_panic(expected = "the default of `period` of ProbeTable as `startup` does not read")]
+    fn a_default_of_one_table_that_does_not_read_is_caught() {
+        let omitted = Omitted::ByTable(&[("startup", "\"0s\"")], "\"1s\"");
+        checked_default(
+            "ProbeTable",
+            "period",
+            &crate::schema::duration().positive(),
+            omitted,
+        );
     }
 }

@@ -27,9 +27,6 @@ pub(crate) trait Kind {
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out>;
     /// Its description, for the reference, the JSON Schema and messages.
     fn shape(&self) -> Shape;
-    /// Checks the defaults of the tables inside, `name` being the key they are under.
-    #[cfg(test)]
-    fn check_nested(&self, _name: &str, _p: &mut Problems) {}
 }
 
 impl Shape {
@@ -106,27 +103,36 @@ pub(crate) fn read_default<K: Kind>(
     kind.read(v, at, p)
 }
 
-/// Reads `key`'s default for `table`, reporting a default that does not read.
-#[cfg(test)]
-pub(crate) fn check_default<T, K: Kind<Out = T>>(
-    table: &str,
+/// `omitted`, checked (in debug builds) to read as `kind` in every table it names: a
+/// default that does not read would only fail silently, when the key is left out. Every
+/// key's is checked when [`crate::declarations`] is built (a unit test does).
+pub(crate) fn checked_default<T, K: Kind<Out = T>>(
+    section: &str,
     key: &str,
     kind: &K,
     omitted: Omitted,
-    p: &mut Problems,
-) {
-    let what = format!("`{table}.{key}`");
-    let at = At {
-        key,
-        what: &what,
-        path: table,
+) -> Omitted {
+    let tables = match omitted {
+        Omitted::Required(_) | Omitted::Optional(_) => vec![],
+        Omitted::ByTable(special, _) => special.iter().map(|(t, _)| *t).chain([""]).collect(),
+        Omitted::Value(_) | Omitted::Table => vec![""],
     };
-    let ok = matches!(omitted, Omitted::Required(_) | Omitted::Optional(_))
-        || read_default(kind, omitted, table, &at, p).is_some();
-    if !ok {
-        p.push(0..0, format!("the default of {what} does not read"));
+    for table in tables.into_iter().filter(|_| cfg!(debug_assertions)) {
+        let what = format!("`{key}` of {section} as `{table}`");
+        let at = At {
+            key,
+            what: &what,
+            path: table,
+        };
+        let mut p = Problems::default();
+        let read = read_default(kind, omitted, table, &at, &mut p).is_some();
+        let problems = p.into_sorted();
+        assert!(
+            read && problems.is_empty(),
+            "the default of {what} does not read: {problems:?}"
+        );
     }
-    kind.check_nested(key, p);
+    omitted
 }
 
 /// `kind`'s description; the type parameter pins what it reads into.
@@ -698,10 +704,6 @@ impl<S: Section> Kind for Sub<S> {
     fn shape(&self) -> Shape {
         Shape::Table(S::table_doc())
     }
-    #[cfg(test)]
-    fn check_nested(&self, name: &str, p: &mut Problems) {
-        S::check_defaults(name, p);
-    }
 }
 
 /// Reads `v` as a table `S` that messages name `label`; `what` names it when it is not a
@@ -747,10 +749,6 @@ impl<S: Section> Kind for Subs<S> {
     }
     fn shape(&self) -> Shape {
         Shape::Tables(S::table_doc())
-    }
-    #[cfg(test)]
-    fn check_nested(&self, name: &str, p: &mut Problems) {
-        S::check_defaults(name, p);
     }
 }
 
@@ -802,10 +800,6 @@ impl<K: Kind> Kind for Map<K> {
             key: self.name,
             value: Box::new(self.value.shape()),
         }
-    }
-    #[cfg(test)]
-    fn check_nested(&self, name: &str, p: &mut Problems) {
-        self.value.check_nested(name, p);
     }
 }
 

@@ -213,9 +213,6 @@ pub(crate) trait Section: Sized {
             keys: Self::keys(),
         }
     }
-    /// Reads every declared default, as if `table` were empty (a test: none fails).
-    #[cfg(test)]
-    fn check_defaults(table: &str, p: &mut crate::problem::Problems);
 }
 
 /// Declares a table of the stack file: a struct with one [`Field`] per key, and its
@@ -320,20 +317,14 @@ macro_rules! section {
                     name: $crate::section!(@name $field $($toml)?),
                     doc: &[$($doc),*],
                     shape: $crate::schema::shape_of::<$ty, _>(&$kind),
-                    default: $crate::schema::Omitted::from($default),
+                    default: $crate::schema::checked_default::<$ty, _>(
+                        stringify!($Name),
+                        $crate::section!(@name $field $($toml)?),
+                        &$kind,
+                        $crate::schema::Omitted::from($default),
+                    ),
                     since: $crate::section!(@since $($since)?),
                 } ),*]
-            }
-
-            #[cfg(test)]
-            fn check_defaults(table: &str, p: &mut $crate::problem::Problems) {
-                $( $crate::schema::check_default::<$ty, _>(
-                    table,
-                    $crate::section!(@name $field $($toml)?),
-                    &$kind,
-                    $crate::schema::Omitted::from($default),
-                    p,
-                ); )*
             }
         }
     };
