@@ -21,11 +21,16 @@ struct Tmux {
 impl Tmux {
     /// `bulwark top` on `stack`, in a `width`x`height` terminal.
     fn top(stack: &Stack, width: u16, height: u16) -> Tmux {
+        Tmux::top_with(stack, width, height, "")
+    }
+
+    /// [`Tmux::top`] with `env` (`NAME=value ...`, shell words) before the command.
+    fn top_with(stack: &Stack, width: u16, height: u16, env: &str) -> Tmux {
         let dir = tempfile::tempdir().unwrap();
         let socket = format!("bulwark-top-{}", std::process::id());
         let tmux = Tmux { socket, dir };
         let script = format!(
-            "env BULWARK_STATE_DIR='{}' '{BULWARK}' top 2>'{}'; echo $? >'{}'",
+            "env BULWARK_STATE_DIR='{}' {env} '{BULWARK}' top 2>'{}'; echo $? >'{}'",
             stack.state_dir().display(),
             tmux.file("stderr").display(),
             tmux.file("exit").display()
@@ -274,6 +279,32 @@ fn top_says_the_api_is_down_keeps_going_comes_back_and_survives_a_tiny_terminal(
     let (exit, stderr) = tmux.quit();
     assert_eq!(exit, "0", "top's exit status; its stderr: {stderr}");
     assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn a_restart_the_token_may_not_make_is_refused_on_screen() {
+    let stack = Stack::start(&Demo::new("web").ready_every("200ms").build());
+    let pid = replica_pids(&stack.wait_ready("web", 1))[0];
+    let out = stack.cli(&["token", "create", "watcher", "--role", "viewer"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let tmux = Tmux::top_with(&stack, 160, 40, &format!("BULWARK_TOKEN={token}"));
+    tmux.wait_for("the replica, read with a viewer's token", |s| {
+        row_of(s, pid).is_some()
+    });
+    tmux.keys(&["r"]);
+    tmux.wait_for("the question", |s| s.contains("Restart web/0"));
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("the refusal", |s| s.contains("restart of web/0 failed"));
+    assert!(screen.contains("API answered 403 Forbidden"), "{screen}");
+    assert_eq!(
+        replica_pids(&stack.service("web")),
+        [pid],
+        "nothing restarted"
+    );
+    assert!(tmux.alive(), "a refusal ends nothing");
+    let (exit, stderr) = tmux.quit();
+    assert_eq!(exit, "0", "{stderr}");
 }
 
 #[test]
