@@ -122,7 +122,7 @@ fn header(model: &Model, now_ms: u64) -> Vec<Line<'static>> {
         Span::raw(format!("  API {}", model.api)),
     ];
     match model.refreshed_ms {
-        Some(at) => first.push(Span::raw(format!("  refreshed {}", clock(at)))),
+        Some(at) => first.push(Span::raw(format!("  refreshed {} UTC", clock(at)))),
         None if model.down.is_none() => first.push(Span::raw("  connecting…")),
         None => {}
     }
@@ -181,7 +181,7 @@ fn replicas(model: &Model, now_ms: u64, table: &mut TableState, area: Rect, buf:
             if selected.is_some_and(|id| id.service == s.name && id.index == r.index) {
                 selected_row = Some(rows.len());
             }
-            rows.push(replica_row(r, now_ms));
+            rows.push(replica_row(&s.name, r, now_ms));
         }
     }
     // A printed frame has no selection to show.
@@ -230,7 +230,9 @@ fn replicas(model: &Model, now_ms: u64, table: &mut TableState, area: Rect, buf:
     StatefulWidget::render(widget, area, buf, table);
 }
 
-fn replica_row(r: &api::json::Replica, now_ms: u64) -> Row<'static> {
+/// A replica's row; its service's name, dimmed, says whose it is once the service's own row
+/// has scrolled away.
+fn replica_row(service: &str, r: &api::json::Replica, now_ms: u64) -> Row<'static> {
     let mut state = r.state.clone();
     if r.crash_looping && state != "crash-looping" {
         state.push_str(" (looping)");
@@ -254,7 +256,7 @@ fn replica_row(r: &api::json::Replica, now_ms: u64) -> Row<'static> {
         _ => "-".into(),
     };
     Row::new(vec![
-        Cell::from(""),
+        Cell::from(service.to_owned()).style(DIM),
         Cell::from(r.index.to_string()),
         Cell::from(r.pid.map_or_else(|| "-".into(), |p| p.to_string())),
         Cell::from(state).style(state_style),

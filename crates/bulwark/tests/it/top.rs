@@ -121,8 +121,8 @@ impl Drop for Tmux {
     }
 }
 
-/// The cells of the table row showing `pid`: index, pid, state, ready, restarts, age, last
-/// exit.
+/// The cells of the table row showing `pid` after its service's name: index, pid, state,
+/// ready, restarts, age, last exit.
 fn row_of(screen: &str, pid: u32) -> Option<Vec<String>> {
     let pid = pid.to_string();
     screen.lines().find_map(|line| {
@@ -130,6 +130,7 @@ fn row_of(screen: &str, pid: u32) -> Option<Vec<String>> {
             .split_whitespace()
             .map(|c| c.trim_matches(['│', '>']))
             .filter(|c| !c.is_empty())
+            .skip(1)
             .map(str::to_owned)
             .collect();
         (cells.get(1) == Some(&pid)).then_some(cells)

@@ -133,8 +133,8 @@ fn a_thousand_replicas_scroll_to_the_selection() {
     assert!(s.contains("Replicas (1000)"), "{s}");
     let row = s.lines().find(|l| l.contains("> ")).unwrap();
     assert!(
-        row.contains("100999"),
-        "the last one is selected and shown: {row}"
+        row.contains("100999") && row.contains("web"),
+        "the last one is selected and shown, with its service: {row}"
     );
     assert!(!s.contains(" 100000 "), "the first is scrolled away: {s}");
     m.update(Msg::Key(Key::Home), 0);
