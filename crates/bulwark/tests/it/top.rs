@@ -99,6 +99,19 @@ impl Tmux {
         self.run(&args);
     }
 
+    /// The pid of `bulwark top` (the child of the pane's shell).
+    fn top_pid(&self) -> u32 {
+        let shell = self.run(&["list-panes", "-t", "top", "-F", "#{pane_pid}"]);
+        let shell = shell.trim();
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+            .unwrap_or_default();
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no child of the pane's shell {shell}"))
+    }
+
     fn alive(&self) -> bool {
         self.command(&["has-session", "-t", "top"]).status.success()
     }
@@ -119,6 +132,23 @@ impl Drop for Tmux {
         // Ends top too (SIGHUP), if a failed test left it running.
         let _ = self.command(&["kill-server"]);
     }
+}
+
+/// The CPU time (user and system) `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name: state is field 3 of stat(5), utime and stime 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap();
+    Duration::from_millis(ticks * 1000 / hz as u64)
 }
 
 /// The cells of the table row showing `pid` after its service's name: index, pid, state,
@@ -252,6 +282,15 @@ fn top_says_the_api_is_down_keeps_going_comes_back_and_survives_a_tiny_terminal(
     );
     assert!(screen.contains("stream down"), "{screen}");
     assert!(tmux.alive(), "top keeps running");
+    // Without spinning: retries and redraws cost next to nothing over a few seconds.
+    let top = tmux.top_pid();
+    let before = cpu_time(top);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_time(top) - before;
+    assert!(
+        used < Duration::from_millis(500),
+        "{used:?} of CPU in 3 s while the API is down"
+    );
 
     // `up` again, on another port: top finds it through the state directory.
     stack.restart();
