@@ -30,4 +30,5 @@ mod secrets;
 mod slo;
 mod tcp_tls;
 mod tls;
+mod top;
 mod workers;
