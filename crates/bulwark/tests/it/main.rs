@@ -13,6 +13,7 @@ mod completions;
 mod degrade;
 mod ext_auth;
 mod faults;
+mod grafana;
 mod hardening_api;
 mod hardening_proxy;
 mod hardening_runtime;
