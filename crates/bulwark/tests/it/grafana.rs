@@ -105,6 +105,55 @@ fn promtool_test(dir: &std::path::Path, test: &str) -> (bool, String) {
 }
 
 #[test]
+fn grafana_for_a_stack_file_leaves_out_slo_panels_without_an_slo_and_refuses_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.toml");
+    std::fs::write(&file, Demo::new("web").build()).unwrap();
+    let titles = |file: &std::path::Path| -> Vec<String> {
+        let out = Command::new(BULWARK)
+            .args(["grafana", "-f"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+        d["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["title"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let without = titles(&file);
+    assert!(without.iter().all(|t| !t.contains("SLO")), "{without:?}");
+    assert!(without.iter().any(|t| t == "Request rate"), "{without:?}");
+    std::fs::write(
+        &file,
+        Demo::new("web")
+            .expose(free_port())
+            .with("[[services.web.slo]]\nname = \"a\"\nkind = \"availability\"\nobjective = 99.0")
+            .build(),
+    )
+    .unwrap();
+    let with = titles(&file);
+    assert!(with.iter().any(|t| t == "SLO burn rate"), "{with:?}");
+
+    std::fs::write(&file, "[services.web]\nreplicas = \"two\"\n").unwrap();
+    let out = Command::new(BULWARK)
+        .args(["grafana", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        output_text(&out).contains("stack.toml:2"),
+        "{}",
+        output_text(&out)
+    );
+}
+
+#[test]
 fn every_panel_reads_exported_metrics_and_returns_data_in_promtool() {
     let out = Command::new(BULWARK).arg("grafana").output().unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
