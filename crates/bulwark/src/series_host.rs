@@ -2,6 +2,7 @@
 //! the supervisor's replicas, the proxy's counters, the remediation's per-service outcome
 //! counters, the resource sampler's latest CPU and RSS and the SLO budgets.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use observe::series::{Counts, ReplicaReading, Resources, ServiceReading, Source};
@@ -23,6 +24,11 @@ impl Source for SeriesHost {
             .into_iter()
             .map(|svc| {
                 let proxy = self.hooks.stats(&svc.name);
+                let seen: HashMap<u32, &proxy::ReplicaStats> = proxy
+                    .iter()
+                    .flat_map(|p| &p.replicas)
+                    .map(|s| (s.replica, s))
+                    .collect();
                 let requests = self.measures.read(&svc.name, now).map(|r| Counts {
                     // Counted since bulwark started: never reset.
                     epoch: 0,
@@ -34,9 +40,7 @@ impl Source for SeriesHost {
                     .replicas
                     .iter()
                     .map(|r| {
-                        let seen = proxy
-                            .as_ref()
-                            .and_then(|p| p.replicas.iter().find(|s| s.replica == r.index));
+                        let seen = seen.get(&r.index).copied();
                         let usage = self.resources.get(&svc.name, r.index);
                         ReplicaReading {
                             index: r.index,

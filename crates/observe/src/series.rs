@@ -218,9 +218,8 @@ impl Series {
                 replicas: BTreeMap::new(),
             });
             entry.service.push(t, point.0);
-            entry
-                .replicas
-                .retain(|i, _| replicas.iter().any(|(j, _)| j == i));
+            let live: std::collections::HashSet<u32> = replicas.iter().map(|(i, _)| *i).collect();
+            entry.replicas.retain(|i, _| live.contains(i));
             for (index, point) in replicas {
                 entry
                     .replicas

@@ -66,12 +66,13 @@ impl Hooks {
             .clone();
         let mut replicas = proxy.policy().lock().stats(std::time::Instant::now());
         let snapshot = proxy.endpoints.borrow().clone();
+        let inflight: HashMap<u32, u64> = snapshot
+            .ready
+            .iter()
+            .map(|e| (e.replica, e.load.inflight() as u64))
+            .collect();
         for r in &mut replicas {
-            r.inflight = snapshot
-                .ready
-                .iter()
-                .find(|e| e.replica == r.replica)
-                .map(|e| e.load.inflight() as u64);
+            r.inflight = inflight.get(&r.replica).copied();
         }
         Some(ServiceStats {
             inflight: proxy.metrics.inflight.get().max(0) as u64,

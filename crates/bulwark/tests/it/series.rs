@@ -208,3 +208,52 @@ fn figures_are_written_short() {
         assert!(significant.len() <= 9, "{n} in {body}");
     }
 }
+
+#[test]
+fn the_series_refuse_an_unknown_service_a_bad_since_and_a_missing_token() {
+    let stack = Stack::start(&Demo::new("web").build());
+    stack.wait_ready("web", 1);
+    let (code, body) = stack.call("GET", "/v1/series?service=nope", "127.0.0.1", true);
+    assert_eq!(code, 404, "{body}");
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("\"nope\""),
+        "{body}"
+    );
+
+    let (code, body) = stack.call(
+        "GET",
+        "/v1/series?service=web&since=yesterday",
+        "127.0.0.1",
+        true,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("since"), "{body}");
+
+    let (code, body) = stack.call("GET", "/v1/series?service=web", "127.0.0.1", false);
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("\"t\""), "{body}");
+
+    // A service without an exposed port still has its replicas' figures; what the proxy
+    // would count is unknown, not zero.
+    let s = eventually("two points", Duration::from_secs(20), || {
+        let s = series(&stack, "?service=web");
+        (s["t"].as_array()?.len() >= 2).then_some(s)
+    });
+    assert!(
+        s["rps"].as_array().unwrap().iter().all(Value::is_null),
+        "{s}"
+    );
+    assert!(s["inflight"].as_array().unwrap().iter().all(Value::is_null));
+    assert!(
+        s["budget_left"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(Value::is_null)
+    );
+    assert_eq!(numbers(&s["ready"]).last(), Some(&1.0));
+    let r = &s["replicas"]["0"];
+    assert_eq!(numbers(&r["restarts"]).last(), Some(&0.0));
+    assert!(r["ejected"].as_array().unwrap().iter().all(Value::is_null));
+}
