@@ -26,9 +26,11 @@ mod rollouts;
 mod routes;
 mod security;
 pub mod server;
+pub mod session;
 pub mod state_dir;
 pub mod switches;
 pub mod tokens;
+mod ui;
 
 pub use routes::{AppState, ReloadRequest, router};
 
