@@ -25,6 +25,7 @@ mod remedy;
 mod rollouts;
 mod routes;
 mod security;
+mod series;
 pub mod server;
 pub mod session;
 pub mod state_dir;

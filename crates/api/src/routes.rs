@@ -54,6 +54,8 @@ pub struct AppState {
     pub remedy: remedy::Remedy,
     /// The autoscalers' last decisions.
     pub autoscaling: remedy::Autoscaling,
+    /// The last ten minutes of every service and replica, a point a second.
+    pub series: Arc<observe::series::Series>,
 }
 
 /// The response header that says the events shown are not all in the journal.
@@ -88,6 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::rollouts::routes())
         .merge(crate::switches::routes())
         .merge(crate::remedy::routes())
+        .merge(crate::series::routes())
         .merge(crate::tokens::routes())
         .merge(crate::audit::routes())
         .merge(crate::ui::routes(sessions))

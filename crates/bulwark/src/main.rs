@@ -13,6 +13,7 @@ mod remedy_cmd;
 mod remedy_host;
 mod rollout_cmd;
 mod rollout_host;
+mod series_host;
 mod switches;
 mod up;
 mod verify_cmd;

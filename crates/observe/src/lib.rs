@@ -12,6 +12,7 @@ pub mod journal;
 pub mod notify;
 pub mod plane;
 pub mod resources;
+pub mod series;
 
 use std::sync::Arc;
 

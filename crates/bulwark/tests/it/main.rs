@@ -29,6 +29,7 @@ mod roles;
 mod rollout;
 mod schema;
 mod secrets;
+mod series;
 mod slo;
 mod tcp_tls;
 mod tls;
