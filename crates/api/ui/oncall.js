@@ -19,16 +19,18 @@ let el = {};
 
 const refresh = (what) => window.dispatchEvent(new CustomEvent('bulwark:refresh', { detail: what }));
 
-function table(id, heads) {
+function table(id, heads, empty) {
   const body = h('tbody');
-  return [h('table', { id }, h('thead', {}, h('tr', {}, heads.map((x) => h('th', {}, x)))), body), body];
+  // The footer shows only while the body is empty (style.css).
+  const foot = h('tfoot', {}, h('tr', {}, h('td', { class: 'muted', colspan: String(heads.length) }, empty)));
+  return [h('table', { id }, h('thead', {}, h('tr', {}, heads.map((x) => h('th', {}, x)))), body, foot), body];
 }
 
 export function mount(root, store) {
-  const [alerts, alertsBody] = table('alerts', ['severity', 'service', 'alert', 'since', 'summary']);
-  const [sick, sickBody] = table('attention', ['replica', 'state', 'restarts', 'last exit', 'stderr tail']);
-  const [reps, repsBody] = table('replicas', ['replica', 'state', 'ready', 'pid', 'restarts', '']);
-  const [sil, silBody] = table('silences', ['service', 'SLO', 'until', 'comment', '']);
+  const [alerts, alertsBody] = table('alerts', ['severity', 'service', 'alert', 'since', 'summary'], 'No alert firing.');
+  const [sick, sickBody] = table('attention', ['replica', 'state', 'restarts', 'last exit', 'stderr tail'], 'Every replica is ready.');
+  const [reps, repsBody] = table('replicas', ['replica', 'state', 'ready', 'pid', 'restarts', ''], 'No replica.');
+  const [sil, silBody] = table('silences', ['service', 'SLO', 'until', 'comment', ''], 'No silence.');
   const service = h('select', { id: 'silence-service' });
   const minutes = h('input', { id: 'silence-minutes', type: 'number', value: '60', min: '1', style: 'width:6em' });
   const comment = h('input', { id: 'silence-comment', placeholder: 'comment' });
@@ -77,7 +79,7 @@ function replicaRow(item) {
   const restart = h('button', { class: 'restart' }, 'Restart');
   restart.addEventListener('click', () => act(`Restart ${item.key}?`,
     () => post(`/v1/services/${encodeURIComponent(item.svc)}/restart?replica=${item.r.index}`), 'status'));
-  return h('tr', {}, h('td', {}, item.key), h('td'), h('td'), h('td', { class: 'num' }), h('td', { class: 'num' }), h('td', {}, restart));
+  return h('tr', {}, h('td', {}, item.key), h('td'), h('td'), h('td'), h('td'), h('td', {}, restart));
 }
 
 function updateReplica(row, { key, r }) {
@@ -154,7 +156,7 @@ export function update(store, batch) {
   keyed(el.repsBody, all, (x) => x.key, replicaRow, updateReplica);
   const sick = all.filter((x) => !x.r.ready || x.r.crash_looping);
   keyed(el.sickBody, sick, (x) => x.key,
-    () => h('tr', {}, h('td'), h('td', { class: 'bad' }), h('td', { class: 'num' }), h('td'), h('td', {}, h('pre', { class: 'tail' }))),
+    () => h('tr', {}, h('td'), h('td', { class: 'bad' }), h('td'), h('td'), h('td', {}, h('pre', { class: 'tail' }))),
     updateSick);
   keyed(el.alertsBody, store.alerts.filter((a) => a.state === 'firing'), (a) => a.id, alertRow, updateAlert);
   keyed(el.silBody, store.silences, (s) => s.id, silenceRow, updateSilence);

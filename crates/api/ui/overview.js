@@ -11,12 +11,15 @@ let cards = null;
 let timer = null;
 let series = null; // { NAME: { t: [...], rps: [...], ... } } or null when unavailable
 let seriesNote = null;
+let last = 0; // the newest sample's time: later polls ask only for what follows
 
 export function mount(el) {
   seriesNote = h('p', { class: 'muted', id: 'series-note' });
   cards = h('div', { class: 'cards', id: 'overview' });
   root = el;
   root.append(h('h2', {}, 'Services'), seriesNote, cards);
+  series = null;
+  last = 0;
   pollSeries();
   timer = setInterval(pollSeries, 1000);
 }
@@ -28,8 +31,17 @@ export function unmount() {
 
 async function pollSeries() {
   try {
-    const s = await get('/v1/series');
-    series = s.services || {};
+    const s = await get(`/v1/series${last ? `?since=${last}` : ''}`);
+    series = series || {};
+    for (const [name, cols] of Object.entries(s.services || {})) {
+      const mine = series[name] || (series[name] = {});
+      for (const [k, v] of Object.entries(cols)) {
+        const col = mine[k] || (mine[k] = []);
+        col.push(...v);
+        if (col.length > s.capacity) col.splice(0, col.length - s.capacity);
+      }
+      if (cols.t && cols.t.length) last = Math.max(last, cols.t[cols.t.length - 1]);
+    }
     text(seriesNote, `charts: the last ${s.capacity} samples, one every ${s.interval_ms / 1000} s`);
   } catch (e) {
     series = null;
@@ -44,6 +56,7 @@ function drawCharts() {
   for (const card of cards.children) {
     const s = series[card.dataset.key];
     if (!s) continue;
+    card.dataset.samples = String((s.t || []).length);
     spark(card._rps, s.rps || [], { color: '#58a6ff' });
     spark(card._budget, s.budget_left || [], { color: '#3fb950', max: 1 });
   }

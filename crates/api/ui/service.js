@@ -98,6 +98,7 @@ function updateRow(tr, { idx, s }) {
   const c = tr.children;
   const v = (f) => lastOf(s[f]);
   text(c[0], `${name}/${idx}`);
+  tr.dataset.samples = String(s.t.length);
   text(c[1], num(v('rps'), 1));
   text(c[2], pct(v('error_ratio'), 2));
   text(c[3], v('p50_ms') === null ? null : `${num(v('p50_ms'), 1)} ms`);
