@@ -9,7 +9,9 @@ import * as oncall from './oncall.js';
 import * as service from './service.js';
 
 const VIEWS = { overview, oncall, service };
-const perf = (window.bulwarkPerf = { firstRender: null, updates: [], ages: [] });
+const perf = (window.bulwarkPerf = { firstRender: null, updates: [], ages: [], csp: [] });
+// Anything the Content-Security-Policy blocked (the tests require none).
+document.addEventListener('securitypolicyviolation', (e) => perf.csp.push(`${e.violatedDirective} ${e.blockedURI}`));
 
 // What the views read. `status` is patched by events at once and replaced by a refresh.
 const store = {

@@ -32,7 +32,7 @@ export function mount(root, store) {
   const [reps, repsBody] = table('replicas', ['replica', 'state', 'ready', 'pid', 'restarts', ''], 'No replica.');
   const [sil, silBody] = table('silences', ['service', 'SLO', 'until', 'comment', ''], 'No silence.');
   const service = h('select', { id: 'silence-service' });
-  const minutes = h('input', { id: 'silence-minutes', type: 'number', value: '60', min: '1', style: 'width:6em' });
+  const minutes = h('input', { id: 'silence-minutes', type: 'number', value: '60', min: '1', class: 'short' });
   const comment = h('input', { id: 'silence-comment', placeholder: 'comment' });
   const note = h('span', { class: 'error', id: 'action-error' });
   const form = h('form', { class: 'inline', id: 'silence-form' }, 'Silence', service, 'for', minutes,

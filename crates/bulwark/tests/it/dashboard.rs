@@ -237,6 +237,12 @@ fn the_views_show_the_slo_follow_a_kill_and_silence_from_the_page() {
         b.text("#service-events")
     );
     screenshot(&b, "service");
+    let csp = b.js("return window.bulwarkPerf.csp", json!([]));
+    assert_eq!(
+        csp,
+        json!([]),
+        "the page broke its own Content-Security-Policy"
+    );
 }
 
 #[test]
