@@ -396,6 +396,10 @@ mod tests {
         assert_eq!(Role::needed(&Method::GET, "/v1/tokens"), Role::Admin);
         assert_eq!(Role::needed(&Method::DELETE, "/v1/tokens/ci"), Role::Admin);
         assert_eq!(Role::needed(&Method::GET, "/v1/audit"), Role::Admin);
+        assert_eq!(
+            Role::needed(&Method::POST, "/v1/dashboard/codes"),
+            Role::Viewer
+        );
         assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
     }
 

@@ -168,4 +168,6 @@ export function update(store, batch) {
     el.events.prepend(h('li', { class: ev.type.includes('exit') || ev.type.includes('crash') ? 'bad' : '' }, describe(ev)));
   }
   while (el.events.childElementCount > 100) el.events.lastElementChild.remove();
+  // Remember only the newest events shown (a Set keeps insertion order).
+  if (el.shownEvents.size > 2000) el.shownEvents = new Set([...el.shownEvents].slice(-1000));
 }
