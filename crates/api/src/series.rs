@@ -3,6 +3,7 @@
 //! `since` (ms since the epoch) keeps only later points, so a page polling once a second
 //! gets one new point each time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
@@ -10,9 +11,9 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use observe::series::{CAPACITY, Columns, INTERVAL};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use observe::series::{CAPACITY, Columns, INTERVAL, SERVICE_FIELDS, ServiceColumns};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::routes::{AppState, bad_query, control_error};
 
@@ -35,47 +36,74 @@ async fn series(
         Ok(Query(q)) => q,
         Err(e) => return bad_query(e),
     };
-    let mut out = Map::new();
-    out.insert("interval_ms".into(), json!(INTERVAL.as_millis() as u64));
-    out.insert("capacity".into(), json!(CAPACITY));
     let Some(service) = q.service else {
-        let services: Map<String, Value> = s
-            .series
-            .services(q.since)
-            .into_iter()
-            .map(|(name, c)| (name, Value::Object(columns(c))))
-            .collect();
-        out.insert("services".into(), Value::Object(services));
-        return Json(Value::Object(out)).into_response();
+        return Json(Body::Overview(s.series.services(q.since))).into_response();
     };
     if !s.supervisor.in_stack(&service) {
         return control_error(runtime::ControlError::UnknownService(service));
     }
-    out.insert("service".into(), json!(service));
     // A service of the stack not sampled yet (the first second, or just added by a
     // reload) has no points: empty columns rather than an error.
-    let (own, replicas) = match s.series.service(&service, q.since) {
-        Some(c) => (c.service, c.replicas),
-        None => (
-            Columns::empty(&observe::series::SERVICE_FIELDS),
-            Default::default(),
-        ),
-    };
-    out.extend(columns(own));
-    let replicas: Map<String, Value> = replicas
-        .into_iter()
-        .map(|(i, c)| (i.to_string(), Value::Object(columns(c))))
-        .collect();
-    out.insert("replicas".into(), Value::Object(replicas));
-    Json(Value::Object(out)).into_response()
+    let columns = s
+        .series
+        .service(&service, q.since)
+        .unwrap_or_else(|| ServiceColumns {
+            service: Columns::empty(&SERVICE_FIELDS),
+            replicas: BTreeMap::new(),
+        });
+    Json(Body::Service(service, columns)).into_response()
 }
 
-/// `{"t": [...], "rps": [...], ...}`; an unknown figure is `null`.
-fn columns(c: Columns) -> Map<String, Value> {
-    let mut m = Map::with_capacity(c.columns.len() + 1);
-    m.insert("t".into(), json!(c.t));
-    for (name, values) in c.columns {
-        m.insert(name.into(), json!(values));
+/// The answer, written straight from the columns: figures are `f32`s, written as such
+/// (`48.96534`, not the `f64` digits of an `f32`); an unknown figure is `null`.
+enum Body {
+    Service(String, ServiceColumns),
+    Overview(BTreeMap<String, Columns>),
+}
+
+impl Serialize for Body {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("interval_ms", &(INTERVAL.as_millis() as u64))?;
+        m.serialize_entry("capacity", &CAPACITY)?;
+        match self {
+            Body::Service(name, c) => {
+                m.serialize_entry("service", name)?;
+                entries(&mut m, &c.service)?;
+                let replicas: BTreeMap<String, ColumnsJson<'_>> = c
+                    .replicas
+                    .iter()
+                    .map(|(i, c)| (i.to_string(), ColumnsJson(c)))
+                    .collect();
+                m.serialize_entry("replicas", &replicas)?;
+            }
+            Body::Overview(services) => {
+                let services: BTreeMap<&str, ColumnsJson<'_>> = services
+                    .iter()
+                    .map(|(n, c)| (n.as_str(), ColumnsJson(c)))
+                    .collect();
+                m.serialize_entry("services", &services)?;
+            }
+        }
+        m.end()
     }
-    m
+}
+
+/// `{"t": [...], "rps": [...], ...}`.
+struct ColumnsJson<'a>(&'a Columns);
+
+impl Serialize for ColumnsJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(Some(self.0.columns.len() + 1))?;
+        entries(&mut m, self.0)?;
+        m.end()
+    }
+}
+
+fn entries<M: SerializeMap>(m: &mut M, c: &Columns) -> Result<(), M::Error> {
+    m.serialize_entry("t", &c.t)?;
+    for (name, values) in &c.columns {
+        m.serialize_entry(name, values)?;
+    }
+    Ok(())
 }

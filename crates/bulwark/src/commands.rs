@@ -175,6 +175,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         Command::Up(_)
         | Command::Check { .. }
         | Command::Import { .. }
+        | Command::Grafana { .. }
         | Command::Demo(_)
         | Command::Load(_)
         | Command::Verify(_)

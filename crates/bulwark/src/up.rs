@@ -242,6 +242,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             eval_every: eval_every(&stack),
         },
     );
+    plane.register(&mut registry);
 
     let versions = Arc::new(rollout::Versions::default());
     let rollouts = rollout::Rollouts::new(

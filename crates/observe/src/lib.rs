@@ -7,6 +7,7 @@
 pub mod slo;
 
 pub mod alert;
+pub mod grafana;
 pub mod incident;
 pub mod journal;
 pub mod notify;

@@ -15,6 +15,7 @@ mod dashboard;
 mod degrade;
 mod ext_auth;
 mod faults;
+mod grafana;
 mod hardening_api;
 mod hardening_proxy;
 mod hardening_runtime;
