@@ -32,6 +32,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The on-call view in the terminal, live: every replica (state, readiness, pid,
+    /// restarts, last exit, age) under its service's ready/desired count, firing alerts,
+    /// open incidents and the latest events. Keys: up/down or j/k select, Enter the
+    /// selected replica's stderr tail, r restart it (asks y/n), ? help, q quit.
+    Top {
+        /// Print one frame as text and exit (no terminal needed).
+        #[arg(long, visible_alias = "plain")]
+        once: bool,
+    },
     /// Show what happened; --follow streams new events.
     Events {
         #[arg(long)]

@@ -179,6 +179,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         | Command::Demo(_)
         | Command::Load(_)
         | Command::Verify(_)
+        | Command::Top { .. }
         | Command::Completions { .. }
         | Command::Schema { .. }
         | Command::Explain { .. }

@@ -15,6 +15,7 @@ mod rollout_cmd;
 mod rollout_host;
 mod series_host;
 mod switches;
+mod top;
 mod up;
 mod verify_cmd;
 
@@ -70,6 +71,9 @@ fn main() -> ExitCode {
             tokio_runtime(None, false).and_then(|rt| rt.block_on(up::run(args, cli.state_dir)))
         }
         Command::Load(args) => tokio_runtime(None, false).and_then(|rt| rt.block_on(load(args))),
+        Command::Top { once } => {
+            tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(top::run(once, cli.state_dir)))
+        }
         Command::Verify(args) => tokio_runtime(None, false)
             .and_then(|rt| rt.block_on(verify_cmd::run(args, cli.state_dir))),
         other => tokio_runtime(Some(1), true)

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
-use spec::{Key, Omitted, Shape, suggest};
+use spec::{Key, NumberRange, Omitted, Shape, suggest};
 
 /// Every key with its path (`services.NAME.expose.timeouts.connect`), in declaration
 /// order, depth first.
@@ -64,13 +64,13 @@ fn type_text(shape: &Shape) -> String {
             };
             format!("integer {min} to {top}{unit}")
         }
-        Shape::Number {
+        Shape::Number(NumberRange {
             min,
             max,
             min_open,
             max_open,
             unit,
-        } => {
+        }) => {
             let low = if *min_open { "more than " } else { "" };
             let high = if *max_open { "less than " } else { "" };
             let top = if *max >= 1e15 {
@@ -246,13 +246,13 @@ fn shape_schema(shape: &Shape, name: &str) -> Value {
         Shape::String { non_empty } => json!({"type": "string", "minLength": u8::from(*non_empty)}),
         Shape::Bool => json!({"type": "boolean"}),
         Shape::Int { min, max, .. } => json!({"type": "integer", "minimum": min, "maximum": max}),
-        Shape::Number {
+        Shape::Number(NumberRange {
             min,
             max,
             min_open,
             max_open,
             ..
-        } => {
+        }) => {
             let mut n = json!({"type": "number"});
             n[if *min_open {
                 "exclusiveMinimum"
@@ -361,7 +361,7 @@ fn example(all: &[(String, Key)], path: &str, key: &Key) -> Option<String> {
         (Shape::Bool, _) => "true".into(),
         (Shape::Duration { .. }, _) => "\"5s\"".into(),
         (Shape::Int { min, .. }, _) => (*min).max(1).to_string(),
-        (Shape::Number { max, .. }, _) => format!("{}", max.min(100.0) / 2.0),
+        (Shape::Number(NumberRange { max, .. }), _) => format!("{}", max.min(100.0) / 2.0),
         (Shape::String { .. } | Shape::Text(_), _) => "\"...\"".into(),
         (Shape::List(_), _) => "[]".into(),
         (Shape::CountOrPercent { .. }, _) => "1".into(),

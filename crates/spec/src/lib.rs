@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::*;
 pub use problem::suggest;
-pub use schema::{Key, Omitted, Shape, TableDoc};
+pub use schema::{Key, NumberRange, Omitted, Shape, TableDoc};
 
 use problem::Problems;
 use schema::Section;

@@ -167,6 +167,20 @@ fn tls_api_speaks_h2_and_http1_and_the_cli_verifies_it_against_its_ca() {
         "{}",
         stderr(&none)
     );
+    // `bulwark top` goes through the same client: its frame names the https origin.
+    let top = cli(&stack, &["top", "--once"], &[("BULWARK_CACERT", "ca.pem")]);
+    assert!(top.status.success(), "{}", stderr(&top));
+    let frame = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        frame.contains(&format!("API https://{}", stack.api)) && frame.contains("web"),
+        "{frame}"
+    );
+    let top = cli(&stack, &["top", "--once"], &[]);
+    assert!(
+        stderr(&top).contains("speaks TLS; set BULWARK_CACERT"),
+        "{}",
+        stderr(&top)
+    );
     let wrong = cli(&stack, &["status"], &[("BULWARK_CACERT", "other-ca.pem")]);
     assert!(!wrong.status.success());
     let why = stderr(&wrong);

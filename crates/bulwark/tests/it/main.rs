@@ -34,4 +34,5 @@ mod series;
 mod slo;
 mod tcp_tls;
 mod tls;
+mod top;
 mod workers;

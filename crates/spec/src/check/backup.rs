@@ -15,19 +15,15 @@ pub(super) fn backups(
     base_dir: &Path,
     p: &mut Problems,
 ) -> Option<Vec<Backup>> {
-    let Some(list) = list.value() else {
-        return Some(Vec::new());
-    };
     super::duplicate_names(
-        list.iter().filter_map(|raw| raw.name.given()),
+        list.value()
+            .into_iter()
+            .flatten()
+            .filter_map(|raw| raw.name.given()),
         |n| format!("duplicate backup name `{n}`: each [[backups]] needs a name of its own"),
         p,
     );
-    let built: Vec<Option<Backup>> = list
-        .iter()
-        .map(|raw| backup(raw, services, base_dir, p))
-        .collect();
-    built.into_iter().collect()
+    super::each(list, |raw| backup(raw, services, base_dir, p))
 }
 
 fn backup(

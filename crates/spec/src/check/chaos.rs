@@ -18,21 +18,17 @@ pub(crate) fn experiments(
     base_dir: &Path,
     p: &mut Problems,
 ) -> Option<Vec<Experiment>> {
-    let Some(list) = list.value() else {
-        return Some(Vec::new());
-    };
     super::duplicate_names(
-        list.iter().filter_map(|raw| raw.name.given()),
+        list.value()
+            .into_iter()
+            .flatten()
+            .filter_map(|raw| raw.name.given()),
         |n| {
             format!("duplicate experiment name `{n}`: each [[experiments]] needs a name of its own")
         },
         p,
     );
-    let built: Vec<Option<Experiment>> = list
-        .iter()
-        .map(|raw| experiment(raw, services, base_dir, p))
-        .collect();
-    built.into_iter().collect()
+    super::each(list, |raw| experiment(raw, services, base_dir, p))
 }
 
 fn experiment(

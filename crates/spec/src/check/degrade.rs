@@ -19,8 +19,7 @@ pub(super) fn switches(raw: &Field<Vec<Named<SwitchTable>>>, p: &mut Problems) -
     let mut out = Vec::new();
     for (name, table) in raw.value().into_iter().flatten() {
         let n = name.get_ref();
-        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if !n.starts_with(|c: char| c.is_ascii_alphabetic()) || !n.chars().all(plain) {
+        if !super::service::valid_name(n) {
             p.push(
                 name.span(),
                 format!(

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use toml::Spanned;
 
+use super::{each, optional};
 use crate::keys::{
     BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RouteTable,
     ToxicTable, ToxicType,
@@ -152,22 +153,6 @@ fn policies(
         upstream_tls: None,
         auth: optional(raw.auth.given().map(|a| a.get_ref().build()))?,
     })
-}
-
-/// A table left out is `Some(None)`; one that failed is `None`.
-fn optional<T>(built: Option<Option<T>>) -> Option<Option<T>> {
-    match built {
-        None => Some(None),
-        Some(t) => t.map(Some),
-    }
-}
-
-/// Every entry built (each reports its own problems); `None` if any failed.
-fn each<T, U>(list: &Field<Vec<T>>, f: impl FnMut(&T) -> Option<U>) -> Option<Vec<U>> {
-    let built: Vec<Option<U>> = list
-        .value()
-        .map_or(Vec::new(), |l| l.iter().map(f).collect());
-    built.into_iter().collect()
 }
 
 /// `weighted` needs `weights`, `hash` needs `hash_on`, and neither key means anything

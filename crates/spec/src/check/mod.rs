@@ -154,6 +154,22 @@ pub(super) fn duplicate_names<'a>(
     }
 }
 
+/// A table left out is `Some(None)`; one that failed is `None`.
+pub(super) fn optional<T>(built: Option<Option<T>>) -> Option<Option<T>> {
+    match built {
+        None => Some(None),
+        Some(t) => t.map(Some),
+    }
+}
+
+/// Every entry built (each reports its own problems); `None` if any failed.
+pub(super) fn each<T, U>(list: &Field<Vec<T>>, f: impl FnMut(&T) -> Option<U>) -> Option<Vec<U>> {
+    let built: Vec<Option<U>> = list
+        .value()
+        .map_or(Vec::new(), |l| l.iter().map(f).collect());
+    built.into_iter().collect()
+}
+
 /// A table left out, every key at its declared default (for the domain types' defaults).
 pub(crate) fn omitted<S: Section>(name: &str) -> S {
     S::read(

@@ -16,11 +16,11 @@ pub(crate) fn remediations(
     switches: &[Switch],
     p: &mut Problems,
 ) -> Option<Vec<Remediation>> {
-    let Some(list) = list.value() else {
-        return Some(Vec::new());
-    };
     super::duplicate_names(
-        list.iter().filter_map(|raw| raw.name.given()),
+        list.value()
+            .into_iter()
+            .flatten()
+            .filter_map(|raw| raw.name.given()),
         |n| {
             format!(
                 "duplicate remediation name `{n}`: each [[remediations]] needs a name of its own"
@@ -28,11 +28,7 @@ pub(crate) fn remediations(
         },
         p,
     );
-    let built: Vec<Option<Remediation>> = list
-        .iter()
-        .map(|raw| remediation(raw, services, switches, p))
-        .collect();
-    built.into_iter().collect()
+    super::each(list, |raw| remediation(raw, services, switches, p))
 }
 
 fn known_service(

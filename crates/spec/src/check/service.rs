@@ -29,7 +29,7 @@ pub(super) fn service(
     p: &mut Problems,
 ) -> Checked {
     let name_str = name.get_ref().clone();
-    if !valid_service_name(&name_str) {
+    if !valid_name(&name_str) {
         p.push(
             name.span(),
             format!(
@@ -120,9 +120,9 @@ pub(super) fn service(
     }
 }
 
-/// Names show up in URLs, metric labels, log prefixes and `{service}` substitutions, so
-/// they are kept to a set of characters that is safe in all of them.
-fn valid_service_name(name: &str) -> bool {
+/// Service and switch names show up in URLs, metric labels, log prefixes and `{service}`
+/// substitutions, so they are kept to a set of characters that is safe in all of them.
+pub(super) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')

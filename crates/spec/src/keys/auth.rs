@@ -35,7 +35,7 @@ section! {
         /// answers 503 (fail closed); `allow` forwards the request unauthenticated (fail
         /// open). Both are counted in `bulwark_proxy_policy_events_total`
         /// (`auth_unavailable`, `auth_failed_open`).
-        on_error: AuthFailure = choice(&[("deny", AuthFailure::Deny), ("allow", AuthFailure::Allow)]),
+        on_error: AuthFailure = choice(AuthFailure::CHOICES),
             r#""deny""#;
     }
 }

@@ -53,12 +53,7 @@ section! {
         service: String = string().non_empty(), Required(r#"service = "web""#);
         /// `one` replica at random, `all`, a `fixed` number (`value`), or a `percent` of
         /// them (`value`, rounded up).
-        mode: TargetMode = choice(&[
-            ("one", TargetMode::One),
-            ("all", TargetMode::All),
-            ("fixed", TargetMode::Fixed),
-            ("percent", TargetMode::Percent),
-        ]), r#""one""#;
+        mode: TargetMode = choice(TargetMode::CHOICES), r#""one""#;
         /// The count for `fixed`, the percentage for `percent`.
         value: f64 = number(0.0, 1000.0), Optional("needed by `fixed` and `percent`");
     }
@@ -72,19 +67,7 @@ section! {
         /// the target replicas); `tcp` (a toxic, `protocol = "tcp"`); `cpu`, `memory` (a
         /// stressor process bulwark always stops); `dependency` (requests to service `to`
         /// through its listener delayed or failed); `disk-fill` (a file in `path`).
-        kind as "type": ChaosFaultKind = choice(&[
-            ("kill", ChaosFaultKind::Kill),
-            ("stop", ChaosFaultKind::Stop),
-            ("restart", ChaosFaultKind::Restart),
-            ("http-delay", ChaosFaultKind::HttpDelay),
-            ("http-abort", ChaosFaultKind::HttpAbort),
-            ("http-reset", ChaosFaultKind::HttpReset),
-            ("tcp", ChaosFaultKind::Tcp),
-            ("cpu", ChaosFaultKind::Cpu),
-            ("memory", ChaosFaultKind::Memory),
-            ("dependency", ChaosFaultKind::Dependency),
-            ("disk-fill", ChaosFaultKind::DiskFill),
-        ]), Required(r#"type = "kill""#);
+        kind as "type": ChaosFaultKind = choice(ChaosFaultKind::CHOICES), Required(r#"type = "kill""#);
         /// `kill`: the signal sent to the replica's process group.
         signal: Signal = text("a signal name such as \"SIGTERM\", \"INT\" or \"QUIT\"", signal),
             r#""SIGKILL""#;
@@ -116,14 +99,7 @@ section! {
         /// `http` (a URL answers `status`), `error-ratio` and `latency` (from bulwark's own
         /// outcomes for the service), `burn-rate` (an SLO's), `ready` (ready replicas),
         /// `command` (exits 0).
-        kind as "type": SteadyKind = choice(&[
-            ("http", SteadyKind::Http),
-            ("error-ratio", SteadyKind::ErrorRatio),
-            ("latency", SteadyKind::Latency),
-            ("burn-rate", SteadyKind::BurnRate),
-            ("ready", SteadyKind::Ready),
-            ("command", SteadyKind::Command),
-        ]), Required(r#"type = "error-ratio""#);
+        kind as "type": SteadyKind = choice(SteadyKind::CHOICES), Required(r#"type = "error-ratio""#);
         /// The service the probe is about.
         service: String = string().non_empty(), Optional("the target's");
         /// `http`: the URL to GET.

@@ -79,11 +79,7 @@ section! {
         /// The role of a client authenticated by its certificate (with `tls.client_ca`) and
         /// sending no token; a token, when sent, decides instead. Audited as `CN=` and the
         /// certificate's subject common name.
-        client_role: ClientRole = choice(&[
-            ("viewer", ClientRole::Viewer),
-            ("operator", ClientRole::Operator),
-            ("admin", ClientRole::Admin),
-        ]), r#""viewer""#;
+        client_role: ClientRole = choice(ClientRole::CHOICES), r#""viewer""#;
         /// Deprecated, without effect: a non-loopback `listen` needs `[api.tls]` instead.
         allow_remote: bool = boolean(), "false";
     }
@@ -155,11 +151,7 @@ section! {
         replicas: u32 = int(0, 1000), "1";
         /// Whether a replica whose process exited is started again: `on-failure` after a
         /// non-zero exit or death by a signal.
-        restart: RestartPolicy = choice(&[
-            ("always", RestartPolicy::Always),
-            ("on-failure", RestartPolicy::OnFailure),
-            ("never", RestartPolicy::Never),
-        ]), r#""always""#;
+        restart: RestartPolicy = choice(RestartPolicy::CHOICES), r#""always""#;
         /// Rules checked in order before `restart`; death by a signal matches none.
         restart_rules: Vec<RestartRuleTable> = tables::<RestartRuleTable>(), Optional("");
         /// Environment variables (strings, with the substitutions of `run`). Replicas also
@@ -245,10 +237,7 @@ section! {
         exit_codes: Vec<i32> =
             list(int(0, 255)).non_empty("list the exit codes this rule applies to"), Required("");
         /// What to do when it matches.
-        action: RestartAction = choice(&[
-            ("restart", RestartAction::Restart),
-            ("stop", RestartAction::Stop),
-        ]), Required("");
+        action: RestartAction = choice(RestartAction::CHOICES), Required("");
     }
 }
 
@@ -302,14 +291,16 @@ fn http_path(s: &str) -> Result<String, String> {
     }
 }
 
-/// `balance`'s choices; `weighted` and `hash` take their data from other keys.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum BalanceName {
-    P2c,
-    RoundRobin,
-    LeastRequest,
-    Weighted,
-    Hash,
+crate::spelled! {
+    /// `balance`'s choices; `weighted` and `hash` take their data from other keys.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub(crate) enum BalanceName {
+        P2c = "p2c",
+        RoundRobin = "round-robin",
+        LeastRequest = "least-request",
+        Weighted = "weighted",
+        Hash = "hash",
+    }
 }
 
 section! {
@@ -318,19 +309,13 @@ section! {
         /// `IP:PORT` the proxy serves for this service.
         listen: SocketAddr = address(), Required(r#"listen = "127.0.0.1:8080""#);
         /// `http`, or `tcp` (connections balanced; toxics apply).
-        protocol: Protocol = choice(&[("http", Protocol::Http), ("tcp", Protocol::Tcp)]),
+        protocol: Protocol = choice(Protocol::CHOICES),
             r#""http""#;
         /// `p2c`: two random replicas, the lower peak-EWMA latency × (in-flight + 1) wins
         /// (within 15 % of each other: fewer in flight, then a coin; a replica without a
         /// response for 1 s is tried again); `weighted` needs `weights`, `hash` needs `hash_on` (ring hash, ~1/N of keys move
         /// when a replica leaves).
-        balance: BalanceName = choice(&[
-            ("p2c", BalanceName::P2c),
-            ("round-robin", BalanceName::RoundRobin),
-            ("least-request", BalanceName::LeastRequest),
-            ("weighted", BalanceName::Weighted),
-            ("hash", BalanceName::Hash),
-        ]), r#""p2c""#;
+        balance: BalanceName = choice(BalanceName::CHOICES), r#""p2c""#;
         /// What `balance = "hash"` hashes.
         hash_on: HashOn = text("\"header:NAME\", \"cookie:NAME\" or \"client-address\"", hash_on),
             Optional("");
@@ -411,17 +396,14 @@ section! {
         certificates: Vec<CertTable> = tables::<CertTable>(),
             Optional("required unless `passthrough = true`");
         /// The oldest TLS version accepted.
-        min_version: TlsVersion = choice(&[("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)]),
+        min_version: TlsVersion = choice(TlsVersion::CHOICES),
             r#""1.2""#;
         /// Client certificates (mTLS): the CAs that sign them, a PEM file relative to the
         /// stack file's directory (read again when it changes, like the certificates).
         client_ca: String = text("a file path", directory), Optional("no client certificate asked for");
         /// With `client_ca`: `required` refuses a client without a valid certificate;
         /// `optional` also lets in one without any (a certificate presented must be valid).
-        client_verify: ClientVerify = choice(&[
-            ("required", ClientVerify::Required),
-            ("optional", ClientVerify::Optional),
-        ]), r#""required""#;
+        client_verify: ClientVerify = choice(ClientVerify::CHOICES), r#""required""#;
         /// TCP mode only: do not terminate TLS; forward it untouched to the replicas, which
         /// hold the certificates (the proxy never sees a key or a byte of plaintext). The
         /// client's hello must arrive whole within 16 KiB and `timeouts.header_read` (the
@@ -495,14 +477,7 @@ section! {
         /// idempotent request that got 502, 503 or 504 from one replica is tried once on
         /// another, within the budget: a replica that fails costs its clients nothing
         /// before it is ejected.
-        on: Vec<RetryCondition> = list(choice(&[
-            ("connect-failure", RetryCondition::ConnectFailure),
-            ("reset", RetryCondition::Reset),
-            ("per-try-timeout", RetryCondition::PerTryTimeout),
-            ("5xx", RetryCondition::Status5xx),
-            ("gateway-error", RetryCondition::GatewayError),
-            ("status", RetryCondition::Status),
-        ])), r#"["connect-failure", "reset", "gateway-error"]"#;
+        on: Vec<RetryCondition> = list(choice(RetryCondition::CHOICES)), r#"["connect-failure", "reset", "gateway-error"]"#;
         /// Status codes retried with `on = [.., "status"]`.
         statuses: Vec<u16> = list(int(100, 599)), "[]";
         /// How long one try may take ("0s": no limit but `timeouts.request`).
@@ -631,16 +606,18 @@ section! {
     }
 }
 
-/// A toxic's `type`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum ToxicType {
-    Latency,
-    Bandwidth,
-    ResetPeer,
-    Timeout,
-    SlowClose,
-    Slicer,
-    LimitData,
+crate::spelled! {
+    /// A toxic's `type`.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub(crate) enum ToxicType {
+        Latency = "latency",
+        Bandwidth = "bandwidth",
+        ResetPeer = "reset-peer",
+        Timeout = "timeout",
+        SlowClose = "slow-close",
+        Slicer = "slicer",
+        LimitData = "limit-data",
+    }
 }
 
 section! {
@@ -649,22 +626,11 @@ section! {
         /// `latency` (`latency`, `jitter`), `bandwidth` (`rate`), `reset-peer` (`timeout`),
         /// `timeout` (`timeout`), `slow-close` (`delay`), `slicer` (`average_size`,
         /// `size_variation`, `delay`), `limit-data` (`bytes`).
-        kind as "type": ToxicType = choice(&[
-            ("latency", ToxicType::Latency),
-            ("bandwidth", ToxicType::Bandwidth),
-            ("reset-peer", ToxicType::ResetPeer),
-            ("timeout", ToxicType::Timeout),
-            ("slow-close", ToxicType::SlowClose),
-            ("slicer", ToxicType::Slicer),
-            ("limit-data", ToxicType::LimitData),
-        ]), Required("");
+        kind as "type": ToxicType = choice(ToxicType::CHOICES), Required("");
         /// Share of connections affected, 0 to 1.
         toxicity: f64 = number(0.0, 1.0), "1.0";
         /// `downstream` (to the client) or `upstream` (to the replica).
-        direction: Direction = choice(&[
-            ("upstream", Direction::Upstream),
-            ("downstream", Direction::Downstream),
-        ]), r#""downstream""#;
+        direction: Direction = choice(Direction::CHOICES), r#""downstream""#;
         /// `latency`: added delay.
         latency: Duration = duration(), r#""0s""#;
         /// `latency`: random extra delay, up to this.
@@ -709,11 +675,13 @@ fn route_header(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// An SLO's `kind`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum SloKindName {
-    Availability,
-    Latency,
+crate::spelled! {
+    /// An SLO's `kind`.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub(crate) enum SloKindName {
+        Availability = "availability",
+        Latency = "latency",
+    }
 }
 
 section! {
@@ -724,10 +692,7 @@ section! {
             Required(r#"name = "availability""#);
         /// `availability` (bad: 5xx, timeouts, resets, shed, no replica) or `latency`
         /// (successful requests slower than `threshold` are bad).
-        kind: SloKindName = choice(&[
-            ("availability", SloKindName::Availability),
-            ("latency", SloKindName::Latency),
-        ]), Required("");
+        kind: SloKindName = choice(SloKindName::CHOICES), Required("");
         /// The objective, in percent: 99.9 means 99.9 % of requests are good.
         objective: f64 = number(0.0, 100.0).above_min().below_max().unit("percent"),
             Required("objective = 99.9");
@@ -839,7 +804,7 @@ section! {
         timeout: Duration = duration().positive(), r#""1m""#;
         /// `fail`: a failed pre-hook cancels the backup; `continue`: it is logged and the
         /// backup goes on.
-        on_error: OnError = choice(&[("fail", OnError::Fail), ("continue", OnError::Continue)]),
+        on_error: OnError = choice(OnError::CHOICES),
             r#""fail""#;
     }
 }
@@ -902,17 +867,33 @@ section! {
 
 #[cfg(test)]
 mod tests {
-    use super::StackTable;
-    use crate::problem::Problems;
-    use crate::schema::Section;
+    use super::ExperimentsFile;
+    use crate::schema::{Omitted, Section, checked_default, int};
 
     /// Every declared default reads as its key's kind (defaults are read when a key is
-    /// left out, where a failure could only be silent).
+    /// left out, where a failure could only be silent): building the declarations checks
+    /// each, in every table it depends on.
     #[test]
     fn every_default_reads() {
-        let mut p = Problems::default();
-        StackTable::check_defaults("", &mut p);
-        let problems = p.into_sorted();
-        assert!(problems.is_empty(), "{problems:#?}");
+        crate::declarations();
+        ExperimentsFile::table_doc();
+    }
+
+    #[test]
+    #[should_panic(expected = "the default of `retries` of T as `` does not read")]
+    fn a_default_that_does_not_read_is_caught() {
+        checked_default::<u32, _>("T", "retries", &int(1, 10), Omitted::Value("0"));
+    }
+
+    #[test]
+    #[should_panic(expected = "the default of `period` of ProbeTable as `startup` does not read")]
+    fn a_default_of_one_table_that_does_not_read_is_caught() {
+        let omitted = Omitted::ByTable(&[("startup", "\"0s\"")], "\"1s\"");
+        checked_default(
+            "ProbeTable",
+            "period",
+            &crate::schema::duration().positive(),
+            omitted,
+        );
     }
 }

@@ -29,11 +29,7 @@ section! {
             Required(r#"do = [{ action = "restart-service" }]"#);
         /// `auto` acts; `approve` waits for `bulwark approve ID` (or `deny`); `dry-run`
         /// only records what it would have done.
-        mode: RemedyMode = choice(&[
-            ("auto", RemedyMode::Auto),
-            ("approve", RemedyMode::Approve),
-            ("dry-run", RemedyMode::DryRun),
-        ]), r#""auto""#;
+        mode: RemedyMode = choice(RemedyMode::CHOICES), r#""auto""#;
         /// At most this many actions of this rule start within `per`.
         limit: u32 = int(1, MANY), "3";
         /// The rate limit's window.
@@ -51,10 +47,7 @@ section! {
         approve_timeout: Duration = duration().positive().long(), r#""15m""#;
         /// `approve`: what happens when nobody answered in time: `deny` (nothing is done)
         /// or `act` (it is done).
-        on_timeout: ApproveTimeout = choice(&[
-            ("deny", ApproveTimeout::Deny),
-            ("act", ApproveTimeout::Act),
-        ]), r#""deny""#;
+        on_timeout: ApproveTimeout = choice(ApproveTimeout::CHOICES), r#""deny""#;
     }
 }
 
@@ -62,52 +55,22 @@ section! {
     /// A remediation's trigger.
     pub(crate) struct WhenTable {
         /// An SLO burn-rate alert fires: `page`, `ticket` or `any`.
-        alert: AlertSeverity = choice(&[
-            ("page", AlertSeverity::Page),
-            ("ticket", AlertSeverity::Ticket),
-            ("any", AlertSeverity::Any),
-        ]), Optional("");
+        alert: AlertSeverity = choice(AlertSeverity::CHOICES), Optional("");
         /// With `alert`: only this SLO's alerts.
         slo: String = text("an SLO name", slo_name), Optional("every SLO of the service");
         /// An event happens: `crash-looping`, `replica-exited`, `replica-ejected`,
         /// `spawn-failed`, `replica-unready`, `rollout-aborted`, `incident-opened`.
-        event: EventType = choice(&[
-            ("crash-looping", EventType::CrashLooping),
-            ("replica-exited", EventType::ReplicaExited),
-            ("replica-ejected", EventType::ReplicaEjected),
-            ("spawn-failed", EventType::SpawnFailed),
-            ("replica-unready", EventType::ReplicaUnready),
-            ("rollout-aborted", EventType::RolloutAborted),
-            ("incident-opened", EventType::IncidentOpened),
-        ]), Optional("");
+        event: EventType = choice(EventType::CHOICES), Optional("");
         /// The anomaly detector reports: `memory-leak`, `latency-drift`, `error-drift`,
         /// `fd-growth`, `thread-growth`.
-        anomaly: AnomalyKind = choice(&[
-            ("memory-leak", AnomalyKind::MemoryLeak),
-            ("latency-drift", AnomalyKind::LatencyDrift),
-            ("error-drift", AnomalyKind::ErrorDrift),
-            ("fd-growth", AnomalyKind::FdGrowth),
-            ("thread-growth", AnomalyKind::ThreadGrowth),
-        ]), Optional("");
+        anomaly: AnomalyKind = choice(AnomalyKind::CHOICES), Optional("");
         /// A probe of a replica fails: `liveness`, `readiness` or `startup`.
-        probe: crate::ProbeKind = choice(&[
-            ("liveness", crate::ProbeKind::Liveness),
-            ("readiness", crate::ProbeKind::Readiness),
-            ("startup", crate::ProbeKind::Startup),
-        ]), Optional("");
+        probe: crate::ProbeKind = choice(crate::ProbeKind::CHOICES), Optional("");
         /// A measure of the service stays `above` or `below` a value `for` a while:
         /// `in-flight` and `request-rate` (per ready replica), `error-ratio` (percent),
         /// `latency-p99` (milliseconds), `cpu` (cores per replica), `memory` (MiB, the
         /// largest replica), `ready` (ready replicas).
-        metric: MetricKind = choice(&[
-            ("in-flight", MetricKind::InFlight),
-            ("request-rate", MetricKind::RequestRate),
-            ("error-ratio", MetricKind::ErrorRatio),
-            ("latency-p99", MetricKind::LatencyP99),
-            ("cpu", MetricKind::Cpu),
-            ("memory", MetricKind::Memory),
-            ("ready", MetricKind::Ready),
-        ]), Optional("");
+        metric: MetricKind = choice(MetricKind::CHOICES), Optional("");
         /// With `metric`: the condition holds while the measure is above this.
         above: f64 = number(-1e15, 1e15), Optional("");
         /// With `metric`: the condition holds while the measure is below this.
@@ -130,19 +93,7 @@ section! {
         /// until its requests finish, then `for` a while), `rollback` (the service's
         /// rollout under way), `switch`, `silence` (the triggering alert, `for` a while),
         /// `run` (a runbook command), `webhook`.
-        kind as "action": ActionKind = choice(&[
-            ("restart-replica", ActionKind::RestartReplica),
-            ("replace-replica", ActionKind::ReplaceReplica),
-            ("restart-service", ActionKind::RestartService),
-            ("scale", ActionKind::Scale),
-            ("eject", ActionKind::Eject),
-            ("drain", ActionKind::Drain),
-            ("rollback", ActionKind::Rollback),
-            ("switch", ActionKind::Switch),
-            ("silence", ActionKind::Silence),
-            ("run", ActionKind::Run),
-            ("webhook", ActionKind::Webhook),
-        ]), Required(r#"action = "restart-service""#);
+        kind as "action": ActionKind = choice(ActionKind::CHOICES), Required(r#"action = "restart-service""#);
         /// The service acted on.
         service: String = string().non_empty(), Optional("the trigger's service");
         /// `scale`: the replica count to set.

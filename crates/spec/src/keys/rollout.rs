@@ -19,11 +19,7 @@ section! {
         /// `rolling` replaces replicas a few at a time; `canary` sends a growing share of
         /// the traffic (`steps`) to new replicas beside the old ones; `blue-green` starts a
         /// whole new set beside the old one and switches all traffic at once.
-        strategy: RolloutStrategy = choice(&[
-            ("rolling", RolloutStrategy::Rolling),
-            ("canary", RolloutStrategy::Canary),
-            ("blue-green", RolloutStrategy::BlueGreen),
-        ]), r#""rolling""#;
+        strategy: RolloutStrategy = choice(RolloutStrategy::CHOICES), r#""rolling""#;
         /// Rolling: replicas started above `replicas` at once (a count, or a percentage
         /// rounded up, as Kubernetes' `maxSurge`).
         max_surge: Amount = count_or_percent(1000), r#""25%""#;

@@ -73,62 +73,47 @@ pub enum Pick {
     Percent(f64),
 }
 
-/// `target.mode` as written.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum TargetMode {
-    /// `one`.
-    One,
-    /// `all`.
-    All,
-    /// `fixed`.
-    Fixed,
-    /// `percent`.
-    Percent,
+crate::spelled! {
+    /// `target.mode` as written.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub enum TargetMode {
+        /// `one`.
+        One = "one",
+        /// `all`.
+        All = "all",
+        /// `fixed`.
+        Fixed = "fixed",
+        /// `percent`.
+        Percent = "percent",
+    }
 }
 
-/// `fault.type` as written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChaosFaultKind {
-    /// `kill`.
-    Kill,
-    /// `stop`.
-    Stop,
-    /// `restart`.
-    Restart,
-    /// `http-delay`.
-    HttpDelay,
-    /// `http-abort`.
-    HttpAbort,
-    /// `http-reset`.
-    HttpReset,
-    /// `tcp`.
-    Tcp,
-    /// `cpu`.
-    Cpu,
-    /// `memory`.
-    Memory,
-    /// `dependency`.
-    Dependency,
-    /// `disk-fill`.
-    DiskFill,
-}
-
-impl ChaosFaultKind {
-    /// As written in the stack file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChaosFaultKind::Kill => "kill",
-            ChaosFaultKind::Stop => "stop",
-            ChaosFaultKind::Restart => "restart",
-            ChaosFaultKind::HttpDelay => "http-delay",
-            ChaosFaultKind::HttpAbort => "http-abort",
-            ChaosFaultKind::HttpReset => "http-reset",
-            ChaosFaultKind::Tcp => "tcp",
-            ChaosFaultKind::Cpu => "cpu",
-            ChaosFaultKind::Memory => "memory",
-            ChaosFaultKind::Dependency => "dependency",
-            ChaosFaultKind::DiskFill => "disk-fill",
-        }
+crate::spelled! {
+    /// `fault.type` as written.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ChaosFaultKind {
+        /// `kill`.
+        Kill = "kill",
+        /// `stop`.
+        Stop = "stop",
+        /// `restart`.
+        Restart = "restart",
+        /// `http-delay`.
+        HttpDelay = "http-delay",
+        /// `http-abort`.
+        HttpAbort = "http-abort",
+        /// `http-reset`.
+        HttpReset = "http-reset",
+        /// `tcp`.
+        Tcp = "tcp",
+        /// `cpu`.
+        Cpu = "cpu",
+        /// `memory`.
+        Memory = "memory",
+        /// `dependency`.
+        Dependency = "dependency",
+        /// `disk-fill`.
+        DiskFill = "disk-fill",
     }
 }
 
@@ -216,21 +201,23 @@ impl ChaosFault {
     }
 }
 
-/// `steady_state.type` as written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SteadyKind {
-    /// `http`.
-    Http,
-    /// `error-ratio`.
-    ErrorRatio,
-    /// `latency`.
-    Latency,
-    /// `burn-rate`.
-    BurnRate,
-    /// `ready`.
-    Ready,
-    /// `command`.
-    Command,
+crate::spelled! {
+    /// `steady_state.type` as written.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum SteadyKind {
+        /// `http`.
+        Http = "http",
+        /// `error-ratio`.
+        ErrorRatio = "error-ratio",
+        /// `latency`.
+        Latency = "latency",
+        /// `burn-rate`.
+        BurnRate = "burn-rate",
+        /// `ready`.
+        Ready = "ready",
+        /// `command`.
+        Command = "command",
+    }
 }
 
 /// One steady-state probe.

@@ -117,24 +117,28 @@ pub struct Service {
     pub anomaly: ServiceAnomaly,
 }
 
-/// When a replica whose process exited is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
-    /// Restart after every exit.
-    Always,
-    /// Restart only after a non-zero exit or a kill by a signal.
-    OnFailure,
-    /// Never restart; the replica stays down.
-    Never,
+crate::spelled! {
+    /// When a replica whose process exited is started again.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RestartPolicy {
+        /// Restart after every exit.
+        Always = "always",
+        /// Restart only after a non-zero exit or a kill by a signal.
+        OnFailure = "on-failure",
+        /// Never restart; the replica stays down.
+        Never = "never",
+    }
 }
 
-/// What a matching restart rule does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartAction {
-    /// Start the replica again (after backoff).
-    Restart,
-    /// Leave the replica stopped.
-    Stop,
+crate::spelled! {
+    /// What a matching restart rule does.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RestartAction {
+        /// Start the replica again (after backoff).
+        Restart = "restart",
+        /// Leave the replica stopped.
+        Stop = "stop",
+    }
 }
 
 /// How one probe checks a replica, and how often.
@@ -155,28 +159,19 @@ pub struct Probe {
     pub success_threshold: u32,
 }
 
-/// Which of a service's three probes a [`Probe`] is; they differ in defaults and rules.
-/// Events name a probe by it too (serialized as `startup`, `liveness`, `readiness`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProbeKind {
-    /// Gates the other two: until it succeeds, liveness and readiness are not run.
-    Startup,
-    /// Failing: restart the replica.
-    Liveness,
-    /// Failing: take the replica out of the balancer.
-    Readiness,
-}
-
-impl ProbeKind {
-    /// The probe's key in a service table and its name in events and metrics
-    /// (`startup`, `liveness`, `readiness`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProbeKind::Startup => "startup",
-            ProbeKind::Liveness => "liveness",
-            ProbeKind::Readiness => "readiness",
-        }
+crate::spelled! {
+    /// Which of a service's three probes a [`Probe`] is (its key in a service table); they
+    /// differ in defaults and rules. Events and metrics name a probe by it too (serialized
+    /// as `liveness`, `readiness`, `startup`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ProbeKind {
+        /// Failing: restart the replica.
+        Liveness = "liveness",
+        /// Failing: take the replica out of the balancer.
+        Readiness = "readiness",
+        /// Gates the other two: until it succeeds, liveness and readiness are not run.
+        Startup = "startup",
     }
 }
 
@@ -250,13 +245,15 @@ pub struct Expose {
     pub auth: Option<Auth>,
 }
 
-/// What the proxy does when an external authorization check cannot be made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// Fail closed: 503.
-    Deny,
-    /// Fail open: forward the request unauthenticated.
-    Allow,
+crate::spelled! {
+    /// What the proxy does when an external authorization check cannot be made.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum AuthFailure {
+        /// Fail closed: 503.
+        Deny = "deny",
+        /// Fail open: forward the request unauthenticated.
+        Allow = "allow",
+    }
 }
 
 /// TLS from the proxy to a service's replicas.
@@ -372,24 +369,28 @@ impl Default for Api {
     }
 }
 
-/// What an API client authenticated by its certificate may do (the API's token roles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientRole {
-    /// Reads.
-    Viewer,
-    /// Reads and acts (restart, scale, silence, faults, rollouts).
-    Operator,
-    /// Everything, reloads and tokens included.
-    Admin,
+crate::spelled! {
+    /// What an API client authenticated by its certificate may do (the API's token roles).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ClientRole {
+        /// Reads.
+        Viewer = "viewer",
+        /// Reads and acts (restart, scale, silence, faults, rollouts).
+        Operator = "operator",
+        /// Everything, reloads and tokens included.
+        Admin = "admin",
+    }
 }
 
-/// Whether a TLS listener with `client_ca` needs a client certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientVerify {
-    /// No valid certificate, no connection.
-    Required,
-    /// A client without a certificate is let in; one that presents an invalid one is not.
-    Optional,
+crate::spelled! {
+    /// Whether a TLS listener with `client_ca` needs a client certificate.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ClientVerify {
+        /// No valid certificate, no connection.
+        Required = "required",
+        /// A client without a certificate is let in; one that presents an invalid one is not.
+        Optional = "optional",
+    }
 }
 
 /// A certificate chain and its private key, PEM files.
@@ -401,22 +402,26 @@ pub struct CertFiles {
     pub key: PathBuf,
 }
 
-/// A TLS protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsVersion {
-    /// TLS 1.2 (and 1.3).
-    Tls12,
-    /// TLS 1.3 only.
-    Tls13,
+crate::spelled! {
+    /// A TLS protocol version.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum TlsVersion {
+        /// TLS 1.2 (and 1.3).
+        Tls12 = "1.2",
+        /// TLS 1.3 only.
+        Tls13 = "1.3",
+    }
 }
 
-/// How the proxy handles a service's traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// HTTP/1.1 and HTTP/2 (prior knowledge) in; requests balanced one by one.
-    Http,
-    /// Raw TCP: connections balanced, bytes copied both ways.
-    Tcp,
+crate::spelled! {
+    /// How the proxy handles a service's traffic.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Protocol {
+        /// HTTP/1.1 and HTTP/2 (prior knowledge) in; requests balanced one by one.
+        Http = "http",
+        /// Raw TCP: connections balanced, bytes copied both ways.
+        Tcp = "tcp",
+    }
 }
 
 /// How the proxy picks a replica.
@@ -448,22 +453,24 @@ pub enum HashOn {
     ClientAddress,
 }
 
-/// A failure `retries.on` retries. Default: connection failures (refused, failed to
-/// connect) and resets (connection closed before a response — idempotent requests only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryCondition {
-    /// Connecting to the replica failed.
-    ConnectFailure,
-    /// The connection was closed before a response (idempotent requests only).
-    Reset,
-    /// A try ran out of its `per_try_timeout`.
-    PerTryTimeout,
-    /// Any 5xx answer.
-    Status5xx,
-    /// 502, 503, 504 (and connection failures).
-    GatewayError,
-    /// The status codes of `statuses`.
-    Status,
+crate::spelled! {
+    /// A failure `retries.on` retries. Default: connection failures (refused, failed to
+    /// connect) and resets (connection closed before a response — idempotent requests only).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RetryCondition {
+        /// Connecting to the replica failed.
+        ConnectFailure = "connect-failure",
+        /// The connection was closed before a response (idempotent requests only).
+        Reset = "reset",
+        /// A try ran out of its `per_try_timeout`.
+        PerTryTimeout = "per-try-timeout",
+        /// Any 5xx answer.
+        Status5xx = "5xx",
+        /// 502, 503, 504 (and connection failures).
+        GatewayError = "gateway-error",
+        /// The status codes of `statuses`.
+        Status = "status",
+    }
 }
 
 impl Retries {
@@ -559,13 +566,15 @@ pub struct Toxic {
     pub direction: Direction,
 }
 
-/// Which way a toxic acts: on bytes from the client to the replica, or back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Bytes from the client to the replica.
-    Upstream,
-    /// Bytes from the replica back to the client.
-    Downstream,
+crate::spelled! {
+    /// Which way a toxic acts: on bytes from the client to the replica, or back.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Direction {
+        /// Bytes from the client to the replica.
+        Upstream = "upstream",
+        /// Bytes from the replica back to the client.
+        Downstream = "downstream",
+    }
 }
 
 /// What a toxic does to a TCP connection.
@@ -763,13 +772,15 @@ impl BackupSource {
     }
 }
 
-/// What a failed hook does to its backup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    /// A failed pre-hook cancels the backup.
-    Fail,
-    /// It is logged and the backup goes on.
-    Continue,
+crate::spelled! {
+    /// What a failed hook does to its backup.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum OnError {
+        /// A failed pre-hook cancels the backup.
+        Fail = "fail",
+        /// It is logged and the backup goes on.
+        Continue = "continue",
+    }
 }
 
 /// Scheduled verification of a repository.

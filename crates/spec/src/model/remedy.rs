@@ -90,15 +90,17 @@ impl Bound {
     }
 }
 
-/// Which alerts trigger a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertSeverity {
-    /// Page alerts only.
-    Page,
-    /// Ticket alerts only.
-    Ticket,
-    /// Both.
-    Any,
+crate::spelled! {
+    /// Which alerts trigger a rule.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum AlertSeverity {
+        /// Page alerts only.
+        Page = "page",
+        /// Ticket alerts only.
+        Ticket = "ticket",
+        /// Both.
+        Any = "any",
+    }
 }
 
 impl AlertSeverity {
@@ -112,171 +114,123 @@ impl AlertSeverity {
     }
 }
 
-/// The events a rule can be triggered by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    /// A replica keeps crashing.
-    CrashLooping,
-    /// A replica's process exited.
-    ReplicaExited,
-    /// The proxy ejected a replica.
-    ReplicaEjected,
-    /// A replica could not be started.
-    SpawnFailed,
-    /// A replica stopped being ready.
-    ReplicaUnready,
-    /// A rollout was aborted.
-    RolloutAborted,
-    /// An incident was opened.
-    IncidentOpened,
-}
-
-impl EventType {
-    /// The name in the stack file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::CrashLooping => "crash-looping",
-            EventType::ReplicaExited => "replica-exited",
-            EventType::ReplicaEjected => "replica-ejected",
-            EventType::SpawnFailed => "spawn-failed",
-            EventType::ReplicaUnready => "replica-unready",
-            EventType::RolloutAborted => "rollout-aborted",
-            EventType::IncidentOpened => "incident-opened",
-        }
+crate::spelled! {
+    /// The events a rule can be triggered by.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum EventType {
+        /// A replica keeps crashing.
+        CrashLooping = "crash-looping",
+        /// A replica's process exited.
+        ReplicaExited = "replica-exited",
+        /// The proxy ejected a replica.
+        ReplicaEjected = "replica-ejected",
+        /// A replica could not be started.
+        SpawnFailed = "spawn-failed",
+        /// A replica stopped being ready.
+        ReplicaUnready = "replica-unready",
+        /// A rollout was aborted.
+        RolloutAborted = "rollout-aborted",
+        /// An incident was opened.
+        IncidentOpened = "incident-opened",
     }
 }
 
-/// What the anomaly detector reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AnomalyKind {
-    /// A replica's memory is forecast to reach its limit within the horizon.
-    MemoryLeak,
-    /// The service's p99 latency drifted above its own baseline.
-    LatencyDrift,
-    /// The service's error ratio drifted above its own baseline.
-    ErrorDrift,
-    /// A replica's open file descriptors are forecast to reach their limit.
-    FdGrowth,
-    /// A replica's threads are forecast to reach their limit.
-    ThreadGrowth,
+crate::spelled! {
+    /// What the anomaly detector reports.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum AnomalyKind {
+        /// A replica's memory is forecast to reach its limit within the horizon.
+        MemoryLeak = "memory-leak",
+        /// The service's p99 latency drifted above its own baseline.
+        LatencyDrift = "latency-drift",
+        /// The service's error ratio drifted above its own baseline.
+        ErrorDrift = "error-drift",
+        /// A replica's open file descriptors are forecast to reach their limit.
+        FdGrowth = "fd-growth",
+        /// A replica's threads are forecast to reach their limit.
+        ThreadGrowth = "thread-growth",
+    }
 }
 
 impl AnomalyKind {
-    /// The name in the stack file, events and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnomalyKind::MemoryLeak => "memory-leak",
-            AnomalyKind::LatencyDrift => "latency-drift",
-            AnomalyKind::ErrorDrift => "error-drift",
-            AnomalyKind::FdGrowth => "fd-growth",
-            AnomalyKind::ThreadGrowth => "thread-growth",
-        }
-    }
-
     /// Parses [`AnomalyKind::as_str`].
     pub fn parse(s: &str) -> Option<AnomalyKind> {
-        [
-            AnomalyKind::MemoryLeak,
-            AnomalyKind::LatencyDrift,
-            AnomalyKind::ErrorDrift,
-            AnomalyKind::FdGrowth,
-            AnomalyKind::ThreadGrowth,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::CHOICES.iter().find(|(n, _)| *n == s).map(|(_, k)| *k)
     }
 }
 
-/// A measure a metric trigger watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    /// Requests in flight per ready replica.
-    InFlight,
-    /// Requests per second per ready replica.
-    RequestRate,
-    /// Percent of requests that failed.
-    ErrorRatio,
-    /// The p99 latency, in milliseconds.
-    LatencyP99,
-    /// CPU cores per replica.
-    Cpu,
-    /// MiB of the largest replica.
-    Memory,
-    /// Ready replicas.
-    Ready,
-}
-
-impl MetricKind {
-    /// The name in the stack file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MetricKind::InFlight => "in-flight",
-            MetricKind::RequestRate => "request-rate",
-            MetricKind::ErrorRatio => "error-ratio",
-            MetricKind::LatencyP99 => "latency-p99",
-            MetricKind::Cpu => "cpu",
-            MetricKind::Memory => "memory",
-            MetricKind::Ready => "ready",
-        }
+crate::spelled! {
+    /// A measure a metric trigger watches.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum MetricKind {
+        /// Requests in flight per ready replica.
+        InFlight = "in-flight",
+        /// Requests per second per ready replica.
+        RequestRate = "request-rate",
+        /// Percent of requests that failed.
+        ErrorRatio = "error-ratio",
+        /// The p99 latency, in milliseconds.
+        LatencyP99 = "latency-p99",
+        /// CPU cores per replica.
+        Cpu = "cpu",
+        /// MiB of the largest replica.
+        Memory = "memory",
+        /// Ready replicas.
+        Ready = "ready",
     }
 }
 
-/// How a rule acts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemedyMode {
-    /// Act.
-    Auto,
-    /// Wait for `bulwark approve`.
-    Approve,
-    /// Only record what would have been done.
-    DryRun,
-}
-
-impl RemedyMode {
-    /// The name in the stack file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RemedyMode::Auto => "auto",
-            RemedyMode::Approve => "approve",
-            RemedyMode::DryRun => "dry-run",
-        }
+crate::spelled! {
+    /// How a rule acts.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RemedyMode {
+        /// Act.
+        Auto = "auto",
+        /// Wait for `bulwark approve`.
+        Approve = "approve",
+        /// Only record what would have been done.
+        DryRun = "dry-run",
     }
 }
 
-/// What an unanswered approval comes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApproveTimeout {
-    /// Nothing is done.
-    Deny,
-    /// It is done.
-    Act,
+crate::spelled! {
+    /// What an unanswered approval comes to.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ApproveTimeout {
+        /// Nothing is done.
+        Deny = "deny",
+        /// It is done.
+        Act = "act",
+    }
 }
 
-/// The `action` key, before its other keys are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActionKind {
-    #[allow(missing_docs)]
-    RestartReplica,
-    #[allow(missing_docs)]
-    ReplaceReplica,
-    #[allow(missing_docs)]
-    RestartService,
-    #[allow(missing_docs)]
-    Scale,
-    #[allow(missing_docs)]
-    Eject,
-    #[allow(missing_docs)]
-    Drain,
-    #[allow(missing_docs)]
-    Rollback,
-    #[allow(missing_docs)]
-    Switch,
-    #[allow(missing_docs)]
-    Silence,
-    #[allow(missing_docs)]
-    Run,
-    #[allow(missing_docs)]
-    Webhook,
+crate::spelled! {
+    /// The `action` key, before its other keys are checked.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ActionKind {
+        #[allow(missing_docs)]
+        RestartReplica = "restart-replica",
+        #[allow(missing_docs)]
+        ReplaceReplica = "replace-replica",
+        #[allow(missing_docs)]
+        RestartService = "restart-service",
+        #[allow(missing_docs)]
+        Scale = "scale",
+        #[allow(missing_docs)]
+        Eject = "eject",
+        #[allow(missing_docs)]
+        Drain = "drain",
+        #[allow(missing_docs)]
+        Rollback = "rollback",
+        #[allow(missing_docs)]
+        Switch = "switch",
+        #[allow(missing_docs)]
+        Silence = "silence",
+        #[allow(missing_docs)]
+        Run = "run",
+        #[allow(missing_docs)]
+        Webhook = "webhook",
+    }
 }
 
 /// One action of a remediation. `service: None` means the trigger's service.

@@ -6,25 +6,16 @@ use std::time::Duration;
 use super::Amount;
 pub use crate::keys::rollout::Analysis;
 
-/// How a changed service reaches its new version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RolloutStrategy {
-    /// Replace replicas a few at a time (`max_surge`, `max_unavailable`).
-    Rolling,
-    /// Shift traffic to new replicas by steps.
-    Canary,
-    /// A whole new set beside the old one; all traffic switches at once.
-    BlueGreen,
-}
-
-impl RolloutStrategy {
-    /// As written in the stack file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RolloutStrategy::Rolling => "rolling",
-            RolloutStrategy::Canary => "canary",
-            RolloutStrategy::BlueGreen => "blue-green",
-        }
+crate::spelled! {
+    /// How a changed service reaches its new version.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RolloutStrategy {
+        /// Replace replicas a few at a time (`max_surge`, `max_unavailable`).
+        Rolling = "rolling",
+        /// Shift traffic to new replicas by steps.
+        Canary = "canary",
+        /// A whole new set beside the old one; all traffic switches at once.
+        BlueGreen = "blue-green",
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::{Omitted, Section, Shape, Table, article};
+use super::{NumberRange, Omitted, Section, Shape, Table, article};
 use crate::problem::{Problems, quoted_choices, suggest};
 
 /// Where a value is, for messages: `what` names it (`` `connect` ``, ``elements of `on` ``),
@@ -27,9 +27,6 @@ pub(crate) trait Kind {
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out>;
     /// Its description, for the reference, the JSON Schema and messages.
     fn shape(&self) -> Shape;
-    /// Checks the defaults of the tables inside, `name` being the key they are under.
-    #[cfg(test)]
-    fn check_nested(&self, _name: &str, _p: &mut Problems) {}
 }
 
 impl Shape {
@@ -39,7 +36,7 @@ impl Shape {
             Shape::String { .. } => "a string".into(),
             Shape::Bool => "a boolean".into(),
             Shape::Int { .. } => "an integer".into(),
-            Shape::Number { .. } => "a number".into(),
+            Shape::Number(_) => "a number".into(),
             Shape::Duration { .. } => DURATION.into(),
             Shape::Choice(names) => quoted_choices(names),
             Shape::Text(form) => (*form).into(),
@@ -58,7 +55,7 @@ impl Shape {
         match self {
             Shape::String { .. } | Shape::Choice(_) | Shape::Text(_) => "strings",
             Shape::Int { .. } => "integers",
-            Shape::Number { .. } => "numbers",
+            Shape::Number(_) => "numbers",
             Shape::Duration { .. } => "durations",
             Shape::Table(_) => "tables",
             _ => "values",
@@ -66,23 +63,24 @@ impl Shape {
     }
 }
 
-/// The one wording of a wrong TOML type.
+/// The one wording of a wrong TOML type, reported.
 fn wrong<T>(
     kind: &impl Kind,
     v: &Spanned<DeValue<'_>>,
     at: &At<'_>,
     p: &mut Problems,
 ) -> Option<T> {
-    p.push(
-        v.span(),
-        format!(
-            "{} must be {}, found {}",
-            at.what,
-            kind.shape().expected(),
-            article(v.get_ref())
-        ),
-    );
+    p.push(v.span(), wrong_type(&kind.shape().expected(), v, at));
     None
+}
+
+/// The one wording of a wrong TOML type: "`key` must be EXPECTED, found a TYPE".
+fn wrong_type(expected: &str, v: &Spanned<DeValue<'_>>, at: &At<'_>) -> String {
+    format!(
+        "{} must be {expected}, found {}",
+        at.what,
+        article(v.get_ref())
+    )
 }
 
 /// The value of a key left out, `None` for a required or optional one: its default read
@@ -105,27 +103,36 @@ pub(crate) fn read_default<K: Kind>(
     kind.read(v, at, p)
 }
 
-/// Reads `key`'s default for `table`, reporting a default that does not read.
-#[cfg(test)]
-pub(crate) fn check_default<T, K: Kind<Out = T>>(
-    table: &str,
+/// `omitted`, checked (in debug builds) to read as `kind` in every table it names: a
+/// default that does not read would only fail silently, when the key is left out. Every
+/// key's is checked when [`crate::declarations`] is built (a unit test does).
+pub(crate) fn checked_default<T, K: Kind<Out = T>>(
+    section: &str,
     key: &str,
     kind: &K,
     omitted: Omitted,
-    p: &mut Problems,
-) {
-    let what = format!("`{table}.{key}`");
-    let at = At {
-        key,
-        what: &what,
-        path: table,
+) -> Omitted {
+    let tables = match omitted {
+        Omitted::Required(_) | Omitted::Optional(_) => vec![],
+        Omitted::ByTable(special, _) => special.iter().map(|(t, _)| *t).chain([""]).collect(),
+        Omitted::Value(_) | Omitted::Table => vec![""],
     };
-    let ok = matches!(omitted, Omitted::Required(_) | Omitted::Optional(_))
-        || read_default(kind, omitted, table, &at, p).is_some();
-    if !ok {
-        p.push(0..0, format!("the default of {what} does not read"));
+    for table in tables.into_iter().filter(|_| cfg!(debug_assertions)) {
+        let what = format!("`{key}` of {section} as `{table}`");
+        let at = At {
+            key,
+            what: &what,
+            path: table,
+        };
+        let mut p = Problems::default();
+        let read = read_default(kind, omitted, table, &at, &mut p).is_some();
+        let problems = p.into_sorted();
+        assert!(
+            read && problems.is_empty(),
+            "the default of {what} does not read: {problems:?}"
+        );
     }
-    kind.check_nested(key, p);
+    omitted
 }
 
 /// `kind`'s description; the type parameter pins what it reads into.
@@ -177,11 +184,7 @@ impl Kind for Str {
                 DeValue::Datetime(d) => d.to_string(),
                 _ => return wrong(self, v, at, p),
             };
-            let mut message = format!(
-                "{} must be a string, found {}",
-                at.what,
-                article(v.get_ref())
-            );
+            let mut message = wrong_type("a string", v, at);
             if self.quote_hint {
                 message.push_str(&format!("; quote it: {} = \"{shown}\"", at.key));
             }
@@ -290,18 +293,9 @@ impl<T: TryFrom<i64>> Kind for Int<T> {
     }
 }
 
-/// A number (an integer is taken as one) in a range whose ends may be open.
-pub(crate) struct Num {
-    min: f64,
-    max: f64,
-    min_open: bool,
-    max_open: bool,
-    unit: &'static str,
-}
-
 /// A number in `min..=max`.
-pub(crate) const fn number(min: f64, max: f64) -> Num {
-    Num {
+pub(crate) const fn number(min: f64, max: f64) -> NumberRange {
+    NumberRange {
         min,
         max,
         min_open: false,
@@ -310,24 +304,24 @@ pub(crate) const fn number(min: f64, max: f64) -> Num {
     }
 }
 
-impl Num {
+impl NumberRange {
     /// `min` itself is refused.
-    pub const fn above_min(self) -> Num {
-        Num {
+    pub(crate) const fn above_min(self) -> Self {
+        Self {
             min_open: true,
             ..self
         }
     }
     /// `max` itself is refused.
-    pub const fn below_max(self) -> Num {
-        Num {
+    pub(crate) const fn below_max(self) -> Self {
+        Self {
             max_open: true,
             ..self
         }
     }
     /// What it measures (`"percent"`), for the reference.
-    pub const fn unit(self, unit: &'static str) -> Num {
-        Num { unit, ..self }
+    pub(crate) const fn unit(self, unit: &'static str) -> Self {
+        Self { unit, ..self }
     }
 
     fn contains(&self, n: f64) -> bool {
@@ -360,7 +354,7 @@ impl Num {
     }
 }
 
-impl Kind for Num {
+impl Kind for NumberRange {
     type Out = f64;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<f64> {
         let n = match v.get_ref() {
@@ -387,13 +381,7 @@ impl Kind for Num {
         None
     }
     fn shape(&self) -> Shape {
-        Shape::Number {
-            min: self.min,
-            max: self.max,
-            min_open: self.min_open,
-            max_open: self.max_open,
-            unit: self.unit,
-        }
+        Shape::Number(*self)
     }
 }
 
@@ -600,12 +588,7 @@ impl<K: Kind> Kind for List<K> {
     type Out = Vec<K::Out>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
         let DeValue::Array(items) = v.get_ref() else {
-            let mut message = format!(
-                "{} must be {}, found {}",
-                at.what,
-                self.shape().expected(),
-                article(v.get_ref())
-            );
+            let mut message = wrong_type(&self.shape().expected(), v, at);
             // The most common slip: a command line written as one string.
             if let Some(s) = v.get_ref().as_str() {
                 let words: Vec<String> = s.split_whitespace().map(|w| format!("{w:?}")).collect();
@@ -721,10 +704,6 @@ impl<S: Section> Kind for Sub<S> {
     fn shape(&self) -> Shape {
         Shape::Table(S::table_doc())
     }
-    #[cfg(test)]
-    fn check_nested(&self, name: &str, p: &mut Problems) {
-        S::check_defaults(name, p);
-    }
 }
 
 /// Reads `v` as a table `S` that messages name `label`; `what` names it when it is not a
@@ -737,11 +716,8 @@ fn read_table<S: Section>(
     p: &mut Problems,
 ) -> Option<S> {
     let DeValue::Table(map) = v.get_ref() else {
-        let found = article(v.get_ref());
-        p.push(
-            v.span(),
-            format!("{what} must be a table ({label}), found {found}"),
-        );
+        let at = At { what, ..*at };
+        p.push(v.span(), wrong_type(&format!("a table ({label})"), v, &at));
         return None;
     };
     let mut t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
@@ -762,14 +738,8 @@ impl<S: Section> Kind for Subs<S> {
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Vec<S>> {
         let DeValue::Array(items) = v.get_ref() else {
             // `[services.web.slo]` (one table) is the likely slip: say how to write it.
-            let found = article(v.get_ref());
-            p.push(
-                v.span(),
-                format!(
-                    "{} must be an array of tables ([[{}]]), found {found}",
-                    at.what, at.path
-                ),
-            );
+            let expected = format!("an array of tables ([[{}]])", at.path);
+            p.push(v.span(), wrong_type(&expected, v, at));
             return None;
         };
         let what = format!("each entry of `{}`", at.key);
@@ -779,10 +749,6 @@ impl<S: Section> Kind for Subs<S> {
     }
     fn shape(&self) -> Shape {
         Shape::Tables(S::table_doc())
-    }
-    #[cfg(test)]
-    fn check_nested(&self, name: &str, p: &mut Problems) {
-        S::check_defaults(name, p);
     }
 }
 
@@ -801,14 +767,11 @@ impl<K: Kind> Kind for Map<K> {
     type Out = Vec<(Spanned<String>, Spanned<K::Out>)>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
         let DeValue::Table(map) = v.get_ref() else {
-            let mut message = format!("{} must be {}", at.what, self.shape().expected());
+            let mut expected = self.shape().expected();
             if matches!(self.value.shape(), Shape::Table(_)) {
-                message.push_str(&format!(" ([{}.{}])", at.path, self.name));
+                expected.push_str(&format!(" ([{}.{}])", at.path, self.name));
             }
-            p.push(
-                v.span(),
-                format!("{message}, found {}", article(v.get_ref())),
-            );
+            p.push(v.span(), wrong_type(&expected, v, at));
             return None;
         };
         let mut entries: Vec<_> = map.iter().collect();
@@ -837,10 +800,6 @@ impl<K: Kind> Kind for Map<K> {
             key: self.name,
             value: Box::new(self.value.shape()),
         }
-    }
-    #[cfg(test)]
-    fn check_nested(&self, name: &str, p: &mut Problems) {
-        self.value.check_nested(name, p);
     }
 }
 

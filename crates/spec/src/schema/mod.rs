@@ -150,18 +150,7 @@ pub enum Shape {
         unit: &'static str,
     },
     /// A number (an integer is taken as one) in a range.
-    Number {
-        /// Lower bound.
-        min: f64,
-        /// Upper bound.
-        max: f64,
-        /// The lower bound itself is refused.
-        min_open: bool,
-        /// The upper bound itself is refused.
-        max_open: bool,
-        /// What it measures.
-        unit: &'static str,
-    },
+    Number(NumberRange),
     /// A duration string, at most `max`.
     Duration {
         /// The longest accepted, as written.
@@ -194,6 +183,21 @@ pub enum Shape {
     },
 }
 
+/// The numbers a key takes (and, as a [`Kind`], how they are read).
+#[derive(Debug, Clone, Copy)]
+pub struct NumberRange {
+    /// Lower bound.
+    pub min: f64,
+    /// Upper bound.
+    pub max: f64,
+    /// The lower bound itself is refused.
+    pub min_open: bool,
+    /// The upper bound itself is refused.
+    pub max_open: bool,
+    /// What it measures.
+    pub unit: &'static str,
+}
+
 /// A table of the stack file, declared by [`section!`](crate::section).
 pub(crate) trait Section: Sized {
     /// The section's doc comment, one string per line.
@@ -209,9 +213,6 @@ pub(crate) trait Section: Sized {
             keys: Self::keys(),
         }
     }
-    /// Reads every declared default, as if `table` were empty (a test: none fails).
-    #[cfg(test)]
-    fn check_defaults(table: &str, p: &mut crate::problem::Problems);
 }
 
 /// Declares a table of the stack file: a struct with one [`Field`] per key, and its
@@ -316,20 +317,14 @@ macro_rules! section {
                     name: $crate::section!(@name $field $($toml)?),
                     doc: &[$($doc),*],
                     shape: $crate::schema::shape_of::<$ty, _>(&$kind),
-                    default: $crate::schema::Omitted::from($default),
+                    default: $crate::schema::checked_default::<$ty, _>(
+                        stringify!($Name),
+                        $crate::section!(@name $field $($toml)?),
+                        &$kind,
+                        $crate::schema::Omitted::from($default),
+                    ),
                     since: $crate::section!(@since $($since)?),
                 } ),*]
-            }
-
-            #[cfg(test)]
-            fn check_defaults(table: &str, p: &mut $crate::problem::Problems) {
-                $( $crate::schema::check_default::<$ty, _>(
-                    table,
-                    $crate::section!(@name $field $($toml)?),
-                    &$kind,
-                    $crate::schema::Omitted::from($default),
-                    p,
-                ); )*
             }
         }
     };
@@ -337,4 +332,33 @@ macro_rules! section {
     (@name $field:ident) => { stringify!($field) };
     (@since $since:literal) => { $since };
     (@since) => { "0.1" };
+}
+
+/// Declares an enum whose values the stack file spells as strings, each variant once with
+/// its spelling: `X::CHOICES` for [`choice`] and `X::as_str`.
+///
+/// ```text
+/// pub enum RestartAction { Restart = "restart", Stop = "stop", }
+/// ```
+#[macro_export]
+#[doc(hidden)]
+macro_rules! spelled {
+    (
+        $(#[$attr:meta])*
+        $vis:vis enum $Name:ident { $( $(#[$vattr:meta])* $Variant:ident = $text:literal, )* }
+    ) => {
+        $(#[$attr])*
+        $vis enum $Name { $( $(#[$vattr])* $Variant, )* }
+
+        #[allow(dead_code, reason = "some are only read, some only named")]
+        impl $Name {
+            /// Every value, as the stack file spells it, in the order the reference lists them.
+            pub const CHOICES: &'static [(&'static str, $Name)] = &[$( ($text, $Name::$Variant) ),*];
+
+            /// As the stack file spells it.
+            pub fn as_str(self) -> &'static str {
+                match self { $( $Name::$Variant => $text, )* }
+            }
+        }
+    };
 }
