@@ -47,6 +47,8 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    frame-ancestors 'none'";
 
 /// Whether `path` is served without a caller: the page, its assets and the login.
+/// Architecture invariant: nothing but these routes lives under `/ui/` (the router
+/// matches raw paths, so `/ui/../v1/status` is no route, not `/v1/status`).
 pub(crate) fn is_open(path: &str) -> bool {
     path == "/" || path == "/ui" || path.starts_with("/ui/")
 }

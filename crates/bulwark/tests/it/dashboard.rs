@@ -484,6 +484,15 @@ fn hostile_cookies_and_logins_are_cheap_and_keep_nothing() {
         );
         assert_eq!(code, 401, "{cookie}");
     }
+    // The open paths under /ui/ lead nowhere else.
+    for sneaky in [
+        "/ui/../v1/status",
+        "/ui/%2e%2e/v1/status",
+        "/ui/..%2fv1%2fstatus",
+    ] {
+        let (code, raw) = request(&stack, "GET", sneaky, "", "");
+        assert_eq!(code, 404, "{sneaky}: {raw}");
+    }
     let huge = format!("Cookie: bulwark_session={}\r\n", "a".repeat(15_000));
     assert!(matches!(
         request(&stack, "GET", "/v1/status", &huge, "").0,
