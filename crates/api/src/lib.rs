@@ -27,9 +27,11 @@ mod routes;
 mod security;
 mod series;
 pub mod server;
+pub mod session;
 pub mod state_dir;
 pub mod switches;
 pub mod tokens;
+mod ui;
 
 pub use routes::{AppState, ReloadRequest, router};
 

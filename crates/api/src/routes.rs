@@ -64,7 +64,12 @@ pub const JOURNAL_HEADER: &str = "bulwark-journal";
 pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<Vec<String>, String>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let gate = (state.tokens.clone(), state.audit.clone());
+    let sessions = Arc::new(crate::session::Sessions::default());
+    let gate = security::Gate {
+        tokens: state.tokens.clone(),
+        audit: state.audit.clone(),
+        sessions: sessions.clone(),
+    };
     let any_host = state.any_host;
     Router::new()
         .route("/v1/status", get(status))
@@ -88,6 +93,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::series::routes())
         .merge(crate::tokens::routes())
         .merge(crate::audit::routes())
+        .merge(crate::ui::routes(sessions))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -135,6 +135,9 @@ pub enum Command {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// A one-time login link (60 s, single use) to the web dashboard, with the role of the
+    /// token used (BULWARK_TOKEN or the owner's); it opens nothing, it prints the link.
+    Dashboard,
     /// Remediation decisions: acted, skipped by a guard (which), waiting for approval,
     /// approved, denied, failed, done, dry run.
     Actions {

@@ -461,7 +461,7 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-fn processes_with_env(needle: &str) -> Vec<u32> {
+pub fn processes_with_env(needle: &str) -> Vec<u32> {
     let mut found = vec![];
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return found;
