@@ -205,12 +205,6 @@ impl Client {
         }
     }
 
-    /// Where the API is, as a URL's origin: `http://127.0.0.1:7070` or `https://...`.
-    pub fn origin(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}", self.addr)
-    }
-
     /// Replaces [`DEFAULT_TIMEOUT`].
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
