@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{eventually, free_port, processes_with_env, signal};
+use crate::harness::{die_with_test, eventually, free_port, processes_with_env, signal};
 
 /// W3C's key for an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -34,16 +34,7 @@ impl Browser {
         let mut cmd = Command::new("chromedriver");
         // chromedriver dies with the test's thread even when the test is killed at its
         // timeout (no `Drop`); the Chromium it leaves is swept by the next `start`.
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_test(&mut cmd);
         let driver = cmd
             .arg(format!("--port={port}"))
             .env(key, value)

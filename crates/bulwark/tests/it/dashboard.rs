@@ -18,15 +18,7 @@ fn stack(replicas: u32) -> (Stack, u16) {
         .replicas(replicas)
         .quickstart_probes()
         .expose(port)
-        .with(
-            r#"
-[[services.web.slo]]
-name = "availability"
-kind = "availability"
-objective = 99.0
-period = "1h"
-"#,
-        )
+        .availability_slo()
         .build();
     let stack = Stack::start(&toml);
     stack.wait_ready("web", replicas as usize);

@@ -178,15 +178,8 @@ fn every_panel_reads_exported_metrics_and_returns_data_in_promtool() {
         .replicas(2)
         .quickstart_probes()
         .expose(port)
-        .with(
-            r#"[[services.web.slo]]
-name = "availability"
-kind = "availability"
-objective = 99.0
-period = "1h"
-[anomaly]
-sample_every = "1s""#,
-        )
+        .availability_slo()
+        .with("[anomaly]\nsample_every = \"1s\"")
         .build();
     let stack = Stack::start(&toml);
     stack.wait_ready("web", 2);

@@ -64,15 +64,8 @@ fn the_series_show_each_replicas_load_latency_memory_and_restarts() {
         .replicas(2)
         .quickstart_probes()
         .expose(port)
-        .with(
-            r#"[[services.web.slo]]
-name = "availability"
-kind = "availability"
-objective = 99.0
-period = "1h"
-[anomaly]
-sample_every = "1s""#,
-        )
+        .availability_slo()
+        .with("[anomaly]\nsample_every = \"1s\"")
         .build();
     let stack = Stack::start(&toml);
     let svc = stack.wait_ready("web", 2);
