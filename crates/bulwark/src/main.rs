@@ -7,6 +7,7 @@ mod chaos_cmd;
 mod chaos_host;
 mod cli;
 mod commands;
+mod containers;
 mod host;
 mod output;
 mod remedy_cmd;
@@ -43,6 +44,10 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == chaos_cmd::STRESSOR) {
         return chaos_cmd::stress(&args[2..]);
+    }
+    // The container janitor `bulwark up` leaves behind it (see containers).
+    if args.get(1).is_some_and(|a| a == containers::JANITOR) {
+        return containers::janitor(&args[2..]);
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()

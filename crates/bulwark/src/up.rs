@@ -217,6 +217,9 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             .context("cannot read the API tokens")?
     };
     let bulwark = std::env::current_exe().context("cannot find this program's path")?;
+    let oci = runtime::oci::OciDirs::new(&state_dir);
+    // Held until `up` returns: its end releases the janitor (see containers).
+    let _janitor = crate::containers::prepare(&stack, &oci).await?;
     let supervisor = Supervisor::new(
         &stack,
         bus.clone(),
@@ -225,6 +228,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             bulwark: bulwark.clone(),
             echo_logs: !args.quiet,
             log_lines: 2000,
+            oci,
         },
     );
     let proxy_metrics = ProxyMetrics::register(&mut registry);

@@ -1,4 +1,4 @@
-//! Orchestration: the process driver, probes, the replica lifecycle and the supervisor.
+//! Orchestration: the process and oci drivers, probes, the replica lifecycle and the supervisor.
 //!
 //! Architecture invariant: `runtime` knows nothing about HTTP routing. It publishes which
 //! replicas are ready as [`bus::Endpoints`] snapshots and everything that happens as
@@ -17,7 +17,7 @@ mod restarts;
 mod revisions;
 mod supervisor;
 
-pub use driver::{Identity, command, free_port};
+pub use driver::{Identity, command, free_port, oci};
 pub use logs::{LogLine, Logs, Stream};
 pub use metrics::Metrics;
 pub use redact::Redactor;

@@ -175,6 +175,7 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         env,
         secrets,
         cwd,
+        container,
         startup,
         liveness,
         readiness,
@@ -183,6 +184,7 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         || *env != new.env
         || *secrets != new.secrets
         || *cwd != new.cwd
+        || *container != new.container
         || *startup != new.startup
         || *liveness != new.liveness
         || *readiness != new.readiness
@@ -196,6 +198,7 @@ fn keep_processes(new: &spec::Service, old: &spec::Service) -> spec::Service {
         env: old.env.clone(),
         secrets: old.secrets.clone(),
         cwd: old.cwd.clone(),
+        container: old.container.clone(),
         startup: old.startup.clone(),
         liveness: old.liveness.clone(),
         readiness: old.readiness.clone(),

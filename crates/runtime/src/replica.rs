@@ -173,7 +173,7 @@ impl Task {
     async fn incarnation(&mut self, mut permit: Option<OwnedSemaphorePermit>) -> Outcome {
         let index = self.h.index();
         self.restarts.started(Instant::now().into_std());
-        let (mut child, port) = match self.spawn().await {
+        let (mut child, port, container) = match self.spawn().await {
             Ok(spawned) => spawned,
             Err(error) => {
                 tracing::error!(service = self.svc.name, index, %error, "spawn failed");
@@ -210,6 +210,14 @@ impl Task {
             .watch(&mut child, pid, &load, reports, &mut permit)
             .await;
         drop(permit);
+        let outcome = match outcome {
+            Outcome::Ended(exit, reason) => {
+                Outcome::Ended(driver::ended(container, exit).await, reason)
+            }
+            Outcome::Requested(c, exit) => {
+                Outcome::Requested(c, driver::ended(container, exit).await)
+            }
+        };
         // Every path of `watch` killed the group (children the replica left behind)
         // before reaping.
         let (Outcome::Ended(exit, _) | Outcome::Requested(_, exit)) = &outcome;
@@ -219,8 +227,8 @@ impl Task {
         outcome
     }
 
-    /// Spawns the current spec on a free port.
-    async fn spawn(&self) -> Result<(Child, u16), String> {
+    /// Starts the current spec on a free port, with the driver it names.
+    async fn spawn(&self) -> Result<(Child, u16, Option<driver::oci::Container>), String> {
         let port = driver::free_port().map_err(|e| e.to_string())?;
         let id = Identity {
             service: &self.svc.name,
@@ -228,10 +236,10 @@ impl Task {
             port,
             bulwark: &self.h.shared().bulwark,
         };
-        let child = driver::spawn(&self.svc, &id)
+        let (child, container) = driver::start(&self.svc, &id, &self.h.shared().oci)
             .await
             .map_err(|e| e.to_string())?;
-        Ok((child, port))
+        Ok((child, port, container))
     }
 
     /// Follows a running incarnation: its exit, its probes' reports (the permit goes

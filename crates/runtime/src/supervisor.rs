@@ -20,6 +20,8 @@ pub struct Options {
     pub echo_logs: bool,
     /// Lines of output kept per service.
     pub log_lines: usize,
+    /// Where the oci driver keeps bundles, unpacked rootfs tarballs and runc's state.
+    pub oci: crate::oci::OciDirs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,7 @@ pub(crate) struct Shared {
     pub bus: Arc<Bus>,
     pub metrics: Metrics,
     pub bulwark: Arc<Path>,
+    pub oci: crate::oci::OciDirs,
     /// Bounds replicas that are restarting at once (spawned, startup not yet passed).
     pub restart_permits: Arc<Semaphore>,
     services: Mutex<BTreeMap<String, ServiceEntry>>,
@@ -186,6 +189,7 @@ impl Supervisor {
                 bus,
                 metrics,
                 bulwark: opts.bulwark.into(),
+                oci: opts.oci,
                 restart_permits: Arc::new(Semaphore::new(
                     stack.supervisor.max_concurrent_restarts as usize,
                 )),

@@ -45,6 +45,9 @@ impl Rt {
                 bulwark: "/bin/false".into(),
                 echo_logs: false,
                 log_lines: 1000,
+                oci: runtime::oci::OciDirs::new(
+                    &std::env::temp_dir().join("bulwark-runtime-tests"),
+                ),
             },
         );
         sup.start();

@@ -10,6 +10,7 @@
 mod alerts;
 mod backup;
 pub(crate) mod chaos;
+mod container;
 mod degrade;
 mod deps;
 mod env;

@@ -111,6 +111,7 @@ pub(super) fn service(
                     .is_some_and(|e| e.protocol == crate::Protocol::Tcp),
                 p,
             ),
+            container: super::container::container(raw, base_dir, p),
             expose,
             slos,
             autoscale: super::remedy::autoscale(&raw.autoscale, raw.replicas.get(), p),

@@ -26,6 +26,7 @@ pub(crate) mod auth;
 pub(crate) use auth::*;
 pub(crate) mod chaos;
 pub(crate) use chaos::*;
+pub(crate) mod container;
 pub(crate) mod degrade;
 pub(crate) mod remedy;
 pub(crate) mod rollout;
@@ -196,6 +197,8 @@ section! {
         /// Takes the replica out of the balancer while failing. With `expose` and no
         /// readiness probe, a TCP readiness probe is implied.
         readiness: ProbeTable = table::<ProbeTable>(), Optional("none, or TCP with `expose`");
+        /// Run the replicas in OCI containers through runc (the `oci` driver).
+        container: container::ContainerTable = table::<container::ContainerTable>(), Optional("plain processes");
         /// The proxy in front of the service.
         expose: ExposeTable = table::<ExposeTable>(), Optional("not exposed");
         /// Service-level objectives, measured by the proxy (needs `expose`).

@@ -24,6 +24,7 @@ mod secret;
 pub use secret::*;
 
 pub use crate::keys::auth::Auth;
+pub use crate::keys::container::{Container, Mount, Network, ROOTFS_PATH, program_in};
 pub use crate::keys::{
     Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule, Retries,
     SupervisorSettings, Timeouts,
@@ -106,6 +107,8 @@ pub struct Service {
     pub rollout: Rollout,
     /// Services that must be ready before this one is started.
     pub depends_on: Vec<String>,
+    /// The container the replicas run in (the `oci` driver); `None`: plain processes.
+    pub container: Option<Container>,
     /// The proxy in front of the service, if it takes traffic through bulwark.
     pub expose: Option<Expose>,
     /// `[[services.NAME.slo]]`, in file order; names are unique within the service.

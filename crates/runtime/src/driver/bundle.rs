@@ -1,0 +1,118 @@
+//! The OCI bundle's `config.json` for one replica incarnation, written by bulwark itself
+//! (runtime-spec 1.0.2, what Debian's runc 1.1 reads).
+
+use serde_json::{Value, json};
+
+/// `PATH` inside the container unless the service's `env` sets one.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Paths of /proc and /sys that leak the host or allow harm; the set runc's own
+/// `runc spec` writes.
+const MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+const READ_ONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// What the bundle describes, already substituted for the replica.
+pub(crate) struct Bundle<'a> {
+    pub container: &'a spec::Container,
+    pub rootfs: &'a std::path::Path,
+    pub args: Vec<String>,
+    /// `NAME=value`, in the order a process replica gets them (later wins).
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub hostname: String,
+    /// The soft and hard `RLIMIT_NOFILE` of the container's process.
+    pub nofile: (u64, u64),
+}
+
+impl Bundle<'_> {
+    /// The `config.json` document.
+    pub fn config(&self) -> Value {
+        let c = self.container;
+        let (uid, gid) = c.user.unwrap_or((0, 0));
+        let caps = &c.capabilities;
+        let mut env: Vec<String> = Vec::new();
+        if !self.env.iter().any(|(k, _)| k == "PATH") {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": { "uid": uid, "gid": gid },
+                "args": self.args,
+                "env": env,
+                "cwd": self.cwd,
+                // Kept capabilities are in every set, so a non-root user keeps them across
+                // exec (ambient); everything else is dropped from the bounding set too.
+                "capabilities": {
+                    "bounding": caps, "effective": caps, "permitted": caps,
+                    "inheritable": caps, "ambient": caps,
+                },
+                "rlimits": [{
+                    "type": "RLIMIT_NOFILE", "soft": self.nofile.0, "hard": self.nofile.1,
+                }],
+                "noNewPrivileges": true,
+            },
+            "root": { "path": self.rootfs, "readonly": c.read_only },
+            "hostname": self.hostname,
+            "mounts": self.mounts(),
+            "linux": {
+                "namespaces": namespaces(c.network),
+                "maskedPaths": MASKED,
+                "readonlyPaths": READ_ONLY,
+            },
+        })
+    }
+
+    fn mounts(&self) -> Vec<Value> {
+        let mut m = vec![
+            json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+            json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+            json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                   "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+            json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                   "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+            json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                   "options": ["nosuid", "noexec", "nodev"]}),
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                   "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        ];
+        m.extend(self.container.mounts.iter().map(|b| {
+            let mut options = vec!["rbind", "rprivate"];
+            if b.read_only {
+                options.push("ro");
+            }
+            json!({"destination": b.target, "type": "bind", "source": b.source,
+                   "options": options})
+        }));
+        m
+    }
+}
+
+fn namespaces(network: spec::Network) -> Vec<Value> {
+    // `host` network: no network namespace, the replica binds bulwark's loopback.
+    let spec::Network::Host = network;
+    ["pid", "ipc", "uts", "mount"]
+        .iter()
+        .map(|t| json!({ "type": t }))
+        .collect()
+}

@@ -1,0 +1,289 @@
+//! The `oci` driver: a replica runs in a container through runc.
+//!
+//! `runc run` runs in the foreground as the replica's process (spawned like any replica:
+//! its own process group, parent-death signal), so everything built on a replica's
+//! process carries over unchanged: its stdout and stderr are the container's (runc hands
+//! its own descriptors to the container), its exit status is the container's (runc exits
+//! with the program's code, or 128 + the signal that killed it), and the stop signal sent
+//! to its group is forwarded by runc to the container's PID 1. What runc cannot forward
+//! is SIGKILL: a killed runc leaves its container running. So once the replica's process
+//! has ended, however it ended, the container is deleted (`runc delete --force`, which
+//! kills what is left), and when bulwark itself is killed the janitor (`bulwark up`
+//! starts one, see ARCHITECTURE.md) deletes every container under bulwark's runc root.
+//!
+//! Why `run` and not `create` + `start`: after `create` runc exits and the container's
+//! PID 1 is no child of bulwark's, so its exit could only be learnt by polling `runc
+//! state`, and its output would need FIFOs of its own. `run` keeps the replica a child of
+//! bulwark, its exit watched without polling (SIGCHLD) like a process replica's.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bus::Exit;
+use tokio::process::{Child, Command};
+
+use super::Identity;
+use super::bundle::Bundle;
+
+/// What to do when runc is missing, in the words every error about it uses.
+pub const RUNC_MISSING: &str = "runc is not on PATH: install it (Debian and Ubuntu: \
+    `apt-get install runc`) or add its directory to PATH; services with a [container] \
+    table run through it";
+
+/// How long a `runc delete` or `runc list` may take.
+const RUNC_LIMIT: Duration = Duration::from_secs(30);
+
+/// Numbers containers, so an id is never reused while an older container may linger.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// Only one tarball is unpacked at a time (replicas of a service start together).
+static UNPACKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Where the oci driver keeps its files: `<state dir>/oci`.
+#[derive(Debug, Clone)]
+pub struct OciDirs {
+    base: PathBuf,
+}
+
+impl OciDirs {
+    pub fn new(state_dir: &Path) -> Self {
+        OciDirs {
+            base: state_dir.join("oci"),
+        }
+    }
+
+    /// runc's state directory (`runc --root`): only bulwark's containers are in it.
+    pub fn runc_root(&self) -> PathBuf {
+        self.base.join("runc")
+    }
+
+    fn bundles(&self) -> PathBuf {
+        self.base.join("bundles")
+    }
+
+    fn images(&self) -> PathBuf {
+        self.base.join("images")
+    }
+}
+
+/// A container the driver started, to be deleted once its runc has exited.
+pub(crate) struct Container {
+    id: String,
+    bundle: PathBuf,
+    root: PathBuf,
+}
+
+/// runc, found on `PATH`.
+pub fn find_runc() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("runc"))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Writes the bundle and starts `runc run` for one incarnation of `svc`.
+pub(crate) async fn start(
+    svc: &spec::Service,
+    c: &spec::Container,
+    id: &Identity<'_>,
+    dirs: &OciDirs,
+) -> io::Result<(Child, Container)> {
+    let runc = find_runc().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, RUNC_MISSING))?;
+    let rootfs = rootfs(c, dirs).await?;
+    let name = format!(
+        "{}-{}-{}",
+        id.service,
+        id.index,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let bundle = Bundle {
+        container: c,
+        rootfs: &rootfs,
+        args: svc.run.iter().map(|a| id.substitute(a)).collect(),
+        env: id.env_pairs(svc),
+        cwd: svc
+            .cwd
+            .as_ref()
+            .map_or_else(|| "/".to_owned(), |p| p.to_string_lossy().into_owned()),
+        hostname: format!("{}-{}", id.service, id.index),
+        nofile: nofile(),
+    };
+    let dir = dirs.bundles().join(&name);
+    let config = bundle.config();
+    let program = bundle.args.first().cloned().unwrap_or_default();
+    let (dir2, rootfs2) = (dir.clone(), rootfs.clone());
+    tokio::task::spawn_blocking(move || write_bundle(&dir2, &rootfs2, &program, &config))
+        .await
+        .map_err(io::Error::other)??;
+    let root = dirs.runc_root();
+    let mut cmd = Command::new(runc);
+    cmd.arg("--root")
+        .arg(&root)
+        .arg("run")
+        .arg("--bundle")
+        .arg(&dir)
+        .arg(&name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = launch::spawn(cmd).await?;
+    Ok((
+        child,
+        Container {
+            id: name,
+            bundle: dir,
+            root,
+        },
+    ))
+}
+
+/// The container's `RLIMIT_NOFILE`: the usual soft 1024 under bulwark's own hard limit,
+/// which it cannot raise (runc sets it after dropping the capability to).
+fn nofile() -> (u64, u64) {
+    use nix::sys::resource::{Resource, getrlimit};
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
+    (hard.min(1024), hard)
+}
+
+/// Checks that the rootfs holds `program`, then writes `config.json` into `dir`.
+fn write_bundle(
+    dir: &Path,
+    rootfs: &Path,
+    program: &str,
+    config: &serde_json::Value,
+) -> io::Result<()> {
+    if !rootfs.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "container rootfs {} is not a directory: make a root file system there \
+                 (README, \"Containers and resources\")",
+                rootfs.display()
+            ),
+        ));
+    }
+    if spec::program_in(rootfs, program).is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "the container rootfs {} has no program {program:?}: copy it (and the \
+                 libraries `ldd` names) into the rootfs",
+                rootfs.display()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(dir)?;
+    let text = serde_json::to_vec_pretty(config).map_err(io::Error::other)?;
+    std::fs::write(dir.join("config.json"), text)
+}
+
+/// The rootfs directory: the configured one, or the tarball's unpacked copy (unpacked
+/// once per content: its size and modification time name the copy).
+async fn rootfs(c: &spec::Container, dirs: &OciDirs) -> io::Result<PathBuf> {
+    if !c.rootfs_is_tarball() {
+        return Ok(c.rootfs.clone());
+    }
+    let _one = UNPACKING.lock().await;
+    let (file, images) = (c.rootfs.clone(), dirs.images());
+    let (dest, fresh) = tokio::task::spawn_blocking(move || unpack_target(&file, &images))
+        .await
+        .map_err(io::Error::other)??;
+    if !fresh {
+        return Ok(dest);
+    }
+    let partial = dest.with_extension("partial");
+    let _ = tokio::fs::remove_dir_all(&partial).await;
+    tokio::fs::create_dir_all(&partial).await?;
+    let mut tar = Command::new("tar");
+    tar.arg("-xf").arg(&c.rootfs).arg("-C").arg(&partial);
+    let out = launch::run_exec(tar, None, Duration::from_secs(600), 4096).await?;
+    out.passed(Duration::from_secs(600))
+        .map_err(|e| io::Error::other(format!("cannot unpack {}: tar: {e}", c.rootfs.display())))?;
+    tokio::fs::rename(&partial, &dest).await?;
+    Ok(dest)
+}
+
+/// Where `file` is unpacked, and whether it still has to be.
+fn unpack_target(file: &Path, images: &Path) -> io::Result<(PathBuf, bool)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(file).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("container rootfs {}: {e}", file.display()),
+        )
+    })?;
+    let stem = file.file_name().map_or_else(
+        || "rootfs".into(),
+        |n| n.to_string_lossy().replace('.', "_"),
+    );
+    let dest = images.join(format!("{stem}-{}-{}", m.size(), m.mtime()));
+    std::fs::create_dir_all(images)?;
+    let fresh = !dest.is_dir();
+    Ok((dest, fresh))
+}
+
+impl Container {
+    /// Deletes the container (killing whatever is left in it) and its bundle, once its
+    /// runc has exited, and turns runc's `128 + N` exit code back into death by signal N.
+    pub(crate) async fn remove(self, exit: Exit) -> Exit {
+        delete(&self.root, &self.id).await;
+        let _ = tokio::fs::remove_dir_all(&self.bundle).await;
+        match exit.code {
+            Some(code) if (129..=128 + 64).contains(&code) => Exit {
+                code: None,
+                signal: Some(code - 128),
+            },
+            _ => exit,
+        }
+    }
+}
+
+/// `runc delete --force ID`; a container that is gone already is fine.
+async fn delete(root: &Path, id: &str) {
+    let Some(runc) = find_runc() else { return };
+    let mut cmd = Command::new(runc);
+    cmd.arg("--root").arg(root).args(["delete", "--force", id]);
+    match launch::run_exec(cmd, None, RUNC_LIMIT, 4096).await {
+        Ok(out) if out.status.is_some_and(|s| s.success()) => {}
+        Ok(out) => {
+            let said = String::from_utf8_lossy(&out.stderr);
+            if !said.contains("does not exist") {
+                tracing::warn!(container = id, said = %said.trim(), "runc delete failed");
+            }
+        }
+        Err(error) => tracing::warn!(container = id, %error, "cannot run runc delete"),
+    }
+}
+
+/// Deletes every container under runc's `root` (those of a bulwark that is gone);
+/// returns their ids.
+pub async fn remove_all(root: &Path) -> io::Result<Vec<String>> {
+    if !tokio::fs::try_exists(root).await.unwrap_or(false) {
+        return Ok(Vec::new());
+    }
+    let runc = find_runc().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, RUNC_MISSING))?;
+    let mut cmd = Command::new(runc);
+    cmd.arg("--root").arg(root).args(["list", "--quiet"]);
+    let out = launch::run_exec(cmd, None, RUNC_LIMIT, 1 << 20).await?;
+    out.passed(RUNC_LIMIT)
+        .map_err(|e| io::Error::other(format!("runc list: {e}")))?;
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for id in &ids {
+        delete(root, id).await;
+    }
+    Ok(ids)
+}
