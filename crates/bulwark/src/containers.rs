@@ -5,10 +5,10 @@
 //! Why a janitor process: a replica's `runc run` dies with bulwark (its parent-death
 //! signal), but runc cannot take its container down with it when killed, and nothing
 //! inside bulwark runs after a kill -9. The janitor is this binary (`bulwark
-//! oci-janitor ROOT`, not a user command), started in its own process group so a signal
+//! oci-janitor ROOT PID`, not a user command), started in its own process group so a signal
 //! to bulwark's group spares it. It blocks reading a pipe whose other end only bulwark
 //! holds; the end of input means bulwark has exited, however it exited, and the janitor
-//! then deletes every container under bulwark's runc root and exits. After a clean
+//! then deletes the containers that bulwark made (their ids carry its pid) and exits. After a clean
 //! shutdown the supervisor has deleted them all already and the janitor finds none.
 
 use std::io::Read;
@@ -41,7 +41,7 @@ pub async fn prepare(stack: &spec::Stack, dirs: &OciDirs) -> anyhow::Result<Opti
     let runc = oci::find_runc().ok_or_else(|| anyhow::anyhow!(oci::RUNC_MISSING))?;
     tracing::debug!(runc = %runc.display(), "containers run through runc");
     let root = dirs.runc_root();
-    let stale = oci::remove_all(&root)
+    let stale = oci::remove_all(&root, None)
         .await
         .with_context(|| format!("cannot delete the containers left in {}", root.display()))?;
     if !stale.is_empty() {
@@ -75,6 +75,7 @@ fn spawn_janitor(root: &Path) -> anyhow::Result<ChildStdin> {
     )
     .arg(JANITOR)
     .arg(root)
+    .arg(std::process::id().to_string())
     .stdin(Stdio::piped())
     .stdout(Stdio::null())
     .stderr(log)
@@ -84,14 +85,19 @@ fn spawn_janitor(root: &Path) -> anyhow::Result<ChildStdin> {
     child.stdin.take().context("the janitor has no stdin")
 }
 
-/// The janitor's body: waits for the end of its input, then deletes every container
-/// under runc's `root`.
+/// The janitor's body: waits for the end of its input, then deletes the containers its
+/// bulwark made under runc's `root` (a bulwark started since, on the same state
+/// directory, has containers there too).
 pub fn janitor(args: &[std::ffi::OsString]) -> ExitCode {
-    let [root] = args else {
-        eprintln!("usage: bulwark {JANITOR} RUNC_ROOT (started by bulwark up)");
+    let [root, owner] = args else {
+        eprintln!("usage: bulwark {JANITOR} RUNC_ROOT BULWARK_PID (started by bulwark up)");
         return ExitCode::from(2);
     };
     let root = PathBuf::from(root);
+    let Some(owner) = owner.to_str().and_then(|o| o.parse::<u32>().ok()) else {
+        eprintln!("bulwark {JANITOR}: BULWARK_PID must be a process id");
+        return ExitCode::from(2);
+    };
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -102,7 +108,7 @@ pub fn janitor(args: &[std::ffi::OsString]) -> ExitCode {
     };
     rt.block_on(async {
         for _ in 0..JANITOR_ROUNDS {
-            match oci::remove_all(&root).await {
+            match oci::remove_all(&root, Some(owner)).await {
                 Ok(ids) if ids.is_empty() => return ExitCode::SUCCESS,
                 Ok(ids) => eprintln!("bulwark is gone: deleted containers {}", ids.join(", ")),
                 Err(e) => eprintln!("bulwark is gone; cannot delete its containers: {e}"),

@@ -21,6 +21,7 @@ mod hardening_proxy;
 mod hardening_runtime;
 mod import;
 mod lifecycle;
+mod oci;
 mod probes;
 mod proxy;
 mod remedy;

@@ -99,9 +99,10 @@ pub(crate) async fn start(
     let runc = find_runc().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, RUNC_MISSING))?;
     let rootfs = rootfs(c, dirs).await?;
     let name = format!(
-        "{}-{}-{}",
+        "{}-{}{}-{}",
         id.service,
         id.index,
+        owner_tag(std::process::id()),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     let bundle = Bundle {
@@ -264,9 +265,22 @@ async fn delete(root: &Path, id: &str) {
     }
 }
 
-/// Deletes every container under runc's `root` (those of a bulwark that is gone);
-/// returns their ids.
-pub async fn remove_all(root: &Path) -> io::Result<Vec<String>> {
+/// The part of a container id that names the bulwark process that made it:
+/// `SERVICE-INDEX-bPID-N`.
+fn owner_tag(pid: u32) -> String {
+    format!("-b{pid}")
+}
+
+/// Whether container `id` was made by bulwark process `pid`.
+fn made_by(id: &str, pid: u32) -> bool {
+    id.rsplit_once('-')
+        .is_some_and(|(rest, n)| n.parse::<u64>().is_ok() && rest.ends_with(&owner_tag(pid)))
+}
+
+/// Deletes the containers under runc's `root`: every one, or with `owner`, those the
+/// bulwark process `owner` made (a janitor must spare the containers of the bulwark
+/// started after its own died). Returns their ids.
+pub async fn remove_all(root: &Path, owner: Option<u32>) -> io::Result<Vec<String>> {
     if !tokio::fs::try_exists(root).await.unwrap_or(false) {
         return Ok(Vec::new());
     }
@@ -279,11 +293,25 @@ pub async fn remove_all(root: &Path) -> io::Result<Vec<String>> {
     let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && owner.is_none_or(|pid| made_by(l, pid)))
         .map(str::to_owned)
         .collect();
     for id in &ids {
         delete(root, id).await;
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_id_names_the_bulwark_that_made_it() {
+        assert!(made_by("web-0-b42-7", 42));
+        assert!(made_by("my-web-12-b42-0", 42));
+        assert!(!made_by("web-0-b421-7", 42));
+        assert!(!made_by("web-0-b42-x", 42));
+        assert!(!made_by("web-b42", 42));
+    }
 }
