@@ -38,7 +38,7 @@ pub async fn prepare(stack: &spec::Stack, dirs: &OciDirs) -> anyhow::Result<Opti
     if !stack.services.iter().any(|s| s.container.is_some()) {
         return Ok(None);
     }
-    let runc = oci::find_runc().ok_or_else(|| anyhow::anyhow!(oci::RUNC_MISSING))?;
+    let runc = oci::runc().await?;
     tracing::debug!(runc = %runc.display(), "containers run through runc");
     let root = dirs.runc_root();
     let stale = oci::remove_all(&root, None)

@@ -77,7 +77,7 @@ pub(crate) struct Container {
 }
 
 /// runc, found on `PATH`.
-pub fn find_runc() -> Option<PathBuf> {
+fn find_runc() -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::env::var_os("PATH")?
         .to_str()?
@@ -89,6 +89,15 @@ pub fn find_runc() -> Option<PathBuf> {
         })
 }
 
+/// [`find_runc`], off the async workers (it reads directories), or the error that says
+/// what to do.
+pub async fn runc() -> io::Result<PathBuf> {
+    tokio::task::spawn_blocking(find_runc)
+        .await
+        .map_err(io::Error::other)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, RUNC_MISSING))
+}
+
 /// Writes the bundle and starts `runc run` for one incarnation of `svc`.
 pub(crate) async fn start(
     svc: &spec::Service,
@@ -96,7 +105,7 @@ pub(crate) async fn start(
     id: &Identity<'_>,
     dirs: &OciDirs,
 ) -> io::Result<(Child, Container)> {
-    let runc = find_runc().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, RUNC_MISSING))?;
+    let runc = runc().await?;
     let rootfs = rootfs(c, dirs).await?;
     let name = format!(
         "{}-{}{}-{}",
@@ -250,7 +259,7 @@ impl Container {
 
 /// `runc delete --force ID`; a container that is gone already is fine.
 async fn delete(root: &Path, id: &str) {
-    let Some(runc) = find_runc() else { return };
+    let Ok(runc) = runc().await else { return };
     let mut cmd = Command::new(runc);
     cmd.arg("--root").arg(root).args(["delete", "--force", id]);
     match launch::run_exec(cmd, None, RUNC_LIMIT, 4096).await {
@@ -284,8 +293,7 @@ pub async fn remove_all(root: &Path, owner: Option<u32>) -> io::Result<Vec<Strin
     if !tokio::fs::try_exists(root).await.unwrap_or(false) {
         return Ok(Vec::new());
     }
-    let runc = find_runc().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, RUNC_MISSING))?;
-    let mut cmd = Command::new(runc);
+    let mut cmd = Command::new(runc().await?);
     cmd.arg("--root").arg(root).args(["list", "--quiet"]);
     let out = launch::run_exec(cmd, None, RUNC_LIMIT, 1 << 20).await?;
     out.passed(RUNC_LIMIT)
