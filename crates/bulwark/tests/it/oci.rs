@@ -111,6 +111,7 @@ fn quickstart(rootfs: &str, port: u16, container_extra: &str) -> String {
 fn start(toml_of: impl FnOnce(&Path) -> String) -> OciStack {
     let mut stack = OciStack(Stack::prepare(""));
     let rootfs = demo_rootfs(stack.dir.path());
+    std::fs::create_dir(stack.dir.path().join("data")).unwrap();
     let toml = format!("{}\n[api]\nlisten = \"127.0.0.1:0\"\n", toml_of(&rootfs));
     std::fs::write(stack.dir.path().join("stack.toml"), toml).unwrap();
     stack.launch();
@@ -227,7 +228,10 @@ fn oci_replicas_are_isolated() {
         let rootfs = rootfs.display();
         let ro = Demo::new("web")
             .startup_probe()
-            .with(&format!("[services.web.container]\nrootfs = \"{rootfs}\""))
+            .with(&format!(
+                "[services.web.container]\nrootfs = \"{rootfs}\"\n\
+                 mounts = [{{ source = \"data\", target = \"/data\", read_only = false }}]"
+            ))
             .expose(ro_port);
         let rw = Demo::new("rw")
             .startup_probe()
@@ -254,28 +258,33 @@ fn oci_replicas_are_isolated() {
     assert_eq!(field(&status, "CapEff:"), "0000000000000000", "{status}");
     assert_eq!(field(&status, "CapBnd:"), "0000000000000000", "{status}");
     assert_eq!(field(&status, "NoNewPrivs:"), "1", "{status}");
-    let write = |id: &str| {
+    // `bulwark man --out DIR` writes files: run inside the container, it tries its root.
+    let write = |id: &str, dir: &str| {
         Command::new("runc")
             .arg("--root")
             .arg(state.join("oci/runc"))
-            .args(["exec", id, BULWARK, "man", "--out", "/written"])
+            .args(["exec", id, BULWARK, "man", "--out", dir])
             .output()
             .unwrap()
     };
-    let out = write(&web);
+    let out = write(&web, "/written");
     assert!(!out.status.success(), "{}", output_text(&out));
     assert!(
         output_text(&out).contains("Read-only file system"),
         "{}",
         output_text(&out)
     );
+    // A writable mount is the way out, onto the host's directory.
+    let out = write(&web, "/data/man");
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(stack.dir.path().join("data/man/bulwark.1").is_file());
 
     let (rw, rw_pid) = a_ready_container(&stack, "rw");
     let status = status_of(rw_pid);
     // CAP_NET_BIND_SERVICE is bit 10.
     assert_eq!(field(&status, "CapBnd:"), "0000000000000400", "{status}");
     assert_eq!(field(&status, "CapEff:"), "0000000000000400", "{status}");
-    let out = write(&rw);
+    let out = write(&rw, "/written");
     assert!(out.status.success(), "{}", output_text(&out));
 }
 
@@ -385,10 +394,10 @@ fn janitor_of(state: &Path) -> Option<u32> {
 fn oci_broken_inputs_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("empty")).unwrap();
-    let check = |rootfs: &str, run: &str| {
+    let check = |rootfs: &str, run: &str, extra: &str| {
         let file = dir.path().join("stack.toml");
         let toml = format!(
-            "[services.web]\nrun = [\"{run}\"]\n[services.web.container]\nrootfs = \"{rootfs}\"\n"
+            "[services.web]\nrun = [\"{run}\"]\n{extra}[services.web.container]\nrootfs = \"{rootfs}\"\n"
         );
         std::fs::write(&file, toml).unwrap();
         let out = Command::new(BULWARK)
@@ -399,7 +408,7 @@ fn oci_broken_inputs_say_what_to_do() {
         assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let missing = check("nowhere", "/srv/app");
+    let missing = check("nowhere", "/srv/app", "");
     assert!(
         missing.contains("container rootfs") && missing.contains("no such directory"),
         "{missing}"
@@ -408,15 +417,22 @@ fn oci_broken_inputs_say_what_to_do() {
         missing.contains("stack.toml:4:"),
         "points at the key's line: {missing}"
     );
-    let empty = check("empty", "/srv/app");
+    let empty = check("empty", "/srv/app", "");
     assert!(
         empty.contains("has no program \"/srv/app\"") && empty.contains("copy it"),
         "{empty}"
     );
-    let bare = check("empty", "server");
+    let bare = check("empty", "server", "");
     assert!(
         bare.contains("/usr/bin"),
         "says where a bare name is looked for: {bare}"
+    );
+    std::fs::create_dir_all(dir.path().join("empty/srv")).unwrap();
+    std::fs::write(dir.path().join("empty/srv/app"), "").unwrap();
+    let cwd = check("empty", "/srv/app", "cwd = \"srv\"\n");
+    assert!(
+        cwd.contains("stack.toml:3:") && cwd.contains("a path inside the container"),
+        "{cwd}"
     );
 
     // runc missing: `up` ends at once, saying what to install.

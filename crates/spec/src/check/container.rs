@@ -26,6 +26,19 @@ pub(super) fn container(
             format!("container rootfs {}: {why}", path.display()),
         );
     }
+    // Resolved against the stack file's directory, a relative `cwd` would name a host path.
+    if let Some(cwd) = raw.cwd.given()
+        && !cwd.get_ref().starts_with('/')
+    {
+        p.push(
+            cwd.span(),
+            format!(
+                "`cwd` {:?} is relative, but with [container] it is a path inside the \
+                 container: write it absolute (e.g. \"/app\")",
+                cwd.get_ref()
+            ),
+        );
+    }
     let mounts = t
         .mounts
         .value()
