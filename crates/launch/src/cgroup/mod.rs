@@ -139,6 +139,20 @@ impl Cgroups {
             .map(|(_, c)| CgroupError::NoController(c.as_str()))
     }
 
+    /// Whether bulwark may make cgroups here, without making any (`bulwark check`).
+    pub fn writable(&self) -> Result<(), CgroupError> {
+        for root in &self.roots {
+            let own = root.parent().unwrap_or(root);
+            nix::unistd::access(own, nix::unistd::AccessFlags::W_OK).map_err(|e| {
+                CgroupError::NotWritable {
+                    path: own.to_owned(),
+                    source: e.into(),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     /// Makes this process's parents (enabling v2's controllers on the way) and removes
     /// what earlier, dead bulwark processes left. Returns the stale parents removed.
     pub fn prepare(&self) -> Result<Vec<PathBuf>, CgroupError> {
@@ -197,10 +211,7 @@ impl Cgroups {
                     continue;
                 };
                 if pid != std::process::id() && !is_bulwark(pid) {
-                    for child in fs::read_dir(e.path()).into_iter().flatten().flatten() {
-                        replica::remove_dir(&child.path());
-                    }
-                    replica::remove_dir(&e.path());
+                    remove_tree(&e.path());
                     removed.push(e.path());
                 }
             }
@@ -217,10 +228,7 @@ impl Cgroups {
     /// Removes this process's parents (at the end of `up`, once every replica is gone).
     pub fn remove_own(&self) {
         for dir in self.dirs() {
-            for child in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                replica::remove_dir(&child.path());
-            }
-            replica::remove_dir(&dir);
+            remove_tree(&dir);
         }
     }
 
@@ -228,6 +236,16 @@ impl Cgroups {
     pub fn parent_dirs(&self) -> Vec<PathBuf> {
         self.dirs().into_iter().collect()
     }
+}
+
+/// A parent and the replica cgroups in it (a cgroup's files are not directories).
+fn remove_tree(dir: &Path) {
+    for child in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            replica::remove_dir(&child.path());
+        }
+    }
+    replica::remove_dir(dir);
 }
 
 fn read(path: &Path) -> Result<String, CgroupError> {

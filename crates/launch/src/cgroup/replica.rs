@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{CgroupError, Controller, Version};
@@ -39,6 +40,8 @@ pub struct ReplicaCgroup {
     version: Version,
     dirs: Vec<(Controller, PathBuf)>,
     pub limits: Limits,
+    /// Set by [`ReplicaCgroup::remove`], so a drop after it touches no file.
+    removed: AtomicBool,
 }
 
 impl ReplicaCgroup {
@@ -52,6 +55,7 @@ impl ReplicaCgroup {
             version,
             dirs: Vec::new(),
             limits,
+            removed: AtomicBool::new(false),
         };
         for (c, parent) in parents {
             let dir = parent.join(name);
@@ -188,6 +192,9 @@ impl ReplicaCgroup {
     /// Kills whatever is left in it and removes its directories (waiting up to a second
     /// for the killed to exit). Idempotent.
     pub fn remove(&self) {
+        if self.removed.swap(true, Ordering::Relaxed) {
+            return;
+        }
         for d in self.dirs() {
             remove_dir(&d);
         }
