@@ -447,3 +447,44 @@ fn limits_that_cannot_be_enforced_are_refused_by_up_and_warned_by_check_at_the_k
         "{text}"
     );
 }
+
+/// The value of `metric{service="NAME",...}` on `/metrics`.
+fn gauge(stack: &Stack, metric: &str, service: &str) -> Option<f64> {
+    let (_, text) = get(stack.api, "/metrics");
+    let prefix = format!("{metric}{{service=\"{service}\"");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))?
+        .rsplit_once(' ')?
+        .1
+        .parse()
+        .ok()
+}
+
+#[test]
+fn the_sampler_measures_a_replica_in_its_memory_cgroup_as_its_limit_does() {
+    // The leader is a shell; its child holds 40 MiB. With a memory cgroup the replica's
+    // memory is the cgroup's (what the limit and the anomaly forecast are against).
+    let run = r#"run = ["sh", "-c", "python3 -c 'b = bytearray(40 << 20); import time; time.sleep(600)' & wait"]"#;
+    let toml = format!(
+        "[services.limited]\n{run}\n[services.limited.resources]\nmemory = \"128MiB\"\n\
+         [services.plain]\n{run}\n"
+    );
+    let stack = Stack::start(&toml);
+    let metric = "bulwark_replica_resident_memory_bytes";
+    let limited = eventually(
+        "the limited replica measured with its child",
+        Duration::from_secs(60),
+        || gauge(&stack, metric, "limited").filter(|b| *b > 40.0 * 1048576.0),
+    );
+    let plain = gauge(&stack, metric, "plain").expect("the plain replica is measured");
+    assert!(
+        plain < 20.0 * 1048576.0,
+        "without a cgroup, the leader's RSS only: {plain}"
+    );
+    let status = replica(&stack.service("limited"), 0);
+    let in_status = status["resources"]["memory_bytes"].as_f64().unwrap();
+    assert!(
+        (in_status - limited).abs() < 16.0 * 1048576.0,
+        "{in_status} vs {limited}"
+    );
+}

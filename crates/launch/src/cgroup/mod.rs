@@ -248,6 +248,30 @@ fn remove_tree(dir: &Path) {
     replica::remove_dir(dir);
 }
 
+/// Memory charged to the replica cgroup `pid` is in (the whole replica: its children and
+/// page cache too), or `None` when `pid` is in none of bulwark's. This is what a
+/// `resources.memory` limit is compared with, so the resource sampler reports it instead
+/// of the leader's RSS. Reads procfs and cgroupfs (as cheap as the sampler's /proc reads).
+pub fn replica_memory_of(pid: u32) -> Option<u64> {
+    static MOUNTINFO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let mountinfo =
+        MOUNTINFO.get_or_init(|| fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let (dir, file) = match v1_dirs(mountinfo, &own)
+        .into_iter()
+        .find(|(c, _)| *c == Controller::Memory)
+    {
+        Some((_, dir)) => (dir, "memory.usage_in_bytes"),
+        None => (v2_dir(mountinfo, &own)?, "memory.current"),
+    };
+    // Only bulwark's replica cgroups: a process in its parent's cgroup is not measured so.
+    let parent = dir.parent()?;
+    if parent.parent()?.file_name()? != "bulwark" {
+        return None;
+    }
+    fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+}
+
 fn read(path: &Path) -> Result<String, CgroupError> {
     fs::read_to_string(path).map_err(|source| CgroupError::Read {
         path: path.to_owned(),
