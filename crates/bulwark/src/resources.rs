@@ -12,14 +12,28 @@ use runtime::CgroupSupport;
 /// so under memory pressure the kernel kills replicas, which bulwark restarts, before it.
 pub const SELF_OOM_SCORE_ADJ: i32 = -900;
 
-/// Lowers bulwark's own OOM score (root only; a warning otherwise).
-pub fn protect_self() {
+/// Lowers bulwark's own OOM score (root only; a warning otherwise, which also names the
+/// services whose negative `priority` cannot be given then).
+pub fn protect_self(stack: &spec::Stack) {
     if let Err(e) = launch::protect_self(SELF_OOM_SCORE_ADJ) {
         tracing::warn!(
             error = %e,
             "cannot lower bulwark's own oom_score_adj to {SELF_OOM_SCORE_ADJ} (needs root or \
              CAP_SYS_RESOURCE): under memory pressure the kernel may kill bulwark itself"
         );
+        let favoured: Vec<&str> = stack
+            .services
+            .iter()
+            .filter(|s| s.priority.oom_score_adj() < 0)
+            .map(|s| s.name.as_str())
+            .collect();
+        if !favoured.is_empty() {
+            tracing::warn!(
+                services = favoured.join(", "),
+                "these services' priority cannot lower their oom_score_adj either; their \
+                 replicas keep bulwark's"
+            );
+        }
     }
 }
 

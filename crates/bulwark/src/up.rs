@@ -173,7 +173,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let cgroups = {
         let (stack, file) = (stack.clone(), args.file.clone());
         tokio::task::spawn_blocking(move || {
-            crate::resources::protect_self();
+            crate::resources::protect_self(&stack);
             crate::resources::support(&stack, &file, true)
         })
         .await

@@ -225,23 +225,7 @@ impl Task {
         let (Outcome::Ended(exit, _) | Outcome::Requested(_, exit)) = &outcome;
         tracing::info!(service = self.svc.name, index, pid, %exit, "replica exited");
         let uptime_ms = started.elapsed().as_millis() as u64;
-        if let Some(cgroup) = cgroup {
-            let limit = cgroup.limits.memory;
-            let kills = resources::finish(cgroup).await;
-            // The OOM killer's signal is SIGKILL; a replica that died otherwise while one
-            // of its children was OOM-killed was not itself.
-            if kills > 0 && exit.signal == Some(Signal::SIGKILL as i32) {
-                self.oom_killed = true;
-                tracing::warn!(
-                    service = self.svc.name,
-                    index,
-                    pid,
-                    kills,
-                    "replica OOM-killed"
-                );
-                self.h.oom_killed(pid, limit, kills);
-            }
-        }
+        self.release(cgroup, pid, *exit).await;
         self.h.exited(pid, *exit, uptime_ms, self.oom_killed);
         match outcome {
             Outcome::Ended(exit, _) if self.oom_killed => {
@@ -252,6 +236,24 @@ impl Task {
                 Outcome::Ended(exit, reason)
             }
             other => other,
+        }
+    }
+
+    /// Once the incarnation's process is gone: whether the OOM killer ended it (said
+    /// before its exit), then its cgroups removed.
+    async fn release(&mut self, cgroup: Option<Arc<ReplicaCgroup>>, pid: u32, exit: Exit) {
+        let Some(cgroup) = cgroup else {
+            return;
+        };
+        let limit = cgroup.limits.memory;
+        let kills = resources::finish(cgroup).await;
+        // The OOM killer's signal is SIGKILL; a replica that died otherwise while one of its
+        // children was OOM-killed was not itself.
+        if kills > 0 && exit.signal == Some(Signal::SIGKILL as i32) {
+            self.oom_killed = true;
+            let (service, index) = (&self.svc.name, self.h.index());
+            tracing::warn!(service, index, pid, kills, "replica OOM-killed");
+            self.h.oom_killed(pid, limit, kills);
         }
     }
 

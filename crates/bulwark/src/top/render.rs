@@ -240,7 +240,7 @@ fn replica_row(service: &str, r: &api::json::Replica, now_ms: u64) -> Row<'stati
     if r.held_out {
         state.push_str(" held out");
     }
-    let state_style = if r.crash_looping {
+    let state_style = if r.crash_looping || r.state == "oom-killed" {
         RED.add_modifier(Modifier::BOLD)
     } else if r.state == "running" && r.ready {
         GREEN

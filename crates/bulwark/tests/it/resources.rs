@@ -62,12 +62,19 @@ fn replica_cgroups(pid: u32) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Replica `index` of a service's status; null while it is not listed yet.
 fn replica(service: &Value, index: u64) -> Value {
     replicas_in(service)
         .iter()
         .find(|r| r["index"] == index)
         .cloned()
-        .unwrap()
+        .unwrap_or(Value::Null)
+}
+
+/// Whether the service lists `n` replicas, all running.
+fn all_running(service: &Value, n: usize) -> bool {
+    let r = replicas_in(service);
+    r.len() == n && r.iter().all(|r| r["state"] == "running")
 }
 
 fn oom_events(stack: &Stack, service: &str) -> Vec<Value> {
@@ -102,7 +109,10 @@ memory = "64MiB"
         Duration::from_secs(60),
         |s| {
             let r = replica(s, 0);
-            r["restarts"] == 1 && r["state"] == "running" && r["last_exit"]["oom_killed"] == true
+            r["restarts"] == 1
+                && r["state"] == "running"
+                && r["last_exit"]["oom_killed"] == true
+                && replica(s, 1)["ready"] == true
         },
     );
     let sibling = replica(&svc, 1);
@@ -382,7 +392,7 @@ cpu = 0.5
 "#;
     let mut stack = Stack::start(toml);
     stack.wait_service("s", "2 running", Duration::from_secs(30), |s| {
-        replicas_in(s).iter().all(|r| r["state"] == "running")
+        all_running(s, 2)
     });
     let first = stack.pid();
     let dirs = replica_cgroups(first);
@@ -392,7 +402,7 @@ cpu = 0.5
     signal(first, libc::SIGKILL);
     stack.restart();
     stack.wait_service("s", "2 running again", Duration::from_secs(30), |s| {
-        replicas_in(s).iter().all(|r| r["state"] == "running")
+        all_running(s, 2)
     });
     for p in cgroup_parents(first) {
         assert!(!p.exists(), "{} of the killed up is left", p.display());

@@ -175,7 +175,10 @@ impl Cgroups {
     }
 
     /// On v2 a controller reaches a child only when every ancestor below the one that has
-    /// it lists it in `cgroup.subtree_control`.
+    /// it lists it in `cgroup.subtree_control`: bulwark's own cgroup (which fails with
+    /// EBUSY when it holds processes and is not the root: v2's no-internal-process rule,
+    /// hence `Delegate=yes` and a sub-cgroup for bulwark itself), `bulwark` and
+    /// `bulwark/<pid>`.
     fn enable_v2_controllers(&self, parent: &Path) -> Result<(), CgroupError> {
         let wanted: Vec<String> = self
             .parents
@@ -184,7 +187,7 @@ impl Cgroups {
             .collect();
         let bulwark = parent.parent().unwrap_or(parent);
         let own = bulwark.parent().unwrap_or(bulwark);
-        for dir in [own, bulwark] {
+        for dir in [own, bulwark, parent] {
             fs::create_dir_all(dir).map_err(|source| CgroupError::NotWritable {
                 path: dir.to_owned(),
                 source,
