@@ -199,9 +199,10 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Removes `bulwark/<pid>` directories whose process is gone or is another program:
-    /// what a bulwark killed with -9 left (its replicas died with it, by their
-    /// parent-death signal; anything they left is killed here).
+    /// Removes `bulwark/<pid>` directories whose process is gone: what a bulwark killed
+    /// with -9 left (its replicas died with it, by their parent-death signal; anything
+    /// they left is killed here). When the pid now runs another program, only its empty
+    /// cgroups are removed.
     fn remove_stale(&self) -> Vec<PathBuf> {
         let mut removed = Vec::new();
         for root in &self.roots {
@@ -213,8 +214,17 @@ impl Cgroups {
                 let Ok(pid) = name.parse::<u32>() else {
                     continue;
                 };
-                if pid != std::process::id() && !is_bulwark(pid) {
+                if pid == std::process::id() || is_bulwark(pid) {
+                    continue;
+                }
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    // The pid lives on as another program: a reused pid, or a bulwark
+                    // under another name. Only empty cgroups go; nothing is killed.
+                    remove_empty_tree(&e.path());
+                } else {
                     remove_tree(&e.path());
+                }
+                if !e.path().exists() {
                     removed.push(e.path());
                 }
             }
@@ -273,6 +283,16 @@ pub fn replica_memory_of(pid: u32) -> Option<u64> {
         return None;
     }
     fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+}
+
+/// [`remove_tree`] without killing: a cgroup that holds a process stays (rmdir refuses).
+fn remove_empty_tree(dir: &Path) {
+    for child in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = fs::remove_dir(child.path());
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 fn read(path: &Path) -> Result<String, CgroupError> {
