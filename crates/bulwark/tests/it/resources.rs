@@ -62,6 +62,16 @@ fn replica_cgroups(pid: u32) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Stops `up` with SIGTERM (as a user would) and checks it left no cgroup behind; a test
+/// that fails before this leaves its cgroups to the next `up`, which removes them.
+fn stop_clean(stack: &mut Stack) {
+    let up = stack.pid();
+    assert!(stack.terminate(Duration::from_secs(30)).success());
+    for p in cgroup_parents(up) {
+        assert!(!p.exists(), "{} is left", p.display());
+    }
+}
+
 /// Replica `index` of a service's status; null while it is not listed yet.
 fn replica(service: &Value, index: u64) -> Value {
     replicas_in(service)
@@ -102,7 +112,7 @@ initial = "100ms"
 memory = "64MiB"
 "#
     );
-    let stack = Stack::start(&toml);
+    let mut stack = Stack::start(&toml);
     let svc = stack.wait_service(
         "web",
         "replica 0 OOM-killed and running again",
@@ -178,6 +188,7 @@ memory = "64MiB"
         limits.iter().all(|l| l.trim() == (64u64 << 20).to_string()),
         "{limits:?}"
     );
+    stop_clean(&mut stack);
 }
 
 #[test]
@@ -194,7 +205,7 @@ priority = "low"
 memory = "32MiB"
 "#
     );
-    let stack = Stack::start(&toml);
+    let mut stack = Stack::start(&toml);
     let svc = stack.wait_service(
         "hog",
         "oom-killed and left down",
@@ -247,6 +258,7 @@ memory = "32MiB"
         1,
         "only the new incarnation's cgroups: {names:?}"
     );
+    stop_clean(&mut stack);
 }
 
 /// Jiffies of CPU (user + system) of `pid`, from /proc/PID/stat.
@@ -269,7 +281,7 @@ run = ["sh", "-c", "while :; do :; done"]
 [services.spin.resources]
 cpu = 0.2
 "#;
-    let stack = Stack::start(toml);
+    let mut stack = Stack::start(toml);
     let svc = stack.wait_service("spin", "running", Duration::from_secs(30), |s| {
         replica(s, 0)["state"] == "running"
     });
@@ -307,6 +319,7 @@ cpu = 0.2
         replica(&stack.service("spin"), 0)["resources"]["cpu_limit_cores"],
         0.2
     );
+    stop_clean(&mut stack);
 }
 
 /// Forks 200 sleeping children (bounded, so a broken limit cannot take the machine), going
@@ -338,7 +351,7 @@ pids = 32
 {}"#,
         Demo::new("web").expose(port).build()
     );
-    let stack = Stack::start(&toml);
+    let mut stack = Stack::start(&toml);
     stack.wait_ready("web", 1);
     let web_pid = replica_pids(&stack.service("web"));
     // Each replica is its process and 31 children: the 32 its limit allows.
@@ -366,17 +379,12 @@ pids = 32
     let (code, _) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
     assert_eq!(code, 200);
     assert_eq!(replica_pids(&stack.service("web")), web_pid);
-    let mut stack = stack;
-    let up = stack.pid();
-    assert!(stack.terminate(Duration::from_secs(30)).success());
+    stop_clean(&mut stack);
     assert_eq!(
         stack.descendants(),
         Vec::<u32>::new(),
         "nothing of the bombs is left"
     );
-    for p in cgroup_parents(up) {
-        assert!(!p.exists(), "{} is left", p.display());
-    }
 }
 
 #[test]
@@ -479,7 +487,7 @@ fn the_sampler_measures_a_replica_in_its_memory_cgroup_as_its_limit_does() {
         "[services.limited]\n{run}\n[services.limited.resources]\nmemory = \"128MiB\"\n\
          [services.plain]\n{run}\n"
     );
-    let stack = Stack::start(&toml);
+    let mut stack = Stack::start(&toml);
     let metric = "bulwark_replica_resident_memory_bytes";
     let limited = eventually(
         "the limited replica measured with its child",
@@ -497,4 +505,5 @@ fn the_sampler_measures_a_replica_in_its_memory_cgroup_as_its_limit_does() {
         (in_status - limited).abs() < 16.0 * 1048576.0,
         "{in_status} vs {limited}"
     );
+    stop_clean(&mut stack);
 }
