@@ -220,6 +220,31 @@ fn journal_line(j: &api::json::Journal) -> String {
     }
 }
 
+/// `memory 12.3 MiB / 64.0 MiB  cpu 1.52 s (limit 0.2 cores)  pids 3 / 32`.
+fn resources_line(r: &api::json::ReplicaResources) -> String {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    let of = |used: String, limit: Option<String>| match limit {
+        Some(l) => format!("{used} / {l}"),
+        None => used,
+    };
+    let memory = of(
+        r.memory_bytes.map_or("-".into(), mib),
+        r.memory_limit_bytes.map(mib),
+    );
+    let cpu = match (r.cpu_seconds, r.cpu_limit_cores) {
+        (used, Some(l)) => format!(
+            "{} (limit {l} cores)",
+            used.map_or("-".into(), |s| format!("{s:.2} s"))
+        ),
+        (used, None) => used.map_or("-".into(), |s| format!("{s:.2} s")),
+    };
+    let pids = of(
+        r.pids.map_or("-".into(), |p| p.to_string()),
+        r.pids_limit.map(|p| p.to_string()),
+    );
+    format!("memory {memory}  cpu {cpu}  pids {pids}")
+}
+
 fn print_status(status: &api::json::Status) {
     outln!(
         "{:<16} {:>3}  {:<14} {:<5} {:>8} {:>6} {:>8}  LAST EXIT",
@@ -234,6 +259,9 @@ fn print_status(status: &api::json::Status) {
     for s in &status.services {
         for r in &s.replicas {
             let exit = match &r.last_exit {
+                Some(api::json::Exit {
+                    oom_killed: true, ..
+                }) => "oom-killed".into(),
                 Some(api::json::Exit { code: Some(c), .. }) => format!("exit {c}"),
                 Some(api::json::Exit {
                     signal: Some(s), ..
@@ -251,6 +279,9 @@ fn print_status(status: &api::json::Status) {
                 r.restarts,
                 exit
             );
+            if let Some(res) = &r.resources {
+                outln!("{:<16}      {}", "", resources_line(res));
+            }
             for line in &r.stderr_tail {
                 outln!("{:<16}      | {line}", "");
             }

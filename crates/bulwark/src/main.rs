@@ -11,6 +11,7 @@ mod host;
 mod output;
 mod remedy_cmd;
 mod remedy_host;
+mod resources;
 mod rollout_cmd;
 mod rollout_host;
 mod series_host;
@@ -112,6 +113,13 @@ fn check(file: &std::path::Path, experiments: Option<&std::path::Path>) -> ExitC
         Ok(spec::Loaded { stack, warnings }) => {
             for w in warnings {
                 eprintln!("{w}");
+            }
+            // Valid, but limits this machine cannot enforce are worth knowing before `up`
+            // refuses them (the file may be meant for another machine).
+            if stack.services.iter().any(|s| !s.resources.is_empty()) {
+                for p in resources::support(&stack, file, false).1 {
+                    eprintln!("warning: {p}");
+                }
             }
             outln!(
                 "{}: ok ({} service{})",

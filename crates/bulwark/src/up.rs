@@ -170,6 +170,23 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         }
     };
     crate::host::prepare(&stack);
+    let cgroups = {
+        let (stack, file) = (stack.clone(), args.file.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::resources::protect_self(&stack);
+            crate::resources::support(&stack, &file, true)
+        })
+        .await
+        .context("preparing cgroups")?
+    };
+    if !cgroups.1.is_empty() {
+        for p in &cgroups.1 {
+            eprintln!("{p}");
+        }
+        return Ok(ExitCode::from(2));
+    }
+    let cgroups = cgroups.0;
+    let own_cgroups = cgroups.clone();
     let state_dir = state_dir.unwrap_or_else(api::state_dir::default_dir);
     // The lock comes before anything is written: a second `up` on the same directory must
     // leave the running one (its token, its address file) alone.
@@ -225,6 +242,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             bulwark: bulwark.clone(),
             echo_logs: !args.quiet,
             log_lines: 2000,
+            cgroups,
         },
     );
     let proxy_metrics = ProxyMetrics::register(&mut registry);
@@ -504,6 +522,10 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let _ = tokio::time::timeout(Duration::from_secs(1), api_task).await;
     let _ = std::fs::remove_file(state_dir.join(api::state_dir::ADDR_FILE));
     let _ = std::fs::remove_file(state_dir.join(api::state_dir::SCHEME_FILE));
+    // Every replica's cgroups went with it; bulwark's own parents go last.
+    if let Ok(c) = own_cgroups {
+        let _ = tokio::task::spawn_blocking(move || c.remove_own()).await;
+    }
     tracing::info!("stopped; no replica is running");
     drop(state_lock);
     Ok(ExitCode::SUCCESS)

@@ -60,14 +60,27 @@ pub fn free_port() -> io::Result<u16> {
 /// itself runs on the launcher's dedicated thread (`launch::spawn`): the death signal is
 /// tied to the spawning *thread*, and tokio retires its threads (after `block_in_place`,
 /// or 10 s idle in the blocking pool), which used to SIGKILL healthy replicas.
-pub(crate) async fn spawn(svc: &spec::Service, id: &Identity<'_>) -> io::Result<Child> {
+///
+/// `placement` puts the child in its cgroups and sets its `oom_score_adj` before exec; a
+/// cgroup it cannot join fails the start.
+pub(crate) async fn spawn(
+    svc: &spec::Service,
+    id: &Identity<'_>,
+    placement: launch::Placement,
+) -> io::Result<Child> {
     let mut cmd = command(svc, &svc.run, id)?;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    launch::spawn(cmd).await.map_err(|e| {
+    let in_cgroups = !placement.cgroup_procs.is_empty();
+    launch::spawn_placed(cmd, placement).await.map_err(|e| {
+        let step = if in_cgroups {
+            " (joining its cgroups, or exec)"
+        } else {
+            ""
+        };
         io::Error::new(
             e.kind(),
             format!(
-                "cannot start {:?} for service {}: {e}",
+                "cannot start {:?} for service {}{step}: {e}",
                 id.substitute(&svc.run[0]),
                 id.service
             ),

@@ -54,10 +54,17 @@ impl Handle {
 
     /// A new incarnation runs as `pid`, listening (eventually) on `port`; `load` counts
     /// its in-flight requests.
-    pub fn started(&self, pid: u32, port: u16, load: Arc<Load>) {
+    pub fn started(
+        &self,
+        pid: u32,
+        port: u16,
+        load: Arc<Load>,
+        cgroup: Option<Arc<launch::cgroup::ReplicaCgroup>>,
+    ) {
         self.shared.set_load(&self.service, self.index, load);
         self.change(
             |s| {
+                s.cgroup = cgroup;
                 s.pid = Some(pid);
                 s.port = Some(port);
                 s.state = ReplicaState::Starting;
@@ -159,10 +166,25 @@ impl Handle {
         });
     }
 
-    /// The incarnation's process is gone (group killed, leader reaped).
-    pub fn exited(&self, pid: u32, exit: Exit, uptime_ms: u64) {
+    /// The kernel's OOM killer killed `kills` processes of the incarnation, its leader
+    /// among them (its exit follows).
+    pub fn oom_killed(&self, pid: u32, memory_limit: Option<u64>, kills: u64) {
+        self.shared.metrics.oom_killed(&self.service, self.index);
+        self.shared.bus.publish(EventKind::ReplicaOomKilled {
+            service: self.name(),
+            index: self.index,
+            pid,
+            memory_limit,
+            kills,
+        });
+    }
+
+    /// The incarnation's process is gone (group killed, leader reaped, cgroups removed).
+    pub fn exited(&self, pid: u32, exit: Exit, uptime_ms: u64, oom_killed: bool) {
         self.change(
             |s| {
+                s.cgroup = None;
+                s.oom_killed = oom_killed;
                 s.pid = None;
                 s.ready = false;
                 s.last_exit = Some(exit);
@@ -181,6 +203,18 @@ impl Handle {
     pub fn done(&self, exit: Exit) {
         self.change(
             |s| s.state = ReplicaState::Exited,
+            Some(EventKind::ReplicaDone {
+                service: self.name(),
+                index: self.index,
+                exit,
+            }),
+        );
+    }
+
+    /// OOM-killed, and `on_oom = "stop"` leaves it down.
+    pub fn oom_stopped(&self, exit: Exit) {
+        self.change(
+            |s| s.state = ReplicaState::OomKilled,
             Some(EventKind::ReplicaDone {
                 service: self.name(),
                 index: self.index,

@@ -171,6 +171,11 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         stop_signal: _,
         stop_grace: _,
         backoff: _,
+        // Read when the next incarnation starts (its cgroups and oom_score_adj are made
+        // then), or at its next exit.
+        resources: _,
+        on_oom: _,
+        priority: _,
         run,
         env,
         secrets,

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use bus::{Exit, Load};
+use launch::cgroup::ReplicaCgroup;
 use nix::sys::signal::Signal;
-use spec::{RestartAction, RestartPolicy, Service};
+use spec::{OnOom, RestartAction, RestartPolicy, Service};
 use tokio::process::Child;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, sleep, timeout_at};
@@ -17,6 +18,7 @@ use crate::driver::{self, Identity, exit_of};
 use crate::handle::Handle;
 use crate::logs::{Logs, Stream};
 use crate::probe::{self, Report, Target};
+use crate::resources;
 use crate::restarts::Restarts;
 use crate::supervisor::Shared;
 
@@ -86,6 +88,7 @@ pub(crate) async fn run(
         svc: first_spec,
         logs,
         ctl,
+        oom_killed: false,
     };
     let end = task.live().await;
     task.h.finished(end == Control::Remove);
@@ -99,6 +102,8 @@ struct Task {
     logs: Arc<Logs>,
     ctl: mpsc::UnboundedReceiver<Control>,
     restarts: Restarts,
+    /// The kernel's OOM killer ended the last incarnation.
+    oom_killed: bool,
 }
 
 impl Task {
@@ -150,6 +155,10 @@ impl Task {
     /// After an incarnation ended on its own: leave it down (until a restart request), or
     /// wait out the backoff. `Err` ends the task.
     async fn after_end(&mut self, exit: Exit, reason: String) -> Result<(), Control> {
+        if self.oom_killed && self.svc.on_oom == OnOom::Stop {
+            self.h.oom_stopped(exit);
+            return go_on(self.ctl.recv().await);
+        }
         if !wants_restart(&self.svc, exit) {
             self.h.done(exit);
             return go_on(self.ctl.recv().await);
@@ -173,7 +182,8 @@ impl Task {
     async fn incarnation(&mut self, mut permit: Option<OwnedSemaphorePermit>) -> Outcome {
         let index = self.h.index();
         self.restarts.started(Instant::now().into_std());
-        let (mut child, port) = match self.spawn().await {
+        self.oom_killed = false;
+        let (mut child, port, cgroup) = match self.spawn().await {
             Ok(spawned) => spawned,
             Err(error) => {
                 tracing::error!(service = self.svc.name, index, %error, "spawn failed");
@@ -184,7 +194,7 @@ impl Task {
         let pid = child.id().unwrap_or(0);
         let load = Arc::new(Load::default());
         let started = Instant::now();
-        self.h.started(pid, port, load.clone());
+        self.h.started(pid, port, load.clone(), cgroup.clone());
         // The secrets this incarnation was started with, whatever a reload changes later.
         let redactor = crate::Redactor::of(&self.svc);
         if let Some(out) = child.stdout.take() {
@@ -215,23 +225,59 @@ impl Task {
         let (Outcome::Ended(exit, _) | Outcome::Requested(_, exit)) = &outcome;
         tracing::info!(service = self.svc.name, index, pid, %exit, "replica exited");
         let uptime_ms = started.elapsed().as_millis() as u64;
-        self.h.exited(pid, *exit, uptime_ms);
-        outcome
+        self.release(cgroup, pid, *exit).await;
+        self.h.exited(pid, *exit, uptime_ms, self.oom_killed);
+        match outcome {
+            Outcome::Ended(exit, _) if self.oom_killed => {
+                let reason = match self.svc.resources.memory {
+                    Some(b) => format!("oom-killed (memory limit {b} bytes)"),
+                    None => "oom-killed".to_owned(),
+                };
+                Outcome::Ended(exit, reason)
+            }
+            other => other,
+        }
     }
 
-    /// Spawns the current spec on a free port.
-    async fn spawn(&self) -> Result<(Child, u16), String> {
+    /// Once the incarnation's process is gone: whether the OOM killer ended it (said
+    /// before its exit), then its cgroups removed.
+    async fn release(&mut self, cgroup: Option<Arc<ReplicaCgroup>>, pid: u32, exit: Exit) {
+        let Some(cgroup) = cgroup else {
+            return;
+        };
+        let limit = cgroup.limits.memory;
+        let kills = resources::finish(cgroup).await;
+        // The OOM killer's signal is SIGKILL; a replica that died otherwise while one of its
+        // children was OOM-killed was not itself.
+        if kills > 0 && exit.signal == Some(Signal::SIGKILL as i32) {
+            self.oom_killed = true;
+            let (service, index) = (&self.svc.name, self.h.index());
+            tracing::warn!(service, index, pid, kills, "replica OOM-killed");
+            self.h.oom_killed(pid, limit, kills);
+        }
+    }
+
+    /// Spawns the current spec on a free port, in its cgroups when it sets resources.
+    async fn spawn(&self) -> Result<(Child, u16, Option<Arc<ReplicaCgroup>>), String> {
         let port = driver::free_port().map_err(|e| e.to_string())?;
+        let shared = self.h.shared();
+        let (cgroup, placement) =
+            resources::prepare(&shared.cgroups, &self.svc, self.h.index()).await?;
         let id = Identity {
             service: &self.svc.name,
             index: self.h.index(),
             port,
             bulwark: &self.h.shared().bulwark,
         };
-        let child = driver::spawn(&self.svc, &id)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((child, port))
+        match driver::spawn(&self.svc, &id, placement).await {
+            Ok(child) => Ok((child, port, cgroup)),
+            Err(e) => {
+                if let Some(cgroup) = cgroup {
+                    resources::finish(cgroup).await;
+                }
+                Err(e.to_string())
+            }
+        }
     }
 
     /// Follows a running incarnation: its exit, its probes' reports (the permit goes

@@ -20,6 +20,9 @@ pub struct Options {
     pub echo_logs: bool,
     /// Lines of output kept per service.
     pub log_lines: usize,
+    /// Where replicas' cgroups go, or why there are none (a service with `resources`
+    /// then fails to start, saying so).
+    pub cgroups: crate::CgroupSupport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,10 @@ pub struct ReplicaStatus {
     /// Taken out of the proxy's rotation by a remediation (`eject`, `drain`), though it
     /// may be ready.
     pub held_out: bool,
+    /// The kernel's OOM killer ended the last incarnation (`last_exit` is its signal 9).
+    pub oom_killed: bool,
+    /// The running incarnation's cgroups, when its service sets `resources`.
+    pub cgroup: Option<Arc<launch::cgroup::ReplicaCgroup>>,
 }
 
 impl ReplicaStatus {
@@ -79,6 +86,8 @@ impl ReplicaStatus {
             stderr_tail: Vec::new(),
             started_at_ms: None,
             held_out: false,
+            oom_killed: false,
+            cgroup: None,
         }
     }
 }
@@ -111,6 +120,7 @@ pub(crate) struct Shared {
     /// Names in dependency order (replaced by a reload).
     order: Mutex<Vec<String>>,
     pub shutting_down: watch::Sender<bool>,
+    pub cgroups: crate::CgroupSupport,
 }
 
 /// Invariant: `endpoints` holds exactly the replicas whose status is `ready` with a port,
@@ -193,6 +203,7 @@ impl Supervisor {
                 order: Mutex::new(stack.services.iter().map(|s| s.name.clone()).collect()),
                 shutting_down: watch::channel(false).0,
                 log_lines: opts.log_lines,
+                cgroups: opts.cgroups,
                 echo_logs: opts.echo_logs,
             }),
         }

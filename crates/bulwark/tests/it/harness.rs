@@ -198,7 +198,16 @@ impl Stack {
     /// Runs `up` and returns its exit status if it ends within `timeout` (for start-up
     /// failures), or `None` if it keeps running.
     pub fn launch_expecting_failure(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        self.spawn_up();
+        self.launch_via_expecting_failure(&[], timeout)
+    }
+
+    /// [`Stack::launch_expecting_failure`], through a wrapper command (see `spawn_up_via`).
+    pub fn launch_via_expecting_failure(
+        &mut self,
+        prefix: &[&str],
+        timeout: Duration,
+    ) -> Option<ExitStatus> {
+        self.spawn_up_via(prefix, None);
         let child = self.child.as_mut().unwrap();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -208,10 +217,6 @@ impl Stack {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
-    }
-
-    fn spawn_up(&mut self) {
-        self.spawn_up_via(&[], None);
     }
 
     /// Starts `up` with `args` after `-f FILE` (e.g. `--workers 3`) and waits until its

@@ -25,6 +25,7 @@ mod probes;
 mod proxy;
 mod remedy;
 mod resilience;
+mod resources;
 mod restart;
 mod roles;
 mod rollout;

@@ -45,6 +45,7 @@ impl Rt {
                 bulwark: "/bin/false".into(),
                 echo_logs: false,
                 log_lines: 1000,
+                cgroups: Err("not used by these tests".into()),
             },
         );
         sup.start();

@@ -16,6 +16,7 @@ mod env;
 mod expose;
 mod probe;
 mod remedy;
+mod resources;
 mod rollout;
 mod service;
 mod slo;

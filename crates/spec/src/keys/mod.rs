@@ -12,8 +12,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{
-    Amount, ClientRole, ClientVerify, Direction, HashOn, OnError, Protocol, RateKey, RestartAction,
-    RestartPolicy, RetryCondition, Schedule, Signal, TlsVersion,
+    Amount, ClientRole, ClientVerify, Direction, HashOn, OnError, OnOom, Priority, Protocol,
+    RateKey, RestartAction, RestartPolicy, RetryCondition, Schedule, Signal, TlsVersion,
 };
 use crate::schema::Omitted::{self, ByTable, Optional, Required};
 use crate::schema::{
@@ -28,6 +28,7 @@ pub(crate) mod chaos;
 pub(crate) use chaos::*;
 pub(crate) mod degrade;
 pub(crate) mod remedy;
+pub(crate) mod resources;
 pub(crate) mod rollout;
 pub(crate) use degrade::*;
 
@@ -204,6 +205,16 @@ section! {
         autoscale: remedy::AutoscaleTable = table::<remedy::AutoscaleTable>(), Optional("a fixed count");
         /// What the anomaly detector forecasts this service's replicas against.
         anomaly: remedy::ServiceAnomalyTable = table::<remedy::ServiceAnomalyTable>(), Omitted::Table;
+        /// Memory, CPU and process limits of each replica (cgroups).
+        resources: resources::ResourcesTable = table::<resources::ResourcesTable>(), Optional("no limits");
+        /// What follows when the kernel's OOM killer kills a replica (past
+        /// `resources.memory`, or with the machine out of memory): `restart` as `restart`
+        /// and `restart_rules` say, or `stop` and stay stopped until a restart is asked for.
+        on_oom: OnOom = choice(OnOom::CHOICES), r#""restart""#;
+        /// Which replicas the kernel kills first when the machine runs out of memory
+        /// (their `oom_score_adj`: `critical` -500, `high` -250, `normal` 0, `low` 500).
+        /// bulwark itself is at -900, so it goes after them all.
+        priority: Priority = choice(Priority::CHOICES), r#""normal""#;
     }
 }
 

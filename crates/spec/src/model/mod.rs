@@ -20,6 +20,8 @@ pub use degrade::*;
 pub use rollout::*;
 mod remedy;
 pub use remedy::*;
+mod resources;
+pub use resources::*;
 mod secret;
 pub use secret::*;
 
@@ -115,6 +117,12 @@ pub struct Service {
     pub autoscale: Option<Autoscale>,
     /// What the anomaly detector forecasts this service's replicas against.
     pub anomaly: ServiceAnomaly,
+    /// `[services.NAME.resources]`: each replica's cgroup limits.
+    pub resources: Resources,
+    /// What follows an OOM kill.
+    pub on_oom: OnOom,
+    /// Who the kernel kills first under memory pressure.
+    pub priority: Priority,
 }
 
 crate::spelled! {
