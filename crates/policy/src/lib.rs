@@ -6,7 +6,7 @@
 //! keep fixed memory, so the proxy can hold one instance per replica or service behind a
 //! `std::sync::Mutex` with short critical sections.
 //!
-//! - supervisor: [`Backoff`], [`CrashLoop`], [`Threshold`];
+//! - supervisor: [`Backoff`], [`CrashLoop`], [`Threshold`], [`Watchdog`] (pushed liveness);
 //! - balancing: [`PeakEwma`] (P2C load), [`P2c`] (the comparison), [`HashRing`] (affinity), [`SlowStart`],
 //!   [`pick_weighted`], [`WeightedPick`];
 //! - failure handling: [`OutlierDetector`], [`CircuitBreaker`], [`RetryBudget`],
@@ -47,6 +47,7 @@ pub mod rollout;
 mod slowstart;
 mod threshold;
 pub mod trend;
+mod watchdog;
 mod window;
 
 pub use auth::{AuthDecision, AuthReply, OnError, decide as decide_auth};
@@ -58,6 +59,7 @@ pub use bucket::{KeyedBuckets, TokenBucket};
 pub use buckets::{LATENCY_BUCKETS, latency_bucket, latency_bucket_top, latency_percentile};
 pub use budget::{BudgetConfig, RetryBudget};
 pub use ewma::{EwmaConfig, PeakEwma};
+pub use watchdog::Watchdog;
 pub use hash::{BuildStableHasher, HashRing, StableHasher, hash_bytes, hash_key, mix64};
 pub use limit::{Admit, ConcurrencyLimit};
 pub use outlier::{
