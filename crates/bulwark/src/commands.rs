@@ -161,6 +161,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         Command::Deny { id } => crate::remedy_cmd::answer(&client, id, "deny").await?,
         Command::Up(_)
         | Command::Check { .. }
+        | Command::SystemdUnit { .. }
         | Command::Import { .. }
         | Command::Demo(_)
         | Command::Load(_)
@@ -237,6 +238,9 @@ fn print_status(status: &api::json::Status) {
                 r.restarts,
                 exit
             );
+            if let Some(text) = &r.notify_status {
+                outln!("{:<16}      status: {text}", "");
+            }
             for line in &r.stderr_tail {
                 outln!("{:<16}      | {line}", "");
             }

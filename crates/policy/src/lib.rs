@@ -59,7 +59,6 @@ pub use bucket::{KeyedBuckets, TokenBucket};
 pub use buckets::{LATENCY_BUCKETS, latency_bucket, latency_bucket_top, latency_percentile};
 pub use budget::{BudgetConfig, RetryBudget};
 pub use ewma::{EwmaConfig, PeakEwma};
-pub use watchdog::Watchdog;
 pub use hash::{BuildStableHasher, HashRing, StableHasher, hash_bytes, hash_key, mix64};
 pub use limit::{Admit, ConcurrencyLimit};
 pub use outlier::{
@@ -69,6 +68,7 @@ pub use p2c::{Contender, P2c, Side};
 pub use retention::{Candidate, Decision, Keep, Reason, retain};
 pub use slowstart::{SlowStart, WeightedPick, pick_weighted};
 pub use threshold::{Threshold, Transition};
+pub use watchdog::Watchdog;
 pub use window::{LatencyWindow, SlidingWindow};
 
 /// The base `Instant` of every unit test here: the one clock read in this crate (there is no

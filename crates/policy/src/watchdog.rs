@@ -17,7 +17,6 @@ pub struct Watchdog {
     deadline: Option<Instant>,
 }
 
-
 impl Watchdog {
     /// A disarmed watchdog of `timeout` (zero: off).
     pub fn new(timeout: Duration) -> Self {

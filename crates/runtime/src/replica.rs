@@ -16,6 +16,7 @@ use launch::signal_group;
 use crate::driver::{self, Identity, exit_of};
 use crate::handle::Handle;
 use crate::logs::{Logs, Stream};
+use crate::notify::{self, Notice, NotifySocket};
 use crate::probe::{self, Report, Target};
 use crate::restarts::Restarts;
 use crate::supervisor::Shared;
@@ -173,7 +174,7 @@ impl Task {
     async fn incarnation(&mut self, mut permit: Option<OwnedSemaphorePermit>) -> Outcome {
         let index = self.h.index();
         self.restarts.started(Instant::now().into_std());
-        let (mut child, port) = match self.spawn().await {
+        let (mut child, port, notify) = match self.spawn().await {
             Ok(spawned) => spawned,
             Err(error) => {
                 tracing::error!(service = self.svc.name, index, %error, "spawn failed");
@@ -205,6 +206,11 @@ impl Task {
             bulwark: self.h.shared().bulwark.clone(),
             metrics: self.h.shared().metrics.clone(),
         });
+        let _notify = notify.map(|sock| {
+            let (cfg, service) = (self.svc.notify.unwrap_or_default(), self.svc.name.as_str());
+            let reader = notify::run(sock, pid, cfg, tx.clone(), service.into(), index);
+            AbortOnDrop(tokio::spawn(reader))
+        });
         let _probes = AbortOnDrop(tokio::spawn(probe::run(target, tx)));
         let outcome = self
             .watch(&mut child, pid, &load, reports, &mut permit)
@@ -219,19 +225,24 @@ impl Task {
         outcome
     }
 
-    /// Spawns the current spec on a free port.
-    async fn spawn(&self) -> Result<(Child, u16), String> {
+    /// Spawns the current spec on a free port, with its notify socket if it speaks
+    /// sd_notify.
+    async fn spawn(&self) -> Result<(Child, u16, Option<NotifySocket>), String> {
         let port = driver::free_port().map_err(|e| e.to_string())?;
+        let notify = match self.svc.notify {
+            Some(_) => Some(self.h.shared().notify_sockets().bind()?),
+            None => None,
+        };
         let id = Identity {
             service: &self.svc.name,
             index: self.h.index(),
             port,
             bulwark: &self.h.shared().bulwark,
         };
-        let child = driver::spawn(&self.svc, &id)
+        let child = driver::spawn(&self.svc, &id, notify.as_ref().map(NotifySocket::path))
             .await
             .map_err(|e| e.to_string())?;
-        Ok((child, port))
+        Ok((child, port, notify))
     }
 
     /// Follows a running incarnation: its exit, its probes' reports (the permit goes
@@ -247,6 +258,7 @@ impl Task {
         // Learns of the leader's exit without reaping it (see `reap`).
         let exited = launch::exited(pid);
         tokio::pin!(exited);
+        let mut gate = Gate::new(&self.svc);
         loop {
             tokio::select! {
                 watched = &mut exited => {
@@ -261,8 +273,9 @@ impl Task {
                         *permit = None;
                         self.h.running();
                     }
-                    Report::Ready => self.h.ready(),
-                    Report::Unready(reason) => self.h.unready(reason),
+                    Report::Ready => gate.set(&self.h, |g| g.probe = true, String::new()),
+                    Report::Unready(reason) => gate.set(&self.h, |g| g.probe = false, reason),
+                    Report::Notified(n) => gate.notified(&self.h, n),
                     Report::Failed { probe, reason } => {
                         let (service, index) = (&self.svc.name, self.h.index());
                         tracing::warn!(service, index, %reason, "probe failed; restarting");
@@ -309,6 +322,58 @@ impl Task {
                 self.h.killed(pid);
                 reap(child, pid).await
             }
+        }
+    }
+}
+
+/// Whether a replica is ready: its readiness probe passed (or it has none) and, when it
+/// speaks sd_notify with `ready = true`, it said `READY=1` since it started or since its
+/// last `RELOADING=1`, and not `STOPPING=1`. Both must pass; either failing takes it out.
+struct Gate {
+    probe: bool,
+    notify: bool,
+    stopping: bool,
+}
+
+impl Gate {
+    fn new(svc: &Service) -> Self {
+        Gate {
+            probe: false,
+            notify: !svc.notify.is_some_and(|n| n.ready),
+            stopping: false,
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.probe && self.notify && !self.stopping
+    }
+
+    /// Applies `f`; a change of the outcome goes through the handle (`reason` says why the
+    /// replica went out).
+    fn set(&mut self, h: &Handle, f: impl FnOnce(&mut Gate), reason: String) {
+        let was = self.open();
+        f(self);
+        match (was, self.open()) {
+            (false, true) => h.ready(),
+            (true, false) => h.unready(reason),
+            _ => {}
+        }
+    }
+
+    fn notified(&mut self, h: &Handle, n: Notice) {
+        match n {
+            Notice::Ready => self.set(h, |g| g.notify = true, String::new()),
+            Notice::Reloading => self.set(
+                h,
+                |g| g.notify = false,
+                "the replica said RELOADING=1".into(),
+            ),
+            Notice::Stopping => self.set(
+                h,
+                |g| g.stopping = true,
+                "the replica said STOPPING=1: draining until it exits".into(),
+            ),
+            Notice::Status(text) => h.notify_status(text),
         }
     }
 }

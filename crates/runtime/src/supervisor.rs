@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bus::{Bus, Endpoint, Endpoints, EventKind, Exit, Load, Split};
 use prometheus_client::registry::Registry;
@@ -63,6 +63,8 @@ pub struct ReplicaStatus {
     /// Taken out of the proxy's rotation by a remediation (`eject`, `drain`), though it
     /// may be ready.
     pub held_out: bool,
+    /// The last `STATUS=` the replica sent on its notify socket (this incarnation).
+    pub notify_status: Option<String>,
 }
 
 impl ReplicaStatus {
@@ -79,6 +81,7 @@ impl ReplicaStatus {
             stderr_tail: Vec::new(),
             started_at_ms: None,
             held_out: false,
+            notify_status: None,
         }
     }
 }
@@ -111,6 +114,8 @@ pub(crate) struct Shared {
     /// Names in dependency order (replaced by a reload).
     order: Mutex<Vec<String>>,
     pub shutting_down: watch::Sender<bool>,
+    /// Where replicas' notify sockets are bound; made when the first one is.
+    notify_sockets: OnceLock<crate::notify::Sockets>,
 }
 
 /// Invariant: `endpoints` holds exactly the replicas whose status is `ready` with a port,
@@ -194,6 +199,7 @@ impl Supervisor {
                 shutting_down: watch::channel(false).0,
                 log_lines: opts.log_lines,
                 echo_logs: opts.echo_logs,
+                notify_sockets: OnceLock::new(),
             }),
         }
     }
@@ -537,6 +543,10 @@ impl Supervisor {
 }
 
 impl Shared {
+    pub fn notify_sockets(&self) -> &crate::notify::Sockets {
+        self.notify_sockets.get_or_init(crate::notify::Sockets::new)
+    }
+
     pub fn order(&self) -> Vec<String> {
         self.order.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
