@@ -26,6 +26,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,8 +122,10 @@ pub(crate) struct Sockets {
 
 impl Sockets {
     pub fn new() -> Self {
+        // Owner-only: no other user may reach a socket in it, whatever the umask.
         let dir = tempfile::Builder::new()
             .prefix("bulwark-notify-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .map_err(|e| format!("cannot create a directory for notify sockets: {e}"));
         Sockets {

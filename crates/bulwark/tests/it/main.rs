@@ -26,6 +26,7 @@ mod restart;
 mod roles;
 mod rollout;
 mod schema;
+mod sdnotify;
 mod secrets;
 mod slo;
 mod tcp_tls;
