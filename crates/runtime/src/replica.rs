@@ -274,7 +274,7 @@ impl Task {
                         self.h.running();
                     }
                     Report::Ready => gate.set(&self.h, |g| g.probe = true, String::new()),
-                    Report::Unready(reason) => gate.set(&self.h, |g| g.probe = false, reason),
+                    Report::Unready(reason) => gate.probe_failed(&self.h, reason),
                     Report::Notified(n) => gate.notified(&self.h, n),
                     Report::Failed { probe, reason } => {
                         let (service, index) = (&self.svc.name, self.h.index());
@@ -358,6 +358,13 @@ impl Gate {
             (true, false) => h.unready(reason),
             _ => {}
         }
+    }
+
+    /// The readiness probe failed: said as before notify existed, even by a replica that
+    /// was not ready yet (its probe's first verdict).
+    fn probe_failed(&mut self, h: &Handle, reason: String) {
+        self.probe = false;
+        h.unready(reason);
     }
 
     fn notified(&mut self, h: &Handle, n: Notice) {
