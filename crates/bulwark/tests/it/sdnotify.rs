@@ -138,7 +138,8 @@ fn a_notify_app_is_ready_only_after_ready_1_and_restarted_when_its_watchdog_stop
 }
 
 #[test]
-fn a_foreign_ready_1_is_ignored_and_a_garbage_flood_stalls_neither_the_api_nor_the_socket() {
+fn a_foreign_ready_1_is_ignored_a_garbage_flood_stalls_neither_api_nor_socket_and_stopping_1_drains()
+ {
     // Never ready by itself; READY=1 on its second SIGUSR1.
     let (stack, port) = app_stack("-1 0 0", "");
     let r = wait_status(&stack, "starting");
@@ -196,6 +197,30 @@ fn a_foreign_ready_1_is_ignored_and_a_garbage_flood_stalls_neither_the_api_nor_t
     );
     let (code, _) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
     assert_eq!(code, 200);
+
+    // STOPPING=1: out of the balancer while the process still runs.
+    signal(pid, libc::SIGUSR2);
+    let r = wait_status(&stack, "stopping");
+    assert_eq!(
+        (r["ready"].clone(), r["pid"].clone()),
+        (Value::from(false), Value::from(pid))
+    );
+    assert!(alive(pid));
+    let (code, _) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
+    assert_eq!(
+        code, 503,
+        "a replica that said STOPPING=1 still gets requests"
+    );
+    let said = |e: &Value| {
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("STOPPING=1"))
+    };
+    let events = stack.events();
+    assert!(
+        event(&events, |e| e["type"] == "replica_unready" && said(e)).is_some(),
+        "no replica_unready event saying STOPPING=1: {events:?}"
+    );
 }
 
 /// Floods `socket` from two threads of this process (oversized, binary, and forged
