@@ -164,7 +164,7 @@ const WATCHDOG_SEC: u64 = 30;
 /// The unit's text. Hardening kept to what cannot break a stack: replicas run anything,
 /// read and write where the stack says (backups, disk-fill experiments, state), use
 /// cgroups and namespaces (containers) and may JIT, so no `ProtectSystem`, `ProtectHome`,
-/// `PrivateTmp` (its sockets and files are shared with the host on purpose),
+/// `PrivateTmp` (a replica's files in /tmp may be meant for other programs),
 /// `ProtectControlGroups`, `RestrictNamespaces` or `MemoryDenyWriteExecute`.
 pub fn unit(stack: &spec::Stack, exe: &Path, file: &Path) -> String {
     let services: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
