@@ -23,7 +23,7 @@ section! {
         /// is restarted per its restart rules with a `probe_failed` event of probe
         /// `watchdog` ("watchdog timeout"); `WATCHDOG=trigger` restarts it at once. The
         /// first interval starts with `READY=1` (at spawn with `ready = false`). "0s" is
-        /// no watchdog.
+        /// no watchdog; otherwise at least 50ms.
         watchdog: Duration = duration(), r#""0s""#;
     }
 }
