@@ -24,16 +24,22 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// From bulwark's environment; `None` when no manager asked for notifications.
-    pub fn from_env() -> anyhow::Result<Option<Notifier>> {
-        let Some(name) = std::env::var_os("NOTIFY_SOCKET").filter(|n| !n.is_empty()) else {
-            return Ok(None);
-        };
-        let addr = address(Path::new(&name))
+    /// From bulwark's environment; `None` when no manager asked for notifications, or
+    /// when its address cannot be used (logged: a manager bulwark cannot tell it is ready
+    /// will say so itself, and bulwark's stack is better running than not).
+    pub fn from_env() -> Option<Notifier> {
+        let name = std::env::var_os("NOTIFY_SOCKET").filter(|n| !n.is_empty())?;
+        Self::open(&name)
+            .inspect_err(|e| tracing::error!("cannot notify the service manager: {e:#}"))
+            .ok()
+    }
+
+    fn open(name: &std::ffi::OsStr) -> anyhow::Result<Notifier> {
+        let addr = address(Path::new(name))
             .with_context(|| format!("NOTIFY_SOCKET={name:?} is not a socket address"))?;
         let sock = UnixDatagram::unbound().context("cannot open a socket for NOTIFY_SOCKET")?;
         sock.set_nonblocking(true)?;
-        Ok(Some(Notifier {
+        Ok(Notifier {
             sock,
             addr,
             watchdog_every: watchdog_every(
@@ -41,7 +47,7 @@ impl Notifier {
                 std::env::var("WATCHDOG_PID").ok().as_deref(),
                 std::process::id(),
             ),
-        }))
+        })
     }
 
     /// Sends `msg` (newline-separated assignments) now, or drops it.

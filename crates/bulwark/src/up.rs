@@ -437,7 +437,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     // Ready for systemd once the API and every listener are bound and every replica is
     // under way; replicas' own readiness is in STATUS= (a stack whose service never gets
     // ready must not keep its supervisor from starting).
-    let notifier = crate::systemd::Notifier::from_env()?.map(Arc::new);
+    let notifier = crate::systemd::Notifier::from_env().map(Arc::new);
     let watchdog = notifier.as_ref().map(|n| {
         n.send(&format!(
             "READY=1\nSTATUS={}",

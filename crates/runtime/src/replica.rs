@@ -199,6 +199,9 @@ impl Task {
             tokio::spawn(self.logs.clone().pump(index, Stream::Stderr, err, redactor));
         }
         let (tx, reports) = mpsc::channel(16);
+        // A channel of its own: a chatty replica must not crowd out the probes' reports
+        // (the readiness probe drops a transition when its channel is full).
+        let (notices_tx, notices) = mpsc::channel(16);
         let target = Arc::new(Target {
             service: self.svc.clone(),
             index,
@@ -208,12 +211,12 @@ impl Task {
         });
         let _notify = notify.map(|sock| {
             let (cfg, service) = (self.svc.notify.unwrap_or_default(), self.svc.name.as_str());
-            let reader = notify::run(sock, pid, cfg, tx.clone(), service.into(), index);
+            let reader = notify::run(sock, pid, cfg, notices_tx, service.into(), index);
             AbortOnDrop(tokio::spawn(reader))
         });
         let _probes = AbortOnDrop(tokio::spawn(probe::run(target, tx)));
         let outcome = self
-            .watch(&mut child, pid, &load, reports, &mut permit)
+            .watch(&mut child, pid, &load, [reports, notices], &mut permit)
             .await;
         drop(permit);
         // Every path of `watch` killed the group (children the replica left behind)
@@ -245,14 +248,15 @@ impl Task {
         Ok((child, port, notify))
     }
 
-    /// Follows a running incarnation: its exit, its probes' reports (the permit goes
-    /// once startup passed) and control messages, until the process is gone.
+    /// Follows a running incarnation: its exit, its probes' and its notify socket's
+    /// reports (the permit goes once startup passed) and control messages, until the
+    /// process is gone.
     async fn watch(
         &mut self,
         child: &mut Child,
         pid: u32,
         load: &Load,
-        mut reports: mpsc::Receiver<Report>,
+        [mut reports, mut notices]: [mpsc::Receiver<Report>; 2],
         permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Outcome {
         // Learns of the leader's exit without reaping it (see `reap`).
@@ -260,7 +264,8 @@ impl Task {
         tokio::pin!(exited);
         let mut gate = Gate::new(&self.svc);
         loop {
-            tokio::select! {
+            // A closed channel (no notify socket) disables its branch.
+            let report = tokio::select! {
                 watched = &mut exited => {
                     let exit = match watched {
                         Ok(()) => reap(child, pid).await,
@@ -268,24 +273,8 @@ impl Task {
                     };
                     return Outcome::Ended(exit, format!("replica ended: {exit}"));
                 }
-                Some(report) = reports.recv() => match report {
-                    Report::Running => {
-                        *permit = None;
-                        self.h.running();
-                    }
-                    Report::Ready => gate.set(&self.h, |g| g.probe = true, String::new()),
-                    Report::Unready(reason) => gate.probe_failed(&self.h, reason),
-                    Report::Notified(n) => gate.notified(&self.h, n),
-                    Report::Failed { probe, reason } => {
-                        let (service, index) = (&self.svc.name, self.h.index());
-                        tracing::warn!(service, index, %reason, "probe failed; restarting");
-                        self.h.probe_failed(probe, reason.clone());
-                        // A replica that failed its probe is broken: do not wait for its
-                        // in-flight requests, which the proxy retries elsewhere.
-                        let exit = self.stop(child, pid, None, &reason).await;
-                        return Outcome::Ended(exit, reason);
-                    }
-                },
+                Some(report) = reports.recv() => report,
+                Some(report) = notices.recv() => report,
                 c = self.ctl.recv() => {
                     let c = c.unwrap_or(Control::Stop);
                     let reason = match c {
@@ -295,6 +284,24 @@ impl Task {
                     };
                     let exit = self.stop(child, pid, Some(load), reason).await;
                     return Outcome::Requested(c, exit);
+                }
+            };
+            match report {
+                Report::Running => {
+                    *permit = None;
+                    self.h.running();
+                }
+                Report::Ready => gate.set(&self.h, |g| g.probe = true, String::new()),
+                Report::Unready(reason) => gate.probe_failed(&self.h, reason),
+                Report::Notified(n) => gate.notified(&self.h, n),
+                Report::Failed { probe, reason } => {
+                    let (service, index) = (&self.svc.name, self.h.index());
+                    tracing::warn!(service, index, %reason, "probe failed; restarting");
+                    self.h.probe_failed(probe, reason.clone());
+                    // A replica that failed its probe is broken: do not wait for its
+                    // in-flight requests, which the proxy retries elsewhere.
+                    let exit = self.stop(child, pid, None, &reason).await;
+                    return Outcome::Ended(exit, reason);
                 }
             }
         }
