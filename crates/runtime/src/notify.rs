@@ -225,12 +225,67 @@ fn from_replica(pid: Option<i32>, leader: u32) -> bool {
         || getpgid(Some(Pid::from_raw(pid))).is_ok_and(|g| g.as_raw() as u32 == leader)
 }
 
-/// Counts of what the reader dropped, for its log line.
-#[derive(Default)]
-struct Dropped {
+/// One incarnation's reader: what it dropped (for its log lines), its watchdog, the
+/// last status it passed on.
+struct Reader {
+    service: Arc<str>,
+    index: u32,
+    ready_gates: bool,
+    dog: Watchdog,
+    last_status: Option<String>,
     foreign: u64,
     oversized: u64,
     errors: u64,
+}
+
+impl Reader {
+    /// Whether a datagram counts: from the replica's group, and whole.
+    fn admit(&mut self, d: &Datagram, leader: u32) -> bool {
+        let (service, index) = (&self.service, self.index);
+        if !from_replica(d.pid, leader) {
+            self.foreign += 1;
+            if self.foreign.is_power_of_two() {
+                tracing::warn!(%service, index, sender = ?d.pid, dropped = self.foreign,
+                    "notify datagram from outside the replica's process group dropped");
+            }
+            return false;
+        }
+        if d.truncated {
+            self.oversized += 1;
+            if self.oversized.is_power_of_two() {
+                tracing::warn!(%service, index, dropped = self.oversized,
+                    "notify datagram over {MAX_DATAGRAM} bytes dropped");
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Applies a datagram's watchdog messages; returns the notices for the replica task
+    /// (a status only when it changed).
+    fn read(&mut self, datagram: &[u8]) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        for m in parse(datagram) {
+            let now = Instant::now().into_std();
+            match m {
+                Message::Watchdog => self.dog.kick(now),
+                Message::WatchdogTrigger => self.dog.trigger(now),
+                Message::Notice(Notice::Status(s)) => {
+                    if self.last_status.as_ref() != Some(&s) {
+                        self.last_status = Some(s.clone());
+                        notices.push(Notice::Status(s));
+                    }
+                }
+                Message::Notice(n) => {
+                    if n == Notice::Ready && self.ready_gates {
+                        self.dog.arm(now);
+                    }
+                    notices.push(n);
+                }
+            }
+        }
+        notices
+    }
 }
 
 /// Reads one incarnation's socket until aborted (with the incarnation) or until its
@@ -243,21 +298,28 @@ pub(crate) async fn run(
     service: Arc<str>,
     index: u32,
 ) {
-    let mut dog = Watchdog::new(cfg.watchdog);
+    let mut r = Reader {
+        service,
+        index,
+        ready_gates: cfg.ready,
+        dog: Watchdog::new(cfg.watchdog),
+        last_status: None,
+        foreign: 0,
+        oversized: 0,
+        errors: 0,
+    };
     if !cfg.ready {
-        dog.arm(Instant::now().into_std());
+        r.dog.arm(Instant::now().into_std());
     }
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut dropped = Dropped::default();
-    let mut last_status: Option<String> = None;
     loop {
-        let deadline = dog.deadline().map(Instant::from_std);
+        let deadline = r.dog.deadline().map(Instant::from_std);
         let got = tokio::select! {
             got = sock.recv(&mut buf) => got,
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                if dog.expired(Instant::now().into_std()) {
+                if r.dog.expired(Instant::now().into_std()) {
                     let reason = format!(
-                        "watchdog timeout: no WATCHDOG=1 within {:?}", dog.timeout()
+                        "watchdog timeout: no WATCHDOG=1 within {:?}", r.dog.timeout()
                     );
                     let _ = tx.send(Report::Failed { probe: ProbeKind::Watchdog, reason }).await;
                     return;
@@ -271,53 +333,18 @@ pub(crate) async fn run(
                 // Nothing a sender does makes recvmsg fail on a bound datagram socket (too
                 // long is MSG_TRUNC, not an error); should it fail, say so once and try
                 // again a little later, the watchdog still running.
-                dropped.errors += 1;
-                if dropped.errors == 1 {
-                    tracing::error!(%service, index, %error, "cannot read the notify socket");
+                r.errors += 1;
+                if r.errors == 1 {
+                    tracing::error!(service = %r.service, index, %error, "cannot read the notify socket");
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
-        if !from_replica(d.pid, leader) {
-            dropped.foreign += 1;
-            if dropped.foreign.is_power_of_two() {
-                tracing::warn!(%service, index, sender = ?d.pid, dropped = dropped.foreign,
-                    "notify datagram from outside the replica's process group dropped");
-            }
+        if !r.admit(&d, leader) {
             continue;
         }
-        if d.truncated {
-            dropped.oversized += 1;
-            if dropped.oversized.is_power_of_two() {
-                tracing::warn!(%service, index, dropped = dropped.oversized,
-                    "notify datagram over {MAX_DATAGRAM} bytes dropped");
-            }
-            continue;
-        }
-        for m in parse(&buf[..d.len]) {
-            let now = Instant::now().into_std();
-            let notice = match m {
-                Message::Watchdog => {
-                    dog.kick(now);
-                    continue;
-                }
-                Message::WatchdogTrigger => {
-                    dog.trigger(now);
-                    continue;
-                }
-                Message::Notice(Notice::Status(s)) if last_status.as_ref() == Some(&s) => continue,
-                Message::Notice(Notice::Status(s)) => {
-                    last_status = Some(s.clone());
-                    Notice::Status(s)
-                }
-                Message::Notice(n) => {
-                    if n == Notice::Ready && cfg.ready {
-                        dog.arm(now);
-                    }
-                    n
-                }
-            };
+        for notice in r.read(&buf[..d.len]) {
             if tx.send(Report::Notified(notice)).await.is_err() {
                 return;
             }

@@ -6,7 +6,8 @@ Serves HTTP on $PORT from the start; says STATUS=starting, then READY=1 (and
 STATUS=serving) READY_AFTER seconds after its start (never when negative); sends
 WATCHDOG=1 every WATCHDOG_EVERY seconds (never when 0) until STOP_WATCHDOG_AFTER
 seconds after its start. Each SIGUSR1 sends STATUS=signalled N; from the second one
-on, READY=1 with it. SIGUSR2 sends STOPPING=1 (and keeps running).
+on, READY=1 with it. SIGHUP sends RELOADING=1, SIGUSR2 STOPPING=1 (and it keeps
+running).
 """
 
 import http.server
@@ -53,6 +54,7 @@ def on_usr1(*_):
 
 
 signal.signal(signal.SIGUSR1, on_usr1)
+signal.signal(signal.SIGHUP, lambda *_: notify("RELOADING=1\nSTATUS=reloading"))
 signal.signal(signal.SIGUSR2, lambda *_: notify("STOPPING=1\nSTATUS=stopping"))
 notify("STATUS=starting")
 start = time.monotonic()
