@@ -225,6 +225,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             bulwark: bulwark.clone(),
             echo_logs: !args.quiet,
             log_lines: 2000,
+            notify_dir: Some(state_dir.join("notify")),
         },
     );
     let proxy_metrics = ProxyMetrics::register(&mut registry);

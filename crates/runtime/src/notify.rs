@@ -113,32 +113,48 @@ fn clean_status(raw: &[u8]) -> String {
     out.trim_end().to_owned()
 }
 
-/// The directory of every notify socket of one bulwark (owner-only, random name), removed
-/// when the supervisor goes.
+/// The owner-only directory of every notify socket of one supervisor: `notify` in the
+/// state directory, emptied first (what a killed `up` left there is stale, and the state
+/// directory's lock allows one `up`), or a fresh one under `$TMPDIR`, removed when the
+/// supervisor goes, when there is no state directory or its path is too long for a
+/// socket's (108 bytes).
 pub(crate) struct Sockets {
-    dir: Result<tempfile::TempDir, String>,
+    dir: Result<Dir, String>,
     next: AtomicU64,
 }
 
+enum Dir {
+    State(PathBuf),
+    Temp(tempfile::TempDir),
+}
+
+/// Longest directory for `N.sock` paths within `sun_path`'s 108 bytes.
+const MAX_DIR: usize = 80;
+
 impl Sockets {
-    pub fn new() -> Self {
-        // Owner-only: no other user may reach a socket in it, whatever the umask.
-        let dir = tempfile::Builder::new()
-            .prefix("bulwark-notify-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()
-            .map_err(|e| format!("cannot create a directory for notify sockets: {e}"));
+    pub fn new(state: Option<&Path>) -> Self {
+        let dir = match state {
+            Some(d) if d.as_os_str().len() <= MAX_DIR => fresh(d).map(|()| Dir::State(d.into())),
+            _ => tempfile::Builder::new()
+                .prefix("bulwark-notify-")
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .map(Dir::Temp),
+        };
         Sockets {
-            dir,
+            dir: dir.map_err(|e| format!("cannot create a directory for notify sockets: {e}")),
             next: AtomicU64::new(0),
         }
     }
 
     /// A new socket for one incarnation.
     pub fn bind(&self) -> Result<NotifySocket, String> {
-        let dir = self.dir.as_ref().map_err(Clone::clone)?;
+        let dir = match self.dir.as_ref().map_err(Clone::clone)? {
+            Dir::State(d) => d.as_path(),
+            Dir::Temp(t) => t.path(),
+        };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let path = dir.path().join(format!("{n}.sock"));
+        let path = dir.join(format!("{n}.sock"));
         let sock = UnixDatagram::bind(&path)
             .map_err(|e| format!("cannot bind the notify socket {}: {e}", path.display()))?;
         let sock = NotifySocket { sock, path };
@@ -146,6 +162,18 @@ impl Sockets {
             .map_err(|e| format!("cannot set SO_PASSCRED on the notify socket: {e}"))?;
         Ok(sock)
     }
+}
+
+/// `dir`, empty and owner-only (no other user may reach a socket in it, whatever the
+/// umask).
+fn fresh(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// A replica incarnation's notify socket; its file is removed when it is dropped.

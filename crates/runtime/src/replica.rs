@@ -233,7 +233,13 @@ impl Task {
     async fn spawn(&self) -> Result<(Child, u16, Option<NotifySocket>), String> {
         let port = driver::free_port().map_err(|e| e.to_string())?;
         let notify = match self.svc.notify {
-            Some(_) => Some(self.h.shared().notify_sockets().bind()?),
+            // Making the directory (the first time) and the socket's file: off the
+            // runtime's workers.
+            Some(_) => {
+                let shared = self.h.shared().clone();
+                let bound = tokio::task::spawn_blocking(move || shared.notify_sockets().bind());
+                Some(bound.await.map_err(|e| e.to_string())??)
+            }
             None => None,
         };
         let id = Identity {

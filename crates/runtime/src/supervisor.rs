@@ -20,6 +20,9 @@ pub struct Options {
     pub echo_logs: bool,
     /// Lines of output kept per service.
     pub log_lines: usize,
+    /// Where replicas' notify sockets are bound (emptied when the first is; one
+    /// supervisor per directory). `None`: a fresh directory under `$TMPDIR`.
+    pub notify_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,7 @@ pub(crate) struct Shared {
     pub shutting_down: watch::Sender<bool>,
     /// Where replicas' notify sockets are bound; made when the first one is.
     notify_sockets: OnceLock<crate::notify::Sockets>,
+    notify_dir: Option<PathBuf>,
 }
 
 /// Invariant: `endpoints` holds exactly the replicas whose status is `ready` with a port,
@@ -200,6 +204,7 @@ impl Supervisor {
                 log_lines: opts.log_lines,
                 echo_logs: opts.echo_logs,
                 notify_sockets: OnceLock::new(),
+                notify_dir: opts.notify_dir,
             }),
         }
     }
@@ -544,7 +549,8 @@ impl Supervisor {
 
 impl Shared {
     pub fn notify_sockets(&self) -> &crate::notify::Sockets {
-        self.notify_sockets.get_or_init(crate::notify::Sockets::new)
+        self.notify_sockets
+            .get_or_init(|| crate::notify::Sockets::new(self.notify_dir.as_deref()))
     }
 
     pub fn order(&self) -> Vec<String> {

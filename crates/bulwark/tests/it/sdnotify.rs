@@ -145,6 +145,10 @@ fn a_foreign_ready_1_is_ignored_a_flood_stalls_nothing_reloading_and_stopping_ta
     let pid = r["pid"].as_u64().unwrap() as u32;
     let socket = PathBuf::from(env_of(pid, "NOTIFY_SOCKET").expect("NOTIFY_SOCKET set"));
     assert_eq!(env_of(pid, "WATCHDOG_USEC"), None, "no watchdog declared");
+    assert_eq!(
+        socket.parent(),
+        Some(stack.state_dir().join("notify").as_path())
+    );
     let dir_mode = std::fs::metadata(socket.parent().unwrap())
         .unwrap()
         .permissions()

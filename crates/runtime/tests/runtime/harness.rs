@@ -45,6 +45,7 @@ impl Rt {
                 bulwark: "/bin/false".into(),
                 echo_logs: false,
                 log_lines: 1000,
+                notify_dir: None,
             },
         );
         sup.start();
