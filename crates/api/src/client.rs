@@ -195,10 +195,14 @@ impl Client {
         }
     }
 
-    /// Where the API is, as a URL's origin: `http://127.0.0.1:7070` or `https://...`.
-    pub fn origin(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}", self.addr)
+    /// The API's address as a browser reaches it: `http://ADDR`, or over TLS
+    /// `https://` with `BULWARK_SERVER_NAME` when set (what the certificate is valid for).
+    pub fn base_url(&self) -> String {
+        match self.tls.as_ref().map(|t| &t.name) {
+            None => format!("http://{}", self.addr),
+            Some(ServerName::DnsName(n)) => format!("https://{}:{}", n.as_ref(), self.addr.port()),
+            Some(_) => format!("https://{}", self.addr),
+        }
     }
 
     /// Replaces [`DEFAULT_TIMEOUT`].

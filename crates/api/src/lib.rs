@@ -25,10 +25,13 @@ mod remedy;
 mod rollouts;
 mod routes;
 mod security;
+mod series;
 pub mod server;
+pub mod session;
 pub mod state_dir;
 pub mod switches;
 pub mod tokens;
+mod ui;
 
 pub use routes::{AppState, ReloadRequest, router};
 

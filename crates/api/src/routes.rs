@@ -54,6 +54,8 @@ pub struct AppState {
     pub remedy: remedy::Remedy,
     /// The autoscalers' last decisions.
     pub autoscaling: remedy::Autoscaling,
+    /// The last ten minutes of every service and replica, a point a second.
+    pub series: Arc<observe::series::Series>,
 }
 
 /// The response header that says the events shown are not all in the journal.
@@ -62,7 +64,12 @@ pub const JOURNAL_HEADER: &str = "bulwark-journal";
 pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<Vec<String>, String>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let gate = (state.tokens.clone(), state.audit.clone());
+    let sessions = Arc::new(crate::session::Sessions::default());
+    let gate = security::Gate {
+        tokens: state.tokens.clone(),
+        audit: state.audit.clone(),
+        sessions: sessions.clone(),
+    };
     let any_host = state.any_host;
     Router::new()
         .route("/v1/status", get(status))
@@ -83,8 +90,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::rollouts::routes())
         .merge(crate::switches::routes())
         .merge(crate::remedy::routes())
+        .merge(crate::series::routes())
         .merge(crate::tokens::routes())
         .merge(crate::audit::routes())
+        .merge(crate::ui::routes(sessions))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -7,7 +7,21 @@ use std::sync::Arc;
 
 use crate::audit::{Audit, Record};
 use crate::json::error;
+use crate::session::{self, Sessions};
 use crate::tokens::{Role, TokenInfo, Tokens};
+
+/// The header a state-changing request authenticated by the dashboard's session cookie
+/// must carry: a page of another site can make a browser send the cookie (a form post),
+/// but not a custom header without a CORS preflight, which this API never allows.
+pub const CSRF_HEADER: &str = "x-bulwark-csrf";
+
+/// What the gate checks callers against.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    pub(crate) tokens: Arc<Tokens>,
+    pub(crate) audit: Arc<Audit>,
+    pub(crate) sessions: Arc<Sessions>,
+}
 
 /// Largest request body the API reads (a silence is a few hundred bytes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -79,7 +93,11 @@ pub(crate) struct CertCaller(pub(crate) TokenInfo);
 /// The API's gate: the Host, the token and its role, the body's declared size; then the
 /// call, and the audit record of a call that changes something or was refused.
 pub(crate) async fn guard(
-    (tokens, audit): (Arc<Tokens>, Arc<Audit>),
+    Gate {
+        tokens,
+        audit,
+        sessions,
+    }: Gate,
     any_host: bool,
     mut req: Request,
     next: Next,
@@ -106,12 +124,12 @@ pub(crate) async fn guard(
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-    // Everything but the metrics needs the token: logs, events and stderr tails often hold
-    // secrets.
-    let caller = if req.uri().path() == "/metrics" {
+    // Everything but the metrics and the dashboard's page and login needs the token: logs,
+    // events and stderr tails often hold secrets.
+    let caller = if req.uri().path() == "/metrics" || crate::ui::is_open(req.uri().path()) {
         None
     } else {
-        match authorize(&tokens, &req) {
+        match authorize(&tokens, &sessions, &req) {
             Ok(caller) => Some(caller),
             Err((res, caller)) => {
                 let who = caller.as_ref().map(|c| (c.name.as_str(), c.role));
@@ -158,23 +176,78 @@ pub(crate) async fn guard(
 /// and its role enough for the call; else the answer (401 or 403), with the caller if
 /// known. A wrong token is refused even from a client with a valid certificate.
 #[allow(clippy::result_large_err)]
-fn authorize(tokens: &Tokens, req: &Request) -> Result<TokenInfo, (Response, Option<TokenInfo>)> {
-    let caller = match bearer(req.headers()) {
-        Some(token) => tokens.check(token),
-        None => req.extensions().get::<CertCaller>().map(|c| c.0.clone()),
+fn authorize(
+    tokens: &Tokens,
+    sessions: &Sessions,
+    req: &Request,
+) -> Result<TokenInfo, (Response, Option<TokenInfo>)> {
+    let cookie = session::from_cookies(req.headers());
+    let caller = match (bearer(req.headers()), cookie) {
+        (Some(token), _) => tokens.check(token),
+        (None, Some(id)) => {
+            return by_session(tokens, sessions, id, req)
+                .unwrap_or_else(|| Err((unauthorized(), None)));
+        }
+        (None, None) => req.extensions().get::<CertCaller>().map(|c| c.0.clone()),
     };
     let Some(caller) = caller else {
-        let mut res = error(
-            StatusCode::UNAUTHORIZED,
-            "this call needs `Authorization: Bearer TOKEN` (only /metrics is open) or, when \
-             [api.tls] has client_ca, a client certificate; the owner's token is in the state \
-             directory of `bulwark up` (the CLI reads it, or BULWARK_TOKEN)",
+        return Err((unauthorized(), None));
+    };
+    role_enough(caller, req)
+}
+
+/// The 401 of a request without a valid token, session or certificate.
+fn unauthorized() -> Response {
+    let mut res = error(
+        StatusCode::UNAUTHORIZED,
+        "this call needs `Authorization: Bearer TOKEN` (only /metrics is open), a dashboard \
+         session (`bulwark dashboard`) or, when [api.tls] has client_ca, a client certificate; \
+         the owner's token is in the state directory of `bulwark up` (the CLI reads it, or \
+         BULWARK_TOKEN)",
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+    res
+}
+
+/// The caller of a request authenticated by the session cookie `id`, named
+/// `session:<token name>`; `None` when the session is unknown, expired, or its token was
+/// revoked since. A state-changing request without [`CSRF_HEADER`] is refused (403).
+#[allow(clippy::result_large_err)]
+fn by_session(
+    tokens: &Tokens,
+    sessions: &Sessions,
+    id: &str,
+    req: &Request,
+) -> Option<Result<TokenInfo, (Response, Option<TokenInfo>)>> {
+    let owner = sessions.check(id, std::time::Instant::now())?;
+    if !tokens.has(&owner.name) {
+        return None;
+    }
+    let caller = TokenInfo {
+        name: format!("session:{}", owner.name),
+        ..owner
+    };
+    let safe = req.method() == Method::GET || req.method() == Method::HEAD;
+    if !safe && !req.headers().contains_key(CSRF_HEADER) {
+        let res = error(
+            StatusCode::FORBIDDEN,
+            "a request that changes something, authenticated by the dashboard's session \
+             cookie, must carry the header `X-Bulwark-Csrf: 1` (cross-site requests cannot)",
         )
         .into_response();
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-        return Err((res, None));
-    };
+        return Some(Err((res, Some(caller))));
+    }
+    Some(role_enough(caller, req))
+}
+
+/// `caller`, if their role is enough for the call; else 403 naming both.
+#[allow(clippy::result_large_err)]
+fn role_enough(
+    caller: TokenInfo,
+    req: &Request,
+) -> Result<TokenInfo, (Response, Option<TokenInfo>)> {
     let needed = Role::needed(req.method(), req.uri().path());
     if caller.role < needed {
         let res = error(

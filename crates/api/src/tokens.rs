@@ -47,7 +47,10 @@ impl Role {
     /// The role a call needs: reads are for viewers, reloads and tokens for admins, every
     /// other change for operators.
     pub fn needed(method: &Method, path: &str) -> Role {
-        if path == "/v1/reload"
+        if path == "/v1/dashboard/codes" {
+            // A login code carries its asker's role: any token may ask for one.
+            Role::Viewer
+        } else if path == "/v1/reload"
             || path == "/v1/tokens"
             || path.starts_with("/v1/tokens/")
             || path == "/v1/audit"
@@ -188,6 +191,11 @@ impl Tokens {
     pub fn check(&self, token: &str) -> Option<TokenInfo> {
         let hash = digest(token);
         self.read().get(&hash).cloned()
+    }
+
+    /// Whether a token named `name` is accepted (a session made with it lasts only as long).
+    pub fn has(&self, name: &str) -> bool {
+        self.read().values().any(|t| t.name == name)
     }
 
     /// A new token named `name` with `role`; its value is returned once and never again.
@@ -388,6 +396,10 @@ mod tests {
         assert_eq!(Role::needed(&Method::GET, "/v1/tokens"), Role::Admin);
         assert_eq!(Role::needed(&Method::DELETE, "/v1/tokens/ci"), Role::Admin);
         assert_eq!(Role::needed(&Method::GET, "/v1/audit"), Role::Admin);
+        assert_eq!(
+            Role::needed(&Method::POST, "/v1/dashboard/codes"),
+            Role::Viewer
+        );
         assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
     }
 

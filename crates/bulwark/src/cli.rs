@@ -141,6 +141,9 @@ pub enum Command {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// A one-time login link (60 s, single use) to the web dashboard, with the role of the
+    /// token used (BULWARK_TOKEN or the owner's); it opens nothing, it prints the link.
+    Dashboard,
     /// Remediation decisions: acted, skipped by a guard (which), waiting for approval,
     /// approved, denied, failed, done, dry run.
     Actions {
@@ -167,6 +170,14 @@ pub enum Command {
     Demo(DemoArgs),
     /// An open-loop HTTP load generator.
     Load(LoadArgs),
+    /// Print a Grafana dashboard (JSON, import it in Grafana) of the metrics bulwark exports
+    /// on /metrics: rates, errors, latency, replicas, restarts, ejections, SLOs, alerts, CPU
+    /// and memory, with a Prometheus data source and service variable. With -f, made for
+    /// that stack file (no SLO panels if it has no SLO).
+    Grafana {
+        #[arg(short = 'f', long = "file", value_hint = ValueHint::FilePath)]
+        file: Option<PathBuf>,
+    },
     /// Print the stack file's JSON Schema (for editors: Taplo / Even Better TOML), or
     /// with --markdown the reference (docs/stack-file.md).
     Schema {

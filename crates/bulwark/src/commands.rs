@@ -136,6 +136,19 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         }
         Command::Switch { cmd } => switch(&client, cmd).await?,
         Command::Token { cmd } => token(&client, cmd).await?,
+        Command::Dashboard => {
+            let answer = client
+                .call(Method::POST, "/v1/dashboard/codes", Bytes::new())
+                .await?;
+            let code: serde_json::Value = serde_json::from_slice(&answer)?;
+            let code = code["code"]
+                .as_str()
+                .context("the API sent no login code")?;
+            eprintln!(
+                "a one-time login link, valid for 60 s (then run `bulwark dashboard` again):"
+            );
+            outln!("{}/ui/login#code={code}", client.base_url());
+        }
         Command::Audit {
             json,
             cef,
@@ -163,6 +176,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         | Command::Check { .. }
         | Command::SystemdUnit { .. }
         | Command::Import { .. }
+        | Command::Grafana { .. }
         | Command::Demo(_)
         | Command::Load(_)
         | Command::Verify(_)

@@ -13,6 +13,7 @@ mod remedy_cmd;
 mod remedy_host;
 mod rollout_cmd;
 mod rollout_host;
+mod series_host;
 mod switches;
 mod systemd;
 mod top;
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
             ..
         } => slo_rules(&file, &out),
         Command::Import { from } => import_stack(from),
+        Command::Grafana { file } => grafana(file.as_deref()),
         Command::Demo(args) => tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(demo(args))),
         Command::Up(args) => {
             tokio_runtime(None, false).and_then(|rt| rt.block_on(up::run(args, cli.state_dir)))
@@ -151,6 +153,26 @@ fn check_experiments(path: &std::path::Path, stack: &spec::Stack) -> ExitCode {
 }
 
 /// `bulwark slo rules`: Prometheus rules equivalent to the engine, and a promtool test.
+/// `bulwark grafana`: the dashboard on stdout.
+fn grafana(file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let (title, with_slo) = match file {
+        None => ("bulwark".to_owned(), true),
+        Some(file) => match spec::load(file) {
+            Ok(stack) => (
+                format!("bulwark: {}", file.display()),
+                !observe::slo::stack_slos(&stack).is_empty(),
+            ),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
+    let dashboard = observe::grafana::dashboard(&title, with_slo);
+    outln!("{}", serde_json::to_string_pretty(&dashboard)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn slo_rules(file: &std::path::Path, out: &std::path::Path) -> anyhow::Result<ExitCode> {
     let stack = match spec::load(file) {
         Ok(s) => s,

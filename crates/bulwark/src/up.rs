@@ -243,6 +243,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             eval_every: eval_every(&stack),
         },
     );
+    plane.register(&mut registry);
 
     let versions = Arc::new(rollout::Versions::default());
     let rollouts = rollout::Rollouts::new(
@@ -351,11 +352,17 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         measures.clone(),
         &remedy,
     ));
+    // The resource samples go to the anomaly detector and, the latest of each replica, to
+    // the dashboard's time series.
+    let usage = Arc::new(observe::series::Resources::default());
     let _resources = observe::resources::spawn(
         &bus,
         &mut registry,
         stack.anomaly.sample_every,
-        Some(detector.clone()),
+        Some(Arc::new(observe::resources::Both(
+            detector.clone(),
+            usage.clone(),
+        ))),
     );
     let mut repair = Repair {
         inputs: remedy::Inputs::new(
@@ -371,6 +378,17 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         autoscaling: remedy::Autoscaling::default(),
         autoscale: autoscale_of(&stack),
     };
+    let series = Arc::new(observe::series::Series::default());
+    let _series = observe::series::spawn(
+        series.clone(),
+        Arc::new(crate::series_host::SeriesHost {
+            supervisor: supervisor.clone(),
+            hooks: hooks.clone(),
+            measures: measures.clone(),
+            resources: usage,
+            plane: plane.clone(),
+        }),
+    );
     let mut listeners = Listeners::new(
         hooks,
         proxy_metrics,
@@ -425,6 +443,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         switches,
         remedy: remedy.clone(),
         autoscaling: repair.autoscaling.clone(),
+        series,
     }));
     let api_task = tokio::spawn(api::server::serve(
         api_socket,

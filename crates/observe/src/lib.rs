@@ -7,11 +7,13 @@
 pub mod slo;
 
 pub mod alert;
+pub mod grafana;
 pub mod incident;
 pub mod journal;
 pub mod notify;
 pub mod plane;
 pub mod resources;
+pub mod series;
 
 use std::sync::Arc;
 

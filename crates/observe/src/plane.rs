@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use bus::now_ms;
 use bus::{Bus, EventKind, LocalReason, OutcomeSink, RequestOutcome};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use crate::alert::{Alert, AlertBook, Notice, Severity, Silence};
@@ -41,6 +45,16 @@ struct Inner {
     notices: mpsc::UnboundedSender<Notice>,
     bus: Arc<Bus>,
     onsets: Mutex<HashMap<String, Onset>>,
+    /// `bulwark_alerts_firing{service,severity}`, as of the last evaluation.
+    firing: Family<FiringLabels, Gauge>,
+    /// Every label set of `firing` so far (a Family cannot be iterated).
+    firing_seen: Mutex<std::collections::HashSet<FiringLabels>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FiringLabels {
+    service: String,
+    severity: &'static str,
 }
 
 struct State {
@@ -107,6 +121,8 @@ impl Plane {
                 notices: tx,
                 bus: bus.clone(),
                 onsets: Mutex::new(HashMap::new()),
+                firing: Family::default(),
+                firing_seen: Mutex::default(),
             }),
         };
         plane.spawn_event_follower(bus);
@@ -116,6 +132,31 @@ impl Plane {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers `bulwark_alerts_firing{service,severity}`: the alerts firing in the
+    /// book (burn rates, no data, and those raised by backups, rollouts...), counted at
+    /// each evaluation. Every service with an SLO has its series from the start (at 0), so
+    /// a dashboard reads "none firing" rather than "no data".
+    pub fn register(&self, registry: &mut Registry) {
+        let zeros = self
+            .inner
+            .engine
+            .services()
+            .flat_map(|s| {
+                [Severity::Page, Severity::Ticket].map(|sev| FiringLabels {
+                    service: s.to_owned(),
+                    severity: sev.as_str(),
+                })
+            })
+            .map(|l| (l, 0))
+            .collect();
+        self.count_firing(zeros);
+        registry.register(
+            "bulwark_alerts_firing",
+            "Alerts firing, by service and severity (page, ticket), as of the last evaluation",
+            self.inner.firing.clone(),
+        );
     }
 
     /// What the proxy reports request outcomes to.
@@ -176,7 +217,16 @@ impl Plane {
         let mut st = self.state();
         let (notices, changed) = st.alerts.due(now_wall);
         let (_, expired) = st.alerts.silences(now_wall);
+        let mut firing: HashMap<FiringLabels, i64> = HashMap::new();
+        for a in st.alerts.firing() {
+            let labels = FiringLabels {
+                service: a.service.clone(),
+                severity: a.severity.as_str(),
+            };
+            *firing.entry(labels).or_default() += 1;
+        }
         drop(st);
+        self.count_firing(firing);
         for a in &changed {
             self.put_alert(a);
         }
@@ -187,6 +237,23 @@ impl Plane {
         }
         for n in notices {
             let _ = self.inner.notices.send(n);
+        }
+    }
+
+    /// Sets the firing gauges: a series that counted alerts before and none now reads 0,
+    /// so a sum over it falls back rather than keeps its last value.
+    fn count_firing(&self, firing: HashMap<FiringLabels, i64>) {
+        let mut seen = self
+            .inner
+            .firing_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for labels in seen.iter().filter(|l| !firing.contains_key(*l)) {
+            self.inner.firing.get_or_create(labels).set(0);
+        }
+        for (labels, n) in firing {
+            self.inner.firing.get_or_create(&labels).set(n);
+            seen.insert(labels);
         }
     }
 

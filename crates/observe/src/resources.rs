@@ -48,6 +48,16 @@ pub trait SampleSink: Send + Sync + 'static {
     fn samples(&self, at: Instant, samples: &[Sample]);
 }
 
+/// Sends each round to two sinks, in order.
+pub struct Both(pub Arc<dyn SampleSink>, pub Arc<dyn SampleSink>);
+
+impl SampleSink for Both {
+    fn samples(&self, at: Instant, samples: &[Sample]) {
+        self.0.samples(at, samples);
+        self.1.samples(at, samples);
+    }
+}
+
 /// The limits a [`Sample`] reports. They change rarely: read once per process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {

@@ -45,7 +45,41 @@ pub struct Hooks {
     pub workers: crate::Workers,
 }
 
+/// What the proxy knows of one service now, for the dashboard's series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceStats {
+    /// Requests the proxy is working on for it.
+    pub inflight: u64,
+    pub replicas: Vec<crate::service::ReplicaStats>,
+}
+
 impl Hooks {
+    /// `service`'s requests in flight and its replicas as the balancer sees them (`None`:
+    /// it has no proxy). Reads counters under the service's state lock, O(replicas): for
+    /// a sampler, not for a request.
+    pub fn stats(&self, service: &str) -> Option<ServiceStats> {
+        let proxy = self
+            .services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)?
+            .clone();
+        let mut replicas = proxy.policy().lock().stats(std::time::Instant::now());
+        let snapshot = proxy.endpoints.borrow().clone();
+        let inflight: HashMap<u32, u64> = snapshot
+            .ready
+            .iter()
+            .map(|e| (e.replica, e.load.inflight() as u64))
+            .collect();
+        for r in &mut replicas {
+            r.inflight = inflight.get(&r.replica).copied();
+        }
+        Some(ServiceStats {
+            inflight: proxy.metrics.inflight.get().max(0) as u64,
+            replicas,
+        })
+    }
+
     /// An injected fault for a try sent to `ep` of `service`, while faults are on.
     fn injected_on(&self, service: &str, ep: &Endpoint) -> Option<(FaultAction, crate::Live)> {
         if self.injected.is_empty() || !*self.faults_on.borrow() {

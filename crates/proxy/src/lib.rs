@@ -35,10 +35,11 @@ mod upstream_tls;
 mod workers;
 
 pub use edge::Listeners;
-pub use forward::{Hooks, InjectedReset};
+pub use forward::{Hooks, InjectedReset, ServiceStats};
 pub use injected::{Injected, Injection, Live};
 pub use metrics::ProxyMetrics;
 pub use server::{ServiceProxyHandle, serve};
+pub use service::ReplicaStats;
 pub use switches::{Persist, SWITCHES_HEADER, SetError, SwitchStatus, Switchboard};
 pub use tcp::{TcpListener as TcpExpose, TcpMetrics, serve_tcp};
 pub use tls::{TlsError, TlsListener};

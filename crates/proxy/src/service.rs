@@ -67,6 +67,54 @@ struct Rep {
     ewma: PeakEwma,
     breaker: CircuitBreaker,
     ready_since: Instant,
+    /// Its tries since it joined this state, for the dashboard's series.
+    tally: Tally,
+}
+
+/// A replica's tries since it joined a service's state: counted under the lock each try
+/// already takes to record its result (two additions and an array increment), read once a
+/// second by the series sampler.
+struct Tally {
+    /// Tells this tally from an earlier one of the same replica (it left and came back, or
+    /// a reload started the state afresh): the counts start again from zero.
+    epoch: u64,
+    tries: u64,
+    failed: u64,
+    latency: Box<[u64; policy::LATENCY_BUCKETS]>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Tally {
+            epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
+            tries: 0,
+            failed: 0,
+            latency: Box::new([0; policy::LATENCY_BUCKETS]),
+        }
+    }
+}
+
+/// One replica as the proxy sees it, for the dashboard's series ([`crate::Hooks::stats`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaStats {
+    pub replica: u32,
+    /// Changes when the counts below start again from zero.
+    pub epoch: u64,
+    /// Tries sent to it since it joined.
+    pub tries: u64,
+    /// Of which answered 5xx or not at all (connect failure, reset, timeout).
+    pub failed: u64,
+    /// Answered tries by `policy::latency_bucket` of their time to the response head.
+    pub latency: Vec<u64>,
+    /// The balancer's peak-EWMA latency estimate, in milliseconds.
+    pub ewma_ms: f64,
+    /// Ejected by outlier detection.
+    pub ejected: bool,
+    /// Its breaker is open (`None`: the service has no breaker).
+    pub breaker_open: Option<bool>,
+    /// Requests in flight to it (`None`: it is not among the ready endpoints).
+    pub inflight: Option<u64>,
 }
 
 /// What a try ended with, as far as passive health cares.
@@ -274,6 +322,7 @@ impl State {
                         ),
                         breaker: CircuitBreaker::new(policy.breaker()),
                         ready_since: e.ready_since,
+                        tally: Tally::new(),
                     },
                 );
             }
@@ -431,6 +480,14 @@ impl State {
             TryResult::Timeout => policy::Outcome::LocalTimeout,
         };
         let transport_ok = matches!(result, TryResult::Status(_));
+        rep.tally.tries += 1;
+        match result {
+            TryResult::Status(s) => {
+                rep.tally.failed += u64::from(s >= 500);
+                rep.tally.latency[policy::latency_bucket(rtt)] += 1;
+            }
+            _ => rep.tally.failed += 1,
+        }
         let m = rep
             .metrics
             .get_or_insert_with(|| registry.0.for_replica(&registry.1, rep.replica));
@@ -457,6 +514,30 @@ impl State {
             m.ejected.set(i64::from(ejected));
         }
         self.notice(ev?)
+    }
+
+    /// Every replica in this state, as the series sampler reads it: O(replicas) under the
+    /// lock, once a second.
+    pub fn stats(&self, now: Instant) -> Vec<ReplicaStats> {
+        self.replicas
+            .values()
+            .map(|rep| ReplicaStats {
+                replica: rep.replica,
+                epoch: rep.tally.epoch,
+                tries: rep.tally.tries,
+                failed: rep.tally.failed,
+                latency: rep.tally.latency.to_vec(),
+                ewma_ms: rep.ewma.estimate(now) * 1e3,
+                ejected: matches!(
+                    self.outlier.state(rep.id),
+                    Some(policy::OutlierState::Ejected { .. })
+                ),
+                breaker_open: self.breaker_on.then(|| {
+                    matches!(rep.breaker.state(), policy::BreakerState::Open { until } if until > now)
+                }),
+                inflight: None,
+            })
+            .collect()
     }
 
     /// The hedging delay: the configured percentile of recent latencies.

@@ -85,6 +85,21 @@ impl Measures {
 }
 
 impl Reading {
+    /// Requests counted since bulwark started.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Of which answered 5xx.
+    pub fn failed(&self) -> u64 {
+        self.failed
+    }
+
+    /// Their latencies, by `policy::latency_bucket`.
+    pub fn latency(&self) -> &[u64] {
+        &self.latency
+    }
+
     /// What happened between `earlier` and this reading.
     pub fn since(&self, earlier: &Reading) -> Window {
         let secs = self

@@ -90,12 +90,14 @@ impl Metrics {
                 })
                 .set(i64::from(s == state));
         }
-        self.ready
-            .get_or_create(&ReplicaLabels {
-                service: service.to_owned(),
-                replica,
-            })
-            .set(i64::from(ready));
+        let labels = ReplicaLabels {
+            service: service.to_owned(),
+            replica,
+        };
+        self.ready.get_or_create(&labels).set(i64::from(ready));
+        // The restart counter exists (at 0) from the replica's first state on, so a
+        // dashboard's `increase()` reads 0 rather than no data before the first restart.
+        drop(self.restarts.get_or_create(&labels));
     }
 
     pub(crate) fn restarted(&self, service: &str, replica: u32) {

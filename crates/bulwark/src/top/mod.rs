@@ -68,7 +68,7 @@ async fn print_once(dir: &Path) -> anyhow::Result<ExitCode> {
     let events: Vec<serde_json::Value> = serde_json::from_slice(&client.get("/v1/events").await?)
         .context("the API's events are not a JSON list")?;
     let now = wall_ms();
-    let mut model = Model::new(client.origin(), false);
+    let mut model = Model::new(client.base_url(), false);
     model.update(Msg::Fetched(Box::new(snapshot)), now);
     for e in &events[events.len().saturating_sub(state::EVENTS_KEPT)..] {
         model.update(Msg::Event(e.to_string()), now);
@@ -117,7 +117,7 @@ impl Driver {
         let effect = match input {
             Input::Refreshed(Ok((client, snapshot))) => {
                 self.pacer.finished(true);
-                self.model.api = client.origin();
+                self.model.api = client.base_url();
                 self.client = Some(client);
                 self.model.update(Msg::Fetched(Box::new(snapshot)), now)
             }

@@ -413,3 +413,42 @@ fn assert_stranger_refused(stack: &Stack, auth: &str) {
     );
     assert!(stranger.starts_with("000 "), "{stranger}");
 }
+
+/// The dashboard over TLS: `bulwark dashboard` prints an https link for the name the
+/// certificate is valid for, and the session cookie is `Secure` (never sent over plain HTTP).
+#[test]
+fn the_dashboards_link_is_https_and_its_cookie_secure() {
+    let stack = tls_api("");
+    let out = Command::new(BULWARK)
+        .arg("dashboard")
+        .env("BULWARK_STATE_DIR", stack.state_dir())
+        .env("BULWARK_CACERT", stack.dir.path().join("ca.pem"))
+        .env("BULWARK_SERVER_NAME", "localhost")
+        .env_remove("BULWARK_CLIENT_CERT")
+        .env_remove("BULWARK_CLIENT_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let prefix = format!("https://localhost:{}/ui/login#code=", stack.api.port());
+    let code = link
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{link}"));
+    let body = format!("{{\"code\": \"{code}\"}}");
+    let answer = curl(
+        &stack,
+        "POST",
+        "/ui/session",
+        &["-i", "-H", "X-Bulwark-Csrf: 1", "--data", &body],
+    );
+    let cookie = answer
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: bulwark_session=")
+        })
+        .unwrap_or_else(|| panic!("{answer}"));
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
+        assert!(cookie.contains(part), "{part} missing: {cookie}");
+    }
+}

@@ -92,6 +92,15 @@ impl Demo {
         ))
     }
 
+    /// An availability SLO named `availability`: 99 % over 1 h (a table: call it after the
+    /// service's own keys).
+    pub fn availability_slo(self) -> Demo {
+        let name = self.name.clone();
+        self.with(&format!(
+            "[[services.{name}.slo]]\nname = \"availability\"\nkind = \"availability\"\nobjective = 99.0\nperiod = \"1h\""
+        ))
+    }
+
     /// The quickstart's (`examples/quickstart.toml`) stop grace, backoff and probes, faster.
     pub fn quickstart_probes(self) -> Demo {
         let name = self.name.clone();
@@ -232,16 +241,7 @@ impl Stack {
         // `up` dies with the test even when the test cannot clean up (killed at its
         // timeout, so `Drop` never runs); its replicas die with it. Stacks are started
         // from the test's own thread, which the signal is tied to.
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_test(&mut cmd);
         let child = cmd
             .args(["up", "-f"])
             .arg(&file)
@@ -470,7 +470,7 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-fn processes_with_env(needle: &str) -> Vec<u32> {
+pub fn processes_with_env(needle: &str) -> Vec<u32> {
     let mut found = vec![];
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return found;
@@ -633,5 +633,20 @@ impl Receiver {
             .recv_timeout(timeout)
             .ok()
             .map(|b| serde_json::from_str(&b).unwrap())
+    }
+}
+
+/// The child gets SIGKILL when the test's thread ends, even when the test is killed at
+/// its timeout and no `Drop` runs.
+pub fn die_with_test(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }

@@ -91,6 +91,8 @@ const ROUTES: &[&str] = &[
     "/v1/actions",
     "/v1/tokens",
     "/v1/audit",
+    "/v1/series",
+    "/v1/series?service=web",
 ];
 
 /// What the API and the CLI show of this stack, route by route and command by command.

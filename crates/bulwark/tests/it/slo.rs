@@ -228,10 +228,30 @@ fn total_errors_page_notify_open_an_incident_and_resolve() {
     assert!(fault_ms >= fault_at && fault_ms < detected, "{open}");
     let slo = get_json(&stack, "/v1/slo");
     assert_eq!(slo[0]["alerts"]["page"], "firing", "{slo}");
+    // The same on /metrics, for dashboards: the page firing, the budget spent fast.
+    eventually("the page on /metrics", Duration::from_secs(10), || {
+        let (_, text) = get(stack.api, "/metrics");
+        let burn: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"bulwark_slo_burn_rate{service="web",slo="availability",window="5m"} "#,
+                )
+            })?
+            .parse()
+            .ok()?;
+        (text.contains(r#"bulwark_alerts_firing{service="web",severity="page"} 1"#) && burn > 14.4)
+            .then_some(())
+    });
 
     set_fault(&stack, "/fault/reset");
     let resolved = webhook(&rx, "resolved");
     assert_eq!(resolved["alerts"][0]["status"], "resolved");
+    eventually("no page on /metrics", Duration::from_secs(10), || {
+        let (_, text) = get(stack.api, "/metrics");
+        text.contains(r#"bulwark_alerts_firing{service="web",severity="page"} 0"#)
+            .then_some(())
+    });
     let inc = eventually("the incident to resolve", Duration::from_secs(15), || {
         let v = get_json(&stack, "/v1/incidents");
         (v["incidents"][0]["state"] == "resolved").then_some(v)

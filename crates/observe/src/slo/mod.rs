@@ -57,6 +57,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use spec::{Slo, SloKind, Stack};
 
+mod gauges;
+
+pub use gauges::{METRIC_BUDGET, METRIC_BURN};
 pub use rules::{ALERT_BURN, ALERT_NO_DATA, rules, rules_test};
 pub use window::{WORKBOOK_PERIOD, Window};
 
@@ -288,6 +291,7 @@ pub struct SloEngine {
     by_service: HashMap<String, Vec<usize>>,
     requests: Family<SloLabels, Counter>,
     errors: Family<SloLabels, Counter>,
+    gauges: gauges::Gauges,
 }
 
 #[derive(Debug)]
@@ -369,12 +373,14 @@ impl SloEngine {
             by_service,
             requests,
             errors,
+            gauges: gauges::Gauges::default(),
         }
     }
 
     /// Registers `bulwark_slo_requests_total{service,slo}` and
     /// `bulwark_slo_errors_total{service,slo}`: the counters the exported rules
-    /// ([`rules`]) compute the same error ratios from.
+    /// ([`rules`]) compute the same error ratios from; and the gauges of the last
+    /// evaluation ([`METRIC_BUDGET`], [`METRIC_BURN`]).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             METRIC_REQUESTS,
@@ -386,6 +392,12 @@ impl SloEngine {
             "Requests that were bad for the SLO: failed (availability) or too slow (latency)",
             self.errors.clone(),
         );
+        self.gauges.register(registry);
+    }
+
+    /// The services that have an SLO.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.by_service.keys().map(String::as_str)
     }
 
     /// Number of SLOs.
@@ -437,11 +449,15 @@ impl SloEngine {
 
     /// Every SLO's report at `now`, in stack order; alert states move on and the
     /// transitions since the last call are in the reports.
+    /// The budget and burn-rate gauges are set from them.
     pub fn evaluate(&self, now: Instant) -> Vec<SloReport> {
-        self.cells
+        let reports: Vec<SloReport> = self
+            .cells
             .iter()
             .map(|c| self.report(c, now, true))
-            .collect()
+            .collect();
+        self.gauges.set(&reports);
+        reports
     }
 
     /// Like [`SloEngine::evaluate`] but changes nothing: alert states and transitions are
