@@ -149,6 +149,10 @@ pub struct Replica {
     /// `resources`).
     #[serde(default)]
     pub resources: Option<ReplicaResources>,
+    /// The last `STATUS=` the replica sent on its sd_notify socket (at most 256 bytes,
+    /// control characters replaced by spaces).
+    #[serde(default)]
+    pub notify_status: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -248,6 +252,7 @@ impl From<runtime::ServiceStatus> for Service {
                     started_at_ms: r.started_at_ms,
                     revision: r.revision,
                     held_out: r.held_out,
+                    notify_status: r.notify_status,
                 })
                 .collect(),
         }

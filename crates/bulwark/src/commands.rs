@@ -174,6 +174,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         Command::Deny { id } => crate::remedy_cmd::answer(&client, id, "deny").await?,
         Command::Up(_)
         | Command::Check { .. }
+        | Command::SystemdUnit { .. }
         | Command::Import { .. }
         | Command::Grafana { .. }
         | Command::Demo(_)
@@ -281,6 +282,9 @@ fn print_status(status: &api::json::Status) {
             );
             if let Some(res) = &r.resources {
                 outln!("{:<16}      {}", "", resources_line(res));
+            }
+            if let Some(text) = &r.notify_status {
+                outln!("{:<16}      status: {text}", "");
             }
             for line in &r.stderr_tail {
                 outln!("{:<16}      | {line}", "");

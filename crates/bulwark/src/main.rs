@@ -16,6 +16,7 @@ mod rollout_cmd;
 mod rollout_host;
 mod series_host;
 mod switches;
+mod systemd;
 mod top;
 mod up;
 mod verify_cmd;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { file, experiments } => return check(&file, experiments.as_deref()),
         Command::Completions { shell } => return completions(shell),
+        Command::SystemdUnit { file } => return systemd::unit_command(&file),
         Command::Schema { markdown } => return schema(markdown),
         Command::Explain { key } => return explain(&key),
         Command::Man { out } => man(out.as_deref()),

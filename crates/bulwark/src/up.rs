@@ -243,6 +243,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             echo_logs: !args.quiet,
             log_lines: 2000,
             cgroups,
+            notify_dir: Some(state_dir.join("notify")),
         },
     );
     let proxy_metrics = ProxyMetrics::register(&mut registry);
@@ -471,6 +472,17 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     ));
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
     supervisor.start();
+    // Ready for systemd once the API and every listener are bound and every replica is
+    // under way; replicas' own readiness is in STATUS= (a stack whose service never gets
+    // ready must not keep its supervisor from starting).
+    let notifier = crate::systemd::Notifier::from_env().map(Arc::new);
+    let watchdog = notifier.as_ref().map(|n| {
+        n.send(&format!(
+            "READY=1\nSTATUS={}",
+            crate::systemd::summary(&supervisor.status())
+        ));
+        crate::systemd::spawn_watchdog(n.clone(), supervisor.clone())
+    });
     let backup_tasks = backups.start();
     repair.autoscaling.start(&stack, &repair.inputs);
     let remedy_task = remedy.spawn(repair.measures.clone(), repair.detector.clone());
@@ -484,16 +496,24 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
             _ = sighup.recv() => {
+                let notify = |msg: &str| if let Some(n) = &notifier { n.send(msg) };
+                notify("RELOADING=1");
                 match reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await {
                     Ok(changes) => tracing::info!(?changes, "reloaded on SIGHUP"),
                     Err(e) => tracing::error!("reload refused, still running the previous stack:\n{e}"),
                 }
+                notify("READY=1");
             }
             Some(reply) = reload_rx.recv() => {
                 let _ = reply.send(reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await);
             }
         }
     }
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1\nSTATUS=stopping");
+    }
+    // The watchdog stays: stopping takes up to TimeoutStopSec, and a stall there is a
+    // stall too.
     // No backup, verification or drill starts while the stack stops; one under way ends
     // first (bounded), so its post-hook runs while the service still does and no later
     // `up` finds a writer in the repository.
@@ -525,6 +545,9 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     // Every replica's cgroups went with it; bulwark's own parents go last.
     if let Ok(c) = own_cgroups {
         let _ = tokio::task::spawn_blocking(move || c.remove_own()).await;
+    }
+    if let Some(w) = watchdog {
+        w.abort();
     }
     tracing::info!("stopped; no replica is running");
     drop(state_lock);

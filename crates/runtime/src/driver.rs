@@ -34,6 +34,11 @@ impl Identity<'_> {
     /// `LISTEN = "0.0.0.0:{port}"` is per replica), its `secrets` as they are, then
     /// bulwark's own variables.
     pub fn apply_env(&self, cmd: &mut Command, svc: &spec::Service) {
+        // bulwark's own systemd notify socket (and watchdog) are not the replica's: a
+        // replica that speaks the protocol gets a socket of its own (`crate::notify`).
+        for inherited in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            cmd.env_remove(inherited);
+        }
         cmd.envs(svc.env.iter().map(|(k, v)| (k, self.substitute(v))));
         cmd.envs(svc.secrets.iter().map(|(k, v)| (k, v.expose())));
         cmd.env("PORT", self.port.to_string())
@@ -62,14 +67,23 @@ pub fn free_port() -> io::Result<u16> {
 /// or 10 s idle in the blocking pool), which used to SIGKILL healthy replicas.
 ///
 /// `placement` puts the child in its cgroups and sets its `oom_score_adj` before exec; a
-/// cgroup it cannot join fails the start.
+/// cgroup it cannot join fails the start. `notify` is the incarnation's notify socket:
+/// named in `NOTIFY_SOCKET`, with the service's watchdog in `WATCHDOG_USEC` (as systemd
+/// sets them).
 pub(crate) async fn spawn(
     svc: &spec::Service,
     id: &Identity<'_>,
     placement: launch::Placement,
+    notify: Option<&Path>,
 ) -> io::Result<Child> {
     let mut cmd = command(svc, &svc.run, id)?;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let (Some(path), Some(n)) = (notify, &svc.notify) {
+        cmd.env("NOTIFY_SOCKET", path);
+        if !n.watchdog.is_zero() {
+            cmd.env("WATCHDOG_USEC", n.watchdog.as_micros().to_string());
+        }
+    }
     let in_cgroups = !placement.cgroup_procs.is_empty();
     launch::spawn_placed(cmd, placement).await.map_err(|e| {
         let step = if in_cgroups {

@@ -4,9 +4,11 @@
 //! Invariant ("every state change is an event"): the replica task changes its status only
 //! through these methods, and each method that changes what others act on publishes its
 //! event right after the status changed, so a reader of the event finds the new status.
-//! Two bookkeeping changes have no event of their own: a requested restart's count (its
-//! `ReplicaStopping` and `ReplicaExited` came before) and the final `Stopped` state (the
-//! stack's `StackStopping`/`StackStopped` frame it).
+//! Three bookkeeping changes have no event of their own: a requested restart's count (its
+//! `ReplicaStopping` and `ReplicaExited` came before), the final `Stopped` state (the
+//! stack's `StackStopping`/`StackStopped` frame it) and a replica's sd_notify `STATUS=`
+//! line (shown, acted on by nothing; a replica may send many, which should not flood the
+//! journal).
 
 use std::sync::Arc;
 
@@ -70,6 +72,7 @@ impl Handle {
                 s.state = ReplicaState::Starting;
                 s.ready = false;
                 s.started_at_ms = Some(now_ms());
+                s.notify_status = None;
             },
             Some(EventKind::ReplicaStarted {
                 service: self.name(),
@@ -130,6 +133,11 @@ impl Handle {
                 reason,
             }),
         );
+    }
+
+    /// The replica's sd_notify `STATUS=` line.
+    pub fn notify_status(&self, text: String) {
+        self.change(|s| s.notify_status = Some(text), None);
     }
 
     /// A startup or liveness probe gave up on the replica (the stop follows).

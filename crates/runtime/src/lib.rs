@@ -8,6 +8,7 @@ mod driver;
 mod handle;
 mod logs;
 mod metrics;
+mod notify;
 mod probe;
 mod redact;
 mod reload;

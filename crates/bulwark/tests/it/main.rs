@@ -30,6 +30,7 @@ mod restart;
 mod roles;
 mod rollout;
 mod schema;
+mod sdnotify;
 mod secrets;
 mod series;
 mod slo;

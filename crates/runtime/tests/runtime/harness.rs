@@ -46,6 +46,7 @@ impl Rt {
                 echo_logs: false,
                 log_lines: 1000,
                 cgroups: Err("not used by these tests".into()),
+                notify_dir: None,
             },
         );
         sup.start();

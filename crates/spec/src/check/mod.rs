@@ -14,6 +14,7 @@ mod degrade;
 mod deps;
 mod env;
 mod expose;
+mod notify;
 mod probe;
 mod remedy;
 mod resources;

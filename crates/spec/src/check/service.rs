@@ -101,6 +101,7 @@ pub(super) fn service(
             startup,
             liveness,
             readiness,
+            notify: super::notify::notify(&raw.notify, p),
             // Filled in by `dependency_order`, once names are known to exist.
             depends_on: Vec::new(),
             min_available: min_available(raw, p),

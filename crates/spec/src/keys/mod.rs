@@ -27,6 +27,7 @@ pub(crate) use auth::*;
 pub(crate) mod chaos;
 pub(crate) use chaos::*;
 pub(crate) mod degrade;
+pub(crate) mod notify;
 pub(crate) mod remedy;
 pub(crate) mod resources;
 pub(crate) mod rollout;
@@ -197,6 +198,9 @@ section! {
         /// Takes the replica out of the balancer while failing. With `expose` and no
         /// readiness probe, a TCP readiness probe is implied.
         readiness: ProbeTable = table::<ProbeTable>(), Optional("none, or TCP with `expose`");
+        /// systemd's notify protocol: readiness (`READY=1`) and a watchdog pushed by the
+        /// replica, its `STATUS=` line.
+        notify: notify::NotifyTable = table::<notify::NotifyTable>(), Optional("no notify socket");
         /// The proxy in front of the service.
         expose: ExposeTable = table::<ExposeTable>(), Optional("not exposed");
         /// Service-level objectives, measured by the proxy (needs `expose`).

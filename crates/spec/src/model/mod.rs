@@ -26,6 +26,7 @@ mod secret;
 pub use secret::*;
 
 pub use crate::keys::auth::Auth;
+pub use crate::keys::notify::Notify;
 pub use crate::keys::{
     Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule, Retries,
     SupervisorSettings, Timeouts,
@@ -101,6 +102,8 @@ pub struct Service {
     /// When `expose` is set and no readiness probe is given, a TCP readiness probe with
     /// default timings is filled in, so the proxy never routes to a port nobody listens on.
     pub readiness: Option<Probe>,
+    /// systemd's notify protocol on a socket of the replica's own, if it speaks it.
+    pub notify: Option<Notify>,
     /// The disruption budget: replicas that must stay ready through voluntary
     /// disruptions.
     pub min_available: Amount,
@@ -180,6 +183,8 @@ crate::spelled! {
         Readiness = "readiness",
         /// Gates the other two: until it succeeds, liveness and readiness are not run.
         Startup = "startup",
+        /// `[services.NAME.notify] watchdog`: no `WATCHDOG=1` in time; restart the replica.
+        Watchdog = "watchdog",
     }
 }
 

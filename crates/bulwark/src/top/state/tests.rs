@@ -15,6 +15,7 @@ pub fn replica(index: u32, pid: u32) -> Replica {
         revision: 1,
         held_out: false,
         resources: None,
+        notify_status: None,
     }
 }
 
