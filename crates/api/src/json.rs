@@ -145,12 +145,51 @@ pub struct Replica {
     /// Out of the proxy's rotation by a remediation (`eject`, `drain`).
     #[serde(default)]
     pub held_out: bool,
+    /// Limits and current usage of the running incarnation's cgroups (services with
+    /// `resources`).
+    #[serde(default)]
+    pub resources: Option<ReplicaResources>,
+    /// The last `STATUS=` the replica sent on its sd_notify socket (at most 256 bytes,
+    /// control characters replaced by spaces).
+    #[serde(default)]
+    pub notify_status: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Exit {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    /// The kernel's OOM killer sent the signal.
+    #[serde(default)]
+    pub oom_killed: bool,
+}
+
+/// A replica's cgroup limits (`None`: none) and what it uses now (`None`: not offered
+/// by the machine).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplicaResources {
+    pub memory_limit_bytes: Option<u64>,
+    pub cpu_limit_cores: Option<f64>,
+    pub pids_limit: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    /// CPU used since the incarnation started.
+    pub cpu_seconds: Option<f64>,
+    pub pids: Option<u64>,
+}
+
+impl ReplicaResources {
+    pub fn new(limits: launch::cgroup::Limits, usage: launch::cgroup::Usage) -> Self {
+        ReplicaResources {
+            memory_limit_bytes: limits.memory,
+            cpu_limit_cores: limits
+                .cpu_quota_us
+                .map(|q| q as f64 / spec::Resources::CPU_PERIOD_US as f64),
+            pids_limit: limits.pids,
+            memory_bytes: usage.memory_bytes,
+            cpu_seconds: usage.cpu_seconds,
+            pids: usage.pids,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -203,11 +242,17 @@ impl From<runtime::ServiceStatus> for Service {
                     last_exit: r.last_exit.map(|e| Exit {
                         code: e.code,
                         signal: e.signal,
+                        oom_killed: r.oom_killed,
                     }),
+                    resources: r
+                        .cgroup
+                        .as_ref()
+                        .map(|c| ReplicaResources::new(c.limits, Default::default())),
                     stderr_tail: r.stderr_tail,
                     started_at_ms: r.started_at_ms,
                     revision: r.revision,
                     held_out: r.held_out,
+                    notify_status: r.notify_status,
                 })
                 .collect(),
         }

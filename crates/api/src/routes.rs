@@ -108,13 +108,25 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn status(State(s): State<Arc<AppState>>) -> Json<json::Status> {
     let autoscale = s.autoscaling.status();
+    let services = s.supervisor.status();
+    // Usage is read from the cgroup files, off the async workers.
+    let cgroups: Vec<_> = services
+        .iter()
+        .flat_map(|svc| svc.replicas.iter().filter_map(|r| r.cgroup.clone()))
+        .collect();
+    let mut usage = runtime::usage(cgroups).await.into_iter();
     Json(json::Status {
-        services: s
-            .supervisor
-            .status()
+        services: services
             .into_iter()
             .map(|svc| {
                 let mut j = json::Service::from(svc);
+                for r in j.replicas.iter_mut() {
+                    if let Some(res) = &mut r.resources {
+                        let u = usage.next().unwrap_or_default();
+                        (res.memory_bytes, res.cpu_seconds, res.pids) =
+                            (u.memory_bytes, u.cpu_seconds, u.pids);
+                    }
+                }
                 j.drift = s.rollouts.drift(&j.name);
                 j.secrets = s
                     .supervisor

@@ -27,6 +27,12 @@ pub enum Command {
         #[arg(long, value_hint = ValueHint::FilePath)]
         experiments: Option<PathBuf>,
     },
+    /// Print a systemd unit that runs this stack (`Type=notify`, watchdog, stop timeout
+    /// from the services' grace), for /etc/systemd/system.
+    SystemdUnit {
+        #[arg(short = 'f', long = "file", value_hint = ValueHint::FilePath)]
+        file: PathBuf,
+    },
     /// Show every replica's state.
     Status {
         #[arg(long)]

@@ -11,6 +11,8 @@ use http::Method;
 
 use crate::cli::Command;
 use crate::output::outln;
+use crate::reports::{ms_to_time, print_incidents, print_slo};
+use crate::status_view::{describe_event, print_status};
 
 // Long on purpose: one match arm per CLI command, each a request and its printout.
 #[allow(clippy::too_many_lines)]
@@ -174,6 +176,7 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         Command::Deny { id } => crate::remedy_cmd::answer(&client, id, "deny").await?,
         Command::Up(_)
         | Command::Check { .. }
+        | Command::SystemdUnit { .. }
         | Command::Import { .. }
         | Command::Grafana { .. }
         | Command::Demo(_)
@@ -200,120 +203,6 @@ fn split_target(target: &str) -> anyhow::Result<(&str, Option<u32>)> {
             Ok((s, Some(i)))
         }
     }
-}
-
-/// One line on the journal: `ok`, or failing since when and why.
-fn journal_line(j: &api::json::Journal) -> String {
-    match j.failing_since_ms {
-        None => format!(
-            "journal: ok ({} write errors, {} events lost since start)",
-            j.write_errors, j.lost_events
-        ),
-        Some(since) => format!(
-            "journal: FAILING since {}: {} ({} write errors, {} events lost); bulwark keeps \
-             retrying; free space in the state directory",
-            ms_to_time(since),
-            j.last_error.as_deref().unwrap_or("unknown error"),
-            j.write_errors,
-            j.lost_events
-        ),
-    }
-}
-
-fn print_status(status: &api::json::Status) {
-    outln!(
-        "{:<16} {:>3}  {:<14} {:<5} {:>8} {:>6} {:>8}  LAST EXIT",
-        "SERVICE",
-        "#",
-        "STATE",
-        "READY",
-        "PID",
-        "PORT",
-        "RESTARTS"
-    );
-    for s in &status.services {
-        for r in &s.replicas {
-            let exit = match &r.last_exit {
-                Some(api::json::Exit { code: Some(c), .. }) => format!("exit {c}"),
-                Some(api::json::Exit {
-                    signal: Some(s), ..
-                }) => format!("signal {s}"),
-                _ => "-".into(),
-            };
-            outln!(
-                "{:<16} {:>3}  {:<14} {:<5} {:>8} {:>6} {:>8}  {}",
-                s.name,
-                r.index,
-                r.state,
-                if r.ready { "yes" } else { "no" },
-                r.pid.map_or("-".into(), |p| p.to_string()),
-                r.port.map_or("-".into(), |p| p.to_string()),
-                r.restarts,
-                exit
-            );
-            for line in &r.stderr_tail {
-                outln!("{:<16}      | {line}", "");
-            }
-        }
-        let exposed = s
-            .expose
-            .as_deref()
-            .map(|a| format!(" on {a}"))
-            .unwrap_or_default();
-        outln!(
-            "{:<16} {}/{} ready{exposed}, revision {}",
-            "",
-            s.ready,
-            s.desired,
-            s.revision
-        );
-        if let Some(r) = &s.rollout {
-            outln!("{:<16} rollout: {r}", "");
-        }
-        if let Some(d) = &s.drift {
-            outln!("{:<16} differs from the stack file: {d}", "");
-        }
-        if !s.secrets.is_empty() {
-            outln!(
-                "{:<16} secrets: {} (values hidden)",
-                "",
-                s.secrets.join(", ")
-            );
-        }
-        if let Some(a) = &s.autoscale {
-            outln!("{:<16} {}", "", crate::remedy_cmd::autoscale_line(a));
-        }
-    }
-    for a in &status.pending_approvals {
-        outln!("{}", crate::remedy_cmd::pending_line(a));
-    }
-    if let Some(j) = &status.journal {
-        outln!("{}", journal_line(j));
-    }
-}
-
-/// One line per event: time, type, replica, then the other fields.
-fn describe_event(v: &serde_json::Value) -> String {
-    let at = v["at_ms"].as_u64().unwrap_or(0);
-    let time = humantime::format_rfc3339_millis(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at),
-    );
-    let kind = v["type"].as_str().unwrap_or("?");
-    let who = match (v["service"].as_str(), v["index"].as_u64()) {
-        (Some(s), Some(i)) => format!("{s}/{i}"),
-        (Some(s), None) => s.to_string(),
-        _ => String::new(),
-    };
-    let mut rest = String::new();
-    if let Some(obj) = v.as_object() {
-        for (k, val) in obj {
-            if matches!(k.as_str(), "seq" | "at_ms" | "type" | "service" | "index") {
-                continue;
-            }
-            rest.push_str(&format!(" {k}={val}"));
-        }
-    }
-    format!("{time} {kind:<18} {who:<10}{rest}")
 }
 
 async fn token(client: &Client, cmd: crate::cli::TokenCmd) -> anyhow::Result<()> {
@@ -506,132 +395,6 @@ async fn silence(client: &Client, cmd: crate::cli::SilenceCmd) -> anyhow::Result
 
 /// What the API accepts for a silence's length and start (see `api`'s routes).
 const MAX_SILENCE_MS: u64 = 366 * 24 * 3600 * 1000;
-
-/// A time for people; never panics, whatever the number (humantime's formatter panics past
-/// year 9999, and adding to the epoch can overflow).
-pub(crate) fn ms_to_time(ms: u64) -> String {
-    const YEAR_9999_MS: u64 = 253_402_300_799_000;
-    if ms > YEAR_9999_MS {
-        return format!("{ms} ms after the epoch");
-    }
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
-}
-
-fn fmt_ms(ms: Option<f64>) -> String {
-    ms.map_or("-".into(), |m| {
-        humantime::format_duration(std::time::Duration::from_millis(m as u64)).to_string()
-    })
-}
-
-fn print_slo(reports: &[api::json::SloReport]) {
-    outln!(
-        "{:<12} {:<14} {:>9} {:>9} {:>8}  {:>7} {:>7} {:>7} {:>7}  {:<8} {:<8} EXHAUSTED IN",
-        "SERVICE",
-        "SLO",
-        "OBJECTIVE",
-        "SLI",
-        "BUDGET",
-        "BURN5m",
-        "BURN1h",
-        "BURN6h",
-        "BURN3d",
-        "PAGE",
-        "TICKET"
-    );
-    for r in reports {
-        let burn = |w: &str| {
-            r.windows
-                .iter()
-                .find(|x| x.window == w)
-                .map_or(0.0, |x| x.burn_rate)
-        };
-        outln!(
-            "{:<12} {:<14} {:>8.3}% {:>9} {:>7.1}%  {:>7.2} {:>7.2} {:>7.2} {:>7.2}  {:<8} {:<8} {}",
-            r.service,
-            r.slo,
-            r.objective_percent,
-            r.sli.map_or("-".into(), |s| format!("{:.4}%", s * 100.0)),
-            r.error_budget_remaining * 100.0,
-            burn("5m"),
-            burn("1h"),
-            burn("6h"),
-            burn("3d"),
-            r.alerts.get("page").map_or("-", String::as_str),
-            r.alerts.get("ticket").map_or("-", String::as_str),
-            r.time_to_exhaustion_s
-                .map_or("-".into(), |s| humantime::format_duration(
-                    std::time::Duration::from_secs(s as u64)
-                )
-                .to_string()),
-        );
-    }
-}
-
-fn print_incidents(v: &api::json::Incidents) {
-    for i in &v.incidents {
-        outln!(
-            "#{} {} [{}] {} — detected {}, MTTD {}, time to resolve {}",
-            i.id,
-            i.service,
-            match i.state {
-                api::json::IncidentState::Open => "OPEN",
-                api::json::IncidentState::Resolved => "resolved",
-            },
-            i.title,
-            ms_to_time(i.detected_at_ms),
-            fmt_ms(
-                i.fault_at_ms
-                    .map(|f| i.detected_at_ms.saturating_sub(f) as f64)
-            ),
-            fmt_ms(
-                i.resolved_at_ms
-                    .map(|r| r.saturating_sub(i.detected_at_ms) as f64)
-            ),
-        );
-        if let Some(rule) = &i.resolved_by {
-            outln!("    resolved by remediation {rule}");
-        }
-        for e in &i.timeline {
-            outln!("    {} {:<8} {}", ms_to_time(e.at_ms), e.kind, e.text);
-        }
-    }
-    outln!();
-    outln!(
-        "{:<14} {:>9} {:>5} {:>10} {:>10} {:>10} {:>12}",
-        "SERVICE",
-        "INCIDENTS",
-        "OPEN",
-        "MTTD",
-        "MTTR",
-        "MTBF",
-        "AVAILABILITY"
-    );
-    for r in &v.reliability {
-        outln!(
-            "{:<14} {:>9} {:>5} {:>10} {:>10} {:>10} {:>11.4}%",
-            r.service,
-            r.incidents,
-            r.open,
-            fmt_ms(r.mttd_ms),
-            fmt_ms(r.mttr_ms),
-            fmt_ms(r.mtbf_ms),
-            r.availability * 100.0
-        );
-    }
-    for r in v.reliability.iter().filter(|r| r.automated > 0) {
-        outln!(
-            "{}: {} resolved by remediation, MTTR {} automated, {} otherwise",
-            r.service,
-            r.automated,
-            fmt_ms(r.mttr_automated_ms),
-            fmt_ms(r.mttr_manual_ms)
-        );
-    }
-    outln!(
-        "MTTD: fault start to detection; MTTR: detection to resolution; availability: time outside incidents."
-    );
-}
 
 /// One audit record for people: a call's method, path and status, or an action's target,
 /// cause and detail.

@@ -12,10 +12,14 @@ mod host;
 mod output;
 mod remedy_cmd;
 mod remedy_host;
+mod reports;
+mod resources;
 mod rollout_cmd;
 mod rollout_host;
 mod series_host;
+mod status_view;
 mod switches;
+mod systemd;
 mod top;
 mod up;
 mod verify_cmd;
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { file, experiments } => return check(&file, experiments.as_deref()),
         Command::Completions { shell } => return completions(shell),
+        Command::SystemdUnit { file } => return systemd::unit_command(&file),
         Command::Schema { markdown } => return schema(markdown),
         Command::Explain { key } => return explain(&key),
         Command::Man { out } => man(out.as_deref()),
@@ -117,6 +122,13 @@ fn check(file: &std::path::Path, experiments: Option<&std::path::Path>) -> ExitC
         Ok(spec::Loaded { stack, warnings }) => {
             for w in warnings {
                 eprintln!("{w}");
+            }
+            // Valid, but limits this machine cannot enforce are worth knowing before `up`
+            // refuses them (the file may be meant for another machine).
+            if stack.services.iter().any(|s| !s.resources.is_empty()) {
+                for p in resources::support(&stack, file, false).1 {
+                    eprintln!("warning: {p}");
+                }
             }
             outln!(
                 "{}: ok ({} service{})",

@@ -43,7 +43,7 @@ fn line(a: &Action) -> String {
     format!(
         "#{:<4} {}  {decided:<9}  {} on {target} ({}, {})  when {}{detail}",
         a.id,
-        crate::commands::ms_to_time(a.updated_ms),
+        crate::reports::ms_to_time(a.updated_ms),
         a.actions.join(", "),
         a.rule,
         a.mode,

@@ -170,6 +170,23 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         }
     };
     crate::host::prepare(&stack);
+    let cgroups = {
+        let (stack, file) = (stack.clone(), args.file.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::resources::protect_self(&stack);
+            crate::resources::support(&stack, &file, true)
+        })
+        .await
+        .context("preparing cgroups")?
+    };
+    if !cgroups.1.is_empty() {
+        for p in &cgroups.1 {
+            eprintln!("{p}");
+        }
+        return Ok(ExitCode::from(2));
+    }
+    let cgroups = cgroups.0;
+    let own_cgroups = cgroups.clone();
     let state_dir = state_dir.unwrap_or_else(api::state_dir::default_dir);
     // The lock comes before anything is written: a second `up` on the same directory must
     // leave the running one (its token, its address file) alone.
@@ -229,6 +246,8 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             echo_logs: !args.quiet,
             log_lines: 2000,
             oci,
+            cgroups,
+            notify_dir: Some(state_dir.join("notify")),
         },
     );
     let proxy_metrics = ProxyMetrics::register(&mut registry);
@@ -457,6 +476,17 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     ));
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
     supervisor.start();
+    // Ready for systemd once the API and every listener are bound and every replica is
+    // under way; replicas' own readiness is in STATUS= (a stack whose service never gets
+    // ready must not keep its supervisor from starting).
+    let notifier = crate::systemd::Notifier::from_env().map(Arc::new);
+    let watchdog = notifier.as_ref().map(|n| {
+        n.send(&format!(
+            "READY=1\nSTATUS={}",
+            crate::systemd::summary(&supervisor.status())
+        ));
+        crate::systemd::spawn_watchdog(n.clone(), supervisor.clone())
+    });
     let backup_tasks = backups.start();
     repair.autoscaling.start(&stack, &repair.inputs);
     let remedy_task = remedy.spawn(repair.measures.clone(), repair.detector.clone());
@@ -470,16 +500,24 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
             _ = sighup.recv() => {
+                let notify = |msg: &str| if let Some(n) = &notifier { n.send(msg) };
+                notify("RELOADING=1");
                 match reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await {
                     Ok(changes) => tracing::info!(?changes, "reloaded on SIGHUP"),
                     Err(e) => tracing::error!("reload refused, still running the previous stack:\n{e}"),
                 }
+                notify("READY=1");
             }
             Some(reply) = reload_rx.recv() => {
                 let _ = reply.send(reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await);
             }
         }
     }
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1\nSTATUS=stopping");
+    }
+    // The watchdog stays: stopping takes up to TimeoutStopSec, and a stall there is a
+    // stall too.
     // No backup, verification or drill starts while the stack stops; one under way ends
     // first (bounded), so its post-hook runs while the service still does and no later
     // `up` finds a writer in the repository.
@@ -508,6 +546,13 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let _ = tokio::time::timeout(Duration::from_secs(1), api_task).await;
     let _ = std::fs::remove_file(state_dir.join(api::state_dir::ADDR_FILE));
     let _ = std::fs::remove_file(state_dir.join(api::state_dir::SCHEME_FILE));
+    // Every replica's cgroups went with it; bulwark's own parents go last.
+    if let Ok(c) = own_cgroups {
+        let _ = tokio::task::spawn_blocking(move || c.remove_own()).await;
+    }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     tracing::info!("stopped; no replica is running");
     drop(state_lock);
     Ok(ExitCode::SUCCESS)

@@ -143,6 +143,21 @@ pub enum EventKind {
         /// The last lines the replica wrote to stderr, oldest first.
         stderr_tail: Vec<String>,
     },
+    /// The kernel's OOM killer killed the replica's process: its cgroup's memory limit
+    /// (`resources.memory`) was reached, or the machine ran out of memory. Its
+    /// `replica_exited` (signal 9) follows, then what `on_oom` says.
+    ReplicaOomKilled {
+        /// The service concerned.
+        service: String,
+        /// The replica's index within its service.
+        index: u32,
+        /// The process id of the replica's process.
+        pid: u32,
+        /// The replica's memory limit in bytes, if it had one.
+        memory_limit: Option<u64>,
+        /// The processes of the replica the OOM killer killed (usually 1).
+        kills: u64,
+    },
     /// The restart policy says not to restart; the replica stays down.
     ReplicaDone {
         /// The service concerned.

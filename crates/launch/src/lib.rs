@@ -11,6 +11,8 @@
 //!
 //! Invariants:
 //! - every child leads its own process group and carries `PR_SET_PDEATHSIG = SIGKILL`;
+//! - a child joins its cgroups ([`cgroup`]) and gets its `oom_score_adj` itself, before
+//!   exec ([`spawn_placed`]): it never runs a line of its program outside its limits;
 //! - no function here blocks a runtime worker: the spawn runs on the launcher thread and
 //!   callers await a reply;
 //! - a process group is signalled only while its leader is unreaped (alive or a zombie),
@@ -19,6 +21,7 @@
 //! - [`reap_orphans`] reaps only zombies this crate did not spawn, so it never steals an
 //!   exit status from tokio.
 
+pub mod cgroup;
 mod exec;
 mod reap;
 mod spawner;
@@ -27,4 +30,4 @@ pub use exec::{ExecOutcome, run_exec};
 pub use reap::{
     NofileLimit, become_subreaper, exited, raise_nofile_limit, reap_orphans, signal_group,
 };
-pub use spawner::spawn;
+pub use spawner::{Placement, protect_self, spawn, spawn_placed};

@@ -1,8 +1,9 @@
 //! The launcher thread: the one thread every child process is forked from.
 
+use std::ffi::CString;
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 
 use tokio::process::{Child, Command};
@@ -21,6 +22,32 @@ static LAUNCHER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
 /// The soft `RLIMIT_NOFILE` bulwark started with, restored in children (see
 /// [`crate::raise_nofile_limit`]). `u64::MAX`: not raised, nothing to restore.
 pub(crate) static CHILD_NOFILE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Set once bulwark lowered its own `oom_score_adj` ([`protect_self`]): children must not
+/// inherit it, so each is given its own value (0 unless its [`Placement`] says otherwise).
+static SELF_PROTECTED: AtomicBool = AtomicBool::new(false);
+
+/// Where a child goes before it runs its program, done by the child itself between fork
+/// and exec. Joining a cgroup there, rather than writing the pid into `cgroup.procs` after
+/// the spawn, means no instruction of the program (and no process it forks) ever runs
+/// outside the replica's limits.
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// `cgroup.procs` files to write the child into.
+    pub cgroup_procs: Vec<CString>,
+    /// Its `/proc/self/oom_score_adj`; `None`: 0 when bulwark protected itself, else
+    /// inherited.
+    pub oom_score_adj: Option<i32>,
+}
+
+/// Lowers bulwark's own `oom_score_adj` to `adj` (negative values need root or
+/// `CAP_SYS_RESOURCE`), so the kernel's OOM killer picks a replica before the supervisor.
+/// Every child spawned afterwards is set back to its own value. Blocking file I/O.
+pub fn protect_self(adj: i32) -> io::Result<()> {
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string())?;
+    SELF_PROTECTED.store(true, Ordering::Relaxed);
+    Ok(())
+}
 
 fn submit(job: Job) -> io::Result<()> {
     let mut launcher = LAUNCHER.lock().unwrap_or_else(|e| e.into_inner());
@@ -48,9 +75,16 @@ fn submit(job: Job) -> io::Result<()> {
 /// child reaping work as for a `Command::spawn` made on the caller's thread).
 ///
 /// Must be called from within a tokio runtime. Never blocks the calling thread.
-pub async fn spawn(mut cmd: Command) -> io::Result<Child> {
+pub async fn spawn(cmd: Command) -> io::Result<Child> {
+    spawn_placed(cmd, Placement::default()).await
+}
+
+/// [`spawn`], with the child placed in its cgroups and given its `oom_score_adj` before
+/// exec. A cgroup it cannot join fails the spawn with the operating system's error.
+pub async fn spawn_placed(mut cmd: Command, placement: Placement) -> io::Result<Child> {
     cmd.process_group(0);
     set_parent_death_signal(&mut cmd);
+    place(&mut cmd, placement);
     let handle = Handle::try_current().map_err(io::Error::other)?;
     let (tx, rx) = oneshot::channel();
     submit(Box::new(move || {
@@ -105,5 +139,50 @@ fn set_parent_death_signal(cmd: &mut Command) {
             }
             Ok(())
         });
+    }
+}
+
+#[allow(unsafe_code)]
+fn place(cmd: &mut Command, placement: Placement) {
+    let adj = placement
+        .oom_score_adj
+        .or(SELF_PROTECTED.load(Ordering::Relaxed).then_some(0))
+        .map(|a| CString::new(a.to_string()).unwrap_or_default());
+    let procs = placement.cgroup_procs;
+    if procs.is_empty() && adj.is_none() {
+        return;
+    }
+    const ADJ_FILE: &std::ffi::CStr = c"/proc/self/oom_score_adj";
+    // SAFETY: runs in the child between fork and exec; calls only open, write and close
+    // (async-signal-safe) on buffers made before the fork; allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for file in &procs {
+                // "0" moves the writer itself.
+                write_file(file, b"0")?;
+            }
+            if let Some(adj) = &adj {
+                // Lowering below bulwark's own value needs privileges bulwark may lack;
+                // then the child keeps what it inherited. Not a reason to fail the start.
+                let _ = write_file(ADJ_FILE, adj.as_bytes());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// open + write + close, for the child before exec.
+#[allow(unsafe_code)]
+unsafe fn write_file(path: &std::ffi::CStr, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated and `bytes` valid for its length.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        let err = (n < 0).then(io::Error::last_os_error);
+        libc::close(fd);
+        err.map_or(Ok(()), Err)
     }
 }

@@ -307,10 +307,28 @@ impl Incidents {
                 exit,
                 ..
             } => {
-                if !self.requested_stop.remove(&(service.clone(), *index)) {
+                let oom = format!("{service}/{index} OOM-killed");
+                // An OOM kill said just before is the better cause than its signal 9.
+                let said = self
+                    .last_fault
+                    .get(service)
+                    .is_some_and(|(at, what)| now.saturating_sub(*at) < 1_000 && what.starts_with(&oom));
+                if !self.requested_stop.remove(&(service.clone(), *index)) && !said {
                     fault(self, service, format!("{service}/{index} exited: {exit}"));
                 }
                 self.lose_ready(service, *index, now)
+            }
+            EventKind::ReplicaOomKilled {
+                service,
+                index,
+                memory_limit,
+                ..
+            } => {
+                let past = memory_limit.map_or_else(
+                    || " (the machine ran out of memory)".to_owned(),
+                    |b| format!(" past its memory limit of {b} bytes"),
+                );
+                fault(self, service, format!("{service}/{index} OOM-killed{past}"))
             }
             EventKind::ProbeFailed {
                 service,

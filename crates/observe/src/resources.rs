@@ -28,6 +28,8 @@ pub struct Sample {
     pub pid: u32,
     /// Cumulative CPU (user + system) of the process, in seconds.
     pub cpu_seconds: f64,
+    /// Resident memory of the process; for a replica with its own memory cgroup, the
+    /// cgroup's usage (its processes, page cache included), which its limit is against.
     pub rss_bytes: u64,
     /// Open descriptors: the entries of `/proc/PID/fd`.
     pub fds: Option<u64>,
@@ -83,7 +85,10 @@ pub fn sample(pid: u32) -> Option<(f64, u64)> {
 /// A replica's [`Sample`], with its `limits` read earlier ([`limits`]); `None` if its
 /// process is gone.
 pub fn replica_sample(service: &str, index: u32, pid: u32, limits: Limits) -> Option<Sample> {
-    let (cpu_seconds, rss_bytes) = sample(pid)?;
+    let (cpu_seconds, rss) = sample(pid)?;
+    // A replica in its own memory cgroup (`resources`) is measured as its limit is: the
+    // whole replica, children included.
+    let rss_bytes = launch::cgroup::replica_memory_of(pid).unwrap_or(rss);
     Some(Sample {
         service: service.to_owned(),
         index,

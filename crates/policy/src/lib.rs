@@ -6,7 +6,7 @@
 //! keep fixed memory, so the proxy can hold one instance per replica or service behind a
 //! `std::sync::Mutex` with short critical sections.
 //!
-//! - supervisor: [`Backoff`], [`CrashLoop`], [`Threshold`];
+//! - supervisor: [`Backoff`], [`CrashLoop`], [`Threshold`], [`Watchdog`] (pushed liveness);
 //! - balancing: [`PeakEwma`] (P2C load), [`P2c`] (the comparison), [`HashRing`] (affinity), [`SlowStart`],
 //!   [`pick_weighted`], [`WeightedPick`];
 //! - failure handling: [`OutlierDetector`], [`CircuitBreaker`], [`RetryBudget`],
@@ -47,6 +47,7 @@ pub mod rollout;
 mod slowstart;
 mod threshold;
 pub mod trend;
+mod watchdog;
 mod window;
 
 pub use auth::{AuthDecision, AuthReply, OnError, decide as decide_auth};
@@ -67,6 +68,7 @@ pub use p2c::{Contender, P2c, Side};
 pub use retention::{Candidate, Decision, Keep, Reason, retain};
 pub use slowstart::{SlowStart, WeightedPick, pick_weighted};
 pub use threshold::{Threshold, Transition};
+pub use watchdog::Watchdog;
 pub use window::{LatencyWindow, SlidingWindow};
 
 /// The base `Instant` of every unit test here: the one clock read in this crate (there is no

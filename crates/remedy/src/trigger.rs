@@ -212,6 +212,22 @@ fn event(t: EventType, e: &EventKind) -> Option<Seen<'_>> {
                 service, reason, ..
             },
         ) => (service, None, reason.clone()),
+        (
+            EventType::OomKilled,
+            EventKind::ReplicaOomKilled {
+                service,
+                index,
+                memory_limit,
+                ..
+            },
+        ) => (
+            service,
+            Some(*index),
+            match memory_limit {
+                Some(b) => format!("past its memory limit of {b} bytes"),
+                None => "the machine ran out of memory".to_owned(),
+            },
+        ),
         (EventType::IncidentOpened, EventKind::IncidentOpened { service, id, title }) => {
             (service, None, format!("incident #{id}: {title}"))
         }
@@ -287,6 +303,27 @@ mod tests {
         assert!(got[0].lasting);
         assert!(fired(&[&page], &firing("web", "ticket")).is_empty());
         assert!(fired(&[&page], &firing("db", "page")).is_empty());
+    }
+
+    #[test]
+    fn an_oom_kill_triggers_its_rule_with_the_replica_and_limit() {
+        let oom =
+            rule("when = { event = \"oom-killed\" }\ndo = [{ action = \"restart-replica\" }]");
+        let e = EventKind::ReplicaOomKilled {
+            service: "db".into(),
+            index: 1,
+            pid: 42,
+            memory_limit: Some(64 << 20),
+            kills: 1,
+        };
+        let got = fired(&[&oom], &e);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].service.as_str(), got[0].replica), ("db", Some(1)));
+        assert_eq!(got[0].trigger, "oom-killed on db/1");
+        assert_eq!(
+            got[0].context["detail"],
+            "past its memory limit of 67108864 bytes"
+        );
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! Invariant ("every state change is an event"): the replica task changes its status only
 //! through these methods, and each method that changes what others act on publishes its
 //! event right after the status changed, so a reader of the event finds the new status.
-//! Two bookkeeping changes have no event of their own: a requested restart's count (its
-//! `ReplicaStopping` and `ReplicaExited` came before) and the final `Stopped` state (the
-//! stack's `StackStopping`/`StackStopped` frame it).
+//! Three bookkeeping changes have no event of their own: a requested restart's count (its
+//! `ReplicaStopping` and `ReplicaExited` came before), the final `Stopped` state (the
+//! stack's `StackStopping`/`StackStopped` frame it) and a replica's sd_notify `STATUS=`
+//! line (shown, acted on by nothing; a replica may send many, which should not flood the
+//! journal).
 
 use std::sync::Arc;
 
@@ -54,15 +56,23 @@ impl Handle {
 
     /// A new incarnation runs as `pid`, listening (eventually) on `port`; `load` counts
     /// its in-flight requests.
-    pub fn started(&self, pid: u32, port: u16, load: Arc<Load>) {
+    pub fn started(
+        &self,
+        pid: u32,
+        port: u16,
+        load: Arc<Load>,
+        cgroup: Option<Arc<launch::cgroup::ReplicaCgroup>>,
+    ) {
         self.shared.set_load(&self.service, self.index, load);
         self.change(
             |s| {
+                s.cgroup = cgroup;
                 s.pid = Some(pid);
                 s.port = Some(port);
                 s.state = ReplicaState::Starting;
                 s.ready = false;
                 s.started_at_ms = Some(now_ms());
+                s.notify_status = None;
             },
             Some(EventKind::ReplicaStarted {
                 service: self.name(),
@@ -125,6 +135,11 @@ impl Handle {
         );
     }
 
+    /// The replica's sd_notify `STATUS=` line.
+    pub fn notify_status(&self, text: String) {
+        self.change(|s| s.notify_status = Some(text), None);
+    }
+
     /// A startup or liveness probe gave up on the replica (the stop follows).
     pub fn probe_failed(&self, probe: ProbeKind, reason: String) {
         self.shared.bus.publish(EventKind::ProbeFailed {
@@ -159,10 +174,25 @@ impl Handle {
         });
     }
 
-    /// The incarnation's process is gone (group killed, leader reaped).
-    pub fn exited(&self, pid: u32, exit: Exit, uptime_ms: u64) {
+    /// The kernel's OOM killer killed `kills` processes of the incarnation, its leader
+    /// among them (its exit follows).
+    pub fn oom_killed(&self, pid: u32, memory_limit: Option<u64>, kills: u64) {
+        self.shared.metrics.oom_killed(&self.service, self.index);
+        self.shared.bus.publish(EventKind::ReplicaOomKilled {
+            service: self.name(),
+            index: self.index,
+            pid,
+            memory_limit,
+            kills,
+        });
+    }
+
+    /// The incarnation's process is gone (group killed, leader reaped, cgroups removed).
+    pub fn exited(&self, pid: u32, exit: Exit, uptime_ms: u64, oom_killed: bool) {
         self.change(
             |s| {
+                s.cgroup = None;
+                s.oom_killed = oom_killed;
                 s.pid = None;
                 s.ready = false;
                 s.last_exit = Some(exit);
@@ -181,6 +211,18 @@ impl Handle {
     pub fn done(&self, exit: Exit) {
         self.change(
             |s| s.state = ReplicaState::Exited,
+            Some(EventKind::ReplicaDone {
+                service: self.name(),
+                index: self.index,
+                exit,
+            }),
+        );
+    }
+
+    /// OOM-killed, and `on_oom = "stop"` leaves it down.
+    pub fn oom_stopped(&self, exit: Exit) {
+        self.change(
+            |s| s.state = ReplicaState::OomKilled,
             Some(EventKind::ReplicaDone {
                 service: self.name(),
                 index: self.index,

@@ -8,11 +8,13 @@ mod driver;
 mod handle;
 mod logs;
 mod metrics;
+mod notify;
 mod probe;
 mod redact;
 mod reload;
 mod repair;
 mod replica;
+mod resources;
 mod restarts;
 mod revisions;
 mod supervisor;
@@ -23,6 +25,7 @@ pub use metrics::Metrics;
 pub use redact::Redactor;
 pub use reload::Reloaded;
 pub use repair::ReplaceError;
+pub use resources::{CgroupSupport, limits, usage};
 pub use revisions::{RevisionReplica, RevisionView};
 pub use supervisor::{ControlError, Options, ReplicaStatus, ServiceStatus, Supervisor};
 
@@ -45,10 +48,12 @@ pub enum ReplicaState {
     Exited,
     /// Stopped on request.
     Stopped,
+    /// Killed by the kernel's OOM killer and left down (`on_oom = "stop"`).
+    OomKilled,
 }
 
 impl ReplicaState {
-    pub const ALL: [ReplicaState; 8] = [
+    pub const ALL: [ReplicaState; 9] = [
         ReplicaState::Pending,
         ReplicaState::Starting,
         ReplicaState::Running,
@@ -57,6 +62,7 @@ impl ReplicaState {
         ReplicaState::CrashLooping,
         ReplicaState::Exited,
         ReplicaState::Stopped,
+        ReplicaState::OomKilled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +75,7 @@ impl ReplicaState {
             ReplicaState::CrashLooping => "crash-looping",
             ReplicaState::Exited => "exited",
             ReplicaState::Stopped => "stopped",
+            ReplicaState::OomKilled => "oom-killed",
         }
     }
 }

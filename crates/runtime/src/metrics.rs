@@ -35,6 +35,7 @@ pub struct Metrics {
     state: Family<StateLabels, Gauge>,
     ready: Family<ReplicaLabels, Gauge>,
     restarts: Family<ReplicaLabels, Counter>,
+    oom_kills: Family<ReplicaLabels, Counter>,
     probes: Family<ProbeLabels, Counter>,
 }
 
@@ -57,6 +58,11 @@ impl Metrics {
             m.restarts.clone(),
         );
         registry.register(
+            "bulwark_replica_oom_kills",
+            "Incarnations of a replica killed by the kernel's OOM killer",
+            m.oom_kills.clone(),
+        );
+        registry.register(
             "bulwark_probe_results",
             "Probe attempts by probe kind and result",
             m.probes.clone(),
@@ -67,6 +73,15 @@ impl Metrics {
             crate::logs::ECHO_DROPPED.clone(),
         );
         m
+    }
+
+    pub(crate) fn oom_killed(&self, service: &str, index: u32) {
+        self.oom_kills
+            .get_or_create(&ReplicaLabels {
+                service: service.to_owned(),
+                replica: index.to_string(),
+            })
+            .inc();
     }
 
     pub(crate) fn probe(&self, service: &str, probe: ProbeKind, ok: bool) {
@@ -125,5 +140,6 @@ impl Metrics {
         };
         self.ready.remove(&labels);
         self.restarts.remove(&labels);
+        self.oom_kills.remove(&labels);
     }
 }

@@ -28,8 +28,11 @@ pub(crate) enum Report {
     Ready,
     /// Readiness failed `failure_threshold` times in a row: out of the balancer.
     Unready(String),
-    /// Startup or liveness failed `failure_threshold` times in a row: restart.
+    /// Startup or liveness failed `failure_threshold` times in a row, or the notify
+    /// watchdog expired: restart.
     Failed { probe: ProbeKind, reason: String },
+    /// The replica said something on its notify socket (`crate::notify`).
+    Notified(crate::notify::Notice),
 }
 
 pub(crate) struct Target {

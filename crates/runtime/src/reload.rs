@@ -149,7 +149,7 @@ enum Change {
 }
 
 /// Whether running replicas of `old` must be replaced to run `new` (Kubernetes' pod
-/// template: what the process is started with, and its probes). The match is exhaustive
+/// template: what the process is started with, its probes and its notify socket). The match is exhaustive
 /// so that a new field must be placed on one side or the other.
 pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> bool {
     let spec::Service {
@@ -171,6 +171,11 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         stop_signal: _,
         stop_grace: _,
         backoff: _,
+        // Read when the next incarnation starts (its cgroups and oom_score_adj are made
+        // then), or at its next exit.
+        resources: _,
+        on_oom: _,
+        priority: _,
         run,
         env,
         secrets,
@@ -179,6 +184,7 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         startup,
         liveness,
         readiness,
+        notify,
     } = old;
     *run != new.run
         || *env != new.env
@@ -188,6 +194,7 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         || *startup != new.startup
         || *liveness != new.liveness
         || *readiness != new.readiness
+        || *notify != new.notify
 }
 
 /// `new` with the process settings of `old`: what the stable revision runs while `new`
@@ -202,6 +209,7 @@ fn keep_processes(new: &spec::Service, old: &spec::Service) -> spec::Service {
         startup: old.startup.clone(),
         liveness: old.liveness.clone(),
         readiness: old.readiness.clone(),
+        notify: old.notify,
         ..new.clone()
     }
 }

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use bus::{Exit, Load};
+use launch::cgroup::ReplicaCgroup;
 use nix::sys::signal::Signal;
-use spec::{RestartAction, RestartPolicy, Service};
+use spec::{OnOom, RestartAction, RestartPolicy, Service};
 use tokio::process::Child;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, sleep, timeout_at};
@@ -16,7 +17,9 @@ use launch::signal_group;
 use crate::driver::{self, Identity, exit_of};
 use crate::handle::Handle;
 use crate::logs::{Logs, Stream};
+use crate::notify::{self, Notice, NotifySocket};
 use crate::probe::{self, Report, Target};
+use crate::resources;
 use crate::restarts::Restarts;
 use crate::supervisor::Shared;
 
@@ -86,6 +89,7 @@ pub(crate) async fn run(
         svc: first_spec,
         logs,
         ctl,
+        oom_killed: false,
     };
     let end = task.live().await;
     task.h.finished(end == Control::Remove);
@@ -99,6 +103,8 @@ struct Task {
     logs: Arc<Logs>,
     ctl: mpsc::UnboundedReceiver<Control>,
     restarts: Restarts,
+    /// The kernel's OOM killer ended the last incarnation.
+    oom_killed: bool,
 }
 
 impl Task {
@@ -150,6 +156,10 @@ impl Task {
     /// After an incarnation ended on its own: leave it down (until a restart request), or
     /// wait out the backoff. `Err` ends the task.
     async fn after_end(&mut self, exit: Exit, reason: String) -> Result<(), Control> {
+        if self.oom_killed && self.svc.on_oom == OnOom::Stop {
+            self.h.oom_stopped(exit);
+            return go_on(self.ctl.recv().await);
+        }
         if !wants_restart(&self.svc, exit) {
             self.h.done(exit);
             return go_on(self.ctl.recv().await);
@@ -173,7 +183,14 @@ impl Task {
     async fn incarnation(&mut self, mut permit: Option<OwnedSemaphorePermit>) -> Outcome {
         let index = self.h.index();
         self.restarts.started(Instant::now().into_std());
-        let (mut child, port, container) = match self.spawn().await {
+        self.oom_killed = false;
+        let Spawned {
+            mut child,
+            port,
+            cgroup,
+            notify,
+            container,
+        } = match self.spawn().await {
             Ok(spawned) => spawned,
             Err(error) => {
                 tracing::error!(service = self.svc.name, index, %error, "spawn failed");
@@ -184,7 +201,7 @@ impl Task {
         let pid = child.id().unwrap_or(0);
         let load = Arc::new(Load::default());
         let started = Instant::now();
-        self.h.started(pid, port, load.clone());
+        self.h.started(pid, port, load.clone(), cgroup.clone());
         // The secrets this incarnation was started with, whatever a reload changes later.
         let redactor = crate::Redactor::of(&self.svc);
         if let Some(out) = child.stdout.take() {
@@ -198,6 +215,9 @@ impl Task {
             tokio::spawn(self.logs.clone().pump(index, Stream::Stderr, err, redactor));
         }
         let (tx, reports) = mpsc::channel(16);
+        // A channel of its own: a chatty replica must not crowd out the probes' reports
+        // (the readiness probe drops a transition when its channel is full).
+        let (notices_tx, notices) = mpsc::channel(16);
         let target = Arc::new(Target {
             service: self.svc.clone(),
             index,
@@ -205,9 +225,14 @@ impl Task {
             bulwark: self.h.shared().bulwark.clone(),
             metrics: self.h.shared().metrics.clone(),
         });
+        let _notify = notify.map(|sock| {
+            let (cfg, service) = (self.svc.notify.unwrap_or_default(), self.svc.name.as_str());
+            let reader = notify::run(sock, pid, cfg, notices_tx, service.into(), index);
+            AbortOnDrop(tokio::spawn(reader))
+        });
         let _probes = AbortOnDrop(tokio::spawn(probe::run(target, tx)));
         let outcome = self
-            .watch(&mut child, pid, &load, reports, &mut permit)
+            .watch(&mut child, pid, &load, [reports, notices], &mut permit)
             .await;
         drop(permit);
         let outcome = match outcome {
@@ -223,40 +248,97 @@ impl Task {
         let (Outcome::Ended(exit, _) | Outcome::Requested(_, exit)) = &outcome;
         tracing::info!(service = self.svc.name, index, pid, %exit, "replica exited");
         let uptime_ms = started.elapsed().as_millis() as u64;
-        self.h.exited(pid, *exit, uptime_ms);
-        outcome
+        self.release(cgroup, pid, *exit).await;
+        self.h.exited(pid, *exit, uptime_ms, self.oom_killed);
+        match outcome {
+            Outcome::Ended(exit, _) if self.oom_killed => {
+                let reason = match self.svc.resources.memory {
+                    Some(b) => format!("oom-killed (memory limit {b} bytes)"),
+                    None => "oom-killed".to_owned(),
+                };
+                Outcome::Ended(exit, reason)
+            }
+            other => other,
+        }
     }
 
-    /// Starts the current spec on a free port, with the driver it names.
-    async fn spawn(&self) -> Result<(Child, u16, Option<driver::oci::Container>), String> {
+    /// Once the incarnation's process is gone: whether the OOM killer ended it (said
+    /// before its exit), then its cgroups removed.
+    async fn release(&mut self, cgroup: Option<Arc<ReplicaCgroup>>, pid: u32, exit: Exit) {
+        let Some(cgroup) = cgroup else {
+            return;
+        };
+        let limit = cgroup.limits.memory;
+        let kills = resources::finish(cgroup).await;
+        // The OOM killer's signal is SIGKILL; a replica that died otherwise while one of its
+        // children was OOM-killed was not itself.
+        if kills > 0 && exit.signal == Some(Signal::SIGKILL as i32) {
+            self.oom_killed = true;
+            let (service, index) = (&self.svc.name, self.h.index());
+            tracing::warn!(service, index, pid, kills, "replica OOM-killed");
+            self.h.oom_killed(pid, limit, kills);
+        }
+    }
+
+    /// Spawns the current spec on a free port, in its cgroups when it sets resources and
+    /// with its notify socket if it speaks sd_notify.
+    async fn spawn(&self) -> Result<Spawned, String> {
         let port = driver::free_port().map_err(|e| e.to_string())?;
+        let notify = match self.svc.notify {
+            // Making the directory (the first time) and the socket's file: off the
+            // runtime's workers.
+            Some(_) => {
+                let shared = self.h.shared().clone();
+                let bound = tokio::task::spawn_blocking(move || shared.notify_sockets().bind());
+                Some(bound.await.map_err(|e| e.to_string())??)
+            }
+            None => None,
+        };
+        let shared = self.h.shared();
+        let (cgroup, placement) =
+            resources::prepare(&shared.cgroups, &self.svc, self.h.index()).await?;
         let id = Identity {
             service: &self.svc.name,
             index: self.h.index(),
             port,
             bulwark: &self.h.shared().bulwark,
         };
-        let (child, container) = driver::start(&self.svc, &id, &self.h.shared().oci)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((child, port, container))
+        let socket = notify.as_ref().map(NotifySocket::path);
+        match driver::start(&self.svc, &id, &shared.oci, placement, socket).await {
+            Ok((child, container)) => Ok(Spawned {
+                child,
+                port,
+                cgroup,
+                notify,
+                container,
+            }),
+            Err(e) => {
+                if let Some(cgroup) = cgroup {
+                    resources::finish(cgroup).await;
+                }
+                Err(e.to_string())
+            }
+        }
     }
 
-    /// Follows a running incarnation: its exit, its probes' reports (the permit goes
-    /// once startup passed) and control messages, until the process is gone.
+    /// Follows a running incarnation: its exit, its probes' and its notify socket's
+    /// reports (the permit goes once startup passed) and control messages, until the
+    /// process is gone.
     async fn watch(
         &mut self,
         child: &mut Child,
         pid: u32,
         load: &Load,
-        mut reports: mpsc::Receiver<Report>,
+        [mut reports, mut notices]: [mpsc::Receiver<Report>; 2],
         permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Outcome {
         // Learns of the leader's exit without reaping it (see `reap`).
         let exited = launch::exited(pid);
         tokio::pin!(exited);
+        let mut gate = Gate::new(&self.svc);
         loop {
-            tokio::select! {
+            // A closed channel (no notify socket) disables its branch.
+            let report = tokio::select! {
                 watched = &mut exited => {
                     let exit = match watched {
                         Ok(()) => reap(child, pid).await,
@@ -264,23 +346,8 @@ impl Task {
                     };
                     return Outcome::Ended(exit, format!("replica ended: {exit}"));
                 }
-                Some(report) = reports.recv() => match report {
-                    Report::Running => {
-                        *permit = None;
-                        self.h.running();
-                    }
-                    Report::Ready => self.h.ready(),
-                    Report::Unready(reason) => self.h.unready(reason),
-                    Report::Failed { probe, reason } => {
-                        let (service, index) = (&self.svc.name, self.h.index());
-                        tracing::warn!(service, index, %reason, "probe failed; restarting");
-                        self.h.probe_failed(probe, reason.clone());
-                        // A replica that failed its probe is broken: do not wait for its
-                        // in-flight requests, which the proxy retries elsewhere.
-                        let exit = self.stop(child, pid, None, &reason).await;
-                        return Outcome::Ended(exit, reason);
-                    }
-                },
+                Some(report) = reports.recv() => report,
+                Some(report) = notices.recv() => report,
                 c = self.ctl.recv() => {
                     let c = c.unwrap_or(Control::Stop);
                     let reason = match c {
@@ -290,6 +357,24 @@ impl Task {
                     };
                     let exit = self.stop(child, pid, Some(load), reason).await;
                     return Outcome::Requested(c, exit);
+                }
+            };
+            match report {
+                Report::Running => {
+                    *permit = None;
+                    self.h.running();
+                }
+                Report::Ready => gate.set(&self.h, |g| g.probe = true, String::new()),
+                Report::Unready(reason) => gate.probe_failed(&self.h, reason),
+                Report::Notified(n) => gate.notified(&self.h, n),
+                Report::Failed { probe, reason } => {
+                    let (service, index) = (&self.svc.name, self.h.index());
+                    tracing::warn!(service, index, %reason, "probe failed; restarting");
+                    self.h.probe_failed(probe, reason.clone());
+                    // A replica that failed its probe is broken: do not wait for its
+                    // in-flight requests, which the proxy retries elsewhere.
+                    let exit = self.stop(child, pid, None, &reason).await;
+                    return Outcome::Ended(exit, reason);
                 }
             }
         }
@@ -317,6 +402,65 @@ impl Task {
                 self.h.killed(pid);
                 reap(child, pid).await
             }
+        }
+    }
+}
+
+/// Whether a replica is ready: its readiness probe passed (or it has none) and, when it
+/// speaks sd_notify with `ready = true`, it said `READY=1` since it started or since its
+/// last `RELOADING=1`, and not `STOPPING=1`. Both must pass; either failing takes it out.
+struct Gate {
+    probe: bool,
+    notify: bool,
+    stopping: bool,
+}
+
+impl Gate {
+    fn new(svc: &Service) -> Self {
+        Gate {
+            probe: false,
+            notify: !svc.notify.is_some_and(|n| n.ready),
+            stopping: false,
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.probe && self.notify && !self.stopping
+    }
+
+    /// Applies `f`; a change of the outcome goes through the handle (`reason` says why the
+    /// replica went out).
+    fn set(&mut self, h: &Handle, f: impl FnOnce(&mut Gate), reason: String) {
+        let was = self.open();
+        f(self);
+        match (was, self.open()) {
+            (false, true) => h.ready(),
+            (true, false) => h.unready(reason),
+            _ => {}
+        }
+    }
+
+    /// The readiness probe failed: said as before notify existed, even by a replica that
+    /// was not ready yet (its probe's first verdict).
+    fn probe_failed(&mut self, h: &Handle, reason: String) {
+        self.probe = false;
+        h.unready(reason);
+    }
+
+    fn notified(&mut self, h: &Handle, n: Notice) {
+        match n {
+            Notice::Ready => self.set(h, |g| g.notify = true, String::new()),
+            Notice::Reloading => self.set(
+                h,
+                |g| g.notify = false,
+                "the replica said RELOADING=1".into(),
+            ),
+            Notice::Stopping => self.set(
+                h,
+                |g| g.stopping = true,
+                "the replica said STOPPING=1: draining until it exits".into(),
+            ),
+            Notice::Status(text) => h.notify_status(text),
         }
     }
 }
@@ -362,6 +506,16 @@ async fn wait_exit(child: &mut Child) -> Exit {
         code: None,
         signal: None,
     })
+}
+
+/// A started incarnation: its process, port, cgroups and notify socket.
+struct Spawned {
+    child: Child,
+    port: u16,
+    cgroup: Option<Arc<ReplicaCgroup>>,
+    notify: Option<NotifySocket>,
+    /// The oci driver's container, deleted once the process has ended.
+    container: Option<driver::oci::Container>,
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bus::{Bus, Endpoint, Endpoints, EventKind, Exit, Load, Split};
 use prometheus_client::registry::Registry;
@@ -22,6 +22,12 @@ pub struct Options {
     pub log_lines: usize,
     /// Where the oci driver keeps bundles, unpacked rootfs tarballs and runc's state.
     pub oci: crate::oci::OciDirs,
+    /// Where replicas' cgroups go, or why there are none (a service with `resources`
+    /// then fails to start, saying so).
+    pub cgroups: crate::CgroupSupport,
+    /// Where replicas' notify sockets are bound (emptied when the first is; one
+    /// supervisor per directory). `None`: a fresh directory under `$TMPDIR`.
+    pub notify_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,12 @@ pub struct ReplicaStatus {
     /// Taken out of the proxy's rotation by a remediation (`eject`, `drain`), though it
     /// may be ready.
     pub held_out: bool,
+    /// The kernel's OOM killer ended the last incarnation (`last_exit` is its signal 9).
+    pub oom_killed: bool,
+    /// The running incarnation's cgroups, when its service sets `resources`.
+    pub cgroup: Option<Arc<launch::cgroup::ReplicaCgroup>>,
+    /// The last `STATUS=` the replica sent on its notify socket (this incarnation).
+    pub notify_status: Option<String>,
 }
 
 impl ReplicaStatus {
@@ -81,6 +93,9 @@ impl ReplicaStatus {
             stderr_tail: Vec::new(),
             started_at_ms: None,
             held_out: false,
+            oom_killed: false,
+            cgroup: None,
+            notify_status: None,
         }
     }
 }
@@ -114,6 +129,10 @@ pub(crate) struct Shared {
     /// Names in dependency order (replaced by a reload).
     order: Mutex<Vec<String>>,
     pub shutting_down: watch::Sender<bool>,
+    pub cgroups: crate::CgroupSupport,
+    /// Where replicas' notify sockets are bound; made when the first one is.
+    notify_sockets: OnceLock<crate::notify::Sockets>,
+    notify_dir: Option<PathBuf>,
 }
 
 /// Invariant: `endpoints` holds exactly the replicas whose status is `ready` with a port,
@@ -197,7 +216,10 @@ impl Supervisor {
                 order: Mutex::new(stack.services.iter().map(|s| s.name.clone()).collect()),
                 shutting_down: watch::channel(false).0,
                 log_lines: opts.log_lines,
+                cgroups: opts.cgroups,
                 echo_logs: opts.echo_logs,
+                notify_sockets: OnceLock::new(),
+                notify_dir: opts.notify_dir,
             }),
         }
     }
@@ -541,6 +563,11 @@ impl Supervisor {
 }
 
 impl Shared {
+    pub fn notify_sockets(&self) -> &crate::notify::Sockets {
+        self.notify_sockets
+            .get_or_init(|| crate::notify::Sockets::new(self.notify_dir.as_deref()))
+    }
+
     pub fn order(&self) -> Vec<String> {
         self.order.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

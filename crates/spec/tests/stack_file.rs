@@ -611,6 +611,43 @@ backoff = { max = "100ms", multiplier = inf, jitter = -0.1 }
 }
 
 #[test]
+fn notify_tables_and_their_watchdog_bounds() {
+    let stack = spec::parse(
+        "[services.a]\nrun = [\"x\"]\n[services.a.notify]\nwatchdog = \"2s\"\n\
+         [services.b]\nrun = [\"x\"]\n[services.b.notify]\n\
+         [services.c]\nrun = [\"x\"]\n",
+        std::path::Path::new("stack.toml"),
+    )
+    .expect("valid");
+    let notify: Vec<_> = stack.services.iter().map(|s| s.notify).collect();
+    assert_eq!(
+        notify,
+        [
+            Some(spec::Notify {
+                ready: true,
+                watchdog: std::time::Duration::from_secs(2)
+            }),
+            Some(spec::Notify::default()),
+            None
+        ]
+    );
+    check(
+        r#"
+[services.web]
+run = ["x"]
+
+[services.web.notify]
+watchdog = "10ms"
+ready = "yes"
+"#,
+        r#"
+        stack.toml:5:12: error: [services.web.notify]: watchdog = "10ms" is shorter than 50ms, which no replica can keep up with reliably (it pings at half of it); use "50ms" or more, or "0s" for no watchdog
+        stack.toml:6:9: error: `ready` must be a boolean, found a string
+        "#,
+    );
+}
+
+#[test]
 fn unknown_dependency() {
     check(
         r#"

@@ -240,7 +240,7 @@ fn replica_row(service: &str, r: &api::json::Replica, now_ms: u64) -> Row<'stati
     if r.held_out {
         state.push_str(" held out");
     }
-    let state_style = if r.crash_looping {
+    let state_style = if r.crash_looping || r.state == "oom-killed" {
         RED.add_modifier(Modifier::BOLD)
     } else if r.state == "running" && r.ready {
         GREEN
@@ -249,7 +249,13 @@ fn replica_row(service: &str, r: &api::json::Replica, now_ms: u64) -> Row<'stati
     };
     let exit = r.last_exit.as_ref().map_or_else(
         || "-".to_owned(),
-        |e| exit_text(e.code.map(i64::from), e.signal.map(i64::from)),
+        |e| {
+            if e.oom_killed {
+                "oom-killed".to_owned()
+            } else {
+                exit_text(e.code.map(i64::from), e.signal.map(i64::from))
+            }
+        },
     );
     let up = match (r.pid, r.started_at_ms) {
         (Some(_), Some(at)) => age(now_ms.saturating_sub(at)),
@@ -338,7 +344,8 @@ fn events_pane(model: &Model, area: Rect, buf: &mut Buffer) {
 
 fn event_line(e: &EventLine) -> Line<'_> {
     let style = match e.kind.as_str() {
-        "replica_exited" | "crash_looping" | "spawn_failed" | "replica_killed" | "gap" => RED,
+        "replica_exited" | "replica_oom_killed" | "crash_looping" | "spawn_failed"
+        | "replica_killed" | "gap" => RED,
         "replica_unready" | "probe_failed" | "replica_ejected" => YELLOW,
         "replica_ready" => GREEN,
         _ => Style::new(),

@@ -151,6 +151,8 @@ pub struct Stack {
     marker: String,
     /// Arguments of `up` after `-f FILE`.
     extra: Vec<String>,
+    /// Environment variables of `up` beyond the harness's own.
+    envs: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -182,6 +184,7 @@ impl Stack {
             token: String::new(),
             marker,
             extra: Vec::new(),
+            envs: Vec::new(),
         }
     }
 
@@ -198,11 +201,11 @@ impl Stack {
     /// Runs `up` and returns its exit status if it ends within `timeout` (for start-up
     /// failures), or `None` if it keeps running.
     pub fn launch_expecting_failure(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        self.launch_expecting_failure_via(&[], timeout)
+        self.launch_via_expecting_failure(&[], timeout)
     }
 
     /// [`Stack::launch_expecting_failure`], through a wrapper command (see `spawn_up_via`).
-    pub fn launch_expecting_failure_via(
+    pub fn launch_via_expecting_failure(
         &mut self,
         prefix: &[&str],
         timeout: Duration,
@@ -251,6 +254,7 @@ impl Stack {
             .env("BULWARK_STATE_DIR", dir.join("state"))
             .env("BULWARK_TEST_MARKER", &self.marker)
             .env("BULWARK_LOG", "info")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(append(&dir.join("up.stderr")))
@@ -258,6 +262,11 @@ impl Stack {
             .spawn()
             .expect("start bulwark up");
         self.child = Some(child);
+    }
+
+    /// Sets `key` in the environment `up` is started with (before a launch).
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.envs.push((key.to_owned(), value.to_owned()));
     }
 
     /// Starts `up` and waits until its API answers.

@@ -429,6 +429,15 @@ fn oci_broken_inputs_say_what_to_do() {
     );
     std::fs::create_dir_all(dir.path().join("empty/srv")).unwrap();
     std::fs::write(dir.path().join("empty/srv/app"), "").unwrap();
+    let limits = check(
+        "empty",
+        "/srv/app",
+        "[services.web.resources]\nmemory = \"64MiB\"\n",
+    );
+    assert!(
+        limits.contains("[container] and `resources` together are not supported yet"),
+        "{limits}"
+    );
     let cwd = check("empty", "/srv/app", "cwd = \"srv\"\n");
     assert!(
         cwd.contains("stack.toml:3:") && cwd.contains("a path inside the container"),
@@ -444,7 +453,7 @@ fn oci_broken_inputs_say_what_to_do() {
         .split(':')
         .filter(|d| !Path::new(d).join("runc").exists())
         .collect();
-    let status = stack.launch_expecting_failure_via(
+    let status = stack.launch_via_expecting_failure(
         &["env", &format!("PATH={}", without_runc.join(":"))],
         Duration::from_secs(30),
     );

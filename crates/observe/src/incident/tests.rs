@@ -379,3 +379,27 @@ fn remediations_count_against_the_timeline_bound() {
     assert_eq!(i.more_actions, 11);
     assert_eq!(i.timeline.last().unwrap().kind, "resolved");
 }
+
+#[test]
+fn an_oom_kill_is_the_incidents_fault_rather_than_its_signal_9() {
+    let mut inc = Incidents::new();
+    inc.on_event(&ready(100, 0));
+    inc.on_event(&ev(
+        2000,
+        EventKind::ReplicaOomKilled {
+            service: "web".into(),
+            index: 0,
+            pid: 1,
+            memory_limit: Some(64 << 20),
+            kills: 1,
+        },
+    ));
+    let Some(IncidentChange::Opened(i)) = inc.on_event(&exited(2001, 0)) else {
+        panic!("opens")
+    };
+    assert_eq!(
+        i.fault.as_deref(),
+        Some("web/0 OOM-killed past its memory limit of 67108864 bytes")
+    );
+    assert_eq!(i.fault_at_ms, Some(2000));
+}

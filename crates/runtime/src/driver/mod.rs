@@ -45,6 +45,11 @@ impl Identity<'_> {
     /// `LISTEN = "0.0.0.0:{port}"` is per replica), its `secrets` as they are, then
     /// bulwark's own variables.
     pub fn apply_env(&self, cmd: &mut Command, svc: &spec::Service) {
+        // bulwark's own systemd notify socket (and watchdog) are not the replica's: a
+        // replica that speaks the protocol gets a socket of its own (`crate::notify`).
+        for inherited in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            cmd.env_remove(inherited);
+        }
         cmd.envs(self.env_pairs(svc));
     }
 
@@ -83,15 +88,20 @@ pub fn free_port() -> io::Result<u16> {
 
 /// Starts one incarnation of `svc` with the driver its spec names: the process the
 /// supervisor watches and signals and, for a container, what [`ended`] must delete.
+/// `placement` and `notify` as for [`spawn`]; a container service has neither cgroup
+/// limits nor a notify socket (`spec` refuses both with `[container]`), so for runc only
+/// the placement's `oom_score_adj` applies.
 pub(crate) async fn start(
     svc: &spec::Service,
     id: &Identity<'_>,
     oci_dirs: &oci::OciDirs,
+    placement: launch::Placement,
+    notify: Option<&Path>,
 ) -> io::Result<(Child, Option<oci::Container>)> {
     let Some(c) = &svc.container else {
-        return Ok((spawn(svc, id).await?, None));
+        return Ok((spawn(svc, id, placement, notify).await?, None));
     };
-    match oci::start(svc, c, id, oci_dirs).await {
+    match oci::start(svc, c, id, oci_dirs, placement).await {
         Ok((child, container)) => Ok((child, Some(container))),
         Err(e) => Err(io::Error::new(
             e.kind(),
@@ -116,14 +126,36 @@ pub(crate) async fn ended(container: Option<oci::Container>, exit: Exit) -> Exit
 /// itself runs on the launcher's dedicated thread (`launch::spawn`): the death signal is
 /// tied to the spawning *thread*, and tokio retires its threads (after `block_in_place`,
 /// or 10 s idle in the blocking pool), which used to SIGKILL healthy replicas.
-pub(crate) async fn spawn(svc: &spec::Service, id: &Identity<'_>) -> io::Result<Child> {
+///
+/// `placement` puts the child in its cgroups and sets its `oom_score_adj` before exec; a
+/// cgroup it cannot join fails the start. `notify` is the incarnation's notify socket:
+/// named in `NOTIFY_SOCKET`, with the service's watchdog in `WATCHDOG_USEC` (as systemd
+/// sets them).
+pub(crate) async fn spawn(
+    svc: &spec::Service,
+    id: &Identity<'_>,
+    placement: launch::Placement,
+    notify: Option<&Path>,
+) -> io::Result<Child> {
     let mut cmd = command(svc, &svc.run, id)?;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    launch::spawn(cmd).await.map_err(|e| {
+    if let (Some(path), Some(n)) = (notify, &svc.notify) {
+        cmd.env("NOTIFY_SOCKET", path);
+        if !n.watchdog.is_zero() {
+            cmd.env("WATCHDOG_USEC", n.watchdog.as_micros().to_string());
+        }
+    }
+    let in_cgroups = !placement.cgroup_procs.is_empty();
+    launch::spawn_placed(cmd, placement).await.map_err(|e| {
+        let step = if in_cgroups {
+            " (joining its cgroups, or exec)"
+        } else {
+            ""
+        };
         io::Error::new(
             e.kind(),
             format!(
-                "cannot start {:?} for service {}: {e}",
+                "cannot start {:?} for service {}{step}: {e}",
                 id.substitute(&svc.run[0]),
                 id.service
             ),

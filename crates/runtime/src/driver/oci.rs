@@ -104,6 +104,7 @@ pub(crate) async fn start(
     c: &spec::Container,
     id: &Identity<'_>,
     dirs: &OciDirs,
+    placement: launch::Placement,
 ) -> io::Result<(Child, Container)> {
     let runc = runc().await?;
     let rootfs = rootfs(c, dirs).await?;
@@ -145,7 +146,7 @@ pub(crate) async fn start(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = launch::spawn(cmd).await?;
+    let child = launch::spawn_placed(cmd, placement).await?;
     Ok((
         child,
         Container {

@@ -48,6 +48,8 @@ impl Rt {
                 oci: runtime::oci::OciDirs::new(
                     &std::env::temp_dir().join("bulwark-runtime-tests"),
                 ),
+                cgroups: Err("not used by these tests".into()),
+                notify_dir: None,
             },
         );
         sup.start();

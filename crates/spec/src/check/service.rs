@@ -81,6 +81,7 @@ pub(super) fn service(
         );
     }
     let (env, secrets) = super::env::environment(raw, base_dir, p);
+    let resources = super::resources::resources(&raw.resources);
     Checked {
         route_targets,
         sni,
@@ -100,6 +101,7 @@ pub(super) fn service(
             startup,
             liveness,
             readiness,
+            notify: super::notify::notify(&raw.notify, p),
             // Filled in by `dependency_order`, once names are known to exist.
             depends_on: Vec::new(),
             min_available: min_available(raw, p),
@@ -115,7 +117,13 @@ pub(super) fn service(
             expose,
             slos,
             autoscale: super::remedy::autoscale(&raw.autoscale, raw.replicas.get(), p),
-            anomaly: super::remedy::service_anomaly(&raw.anomaly),
+            anomaly: super::resources::anomaly_with_limit(
+                super::remedy::service_anomaly(&raw.anomaly),
+                &resources,
+            ),
+            resources,
+            on_oom: raw.on_oom.get().unwrap_or(crate::OnOom::Restart),
+            priority: raw.priority.get().unwrap_or(crate::Priority::Normal),
             name: name_str,
         },
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{
-    Amount, ClientRole, ClientVerify, Direction, HashOn, OnError, Protocol, RateKey, RestartAction,
-    RestartPolicy, RetryCondition, Schedule, Signal, TlsVersion,
+    Amount, ClientRole, ClientVerify, Direction, HashOn, OnError, OnOom, Priority, Protocol,
+    RateKey, RestartAction, RestartPolicy, RetryCondition, Schedule, Signal, TlsVersion,
 };
 use crate::schema::Omitted::{self, ByTable, Optional, Required};
 use crate::schema::{
@@ -28,7 +28,9 @@ pub(crate) mod chaos;
 pub(crate) use chaos::*;
 pub(crate) mod container;
 pub(crate) mod degrade;
+pub(crate) mod notify;
 pub(crate) mod remedy;
+pub(crate) mod resources;
 pub(crate) mod rollout;
 pub(crate) use degrade::*;
 
@@ -199,6 +201,9 @@ section! {
         readiness: ProbeTable = table::<ProbeTable>(), Optional("none, or TCP with `expose`");
         /// Run the replicas in OCI containers through runc (the `oci` driver).
         container: container::ContainerTable = table::<container::ContainerTable>(), Optional("plain processes");
+        /// systemd's notify protocol: readiness (`READY=1`) and a watchdog pushed by the
+        /// replica, its `STATUS=` line.
+        notify: notify::NotifyTable = table::<notify::NotifyTable>(), Optional("no notify socket");
         /// The proxy in front of the service.
         expose: ExposeTable = table::<ExposeTable>(), Optional("not exposed");
         /// Service-level objectives, measured by the proxy (needs `expose`).
@@ -207,6 +212,16 @@ section! {
         autoscale: remedy::AutoscaleTable = table::<remedy::AutoscaleTable>(), Optional("a fixed count");
         /// What the anomaly detector forecasts this service's replicas against.
         anomaly: remedy::ServiceAnomalyTable = table::<remedy::ServiceAnomalyTable>(), Omitted::Table;
+        /// Memory, CPU and process limits of each replica (cgroups).
+        resources: resources::ResourcesTable = table::<resources::ResourcesTable>(), Optional("no limits");
+        /// What follows when the kernel's OOM killer kills a replica (past
+        /// `resources.memory`, or with the machine out of memory): `restart` as `restart`
+        /// and `restart_rules` say, or `stop` and stay stopped until a restart is asked for.
+        on_oom: OnOom = choice(OnOom::CHOICES), r#""restart""#;
+        /// Which replicas the kernel kills first when the machine runs out of memory
+        /// (their `oom_score_adj`: `critical` -500, `high` -250, `normal` 0, `low` 500).
+        /// bulwark itself is at -900, so it goes after them all.
+        priority: Priority = choice(Priority::CHOICES), r#""normal""#;
     }
 }
 

@@ -64,7 +64,8 @@ section! {
         /// The anomaly detector reports: `memory-leak`, `latency-drift`, `error-drift`,
         /// `fd-growth`, `thread-growth`.
         anomaly: AnomalyKind = choice(AnomalyKind::CHOICES), Optional("");
-        /// A probe of a replica fails: `liveness`, `readiness` or `startup`.
+        /// A probe of a replica fails: `liveness`, `readiness`, `startup`, or `watchdog` (a
+        /// `[services.NAME.notify]` watchdog timed out).
         probe: crate::ProbeKind = choice(crate::ProbeKind::CHOICES), Optional("");
         /// A measure of the service stays `above` or `below` a value `for` a while:
         /// `in-flight` and `request-rate` (per ready replica), `error-ratio` (percent),

@@ -20,11 +20,14 @@ pub use degrade::*;
 pub use rollout::*;
 mod remedy;
 pub use remedy::*;
+mod resources;
+pub use resources::*;
 mod secret;
 pub use secret::*;
 
 pub use crate::keys::auth::Auth;
 pub use crate::keys::container::{Container, Mount, Network, ROOTFS_PATH, program_in};
+pub use crate::keys::notify::Notify;
 pub use crate::keys::{
     Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule, Retries,
     SupervisorSettings, Timeouts,
@@ -100,6 +103,8 @@ pub struct Service {
     /// When `expose` is set and no readiness probe is given, a TCP readiness probe with
     /// default timings is filled in, so the proxy never routes to a port nobody listens on.
     pub readiness: Option<Probe>,
+    /// systemd's notify protocol on a socket of the replica's own, if it speaks it.
+    pub notify: Option<Notify>,
     /// The disruption budget: replicas that must stay ready through voluntary
     /// disruptions.
     pub min_available: Amount,
@@ -118,6 +123,12 @@ pub struct Service {
     pub autoscale: Option<Autoscale>,
     /// What the anomaly detector forecasts this service's replicas against.
     pub anomaly: ServiceAnomaly,
+    /// `[services.NAME.resources]`: each replica's cgroup limits.
+    pub resources: Resources,
+    /// What follows an OOM kill.
+    pub on_oom: OnOom,
+    /// Who the kernel kills first under memory pressure.
+    pub priority: Priority,
 }
 
 crate::spelled! {
@@ -175,6 +186,8 @@ crate::spelled! {
         Readiness = "readiness",
         /// Gates the other two: until it succeeds, liveness and readiness are not run.
         Startup = "startup",
+        /// `[services.NAME.notify] watchdog`: no `WATCHDOG=1` in time; restart the replica.
+        Watchdog = "watchdog",
     }
 }
 

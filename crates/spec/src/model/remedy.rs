@@ -122,6 +122,8 @@ crate::spelled! {
         CrashLooping = "crash-looping",
         /// A replica's process exited.
         ReplicaExited = "replica-exited",
+        /// The kernel's OOM killer killed a replica.
+        OomKilled = "oom-killed",
         /// The proxy ejected a replica.
         ReplicaEjected = "replica-ejected",
         /// A replica could not be started.

@@ -26,6 +26,7 @@ fn stack() -> Model {
     crashing.last_exit = Some(api::json::Exit {
         code: None,
         signal: Some(9),
+        oom_killed: false,
     });
     crashing.stderr_tail = vec!["boom".into(), "panic: out of cheese".into()];
     m.update(

@@ -14,6 +14,8 @@ pub fn replica(index: u32, pid: u32) -> Replica {
         started_at_ms: Some(1_000),
         revision: 1,
         held_out: false,
+        resources: None,
+        notify_status: None,
     }
 }
 

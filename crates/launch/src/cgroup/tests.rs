@@ -1,0 +1,63 @@
+use super::*;
+
+const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+#[test]
+fn v1_controllers_nest_under_bulwarks_own_cgroup() {
+    let own = "9:name=systemd:/\n8:pids:/\n4:memory:/sandbox/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n";
+    let got = v1_dirs(HYBRID, own);
+    assert_eq!(
+        got,
+        vec![
+            (Controller::Cpu, PathBuf::from("/sys/fs/cgroup/cpu/")),
+            (
+                Controller::Cpuacct,
+                PathBuf::from("/sys/fs/cgroup/cpuacct/")
+            ),
+            (
+                Controller::Memory,
+                PathBuf::from("/sys/fs/cgroup/memory/sandbox/abc")
+            ),
+            (Controller::Pids, PathBuf::from("/sys/fs/cgroup/pids/")),
+        ]
+    );
+}
+
+#[test]
+fn a_combined_cpu_cpuacct_mount_and_a_containers_root_are_understood() {
+    let mounts = "\
+30 23 0:27 /docker/x /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+";
+    let own = "3:cpu,cpuacct:/docker/x/inner\n";
+    let got = v1_dirs(mounts, own);
+    let dir = PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/inner");
+    assert_eq!(
+        got,
+        vec![(Controller::Cpu, dir.clone()), (Controller::Cpuacct, dir)]
+    );
+}
+
+#[test]
+fn v2_is_the_unified_mount_and_bulwarks_path_in_it() {
+    let mounts = "25 20 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+    let own = "0::/system.slice/bulwark.service\n";
+    assert_eq!(v1_dirs(mounts, own), vec![]);
+    assert_eq!(
+        v2_dir(mounts, own),
+        Some(PathBuf::from("/sys/fs/cgroup/system.slice/bulwark.service"))
+    );
+}
+
+#[test]
+fn keyed_files_are_read_by_key() {
+    let oom = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+    assert_eq!(replica::keyed(oom, "oom_kill"), Some(3));
+    assert_eq!(replica::keyed(oom, "oom"), None);
+}
