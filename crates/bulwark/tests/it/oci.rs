@@ -386,12 +386,11 @@ fn janitor_of(state: &Path) -> Option<u32> {
     })
 }
 
-/// Broken inputs get an error that names the key and what to do: a missing rootfs and a
-/// rootfs without the program (from `check`, so `up` refuses too), runc missing from
-/// `PATH` (from `up`, at once), and a tarball without the program (the replica's start
-/// fails with the reason as its event, instead of a silent crash loop).
+/// Broken stack files get an error from `check` (so `up` refuses them too) that names the
+/// key and what to do: a missing rootfs, a rootfs without the program, a relative `cwd`,
+/// and keys the oci driver does not carry yet.
 #[test]
-fn oci_broken_inputs_say_what_to_do() {
+fn oci_broken_stack_files_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("empty")).unwrap();
     let check = |rootfs: &str, run: &str, extra: &str| {
@@ -443,8 +442,13 @@ fn oci_broken_inputs_say_what_to_do() {
         cwd.contains("stack.toml:3:") && cwd.contains("a path inside the container"),
         "{cwd}"
     );
+}
 
-    // runc missing: `up` ends at once, saying what to install.
+/// runc missing from `PATH` stops `up` at once, saying what to install; a tarball without
+/// the program fails the replica's start with the reason as its event, instead of a
+/// silent crash loop.
+#[test]
+fn oci_missing_runc_or_program_say_what_to_do() {
     let mut stack = OciStack(Stack::prepare(&quickstart("empty", free_port(), "")));
     std::fs::create_dir(stack.dir.path().join("empty")).unwrap();
     // `{bulwark}` cannot be checked before start; `up` stops at runc first.
