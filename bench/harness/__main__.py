@@ -32,7 +32,7 @@ FULL = dict(warmup=2, wrk_runs=3, wrk_secs=10, wrk_conns=50, h2_runs=3, h2_secs=
             mem_conns=10000, heal_rate=1000, heal_before=3, heal_after=10, reloads=4, kills=20,
             knee_secs=4, knee_steps=5, cg_secs=10, tls_rounds=5)
 QUICK = dict(warmup=1, wrk_runs=1, wrk_secs=2, wrk_conns=50, h2_runs=1, h2_secs=2, lat_secs=2,
-             mem_conns=500, heal_rate=200, heal_before=1, heal_after=5, reloads=2, kills=2,
+             mem_conns=500, heal_rate=200, heal_before=1, heal_after=5, reloads=2, kills=3,
              knee_secs=2, knee_steps=2, cg_secs=8, tls_rounds=1)
 SECTIONS = ["compare", "instructions", "tls", "healing", "killready"]
 

@@ -411,7 +411,7 @@ period = "500ms"
 
 [services.web.expose]
 listen = "127.0.0.1:{port}"
-{protocol}
+{protocol}{container}
 [supervisor]
 max_concurrent_restarts = {max_restarts}
 
@@ -420,13 +420,21 @@ listen = "127.0.0.1:0"
 """
 
 
+def container_table(rootfs: str | None) -> str:
+    """The stack's `[services.web.container]` table for `rootfs`, or nothing."""
+    if rootfs is None:
+        return ""
+    return f"\n[services.web.container]\nrootfs = {json.dumps(rootfs)}\n"  # a JSON string is a TOML one
+
+
 class Bulwark(Wrapped):
     name = "bulwark"
 
     def __init__(self, procs: Procs, tmp: str, bulwark: str, mode: str = "http", reset_after: str = "60s",
-                 pin: bool = True) -> None:
+                 pin: bool = True, rootfs: str | None = None) -> None:
         self.procs, self.mode, self.bin = procs, mode, bulwark
         self.pin = pin
+        self.rootfs = rootfs  # replicas in runc containers made from this directory (unpinned only)
         self.load_cpu = LOAD_CPU
         self.reset_after = reset_after
         self.dir = os.path.join(tmp, f"bulwark-{mode}-{free_port()}")
@@ -457,6 +465,7 @@ class Bulwark(Wrapped):
         return BULWARK_STACK.format(load_cpu=self.load_cpu, pin=pin, port=self.port, reset_after=self.reset_after,
                                     # TCP mode balances connections; `balance` (p2c, the default) is HTTP only.
                                     protocol='protocol = "tcp"\n' if self.mode == "tcp" else 'balance = "p2c"\n',
+                                    container=container_table(self.rootfs),
                                     max_restarts=8 + self.generation % 2)
 
     def start(self) -> Bulwark:

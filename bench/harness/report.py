@@ -209,11 +209,25 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
               f"{k['rss_kib']['idle'] / 1024:.1f} MiB idle, {k['rss_kib']['after_200rps_5s'] / 1024:.1f} MiB "
               f"after 5 s at 200 req/s ({k['load_200rps_5s']['failed']} failed of "
               f"{k['load_200rps_5s']['sent']}).\n")
+            if "oci" in k:
+                w(oci_line(k["oci"]) + "\n")
     if pngs:
         w("## Plots\n")
         for p in pngs:
             w(f"![{os.path.basename(p)}]({os.path.basename(p)})\n")
     return "\n".join(lines) + "\n"
+
+
+def oci_line(oci: JsonDict) -> str:
+    """The kill-to-ready line for replicas in runc containers (skipped, failed or measured)."""
+    if "not_supported" in oci:
+        return f"oci: skipped ({oci['not_supported']})"
+    if "error" in oci:
+        return f"oci: error: {oci['error']}"
+    kr = oci["kill_to_ready_ms"]
+    return (f"The same {oci['kills']} kills with each replica in a runc container (`[services.web.container]`, "
+            f"the container's PID 1 killed): **median {kr['median']:.0f} ms** (min {kr['min']:.0f}, "
+            f"max {kr['max']:.0f}).")
 
 
 def _md_throughput(w: Write, c: JsonDict) -> None:
