@@ -387,7 +387,7 @@ BULWARK_STACK = """\
 run = [{pin}"{{bulwark}}", "demo", "--port", "{{port}}"]
 replicas = 3
 restart = "always"
-env = {{ GREETING = "hello", BULWARK_LOG = "warn" }}
+{stop_grace}env = {{ GREETING = "hello", BULWARK_LOG = "warn" }}
 
 [services.web.backoff]
 initial = "250ms"
@@ -466,6 +466,10 @@ class Bulwark(Wrapped):
                                     # TCP mode balances connections; `balance` (p2c, the default) is HTTP only.
                                     protocol='protocol = "tcp"\n' if self.mode == "tcp" else 'balance = "p2c"\n',
                                     container=container_table(self.rootfs),
+                                    # `bulwark demo` installs no SIGTERM handler, which a
+                                    # container's PID 1 then ignores: `up` would wait out the
+                                    # default 10 s stop_grace when the measurement ends.
+                                    stop_grace='stop_grace = "1s"\n' if self.rootfs else "",
                                     max_restarts=8 + self.generation % 2)
 
     def start(self) -> Bulwark:
