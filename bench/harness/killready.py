@@ -125,6 +125,22 @@ def running_container_pid(listing: list[dict[str, Any]], service: str, index: in
     return None
 
 
+def replacement_ready_at(events: list[dict[str, Any]], index: int) -> float | None:
+    """When (s since the epoch) replica `index`'s replacement became ready: its first
+    `replica_ready` after a `replica_started`. A `replica_ready` of the killed incarnation
+    itself can follow the kill's `seq` (the status turns ready a moment before the event is
+    written), and would give a negative time."""
+    started = False
+    for e in events:
+        if e.get("index") != index:
+            continue
+        if e["type"] == "replica_started":
+            started = True
+        elif e["type"] == "replica_ready" and started:
+            return float(e["at_ms"]) / 1000
+    return None
+
+
 def _kills(b: Bulwark, kills: int, victim_pid: Callable[[int], int], log: Log) -> list[float]:
     """Kills replicas 0, 1, 2, 0... in turn, 2.5 s apart; ms from each kill to the
     replacement's `replica_ready`."""
@@ -138,9 +154,7 @@ def _kills(b: Bulwark, kills: int, victim_pid: Callable[[int], int], log: Log) -
         ready_at = None
         while ready_at is None:
             time.sleep(0.01)
-            for e in b.events(seq):
-                if e["type"] == "replica_ready" and e["index"] == index:
-                    ready_at = e["at_ms"] / 1000
+            ready_at = replacement_ready_at(b.events(seq), index)
             if time.time() - t0 > 30:
                 raise RuntimeError(f"replica {index} not ready 30 s after kill")
         samples.append((ready_at - t0) * 1000)

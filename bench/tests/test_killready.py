@@ -10,6 +10,7 @@ from harness.killready import (
     Rss,
     ldd_paths,
     oci_skip_reason,
+    replacement_ready_at,
     running_container_pid,
 )
 from harness.proxies import container_table
@@ -39,6 +40,19 @@ class KillToReadyTest(unittest.TestCase):
             "median": 350.0, "min": 300.0, "max": 400.0, "all": [300.0, 400.0]}})
         skipped = KillReady(**base, oci=Unavailable.not_supported(RuntimeError("runc is not on PATH")))
         self.assertEqual(skipped.to_json()["oci"], {"not_supported": "runc is not on PATH"})
+
+    def test_replacement_ready_at(self) -> None:
+        events = [{"type": "replica_ready", "index": 0, "at_ms": 1000},  # the victim's own, late
+                  {"type": "replica_exited", "index": 0, "at_ms": 1100},
+                  {"type": "replica_started", "index": 1, "at_ms": 1150},
+                  {"type": "replica_ready", "index": 1, "at_ms": 1200},
+                  {"type": "replica_started", "index": 0, "at_ms": 1300},
+                  {"type": "replica_ready", "index": 0, "at_ms": 1500},
+                  {"type": "replica_ready", "index": 0, "at_ms": 1900}]
+        self.assertEqual(replacement_ready_at(events, 0), 1.5)
+        self.assertEqual(replacement_ready_at(events, 1), 1.2)
+        self.assertIsNone(replacement_ready_at(events[:5], 0))
+        self.assertIsNone(replacement_ready_at(events, 2))
 
 
 class OciTest(unittest.TestCase):
