@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Measures how fast bulwark heals: kill -9 a replica of the quickstart, time until its
 replacement is ready (from bulwark's own events), N times; and bulwark's RSS while it
-supervises the quickstart, idle and under load.
+supervises the quickstart, idle and under load. Then the same kills with the replicas in runc
+containers (`"oci"` in the output; skipped, saying why, without runc or root).
 
 Usage: bench/kill-to-ready.py [--kills 20] [--bulwark target/release/bulwark]
 
