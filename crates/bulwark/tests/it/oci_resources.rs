@@ -38,7 +38,8 @@ fn add_shell(rootfs: &Path) {
 }
 
 /// `…/bulwark/<pid>` of `up` in the v1 hierarchies bulwark does not use itself (devices,
-/// freezer, …), where runc makes the container's cgroups too. None on v2.
+/// freezer, …, and a hybrid machine's cgroup2 mount), where runc makes the container's
+/// cgroups too. None on v2.
 fn other_parents(pid: u32) -> Vec<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let used = ["memory", "cpu", "cpuacct", "pids"];
@@ -46,10 +47,15 @@ fn other_parents(pid: u32) -> Vec<PathBuf> {
         .filter_map(|l| {
             let mut parts = l.splitn(3, ':');
             let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
-            if list.is_empty() || list.split(',').any(|c| used.contains(&c)) {
+            if list.split(',').any(|c| used.contains(&c)) {
                 return None;
             }
-            let dir = list.trim_start_matches("name=");
+            // A hybrid machine's cgroup2 mount (`0::`) is `unified`.
+            let dir = if list.is_empty() {
+                "unified"
+            } else {
+                list.trim_start_matches("name=")
+            };
             Some(PathBuf::from(format!(
                 "/sys/fs/cgroup/{dir}{}/bulwark/{pid}",
                 path.trim_end_matches('/')

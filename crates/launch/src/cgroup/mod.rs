@@ -368,7 +368,8 @@ fn v1_dirs(mountinfo: &str, own: &str) -> Vec<(Controller, PathBuf)> {
 }
 
 /// The directories of this process's cgroup in the v1 hierarchies other than those of
-/// `used` (devices, freezer, `name=systemd`, …), for what runc makes there.
+/// `used` (devices, freezer, `name=systemd`, …, and a hybrid machine's cgroup2 mount),
+/// for what runc makes there.
 fn v1_other_dirs(mountinfo: &str, own: &str, used: &[(Controller, PathBuf)]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for line in mountinfo.lines() {
@@ -376,15 +377,24 @@ fn v1_other_dirs(mountinfo: &str, own: &str, used: &[(Controller, PathBuf)]) -> 
             continue;
         };
         let mut right = right.split_whitespace();
-        if right.next() != Some("cgroup") {
-            continue;
-        }
+        // A hybrid machine's (empty) cgroup2 mount too: runc makes the container's there.
+        let v2 = match right.next() {
+            Some("cgroup") => false,
+            Some("cgroup2") => true,
+            _ => continue,
+        };
         let options: Vec<&str> = right.nth(1).unwrap_or("").split(',').collect();
         let left: Vec<&str> = left.split_whitespace().collect();
         let (Some(root), Some(mount)) = (left.get(3), left.get(4)) else {
             continue;
         };
-        let mine = |list: &str| !list.is_empty() && list.split(',').all(|l| options.contains(&l));
+        let mine = |list: &str| {
+            if v2 {
+                list.is_empty()
+            } else {
+                !list.is_empty() && list.split(',').all(|l| options.contains(&l))
+            }
+        };
         let Some(path) = own_path(own, mine) else {
             continue;
         };

@@ -63,7 +63,7 @@ fn keyed_files_are_read_by_key() {
 }
 
 #[test]
-fn the_other_v1_hierarchies_are_found_for_runcs_cgroups_beside_bulwarks() {
+fn the_other_v1_hierarchies_and_hybrid_cgroup2_are_found_for_runcs_cgroups_beside_bulwarks() {
     let mounts = format!(
         "{HYBRID}\
 36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
@@ -77,6 +77,7 @@ fn the_other_v1_hierarchies_are_found_for_runcs_cgroups_beside_bulwarks() {
     assert_eq!(
         v1_other_dirs(&mounts, own, &used),
         vec![
+            PathBuf::from("/sys/fs/cgroup/unified/"),
             PathBuf::from("/sys/fs/cgroup/devices/d"),
             PathBuf::from("/sys/fs/cgroup/systemd/s"),
             PathBuf::from("/sys/fs/cgroup/net_cls,net_prio/n"),
