@@ -304,7 +304,8 @@ impl Task {
             bulwark: &self.h.shared().bulwark,
         };
         let socket = notify.as_ref().map(NotifySocket::path);
-        match driver::start(&self.svc, &id, &shared.oci, placement, socket).await {
+        let nested = cgroup.as_deref().map(ReplicaCgroup::nested_path);
+        match driver::start(&self.svc, &id, &shared.oci, (placement, nested), socket).await {
             Ok((child, container)) => Ok(Spawned {
                 child,
                 port,

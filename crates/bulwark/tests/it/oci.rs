@@ -41,7 +41,7 @@ pub fn demo_rootfs(dir: &Path) -> PathBuf {
 }
 
 /// `runc --root <the stack's runc root> list --quiet`: the containers bulwark has.
-fn containers(state_dir: &Path) -> Vec<String> {
+pub(crate) fn containers(state_dir: &Path) -> Vec<String> {
     let out = Command::new("runc")
         .arg("--root")
         .arg(state_dir.join("oci/runc"))
@@ -58,7 +58,7 @@ fn containers(state_dir: &Path) -> Vec<String> {
 /// A stack whose containers are gone before its directory is: `up` is killed, then the
 /// janitor's work is awaited (and finished by hand if it failed, so a failing test leaks
 /// no container).
-struct OciStack(Stack);
+pub(crate) struct OciStack(pub(crate) Stack);
 
 impl Drop for OciStack {
     fn drop(&mut self) {
@@ -119,7 +119,7 @@ fn start(toml_of: impl FnOnce(&Path) -> String) -> OciStack {
 }
 
 /// The pid of a running container's own process (PID 1 in it), from `runc state`.
-fn container_pid(state_dir: &Path, id: &str) -> Option<u32> {
+pub(crate) fn container_pid(state_dir: &Path, id: &str) -> Option<u32> {
     let out = Command::new("runc")
         .arg("--root")
         .arg(state_dir.join("oci/runc"))
@@ -428,14 +428,10 @@ fn oci_broken_stack_files_say_what_to_do() {
     );
     std::fs::create_dir_all(dir.path().join("empty/srv")).unwrap();
     std::fs::write(dir.path().join("empty/srv/app"), "").unwrap();
-    let limits = check(
-        "empty",
-        "/srv/app",
-        "[services.web.resources]\nmemory = \"64MiB\"\n",
-    );
+    let notify = check("empty", "/srv/app", "[services.web.notify]\n");
     assert!(
-        limits.contains("[container] and `resources` together are not supported yet"),
-        "{limits}"
+        notify.contains("[container] and `notify` together are not supported yet"),
+        "{notify}"
     );
     let cwd = check("empty", "/srv/app", "cwd = \"srv\"\n");
     assert!(

@@ -28,7 +28,7 @@ fn hog(marker: &std::path::Path) -> String {
 
 /// Where `up` (process `pid`) keeps its cgroups: one directory per controller on v1, one
 /// on v2.
-fn cgroup_parents(pid: u32) -> Vec<PathBuf> {
+pub(crate) fn cgroup_parents(pid: u32) -> Vec<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         let path = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
@@ -53,7 +53,7 @@ fn cgroup_parents(pid: u32) -> Vec<PathBuf> {
 }
 
 /// The replica cgroups (directories) under `up`'s parents.
-fn replica_cgroups(pid: u32) -> Vec<PathBuf> {
+pub(crate) fn replica_cgroups(pid: u32) -> Vec<PathBuf> {
     cgroup_parents(pid)
         .iter()
         .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
@@ -73,7 +73,7 @@ fn stop_clean(stack: &mut Stack) {
 }
 
 /// Replica `index` of a service's status; null while it is not listed yet.
-fn replica(service: &Value, index: u64) -> Value {
+pub(crate) fn replica(service: &Value, index: u64) -> Value {
     replicas_in(service)
         .iter()
         .find(|r| r["index"] == index)
@@ -87,7 +87,7 @@ fn all_running(service: &Value, n: usize) -> bool {
     r.len() == n && r.iter().all(|r| r["state"] == "running")
 }
 
-fn oom_events(stack: &Stack, service: &str) -> Vec<Value> {
+pub(crate) fn oom_events(stack: &Stack, service: &str) -> Vec<Value> {
     stack
         .events()
         .into_iter()

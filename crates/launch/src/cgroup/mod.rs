@@ -83,8 +83,12 @@ pub struct Cgroups {
     /// Per controller, bulwark's parent for this process (`…/bulwark/<pid>`). v2: every
     /// available controller maps to the same directory.
     parents: Vec<(Controller, PathBuf)>,
-    /// `…/bulwark`, where stale parents of earlier processes are looked for.
+    /// `…/bulwark` (v1: in every mounted hierarchy), where stale parents of earlier
+    /// processes are looked for.
     roots: BTreeSet<PathBuf>,
+    /// v1: `…/bulwark/<pid>` in the other mounted hierarchies (devices, freezer, …),
+    /// where runc makes a container's cgroup beside bulwark's; emptied with them.
+    others: Vec<PathBuf>,
 }
 
 impl Cgroups {
@@ -96,7 +100,16 @@ impl Cgroups {
         let pid = std::process::id().to_string();
         let v1 = v1_dirs(&mountinfo, &own);
         if !v1.is_empty() {
-            let roots: BTreeSet<PathBuf> = v1.iter().map(|(_, d)| d.join("bulwark")).collect();
+            let other_roots: Vec<PathBuf> = v1_other_dirs(&mountinfo, &own, &v1)
+                .into_iter()
+                .map(|d| d.join("bulwark"))
+                .collect();
+            let others = other_roots.iter().map(|d| d.join(&pid)).collect();
+            let roots: BTreeSet<PathBuf> = v1
+                .iter()
+                .map(|(_, d)| d.join("bulwark"))
+                .chain(other_roots)
+                .collect();
             let parents = v1
                 .into_iter()
                 .map(|(c, d)| (c, d.join("bulwark").join(&pid)))
@@ -105,6 +118,7 @@ impl Cgroups {
                 version: Version::V1,
                 parents,
                 roots,
+                others,
             });
         }
         let dir = v2_dir(&mountinfo, &own).ok_or(CgroupError::NotMounted)?;
@@ -119,6 +133,7 @@ impl Cgroups {
             version: Version::V2,
             parents,
             roots: BTreeSet::from([dir.join("bulwark")]),
+            others: Vec::new(),
         })
     }
 
@@ -141,7 +156,13 @@ impl Cgroups {
 
     /// Whether bulwark may make cgroups here, without making any (`bulwark check`).
     pub fn writable(&self) -> Result<(), CgroupError> {
-        for root in &self.roots {
+        // Only the hierarchies bulwark writes limits in (runc makes the others' itself).
+        let roots: BTreeSet<&Path> = self
+            .parents
+            .iter()
+            .filter_map(|(_, d)| d.parent())
+            .collect();
+        for root in roots {
             let own = root.parent().unwrap_or(root);
             nix::unistd::access(own, nix::unistd::AccessFlags::W_OK).map_err(|e| {
                 CgroupError::NotWritable {
@@ -235,13 +256,21 @@ impl Cgroups {
     /// Makes the cgroups of one replica incarnation, `name` (unique in this process),
     /// with `limits` written.
     pub fn create(&self, name: &str, limits: Limits) -> Result<ReplicaCgroup, CgroupError> {
-        ReplicaCgroup::create(self.version, &self.parents, name, limits)
+        let others: Vec<PathBuf> = self.others.iter().map(|d| d.join(name)).collect();
+        let relative = format!("bulwark/{}/{name}", std::process::id());
+        ReplicaCgroup::create(
+            self.version,
+            &self.parents,
+            name,
+            limits,
+            (relative, others),
+        )
     }
 
     /// Removes this process's parents (at the end of `up`, once every replica is gone).
     pub fn remove_own(&self) {
-        for dir in self.dirs() {
-            remove_tree(&dir);
+        for dir in self.dirs().iter().chain(&self.others) {
+            remove_tree(dir);
         }
     }
 
@@ -333,6 +362,45 @@ fn v1_dirs(mountinfo: &str, own: &str) -> Vec<(Controller, PathBuf)> {
                 continue;
             };
             out.push((c, Path::new(mount).join(relative(&path, root))));
+        }
+    }
+    out
+}
+
+/// The directories of this process's cgroup in the v1 hierarchies other than those of
+/// `used` (devices, freezer, `name=systemd`, …, and a hybrid machine's cgroup2 mount),
+/// for what runc makes there.
+fn v1_other_dirs(mountinfo: &str, own: &str, used: &[(Controller, PathBuf)]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut right = right.split_whitespace();
+        // A hybrid machine's (empty) cgroup2 mount too: runc makes the container's there.
+        let v2 = match right.next() {
+            Some("cgroup") => false,
+            Some("cgroup2") => true,
+            _ => continue,
+        };
+        let options: Vec<&str> = right.nth(1).unwrap_or("").split(',').collect();
+        let left: Vec<&str> = left.split_whitespace().collect();
+        let (Some(root), Some(mount)) = (left.get(3), left.get(4)) else {
+            continue;
+        };
+        let mine = |list: &str| {
+            if v2 {
+                list.is_empty()
+            } else {
+                !list.is_empty() && list.split(',').all(|l| options.contains(&l))
+            }
+        };
+        let Some(path) = own_path(own, mine) else {
+            continue;
+        };
+        let dir = Path::new(mount).join(relative(&path, root));
+        if !used.iter().any(|(_, d)| *d == dir) && !out.contains(&dir) {
+            out.push(dir);
         }
     }
     out

@@ -3,9 +3,10 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{CgroupError, Controller, Version};
@@ -40,6 +41,18 @@ pub struct ReplicaCgroup {
     version: Version,
     dirs: Vec<(Controller, PathBuf)>,
     pub limits: Limits,
+    /// Its path relative to bulwark's own cgroup (`bulwark/<pid>/<name>`), the same in
+    /// every hierarchy: what runc is given for a container inside it.
+    relative: String,
+    /// v1: its directories in the hierarchies bulwark does not use, where runc makes a
+    /// container's cgroups too; removed with it.
+    others: Vec<PathBuf>,
+    /// v1: an eventfd the kernel signals on each OOM in its memory cgroup or below.
+    /// v1's `oom_kill` counter is the victim's cgroup's, which for a container is runc's
+    /// child cgroup, removed by runc as the container ends.
+    oom_events: Option<OwnedFd>,
+    /// OOM events read from `oom_events` so far.
+    ooms_seen: AtomicU64,
     /// Set by [`ReplicaCgroup::remove`], so a drop after it touches no file.
     removed: AtomicBool,
 }
@@ -50,11 +63,16 @@ impl ReplicaCgroup {
         parents: &[(Controller, PathBuf)],
         name: &str,
         limits: Limits,
+        (relative, others): (String, Vec<PathBuf>),
     ) -> Result<ReplicaCgroup, CgroupError> {
         let mut made = ReplicaCgroup {
             version,
             dirs: Vec::new(),
             limits,
+            relative,
+            others,
+            oom_events: None,
+            ooms_seen: AtomicU64::new(0),
             removed: AtomicBool::new(false),
         };
         for (c, parent) in parents {
@@ -69,6 +87,9 @@ impl ReplicaCgroup {
         }
         // Dropped on error: the directories made so far are removed.
         made.write_limits()?;
+        if version == Version::V1 {
+            made.oom_events = made.dir(Controller::Memory).and_then(watch_oom);
+        }
         Ok(made)
     }
 
@@ -145,6 +166,13 @@ impl ReplicaCgroup {
         out
     }
 
+    /// Where a container runtime puts the container's own cgroup so that it is inside
+    /// this one (its limits hold the container): a child, `container`, given relative to
+    /// the runtime's own cgroup, which must be bulwark's (runc is not placed in this one).
+    pub fn nested_path(&self) -> String {
+        format!("{}/container", self.relative)
+    }
+
     /// The directories, each once (for messages and tests).
     pub fn dirs(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = self.dirs.iter().map(|(_, d)| d.clone()).collect();
@@ -184,9 +212,14 @@ impl ReplicaCgroup {
         } else {
             "memory.events"
         };
-        self.read(Controller::Memory, file)
+        let counted = self
+            .read(Controller::Memory, file)
             .and_then(|s| keyed(&s, "oom_kill"))
-            .unwrap_or(0)
+            .unwrap_or(0);
+        if let Some(fd) = &self.oom_events {
+            self.ooms_seen.fetch_add(drain(fd), Ordering::Relaxed);
+        }
+        counted.max(self.ooms_seen.load(Ordering::Relaxed))
     }
 
     /// Kills whatever is left in it and removes its directories (waiting up to a second
@@ -195,10 +228,43 @@ impl ReplicaCgroup {
         if self.removed.swap(true, Ordering::Relaxed) {
             return;
         }
-        for d in self.dirs() {
-            remove_dir(&d);
+        // The v1 eventfd is signalled when its cgroup goes too: read what it says first.
+        let _ = self.oom_kills();
+        for d in self.dirs().iter().chain(&self.others) {
+            remove_dir(d);
         }
     }
+}
+
+/// An eventfd registered for `memory.oom_control` of the v1 memory cgroup `dir`
+/// (`cgroup.event_control`), or `None` when the kernel refuses.
+#[allow(unsafe_code)]
+fn watch_oom(dir: &Path) -> Option<OwnedFd> {
+    // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` was just opened and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let control = fs::File::open(dir.join("memory.oom_control")).ok()?;
+    let line = format!("{} {}", fd.as_raw_fd(), control.as_raw_fd());
+    match fs::write(dir.join("cgroup.event_control"), line) {
+        Ok(()) => Some(fd),
+        Err(error) => {
+            tracing::debug!(dir = %dir.display(), %error, "cannot watch a cgroup's OOM events");
+            None
+        }
+    }
+}
+
+/// The events an eventfd counted since it was last read (0 when none: it is non-blocking).
+#[allow(unsafe_code)]
+fn drain(fd: &OwnedFd) -> u64 {
+    let mut count = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into `count`, which is 8 bytes long.
+    let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+    if n == 8 { u64::from_ne_bytes(count) } else { 0 }
 }
 
 impl Drop for ReplicaCgroup {

@@ -61,3 +61,26 @@ fn keyed_files_are_read_by_key() {
     assert_eq!(replica::keyed(oom, "oom_kill"), Some(3));
     assert_eq!(replica::keyed(oom, "oom"), None);
 }
+
+#[test]
+fn the_other_v1_hierarchies_and_hybrid_cgroup2_are_found_for_runcs_cgroups_beside_bulwarks() {
+    let mounts = format!(
+        "{HYBRID}\
+36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+42 31 0:39 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+43 31 0:40 / /sys/fs/cgroup/net_cls,net_prio rw,relatime - cgroup cgroup rw,net_cls,net_prio
+"
+    );
+    let own = "10:net_cls,net_prio:/n\n9:name=systemd:/s\n8:pids:/\n5:devices:/d\n\
+               4:memory:/sandbox/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n";
+    let used = v1_dirs(&mounts, own);
+    assert_eq!(
+        v1_other_dirs(&mounts, own, &used),
+        vec![
+            PathBuf::from("/sys/fs/cgroup/unified/"),
+            PathBuf::from("/sys/fs/cgroup/devices/d"),
+            PathBuf::from("/sys/fs/cgroup/systemd/s"),
+            PathBuf::from("/sys/fs/cgroup/net_cls,net_prio/n"),
+        ]
+    );
+}

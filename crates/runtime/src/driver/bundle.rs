@@ -39,6 +39,9 @@ pub(crate) struct Bundle<'a> {
     pub hostname: String,
     /// The soft and hard `RLIMIT_NOFILE` of the container's process.
     pub nofile: (u64, u64),
+    /// `linux.cgroupsPath`, relative to runc's own cgroup: inside the replica's cgroup,
+    /// whose limits bulwark wrote. `None`: runc's default (the container id, under its own).
+    pub cgroup: Option<String>,
 }
 
 impl Bundle<'_> {
@@ -52,7 +55,7 @@ impl Bundle<'_> {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
         env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
-        json!({
+        let mut config = json!({
             "ociVersion": "1.0.2",
             "process": {
                 "terminal": false,
@@ -79,7 +82,11 @@ impl Bundle<'_> {
                 "maskedPaths": MASKED,
                 "readonlyPaths": READ_ONLY,
             },
-        })
+        });
+        if let Some(path) = &self.cgroup {
+            config["linux"]["cgroupsPath"] = json!(path);
+        }
+        config
     }
 
     fn mounts(&self) -> Vec<Value> {

@@ -88,20 +88,26 @@ pub fn free_port() -> io::Result<u16> {
 
 /// Starts one incarnation of `svc` with the driver its spec names: the process the
 /// supervisor watches and signals and, for a container, what [`ended`] must delete.
-/// `placement` and `notify` as for [`spawn`]; a container service has neither cgroup
-/// limits nor a notify socket (`spec` refuses both with `[container]`), so for runc only
-/// the placement's `oom_score_adj` applies.
+/// `placement` and `notify` as for [`spawn`]. A container service has no notify socket
+/// (`spec` refuses it with `[container]`). Its runc is not placed in the replica's cgroups
+/// (only the placement's `oom_score_adj` applies to it): runc makes the container's cgroup
+/// at `cgroup` (relative to its own, bulwark's), a child of the replica's, whose limits
+/// hold the child, and runc's own memory and threads are not charged to the replica.
 pub(crate) async fn start(
     svc: &spec::Service,
     id: &Identity<'_>,
     oci_dirs: &oci::OciDirs,
-    placement: launch::Placement,
+    (placement, cgroup): (launch::Placement, Option<String>),
     notify: Option<&Path>,
 ) -> io::Result<(Child, Option<oci::Container>)> {
     let Some(c) = &svc.container else {
         return Ok((spawn(svc, id, placement, notify).await?, None));
     };
-    match oci::start(svc, c, id, oci_dirs, placement).await {
+    let placement = launch::Placement {
+        cgroup_procs: Vec::new(),
+        ..placement
+    };
+    match oci::start(svc, c, id, oci_dirs, (placement, cgroup)).await {
         Ok((child, container)) => Ok((child, Some(container))),
         Err(e) => Err(io::Error::new(
             e.kind(),

@@ -104,7 +104,7 @@ pub(crate) async fn start(
     c: &spec::Container,
     id: &Identity<'_>,
     dirs: &OciDirs,
-    placement: launch::Placement,
+    (placement, cgroup): (launch::Placement, Option<String>),
 ) -> io::Result<(Child, Container)> {
     let runc = runc().await?;
     let rootfs = rootfs(c, dirs).await?;
@@ -126,6 +126,7 @@ pub(crate) async fn start(
             .map_or_else(|| "/".to_owned(), |p| p.to_string_lossy().into_owned()),
         hostname: format!("{}-{}", id.service, id.index),
         nofile: nofile(),
+        cgroup,
     };
     let dir = dirs.bundles().join(&name);
     let config = bundle.config();

@@ -26,26 +26,13 @@ pub(super) fn container(
             format!("container rootfs {}: {why}", path.display()),
         );
     }
-    // Not built yet: runc makes the container's cgroup itself (bulwark's limits would not
-    // reach it), and the notify socket would need a mount into the container.
-    for (given, key) in [
-        (raw.resources.is_present(), "resources"),
-        (raw.notify.is_present(), "notify"),
-    ] {
-        if given {
-            p.push(
-                table.span(),
-                format!(
-                    "[container] and `{key}` together are not supported yet: the oci driver \
-                     does not carry {what} into the container; remove one of them",
-                    what = if key == "resources" {
-                        "cgroup limits"
-                    } else {
-                        "the notify socket"
-                    }
-                ),
-            );
-        }
+    // Not built yet: the notify socket would need a mount into the container.
+    if raw.notify.is_present() {
+        p.push(
+            table.span(),
+            "[container] and `notify` together are not supported yet: the oci driver does not \
+             carry the notify socket into the container; remove one of them",
+        );
     }
     // Resolved against the stack file's directory, a relative `cwd` would name a host path.
     if let Some(cwd) = raw.cwd.given()
