@@ -17,27 +17,34 @@ use crate::harness::{BULWARK, Demo, Load, Stack, eventually, free_port, get, out
 /// and loader `ldd` names, and the mount points runc needs on a read-only root.
 pub fn demo_rootfs(dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
-    let ldd = Command::new("ldd").arg(BULWARK).output().expect("run ldd");
-    assert!(ldd.status.success(), "ldd {BULWARK}: {}", output_text(&ldd));
-    // Lines are `name => /path (addr)`, `/lib64/ld-linux-x86-64.so.2 (addr)` or, for the
-    // vDSO, a name alone.
-    let libs: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find(|w| w.starts_with('/'))
-                .map(str::to_owned)
-        })
-        .collect();
-    for file in libs.iter().map(String::as_str).chain([BULWARK]) {
-        let inside = root.join(file.trim_start_matches('/'));
-        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
-        std::fs::copy(file, &inside).unwrap_or_else(|e| panic!("copy {file}: {e}"));
-    }
+    copy_with_libraries(&root, Path::new(BULWARK));
     for d in ["proc", "dev", "sys", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     root
+}
+
+/// Copies `program` into `root` at its host path, with the libraries and loader `ldd`
+/// names for it.
+pub fn copy_with_libraries(root: &Path, program: &Path) {
+    let ldd = Command::new("ldd").arg(program).output().expect("run ldd");
+    assert!(
+        ldd.status.success(),
+        "ldd {}: {}",
+        program.display(),
+        output_text(&ldd)
+    );
+    // Lines are `name => /path (addr)`, `/lib64/ld-linux-x86-64.so.2 (addr)` or, for the
+    // vDSO, a name alone.
+    let stdout = String::from_utf8_lossy(&ldd.stdout);
+    let libs = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')));
+    for file in libs.map(Path::new).chain([program]) {
+        let inside = root.join(file.strip_prefix("/").unwrap_or(file));
+        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        std::fs::copy(file, &inside).unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
+    }
 }
 
 /// `runc --root <the stack's runc root> list --quiet`: the containers bulwark has.

@@ -3,36 +3,16 @@
 //! an OOM kill in it is reported and restarted, and no cgroup or container outlives `up`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::{Stack, output_text};
-use crate::oci::{OciStack, container_pid, containers, demo_rootfs};
+use crate::oci::{OciStack, container_pid, containers, copy_with_libraries, demo_rootfs};
 use crate::resources::{cgroup_parents, oom_events, replica, replica_cgroups};
 
 /// Adds `/bin/sh` (the host's, with the libraries `ldd` names) to `rootfs`.
 fn add_shell(rootfs: &Path) {
     let sh = std::fs::canonicalize("/bin/sh").unwrap();
-    let ldd = Command::new("ldd").arg(&sh).output().expect("run ldd");
-    assert!(
-        ldd.status.success(),
-        "ldd {}: {}",
-        sh.display(),
-        output_text(&ldd)
-    );
-    let libs: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find(|w| w.starts_with('/'))
-                .map(str::to_owned)
-        })
-        .collect();
-    for file in &libs {
-        let inside = rootfs.join(file.trim_start_matches('/'));
-        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
-        std::fs::copy(file, &inside).unwrap_or_else(|e| panic!("copy {file}: {e}"));
-    }
+    copy_with_libraries(rootfs, &sh);
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
     std::fs::copy(&sh, rootfs.join("bin/sh")).unwrap();
 }

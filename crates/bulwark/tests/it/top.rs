@@ -134,23 +134,6 @@ impl Drop for Tmux {
     }
 }
 
-/// The CPU time (user and system) `pid` has used so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // After the command name: state is field 3 of stat(5), utime and stime 14 and 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .unwrap()
-        .unwrap();
-    Duration::from_millis(ticks * 1000 / hz as u64)
-}
-
 /// The cells of the table row showing `pid` after its service's name: index, pid, state,
 /// ready, restarts, age, last exit.
 fn row_of(screen: &str, pid: u32) -> Option<Vec<String>> {
