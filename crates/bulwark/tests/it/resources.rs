@@ -219,7 +219,18 @@ memory = "32MiB"
         "{r}"
     );
     assert_eq!(r["last_exit"]["oom_killed"], true);
-    let events = stack.events();
+    // The state can show before the replica's last event is published: wait for that event.
+    let events = eventually(
+        "the replica's replica_done",
+        Duration::from_secs(10),
+        || {
+            let events = stack.events();
+            let done = events
+                .iter()
+                .any(|e| e["service"] == "hog" && e["type"] == "replica_done");
+            done.then_some(events)
+        },
+    );
     let kinds: Vec<&str> = events
         .iter()
         .filter(|e| e["service"] == "hog")
