@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from typing import Any
@@ -128,8 +129,8 @@ class HAProxy(Wrapped):
         # retry-on it never ejects a 503-answering server (it retries each of its requests
         # instead); without, it ejects but clients see the 503s. The 503 scenario runs both.
         self.retry_503 = retry_503
-        self.dir = os.path.join(tmp, f"haproxy-{mode}-{free_port()}")
-        os.makedirs(self.dir)
+        # A directory of its own: a port number can come back within one run.
+        self.dir = tempfile.mkdtemp(prefix=f"haproxy-{mode}-", dir=tmp)
         self.port = free_port()
         self.h2_port = free_port() if mode == "http" else None
         self.sock = os.path.join(self.dir, "stats.sock")
@@ -303,8 +304,8 @@ class Nginx(Wrapped):
 
     def __init__(self, procs: Procs, tmp: str, backends: NaiveBackends, mode: str = "http") -> None:
         self.procs, self.mode, self.backends = procs, mode, backends
-        self.dir = os.path.join(tmp, f"nginx-{mode}-{free_port()}")
-        os.makedirs(self.dir)
+        # A directory of its own: a port number can come back within one run.
+        self.dir = tempfile.mkdtemp(prefix=f"nginx-{mode}-", dir=tmp)
         self.port = free_port()
         self.h2_port = free_port() if mode == "http" else None
         self.cfg = os.path.join(self.dir, "nginx.conf")
@@ -437,8 +438,8 @@ class Bulwark(Wrapped):
         self.rootfs = rootfs  # replicas in runc containers made from this directory (unpinned only)
         self.load_cpu = LOAD_CPU
         self.reset_after = reset_after
-        self.dir = os.path.join(tmp, f"bulwark-{mode}-{free_port()}")
-        os.makedirs(self.dir)
+        # A directory of its own: a port number can come back within one run.
+        self.dir = tempfile.mkdtemp(prefix=f"bulwark-{mode}-", dir=tmp)
         self.state = os.path.join(self.dir, "state")
         self.stack = os.path.join(self.dir, "stack.toml")
         self.port = free_port()
