@@ -174,13 +174,7 @@ fn every_panel_reads_exported_metrics_and_returns_data_in_promtool() {
     );
 
     let port = free_port();
-    let toml = Demo::new("web")
-        .replicas(2)
-        .quickstart_probes()
-        .expose(port)
-        .availability_slo()
-        .with("[anomaly]\nsample_every = \"1s\"")
-        .build();
+    let toml = crate::series::watched_web(port);
     let stack = Stack::start(&toml);
     stack.wait_ready("web", 2);
     let load = Load::start(&format!("http://127.0.0.1:{port}/"), 100, "60s");

@@ -57,16 +57,22 @@ const REPLICA: [&str; 12] = [
     "breaker_open",
 ];
 
-#[test]
-fn the_series_show_each_replicas_load_latency_memory_and_restarts() {
-    let port = free_port();
-    let toml = Demo::new("web")
+/// Two demo replicas of `web` behind `port`, an availability SLO and resources sampled
+/// every second: every figure of the series has something to show.
+pub(crate) fn watched_web(port: u16) -> String {
+    Demo::new("web")
         .replicas(2)
         .quickstart_probes()
         .expose(port)
         .availability_slo()
         .with("[anomaly]\nsample_every = \"1s\"")
-        .build();
+        .build()
+}
+
+#[test]
+fn the_series_show_each_replicas_load_latency_memory_and_restarts() {
+    let port = free_port();
+    let toml = watched_web(port);
     let stack = Stack::start(&toml);
     let svc = stack.wait_ready("web", 2);
     let load = Load::start(&format!("http://127.0.0.1:{port}/"), 100, "30s");
