@@ -24,6 +24,7 @@
 //!   signal from its baseline;
 //! - autoscaling ([`autoscale`]): Kubernetes HPA-style replica counts, with a cover for
 //!   failed replicas;
+//! - stateful services ([`leader`]): who leads, when the leader is deposed;
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -38,6 +39,7 @@ mod budget;
 pub mod chaos;
 mod ewma;
 mod hash;
+pub mod leader;
 mod limit;
 mod outlier;
 mod p2c;

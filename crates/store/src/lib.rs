@@ -11,6 +11,9 @@
 //! - **namespaces**: named key-value maps holding current state (open incidents, alert
 //!   states, silences).
 //!
+//! Leader election ([`Election`], [`LocalElection`]): one term per group at a time, with
+//! fencing tokens that are ids of a log of this store, so they never repeat.
+//!
 //! Backups: [`Store::export`] writes a consistent copy of the whole journal (one instant's
 //! committed state) to another file while the store keeps being written.
 //!
@@ -20,10 +23,12 @@
 
 #![warn(missing_docs)]
 
+mod election;
 mod embedded;
 mod error;
 mod name;
 
+pub use election::{Election, ElectionError, LocalElection, Term};
 pub use embedded::{Embedded, FORMAT_VERSION, MAGIC};
 pub use error::Error;
 pub use name::MAX_NAME_LEN;
