@@ -15,6 +15,7 @@ mod degrade;
 mod deps;
 mod env;
 mod expose;
+mod leader;
 mod notify;
 mod probe;
 mod remedy;

@@ -80,6 +80,7 @@ pub(super) fn service(
             ),
         );
     }
+    let leader = super::leader::leader(&name_str, raw, expose.as_ref(), base_dir, p);
     let (env, secrets) = super::env::environment(raw, base_dir, p);
     let resources = super::resources::resources(&raw.resources);
     Checked {
@@ -102,6 +103,7 @@ pub(super) fn service(
             liveness,
             readiness,
             notify: super::notify::notify(&raw.notify, p),
+            leader,
             // Filled in by `dependency_order`, once names are known to exist.
             depends_on: Vec::new(),
             min_available: min_available(raw, p),

@@ -28,6 +28,7 @@ pub(crate) mod chaos;
 pub(crate) use chaos::*;
 pub(crate) mod container;
 pub(crate) mod degrade;
+pub(crate) mod leader;
 pub(crate) mod notify;
 pub(crate) mod remedy;
 pub(crate) mod resources;
@@ -204,6 +205,8 @@ section! {
         /// systemd's notify protocol: readiness (`READY=1`) and a watchdog pushed by the
         /// replica, its `STATUS=` line.
         notify: notify::NotifyTable = table::<notify::NotifyTable>(), Optional("no notify socket");
+        /// One leader among the replicas, the others standbys, with fencing tokens.
+        leader: leader::LeaderTable = table::<leader::LeaderTable>(), Optional("every replica is alike");
         /// The proxy in front of the service.
         expose: ExposeTable = table::<ExposeTable>(), Optional("not exposed");
         /// Service-level objectives, measured by the proxy (needs `expose`).

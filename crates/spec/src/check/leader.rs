@@ -1,0 +1,134 @@
+//! `[services.NAME.leader]`: what it needs of the rest of the service.
+
+use std::path::Path;
+
+use crate::keys::ServiceTable;
+use crate::keys::leader::{Leader, LeaderRoute};
+use crate::model::{Expose, Protocol};
+use crate::problem::Problems;
+
+/// The checked `[leader]` of service `name` (`raw`), which has `expose` if exposed;
+/// a relative `token_file` is joined onto its `cwd` (itself relative to `base_dir`).
+pub(super) fn leader(
+    name: &str,
+    raw: &ServiceTable,
+    expose: Option<&Expose>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Leader> {
+    let field = &raw.leader;
+    let expose = expose.map(|e| e.protocol);
+    let replicas = raw.replicas.get();
+    let cwd = raw.cwd.given().map(|c| base_dir.join(c.get_ref()));
+    let spanned = field.given()?;
+    let t = spanned.get_ref();
+    let route = match (t.route.given(), expose) {
+        (Some(r), None) if *r.get_ref() != LeaderRoute::All => {
+            p.push(
+                r.span(),
+                format!(
+                    "{}: route = \"{}\" needs the proxy, but service `{name}` has no \
+                     [services.{name}.expose]; add one with a `listen` address, or remove \
+                     `route` (the leader is then reached directly, through its token file)",
+                    t.label,
+                    r.get_ref().as_str()
+                ),
+            );
+            LeaderRoute::All
+        }
+        (Some(r), Some(Protocol::Tcp)) if *r.get_ref() != LeaderRoute::All => {
+            p.push(
+                r.span(),
+                format!(
+                    "{}: route = \"{}\" is for HTTP; service `{name}` is exposed with \
+                     protocol = \"tcp\", whose connections go to every ready replica; use \
+                     route = \"all\" or protocol = \"http\"",
+                    t.label,
+                    r.get_ref().as_str()
+                ),
+            );
+            LeaderRoute::All
+        }
+        (Some(r), _) => *r.get_ref(),
+        (None, Some(Protocol::Http)) => LeaderRoute::Leader,
+        (None, _) => LeaderRoute::All,
+    };
+    match replicas {
+        Some(0) => p.push(
+            spanned.span(),
+            format!(
+                "{}: a leader needs at least one replica, and service `{name}` has \
+                 replicas = 0; set replicas = 2 or more (one leader, standbys to take over)",
+                t.label
+            ),
+        ),
+        None | Some(1) => p.warn(
+            spanned.span(),
+            format!(
+                "{}: service `{name}` has one replica, so there is no standby to take over \
+                 when the leader fails; set replicas = 2 or more",
+                t.label
+            ),
+        ),
+        _ => {}
+    }
+    let token_file = t.token_file.get().map(|f| match &cwd {
+        Some(dir) => dir.join(f),
+        None => f.into(),
+    });
+    Some(Leader {
+        promote: t.promote.get(),
+        demote: t.demote.get(),
+        command_timeout: t.command_timeout.get()?,
+        route,
+        failover_after: t.failover_after.get()?,
+        token_file,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::LeaderRoute;
+
+    fn load(service: &str) -> Result<crate::Service, String> {
+        crate::parse(service, std::path::Path::new("stack.toml"))
+            .map(|mut s| s.services.remove(0))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_leader_defaults_to_leader_routing_when_exposed_and_none_otherwise() {
+        let s = load(
+            "[services.db]\nrun = [\"db\"]\nreplicas = 3\n[services.db.expose]\nlisten = \
+             \"127.0.0.1:7000\"\n[services.db.leader]\npromote = [\"sh\", \"-c\", \"true\"]\n",
+        )
+        .expect("valid");
+        let l = s.leader.expect("a leader");
+        assert_eq!(l.route, LeaderRoute::Leader);
+        assert_eq!(
+            l.promote.as_deref(),
+            Some(&["sh".to_owned(), "-c".into(), "true".into()][..])
+        );
+        assert_eq!(l.failover_after, std::time::Duration::from_secs(3));
+        let s = load("[services.db]\nrun = [\"db\"]\nreplicas = 2\n[services.db.leader]\n")
+            .expect("valid");
+        assert_eq!(s.leader.expect("a leader").route, LeaderRoute::All);
+    }
+
+    #[test]
+    fn route_without_a_proxy_or_no_replica_is_refused_with_what_to_do() {
+        let e = load(
+            "[services.db]\nrun = [\"db\"]\nreplicas = 2\n[services.db.leader]\nroute = \"writes\"\n",
+        )
+        .expect_err("no proxy");
+        assert!(e.contains("stack.toml:5:"), "{e}");
+        assert!(e.contains("route = \"writes\" needs the proxy"), "{e}");
+        assert!(e.contains("[services.db.expose]"), "{e}");
+        let e = load("[services.db]\nrun = [\"db\"]\nreplicas = 0\n[services.db.leader]\n")
+            .expect_err("no replica");
+        assert!(e.contains("at least one replica"), "{e}");
+        let e = load("[services.db]\nrun = [\"db\"]\nreplicas = 2\n[services.db.leader]\nroute = \"primary\"\n")
+            .expect_err("unknown route");
+        assert!(e.contains("\"leader\""), "{e}");
+    }
+}
