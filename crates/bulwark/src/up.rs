@@ -248,6 +248,9 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             oci,
             cgroups,
             notify_dir: Some(state_dir.join("notify")),
+            leader_dir: Some(state_dir.join("leader")),
+            // Fencing tokens are ids of a journal log: never reused across restarts.
+            election: Some(Arc::new(store::LocalElection::new(journal_store.clone()))),
         },
     );
     let proxy_metrics = ProxyMetrics::register(&mut registry);

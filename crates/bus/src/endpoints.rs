@@ -17,6 +17,41 @@ pub struct Endpoints {
     pub split: Option<Split>,
     /// More than one revision runs (a rollout): outcomes say which one answered.
     pub mixed: bool,
+    /// For a service with `[leader]`: which requests go to the leader, and the leader
+    /// (if any is ready now), whose requests carry its fencing token.
+    pub leader: Option<LeaderRouting>,
+}
+
+/// Leader routing of a service with `[services.NAME.leader]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderRouting {
+    /// Which requests only the leader may answer.
+    pub route: spec::LeaderRoute,
+    /// The current leader, present only while its promoted incarnation is ready and in
+    /// the snapshot's `ready` list: leader traffic finds no replica otherwise (never a
+    /// standby, never the old leader's new incarnation).
+    pub current: Option<Leading>,
+}
+
+/// The leader of a service, as the proxy routes to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leading {
+    /// Its replica index (an entry of `ready`).
+    pub replica: u32,
+    /// Its fencing token, sent in the `Bulwark-Fencing-Token` header.
+    pub token: u64,
+}
+
+impl LeaderRouting {
+    /// Whether a request must go to the leader; `safe`: its method is one that only
+    /// reads (GET, HEAD, OPTIONS, TRACE).
+    pub fn to_leader(&self, safe: bool) -> bool {
+        match self.route {
+            spec::LeaderRoute::Leader => true,
+            spec::LeaderRoute::All => false,
+            spec::LeaderRoute::Writes => !safe,
+        }
+    }
 }
 
 /// How requests divide between a rollout's new revision and the stable one.

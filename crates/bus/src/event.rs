@@ -194,6 +194,45 @@ pub enum EventKind {
         /// The operating system's error, in words.
         error: String,
     },
+    /// A replica became its service's leader (`[services.NAME.leader]`): its `promote`
+    /// ran and the proxy now sends leader traffic to it with this token.
+    LeaderElected {
+        /// The service concerned.
+        service: String,
+        /// The new leader's index within its service.
+        index: u32,
+        /// Its fencing token, greater than every one before.
+        token: u64,
+        /// Why there was an election: `first` (no leader before), or how the previous one
+        /// was lost (`exited`, `unready`).
+        reason: String,
+    },
+    /// A leader lost its role: out of leader routing, then its `demote` ran. A new
+    /// leader is elected once a standby is ready.
+    LeaderLost {
+        /// The service concerned.
+        service: String,
+        /// The former leader's index.
+        index: u32,
+        /// The token it held, never valid again.
+        token: u64,
+        /// `exited` (its process is gone or was restarted), `unready` (not ready past
+        /// `failover_after`), `removed` (`[leader]` left the stack file) or
+        /// `shutdown`.
+        reason: String,
+    },
+    /// A promotion failed: the replica stays a standby and is not tried again until it
+    /// restarts.
+    PromoteFailed {
+        /// The service concerned.
+        service: String,
+        /// The replica that was to be promoted.
+        index: u32,
+        /// The token it would have held (never valid).
+        token: u64,
+        /// What went wrong, in words.
+        error: String,
+    },
     /// A service's replica count was changed.
     Scaled {
         /// The service concerned.

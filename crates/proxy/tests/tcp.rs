@@ -59,6 +59,7 @@ fn snapshot(version: u64, ready: &[Endpoint]) -> Arc<Endpoints> {
         ready: ready.to_vec(),
         split: None,
         mixed: false,
+        leader: None,
     })
 }
 

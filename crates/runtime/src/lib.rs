@@ -6,6 +6,7 @@
 
 mod driver;
 mod handle;
+mod leader;
 mod logs;
 mod metrics;
 mod notify;
@@ -27,7 +28,7 @@ pub use reload::Reloaded;
 pub use repair::ReplaceError;
 pub use resources::{CgroupSupport, limits, usage};
 pub use revisions::{RevisionReplica, RevisionView};
-pub use supervisor::{ControlError, Options, ReplicaStatus, ServiceStatus, Supervisor};
+pub use supervisor::{ControlError, Options, ReplicaStatus, Role, ServiceStatus, Supervisor};
 
 /// Where a replica is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

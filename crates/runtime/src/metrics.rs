@@ -37,6 +37,13 @@ pub struct Metrics {
     restarts: Family<ReplicaLabels, Counter>,
     oom_kills: Family<ReplicaLabels, Counter>,
     probes: Family<ProbeLabels, Counter>,
+    leader_changes: Family<ServiceLabels, Counter>,
+    leader_token: Family<ServiceLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
 }
 
 impl Metrics {
@@ -68,11 +75,33 @@ impl Metrics {
             m.probes.clone(),
         );
         registry.register(
+            "bulwark_leader_changes",
+            "Leaders elected for a service with [leader] (the first one included)",
+            m.leader_changes.clone(),
+        );
+        registry.register(
+            "bulwark_leader_token",
+            "The fencing token of the service's current leader; 0 while it has none",
+            m.leader_token.clone(),
+        );
+        registry.register(
             "bulwark_log_lines_dropped",
             "Replica output lines not echoed to bulwark's stdout because it was blocked or closed (the lines are still kept for `bulwark logs`)",
             crate::logs::ECHO_DROPPED.clone(),
         );
         m
+    }
+
+    /// A leader was elected with `token` (`None`: the service has no leader now).
+    pub(crate) fn leader(&self, service: &str, token: Option<u64>) {
+        let labels = ServiceLabels {
+            service: service.to_owned(),
+        };
+        if token.is_some() {
+            self.leader_changes.get_or_create(&labels).inc();
+        }
+        let value = token.map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        self.leader_token.get_or_create(&labels).set(value);
     }
 
     pub(crate) fn oom_killed(&self, service: &str, index: u32) {

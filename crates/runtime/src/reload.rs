@@ -77,6 +77,7 @@ impl Supervisor {
             }
         }
         let sup = self.clone();
+        crate::leader::ensure_tasks(&self.shared);
         tokio::spawn(async move { sup.start_in_order(&new_names).await });
         if out.changes.is_empty() {
             out.changes.push("nothing changed".into());
@@ -166,6 +167,8 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         rollout: _,
         autoscale: _,
         anomaly: _,
+        // Read by the election task each round (`crate::leader`).
+        leader: _,
         restart: _,
         restart_rules: _,
         stop_signal: _,

@@ -305,7 +305,18 @@ impl Task {
         };
         let socket = notify.as_ref().map(NotifySocket::path);
         let nested = cgroup.as_deref().map(ReplicaCgroup::nested_path);
-        match driver::start(&self.svc, &id, &shared.oci, (placement, nested), socket).await {
+        // A replica of a `[leader]` service starts as a standby, whatever its token file
+        // said before (a former leader's process, or a previous run of bulwark).
+        let svc = crate::leader::with_token_file(shared, &self.svc, self.h.index());
+        let standby = match crate::leader::token_file(shared, &self.svc, self.h.index()) {
+            Some(path) => crate::leader::write_token_file(path, None).await,
+            None => Ok(()),
+        };
+        let started = match standby {
+            Ok(()) => driver::start(&svc, &id, &shared.oci, (placement, nested), socket).await,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        match started {
             Ok((child, container)) => Ok(Spawned {
                 child,
                 port,

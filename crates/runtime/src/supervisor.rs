@@ -28,6 +28,12 @@ pub struct Options {
     /// Where replicas' notify sockets are bound (emptied when the first is; one
     /// supervisor per directory). `None`: a fresh directory under `$TMPDIR`.
     pub notify_dir: Option<PathBuf>,
+    /// Where the token files of `[leader]` services go by default (made when the first
+    /// is written). `None`: a directory under `$TMPDIR` named after bulwark's pid.
+    pub leader_dir: Option<PathBuf>,
+    /// Grants leaderships and fencing tokens to `[leader]` services; `None`: such
+    /// services run with standbys only (for tests of the rest of the runtime).
+    pub election: Option<Arc<dyn store::Election>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +83,29 @@ pub struct ReplicaStatus {
     pub cgroup: Option<Arc<launch::cgroup::ReplicaCgroup>>,
     /// The last `STATUS=` the replica sent on its notify socket (this incarnation).
     pub notify_status: Option<String>,
+    /// Its role, when its service has `[leader]` (`None` otherwise).
+    pub role: Option<Role>,
+    /// The fencing token it holds, as the leader.
+    pub token: Option<u64>,
+}
+
+/// A replica's role in a service with `[leader]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Its running incarnation was promoted and holds the current token.
+    Leader,
+    /// Anything else: not promoted yet, or deposed, or a new incarnation of a former
+    /// leader.
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Standby => "standby",
+        }
+    }
 }
 
 impl ReplicaStatus {
@@ -96,6 +125,8 @@ impl ReplicaStatus {
             oom_killed: false,
             cgroup: None,
             notify_status: None,
+            role: None,
+            token: None,
         }
     }
 }
@@ -133,6 +164,10 @@ pub(crate) struct Shared {
     /// Where replicas' notify sockets are bound; made when the first one is.
     notify_sockets: OnceLock<crate::notify::Sockets>,
     notify_dir: Option<PathBuf>,
+    pub leader_dir: PathBuf,
+    pub election: Option<Arc<dyn store::Election>>,
+    /// Services whose election task runs.
+    pub elections: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Invariant: `endpoints` holds exactly the replicas whose status is `ready` with a port,
@@ -151,6 +186,8 @@ pub(crate) struct ServiceEntry {
     pub split: Option<Split>,
     /// A rollout holds the service (scaling waits for it).
     pub rolling_out: bool,
+    /// The current leader of a service with `[leader]`, set by its election task only.
+    pub leader: Option<crate::leader::Term>,
     pub desired: u32,
     pub replicas: BTreeMap<u32, ReplicaEntry>,
     endpoints: watch::Sender<Arc<Endpoints>>,
@@ -169,6 +206,7 @@ impl ServiceEntry {
             last_revision: 1,
             split: None,
             rolling_out: false,
+            leader: None,
             desired: svc.replicas,
             replicas: BTreeMap::new(),
             endpoints: watch::channel(Arc::new(Endpoints::default())).0,
@@ -220,6 +258,11 @@ impl Supervisor {
                 echo_logs: opts.echo_logs,
                 notify_sockets: OnceLock::new(),
                 notify_dir: opts.notify_dir,
+                leader_dir: opts.leader_dir.unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("bulwark-leader-{}", std::process::id()))
+                }),
+                election: opts.election,
+                elections: Mutex::new(std::collections::BTreeSet::new()),
             }),
         }
     }
@@ -252,6 +295,7 @@ impl Supervisor {
         let sup = self.clone();
         tokio::spawn(async move {
             let order = sup.shared.order();
+            crate::leader::ensure_tasks(&sup.shared);
             if sup.start_in_order(&order).await {
                 let services = order.len();
                 sup.shared.bus.publish(EventKind::StackUp { services });
@@ -646,7 +690,15 @@ fn service_status(e: &ServiceEntry) -> ServiceStatus {
         name: e.spec.name.clone(),
         desired: e.desired,
         expose: e.spec.expose.as_ref().map(|x| x.listen),
-        replicas: e.replicas.values().map(|r| r.status.clone()).collect(),
+        replicas: e
+            .replicas
+            .values()
+            .map(|r| {
+                let mut status = r.status.clone();
+                crate::leader::fill_role(e, &mut status);
+                status
+            })
+            .collect(),
         revision: e.stable,
     }
 }
@@ -672,6 +724,7 @@ pub(crate) fn publish_endpoints(entry: &ServiceEntry) {
             ready,
             split: entry.split.clone(),
             mixed: entry.replicas.values().any(|r| r.revision != entry.stable),
+            leader: crate::leader::routing(entry),
         })
     });
 }

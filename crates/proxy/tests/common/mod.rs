@@ -77,6 +77,7 @@ pub fn ready(replicas: &[SocketAddr], version: u64) -> Arc<Endpoints> {
         ready,
         split: None,
         mixed: false,
+        leader: None,
     })
 }
 

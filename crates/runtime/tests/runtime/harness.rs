@@ -50,6 +50,8 @@ impl Rt {
                 ),
                 cgroups: Err("not used by these tests".into()),
                 notify_dir: None,
+                leader_dir: None,
+                election: None,
             },
         );
         sup.start();
