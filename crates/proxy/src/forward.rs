@@ -121,6 +121,40 @@ pub struct ServiceProxy {
 #[derive(Debug, Clone, Copy)]
 struct Served(u32);
 
+/// The methods that only read (RFC 9110's safe methods): under `route = "writes"` they
+/// go to every ready replica, the others to the leader.
+fn safe_method(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// The current leader as a one-entry slice of the ready replicas (empty when there is no
+/// ready leader): leader traffic is balanced over it alone.
+fn leader_only(snapshot: &Endpoints) -> &[Endpoint] {
+    let at = snapshot
+        .leader
+        .as_ref()
+        .and_then(|l| l.current)
+        .and_then(|c| snapshot.ready.iter().position(|e| e.replica == c.replica));
+    match at {
+        Some(i) => &snapshot.ready[i..=i],
+        None => &[],
+    }
+}
+
+/// The header that carries the leader's fencing token. A client's own is removed, so a
+/// replica can trust it came from bulwark; only a request to the current leader gets one.
+pub(crate) const FENCING_TOKEN: &str = "bulwark-fencing-token";
+
+fn fencing_token(headers: &mut HeaderMap, l: &bus::LeaderRouting, replica: u32) {
+    headers.remove(FENCING_TOKEN);
+    if let Some(c) = l.current.filter(|c| c.replica == replica) {
+        headers.insert(FENCING_TOKEN, HeaderValue::from(c.token));
+    }
+}
+
 /// Whether a request may be sent twice without changing its meaning (RFC 9110 §9.2.2).
 pub(crate) fn idempotent(m: &Method) -> bool {
     matches!(
@@ -454,6 +488,19 @@ impl ServiceProxy {
             if attempt == 0 {
                 lane = self.lane(&snapshot, &parts.headers);
             }
+            // `[leader]`: this request may only go to the current leader; during a
+            // failover it waits (within its deadline) for the next one.
+            let to_leader = snapshot
+                .leader
+                .as_ref()
+                .is_some_and(|l| l.to_leader(safe_method(&parts.method)));
+            let snapshot = match to_leader {
+                true => {
+                    self.leader_ready(snapshot, tried.as_slice(), deadline)
+                        .await
+                }
+                false => snapshot,
+            };
             // One short lock per try: endpoint changes, the budget deposit (first try
             // only), the pick and its replica's connection pool.
             let picked = {
@@ -464,11 +511,15 @@ impl ServiceProxy {
                 }
                 let notices = st.sync(&policy, &snapshot, now, &self.hooks.workers);
                 let tried = tried.as_slice();
-                let ep = match st.pick(&policy, &snapshot.ready, tried, key, lane, now) {
+                let (ready, lane) = match to_leader {
+                    true => (leader_only(&snapshot), None),
+                    false => (&snapshot.ready[..], lane),
+                };
+                let ep = match st.pick(&policy, ready, tried, key, lane, now) {
                     // A side of the split with nobody to answer (a rollback under way):
                     // the other side answers, except on the preview listener.
                     None if lane.is_some() && !self.preview => {
-                        st.pick(&policy, &snapshot.ready, tried, key, None, now)
+                        st.pick(&policy, ready, tried, key, None, now)
                     }
                     ep => ep,
                 }
@@ -479,9 +530,10 @@ impl ServiceProxy {
             };
             let Some((ep, pool)) = picked else {
                 if attempt == 0 {
+                    let what = if to_leader { "leader" } else { "replica" };
                     let mut res = answer(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("no ready replica for service {}\n", self.service),
+                        &format!("no ready {what} for service {}\n", self.service),
                     );
                     res.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -498,6 +550,9 @@ impl ServiceProxy {
                 },
             };
             let mut up = Request::from_parts(parts.clone(), this_body);
+            if let Some(l) = &snapshot.leader {
+                fencing_token(up.headers_mut(), l, ep.replica);
+            }
             // The pool writes the version and URI the replica's protocol needs.
             *up.uri_mut() = Uri::from(path.clone());
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -506,9 +561,10 @@ impl ServiceProxy {
             } else {
                 cfg.retries.per_try_timeout.min(remaining)
             };
-            let hedge = cfg
-                .hedge
-                .filter(|_| resendable && attempt == 0 && body.is_some() && upgrade.is_none());
+            // A hedge could go to a standby: none for leader traffic.
+            let hedge = cfg.hedge.filter(|_| {
+                resendable && attempt == 0 && body.is_some() && upgrade.is_none() && !to_leader
+            });
             let (ep, result, rtt, guard) = match hedge {
                 Some(h) => {
                     self.hedged(
@@ -810,6 +866,32 @@ impl ServiceProxy {
             std::time::Instant::now(),
         );
         self.publish(policy, notice.into_iter().collect());
+    }
+
+    /// `snapshot`, or the first later one whose leader this request has not tried yet;
+    /// the last one seen when `deadline` passes first.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits on the endpoints channel.
+    async fn leader_ready(
+        &self,
+        mut snapshot: Arc<Endpoints>,
+        tried: &[SocketAddr],
+        deadline: Instant,
+    ) -> Arc<Endpoints> {
+        let mut rx = self.endpoints.clone();
+        loop {
+            if leader_only(&snapshot)
+                .first()
+                .is_some_and(|e| !tried.contains(&e.addr))
+            {
+                return snapshot;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => snapshot = rx.borrow_and_update().clone(),
+                _ => return snapshot,
+            }
+        }
     }
 
     /// The revisions a request may go to: during a split, the side its sticky value (or
