@@ -153,6 +153,12 @@ pub struct Replica {
     /// control characters replaced by spaces).
     #[serde(default)]
     pub notify_status: Option<String>,
+    /// `leader` or `standby`, for a service with `[leader]`.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The fencing token the leader holds.
+    #[serde(default)]
+    pub token: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -253,6 +259,8 @@ impl From<runtime::ServiceStatus> for Service {
                     revision: r.revision,
                     held_out: r.held_out,
                     notify_status: r.notify_status,
+                    role: r.role.map(|x| x.as_str().to_owned()),
+                    token: r.token,
                 })
                 .collect(),
         }

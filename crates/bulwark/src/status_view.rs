@@ -83,6 +83,11 @@ pub(crate) fn print_status(status: &api::json::Status) {
             if let Some(res) = &r.resources {
                 outln!("{:<16}      {}", "", resources_line(res));
             }
+            match (&r.role, r.token) {
+                (Some(role), Some(t)) => outln!("{:<16}      role: {role}, fencing token {t}", ""),
+                (Some(role), None) => outln!("{:<16}      role: {role}", ""),
+                _ => {}
+            }
             if let Some(text) = &r.notify_status {
                 outln!("{:<16}      status: {text}", "");
             }

@@ -22,6 +22,7 @@
 //! | `/fault/close` | close the listener and every connection: connections are refused from now on |
 //! | `/fault/rst` | drop every connection; each new one is reset (RST) as soon as it is accepted |
 //! | `POST /echo` | stream the request body back |
+//! | `/role` (any method) | `replica`, `header` (its `Bulwark-Fencing-Token`), `role` and `token` (from `$BULWARK_FENCING_TOKEN_FILE`) lines |
 //!
 //! During `startup_delay` after start, `/`, `/healthz` and `/ready` answer
 //! `503 "starting"`.

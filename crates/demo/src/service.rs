@@ -103,6 +103,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         "/ready" => ok("ready"),
         "/echo" if req.method() == Method::POST => echo(req),
+        "/role" => role(&state, &req).await,
         "/ws" => websocket(req),
         // What the replica received: one `name: value` line per header.
         "/headers" => {
@@ -140,6 +141,35 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
     }
+}
+
+/// `/role` (any method), for a service with `[leader]`: this replica's name, the
+/// `Bulwark-Fencing-Token` the request carried, and the role and token its token file
+/// (`BULWARK_FENCING_TOKEN_FILE`) says now, one `key value` line each (`-`: none).
+async fn role(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    let header = req
+        .headers()
+        .get("bulwark-fencing-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let file = match std::env::var_os("BULWARK_FENCING_TOKEN_FILE") {
+        Some(path) => tokio::fs::read_to_string(path).await.unwrap_or_default(),
+        None => String::new(),
+    };
+    let field = |key: &str| {
+        file.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .filter(|v| !v.is_empty())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    ok(format!(
+        "replica {}\nheader {header}\nrole {}\ntoken {}\n",
+        state.name,
+        field("BULWARK_ROLE"),
+        field("BULWARK_FENCING_TOKEN")
+    ))
 }
 
 /// Answers served by `/cache/...`, to tell one answer from another.

@@ -16,6 +16,8 @@ pub fn replica(index: u32, pid: u32) -> Replica {
         held_out: false,
         resources: None,
         notify_status: None,
+        role: None,
+        token: None,
     }
 }
 
