@@ -20,6 +20,7 @@ mod hardening_api;
 mod hardening_proxy;
 mod hardening_runtime;
 mod import;
+mod leader;
 mod lifecycle;
 mod oci;
 mod oci_resources;
