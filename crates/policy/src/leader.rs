@@ -133,7 +133,11 @@ mod tests {
     #[test]
     fn the_first_leader_is_the_longest_ready() {
         let t0 = crate::epoch();
-        let ms = [member(t0, 0, true, 500), member(t0, 1, true, 100), member(t0, 2, false, 0)];
+        let ms = [
+            member(t0, 0, true, 500),
+            member(t0, 1, true, 100),
+            member(t0, 2, false, 0),
+        ];
         let at = t0 + Duration::from_secs(1);
         assert_eq!(decide(&ms, None, at, BOUND), Verdict::Elect(1));
         let none_ready = [member(t0, 0, false, 0), member(t0, 1, false, 0)];

@@ -345,9 +345,9 @@ fn events_pane(model: &Model, area: Rect, buf: &mut Buffer) {
 fn event_line(e: &EventLine) -> Line<'_> {
     let style = match e.kind.as_str() {
         "replica_exited" | "replica_oom_killed" | "crash_looping" | "spawn_failed"
-        | "replica_killed" | "gap" => RED,
-        "replica_unready" | "probe_failed" | "replica_ejected" => YELLOW,
-        "replica_ready" => GREEN,
+        | "replica_killed" | "gap" | "promote_failed" => RED,
+        "replica_unready" | "probe_failed" | "replica_ejected" | "leader_lost" => YELLOW,
+        "replica_ready" | "leader_elected" => GREEN,
         _ => Style::new(),
     };
     Line::from(vec![
