@@ -221,8 +221,8 @@ pub enum EventKind {
         /// `shutdown`.
         reason: String,
     },
-    /// A promotion failed: the replica stays a standby and is not tried again until it
-    /// restarts.
+    /// A promotion failed: the replica stays a standby; the other ready standbys are
+    /// tried first, and it is tried again 5 s later.
     PromoteFailed {
         /// The service concerned.
         service: String,

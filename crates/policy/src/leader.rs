@@ -26,7 +26,7 @@ pub struct Member {
     pub ready: bool,
     /// Since when it has been ready (`ready`), or not ready (otherwise).
     pub since: Instant,
-    /// A promotion of this incarnation failed: do not try it again.
+    /// A promotion of this incarnation failed recently: do not try it now.
     pub refused: bool,
 }
 

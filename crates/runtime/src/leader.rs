@@ -16,7 +16,7 @@
 //! the new process in the meantime (`routing` checks the pid).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +34,10 @@ pub(crate) struct Term {
     pub pid: u32,
     pub term: store::Term,
 }
+
+/// How long an incarnation whose promotion failed is passed over: other ready standbys
+/// are tried first, and a failure that passes (a database still replaying) is retried.
+const PROMOTE_RETRY: Duration = Duration::from_secs(5);
 
 /// Output kept from `promote` and `demote`, for the failure reason.
 const CAPTURE: usize = 1024;
@@ -153,8 +157,8 @@ struct Round {
     term: Option<Term>,
     /// Per replica: the incarnation and readiness last seen, and since when.
     seen: BTreeMap<u32, (Option<u32>, bool, Instant)>,
-    /// Incarnations whose promotion failed.
-    refused: BTreeSet<(u32, u32)>,
+    /// Incarnations whose promotion failed, and until when they are not tried again.
+    refused: BTreeMap<(u32, u32), Instant>,
     /// Why the previous leader went.
     last_loss: Option<Loss>,
 }
@@ -204,7 +208,15 @@ async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Elec
         );
         match verdict {
             Verdict::Keep => {
+                // With nobody leading, a refused standby may be tried again later.
+                let retry = match leader {
+                    None => round.refused.values().min().copied(),
+                    Some(_) => None,
+                };
                 let wake = decision::next_check(&members, leader.as_ref(), cfg.failover_after)
+                    .into_iter()
+                    .chain(retry)
+                    .min()
                     .map(tokio::time::Instant::from_std);
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { break },
@@ -228,7 +240,9 @@ async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Elec
                 match elect(&shared, &service, (index, pid), reason, &election).await {
                     Some(t) => round.term = Some(t),
                     None => {
-                        round.refused.insert((index, pid));
+                        round
+                            .refused
+                            .insert((index, pid), Instant::now() + PROMOTE_RETRY);
                     }
                 }
             }
@@ -273,13 +287,16 @@ impl Round {
                     incarnation: s.pid,
                     ready,
                     since,
-                    refused: s.pid.is_some_and(|p| self.refused.contains(&(s.index, p))),
+                    refused: s
+                        .pid
+                        .is_some_and(|p| self.refused.get(&(s.index, p)).is_some_and(|&t| now < t)),
                 }
             })
             .collect();
         self.seen.retain(|i, _| e.replicas.contains_key(i));
-        self.refused
-            .retain(|(i, p)| e.replicas.get(i).is_some_and(|r| r.status.pid == Some(*p)));
+        self.refused.retain(|(i, p), until| {
+            now < *until && e.replicas.get(i).is_some_and(|r| r.status.pid == Some(*p))
+        });
         members
     }
 }

@@ -415,6 +415,11 @@ fn a_failing_promote_leaves_the_replica_a_standby_and_leader_traffic_waits() {
     );
     let (code, r) = role(addr, "GET").expect("answer");
     assert_eq!((code, r["header"].clone()), (200, t2.to_string()));
+    let elected = events_of(&stack, "leader_elected");
+    assert!(
+        elected.iter().all(|e| e["index"] == 1),
+        "only replica 1 ever led: {elected:?}"
+    );
 }
 
 #[test]

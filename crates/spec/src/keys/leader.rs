@@ -24,7 +24,8 @@ section! {
         /// and working directory, `{index}` and `{port}` of that replica) with
         /// `BULWARK_ROLE=leader` and `BULWARK_FENCING_TOKEN`. A promotion that fails
         /// (non-zero exit, or past `command_timeout`) leaves that incarnation a standby
-        /// and is not tried again on it; the next ready standby is tried.
+        /// (a `promote_failed` event); the other ready standbys are tried first, and it
+        /// is tried again 5 s later.
         promote: Vec<String> = command(), Optional("nothing is run");
         /// Run when the leader loses its role (also when its process is already gone,
         /// so that it comes back as a standby), with `BULWARK_ROLE=standby` and the
