@@ -167,8 +167,6 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         rollout: _,
         autoscale: _,
         anomaly: _,
-        // Read by the election task each round (`crate::leader`).
-        leader: _,
         restart: _,
         restart_rules: _,
         stop_signal: _,
@@ -188,6 +186,9 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         liveness,
         readiness,
         notify,
+        // Read by the election task each round (`crate::leader`), except what is in the
+        // replicas' environment: whether there is a token file, and where.
+        leader,
     } = old;
     *run != new.run
         || *env != new.env
@@ -198,6 +199,7 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         || *liveness != new.liveness
         || *readiness != new.readiness
         || *notify != new.notify
+        || leader.as_ref().map(|l| &l.token_file) != new.leader.as_ref().map(|l| &l.token_file)
 }
 
 /// `new` with the process settings of `old`: what the stable revision runs while `new`

@@ -308,6 +308,17 @@ fn writes_go_to_the_leader_and_reads_to_every_ready_replica() {
         readers.len() >= 2,
         "reads spread over the replicas: {readers:?}"
     );
+    // A client cannot forge the token: its own header never reaches a replica.
+    for method in ["GET", "POST"] {
+        for _ in 0..5 {
+            let head =
+                format!("{method} /role HTTP/1.1\r\nHost: web\r\nBulwark-Fencing-Token: 999\r\n");
+            let (code, body) = http(addr, &head);
+            assert_eq!(code, 200);
+            let header = parse_role(&body)["header"].clone();
+            assert!(header == token.to_string() || header == "-", "{body}");
+        }
+    }
 }
 
 #[test]
