@@ -217,8 +217,8 @@ pub enum EventKind {
         /// The token it held, never valid again.
         token: u64,
         /// `exited` (its process is gone or was restarted), `unready` (not ready past
-        /// `failover_after`), `removed` (`[leader]` left the stack file) or
-        /// `shutdown`.
+        /// `failover_after`), `lost` (the election no longer grants its term: an
+        /// expired lease), `removed` (`[leader]` left the stack file) or `shutdown`.
         reason: String,
     },
     /// A promotion failed: the replica stays a standby; the other ready standbys are

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus::{EventKind, LeaderRouting, Leading};
-use policy::leader::{self as decision, Loss, Member, Verdict};
+use policy::leader::{self as decision, Member, Verdict};
 
 use crate::driver::Identity;
 use crate::supervisor::{ReplicaStatus, Role, ServiceEntry, Shared, publish_endpoints};
@@ -160,7 +160,7 @@ struct Round {
     /// Incarnations whose promotion failed, and until when they are not tried again.
     refused: BTreeMap<(u32, u32), Instant>,
     /// Why the previous leader went.
-    last_loss: Option<Loss>,
+    last_loss: Option<&'static str>,
 }
 
 async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Election>) {
@@ -208,16 +208,16 @@ async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Elec
         );
         match verdict {
             Verdict::Keep => {
-                // With nobody leading, a refused standby may be tried again later.
-                let retry = match leader {
-                    None => round.refused.values().min().copied(),
-                    Some(_) => None,
+                let lost = match &round.term {
+                    Some(t) => !held(t, &election).await,
+                    None => false,
                 };
-                let wake = decision::next_check(&members, leader.as_ref(), cfg.failover_after)
-                    .into_iter()
-                    .chain(retry)
-                    .min()
-                    .map(tokio::time::Instant::from_std);
+                if let Some(t) = round.term.take_if(|_| lost) {
+                    round.last_loss = Some("lost");
+                    depose(&shared, &service, t, "lost", &election).await;
+                    continue;
+                }
+                let wake = round.wake_at(&members, leader.as_ref(), cfg.failover_after);
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { break },
                     () = sleep_until(wake) => {}
@@ -226,7 +226,7 @@ async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Elec
             }
             Verdict::Depose(loss) => {
                 if let Some(t) = round.term.take() {
-                    round.last_loss = Some(loss);
+                    round.last_loss = Some(loss.as_str());
                     depose(&shared, &service, t, loss.as_str(), &election).await;
                 }
             }
@@ -236,7 +236,7 @@ async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Elec
                     .find(|m| m.index == index)
                     .and_then(|m| m.incarnation)
                     .unwrap_or_default();
-                let reason = round.last_loss.map_or("first", Loss::as_str);
+                let reason = round.last_loss.unwrap_or("first");
                 match elect(&shared, &service, (index, pid), reason, &election).await {
                     Some(t) => round.term = Some(t),
                     None => {
@@ -262,7 +262,45 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// Whether the election still grants `t` (`renew`): a term can end without the task
+/// deposing it (an etcd lease that expired); the local election's terms end only so.
+async fn held(t: &Term, election: &Arc<dyn store::Election>) -> bool {
+    let (e, term) = (election.clone(), t.term.clone());
+    match tokio::task::spawn_blocking(move || e.renew(&term)).await {
+        Ok(Ok(())) | Err(_) => true,
+        Ok(Err(store::ElectionError::Lost { .. })) => false,
+        Ok(Err(err)) => {
+            // The store failed, not the term: keep leading and ask again next round.
+            tracing::warn!(service = t.term.group, %err, "cannot renew the leader's term");
+            true
+        }
+    }
+}
+
+/// How often a held term is renewed when nothing else wakes the task.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+
 impl Round {
+    /// When to look again with no change of the replicas: the leader's unready spell
+    /// passing the bound, a refused standby's retry (while nobody leads), the next renewal
+    /// (while someone does).
+    fn wake_at(
+        &self,
+        members: &[Member],
+        leader: Option<&decision::Leader>,
+        failover_after: Duration,
+    ) -> Option<tokio::time::Instant> {
+        let next = match leader {
+            None => self.refused.values().min().copied(),
+            Some(_) => Some(Instant::now() + RENEW_EVERY),
+        };
+        decision::next_check(members, leader, failover_after)
+            .into_iter()
+            .chain(next)
+            .min()
+            .map(tokio::time::Instant::from_std)
+    }
+
     /// The replicas as the decision sees them; readiness spells are timed from when this
     /// task first saw them (it wakes on every change, so that is when they began).
     fn members(&mut self, shared: &Shared, service: &str) -> Vec<Member> {
