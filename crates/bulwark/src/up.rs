@@ -222,6 +222,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let rollout_store = journal_store.clone();
     let switch_store = journal_store.clone();
     let audit = Arc::new(api::audit::Audit::new(Some(journal_store.clone())));
+    audit.register(&mut registry);
     // bulwark's own actions (restarts, ejections, remediations, chaos...) from the bus.
     let own_actions = api::audit::actions::Follower::start(&bus, audit.clone());
     let audit_log = audit.clone();
