@@ -121,7 +121,7 @@ function flush() {
 
 function connect() {
   if (source) return;
-  source = new EventSource('/v1/events?follow=true');
+  source = new EventSource(`/v1/events?follow=true&tail=${MAX_EVENTS}`);
   source.onmessage = onEvent;
   source.onopen = () => { document.getElementById('live').textContent = '● live'; };
   source.onerror = () => {

@@ -403,12 +403,20 @@ fn a_session_has_its_tokens_role_and_needs_the_csrf_header_to_change_anything() 
     };
     let actions = ["#faults-off", "#silence-form", "#replicas button.restart"];
     b.goto(&login_link(&stack, Some(&viewer)));
-    view(&b, "#/oncall", "#replicas tr[data-key='web/0'] button.restart");
+    view(
+        &b,
+        "#/oncall",
+        "#replicas tr[data-key='web/0'] button.restart",
+    );
     for css in actions {
         assert!(!shown(css), "a viewer is shown {css}");
     }
     b.goto(&login_link(&stack, None));
-    view(&b, "#/oncall", "#replicas tr[data-key='web/0'] button.restart");
+    view(
+        &b,
+        "#/oncall",
+        "#replicas tr[data-key='web/0'] button.restart",
+    );
     for css in actions {
         assert!(shown(css), "the owner is not shown {css}");
     }
