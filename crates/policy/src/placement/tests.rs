@@ -151,6 +151,42 @@ fn a_replica_that_breaks_a_new_constraint_moves_and_one_that_does_not_stays() {
 }
 
 #[test]
+fn a_node_that_shrank_sheds_what_no_longer_fits_and_a_vanished_one_all() {
+    let cap = |cpu_millis| Resources {
+        cpu_millis,
+        memory: u64::MAX,
+    };
+    let mut nodes = vec![node("a", "z1"), node("b", "z2"), node("c", "z3")];
+    let mut web = service("web", 6);
+    web.request = cap(1000);
+    let services = [web];
+    let before = place(&nodes, &services, &Placement::new()).placement;
+    nodes[0].capacity = cap(1500);
+    nodes.remove(1);
+    let after = place(&nodes, &services, &before);
+    let from: Vec<(String, Option<&str>, Why)> = after
+        .moves
+        .iter()
+        .map(|m| (m.replica.to_string(), m.from.as_deref(), m.why.clone()))
+        .collect();
+    assert_eq!(
+        from,
+        [
+            ("web/1".into(), Some("b"), Why::Refused(Refusal::Gone)),
+            ("web/3".into(), Some("a"), Why::Refused(Refusal::Capacity)),
+            ("web/4".into(), Some("b"), Why::Refused(Refusal::Gone)),
+        ]
+    );
+    assert!(after.moves.iter().all(|m| m.to.as_deref() == Some("c")));
+    assert_eq!(
+        per_node(&after.placement, "web")
+            .into_values()
+            .collect::<Vec<_>>(),
+        [1, 5]
+    );
+}
+
+#[test]
 fn an_unplaceable_replica_says_which_rule_refused_which_node() {
     let mut nodes = vec![
         node("a", "z1"),

@@ -144,6 +144,28 @@ fn assert_rules_hold(nodes: &[Node], services: &[Service], d: &Decision) {
     }
 }
 
+/// A move's reason is a fact about the input (for the rules that do not depend on the
+/// order replicas are kept in).
+fn assert_reason_is_true(nodes: &[Node], services: &[Service], m: &Move) {
+    let node = m
+        .from
+        .as_ref()
+        .and_then(|f| nodes.iter().find(|n| &n.name == f));
+    let svc = services.iter().find(|s| s.name == m.replica.service);
+    let wanted = svc.is_some_and(|s| m.replica.index < s.replicas);
+    match &m.why {
+        Why::New => assert!(m.from.is_none(), "{m:?}"),
+        Why::ScaledDown => assert!(!wanted && m.to.is_none(), "{m:?}"),
+        Why::Refused(Refusal::Gone) => assert!(wanted && node.is_none(), "{m:?}"),
+        Why::Refused(Refusal::Lost) => assert!(node.is_some_and(|n| !n.alive), "{m:?}"),
+        Why::Refused(Refusal::Constraint(c)) => {
+            let n = node.expect("a known node");
+            assert!(!c.allows(n) && svc.is_some_and(|s| s.rules.constraints.contains(c)));
+        }
+        Why::Refused(_) => assert!(wanted && node.is_some_and(|n| n.alive), "{m:?}"),
+    }
+}
+
 /// Names unique, as the scheduler's input is (etcd keys).
 fn unique(mut services: Vec<Service>) -> Vec<Service> {
     let mut seen = BTreeSet::new();
@@ -168,6 +190,7 @@ proptest! {
             prop_assert_ne!(&m.from, &m.to);
             prop_assert_eq!(current.get(&m.replica), m.from.as_ref());
             prop_assert_eq!(d.placement.get(&m.replica), m.to.as_ref());
+            assert_reason_is_true(&nodes, &services, m);
         }
         for (r, n) in &current {
             if d.placement.get(r) != Some(n) {
