@@ -16,6 +16,7 @@ mod deps;
 mod env;
 mod expose;
 mod notify;
+mod placement;
 mod probe;
 mod remedy;
 mod resources;
@@ -58,6 +59,7 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
     let order = deps::dependency_order(&mut checked, p);
     deps::check_addresses(&checked, api.as_ref().map(|a| a.listen), p);
     deps::check_routes(&checked, p);
+    placement::anti_affinity(services, p);
     let known: Vec<&Service> = checked.iter().map(|c| &c.service).collect();
     let backups = backup::backups(&raw.backups, &known, base_dir, p);
     let experiments = chaos::experiments(&raw.experiments, &known, base_dir, p);
