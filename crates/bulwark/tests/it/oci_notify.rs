@@ -45,8 +45,12 @@ fn prepare(args: &[&str], notify: &str, container_extra: &str, port: u16) -> (Oc
     (stack, rootfs)
 }
 
+/// The replica's status; `null` in the moment after `up` starts when it has none yet.
 fn replica(stack: &Stack) -> Value {
-    replicas_in(&stack.service("web"))[0].clone()
+    replicas_in(&stack.service("web"))
+        .first()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The replica once its `STATUS=` reads `status`.

@@ -146,16 +146,9 @@ pub(crate) async fn start(
     let program = bundle.args.first().cloned().unwrap_or_default();
     let (dir2, rootfs2) = (dir.clone(), rootfs.clone());
     let socket = notify.map(|n| (n.to_owned(), c.user));
-    tokio::task::spawn_blocking(move || {
-        if let Some((path, Some((uid, gid)))) = &socket {
-            // A user other than bulwark's must be able to write to the socket; it is the
-            // only file of bulwark's directory the container sees.
-            std::os::unix::fs::chown(path, Some(*uid), Some(*gid))?;
-        }
-        write_bundle(&dir2, &rootfs2, &program, &config)
-    })
-    .await
-    .map_err(io::Error::other)??;
+    tokio::task::spawn_blocking(move || write_bundle(&dir2, &rootfs2, &program, &config, socket))
+        .await
+        .map_err(io::Error::other)??;
     let root = dirs.runc_root();
     let mut cmd = Command::new(runc);
     // With NOTIFY_SOCKET (bulwark's own, from systemd) runc would proxy the container's
@@ -193,12 +186,14 @@ fn nofile() -> (u64, u64) {
     (hard.min(1024), hard)
 }
 
-/// Checks that the rootfs holds `program`, then writes `config.json` into `dir`.
+/// Checks that the rootfs holds `program`, gives the notify socket (if any) to the
+/// container's user (if any), then writes `config.json` into `dir`.
 fn write_bundle(
     dir: &Path,
     rootfs: &Path,
     program: &str,
     config: &serde_json::Value,
+    socket: Option<(PathBuf, Option<(u32, u32)>)>,
 ) -> io::Result<()> {
     if !rootfs.is_dir() {
         return Err(io::Error::new(
@@ -219,6 +214,11 @@ fn write_bundle(
                 rootfs.display()
             ),
         ));
+    }
+    if let Some((path, Some((uid, gid)))) = socket {
+        // Another user than bulwark's must be able to write to the socket; it is the only
+        // file of bulwark's owner-only directory the container sees.
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
     }
     std::fs::create_dir_all(dir)?;
     let text = serde_json::to_vec_pretty(config).map_err(io::Error::other)?;
