@@ -519,6 +519,15 @@ pub struct DemoArgs {
     /// CPU each `GET /` burns (a service with a per-request cost).
     #[arg(long, env = "DEMO_COST", default_value = "0s")]
     pub cost: humantime::Duration,
+    /// sd_notify (with `NOTIFY_SOCKET` set): send `READY=1` this long after starting.
+    #[arg(long)]
+    pub notify_ready_after: Option<humantime::Duration>,
+    /// sd_notify: send `WATCHDOG=1` at this interval.
+    #[arg(long)]
+    pub notify_watchdog_every: Option<humantime::Duration>,
+    /// sd_notify: stop the `WATCHDOG=1` pings this long after starting (a hung replica).
+    #[arg(long, requires = "notify_watchdog_every")]
+    pub notify_stop_watchdog_after: Option<humantime::Duration>,
 }
 
 #[derive(Args)]

@@ -353,6 +353,14 @@ async fn demo(args: cli::DemoArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.leak_rate = (args.leak_rate * f64::from(1u32 << 20)) as u64;
     cfg.cost = args.cost.into();
+    if args.notify_watchdog_every.is_some_and(|e| e.is_zero()) {
+        anyhow::bail!("--notify-watchdog-every must be more than 0s");
+    }
+    cfg.notify = demo::NotifyPlan {
+        ready_after: args.notify_ready_after.map(Into::into),
+        watchdog_every: args.notify_watchdog_every.map(Into::into),
+        stop_watchdog_after: args.notify_stop_watchdog_after.map(Into::into),
+    };
     demo::run(cfg).await?;
     Ok(ExitCode::SUCCESS)
 }

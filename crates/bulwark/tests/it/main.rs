@@ -22,6 +22,7 @@ mod hardening_runtime;
 mod import;
 mod lifecycle;
 mod oci;
+mod oci_notify;
 mod oci_resources;
 mod probes;
 mod proxy;

@@ -435,11 +435,6 @@ fn oci_broken_stack_files_say_what_to_do() {
     );
     std::fs::create_dir_all(dir.path().join("empty/srv")).unwrap();
     std::fs::write(dir.path().join("empty/srv/app"), "").unwrap();
-    let notify = check("empty", "/srv/app", "[services.web.notify]\n");
-    assert!(
-        notify.contains("[container] and `notify` together are not supported yet"),
-        "{notify}"
-    );
     let cwd = check("empty", "/srv/app", "cwd = \"srv\"\n");
     assert!(
         cwd.contains("stack.toml:3:") && cwd.contains("a path inside the container"),

@@ -26,14 +26,6 @@ pub(super) fn container(
             format!("container rootfs {}: {why}", path.display()),
         );
     }
-    // Not built yet: the notify socket would need a mount into the container.
-    if raw.notify.is_present() {
-        p.push(
-            table.span(),
-            "[container] and `notify` together are not supported yet: the oci driver does not \
-             carry the notify socket into the container; remove one of them",
-        );
-    }
     // Resolved against the stack file's directory, a relative `cwd` would name a host path.
     if let Some(cwd) = raw.cwd.given()
         && !cwd.get_ref().starts_with('/')
