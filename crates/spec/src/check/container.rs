@@ -13,6 +13,11 @@ pub(super) fn container(
     p: &mut Problems,
 ) -> Option<Container> {
     let table = raw.container.given()?;
+    // Absolute: runc reads a relative rootfs or mount source against the bundle's
+    // directory, not the one `up` started in (`up -f stack.toml`, `rootfs = "rootfs"`).
+    // (`base_dir` is empty for a file named without a directory.)
+    let base_dir =
+        &std::env::current_dir().map_or_else(|_| base_dir.to_owned(), |d| d.join(base_dir));
     let t = table.get_ref();
     let rootfs = t
         .rootfs
