@@ -154,8 +154,7 @@ fn eval_every(stack: &spec::Stack) -> Duration {
         .clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
-// Long on purpose: the wiring of `bulwark up`, in the order the layers must start.
-#[allow(clippy::too_many_lines)]
+/// `bulwark up`.
 pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let stack = match load(&args.file).await {
         Ok(spec::Loaded { stack, warnings }) => {
@@ -169,6 +168,20 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             return Ok(ExitCode::from(2));
         }
     };
+    serve(args, stack, state_dir, None).await
+}
+
+// Long on purpose: the wiring of `bulwark up`, in the order the layers must start.
+/// Runs `stack` until a signal; as a cluster agent when `agent` is given (its stack comes
+/// from its flags, not a file: nothing to reload).
+#[allow(clippy::too_many_lines)]
+pub async fn serve(
+    args: UpArgs,
+    stack: spec::Stack,
+    state_dir: Option<PathBuf>,
+    agent: Option<crate::agent::Agent>,
+) -> anyhow::Result<ExitCode> {
+    let reloadable = agent.is_none();
     crate::host::prepare(&stack);
     let cgroups = {
         let (stack, file) = (stack.clone(), args.file.clone());
@@ -475,6 +488,11 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         stop_rx.clone(),
     ));
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
+    // A cluster agent joins once its API answers, so the address it registers works.
+    let membership = match agent {
+        Some(a) => Some(a.join(bus.clone(), api_addr).await?),
+        None => None,
+    };
     supervisor.start();
     // Ready for systemd once the API and every listener are bound and every replica is
     // under way; replicas' own readiness is in STATUS= (a stack whose service never gets
@@ -500,6 +518,10 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
             _ = sighup.recv() => {
+                if !reloadable {
+                    tracing::warn!("SIGHUP: an agent's stack comes from the cluster (`bulwark apply`); nothing to reload");
+                    continue;
+                }
                 let notify = |msg: &str| if let Some(n) = &notifier { n.send(msg) };
                 notify("RELOADING=1");
                 match reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await {
@@ -509,12 +531,20 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
                 notify("READY=1");
             }
             Some(reply) = reload_rx.recv() => {
+                if !reloadable {
+                    let _ = reply.send(Err("an agent's stack comes from the cluster: use `bulwark apply -f FILE --etcd ...`".to_owned()));
+                    continue;
+                }
                 let _ = reply.send(reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await);
             }
         }
     }
     if let Some(n) = &notifier {
         n.send("STOPPING=1\nSTATUS=stopping");
+    }
+    // Out of the cluster first: the others see this node leave at once, not a lease expire.
+    if let Some(m) = membership {
+        m.leave().await;
     }
     // The watchdog stays: stopping takes up to TimeoutStopSec, and a stall there is a
     // stall too.
