@@ -58,19 +58,28 @@ pub async fn connect(urls: &[String], timeout: Duration) -> Result<Etcd, Error> 
         .with_require_leader(true)
         .with_keep_alive(Duration::from_secs(2), timeout);
     let connecting = Client::connect(endpoints, Some(options));
-    let mut client = match tokio::time::timeout(timeout, connecting).await {
+    let client = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(unreachable(e.to_string())),
         Err(_) => return Err(unreachable("no answer".into())),
     };
-    let probe = client.get("/bulwark/", Some(GetOptions::new().with_count_only()));
-    match tokio::time::timeout(timeout, probe).await {
-        Ok(Ok(_)) => Ok(Etcd {
+    // Tried again within the timeout: a leader election or one member down is not the
+    // user's problem.
+    let probe = crate::error::bounded_read("connect", timeout, || {
+        let mut client = client.clone();
+        async move {
+            client
+                .get("/bulwark/", Some(GetOptions::new().with_count_only()))
+                .await
+        }
+    });
+    match probe.await {
+        Ok(_) => Ok(Etcd {
             client,
             urls: joined,
             timeout,
         }),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(crate::Error::Etcd(e)) => Err(unreachable(e.to_string())),
         Err(_) => Err(unreachable("no answer".into())),
     }
 }

@@ -81,3 +81,30 @@ pub(crate) async fn bounded<T>(
         }),
     }
 }
+
+/// A read, tried again after a failure (a leader election, a member that went away: the
+/// next try goes to another) until `timeout` has passed; each try gets a third of it (at
+/// least 1 s), so one silent member cannot use the whole budget. Only for calls that are
+/// safe to repeat.
+pub(crate) async fn bounded_read<T, F, Fut>(
+    call: &'static str,
+    timeout: std::time::Duration,
+    mut attempt: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let per_try = (timeout / 3).max(std::time::Duration::from_secs(1));
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let result = bounded(call, per_try.min(left), attempt()).await;
+        match result {
+            Ok(v) => return Ok(v),
+            Err(e) if left <= per_try => return Err(e),
+            Err(e) => tracing::debug!(call, "retrying after: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Etcd, Keys, error::bounded};
+use crate::{Error, Etcd, Keys, error::bounded_read};
 
 /// What an agent says about its node, in `nodes/<node>` and `members/<node>` (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,8 +67,11 @@ pub async fn list_nodes(etcd: &Etcd, keys: &Keys) -> Result<(Vec<NodeInfo>, i64)
         TxnOp::get(keys.members(), Some(GetOptions::new().with_prefix())),
         TxnOp::get(keys.nodes(), Some(GetOptions::new().with_prefix())),
     ]);
-    let mut client = etcd.client.clone();
-    let resp = bounded("list nodes", etcd.timeout, client.txn(txn)).await?;
+    let resp = bounded_read("list nodes", etcd.timeout, || {
+        let (mut client, txn) = (etcd.client.clone(), txn.clone());
+        async move { client.txn(txn).await }
+    })
+    .await?;
     let revision = resp.header().map_or(0, |h| h.revision());
     let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
         TxnOpResponse::Get(g) => Some(g),

@@ -4,7 +4,7 @@
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Etcd, Keys, error::bounded};
+use crate::{Error, Etcd, Keys, error::bounded, error::bounded_read};
 
 /// One applied stack file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,12 +47,10 @@ pub enum Applied {
 
 /// The applied stack, if any.
 pub async fn current(etcd: &Etcd, keys: &Keys) -> Result<Option<StackRevision>, Error> {
-    let mut client = etcd.client.clone();
-    let resp = bounded(
-        "read the stack",
-        etcd.timeout,
-        client.get(keys.stack(), None),
-    )
+    let resp = bounded_read("read the stack", etcd.timeout, || {
+        let mut client = etcd.client.clone();
+        async move { client.get(keys.stack(), None).await }
+    })
     .await?;
     resp.kvs().first().map(StackRevision::parse).transpose()
 }
@@ -101,15 +99,13 @@ pub async fn apply(
 
 /// Every stored revision, oldest first.
 pub async fn history(etcd: &Etcd, keys: &Keys) -> Result<Vec<StackRevision>, Error> {
-    let mut client = etcd.client.clone();
     let options = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Key, SortOrder::Ascend);
-    let resp = bounded(
-        "read the stack's history",
-        etcd.timeout,
-        client.get(keys.stack_revisions(), Some(options)),
-    )
+    let resp = bounded_read("read the stack's history", etcd.timeout, || {
+        let (mut client, options) = (etcd.client.clone(), options.clone());
+        async move { client.get(keys.stack_revisions(), Some(options)).await }
+    })
     .await?;
     resp.kvs().iter().map(StackRevision::parse).collect()
 }

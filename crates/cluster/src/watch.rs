@@ -9,7 +9,9 @@ use tokio::sync::{broadcast, watch};
 
 use crate::keys::KeyKind;
 use crate::stack::StackRevision;
-use crate::{Error, Etcd, Keys, NodeInfo, NodeRecord, NodeState, error::bounded};
+use crate::{
+    Error, Etcd, Keys, NodeInfo, NodeRecord, NodeState, error::bounded, error::bounded_read,
+};
 
 /// What changed in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,8 +183,11 @@ async fn snapshot(etcd: &Etcd, keys: &Keys) -> Result<(First, View), Error> {
         TxnOp::get(keys.nodes(), Some(GetOptions::new().with_prefix())),
         TxnOp::get(keys.stack(), None),
     ]);
-    let mut client = etcd.client.clone();
-    let resp = bounded("read the cluster", etcd.timeout, client.txn(txn)).await?;
+    let resp = bounded_read("read the cluster", etcd.timeout, || {
+        let (mut client, txn) = (etcd.client.clone(), txn.clone());
+        async move { client.txn(txn).await }
+    })
+    .await?;
     let revision = resp.header().map_or(0, |h| h.revision());
     let gets: Vec<_> = resp
         .op_responses()
