@@ -20,9 +20,10 @@ pub enum Command {
     /// Run a stack in the foreground until Ctrl-C or SIGTERM.
     Up(UpArgs),
     /// Cluster mode: register this machine as node NAME in etcd (a lease, kept alive),
-    /// follow the other nodes (events `node_joined`, `node_lost`, `node_left`) and serve the
-    /// usual API. Runs no replica yet (a later layer places them). SIGTERM leaves the
-    /// cluster at once (the lease is revoked).
+    /// follow the other nodes (events `node_joined`, `node_lost`, `node_left`), run the
+    /// stack applied to the cluster (all of it: no placement yet), reloading each new
+    /// revision, and serve the usual API. SIGTERM leaves the cluster at once (the lease is
+    /// revoked), then stops the replicas.
     Agent(AgentArgs),
     /// Cluster mode: every node that joined, alive or lost, from etcd.
     Nodes {

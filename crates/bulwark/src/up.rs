@@ -172,8 +172,8 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
 }
 
 // Long on purpose: the wiring of `bulwark up`, in the order the layers must start.
-/// Runs `stack` until a signal; as a cluster agent when `agent` is given (its stack comes
-/// from its flags, not a file: nothing to reload).
+/// Runs `stack` until a signal; as a cluster agent when `agent` is given (`args.file` is
+/// then the agent's copy of the cluster's stack, written anew for each applied revision).
 #[allow(clippy::too_many_lines)]
 pub async fn serve(
     args: UpArgs,
@@ -181,7 +181,6 @@ pub async fn serve(
     state_dir: Option<PathBuf>,
     agent: Option<crate::agent::Agent>,
 ) -> anyhow::Result<ExitCode> {
-    let reloadable = agent.is_none();
     crate::host::prepare(&stack);
     let cgroups = {
         let (stack, file) = (stack.clone(), args.file.clone());
@@ -489,10 +488,11 @@ pub async fn serve(
     ));
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
     // A cluster agent joins once its API answers, so the address it registers works.
-    let membership = match agent {
+    let mut membership = match agent {
         Some(a) => Some(a.join(bus.clone(), api_addr).await?),
         None => None,
     };
+    let mut stack_changes = membership.as_mut().map(|m| m.stack_changes());
     supervisor.start();
     // Ready for systemd once the API and every listener are bound and every replica is
     // under way; replicas' own readiness is in STATUS= (a stack whose service never gets
@@ -517,11 +517,17 @@ pub async fn serve(
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
-            _ = sighup.recv() => {
-                if !reloadable {
-                    tracing::warn!("SIGHUP: an agent's stack comes from the cluster (`bulwark apply`); nothing to reload");
-                    continue;
+            Some(revision) = next_revision(&mut stack_changes) => {
+                let Some(m) = &membership else { continue };
+                match m.fetch_stack(&args.file).await {
+                    Ok(()) => match reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await {
+                        Ok(changes) => tracing::info!(revision, ?changes, "running the cluster's stack revision"),
+                        Err(e) => tracing::error!(revision, "the cluster's stack revision cannot run here, still running the previous one:\n{e}"),
+                    },
+                    Err(e) => tracing::error!(revision, "cannot read the cluster's stack revision: {e:#}"),
                 }
+            }
+            _ = sighup.recv() => {
                 let notify = |msg: &str| if let Some(n) = &notifier { n.send(msg) };
                 notify("RELOADING=1");
                 match reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await {
@@ -531,10 +537,6 @@ pub async fn serve(
                 notify("READY=1");
             }
             Some(reply) = reload_rx.recv() => {
-                if !reloadable {
-                    let _ = reply.send(Err("an agent's stack comes from the cluster: use `bulwark apply -f FILE --etcd ...`".to_owned()));
-                    continue;
-                }
                 let _ = reply.send(reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await);
             }
         }
@@ -612,4 +614,15 @@ async fn api_tls(
         listener,
         client_role,
     }))
+}
+
+/// The next stack revision applied to the cluster; never, outside cluster mode.
+///
+/// # Cancel safety
+/// Cancel safe: `mpsc::Receiver::recv` is.
+async fn next_revision(changes: &mut Option<tokio::sync::mpsc::Receiver<u64>>) -> Option<u64> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
