@@ -240,3 +240,14 @@ async fn log_connection(mut c: tokio::sync::watch::Receiver<Connection>, node: S
         }
     }
 }
+
+/// The next stack revision applied to the cluster; never, outside cluster mode.
+///
+/// # Cancel safety
+/// Cancel safe: `mpsc::Receiver::recv` is.
+pub async fn next_revision(changes: &mut Option<tokio::sync::mpsc::Receiver<u64>>) -> Option<u64> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -517,7 +517,7 @@ pub async fn serve(
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
-            Some(revision) = next_revision(&mut stack_changes) => {
+            Some(revision) = crate::agent::next_revision(&mut stack_changes) => {
                 let Some(m) = &membership else { continue };
                 match m.fetch_stack(&args.file).await {
                     Ok(()) => match reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await {
@@ -614,15 +614,4 @@ async fn api_tls(
         listener,
         client_role,
     }))
-}
-
-/// The next stack revision applied to the cluster; never, outside cluster mode.
-///
-/// # Cancel safety
-/// Cancel safe: `mpsc::Receiver::recv` is.
-async fn next_revision(changes: &mut Option<tokio::sync::mpsc::Receiver<u64>>) -> Option<u64> {
-    match changes {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
 }

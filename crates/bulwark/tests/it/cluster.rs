@@ -16,7 +16,8 @@ const TTL: Duration = Duration::from_secs(5);
 
 struct Cluster {
     etcd: EtcdCluster,
-    // Dropped after `hosts`'s processes are gone (fields drop in order).
+    // Fields drop in order: every process is killed (and the namespaces deleted) before
+    // the directory with their data and logs is removed.
     hosts: Hosts,
     dir: tempfile::TempDir,
     agents: Vec<Option<u32>>,
@@ -193,6 +194,29 @@ fn nodes_join_with_labels_a_killed_agent_is_lost_and_a_stopped_one_leaves_at_onc
     // h2 stays listed as lost, h0 alive.
     assert_eq!(c.state_of(0, "h2").as_deref(), Some("lost"));
     assert_eq!(c.state_of(0, "h0").as_deref(), Some("alive"));
+
+    // Nothing is left behind: no process, no namespace of this test.
+    let pids: Vec<u32> = c
+        .etcd
+        .pids
+        .iter()
+        .chain(c.agents.iter().flatten())
+        .copied()
+        .collect();
+    drop(c);
+    for pid in pids {
+        assert!(
+            !crate::harness::alive(pid),
+            "process {pid} outlived the test's hosts"
+        );
+    }
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let ours = format!("bwt-{}-", std::process::id());
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(!list.contains(&ours), "namespaces left behind:\n{list}");
 }
 
 #[test]
