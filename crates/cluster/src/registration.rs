@@ -65,8 +65,9 @@ pub struct Registration {
 
 impl Registration {
     /// Registers `record` (its lease and its member record), then keeps the lease alive
-    /// from a task of its own. Fails when etcd does not answer or the name is taken by a
-    /// live agent; later losses of the lease are re-registered by the task.
+    /// from a task of its own. Fails when etcd does not answer, or when the name stays taken
+    /// by another lease for two TTLs (a live agent); later losses of the lease are
+    /// re-registered by the task.
     pub async fn start(
         etcd: &Etcd,
         keys: &Keys,
@@ -75,8 +76,24 @@ impl Registration {
     ) -> Result<Self, Error> {
         crate::keys::check_name("node name", &record.name)?;
         let ttl = options.ttl.max(Duration::from_secs(2));
-        let sent = Instant::now();
-        let lease = register(etcd, keys, &record, ttl).await?;
+        // A name still held is waited for, a while: the holder may be this agent's previous
+        // run (killed, restarted at once), whose lease expires within its TTL. A live
+        // holder keeps it, and this is an error after two TTLs.
+        let patience = Instant::now() + 2 * ttl;
+        let (lease, sent) = loop {
+            let sent = Instant::now();
+            match register(etcd, keys, &record, ttl).await {
+                Err(Error::NodeTaken { lease, .. }) if Instant::now() < patience => {
+                    tracing::info!(
+                        node = %record.name,
+                        holder = format_args!("{lease:x}"),
+                        "the node's name is held by another lease; waiting for it to expire"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => break (other?, sent),
+            }
+        };
         let until = sent + ttl;
         let (connection_tx, connection) = watch::channel(Connection::Registered { lease, until });
         let (stop, stop_rx) = watch::channel(false);

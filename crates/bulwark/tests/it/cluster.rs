@@ -195,7 +195,46 @@ fn nodes_join_with_labels_a_killed_agent_is_lost_and_a_stopped_one_leaves_at_onc
     assert_eq!(c.state_of(0, "h2").as_deref(), Some("lost"));
     assert_eq!(c.state_of(0, "h0").as_deref(), Some("alive"));
 
-    // Nothing is left behind: no process, no namespace of this test.
+    let c = a_second_h0_is_refused_and_a_restarted_one_rejoins(c);
+    nothing_is_left_behind(c);
+}
+
+/// A second agent under a live node's name is refused, naming it, after waiting two of its
+/// TTLs for the name's lease to expire; an agent killed and started again at once (a crash
+/// and a restart) waits for its previous lease and joins again.
+fn a_second_h0_is_refused_and_a_restarted_one_rejoins(mut c: Cluster) -> Cluster {
+    let t = Instant::now();
+    let args = [
+        "--state-dir",
+        &format!("{}/dup", c.dir.path().display()),
+        "agent",
+        "--etcd",
+        &c.etcd.urls,
+        "--node",
+        "h0",
+        "--ttl",
+        "2s",
+    ];
+    let out = c.bulwark(2, &args);
+    let text = output_text(&out);
+    assert!(
+        !out.status.success() && text.contains("`h0` is already registered"),
+        "{text}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    signal(c.agents[0].unwrap(), 9);
+    let first = c.nodes(0)[0]["started_at_ms"].as_u64().unwrap();
+    c.start_agent(0);
+    eventually("h0 alive again, restarted", TTL * 3, || {
+        let n = c.nodes(0).into_iter().find(|n| n["name"] == "h0")?;
+        (n["state"] == "alive" && n["started_at_ms"].as_u64() > Some(first)).then_some(())
+    });
+
+    c
+}
+
+/// Drops the cluster and checks no process and no namespace of this test outlived it.
+fn nothing_is_left_behind(c: Cluster) {
     let pids: Vec<u32> = c
         .etcd
         .pids
