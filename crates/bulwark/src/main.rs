@@ -1,11 +1,13 @@
 //! The `bulwark` binary: command-line parsing and the wiring of every layer. No business
 //! logic lives here.
 
+mod agent;
 mod backup_cmd;
 mod backups;
 mod chaos_cmd;
 mod chaos_host;
 mod cli;
+mod cluster_cmd;
 mod commands;
 mod containers;
 mod host;
@@ -79,6 +81,15 @@ fn main() -> ExitCode {
         Command::Demo(args) => tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(demo(args))),
         Command::Up(args) => {
             tokio_runtime(None, false).and_then(|rt| rt.block_on(up::run(args, cli.state_dir)))
+        }
+        Command::Agent(args) => {
+            tokio_runtime(None, false).and_then(|rt| rt.block_on(agent::run(args, cli.state_dir)))
+        }
+        Command::Nodes { etcd, json } => {
+            tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(cluster_cmd::nodes(etcd, json)))
+        }
+        Command::Apply(args) => {
+            tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(cluster_cmd::apply(args)))
         }
         Command::Load(args) => tokio_runtime(None, false).and_then(|rt| rt.block_on(load(args))),
         Command::Top { once } => {
