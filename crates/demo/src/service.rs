@@ -24,7 +24,11 @@ pub(crate) type Body = Either<Full<Bytes>, Incoming>;
 
 pub(crate) async fn serve_http(listener: TcpListener, cfg: Config) -> std::io::Result<()> {
     let leak_rate = cfg.leak_rate;
+    let plan = cfg.notify;
     let state = Arc::new(State::new(cfg));
+    if let Some(n) = &state.notifier {
+        tokio::spawn(crate::notify::run(n.clone(), plan));
+    }
     if leak_rate > 0 {
         tokio::spawn(crate::fault::leak_steadily(state.clone(), leak_rate));
     }
@@ -104,6 +108,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         "/ready" => ok("ready"),
         "/echo" if req.method() == Method::POST => echo(req),
         "/role" => role(&state, &req).await,
+        "/notify" => notify(&state, query),
         "/ws" => websocket(req),
         // What the replica received: one `name: value` line per header.
         "/headers" => {
@@ -170,6 +175,20 @@ async fn role(state: &State, req: &Request<Incoming>) -> Response<Body> {
         field("BULWARK_ROLE"),
         field("BULWARK_FENCING_TOKEN")
     ))
+}
+
+/// `/notify?say=LINE`: LINE sent on the notify socket.
+fn notify(state: &State, query: Option<&str>) -> Response<Body> {
+    let Some(n) = &state.notifier else {
+        return text(StatusCode::CONFLICT, "no NOTIFY_SOCKET\n");
+    };
+    match crate::notify::line_to_say(query) {
+        Ok(line) => match n.send(&line) {
+            Ok(()) => ok(format!("sent {line:?}\n")),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not sent: {e}\n")),
+        },
+        Err(msg) => text(StatusCode::BAD_REQUEST, format!("{msg}\n")),
+    }
 }
 
 /// Answers served by `/cache/...`, to tell one answer from another.

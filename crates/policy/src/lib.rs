@@ -25,6 +25,8 @@
 //! - autoscaling ([`autoscale`]): Kubernetes HPA-style replica counts, with a cover for
 //!   failed replicas;
 //! - stateful services ([`leader`]): who leads, when the leader is deposed;
+//! - cluster scheduling ([`placement`]): which node runs each replica (constraints,
+//!   anti-affinity, capacity, spread), stable under node loss and node joins;
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -43,6 +45,7 @@ pub mod leader;
 mod limit;
 mod outlier;
 mod p2c;
+pub mod placement;
 pub mod remedy;
 mod retention;
 pub mod rollout;

@@ -42,6 +42,9 @@ pub(crate) struct Bundle<'a> {
     /// `linux.cgroupsPath`, relative to runc's own cgroup: inside the replica's cgroup,
     /// whose limits bulwark wrote. `None`: runc's default (the container id, under its own).
     pub cgroup: Option<String>,
+    /// The incarnation's notify socket on the host, bind-mounted (the file alone) at
+    /// [`crate::notify::IN_CONTAINER`].
+    pub notify: Option<&'a std::path::Path>,
 }
 
 impl Bundle<'_> {
@@ -111,6 +114,13 @@ impl Bundle<'_> {
             json!({"destination": b.target, "type": "bind", "source": b.source,
                    "options": options})
         }));
+        // Under /dev, runc's tmpfs: the mount point is made there, not in the rootfs.
+        if let Some(socket) = self.notify {
+            m.push(
+                json!({"destination": crate::notify::IN_CONTAINER, "type": "bind",
+                "source": socket, "options": ["bind", "nosuid", "noexec", "nodev"]}),
+            );
+        }
         m
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct Container {
     id: String,
     bundle: PathBuf,
     root: PathBuf,
+    /// Its cgroup, relative to bulwark's (what runc was given as `cgroupsPath`).
+    cgroup: String,
 }
 
 /// runc, found on `PATH`.
@@ -98,13 +100,18 @@ pub async fn runc() -> io::Result<PathBuf> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, RUNC_MISSING))
 }
 
-/// Writes the bundle and starts `runc run` for one incarnation of `svc`.
+/// Writes the bundle and starts `runc run` for one incarnation of `svc`. The container's
+/// cgroup is `cgroup` (relative to runc's, which is bulwark's), or one named after the
+/// container: always one bulwark named, so its notify socket knows its senders.
+/// `notify`, the incarnation's notify socket, is bind-mounted at
+/// [`crate::notify::IN_CONTAINER`].
 pub(crate) async fn start(
     svc: &spec::Service,
     c: &spec::Container,
     id: &Identity<'_>,
     dirs: &OciDirs,
     (placement, cgroup): (launch::Placement, Option<String>),
+    notify: Option<&Path>,
 ) -> io::Result<(Child, Container)> {
     let runc = runc().await?;
     let rootfs = rootfs(c, dirs).await?;
@@ -115,28 +122,40 @@ pub(crate) async fn start(
         owner_tag(std::process::id()),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
+    let cgroup = cgroup.unwrap_or_else(|| name.clone());
+    let mut env = id.env_pairs(svc);
+    if notify.is_some() {
+        env.extend(super::notify_env(svc, crate::notify::IN_CONTAINER));
+    }
     let bundle = Bundle {
         container: c,
         rootfs: &rootfs,
         args: svc.run.iter().map(|a| id.substitute(a)).collect(),
-        env: id.env_pairs(svc),
+        env,
         cwd: svc
             .cwd
             .as_ref()
             .map_or_else(|| "/".to_owned(), |p| p.to_string_lossy().into_owned()),
         hostname: format!("{}-{}", id.service, id.index),
         nofile: nofile(),
-        cgroup,
+        cgroup: Some(cgroup.clone()),
+        notify,
     };
     let dir = dirs.bundles().join(&name);
     let config = bundle.config();
     let program = bundle.args.first().cloned().unwrap_or_default();
     let (dir2, rootfs2) = (dir.clone(), rootfs.clone());
-    tokio::task::spawn_blocking(move || write_bundle(&dir2, &rootfs2, &program, &config))
+    let socket = notify.map(|n| (n.to_owned(), c.user));
+    tokio::task::spawn_blocking(move || write_bundle(&dir2, &rootfs2, &program, &config, socket))
         .await
         .map_err(io::Error::other)??;
     let root = dirs.runc_root();
     let mut cmd = Command::new(runc);
+    // With NOTIFY_SOCKET (bulwark's own, from systemd) runc would proxy the container's
+    // READY=1 to bulwark's manager, naming the container's process as the unit's main pid.
+    for inherited in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        cmd.env_remove(inherited);
+    }
     cmd.arg("--root")
         .arg(&root)
         .arg("run")
@@ -154,6 +173,7 @@ pub(crate) async fn start(
             id: name,
             bundle: dir,
             root,
+            cgroup,
         },
     ))
 }
@@ -166,12 +186,14 @@ fn nofile() -> (u64, u64) {
     (hard.min(1024), hard)
 }
 
-/// Checks that the rootfs holds `program`, then writes `config.json` into `dir`.
+/// Checks that the rootfs holds `program`, gives the notify socket (if any) to the
+/// container's user (if any), then writes `config.json` into `dir`.
 fn write_bundle(
     dir: &Path,
     rootfs: &Path,
     program: &str,
     config: &serde_json::Value,
+    socket: Option<(PathBuf, Option<(u32, u32)>)>,
 ) -> io::Result<()> {
     if !rootfs.is_dir() {
         return Err(io::Error::new(
@@ -192,6 +214,11 @@ fn write_bundle(
                 rootfs.display()
             ),
         ));
+    }
+    if let Some((path, Some((uid, gid)))) = socket {
+        // Another user than bulwark's must be able to write to the socket; it is the only
+        // file of bulwark's owner-only directory the container sees.
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
     }
     std::fs::create_dir_all(dir)?;
     let text = serde_json::to_vec_pretty(config).map_err(io::Error::other)?;
@@ -244,6 +271,11 @@ fn unpack_target(file: &Path, images: &Path) -> io::Result<(PathBuf, bool)> {
 }
 
 impl Container {
+    /// Who may speak on its notify socket: the processes in its cgroup.
+    pub(crate) fn notify_senders(&self) -> crate::notify::Senders {
+        crate::notify::Senders::Cgroup(self.cgroup.clone())
+    }
+
     /// Deletes the container (killing whatever is left in it) and its bundle, once its
     /// runc has exited, and turns runc's `128 + N` exit code back into death by signal N.
     pub(crate) async fn remove(self, exit: Exit) -> Exit {
