@@ -54,6 +54,22 @@ impl LeaderRouting {
     }
 }
 
+impl Endpoints {
+    /// The current leader (a `[leader]` service) as a one-entry slice of `ready`; empty
+    /// when no leader is ready, or the service has none.
+    pub fn leader_only(&self) -> &[Endpoint] {
+        let at = self
+            .leader
+            .as_ref()
+            .and_then(|l| l.current)
+            .and_then(|c| self.ready.iter().position(|e| e.replica == c.replica));
+        match at {
+            Some(i) => &self.ready[i..=i],
+            None => &[],
+        }
+    }
+}
+
 /// How requests divide between a rollout's new revision and the stable one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {

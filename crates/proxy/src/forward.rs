@@ -130,20 +130,6 @@ fn safe_method(m: &Method) -> bool {
     )
 }
 
-/// The current leader as a one-entry slice of the ready replicas (empty when there is no
-/// ready leader): leader traffic is balanced over it alone.
-fn leader_only(snapshot: &Endpoints) -> &[Endpoint] {
-    let at = snapshot
-        .leader
-        .as_ref()
-        .and_then(|l| l.current)
-        .and_then(|c| snapshot.ready.iter().position(|e| e.replica == c.replica));
-    match at {
-        Some(i) => &snapshot.ready[i..=i],
-        None => &[],
-    }
-}
-
 /// The header that carries the leader's fencing token. A client's own is removed, so a
 /// replica can trust it came from bulwark; only a request to the current leader gets one.
 pub(crate) const FENCING_TOKEN: &str = "bulwark-fencing-token";
@@ -512,7 +498,7 @@ impl ServiceProxy {
                 let notices = st.sync(&policy, &snapshot, now, &self.hooks.workers);
                 let tried = tried.as_slice();
                 let (ready, lane) = match to_leader {
-                    true => (leader_only(&snapshot), None),
+                    true => (snapshot.leader_only(), None),
                     false => (&snapshot.ready[..], lane),
                 };
                 let ep = match st.pick(&policy, ready, tried, key, lane, now) {
@@ -881,7 +867,8 @@ impl ServiceProxy {
     ) -> Arc<Endpoints> {
         let mut rx = self.endpoints.clone();
         loop {
-            if leader_only(&snapshot)
+            if snapshot
+                .leader_only()
                 .first()
                 .is_some_and(|e| !tried.contains(&e.addr))
             {

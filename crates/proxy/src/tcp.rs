@@ -328,8 +328,13 @@ async fn connect(shared: &Shared) -> Result<(TcpStream, LoadGuard, u32), ConnRes
     let snapshot = shared.endpoints.borrow().clone();
     let mut tried = [0u32; MAX_TRIES];
     let mut n = 0;
+    // `[leader]` with `route = "leader"`: only the current leader takes connections.
+    let ready = match &snapshot.leader {
+        Some(l) if l.to_leader(false) => snapshot.leader_only(),
+        _ => &snapshot.ready[..],
+    };
     while n < MAX_TRIES {
-        let Some(ep) = pick(&snapshot.ready, &tried[..n]) else {
+        let Some(ep) = pick(ready, &tried[..n]) else {
             break;
         };
         tried[n] = ep.replica;

@@ -469,3 +469,77 @@ fn check_refuses_leader_routing_without_a_proxy() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("no standby to take over"), "{text}");
 }
+
+/// The name in a TCP demo's banner, through `addr`.
+fn banner(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).expect("the proxy accepts");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while s.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+#[test]
+fn a_tcp_service_sends_every_connection_to_the_leader() {
+    let port = free_port();
+    let toml = Demo::with_args("db", &["--tcp"])
+        .replicas(3)
+        .expose(port)
+        .with("protocol = \"tcp\"\n[services.db.leader]\n")
+        .build();
+    let stack = Stack::start(&toml);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    stack.wait_ready("db", 3);
+    let leader = eventually("a leader", Duration::from_secs(30), || {
+        replicas_in(&stack.service("db"))
+            .iter()
+            .find(|r| r["role"] == "leader")
+            .map(|r| {
+                (
+                    r["index"].as_u64().unwrap(),
+                    r["pid"].as_u64().unwrap() as u32,
+                )
+            })
+    });
+    for _ in 0..15 {
+        assert_eq!(
+            banner(addr),
+            format!("db/{}", leader.0),
+            "every connection to the leader"
+        );
+    }
+    signal(leader.1, libc::SIGKILL);
+    let next = eventually("the next leader", Duration::from_secs(30), || {
+        replicas_in(&stack.service("db"))
+            .iter()
+            .find(|r| r["role"] == "leader" && r["index"] != leader.0)
+            .map(|r| r["index"].as_u64().unwrap())
+    });
+    for _ in 0..15 {
+        assert_eq!(banner(addr), format!("db/{next}"));
+    }
+    // `writes` needs HTTP methods: refused for TCP.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.toml");
+    std::fs::write(
+        &file,
+        toml.replace(
+            "[services.db.leader]\n",
+            "[services.db.leader]\nroute = \"writes\"\n",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BULWARK)
+        .args(["check", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(
+        !out.status.success() && text.contains("route = \"leader\""),
+        "{text}"
+    );
+}

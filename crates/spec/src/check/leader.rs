@@ -36,22 +36,22 @@ pub(super) fn leader(
             );
             LeaderRoute::All
         }
-        (Some(r), Some(Protocol::Tcp)) if *r.get_ref() != LeaderRoute::All => {
+        (Some(r), Some(Protocol::Tcp)) if *r.get_ref() == LeaderRoute::Writes => {
             p.push(
                 r.span(),
                 format!(
-                    "{}: route = \"{}\" is for HTTP; service `{name}` is exposed with \
-                     protocol = \"tcp\", whose connections go to every ready replica; use \
-                     route = \"all\" or protocol = \"http\"",
-                    t.label,
-                    r.get_ref().as_str()
+                    "{}: route = \"writes\" tells reads from writes by HTTP method; service \
+                     `{name}` is exposed with protocol = \"tcp\", whose connections have \
+                     none; use route = \"leader\" (every connection to the leader) or \
+                     \"all\"",
+                    t.label
                 ),
             );
             LeaderRoute::All
         }
         (Some(r), _) => *r.get_ref(),
-        (None, Some(Protocol::Http)) => LeaderRoute::Leader,
-        (None, _) => LeaderRoute::All,
+        (None, Some(_)) => LeaderRoute::Leader,
+        (None, None) => LeaderRoute::All,
     };
     match replicas {
         Some(0) => p.push(

@@ -34,10 +34,11 @@ section! {
         demote: Vec<String> = command(), Optional("nothing is run");
         /// How long `promote` or `demote` may take before its process group is killed.
         command_timeout: Duration = duration().positive(), r#""10s""#;
-        /// Where the proxy sends requests: `leader` all to the leader; `writes` unsafe
-        /// methods (anything but GET, HEAD, OPTIONS and TRACE) to the leader and the
-        /// others to every ready replica; `all` to every ready replica as without
-        /// `[leader]`. Needs `expose`.
+        /// Where the proxy sends requests: `leader` all to the leader (with
+        /// `protocol = "tcp"`: every connection); `writes` unsafe methods (anything but
+        /// GET, HEAD, OPTIONS and TRACE) to the leader and the others to every ready
+        /// replica (HTTP only); `all` to every ready replica as without `[leader]`. Needs
+        /// `expose`.
         route: LeaderRoute = choice(LeaderRoute::CHOICES), Optional("\"leader\" when exposed");
         /// The leader is deposed once it has not been ready for this long (a hung or
         /// overloaded leader); an exited one at once.
