@@ -865,13 +865,18 @@ impl ServiceProxy {
         tried: &[SocketAddr],
         deadline: Instant,
     ) -> Arc<Endpoints> {
-        let mut rx = self.endpoints.clone();
-        loop {
-            if snapshot
-                .leader_only()
+        let untried = |s: &Endpoints| {
+            s.leader_only()
                 .first()
                 .is_some_and(|e| !tried.contains(&e.addr))
-            {
+        };
+        if untried(&snapshot) {
+            return snapshot;
+        }
+        // Only a request that has to wait pays for a receiver of its own.
+        let mut rx = self.endpoints.clone();
+        loop {
+            if untried(&snapshot) {
                 return snapshot;
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
