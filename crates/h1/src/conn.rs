@@ -377,7 +377,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         let Some(linger) = self.config.linger else {
             return;
         };
-        let mut sink = [0u8; 512];
+        // A pooled buffer, not one on the stack: the stack of an async fn is its future,
+        // which every idle connection would carry.
+        let mut sink = pool::take_read();
         let drain = async {
             let mut left = DRAIN_LIMIT as usize;
             while let Ok(n) = self.io.read(&mut sink).await {
@@ -388,6 +390,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             }
         };
         let _ = timeout(linger, drain).await;
+        pool::give_read(sink);
     }
 }
 
