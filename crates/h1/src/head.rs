@@ -43,6 +43,9 @@ pub fn parse(data: &[u8], config: &Config) -> Parsed {
     let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
     let slots = &mut slots[..config.max_headers.clamp(1, HEADER_SLOTS)];
     let mut req = httparse::Request::new(slots);
+    // Only the first `max_head_bytes` are looked at, however many were read: the answer
+    // to a head does not depend on how the bytes arrived.
+    let data = &data[..data.len().min(config.max_head_bytes)];
     let len = match req.parse(data) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if data.len() >= config.max_head_bytes => {
@@ -54,9 +57,6 @@ pub fn parse(data: &[u8], config: &Config) -> Parsed {
         }
         Err(_) => return Parsed::Reject(StatusCode::BAD_REQUEST),
     };
-    if len > config.max_head_bytes {
-        return Parsed::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-    }
     match build(&req) {
         Ok(head) => Parsed::Complete(Box::new(head), len),
         Err(status) => Parsed::Reject(status),

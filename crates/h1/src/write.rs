@@ -46,6 +46,10 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, hint: &SizeHint, asked: Asked) -> 
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let bodiless = asked.head || empty;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // Upgrades are not handed over (yet): the bytes that would follow are not HTTP/1.1.
+        keep_alive = false;
+    }
     let plan = if bodiless {
         Plan::None
     } else if let Some(n) = length.or(hint.exact()) {

@@ -272,3 +272,33 @@ async fn a_slow_head_is_408_and_an_idle_connection_is_closed_silently() {
     assert_eq!(responses(&out).len(), 1, "{out}");
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_in_pieces() {
+    // Bodies many times the pooled buffer: read in pieces as the service asks, answered
+    // with a vectored write of head and data; chunked the same.
+    let body = "x".repeat(200_000);
+    let (mut c, task) = connect(h1::Config::default());
+    let chunked: String = body
+        .as_bytes()
+        .chunks(30_000)
+        .map(|p| format!("{:x}\r\n{}\r\n", p.len(), String::from_utf8_lossy(p)))
+        .collect();
+    let input = format!(
+        "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}0\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        c.write_all(input.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        c.shutdown().await.unwrap();
+        c.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let out = write.await;
+    let got = responses(&out);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].2, format!("/a {body}"));
+    assert_eq!(got[1].2, format!("/b {body}"));
+    task.await.unwrap().unwrap();
+}
