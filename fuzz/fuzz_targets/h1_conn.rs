@@ -49,7 +49,7 @@ async fn answer(req: Request<h1::RequestBody>) -> Response<Full<Bytes>> {
 fuzz_target!(|data: &[u8]| {
     let out = runtime().block_on(async {
         let (mut client, server) = tokio::io::duplex(1 << 20);
-        let engine = h1::serve(server, answer, CONFIG);
+        let engine = h1::serve(server, answer, CONFIG.into());
         let talk = async {
             client.write_all(data).await.unwrap();
             client.shutdown().await.unwrap();

@@ -21,7 +21,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let engine = tokio::spawn(h1::serve(server, answer, h1::Config::default()));
+        let engine = tokio::spawn(h1::serve(server, answer, Default::default()));
         let request =
             b"GET /a HTTP/1.1\r\nHost: example\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
         let answer_len = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".len();

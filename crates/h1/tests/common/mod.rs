@@ -65,7 +65,7 @@ pub fn config() -> Config {
 /// A connection to a fresh engine over an in-memory pipe.
 pub fn connect(config: Config) -> (DuplexStream, tokio::task::JoinHandle<Result<(), h1::Error>>) {
     let (client, server) = tokio::io::duplex(256 * 1024);
-    let task = tokio::spawn(h1::serve(server, answer, config));
+    let task = tokio::spawn(h1::serve(server, answer, config.into()));
     (client, task)
 }
 
