@@ -36,7 +36,8 @@ const COPY_LIMIT: usize = 4 * 1024;
 /// The returned future is what an idle keep-alive connection costs besides its socket:
 /// `io`, `service`, a pointer to `config` (shared: its 80 bytes are not copied into each
 /// connection) and a few words. Per request, one allocation holds the
-/// service's future and the response writer.
+/// service's future and the response writer; the service is called inside it, so its
+/// future (however large) is made in place and never moved.
 pub async fn serve<IO, S>(io: IO, service: S, config: Arc<Config>) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
