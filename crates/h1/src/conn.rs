@@ -6,7 +6,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -16,7 +16,7 @@ use crate::body::{End, Shared};
 use crate::buffer::Buffer;
 use crate::decode::Decoder;
 use crate::head::{self, Framing, Head, Parsed};
-use crate::write::{self, Asked, Plan};
+use crate::write::{self, Asked, Out, Plan};
 use crate::{BodyErrorKind, Config, Error, RequestBody, Service, pool};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -24,10 +24,6 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Bytes of an unread request body the engine reads and discards after the answer to keep
 /// the connection; a longer rest closes it instead.
 const DRAIN_LIMIT: u64 = 64 * 1024;
-
-/// Bodies up to this size are copied behind the head (one plain write); larger ones are
-/// written from where they are, with a vectored write.
-const COPY_LIMIT: usize = 4 * 1024;
 
 /// Serves HTTP/1.1 requests on `io` with `service` until the client closes, a request or
 /// an answer says `close`, or the engine refuses a request (`Error::Rejected`, after
@@ -429,170 +425,4 @@ fn poll_write_all<IO: AsyncWrite + Unpin>(
         *at += n;
     }
     Poll::Ready(Ok(()))
-}
-
-/// The response being written: framing bytes in `buf` (the head, then chunk-size lines),
-/// then at most one data frame, then `suffix`.
-struct Out {
-    buf: Vec<u8>,
-    at: usize,
-    data: Bytes,
-    suffix: &'static [u8],
-    plan: Plan,
-    /// Bytes still allowed by a Content-Length plan.
-    left: u64,
-    ended: bool,
-}
-
-impl Out {
-    fn new(buf: Vec<u8>) -> Out {
-        Out {
-            buf,
-            at: 0,
-            data: Bytes::new(),
-            suffix: b"",
-            plan: Plan::None,
-            left: 0,
-            ended: false,
-        }
-    }
-
-    fn pending(&self) -> bool {
-        self.at < self.buf.len() || !self.data.is_empty() || !self.suffix.is_empty()
-    }
-
-    fn poll<IO, B>(
-        &mut self,
-        io: &mut IO,
-        mut body: Pin<&mut B>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Error>>
-    where
-        IO: AsyncWrite + Unpin,
-        B: Body,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        loop {
-            if !self.ended && self.data.is_empty() && self.suffix.is_empty() {
-                match self.next_frame(body.as_mut(), cx)? {
-                    Poll::Ready(()) => {}
-                    Poll::Pending if !self.pending() => return Poll::Pending,
-                    Poll::Pending => {}
-                }
-            }
-            if self.pending() {
-                let n = ready!(self.poll_write(io, cx))?;
-                self.advance(n);
-                continue;
-            }
-            if self.ended {
-                ready!(Pin::new(io).poll_flush(cx))?;
-                return Poll::Ready(Ok(()));
-            }
-        }
-    }
-
-    /// Takes the next frame of the body into the queue (Ready when one was taken or the
-    /// body ended).
-    fn next_frame<B>(&mut self, body: Pin<&mut B>, cx: &mut Context<'_>) -> Result<Poll<()>, Error>
-    where
-        B: Body,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        if self.plan == Plan::None {
-            self.ended = true;
-            return Ok(Poll::Ready(()));
-        }
-        let frame = match body.poll_frame(cx) {
-            Poll::Pending => return Ok(Poll::Pending),
-            Poll::Ready(None) => {
-                self.end()?;
-                return Ok(Poll::Ready(()));
-            }
-            Poll::Ready(Some(Err(e))) => return Err(Error::ResponseBody(e.into())),
-            Poll::Ready(Some(Ok(frame))) => frame,
-        };
-        let Ok(mut data) = frame.into_data() else {
-            return Ok(Poll::Ready(())); // trailers are not sent
-        };
-        let len = data.remaining();
-        if len == 0 {
-            return Ok(Poll::Ready(()));
-        }
-        match self.plan {
-            Plan::Length(_) if len as u64 > self.left => return Err(Error::ResponseLength),
-            Plan::Length(_) => self.left -= len as u64,
-            Plan::Chunked => {
-                self.compact();
-                write::chunk_size(&mut self.buf, len as u64);
-                self.suffix = b"\r\n";
-            }
-            Plan::Close | Plan::None => {}
-        }
-        if len <= COPY_LIMIT {
-            self.compact();
-            while data.has_remaining() {
-                let chunk = data.chunk();
-                self.buf.extend_from_slice(chunk);
-                let n = chunk.len();
-                data.advance(n);
-            }
-            if !self.suffix.is_empty() {
-                self.buf.extend_from_slice(self.suffix);
-                self.suffix = b"";
-            }
-        } else {
-            self.data = data.copy_to_bytes(len);
-        }
-        Ok(Poll::Ready(()))
-    }
-
-    fn end(&mut self) -> Result<(), Error> {
-        self.ended = true;
-        match self.plan {
-            Plan::Length(_) if self.left > 0 => Err(Error::ResponseLength),
-            Plan::Chunked => {
-                self.compact();
-                self.buf.extend_from_slice(b"0\r\n\r\n");
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Drops the bytes of `buf` already written, keeping what is not.
-    fn compact(&mut self) {
-        if self.at > 0 && self.at == self.buf.len() {
-            self.buf.clear();
-            self.at = 0;
-        }
-    }
-
-    fn poll_write<IO: AsyncWrite + Unpin>(
-        &self,
-        io: &mut IO,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<usize>> {
-        let slices = [
-            std::io::IoSlice::new(&self.buf[self.at..]),
-            std::io::IoSlice::new(&self.data),
-            std::io::IoSlice::new(self.suffix),
-        ];
-        let n = ready!(Pin::new(io).poll_write_vectored(cx, &slices))?;
-        if n == 0 {
-            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-        }
-        Poll::Ready(Ok(n))
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        let head = (self.buf.len() - self.at).min(n);
-        self.at += head;
-        n -= head;
-        let data = self.data.len().min(n);
-        self.data.advance(data);
-        n -= data;
-        self.suffix = &self.suffix[n.min(self.suffix.len())..];
-        self.compact();
-    }
 }

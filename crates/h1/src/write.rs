@@ -4,7 +4,18 @@
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::response::Parts;
 use http::{StatusCode, Version};
-use http_body::SizeHint;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, SizeHint};
+use tokio::io::AsyncWrite;
+
+use crate::Error;
+
+/// Bodies up to this size are copied behind the head (one plain write); larger ones are
+/// written from where they are, with a vectored write.
+const COPY_LIMIT: usize = 4 * 1024;
 
 /// How the response body is delimited on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +158,172 @@ pub fn refusal(status: StatusCode) -> &'static [u8] {
         413 => b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         431 => b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         _ => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    }
+}
+
+/// The response being written: framing bytes in `buf` (the head, then chunk-size lines),
+/// then at most one data frame, then `suffix`.
+pub struct Out {
+    pub buf: Vec<u8>,
+    at: usize,
+    data: Bytes,
+    suffix: &'static [u8],
+    pub plan: Plan,
+    /// Bytes still allowed by a Content-Length plan.
+    pub left: u64,
+    ended: bool,
+}
+
+impl Out {
+    pub fn new(buf: Vec<u8>) -> Out {
+        Out {
+            buf,
+            at: 0,
+            data: Bytes::new(),
+            suffix: b"",
+            plan: Plan::None,
+            left: 0,
+            ended: false,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.at < self.buf.len() || !self.data.is_empty() || !self.suffix.is_empty()
+    }
+
+    pub fn poll<IO, B>(
+        &mut self,
+        io: &mut IO,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>>
+    where
+        IO: AsyncWrite + Unpin,
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        loop {
+            if !self.ended && self.data.is_empty() && self.suffix.is_empty() {
+                match self.next_frame(body.as_mut(), cx)? {
+                    Poll::Ready(()) => {}
+                    Poll::Pending if !self.pending() => return Poll::Pending,
+                    Poll::Pending => {}
+                }
+            }
+            if self.pending() {
+                let n = ready!(self.poll_write(io, cx))?;
+                self.advance(n);
+                continue;
+            }
+            if self.ended {
+                ready!(Pin::new(io).poll_flush(cx))?;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    /// Takes the next frame of the body into the queue (Ready when one was taken or the
+    /// body ended).
+    fn next_frame<B>(&mut self, body: Pin<&mut B>, cx: &mut Context<'_>) -> Result<Poll<()>, Error>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if self.plan == Plan::None {
+            self.ended = true;
+            return Ok(Poll::Ready(()));
+        }
+        let frame = match body.poll_frame(cx) {
+            Poll::Pending => return Ok(Poll::Pending),
+            Poll::Ready(None) => {
+                self.end()?;
+                return Ok(Poll::Ready(()));
+            }
+            Poll::Ready(Some(Err(e))) => return Err(Error::ResponseBody(e.into())),
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        let Ok(mut data) = frame.into_data() else {
+            return Ok(Poll::Ready(())); // trailers are not sent
+        };
+        let len = data.remaining();
+        if len == 0 {
+            return Ok(Poll::Ready(()));
+        }
+        match self.plan {
+            Plan::Length(_) if len as u64 > self.left => return Err(Error::ResponseLength),
+            Plan::Length(_) => self.left -= len as u64,
+            Plan::Chunked => {
+                self.compact();
+                chunk_size(&mut self.buf, len as u64);
+                self.suffix = b"\r\n";
+            }
+            Plan::Close | Plan::None => {}
+        }
+        if len <= COPY_LIMIT {
+            self.compact();
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                self.buf.extend_from_slice(chunk);
+                let n = chunk.len();
+                data.advance(n);
+            }
+            if !self.suffix.is_empty() {
+                self.buf.extend_from_slice(self.suffix);
+                self.suffix = b"";
+            }
+        } else {
+            self.data = data.copy_to_bytes(len);
+        }
+        Ok(Poll::Ready(()))
+    }
+
+    fn end(&mut self) -> Result<(), Error> {
+        self.ended = true;
+        match self.plan {
+            Plan::Length(_) if self.left > 0 => Err(Error::ResponseLength),
+            Plan::Chunked => {
+                self.compact();
+                self.buf.extend_from_slice(b"0\r\n\r\n");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Drops the bytes of `buf` already written, keeping what is not.
+    fn compact(&mut self) {
+        if self.at > 0 && self.at == self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
+        }
+    }
+
+    fn poll_write<IO: AsyncWrite + Unpin>(
+        &self,
+        io: &mut IO,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        let slices = [
+            std::io::IoSlice::new(&self.buf[self.at..]),
+            std::io::IoSlice::new(&self.data),
+            std::io::IoSlice::new(self.suffix),
+        ];
+        let n = ready!(Pin::new(io).poll_write_vectored(cx, &slices))?;
+        if n == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        let head = (self.buf.len() - self.at).min(n);
+        self.at += head;
+        n -= head;
+        let data = self.data.len().min(n);
+        self.data.advance(data);
+        n -= data;
+        self.suffix = &self.suffix[n.min(self.suffix.len())..];
+        self.compact();
     }
 }
 
