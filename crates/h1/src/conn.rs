@@ -10,12 +10,14 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::body::{End, Shared};
 use crate::buffer::Buffer;
 use crate::decode::Decoder;
 use crate::head::{self, Framing, Head, Parsed};
+use crate::upgrade::{OnUpgrade, Upgraded};
 use crate::write::{self, Asked, Out, Plan};
 use crate::{BodyErrorKind, Config, Error, RequestBody, Service, pool};
 
@@ -36,7 +38,7 @@ const DRAIN_LIMIT: u64 = 64 * 1024;
 /// future (however large) is made in place and never moved.
 pub async fn serve<IO, S>(io: IO, service: S, config: Arc<Config>) -> Result<(), Error>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     S: Service,
 {
     let mut conn = Conn {
@@ -47,7 +49,7 @@ where
     let result = loop {
         let head = match conn.read_head().await {
             Ok(Some(head)) => head,
-            Ok(None) => break Ok(()),
+            Ok(None) => break Ok(None),
             Err(Error::Rejected(status)) => {
                 Box::pin(conn.refuse(status)).await;
                 break Err(Error::Rejected(status));
@@ -55,14 +57,40 @@ where
             Err(e) => return Err(e),
         };
         match Box::pin(conn.exchange(head, &service)).await {
-            Ok(true) => conn.buf.release_if_empty(),
-            Ok(false) => break Ok(()),
+            Ok(Next::Again) => conn.buf.release_if_empty(),
+            Ok(Next::Close) => break Ok(None),
+            Ok(Next::Upgrade(to)) => break Ok(Some(to)),
             Err(e) => break Err(e),
         }
     };
-    // Boxed, like the exchange: what only runs once must not enlarge every idle future.
-    Box::pin(conn.close()).await;
-    result
+    match result {
+        Ok(Some(to)) => {
+            // The 101 is written: the stream and what the client sent after its head
+            // now belong to whoever awaits the `OnUpgrade`.
+            let read = Bytes::copy_from_slice(conn.buf.data());
+            drop(conn.buf);
+            let _ = to.send(Upgraded {
+                read,
+                io: Box::new(conn.io),
+            });
+            Ok(())
+        }
+        result => {
+            // Boxed, like the exchange: what only runs once must not enlarge every idle
+            // future.
+            Box::pin(conn.close()).await;
+            result.map(|_| ())
+        }
+    }
+}
+
+/// What follows an exchange.
+enum Next {
+    /// The next request.
+    Again,
+    Close,
+    /// Hand the connection over (a 101 was written).
+    Upgrade(oneshot::Sender<Upgraded>),
 }
 
 struct Conn<IO> {
@@ -193,13 +221,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         }
     }
 
-    /// One request: the service's answer, written; whether the connection stays open.
-    async fn exchange<S: Service>(&mut self, head: Box<Head>, service: &S) -> Result<bool, Error> {
+    /// One request: the service's answer, written; what the connection does next.
+    async fn exchange<S: Service>(&mut self, head: Box<Head>, service: &S) -> Result<Next, Error> {
         let Head {
-            request,
+            mut request,
             framing,
             keep_alive,
             expect_continue,
+            upgrade,
         } = *head;
         if let (Framing::Length(n), Some(max)) = (framing, self.config.max_body_bytes)
             && n > max
@@ -207,10 +236,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             self.refuse(StatusCode::PAYLOAD_TOO_LARGE).await;
             return Err(Error::Rejected(StatusCode::PAYLOAD_TOO_LARGE));
         }
+        let mut upgrade = upgrade.then(|| {
+            let (to, on) = oneshot::channel();
+            request.extensions_mut().insert(OnUpgrade::new(on));
+            to
+        });
         let asked = Asked {
             version: request.version(),
             head: request.method() == Method::HEAD,
             keep_alive,
+            upgrade: false,
         };
         let (body, mut feed) = Feed::new(framing, expect_continue, &self.config);
         let mut call = pin!(service.call(request.map(|()| body)));
@@ -230,16 +265,23 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             return Err(Error::Rejected(status));
         }
         if matches!(feed.end, End::Failed(_)) {
-            return Ok(false);
+            return Ok(Next::Close);
         }
         // A body the service left unread and that will not be drained (a 100 still owed,
         // or too much of it) closes the connection: say so in the answer.
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let asked = Asked {
             keep_alive: asked.keep_alive && !feed.undrainable(),
+            upgrade: switching && upgrade.is_some(),
             ..asked
         };
         let keep_alive = self.respond(response, &mut feed, asked).await?;
-        Ok(keep_alive && self.finish(&mut feed).await)
+        let finished = self.finish(&mut feed).await;
+        Ok(match upgrade.take() {
+            Some(to) if asked.upgrade && finished => Next::Upgrade(to),
+            _ if keep_alive && finished && !switching => Next::Again,
+            _ => Next::Close,
+        })
     }
 
     /// Reads and decodes request body bytes if the body asked for them; true when it got

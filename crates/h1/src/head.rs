@@ -2,7 +2,7 @@
 //! no bare CR; a bare LF ends a line, empty lines before the request line are skipped,
 //! RFC 9112 §2.2), then judged for framing (RFC 9112 §6) and connection handling.
 
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
 use crate::Config;
@@ -26,6 +26,8 @@ pub struct Head {
     pub keep_alive: bool,
     /// `Expect: 100-continue` on a request with a body.
     pub expect_continue: bool,
+    /// `Connection: upgrade` with an `Upgrade` field, in HTTP/1.1 (RFC 9110 §7.8).
+    pub upgrade: bool,
 }
 
 /// The outcome of parsing the bytes read so far.
@@ -91,6 +93,7 @@ fn build(req: &httparse::Request<'_, '_>) -> Result<Head, StatusCode> {
     } && !(fields.chunked && fields.length.is_some());
     let expect_continue =
         fields.expect_continue && version == Version::HTTP_11 && framing != Framing::None;
+    let upgrade = fields.upgrade && headers.contains_key(UPGRADE) && version == Version::HTTP_11;
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -101,6 +104,7 @@ fn build(req: &httparse::Request<'_, '_>) -> Result<Head, StatusCode> {
         framing,
         keep_alive,
         expect_continue,
+        upgrade,
     })
 }
 
@@ -114,6 +118,7 @@ struct Fields {
     chunked: bool,
     close: bool,
     keep_alive: bool,
+    upgrade: bool,
     expect_continue: bool,
 }
 
@@ -127,6 +132,7 @@ impl Fields {
             for t in list(value) {
                 self.close |= t.eq_ignore_ascii_case(b"close");
                 self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                self.upgrade |= t.eq_ignore_ascii_case(b"upgrade");
             }
             Ok(())
         } else {

@@ -23,6 +23,7 @@ mod conn;
 mod decode;
 mod head;
 pub mod pool;
+mod upgrade;
 mod write;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ use http::{Request, Response, StatusCode};
 
 pub use body::RequestBody;
 pub use conn::serve;
+pub use upgrade::{Io, NotUpgraded, OnUpgrade, Upgraded};
 
 /// Limits and timers of a connection.
 #[derive(Clone, Copy, Debug)]

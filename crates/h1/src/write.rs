@@ -34,6 +34,9 @@ pub struct Asked {
     pub version: Version,
     pub head: bool,
     pub keep_alive: bool,
+    /// The answer is a 101 to a request that asked for an upgrade: its `Connection`
+    /// field goes out as the service set it.
+    pub upgrade: bool,
 }
 
 /// Writes the status line and fields of `parts` into `out`, with the framing fields the
@@ -57,8 +60,8 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, hint: &SizeHint, asked: Asked) -> 
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let bodiless = asked.head || empty;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        // Upgrades are not handed over (yet): the bytes that would follow are not HTTP/1.1.
+    if status == StatusCode::SWITCHING_PROTOCOLS && !asked.upgrade {
+        // A 101 nobody asked for: the bytes that would follow are not HTTP/1.1.
         keep_alive = false;
     }
     let plan = if bodiless {
@@ -80,7 +83,7 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, hint: &SizeHint, asked: Asked) -> 
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        let framing = *name == CONNECTION || *name == TRANSFER_ENCODING;
+        let framing = (*name == CONNECTION && !asked.upgrade) || *name == TRANSFER_ENCODING;
         // A HEAD, 204 or 304 answer keeps the Content-Length the service gave it.
         let length = *name == CONTENT_LENGTH && !bodiless;
         if framing || length {
@@ -105,7 +108,9 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, hint: &SizeHint, asked: Asked) -> 
         }
         Plan::None | Plan::Close => {}
     }
-    if !keep_alive {
+    if asked.upgrade {
+        // The service's own `Connection: upgrade` went out above.
+    } else if !keep_alive {
         field(out, b"connection", b"close");
     } else if asked.version == Version::HTTP_10 {
         field(out, b"connection", b"keep-alive");

@@ -19,6 +19,9 @@ pub type Answer = UnsyncBoxBody<Bytes, Infallible>;
 pub async fn answer(req: Request<RequestBody>) -> Response<Answer> {
     let path = req.uri().path().to_owned();
     let full = |s: String| Full::new(Bytes::from(s)).boxed_unsync();
+    if path == "/ws" || path == "/101" {
+        return switch(req);
+    }
     let mut res = match path.as_str() {
         "/204" => Response::new(full(String::new())),
         "/304" => Response::new(full(String::new())),
@@ -52,6 +55,29 @@ pub async fn answer(req: Request<RequestBody>) -> Response<Answer> {
         }
         _ => {}
     }
+    res
+}
+
+/// 101 with `Connection: upgrade`, then an echo on the upgraded connection (if the
+/// request asked for an upgrade; `/101` answers it whether or not).
+fn switch(req: Request<RequestBody>) -> Response<Answer> {
+    if let Some(on) = req.extensions().get::<h1::OnUpgrade>().cloned() {
+        tokio::spawn(async move {
+            let Ok(mut up) = on.await else { return };
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = up.read(&mut buf).await {
+                if n == 0 || up.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut res = Response::new(Full::new(Bytes::new()).boxed_unsync());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    res.headers_mut()
+        .insert("connection", "upgrade".parse().unwrap());
+    res.headers_mut()
+        .insert("upgrade", "websocket".parse().unwrap());
     res
 }
 
