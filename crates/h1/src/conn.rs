@@ -19,7 +19,7 @@ use crate::decode::Decoder;
 use crate::head::{self, Framing, Head, Parsed};
 use crate::upgrade::{OnUpgrade, Upgraded};
 use crate::write::{self, Asked, Out, Plan};
-use crate::{BodyErrorKind, Config, Error, RequestBody, Service, pool};
+use crate::{BodyErrorKind, Config, Error, RequestBody, Reset, Service, pool};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -59,6 +59,8 @@ where
         match Box::pin(conn.exchange(head, &service)).await {
             Ok(Next::Again) => conn.buf.release_if_empty(),
             Ok(Next::Close) => break Ok(None),
+            // Dropped without a FIN first, nor lingering.
+            Ok(Next::Reset) => return Ok(()),
             Ok(Next::Upgrade(to)) => break Ok(Some(to)),
             Err(e) => break Err(e),
         }
@@ -89,6 +91,8 @@ enum Next {
     /// The next request.
     Again,
     Close,
+    /// Drop the connection at once (`crate::Reset`).
+    Reset,
     /// Hand the connection over (a 101 was written).
     Upgrade(oneshot::Sender<Upgraded>),
 }
@@ -263,6 +267,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         if let Some(status) = feed.refusal() {
             self.refuse(status).await;
             return Err(Error::Rejected(status));
+        }
+        if response.extensions().get::<Reset>().is_some() {
+            return Ok(Next::Reset);
         }
         if matches!(feed.end, End::Failed(_)) {
             return Ok(Next::Close);

@@ -97,6 +97,11 @@ where
     }
 }
 
+/// Put in a response's extensions, it makes the engine drop the connection instead of
+/// answering (what hyper does when a service fails; the proxy's injected resets).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reset;
+
 /// Why a connection ended other than by the client closing it between requests.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -211,6 +211,10 @@ async fn connection_close_either_way_closes_after_the_answer() {
     let out =
         exchange(format!("GET /close HTTP/1.1\r\nHost: x\r\n\r\n{SMUGGLED}").as_bytes()).await;
     assert_eq!(responses(&out).len(), 1, "{out}");
+    // A reset: the connection ends with no answer at all.
+    let out =
+        exchange(format!("GET /reset HTTP/1.1\r\nHost: x\r\n\r\n{SMUGGLED}").as_bytes()).await;
+    assert_eq!(out, "");
     // HTTP/1.0: closes unless kept alive, answered in 1.0, and says keep-alive when kept.
     let out = exchange(format!("GET /a HTTP/1.0\r\n\r\n{SMUGGLED}").as_bytes()).await;
     assert!(

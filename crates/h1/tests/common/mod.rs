@@ -13,6 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 pub type Answer = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Answers by path: `/204`, `/304` (with a Content-Length), `/close` (asks to close),
+/// `/reset` (asks to drop the connection unanswered), `/ws` and `/101` (see `switch`),
+/// `/reset` (asks to drop the connection unanswered), `/ws` and `/101` (see `switch`),
 /// `/stream` (a body of unknown length), `/skip` (never reads the request body); any other
 /// path reads the whole body and answers `PATH BODY`. A body that fails is answered 500
 /// (the engine answers 400 or 413 instead when the failure is the client's).
@@ -52,6 +54,9 @@ pub async fn answer(req: Request<RequestBody>) -> Response<Answer> {
         "/close" => {
             res.headers_mut()
                 .insert("connection", "close".parse().unwrap());
+        }
+        "/reset" => {
+            res.extensions_mut().insert(h1::Reset);
         }
         _ => {}
     }
