@@ -2,6 +2,9 @@
 //! no bare CR; a bare LF ends a line, empty lines before the request line are skipped,
 //! RFC 9112 §2.2), then judged for framing (RFC 9112 §6) and connection handling.
 
+use std::mem::MaybeUninit;
+
+use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
@@ -42,13 +45,15 @@ pub enum Parsed {
 
 /// Parses a head from the start of `data`.
 pub fn parse(data: &[u8], config: &Config) -> Parsed {
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    // Uninitialised slots: filling 128 of them (4 KiB) for every head costs more than
+    // most heads take to parse.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
     let slots = &mut slots[..config.max_headers.clamp(1, HEADER_SLOTS)];
-    let mut req = httparse::Request::new(slots);
+    let mut req = httparse::Request::new(&mut []);
     // Only the first `max_head_bytes` are looked at, however many were read: the answer
     // to a head does not depend on how the bytes arrived.
     let data = &data[..data.len().min(config.max_head_bytes)];
-    let len = match req.parse(data) {
+    let len = match req.parse_with_uninit_headers(data, slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if data.len() >= config.max_head_bytes => {
             return Parsed::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
@@ -59,16 +64,26 @@ pub fn parse(data: &[u8], config: &Config) -> Parsed {
         }
         Err(_) => return Parsed::Reject(StatusCode::BAD_REQUEST),
     };
-    match build(&req) {
+    match build(&req, &data[..len]) {
         Ok(head) => Parsed::Complete(Box::new(head), len),
         Err(status) => Parsed::Reject(status),
     }
 }
 
-fn build(req: &httparse::Request<'_, '_>) -> Result<Head, StatusCode> {
+/// The head's parts as `http` types. The head's bytes are copied out of the pooled read
+/// buffer once, and the target and field values are slices of that copy (one allocation
+/// instead of one per value).
+fn build(req: &httparse::Request<'_, '_>, raw: &[u8]) -> Result<Head, StatusCode> {
     let bad = StatusCode::BAD_REQUEST;
+    let shared = Bytes::copy_from_slice(raw);
+    // `part` is a slice of `raw` (httparse returns nothing else): the same bytes in `shared`.
+    let slice = |part: &[u8]| {
+        let start = part.as_ptr() as usize - raw.as_ptr() as usize;
+        shared.slice(start..start + part.len())
+    };
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes()).map_err(|_| bad)?;
-    let uri: Uri = req.path.unwrap_or("").parse().map_err(|_| bad)?;
+    let path = req.path.map_or_else(Bytes::new, |p| slice(p.as_bytes()));
+    let uri = Uri::from_maybe_shared(path).map_err(|_| bad)?;
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -77,7 +92,7 @@ fn build(req: &httparse::Request<'_, '_>) -> Result<Head, StatusCode> {
     let mut fields = Fields::default();
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad)?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad)?;
+        let value = HeaderValue::from_maybe_shared(slice(h.value)).map_err(|_| bad)?;
         fields.note(&name, h.value)?;
         headers.append(name, value);
     }
