@@ -26,6 +26,7 @@ const CONFIG: h1::Config = h1::Config {
     idle_timeout: None,
     header_timeout: None,
     linger: None,
+    date: true,
 };
 
 fn runtime() -> &'static Runtime {

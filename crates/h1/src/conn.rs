@@ -249,6 +249,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             version: request.version(),
             head: request.method() == Method::HEAD,
             keep_alive,
+            date: self.config.date,
             upgrade: false,
         };
         let (body, mut feed) = Feed::new(framing, expect_continue, &self.config);

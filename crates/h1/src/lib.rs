@@ -55,6 +55,8 @@ pub struct Config {
     /// the client still sends, so that its answer is not lost to a reset (nginx's
     /// lingering close).
     pub linger: Option<Duration>,
+    /// Add a `date` field to answers that have none (hyper's server does).
+    pub date: bool,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             idle_timeout: None,
             header_timeout: None,
             linger: None,
+            date: true,
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Response heads, built into one buffer with no formatting machinery, and the engine's
 //! own short answers.
 
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::response::Parts;
 use http::{StatusCode, Version};
 use std::pin::Pin;
@@ -34,6 +37,9 @@ pub struct Asked {
     pub version: Version,
     pub head: bool,
     pub keep_alive: bool,
+    /// Add a `Date` field when the service's answer has none (RFC 9110 §6.6.1: an origin
+    /// server with a clock MUST).
+    pub date: bool,
     /// The answer is a 101 to a request that asked for an upgrade: its `Connection`
     /// field goes out as the service set it.
     pub upgrade: bool,
@@ -91,6 +97,9 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, hint: &SizeHint, asked: Asked) -> 
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
+    if asked.date && !parts.headers.contains_key(DATE) {
+        date(out);
+    }
     match plan {
         Plan::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -117,6 +126,29 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, hint: &SizeHint, asked: Asked) -> 
     }
     out.extend_from_slice(b"\r\n");
     (plan, keep_alive)
+}
+
+thread_local! {
+    /// This second's `Date` value, formatted once per second per thread.
+    static DATE_VALUE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+/// A `date` field with the current second (`Sun, 06 Nov 1994 08:49:37 GMT`, always 29
+/// bytes).
+fn date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE_VALUE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == 29 {
+                cached.1.copy_from_slice(text.as_bytes());
+                cached.0 = second;
+            }
+        }
+        field(out, b"date", &cached.1);
+    });
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -306,3 +306,24 @@ async fn large_bodies_stream_both_ways_in_pieces() {
     assert_eq!(got[1].2, format!("/b {body}"));
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn answers_carry_a_date_unless_switched_off() {
+    let out = exchange(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let date = out
+        .lines()
+        .find_map(|l| l.strip_prefix("date: "))
+        .expect(&out);
+    assert!(date.len() == 29 && date.ends_with(" GMT"), "{date:?}");
+    let config = h1::Config {
+        date: false,
+        ..config()
+    };
+    let (mut c, _task) = connect(config);
+    c.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    assert!(!out.contains("date:"), "{out}");
+}
