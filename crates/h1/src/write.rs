@@ -97,7 +97,9 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, hint: &SizeHint, asked: Asked) -> 
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if asked.date && !parts.headers.contains_key(DATE) {
+    // RFC 9110 §6.6.1: a `date` on every final answer; an informational one (a 101) may go
+    // without.
+    if asked.date && !status.is_informational() && !parts.headers.contains_key(DATE) {
         date(out);
     }
     match plan {
