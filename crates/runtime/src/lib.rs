@@ -19,6 +19,7 @@ mod restarts;
 mod revisions;
 mod supervisor;
 
+pub use driver::init as container_init;
 pub use driver::{Identity, command, free_port, oci};
 pub use logs::{LogLine, Logs, Stream};
 pub use metrics::Metrics;

@@ -22,6 +22,7 @@ mod hardening_runtime;
 mod import;
 mod lifecycle;
 mod oci;
+mod oci_init;
 mod oci_resources;
 mod probes;
 mod proxy;

@@ -225,7 +225,7 @@ fn oci_quickstart_loses_nothing_under_kill_9_of_its_containers() {
     assert_eq!(containers(&stack.state_dir()), Vec::<String>::new());
 }
 
-/// Inside its container a replica is PID 1 of its own pid namespace, has no capability
+/// Inside its container a replica's PID 1 (bulwark's init) is in its own pid namespace, has no capability
 /// (unless kept), cannot gain any, and cannot write its read-only root; a service with
 /// `read_only = false` and a kept capability gets exactly that.
 #[test]

@@ -9,6 +9,7 @@
 //! crate adds drivers, and each call site stays one `match` away from both.
 
 mod bundle;
+pub mod init;
 pub mod oci;
 
 use std::io;

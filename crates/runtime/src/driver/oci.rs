@@ -27,6 +27,7 @@ use tokio::process::{Child, Command};
 
 use super::Identity;
 use super::bundle::Bundle;
+use super::init::InitFiles;
 
 /// What to do when runc is missing, in the words every error about it uses.
 pub const RUNC_MISSING: &str = "runc is not on PATH: install it (Debian and Ubuntu: \
@@ -108,6 +109,11 @@ pub(crate) async fn start(
 ) -> io::Result<(Child, Container)> {
     let runc = runc().await?;
     let rootfs = rootfs(c, dirs).await?;
+    let init = if c.init {
+        Some(init_files(id.bulwark).await?)
+    } else {
+        None
+    };
     let name = format!(
         "{}-{}{}-{}",
         id.service,
@@ -127,6 +133,7 @@ pub(crate) async fn start(
         hostname: format!("{}-{}", id.service, id.index),
         nofile: nofile(),
         cgroup,
+        init,
     };
     let dir = dirs.bundles().join(&name);
     let config = bundle.config();
@@ -156,6 +163,19 @@ pub(crate) async fn start(
             root,
         },
     ))
+}
+
+/// The files bulwark's init runs from, found once (they are this process's own).
+async fn init_files(bulwark: &Path) -> io::Result<&'static InitFiles> {
+    static FILES: std::sync::OnceLock<InitFiles> = std::sync::OnceLock::new();
+    if let Some(f) = FILES.get() {
+        return Ok(f);
+    }
+    let binary = bulwark.to_owned();
+    let found = tokio::task::spawn_blocking(move || InitFiles::of_this_process(&binary))
+        .await
+        .map_err(io::Error::other)?;
+    Ok(FILES.get_or_init(|| found))
 }
 
 /// The container's `RLIMIT_NOFILE`: the usual soft 1024 under bulwark's own hard limit,
