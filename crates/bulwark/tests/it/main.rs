@@ -23,6 +23,7 @@ mod import;
 mod lifecycle;
 mod oci;
 mod oci_init;
+mod oci_processes;
 mod oci_resources;
 mod probes;
 mod proxy;

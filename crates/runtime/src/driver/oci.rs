@@ -34,7 +34,7 @@ pub const RUNC_MISSING: &str = "runc is not on PATH: install it (Debian and Ubun
     `apt-get install runc`) or add its directory to PATH; services with a [container] \
     table run through it";
 
-/// How long a `runc delete` or `runc list` may take.
+/// How long a `runc delete` or `runc list` may take, or `runc run` to start a container.
 const RUNC_LIMIT: Duration = Duration::from_secs(30);
 
 /// Numbers containers, so an id is never reused while an older container may linger.
@@ -75,6 +75,59 @@ pub(crate) struct Container {
     id: String,
     bundle: PathBuf,
     root: PathBuf,
+    /// Watches the bundle for runc's pid file, until [`Container::init_pid`] has read it.
+    pid_watch: Option<PidWatch>,
+}
+
+/// runc's `--pid-file`, in the bundle: the container's PID 1, written once it runs.
+const PID_FILE: &str = "pid";
+
+/// An inotify watch on a bundle directory (runc writes its pid file beside, then renames
+/// it into place), read through the runtime's reactor.
+struct PidWatch(tokio::io::unix::AsyncFd<Inotify>);
+
+/// nix's inotify handle, as the reactor takes it.
+struct Inotify(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for Inotify {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl PidWatch {
+    /// Watches `dir` for files written or moved into it. Call it before runc starts.
+    fn new(dir: &Path) -> io::Result<PidWatch> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags};
+        let inotify =
+            nix::sys::inotify::Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(
+            dir,
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+        )?;
+        let fd = Inotify(inotify);
+        // SAFETY: `Inotify` owns its descriptor for its whole life and always returns it.
+        #[allow(unsafe_code)]
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        Ok(PidWatch(registered.map_err(io::Error::from)?))
+    }
+
+    /// Resolves at the next change in the directory.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: an event not read stays queued in the inotify descriptor.
+    async fn changed(&self) -> io::Result<()> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(io::Error::from)) {
+                Ok(read) => return read.map(drop),
+                Err(_would_block) => continue,
+            }
+        }
+    }
 }
 
 /// runc, found on `PATH`.
@@ -143,12 +196,15 @@ pub(crate) async fn start(
         .await
         .map_err(io::Error::other)??;
     let root = dirs.runc_root();
+    let pid_watch = PidWatch::new(&dir)?;
     let mut cmd = Command::new(runc);
     cmd.arg("--root")
         .arg(&root)
         .arg("run")
         .arg("--bundle")
         .arg(&dir)
+        .arg("--pid-file")
+        .arg(dir.join(PID_FILE))
         .arg(&name)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -161,6 +217,7 @@ pub(crate) async fn start(
             id: name,
             bundle: dir,
             root,
+            pid_watch: Some(pid_watch),
         },
     ))
 }
@@ -264,6 +321,32 @@ fn unpack_target(file: &Path, images: &Path) -> io::Result<(PathBuf, bool)> {
 }
 
 impl Container {
+    /// The container's PID 1 as the host numbers it, once runc has started it (runc writes
+    /// its pid file then); `None` when runc (`leader`) exits first, or takes longer than
+    /// [`RUNC_LIMIT`] (the replica then shows and is measured as runc).
+    pub(crate) async fn init_pid(&mut self, leader: u32) -> Option<u32> {
+        let watch = self.pid_watch.take()?;
+        let file = self.bundle.join(PID_FILE);
+        let written = async {
+            loop {
+                if let Ok(text) = tokio::fs::read_to_string(&file).await
+                    && let Ok(pid) = text.trim().parse::<u32>()
+                {
+                    return Some(pid);
+                }
+                watch.changed().await.ok()?;
+            }
+        };
+        tokio::select! {
+            pid = written => pid,
+            _ = launch::exited(leader) => None,
+            () = tokio::time::sleep(RUNC_LIMIT) => {
+                tracing::warn!(container = self.id, "runc did not start the container in time");
+                None
+            }
+        }
+    }
+
     /// Deletes the container (killing whatever is left in it) and its bundle, once its
     /// runc has exited, and turns runc's `128 + N` exit code back into death by signal N.
     pub(crate) async fn remove(self, exit: Exit) -> Exit {
