@@ -218,12 +218,12 @@ pub fn spawn(
     let own_rss: Gauge = Gauge::default();
     registry.register(
         "bulwark_replica_cpu_seconds",
-        "CPU time used by a replica's process",
+        "CPU time used by a replica's process (its cgroup's: a container, or resources)",
         cpu.clone(),
     );
     registry.register(
         "bulwark_replica_resident_memory_bytes",
-        "Resident memory of a replica's process",
+        "Resident memory of a replica's process (its cgroup's: a container, or resources)",
         gauges.rss.clone(),
     );
     registry.register(
