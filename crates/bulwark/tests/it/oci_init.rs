@@ -75,9 +75,10 @@ fn event(
     (e["at_ms"].as_u64().unwrap(), e.clone())
 }
 
-/// How long a restart of `service`/0 took from its stop signal to its exit, and the exit.
-fn restart_and_time(stack: &Stack, service: &str) -> (Duration, Value) {
-    let target = format!("{service}/0");
+/// How long a restart of `service`/`index` (its first stop and exit) took from its stop
+/// signal to its exit, and the exit.
+pub(crate) fn restart_and_time(stack: &Stack, service: &str, index: u64) -> (Duration, Value) {
+    let target = format!("{service}/{index}");
     let out = stack.cli(&["restart", &target]);
     assert!(out.status.success(), "{}", output_text(&out));
     let events = eventually(
@@ -147,14 +148,14 @@ fn oci_init_passes_the_stop_signal_to_a_program_without_a_handler() {
     let deaf = pid_1(&stack, "deaf");
     assert!(cmdline(deaf).contains(" demo --port "), "{}", cmdline(deaf));
 
-    let (took, exit) = restart_and_time(&stack, "web");
+    let (took, exit) = restart_and_time(&stack, "web", 0);
     eprintln!("web (init) stopped in {took:?}: {exit}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert!(
         exit["signal"] == 15 || exit["code"] == 0,
         "ended by the stop signal: {exit}"
     );
-    let (took, exit) = restart_and_time(&stack, "deaf");
+    let (took, exit) = restart_and_time(&stack, "deaf", 0);
     eprintln!("deaf (init = false) stopped in {took:?}: {exit}");
     assert!(took >= Duration::from_secs(2), "took {took:?}");
     assert_eq!(exit["signal"], 9, "{exit}");

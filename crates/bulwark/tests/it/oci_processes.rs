@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::harness::{Demo, Stack, eventually, free_port, get, output_text};
 use crate::oci::{OciStack, container_pid, containers, demo_rootfs};
+use crate::oci_init::restart_and_time;
 use crate::resources::gauge;
 
 /// The demo with a startup and a readiness probe (no liveness probe: a frozen replica is
@@ -21,7 +22,7 @@ fn start(replicas: u32, port: u16, extra: &str) -> OciStack {
         "{}{extra}\n[api]\nlisten = \"127.0.0.1:0\"\n",
         Demo::new("web")
             .replicas(replicas)
-            .with("stop_grace = \"2s\"")
+            .with("stop_grace = \"10s\"")
             .startup_probe()
             .ready_every("200ms")
             .with(&format!("[services.web.container]\nrootfs = \"{rootfs}\""))
@@ -129,21 +130,29 @@ fn oci_status_shows_the_containers_process_and_the_sampler_measures_the_containe
     eprintln!("container memory: {before} before the leak, {after} after");
 }
 
-/// Runs experiment `name`, returns the index of the replica it broke.
+/// `bulwark chaos status --json`.
+fn chaos_status(stack: &Stack) -> Option<Value> {
+    serde_json::from_slice(&stack.cli(&["chaos", "status", "--json"]).stdout).ok()
+}
+
+/// Runs experiment `name` once none runs, returns the index of the replica it broke.
 fn run_experiment(stack: &Stack, name: &str) -> u64 {
+    eventually("no experiment running", Duration::from_secs(30), || {
+        let idle = chaos_status(stack)?["running"].as_array()?.is_empty();
+        idle.then_some(())
+    });
     let out = stack.cli(&["chaos", "run", name, "--no-wait", "--json"]);
     assert!(out.status.success(), "{}", output_text(&out));
     eventually(&format!("{name} to run"), Duration::from_secs(10), || {
-        let out = stack.cli(&["chaos", "status", "--json"]);
-        let st: Value = serde_json::from_slice(&out.stdout).ok()?;
-        st["running"][0]["replicas"][0].as_u64()
+        chaos_status(stack)?["running"][0]["replicas"][0].as_u64()
     })
 }
 
 /// A `stop` experiment freezes every process of the container (its init and the demo,
 /// state T): the replica stops answering, its readiness fails, the proxy serves from the
-/// other; when the fault ends all of them run again and it is ready and answers. A `kill`
-/// experiment kills the container's processes: the replica dies of SIGKILL and comes back.
+/// other; when the fault ends all of them run again and it is ready and answers. A frozen
+/// container that is restarted stops at once. A `kill` experiment kills the container's
+/// processes: the replica dies of SIGKILL and comes back.
 #[test]
 fn oci_chaos_stop_and_kill_reach_every_process_of_the_container() {
     let port = free_port();
@@ -192,6 +201,18 @@ duration = "1s"
     );
     let own = format!("127.0.0.1:{}", r["port"]).parse().unwrap();
     assert_eq!(get(own, "/").0, 200);
+
+    // A frozen container that is restarted is continued, so it acts on its stop signal at
+    // once instead of being killed when its grace (10 s) is over.
+    let index = run_experiment(&stack, "freeze");
+    let frozen = tree(replica(&stack, index)["pid"].as_u64().unwrap() as u32);
+    eventually("the container frozen again", Duration::from_secs(5), || {
+        frozen.iter().all(|&p| state(p) == 'T').then_some(())
+    });
+    let (took, exit) = restart_and_time(&stack, "web", index);
+    assert!(took < Duration::from_secs(5), "took {took:?}: {exit}");
+    assert_eq!(exit["signal"], 15, "{exit}");
+    stack.wait_ready("web", 2);
 
     let index = run_experiment(&stack, "kill");
     let r = replica(&stack, index);
