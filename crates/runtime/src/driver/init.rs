@@ -18,7 +18,7 @@
 //!
 //! How it gets into a container: the bundle bind-mounts bulwark's own binary read-only at
 //! [`BINARY`], with the shared libraries bulwark itself has mapped beside it, and runs it
-//! through its own dynamic loader with `--library-path` (see [`InitFiles`]), so a rootfs
+//! through its own dynamic loader with `--library-path` (see `InitFiles`), so a rootfs
 //! that lacks bulwark's libraries (or has other versions of them) runs it too, and the
 //! program's own library search is untouched.
 

@@ -3,8 +3,10 @@
 //! The seam is [`start`] and [`ended`]: a service without `[container]` runs as
 //! a plain process ([`spawn`], the process driver); one with it runs in an OCI container
 //! through runc ([`oci`]). Both give the supervisor a child process that leads its own
-//! process group, so signals, stop, kill, exit watching and log capture are the same code
-//! for both; only what happens after the exit differs (a container is deleted).
+//! process group, so the stop signal, kill, exit watching and log capture are the same
+//! code for both; what differs is which processes are the replica's ([`Processes`]: a
+//! container's run in a session of their own, behind its PID 1, bulwark's [`init`]) and
+//! what happens after the exit (a container is deleted).
 //! An enum over two known drivers rather than a trait object: nothing outside this
 //! crate adds drivers, and each call site stays one `match` away from both.
 

@@ -5,7 +5,8 @@
 //! process carries over unchanged: its stdout and stderr are the container's (runc hands
 //! its own descriptors to the container), its exit status is the container's (runc exits
 //! with the program's code, or 128 + the signal that killed it), and the stop signal sent
-//! to its group is forwarded by runc to the container's PID 1. What runc cannot forward
+//! to its group is forwarded by runc to the container's PID 1 (bulwark's init, which
+//! passes it on to the program). What runc cannot forward
 //! is SIGKILL: a killed runc leaves its container running. So once the replica's process
 //! has ended, however it ended, the container is deleted (`runc delete --force`, which
 //! kills what is left), and when bulwark itself is killed the janitor (`bulwark up`
