@@ -120,6 +120,8 @@ def main() -> int:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": m,
         "versions": tool_versions(args.bulwark),
+        # Cargo's output directory names the profile: target/debug or target/release.
+        "build": os.path.basename(os.path.dirname(os.path.abspath(args.bulwark))),
         "params": params,
         "load_before": {"loadavg": loadavg(), "busy": busy_processes()},
     }

@@ -135,7 +135,8 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
       "Method, fairness rules and how to read every figure: [bench/README.md](../README.md). "
       f"Raw figures: [`{os.path.basename(base)}.json`]({os.path.basename(base)}.json).\n")
     w(f"- machine: {m['cpus']} vCPU ({m['cpu_model']}), {m['mem_gib']} GiB, {m['os']}, kernel {m['kernel']}")
-    w(f"- bulwark: `{v['bulwark']}` (release build); HAProxy: `{v['haproxy']}`; nginx: `{v['nginx']}`; "
+    build = res.get("build", "release")
+    w(f"- bulwark: `{v['bulwark']}` ({build} build); HAProxy: `{v['haproxy']}`; nginx: `{v['nginx']}`; "
       f"wrk: `{v['wrk']}`; h2load: `{v['h2load']}`")
     before, after = _shared_note(res)
     ow = res.get("other_work") or {}

@@ -84,6 +84,16 @@ class CommittedResultsTest(unittest.TestCase):
             with self.subTest(path=os.path.basename(path)):
                 self.assertEqual(report.markdown(res, base, pngs), committed)
 
+    def test_a_debug_build_is_named_in_the_header(self) -> None:
+        path = sorted(glob.glob(os.path.join(RESULTS, "*.json")))[-1]
+        with open(path) as f:
+            res = json.load(f)
+        self.assertIn("(release build)", report.markdown(res, path[:-5], []))
+        res["build"] = "debug"
+        md = report.markdown(res, path[:-5], [])
+        self.assertIn("(debug build)", md)
+        self.assertNotIn("(release build)", md)
+
 
 if __name__ == "__main__":
     unittest.main()

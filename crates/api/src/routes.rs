@@ -171,6 +171,9 @@ struct EventsQuery {
     since: u64,
     #[serde(default)]
     follow: bool,
+    /// Only the newest `tail` events of the backlog (a view that shows the last few need
+    /// not be sent the whole history on each connection).
+    tail: Option<usize>,
     /// Wait (up to 2 s) until every event published so far is in the journal, so a
     /// reader sees what just happened.
     #[serde(default)]
@@ -205,14 +208,24 @@ async fn events(
         .await;
     }
     let failing = !s.journal_health.borrow().ok();
-    let sub = s.bus.subscribe(q.since);
+    let mut sub = s.bus.subscribe(q.since);
+    // What `tail` leaves out counts as seen: a stream that falls behind later does not
+    // bring it back.
+    let mut since = q.since;
+    let cut = q
+        .tail
+        .map_or(0, |tail| sub.backlog.len().saturating_sub(tail));
+    if cut > 0 {
+        since = sub.backlog[cut - 1].seq;
+        sub.backlog.drain(..cut);
+    }
     let mut res = if q.follow {
         let follow = Follow {
             bus: s.bus.clone(),
             last: sub
                 .backlog
                 .first()
-                .map_or(q.since, |e| e.seq.saturating_sub(1)),
+                .map_or(since, |e| e.seq.saturating_sub(1)),
             backlog: sub.backlog.into(),
             live: sub.live,
             persisted: s.persisted.clone(),

@@ -121,7 +121,7 @@ function flush() {
 
 function connect() {
   if (source) return;
-  source = new EventSource('/v1/events?follow=true');
+  source = new EventSource(`/v1/events?follow=true&tail=${MAX_EVENTS}`);
   source.onmessage = onEvent;
   source.onopen = () => { document.getElementById('live').textContent = '● live'; };
   source.onerror = () => {
@@ -169,6 +169,9 @@ async function start() {
     return;
   }
   document.getElementById('who').textContent = sessionStorage.getItem('bulwark-who') || '';
+  // A viewer's session reads only: the action controls are not shown (the API refuses them
+  // anyway).
+  document.body.dataset.role = sessionStorage.getItem('bulwark-role') || '';
   document.getElementById('logout').hidden = false;
   document.body.dataset.view = route()[0];
   mount();
@@ -180,6 +183,7 @@ async function start() {
 document.getElementById('logout').addEventListener('click', async () => {
   await del('/ui/session').catch(() => {});
   sessionStorage.removeItem('bulwark-who');
+  sessionStorage.removeItem('bulwark-role');
   showLogin('Logged out.');
 });
 window.addEventListener('hashchange', () => {

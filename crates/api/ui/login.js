@@ -7,6 +7,7 @@ import { h } from './dom.js';
 async function exchange(body) {
   const who = await post('/ui/session', body);
   sessionStorage.setItem('bulwark-who', `${who.name} (${who.role})`);
+  sessionStorage.setItem('bulwark-role', who.role);
 }
 
 // Uses the code in the address, if any, and takes it out of the address and the history.

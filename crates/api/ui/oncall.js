@@ -35,10 +35,10 @@ export function mount(root, store) {
   const minutes = h('input', { id: 'silence-minutes', type: 'number', value: '60', min: '1', class: 'short' });
   const comment = h('input', { id: 'silence-comment', placeholder: 'comment' });
   const note = h('span', { class: 'error', id: 'action-error' });
-  const form = h('form', { class: 'inline', id: 'silence-form' }, 'Silence', service, 'for', minutes,
+  const form = h('form', { class: 'inline action', id: 'silence-form' }, 'Silence', service, 'for', minutes,
     'minutes', comment, h('button', { type: 'submit', id: 'silence-add' }, 'Add silence'));
   form.addEventListener('submit', (e) => { e.preventDefault(); addSilence(service.value, Number(minutes.value), comment.value); });
-  const faultsOff = h('button', { class: 'danger', id: 'faults-off', onclick: faultsOffClick }, 'Faults off');
+  const faultsOff = h('button', { class: 'danger action', id: 'faults-off', onclick: faultsOffClick }, 'Faults off');
   const events = h('ul', { class: 'events', id: 'actions' });
   const incidents = h('div', { id: 'incidents' });
   root.append(
@@ -76,7 +76,7 @@ function faultsOffClick() {
 }
 
 function replicaRow(item) {
-  const restart = h('button', { class: 'restart' }, 'Restart');
+  const restart = h('button', { class: 'restart action' }, 'Restart');
   restart.addEventListener('click', () => act(`Restart ${item.key}?`,
     () => post(`/v1/services/${encodeURIComponent(item.svc)}/restart?replica=${item.r.index}`), 'status'));
   return h('tr', {}, h('td', {}, item.key), h('td'), h('td'), h('td'), h('td'), h('td', {}, restart));
@@ -120,7 +120,7 @@ function updateAlert(row, a) {
 }
 
 function silenceRow(s) {
-  const rm = h('button', {}, 'Remove');
+  const rm = h('button', { class: 'action' }, 'Remove');
   rm.addEventListener('click', () => act(`Remove the silence of ${s.service}?`,
     () => del(`/v1/silences/${encodeURIComponent(s.id)}`), 'silences'));
   return h('tr', {}, h('td'), h('td'), h('td'), h('td'), h('td', {}, rm));

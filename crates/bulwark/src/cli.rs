@@ -19,6 +19,22 @@ pub struct Cli {
 pub enum Command {
     /// Run a stack in the foreground until Ctrl-C or SIGTERM.
     Up(UpArgs),
+    /// Cluster mode: register this machine as node NAME in etcd (a lease, kept alive),
+    /// follow the other nodes (events `node_joined`, `node_lost`, `node_left`), run the
+    /// stack applied to the cluster (all of it: no placement yet), reloading each new
+    /// revision, and serve the usual API. SIGTERM leaves the cluster at once (the lease is
+    /// revoked), then stops the replicas.
+    Agent(AgentArgs),
+    /// Cluster mode: every node that joined, alive or lost, from etcd.
+    Nodes {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cluster mode: check a stack file exactly as `check` does and store it in etcd as the
+    /// cluster's next revision; --history lists the stored revisions.
+    Apply(ApplyArgs),
     /// Validate a stack file; exit status 2 lists every problem with file:line:column.
     Check {
         #[arg(short = 'f', long = "file")]
@@ -519,6 +535,15 @@ pub struct DemoArgs {
     /// CPU each `GET /` burns (a service with a per-request cost).
     #[arg(long, env = "DEMO_COST", default_value = "0s")]
     pub cost: humantime::Duration,
+    /// sd_notify (with `NOTIFY_SOCKET` set): send `READY=1` this long after starting.
+    #[arg(long)]
+    pub notify_ready_after: Option<humantime::Duration>,
+    /// sd_notify: send `WATCHDOG=1` at this interval.
+    #[arg(long)]
+    pub notify_watchdog_every: Option<humantime::Duration>,
+    /// sd_notify: stop the `WATCHDOG=1` pings this long after starting (a hung replica).
+    #[arg(long, requires = "notify_watchdog_every")]
+    pub notify_stop_watchdog_after: Option<humantime::Duration>,
 }
 
 #[derive(Args)]
@@ -543,6 +568,59 @@ pub struct LoadArgs {
     #[arg(long = "header", short = 'H')]
     pub header: Vec<String>,
     /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the cluster's etcd is.
+#[derive(Args, Clone)]
+pub struct EtcdArgs {
+    /// etcd's client URLs, comma-separated (http://HOST:2379,...).
+    #[arg(long, env = "BULWARK_ETCD", value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    /// The cluster's name: several clusters can share one etcd.
+    #[arg(long, env = "BULWARK_CLUSTER", default_value = "default")]
+    pub cluster: String,
+    /// How long to wait for etcd before giving up.
+    #[arg(long, default_value = "5s")]
+    pub etcd_timeout: humantime::Duration,
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// This node's name, unique in the cluster.
+    #[arg(long)]
+    pub node: String,
+    /// This node's labels, for placement: `zone=a,disk=ssd`.
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Where the agent serves its API (as `[api] listen`; a loopback address unless the
+    /// API has TLS).
+    #[arg(long)]
+    pub api: Option<std::net::SocketAddr>,
+    /// The node's lease: how long after the agent stops answering the node is lost.
+    #[arg(long, default_value = "5s")]
+    pub ttl: humantime::Duration,
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// The stack file.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_hint = ValueHint::FilePath,
+        required_unless_present = "history",
+        conflicts_with = "history"
+    )]
+    pub file: Option<PathBuf>,
+    /// List the stored revisions instead.
+    #[arg(long)]
+    pub history: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -175,6 +175,9 @@ pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         Command::Approve { id } => crate::remedy_cmd::answer(&client, id, "approve").await?,
         Command::Deny { id } => crate::remedy_cmd::answer(&client, id, "deny").await?,
         Command::Up(_)
+        | Command::Agent(_)
+        | Command::Nodes { .. }
+        | Command::Apply(_)
         | Command::Check { .. }
         | Command::SystemdUnit { .. }
         | Command::Import { .. }

@@ -1,11 +1,13 @@
 //! The `bulwark` binary: command-line parsing and the wiring of every layer. No business
 //! logic lives here.
 
+mod agent;
 mod backup_cmd;
 mod backups;
 mod chaos_cmd;
 mod chaos_host;
 mod cli;
+mod cluster_cmd;
 mod commands;
 mod containers;
 mod host;
@@ -86,6 +88,15 @@ fn main() -> ExitCode {
         Command::Demo(args) => tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(demo(args))),
         Command::Up(args) => {
             tokio_runtime(None, false).and_then(|rt| rt.block_on(up::run(args, cli.state_dir)))
+        }
+        Command::Agent(args) => {
+            tokio_runtime(None, false).and_then(|rt| rt.block_on(agent::run(args, cli.state_dir)))
+        }
+        Command::Nodes { etcd, json } => {
+            tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(cluster_cmd::nodes(etcd, json)))
+        }
+        Command::Apply(args) => {
+            tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(cluster_cmd::apply(args)))
         }
         Command::Load(args) => tokio_runtime(None, false).and_then(|rt| rt.block_on(load(args))),
         Command::Top { once } => {
@@ -360,6 +371,14 @@ async fn demo(args: cli::DemoArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.leak_rate = (args.leak_rate * f64::from(1u32 << 20)) as u64;
     cfg.cost = args.cost.into();
+    if args.notify_watchdog_every.is_some_and(|e| e.is_zero()) {
+        anyhow::bail!("--notify-watchdog-every must be more than 0s");
+    }
+    cfg.notify = demo::NotifyPlan {
+        ready_after: args.notify_ready_after.map(Into::into),
+        watchdog_every: args.notify_watchdog_every.map(Into::into),
+        stop_watchdog_after: args.notify_stop_watchdog_after.map(Into::into),
+    };
     demo::run(cfg).await?;
     Ok(ExitCode::SUCCESS)
 }

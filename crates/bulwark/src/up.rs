@@ -154,8 +154,7 @@ fn eval_every(stack: &spec::Stack) -> Duration {
         .clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
-// Long on purpose: the wiring of `bulwark up`, in the order the layers must start.
-#[allow(clippy::too_many_lines)]
+/// `bulwark up`.
 pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let stack = match load(&args.file).await {
         Ok(spec::Loaded { stack, warnings }) => {
@@ -169,6 +168,19 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             return Ok(ExitCode::from(2));
         }
     };
+    serve(args, stack, state_dir, None).await
+}
+
+// Long on purpose: the wiring of `bulwark up`, in the order the layers must start.
+/// Runs `stack` until a signal; as a cluster agent when `agent` is given (`args.file` is
+/// then the agent's copy of the cluster's stack, written anew for each applied revision).
+#[allow(clippy::too_many_lines)]
+pub async fn serve(
+    args: UpArgs,
+    stack: spec::Stack,
+    state_dir: Option<PathBuf>,
+    agent: Option<crate::agent::Agent>,
+) -> anyhow::Result<ExitCode> {
     crate::host::prepare(&stack);
     let cgroups = {
         let (stack, file) = (stack.clone(), args.file.clone());
@@ -222,6 +234,7 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     let rollout_store = journal_store.clone();
     let switch_store = journal_store.clone();
     let audit = Arc::new(api::audit::Audit::new(Some(journal_store.clone())));
+    audit.register(&mut registry);
     // bulwark's own actions (restarts, ejections, remediations, chaos...) from the bus.
     let own_actions = api::audit::actions::Follower::start(&bus, audit.clone());
     let audit_log = audit.clone();
@@ -475,6 +488,12 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         stop_rx.clone(),
     ));
     tracing::info!(api = %api_addr, state_dir = %state_dir.display(), "bulwark up");
+    // A cluster agent joins once its API answers, so the address it registers works.
+    let mut membership = match agent {
+        Some(a) => Some(a.join(bus.clone(), api_addr).await?),
+        None => None,
+    };
+    let mut stack_changes = membership.as_mut().map(|m| m.stack_changes());
     supervisor.start();
     // Ready for systemd once the API and every listener are bound and every replica is
     // under way; replicas' own readiness is in STATUS= (a stack whose service never gets
@@ -499,6 +518,16 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("interrupted: stopping"); break }
+            Some(revision) = crate::agent::next_revision(&mut stack_changes) => {
+                let Some(m) = &membership else { continue };
+                match m.fetch_stack(&args.file).await {
+                    Ok(()) => match reload(&args.file, &supervisor, &rollouts, &mut listeners, &bus, &stack.backups, &stack.experiments, &mut repair).await {
+                        Ok(changes) => tracing::info!(revision, ?changes, "running the cluster's stack revision"),
+                        Err(e) => tracing::error!(revision, "the cluster's stack revision cannot run here, still running the previous one:\n{e}"),
+                    },
+                    Err(e) => tracing::error!(revision, "cannot read the cluster's stack revision: {e:#}"),
+                }
+            }
             _ = sighup.recv() => {
                 let notify = |msg: &str| if let Some(n) = &notifier { n.send(msg) };
                 notify("RELOADING=1");
@@ -515,6 +544,10 @@ pub async fn run(args: UpArgs, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
     }
     if let Some(n) = &notifier {
         n.send("STOPPING=1\nSTATUS=stopping");
+    }
+    // Out of the cluster first: the others see this node leave at once, not a lease expire.
+    if let Some(m) = membership {
+        m.leave().await;
     }
     // The watchdog stays: stopping takes up to TimeoutStopSec, and a stall there is a
     // stall too.

@@ -487,6 +487,27 @@ pub enum EventKind {
         /// Why, in words (the HPA step: `up`, `down`, `limited-by-rate`, `failure-cover`...).
         reason: String,
     },
+    /// A node of the cluster registered (cluster mode: `bulwark agent`), or registered
+    /// again after it was lost.
+    NodeJoined {
+        /// The node's name.
+        node: String,
+        /// Its labels, `key=value`.
+        labels: Vec<String>,
+        /// Its agent's API address.
+        address: String,
+    },
+    /// A node of the cluster was lost: its agent's lease expired (killed, hung, or cut off
+    /// from etcd). Its replicas, later, are rescheduled elsewhere.
+    NodeLost {
+        /// The node's name.
+        node: String,
+    },
+    /// A node left the cluster on purpose (its agent was stopped and revoked its lease).
+    NodeLeft {
+        /// The node's name.
+        node: String,
+    },
     /// A reader skipped events: it fell behind the bus (`reader` names it: the journal, the
     /// incident tracker, an event stream...), or the journal could not store them. `missed`
     /// events are absent from what that reader saw or kept.

@@ -50,6 +50,8 @@ pub(crate) struct State {
     /// The connection faults (`close`, `rst`): sticky, watched by the accept loop and by
     /// every connection task.
     pub(crate) cut: tokio::sync::watch::Sender<Cut>,
+    /// The notify socket's sender, when `NOTIFY_SOCKET` names a usable address.
+    pub(crate) notifier: Option<std::sync::Arc<crate::notify::Notifier>>,
     exit: fn(i32),
 }
 
@@ -71,6 +73,14 @@ impl State {
             unready: AtomicBool::new(false),
             leaked: Mutex::new(Vec::new()),
             cut: tokio::sync::watch::channel(Cut::None).0,
+            notifier: cfg.notify_socket.as_deref().and_then(|path| {
+                crate::notify::Notifier::open(path)
+                    .inspect_err(|error| {
+                        tracing::error!(%error, path = %path.display(), "cannot use NOTIFY_SOCKET");
+                    })
+                    .ok()
+                    .map(std::sync::Arc::new)
+            }),
             exit: cfg.exit,
         }
     }

@@ -22,13 +22,20 @@
 //! | `/fault/close` | close the listener and every connection: connections are refused from now on |
 //! | `/fault/rst` | drop every connection; each new one is reset (RST) as soon as it is accepted |
 //! | `POST /echo` | stream the request body back |
+//! | `/notify?say=LINE` | send LINE (percent-decoded) on `NOTIFY_SOCKET`; `409` without one |
 //!
 //! During `startup_delay` after start, `/`, `/healthz` and `/ready` answer
 //! `503 "starting"`.
+//!
+//! With `NOTIFY_SOCKET` set, the HTTP demo also speaks systemd's notify protocol
+//! ([`NotifyPlan`], module `notify`).
 
 mod fault;
+mod notify;
 mod service;
 mod tcp;
+
+use std::path::PathBuf;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,10 +46,14 @@ use tokio::net::{TcpListener, TcpStream};
 use service::serve_http;
 use tcp::serve_tcp;
 
+pub use notify::NotifyPlan;
+
 /// Environment variable naming the replica (set by bulwark for each replica).
 pub const ENV_REPLICA: &str = "BULWARK_REPLICA";
 /// Environment variable holding the greeting returned by `GET /`.
 pub const ENV_GREETING: &str = "GREETING";
+/// Environment variable naming the socket of systemd's notify protocol.
+pub const ENV_NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 /// Greeting used when `GREETING` is unset or empty.
 pub const DEFAULT_GREETING: &str = "hello";
 
@@ -74,6 +85,10 @@ pub struct Config {
     /// CPU each `GET /` burns (a busy loop on the serving thread): a service with a
     /// per-request cost, for autoscaling.
     pub cost: Duration,
+    /// HTTP: where to speak systemd's notify protocol (`NOTIFY_SOCKET`); `None`: silent.
+    pub notify_socket: Option<PathBuf>,
+    /// What to say there, and when.
+    pub notify: NotifyPlan,
     /// Called with status 1 by the crash fault. Always `std::process::exit`
     /// outside tests; tests swap it so the test process survives.
     pub exit: fn(i32),
@@ -82,7 +97,8 @@ pub struct Config {
 impl Config {
     /// Defaults for `listen`: no startup delay, HTTP, name from
     /// `BULWARK_REPLICA` (else `demo:PORT`), greeting from `GREETING` (else
-    /// `hello`), and a real process exit on crash.
+    /// `hello`), the notify socket from `NOTIFY_SOCKET` with an empty plan, and a real
+    /// process exit on crash.
     pub fn new(listen: SocketAddr) -> Config {
         Config {
             listen,
@@ -95,6 +111,8 @@ impl Config {
             slow: Duration::ZERO,
             leak_rate: 0,
             cost: Duration::ZERO,
+            notify_socket: env_nonempty(ENV_NOTIFY_SOCKET).map(PathBuf::from),
+            notify: NotifyPlan::default(),
             exit: exit_process,
         }
     }

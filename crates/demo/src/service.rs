@@ -24,7 +24,11 @@ pub(crate) type Body = Either<Full<Bytes>, Incoming>;
 
 pub(crate) async fn serve_http(listener: TcpListener, cfg: Config) -> std::io::Result<()> {
     let leak_rate = cfg.leak_rate;
+    let plan = cfg.notify;
     let state = Arc::new(State::new(cfg));
+    if let Some(n) = &state.notifier {
+        tokio::spawn(crate::notify::run(n.clone(), plan));
+    }
     if leak_rate > 0 {
         tokio::spawn(crate::fault::leak_steadily(state.clone(), leak_rate));
     }
@@ -103,6 +107,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         "/ready" => ok("ready"),
         "/echo" if req.method() == Method::POST => echo(req),
+        "/notify" => notify(&state, query),
         "/ws" => websocket(req),
         // What the replica received: one `name: value` line per header.
         "/headers" => {
@@ -139,6 +144,20 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             },
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
+    }
+}
+
+/// `/notify?say=LINE`: LINE sent on the notify socket.
+fn notify(state: &State, query: Option<&str>) -> Response<Body> {
+    let Some(n) = &state.notifier else {
+        return text(StatusCode::CONFLICT, "no NOTIFY_SOCKET\n");
+    };
+    match crate::notify::line_to_say(query) {
+        Ok(line) => match n.send(&line) {
+            Ok(()) => ok(format!("sent {line:?}\n")),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not sent: {e}\n")),
+        },
+        Err(msg) => text(StatusCode::BAD_REQUEST, format!("{msg}\n")),
     }
 }
 

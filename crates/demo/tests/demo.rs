@@ -424,3 +424,73 @@ async fn rst_fault_resets_every_new_connection() {
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     }
 }
+
+/// What a notify socket received, with when, until `until`.
+async fn notified(sock: &tokio::net::UnixDatagram, until: Instant) -> Vec<(Duration, String)> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(
+        until.saturating_duration_since(Instant::now()),
+        sock.recv(&mut buf),
+    )
+    .await
+    {
+        got.push((
+            start.elapsed(),
+            String::from_utf8_lossy(&buf[..n]).into_owned(),
+        ));
+    }
+    got
+}
+
+#[tokio::test]
+async fn notify_plan_says_starting_pings_readies_stops_pinging_and_says_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let addr = start(|c| {
+        c.notify_socket = Some(path.clone());
+        c.notify = demo::NotifyPlan {
+            ready_after: Some(Duration::from_millis(300)),
+            watchdog_every: Some(Duration::from_millis(50)),
+            stop_watchdog_after: Some(Duration::from_millis(600)),
+        };
+    })
+    .await;
+    let got = notified(&sock, Instant::now() + Duration::from_millis(1_000)).await;
+    let msgs: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(msgs.first(), Some(&"STATUS=starting"), "{got:?}");
+    let at = |m: &str| got.iter().find(|(_, g)| g == m).map(|(at, _)| *at);
+    let ready = at("READY=1\nSTATUS=ready").unwrap_or_else(|| panic!("no READY=1: {got:?}"));
+    assert!(ready >= Duration::from_millis(250), "READY=1 at {ready:?}");
+    let stopped = at("STATUS=watchdog pings stopped")
+        .unwrap_or_else(|| panic!("the pings never stopped: {got:?}"));
+    let pings: Vec<Duration> = got
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(pings.len() >= 8, "{} pings in 600 ms at 50 ms", pings.len());
+    assert!(
+        pings.iter().all(|p| *p < stopped),
+        "a ping after the stop: {got:?}"
+    );
+
+    let (code, body) = get(addr, "/notify?say=STATUS%3Dbusy+now").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, _) = get(addr, "/notify?say=STOPPING=1").await;
+    assert_eq!(code, StatusCode::OK);
+    let said = notified(&sock, Instant::now() + Duration::from_millis(300)).await;
+    let said: Vec<&str> = said.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(said, ["STATUS=busy now", "STOPPING=1"]);
+    assert_eq!(get(addr, "/notify").await.0, StatusCode::BAD_REQUEST);
+
+    // Without a socket it says so instead of pretending.
+    let silent = start(|c| c.notify_socket = None).await;
+    let (code, body) = get(silent, "/notify?say=READY=1").await;
+    assert_eq!(
+        (code, body.as_str()),
+        (StatusCode::CONFLICT, "no NOTIFY_SOCKET\n")
+    );
+}

@@ -24,6 +24,8 @@
 //!   signal from its baseline;
 //! - autoscaling ([`autoscale`]): Kubernetes HPA-style replica counts, with a cover for
 //!   failed replicas;
+//! - cluster scheduling ([`placement`]): which node runs each replica (constraints,
+//!   anti-affinity, capacity, spread), stable under node loss and node joins;
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -41,6 +43,7 @@ mod hash;
 mod limit;
 mod outlier;
 mod p2c;
+pub mod placement;
 pub mod remedy;
 mod retention;
 pub mod rollout;

@@ -171,6 +171,8 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         stop_signal: _,
         stop_grace: _,
         backoff: _,
+        // The cluster scheduler's; one machine has nowhere else to run a replica.
+        placement: _,
         // Read when the next incarnation starts (its cgroups and oom_score_adj are made
         // then), or at its next exit.
         resources: _,

@@ -229,7 +229,10 @@ impl Task {
         });
         let _notify = notify.map(|sock| {
             let (cfg, service) = (self.svc.notify.unwrap_or_default(), self.svc.name.as_str());
-            let reader = notify::run(sock, pid, cfg, notices_tx, service.into(), index);
+            let senders = container
+                .as_ref()
+                .map_or(notify::Senders::Group(pid), |c| c.notify_senders());
+            let reader = notify::run(sock, senders, cfg, notices_tx, service.into(), index);
             AbortOnDrop(tokio::spawn(reader))
         });
         let _probes = AbortOnDrop(tokio::spawn(probe::run(target, tx)));

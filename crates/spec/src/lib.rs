@@ -83,12 +83,23 @@ pub fn parse(source: &str, path: &Path) -> Result<Stack, Errors> {
 
 /// [`parse`], keeping the warnings.
 pub fn parse_with_warnings(source: &str, path: &Path) -> Result<Loaded, Errors> {
+    parse_checked(source, path, true)
+}
+
+/// The local settings of a cluster agent (`bulwark agent`): a stack file checked like any
+/// other, except that it may have no service (its replicas come from the cluster, in a
+/// later layer). The agent makes it from its flags (`[api] listen`).
+pub fn parse_agent(source: &str, path: &Path) -> Result<Stack, Errors> {
+    parse_checked(source, path, false).map(|l| l.stack)
+}
+
+fn parse_checked(source: &str, path: &Path, services_required: bool) -> Result<Loaded, Errors> {
     let mut problems = Problems::default();
     let doc = toml_tree(source, path)?;
     let root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
     let raw = keys::StackTable::read(&root, &mut problems);
     let base_dir = path.parent().unwrap_or(Path::new(""));
-    match check::stack(raw, base_dir, &mut problems) {
+    match check::stack(raw, base_dir, services_required, &mut problems) {
         Some(stack) if problems.is_empty() => Ok(Loaded {
             stack,
             warnings: Errors::new(path, source, problems).diagnostics,

@@ -110,7 +110,7 @@ pub struct Audit {
     /// Records queued, and records written (or given up on), for readers to wait on.
     queued: AtomicU64,
     written: tokio::sync::watch::Receiver<u64>,
-    dropped: AtomicU64,
+    dropped: prometheus_client::metrics::counter::Counter,
 }
 
 /// Records waiting for the writer at most.
@@ -138,7 +138,7 @@ impl Audit {
             store,
             queued: AtomicU64::new(0),
             written,
-            dropped: AtomicU64::new(0),
+            dropped: Default::default(),
         }
     }
 
@@ -152,13 +152,23 @@ impl Audit {
                 self.queued.fetch_add(1, Ordering::Release);
             }
             Err(std::sync::mpsc::TrySendError::Full(r)) => {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let n = self.dropped.inc() + 1;
                 if n.is_power_of_two() {
                     tracing::error!(dropped = n, record = ?r, "audit queue full (the journal is not writing); records dropped");
                 }
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    /// Registers `bulwark_audit_dropped_records_total`: records that did not fit the queue
+    /// while the journal was not writing.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "bulwark_audit_dropped_records",
+            "Audit records dropped because the journal was not writing and the queue was full",
+            self.dropped.clone(),
+        );
     }
 
     /// Waits (at most `wait`) until what is queued is written: at shutdown.

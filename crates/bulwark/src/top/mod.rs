@@ -65,12 +65,16 @@ async fn print_once(dir: &Path) -> anyhow::Result<ExitCode> {
     let client = tokio::task::spawn_blocking(move || Client::discover(&owned)).await??;
     let client = client.with_timeout(TIMEOUT);
     let snapshot = fetch(&client).await.map_err(anyhow::Error::msg)?;
-    let events: Vec<serde_json::Value> = serde_json::from_slice(&client.get("/v1/events").await?)
-        .context("the API's events are not a JSON list")?;
+    let events: Vec<serde_json::Value> = serde_json::from_slice(
+        &client
+            .get(&format!("/v1/events?tail={}", state::EVENTS_KEPT))
+            .await?,
+    )
+    .context("the API's events are not a JSON list")?;
     let now = wall_ms();
     let mut model = Model::new(client.base_url(), false);
     model.update(Msg::Fetched(Box::new(snapshot)), now);
-    for e in &events[events.len().saturating_sub(state::EVENTS_KEPT)..] {
+    for e in &events {
         model.update(Msg::Event(e.to_string()), now);
     }
     let width = match crossterm::terminal::size() {
@@ -258,12 +262,14 @@ async fn fetch(client: &Client) -> Result<Snapshot, String> {
 /// 5 s) whenever the stream ends or cannot start.
 async fn follow_events(dir: PathBuf, tx: UnboundedSender<Input>) {
     let mut wait = MIN_GAP;
+    // Each connection sends only as many past events as the view keeps.
+    let path = format!("/v1/events?follow=true&tail={}", state::EVENTS_KEPT);
     loop {
         let error = match discover(&dir).await {
             Ok(client) => {
                 let mut first = true;
                 let result = client
-                    .stream("/v1/events?follow=true", |line| {
+                    .stream(&path, |line| {
                         // The backlog comes first: the list starts afresh with it.
                         if first {
                             first = false;

@@ -61,3 +61,32 @@ stack.toml:6:21: error: `failure_threshold` must be at least 1, found 0
         check(&std::fs::read_to_string(file).unwrap(), "");
     }
 }
+
+/// Issue 16: `[services.NAME.placement]` mistakes are located at the element that is
+/// wrong, all in one run; a valid table checks clean although `up` does not act on it.
+#[test]
+fn check_points_at_each_bad_placement_rule() {
+    let services = "[services.db]\nrun = [\"x\"]\n[services.web]\nrun = [\"x\"]\n";
+    check(
+        &format!(
+            "{services}[services.web.placement]\nspread = [\"node\", \"rack\", \"node\"]\n\
+             constraints = [\"zone=a\", \"disk==ssd\"]\nanti_affinity = [\"dbb\"]\n\
+             [services.db.placement]\nconstraints = [\"zone=a\", \"zone!=a\"]\nmax_per_node = 0\n"
+        ),
+        r#"
+stack.toml:6:27: error: [services.web.placement]: `node` is listed twice in `spread`; list each domain once
+stack.toml:7:26: error: elements of `constraints` must be a constraint such as "zone=a" or "disk!=hdd", found "disk==ssd" (`==` is not an operator: write `=` or `!=`)
+stack.toml:8:18: error: [services.web.placement] anti_affinity names unknown service `dbb`; did you mean `db`?
+stack.toml:10:26: error: [services.db.placement]: constraints "zone=a" and "zone!=a" cannot both hold on one node, so no replica could ever be placed; remove one of them
+stack.toml:11:16: error: `max_per_node` must be between 1 and 1000, found 0
+"#,
+    );
+    check(
+        &format!(
+            "{services}[services.web.resources]\nmemory = \"64MiB\"\ncpu = 0.5\n\
+             [services.web.placement]\nspread = [\"zone\"]\nconstraints = [\"disk!=hdd\"]\n\
+             anti_affinity = [\"db\"]\nmax_per_node = 2\n"
+        ),
+        "",
+    );
+}

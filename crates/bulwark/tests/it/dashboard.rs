@@ -393,6 +393,33 @@ fn a_session_has_its_tokens_role_and_needs_the_csrf_header_to_change_anything() 
     );
     assert_eq!(code, 403, "{raw}");
     assert!(raw.contains("session:watcher"), "{raw}");
+    // The page shows a viewer no action the API would refuse; an owner sees them.
+    let b = Browser::start();
+    let shown = |css: &str| {
+        b.js(
+            "return getComputedStyle(document.querySelector(arguments[0])).display",
+            json!([css]),
+        ) != "none"
+    };
+    let actions = ["#faults-off", "#silence-form", "#replicas button.restart"];
+    b.goto(&login_link(&stack, Some(&viewer)));
+    view(
+        &b,
+        "#/oncall",
+        "#replicas tr[data-key='web/0'] button.restart",
+    );
+    for css in actions {
+        assert!(!shown(css), "a viewer is shown {css}");
+    }
+    b.goto(&login_link(&stack, None));
+    view(
+        &b,
+        "#/oncall",
+        "#replicas tr[data-key='web/0'] button.restart",
+    );
+    for css in actions {
+        assert!(shown(css), "the owner is not shown {css}");
+    }
     // A session cannot mint codes; revoking its token ends it.
     assert_eq!(
         with_session(&stack, "POST", "/v1/dashboard/codes", &session, true, "").0,

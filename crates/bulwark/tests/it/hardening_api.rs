@@ -240,6 +240,61 @@ fn api_bodies_and_parameters_are_bounded_and_validated() {
     assert!(crate::harness::alive(stack.pid()));
 }
 
+/// The `data:` events of an SSE stream read so far.
+fn sse_events(raw: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(raw)
+        .split("data: ")
+        .skip(1)
+        .filter_map(|d| serde_json::from_str(d.split('\n').next()?).ok())
+        .collect()
+}
+
+#[test]
+fn a_reader_can_ask_for_only_the_newest_events() {
+    let stack = stack();
+    toggle_faults(&stack, 6);
+    let events = |path: &str| -> Vec<Value> {
+        let (code, text) = stack.call("GET", path, "127.0.0.1", true);
+        assert_eq!(code, 200, "{path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let all = events("/v1/events?sync=true");
+    assert!(all.len() > 6, "{all:?}");
+    assert_eq!(events("/v1/events?tail=3"), all[all.len() - 3..]);
+    assert_eq!(events("/v1/events?tail=0"), Vec::<Value>::new());
+    assert_eq!(events("/v1/events?tail=100000"), all);
+    let (code, text) = stack.call("GET", "/v1/events?tail=-1", "127.0.0.1", true);
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("tail"), "{text}");
+    // Following with a tail: the three newest, then what happens next, nothing older.
+    let mut s = TcpStream::connect(stack.api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "GET /v1/events?follow=true&tail=3 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+        stack.token
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while sse_events(&raw).len() < 3 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+    toggle_faults(&stack, 1);
+    while sse_events(&raw).len() < 4 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let seqs: Vec<u64> = sse_events(&raw)
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let newest = all.last().unwrap()["seq"].as_u64().unwrap();
+    assert_eq!(seqs, [newest - 2, newest - 1, newest, newest + 1]);
+}
+
 #[test]
 fn a_second_up_on_the_same_state_dir_fails_and_leaves_the_first_alone() {
     let stack = stack();
@@ -405,14 +460,11 @@ fn a_full_disk_is_reported_refused_bounded_and_recovered() {
     let state = stack.state_dir();
 
     let filler = fill(&state);
-    // Events keep coming; the journal cannot write them.
-    eventually("journal write errors", Duration::from_secs(60), || {
-        toggle_faults(&stack, 50);
-        (metric(&stack, "bulwark_journal_write_errors_total") > 0.0).then_some(())
-    });
     // A silence that cannot be stored is refused with 503, not acknowledged. (The
     // journal's file may still have free pages for a small record: one that fits is
-    // stored and rightly acknowledged, so silences go on until one cannot be.)
+    // stored and rightly acknowledged, so silences go on until one cannot be.) This comes
+    // first, while the audit queue is short: the floods below fill it and what does not
+    // fit is dropped, so a refusal asked for after them might rightly not be audited.
     let body = eventually("a silence refused", Duration::from_secs(30), || {
         let (code, body) = send(
             &stack,
@@ -424,6 +476,11 @@ fn a_full_disk_is_reported_refused_bounded_and_recovered() {
         (code == 503).then_some(body)
     });
     assert!(body.contains("journal"), "{body}");
+    // Events keep coming; the journal cannot write them.
+    eventually("journal write errors", Duration::from_secs(60), || {
+        toggle_faults(&stack, 50);
+        (metric(&stack, "bulwark_journal_write_errors_total") > 0.0).then_some(())
+    });
     assert!(
         !stack.status()["journal"]["state"].is_null(),
         "{}",
@@ -471,6 +528,8 @@ fn a_full_disk_is_reported_refused_bounded_and_recovered() {
         "RSS grew from {before} KiB to {after} KiB"
     );
     assert!(metric(&stack, "bulwark_journal_lost_events_total") > 0.0);
+    // 30k audit records cannot all wait for the disk: the overflow is counted.
+    assert!(metric(&stack, "bulwark_audit_dropped_records_total") > 0.0);
 
     // Space returns: bulwark recovers by itself.
     std::fs::remove_file(&filler).unwrap();

@@ -153,6 +153,9 @@ pub struct Stack {
     extra: Vec<String>,
     /// Environment variables of `up` beyond the harness's own.
     envs: Vec<(String, String)>,
+    /// `up` runs in the stack file's directory and is given `-f stack.toml`, a relative
+    /// path, as a user typing it would.
+    pub relative: bool,
 }
 
 impl Stack {
@@ -185,6 +188,7 @@ impl Stack {
             marker,
             extra: Vec::new(),
             envs: Vec::new(),
+            relative: false,
         }
     }
 
@@ -232,8 +236,12 @@ impl Stack {
     /// Runs `up` as the last argument of `prefix` (e.g. `["sh", "-c", "ulimit -n 256; exec
     /// \"$0\" \"$@\""]`), its stdout going to `stdout` instead of the usual file.
     fn spawn_up_via(&mut self, prefix: &[&str], stdout: Option<Stdio>) {
-        let file = self.dir.path().join("stack.toml");
         let dir = self.dir.path();
+        let file = if self.relative {
+            PathBuf::from("stack.toml")
+        } else {
+            dir.join("stack.toml")
+        };
         let mut cmd = match prefix.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -247,6 +255,9 @@ impl Stack {
         // timeout, so `Drop` never runs); its replicas die with it. Stacks are started
         // from the test's own thread, which the signal is tied to.
         die_with_test(&mut cmd);
+        if self.relative {
+            cmd.current_dir(dir);
+        }
         let child = cmd
             .args(["up", "-f"])
             .arg(&file)

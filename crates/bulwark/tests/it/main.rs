@@ -2,6 +2,7 @@
 //! 127.0.0.1 with ephemeral ports. One test binary; see `harness.rs`.
 
 mod harness;
+mod hosts;
 
 mod api;
 mod api_tls;
@@ -10,6 +11,7 @@ mod backups;
 mod browser;
 mod chaos;
 mod check;
+mod cluster;
 mod completions;
 mod dashboard;
 mod degrade;
@@ -23,6 +25,7 @@ mod import;
 mod lifecycle;
 mod oci;
 mod oci_init;
+mod oci_notify;
 mod oci_processes;
 mod oci_resources;
 mod probes;

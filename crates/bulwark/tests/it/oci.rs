@@ -116,7 +116,13 @@ fn quickstart(rootfs: &str, port: u16, container_extra: &str) -> String {
 
 /// Starts `toml` in a stack whose directory holds a demo rootfs at `rootfs/`.
 fn start(toml_of: impl FnOnce(&Path) -> String) -> OciStack {
+    start_in(toml_of, false)
+}
+
+/// [`start`], with `up -f stack.toml` run in the stack file's directory when `relative`.
+fn start_in(toml_of: impl FnOnce(&Path) -> String, relative: bool) -> OciStack {
     let mut stack = OciStack(Stack::prepare(""));
+    stack.0.relative = relative;
     let rootfs = demo_rootfs(stack.dir.path());
     std::fs::create_dir(stack.dir.path().join("data")).unwrap();
     let toml = format!("{}\n[api]\nlisten = \"127.0.0.1:0\"\n", toml_of(&rootfs));
@@ -231,24 +237,29 @@ fn oci_quickstart_loses_nothing_under_kill_9_of_its_containers() {
 #[test]
 fn oci_replicas_are_isolated() {
     let (ro_port, rw_port) = (free_port(), free_port());
-    let stack = start(|rootfs| {
-        let rootfs = rootfs.display();
-        let ro = Demo::new("web")
-            .startup_probe()
-            .with(&format!(
-                "[services.web.container]\nrootfs = \"{rootfs}\"\n\
+    // Relative paths all the way, as a user types them: `up -f stack.toml`, `rootfs =
+    // "rootfs"`, a mount's `source = "data"` (runc once read them against its bundle).
+    let stack = start_in(
+        |_| {
+            let rootfs = "rootfs";
+            let ro = Demo::new("web")
+                .startup_probe()
+                .with(&format!(
+                    "[services.web.container]\nrootfs = \"{rootfs}\"\n\
                  mounts = [{{ source = \"data\", target = \"/data\", read_only = false }}]"
-            ))
-            .expose(ro_port);
-        let rw = Demo::new("rw")
-            .startup_probe()
-            .with(&format!(
-                "[services.rw.container]\nrootfs = \"{rootfs}\"\nread_only = false\n\
+                ))
+                .expose(ro_port);
+            let rw = Demo::new("rw")
+                .startup_probe()
+                .with(&format!(
+                    "[services.rw.container]\nrootfs = \"{rootfs}\"\nread_only = false\n\
                  capabilities = [\"NET_BIND_SERVICE\"]"
-            ))
-            .expose(rw_port);
-        format!("{}{}", ro.build(), rw.build())
-    });
+                ))
+                .expose(rw_port);
+            format!("{}{}", ro.build(), rw.build())
+        },
+        true,
+    );
     stack.wait_ready("web", 1);
     stack.wait_ready("rw", 1);
     assert_eq!(
@@ -435,11 +446,6 @@ fn oci_broken_stack_files_say_what_to_do() {
     );
     std::fs::create_dir_all(dir.path().join("empty/srv")).unwrap();
     std::fs::write(dir.path().join("empty/srv/app"), "").unwrap();
-    let notify = check("empty", "/srv/app", "[services.web.notify]\n");
-    assert!(
-        notify.contains("[container] and `notify` together are not supported yet"),
-        "{notify}"
-    );
     let cwd = check("empty", "/srv/app", "cwd = \"srv\"\n");
     assert!(
         cwd.contains("stack.toml:3:") && cwd.contains("a path inside the container"),

@@ -52,16 +52,16 @@ fn wait_status(stack: &Stack, status: &str) -> Value {
     )
 }
 
-fn at_ms(e: &Value) -> u64 {
+pub(crate) fn at_ms(e: &Value) -> u64 {
     e["at_ms"].as_u64().unwrap()
 }
 
-fn event(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<Value> {
+pub(crate) fn event(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<Value> {
     events.iter().find(|e| pred(e)).cloned()
 }
 
 /// `NAME` from the environment of process `pid`.
-fn env_of(pid: u32, name: &str) -> Option<String> {
+pub(crate) fn env_of(pid: u32, name: &str) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     environ.split(|&b| b == 0).find_map(|kv| {
         let kv = String::from_utf8_lossy(kv);
@@ -239,7 +239,11 @@ fn a_foreign_ready_1_is_ignored_a_flood_stalls_nothing_reloading_and_stopping_ta
 /// Floods `socket` from two threads of this process (oversized, binary, and forged
 /// `READY=1`/`WATCHDOG=trigger` datagrams) for `how_long`, while calling the API's
 /// status; returns how many datagrams went out and each call's latency.
-fn flood_while_calling(stack: &Stack, socket: &Path, how_long: Duration) -> (u64, Vec<Duration>) {
+pub(crate) fn flood_while_calling(
+    stack: &Stack,
+    socket: &Path,
+    how_long: Duration,
+) -> (u64, Vec<Duration>) {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let floods: Vec<_> = (0..2)

@@ -46,6 +46,9 @@ pub(crate) struct Bundle<'a> {
     pub cgroup: Option<String>,
     /// bulwark's init, PID 1 with `args` as its child (`init = true`).
     pub init: Option<&'a InitFiles>,
+    /// The incarnation's notify socket on the host, bind-mounted (the file alone) at
+    /// [`crate::notify::IN_CONTAINER`].
+    pub notify: Option<&'a std::path::Path>,
 }
 
 impl Bundle<'_> {
@@ -133,6 +136,13 @@ impl Bundle<'_> {
                    "options": ["bind", "ro", "nosuid", "nodev"]})
                 }),
         );
+        // Under /dev, runc's tmpfs: the mount point is made there, not in the rootfs.
+        if let Some(socket) = self.notify {
+            m.push(
+                json!({"destination": crate::notify::IN_CONTAINER, "type": "bind",
+                "source": socket, "options": ["bind", "nosuid", "noexec", "nodev"]}),
+            );
+        }
         m
     }
 }

@@ -146,11 +146,11 @@ pub fn free_port() -> io::Result<u16> {
 /// Starts one incarnation of `svc` with the driver its spec names: the process the
 /// supervisor watches and signals, its [`Processes`] (for a container, once runc has
 /// started it, or has given up) and, for a container, what [`ended`] must delete.
-/// `placement` and `notify` as for [`spawn`]. A container service has no notify socket
-/// (`spec` refuses it with `[container]`). Its runc is not placed in the replica's cgroups
-/// (only the placement's `oom_score_adj` applies to it): runc makes the container's cgroup
-/// at `cgroup` (relative to its own, bulwark's), a child of the replica's, whose limits
-/// hold the child, and runc's own memory and threads are not charged to the replica.
+/// `placement` and `notify` as for [`spawn`]; a container gets its notify socket
+/// bind-mounted ([`oci`]). Its runc is not placed in the replica's cgroups (only the
+/// placement's `oom_score_adj` applies to it): runc makes the container's cgroup at
+/// `cgroup` (relative to its own, bulwark's), a child of the replica's, whose limits hold
+/// the child, and runc's own memory and threads are not charged to the replica.
 pub(crate) async fn start(
     svc: &spec::Service,
     id: &Identity<'_>,
@@ -171,7 +171,7 @@ pub(crate) async fn start(
         cgroup_procs: Vec::new(),
         ..placement
     };
-    match oci::start(svc, c, id, oci_dirs, (placement, cgroup)).await {
+    match oci::start(svc, c, id, oci_dirs, (placement, cgroup), notify).await {
         Ok((child, mut container)) => {
             let leader = child.id().unwrap_or(0);
             let procs = Processes {
@@ -216,11 +216,8 @@ pub(crate) async fn spawn(
 ) -> io::Result<Child> {
     let mut cmd = command(svc, &svc.run, id)?;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    if let (Some(path), Some(n)) = (notify, &svc.notify) {
-        cmd.env("NOTIFY_SOCKET", path);
-        if !n.watchdog.is_zero() {
-            cmd.env("WATCHDOG_USEC", n.watchdog.as_micros().to_string());
-        }
+    if let Some(path) = notify {
+        cmd.envs(notify_env(svc, &path.to_string_lossy()));
     }
     let in_cgroups = !placement.cgroup_procs.is_empty();
     launch::spawn_placed(cmd, placement).await.map_err(|e| {
@@ -238,6 +235,19 @@ pub(crate) async fn spawn(
             ),
         )
     })
+}
+
+/// What a replica of `svc` with a notify socket at `path` (as it sees it) is told, as
+/// systemd tells it: `NOTIFY_SOCKET`, and the watchdog in `WATCHDOG_USEC` if there is one.
+fn notify_env(svc: &spec::Service, path: &str) -> Vec<(String, String)> {
+    let mut vars = vec![("NOTIFY_SOCKET".to_owned(), path.to_owned())];
+    if let Some(n) = svc.notify.filter(|n| !n.watchdog.is_zero()) {
+        vars.push((
+            "WATCHDOG_USEC".to_owned(),
+            n.watchdog.as_micros().to_string(),
+        ));
+    }
+    vars
 }
 
 /// `argv` as a command in `svc`'s context: substitutions, environment and working

@@ -78,6 +78,8 @@ pub(crate) struct Container {
     root: PathBuf,
     /// Watches the bundle for runc's pid file, until [`Container::init_pid`] has read it.
     pid_watch: Option<PidWatch>,
+    /// Its cgroup, relative to bulwark's (what runc was given as `cgroupsPath`).
+    cgroup: String,
 }
 
 /// runc's `--pid-file`, in the bundle: the container's PID 1, written once it runs.
@@ -153,13 +155,18 @@ pub async fn runc() -> io::Result<PathBuf> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, RUNC_MISSING))
 }
 
-/// Writes the bundle and starts `runc run` for one incarnation of `svc`.
+/// Writes the bundle and starts `runc run` for one incarnation of `svc`. The container's
+/// cgroup is `cgroup` (relative to runc's, which is bulwark's), or one named after the
+/// container: always one bulwark named, so its notify socket knows its senders.
+/// `notify`, the incarnation's notify socket, is bind-mounted at
+/// [`crate::notify::IN_CONTAINER`].
 pub(crate) async fn start(
     svc: &spec::Service,
     c: &spec::Container,
     id: &Identity<'_>,
     dirs: &OciDirs,
     (placement, cgroup): (launch::Placement, Option<String>),
+    notify: Option<&Path>,
 ) -> io::Result<(Child, Container)> {
     let runc = runc().await?;
     let rootfs = rootfs(c, dirs).await?;
@@ -175,30 +182,42 @@ pub(crate) async fn start(
         owner_tag(std::process::id()),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
+    let cgroup = cgroup.unwrap_or_else(|| name.clone());
+    let mut env = id.env_pairs(svc);
+    if notify.is_some() {
+        env.extend(super::notify_env(svc, crate::notify::IN_CONTAINER));
+    }
     let bundle = Bundle {
         container: c,
         rootfs: &rootfs,
         args: svc.run.iter().map(|a| id.substitute(a)).collect(),
-        env: id.env_pairs(svc),
+        env,
         cwd: svc
             .cwd
             .as_ref()
             .map_or_else(|| "/".to_owned(), |p| p.to_string_lossy().into_owned()),
         hostname: format!("{}-{}", id.service, id.index),
         nofile: nofile(),
-        cgroup,
+        cgroup: Some(cgroup.clone()),
         init,
+        notify,
     };
     let dir = dirs.bundles().join(&name);
     let config = bundle.config();
     let program = bundle.args.first().cloned().unwrap_or_default();
     let (dir2, rootfs2) = (dir.clone(), rootfs.clone());
-    tokio::task::spawn_blocking(move || write_bundle(&dir2, &rootfs2, &program, &config))
+    let socket = notify.map(|n| (n.to_owned(), c.user));
+    tokio::task::spawn_blocking(move || write_bundle(&dir2, &rootfs2, &program, &config, socket))
         .await
         .map_err(io::Error::other)??;
     let root = dirs.runc_root();
     let pid_watch = PidWatch::new(&dir)?;
     let mut cmd = Command::new(runc);
+    // With NOTIFY_SOCKET (bulwark's own, from systemd) runc would proxy the container's
+    // READY=1 to bulwark's manager, naming the container's process as the unit's main pid.
+    for inherited in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        cmd.env_remove(inherited);
+    }
     cmd.arg("--root")
         .arg(&root)
         .arg("run")
@@ -219,6 +238,7 @@ pub(crate) async fn start(
             bundle: dir,
             root,
             pid_watch: Some(pid_watch),
+            cgroup,
         },
     ))
 }
@@ -244,12 +264,14 @@ fn nofile() -> (u64, u64) {
     (hard.min(1024), hard)
 }
 
-/// Checks that the rootfs holds `program`, then writes `config.json` into `dir`.
+/// Checks that the rootfs holds `program`, gives the notify socket (if any) to the
+/// container's user (if any), then writes `config.json` into `dir`.
 fn write_bundle(
     dir: &Path,
     rootfs: &Path,
     program: &str,
     config: &serde_json::Value,
+    socket: Option<(PathBuf, Option<(u32, u32)>)>,
 ) -> io::Result<()> {
     if !rootfs.is_dir() {
         return Err(io::Error::new(
@@ -270,6 +292,11 @@ fn write_bundle(
                 rootfs.display()
             ),
         ));
+    }
+    if let Some((path, Some((uid, gid)))) = socket {
+        // Another user than bulwark's must be able to write to the socket; it is the only
+        // file of bulwark's owner-only directory the container sees.
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
     }
     std::fs::create_dir_all(dir)?;
     let text = serde_json::to_vec_pretty(config).map_err(io::Error::other)?;
@@ -346,6 +373,11 @@ impl Container {
                 None
             }
         }
+    }
+
+    /// Who may speak on its notify socket: the processes in its cgroup.
+    pub(crate) fn notify_senders(&self) -> crate::notify::Senders {
+        crate::notify::Senders::Cgroup(self.cgroup.clone())
     }
 
     /// Deletes the container (killing whatever is left in it) and its bundle, once its

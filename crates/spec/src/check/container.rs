@@ -13,6 +13,11 @@ pub(super) fn container(
     p: &mut Problems,
 ) -> Option<Container> {
     let table = raw.container.given()?;
+    // Absolute: runc reads a relative rootfs or mount source against the bundle's
+    // directory, not the one `up` started in (`up -f stack.toml`, `rootfs = "rootfs"`).
+    // (`base_dir` is empty for a file named without a directory.)
+    let base_dir =
+        &std::env::current_dir().map_or_else(|_| base_dir.to_owned(), |d| d.join(base_dir));
     let t = table.get_ref();
     let rootfs = t
         .rootfs
@@ -24,14 +29,6 @@ pub(super) fn container(
         p.push(
             span.clone(),
             format!("container rootfs {}: {why}", path.display()),
-        );
-    }
-    // Not built yet: the notify socket would need a mount into the container.
-    if raw.notify.is_present() {
-        p.push(
-            table.span(),
-            "[container] and `notify` together are not supported yet: the oci driver does not \
-             carry the notify socket into the container; remove one of them",
         );
     }
     // Resolved against the stack file's directory, a relative `cwd` would name a host path.

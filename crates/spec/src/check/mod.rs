@@ -16,6 +16,7 @@ mod deps;
 mod env;
 mod expose;
 mod notify;
+mod placement;
 mod probe;
 mod remedy;
 mod resources;
@@ -32,8 +33,14 @@ use crate::problem::Problems;
 use crate::schema::{Field, Section, Table};
 
 /// Checks the read file into a [`Stack`], recording every problem in `p`. Relative `cwd`
-/// values are joined onto `base_dir` (the stack file's directory).
-pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Option<Stack> {
+/// values are joined onto `base_dir` (the stack file's directory). A stack without services
+/// is refused unless `services_required` is false (a cluster agent's own settings).
+pub(crate) fn stack(
+    raw: StackTable,
+    base_dir: &Path,
+    services_required: bool,
+    p: &mut Problems,
+) -> Option<Stack> {
     let api = raw.api.value().and_then(|a| api(a, base_dir, p));
     let journal = raw.journal.value().and_then(|j| j.build());
     let supervisor = raw.supervisor.value().and_then(|s| s.build());
@@ -43,7 +50,7 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
         Field::Given(s) => s.get_ref().as_slice(),
         _ => &[],
     };
-    if services.is_empty() && !matches!(raw.services, Field::Invalid) {
+    if services_required && services.is_empty() && !matches!(raw.services, Field::Invalid) {
         p.push(
             raw.services.span().unwrap_or(raw.span.clone()),
             "no services defined; add a [services.NAME] table with at least `run = [...]`",
@@ -58,6 +65,7 @@ pub(crate) fn stack(raw: StackTable, base_dir: &Path, p: &mut Problems) -> Optio
     let order = deps::dependency_order(&mut checked, p);
     deps::check_addresses(&checked, api.as_ref().map(|a| a.listen), p);
     deps::check_routes(&checked, p);
+    placement::anti_affinity(services, p);
     let known: Vec<&Service> = checked.iter().map(|c| &c.service).collect();
     let backups = backup::backups(&raw.backups, &known, base_dir, p);
     let experiments = chaos::experiments(&raw.experiments, &known, base_dir, p);

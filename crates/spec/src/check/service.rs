@@ -124,6 +124,7 @@ pub(super) fn service(
             resources,
             on_oom: raw.on_oom.get().unwrap_or(crate::OnOom::Restart),
             priority: raw.priority.get().unwrap_or(crate::Priority::Normal),
+            placement: super::placement::placement(&raw.placement, p),
             name: name_str,
         },
     }

@@ -29,6 +29,7 @@ pub(crate) use chaos::*;
 pub(crate) mod container;
 pub(crate) mod degrade;
 pub(crate) mod notify;
+pub(crate) mod placement;
 pub(crate) mod remedy;
 pub(crate) mod resources;
 pub(crate) mod rollout;
@@ -222,6 +223,10 @@ section! {
         /// (their `oom_score_adj`: `critical` -500, `high` -250, `normal` 0, `low` 500).
         /// bulwark itself is at -900, so it goes after them all.
         priority: Priority = choice(Priority::CHOICES), r#""normal""#;
+        /// Where the replicas run in cluster mode: spread, constraints on node labels,
+        /// anti-affinity, `max_per_node` (requests are `resources`).
+        placement: placement::PlacementTable = table::<placement::PlacementTable>(),
+            Optional("spread over nodes, then zones");
     }
 }
 

@@ -9,7 +9,9 @@ use crate::section;
 section! {
     /// The replica speaks systemd's notify protocol (sd_notify(3)): bulwark gives each
     /// replica its own datagram socket in `NOTIFY_SOCKET` and accepts messages only from
-    /// the replica's process group. `READY=1` makes it ready (together with the readiness
+    /// the replica's process group (with `[container]`: the socket is mounted at
+    /// `/dev/bulwark/notify.sock` inside, and messages count only from the processes in the
+    /// container's cgroup). `READY=1` makes it ready (together with the readiness
     /// probe, if any: both must pass), `RELOADING=1` unready until the next `READY=1`,
     /// `STOPPING=1` takes it out of the balancer for good, `STATUS=` is shown in
     /// `bulwark status` (up to 256 bytes), `WATCHDOG=1` feeds the watchdog.

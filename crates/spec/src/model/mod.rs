@@ -20,6 +20,8 @@ pub use degrade::*;
 pub use rollout::*;
 mod remedy;
 pub use remedy::*;
+mod placement;
+pub use placement::*;
 mod resources;
 pub use resources::*;
 mod secret;
@@ -129,6 +131,8 @@ pub struct Service {
     pub on_oom: OnOom,
     /// Who the kernel kills first under memory pressure.
     pub priority: Priority,
+    /// `[services.NAME.placement]`: where the replicas run in cluster mode.
+    pub placement: PlacementRules,
 }
 
 crate::spelled! {

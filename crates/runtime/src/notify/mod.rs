@@ -6,16 +6,22 @@
 //! read from a previous process), and a flood on one replica's socket costs nothing to
 //! the others. It is not what tells senders apart, though: any process of bulwark's user
 //! can find the path (in the replica's environment) and send to it. So the socket has
-//! `SO_PASSCRED` and a datagram counts only when the kernel says its sender is in the
-//! replica's process group (systemd's `NotifyAccess=all`, with the group as the unit);
-//! anything else is dropped and counted.
+//! `SO_PASSCRED` and a datagram counts only when the kernel says its sender is the
+//! replica's: in its process group, or for a container in its cgroup ([`senders`];
+//! systemd's `NotifyAccess=all`, with the group or the container as the unit); anything
+//! else is dropped and counted.
+//!
+//! A container sees its socket bind-mounted at [`IN_CONTAINER`] (the oci driver mounts
+//! the socket's file alone: no other replica's socket is in view there).
 //!
 //! Hostile input stays cheap: a datagram is read into a fixed buffer (a longer one is
-//! dropped whole), at most [`MAX_LINES`] lines of it are looked at, `STATUS=` is cut to
-//! [`MAX_STATUS`] bytes of printable text, and the kernel bounds the socket's queue, so
-//! a flood costs one `recvmsg` (and one `getpgid` for a foreign sender) per datagram on
-//! a non-blocking socket. The control buffer holds exactly one `SCM_CREDENTIALS`, so a
-//! file descriptor passed along (`FDSTORE=1`) is never installed: the kernel drops it.
+//! dropped whole, before its sender is looked at), at most [`MAX_LINES`] lines of it are
+//! looked at, `STATUS=` is cut to [`MAX_STATUS`] bytes of printable text, and the kernel
+//! bounds the socket's queue, so a flood costs one `recvmsg` and one sender check (a
+//! `getpgid`, or for a container a read of `/proc/PID/cgroup` on the blocking pool) per
+//! datagram on a non-blocking socket, one datagram at a time. The control buffer holds
+//! exactly one `SCM_CREDENTIALS`, so a file descriptor passed along (`FDSTORE=1`) is never
+//! installed: the kernel drops it.
 //!
 //! What is read: `READY=1`, `RELOADING=1`, `STOPPING=1`, `STATUS=`, `WATCHDOG=1` and
 //! `WATCHDOG=trigger`. Ignored, with the reason: `MAINPID=` (bulwark watches and signals
@@ -23,6 +29,8 @@
 //! be run in the foreground instead), `EXTEND_TIMEOUT_USEC=` (bulwark has no start
 //! timeout to extend, and `stop_grace` is the operator's bound, not the replica's),
 //! `WATCHDOG_USEC=` (the stack file sets the watchdog), `FDSTORE=` and the rest.
+
+mod senders;
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
@@ -35,7 +43,6 @@ use bus::ProbeKind;
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg, setsockopt, sockopt,
 };
-use nix::unistd::{Pid, getpgid};
 use policy::Watchdog;
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
@@ -43,6 +50,13 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::probe::Report;
+use senders::Admission;
+pub(crate) use senders::Senders;
+
+/// Where a container replica finds its notify socket (`NOTIFY_SOCKET` inside it): under
+/// `/dev`, the tmpfs runc makes for every container, so the mount point is made there and
+/// never in the rootfs (which may be read-only, or lack `/run`).
+pub const IN_CONTAINER: &str = "/dev/bulwark/notify.sock";
 
 /// The longest datagram read; a longer one is dropped whole (systemd reads up to 4 KiB
 /// of text too, fds aside).
@@ -244,15 +258,6 @@ fn recv_with_sender(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<Datagram>
     })
 }
 
-/// Whether `pid` is the replica whose process group `leader` leads, or in its group.
-fn from_replica(pid: Option<i32>, leader: u32) -> bool {
-    let Some(pid) = pid.filter(|&p| p > 0) else {
-        return false;
-    };
-    pid as u32 == leader
-        || getpgid(Some(Pid::from_raw(pid))).is_ok_and(|g| g.as_raw() as u32 == leader)
-}
-
 /// One incarnation's reader: what it dropped (for its log lines), its watchdog, the
 /// last status it passed on.
 struct Reader {
@@ -261,28 +266,31 @@ struct Reader {
     ready_gates: bool,
     dog: Watchdog,
     last_status: Option<String>,
+    /// What a refused sender's log line says.
+    outside: &'static str,
     foreign: u64,
     oversized: u64,
     errors: u64,
 }
 
 impl Reader {
-    /// Whether a datagram counts: from the replica's group, and whole.
-    fn admit(&mut self, d: &Datagram, leader: u32) -> bool {
+    /// Whether a datagram counts: whole (looked at first: it costs nothing), and from the
+    /// replica.
+    async fn admit(&mut self, d: &Datagram, senders: &Admission) -> bool {
         let (service, index) = (&self.service, self.index);
-        if !from_replica(d.pid, leader) {
-            self.foreign += 1;
-            if self.foreign.is_power_of_two() {
-                tracing::warn!(%service, index, sender = ?d.pid, dropped = self.foreign,
-                    "notify datagram from outside the replica's process group dropped");
-            }
-            return false;
-        }
         if d.truncated {
             self.oversized += 1;
             if self.oversized.is_power_of_two() {
                 tracing::warn!(%service, index, dropped = self.oversized,
                     "notify datagram over {MAX_DATAGRAM} bytes dropped");
+            }
+            return false;
+        }
+        if !senders.admits(d.pid).await {
+            self.foreign += 1;
+            if self.foreign.is_power_of_two() {
+                tracing::warn!(%service, index, sender = ?d.pid, dropped = self.foreign,
+                    "{}", self.outside);
             }
             return false;
         }
@@ -320,7 +328,7 @@ impl Reader {
 /// watchdog expires, which it reports as a failed `watchdog` probe and ends.
 pub(crate) async fn run(
     sock: NotifySocket,
-    leader: u32,
+    senders: Senders,
     cfg: spec::Notify,
     tx: mpsc::Sender<Report>,
     service: Arc<str>,
@@ -332,10 +340,12 @@ pub(crate) async fn run(
         ready_gates: cfg.ready,
         dog: Watchdog::new(cfg.watchdog),
         last_status: None,
+        outside: senders.outside(),
         foreign: 0,
         oversized: 0,
         errors: 0,
     };
+    let senders = Admission::new(senders).await;
     if !cfg.ready {
         r.dog.arm(Instant::now().into_std());
     }
@@ -369,7 +379,7 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        if !r.admit(&d, leader) {
+        if !r.admit(&d, &senders).await {
             continue;
         }
         for notice in r.read(&buf[..d.len]) {
@@ -425,17 +435,5 @@ mod tests {
         let many = "WATCHDOG=1\n".repeat(1000);
         assert_eq!(parse(many.as_bytes()).len(), MAX_LINES);
         assert!(parse(&[0xff; MAX_DATAGRAM]).is_empty());
-    }
-
-    #[test]
-    fn senders_outside_the_group_are_refused() {
-        let me = std::process::id();
-        assert!(!from_replica(None, me));
-        assert!(!from_replica(Some(0), me));
-        assert!(!from_replica(Some(-1), me));
-        // pid 1 is in its own group, not in the test process's.
-        assert!(!from_replica(Some(1), me));
-        let own_group = getpgid(None).unwrap().as_raw() as u32;
-        assert!(from_replica(Some(me as i32), own_group));
     }
 }

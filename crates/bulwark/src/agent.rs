@@ -1,0 +1,253 @@
+//! `bulwark agent`: cluster mode's node. It registers in etcd under a lease, follows the
+//! cluster's nodes onto the event bus, and runs `up`'s wiring on the stack applied to the
+//! cluster — the whole stack, on every agent, until a scheduler places replicas (next
+//! layer) — reloading it at each new revision; with no stack applied yet it runs none and
+//! serves the usual API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bus::{Bus, EventKind};
+use cluster::{ClusterEvent, ClusterWatch, Connection, NodeRecord, Registration};
+
+use crate::cli::{AgentArgs, UpArgs};
+
+/// `bulwark agent`.
+pub async fn run(args: AgentArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let labels = parse_labels(&args.labels)?;
+    cluster::keys::check_name("--node", &args.node)?;
+    let (etcd, keys) = crate::cluster_cmd::connect(&args.etcd).await?;
+    let state_dir = state_dir.unwrap_or_else(api::state_dir::default_dir);
+    // The agent's copy of the cluster's stack: `up`'s reload reads it.
+    let file = state_dir.join(STACK_FILE);
+    let stack = match cluster::stack::current(&etcd, &keys).await? {
+        Some(applied) => {
+            tokio::fs::create_dir_all(&state_dir).await?;
+            tokio::fs::write(&file, &applied.text)
+                .await
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            match load(&file).await {
+                Ok(stack) => Some(stack),
+                Err(errors) => {
+                    tracing::error!(
+                        revision = applied.revision,
+                        "the cluster's stack cannot run here; running none until the next apply:\n{errors}"
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut stack = match stack {
+        Some(s) => s,
+        // No stack yet: the agent's own settings, checked as a stack file is (`--api` is
+        // `[api] listen`).
+        None => match spec::parse_agent("", std::path::Path::new("--api")) {
+            Ok(s) => s,
+            Err(errors) => {
+                eprintln!("{errors}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
+    if let Some(api) = args.api {
+        // The API is the node's, not the stack's: a plain-HTTP one must be on loopback.
+        if stack.api.tls.is_none() && !api.ip().is_loopback() {
+            anyhow::bail!(
+                "--api {api}: the API speaks plain HTTP on a loopback address only; use \
+                 127.0.0.1:PORT (TLS for the agent's API is not wired yet)"
+            );
+        }
+        stack.api.listen = api;
+    }
+    let agent = Agent {
+        etcd,
+        keys,
+        node: args.node,
+        labels,
+        ttl: *args.ttl,
+    };
+    let up = UpArgs {
+        file,
+        workers: Some(1),
+        quiet: true,
+    };
+    crate::up::serve(up, stack, Some(state_dir), Some(agent)).await
+}
+
+/// The agent's copy of the cluster's stack, in its state directory.
+const STACK_FILE: &str = "cluster-stack.toml";
+
+/// Checks the stack file on the blocking pool.
+async fn load(file: &std::path::Path) -> Result<spec::Stack, spec::Errors> {
+    let file = file.to_owned();
+    tokio::task::spawn_blocking(move || spec::load(&file))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// `k=v` pairs, each key a name that can be a label.
+fn parse_labels(given: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for l in given.iter().filter(|l| !l.is_empty()) {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--labels: `{l}` is not KEY=VALUE (e.g. zone=a)"))?;
+        cluster::keys::check_name("--labels key", k)?;
+        cluster::keys::check_name("--labels value", v)?;
+        if labels.insert(k.to_owned(), v.to_owned()).is_some() {
+            anyhow::bail!("--labels: `{k}` is given twice");
+        }
+    }
+    Ok(labels)
+}
+
+/// What `up` needs to run as a cluster agent.
+pub struct Agent {
+    etcd: cluster::Etcd,
+    keys: cluster::Keys,
+    node: String,
+    labels: BTreeMap<String, String>,
+    ttl: std::time::Duration,
+}
+
+/// A node in the cluster: registered, and following the others onto the bus.
+pub struct Membership {
+    registration: Registration,
+    _watch: ClusterWatch,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    etcd: cluster::Etcd,
+    keys: cluster::Keys,
+    stack_changes: Option<tokio::sync::mpsc::Receiver<u64>>,
+}
+
+impl Agent {
+    /// Follows the cluster (so this node's own join is an event too), then registers with
+    /// the API's bound address.
+    pub async fn join(self, bus: Arc<Bus>, api: SocketAddr) -> anyhow::Result<Membership> {
+        let watch = ClusterWatch::start(&self.etcd, &self.keys).await?;
+        let events = watch.subscribe();
+        let record = NodeRecord {
+            name: self.node.clone(),
+            labels: self.labels,
+            api: api.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_ms: bus::now_ms(),
+        };
+        let options = cluster::RegistrationOptions { ttl: self.ttl };
+        let registration = Registration::start(&self.etcd, &self.keys, record, options).await?;
+        let (stack_tx, stack_changes) = tokio::sync::mpsc::channel(4);
+        let tasks = vec![
+            tokio::spawn(forward(events, bus, stack_tx)),
+            tokio::spawn(log_connection(registration.connection(), self.node)),
+        ];
+        Ok(Membership {
+            registration,
+            _watch: watch,
+            tasks,
+            etcd: self.etcd,
+            keys: self.keys,
+            stack_changes: Some(stack_changes),
+        })
+    }
+}
+
+impl Membership {
+    /// The revisions applied to the cluster from now on (once; `None` the second time).
+    pub fn stack_changes(&mut self) -> tokio::sync::mpsc::Receiver<u64> {
+        self.stack_changes
+            .take()
+            .unwrap_or_else(|| tokio::sync::mpsc::channel(1).1)
+    }
+
+    /// Writes the cluster's applied stack into `file`, for `up`'s reload to read.
+    pub async fn fetch_stack(&self, file: &std::path::Path) -> anyhow::Result<()> {
+        let applied = cluster::stack::current(&self.etcd, &self.keys)
+            .await?
+            .context("the stack was removed from etcd")?;
+        tokio::fs::write(file, &applied.text)
+            .await
+            .with_context(|| format!("cannot write {}", file.display()))
+    }
+
+    /// Leaves the cluster (the lease revoked: the others see it at once).
+    pub async fn leave(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Err(e) = self.registration.leave().await {
+            tracing::warn!("could not leave the cluster, the lease will expire instead: {e}");
+        }
+    }
+}
+
+/// The cluster's node events onto the bus.
+async fn forward(
+    mut events: tokio::sync::broadcast::Receiver<ClusterEvent>,
+    bus: Arc<Bus>,
+    stack: tokio::sync::mpsc::Sender<u64>,
+) {
+    loop {
+        let event = match events.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                bus.record_gap("cluster watch", n);
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let kind = match event {
+            ClusterEvent::Joined(r) => EventKind::NodeJoined {
+                labels: r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                node: r.name,
+                address: r.api,
+            },
+            ClusterEvent::Lost(r) => EventKind::NodeLost { node: r.name },
+            ClusterEvent::Left(r) => EventKind::NodeLeft { node: r.name },
+            ClusterEvent::StackApplied { revision } => {
+                tracing::info!(revision, "a stack was applied to the cluster");
+                // A full queue already holds a notice, and any notice reads the newest.
+                let _ = stack.try_send(revision);
+                continue;
+            }
+            ClusterEvent::Disconnected { error } => {
+                tracing::warn!(%error, "cannot follow the cluster: keeping what runs, starting nothing");
+                continue;
+            }
+            ClusterEvent::Reconnected => {
+                tracing::info!("following the cluster again");
+                continue;
+            }
+        };
+        bus.publish(kind);
+    }
+}
+
+async fn log_connection(mut c: tokio::sync::watch::Receiver<Connection>, node: String) {
+    while c.changed().await.is_ok() {
+        match &*c.borrow_and_update() {
+            Connection::Registered { lease, .. } => {
+                tracing::info!(%node, lease = format_args!("{lease:x}"), "holding the node's lease");
+            }
+            Connection::Unreachable { error, .. } => {
+                tracing::warn!(%node, %error, "etcd unreachable: keeping what runs, starting nothing");
+            }
+        }
+    }
+}
+
+/// The next stack revision applied to the cluster; never, outside cluster mode.
+///
+/// # Cancel safety
+/// Cancel safe: `mpsc::Receiver::recv` is.
+pub async fn next_revision(changes: &mut Option<tokio::sync::mpsc::Receiver<u64>>) -> Option<u64> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,352 @@
+//! The cluster as one agent sees it: alive and lost nodes and the stack's revision, kept
+//! from etcd's watch (no polling), with an event per change.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use tokio::sync::{broadcast, watch};
+
+use crate::keys::KeyKind;
+use crate::stack::StackRevision;
+use crate::{
+    Error, Etcd, Keys, NodeInfo, NodeRecord, NodeState, error::bounded, error::bounded_read,
+};
+
+/// What changed in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// A node registered (first time, or again after it was lost).
+    Joined(NodeRecord),
+    /// A node's lease expired: its agent was killed, hung or cut off.
+    Lost(NodeRecord),
+    /// A node left on purpose (its agent was stopped).
+    Left(NodeRecord),
+    /// A stack was applied.
+    StackApplied {
+        /// Its revision.
+        revision: u64,
+    },
+    /// This agent cannot read etcd any more: the state below is as last seen.
+    Disconnected {
+        /// Why, in words.
+        error: String,
+    },
+    /// This agent reads etcd again.
+    Reconnected,
+}
+
+/// The cluster as last seen from etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    /// Every member, alive or lost, by name.
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// The applied stack's revision, if one was applied.
+    pub stack_revision: Option<u64>,
+    /// etcd's revision this state is as of.
+    pub revision: i64,
+    /// Whether etcd answers now (when not, the rest is as last seen).
+    pub connected: bool,
+}
+
+impl ClusterState {
+    /// The names of the alive nodes.
+    pub fn alive(&self) -> impl Iterator<Item = &str> {
+        self.nodes
+            .values()
+            .filter(|n| n.state == NodeState::Alive)
+            .map(|n| n.record.name.as_str())
+    }
+}
+
+/// Follows the cluster from etcd: [`state`](ClusterWatch::state) is the latest
+/// [`ClusterState`], [`subscribe`](ClusterWatch::subscribe) gives every [`ClusterEvent`].
+/// One watch stream on the cluster's prefix; after an error it reads the whole cluster
+/// again and reports the differences as events, so no change is missed, only merged.
+pub struct ClusterWatch {
+    state: watch::Receiver<ClusterState>,
+    events: broadcast::Sender<ClusterEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ClusterWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ClusterWatch {
+    /// Reads the cluster once (an error if etcd does not answer), then follows it.
+    pub async fn start(etcd: &Etcd, keys: &Keys) -> Result<Self, Error> {
+        let (first, mut view) = snapshot(etcd, keys).await?;
+        view.connected = true;
+        let (state_tx, state) = watch::channel(view.state(first.revision));
+        let (events, _) = broadcast::channel(1024);
+        let follower = Follower {
+            etcd: etcd.clone(),
+            keys: keys.clone(),
+            view,
+            revision: first.revision,
+            state: state_tx,
+            events: events.clone(),
+        };
+        let task = tokio::spawn(follower.run());
+        Ok(ClusterWatch {
+            state,
+            events,
+            task,
+        })
+    }
+
+    /// The latest state, live.
+    pub fn state(&self) -> watch::Receiver<ClusterState> {
+        self.state.clone()
+    }
+
+    /// Every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// What the follower holds: members, alive nodes and the stack's revision.
+#[derive(Default)]
+struct View {
+    members: BTreeMap<String, NodeRecord>,
+    alive: BTreeMap<String, NodeRecord>,
+    stack: Option<u64>,
+    connected: bool,
+}
+
+impl View {
+    fn state(&self, revision: i64) -> ClusterState {
+        let mut nodes = BTreeMap::new();
+        for (name, record) in &self.members {
+            let state = NodeState::Lost;
+            nodes.insert(
+                name.clone(),
+                NodeInfo {
+                    record: record.clone(),
+                    state,
+                },
+            );
+        }
+        for (name, record) in &self.alive {
+            let state = NodeState::Alive;
+            nodes.insert(
+                name.clone(),
+                NodeInfo {
+                    record: record.clone(),
+                    state,
+                },
+            );
+        }
+        ClusterState {
+            nodes,
+            stack_revision: self.stack,
+            revision,
+            connected: self.connected,
+        }
+    }
+
+    /// The events that lead from `self` to `next`.
+    fn diff(&self, next: &View) -> Vec<ClusterEvent> {
+        let mut out = Vec::new();
+        for (name, record) in &self.alive {
+            if !next.alive.contains_key(name) {
+                out.push(match next.members.contains_key(name) {
+                    true => ClusterEvent::Lost(record.clone()),
+                    false => ClusterEvent::Left(record.clone()),
+                });
+            }
+        }
+        for (name, record) in &next.alive {
+            if self.alive.get(name) != Some(record) {
+                out.push(ClusterEvent::Joined(record.clone()));
+            }
+        }
+        if let (Some(rev), true) = (next.stack, next.stack != self.stack) {
+            out.push(ClusterEvent::StackApplied { revision: rev });
+        }
+        out
+    }
+}
+
+struct First {
+    revision: i64,
+}
+
+/// The whole cluster at one revision.
+async fn snapshot(etcd: &Etcd, keys: &Keys) -> Result<(First, View), Error> {
+    let txn = Txn::new().and_then([
+        TxnOp::get(keys.members(), Some(GetOptions::new().with_prefix())),
+        TxnOp::get(keys.nodes(), Some(GetOptions::new().with_prefix())),
+        TxnOp::get(keys.stack(), None),
+    ]);
+    let resp = bounded_read("read the cluster", etcd.timeout, || {
+        let (mut client, txn) = (etcd.client.clone(), txn.clone());
+        async move { client.txn(txn).await }
+    })
+    .await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let gets: Vec<_> = resp
+        .op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    let mut view = View::default();
+    let kvs = |i: usize| gets.get(i).map(|g| g.kvs()).unwrap_or_default();
+    for kv in kvs(0) {
+        let r = NodeRecord::parse(kv)?;
+        view.members.insert(r.name.clone(), r);
+    }
+    for kv in kvs(1) {
+        let r = NodeRecord::parse(kv)?;
+        view.alive.insert(r.name.clone(), r);
+    }
+    if let Some(kv) = kvs(2).first() {
+        view.stack = Some(StackRevision::parse(kv)?.revision);
+    }
+    Ok((First { revision }, view))
+}
+
+struct Follower {
+    etcd: Etcd,
+    keys: Keys,
+    view: View,
+    revision: i64,
+    state: watch::Sender<ClusterState>,
+    events: broadcast::Sender<ClusterEvent>,
+}
+
+impl Follower {
+    async fn run(mut self) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.follow().await {
+                Ok(()) => delay = Duration::from_millis(100),
+                Err(e) => self.disconnected(&e),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            match snapshot(&self.etcd, &self.keys).await {
+                Ok((first, mut next)) => {
+                    next.connected = true;
+                    if !self.view.connected {
+                        let _ = self.events.send(ClusterEvent::Reconnected);
+                    }
+                    for e in self.view.diff(&next) {
+                        self.emit(e);
+                    }
+                    self.view = next;
+                    self.revision = first.revision;
+                    self.publish();
+                }
+                Err(e) => self.disconnected(&e),
+            }
+        }
+    }
+
+    fn disconnected(&mut self, e: &dyn std::fmt::Display) {
+        if self.view.connected {
+            tracing::warn!(error = %e, "cannot follow the cluster in etcd");
+            self.view.connected = false;
+            let _ = self.events.send(ClusterEvent::Disconnected {
+                error: e.to_string(),
+            });
+            self.publish();
+        }
+    }
+
+    fn emit(&self, e: ClusterEvent) {
+        tracing::info!(event = ?e, "cluster");
+        let _ = self.events.send(e);
+    }
+
+    fn publish(&self) {
+        self.state.send_replace(self.view.state(self.revision));
+    }
+
+    /// Follows the watch from the revision after the view's until it ends.
+    async fn follow(&mut self) -> Result<(), Error> {
+        let mut client = self.etcd.client.clone();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(self.revision + 1);
+        let watching = client.watch(self.keys.root(), Some(options));
+        let (_watcher, mut stream) =
+            bounded("watch the cluster", self.etcd.timeout, watching).await?;
+        while let Some(resp) = stream.message().await? {
+            if resp.canceled() || resp.compact_revision() > 0 {
+                return Err(Error::BadRecord {
+                    key: self.keys.root().to_owned(),
+                    detail: format!("the watch was cancelled: {}", resp.cancel_reason()),
+                });
+            }
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                self.apply(ev.event_type(), kv, ev.prev_kv());
+                self.revision = self.revision.max(kv.mod_revision());
+            }
+            if let Some(h) = resp.header() {
+                self.revision = self.revision.max(h.revision());
+            }
+            self.publish();
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, kind: EventType, kv: &KeyValue, prev: Option<&KeyValue>) {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let Some(which) = self.keys.classify(&key) else {
+            return;
+        };
+        let put = kind == EventType::Put;
+        match (which, put) {
+            (KeyKind::Node(name), true) => match NodeRecord::parse(kv) {
+                Ok(r) => {
+                    let fresh = self.view.alive.get(name) != Some(&r);
+                    self.view.alive.insert(name.to_owned(), r.clone());
+                    if fresh {
+                        self.emit(ClusterEvent::Joined(r));
+                    }
+                }
+                Err(e) => tracing::warn!("{e}"),
+            },
+            (KeyKind::Node(name), false) => {
+                let record = self
+                    .view
+                    .alive
+                    .remove(name)
+                    .or_else(|| prev.and_then(|p| NodeRecord::parse(p).ok()));
+                if let Some(r) = record {
+                    self.emit(match self.view.members.contains_key(name) {
+                        true => ClusterEvent::Lost(r),
+                        false => ClusterEvent::Left(r),
+                    });
+                }
+            }
+            (KeyKind::Member(name), true) => {
+                if let Ok(r) = NodeRecord::parse(kv) {
+                    self.view.members.insert(name.to_owned(), r);
+                }
+            }
+            (KeyKind::Member(name), false) => {
+                self.view.members.remove(name);
+            }
+            (KeyKind::Stack, true) => {
+                if let Ok(s) = StackRevision::parse(kv) {
+                    self.view.stack = Some(s.revision);
+                    self.emit(ClusterEvent::StackApplied {
+                        revision: s.revision,
+                    });
+                }
+            }
+            (KeyKind::Stack, false) => self.view.stack = None,
+        }
+    }
+}
