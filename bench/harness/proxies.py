@@ -467,9 +467,10 @@ class Bulwark(Wrapped):
                                     # TCP mode balances connections; `balance` (p2c, the default) is HTTP only.
                                     protocol='protocol = "tcp"\n' if self.mode == "tcp" else 'balance = "p2c"\n',
                                     container=container_table(self.rootfs),
-                                    # `bulwark demo` installs no SIGTERM handler, which a
-                                    # container's PID 1 then ignores: `up` would wait out the
-                                    # default 10 s stop_grace when the measurement ends.
+                                    # A bound on the stop when the measurement ends: bulwark's
+                                    # init (the container's PID 1) passes SIGTERM on to the demo
+                                    # at once; with `init = false` the demo, which has no SIGTERM
+                                    # handler, would be PID 1 and ignore it for the whole grace.
                                     stop_grace='stop_grace = "1s"\n' if self.rootfs else "",
                                     max_restarts=8 + self.generation % 2)
 

@@ -131,7 +131,11 @@ pub struct Service {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Replica {
     pub index: u32,
+    /// The replica's process; for a container, its PID 1 as the host numbers it.
     pub pid: Option<u32>,
+    /// For a container: the runtime's process (runc), which bulwark spawned and watches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_pid: Option<u32>,
     pub port: Option<u16>,
     pub state: String,
     pub ready: bool,
@@ -240,6 +244,7 @@ impl From<runtime::ServiceStatus> for Service {
                 .map(|r| Replica {
                     index: r.index,
                     pid: r.pid,
+                    runtime_pid: r.runtime_pid,
                     port: r.port,
                     state: r.state.as_str().into(),
                     ready: r.ready,

@@ -46,6 +46,12 @@ impl chaos::Host for ChaosHost {
         )
     }
 
+    fn signal(&self, service: &str, index: u32, pid: u32, sig: nix::sys::signal::Signal) -> bool {
+        self.supervisor
+            .signal(service, index, pid, sig)
+            .unwrap_or(false)
+    }
+
     fn budget(&self, service: &str) -> Option<(u32, spec::Amount)> {
         let desired = self.supervisor.service_status(service)?.desired;
         let spec = self.supervisor.service_spec(service)?;

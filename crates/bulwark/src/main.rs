@@ -51,6 +51,13 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == chaos_cmd::STRESSOR) {
         return chaos_cmd::stress(&args[2..]);
     }
+    // A container's PID 1 (`init = true`): blocking, before any runtime or logging.
+    if args
+        .get(1)
+        .is_some_and(|a| a == runtime::container_init::ARG)
+    {
+        return ExitCode::from(runtime::container_init::main(&args[2..]));
+    }
     // The container janitor `bulwark up` leaves behind it (see containers).
     if args.get(1).is_some_and(|a| a == containers::JANITOR) {
         return containers::janitor(&args[2..]);

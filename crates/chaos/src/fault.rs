@@ -1,5 +1,5 @@
-//! A fault and its undoing: signals to process groups, proxy injections, stressor
-//! processes, a file that fills a disk.
+//! A fault and its undoing: signals to replicas (every process of each, as the host's
+//! driver knows them), proxy injections, stressor processes, a file that fills a disk.
 //!
 //! Invariant: whatever [`apply`] did, [`Applied::undo`] reverses (a stopped group is
 //! continued, an injection removed, a stressor killed, the fill file deleted); a kill or a
@@ -25,8 +25,8 @@ pub(crate) struct Applied {
 
 enum Undo {
     Nothing,
-    /// SIGCONT to the process groups of these replicas (index, pid) of the service, those
-    /// still led by the same process (one restarted meanwhile is someone else's group).
+    /// SIGCONT to these replicas (index, pid) of the service, those still run by the same
+    /// process (one restarted meanwhile is someone else's).
     Continue(Arc<dyn Host>, String, Vec<(u32, u32)>),
     Injection(Arc<Injected>, u64),
     Stressor(tokio::process::Child),
@@ -66,19 +66,12 @@ pub(crate) async fn apply(
     let on = who(service, targets);
     let (words, undo) = match &exp.fault {
         ChaosFault::Kill(sig) => {
-            for pid in targets.iter().filter_map(|r| r.pid) {
-                launch::signal_group(pid, *sig);
-            }
+            signal(host, service, running(targets), *sig).await;
             (format!("{} of {on}", sig.as_str()), Undo::Nothing)
         }
         ChaosFault::Stop => {
-            let stopped: Vec<(u32, u32)> = targets
-                .iter()
-                .filter_map(|r| r.pid.map(|pid| (r.index, pid)))
-                .collect();
-            for &(_, pid) in &stopped {
-                launch::signal_group(pid, Signal::SIGSTOP);
-            }
+            let stopped = running(targets);
+            signal(host, service, stopped.clone(), Signal::SIGSTOP).await;
             let undo = Undo::Continue(host.clone(), service.to_owned(), stopped);
             (format!("SIGSTOP of {on}"), undo)
         }
@@ -157,6 +150,9 @@ impl Applied {
                 }
                 let _ = child.wait().await;
             }
+            Some(Undo::Continue(host, service, stopped)) => {
+                signal(&host, &service, stopped, Signal::SIGCONT).await;
+            }
             Some(Undo::File(path, stop, writer)) => {
                 stop.store(true, Ordering::Release);
                 if let Some(w) = writer {
@@ -170,16 +166,33 @@ impl Applied {
     }
 }
 
-/// What can be undone without waiting.
+/// `(index, pid)` of the targets that run.
+fn running(targets: &[Replica]) -> Vec<(u32, u32)> {
+    targets
+        .iter()
+        .filter_map(|r| r.pid.map(|pid| (r.index, pid)))
+        .collect()
+}
+
+/// `sig` to every process of each replica `(index, pid)` still run by `pid`, on the
+/// blocking pool (the host may read procfs and cgroupfs).
+async fn signal(host: &Arc<dyn Host>, service: &str, replicas: Vec<(u32, u32)>, sig: Signal) {
+    let (host, service) = (host.clone(), service.to_owned());
+    let _ = tokio::task::spawn_blocking(move || {
+        for (index, pid) in replicas {
+            host.signal(&service, index, pid, sig);
+        }
+    })
+    .await;
+}
+
+/// What can be undone without waiting (a dropped fault: reads procfs in place).
 fn undo_now(undo: Undo) {
     match undo {
         Undo::Nothing => {}
         Undo::Continue(host, service, stopped) => {
-            let now = host.replicas(&service).unwrap_or_default();
             for (index, pid) in stopped {
-                if now.iter().any(|r| r.index == index && r.pid == Some(pid)) {
-                    launch::signal_group(pid, Signal::SIGCONT);
-                }
+                host.signal(&service, index, pid, Signal::SIGCONT);
             }
         }
         Undo::Injection(injected, id) => injected.remove(id),

@@ -21,6 +21,7 @@ mod schedule;
 use std::path::PathBuf;
 
 pub(crate) use bus::now_ms;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 pub use engine::{Chaos, RunningView, Status, remove_leftover_fills};
@@ -35,6 +36,10 @@ pub trait Host: Send + Sync + 'static {
     fn budget(&self, service: &str) -> Option<(u32, spec::Amount)>;
     /// Restarts replica `index` of `service` gracefully.
     fn restart(&self, service: &str, index: u32) -> Result<(), String>;
+    /// Sends `sig` to every process of replica `index` of `service` (its process group, or
+    /// every process of its container) if it still runs as `pid`; returns whether it did.
+    /// Blocking (it may read procfs and cgroupfs).
+    fn signal(&self, service: &str, index: u32, pid: u32, sig: Signal) -> bool;
     /// A page alert firing for `service`, if one is.
     fn paging(&self, service: &str) -> Option<String>;
     /// An open incident of `service`, if one is.

@@ -26,7 +26,8 @@ pub struct Sample {
     pub service: String,
     pub index: u32,
     pub pid: u32,
-    /// Cumulative CPU (user + system) of the process, in seconds.
+    /// Cumulative CPU (user + system) of the process, in seconds; for a replica in a cgroup
+    /// of its own (`resources`, or a container), the cgroup's, children included.
     pub cpu_seconds: f64,
     /// Resident memory of the process; for a replica with its own memory cgroup, the
     /// cgroup's usage (its processes, page cache included), which its limit is against.
@@ -85,10 +86,12 @@ pub fn sample(pid: u32) -> Option<(f64, u64)> {
 /// A replica's [`Sample`], with its `limits` read earlier ([`limits`]); `None` if its
 /// process is gone.
 pub fn replica_sample(service: &str, index: u32, pid: u32, limits: Limits) -> Option<Sample> {
-    let (cpu_seconds, rss) = sample(pid)?;
-    // A replica in its own memory cgroup (`resources`) is measured as its limit is: the
-    // whole replica, children included.
-    let rss_bytes = launch::cgroup::replica_memory_of(pid).unwrap_or(rss);
+    let (cpu, rss) = sample(pid)?;
+    // A replica in a cgroup of its own (`resources`, or a container, whose PID 1 `pid` is)
+    // is measured as its limit is: the whole replica or container, children included.
+    let whole = launch::cgroup::own_usage_of(pid);
+    let rss_bytes = whole.memory_bytes.unwrap_or(rss);
+    let cpu_seconds = whole.cpu_seconds.unwrap_or(cpu);
     Some(Sample {
         service: service.to_owned(),
         index,
@@ -215,12 +218,12 @@ pub fn spawn(
     let own_rss: Gauge = Gauge::default();
     registry.register(
         "bulwark_replica_cpu_seconds",
-        "CPU time used by a replica's process",
+        "CPU time used by a replica's process (its cgroup's: a container, or resources)",
         cpu.clone(),
     );
     registry.register(
         "bulwark_replica_resident_memory_bytes",
-        "Resident memory of a replica's process",
+        "Resident memory of a replica's process (its cgroup's: a container, or resources)",
         gauges.rss.clone(),
     );
     registry.register(

@@ -54,11 +54,11 @@ impl Handle {
         self.service.clone()
     }
 
-    /// A new incarnation runs as `pid`, listening (eventually) on `port`; `load` counts
+    /// A new incarnation runs as `procs`, listening (eventually) on `port`; `load` counts
     /// its in-flight requests.
     pub fn started(
         &self,
-        pid: u32,
+        procs: crate::driver::Processes,
         port: u16,
         load: Arc<Load>,
         cgroup: Option<Arc<launch::cgroup::ReplicaCgroup>>,
@@ -67,7 +67,8 @@ impl Handle {
         self.change(
             |s| {
                 s.cgroup = cgroup;
-                s.pid = Some(pid);
+                s.pid = Some(procs.pid());
+                s.runtime_pid = procs.runtime_pid();
                 s.port = Some(port);
                 s.state = ReplicaState::Starting;
                 s.ready = false;
@@ -77,7 +78,7 @@ impl Handle {
             Some(EventKind::ReplicaStarted {
                 service: self.name(),
                 index: self.index,
-                pid,
+                pid: procs.pid(),
                 port,
             }),
         );
@@ -194,6 +195,7 @@ impl Handle {
                 s.cgroup = None;
                 s.oom_killed = oom_killed;
                 s.pid = None;
+                s.runtime_pid = None;
                 s.ready = false;
                 s.last_exit = Some(exit);
             },
@@ -286,6 +288,7 @@ impl Handle {
                     s.state = ReplicaState::Stopped;
                     s.ready = false;
                     s.pid = None;
+                    s.runtime_pid = None;
                 },
                 None,
             );

@@ -18,9 +18,11 @@ mod replica;
 mod resources;
 mod restarts;
 mod revisions;
+mod signal;
 mod supervisor;
 
-pub use driver::{Identity, command, free_port, oci};
+pub use driver::init as container_init;
+pub use driver::{Identity, Processes, command, free_port, oci};
 pub use logs::{LogLine, Logs, Stream};
 pub use metrics::Metrics;
 pub use redact::Redactor;

@@ -186,6 +186,7 @@ impl Task {
         self.oom_killed = false;
         let Spawned {
             mut child,
+            procs,
             port,
             cgroup,
             notify,
@@ -198,10 +199,11 @@ impl Task {
                 return Outcome::Ended(exit, error);
             }
         };
-        let pid = child.id().unwrap_or(0);
+        // The leader (runc for a container) is what is watched and signalled as a group.
+        let pid = procs.leader;
         let load = Arc::new(Load::default());
         let started = Instant::now();
-        self.h.started(pid, port, load.clone(), cgroup.clone());
+        self.h.started(procs, port, load.clone(), cgroup.clone());
         // The secrets this incarnation was started with, whatever a reload changes later.
         let redactor = crate::Redactor::of(&self.svc);
         if let Some(out) = child.stdout.take() {
@@ -235,7 +237,7 @@ impl Task {
         });
         let _probes = AbortOnDrop(tokio::spawn(probe::run(target, tx)));
         let outcome = self
-            .watch(&mut child, pid, &load, [reports, notices], &mut permit)
+            .watch(&mut child, procs, &load, [reports, notices], &mut permit)
             .await;
         drop(permit);
         let outcome = match outcome {
@@ -249,6 +251,7 @@ impl Task {
         // Every path of `watch` killed the group (children the replica left behind)
         // before reaping.
         let (Outcome::Ended(exit, _) | Outcome::Requested(_, exit)) = &outcome;
+        let pid = procs.pid();
         tracing::info!(service = self.svc.name, index, pid, %exit, "replica exited");
         let uptime_ms = started.elapsed().as_millis() as u64;
         self.release(cgroup, pid, *exit).await;
@@ -320,8 +323,9 @@ impl Task {
             Err(e) => Err(std::io::Error::other(e)),
         };
         match started {
-            Ok((child, container)) => Ok(Spawned {
+            Ok((child, procs, container)) => Ok(Spawned {
                 child,
+                procs,
                 port,
                 cgroup,
                 notify,
@@ -342,11 +346,12 @@ impl Task {
     async fn watch(
         &mut self,
         child: &mut Child,
-        pid: u32,
+        procs: driver::Processes,
         load: &Load,
         [mut reports, mut notices]: [mpsc::Receiver<Report>; 2],
         permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Outcome {
+        let pid = procs.leader;
         // Learns of the leader's exit without reaping it (see `reap`).
         let exited = launch::exited(pid);
         tokio::pin!(exited);
@@ -370,7 +375,7 @@ impl Task {
                         Control::Stop => "stack stopping",
                         Control::Remove => "scaled down",
                     };
-                    let exit = self.stop(child, pid, Some(load), reason).await;
+                    let exit = self.stop(child, procs, Some(load), reason).await;
                     return Outcome::Requested(c, exit);
                 }
             };
@@ -388,7 +393,7 @@ impl Task {
                     self.h.probe_failed(probe, reason.clone());
                     // A replica that failed its probe is broken: do not wait for its
                     // in-flight requests, which the proxy retries elsewhere.
-                    let exit = self.stop(child, pid, None, &reason).await;
+                    let exit = self.stop(child, procs, None, &reason).await;
                     return Outcome::Ended(exit, reason);
                 }
             }
@@ -396,17 +401,27 @@ impl Task {
     }
 
     /// Graceful stop: out of the balancer, let in-flight work finish (when `drain` is
-    /// given), then the stop signal (and SIGCONT, so a stopped process can act on it),
+    /// given), then the stop signal to the leader's group (runc passes it on to the
+    /// container's PID 1) and SIGCONT to every process (so a stopped one can act on it),
     /// then SIGKILL of the whole group once `stop_grace` is over. The grace covers drain
     /// and signal.
-    async fn stop(&self, child: &mut Child, pid: u32, drain: Option<&Load>, reason: &str) -> Exit {
+    async fn stop(
+        &self,
+        child: &mut Child,
+        procs: driver::Processes,
+        drain: Option<&Load>,
+        reason: &str,
+    ) -> Exit {
         self.h.stopping(reason);
+        let pid = procs.leader;
         let deadline = deadline_after(self.svc.stop_grace);
         if let Some(load) = drain {
             let _ = timeout_at(deadline, load.drained()).await;
         }
         signal_group(pid, self.svc.stop_signal);
-        signal_group(pid, Signal::SIGCONT);
+        // A container's processes are not in runc's group: they are continued one by one
+        // (cgroupfs reads, off the async workers).
+        let _ = tokio::task::spawn_blocking(move || procs.signal(Signal::SIGCONT)).await;
         match timeout_at(deadline, launch::exited(pid)).await {
             Ok(Ok(())) => reap(child, pid).await,
             Ok(Err(e)) => reap_unwatched(child, pid, &e).await,
@@ -414,7 +429,7 @@ impl Task {
                 signal_group(pid, Signal::SIGKILL);
                 let (service, index) = (&self.svc.name, self.h.index());
                 tracing::warn!(service, index, pid, "stop grace expired; killed");
-                self.h.killed(pid);
+                self.h.killed(procs.pid());
                 reap(child, pid).await
             }
         }
@@ -526,6 +541,7 @@ async fn wait_exit(child: &mut Child) -> Exit {
 /// A started incarnation: its process, port, cgroups and notify socket.
 struct Spawned {
     child: Child,
+    procs: driver::Processes,
     port: u16,
     cgroup: Option<Arc<ReplicaCgroup>>,
     notify: Option<NotifySocket>,

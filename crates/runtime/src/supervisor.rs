@@ -63,7 +63,10 @@ pub enum ControlError {
 #[derive(Debug, Clone)]
 pub struct ReplicaStatus {
     pub index: u32,
+    /// The running incarnation's process: a container's PID 1 (as the host numbers it).
     pub pid: Option<u32>,
+    /// A container's runtime process (runc), the one bulwark spawned and watches.
+    pub runtime_pid: Option<u32>,
     pub port: Option<u16>,
     pub state: ReplicaState,
     pub ready: bool,
@@ -114,6 +117,7 @@ impl ReplicaStatus {
             index,
             revision,
             pid: None,
+            runtime_pid: None,
             port: None,
             state: ReplicaState::Pending,
             ready: false,

@@ -225,6 +225,10 @@ impl EtcdCluster {
                 "new".to_owned(),
                 "--initial-cluster-token".to_owned(),
                 hosts.prefix.clone(),
+                // A member cut off keeps raising its term; without pre-vote (off by default
+                // in 3.4, on from 3.5) its return deposes the leader and the cluster has
+                // none for an election's time. What a production cluster should run too.
+                "--pre-vote=true".to_owned(),
             ];
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let log = dir.join(format!("etcd{i}.log"));

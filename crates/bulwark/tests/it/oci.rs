@@ -231,9 +231,9 @@ fn oci_quickstart_loses_nothing_under_kill_9_of_its_containers() {
     assert_eq!(containers(&stack.state_dir()), Vec::<String>::new());
 }
 
-/// Inside its container a replica is PID 1 of its own pid namespace, has no capability
-/// (unless kept), cannot gain any, and cannot write its read-only root; a service with
-/// `read_only = false` and a kept capability gets exactly that.
+/// Inside its container a replica's PID 1 (bulwark's init) is in its own pid namespace,
+/// has no capability (unless kept), cannot gain any, and cannot write its read-only root; a
+/// service with `read_only = false` and a kept capability gets exactly that.
 #[test]
 fn oci_replicas_are_isolated() {
     let (ro_port, rw_port) = (free_port(), free_port());

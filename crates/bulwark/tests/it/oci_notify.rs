@@ -231,8 +231,10 @@ fn a_container_whose_watchdog_stops_is_restarted_with_the_event() {
     println!(
         "container ready {ready_after} ms after start; watchdog timeout after {timeout_after} ms"
     );
+    // `replica_started` comes once runc has started the container (its pid file), a few ms
+    // after the demo began counting its 1 s.
     assert!(
-        ready_after >= 1_000,
+        ready_after >= 900,
         "ready {ready_after} ms after start, before READY=1"
     );
     // The last ping goes out 3.8-4 s after the demo starts (later than the replica, by
@@ -265,7 +267,7 @@ fn a_container_whose_watchdog_stops_is_restarted_with_the_event() {
     .expect("the new incarnation's replica_ready");
     let again_after = at_ms(&ready_again) - at_ms(&restarted);
     assert!(
-        again_after >= 1_000,
+        again_after >= 900,
         "ready again {again_after} ms after its start"
     );
     let mut told = Vec::new();

@@ -463,7 +463,7 @@ fn limits_that_cannot_be_enforced_are_refused_by_up_and_warned_by_check_at_the_k
 }
 
 /// The value of `metric{service="NAME",...}` on `/metrics`.
-fn gauge(stack: &Stack, metric: &str, service: &str) -> Option<f64> {
+pub(crate) fn gauge(stack: &Stack, metric: &str, service: &str) -> Option<f64> {
     let (_, text) = get(stack.api, "/metrics");
     let prefix = format!("{metric}{{service=\"{service}\"");
     text.lines()

@@ -290,28 +290,88 @@ fn remove_tree(dir: &Path) {
     replica::remove_dir(dir);
 }
 
-/// Memory charged to the replica cgroup `pid` is in (the whole replica: its children and
-/// page cache too), or `None` when `pid` is in none of bulwark's. This is what a
-/// `resources.memory` limit is compared with, so the resource sampler reports it instead
-/// of the leader's RSS. Reads procfs and cgroupfs (as cheap as the sampler's /proc reads).
-pub fn replica_memory_of(pid: u32) -> Option<u64> {
+/// The directory of the cgroup `pid` is in, when it is a cgroup of its own: neither
+/// this process's (where replicas without `resources` run) nor one above it. A replica with
+/// `resources` has one (`bulwark/<pid>/<name>`), and so has a container (runc makes one per
+/// container, a child of the replica's or of runc's own). v1: in the hierarchy of the
+/// first of `controllers` that is mounted; v2: the unified one.
+fn own_cgroup_of(pid: u32, controllers: &[Controller]) -> Option<PathBuf> {
     static MOUNTINFO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static SELF: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let mountinfo =
         MOUNTINFO.get_or_init(|| fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
-    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let (dir, file) = match v1_dirs(mountinfo, &own)
-        .into_iter()
-        .find(|(c, _)| *c == Controller::Memory)
-    {
-        Some((_, dir)) => (dir, "memory.usage_in_bytes"),
-        None => (v2_dir(mountinfo, &own)?, "memory.current"),
+    let me = SELF.get_or_init(|| fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+    let theirs = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let pick = |own: &str| -> Option<PathBuf> {
+        let v1 = v1_dirs(mountinfo, own);
+        if v1.is_empty() {
+            return v2_dir(mountinfo, own);
+        }
+        controllers
+            .iter()
+            .find_map(|c| v1.iter().find(|(d, _)| d == c).map(|(_, p)| p.clone()))
     };
-    // Only bulwark's replica cgroups: a process in its parent's cgroup is not measured so.
-    let parent = dir.parent()?;
-    if parent.parent()?.file_name()? != "bulwark" {
-        return None;
+    let (dir, mine) = (pick(&theirs)?, pick(me)?);
+    (!mine.starts_with(&dir)).then_some(dir)
+}
+
+/// Memory (page cache included) and CPU charged to the cgroup of its own `pid` is in
+/// (see `own_cgroup_of`), `None` each when it has none. This is what a `resources.memory`
+/// limit is compared with and what a container uses, so the resource sampler reports it
+/// instead of the single process's RSS and CPU. Reads procfs and cgroupfs (as cheap as the
+/// sampler's /proc reads).
+pub fn own_usage_of(pid: u32) -> Usage {
+    let num = |dir: Option<PathBuf>, file: &str| -> Option<String> {
+        fs::read_to_string(dir?.join(file)).ok()
+    };
+    let memory = own_cgroup_of(pid, &[Controller::Memory]);
+    let cpu = own_cgroup_of(pid, &[Controller::Cpuacct, Controller::Cpu]);
+    let v2 = cpu.as_ref().is_some_and(|d| d.join("cpu.stat").exists());
+    Usage {
+        memory_bytes: num(memory.clone(), "memory.usage_in_bytes")
+            .or_else(|| num(memory, "memory.current"))
+            .and_then(|s| s.trim().parse().ok()),
+        cpu_seconds: if v2 {
+            num(cpu, "cpu.stat")
+                .and_then(|s| replica::keyed(&s, "usage_usec"))
+                .map(|us| us as f64 / 1e6)
+        } else {
+            num(cpu, "cpuacct.usage")
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(|ns| ns as f64 / 1e9)
+        },
+        pids: None,
     }
-    fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+}
+
+/// Every process in the cgroup of its own `pid` is in and in the cgroups below it: a
+/// container's processes, found from its PID 1 (they cannot leave it: no cgroupfs is
+/// mounted inside). Just `pid` when it has no cgroup of its own (see `own_cgroup_of`), so
+/// bulwark never signals its own cgroup's processes; empty once `pid` is gone.
+pub fn procs_with(pid: u32) -> Vec<u32> {
+    let Some(dir) = own_cgroup_of(
+        pid,
+        &[Controller::Pids, Controller::Memory, Controller::Cpu],
+    ) else {
+        return if Path::new(&format!("/proc/{pid}")).exists() {
+            vec![pid]
+        } else {
+            Vec::new()
+        };
+    };
+    let mut found = Vec::new();
+    let mut dirs = vec![dir];
+    while let Some(d) = dirs.pop() {
+        if let Ok(procs) = fs::read_to_string(d.join("cgroup.procs")) {
+            found.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        for child in fs::read_dir(&d).into_iter().flatten().flatten() {
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(child.path());
+            }
+        }
+    }
+    found
 }
 
 /// [`remove_tree`] without killing: a cgroup that holds a process stays (rmdir refuses).

@@ -84,3 +84,23 @@ fn the_other_v1_hierarchies_and_hybrid_cgroup2_are_found_for_runcs_cgroups_besid
         ]
     );
 }
+
+#[test]
+fn a_process_in_bulwarks_own_cgroup_is_measured_and_signalled_alone() {
+    // A child of the test shares its cgroup: it has none of its own, so nothing beside it
+    // is listed (bulwark must never signal its own cgroup) and no cgroup usage is given.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("run sleep");
+    let pid = child.id();
+    assert_eq!(procs_with(pid), vec![pid]);
+    assert_eq!(own_usage_of(pid), Usage::default());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        procs_with(pid),
+        Vec::<u32>::new(),
+        "gone: nothing to signal"
+    );
+}

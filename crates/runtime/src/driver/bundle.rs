@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use super::init::InitFiles;
+
 /// `PATH` inside the container unless the service's `env` sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -42,6 +44,8 @@ pub(crate) struct Bundle<'a> {
     /// `linux.cgroupsPath`, relative to runc's own cgroup: inside the replica's cgroup,
     /// whose limits bulwark wrote. `None`: runc's default (the container id, under its own).
     pub cgroup: Option<String>,
+    /// bulwark's init, PID 1 with `args` as its child (`init = true`).
+    pub init: Option<&'a InitFiles>,
     /// The incarnation's notify socket on the host, bind-mounted (the file alone) at
     /// [`crate::notify::IN_CONTAINER`].
     pub notify: Option<&'a std::path::Path>,
@@ -63,7 +67,7 @@ impl Bundle<'_> {
             "process": {
                 "terminal": false,
                 "user": { "uid": uid, "gid": gid },
-                "args": self.args,
+                "args": self.argv(),
                 "env": env,
                 "cwd": self.cwd,
                 // Kept capabilities are in every set, so a non-root user keeps them across
@@ -92,6 +96,14 @@ impl Bundle<'_> {
         config
     }
 
+    /// `args`, after bulwark's init when the container has one.
+    fn argv(&self) -> Vec<String> {
+        match self.init {
+            Some(init) => init.argv(self.args.clone()),
+            None => self.args.clone(),
+        }
+    }
+
     fn mounts(&self) -> Vec<Value> {
         let mut m = vec![
             json!({"destination": "/proc", "type": "proc", "source": "proc"}),
@@ -114,6 +126,16 @@ impl Bundle<'_> {
             json!({"destination": b.target, "type": "bind", "source": b.source,
                    "options": options})
         }));
+        // runc makes the mount points (`/.bulwark/…`, empty) in the rootfs, as it does `/proc`.
+        m.extend(
+            self.init
+                .iter()
+                .flat_map(|i| i.mounts())
+                .map(|(host, inside)| {
+                    json!({"destination": inside, "type": "bind", "source": host,
+                   "options": ["bind", "ro", "nosuid", "nodev"]})
+                }),
+        );
         // Under /dev, runc's tmpfs: the mount point is made there, not in the rootfs.
         if let Some(socket) = self.notify {
             m.push(

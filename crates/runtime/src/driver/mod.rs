@@ -3,12 +3,15 @@
 //! The seam is [`start`] and [`ended`]: a service without `[container]` runs as
 //! a plain process ([`spawn`], the process driver); one with it runs in an OCI container
 //! through runc ([`oci`]). Both give the supervisor a child process that leads its own
-//! process group, so signals, stop, kill, exit watching and log capture are the same code
-//! for both; only what happens after the exit differs (a container is deleted).
+//! process group, so the stop signal, kill, exit watching and log capture are the same
+//! code for both; what differs is which processes are the replica's ([`Processes`]: a
+//! container's run in a session of their own, behind its PID 1, bulwark's [`init`]) and
+//! what happens after the exit (a container is deleted).
 //! An enum over two known drivers rather than a trait object: nothing outside this
 //! crate adds drivers, and each call site stays one `match` away from both.
 
 mod bundle;
+pub mod init;
 pub mod oci;
 
 use std::io;
@@ -79,6 +82,60 @@ impl Identity<'_> {
     }
 }
 
+/// The processes of one running incarnation, as its driver made them: which one `status`
+/// shows and the sampler measures, and which ones a signal of chaos reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processes {
+    /// What bulwark spawned and watches: it leads its own process group and its exit ends
+    /// the incarnation (the program; runc for a container).
+    pub leader: u32,
+    /// A container's PID 1 as the host numbers it, once runc has started it. It is in a
+    /// session of its own: the leader's group does not hold the container's processes.
+    pub container: Option<u32>,
+}
+
+impl Processes {
+    /// From a replica's status: its `pid`, and `runtime_pid` for a container.
+    pub fn of_status(pid: u32, runtime_pid: Option<u32>) -> Processes {
+        match runtime_pid {
+            Some(runc) => Processes {
+                leader: runc,
+                container: Some(pid),
+            },
+            None => Processes {
+                leader: pid,
+                container: None,
+            },
+        }
+    }
+
+    /// The replica's own process: the container's PID 1, else the leader.
+    pub fn pid(&self) -> u32 {
+        self.container.unwrap_or(self.leader)
+    }
+
+    /// The container runtime's process (runc), when the container's PID 1 is known.
+    pub fn runtime_pid(&self) -> Option<u32> {
+        self.container.map(|_| self.leader)
+    }
+
+    /// Sends `sig` to every process of the incarnation: the leader's process group (the
+    /// process driver, or runc before its container runs), or every process of the
+    /// container's cgroup (runc itself is left alone: it would pass the signal on to PID 1
+    /// a second time, and SIGSTOP of runc freezes nothing of the container). Reads procfs
+    /// and cgroupfs: call it on the blocking pool. As with `launch::signal_group`, call it
+    /// only while the leader is unreaped, so no pid in it names someone else.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let Some(init) = self.container else {
+            launch::signal_group(self.leader, sig);
+            return;
+        };
+        for pid in launch::cgroup::procs_with(init) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+        }
+    }
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -87,7 +144,8 @@ pub fn free_port() -> io::Result<u16> {
 }
 
 /// Starts one incarnation of `svc` with the driver its spec names: the process the
-/// supervisor watches and signals and, for a container, what [`ended`] must delete.
+/// supervisor watches and signals, its [`Processes`] (for a container, once runc has
+/// started it, or has given up) and, for a container, what [`ended`] must delete.
 /// `placement` and `notify` as for [`spawn`]; a container gets its notify socket
 /// bind-mounted ([`oci`]). Its runc is not placed in the replica's cgroups (only the
 /// placement's `oom_score_adj` applies to it): runc makes the container's cgroup at
@@ -99,16 +157,29 @@ pub(crate) async fn start(
     oci_dirs: &oci::OciDirs,
     (placement, cgroup): (launch::Placement, Option<String>),
     notify: Option<&Path>,
-) -> io::Result<(Child, Option<oci::Container>)> {
+) -> io::Result<(Child, Processes, Option<oci::Container>)> {
     let Some(c) = &svc.container else {
-        return Ok((spawn(svc, id, placement, notify).await?, None));
+        let child = spawn(svc, id, placement, notify).await?;
+        let leader = child.id().unwrap_or(0);
+        let procs = Processes {
+            leader,
+            container: None,
+        };
+        return Ok((child, procs, None));
     };
     let placement = launch::Placement {
         cgroup_procs: Vec::new(),
         ..placement
     };
     match oci::start(svc, c, id, oci_dirs, (placement, cgroup), notify).await {
-        Ok((child, container)) => Ok((child, Some(container))),
+        Ok((child, mut container)) => {
+            let leader = child.id().unwrap_or(0);
+            let procs = Processes {
+                leader,
+                container: container.init_pid(leader).await,
+            };
+            Ok((child, procs, Some(container)))
+        }
         Err(e) => Err(io::Error::new(
             e.kind(),
             format!("cannot start a container for service {}: {e}", id.service),

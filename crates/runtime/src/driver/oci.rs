@@ -5,7 +5,8 @@
 //! process carries over unchanged: its stdout and stderr are the container's (runc hands
 //! its own descriptors to the container), its exit status is the container's (runc exits
 //! with the program's code, or 128 + the signal that killed it), and the stop signal sent
-//! to its group is forwarded by runc to the container's PID 1. What runc cannot forward
+//! to its group is forwarded by runc to the container's PID 1 (bulwark's init, which
+//! passes it on to the program). What runc cannot forward
 //! is SIGKILL: a killed runc leaves its container running. So once the replica's process
 //! has ended, however it ended, the container is deleted (`runc delete --force`, which
 //! kills what is left), and when bulwark itself is killed the janitor (`bulwark up`
@@ -27,13 +28,14 @@ use tokio::process::{Child, Command};
 
 use super::Identity;
 use super::bundle::Bundle;
+use super::init::InitFiles;
 
 /// What to do when runc is missing, in the words every error about it uses.
 pub const RUNC_MISSING: &str = "runc is not on PATH: install it (Debian and Ubuntu: \
     `apt-get install runc`) or add its directory to PATH; services with a [container] \
     table run through it";
 
-/// How long a `runc delete` or `runc list` may take.
+/// How long a `runc delete` or `runc list` may take, or `runc run` to start a container.
 const RUNC_LIMIT: Duration = Duration::from_secs(30);
 
 /// Numbers containers, so an id is never reused while an older container may linger.
@@ -74,8 +76,61 @@ pub(crate) struct Container {
     id: String,
     bundle: PathBuf,
     root: PathBuf,
+    /// Watches the bundle for runc's pid file, until [`Container::init_pid`] has read it.
+    pid_watch: Option<PidWatch>,
     /// Its cgroup, relative to bulwark's (what runc was given as `cgroupsPath`).
     cgroup: String,
+}
+
+/// runc's `--pid-file`, in the bundle: the container's PID 1, written once it runs.
+const PID_FILE: &str = "pid";
+
+/// An inotify watch on a bundle directory (runc writes its pid file beside, then renames
+/// it into place), read through the runtime's reactor.
+struct PidWatch(tokio::io::unix::AsyncFd<Inotify>);
+
+/// nix's inotify handle, as the reactor takes it.
+struct Inotify(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for Inotify {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl PidWatch {
+    /// Watches `dir` for files written or moved into it. Call it before runc starts.
+    fn new(dir: &Path) -> io::Result<PidWatch> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags};
+        let inotify =
+            nix::sys::inotify::Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(
+            dir,
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+        )?;
+        let fd = Inotify(inotify);
+        // SAFETY: `Inotify` owns its descriptor for its whole life and always returns it.
+        #[allow(unsafe_code)]
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        Ok(PidWatch(registered.map_err(io::Error::from)?))
+    }
+
+    /// Resolves at the next change in the directory.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: an event not read stays queued in the inotify descriptor.
+    async fn changed(&self) -> io::Result<()> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(io::Error::from)) {
+                Ok(read) => return read.map(drop),
+                Err(_would_block) => continue,
+            }
+        }
+    }
 }
 
 /// runc, found on `PATH`.
@@ -115,6 +170,11 @@ pub(crate) async fn start(
 ) -> io::Result<(Child, Container)> {
     let runc = runc().await?;
     let rootfs = rootfs(c, dirs).await?;
+    let init = if c.init {
+        Some(init_files(id.bulwark).await?)
+    } else {
+        None
+    };
     let name = format!(
         "{}-{}{}-{}",
         id.service,
@@ -139,6 +199,7 @@ pub(crate) async fn start(
         hostname: format!("{}-{}", id.service, id.index),
         nofile: nofile(),
         cgroup: Some(cgroup.clone()),
+        init,
         notify,
     };
     let dir = dirs.bundles().join(&name);
@@ -150,6 +211,7 @@ pub(crate) async fn start(
         .await
         .map_err(io::Error::other)??;
     let root = dirs.runc_root();
+    let pid_watch = PidWatch::new(&dir)?;
     let mut cmd = Command::new(runc);
     // With NOTIFY_SOCKET (bulwark's own, from systemd) runc would proxy the container's
     // READY=1 to bulwark's manager, naming the container's process as the unit's main pid.
@@ -161,6 +223,8 @@ pub(crate) async fn start(
         .arg("run")
         .arg("--bundle")
         .arg(&dir)
+        .arg("--pid-file")
+        .arg(dir.join(PID_FILE))
         .arg(&name)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -173,9 +237,23 @@ pub(crate) async fn start(
             id: name,
             bundle: dir,
             root,
+            pid_watch: Some(pid_watch),
             cgroup,
         },
     ))
+}
+
+/// The files bulwark's init runs from, found once (they are this process's own).
+async fn init_files(bulwark: &Path) -> io::Result<&'static InitFiles> {
+    static FILES: std::sync::OnceLock<InitFiles> = std::sync::OnceLock::new();
+    if let Some(f) = FILES.get() {
+        return Ok(f);
+    }
+    let binary = bulwark.to_owned();
+    let found = tokio::task::spawn_blocking(move || InitFiles::of_this_process(&binary))
+        .await
+        .map_err(io::Error::other)?;
+    Ok(FILES.get_or_init(|| found))
 }
 
 /// The container's `RLIMIT_NOFILE`: the usual soft 1024 under bulwark's own hard limit,
@@ -271,6 +349,32 @@ fn unpack_target(file: &Path, images: &Path) -> io::Result<(PathBuf, bool)> {
 }
 
 impl Container {
+    /// The container's PID 1 as the host numbers it, once runc has started it (runc writes
+    /// its pid file then); `None` when runc (`leader`) exits first, or takes longer than
+    /// [`RUNC_LIMIT`] (the replica then shows and is measured as runc).
+    pub(crate) async fn init_pid(&mut self, leader: u32) -> Option<u32> {
+        let watch = self.pid_watch.take()?;
+        let file = self.bundle.join(PID_FILE);
+        let written = async {
+            loop {
+                if let Ok(text) = tokio::fs::read_to_string(&file).await
+                    && let Ok(pid) = text.trim().parse::<u32>()
+                {
+                    return Some(pid);
+                }
+                watch.changed().await.ok()?;
+            }
+        };
+        tokio::select! {
+            pid = written => pid,
+            _ = launch::exited(leader) => None,
+            () = tokio::time::sleep(RUNC_LIMIT) => {
+                tracing::warn!(container = self.id, "runc did not start the container in time");
+                None
+            }
+        }
+    }
+
     /// Who may speak on its notify socket: the processes in its cgroup.
     pub(crate) fn notify_senders(&self) -> crate::notify::Senders {
         crate::notify::Senders::Cgroup(self.cgroup.clone())

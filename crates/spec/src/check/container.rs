@@ -77,6 +77,7 @@ pub(super) fn container(
         user: t.user.value().and_then(|u| parse_user(u)),
         capabilities: t.capabilities.get().unwrap_or_default(),
         network: t.network.get().unwrap_or(Network::Host),
+        init: t.init.get().unwrap_or(true),
     })
 }
 

@@ -62,8 +62,9 @@ section! {
 section! {
     /// A fault: `type` and the keys of that type.
     pub(crate) struct ChaosFaultTable {
-        /// `kill` (a signal), `stop` (SIGSTOP for the duration), `restart` (a graceful
-        /// restart); `http-delay`, `http-abort`, `http-reset` (the proxy, on requests sent to
+        /// `kill` (a signal), `stop` (SIGSTOP for the duration), each to every process of
+        /// the target replicas (their process groups; every process in a container);
+        /// `restart` (a graceful restart); `http-delay`, `http-abort`, `http-reset` (the proxy, on requests sent to
         /// the target replicas); `tcp` (a toxic, `protocol = "tcp"`); `cpu`, `memory` (a
         /// stressor process bulwark always stops); `dependency` (requests to service `to`
         /// through its listener delayed or failed); `disk-fill` (a file in `path`).

@@ -14,8 +14,8 @@ section! {
     /// `/proc`, `/dev`, `/sys`, no new privileges) per incarnation under its state
     /// directory. `run`, `env`, `secrets` and `cwd` (a path inside the container) apply
     /// as for a process; `PORT` and the other replica variables are set too. The stop
-    /// signal goes to the container's PID 1, which ignores signals it has no handler
-    /// for: such a program is killed once `stop_grace` is over.
+    /// signal goes to the container's PID 1: bulwark's init (see `init`), which passes it
+    /// on to the program.
     pub(crate) struct ContainerTable {
         /// The root file system: a directory, or a `.tar`, `.tar.gz` or `.tgz` file that
         /// is unpacked once into the state directory (again when the file changes).
@@ -39,6 +39,15 @@ section! {
         /// replica listens on the `PORT` the proxy expects. A private namespace is not
         /// built yet.
         network: Network = choice(Network::CHOICES), r#""host""#;
+        /// Run bulwark's own init as the container's PID 1 (as `docker run --init` runs
+        /// tini): bulwark's binary, mounted read-only at `/.bulwark/init` with the
+        /// libraries it needs, starts `run` as its child, passes every signal on to the
+        /// child's process group, reaps orphaned zombies and exits with the child's
+        /// status. `false` runs the program itself as PID 1, where the kernel drops every
+        /// signal it has no handler for: a program without a SIGTERM handler then ignores
+        /// the stop signal and is killed once `stop_grace` is over, and nothing reaps
+        /// the orphans it leaves.
+        init: bool = boolean(), "true";
     }
 }
 
@@ -79,6 +88,8 @@ pub struct Container {
     pub capabilities: Vec<String>,
     /// The network namespace.
     pub network: Network,
+    /// bulwark's init runs as PID 1, the program as its child.
+    pub init: bool,
 }
 
 impl Container {
