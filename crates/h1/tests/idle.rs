@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
 
 use tokio::net::TcpListener;
 
@@ -17,26 +16,6 @@ fn rss() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: usize = statm.split(' ').nth(1).unwrap().parse().unwrap();
     pages * 4096
-}
-
-/// Starts the engine on its own current-thread runtime (as a proxy worker runs it).
-fn server() -> SocketAddr {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            loop {
-                let (s, _) = l.accept().await.unwrap();
-                tokio::spawn(h1::serve(s, common::answer, Default::default()));
-            }
-        });
-    });
-    rx.recv().unwrap()
 }
 
 /// Opens `n` connections that each get one answer and stay open.
@@ -67,7 +46,7 @@ fn get(c: &mut TcpStream, path: &str) {
 #[test]
 fn an_idle_keep_alive_connection_holds_no_buffer_and_under_2_kib() {
     the_idle_future_is_small();
-    let addr = server();
+    let addr = common::server(Default::default());
     // Warm up: the runtime's slabs, the pools and the allocator's arena.
     let warm = open(addr, 200);
     let before = rss();

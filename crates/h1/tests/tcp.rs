@@ -5,29 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
 use std::time::Duration;
-
-use tokio::net::TcpListener;
-
-fn server(config: h1::Config) -> SocketAddr {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            loop {
-                let (s, _) = l.accept().await.unwrap();
-                tokio::spawn(h1::serve(s, common::answer, config.into()));
-            }
-        });
-    });
-    rx.recv().unwrap()
-}
 
 /// Sends the head of a 413-bound request, reads the answer to its end (the engine's FIN),
 /// then sends the body the client had meant to send: 50 writes of 400 B, 10 ms apart.
@@ -56,7 +34,7 @@ fn after_a_refusal_the_engine_keeps_reading_what_the_client_still_sends() {
         max_body_bytes: Some(1024),
         ..h1::Config::default()
     };
-    let lingering = server(config(Some(Duration::from_secs(5))));
+    let lingering = common::server(config(Some(Duration::from_secs(5))));
     let (out, sent) = refused_then_body(lingering);
     assert!(
         out.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
@@ -64,7 +42,7 @@ fn after_a_refusal_the_engine_keeps_reading_what_the_client_still_sends() {
     );
     sent.expect("the client's writes after the answer failed: no lingering close");
     // The same without lingering: the writes fail (so the check above can fail).
-    let abrupt = server(config(None));
+    let abrupt = common::server(config(None));
     let (out, sent) = refused_then_body(abrupt);
     assert!(out.starts_with("HTTP/1.1 413 "), "{out:?}");
     assert!(sent.is_err(), "writes to a closed socket succeeded");

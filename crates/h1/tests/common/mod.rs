@@ -14,7 +14,6 @@ pub type Answer = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Answers by path: `/204`, `/304` (with a Content-Length), `/close` (asks to close),
 /// `/reset` (asks to drop the connection unanswered), `/ws` and `/101` (see `switch`),
-/// `/reset` (asks to drop the connection unanswered), `/ws` and `/101` (see `switch`),
 /// `/stream` (a body of unknown length), `/skip` (never reads the request body); any other
 /// path reads the whole body and answers `PATH BODY`. A body that fails is answered 500
 /// (the engine answers 400 or 413 instead when the failure is the client's).
@@ -159,4 +158,26 @@ pub async fn statuses(input: &[u8]) -> Vec<u16> {
         .iter()
         .map(|r| r.0)
         .collect()
+}
+
+/// Serves the engine on 127.0.0.1 from a thread with its own current-thread runtime (as a
+/// proxy worker runs it), answering with [`answer`]; returns the address.
+pub fn server(config: Config) -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let config = std::sync::Arc::new(config);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                tokio::spawn(h1::serve(s, answer, config.clone()));
+            }
+        });
+    });
+    rx.recv().unwrap()
 }
