@@ -383,6 +383,27 @@ impl Stack {
         )
     }
 
+    /// The service's first replica; `null` in the moment after `up` starts when it has
+    /// none yet.
+    pub fn first_replica(&self, service: &str) -> Value {
+        replicas_in(&self.service(service))
+            .first()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The service's first replica once its sd_notify `STATUS=` reads `status`.
+    pub fn wait_notify_status(&self, service: &str, status: &str) -> Value {
+        eventually(
+            &format!("{service}: the replica's STATUS={status}"),
+            Duration::from_secs(30),
+            || {
+                let r = self.first_replica(service);
+                (r["notify_status"] == status).then_some(r)
+            },
+        )
+    }
+
     /// Runs a CLI command against this stack.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BULWARK)

@@ -37,6 +37,14 @@ fn leader_stack(port: u16, replicas: u32, leader_extra: &str, extra: &str) -> St
         .build()
 }
 
+/// Starts `toml`, whose service `service` is exposed on `port`, and waits for its
+/// `replicas` to be ready; returns the stack and the proxy's address.
+fn started(toml: &str, port: u16, service: &str, replicas: usize) -> (Stack, SocketAddr) {
+    let stack = Stack::start(toml);
+    stack.wait_ready(service, replicas);
+    (stack, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
 /// What `/role` answered: `replica`, `header`, `role`, `token`.
 fn parse_role(body: &str) -> BTreeMap<String, String> {
     body.lines()
@@ -166,9 +174,7 @@ fn assert_no_overlap(served: &[Served]) {
 #[test]
 fn one_leader_takes_all_traffic_with_its_token_and_a_standby_takes_over_on_kill() {
     let port = free_port();
-    let stack = Stack::start(&leader_stack(port, 3, "", ""));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    stack.wait_ready("web", 3);
+    let (stack, addr) = started(&leader_stack(port, 3, "", ""), port, "web", 3);
     let (first, pid, t1) = wait_leader(&stack, "a leader", |_, _| true);
     for _ in 0..12 {
         let (code, r) = role(addr, "GET").expect("the proxy answers");
@@ -275,9 +281,12 @@ fn one_leader_takes_all_traffic_with_its_token_and_a_standby_takes_over_on_kill(
 #[test]
 fn writes_go_to_the_leader_and_reads_to_every_ready_replica() {
     let port = free_port();
-    let stack = Stack::start(&leader_stack(port, 3, "route = \"writes\"", ""));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    stack.wait_ready("web", 3);
+    let (stack, addr) = started(
+        &leader_stack(port, 3, "route = \"writes\"", ""),
+        port,
+        "web",
+        3,
+    );
     let (leader, _, token) = wait_leader(&stack, "a leader", |_, _| true);
     for method in ["POST", "PUT", "DELETE"] {
         for _ in 0..5 {
@@ -324,9 +333,12 @@ fn writes_go_to_the_leader_and_reads_to_every_ready_replica() {
 #[test]
 fn a_hung_leader_is_replaced_and_a_restarted_bulwark_never_reuses_a_token() {
     let port = free_port();
-    let mut stack = Stack::start(&leader_stack(port, 2, "failover_after = \"1s\"", ""));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    stack.wait_ready("web", 2);
+    let (mut stack, addr) = started(
+        &leader_stack(port, 2, "failover_after = \"1s\"", ""),
+        port,
+        "web",
+        2,
+    );
     let (hung, pid, t1) = wait_leader(&stack, "a leader", |_, _| true);
     let hung_port = replicas_in(&stack.service("web"))[hung as usize]["port"]
         .as_u64()
@@ -385,9 +397,7 @@ fn a_failing_promote_leaves_the_replica_a_standby_and_leader_traffic_waits() {
         "promote = [\"sh\", \"-c\", \"echo",
         "promote = [\"sh\", \"-c\", \"test $BULWARK_INDEX = 1 || { echo no >&2; exit 3; }; echo",
     ) + "[services.web.expose.timeouts]\nrequest = \"2s\"\n";
-    let stack = Stack::start(&toml);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    stack.wait_ready("web", 2);
+    let (stack, addr) = started(&toml, port, "web", 2);
     let (leader, pid, t1) = wait_leader(&stack, "replica 1 leads", |i, _| i == 1);
     assert_eq!(leader, 1);
     // Replica 0 was tried first, or is now that replica 1 is gone: its promotion fails
@@ -490,9 +500,7 @@ fn a_tcp_service_sends_every_connection_to_the_leader() {
         .expose(port)
         .with("protocol = \"tcp\"\n[services.db.leader]\n")
         .build();
-    let stack = Stack::start(&toml);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    stack.wait_ready("db", 3);
+    let (stack, addr) = started(&toml, port, "db", 3);
     let leader = eventually("a leader", Duration::from_secs(30), || {
         replicas_in(&stack.service("db"))
             .iter()

@@ -10,9 +10,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::harness::{Demo, Stack, eventually, free_port, get, output_text, replicas_in};
+use crate::harness::{Demo, Stack, eventually, free_port, get, output_text};
 use crate::oci::{OciStack, container_pid, containers, demo_rootfs};
 use crate::sdnotify::{at_ms, env_of, event, flood_while_calling};
 
@@ -43,26 +41,6 @@ fn prepare(args: &[&str], notify: &str, container_extra: &str, port: u16) -> (Oc
     ]);
     assert!(check.status.success(), "{}", output_text(&check));
     (stack, rootfs)
-}
-
-/// The replica's status; `null` in the moment after `up` starts when it has none yet.
-fn replica(stack: &Stack) -> Value {
-    replicas_in(&stack.service("web"))
-        .first()
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// The replica once its `STATUS=` reads `status`.
-fn wait_status(stack: &Stack, status: &str) -> Value {
-    eventually(
-        &format!("the replica's STATUS={status}"),
-        Duration::from_secs(30),
-        || {
-            let r = replica(stack);
-            (r["notify_status"] == status).then_some(r)
-        },
-    )
 }
 
 /// The running container's id and its process (as the host numbers it).
@@ -104,7 +82,7 @@ fn a_container_is_ready_only_after_its_own_ready_1_and_a_host_process_cannot_spe
         port,
     );
     stack.launch();
-    let r = wait_status(&stack, "starting");
+    let r = stack.wait_notify_status("web", "starting");
     assert_eq!(r["ready"], false, "ready before READY=1: {r}");
     let replica_port = r["port"].as_u64().unwrap() as u16;
     let (_, inside) = running_container(&stack);
@@ -138,7 +116,7 @@ fn a_container_is_ready_only_after_its_own_ready_1_and_a_host_process_cannot_spe
     // The container's own datagram comes after all of those on the same socket: once it
     // shows, they were read, and dropped.
     say(replica_port, "STATUS=told");
-    let r = wait_status(&stack, "told");
+    let r = stack.wait_notify_status("web", "told");
     assert_eq!(
         r["ready"], false,
         "a host process made the replica ready: {r}"
@@ -160,7 +138,7 @@ fn a_container_is_ready_only_after_its_own_ready_1_and_a_host_process_cannot_spe
     eventually(
         "ready after its own READY=1",
         Duration::from_secs(10),
-        || (replica(&stack)["ready"] == true).then_some(()),
+        || (stack.first_replica("web")["ready"] == true).then_some(()),
     );
     assert_eq!(get(proxied, "/").0, 200);
     let shown = output_text(&stack.cli(&["status"]));
@@ -169,10 +147,14 @@ fn a_container_is_ready_only_after_its_own_ready_1_and_a_host_process_cannot_spe
     // STOPPING=1: out of the balancer while the container still runs.
     say(replica_port, "STOPPING=1");
     eventually("unready after STOPPING=1", Duration::from_secs(10), || {
-        (replica(&stack)["ready"] == false).then_some(())
+        (stack.first_replica("web")["ready"] == false).then_some(())
     });
     assert_eq!(get(proxied, "/").0, 503);
-    assert_eq!(replica(&stack)["pid"], r["pid"], "STOPPING=1 is no restart");
+    assert_eq!(
+        stack.first_replica("web")["pid"],
+        r["pid"],
+        "STOPPING=1 is no restart"
+    );
     let events = stack.events();
     assert!(
         event(&events, |e| e["type"] == "replica_unready"
@@ -204,7 +186,7 @@ fn a_container_whose_watchdog_stops_is_restarted_with_the_event() {
     stack.env("NOTIFY_SOCKET", manager_path.to_str().unwrap());
     stack.launch();
     let first = eventually("a ready replica", Duration::from_secs(30), || {
-        let r = replica(&stack);
+        let r = stack.first_replica("web");
         (r["ready"] == true).then_some(r)
     });
     assert_eq!(first["notify_status"], "ready");
@@ -244,7 +226,7 @@ fn a_container_whose_watchdog_stops_is_restarted_with_the_event() {
         "watchdog timeout {timeout_after} ms after start"
     );
     let second = eventually("a new incarnation", Duration::from_secs(30), || {
-        let r = replica(&stack);
+        let r = stack.first_replica("web");
         (r["restarts"] == 1 && r["pid"].is_u64() && r["pid"] != first["pid"]).then_some(r)
     });
     assert!(
@@ -253,7 +235,7 @@ fn a_container_whose_watchdog_stops_is_restarted_with_the_event() {
     );
     // It speaks on a socket of its own again, and is ready again only after its READY=1.
     eventually("the new incarnation ready", Duration::from_secs(30), || {
-        (replica(&stack)["ready"] == true).then_some(())
+        (stack.first_replica("web")["ready"] == true).then_some(())
     });
     let events = stack.events();
     let pid = &second["pid"];

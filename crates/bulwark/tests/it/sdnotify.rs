@@ -36,22 +36,6 @@ fn app_stack(args: &str, notify: &str) -> (Stack, u16) {
     (stack, port)
 }
 
-fn replica(stack: &Stack) -> Value {
-    replicas_in(&stack.service("app"))[0].clone()
-}
-
-/// The first replica once it says `status`.
-fn wait_status(stack: &Stack, status: &str) -> Value {
-    eventually(
-        &format!("the replica's STATUS={status}"),
-        Duration::from_secs(30),
-        || {
-            let r = replica(stack);
-            (r["notify_status"] == status).then_some(r)
-        },
-    )
-}
-
 pub(crate) fn at_ms(e: &Value) -> u64 {
     e["at_ms"].as_u64().unwrap()
 }
@@ -73,7 +57,7 @@ pub(crate) fn env_of(pid: u32, name: &str) -> Option<String> {
 fn a_notify_app_is_ready_only_after_ready_1_and_restarted_when_its_watchdog_stops() {
     // READY=1 3 s after start; WATCHDOG=1 every 200 ms until 7 s after start.
     let (stack, port) = app_stack("3 0.2 7", "watchdog = \"1s\"");
-    let r = wait_status(&stack, "starting");
+    let r = stack.wait_notify_status("app", "starting");
     let pid = r["pid"].as_u64().unwrap() as u32;
     assert_eq!(r["ready"], false, "ready before READY=1: {r}");
     assert_eq!(
@@ -88,9 +72,9 @@ fn a_notify_app_is_ready_only_after_ready_1_and_restarted_when_its_watchdog_stop
     let shown = output_text(&stack.cli(&["status"]));
     assert!(shown.contains("status: starting"), "{shown}");
 
-    let r = wait_status(&stack, "serving");
+    let r = stack.wait_notify_status("app", "serving");
     eventually("the replica to be ready", Duration::from_secs(10), || {
-        (replica(&stack)["ready"] == true).then_some(())
+        (stack.first_replica("app")["ready"] == true).then_some(())
     });
     assert_eq!(r["pid"], pid);
     let (code, body) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
@@ -127,7 +111,7 @@ fn a_notify_app_is_ready_only_after_ready_1_and_restarted_when_its_watchdog_stop
          between 6 800 and 7 000 ms after the app's start and the watchdog is 1 000 ms"
     );
     let restarted = eventually("a new incarnation", Duration::from_secs(30), || {
-        let r = replica(&stack);
+        let r = stack.first_replica("app");
         (r["pid"].as_u64().is_some_and(|p| p as u32 != pid) && r["restarts"] == 1).then_some(r)
     });
     assert_eq!(
@@ -141,7 +125,7 @@ fn a_notify_app_is_ready_only_after_ready_1_and_restarted_when_its_watchdog_stop
 fn a_foreign_ready_1_is_ignored_a_flood_stalls_nothing_reloading_and_stopping_take_it_out() {
     // Never ready by itself; READY=1 on its second SIGUSR1.
     let (stack, port) = app_stack("-1 0 0", "");
-    let r = wait_status(&stack, "starting");
+    let r = stack.wait_notify_status("app", "starting");
     let pid = r["pid"].as_u64().unwrap() as u32;
     let socket = PathBuf::from(env_of(pid, "NOTIFY_SOCKET").expect("NOTIFY_SOCKET set"));
     assert_eq!(env_of(pid, "WATCHDOG_USEC"), None, "no watchdog declared");
@@ -165,7 +149,7 @@ fn a_foreign_ready_1_is_ignored_a_flood_stalls_nothing_reloading_and_stopping_ta
     // The app's own datagram comes after the forged one on the same socket: once it shows,
     // the forged one was read (and dropped).
     signal(pid, libc::SIGUSR1);
-    let r = wait_status(&stack, "signalled 1");
+    let r = stack.wait_notify_status("app", "signalled 1");
     assert_eq!(
         r["ready"], false,
         "a foreign READY=1 made the replica ready: {r}"
@@ -190,30 +174,30 @@ fn a_foreign_ready_1_is_ignored_a_flood_stalls_nothing_reloading_and_stopping_ta
 
     // The socket still works for the replica, which is still the same process.
     signal(pid, libc::SIGUSR1);
-    let r = wait_status(&stack, "signalled 2");
+    let r = stack.wait_notify_status("app", "signalled 2");
     assert_eq!(r["pid"], pid);
     assert_eq!(r["restarts"], 0);
     eventually(
         "ready after its own READY=1",
         Duration::from_secs(10),
-        || (replica(&stack)["ready"] == true).then_some(()),
+        || (stack.first_replica("app")["ready"] == true).then_some(()),
     );
     let (code, _) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
     assert_eq!(code, 200);
 
     // RELOADING=1: unready until the next READY=1.
     signal(pid, libc::SIGHUP);
-    let r = wait_status(&stack, "reloading");
+    let r = stack.wait_notify_status("app", "reloading");
     assert_eq!(r["ready"], false, "ready while reloading: {r}");
     signal(pid, libc::SIGUSR1);
-    wait_status(&stack, "signalled 3");
+    stack.wait_notify_status("app", "signalled 3");
     eventually("ready again after READY=1", Duration::from_secs(10), || {
-        (replica(&stack)["ready"] == true).then_some(())
+        (stack.first_replica("app")["ready"] == true).then_some(())
     });
 
     // STOPPING=1: out of the balancer while the process still runs.
     signal(pid, libc::SIGUSR2);
-    let r = wait_status(&stack, "stopping");
+    let r = stack.wait_notify_status("app", "stopping");
     assert_eq!(
         (r["ready"].clone(), r["pid"].clone()),
         (Value::from(false), Value::from(pid))
