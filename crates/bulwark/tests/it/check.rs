@@ -2,9 +2,9 @@
 
 use crate::harness::BULWARK;
 
-/// Runs `bulwark check` on `src` and compares stderr (with the temp path replaced by
-/// `stack.toml`) and the exit status; an empty `expected` asks for success.
-pub(crate) fn check(src: &str, expected: &str) {
+/// Runs `bulwark check` on `src`; returns its exit code and stderr, with the temp path
+/// replaced by `stack.toml`.
+pub(crate) fn check_output(src: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stack.toml");
     std::fs::write(&file, src).unwrap();
@@ -15,11 +15,18 @@ pub(crate) fn check(src: &str, expected: &str) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr)
         .replace(&file.to_string_lossy().into_owned(), "stack.toml");
+    (out.status.code(), stderr)
+}
+
+/// Runs `bulwark check` on `src` and compares stderr (with the temp path replaced by
+/// `stack.toml`) and the exit status; an empty `expected` asks for success.
+pub(crate) fn check(src: &str, expected: &str) {
+    let (code, stderr) = check_output(src);
     if expected.is_empty() {
-        assert!(out.status.success(), "{stderr}");
+        assert_eq!(code, Some(0), "{stderr}");
         return;
     }
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.trim_end(), expected.trim());
 }
 

@@ -128,25 +128,23 @@ impl Hosts {
     /// Cuts host `i` off the others: its port on the bridge goes down (its packets go
     /// nowhere, as when a cable is pulled; nothing is refused).
     pub fn cut(&self, i: usize) {
-        ip(&[
-            "-n",
-            &self.bridge_ns(),
-            "link",
-            "set",
-            &format!("v{i}"),
-            "down",
-        ]);
+        self.set_port(i, "down");
     }
 
     /// Connects host `i` again.
     pub fn heal(&self, i: usize) {
+        self.set_port(i, "up");
+    }
+
+    /// Sets host `i`'s port on the bridge `up` or `down`.
+    fn set_port(&self, i: usize, state: &str) {
         ip(&[
             "-n",
             &self.bridge_ns(),
             "link",
             "set",
             &format!("v{i}"),
-            "up",
+            state,
         ]);
     }
 }

@@ -445,38 +445,19 @@ fn a_failing_promote_leaves_the_replica_a_standby_and_leader_traffic_waits() {
 
 #[test]
 fn check_refuses_leader_routing_without_a_proxy() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("stack.toml");
-    std::fs::write(
-        &file,
+    let (code, text) = crate::check::check_output(
         "[services.db]\nrun = [\"db\"]\nreplicas = 2\n[services.db.leader]\nroute = \"leader\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(BULWARK)
-        .args(["check", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text = output_text(&out);
-    assert!(!out.status.success(), "{text}");
+    );
+    assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("stack.toml:5:"), "{text}");
     assert!(
         text.contains("route = \"leader\" needs the proxy"),
         "{text}"
     );
     // One replica: allowed, with a warning that nothing can take over.
-    std::fs::write(
-        &file,
-        "[services.db]\nrun = [\"db\"]\n[services.db.leader]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(BULWARK)
-        .args(["check", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text = output_text(&out);
-    assert!(out.status.success(), "{text}");
+    let (code, text) =
+        crate::check::check_output("[services.db]\nrun = [\"db\"]\n[services.db.leader]\n");
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("no standby to take over"), "{text}");
 }
 
