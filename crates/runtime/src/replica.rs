@@ -326,7 +326,15 @@ impl Task {
             Ok((child, procs, container)) => Ok(Spawned {
                 child,
                 procs,
-                addr: std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port),
+                // A private network's container has an address of its own.
+                addr: std::net::SocketAddr::new(
+                    container
+                        .as_ref()
+                        .and_then(driver::oci::Container::addr)
+                        .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
+                        .into(),
+                    port,
+                ),
                 cgroup,
                 notify,
                 container,

@@ -12,6 +12,7 @@
 
 mod bundle;
 pub mod init;
+pub mod netns;
 pub mod oci;
 
 use std::io;
