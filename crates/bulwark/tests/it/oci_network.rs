@@ -1,7 +1,7 @@
 //! Issue 14, `network = "private"`: each container replica in a network namespace of its
 //! own, linked to the host by a veth pair, reached by the proxy and the probes at its own
-//! address; isolated from the host's loopback; and no veth or namespace outlives its
-//! replica, its `up`, or a kill -9 of `up`.
+//! address; isolated from the host's loopback; no veth or namespace outlives its
+//! replica, its `up`, or a kill -9 of `up`; and without root, a clear refusal.
 //!
 //! Links are compared by name *and* index: tests run in parallel, and a slot one test
 //! freed may be claimed at once by another test's replica under the same name.
@@ -327,4 +327,37 @@ fn oci_private_networks_never_outlive_their_replica_or_bulwark() {
     assert!(status.success(), "{status}");
     nothing_left(&stack, &now, "SIGTERM after a restart");
     assert!(containers(&state).is_empty());
+}
+
+/// Without root, `up` refuses a private network at start, naming the service and the key.
+#[test]
+fn oci_private_network_without_root_is_refused_naming_the_key() {
+    let mut stack = NetStack(OciStack(Stack::prepare(
+        &Demo::new("web")
+            .with("[services.web.container]\nrootfs = \"rootfs\"\nnetwork = \"private\"")
+            .build(),
+    )));
+    let dir = stack.dir.path().to_owned();
+    std::fs::create_dir(dir.join("rootfs")).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(chown.status.success(), "{}", output_text(&chown));
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let status = stack.launch_via_expecting_failure(&nobody, Duration::from_secs(30));
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    let said = stack.stderr();
+    assert!(
+        said.contains("service web: [services.web.container] network = \"private\" needs root")
+            && said.contains("network = \"host\""),
+        "{said}"
+    );
+    assert!(namespaces(&netns_dir(&stack.state_dir())).is_empty());
 }
