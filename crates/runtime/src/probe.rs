@@ -246,6 +246,7 @@ async fn exec(command: &[String], limit: Duration, t: &Target) -> Result<(), Str
     let id = Identity {
         service: &t.service.name,
         index: t.index,
+        addr: t.addr.ip(),
         port: t.addr.port(),
         bulwark: &t.bulwark,
     };

@@ -306,6 +306,8 @@ impl Task {
         let id = Identity {
             service: &self.svc.name,
             index: self.h.index(),
+            // The oci driver gives a container with a private network its own.
+            addr: std::net::Ipv4Addr::LOCALHOST.into(),
             port,
             bulwark: &self.h.shared().bulwark,
         };

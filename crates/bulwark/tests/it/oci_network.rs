@@ -78,12 +78,18 @@ fn mounted_namespaces(state: &Path) -> Vec<String> {
 
 /// `n` demo replicas listening on every address, in containers with a private network.
 fn start(n: u32, port: u16) -> NetStack {
+    start_on(n, port, "0.0.0.0", "")
+}
+
+/// [`start`], the demo listening on `host`, with `extra` among the service's tables.
+fn start_on(n: u32, port: u16, host: &str, extra: &str) -> NetStack {
     let mut stack = NetStack(OciStack(Stack::prepare("")));
     let rootfs = demo_rootfs(stack.dir.path());
-    let toml = Demo::with_args("web", &["--host", "0.0.0.0"])
+    let toml = Demo::with_args("web", &["--host", host])
         .replicas(n)
         .with("stop_grace = \"2s\"\n[services.web.backoff]\ninitial = \"100ms\"\nmax = \"1s\"")
         .ready_every("200ms")
+        .with(extra)
         .with(&format!(
             "[services.web.container]\nrootfs = \"{}\"\nnetwork = \"private\"",
             rootfs.display()
@@ -181,11 +187,16 @@ fn in_netns_of(pid: u32, cmd: &str) -> std::process::Output {
 }
 
 /// (1) Two replicas, each at its own address (in `status`, JSON and text), both serve
-/// through bulwark's proxy, and each answers at its address from the host.
+/// through bulwark's proxy, and each answers at its address from the host. `{addr}` is
+/// that address in `run` (the demo listens on it alone) and in an exec probe (the startup
+/// probe, run on the host, connects to it).
 #[test]
 fn oci_private_network_replicas_serve_through_the_proxy_each_at_its_own_address() {
     let port = free_port();
-    let stack = start(2, port);
+    let startup = "[services.web.startup]\n\
+                   exec = [\"bash\", \"-c\", \"exec 3<>/dev/tcp/{addr}/{port}\"]\n\
+                   period = \"100ms\"\nfailure_threshold = 100";
+    let stack = start_on(2, port, "{addr}", startup);
     stack.wait_ready("web", 2);
     let rs = replicas(&stack);
     assert_eq!(rs.len(), 2, "{rs:?}");

@@ -193,6 +193,11 @@ pub(crate) async fn start(
     );
     let cgroup = cgroup.unwrap_or_else(|| name.clone());
     let netns = private_network(c, dirs, id.service, &name).await?;
+    // `{addr}` is the container's own address once it has one.
+    let id = &Identity {
+        addr: netns.as_ref().map_or(id.addr, |n| n.addr().into()),
+        ..*id
+    };
     let mut env = id.env_pairs(svc);
     if notify.is_some() {
         env.extend(super::notify_env(svc, crate::notify::IN_CONTAINER));
