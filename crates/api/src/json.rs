@@ -136,6 +136,10 @@ pub struct Replica {
     /// For a container: the runtime's process (runc), which bulwark spawned and watches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_pid: Option<u32>,
+    /// Where the replica is reached: 127.0.0.1, or its container's own address
+    /// (`network = "private"`).
+    #[serde(default)]
+    pub addr: Option<std::net::IpAddr>,
     pub port: Option<u16>,
     pub state: String,
     pub ready: bool,
@@ -245,6 +249,7 @@ impl From<runtime::ServiceStatus> for Service {
                     index: r.index,
                     pid: r.pid,
                     runtime_pid: r.runtime_pid,
+                    addr: r.addr,
                     port: r.port,
                     state: r.state.as_str().into(),
                     ready: r.ready,

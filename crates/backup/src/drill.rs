@@ -147,9 +147,11 @@ async fn start_and_check(
         source: e,
     })?;
     let bulwark = host.bulwark();
+    // The scratch replica is a process on the host, whatever the service's network.
     let id = runtime::Identity {
         service,
         index: 0,
+        addr: std::net::Ipv4Addr::LOCALHOST.into(),
         port,
         bulwark: &bulwark,
     };

@@ -37,18 +37,20 @@ async fn attempt(hook: &Hook, service: Option<&str>, host: &dyn Host) -> Result<
     let mut redactor: std::sync::Arc<runtime::Redactor> = Default::default();
     let cmd = match service {
         Some(name) => {
-            let (svc, port) = host
+            let (svc, replica) = host
                 .service(name)
                 .ok_or_else(|| format!("service `{name}` is not in the stack"))?;
-            if port.is_none() && hook.run.iter().any(|a| a.contains("{port}")) {
+            let needs = |k: &str| hook.run.iter().any(|a| a.contains(k));
+            if replica.is_none() && (needs("{port}") || needs("{addr}")) {
                 return Err(format!(
-                    "it needs {{port}} and no replica of `{name}` is running"
+                    "it needs {{port}} or {{addr}} and no replica of `{name}` is running"
                 ));
             }
             let id = runtime::Identity {
                 service: name,
                 index: 0,
-                port: port.unwrap_or(0),
+                addr: replica.map_or(std::net::Ipv4Addr::LOCALHOST.into(), |r| r.ip()),
+                port: replica.map_or(0, |r| r.port()),
                 bulwark: &bulwark,
             };
             redactor = runtime::Redactor::of(&svc);

@@ -30,9 +30,9 @@ pub use repo::in_part;
 
 /// What a backup needs from the rest of bulwark.
 pub trait Host: Send + Sync + 'static {
-    /// The service's current settings, and the port of a running replica (for `{port}`
-    /// in hooks), if one runs.
-    fn service(&self, name: &str) -> Option<(Arc<spec::Service>, Option<u16>)>;
+    /// The service's current settings, and the address and port of a running replica
+    /// (for `{addr}` and `{port}` in hooks), if one runs.
+    fn service(&self, name: &str) -> Option<(Arc<spec::Service>, Option<std::net::SocketAddr>)>;
     /// Writes a consistent copy of bulwark's journal to `dest`.
     fn export_state(&self, dest: &Path) -> Result<(), String>;
     /// Raises (`summary` given) or resolves (`None`) alert `alert` about backup `backup`.

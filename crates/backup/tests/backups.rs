@@ -13,7 +13,7 @@ struct FakeHost {
 }
 
 impl Host for FakeHost {
-    fn service(&self, name: &str) -> Option<(Arc<spec::Service>, Option<u16>)> {
+    fn service(&self, name: &str) -> Option<(Arc<spec::Service>, Option<std::net::SocketAddr>)> {
         self.stack
             .service(name)
             .map(|s| (Arc::new(s.clone()), None))

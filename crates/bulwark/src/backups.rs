@@ -2,6 +2,7 @@
 //! the observability plane's alerts.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,19 +47,19 @@ impl BackupHost {
 }
 
 impl backup::Host for BackupHost {
-    fn service(&self, name: &str) -> Option<(Arc<spec::Service>, Option<u16>)> {
+    fn service(&self, name: &str) -> Option<(Arc<spec::Service>, Option<SocketAddr>)> {
         let svc = self.supervisor.service_spec(name)?;
-        let port = self.supervisor.service_status(name).and_then(|s| {
+        let replica = self.supervisor.service_status(name).and_then(|s| {
             let mut running: Vec<_> = s
                 .replicas
                 .into_iter()
-                .filter(|r| r.port.is_some())
+                .filter_map(|r| Some((r.ready, r.index, SocketAddr::new(r.addr?, r.port?))))
                 .collect();
             // A ready replica first: a hook talks to the service as a client would.
-            running.sort_by_key(|r| (!r.ready, r.index));
-            running.first().and_then(|r| r.port)
+            running.sort_by_key(|&(ready, index, _)| (!ready, index));
+            running.first().map(|&(_, _, addr)| addr)
         });
-        Some((svc, port))
+        Some((svc, replica))
     }
 
     fn export_state(&self, dest: &Path) -> Result<(), String> {

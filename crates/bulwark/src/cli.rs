@@ -514,6 +514,9 @@ pub struct UpArgs {
 pub struct DemoArgs {
     #[arg(long, env = "PORT")]
     pub port: u16,
+    /// The address to listen on: `0.0.0.0` in a container with a private network.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
     /// Answer 503 on every endpoint for this long after starting.
     #[arg(long, default_value = "0s")]
     pub startup_delay: humantime::Duration,

@@ -1,6 +1,7 @@
 //! What `bulwark up` does for services that run in containers (the oci driver) before
-//! and after its own life: runc must be there, containers a killed bulwark left behind
-//! are deleted, and a janitor deletes this bulwark's containers if it is killed in turn.
+//! and after its own life: runc must be there (and root, for a private network),
+//! containers and private network namespaces a killed bulwark left behind are deleted,
+//! and a janitor deletes this bulwark's containers and namespaces if it is killed in turn.
 //!
 //! Why a janitor process: a replica's `runc run` dies with bulwark (its parent-death
 //! signal), but runc cannot take its container down with it when killed, and nothing
@@ -8,7 +9,8 @@
 //! oci-janitor ROOT PID`, not a user command), started in its own process group so a signal
 //! to bulwark's group spares it. It blocks reading a pipe whose other end only bulwark
 //! holds; the end of input means bulwark has exited, however it exited, and the janitor
-//! then deletes the containers that bulwark made (their ids carry its pid) and exits. After a clean
+//! then deletes the containers that bulwark made (their ids carry its pid), then their
+//! network namespaces (named after them, beside runc's root), and exits. After a clean
 //! shutdown the supervisor has deleted them all already and the janitor finds none.
 
 use std::io::Read;
@@ -18,6 +20,7 @@ use std::process::{ChildStdin, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
+use runtime::netns;
 use runtime::oci::{self, OciDirs};
 
 /// The janitor's argv\[1\].
@@ -40,6 +43,16 @@ pub async fn prepare(stack: &spec::Stack, dirs: &OciDirs) -> anyhow::Result<Opti
     }
     let runc = oci::runc().await?;
     tracing::debug!(runc = %runc.display(), "containers run through runc");
+    let private = stack
+        .services
+        .iter()
+        .filter(|s| s.container.as_ref().map(|c| c.network) == Some(spec::Network::Private));
+    let refused: Vec<String> = if nix::unistd::geteuid().is_root() {
+        Vec::new()
+    } else {
+        private.map(|s| oci::needs_root(&s.name)).collect()
+    };
+    anyhow::ensure!(refused.is_empty(), refused.join("\n"));
     let root = dirs.runc_root();
     let stale = oci::remove_all(&root, None)
         .await
@@ -48,6 +61,20 @@ pub async fn prepare(stack: &spec::Stack, dirs: &OciDirs) -> anyhow::Result<Opti
         tracing::warn!(
             containers = stale.join(", "),
             "deleted containers left behind by a bulwark that was killed"
+        );
+    }
+    let stale = netns::remove_all(&dirs.netns(), None)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot remove the namespaces left in {}",
+                dirs.netns().display()
+            )
+        })?;
+    if !stale.is_empty() {
+        tracing::warn!(
+            namespaces = stale.join(", "),
+            "removed private networks left behind by a bulwark that was killed"
         );
     }
     // Opens a file and forks: off the async workers.
@@ -109,7 +136,17 @@ pub fn janitor(args: &[std::ffi::OsString]) -> ExitCode {
     rt.block_on(async {
         for _ in 0..JANITOR_ROUNDS {
             match oci::remove_all(&root, Some(owner)).await {
-                Ok(ids) if ids.is_empty() => return ExitCode::SUCCESS,
+                // Its containers gone, their namespaces (`oci/netns`, beside `oci/runc`).
+                Ok(ids) if ids.is_empty() => {
+                    let dir = root.with_file_name("netns");
+                    return match netns::remove_all(&dir, Some(owner)).await {
+                        Ok(_) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("bulwark is gone; cannot remove its namespaces: {e}");
+                            ExitCode::FAILURE
+                        }
+                    };
+                }
                 Ok(ids) => eprintln!("bulwark is gone: deleted containers {}", ids.join(", ")),
                 Err(e) => eprintln!("bulwark is gone; cannot delete its containers: {e}"),
             }

@@ -360,7 +360,7 @@ fn import_stack(from: cli::ImportCmd) -> anyhow::Result<ExitCode> {
 }
 
 async fn demo(args: cli::DemoArgs) -> anyhow::Result<ExitCode> {
-    let mut cfg = demo::Config::new(([127, 0, 0, 1], args.port).into());
+    let mut cfg = demo::Config::new((args.host, args.port).into());
     cfg.startup_delay = args.startup_delay.into();
     cfg.tcp = args.tcp;
     cfg.fail_ratio = args.fail_ratio;

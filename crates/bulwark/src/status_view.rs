@@ -83,6 +83,16 @@ pub(crate) fn print_status(status: &api::json::Status) {
             if let Some(res) = &r.resources {
                 outln!("{:<16}      {}", "", resources_line(res));
             }
+            // A private network's replica is not on 127.0.0.1: say where it is.
+            if let (Some(addr), Some(port)) = (r.addr, r.port)
+                && !addr.is_loopback()
+            {
+                outln!(
+                    "{:<16}      address: {}",
+                    "",
+                    std::net::SocketAddr::new(addr, port)
+                );
+            }
             match (&r.role, r.token) {
                 (Some(role), Some(t)) => outln!("{:<16}      role: {role}, fencing token {t}", ""),
                 (Some(role), None) => outln!("{:<16}      role: {role}", ""),

@@ -40,8 +40,8 @@ const MAX_IDLE: usize = 1024;
 /// The connections to one replica.
 pub(crate) struct Pool {
     addr: SocketAddr,
-    /// `127.0.0.1:PORT`: the `Host` of a request that came without one, and the
-    /// authority of every HTTP/2 request.
+    /// The replica's `ADDR:PORT` (`127.0.0.1:PORT`, or its container's own address): the
+    /// `Host` of a request that came without one, and the authority of every HTTP/2 request.
     authority: Authority,
     host: HeaderValue,
     connect_timeout: Duration,

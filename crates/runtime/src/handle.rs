@@ -54,12 +54,12 @@ impl Handle {
         self.service.clone()
     }
 
-    /// A new incarnation runs as `procs`, listening (eventually) on `port`; `load` counts
+    /// A new incarnation runs as `procs`, listening (eventually) on `addr`; `load` counts
     /// its in-flight requests.
     pub fn started(
         &self,
         procs: crate::driver::Processes,
-        port: u16,
+        addr: std::net::SocketAddr,
         load: Arc<Load>,
         cgroup: Option<Arc<launch::cgroup::ReplicaCgroup>>,
     ) {
@@ -69,7 +69,8 @@ impl Handle {
                 s.cgroup = cgroup;
                 s.pid = Some(procs.pid());
                 s.runtime_pid = procs.runtime_pid();
-                s.port = Some(port);
+                s.addr = Some(addr.ip());
+                s.port = Some(addr.port());
                 s.state = ReplicaState::Starting;
                 s.ready = false;
                 s.started_at_ms = Some(now_ms());
@@ -79,7 +80,7 @@ impl Handle {
                 service: self.name(),
                 index: self.index,
                 pid: procs.pid(),
-                port,
+                port: addr.port(),
             }),
         );
     }

@@ -470,12 +470,11 @@ async fn hook(
     index: u32,
     (role, token): (&str, u64),
 ) -> Result<(), String> {
-    let port = shared
+    let (addr, port) = shared
         .lock()
         .get(&svc.name)
         .and_then(|e| e.replicas.get(&index))
-        .and_then(|r| r.status.port)
-        .unwrap_or(0);
+        .map_or((None, None), |r| (r.status.addr, r.status.port));
     let limit = svc
         .leader
         .as_ref()
@@ -483,7 +482,8 @@ async fn hook(
     let id = Identity {
         service: &svc.name,
         index,
-        port,
+        addr: addr.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+        port: port.unwrap_or(0),
         bulwark: &shared.bulwark,
     };
     let with_file = with_token_file(shared, svc, index);

@@ -22,7 +22,7 @@ mod signal;
 mod supervisor;
 
 pub use driver::init as container_init;
-pub use driver::{Identity, Processes, command, free_port, oci};
+pub use driver::{Identity, Processes, command, free_port, netns, oci};
 pub use logs::{LogLine, Logs, Stream};
 pub use metrics::Metrics;
 pub use redact::Redactor;

@@ -38,7 +38,8 @@ pub(crate) enum Report {
 pub(crate) struct Target {
     pub service: Arc<Service>,
     pub index: u32,
-    pub port: u16,
+    /// Where the replica listens: 127.0.0.1, or its container's own address.
+    pub addr: std::net::SocketAddr,
     pub bulwark: Arc<Path>,
     pub metrics: Metrics,
 }
@@ -191,15 +192,15 @@ async fn each_period<T>(
     }
 }
 
-/// One probe attempt against the replica on 127.0.0.1.
+/// One probe attempt against the replica at its address.
 async fn check(action: &ProbeAction, limit: Duration, t: &Target) -> Result<(), String> {
     let attempt = async {
         match action {
-            ProbeAction::Tcp => TcpStream::connect(("127.0.0.1", t.port))
+            ProbeAction::Tcp => TcpStream::connect(t.addr)
                 .await
                 .map(drop)
-                .map_err(|e| format!("tcp connect to port {}: {e}", t.port)),
-            ProbeAction::Http { path } => http_get(t.port, path).await,
+                .map_err(|e| format!("tcp connect to {}: {e}", t.addr)),
+            ProbeAction::Http { path } => http_get(t.addr, path).await,
             // Keeps its own time: it must kill the command's whole group when it is over.
             ProbeAction::Exec { command } => return exec(command, limit, t).await,
         }
@@ -210,17 +211,17 @@ async fn check(action: &ProbeAction, limit: Duration, t: &Target) -> Result<(), 
     }
 }
 
-async fn http_get(port: u16, path: &str) -> Result<(), String> {
-    let stream = TcpStream::connect(("127.0.0.1", port))
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(), String> {
+    let stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("GET {path}: connect to port {port}: {e}"))?;
+        .map_err(|e| format!("GET {path}: connect to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("GET {path}: {e}"))?;
     let conn = tokio::spawn(conn);
     let req = http::Request::get(path)
-        .header(http::header::HOST, format!("127.0.0.1:{port}"))
+        .header(http::header::HOST, addr.to_string())
         .header(http::header::USER_AGENT, "bulwark-probe")
         .header(http::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
@@ -245,7 +246,8 @@ async fn exec(command: &[String], limit: Duration, t: &Target) -> Result<(), Str
     let id = Identity {
         service: &t.service.name,
         index: t.index,
-        port: t.port,
+        addr: t.addr.ip(),
+        port: t.addr.port(),
         bulwark: &t.bulwark,
     };
     let argv: Vec<String> = command.iter().map(|a| id.substitute(a)).collect();

@@ -187,7 +187,7 @@ impl Task {
         let Spawned {
             mut child,
             procs,
-            port,
+            addr,
             cgroup,
             notify,
             container,
@@ -203,7 +203,7 @@ impl Task {
         let pid = procs.leader;
         let load = Arc::new(Load::default());
         let started = Instant::now();
-        self.h.started(procs, port, load.clone(), cgroup.clone());
+        self.h.started(procs, addr, load.clone(), cgroup.clone());
         // The secrets this incarnation was started with, whatever a reload changes later.
         let redactor = crate::Redactor::of(&self.svc);
         if let Some(out) = child.stdout.take() {
@@ -223,7 +223,7 @@ impl Task {
         let target = Arc::new(Target {
             service: self.svc.clone(),
             index,
-            port,
+            addr,
             bulwark: self.h.shared().bulwark.clone(),
             metrics: self.h.shared().metrics.clone(),
         });
@@ -306,6 +306,8 @@ impl Task {
         let id = Identity {
             service: &self.svc.name,
             index: self.h.index(),
+            // The oci driver gives a container with a private network its own.
+            addr: std::net::Ipv4Addr::LOCALHOST.into(),
             port,
             bulwark: &self.h.shared().bulwark,
         };
@@ -326,7 +328,15 @@ impl Task {
             Ok((child, procs, container)) => Ok(Spawned {
                 child,
                 procs,
-                port,
+                // A private network's container has an address of its own.
+                addr: std::net::SocketAddr::new(
+                    container
+                        .as_ref()
+                        .and_then(driver::oci::Container::addr)
+                        .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
+                        .into(),
+                    port,
+                ),
                 cgroup,
                 notify,
                 container,
@@ -538,11 +548,12 @@ async fn wait_exit(child: &mut Child) -> Exit {
     })
 }
 
-/// A started incarnation: its process, port, cgroups and notify socket.
+/// A started incarnation: its process, address, cgroups and notify socket.
 struct Spawned {
     child: Child,
     procs: driver::Processes,
-    port: u16,
+    /// Where it listens: 127.0.0.1, or its container's own address, and its port.
+    addr: std::net::SocketAddr,
     cgroup: Option<Arc<ReplicaCgroup>>,
     notify: Option<NotifySocket>,
     /// The oci driver's container, deleted once the process has ended.

@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -67,6 +67,9 @@ pub struct ReplicaStatus {
     pub pid: Option<u32>,
     /// A container's runtime process (runc), the one bulwark spawned and watches.
     pub runtime_pid: Option<u32>,
+    /// Where the running incarnation is reached: 127.0.0.1, or its container's own
+    /// address (`network = "private"`).
+    pub addr: Option<IpAddr>,
     pub port: Option<u16>,
     pub state: ReplicaState,
     pub ready: bool,
@@ -118,6 +121,7 @@ impl ReplicaStatus {
             revision,
             pid: None,
             runtime_pid: None,
+            addr: None,
             port: None,
             state: ReplicaState::Pending,
             ready: false,
@@ -652,14 +656,14 @@ impl Shared {
         let Some(r) = entry.replicas.get_mut(&index) else {
             return;
         };
-        let before = (r.status.ready, r.status.port);
+        let before = (r.status.ready, r.status.addr, r.status.port);
         f(&mut r.status);
         if r.status.ready && !before.0 {
             r.ready_since = std::time::Instant::now();
         }
         self.metrics
             .set_state(service, index, r.status.state, r.status.ready);
-        if before != (r.status.ready, r.status.port) {
+        if before != (r.status.ready, r.status.addr, r.status.port) {
             publish_endpoints(entry);
         }
         entry.changed.send_modify(|v| *v += 1);
@@ -715,7 +719,7 @@ pub(crate) fn publish_endpoints(entry: &ServiceEntry) {
         .filter_map(|r| {
             Some(Endpoint {
                 replica: r.status.index,
-                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, r.status.port?)),
+                addr: SocketAddr::new(r.status.addr?, r.status.port?),
                 revision: r.revision,
                 ready_since: r.ready_since,
                 load: r.load.clone(),

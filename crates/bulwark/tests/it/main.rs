@@ -26,6 +26,7 @@ mod leader;
 mod lifecycle;
 mod oci;
 mod oci_init;
+mod oci_network;
 mod oci_notify;
 mod oci_processes;
 mod oci_resources;

@@ -393,7 +393,7 @@ fn alive_not_zombie(pid: u32) -> bool {
 }
 
 /// The janitor of the stack whose runc root is under `state`.
-fn janitor_of(state: &Path) -> Option<u32> {
+pub(crate) fn janitor_of(state: &Path) -> Option<u32> {
     let root = state.join("oci/runc").display().to_string();
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;

@@ -49,6 +49,8 @@ pub(crate) struct Bundle<'a> {
     /// The incarnation's notify socket on the host, bind-mounted (the file alone) at
     /// [`crate::notify::IN_CONTAINER`].
     pub notify: Option<&'a std::path::Path>,
+    /// The network namespace runc joins (`network = "private"`, made by [`super::netns`]).
+    pub netns: Option<&'a std::path::Path>,
 }
 
 impl Bundle<'_> {
@@ -85,7 +87,7 @@ impl Bundle<'_> {
             "hostname": self.hostname,
             "mounts": self.mounts(),
             "linux": {
-                "namespaces": namespaces(c.network),
+                "namespaces": namespaces(self.netns),
                 "maskedPaths": MASKED,
                 "readonlyPaths": READ_ONLY,
             },
@@ -147,11 +149,14 @@ impl Bundle<'_> {
     }
 }
 
-fn namespaces(network: spec::Network) -> Vec<Value> {
-    // `host` network: no network namespace, the replica binds bulwark's loopback.
-    let spec::Network::Host = network;
-    ["pid", "ipc", "uts", "mount"]
+fn namespaces(netns: Option<&std::path::Path>) -> Vec<Value> {
+    let mut spaces: Vec<Value> = ["pid", "ipc", "uts", "mount"]
         .iter()
         .map(|t| json!({ "type": t }))
-        .collect()
+        .collect();
+    // Without one (`host` network), the replica binds bulwark's loopback.
+    if let Some(path) = netns {
+        spaces.push(json!({ "type": "network", "path": path }));
+    }
+    spaces
 }

@@ -12,9 +12,11 @@
 
 mod bundle;
 pub mod init;
+pub mod netns;
 pub mod oci;
 
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -24,21 +26,27 @@ use tokio::process::{Child, Command};
 
 /// What a replica is told about itself, substituted into `run` and set in its environment.
 /// Also used for commands run in a replica's context (backup hooks, restore drills).
+#[derive(Clone, Copy)]
 pub struct Identity<'a> {
     pub service: &'a str,
     pub index: u32,
+    /// Where the replica is reached: 127.0.0.1, or its container's own address
+    /// (`network = "private"`).
+    pub addr: IpAddr,
     pub port: u16,
     pub bulwark: &'a Path,
 }
 
 impl Identity<'_> {
-    /// `template` with `{bulwark}`, `{port}`, `{index}` and `{service}` substituted.
+    /// `template` with `{bulwark}`, `{addr}`, `{port}`, `{index}` and `{service}`
+    /// substituted.
     pub fn substitute(&self, template: &str) -> String {
         if !template.contains('{') {
             return template.to_owned();
         }
         template
             .replace("{bulwark}", &self.bulwark.to_string_lossy())
+            .replace("{addr}", &self.addr.to_string())
             .replace("{port}", &self.port.to_string())
             .replace("{index}", &self.index.to_string())
             .replace("{service}", self.service)

@@ -29,6 +29,7 @@ use tokio::process::{Child, Command};
 use super::Identity;
 use super::bundle::Bundle;
 use super::init::InitFiles;
+use super::netns::NetNs;
 
 /// What to do when runc is missing, in the words every error about it uses.
 pub const RUNC_MISSING: &str = "runc is not on PATH: install it (Debian and Ubuntu: \
@@ -62,6 +63,11 @@ impl OciDirs {
         self.base.join("runc")
     }
 
+    /// The files that hold replicas' network namespaces (`network = "private"`).
+    pub fn netns(&self) -> PathBuf {
+        self.base.join("netns")
+    }
+
     fn bundles(&self) -> PathBuf {
         self.base.join("bundles")
     }
@@ -80,6 +86,8 @@ pub(crate) struct Container {
     pid_watch: Option<PidWatch>,
     /// Its cgroup, relative to bulwark's (what runc was given as `cgroupsPath`).
     cgroup: String,
+    /// Its own network namespace (`network = "private"`), removed after the container.
+    netns: Option<NetNs>,
 }
 
 /// runc's `--pid-file`, in the bundle: the container's PID 1, written once it runs.
@@ -159,7 +167,8 @@ pub async fn runc() -> io::Result<PathBuf> {
 /// cgroup is `cgroup` (relative to runc's, which is bulwark's), or one named after the
 /// container: always one bulwark named, so its notify socket knows its senders.
 /// `notify`, the incarnation's notify socket, is bind-mounted at
-/// [`crate::notify::IN_CONTAINER`].
+/// [`crate::notify::IN_CONTAINER`]. With `network = "private"` its network namespace is
+/// made first ([`super::netns`]), and removed again if the start fails.
 pub(crate) async fn start(
     svc: &spec::Service,
     c: &spec::Container,
@@ -183,6 +192,12 @@ pub(crate) async fn start(
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     let cgroup = cgroup.unwrap_or_else(|| name.clone());
+    let netns = private_network(c, dirs, id.service, &name).await?;
+    // `{addr}` is the container's own address once it has one.
+    let id = &Identity {
+        addr: netns.as_ref().map_or(id.addr, |n| n.addr().into()),
+        ..*id
+    };
     let mut env = id.env_pairs(svc);
     if notify.is_some() {
         env.extend(super::notify_env(svc, crate::notify::IN_CONTAINER));
@@ -201,17 +216,75 @@ pub(crate) async fn start(
         cgroup: Some(cgroup.clone()),
         init,
         notify,
+        netns: netns.as_ref().map(NetNs::path),
     };
     let dir = dirs.bundles().join(&name);
+    let root = dirs.runc_root();
+    let socket = notify.map(|n| (n.to_owned(), c.user));
+    match spawn_runc(runc, &bundle, (&dir, &root, &name), placement, socket).await {
+        Ok((child, pid_watch)) => Ok((
+            child,
+            Container {
+                id: name,
+                bundle: dir,
+                root,
+                pid_watch: Some(pid_watch),
+                cgroup,
+                netns,
+            },
+        )),
+        Err(e) => {
+            if let Some(n) = netns {
+                n.remove().await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The replica's own network namespace when `c` asks for one (`network = "private"`),
+/// made under `dirs` for container `name`.
+async fn private_network(
+    c: &spec::Container,
+    dirs: &OciDirs,
+    service: &str,
+    name: &str,
+) -> io::Result<Option<NetNs>> {
+    match c.network {
+        spec::Network::Host => Ok(None),
+        spec::Network::Private if !nix::unistd::geteuid().is_root() => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            needs_root(service),
+        )),
+        spec::Network::Private => NetNs::create(&dirs.netns(), name).await.map(Some),
+    }
+}
+
+/// Why a service with a private network cannot start without root, and what to do.
+pub fn needs_root(service: &str) -> String {
+    format!(
+        "service {service}: [services.{service}.container] network = \"private\" needs root \
+         (bulwark makes the replica's network namespace and veth pair): run bulwark as root, \
+         or set network = \"host\""
+    )
+}
+
+/// Writes `bundle` into `dir` (after checking its rootfs) and spawns `runc --root root
+/// run` for container `name`, watching `dir` for runc's pid file.
+async fn spawn_runc(
+    runc: PathBuf,
+    bundle: &Bundle<'_>,
+    (dir, root, name): (&Path, &Path, &str),
+    placement: launch::Placement,
+    socket: Option<(PathBuf, Option<(u32, u32)>)>,
+) -> io::Result<(Child, PidWatch)> {
     let config = bundle.config();
     let program = bundle.args.first().cloned().unwrap_or_default();
-    let (dir2, rootfs2) = (dir.clone(), rootfs.clone());
-    let socket = notify.map(|n| (n.to_owned(), c.user));
+    let (dir2, rootfs2) = (dir.to_owned(), bundle.rootfs.to_owned());
     tokio::task::spawn_blocking(move || write_bundle(&dir2, &rootfs2, &program, &config, socket))
         .await
         .map_err(io::Error::other)??;
-    let root = dirs.runc_root();
-    let pid_watch = PidWatch::new(&dir)?;
+    let pid_watch = PidWatch::new(dir)?;
     let mut cmd = Command::new(runc);
     // With NOTIFY_SOCKET (bulwark's own, from systemd) runc would proxy the container's
     // READY=1 to bulwark's manager, naming the container's process as the unit's main pid.
@@ -219,28 +292,19 @@ pub(crate) async fn start(
         cmd.env_remove(inherited);
     }
     cmd.arg("--root")
-        .arg(&root)
+        .arg(root)
         .arg("run")
         .arg("--bundle")
-        .arg(&dir)
+        .arg(dir)
         .arg("--pid-file")
         .arg(dir.join(PID_FILE))
-        .arg(&name)
+        .arg(name)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let child = launch::spawn_placed(cmd, placement).await?;
-    Ok((
-        child,
-        Container {
-            id: name,
-            bundle: dir,
-            root,
-            pid_watch: Some(pid_watch),
-            cgroup,
-        },
-    ))
+    Ok((child, pid_watch))
 }
 
 /// The files bulwark's init runs from, found once (they are this process's own).
@@ -375,6 +439,11 @@ impl Container {
         }
     }
 
+    /// Its own address, with a private network: where the replica is reached.
+    pub(crate) fn addr(&self) -> Option<std::net::Ipv4Addr> {
+        self.netns.as_ref().map(NetNs::addr)
+    }
+
     /// Who may speak on its notify socket: the processes in its cgroup.
     pub(crate) fn notify_senders(&self) -> crate::notify::Senders {
         crate::notify::Senders::Cgroup(self.cgroup.clone())
@@ -385,6 +454,9 @@ impl Container {
     pub(crate) async fn remove(self, exit: Exit) -> Exit {
         delete(&self.root, &self.id).await;
         let _ = tokio::fs::remove_dir_all(&self.bundle).await;
+        if let Some(netns) = self.netns {
+            netns.remove().await;
+        }
         match exit.code {
             Some(code) if (129..=128 + 64).contains(&code) => Exit {
                 code: None,
@@ -419,7 +491,7 @@ fn owner_tag(pid: u32) -> String {
 }
 
 /// Whether container `id` was made by bulwark process `pid`.
-fn made_by(id: &str, pid: u32) -> bool {
+pub(crate) fn made_by(id: &str, pid: u32) -> bool {
     id.rsplit_once('-')
         .is_some_and(|(rest, n)| n.parse::<u64>().is_ok() && rest.ends_with(&owner_tag(pid)))
 }

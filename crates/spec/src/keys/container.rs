@@ -10,8 +10,9 @@ use crate::section;
 
 section! {
     /// Run each replica in an OCI container through runc (which must be on `PATH`):
-    /// bulwark writes the bundle's `config.json` (pid, ipc, uts and mount namespaces,
-    /// `/proc`, `/dev`, `/sys`, no new privileges) per incarnation under its state
+    /// bulwark writes the bundle's `config.json` (pid, ipc, uts and mount namespaces, a
+    /// network namespace with `network = "private"`, `/proc`, `/dev`, `/sys`, no new
+    /// privileges) per incarnation under its state
     /// directory. `run`, `env`, `secrets` and `cwd` (a path inside the container) apply
     /// as for a process; `PORT` and the other replica variables are set too. The stop
     /// signal goes to the container's PID 1: bulwark's init (see `init`), which passes it
@@ -35,9 +36,13 @@ section! {
         /// Capabilities kept, such as `"CAP_NET_BIND_SERVICE"` (`NET_BIND_SERVICE` works
         /// too); every other one is dropped.
         capabilities: Vec<String> = list(text("a capability name such as \"CAP_NET_BIND_SERVICE\"", capability)), Optional("none");
-        /// The container's network: `host` shares bulwark's network namespace, so the
-        /// replica listens on the `PORT` the proxy expects. A private namespace is not
-        /// built yet.
+        /// The container's network. `host` shares bulwark's network namespace: the
+        /// replica listens on `127.0.0.1:PORT`. `private` gives each replica a network
+        /// namespace of its own (needs root) with a loopback and one veth link to the
+        /// host, addressed from a /30 of 10.213.0.0/16: the replica listens on
+        /// `0.0.0.0:PORT` inside, and the proxy and the probes reach it at its own
+        /// address (`addr` in `bulwark status`). It cannot reach the host's loopback, and
+        /// nothing routes it further than the host's end of its link.
         network: Network = choice(Network::CHOICES), r#""host""#;
         /// Run bulwark's own init as the container's PID 1 (as `docker run --init` runs
         /// tini): bulwark's binary, mounted read-only at `/.bulwark/init` with the
@@ -69,6 +74,8 @@ crate::spelled! {
     pub enum Network {
         /// bulwark's own (the host's) network namespace.
         Host = "host",
+        /// A namespace per replica, linked to the host by a veth pair.
+        Private = "private",
     }
 }
 

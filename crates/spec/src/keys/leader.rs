@@ -21,7 +21,7 @@ section! {
     /// before the proxy sends it leader traffic). A replica that comes back is a standby.
     pub(crate) struct LeaderTable {
         /// Run when a replica becomes the leader, in the service's context (environment
-        /// and working directory, `{index}` and `{port}` of that replica) with
+        /// and working directory, `{index}`, `{port}` and `{addr}` of that replica) with
         /// `BULWARK_ROLE=leader` and `BULWARK_FENCING_TOKEN`. A promotion that fails
         /// (non-zero exit, or past `command_timeout`) leaves that incarnation a standby
         /// (a `promote_failed` event); the other ready standbys are tried first, and it

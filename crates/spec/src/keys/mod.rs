@@ -149,8 +149,10 @@ section! {
     /// One supervised program, run as one or more replicas.
     pub(crate) struct ServiceTable {
         /// The command and its arguments, never through a shell. `{bulwark}` (this binary),
-        /// `{port}` (the replica's port, also `$PORT`), `{index}` and `{service}` are
-        /// substituted; an empty argument is passed as is, only the program must be named.
+        /// `{port}` (the replica's port, also `$PORT`), `{addr}` (the address it is reached
+        /// at: 127.0.0.1, or its container's own with `network = "private"`), `{index}` and
+        /// `{service}` are substituted (in exec probes and hooks too); an empty argument is
+        /// passed as is, only the program must be named.
         run: Vec<String> = command(), Required(r#"run = ["./server", "--port", "{port}"]"#);
         /// How many copies run at once.
         replicas: u32 = int(0, 1000), "1";
@@ -765,7 +767,7 @@ section! {
         name: String = text("a name of lowercase ASCII letters, digits, `-` and `_`", slo_name),
             Required(r#"name = "db""#);
         /// The service whose data this is: hooks and drills run in its context
-        /// (environment, working directory, `{port}`).
+        /// (environment, working directory, `{port}`, `{addr}`).
         service: String = string().non_empty(), Optional("needs `state = true` instead");
         /// Directories or files to save, relative to the service's `cwd` (bulwark's own
         /// working directory when it has none, as for the service itself).
@@ -822,7 +824,7 @@ section! {
 
 section! {
     /// A hook: a command run in the service's context (its environment and working
-    /// directory; `{port}` is the first replica's port).
+    /// directory; `{port}` and `{addr}` are a running replica's, a ready one first).
     pub(crate) struct HookTable => #[derive(Debug, Clone, PartialEq, Eq)] pub struct Hook {
         /// The command and its arguments, never through a shell.
         run: Vec<String> = command(), Required(r#"run = ["redis-cli", "-p", "{port}", "SAVE"]"#);

@@ -77,7 +77,8 @@ pub struct Service {
     /// The service's name (its key in the stack file), unique in the stack.
     pub name: String,
     /// Command template. `{bulwark}` is replaced by this binary's path, `{port}` by the
-    /// replica's port, `{index}` by its index, `{service}` by the service name.
+    /// replica's port, `{addr}` by its address, `{index}` by its index, `{service}` by the
+    /// service name.
     pub run: Vec<String>,
     /// How many copies of the process run at once.
     pub replicas: u32,

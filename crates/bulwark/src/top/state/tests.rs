@@ -5,6 +5,7 @@ pub fn replica(index: u32, pid: u32) -> Replica {
         index,
         pid: Some(pid),
         runtime_pid: None,
+        addr: None,
         port: Some(10_000 + index as u16),
         state: "running".into(),
         ready: true,
