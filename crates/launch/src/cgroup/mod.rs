@@ -281,10 +281,12 @@ impl Cgroups {
 }
 
 /// A parent and the replica cgroups in it (a cgroup's files are not directories).
+/// Depth first: a container's cgroup (runc's) is a child of its replica's, and rmdir
+/// refuses a cgroup that still has children.
 fn remove_tree(dir: &Path) {
     for child in fs::read_dir(dir).into_iter().flatten().flatten() {
         if child.file_type().is_ok_and(|t| t.is_dir()) {
-            replica::remove_dir(&child.path());
+            remove_tree(&child.path());
         }
     }
     replica::remove_dir(dir);
@@ -378,7 +380,7 @@ pub fn procs_with(pid: u32) -> Vec<u32> {
 fn remove_empty_tree(dir: &Path) {
     for child in fs::read_dir(dir).into_iter().flatten().flatten() {
         if child.file_type().is_ok_and(|t| t.is_dir()) {
-            let _ = fs::remove_dir(child.path());
+            remove_empty_tree(&child.path());
         }
     }
     let _ = fs::remove_dir(dir);

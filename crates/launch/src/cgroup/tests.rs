@@ -104,3 +104,41 @@ fn a_process_in_bulwarks_own_cgroup_is_measured_and_signalled_alone() {
         "gone: nothing to signal"
     );
 }
+
+/// A killed bulwark's cgroups are removed however deep they go: a container's cgroup
+/// (runc's) is a grandchild of `bulwark/<pid>`, and a process in it is killed first.
+/// (Only one level was once removed: the dead bulwark's directory stayed.) Real cgroupfs,
+/// as root.
+#[test]
+fn a_tree_of_cgroups_is_removed_depth_first_and_its_processes_killed() {
+    let v1 = Path::new("/sys/fs/cgroup/pids");
+    let root = if v1.is_dir() {
+        v1
+    } else {
+        Path::new("/sys/fs/cgroup")
+    };
+    let top = root.join(format!("bulwark-test-tree-{}", std::process::id()));
+    let deepest = top.join("replica/container");
+    fs::create_dir_all(&deepest).expect("make cgroups (as root)");
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("run sleep");
+    fs::write(deepest.join("cgroup.procs"), child.id().to_string()).unwrap();
+    let empty = top.join("empty/inner");
+    fs::create_dir_all(&empty).unwrap();
+    remove_empty_tree(&top.join("empty"));
+    assert!(!top.join("empty").exists(), "an empty tree goes whole");
+    remove_tree(&top);
+    let exited = child.wait().unwrap();
+    let gone = !top.exists();
+    if !gone {
+        remove_tree(&top); // leave nothing behind whatever the outcome
+    }
+    assert!(gone, "{} is left", top.display());
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&exited),
+        Some(9),
+        "the process in the deepest cgroup was killed"
+    );
+}
