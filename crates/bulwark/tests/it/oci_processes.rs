@@ -214,9 +214,17 @@ duration = "1s"
     assert_eq!(exit["signal"], 15, "{exit}");
     stack.wait_ready("web", 2);
 
+    // Each replica's processes before the kill: by the time the experiment says which
+    // replica it hit, that replica may be dead and between incarnations (no pid).
+    let before: Vec<(Value, Vec<u32>)> = (0..2)
+        .map(|i| {
+            let r = replica(&stack, i);
+            let pids = tree(r["pid"].as_u64().unwrap() as u32);
+            (r, pids)
+        })
+        .collect();
     let index = run_experiment(&stack, "kill");
-    let r = replica(&stack, index);
-    let killed = tree(r["pid"].as_u64().unwrap() as u32);
+    let (r, killed) = &before[index as usize];
     eventually(
         "the container's processes gone",
         Duration::from_secs(10),
