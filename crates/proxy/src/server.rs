@@ -288,7 +288,13 @@ pub(crate) async fn serve_shared(
                     (p.expose.timeouts.idle, p.expose.timeouts.header_read)
                 };
                 let conn = Arc::new(Conn::new(peer, idle, header_read, closing.clone(), permit));
-                tokio::spawn(listener.clone().connection(stream, conn, graceful.watcher()));
+                // Two tasks of their own sizes: a plain connection's future must not be
+                // as large as a TLS handshake.
+                let (this, watcher) = (listener.clone(), graceful.watcher());
+                match &listener.tls {
+                    None => drop(tokio::spawn(this.plain(stream, conn, watcher))),
+                    Some(_) => drop(tokio::spawn(this.tls(stream, conn, watcher))),
+                }
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         }
@@ -336,32 +342,37 @@ impl Listener {
         }
     }
 
-    /// One client connection, from its accept to its end (see [`serve`] for its
-    /// deadlines): the TLS handshake if any, the engine chosen, the requests served.
-    async fn connection(self: Arc<Self>, stream: TcpStream, conn: Arc<Conn>, graceful: Watcher) {
-        let Some(tls) = &self.tls else {
-            let Some(config) = &self.h1 else {
-                let served = self.serve_hyper(stream, conn.clone());
-                return watch_connection(graceful.watch(served), conn, None).await;
-            };
-            // A plain connection is HTTP/2 only with prior knowledge: its first bytes
-            // say so. The sniffing runs under the first request's deadline.
-            let served = async {
-                match sniff_h2(&stream).await {
-                    Some(false) => {
-                        drop(graceful);
-                        serve_h1(stream, conn.clone(), &self.proxy, config).await;
-                    }
-                    Some(true) => {
-                        let served = self.serve_hyper(stream, conn.clone());
-                        let _ = graceful.watch(served).await;
-                    }
-                    None => {}
-                }
-            };
-            return watch_connection(served, conn.clone(), self.drain()).await;
+    /// One plain client connection, from its accept to its end (see [`serve`] for its
+    /// deadlines): the engine chosen, the requests served.
+    async fn plain(self: Arc<Self>, stream: TcpStream, conn: Arc<Conn>, graceful: Watcher) {
+        let Some(config) = &self.h1 else {
+            let served = self.serve_hyper(stream, conn.clone());
+            return watch_connection(graceful.watch(served), conn, None).await;
         };
-        // The handshake runs in the connection's task, under the head's deadline.
+        // A plain connection is HTTP/2 only with prior knowledge: its first bytes say so.
+        // The sniffing runs under the first request's deadline.
+        let served = async {
+            match sniff_h2(&stream).await {
+                Some(false) => {
+                    drop(graceful);
+                    serve_h1(stream, conn.clone(), &self.proxy, config).await;
+                }
+                Some(true) => {
+                    // Boxed: hyper's connection inline would make every idle `h1`
+                    // connection's future as large as it.
+                    let served = self.serve_hyper(stream, conn.clone());
+                    let _ = Box::pin(graceful.watch(served)).await;
+                }
+                None => {}
+            }
+        };
+        watch_connection(served, conn.clone(), self.drain()).await;
+    }
+
+    /// One TLS client connection: the handshake, under the head's deadline, in the
+    /// connection's task, then the engine ALPN chose.
+    async fn tls(self: Arc<Self>, stream: TcpStream, conn: Arc<Conn>, graceful: Watcher) {
+        let Some(tls) = &self.tls else { return };
         let peer = conn.peer;
         let accepted = tokio::time::timeout(conn.header_read(), tls.acceptor().accept(stream));
         let stream = match accepted.await {
