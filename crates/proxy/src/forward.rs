@@ -1067,12 +1067,6 @@ fn client_body(e: &hyper::Error) -> SendError {
         if c.is::<crate::body::BodyDeadline>() {
             return client_body_stalled();
         }
-        // Past the engine's body limit: it answers 413 itself, whatever we say.
-        if let Some(b) = c.downcast_ref::<h1::BodyError>()
-            && b.kind() == h1::BodyErrorKind::TooLarge
-        {
-            return SendError::ClientBody(StatusCode::PAYLOAD_TOO_LARGE, b.to_string());
-        }
         cause = c.source();
     }
     let why = cause_text(e);
