@@ -1,3 +1,5 @@
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -288,12 +290,16 @@ pub(crate) async fn serve_shared(
                     (p.expose.timeouts.idle, p.expose.timeouts.header_read)
                 };
                 let conn = Arc::new(Conn::new(peer, idle, header_read, closing.clone(), permit));
-                // Two tasks of their own sizes: a plain connection's future must not be
-                // as large as a TLS handshake.
+                // Tasks of their own sizes: the future of an idle plain `h1` connection
+                // must not be as large as a TLS handshake or a hyper connection.
                 let (this, watcher) = (listener.clone(), graceful.watcher());
-                match &listener.tls {
-                    None => drop(tokio::spawn(this.plain(stream, conn, watcher))),
-                    Some(_) => drop(tokio::spawn(this.tls(stream, conn, watcher))),
+                match (&listener.tls, &listener.h1) {
+                    (Some(_), _) => drop(tokio::spawn(this.tls(stream, conn, watcher))),
+                    (None, Some(_)) => drop(tokio::spawn(this.plain(stream, conn, watcher))),
+                    (None, None) => {
+                        let served = watcher.watch(listener.serve_hyper(stream, conn.clone()));
+                        drop(tokio::spawn(watch_connection(served, conn, None)));
+                    }
                 }
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
@@ -342,31 +348,46 @@ impl Listener {
         }
     }
 
-    /// One plain client connection, from its accept to its end (see [`serve`] for its
-    /// deadlines): the engine chosen, the requests served.
+    /// One plain client connection of an `h1` listener, from its accept to its end (see
+    /// [`serve`] for its deadlines): the engine chosen, the requests served.
     async fn plain(self: Arc<Self>, stream: TcpStream, conn: Arc<Conn>, graceful: Watcher) {
-        let Some(config) = &self.h1 else {
-            let served = self.serve_hyper(stream, conn.clone());
-            return watch_connection(graceful.watch(served), conn, None).await;
-        };
+        let Some(config) = &self.h1 else { return };
         // A plain connection is HTTP/2 only with prior knowledge: its first bytes say so.
-        // The sniffing runs under the first request's deadline.
-        let served = async {
-            match sniff_h2(&stream).await {
-                Some(false) => {
-                    drop(graceful);
-                    serve_h1(stream, conn.clone(), &self.proxy, config).await;
-                }
-                Some(true) => {
+        // The sniffing runs under the first request's deadline. The served future is made
+        // inside the awaited call, not bound to a local first: a local moved into the
+        // call keeps its own room in this future's state (rust-lang/rust#62958).
+        let watch = conn.clone();
+        let drain = self.drain();
+        watch_connection(
+            async {
+                match sniff_h2(&stream).await {
+                    Some(false) => {
+                        drop(graceful);
+                        serve_h1(stream, conn, &self.proxy, config).await;
+                    }
                     // Boxed: hyper's connection inline would make every idle `h1`
                     // connection's future as large as it.
-                    let served = self.serve_hyper(stream, conn.clone());
-                    let _ = Box::pin(graceful.watch(served)).await;
+                    Some(true) => self.hyper_boxed(stream, conn, graceful).await,
+                    None => {}
                 }
-                None => {}
-            }
-        };
-        watch_connection(served, conn.clone(), self.drain()).await;
+            },
+            watch,
+            drain,
+        )
+        .await;
+    }
+
+    /// Hyper serving an HTTP/2 connection an `h1` listener received, on the heap.
+    fn hyper_boxed(
+        &self,
+        stream: TcpStream,
+        conn: Arc<Conn>,
+        graceful: Watcher,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let served = graceful.watch(self.serve_hyper(stream, conn));
+        Box::pin(async move {
+            let _ = served.await;
+        })
     }
 
     /// One TLS client connection: the handshake, under the head's deadline, in the
@@ -390,12 +411,12 @@ impl Listener {
         match &self.h1 {
             Some(config) if !h2 => {
                 drop(graceful);
-                let served = serve_h1(stream, conn.clone(), &self.proxy, config);
-                watch_connection(served, conn, self.drain()).await;
+                let (watch, drain) = (conn.clone(), self.drain());
+                watch_connection(serve_h1(stream, conn, &self.proxy, config), watch, drain).await;
             }
             _ => {
-                let served = self.serve_hyper(stream, conn.clone());
-                watch_connection(graceful.watch(served), conn, None).await;
+                let watch = conn.clone();
+                watch_connection(graceful.watch(self.serve_hyper(stream, conn)), watch, None).await;
             }
         }
     }
@@ -461,7 +482,9 @@ async fn watch_connection<F: std::future::Future>(
     mut drain: Option<watch::Receiver<bool>>,
 ) {
     let mut closing = conn.closing.clone();
-    tokio::pin!(served);
+    // On the heap: pinned here, an argument would be moved into a local of its own and
+    // take its room twice in this future (rust-lang/rust#62958).
+    let mut served = Box::pin(served);
     let timer = tokio::time::sleep_until(
         conn.first_deadline()
             .min(after(tokio::time::Instant::now(), conn.idle)),
