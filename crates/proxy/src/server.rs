@@ -363,7 +363,7 @@ impl Listener {
                 match sniff_h2(&stream).await {
                     Some(false) => {
                         drop(graceful);
-                        serve_h1(stream, conn, &self.proxy, config).await;
+                        let _ = serve_h1(stream, conn, &self.proxy, config).await;
                     }
                     // Boxed: hyper's connection inline would make every idle `h1`
                     // connection's future as large as it.
@@ -395,8 +395,8 @@ impl Listener {
     async fn tls(self: Arc<Self>, stream: TcpStream, conn: Arc<Conn>, graceful: Watcher) {
         let Some(tls) = &self.tls else { return };
         let peer = conn.peer;
-        let accepted = tokio::time::timeout(conn.header_read(), tls.acceptor().accept(stream));
-        let stream = match accepted.await {
+        let header_read = conn.header_read();
+        let stream = match tokio::time::timeout(header_read, tls.acceptor().accept(stream)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 self.proxy.metrics.tls_failed.inc();
@@ -555,13 +555,14 @@ async fn sniff_h2(stream: &TcpStream) -> Option<bool> {
     }
 }
 
-/// One client connection served by `h1`, over plain TCP or TLS.
-async fn serve_h1<IO: Linger>(
+/// One client connection served by `h1`, over plain TCP or TLS. Not an `async fn`: its
+/// arguments would be kept in its state beside the engine's future that holds them.
+fn serve_h1<IO: Linger>(
     io: IO,
     conn: Arc<Conn>,
     proxy: &Arc<ServiceProxy>,
     config: &Arc<h1::Config>,
-) {
+) -> impl Future<Output = Result<(), h1::Error>> + Send + use<IO> {
     let io = Watched::new(io, conn.clone());
     let proxy = proxy.clone();
     let service = move |req: Request<h1::RequestBody>| {
@@ -589,7 +590,5 @@ async fn serve_h1<IO: Linger>(
             }
         }
     };
-    if let Err(e) = h1::serve(io, service, config.clone()).await {
-        tracing::debug!(error = %e, "HTTP/1.1 client connection ended");
-    }
+    h1::serve(io, service, config.clone())
 }
