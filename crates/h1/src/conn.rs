@@ -284,7 +284,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             ..asked
         };
         let keep_alive = self.respond(response, &mut feed, asked).await?;
-        let finished = self.finish(&mut feed).await;
+        // A connection that closes after this answer has no next request to find: the
+        // rest of the body is not waited for (a stalled client would hold it open).
+        let finished = self.finish(&mut feed, keep_alive || asked.upgrade).await;
         Ok(match upgrade.take() {
             Some(to) if asked.upgrade && finished => Next::Upgrade(to),
             _ if keep_alive && finished && !switching => Next::Again,
@@ -389,9 +391,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         Ok(keep_alive && plan != Plan::Close)
     }
 
-    /// After the answer: reads what is left of the request body (up to `DRAIN_LIMIT`) so
-    /// that the next request is read from its start; false when the connection must close.
-    async fn finish(&mut self, feed: &mut Feed) -> bool {
+    /// After the answer: reads what is left of the request body (up to `DRAIN_LIMIT`, and
+    /// only if `drain`) so that the next request is read from its start; false when the
+    /// connection must close.
+    async fn finish(&mut self, feed: &mut Feed, drain: bool) -> bool {
         if let Some(shared) = &feed.shared {
             let mut inner = shared.lock();
             if feed.end == End::Open {
@@ -402,7 +405,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         if feed.end != End::Open {
             return feed.end == End::Done;
         }
-        if feed.undrainable() {
+        if !drain || feed.undrainable() {
             return false;
         }
         let mut drained = 0u64;

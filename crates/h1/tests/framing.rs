@@ -327,3 +327,29 @@ async fn answers_carry_a_date_unless_switched_off() {
     c.read_to_string(&mut out).await.unwrap();
     assert!(!out.contains("date:"), "{out}");
 }
+
+/// A service that closes without reading a body whose bytes never come: the engine closes
+/// after the answer instead of waiting for them (the proxy's 408 to a stalled body).
+#[tokio::test]
+async fn an_answer_that_closes_does_not_wait_for_the_rest_of_the_body() {
+    let (mut c, server) = tokio::io::duplex(64 * 1024);
+    let service = |_req: http::Request<h1::RequestBody>| async {
+        let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+        *res.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
+        res.headers_mut()
+            .insert("connection", "close".parse().unwrap());
+        res
+    };
+    let task = tokio::spawn(h1::serve(server, service, config().into()));
+    c.write_all(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+        .await
+        .expect("the engine waited for the body")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+    task.await.unwrap().unwrap();
+}

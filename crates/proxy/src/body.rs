@@ -14,17 +14,54 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 /// What we send upstream: a buffered (replayable) body, or the client's stream.
 pub(crate) type UpstreamBody = Either<Full<Bytes>, Timed>;
 
+/// A request body as the client's connection delivers it: hyper's (HTTP/2, and HTTP/1.1
+/// under `BULWARK_HTTP1=hyper`) or bulwark's own HTTP/1.1 engine's. An enum rather than a
+/// generic forward path: one match per frame, and one copy of the forward code.
+pub(crate) enum Inbound {
+    Hyper(Incoming),
+    H1(h1::RequestBody),
+}
+
+impl Body for Inbound {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Inbound::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inbound::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Hyper(b) => b.is_end_stream(),
+            Inbound::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inbound::Hyper(b) => b.size_hint(),
+            Inbound::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The client's streaming request body, cut off with an error at the request deadline,
 /// so a slow sender cannot hold a bulkhead permit and a replica connection past it.
 /// (One timer per streamed body; buffered bodies have none.)
 pub(crate) struct Timed {
-    inner: Incoming,
+    inner: Inbound,
     deadline: Pin<Box<tokio::time::Sleep>>,
     waiting: Arc<AtomicBool>,
 }
 
 impl Timed {
-    pub(crate) fn new(inner: Incoming, deadline: tokio::time::Instant) -> Self {
+    pub(crate) fn new(inner: Inbound, deadline: tokio::time::Instant) -> Self {
         Timed {
             inner,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
@@ -62,7 +99,7 @@ impl Body for Timed {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 self.waiting.store(false, Ordering::Relaxed);
-                Poll::Ready(r.map(|f| f.map_err(Into::into)))
+                Poll::Ready(r)
             }
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(BodyDeadline.into()))),

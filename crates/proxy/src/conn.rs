@@ -29,7 +29,7 @@ use crate::body::ResponseBody;
 const NONE: u64 = u64::MAX;
 
 /// The first bytes of an HTTP/2 connection (prior knowledge or h2c).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// `at + d`, or a far future (about 30 years) if that overflows: durations from config
 /// and from replicas are never trusted to fit.
@@ -64,6 +64,9 @@ pub(crate) struct Conn {
     /// Set when a deadline closes the connection: the socket is then closed gently
     /// (see [`linger`]).
     timed_out: AtomicBool,
+    /// Set when the listener starts to drain (`h1` connections; hyper's have its
+    /// `GracefulShutdown`): the answer in flight is the last.
+    draining: AtomicBool,
     /// Turns `true` when the listener's drain period is over (or the listener is gone):
     /// tunnels and connections still open then are closed.
     pub closing: watch::Receiver<bool>,
@@ -91,6 +94,7 @@ impl Conn {
             head_since: AtomicU64::new(NONE),
             write_blocked_since: AtomicU64::new(NONE),
             timed_out: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             closing,
             _permit: permit,
         }
@@ -147,6 +151,26 @@ impl Conn {
     /// A deadline closes the connection (the caller then drops it).
     pub fn time_out(&self) {
         self.timed_out.store(true, Ordering::Relaxed);
+    }
+
+    /// `timeouts.header_read`, when the connection opened.
+    pub fn header_read(&self) -> Duration {
+        self.header_read
+    }
+
+    /// The listener drains: the connection is to close once between requests.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Between requests: none in flight, and no byte of a next one read.
+    pub fn quiet(&self) -> bool {
+        self.inflight.load(Ordering::Acquire) == 0
+            && self.head_since.load(Ordering::Relaxed) == NONE
     }
 
     /// The first deadline: the first request must have begun by then.
@@ -280,7 +304,7 @@ impl<IO: Linger> Drop for Watched<IO> {
 }
 
 /// How long a timed-out connection's late bytes are read and dropped before closing.
-const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// Closes a connection a deadline ended without resetting it: a 408 if part of an
 /// HTTP/1 request head had arrived, then end of stream, then what the client still sends

@@ -16,16 +16,18 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
+
 use spec::{Balance, FaultAction, HashOn, RateKey, RouteMatch};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::body::{ResponseBody, Timed, Tracked, UpstreamBody};
-use crate::conn::{Activity, Conn, Touching, after};
+use crate::body::{Inbound, ResponseBody, Timed, Tracked, UpstreamBody};
+use crate::conn::{Conn, after};
 use crate::headers::{check_request, cookie, forwarding_headers, is_upgrade, strip_hop_by_hop};
 use crate::metrics::ServiceMetrics;
 use crate::pool::{Lease, Pool, PoolError};
 use crate::service::{Lane, Notice, ServicePolicy, TryResult};
+use crate::tunnel::{ClientUpgrade, tunnel};
 
 /// Shared by every service proxy of a `bulwark up`.
 pub struct Hooks {
@@ -157,7 +159,7 @@ impl ServiceProxy {
     /// Entry point for a request that arrived on this service's listener.
     pub(crate) async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<Inbound>,
         conn: &Arc<Conn>,
     ) -> Result<Response<ResponseBody>, InjectedReset> {
         let began = Instant::now();
@@ -182,7 +184,7 @@ impl ServiceProxy {
 
     async fn entry(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Inbound>,
         conn: &Arc<Conn>,
         began: Instant,
     ) -> Result<(Response<ResponseBody>, Option<LocalReason>), InjectedReset> {
@@ -416,7 +418,7 @@ impl ServiceProxy {
         let peer = conn.peer;
         let policy = self.policy();
         let cfg = &policy.expose;
-        let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+        let upgrade = is_upgrade(req.headers()).then(|| ClientUpgrade::take(&mut req));
         let (mut parts, body) = req.into_parts();
         let upgrade_headers = upgrade.as_ref().map(|_| {
             (
@@ -1100,42 +1102,11 @@ pub(crate) fn clone_request(req: &Request<UpstreamBody>) -> Option<Request<Upstr
     Some(r)
 }
 
-/// Copies bytes both ways between an upgraded client connection and the replica.
-///
-/// The client connection's [`Conn`] is kept for the tunnel's life (so is its listener's
-/// connection permit, inside the upgraded socket). The tunnel is closed after
-/// `timeouts.idle` without a byte either way, and when the listener closes what is left
-/// after its drain period.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    _guard: bus::LoadGuard,
-    conn: Arc<Conn>,
-) {
-    let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
-        return;
-    };
-    let activity = Activity::new();
-    let mut c = Touching {
-        io: hyper_util::rt::TokioIo::new(c),
-        activity: &activity,
-    };
-    let mut u = hyper_util::rt::TokioIo::new(u);
-    let mut closing = conn.closing.clone();
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
-        () = activity.idle_for(conn.idle) => {
-            tracing::debug!(peer = %conn.peer, "closing an idle tunnel");
-        }
-        () = async { let _ = closing.wait_for(|c| *c).await; } => {}
-    }
-}
-
 /// Reads a body of at most `max_body` bytes (by its declared length) whole, so that it
 /// can be sent again, by `deadline`; a larger one is left to stream, bounded by the same
 /// deadline. `Err`: the answer to send (and the request's version).
 async fn read_body(
-    req: Request<Incoming>,
+    req: Request<Inbound>,
     max_body: usize,
     deadline: Instant,
 ) -> Result<Request<UpstreamBody>, (StatusCode, String, http::Version)> {

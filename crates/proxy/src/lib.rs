@@ -31,6 +31,7 @@ mod stale;
 mod switches;
 mod tcp;
 mod tls;
+mod tunnel;
 mod upstream_tls;
 mod workers;
 

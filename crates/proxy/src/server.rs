@@ -1,19 +1,23 @@
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bus::Endpoints;
-use hyper::Request;
+use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use spec::Expose;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use crate::conn::{Conn, Counted, Watched, after};
+use crate::body::Inbound;
+use crate::conn::{Conn, Counted, H2_PREFACE, LINGER, Linger, Watched, after};
 use crate::forward::{Hooks, ServiceProxy};
 use crate::metrics::ProxyMetrics;
 use crate::service::ServicePolicy;
@@ -158,6 +162,52 @@ pub const H2_MAX_PENDING_RESETS: usize = 20;
 pub const H2_MAX_LOCAL_RESETS: usize = 1024;
 /// After the drain period, how long tunnels and connections still open get to close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// While a listener drains, how often an `h1` connection with a request in flight is
+/// looked at, to close it once that request is answered.
+const DRAIN_CHECK: Duration = Duration::from_millis(20);
+
+/// Which engine serves HTTP/1.1 client connections: `BULWARK_HTTP1=h1` (bulwark's own,
+/// `crates/h1`, the default) or `hyper` (hyper's, as before it). HTTP/2 is hyper's either
+/// way. Read once, at the first listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Http1 {
+    Hyper,
+    H1,
+}
+
+impl Http1 {
+    const DEFAULT: Http1 = Http1::H1;
+
+    pub(crate) fn get() -> Http1 {
+        static CHOSEN: std::sync::OnceLock<Http1> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| match std::env::var("BULWARK_HTTP1").as_deref() {
+            Ok("h1") => Http1::H1,
+            Ok("hyper") => Http1::Hyper,
+            Ok(other) => {
+                tracing::warn!(
+                    value = other,
+                    "BULWARK_HTTP1 is h1 or hyper; using the default"
+                );
+                Http1::DEFAULT
+            }
+            Err(_) => Http1::DEFAULT,
+        })
+    }
+}
+
+/// The `h1` engine's limits: the proxy's own; no timers (the connection's clock in
+/// `conn.rs` keeps `header_read` and `idle` for both engines).
+fn h1_config() -> h1::Config {
+    h1::Config {
+        max_head_bytes: MAX_HEAD_BYTES,
+        max_headers: MAX_HEADERS,
+        max_body_bytes: None,
+        idle_timeout: None,
+        header_timeout: None,
+        linger: Some(LINGER),
+        date: true,
+    }
+}
 
 /// The connection limit (`limits.max_connections`) of one listener, shared by the sockets
 /// its workers accept on.
@@ -214,25 +264,7 @@ pub(crate) async fn serve_shared(
         max: max_conns,
     } = limit;
     let (closing_tx, closing) = watch::channel(false);
-    let mut server = auto::Builder::new(TokioExecutor::new());
-    server
-        .http1()
-        .timer(TokioTimer::new())
-        // Our own per-connection timer enforces `header_read` (hyper's would start the
-        // moment a keep-alive connection goes idle, overriding `timeouts.idle`).
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS);
-    server
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT)
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
-        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let listener = Arc::new(Listener::new(proxy.clone(), tls, shutdown.clone()));
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -258,30 +290,17 @@ pub(crate) async fn serve_shared(
                     (p.expose.timeouts.idle, p.expose.timeouts.header_read)
                 };
                 let conn = Arc::new(Conn::new(peer, idle, header_read, closing.clone(), permit));
-                let Some(tls) = &tls else {
-                    let served = serve_connection(&server, stream, conn.clone(), &proxy);
-                    tokio::spawn(watch_connection(graceful.watch(served), conn));
-                    continue;
-                };
-                // The handshake runs in the connection's task, under the head's deadline.
-                let (acceptor, server, proxy) = (tls.acceptor(), server.clone(), proxy.clone());
-                let graceful = graceful.watcher();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let served = serve_connection(&server, stream, conn.clone(), &proxy);
-                            watch_connection(graceful.watch(served), conn).await;
-                        }
-                        Ok(Err(e)) => {
-                            proxy.metrics.tls_failed.inc();
-                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            proxy.metrics.tls_failed.inc();
-                            tracing::debug!(peer = %peer, "TLS handshake timed out");
-                        }
+                // Tasks of their own sizes: the future of an idle plain `h1` connection
+                // must not be as large as a TLS handshake or a hyper connection.
+                let (this, watcher) = (listener.clone(), graceful.watcher());
+                match (&listener.tls, &listener.h1) {
+                    (Some(_), _) => drop(tokio::spawn(this.tls(stream, conn, watcher))),
+                    (None, Some(_)) => drop(tokio::spawn(this.plain(stream, conn, watcher))),
+                    (None, None) => {
+                        let served = watcher.watch(listener.serve_hyper(stream, conn.clone()));
+                        drop(tokio::spawn(watch_connection(served, conn, None)));
                     }
-                });
+                }
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         }
@@ -301,34 +320,171 @@ pub(crate) async fn serve_shared(
     let _ = tokio::time::timeout(CLOSE_GRACE, all()).await;
 }
 
-/// One client connection served by `proxy`, over plain TCP or TLS.
-fn serve_connection<IO>(
-    server: &auto::Builder<TokioExecutor>,
-    io: IO,
-    conn: Arc<Conn>,
-    proxy: &Arc<ServiceProxy>,
-) -> impl hyper_util::server::graceful::GracefulConnection + use<IO>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let io = TokioIo::new(Watched::new(io, conn.clone()));
-    let proxy = proxy.clone();
-    let svc = service_fn(move |req: Request<Incoming>| {
-        let proxy = proxy.clone();
-        let ticket = conn.begin(req.version() == http::Version::HTTP_2);
-        async move {
-            let res = proxy.handle(req, ticket.conn()).await?;
-            Ok::<_, crate::forward::InjectedReset>(res.map(|b| Counted::new(b, ticket)))
+/// What every connection accepted on one listener socket shares.
+struct Listener {
+    proxy: Arc<ServiceProxy>,
+    /// HTTP/2 always; HTTP/1.1 too under `BULWARK_HTTP1=hyper`.
+    hyper: auto::Builder<TokioExecutor>,
+    /// `Some` when bulwark's own engine serves HTTP/1.1.
+    h1: Option<Arc<h1::Config>>,
+    tls: Option<Arc<TlsListener>>,
+    /// Turns true when the listener starts to drain.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Listener {
+    fn new(
+        proxy: Arc<ServiceProxy>,
+        tls: Option<Arc<TlsListener>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Listener {
+        let h1 = (Http1::get() == Http1::H1).then(|| Arc::new(h1_config()));
+        Listener {
+            proxy,
+            hyper: hyper_builder(),
+            h1,
+            tls,
+            shutdown,
         }
-    });
-    server.serve_connection_with_upgrades(io, svc).into_owned()
+    }
+
+    /// One plain client connection of an `h1` listener, from its accept to its end (see
+    /// [`serve`] for its deadlines): the engine chosen, the requests served.
+    async fn plain(self: Arc<Self>, stream: TcpStream, conn: Arc<Conn>, graceful: Watcher) {
+        let Some(config) = &self.h1 else { return };
+        // A plain connection is HTTP/2 only with prior knowledge: its first bytes say so.
+        // The sniffing runs under the first request's deadline. The served future is made
+        // inside the awaited call, not bound to a local first: a local moved into the
+        // call keeps its own room in this future's state (rust-lang/rust#62958).
+        let watch = conn.clone();
+        let drain = self.drain();
+        watch_connection(
+            async {
+                match sniff_h2(&stream).await {
+                    Some(false) => {
+                        drop(graceful);
+                        let _ = serve_h1(stream, conn, &self.proxy, config).await;
+                    }
+                    // Boxed: hyper's connection inline would make every idle `h1`
+                    // connection's future as large as it.
+                    Some(true) => self.hyper_boxed(stream, conn, graceful).await,
+                    None => {}
+                }
+            },
+            watch,
+            drain,
+        )
+        .await;
+    }
+
+    /// Hyper serving an HTTP/2 connection an `h1` listener received, on the heap.
+    fn hyper_boxed(
+        &self,
+        stream: TcpStream,
+        conn: Arc<Conn>,
+        graceful: Watcher,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let served = graceful.watch(self.serve_hyper(stream, conn));
+        Box::pin(async move {
+            let _ = served.await;
+        })
+    }
+
+    /// One TLS client connection: the handshake, under the head's deadline, in the
+    /// connection's task, then the engine ALPN chose.
+    async fn tls(self: Arc<Self>, stream: TcpStream, conn: Arc<Conn>, graceful: Watcher) {
+        let Some(tls) = &self.tls else { return };
+        let peer = conn.peer;
+        let header_read = conn.header_read();
+        let stream = match tokio::time::timeout(header_read, tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                self.proxy.metrics.tls_failed.inc();
+                return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                self.proxy.metrics.tls_failed.inc();
+                return tracing::debug!(peer = %peer, "TLS handshake timed out");
+            }
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        match &self.h1 {
+            Some(config) if !h2 => {
+                drop(graceful);
+                let (watch, drain) = (conn.clone(), self.drain());
+                watch_connection(serve_h1(stream, conn, &self.proxy, config), watch, drain).await;
+            }
+            _ => {
+                let watch = conn.clone();
+                watch_connection(graceful.watch(self.serve_hyper(stream, conn)), watch, None).await;
+            }
+        }
+    }
+
+    /// The listener's drain signal, for a connection served by `h1` (hyper's have
+    /// `GracefulShutdown`).
+    fn drain(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.shutdown.clone())
+    }
+
+    /// One client connection served by hyper, over plain TCP or TLS.
+    fn serve_hyper<IO: Linger>(
+        &self,
+        io: IO,
+        conn: Arc<Conn>,
+    ) -> impl hyper_util::server::graceful::GracefulConnection + use<IO> {
+        let io = TokioIo::new(Watched::new(io, conn.clone()));
+        let proxy = self.proxy.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let proxy = proxy.clone();
+            let ticket = conn.begin(req.version() == http::Version::HTTP_2);
+            async move {
+                let res = proxy.handle(req.map(Inbound::Hyper), ticket.conn()).await?;
+                Ok::<_, crate::forward::InjectedReset>(res.map(|b| Counted::new(b, ticket)))
+            }
+        });
+        self.hyper
+            .serve_connection_with_upgrades(io, svc)
+            .into_owned()
+    }
+}
+
+fn hyper_builder() -> auto::Builder<TokioExecutor> {
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    server
+        .http1()
+        .timer(TokioTimer::new())
+        // Our own per-connection timer enforces `header_read` (hyper's would start the
+        // moment a keep-alive connection goes idle, overriding `timeouts.idle`).
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    server
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    server
 }
 
 /// Runs one connection until it ends, its deadline passes (see [`serve`]), or the
-/// listener closes what is left after draining.
-async fn watch_connection<F: std::future::Future>(served: F, conn: Arc<Conn>) {
+/// listener closes what is left after draining. With `drain` (an `h1` connection), once
+/// the listener starts to drain the connection is closed as soon as it is between
+/// requests; the answer in flight then says `Connection: close`.
+async fn watch_connection<F: std::future::Future>(
+    served: F,
+    conn: Arc<Conn>,
+    mut drain: Option<watch::Receiver<bool>>,
+) {
     let mut closing = conn.closing.clone();
-    tokio::pin!(served);
+    // On the heap: pinned here, an argument would be moved into a local of its own and
+    // take its room twice in this future (rust-lang/rust#62958).
+    let mut served = Box::pin(served);
     let timer = tokio::time::sleep_until(
         conn.first_deadline()
             .min(after(tokio::time::Instant::now(), conn.idle)),
@@ -338,15 +494,101 @@ async fn watch_connection<F: std::future::Future>(served: F, conn: Arc<Conn>) {
         tokio::select! {
             _ = &mut served => return,
             () = &mut timer => {
-                let Some(next) = conn.next_check(tokio::time::Instant::now()) else {
+                let now = tokio::time::Instant::now();
+                if conn.draining() && conn.quiet() {
+                    return;
+                }
+                let Some(next) = conn.next_check(now) else {
                     tracing::debug!(peer = %conn.peer, "closing an idle client connection");
                     conn.time_out();
                     return;
                 };
+                let next = if conn.draining() { next.min(now + DRAIN_CHECK) } else { next };
+                timer.as_mut().reset(next);
+            }
+            () = draining(drain.as_mut()), if drain.is_some() && !conn.draining() => {
+                conn.drain();
+                if conn.quiet() {
+                    return;
+                }
+                let next = timer.deadline().min(tokio::time::Instant::now() + DRAIN_CHECK);
                 timer.as_mut().reset(next);
             }
             // The `Ref` from `wait_for` is not `Send`: drop it inside the branch future.
             () = async { let _ = closing.wait_for(|c| *c).await; } => return,
         }
     }
+}
+
+/// Resolves when the listener starts to drain (or is gone).
+///
+/// # Cancel safety
+/// Cancel safe.
+async fn draining(drain: Option<&mut watch::Receiver<bool>>) {
+    if let Some(d) = drain {
+        let _ = d.wait_for(|s| *s).await;
+    }
+}
+
+/// Whether a plain connection speaks HTTP/2 with prior knowledge: its first bytes are the
+/// preface. `None`: it closed (or failed) first. Peeked, not read, so that the engine
+/// chosen reads them; an idle `h1` connection carries no rewind buffer for them.
+///
+/// # Cancel safety
+/// Cancel safe: nothing is consumed.
+async fn sniff_h2(stream: &TcpStream) -> Option<bool> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut first).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if first[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == first.len() {
+            return Some(true);
+        }
+        // Part of the preface so far (a client sends it in one write, so this is rare):
+        // peeking again at once would spin on the same bytes.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One client connection served by `h1`, over plain TCP or TLS. Not an `async fn`: its
+/// arguments would be kept in its state beside the engine's future that holds them.
+fn serve_h1<IO: Linger>(
+    io: IO,
+    conn: Arc<Conn>,
+    proxy: &Arc<ServiceProxy>,
+    config: &Arc<h1::Config>,
+) -> impl Future<Output = Result<(), h1::Error>> + Send + use<IO> {
+    let io = Watched::new(io, conn.clone());
+    let proxy = proxy.clone();
+    let service = move |req: Request<h1::RequestBody>| {
+        let proxy = proxy.clone();
+        let ticket = conn.begin(false);
+        async move {
+            let handled = proxy.handle(req.map(Inbound::H1), ticket.conn()).await;
+            let draining = ticket.conn().draining();
+            match handled {
+                Ok(mut res) => {
+                    if draining {
+                        // The listener drains: this answer is the connection's last.
+                        res.headers_mut()
+                            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    res.map(|b| Counted::new(b, ticket))
+                }
+                // Dropped unanswered, as hyper does when a service fails.
+                Err(crate::forward::InjectedReset) => {
+                    let body = http_body_util::Either::Right(Default::default());
+                    let mut res = Response::new(Counted::new(body, ticket));
+                    res.extensions_mut().insert(h1::Reset);
+                    res
+                }
+            }
+        }
+    };
+    h1::serve(io, service, config.clone())
 }

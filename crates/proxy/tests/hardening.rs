@@ -441,3 +441,41 @@ async fn a_bad_gateway_names_the_replica_without_its_address() {
         "the replica's address reached the client: {body}"
     );
 }
+
+/// On shutdown an idle keep-alive connection is closed at once, and one with a request in
+/// flight gets its answer, marked as the last, then is closed: neither waits for the end
+/// of the drain period (either HTTP/1.1 engine, `BULWARK_HTTP1`).
+#[tokio::test]
+async fn shutdown_closes_keep_alive_connections_between_requests() {
+    let drain = Duration::from_secs(10);
+    let p = start(drain, |_| {}).await;
+    let mut idle = connect(p.addr).await;
+    assert_eq!(get(&mut idle, "/").await.0, 200);
+    let mut busy = connect(p.addr).await;
+    assert_eq!(get(&mut busy, "/").await.0, 200);
+    // Half a body: the request is in flight when the drain begins.
+    busy.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+        .await
+        .unwrap();
+    tokio::time::sleep(ms(200)).await;
+    let t = Instant::now();
+    p.shutdown.send(true).unwrap();
+    assert!(
+        closed_within(&mut idle, DEADLINE).await,
+        "an idle connection waited for the drain deadline"
+    );
+    tokio::time::sleep(ms(200)).await;
+    busy.write_all(b"56789").await.unwrap();
+    let (status, head, body) = response(&mut busy).await;
+    assert_eq!((status, body.as_str()), (200, "0123456789"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(closed_within(&mut busy, DEADLINE).await, "kept open");
+    timeout(DEADLINE, p.task)
+        .await
+        .expect("serve returns once its connections are closed")
+        .unwrap();
+    assert!(t.elapsed() < drain / 2, "{:?}", t.elapsed());
+}

@@ -540,15 +540,38 @@ pub fn http(addr: SocketAddr, head: &str) -> (u16, String) {
     (code, body)
 }
 
-/// The status code (`None` without a status line) and the body of a raw HTTP response.
+/// The status code (`None` without a status line) and the body of a raw HTTP response
+/// (decoded if chunked: a body of unknown length is chunked to an HTTP/1.1 client, also
+/// when the replica answered in HTTP/1.0).
 pub fn parse_response(raw: &[u8]) -> (Option<u16>, String) {
     let text = String::from_utf8_lossy(raw);
     let code = text.split(' ').nth(1).and_then(|c| c.parse().ok());
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return (code, String::new());
+    };
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("\r\ntransfer-encoding: chunked");
+    let body = match chunked.then(|| dechunk(body)).flatten() {
+        Some(decoded) => decoded,
+        None => body.to_owned(),
+    };
     (code, body)
+}
+
+/// A chunked body's data; `None` if it is not well formed.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = size.split(';').next()?.trim();
+        let n = usize::from_str_radix(size, 16).ok()?;
+        if n == 0 {
+            return Some(body);
+        }
+        body.push_str(after.get(..n)?);
+        rest = after.get(n..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// GET through a proxy or straight to a replica.
