@@ -9,7 +9,6 @@
 #[path = "common.rs"]
 mod common;
 
-use std::convert::Infallible;
 use std::sync::OnceLock;
 
 use bytes::Bytes;

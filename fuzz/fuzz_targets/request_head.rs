@@ -80,8 +80,8 @@ abort = 503
     let (endpoints, endpoints_rx) = tokio::sync::watch::channel(Arc::new(Endpoints {
         version: 1,
         ready: vec![ep],
-        split: None,
-        mixed: false,
+        // What a stack without rollouts or a leader has (and fields added later).
+        ..Endpoints::default()
     }));
     std::mem::forget(endpoints);
     let (faults, faults_rx) = tokio::sync::watch::channel(true);

@@ -61,8 +61,8 @@ async fn start() -> (SocketAddr, watch::Sender<Vec<Toxic>>) {
     let (endpoints, endpoints_rx) = watch::channel(Arc::new(Endpoints {
         version: 1,
         ready: vec![ep],
-        split: None,
-        mixed: false,
+        // What a stack without rollouts or a leader has (and fields added later).
+        ..Endpoints::default()
     }));
     std::mem::forget(endpoints);
     let (toxics, toxics_rx) = watch::channel(Vec::new());
