@@ -530,29 +530,21 @@ async fn draining(drain: Option<&mut watch::Receiver<bool>>) {
     }
 }
 
-/// Whether a plain connection speaks HTTP/2 with prior knowledge: its first bytes are the
-/// preface. `None`: it closed (or failed) first. Peeked, not read, so that the engine
-/// chosen reads them; an idle `h1` connection carries no rewind buffer for them.
+/// Whether a plain connection may speak HTTP/2 with prior knowledge: `Some(true)` when its
+/// first bytes are the preface, or a part of it so far (hyper's auto-detection, which
+/// reads and rewinds, then decides: it serves HTTP/1.1 as well); `Some(false)` when they
+/// cannot begin it. `None`: it closed (or failed) first. Peeked, not read, so that the
+/// engine chosen reads them; an idle `h1` connection carries no rewind buffer for them.
+/// One peek: bytes already there keep a socket readable, so waiting for more of the
+/// preface by peeking again would poll (a client that sends `PRI` and stalls once cost
+/// a wakeup every 5 ms until its deadline).
 ///
 /// # Cancel safety
 /// Cancel safe: nothing is consumed.
 async fn sniff_h2(stream: &TcpStream) -> Option<bool> {
     let mut first = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut first).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        if first[..n] != H2_PREFACE[..n] {
-            return Some(false);
-        }
-        if n == first.len() {
-            return Some(true);
-        }
-        // Part of the preface so far (a client sends it in one write, so this is rare):
-        // peeking again at once would spin on the same bytes.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let n = stream.peek(&mut first).await.ok()?;
+    (n > 0).then(|| first[..n] == H2_PREFACE[..n])
 }
 
 /// One client connection served by `h1`, over plain TCP or TLS. Not an `async fn`: its

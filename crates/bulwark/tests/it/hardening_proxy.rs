@@ -199,3 +199,43 @@ max_connections = 2"#,
     r.read_line(&mut echo).unwrap();
     assert_eq!(echo, "still here\n");
 }
+
+/// Clients that send the first bytes of the HTTP/2 preface (`PRI * HT`) and stall cost
+/// `up` no CPU while they wait for their deadline (the engine choice once peeked every
+/// 5 ms for the rest of it), and a request whose first write (`P`) could begin the preface is answered.
+#[test]
+fn a_stalled_part_of_the_h2_preface_costs_no_cpu_and_a_split_request_is_answered() {
+    let port = free_port();
+    let toml = Demo::new("web")
+        .replicas(1)
+        .ready_every("200ms")
+        .expose(port)
+        .with("[services.web.expose.timeouts]\nheader_read = \"30s\"")
+        .build();
+    let stack = Stack::start(&toml);
+    stack.wait_ready("web", 1);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stalled: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = connect(addr);
+            s.write_all(b"PRI * HT").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(ms(500)); // let the proxy take in every connection's bytes
+    let before = cpu_time(stack.pid());
+    std::thread::sleep(Duration::from_secs(2)); // the window measured, not a wait for an event
+    let used = cpu_time(stack.pid()) - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "{used:?} of CPU in 2 s for 300 stalled connections"
+    );
+    let mut split = connect(addr);
+    split.write_all(b"P").unwrap(); // could begin the preface: hyper decides
+    std::thread::sleep(ms(50));
+    split
+        .write_all(b"OST / HTTP/1.1\r\nHost: web\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    assert_eq!(response(&mut split).0, 200);
+    drop(stalled);
+}
