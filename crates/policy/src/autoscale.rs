@@ -204,9 +204,9 @@ impl Steps {
 /// earlier would), scale events within the longer policy period.
 ///
 /// Choices beyond Kubernetes':
-/// - a new autoscaler (or one that has remembered nothing for a whole window) takes the
-///   count in force as a recommendation made now, so a restarted runtime does not shrink
-///   a service before `down_window` has passed;
+/// - a new autoscaler takes the count in force as a recommendation made now, so a
+///   restarted runtime does not shrink a service before `down_window` has passed (only a
+///   new one: decisions further apart than the window must still scale down);
 /// - the failure cover is added after stabilization and rate limits and never recorded as
 ///   a recommendation: it is granted at once and withdrawn at once when the failed
 ///   replicas are back. When `current` equals the previous decision's `desired`, that
@@ -257,7 +257,7 @@ impl Autoscaler {
         };
         let base = current - held;
         self.forget(now);
-        if self.recs.is_empty() {
+        if self.last.is_none() {
             self.recs.push_back((now, base.clamp(min, max)));
         }
         let wanted = recommend(base, value, target, self.cfg.tolerance);
@@ -459,6 +459,26 @@ mod tests {
         let mut a = Autoscaler::new(AutoscaleConfig::new(1, 20));
         let d = a.decide(t0, 6, 10.0, 100.0, 0);
         assert_eq!((d.desired, d.reason), (6, Reason::HeldByStabilization));
+    }
+
+    #[test]
+    fn decisions_further_apart_than_the_window_still_scale_down() {
+        // Regression: the count in force was taken as a fresh recommendation whenever the
+        // memory was empty, so decisions at least `down_window` apart never scaled down.
+        let t0 = crate::epoch();
+        let cfg = AutoscaleConfig {
+            down_window: 13 * S,
+            ..AutoscaleConfig::new(1, 3)
+        };
+        let mut a = Autoscaler::new(cfg);
+        let mut current = 3;
+        for step in 1..=4 {
+            let now = t0 + 13 * step * S;
+            let d = a.decide(now, current, 10.0 / f64::from(current), 100.0, 0);
+            a.scaled(now, current, d.desired);
+            current = d.desired;
+        }
+        assert_eq!(current, 1);
     }
 
     #[test]
