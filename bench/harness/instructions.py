@@ -11,7 +11,13 @@ are in its CPU time) over the requests wrk completed. The backends run natively
 (valgrind does not follow an exec, and the naive backends are not its children).
 
 Under valgrind a proxy runs 20–50× slower, so the window is a few thousand requests; wrk's
-few connections are opened inside it and amortised over them."""
+few connections are opened inside it and amortised over them.
+
+The same dump gives each proxy's profile (`callgrind_annotate --inclusive=no`): the share of
+the counted instructions each function executed itself, and those shares summed by the
+component the function belongs to (a Rust function by its crate, a C function by its
+library), so the report can say where the remaining instructions go. callgrind counts user
+space only: the kernel's share of a request (the system calls themselves) is not in it."""
 from __future__ import annotations
 
 import glob
@@ -25,7 +31,7 @@ from . import measure
 from .compare import _guard, make
 from .context import Ctx, Log
 from .procs import NaiveBackends
-from .records import Record, Unavailable
+from .records import Record, Unavailable, optional
 
 if TYPE_CHECKING:
     from .proxies import Bulwark, HAProxy, Nginx
@@ -34,6 +40,41 @@ PROXIES = ["haproxy", "nginx", "bulwark"]
 # Connections of the counted wrk run: a few, so the proxy's event loop batches a little as
 # it does under load, without the connection setup weighing on the count.
 CONNS = 8
+
+
+# The functions of a profile kept in the results (the components add up everything listed).
+TOP = 15
+
+# Components of a profile, first match wins: (name, pattern on the function, pattern on the
+# object file). A Rust function is matched by the crate its path starts with.
+COMPONENTS: list[tuple[str, str, str]] = [
+    ("memory allocation (malloc, free)", r"^(_int_)?(malloc|free|realloc|calloc|cfree)|^tcache|^__libc_(malloc|free)"
+     r"|^mi_|^_?mi_|^je_|^__rust_(alloc|dealloc|realloc)|^alloc::alloc::", ""),
+    ("memory copy and compare (memcpy, memmove, memset, memcmp)", r"^_*(mem(cpy|move|set|cmp)|bcmp)", ""),
+    ("bulwark: HTTP/1 engine (h1)", r"^h1::", ""),
+    ("bulwark: proxy", r"^proxy::", ""),
+    ("bulwark: policy", r"^policy::", ""),
+    ("bulwark: other crates", r"^(runtime|observe|bulwark|spec|store|api)::", ""),
+    ("httparse", r"^httparse::", ""),
+    ("tokio and mio (async runtime, I/O readiness)", r"^(tokio|mio)::", ""),
+    ("hyper and h2", r"^(hyper|hyper_util|h2)::", ""),
+    ("http, bytes (request types and buffers)", r"^(http|bytes)::", ""),
+    ("Rust core and std", r"^(core|std|alloc)::", ""),
+    ("other Rust crates", r"^[a-z_][a-z0-9_]*::", ""),
+    ("libc (system call wrappers, other)", "", r"libc[.-]"),
+    ("OpenSSL", "", r"lib(ssl|crypto)"),
+    ("the proxy's own code (C)", "", r"haproxy|nginx"),
+    ("dynamic loader, vDSO", "", r"ld-linux|vdso"),
+]
+
+
+@dataclass
+class Hot(Record):
+    """One function of a profile: the share of the counted instructions it executed itself."""
+
+    function: str
+    object: str
+    share: float
 
 
 @dataclass
@@ -45,6 +86,56 @@ class Instructions(Record):
     per_request: float
     processes: int
     errors: int
+    # Where they went: shares (percent) by component, and the top functions.
+    components: dict[str, float] | None = optional()
+    top: list[Hot] | None = optional()
+
+
+ANNOTATED = re.compile(r"^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(\S+?):(.+?)(?:\s+\[([^\]]*)\])?\s*$")
+
+
+def profile_lines(text: str) -> list[Hot]:
+    """The functions of `callgrind_annotate --inclusive=no` output, hottest first (the
+    program totals line is not a function)."""
+    out = []
+    for line in text.splitlines():
+        m = ANNOTATED.match(line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        obj = os.path.basename(m.group(5) or "")
+        out.append(Hot(function=m.group(4).strip(), object=obj, share=float(m.group(2))))
+    return out
+
+
+def component(hot: Hot) -> str:
+    """The component a function belongs to (see COMPONENTS)."""
+    name = hot.function.lstrip("<&*").removeprefix("mut ").removeprefix("dyn ")
+    for label, fn_pat, obj_pat in COMPONENTS:
+        if fn_pat and re.search(fn_pat, name):
+            return label
+        if obj_pat and re.search(obj_pat, hot.object):
+            return label
+    return "other"
+
+
+def components(hots: list[Hot]) -> dict[str, float]:
+    """Shares summed by component, largest first; what no listed function covers
+    (callgrind_annotate lists the hottest functions up to 99 % of the total) is "the rest"."""
+    sums: dict[str, float] = {}
+    for h in hots:
+        sums[component(h)] = sums.get(component(h), 0.0) + h.share
+    rest = 100.0 - sum(sums.values())
+    if rest > 0.05:
+        sums["the rest (the smallest functions, unlisted)"] = rest
+    return {k: round(v, 1) for k, v in sorted(sums.items(), key=lambda kv: -kv[1])}
+
+
+def profile(dump: str) -> list[Hot]:
+    """The functions of one dump by instructions executed themselves."""
+    r = subprocess.run(["callgrind_annotate", "--inclusive=no", dump], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"callgrind_annotate {dump}: {(r.stderr or r.stdout).strip()[-300:]}")
+    return profile_lines(r.stdout)
 
 
 def callgrind(out_dir: str) -> list[str]:
@@ -95,8 +186,11 @@ def count(ctx: Ctx, backends: NaiveBackends, name: str, log: Log) -> Instruction
         ir = sum(totals(f) for f in dumps)
         if run.requests == 0:
             raise RuntimeError("no request completed in the counted window")
+        # The profile of the process that did most of the work (HAProxy and nginx run as one).
+        hots = profile(max(dumps, key=totals))
         out = Instructions(requests=run.requests, instructions=ir, per_request=round(ir / run.requests),
-                           processes=len(dumps), errors=run.errors + run.non_2xx)
+                           processes=len(dumps), errors=run.errors + run.non_2xx,
+                           components=components(hots), top=hots[:TOP])
         log(f"  callgrind {name}: {out.per_request} instructions per request ({run.requests} requests, "
             f"{len(dumps)} process(es))")
         return out

@@ -351,6 +351,36 @@ def _md_instructions(w: Write, ins: JsonDict) -> None:
         "one `wrk -t1 -c8` run counted: every instruction of the proxy's processes and threads (health checks "
         "included) over the requests completed. Noise-free: a shared machine slows valgrind down but does not "
         "change the count.\n")
+    _md_profiles(w, ins)
+
+
+def _md_profiles(w: Write, ins: JsonDict) -> None:
+    """Where each proxy's counted instructions go: by component, then bulwark's hottest
+    functions."""
+    measured = [n for n in PROXIES if (ins.get(n) or {}).get("components")]
+    if not measured:
+        return
+    w("### Where the instructions go\n")
+    w("Share of each proxy's counted instructions executed by the functions of a component themselves "
+      "(`callgrind_annotate --inclusive=no` on the same dump; user space only, the system calls' own work "
+      "is the kernel's and not counted).\n")
+    for name in measured:
+        m = ins[name]
+        w(f"**{NAMES[name]}** ({_num(m['per_request'])} instructions per request):\n")
+        w("| component | share | instructions per request |")
+        w("|---|---:|---:|")
+        for label, share in m["components"].items():
+            w(f"| {label} | {share:.1f} % | {_num(round(m['per_request'] * share / 100))} |")
+        w("")
+    top = (ins.get("bulwark") or {}).get("top")
+    if top:
+        w("bulwark's hottest functions (instructions executed in the function itself):\n")
+        w("| share | function | object |")
+        w("|---:|---|---|")
+        for h in top:
+            fn = h["function"] if len(h["function"]) <= 110 else h["function"][:107] + "..."
+            w(f"| {h['share']:.2f} % | `{fn}` | {h['object']} |")
+        w("")
 
 
 HEAL_COLUMNS = {
