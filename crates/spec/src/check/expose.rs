@@ -39,10 +39,9 @@ const HTTP_ONLY_TABLES: [&str; 7] = [
 
 /// The expose settings, its listen address and its routes' targets (checked by the caller
 /// against the stack's services).
-pub(super) fn expose(raw: &Spanned<ExposeTable>, base_dir: &Path, p: &mut Problems) -> Checked {
-    let span = raw.span();
-    let raw = raw.get_ref();
-    if raw.protocol.get() == Some(Protocol::Tcp) {
+pub(super) fn expose(raw: &ExposeTable, base_dir: &Path, p: &mut Problems) -> Checked {
+    let tcp = raw.protocol.get() == Some(Protocol::Tcp);
+    if tcp {
         for (key, _, value) in &raw.written {
             if HTTP_ONLY.contains(&key.as_str()) {
                 p.push(
@@ -52,14 +51,14 @@ pub(super) fn expose(raw: &Spanned<ExposeTable>, base_dir: &Path, p: &mut Proble
             } else if HTTP_ONLY_TABLES.contains(&key.as_str()) {
                 let path = raw.label.trim_start_matches('[').trim_end_matches(']');
                 p.push(
-                    span.clone(),
+                    raw.span.clone(),
                     format!("[{path}.{key}] applies to HTTP only (protocol = \"tcp\")"),
                 );
             }
         }
     } else if raw.toxics.given().is_some_and(|t| !t.get_ref().is_empty()) {
         p.push(
-            span.clone(),
+            raw.span.clone(),
             format!(
                 "toxics apply to protocol = \"tcp\" only; use [[faults]] for HTTP in {}",
                 raw.label
@@ -68,15 +67,12 @@ pub(super) fn expose(raw: &Spanned<ExposeTable>, base_dir: &Path, p: &mut Proble
     }
     let mut targets = Vec::new();
     let listen = raw.listen.given().cloned();
-    let tcp = raw.protocol.get() == Some(Protocol::Tcp);
     let (tls, claims) = match raw.tls.given() {
         Some(t) => super::tls::client_tls(t.get_ref(), tcp, base_dir, p),
         None => (Some((None, None)), None),
     };
     let upstream_tls = match raw.upstream_tls.given() {
-        Some(t) if raw.protocol.get() != Some(Protocol::Tcp) => {
-            super::tls::upstream_tls(t.get_ref(), base_dir, p).map(Some)
-        }
+        Some(t) if !tcp => super::tls::upstream_tls(t.get_ref(), base_dir, p).map(Some),
         _ => Some(None),
     };
     let built = policies(raw, &mut targets, p)
@@ -115,10 +111,7 @@ fn policies(
         Some(RateLimit {
             rate,
             // A burst of one second's worth unless told otherwise.
-            burst: match &r.burst {
-                Field::Absent => (rate.ceil() as u32).max(1),
-                burst => burst.get()?,
-            },
+            burst: r.burst.or((rate.ceil() as u32).max(1))?,
             key: r.key.get()?,
             max_keys: r.max_keys.get()?,
         })
@@ -253,24 +246,16 @@ fn fault(t: &FaultTable, p: &mut Problems) -> Option<Fault> {
         );
         return None;
     }
-    let header = match &t.header {
-        Field::Absent => None,
-        h => Some(h.get()?.to_ascii_lowercase()),
-    };
-    // Header-triggered faults apply to every request that carries the header by default.
-    let percent = match &t.percent {
-        Field::Absent => 100.0,
-        f => f.get()?,
-    };
-    let action = match (&t.delay, &t.abort) {
-        (Field::Given(d), _) => FaultAction::Delay(*d.get_ref()),
-        (_, Field::Given(a)) => FaultAction::Abort(*a.get_ref()),
-        (Field::Invalid, _) | (_, Field::Invalid) => return None,
+    // An invalid key was reported, and the stack is refused: its stand-in goes nowhere.
+    let action = match (t.delay.get(), t.abort.get()) {
+        (Some(d), _) => FaultAction::Delay(d),
+        (_, Some(a)) => FaultAction::Abort(a),
         _ => FaultAction::Reset,
     };
     Some(Fault {
-        percent,
-        header,
+        // Header-triggered faults apply to every request that carries the header by default.
+        percent: t.percent.or(100.0)?,
+        header: t.header.get().map(|h| h.to_ascii_lowercase()),
         action,
     })
 }

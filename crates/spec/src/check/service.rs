@@ -8,7 +8,6 @@ use toml::Spanned;
 use crate::keys::{BackoffTable, RestartRuleTable, ServiceTable};
 use crate::model::{Backoff, Probe, ProbeAction, ProbeKind, Service};
 use crate::problem::Problems;
-use crate::schema::Field;
 
 /// A service plus what the stack-wide checks need to point at.
 pub(super) struct Checked {
@@ -38,14 +37,7 @@ pub(super) fn service(
             ),
         );
     }
-    let restart_rules = match &raw.restart_rules {
-        Field::Given(rules) => rules
-            .get_ref()
-            .iter()
-            .filter_map(RestartRuleTable::build)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let restart_rules = super::each(&raw.restart_rules, RestartRuleTable::build);
     let backoff = raw
         .backoff
         .value()
@@ -54,7 +46,7 @@ pub(super) fn service(
     let liveness = super::probe::probe(&raw.liveness, ProbeKind::Liveness, p);
     let mut readiness = super::probe::probe(&raw.readiness, ProbeKind::Readiness, p);
     let (expose, listen, route_targets, sni) = match raw.expose.given() {
-        Some(e) => super::expose::expose(e, base_dir, p),
+        Some(e) => super::expose::expose(e.get_ref(), base_dir, p),
         None => (None, None, Vec::new(), None),
     };
     // A replica is routable only once something answers on its port; without this the
@@ -62,10 +54,10 @@ pub(super) fn service(
     if expose.is_some() && !raw.readiness.is_present() {
         readiness = Some(Probe::defaults(ProbeKind::Readiness, ProbeAction::Tcp));
     }
-    let slos = match raw.slo.given() {
-        Some(list) => super::slo::slos(&name_str, list.get_ref(), p),
-        None => Vec::new(),
-    };
+    let slos = raw
+        .slo
+        .value()
+        .map(|list| super::slo::slos(&name_str, list, p));
     // An invalid `expose` was reported already; only a missing one is this problem.
     if let Some(list) = raw.slo.given()
         && !raw.expose.is_present()
@@ -92,7 +84,7 @@ pub(super) fn service(
             run: raw.run.get().unwrap_or_default(),
             replicas: raw.replicas.get().unwrap_or(1),
             restart: raw.restart.get().unwrap_or(crate::RestartPolicy::Always),
-            restart_rules,
+            restart_rules: restart_rules.unwrap_or_default(),
             env,
             secrets,
             cwd: raw.cwd.given().map(|c| base_dir.join(c.get_ref())),
@@ -117,7 +109,7 @@ pub(super) fn service(
             ),
             container: super::container::container(raw, base_dir, p),
             expose,
-            slos,
+            slos: slos.unwrap_or_default(),
             autoscale: super::remedy::autoscale(&raw.autoscale, raw.replicas.get(), p),
             anomaly: super::resources::anomaly_with_limit(
                 super::remedy::service_anomaly(&raw.anomaly),
