@@ -3,8 +3,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use toml::Spanned;
-
 use super::{each, optional};
 use crate::keys::{
     BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RouteTable,
@@ -37,9 +35,12 @@ const HTTP_ONLY_TABLES: [&str; 7] = [
     "auth",
 ];
 
-/// The expose settings, its listen address and its routes' targets (checked by the caller
-/// against the stack's services).
-pub(super) fn expose(raw: &ExposeTable, base_dir: &Path, p: &mut Problems) -> Checked {
+/// The expose settings, and the SNI names claimed when TLS is passed through.
+pub(super) fn expose(
+    raw: &ExposeTable,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> (Option<Expose>, Option<super::tls::SniClaims>) {
     let tcp = raw.protocol.get() == Some(Protocol::Tcp);
     if tcp {
         for (key, _, value) in &raw.written {
@@ -65,8 +66,6 @@ pub(super) fn expose(raw: &ExposeTable, base_dir: &Path, p: &mut Problems) -> Ch
             ),
         );
     }
-    let mut targets = Vec::new();
-    let listen = raw.listen.given().cloned();
     let (tls, claims) = match raw.tls.given() {
         Some(t) => super::tls::client_tls(t.get_ref(), tcp, base_dir, p),
         None => (Some((None, None)), None),
@@ -75,34 +74,21 @@ pub(super) fn expose(raw: &ExposeTable, base_dir: &Path, p: &mut Problems) -> Ch
         Some(t) if !tcp => super::tls::upstream_tls(t.get_ref(), base_dir, p).map(Some),
         _ => Some(None),
     };
-    let built = policies(raw, &mut targets, p)
-        .zip(listen.clone())
+    let built = policies(raw, p)
+        .zip(raw.listen.get())
         .zip(tls.zip(upstream_tls));
     let expose = built.map(|((e, listen), ((tls, passthrough), upstream_tls))| Expose {
-        listen: listen.into_inner(),
+        listen,
         tls,
         passthrough,
         upstream_tls,
         ..e
     });
-    (expose, listen, targets, claims)
+    (expose, claims)
 }
 
-/// What [`expose`] gives: the settings, the listen address, the routes' targets, and the
-/// SNI names claimed when TLS is passed through.
-type Checked = (
-    Option<Expose>,
-    Option<Spanned<SocketAddr>>,
-    Vec<Spanned<String>>,
-    Option<super::tls::SniClaims>,
-);
-
 /// Every policy of `[expose]`; `listen` is left unspecified for the caller to fill in.
-fn policies(
-    raw: &ExposeTable,
-    targets: &mut Vec<Spanned<String>>,
-    p: &mut Problems,
-) -> Option<Expose> {
+fn policies(raw: &ExposeTable, p: &mut Problems) -> Option<Expose> {
     let balance = balance(raw, p);
     let hedge = raw.hedge.given().map(|h| h.get_ref().build());
     let rate_limit = raw.rate_limit.given().map(|r| {
@@ -118,7 +104,7 @@ fn policies(
     });
     let faults = each(&raw.faults, |f| fault(f, p));
     let toxics = each(&raw.toxics, toxic);
-    let routes = each(&raw.routes, |r| route(r, targets, p));
+    let routes = each(&raw.routes, |r| route(r, p));
     let outlier = raw.outlier.value().and_then(|o| outlier(o, p));
     Some(Expose {
         listen: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -295,10 +281,10 @@ pub(super) fn toxic(t: &ToxicTable) -> Option<Toxic> {
     })
 }
 
-/// Exactly one of `weight` and `header`.
-fn route(t: &RouteTable, targets: &mut Vec<Spanned<String>>, p: &mut Problems) -> Option<Route> {
-    let to = t.to.given()?.clone();
-    targets.push(to.clone());
+/// Exactly one of `weight` and `header`; `to` is checked against the stack's services
+/// ([`super::deps::check_routes`]).
+fn route(t: &RouteTable, p: &mut Problems) -> Option<Route> {
+    let to = t.to.get()?;
     let matcher = match (&t.weight, &t.header) {
         (Field::Given(w), Field::Absent) => RouteMatch::Weight(*w.get_ref()),
         (Field::Absent, Field::Given(h)) => {
@@ -318,7 +304,7 @@ fn route(t: &RouteTable, targets: &mut Vec<Spanned<String>>, p: &mut Problems) -
         }
     };
     Some(Route {
-        to: to.into_inner(),
+        to,
         matcher,
         switch: t.switch.get(),
     })
@@ -328,7 +314,7 @@ impl Expose {
     /// An exposed service with every policy at its declared default.
     pub fn new(listen: SocketAddr) -> Self {
         let raw: ExposeTable = super::omitted("expose");
-        let built = policies(&raw, &mut Vec::new(), &mut Problems::default());
+        let built = policies(&raw, &mut Problems::default());
         Expose {
             listen,
             ..built.expect("the declared defaults are valid")
