@@ -95,9 +95,7 @@ pub fn parse_agent(source: &str, path: &Path) -> Result<Stack, Errors> {
 
 fn parse_checked(source: &str, path: &Path, services_required: bool) -> Result<Loaded, Errors> {
     let mut problems = Problems::default();
-    let doc = toml_tree(source, path)?;
-    let root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
-    let raw = keys::StackTable::read(&root, &mut problems);
+    let raw: keys::StackTable = read_root(source, path, &mut problems)?;
     let base_dir = path.parent().unwrap_or(Path::new(""));
     match check::stack(raw, base_dir, services_required, &mut problems) {
         Some(stack) if problems.is_empty() => Ok(Loaded {
@@ -116,9 +114,7 @@ pub fn parse_experiments(
     services: &[Service],
 ) -> Result<Vec<Experiment>, Errors> {
     let mut problems = Problems::default();
-    let doc = toml_tree(source, path)?;
-    let root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
-    let raw = <keys::ExperimentsFile as Section>::read(&root, &mut problems);
+    let raw: keys::ExperimentsFile = read_root(source, path, &mut problems)?;
     let known: Vec<&Service> = services.iter().collect();
     let base_dir = path.parent().unwrap_or(Path::new(""));
     match check::chaos::experiments(&raw.experiments, &known, base_dir, &mut problems) {
@@ -127,21 +123,18 @@ pub fn parse_experiments(
     }
 }
 
-/// toml's spanned tree of `source`. After a syntax error, toml's recovered tree is a guess,
-/// and checking it would bury the real problem under errors that are not there: the syntax
-/// error is reported alone.
-fn toml_tree<'s>(
-    source: &'s str,
-    path: &Path,
-) -> Result<toml::Spanned<toml::de::DeTable<'s>>, Errors> {
-    toml::de::DeTable::parse(source).map_err(|e| {
+/// `source` read as the table `S`, its problems in `p`. After a syntax error, toml's
+/// recovered tree is a guess, and checking it would bury the real problem under errors that
+/// are not there: the syntax error is reported alone.
+fn read_root<S: Section>(source: &str, path: &Path, p: &mut Problems) -> Result<S, Errors> {
+    let doc = toml::de::DeTable::parse(source).map_err(|e| {
         let mut problems = Problems::default();
-        problems.push(
-            e.span().unwrap_or(0..0),
-            format!("invalid TOML: {}", e.message()),
-        );
+        let message = format!("invalid TOML: {}", e.message());
+        problems.push(e.span().unwrap_or(0..0), message);
         Errors::new(path, source, problems)
-    })
+    })?;
+    let root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
+    Ok(S::read(&root, p))
 }
 
 /// All problems found in a stack file (warnings too), in file order, each with a location.

@@ -3,16 +3,12 @@
 use crate::keys::{AlertsTable, SinkTable};
 use crate::model::{AlertSink, Alerts};
 use crate::problem::Problems;
-use crate::schema::Field;
 
 pub(super) fn alerts(raw: &AlertsTable, p: &mut Problems) -> Option<Alerts> {
-    let sinks = match &raw.sinks {
-        Field::Given(list) => {
-            let all: Vec<Option<AlertSink>> = list.get_ref().iter().map(|s| sink(s, p)).collect();
-            all.into_iter().collect()
-        }
-        Field::Invalid => None,
-        Field::Absent | Field::Default(_) => Some(vec![AlertSink::Log]),
+    let sinks = if raw.sinks.is_present() {
+        super::each(&raw.sinks, |s| sink(s, p))
+    } else {
+        Some(vec![AlertSink::Log])
     };
     Some(Alerts {
         group_wait: raw.group_wait.get()?,

@@ -4,8 +4,6 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
-use toml::Spanned;
-
 use super::service::Checked;
 use crate::problem::{Problems, hint, suggest};
 
@@ -23,7 +21,7 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
     // deps[i]: services i depends on (edges i -> j).
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
     for (i, checked) in services.iter_mut().enumerate() {
-        let Some(list) = &checked.depends_on else {
+        let Some(list) = checked.raw.depends_on.given() else {
             continue;
         };
         let own = &checked.service.name;
@@ -95,11 +93,7 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
             reported[i] |= from[i] && to[i];
         }
         let path: Vec<&str> = cycle.iter().map(|&i| names[i].as_str()).collect();
-        let span = services[start]
-            .depends_on
-            .as_ref()
-            .map(Spanned::span)
-            .unwrap_or_default();
+        let span = services[start].raw.depends_on.span().unwrap_or_default();
         p.push(span, format!("dependency cycle: {}", path.join(" -> ")));
     }
     order
@@ -162,7 +156,7 @@ pub(super) fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: 
     };
     let mut seen: Vec<(SocketAddr, &Checked)> = Vec::new();
     for checked in services {
-        let Some(listen) = &checked.listen else {
+        let Some(listen) = checked.listen() else {
             continue;
         };
         let addr = *listen.get_ref();
@@ -242,7 +236,12 @@ fn share(
 pub(super) fn check_routes(services: &[Checked], p: &mut Problems) {
     let names: Vec<&str> = services.iter().map(|c| c.service.name.as_str()).collect();
     for c in services {
-        for t in &c.route_targets {
+        let routes = c
+            .raw
+            .expose
+            .given()
+            .and_then(|e| e.get_ref().routes.value());
+        for t in routes.into_iter().flatten().filter_map(|r| r.to.given()) {
             let to = t.get_ref().as_str();
             if to == c.service.name {
                 p.push(

@@ -3,8 +3,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use toml::Spanned;
-
 use super::{each, optional};
 use crate::keys::{
     BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RouteTable,
@@ -37,12 +35,14 @@ const HTTP_ONLY_TABLES: [&str; 7] = [
     "auth",
 ];
 
-/// The expose settings, its listen address and its routes' targets (checked by the caller
-/// against the stack's services).
-pub(super) fn expose(raw: &Spanned<ExposeTable>, base_dir: &Path, p: &mut Problems) -> Checked {
-    let span = raw.span();
-    let raw = raw.get_ref();
-    if raw.protocol.get() == Some(Protocol::Tcp) {
+/// The expose settings, and the SNI names claimed when TLS is passed through.
+pub(super) fn expose(
+    raw: &ExposeTable,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> (Option<Expose>, Option<super::tls::SniClaims>) {
+    let tcp = raw.protocol.get() == Some(Protocol::Tcp);
+    if tcp {
         for (key, _, value) in &raw.written {
             if HTTP_ONLY.contains(&key.as_str()) {
                 p.push(
@@ -52,61 +52,43 @@ pub(super) fn expose(raw: &Spanned<ExposeTable>, base_dir: &Path, p: &mut Proble
             } else if HTTP_ONLY_TABLES.contains(&key.as_str()) {
                 let path = raw.label.trim_start_matches('[').trim_end_matches(']');
                 p.push(
-                    span.clone(),
+                    raw.span.clone(),
                     format!("[{path}.{key}] applies to HTTP only (protocol = \"tcp\")"),
                 );
             }
         }
     } else if raw.toxics.given().is_some_and(|t| !t.get_ref().is_empty()) {
         p.push(
-            span.clone(),
+            raw.span.clone(),
             format!(
                 "toxics apply to protocol = \"tcp\" only; use [[faults]] for HTTP in {}",
                 raw.label
             ),
         );
     }
-    let mut targets = Vec::new();
-    let listen = raw.listen.given().cloned();
-    let tcp = raw.protocol.get() == Some(Protocol::Tcp);
     let (tls, claims) = match raw.tls.given() {
         Some(t) => super::tls::client_tls(t.get_ref(), tcp, base_dir, p),
         None => (Some((None, None)), None),
     };
     let upstream_tls = match raw.upstream_tls.given() {
-        Some(t) if raw.protocol.get() != Some(Protocol::Tcp) => {
-            super::tls::upstream_tls(t.get_ref(), base_dir, p).map(Some)
-        }
+        Some(t) if !tcp => super::tls::upstream_tls(t.get_ref(), base_dir, p).map(Some),
         _ => Some(None),
     };
-    let built = policies(raw, &mut targets, p)
-        .zip(listen.clone())
+    let built = policies(raw, p)
+        .zip(raw.listen.get())
         .zip(tls.zip(upstream_tls));
     let expose = built.map(|((e, listen), ((tls, passthrough), upstream_tls))| Expose {
-        listen: listen.into_inner(),
+        listen,
         tls,
         passthrough,
         upstream_tls,
         ..e
     });
-    (expose, listen, targets, claims)
+    (expose, claims)
 }
 
-/// What [`expose`] gives: the settings, the listen address, the routes' targets, and the
-/// SNI names claimed when TLS is passed through.
-type Checked = (
-    Option<Expose>,
-    Option<Spanned<SocketAddr>>,
-    Vec<Spanned<String>>,
-    Option<super::tls::SniClaims>,
-);
-
 /// Every policy of `[expose]`; `listen` is left unspecified for the caller to fill in.
-fn policies(
-    raw: &ExposeTable,
-    targets: &mut Vec<Spanned<String>>,
-    p: &mut Problems,
-) -> Option<Expose> {
+fn policies(raw: &ExposeTable, p: &mut Problems) -> Option<Expose> {
     let balance = balance(raw, p);
     let hedge = raw.hedge.given().map(|h| h.get_ref().build());
     let rate_limit = raw.rate_limit.given().map(|r| {
@@ -115,17 +97,14 @@ fn policies(
         Some(RateLimit {
             rate,
             // A burst of one second's worth unless told otherwise.
-            burst: match &r.burst {
-                Field::Absent => (rate.ceil() as u32).max(1),
-                burst => burst.get()?,
-            },
+            burst: r.burst.or((rate.ceil() as u32).max(1))?,
             key: r.key.get()?,
             max_keys: r.max_keys.get()?,
         })
     });
     let faults = each(&raw.faults, |f| fault(f, p));
     let toxics = each(&raw.toxics, toxic);
-    let routes = each(&raw.routes, |r| route(r, targets, p));
+    let routes = each(&raw.routes, |r| route(r, p));
     let outlier = raw.outlier.value().and_then(|o| outlier(o, p));
     Some(Expose {
         listen: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -253,24 +232,16 @@ fn fault(t: &FaultTable, p: &mut Problems) -> Option<Fault> {
         );
         return None;
     }
-    let header = match &t.header {
-        Field::Absent => None,
-        h => Some(h.get()?.to_ascii_lowercase()),
-    };
-    // Header-triggered faults apply to every request that carries the header by default.
-    let percent = match &t.percent {
-        Field::Absent => 100.0,
-        f => f.get()?,
-    };
-    let action = match (&t.delay, &t.abort) {
-        (Field::Given(d), _) => FaultAction::Delay(*d.get_ref()),
-        (_, Field::Given(a)) => FaultAction::Abort(*a.get_ref()),
-        (Field::Invalid, _) | (_, Field::Invalid) => return None,
+    // An invalid key was reported, and the stack is refused: its stand-in goes nowhere.
+    let action = match (t.delay.get(), t.abort.get()) {
+        (Some(d), _) => FaultAction::Delay(d),
+        (_, Some(a)) => FaultAction::Abort(a),
         _ => FaultAction::Reset,
     };
     Some(Fault {
-        percent,
-        header,
+        // Header-triggered faults apply to every request that carries the header by default.
+        percent: t.percent.or(100.0)?,
+        header: t.header.get().map(|h| h.to_ascii_lowercase()),
         action,
     })
 }
@@ -310,10 +281,10 @@ pub(super) fn toxic(t: &ToxicTable) -> Option<Toxic> {
     })
 }
 
-/// Exactly one of `weight` and `header`.
-fn route(t: &RouteTable, targets: &mut Vec<Spanned<String>>, p: &mut Problems) -> Option<Route> {
-    let to = t.to.given()?.clone();
-    targets.push(to.clone());
+/// Exactly one of `weight` and `header`; `to` is checked against the stack's services
+/// ([`super::deps::check_routes`]).
+fn route(t: &RouteTable, p: &mut Problems) -> Option<Route> {
+    let to = t.to.get()?;
     let matcher = match (&t.weight, &t.header) {
         (Field::Given(w), Field::Absent) => RouteMatch::Weight(*w.get_ref()),
         (Field::Absent, Field::Given(h)) => {
@@ -333,7 +304,7 @@ fn route(t: &RouteTable, targets: &mut Vec<Spanned<String>>, p: &mut Problems) -
         }
     };
     Some(Route {
-        to: to.into_inner(),
+        to,
         matcher,
         switch: t.switch.get(),
     })
@@ -343,7 +314,7 @@ impl Expose {
     /// An exposed service with every policy at its declared default.
     pub fn new(listen: SocketAddr) -> Self {
         let raw: ExposeTable = super::omitted("expose");
-        let built = policies(&raw, &mut Vec::new(), &mut Problems::default());
+        let built = policies(&raw, &mut Problems::default());
         Expose {
             listen,
             ..built.expect("the declared defaults are valid")

@@ -47,10 +47,7 @@ pub(crate) fn stack(
     let supervisor = raw.supervisor.value().and_then(|s| s.build());
     let alerts = raw.alerts.value().and_then(|a| alerts::alerts(a, p));
 
-    let services = match &raw.services {
-        Field::Given(s) => s.get_ref().as_slice(),
-        _ => &[],
-    };
+    let services = raw.services.value().map_or(&[][..], Vec::as_slice);
     if services_required && services.is_empty() && !matches!(raw.services, Field::Invalid) {
         p.push(
             raw.services.span().unwrap_or(raw.span.clone()),
@@ -108,15 +105,12 @@ fn api(raw: &ApiTable, base_dir: &Path, p: &mut Problems) -> Option<Api> {
              `listen` needs an [api.tls] table instead; remove `allow_remote`",
         );
     }
-    let tls = match &raw.tls {
+    let tls = match raw.tls.given() {
         // The listeners' rules, as an HTTP listener: `passthrough`, `sni` and `default`
         // are refused with their reason.
-        Field::Given(t) => match tls::client_tls(t.get_ref(), false, base_dir, p).0? {
-            (Some(tls), _) => Some(tls),
-            (None, _) => return None,
-        },
-        Field::Invalid => return None,
-        Field::Absent | Field::Default(_) => None,
+        Some(t) => Some(tls::client_tls(t.get_ref(), false, base_dir, p).0?.0?),
+        None if raw.tls.is_present() => return None,
+        None => None,
     };
     if let Some(v) = raw.listen.given()
         && tls.is_none()
@@ -148,6 +142,13 @@ fn api(raw: &ApiTable, base_dir: &Path, p: &mut Problems) -> Option<Api> {
         tls,
         client_role: raw.client_role.get()?,
     })
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        api(&omitted("api"), Path::new(""), &mut Problems::default())
+            .expect("the declared defaults are valid")
+    }
 }
 
 /// Reports every name given a second time, at that name, with `message(name)`.

@@ -8,26 +8,28 @@ use toml::Spanned;
 use crate::keys::{BackoffTable, RestartRuleTable, ServiceTable};
 use crate::model::{Backoff, Probe, ProbeAction, ProbeKind, Service};
 use crate::problem::Problems;
-use crate::schema::Field;
 
-/// A service plus what the stack-wide checks need to point at.
-pub(super) struct Checked {
+/// A service, and the table it was read from: the stack-wide checks point at its keys.
+pub(super) struct Checked<'a> {
     pub service: Service,
-    /// `depends_on` as written, with spans.
-    pub depends_on: Option<Spanned<Vec<Spanned<String>>>>,
-    pub listen: Option<Spanned<SocketAddr>>,
-    /// `to` of the service's routes, checked against the other services.
-    pub route_targets: Vec<Spanned<String>>,
+    pub raw: &'a ServiceTable,
     /// The SNI names claimed on `listen` when TLS is passed through.
     pub sni: Option<super::tls::SniClaims>,
 }
 
-pub(super) fn service(
+impl Checked<'_> {
+    /// `expose.listen` as written.
+    pub fn listen(&self) -> Option<&Spanned<SocketAddr>> {
+        self.raw.expose.given()?.get_ref().listen.given()
+    }
+}
+
+pub(super) fn service<'a>(
     name: &Spanned<String>,
-    raw: &ServiceTable,
+    raw: &'a ServiceTable,
     base_dir: &Path,
     p: &mut Problems,
-) -> Checked {
+) -> Checked<'a> {
     let name_str = name.get_ref().clone();
     if !valid_name(&name_str) {
         p.push(
@@ -38,14 +40,7 @@ pub(super) fn service(
             ),
         );
     }
-    let restart_rules = match &raw.restart_rules {
-        Field::Given(rules) => rules
-            .get_ref()
-            .iter()
-            .filter_map(RestartRuleTable::build)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let restart_rules = super::each(&raw.restart_rules, RestartRuleTable::build);
     let backoff = raw
         .backoff
         .value()
@@ -53,19 +48,19 @@ pub(super) fn service(
     let startup = super::probe::probe(&raw.startup, ProbeKind::Startup, p);
     let liveness = super::probe::probe(&raw.liveness, ProbeKind::Liveness, p);
     let mut readiness = super::probe::probe(&raw.readiness, ProbeKind::Readiness, p);
-    let (expose, listen, route_targets, sni) = match raw.expose.given() {
-        Some(e) => super::expose::expose(e, base_dir, p),
-        None => (None, None, Vec::new(), None),
+    let (expose, sni) = match raw.expose.given() {
+        Some(e) => super::expose::expose(e.get_ref(), base_dir, p),
+        None => (None, None),
     };
     // A replica is routable only once something answers on its port; without this the
     // proxy would send traffic to replicas that are still starting.
     if expose.is_some() && !raw.readiness.is_present() {
         readiness = Some(Probe::defaults(ProbeKind::Readiness, ProbeAction::Tcp));
     }
-    let slos = match raw.slo.given() {
-        Some(list) => super::slo::slos(&name_str, list.get_ref(), p),
-        None => Vec::new(),
-    };
+    let slos = raw
+        .slo
+        .value()
+        .map(|list| super::slo::slos(&name_str, list, p));
     // An invalid `expose` was reported already; only a missing one is this problem.
     if let Some(list) = raw.slo.given()
         && !raw.expose.is_present()
@@ -84,15 +79,13 @@ pub(super) fn service(
     let (env, secrets) = super::env::environment(raw, base_dir, p);
     let resources = super::resources::resources(&raw.resources);
     Checked {
-        route_targets,
+        raw,
         sni,
-        depends_on: raw.depends_on.given().cloned(),
-        listen,
         service: Service {
             run: raw.run.get().unwrap_or_default(),
             replicas: raw.replicas.get().unwrap_or(1),
             restart: raw.restart.get().unwrap_or(crate::RestartPolicy::Always),
-            restart_rules,
+            restart_rules: restart_rules.unwrap_or_default(),
             env,
             secrets,
             cwd: raw.cwd.given().map(|c| base_dir.join(c.get_ref())),
@@ -117,7 +110,7 @@ pub(super) fn service(
             ),
             container: super::container::container(raw, base_dir, p),
             expose,
-            slos,
+            slos: slos.unwrap_or_default(),
             autoscale: super::remedy::autoscale(&raw.autoscale, raw.replicas.get(), p),
             anomaly: super::resources::anomaly_with_limit(
                 super::remedy::service_anomaly(&raw.anomaly),

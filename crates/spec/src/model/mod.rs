@@ -383,16 +383,6 @@ pub struct Api {
     pub client_role: ClientRole,
 }
 
-impl Default for Api {
-    fn default() -> Self {
-        Api {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7700)),
-            tls: None,
-            client_role: ClientRole::Viewer,
-        }
-    }
-}
-
 crate::spelled! {
     /// What an API client authenticated by its certificate may do (the API's token roles).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -325,16 +325,8 @@ impl NumberRange {
     }
 
     fn contains(&self, n: f64) -> bool {
-        let low = if self.min_open {
-            n > self.min
-        } else {
-            n >= self.min
-        };
-        let high = if self.max_open {
-            n < self.max
-        } else {
-            n <= self.max
-        };
+        let low = n > self.min || (n == self.min && !self.min_open);
+        let high = n < self.max || (n == self.max && !self.max_open);
         n.is_finite() && low && high
     }
 

@@ -67,6 +67,15 @@ impl<T: Clone> Field<T> {
     pub fn get(&self) -> Option<T> {
         self.value().cloned()
     }
+
+    /// The value in effect, or `absent` for a key left out that has no declared default
+    /// (one that depends on other keys); `None` when invalid.
+    pub fn or(&self, absent: T) -> Option<T> {
+        match self {
+            Field::Absent => Some(absent),
+            f => f.get(),
+        }
+    }
 }
 
 /// What a key is when the file leaves it out.
