@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from . import compare, healing, instructions, killready, report, tls
+from . import compare, cpuprofile, healing, instructions, killready, report, tls
 from .context import Ctx
 from .procs import MARKER, Neighbours, Procs, loadavg
 from .proxies import tool_versions
@@ -34,7 +34,7 @@ FULL = dict(warmup=2, wrk_runs=3, wrk_secs=10, wrk_conns=50, h2_runs=3, h2_secs=
 QUICK = dict(warmup=1, wrk_runs=1, wrk_secs=2, wrk_conns=50, h2_runs=1, h2_secs=2, lat_secs=2,
              mem_conns=500, heal_rate=200, heal_before=1, heal_after=5, reloads=2, kills=3,
              knee_secs=2, knee_steps=2, cg_secs=8, tls_rounds=1)
-SECTIONS = ["compare", "instructions", "tls", "healing", "killready"]
+SECTIONS = ["compare", "instructions", "cpuprofile", "tls", "healing", "killready"]
 
 
 @dataclass
@@ -138,6 +138,13 @@ def main() -> int:
             else:
                 ctx.errors.append("instructions: valgrind is not installed")
             marks["instructions"] = (t, time.time())
+        if "cpuprofile" in sections:
+            t = time.time()
+            if shutil.which("perf"):
+                result["cpuprofile"] = cpuprofile.run_all(ctx, log)
+            else:
+                ctx.errors.append("cpuprofile: perf is not installed (Debian: linux-perf)")
+            marks["cpuprofile"] = (t, time.time())
         if "tls" in sections:
             t = time.time()
             if shutil.which("openssl"):

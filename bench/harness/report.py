@@ -158,7 +158,7 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
     w("")
 
     c = res.get("compare")
-    if c or res.get("instructions") or res.get("tls"):
+    if c or res.get("instructions") or res.get("cpuprofile") or res.get("tls"):
         w("## Main ratios (measured in the same run)\n")
         w("Ratios are bulwark's figure divided by the other proxy's. Throughput: above 1 means bulwark "
           "is faster. Latency, memory and CPU: below 1 means bulwark adds, holds or burns less.\n")
@@ -191,6 +191,8 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
         _md_memory(w, c)
     if res.get("instructions"):
         _md_instructions(w, res["instructions"])
+    if res.get("cpuprofile"):
+        _md_cpuprofile(w, res["cpuprofile"])
     if res.get("tls"):
         from .tls import markdown_section
         markdown_section(w, res["tls"])
@@ -380,6 +382,37 @@ def _md_profiles(w: Write, ins: JsonDict) -> None:
         for h in top:
             fn = h["function"] if len(h["function"]) <= 110 else h["function"][:107] + "..."
             w(f"| {h['share']:.2f} % | `{fn}` | {h['object']} |")
+        w("")
+
+
+def _md_cpuprofile(w: Write, prof: JsonDict) -> None:
+    """User and system CPU per request at max load, and where the samples fall."""
+    w("## Where the CPU goes at max load (perf)\n")
+    w("Each proxy at max load (`wrk -t1 -c50`, one run) under `perf record -e cpu-clock` (a software clock: "
+      "this VM has no hardware counters). User and system: CPU seconds per 100k requests from /proc over the "
+      "run. Objects and symbols: shares of the proxy's own samples, the kernel's work for its system calls "
+      "included; symbols under 0.3 % are not listed.\n")
+    w("| proxy | mode | req/s | user CPU s / 100k | system CPU s / 100k | samples by object |")
+    w("|---|---|---:|---:|---:|---|")
+    for name in PROXIES:
+        for mode, m in (prof.get(name) or {}).items():
+            if _status(m):
+                w(f"| {NAMES[name]} | {mode} | {_status(m)} | | | |")
+                continue
+            objs = ", ".join(f"{o} {v:.0f} %" for o, v in list(m["by_object"].items())[:4])
+            w(f"| {NAMES[name]} | {mode} | {_num(m['rps'])} | {m['user_per_100k']:.3f} | "
+              f"{m['system_per_100k']:.3f} | {objs} |")
+    w("")
+    for name in PROXIES:
+        m = (prof.get(name) or {}).get("http")
+        if not m or _status(m):
+            continue
+        w(f"{NAMES[name]}'s hottest symbols, HTTP/1.1 (k: kernel):\n")
+        w("| share | symbol | object |")
+        w("|---:|---|---|")
+        for s in m["top"]:
+            sym = s["symbol"] if len(s["symbol"]) <= 100 else s["symbol"][:97] + "..."
+            w(f"| {s['share']:.2f} % | {'k ' if s['kernel'] else ''}`{sym}` | {os.path.basename(s['object'])} |")
         w("")
 
 

@@ -33,7 +33,7 @@ from harness.healing import (
     SlowFigures,
     figures,
 )
-from harness.killready import KillReady, KillToReady, LoadBrief, Rss
+from harness.killready import KillReady, KillToReady, LoadBrief, OciKillReady, Rss
 from harness.measure import H2Run, IdleMemory, LoadSecond, WrkRun
 from harness.procs import OtherWork
 from harness.records import Unavailable, to_json
@@ -95,8 +95,13 @@ def healing_run(d: dict[str, Any]) -> Any:
 
 
 def kill_ready(d: dict[str, Any]) -> Any:
+    oci = d.get("oci")
+    if oci is not None:
+        oci = unavailable(oci) or OciKillReady(kills=oci["kills"],
+                                               kill_to_ready_ms=KillToReady(**oci["kill_to_ready_ms"]))
     return unavailable(d) or KillReady(kills=d["kills"], kill_to_ready_ms=KillToReady(**d["kill_to_ready_ms"]),
-                                       rss_kib=Rss(**d["rss_kib"]), load_200rps_5s=LoadBrief(**d["load_200rps_5s"]))
+                                       rss_kib=Rss(**d["rss_kib"]), load_200rps_5s=LoadBrief(**d["load_200rps_5s"]),
+                                       oci=oci)
 
 
 def tls_figures(d: dict[str, Any]) -> Any:
