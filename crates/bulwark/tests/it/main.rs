@@ -3,6 +3,7 @@
 
 mod harness;
 mod hosts;
+mod strace;
 
 mod api;
 mod api_tls;
