@@ -55,6 +55,9 @@ class CpuProfile(Record):
     # CPU seconds per 100k requests, user and system.
     user_per_100k: float
     system_per_100k: float
+    # System calls by the proxy's threads over the window, per request (an exact count: the
+    # window's few idle moments add the control plane's own, a handful).
+    syscalls_per_request: float
     samples: int
     by_object: dict[str, float]
     top: list[Symbol]
@@ -81,6 +84,17 @@ def parse_report(text: str) -> tuple[int, list[Symbol]]:
             out.append(Symbol(share=float(m.group(1)), symbol=m.group(4), object=m.group(2),
                               kernel=m.group(3) == "k"))
     return samples, out
+
+
+def parse_stat(text: str) -> int:
+    """The count of `perf stat -x, -e raw_syscalls:sys_enter` output."""
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] == "raw_syscalls:sys_enter":
+            if not fields[0].isdigit():
+                raise NotSupported(f"perf stat counted nothing: {line}")
+            return int(fields[0])
+    raise RuntimeError(f"no syscall count in perf stat's output: {text[-300:]!r}")
 
 
 def perf_report(data: str, sort: str, limit: float) -> str:
@@ -145,6 +159,9 @@ def record(ctx: Ctx, backends: NaiveBackends, name: str, mode: str, log: Log) ->
         perf = ctx.procs.spawn(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(FREQ), "-o", data,
                                 "-p", ",".join(map(str, pids)), "--", "sleep", str(secs + 1)],
                                log=f"perf-{name}-{mode}.log")
+        counted = os.path.join(ctx.tmp, f"perf-{name}-{mode}.stat")
+        stat = ctx.procs.spawn(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-o", counted,
+                                "-p", ",".join(map(str, pids)), "--", "sleep", str(secs + 1)])
         time.sleep(0.5)  # perf attaches before the load begins
         u0, s0 = user_system(pids)
         run = measure.wrk(ctx.procs, t.url, secs, p["wrk_conns"])
@@ -154,6 +171,9 @@ def record(ctx: Ctx, backends: NaiveBackends, name: str, mode: str, log: Log) ->
             with open(os.path.join(ctx.tmp, f"perf-{name}-{mode}.log"), errors="replace") as f:
                 why = f.read().strip()[-300:]
             raise NotSupported(f"perf record exited {perf.returncode}: {why}")
+        stat.wait(timeout=secs + 60)
+        with open(counted) as f:
+            syscalls = parse_stat(f.read())
     finally:
         t.stop()
     samples, symbols = parse_report(perf_report(data, "dso,sym", 0.3))
@@ -163,10 +183,11 @@ def record(ctx: Ctx, backends: NaiveBackends, name: str, mode: str, log: Log) ->
     k = 100_000 / run.requests
     out = CpuProfile(requests=run.requests, rps=round(run.ok_rps), user_s=round(u1 - u0, 2),
                      system_s=round(s1 - s0, 2), user_per_100k=round((u1 - u0) * k, 3),
-                     system_per_100k=round((s1 - s0) * k, 3), samples=samples,
+                     system_per_100k=round((s1 - s0) * k, 3),
+                     syscalls_per_request=round(syscalls / run.requests, 2), samples=samples,
                      by_object=objects, top=symbols[:TOP])
     log(f"  perf {name}/{mode}: {out.rps} req/s, user {out.user_per_100k} + system {out.system_per_100k} "
-        f"CPU s per 100k, {samples} samples")
+        f"CPU s per 100k, {out.syscalls_per_request} system calls per request, {samples} samples")
     return out
 
 

@@ -390,18 +390,20 @@ def _md_cpuprofile(w: Write, prof: JsonDict) -> None:
     w("## Where the CPU goes at max load (perf)\n")
     w("Each proxy at max load (`wrk -t1 -c50`, one run) under `perf record -e cpu-clock` (a software clock: "
       "this VM has no hardware counters). User and system: CPU seconds per 100k requests from /proc over the "
-      "run. Objects and symbols: shares of the proxy's own samples, the kernel's work for its system calls "
+      "run. System calls: counted by `perf stat -e raw_syscalls:sys_enter` over the same window. "
+      "Objects and symbols: shares of the proxy's own samples, the kernel's work for its system calls "
       "included; symbols under 0.3 % are not listed.\n")
-    w("| proxy | mode | req/s | user CPU s / 100k | system CPU s / 100k | samples by object |")
-    w("|---|---|---:|---:|---:|---|")
+    w("| proxy | mode | req/s | user CPU s / 100k | system CPU s / 100k | system calls per request | "
+      "samples by object |")
+    w("|---|---|---:|---:|---:|---:|---|")
     for name in PROXIES:
         for mode, m in (prof.get(name) or {}).items():
             if _status(m):
-                w(f"| {NAMES[name]} | {mode} | {_status(m)} | | | |")
+                w(f"| {NAMES[name]} | {mode} | {_status(m)} | | | | |")
                 continue
             objs = ", ".join(f"{o} {v:.0f} %" for o, v in list(m["by_object"].items())[:4])
             w(f"| {NAMES[name]} | {mode} | {_num(m['rps'])} | {m['user_per_100k']:.3f} | "
-              f"{m['system_per_100k']:.3f} | {objs} |")
+              f"{m['system_per_100k']:.3f} | {m['syscalls_per_request']:.2f} | {objs} |")
     w("")
     for name in PROXIES:
         m = (prof.get(name) or {}).get("http")

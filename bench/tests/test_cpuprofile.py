@@ -37,14 +37,16 @@ class CpuProfileTest(unittest.TestCase):
     def test_the_report_gives_the_split_and_the_hottest_symbols(self) -> None:
         _, syms = cpuprofile.parse_report(REPORT)
         prof = {"bulwark": {"http": {"requests": 100000, "rps": 40000, "user_s": 1.0, "system_s": 2.0,
-                                     "user_per_100k": 1.0, "system_per_100k": 2.0, "samples": 19000,
+                                     "user_per_100k": 1.0, "system_per_100k": 2.0,
+                                     "syscalls_per_request": 4.02, "samples": 19000,
                                      "by_object": cpuprofile.by_object(syms), "top": [s.to_json() for s in syms]},
                             "tcp": {"not_supported": "perf record exited 255: no access"}},
                 "nginx": {"http": {"error": "RuntimeError('x')"}}}
         lines: list[str] = []
         report._md_cpuprofile(lines.append, prof)
         text = "\n".join(lines)
-        self.assertIn("| bulwark | http | 40,000 | 1.000 | 2.000 | kernel 50 %, bulwark 21 %, libc.so.6 10 % |", text)
+        self.assertIn("| bulwark | http | 40,000 | 1.000 | 2.000 | 4.02 | kernel 50 %, bulwark 21 %, libc.so.6 10 % |",
+                      text)
         self.assertIn("| bulwark | tcp | not supported", text)
         self.assertIn("| nginx | http | error", text)
         self.assertIn("| 40.50 % | k `_raw_spin_unlock_irqrestore` | [kernel.kallsyms] |", text)
@@ -54,6 +56,12 @@ class CpuProfileTest(unittest.TestCase):
                "     9.27%  /usr/lib/x86_64-linux-gnu/libc.so.6\n"
         self.assertEqual(cpuprofile.parse_objects(text),
                          (618, {"kernel": 70.2, "bulwark": 20.5, "libc.so.6": 9.3}))
+
+    def test_the_syscall_count_is_read(self) -> None:
+        text = "# started on Sun Dec  6 01:22:39 2026\n\n109,,raw_syscalls:sys_enter,807997,100.00,,\n"
+        self.assertEqual(cpuprofile.parse_stat(text), 109)
+        with self.assertRaises(cpuprofile.NotSupported):
+            cpuprofile.parse_stat("<not supported>,,raw_syscalls:sys_enter,0,100.00,,\n")
 
     def test_user_and_system_seconds_of_this_process(self) -> None:
         import os
