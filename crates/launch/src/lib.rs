@@ -28,6 +28,7 @@ mod spawner;
 
 pub use exec::{ExecOutcome, run_exec};
 pub use reap::{
-    NofileLimit, become_subreaper, exited, raise_nofile_limit, reap_orphans, signal_group,
+    Claim, NofileLimit, become_subreaper, claim, exited, raise_nofile_limit, reap_claimed,
+    reap_orphans, signal_group,
 };
 pub use spawner::{Placement, protect_self, spawn, spawn_placed};

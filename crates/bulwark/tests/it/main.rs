@@ -46,4 +46,5 @@ mod slo;
 mod tcp_tls;
 mod tls;
 mod top;
+mod warm;
 mod workers;
