@@ -127,3 +127,38 @@ fn a_killed_warm_replica_is_restored_from_its_checkpoint_and_a_broken_one_starts
         assert!(!alive(p), "pid {p} outlived bulwark up");
     }
 }
+
+#[test]
+fn check_reports_the_criu_it_found_and_refuses_what_cannot_be_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.toml");
+    let run = |toml: &str, criu: Option<&str>| {
+        std::fs::write(&file, toml).unwrap();
+        let mut cmd = std::process::Command::new(crate::harness::BULWARK);
+        cmd.args(["check", "-f"]).arg(&file);
+        if let Some(c) = criu {
+            cmd.env("BULWARK_CRIU", c);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let warm = "[services.w]\nrun = [\"x\"]\n[services.w.warm]\nafter = \"1s\"\n";
+    let (code, out) = run(warm, None);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warm restarts (w): CRIU 4."), "{out}");
+    let (code, out) = run(warm, Some("/nonexistent/criu"));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("[warm] of service w: BULWARK_CRIU names /nonexistent/criu"),
+        "{out}"
+    );
+    let container = format!("{warm}[services.w.container]\nrootfs = \"r\"\n");
+    let (code, out) = run(&container, None);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("warm restarts are not supported for a service with [services.w.container]"),
+        "{out}"
+    );
+}
