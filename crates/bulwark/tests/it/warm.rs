@@ -60,28 +60,65 @@ fn kill_to_ready(stack: &Stack) -> (u32, Duration) {
     (pid, t.elapsed())
 }
 
-#[test]
-fn a_killed_warm_replica_is_restored_from_its_checkpoint_and_a_broken_one_starts_cold() {
-    let port = free_port();
-    let mut stack = Stack::start(&warm_stack(port));
-    let checkpointed = eventually("a checkpoint", Duration::from_secs(30), || {
-        event(&stack, "replica_checkpointed", 0)
-    });
-    assert!(
-        checkpointed["dump_ms"].as_u64().unwrap() < 2000,
-        "{checkpointed}"
-    );
+/// Waits for a `replica_checkpointed` after `after` (a seq).
+fn checkpoint(stack: &Stack, after: u64) -> Value {
+    eventually("a checkpoint", Duration::from_secs(30), || {
+        event(stack, "replica_checkpointed", after)
+    })
+}
 
-    // Killed: restored, same pid, ready well under the 3 s a cold start takes.
-    let before = last_seq(&stack);
-    let (pid, took) = kill_to_ready(&stack);
-    let restored = event(&stack, "replica_restored", before)
+/// Kills the replica; it must come back through a restore, as the same pid, a child of
+/// `up`, well before a cold start could be ready. Returns its pid.
+fn kill_and_restore(stack: &Stack) -> u32 {
+    let before = last_seq(stack);
+    let (pid, took) = kill_to_ready(stack);
+    let restored = event(stack, "replica_restored", before)
         .unwrap_or_else(|| panic!("no replica_restored event: {:#?}", stack.events()));
     assert_eq!(restored["pid"].as_u64(), Some(pid as u64), "{restored}");
     assert!(
         took < Duration::from_millis(1500),
         "restored kill→ready took {took:?}"
     );
+    eprintln!("restored kill→ready: {took:?}, {restored}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: u32 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ppid, stack.pid(), "the restored process is up's own child");
+    pid
+}
+
+/// Kills the replica; it must come back cold (≥ 3 s) after a `replica_restore_failed`
+/// whose reason contains `why`.
+fn kill_and_start_cold(stack: &Stack, why: &str) {
+    let before = last_seq(stack);
+    let (_, took) = kill_to_ready(stack);
+    let failed = event(stack, "replica_restore_failed", before)
+        .unwrap_or_else(|| panic!("no replica_restore_failed event: {:#?}", stack.events()));
+    assert!(failed["reason"].as_str().unwrap().contains(why), "{failed}");
+    assert!(event(stack, "replica_restored", before).is_none());
+    assert!(
+        took >= Duration::from_secs(3),
+        "a cold start took only {took:?}"
+    );
+    eprintln!("cold kill→ready: {took:?}, {failed}");
+}
+
+#[test]
+fn a_killed_warm_replica_is_restored_from_its_checkpoint_and_a_broken_one_starts_cold() {
+    let port = free_port();
+    let mut stack = Stack::start(&warm_stack(port));
+    let dumped = checkpoint(&stack, 0);
+    assert!(dumped["dump_ms"].as_u64().unwrap() < 2000, "{dumped}");
+
+    // Killed: restored, and it serves and logs as before.
+    kill_and_restore(&stack);
     let (status, body) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
     assert_eq!(status, 200, "{body}");
     // Its output still reaches bulwark: the demo logs a fault change.
@@ -105,27 +142,47 @@ fn a_killed_warm_replica_is_restored_from_its_checkpoint_and_a_broken_one_starts
             std::fs::remove_file(f.path()).unwrap();
         }
     }
-    let before = last_seq(&stack);
-    let (_, took) = kill_to_ready(&stack);
-    let failed = event(&stack, "replica_restore_failed", before).expect("a failure event");
-    assert!(
-        failed["reason"].as_str().unwrap().contains("criu restore"),
-        "{failed}"
-    );
-    assert!(event(&stack, "replica_restored", before).is_none());
-    assert!(
-        took >= Duration::from_secs(3),
-        "a cold start took only {took:?}"
-    );
+    let seq = last_seq(&stack);
+    kill_and_start_cold(&stack, "criu restore");
     let (status, _) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
     assert_eq!(status, 200);
 
-    // Stopped: nothing of it is left, restored or not.
+    // The cold replica is checkpointed again; a reload that changes the service's spec
+    // makes that checkpoint stale: the next start is cold.
+    checkpoint(&stack, seq);
+    let file = stack.dir.path().join("stack.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("after = \"300ms\"", "after = \"350ms\""),
+    )
+    .unwrap();
+    let out = stack.cli(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let seq = last_seq(&stack);
+    kill_and_start_cold(&stack, "spec changed");
+
+    // Stopped while a restored replica runs: nothing of it is left.
+    checkpoint(&stack, seq);
+    let restored = kill_and_restore(&stack);
     let procs = stack.descendants();
+    assert!(procs.contains(&restored), "{procs:?} {restored}");
     stack.terminate(Duration::from_secs(20));
     for p in procs {
         assert!(!alive(p), "pid {p} outlived bulwark up");
     }
+}
+
+#[test]
+fn a_restored_replica_dies_with_a_killed_bulwark() {
+    let stack = Stack::start(&warm_stack(free_port()));
+    checkpoint(&stack, 0);
+    let restored = kill_and_restore(&stack);
+    // Its parent-death signal was restored, tied to bulwark's launcher thread.
+    signal(stack.pid(), libc::SIGKILL);
+    eventually("the restored replica gone", Duration::from_secs(10), || {
+        (!alive(restored)).then_some(())
+    });
 }
 
 #[test]
