@@ -18,8 +18,9 @@
 //! - a process group is signalled only while its leader is unreaped (alive or a zombie),
 //!   so its id cannot have been reused by an unrelated process ([`exited`] waits for an
 //!   exit without reaping);
-//! - [`reap_orphans`] reaps only zombies this crate did not spawn, so it never steals an
-//!   exit status from tokio.
+//! - [`reap_orphans`] reaps only zombies this crate did not spawn and nobody [`claim`]ed,
+//!   so it never steals an exit status from tokio or from a claimer (a process CRIU
+//!   restored as our child).
 
 pub mod cgroup;
 mod exec;

@@ -298,95 +298,25 @@ impl Task {
         }
     }
 
-    /// For a `[warm]` service: its slot and stamp, and the restored incarnation when
-    /// `policy::warm` says restore and CRIU manages it. A restore that fails is an event
-    /// and a cold start. `None` without `[warm]`.
-    async fn warm_start(
-        &self,
-        restart: bool,
-    ) -> Option<(warm::Slot, policy::warm::Stamp, Option<Spawned>)> {
-        self.svc.warm?;
-        let shared = self.h.shared().clone();
-        let slot = warm::Slot::new(&shared.warm_dir, &self.svc.name, self.h.index());
-        let id = Identity {
-            service: &self.svc.name,
-            index: self.h.index(),
-            addr: std::net::Ipv4Addr::LOCALHOST.into(),
-            port: 0,
-            bulwark: &shared.bulwark,
-        };
-        let program = self
-            .svc
-            .run
-            .first()
-            .map(|p| id.substitute(p))
-            .unwrap_or_default();
-        let (svc, read) = (self.svc.clone(), slot.clone());
-        let (stamp, image) =
-            tokio::task::spawn_blocking(move || (warm::stamp(&svc, &program), read.read()))
-                .await
-                .ok()?;
-        let cold = |reason: Option<String>| {
-            if let Some(reason) = reason {
-                let (service, index) = (&self.svc.name, self.h.index());
-                tracing::warn!(service, index, %reason, "no warm restore; starting cold");
-                self.h.restore_failed(reason);
-            }
-            let clear = slot.clone();
-            async move {
-                let _ = tokio::task::spawn_blocking(move || clear.clear()).await;
-            }
-        };
-        let decision = policy::warm::start(image.as_ref().map(|i| i.stamp), stamp, restart);
-        let (policy::warm::Start::Restore, Some(image)) = (decision, image) else {
-            if let policy::warm::Start::Cold(Some(why)) = decision {
-                let said = (why != policy::warm::Cold::FirstStart).then(|| why.to_string());
-                cold(said).await;
-            }
-            return Some((slot, stamp, None));
-        };
-        let (cgroup, placement) =
-            match resources::prepare(&shared.cgroups, &self.svc, self.h.index()).await {
-                Ok(prepared) => prepared,
-                Err(e) => {
-                    cold(Some(e)).await;
-                    return Some((slot, stamp, None));
-                }
-            };
-        match slot.restore(&image, placement).await {
-            Ok(restored) => {
-                self.h.restored(restored.pid, restored.restore_ms);
-                let procs = driver::Processes {
-                    leader: restored.pid,
-                    container: None,
-                };
-                let spawned = Spawned {
+    /// Spawns the current spec on a free port, in its cgroups when it sets resources and
+    /// with its notify socket if it speaks sd_notify; or restores a `[warm]` one.
+    async fn spawn(&self, restart: bool) -> Result<Spawned, String> {
+        let warm = match warm::start(&self.h, &self.svc, restart).await {
+            Some((_, _, Some((restored, port, cgroup)))) => {
+                return Ok(Spawned {
+                    procs: driver::Processes {
+                        leader: restored.pid,
+                        container: None,
+                    },
                     child: Leader::Restored(restored),
-                    procs,
-                    addr: (std::net::Ipv4Addr::LOCALHOST, image.port).into(),
+                    addr: (std::net::Ipv4Addr::LOCALHOST, port).into(),
                     cgroup,
                     notify: None,
                     container: None,
                     // Its slot has its checkpoint: nothing more to take.
                     checkpoint: Checkpoint::off(),
-                };
-                Some((slot, stamp, Some(spawned)))
+                });
             }
-            Err(e) => {
-                if let Some(cgroup) = cgroup {
-                    resources::finish(cgroup).await;
-                }
-                cold(Some(e)).await;
-                Some((slot, stamp, None))
-            }
-        }
-    }
-
-    /// Spawns the current spec on a free port, in its cgroups when it sets resources and
-    /// with its notify socket if it speaks sd_notify; or restores a `[warm]` one.
-    async fn spawn(&self, restart: bool) -> Result<Spawned, String> {
-        let warm = match self.warm_start(restart).await {
-            Some((_, _, Some(restored))) => return Ok(restored),
             Some((slot, stamp, None)) => Some((slot, stamp)),
             None => None,
         };

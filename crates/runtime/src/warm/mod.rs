@@ -22,12 +22,20 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use launch::cgroup::ReplicaCgroup;
 
 use policy::warm::Stamp;
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::handle::Handle;
+
+mod checkpoint;
+pub(crate) use checkpoint::Checkpoint;
 
 /// Where `scripts/criu/install` puts the CRIU it builds.
 pub const INSTALLED: &str = "/usr/local/lib/bulwark/criu/criu";
@@ -383,6 +391,79 @@ impl Slot {
     }
 }
 
+/// A restored incarnation: its process, the port it listens on, its cgroups.
+pub(crate) type RestoredStart = (Restored, u16, Option<Arc<ReplicaCgroup>>);
+
+/// For a replica of a `[warm]` service about to start: its slot and stamp, and the
+/// restored incarnation when `policy::warm` says restore and CRIU manages it. A restore
+/// that fails is a `replica_restore_failed` event and a cold start (the checkpoint is
+/// dropped; the cold replica is checkpointed anew). `None` without `[warm]`.
+pub(crate) async fn start(
+    h: &Handle,
+    svc: &Arc<spec::Service>,
+    restart: bool,
+) -> Option<(Slot, Stamp, Option<RestoredStart>)> {
+    svc.warm?;
+    let shared = h.shared().clone();
+    let slot = Slot::new(&shared.warm_dir, &svc.name, h.index());
+    let id = crate::Identity {
+        service: &svc.name,
+        index: h.index(),
+        addr: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: 0,
+        bulwark: &shared.bulwark,
+    };
+    let program = svc
+        .run
+        .first()
+        .map(|p| id.substitute(p))
+        .unwrap_or_default();
+    let (spec, read) = (svc.clone(), slot.clone());
+    let (stamp, image) = tokio::task::spawn_blocking(move || (stamp(&spec, &program), read.read()))
+        .await
+        .ok()?;
+    let cold = |reason: Option<String>| {
+        if let Some(reason) = reason {
+            let (service, index) = (&svc.name, h.index());
+            tracing::warn!(service, index, %reason, "no warm restore; starting cold");
+            h.restore_failed(reason);
+        }
+        let clear = slot.clone();
+        async move {
+            let _ = tokio::task::spawn_blocking(move || clear.clear()).await;
+        }
+    };
+    let decision = policy::warm::start(image.as_ref().map(|i| i.stamp), stamp, restart);
+    let (policy::warm::Start::Restore, Some(image)) = (decision, image) else {
+        if let policy::warm::Start::Cold(Some(why)) = decision {
+            let said = (why != policy::warm::Cold::FirstStart).then(|| why.to_string());
+            cold(said).await;
+        }
+        return Some((slot, stamp, None));
+    };
+    let (cgroup, placement) = match crate::resources::prepare(&shared.cgroups, svc, h.index()).await
+    {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            cold(Some(e)).await;
+            return Some((slot, stamp, None));
+        }
+    };
+    match slot.restore(&image, placement).await {
+        Ok(restored) => {
+            h.restored(restored.pid, restored.restore_ms);
+            Some((slot, stamp, Some((restored, image.port, cgroup))))
+        }
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                crate::resources::finish(cgroup).await;
+            }
+            cold(Some(e)).await;
+            Some((slot, stamp, None))
+        }
+    }
+}
+
 /// The parent of `pid`, from `/proc/PID/stat`.
 fn parent_of(pid: u32) -> Option<u32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -443,84 +524,6 @@ impl Drop for Restored {
                 nix::unistd::Pid::from_raw(self.pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
-        }
-    }
-}
-
-/// When a warm incarnation is checkpointed: once it has been ready for `after`, unless its
-/// slot has a checkpoint already. Polled in the replica task's `select!`.
-pub(crate) struct Checkpoint {
-    state: State,
-    after: Duration,
-    job: Option<(Slot, u32, u16, Stamp)>,
-}
-
-enum State {
-    /// Nothing to do (no `[warm]`, a checkpoint exists, or it was taken or tried).
-    Off,
-    /// Waiting for the replica to be ready.
-    Waiting,
-    Due(Instant),
-    Dumping(JoinHandle<Result<Dumped, String>>),
-}
-
-impl Checkpoint {
-    pub fn off() -> Checkpoint {
-        Checkpoint {
-            state: State::Off,
-            after: Duration::ZERO,
-            job: None,
-        }
-    }
-
-    /// A checkpoint of `pid` into `slot` is wanted once it has been ready for `after`.
-    pub fn wanted(slot: Slot, pid: u32, port: u16, stamp: Stamp, after: Duration) -> Checkpoint {
-        Checkpoint {
-            state: State::Waiting,
-            after,
-            job: Some((slot, pid, port, stamp)),
-        }
-    }
-
-    pub fn ready(&mut self) {
-        if matches!(self.state, State::Waiting)
-            && let Some(wait) = policy::warm::checkpoint_in(false, Duration::ZERO, self.after)
-        {
-            self.state = State::Due(Instant::now() + wait);
-        }
-    }
-
-    /// Not ready (any more): the warm-up starts again at the next ready.
-    pub fn unready(&mut self) {
-        if matches!(self.state, State::Due(_)) {
-            self.state = State::Waiting;
-        }
-    }
-
-    /// The dump's result, once it is due and done; pending forever otherwise.
-    ///
-    /// # Cancel safety
-    /// Safe: dropped while waiting, the due time stays; dropped while dumping, the dump
-    /// goes on in its own task and the next call awaits it.
-    pub async fn next(&mut self) -> Result<Dumped, String> {
-        loop {
-            match &mut self.state {
-                State::Due(at) => {
-                    tokio::time::sleep_until(*at).await;
-                    match self.job.take() {
-                        Some((slot, pid, port, stamp)) => {
-                            self.state = State::Dumping(slot.dump_detached(pid, port, stamp));
-                        }
-                        None => self.state = State::Off,
-                    }
-                }
-                State::Dumping(h) => {
-                    let r = h.await.map_err(|e| e.to_string()).and_then(|r| r);
-                    self.state = State::Off;
-                    return r;
-                }
-                State::Off | State::Waiting => std::future::pending::<()>().await,
-            }
         }
     }
 }
