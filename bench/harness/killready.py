@@ -11,7 +11,12 @@ replica run through runc (the oci driver) from a rootfs made here as the integra
 make theirs (`demo_rootfs` in crates/bulwark/tests/it/oci.rs: the binary and what `ldd`
 names, at the same paths). The victim is the container's own process (its PID 1, from `runc
 state`), not runc. That needs runc on PATH and root; otherwise the record says why it was
-skipped."""
+skipped.
+
+Then warm restarts (issue 14): the quickstart's demo made slow to start (`--startup-delay 3s`),
+killed the same way, once started cold and once with `[services.web.warm]`, each replica
+restored from its CRIU checkpoint (taken 500 ms after it was first ready). Needs root and a
+CRIU that `bulwark check` accepts (scripts/criu/install); otherwise skipped, saying why."""
 from __future__ import annotations
 
 import json
@@ -69,6 +74,17 @@ class OciKillReady(Record):
 
 
 @dataclass
+class WarmKillReady(Record):
+    """Kills of a demo that takes `startup_delay` to start: cold, then restored by CRIU."""
+
+    startup_delay: str
+    cold_ms: KillToReady
+    restored_ms: KillToReady
+    restores: int
+    checkpoint_dump_ms: list[int]
+
+
+@dataclass
 class KillReady(Record):
     kills: int
     kill_to_ready_ms: KillToReady
@@ -77,6 +93,8 @@ class KillReady(Record):
     # Replicas in containers: the figures, `{"not_supported": why}` when skipped (no runc,
     # not root), or `{"error": ...}`. Absent from results made before it existed.
     oci: OciKillReady | Unavailable | None = optional()
+    # Warm restarts: the figures, or why they were skipped; absent from older results.
+    warm: WarmKillReady | Unavailable | None = optional()
 
 
 def oci_skip_reason(euid: int, runc: str | None, ldd: str | None) -> str | None:
@@ -180,7 +198,7 @@ def run(ctx: Ctx, kills: int, log: Log = print) -> KillReady:
                      rss_kib=Rss(idle=idle_rss, after_200rps_5s=loaded_rss),
                      load_200rps_5s=LoadBrief(sent=report.sent, failed=report.failed_total,
                                               p99_ms=report.latency_ms["p99"]),
-                     oci=run_oci(ctx, kills, log))
+                     oci=run_oci(ctx, kills, log), warm=run_warm(ctx, kills, log))
 
 
 def run_oci(ctx: Ctx, kills: int, log: Log = print) -> OciKillReady | Unavailable:
@@ -231,3 +249,61 @@ def _delete_leftovers(runc_root: str) -> None:
         return
     for c in _runc_list(runc_root):
         subprocess.run(["runc", "--root", runc_root, "delete", "--force", c["id"]], capture_output=True, timeout=10)
+
+
+WARM_DELAY = "3s"
+
+
+def run_warm(ctx: Ctx, kills: int, log: Log = print) -> WarmKillReady | Unavailable:
+    """The kills of a slow-starting demo, cold and then restored from CRIU checkpoints;
+    skipped (with why) when `bulwark check` refuses `[warm]` here (no CRIU, or one that
+    fails `criu check`) or the harness is not root."""
+    if os.geteuid() != 0:
+        why = "CRIU checkpoints and restores as root only, and the harness is not root"
+        log(f"kill-to-ready, warm: skipped ({why})")
+        return Unavailable.not_supported(RuntimeError(why))
+    log(f"kill-to-ready, warm: a demo that starts in {WARM_DELAY}, cold, then restored by CRIU")
+    try:
+        cold = Bulwark(ctx.procs, ctx.tmp, ctx.bulwark, reset_after="2s", pin=False, startup_delay=WARM_DELAY)
+        try:
+            cold.start()
+            cold_samples = _kills(cold, kills, cold.pid, log)
+        finally:
+            cold.stop()
+        warm = Bulwark(ctx.procs, ctx.tmp, ctx.bulwark, reset_after="2s", pin=False, startup_delay=WARM_DELAY,
+                       warm_after="500ms")
+        try:
+            try:
+                warm.start()
+            except RuntimeError as e:
+                if "[warm]" in str(e):
+                    log(f"kill-to-ready, warm: skipped ({e})")
+                    return Unavailable.not_supported(e)
+                raise
+            dumps = _checkpoints(warm, 3)
+            seq = warm.events()[-1]["seq"]
+            warm_samples = _kills(warm, kills, warm.pid, log)
+            restores = sum(1 for e in warm.events(seq) if e["type"] == "replica_restored")
+        finally:
+            warm.stop()
+        return WarmKillReady(startup_delay=WARM_DELAY, cold_ms=KillToReady.of(cold_samples),
+                             restored_ms=KillToReady.of(warm_samples), restores=restores,
+                             checkpoint_dump_ms=dumps)
+    except Exception as e:  # noqa: BLE001 (the other figures stand; the run reports the error)
+        ctx.errors.append(f"killready warm: {e!r}")
+        return Unavailable.error(e)
+
+
+def _checkpoints(b: Bulwark, replicas: int) -> list[int]:
+    """Waits until every replica was checkpointed; the dumps' durations (ms)."""
+    deadline = time.time() + 60
+    while True:
+        dumps = {e["index"]: e["dump_ms"] for e in b.events() if e["type"] == "replica_checkpointed"}
+        if len(dumps) >= replicas:
+            return [dumps[i] for i in sorted(dumps)]
+        failed = [e for e in b.events() if e["type"] == "replica_checkpoint_failed"]
+        if failed:
+            raise RuntimeError(f"checkpoint failed: {failed[0]['reason']}")
+        if time.time() > deadline:
+            raise RuntimeError("replicas not checkpointed within 60 s")
+        time.sleep(0.1)

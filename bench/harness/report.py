@@ -214,11 +214,26 @@ def markdown(res: JsonDict, base: str, pngs: list[str]) -> str:
               f"{k['load_200rps_5s']['sent']}).\n")
             if "oci" in k:
                 w(oci_line(k["oci"]) + "\n")
+            if "warm" in k:
+                w(warm_line(k["warm"]) + "\n")
     if pngs:
         w("## Plots\n")
         for p in pngs:
             w(f"![{os.path.basename(p)}]({os.path.basename(p)})\n")
     return "\n".join(lines) + "\n"
+
+
+def warm_line(warm: JsonDict) -> str:
+    """The kill-to-ready line for warm restarts (skipped, failed or measured)."""
+    if "not_supported" in warm:
+        return f"warm restarts: skipped ({warm['not_supported']})"
+    if "error" in warm:
+        return f"warm restarts: error: {warm['error']}"
+    c, r = warm["cold_ms"], warm["restored_ms"]
+    return (f"Warm restarts, a demo that starts in {warm['startup_delay']}: cold **median {c['median']:.0f} ms** "
+            f"(min {c['min']:.0f}, max {c['max']:.0f}); restored from a CRIU checkpoint "
+            f"(`[services.web.warm]`, {warm['restores']} restores) **median {r['median']:.0f} ms** "
+            f"(min {r['min']:.0f}, max {r['max']:.0f}); checkpoints took {warm['checkpoint_dump_ms']} ms.")
 
 
 def oci_line(oci: JsonDict) -> str:

@@ -148,6 +148,9 @@ fn check(file: &std::path::Path, experiments: Option<&std::path::Path>) -> ExitC
                     eprintln!("warning: {p}");
                 }
             }
+            if let Err(code) = check_warm(&stack) {
+                return code;
+            }
             outln!(
                 "{}: ok ({} service{})",
                 file.display(),
@@ -162,6 +165,39 @@ fn check(file: &std::path::Path, experiments: Option<&std::path::Path>) -> ExitC
         Err(errors) => {
             eprintln!("{errors}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Services with `[warm]` need a CRIU that works here: which one was found and its
+/// version, or an error naming the services (exit 2).
+fn check_warm(stack: &spec::Stack) -> Result<(), ExitCode> {
+    let warm: Vec<&str> = stack
+        .services
+        .iter()
+        .filter(|s| s.warm.is_some())
+        .map(|s| s.name.as_str())
+        .collect();
+    if warm.is_empty() {
+        return Ok(());
+    }
+    let checked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(runtime::warm::criu_check()));
+    match checked {
+        Ok((criu, version)) => {
+            outln!(
+                "warm restarts ({}): CRIU {version} at {}",
+                warm.join(", "),
+                criu.display()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: [warm] of service {}: {e}", warm.join(", "));
+            Err(ExitCode::from(2))
         }
     }
 }

@@ -262,6 +262,7 @@ pub async fn serve(
             cgroups,
             notify_dir: Some(state_dir.join("notify")),
             leader_dir: Some(state_dir.join("leader")),
+            warm_dir: Some(state_dir.join("warm")),
             // Fencing tokens are ids of a journal log: never reused across restarts.
             election: Some(Arc::new(store::LocalElection::new(journal_store.clone()))),
         },

@@ -158,6 +158,51 @@ pub enum EventKind {
         /// The processes of the replica the OOM killer killed (usually 1).
         kills: u64,
     },
+    /// A warm replica (`[services.NAME.warm]`) was checkpointed while it kept running:
+    /// the next restart of its slot restores this image instead of a cold start.
+    ReplicaCheckpointed {
+        /// The service concerned.
+        service: String,
+        /// The replica's index within its service.
+        index: u32,
+        /// The process id of the replica's process (a restore gives it back).
+        pid: u32,
+        /// How long `criu dump` took: the replica was frozen for most of it.
+        dump_ms: u64,
+        /// The size of the image on disk.
+        bytes: u64,
+    },
+    /// A checkpoint of a warm replica failed; it keeps running, its restarts stay cold.
+    ReplicaCheckpointFailed {
+        /// The service concerned.
+        service: String,
+        /// The replica's index within its service.
+        index: u32,
+        /// What CRIU said.
+        reason: String,
+    },
+    /// A replica was restored from its slot's checkpoint instead of started cold; its
+    /// `replica_started` follows.
+    ReplicaRestored {
+        /// The service concerned.
+        service: String,
+        /// The replica's index within its service.
+        index: u32,
+        /// The restored process (the checkpointed one's pid).
+        pid: u32,
+        /// How long `criu restore` took.
+        restore_ms: u64,
+    },
+    /// A restore from a checkpoint failed or was not possible (the spec or the binary
+    /// changed); the replica is started cold instead.
+    ReplicaRestoreFailed {
+        /// The service concerned.
+        service: String,
+        /// The replica's index within its service.
+        index: u32,
+        /// Why.
+        reason: String,
+    },
     /// The restart policy says not to restart; the replica stays down.
     ReplicaDone {
         /// The service concerned.

@@ -18,8 +18,9 @@
 //! - a process group is signalled only while its leader is unreaped (alive or a zombie),
 //!   so its id cannot have been reused by an unrelated process ([`exited`] waits for an
 //!   exit without reaping);
-//! - [`reap_orphans`] reaps only zombies this crate did not spawn, so it never steals an
-//!   exit status from tokio.
+//! - [`reap_orphans`] reaps only zombies this crate did not spawn and nobody [`claim`]ed,
+//!   so it never steals an exit status from tokio or from a claimer (a process CRIU
+//!   restored as our child).
 
 pub mod cgroup;
 mod exec;
@@ -28,6 +29,7 @@ mod spawner;
 
 pub use exec::{ExecOutcome, run_exec};
 pub use reap::{
-    NofileLimit, become_subreaper, exited, raise_nofile_limit, reap_orphans, signal_group,
+    Claim, NofileLimit, become_subreaper, claim, exited, raise_nofile_limit, reap_claimed,
+    reap_orphans, signal_group,
 };
 pub use spawner::{Placement, protect_self, spawn, spawn_placed};

@@ -29,6 +29,54 @@ impl Ours {
     }
 }
 
+/// Children that are not [`crate::spawn`]'s but someone waits for all the same (a process
+/// CRIU restored as our child: [`claim`]). The orphan reaper leaves them alone.
+static CLAIMED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Keeps the orphan reaper off `pid` until dropped: for a child of ours that
+/// [`crate::spawn`] did not start (CRIU's `--restore-sibling` makes the restored process
+/// our child), claimed *before* it can exist, so its exit status is the claimer's to take
+/// with [`reap_claimed`].
+pub struct Claim(u32);
+
+pub fn claim(pid: u32) -> Claim {
+    CLAIMED.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    Claim(pid)
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = claimed.iter().position(|&p| p == self.0) {
+            claimed.swap_remove(i);
+        }
+    }
+}
+
+/// Reaps our claimed child `pid` (waits for it, on the blocking pool) and returns its
+/// status; an error when it is not our child.
+pub async fn reap_claimed(claim: &Claim) -> io::Result<std::process::ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = Pid::from_raw(claim.0 as i32);
+    let status = tokio::task::spawn_blocking(move || {
+        loop {
+            match waitpid(pid, None) {
+                Err(Errno::EINTR) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .map_err(io::Error::other)??;
+    match status {
+        WaitStatus::Exited(_, code) => Ok(std::process::ExitStatus::from_raw((code & 0xff) << 8)),
+        WaitStatus::Signaled(_, sig, _) => Ok(std::process::ExitStatus::from_raw(sig as i32)),
+        other => Err(io::Error::other(format!(
+            "unexpected wait status {other:?}"
+        ))),
+    }
+}
+
 pub(crate) fn ours() -> Ours {
     Ours(OURS.lock().unwrap_or_else(|e| e.into_inner()))
 }
@@ -128,6 +176,13 @@ pub(crate) fn reap_once() -> usize {
             continue;
         };
         if state != 'Z' || ppid != me || map.get(&pid) == Some(&start) {
+            continue;
+        }
+        if CLAIMED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&pid)
+        {
             continue;
         }
         if let Ok(s) = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG))

@@ -38,6 +38,10 @@ pub struct Placement {
     /// Its `/proc/self/oom_score_adj`; `None`: 0 when bulwark protected itself, else
     /// inherited.
     pub oom_score_adj: Option<i32>,
+    /// Descriptors of ours the child gets, as (ours, its number): `dup2`ed there, so they
+    /// stay open across exec (CRIU's `--inherit-fd`). Ours must stay open until the spawn
+    /// returns, and no target may be another pair's source.
+    pub inherit: Vec<(std::os::fd::RawFd, std::os::fd::RawFd)>,
 }
 
 /// Lowers bulwark's own `oom_score_adj` to `adj` (negative values need root or
@@ -149,14 +153,20 @@ fn place(cmd: &mut Command, placement: Placement) {
         .or(SELF_PROTECTED.load(Ordering::Relaxed).then_some(0))
         .map(|a| CString::new(a.to_string()).unwrap_or_default());
     let procs = placement.cgroup_procs;
-    if procs.is_empty() && adj.is_none() {
+    let inherit = placement.inherit;
+    if procs.is_empty() && adj.is_none() && inherit.is_empty() {
         return;
     }
     const ADJ_FILE: &std::ffi::CStr = c"/proc/self/oom_score_adj";
-    // SAFETY: runs in the child between fork and exec; calls only open, write and close
-    // (async-signal-safe) on buffers made before the fork; allocates nothing.
+    // SAFETY: runs in the child between fork and exec; calls only open, write, close and
+    // dup2 (async-signal-safe) on buffers made before the fork; allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            for &(ours, theirs) in &inherit {
+                if libc::dup2(ours, theirs) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             for file in &procs {
                 // "0" moves the writer itself.
                 write_file(file, b"0")?;

@@ -52,6 +52,7 @@ pub mod rollout;
 mod slowstart;
 mod threshold;
 pub mod trend;
+pub mod warm;
 mod watchdog;
 mod window;
 

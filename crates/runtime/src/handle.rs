@@ -189,6 +189,45 @@ impl Handle {
         });
     }
 
+    /// A warm incarnation was checkpointed.
+    pub fn checkpointed(&self, pid: u32, dump_ms: u64, bytes: u64) {
+        self.shared.bus.publish(EventKind::ReplicaCheckpointed {
+            service: self.name(),
+            index: self.index,
+            pid,
+            dump_ms,
+            bytes,
+        });
+    }
+
+    /// A checkpoint failed; the replica runs on, its restarts stay cold.
+    pub fn checkpoint_failed(&self, reason: String) {
+        self.shared.bus.publish(EventKind::ReplicaCheckpointFailed {
+            service: self.name(),
+            index: self.index,
+            reason,
+        });
+    }
+
+    /// The incarnation about to start was restored from its slot's checkpoint.
+    pub fn restored(&self, pid: u32, restore_ms: u64) {
+        self.shared.bus.publish(EventKind::ReplicaRestored {
+            service: self.name(),
+            index: self.index,
+            pid,
+            restore_ms,
+        });
+    }
+
+    /// No restore: a cold start follows.
+    pub fn restore_failed(&self, reason: String) {
+        self.shared.bus.publish(EventKind::ReplicaRestoreFailed {
+            service: self.name(),
+            index: self.index,
+            reason,
+        });
+    }
+
     /// The incarnation's process is gone (group killed, leader reaped, cgroups removed).
     pub fn exited(&self, pid: u32, exit: Exit, uptime_ms: u64, oom_killed: bool) {
         self.change(

@@ -20,6 +20,7 @@ mod restarts;
 mod revisions;
 mod signal;
 mod supervisor;
+pub mod warm;
 
 pub use driver::init as container_init;
 pub use driver::{Identity, Processes, command, free_port, netns, oci};

@@ -179,6 +179,9 @@ pub(crate) fn needs_new_processes(old: &spec::Service, new: &spec::Service) -> b
         resources: _,
         on_oom: _,
         priority: _,
+        // Read when the next incarnation starts: a checkpoint taken under other settings
+        // is not restored (`crate::warm::Stamp`).
+        warm: _,
         run,
         env,
         secrets,

@@ -8,13 +8,12 @@ use bus::{Exit, Load};
 use launch::cgroup::ReplicaCgroup;
 use nix::sys::signal::Signal;
 use spec::{OnOom, RestartAction, RestartPolicy, Service};
-use tokio::process::Child;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, sleep, timeout_at};
 
 use launch::signal_group;
 
-use crate::driver::{self, Identity, exit_of};
+use crate::driver::{self, Identity, Leader, exit_of};
 use crate::handle::Handle;
 use crate::logs::{Logs, Stream};
 use crate::notify::{self, Notice, NotifySocket};
@@ -22,6 +21,7 @@ use crate::probe::{self, Report, Target};
 use crate::resources;
 use crate::restarts::Restarts;
 use crate::supervisor::Shared;
+use crate::warm::{self, Checkpoint};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Control {
@@ -128,7 +128,7 @@ impl Task {
                 self.svc = current;
             }
             self.restarts.follow(self.svc.backoff);
-            let (exit, reason) = match self.incarnation(permit).await {
+            let (exit, reason) = match self.incarnation(permit, restarting).await {
                 Outcome::Requested(Control::Restart, _) => {
                     self.h.restart_requested();
                     restarting = true;
@@ -179,8 +179,12 @@ impl Task {
         }
     }
 
-    /// Runs one process from spawn to exit.
-    async fn incarnation(&mut self, mut permit: Option<OwnedSemaphorePermit>) -> Outcome {
+    /// Runs one process from spawn (or restore) to exit.
+    async fn incarnation(
+        &mut self,
+        mut permit: Option<OwnedSemaphorePermit>,
+        restart: bool,
+    ) -> Outcome {
         let index = self.h.index();
         self.restarts.started(Instant::now().into_std());
         self.oom_killed = false;
@@ -191,7 +195,8 @@ impl Task {
             cgroup,
             notify,
             container,
-        } = match self.spawn().await {
+            mut checkpoint,
+        } = match self.spawn(restart).await {
             Ok(spawned) => spawned,
             Err(error) => {
                 tracing::error!(service = self.svc.name, index, %error, "spawn failed");
@@ -206,14 +211,15 @@ impl Task {
         self.h.started(procs, addr, load.clone(), cgroup.clone());
         // The secrets this incarnation was started with, whatever a reload changes later.
         let redactor = crate::Redactor::of(&self.svc);
-        if let Some(out) = child.stdout.take() {
+        let (stdout, stderr) = child.take_output();
+        if let Some(out) = stdout {
             let pump = self
                 .logs
                 .clone()
                 .pump(index, Stream::Stdout, out, redactor.clone());
             tokio::spawn(pump);
         }
-        if let Some(err) = child.stderr.take() {
+        if let Some(err) = stderr {
             tokio::spawn(self.logs.clone().pump(index, Stream::Stderr, err, redactor));
         }
         let (tx, reports) = mpsc::channel(16);
@@ -237,7 +243,13 @@ impl Task {
         });
         let _probes = AbortOnDrop(tokio::spawn(probe::run(target, tx)));
         let outcome = self
-            .watch(&mut child, procs, &load, [reports, notices], &mut permit)
+            .watch(
+                &mut child,
+                procs,
+                &load,
+                [reports, notices],
+                (&mut permit, &mut checkpoint),
+            )
             .await;
         drop(permit);
         let outcome = match outcome {
@@ -287,8 +299,27 @@ impl Task {
     }
 
     /// Spawns the current spec on a free port, in its cgroups when it sets resources and
-    /// with its notify socket if it speaks sd_notify.
-    async fn spawn(&self) -> Result<Spawned, String> {
+    /// with its notify socket if it speaks sd_notify; or restores a `[warm]` one.
+    async fn spawn(&self, restart: bool) -> Result<Spawned, String> {
+        let warm = match warm::start(&self.h, &self.svc, restart).await {
+            Some((_, _, Some((restored, port, cgroup)))) => {
+                return Ok(Spawned {
+                    procs: driver::Processes {
+                        leader: restored.pid,
+                        container: None,
+                    },
+                    child: Leader::Restored(restored),
+                    addr: (std::net::Ipv4Addr::LOCALHOST, port).into(),
+                    cgroup,
+                    notify: None,
+                    container: None,
+                    // Its slot has its checkpoint: nothing more to take.
+                    checkpoint: Checkpoint::off(),
+                });
+            }
+            Some((slot, stamp, None)) => Some((slot, stamp)),
+            None => None,
+        };
         let port = driver::free_port().map_err(|e| e.to_string())?;
         let notify = match self.svc.notify {
             // Making the directory (the first time) and the socket's file: off the
@@ -326,7 +357,13 @@ impl Task {
         };
         match started {
             Ok((child, procs, container)) => Ok(Spawned {
-                child,
+                checkpoint: match (warm, self.svc.warm) {
+                    (Some((slot, stamp)), Some(w)) => {
+                        Checkpoint::wanted(slot, procs.leader, port, stamp, w.after)
+                    }
+                    _ => Checkpoint::off(),
+                },
+                child: Leader::Spawned(child),
                 procs,
                 // A private network's container has an address of its own.
                 addr: std::net::SocketAddr::new(
@@ -355,11 +392,11 @@ impl Task {
     /// process is gone.
     async fn watch(
         &mut self,
-        child: &mut Child,
+        child: &mut Leader,
         procs: driver::Processes,
         load: &Load,
         [mut reports, mut notices]: [mpsc::Receiver<Report>; 2],
-        permit: &mut Option<OwnedSemaphorePermit>,
+        (permit, checkpoint): (&mut Option<OwnedSemaphorePermit>, &mut Checkpoint),
     ) -> Outcome {
         let pid = procs.leader;
         // Learns of the leader's exit without reaping it (see `reap`).
@@ -378,6 +415,17 @@ impl Task {
                 }
                 Some(report) = reports.recv() => report,
                 Some(report) = notices.recv() => report,
+                dumped = checkpoint.next() => {
+                    match dumped {
+                        Ok(d) => self.h.checkpointed(d.pid, d.dump_ms, d.bytes),
+                        Err(reason) => {
+                            let (service, index) = (&self.svc.name, self.h.index());
+                            tracing::warn!(service, index, %reason, "checkpoint failed");
+                            self.h.checkpoint_failed(reason);
+                        }
+                    }
+                    continue;
+                }
                 c = self.ctl.recv() => {
                     let c = c.unwrap_or(Control::Stop);
                     let reason = match c {
@@ -394,8 +442,14 @@ impl Task {
                     *permit = None;
                     self.h.running();
                 }
-                Report::Ready => gate.set(&self.h, |g| g.probe = true, String::new()),
-                Report::Unready(reason) => gate.probe_failed(&self.h, reason),
+                Report::Ready => {
+                    checkpoint.ready();
+                    gate.set(&self.h, |g| g.probe = true, String::new());
+                }
+                Report::Unready(reason) => {
+                    checkpoint.unready();
+                    gate.probe_failed(&self.h, reason);
+                }
                 Report::Notified(n) => gate.notified(&self.h, n),
                 Report::Failed { probe, reason } => {
                     let (service, index) = (&self.svc.name, self.h.index());
@@ -417,7 +471,7 @@ impl Task {
     /// and signal.
     async fn stop(
         &self,
-        child: &mut Child,
+        child: &mut Leader,
         procs: driver::Processes,
         drain: Option<&Load>,
         reason: &str,
@@ -526,14 +580,14 @@ const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86_400 * 
 /// `waitid(P_PID, pid, WEXITED | WNOWAIT)` on each SIGCHLD), kill the group, and only then
 /// let tokio reap the leader. The exit status is the leader's own: SIGKILL does nothing
 /// to a zombie.
-async fn reap(child: &mut Child, pid: u32) -> Exit {
+async fn reap(child: &mut Leader, pid: u32) -> Exit {
     signal_group(pid, Signal::SIGKILL);
     wait_exit(child).await
 }
 
 /// The fallback when the exit cannot be watched without reaping (no SIGCHLD stream):
 /// reap, then kill leftovers, accepting the small pid-reuse window.
-async fn reap_unwatched(child: &mut Child, pid: u32, e: &std::io::Error) -> Exit {
+async fn reap_unwatched(child: &mut Leader, pid: u32, e: &std::io::Error) -> Exit {
     tracing::warn!(pid, error = %e, "cannot watch the replica without reaping it");
     let exit = wait_exit(child).await;
     signal_group(pid, Signal::SIGKILL);
@@ -541,7 +595,7 @@ async fn reap_unwatched(child: &mut Child, pid: u32, e: &std::io::Error) -> Exit
 }
 
 /// Reaps the leader; an error waiting (the child was already reaped) is an unknown exit.
-async fn wait_exit(child: &mut Child) -> Exit {
+async fn wait_exit(child: &mut Leader) -> Exit {
     child.wait().await.map(exit_of).unwrap_or(Exit {
         code: None,
         signal: None,
@@ -550,7 +604,9 @@ async fn wait_exit(child: &mut Child) -> Exit {
 
 /// A started incarnation: its process, address, cgroups and notify socket.
 struct Spawned {
-    child: Child,
+    child: Leader,
+    /// When a `[warm]` one is checkpointed.
+    checkpoint: Checkpoint,
     procs: driver::Processes,
     /// Where it listens: 127.0.0.1, or its container's own address, and its port.
     addr: std::net::SocketAddr,

@@ -33,6 +33,7 @@ pub(crate) async fn prepare(
     let mut placement = Placement {
         cgroup_procs: Vec::new(),
         oom_score_adj: Some(svc.priority.oom_score_adj()),
+        inherit: Vec::new(),
     };
     if svc.resources.is_empty() {
         return Ok((None, placement));

@@ -31,6 +31,10 @@ pub struct Options {
     /// Where the token files of `[leader]` services go by default (made when the first
     /// is written). `None`: a directory under `$TMPDIR` named after bulwark's pid.
     pub leader_dir: Option<PathBuf>,
+    /// Where warm services' checkpoints go (emptied at start: a checkpoint is restored
+    /// only into the run of bulwark that took it). `None`: a directory under `$TMPDIR`
+    /// named after bulwark's pid.
+    pub warm_dir: Option<PathBuf>,
     /// Grants leaderships and fencing tokens to `[leader]` services; `None`: such
     /// services run with standbys only (for tests of the rest of the runtime).
     pub election: Option<Arc<dyn store::Election>>,
@@ -173,6 +177,7 @@ pub(crate) struct Shared {
     notify_sockets: OnceLock<crate::notify::Sockets>,
     notify_dir: Option<PathBuf>,
     pub leader_dir: PathBuf,
+    pub warm_dir: PathBuf,
     pub election: Option<Arc<dyn store::Election>>,
     /// Services whose election task runs.
     pub elections: Mutex<std::collections::BTreeSet<String>>,
@@ -269,6 +274,13 @@ impl Supervisor {
                 leader_dir: opts.leader_dir.unwrap_or_else(|| {
                     std::env::temp_dir().join(format!("bulwark-leader-{}", std::process::id()))
                 }),
+                warm_dir: {
+                    let dir = opts.warm_dir.unwrap_or_else(|| {
+                        std::env::temp_dir().join(format!("bulwark-warm-{}", std::process::id()))
+                    });
+                    let _ = std::fs::remove_dir_all(&dir);
+                    dir
+                },
                 election: opts.election,
                 elections: Mutex::new(std::collections::BTreeSet::new()),
             }),

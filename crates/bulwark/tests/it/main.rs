@@ -47,4 +47,5 @@ mod slo;
 mod tcp_tls;
 mod tls;
 mod top;
+mod warm;
 mod workers;

@@ -281,3 +281,36 @@ pub(crate) fn exit_of(status: ExitStatus) -> Exit {
         signal: status.signal(),
     }
 }
+
+/// The process an incarnation's replica task watches and reaps: one the driver spawned
+/// (tokio's child), or one CRIU restored as bulwark's child ([`crate::warm`]).
+pub(crate) enum Leader {
+    Spawned(Child),
+    Restored(crate::warm::Restored),
+}
+
+/// A replica's stdout or stderr, whichever kind of pipe it is.
+pub(crate) type Output = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+impl Leader {
+    pub fn take_output(&mut self) -> (Option<Output>, Option<Output>) {
+        match self {
+            Leader::Spawned(c) => (
+                c.stdout.take().map(|o| Box::new(o) as Output),
+                c.stderr.take().map(|o| Box::new(o) as Output),
+            ),
+            Leader::Restored(r) => (
+                r.stdout.take().map(|o| Box::new(o) as Output),
+                r.stderr.take().map(|o| Box::new(o) as Output),
+            ),
+        }
+    }
+
+    /// Reaps it (waits for its exit).
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Leader::Spawned(c) => c.wait().await,
+            Leader::Restored(r) => r.wait().await,
+        }
+    }
+}

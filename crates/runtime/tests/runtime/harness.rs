@@ -51,6 +51,7 @@ impl Rt {
                 cgroups: Err("not used by these tests".into()),
                 notify_dir: None,
                 leader_dir: None,
+                warm_dir: None,
                 election: None,
             },
         );

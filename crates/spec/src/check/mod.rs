@@ -25,6 +25,7 @@ mod rollout;
 mod service;
 mod slo;
 mod tls;
+mod warm;
 
 use std::path::Path;
 

@@ -96,6 +96,7 @@ pub(super) fn service<'a>(
             liveness,
             readiness,
             notify: super::notify::notify(&raw.notify, p),
+            warm: super::warm::warm(&name_str, raw, p),
             leader,
             // Filled in by `dependency_order`, once names are known to exist.
             depends_on: Vec::new(),

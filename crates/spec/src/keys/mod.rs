@@ -34,6 +34,7 @@ pub(crate) mod placement;
 pub(crate) mod remedy;
 pub(crate) mod resources;
 pub(crate) mod rollout;
+pub(crate) mod warm;
 pub(crate) use degrade::*;
 
 /// A count with no upper limit but the type's.
@@ -208,6 +209,8 @@ section! {
         /// systemd's notify protocol: readiness (`READY=1`) and a watchdog pushed by the
         /// replica, its `STATUS=` line.
         notify: notify::NotifyTable = table::<notify::NotifyTable>(), Optional("no notify socket");
+        /// Warm restarts: a dead replica is restored from a checkpoint of a warmed-up one.
+        warm: warm::WarmTable = table::<warm::WarmTable>(), Optional("cold starts only");
         /// One leader among the replicas, the others standbys, with fencing tokens.
         leader: leader::LeaderTable = table::<leader::LeaderTable>(), Optional("every replica is alike");
         /// The proxy in front of the service.

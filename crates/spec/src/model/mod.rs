@@ -31,6 +31,7 @@ pub use crate::keys::auth::Auth;
 pub use crate::keys::container::{Container, Mount, Network, ROOTFS_PATH, program_in};
 pub use crate::keys::leader::{Leader, LeaderRoute};
 pub use crate::keys::notify::Notify;
+pub use crate::keys::warm::{Restore, Warm};
 pub use crate::keys::{
     Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule, Retries,
     SupervisorSettings, Timeouts,
@@ -109,6 +110,8 @@ pub struct Service {
     pub readiness: Option<Probe>,
     /// systemd's notify protocol on a socket of the replica's own, if it speaks it.
     pub notify: Option<Notify>,
+    /// Warm restarts from a checkpoint, if the service has `[warm]`.
+    pub warm: Option<Warm>,
     /// One leader among the replicas, with fencing tokens.
     pub leader: Option<Leader>,
     /// The disruption budget: replicas that must stay ready through voluntary

@@ -1,0 +1,221 @@
+//! Warm restarts (`[services.NAME.warm]`, issue 14): a replica that starts in 3 s is
+//! checkpointed with CRIU once ready, and when killed it is restored from the checkpoint,
+//! ready far sooner than a cold start; a damaged checkpoint falls back to a cold start.
+//! Real CRIU (scripts/criu/install builds it), real processes, as root.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Stack, alive, eventually, free_port, get, signal};
+
+/// The slow demo: 503 for 3 s after it starts, a readiness probe every 50 ms, checkpointed
+/// 300 ms after it is ready, exposed on `port`.
+fn warm_stack(port: u16) -> String {
+    format!(
+        r#"
+[services.slow]
+run = ["{{bulwark}}", "demo", "--port", "{{port}}", "--startup-delay", "3s"]
+stop_grace = "2s"
+[services.slow.backoff]
+initial = "10ms"
+max = "100ms"
+[services.slow.readiness]
+http = "/healthz"
+period = "50ms"
+failure_threshold = 1
+[services.slow.warm]
+after = "300ms"
+[services.slow.expose]
+listen = "127.0.0.1:{port}"
+"#
+    )
+}
+
+fn event(stack: &Stack, ty: &str, after: u64) -> Option<Value> {
+    stack
+        .events()
+        .into_iter()
+        .find(|e| e["type"] == ty && e["seq"].as_u64().unwrap() > after)
+}
+
+fn last_seq(stack: &Stack) -> u64 {
+    stack
+        .events()
+        .last()
+        .map_or(0, |e| e["seq"].as_u64().unwrap())
+}
+
+/// Kills the ready replica with SIGKILL and returns how long until it was ready again.
+fn kill_to_ready(stack: &Stack) -> (u32, Duration) {
+    let r = stack.wait_ready("slow", 1)["replicas"][0].clone();
+    let pid = r["pid"].as_u64().unwrap() as u32;
+    let restarts = r["restarts"].as_u64().unwrap();
+    let t = Instant::now();
+    signal(pid, libc::SIGKILL);
+    stack.wait_service("slow", "ready again", Duration::from_secs(30), |s| {
+        let r = &s["replicas"][0];
+        r["ready"] == true && r["restarts"].as_u64() > Some(restarts)
+    });
+    (pid, t.elapsed())
+}
+
+/// Waits for a `replica_checkpointed` after `after` (a seq).
+fn checkpoint(stack: &Stack, after: u64) -> Value {
+    eventually("a checkpoint", Duration::from_secs(30), || {
+        event(stack, "replica_checkpointed", after)
+    })
+}
+
+/// Kills the replica; it must come back through a restore, as the same pid, a child of
+/// `up`, well before a cold start could be ready. Returns its pid.
+fn kill_and_restore(stack: &Stack) -> u32 {
+    let before = last_seq(stack);
+    let (pid, took) = kill_to_ready(stack);
+    let restored = event(stack, "replica_restored", before)
+        .unwrap_or_else(|| panic!("no replica_restored event: {:#?}", stack.events()));
+    assert_eq!(restored["pid"].as_u64(), Some(pid as u64), "{restored}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "restored kill→ready took {took:?}"
+    );
+    eprintln!("restored kill→ready: {took:?}, {restored}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: u32 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ppid, stack.pid(), "the restored process is up's own child");
+    pid
+}
+
+/// Kills the replica; it must come back cold (≥ 3 s) after a `replica_restore_failed`
+/// whose reason contains `why`.
+fn kill_and_start_cold(stack: &Stack, why: &str) {
+    let before = last_seq(stack);
+    let (_, took) = kill_to_ready(stack);
+    let failed = event(stack, "replica_restore_failed", before)
+        .unwrap_or_else(|| panic!("no replica_restore_failed event: {:#?}", stack.events()));
+    assert!(failed["reason"].as_str().unwrap().contains(why), "{failed}");
+    assert!(event(stack, "replica_restored", before).is_none());
+    assert!(
+        took >= Duration::from_secs(3),
+        "a cold start took only {took:?}"
+    );
+    eprintln!("cold kill→ready: {took:?}, {failed}");
+}
+
+#[test]
+fn a_killed_warm_replica_is_restored_from_its_checkpoint_and_a_broken_one_starts_cold() {
+    let port = free_port();
+    let mut stack = Stack::start(&warm_stack(port));
+    let dumped = checkpoint(&stack, 0);
+    assert!(dumped["dump_ms"].as_u64().unwrap() < 2000, "{dumped}");
+
+    // Killed: restored, and it serves and logs as before.
+    kill_and_restore(&stack);
+    let (status, body) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
+    assert_eq!(status, 200, "{body}");
+    // Its output still reaches bulwark: the demo logs a fault change.
+    let replica = format!("127.0.0.1:{}", stack.first_replica("slow")["port"]);
+    get(replica.parse().unwrap(), "/fault/slow?ms=1");
+    eventually(
+        "a log line of the restored replica",
+        Duration::from_secs(10),
+        || {
+            let out = String::from_utf8(stack.cli(&["logs", "slow/0"]).stdout).unwrap();
+            out.to_lowercase().contains("slow").then_some(())
+        },
+    );
+    get(replica.parse().unwrap(), "/fault/reset");
+
+    // A damaged checkpoint: a replica_restore_failed event and a cold start.
+    let dir = stack.state_dir().join("warm/slow-0");
+    for f in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        if name.starts_with("pages-") || name.starts_with("core-") {
+            std::fs::remove_file(f.path()).unwrap();
+        }
+    }
+    let seq = last_seq(&stack);
+    kill_and_start_cold(&stack, "criu restore");
+    let (status, _) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
+    assert_eq!(status, 200);
+
+    // The cold replica is checkpointed again; a reload that changes the service's spec
+    // makes that checkpoint stale: the next start is cold.
+    checkpoint(&stack, seq);
+    let file = stack.dir.path().join("stack.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("after = \"300ms\"", "after = \"350ms\""),
+    )
+    .unwrap();
+    let out = stack.cli(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let seq = last_seq(&stack);
+    kill_and_start_cold(&stack, "spec changed");
+
+    // Stopped while a restored replica runs: nothing of it is left.
+    checkpoint(&stack, seq);
+    let restored = kill_and_restore(&stack);
+    let procs = stack.descendants();
+    assert!(procs.contains(&restored), "{procs:?} {restored}");
+    stack.terminate(Duration::from_secs(20));
+    for p in procs {
+        assert!(!alive(p), "pid {p} outlived bulwark up");
+    }
+}
+
+#[test]
+fn a_restored_replica_dies_with_a_killed_bulwark() {
+    let stack = Stack::start(&warm_stack(free_port()));
+    checkpoint(&stack, 0);
+    let restored = kill_and_restore(&stack);
+    // Its parent-death signal was restored, tied to bulwark's launcher thread.
+    signal(stack.pid(), libc::SIGKILL);
+    eventually("the restored replica gone", Duration::from_secs(10), || {
+        (!alive(restored)).then_some(())
+    });
+}
+
+#[test]
+fn check_reports_the_criu_it_found_and_refuses_what_cannot_be_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.toml");
+    let run = |toml: &str, criu: Option<&str>| {
+        std::fs::write(&file, toml).unwrap();
+        let mut cmd = std::process::Command::new(crate::harness::BULWARK);
+        cmd.args(["check", "-f"]).arg(&file);
+        if let Some(c) = criu {
+            cmd.env("BULWARK_CRIU", c);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let warm = "[services.w]\nrun = [\"x\"]\n[services.w.warm]\nafter = \"1s\"\n";
+    let (code, out) = run(warm, None);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warm restarts (w): CRIU 4."), "{out}");
+    let (code, out) = run(warm, Some("/nonexistent/criu"));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("[warm] of service w: BULWARK_CRIU names /nonexistent/criu"),
+        "{out}"
+    );
+    let container = format!("{warm}[services.w.container]\nrootfs = \"r\"\n");
+    let (code, out) = run(&container, None);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("warm restarts are not supported for a service with [services.w.container]"),
+        "{out}"
+    );
+}
