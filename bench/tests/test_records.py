@@ -33,7 +33,7 @@ from harness.healing import (
     SlowFigures,
     figures,
 )
-from harness.killready import KillReady, KillToReady, LoadBrief, OciKillReady, Rss
+from harness.killready import KillReady, KillToReady, LoadBrief, OciKillReady, Rss, WarmKillReady
 from harness.measure import H2Run, IdleMemory, LoadSecond, WrkRun
 from harness.procs import OtherWork
 from harness.records import Unavailable, to_json
@@ -99,9 +99,13 @@ def kill_ready(d: dict[str, Any]) -> Any:
     if oci is not None:
         oci = unavailable(oci) or OciKillReady(kills=oci["kills"],
                                                kill_to_ready_ms=KillToReady(**oci["kill_to_ready_ms"]))
+    warm = d.get("warm")
+    if warm is not None:
+        warm = unavailable(warm) or WarmKillReady(**{**warm, "cold_ms": KillToReady(**warm["cold_ms"]),
+                                                     "restored_ms": KillToReady(**warm["restored_ms"])})
     return unavailable(d) or KillReady(kills=d["kills"], kill_to_ready_ms=KillToReady(**d["kill_to_ready_ms"]),
                                        rss_kib=Rss(**d["rss_kib"]), load_200rps_5s=LoadBrief(**d["load_200rps_5s"]),
-                                       oci=oci)
+                                       oci=oci, warm=warm)
 
 
 def tls_figures(d: dict[str, Any]) -> Any:
