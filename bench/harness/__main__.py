@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -127,35 +128,25 @@ def main() -> int:
     }
     try:
         log(f"bench: {result['mode']} run on {m.short}; load average {result['load_before']['loadavg']}")
-        if "compare" in sections:
+        # Each timed section: what it runs, and the tools it needs (missing: an error).
+        timed: list[tuple[str, Callable[[], Any], list[str], str]] = [
+            ("compare", lambda: compare.run_all(ctx, log), [], ""),
+            ("instructions", lambda: instructions.run_all(ctx, log), ["valgrind", "callgrind_control"],
+             "valgrind is not installed"),
+            ("cpuprofile", lambda: cpuprofile.run_all(ctx, log), ["perf"],
+             "perf is not installed (Debian: linux-perf)"),
+            ("tls", lambda: tls.run_all(ctx, log), ["openssl"], "openssl is not installed"),
+            ("healing", lambda: healing.run_all(ctx, log), [], ""),
+        ]
+        for name, run, tools, missing in timed:
+            if name not in sections:
+                continue
             t = time.time()
-            result["compare"] = compare.run_all(ctx, log)
-            marks["compare"] = (t, time.time())
-        if "instructions" in sections:
-            t = time.time()
-            if shutil.which("valgrind") and shutil.which("callgrind_control"):
-                result["instructions"] = instructions.run_all(ctx, log)
+            if all(shutil.which(tool) for tool in tools):
+                result[name] = run()
             else:
-                ctx.errors.append("instructions: valgrind is not installed")
-            marks["instructions"] = (t, time.time())
-        if "cpuprofile" in sections:
-            t = time.time()
-            if shutil.which("perf"):
-                result["cpuprofile"] = cpuprofile.run_all(ctx, log)
-            else:
-                ctx.errors.append("cpuprofile: perf is not installed (Debian: linux-perf)")
-            marks["cpuprofile"] = (t, time.time())
-        if "tls" in sections:
-            t = time.time()
-            if shutil.which("openssl"):
-                result["tls"] = tls.run_all(ctx, log)
-            else:
-                ctx.errors.append("tls: openssl is not installed")
-            marks["tls"] = (t, time.time())
-        if "healing" in sections:
-            t = time.time()
-            result["healing"] = healing.run_all(ctx, log)
-            marks["healing"] = (t, time.time())
+                ctx.errors.append(f"{name}: {missing}")
+            marks[name] = (t, time.time())
         if "killready" in sections:
             log("kill-to-ready: bulwark, kill -9 → replacement ready")
             try:
