@@ -396,15 +396,24 @@ impl Listener {
         let Some(tls) = &self.tls else { return };
         let peer = conn.peer;
         let header_read = conn.header_read();
-        let stream = match tokio::time::timeout(header_read, tls.acceptor().accept(stream)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                self.proxy.metrics.tls_failed.inc();
-                return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-            }
-            Err(_) => {
-                self.proxy.metrics.tls_failed.inc();
-                return tracing::debug!(peer = %peer, "TLS handshake timed out");
+        // The socket stays open until the failure is counted (the handshake gives it back
+        // on an error, and is dropped only on return): a client that sees the close then
+        // reads the metric finds it counted.
+        // In a block of its own: the finished handshake is not kept beside the connection.
+        let stream = {
+            let handshake = tls.acceptor().accept(stream).into_fallible();
+            tokio::pin!(handshake);
+            match tokio::time::timeout(header_read, &mut handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err((e, socket))) => {
+                    self.proxy.metrics.tls_failed.inc();
+                    drop(socket);
+                    return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    self.proxy.metrics.tls_failed.inc();
+                    return tracing::debug!(peer = %peer, "TLS handshake timed out");
+                }
             }
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");

@@ -229,19 +229,29 @@ pub(crate) async fn connection(shared: &Shared, client: TcpStream, start: Start)
         Start::Plain => proxied(shared, client, &[]).await,
         Start::Hello(hello) => proxied(shared, client, &hello).await,
         Start::Terminate(t) => {
-            let handshake = t.tls.acceptor().accept(client);
-            match tokio::time::timeout(t.header_read, handshake).await {
-                Ok(Ok(tls)) => proxied(shared, tls, &[]).await,
-                Ok(Err(e)) => {
-                    tracing::debug!(service = %shared.service, error = %e, "TLS handshake failed");
-                    t.failed.inc();
-                    (ConnResult::TlsFailed, None)
+            // Counted before the socket closes (see the HTTP listener's `tls`); in a block
+            // of its own, so the finished handshake is not kept beside the connection.
+            let tls = {
+                let handshake = t.tls.acceptor().accept(client).into_fallible();
+                tokio::pin!(handshake);
+                match tokio::time::timeout(t.header_read, &mut handshake).await {
+                    Ok(Ok(tls)) => Some(tls),
+                    Ok(Err((e, socket))) => {
+                        tracing::debug!(service = %shared.service, error = %e, "TLS handshake failed");
+                        t.failed.inc();
+                        drop(socket);
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(service = %shared.service, "TLS handshake timed out");
+                        t.failed.inc();
+                        None
+                    }
                 }
-                Err(_) => {
-                    tracing::debug!(service = %shared.service, "TLS handshake timed out");
-                    t.failed.inc();
-                    (ConnResult::TlsFailed, None)
-                }
+            };
+            match tls {
+                Some(tls) => proxied(shared, tls, &[]).await,
+                None => (ConnResult::TlsFailed, None),
             }
         }
     };
