@@ -53,21 +53,19 @@ impl Drop for Claim {
     }
 }
 
-/// Reaps our claimed child `pid` (waits for it, on the blocking pool) and returns its
-/// status; an error when it is not our child.
+/// Reaps our claimed child `pid` once it has exited ([`exited`]: on SIGCHLD, no thread
+/// held for the child's life) and returns its status; an error when it is not our child.
 pub async fn reap_claimed(claim: &Claim) -> io::Result<std::process::ExitStatus> {
     use std::os::unix::process::ExitStatusExt;
+    exited(claim.0).await?;
     let pid = Pid::from_raw(claim.0 as i32);
-    let status = tokio::task::spawn_blocking(move || {
-        loop {
-            match waitpid(pid, None) {
-                Err(Errno::EINTR) => continue,
-                other => return other,
-            }
+    // A zombie by now (or not our child: ECHILD), so this does not block.
+    let status = loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Err(Errno::EINTR) => continue,
+            other => break other?,
         }
-    })
-    .await
-    .map_err(io::Error::other)??;
+    };
     match status {
         WaitStatus::Exited(_, code) => Ok(std::process::ExitStatus::from_raw((code & 0xff) << 8)),
         WaitStatus::Signaled(_, sig, _) => Ok(std::process::ExitStatus::from_raw(sig as i32)),
