@@ -2,6 +2,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
@@ -41,7 +42,7 @@ pub struct Placement {
     /// Descriptors of ours the child gets, as (ours, its number): `dup2`ed there, so they
     /// stay open across exec (CRIU's `--inherit-fd`). Ours must stay open until the spawn
     /// returns, and no target may be another pair's source.
-    pub inherit: Vec<(std::os::fd::RawFd, std::os::fd::RawFd)>,
+    pub inherit: Vec<(RawFd, RawFd)>,
 }
 
 /// Lowers bulwark's own `oom_score_adj` to `adj` (negative values need root or
@@ -76,7 +77,9 @@ fn submit(job: Job) -> io::Result<()> {
 
 /// Spawns `cmd` from the launcher thread, as the leader of a new process group with
 /// `PR_SET_PDEATHSIG = SIGKILL`, registered with the caller's tokio runtime (pipes and
-/// child reaping work as for a `Command::spawn` made on the caller's thread).
+/// child reaping work as for a `Command::spawn` made on the caller's thread). The child
+/// inherits no descriptor but its stdio (and, from [`spawn_placed`], those its
+/// [`Placement`] hands it), whatever bulwark itself inherited.
 ///
 /// Must be called from within a tokio runtime. Never blocks the calling thread.
 pub async fn spawn(cmd: Command) -> io::Result<Child> {
@@ -88,7 +91,13 @@ pub async fn spawn(cmd: Command) -> io::Result<Child> {
 pub async fn spawn_placed(mut cmd: Command, placement: Placement) -> io::Result<Child> {
     cmd.process_group(0);
     set_parent_death_signal(&mut cmd);
+    let kept = placement
+        .inherit
+        .iter()
+        .map(|&(_, theirs)| theirs)
+        .collect();
     place(&mut cmd, placement);
+    close_strays(&mut cmd, kept);
     let handle = Handle::try_current().map_err(io::Error::other)?;
     let (tx, rx) = oneshot::channel();
     submit(Box::new(move || {
@@ -178,6 +187,60 @@ fn place(cmd: &mut Command, placement: Placement) {
             }
             Ok(())
         });
+    }
+}
+
+/// Marks every descriptor of the child above stderr close-on-exec but those in `kept` (put
+/// there by [`place`]): a child gets its stdio and what bulwark hands it, never what bulwark
+/// inherited without close-on-exec from whoever started it (a CI agent's socket, a shell's
+/// stray pipe). A stray listening socket kept a replica's old port bound; one whose peer is
+/// outside the replica made `criu dump` refuse the replica; a stray pipe's reader waits for
+/// an EOF that comes only when every replica holding it is gone.
+#[allow(unsafe_code)]
+fn close_strays(cmd: &mut Command, mut kept: Vec<RawFd>) {
+    kept.retain(|fd| *fd > 2);
+    kept.sort_unstable();
+    kept.dedup();
+    // SAFETY: runs in the child between fork and exec; calls only close_range, getrlimit
+    // and fcntl (async-signal-safe) and reads a vector made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut from = 3;
+            // Sorted, distinct and above 2: each is at or past `from`.
+            for &fd in &kept {
+                if fd > from {
+                    cloexec_range(from, fd - 1);
+                }
+                from = fd + 1;
+            }
+            cloexec_range(from, RawFd::MAX);
+            Ok(())
+        });
+    }
+}
+
+/// Sets close-on-exec on descriptors `first..=last` (open or not), in the child.
+#[allow(unsafe_code)]
+unsafe fn cloexec_range(first: RawFd, last: RawFd) {
+    // SAFETY: plain system calls on integers.
+    unsafe {
+        let (lo, hi) = (first as libc::c_uint, last as libc::c_uint);
+        if libc::syscall(libc::SYS_close_range, lo, hi, libc::CLOSE_RANGE_CLOEXEC) == 0 {
+            return;
+        }
+        // Kernels before 5.11: one at a time, up to the file limit.
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let end = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(last as libc::rlim_t + 1)
+        } else {
+            1024
+        };
+        for fd in first..end.min(RawFd::MAX as libc::rlim_t) as RawFd {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
 }
 

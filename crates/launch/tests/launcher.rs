@@ -280,3 +280,57 @@ async fn orphans_are_reaped_and_our_children_are_left_to_tokio() {
     });
     reaper.abort();
 }
+
+/// Which of `fds` are open in the child `sh` (by `/proc/$$/fd`), as a line of numbers.
+async fn open_in_child(fds: &[i32], placement: launch::Placement) -> String {
+    let list = fds.iter().map(i32::to_string).collect::<Vec<_>>().join(" ");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "for n in {list}; do [ -e /proc/$$/fd/$n ] && printf '%s ' $n; done; echo"
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let child = launch::spawn_placed(cmd, placement).await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The regression: a descriptor bulwark inherited without close-on-exec (CI's agent gave
+/// it a socket) reached every replica, so `criu dump` refused them (the socket's peer is
+/// outside) and a stray pipe's reader saw EOF only once every replica was gone. Children
+/// get their stdio and what a Placement hands them, nothing else.
+#[tokio::test]
+async fn children_inherit_no_stray_descriptor_but_what_they_are_handed() {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let (mut stray_r, stray_w) = std::io::pipe().unwrap();
+    // A copy without close-on-exec, as a careless parent of bulwark would leave it.
+    let leaked = nix::unistd::dup(&stray_w).unwrap();
+    let flags = FdFlag::from_bits_truncate(fcntl(&leaked, FcntlArg::F_GETFD).unwrap());
+    assert!(!flags.contains(FdFlag::FD_CLOEXEC));
+    let (_handed_r, handed_w) = std::io::pipe().unwrap();
+    let placement = launch::Placement {
+        inherit: vec![(handed_w.as_raw_fd(), 40)],
+        ..Default::default()
+    };
+    let stray = leaked.as_raw_fd();
+    let open = open_in_child(&[stray, 40], placement).await;
+    assert_eq!(open, "40", "stray fd {stray} and handed fd 40 in the child");
+
+    // A child that lives on does not hold the stray pipe open: its reader sees EOF once
+    // bulwark's own copies are closed.
+    let mut long = launch::spawn(sleeper()).await.unwrap();
+    drop((stray_w, leaked));
+    let mut rest = Vec::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(stray_r.read_to_end(&mut rest).map(|_| ())));
+    let eof = rx.recv_timeout(Duration::from_secs(10));
+    kill(long.id().unwrap());
+    let _ = long.wait().await;
+    assert!(
+        matches!(eof, Ok(Ok(()))),
+        "no EOF on the stray pipe: {eof:?}"
+    );
+}

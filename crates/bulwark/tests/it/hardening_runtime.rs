@@ -336,3 +336,26 @@ fn the_open_file_limit_is_raised_and_a_shortfall_is_named() {
     );
     assert!(err.contains("hard limit 512"), "{err}");
 }
+
+/// The regression: `up` started with a descriptor it should not have had (CI's agent left
+/// a socket to every process) passed it on to every replica, so `criu dump` refused them
+/// (the socket's peer is outside) and a pipe's reader would wait on replicas for its EOF.
+/// The harness starts every `up` so (`STRAY_FD`); here its replicas are checked for it.
+#[test]
+fn replicas_inherit_no_descriptor_up_was_started_with() {
+    let stack = Stack::start(&Demo::new("web").replicas(2).ready_every("100ms").build());
+    let stray = stray_socket_of(stack.pid());
+    assert!(stray.starts_with("socket:["), "{stray}");
+    for pid in replica_pids(&stack.wait_ready("web", 2)) {
+        let held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|l| l.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !held.contains(&stray),
+            "replica {pid} holds {stray}: {held:?}"
+        );
+    }
+}

@@ -156,7 +156,14 @@ pub struct Stack {
     /// `up` runs in the stack file's directory and is given `-f stack.toml`, a relative
     /// path, as a user typing it would.
     pub relative: bool,
+    /// Our end of the socket `up` is started with at [`STRAY_FD`].
+    stray: Option<std::os::unix::net::UnixStream>,
 }
+
+/// Where `up` finds a socket it was never meant to have: it inherits it without
+/// close-on-exec, its peer held by the test, as from a careless parent (CI's agent left one
+/// to every process; `criu dump` refused replicas holding it). Replicas must not get it.
+pub const STRAY_FD: i32 = 9;
 
 impl Stack {
     /// Starts `bulwark up` on `toml` (an `[api]` table on an ephemeral port is added) and
@@ -189,6 +196,7 @@ impl Stack {
             extra: Vec::new(),
             envs: Vec::new(),
             relative: false,
+            stray: None,
         }
     }
 
@@ -255,6 +263,7 @@ impl Stack {
         // timeout, so `Drop` never runs); its replicas die with it. Stacks are started
         // from the test's own thread, which the signal is tied to.
         die_with_test(&mut cmd);
+        self.stray = Some(give_stray_socket(&mut cmd));
         if self.relative {
             cmd.current_dir(dir);
         }
@@ -694,6 +703,32 @@ impl Receiver {
             .ok()
             .map(|b| serde_json::from_str(&b).unwrap())
     }
+}
+
+/// Gives the child a socket at [`STRAY_FD`], without close-on-exec; returns its peer.
+fn give_stray_socket(cmd: &mut Command) -> std::os::unix::net::UnixStream {
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    // SAFETY: dup2 is async-signal-safe; `theirs` lives in the closure, open until the
+    // command is dropped.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(theirs.as_raw_fd(), STRAY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    ours
+}
+
+/// The inode of the stray socket `up` was given (`socket:[INODE]` in `/proc/PID/fd`).
+pub fn stray_socket_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/fd/{STRAY_FD}"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The child gets SIGKILL when the test's thread ends, even when the test is killed at

@@ -60,9 +60,13 @@ fn kill_to_ready(stack: &Stack) -> (u32, Duration) {
     (pid, t.elapsed())
 }
 
-/// Waits for a `replica_checkpointed` after `after` (a seq).
+/// Waits for a `replica_checkpointed` after `after` (a seq); a `replica_checkpoint_failed`
+/// fails the test at once, with CRIU's reason.
 fn checkpoint(stack: &Stack, after: u64) -> Value {
     eventually("a checkpoint", Duration::from_secs(30), || {
+        if let Some(failed) = event(stack, "replica_checkpoint_failed", after) {
+            panic!("the checkpoint failed: {failed}");
+        }
         event(stack, "replica_checkpointed", after)
     })
 }
