@@ -23,7 +23,23 @@ pub fn output_text(out: &Output) -> String {
     )
 }
 
+/// A port nothing listens on, picked below the kernel's ephemeral range: a port that
+/// `bind(0)` hands out is one any outgoing connection on the machine may take before the
+/// test's `up` binds it (a rehearsal saw "Address already in use" so).
 pub fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if low > 12_000 {
+        let span = u64::from(low.min(32768) - 10_000);
+        for _ in 0..1000 {
+            let port = 10_000 + (rand_suffix() % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
