@@ -3,11 +3,10 @@
 //! it), written again on every bus event that may change them (a replica started, ready,
 //! stopped...) and on every new lease.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cluster::Connection;
-use cluster::schedule::{self, Endpoint};
+use cluster::schedule::{self, NodeEndpoints};
 use tokio::sync::watch;
 
 /// What the publisher task needs.
@@ -25,7 +24,7 @@ impl Publisher {
     /// Runs until the bus or the registration ends.
     pub async fn run(mut self) {
         // What etcd holds under which lease, as this task last wrote it.
-        let mut published: Option<(i64, BTreeMap<(String, u32), Endpoint>)> = None;
+        let mut published: Option<(i64, NodeEndpoints)> = None;
         let mut failed = false;
         loop {
             let retry = async {
@@ -49,7 +48,7 @@ impl Publisher {
             let before = match &published {
                 Some((l, before)) if *l == lease => before.clone(),
                 // A new lease: every key is put again under it.
-                _ => BTreeMap::new(),
+                _ => NodeEndpoints::new(),
             };
             if before == now && published.is_some() {
                 failed = false;

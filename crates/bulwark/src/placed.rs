@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cluster::Placements;
-use cluster::schedule::Endpoint;
+use cluster::schedule::{Endpoint, NodeEndpoints};
 
 /// The indices of each service placed on one node, ascending.
 pub type Mine = BTreeMap<String, Vec<u32>>;
@@ -52,11 +52,8 @@ pub fn local_stack(text: &str, mine: &Mine) -> Result<String, String> {
 
 /// This node's replicas as endpoints under the cluster's indices: for each service the
 /// supervisor runs, local replica `i` is `mine[service][i]`.
-pub fn endpoints(
-    status: &[runtime::ServiceStatus],
-    mine: &Mine,
-) -> BTreeMap<(String, u32), Endpoint> {
-    let mut out = BTreeMap::new();
+pub fn endpoints(status: &[runtime::ServiceStatus], mine: &Mine) -> NodeEndpoints {
+    let mut out = NodeEndpoints::new();
     for s in status {
         let Some(indices) = mine.get(&s.name) else {
             continue;

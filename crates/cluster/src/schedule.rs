@@ -108,6 +108,9 @@ pub struct Endpoint {
     pub ready: bool,
 }
 
+/// One node's endpoints, by service and index.
+pub type NodeEndpoints = std::collections::BTreeMap<(String, u32), Endpoint>;
+
 /// Makes node `node`'s endpoints in etcd `now`, under `lease`, from `before` (what this
 /// node last published): puts of what changed, deletes of what went, one transaction.
 pub async fn publish_endpoints(
@@ -115,8 +118,8 @@ pub async fn publish_endpoints(
     keys: &Keys,
     node: &str,
     lease: i64,
-    before: &std::collections::BTreeMap<(String, u32), Endpoint>,
-    now: &std::collections::BTreeMap<(String, u32), Endpoint>,
+    before: &NodeEndpoints,
+    now: &NodeEndpoints,
 ) -> Result<(), Error> {
     let mut ops = Vec::new();
     for ((service, index), e) in now {
