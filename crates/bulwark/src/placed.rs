@@ -50,32 +50,35 @@ pub fn local_stack(text: &str, mine: &Mine) -> Result<String, String> {
     toml::to_string(&doc).map_err(|e| e.to_string())
 }
 
-/// This node's replicas as endpoints under the cluster's indices: for each service the
-/// supervisor runs, local replica `i` is `mine[service][i]`.
+/// This node's replicas as endpoints under the cluster's indices.
 pub fn endpoints(status: &[runtime::ServiceStatus], mine: &Mine) -> NodeEndpoints {
+    let local = status.iter().flat_map(|s| {
+        s.replicas.iter().map(|r| {
+            let ip = r
+                .addr
+                .map_or_else(|| "127.0.0.1".to_owned(), |a| a.to_string());
+            let endpoint = Endpoint {
+                address: r.port.map(|p| format!("{ip}:{p}")),
+                ready: r.ready,
+            };
+            (s.name.as_str(), r.index, endpoint)
+        })
+    });
+    translate(local, mine)
+}
+
+/// Local replica `i` of a service is `mine[service][i]`; a replica beyond what is placed
+/// (one still stopping after a placement moved it) is not published.
+fn translate<'a>(
+    local: impl Iterator<Item = (&'a str, u32, Endpoint)>,
+    mine: &Mine,
+) -> NodeEndpoints {
     let mut out = NodeEndpoints::new();
-    for s in status {
-        let Some(indices) = mine.get(&s.name) else {
+    for (service, i, endpoint) in local {
+        let Some(&index) = mine.get(service).and_then(|ix| ix.get(i as usize)) else {
             continue;
         };
-        for r in &s.replicas {
-            let Some(&index) = indices.get(r.index as usize) else {
-                continue;
-            };
-            let address = r.port.map(|p| {
-                format!(
-                    "{}:{p}",
-                    r.addr.map_or("127.0.0.1".into(), |a| a.to_string())
-                )
-            });
-            out.insert(
-                (s.name.clone(), index),
-                Endpoint {
-                    address,
-                    ready: r.ready,
-                },
-            );
-        }
+        out.insert((service.to_owned(), index), endpoint);
     }
     out
 }
@@ -118,5 +121,25 @@ mod tests {
         // Still a stack file.
         let stack = spec::parse(&local, std::path::Path::new("local.toml")).unwrap();
         assert_eq!(stack.services.len(), 2);
+    }
+
+    #[test]
+    fn local_replicas_are_published_under_the_cluster_indices() {
+        let mine = Mine::from([("web".to_owned(), vec![1, 4])]);
+        let at = |port: u16, ready| Endpoint {
+            address: Some(format!("127.0.0.1:{port}")),
+            ready,
+        };
+        let local = [
+            ("web", 0, at(9000, true)),
+            ("web", 1, at(9001, false)),
+            // Beyond what is placed here (stopping), and a service with nothing here.
+            ("web", 2, at(9002, true)),
+            ("db", 0, at(9100, true)),
+        ];
+        let out = translate(local.into_iter(), &mine);
+        let keys: Vec<_> = out.keys().cloned().collect();
+        assert_eq!(keys, [("web".to_owned(), 1), ("web".to_owned(), 4)]);
+        assert_eq!(out[&("web".to_owned(), 4)], at(9001, false));
     }
 }

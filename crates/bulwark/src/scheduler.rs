@@ -237,7 +237,10 @@ fn describe(m: &Move) -> String {
         Why::ScaledDown => "scaled down".to_owned(),
         Why::Refused(place::Refusal::Gone) => "node gone".to_owned(),
         Why::Refused(place::Refusal::Lost) => "node lost".to_owned(),
-        Why::Refused(r) => format!("{r:?}"),
+        Why::Refused(place::Refusal::Constraint(c)) => format!("constraint {c} fails there"),
+        Why::Refused(place::Refusal::AntiAffinity(o)) => format!("anti-affine with {o} there"),
+        Why::Refused(place::Refusal::MaxPerNode(n)) => format!("max_per_node {n}"),
+        Why::Refused(place::Refusal::Capacity) => "node full".to_owned(),
     };
     let at = |n: &Option<String>| n.clone().unwrap_or_else(|| "-".to_owned());
     format!("{} {} -> {} ({why})", m.replica, at(&m.from), at(&m.to))
@@ -252,4 +255,53 @@ pub fn by_node(placements: &Placements) -> BTreeMap<String, Vec<String>> {
             .push(format!("{service}/{index}"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(alive: &[&str], lost: &[&str]) -> ClusterState {
+        let mut s = ClusterState::default();
+        for (names, state) in [(alive, NodeState::Alive), (lost, NodeState::Lost)] {
+            for (i, name) in names.iter().enumerate() {
+                let record = cluster::NodeRecord {
+                    name: (*name).to_owned(),
+                    labels: BTreeMap::from([("zone".to_owned(), format!("z{i}"))]),
+                    api: String::new(),
+                    version: String::new(),
+                    started_at_ms: 0,
+                };
+                s.nodes
+                    .insert((*name).to_owned(), cluster::NodeInfo { record, state });
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn the_stack_file_decides_and_a_lost_nodes_replicas_move_with_a_reason() {
+        let text = "[services.web]\nrun = [\"x\"]\nreplicas = 6\n\
+                    [services.web.placement]\nconstraints = [\"node!=d\"]\n";
+        let stack = spec::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let services = services_of(&stack);
+        assert_eq!(services[0].replicas, 6);
+        assert_eq!(services[0].rules.constraints[0].to_string(), "node!=d");
+        let all = state(&["a", "b", "c", "d"], &[]);
+        let first = placements_of(&decide(&all, &services, &Placements::new()));
+        let counts: Vec<usize> = by_node(&first).values().map(Vec::len).collect();
+        assert_eq!(counts, [2, 2, 2], "d is excluded: {first:?}");
+
+        let lost = state(&["a", "b", "d"], &["c"]);
+        let d = decide(&lost, &services, &first);
+        let moves: Vec<String> = d.moves.iter().map(describe).collect();
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        assert!(
+            moves
+                .iter()
+                .all(|m| m.contains(" c -> ") && m.ends_with("(node lost)"))
+        );
+        let after = placements_of(&d);
+        assert!(after.values().all(|n| n == "a" || n == "b"), "{after:?}");
+    }
 }

@@ -186,18 +186,34 @@ fn six_replicas_spread_2_2_2_and_a_killed_agents_run_on_the_survivors_within_10s
         last["moves"][0].as_str().unwrap().contains("node lost"),
         "{last}"
     );
+    // Its endpoints went with its lease.
+    let gone = c.nodes(0).into_iter().find(|n| n["name"] == name.as_str());
+    assert_eq!(gone.map(|n| n["ready"].clone()), Some(Value::Array(vec![])));
 
     // The node comes back: it joins, and nothing moves to it.
     c.start_agent(victim);
     eventually(&format!("{name} alive again"), TTL * 3, || {
         (c.state_of(0, &name).as_deref() == Some("alive")).then_some(())
     });
+    // The scheduler saw the join (on the watch it decides from); then a few seconds in
+    // which nothing may move.
+    eventually(
+        "the scheduler saw the join",
+        Duration::from_secs(10),
+        || (c.count(i, "node_joined", &name) == 2).then_some(()),
+    );
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         assert_eq!(placements(&c), after, "a rejoining node moved replicas");
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(running(&c, victim), 0);
+    let changes = c
+        .events(i)
+        .iter()
+        .filter(|e| e["type"] == "placement_changed")
+        .count();
+    assert_eq!(changes, moved.len(), "a placement change after the rejoin");
 }
 
 #[test]
