@@ -58,11 +58,14 @@ pub async fn campaign(etcd: &Etcd, keys: &Keys, node: &str, lease: i64) -> Resul
 }
 
 /// Turns the placements in etcd from `old` into `new` (puts of what changed, deletes of
-/// what went) in one transaction, only while the scheduler key still has create revision
-/// `token`: `Some` etcd revision of the write, or `None` when the key is someone else's
-/// (or gone) and nothing was written.
-/// etcd allows 128 operations in a transaction by default (`--max-txn-ops`): more changes
-/// than that at once need a larger setting.
+/// what went), each transaction holding only while the scheduler key still has create
+/// revision `token`: `Some` etcd revision of the last write, or `None` when the key is
+/// someone else's (or gone) and the rest was not written.
+///
+/// One transaction for up to [`MAX_TXN_OPS`] changes (etcd's default `--max-txn-ops`);
+/// more are written in several, in replica order, each fenced alike: every key is one
+/// replica's, so a reader between two sees each replica either where it was or where it
+/// goes, never twice.
 pub async fn write_placements(
     etcd: &Etcd,
     keys: &Keys,
@@ -85,19 +88,30 @@ pub async fn write_placements(
             ops.push(TxnOp::delete(keys.placement(service, *index), None));
         }
     }
-    let txn = Txn::new()
-        .when([Compare::create_revision(
-            keys.scheduler(),
-            CompareOp::Equal,
-            token,
-        )])
-        .and_then(ops);
-    let mut client = etcd.client.clone();
-    let resp = bounded("write the placements", etcd.timeout, client.txn(txn)).await?;
-    Ok(resp
-        .succeeded()
-        .then(|| resp.header().map_or(0, |h| h.revision())))
+    if ops.is_empty() {
+        return Ok(Some(0));
+    }
+    let mut last = None;
+    for chunk in ops.chunks(MAX_TXN_OPS) {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                keys.scheduler(),
+                CompareOp::Equal,
+                token,
+            )])
+            .and_then(chunk.to_vec());
+        let mut client = etcd.client.clone();
+        let resp = bounded("write the placements", etcd.timeout, client.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Ok(None);
+        }
+        last = Some(resp.header().map_or(0, |h| h.revision()));
+    }
+    Ok(last)
 }
+
+/// etcd's default limit of operations in one transaction (`--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
 
 /// A replica's endpoint as its node publishes it (`endpoints/<node>/<service>/<index>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
