@@ -1,8 +1,9 @@
 //! `bulwark agent`: cluster mode's node. It registers in etcd under a lease, follows the
-//! cluster's nodes onto the event bus, and runs `up`'s wiring on the stack applied to the
-//! cluster — the whole stack, on every agent, until a scheduler places replicas (next
-//! layer) — reloading it at each new revision; with no stack applied yet it runs none and
-//! serves the usual API.
+//! cluster's nodes onto the event bus, campaigns for the cluster's scheduler (see
+//! [`crate::scheduler`]), and runs `up`'s wiring on the replicas of the applied stack that
+//! the scheduler placed on its node (see [`crate::placed`]) — reloading its copy at each
+//! new revision or placement — and publishes their endpoints under its lease; with no
+//! stack applied yet it runs none and serves the usual API.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,10 +25,15 @@ pub async fn run(args: AgentArgs, state_dir: Option<PathBuf>) -> anyhow::Result<
     let state_dir = state_dir.unwrap_or_else(api::state_dir::default_dir);
     // The agent's copy of the cluster's stack: `up`'s reload reads it.
     let file = state_dir.join(STACK_FILE);
+    // Nothing is placed here before the agent joins: its copy starts with no replica, and
+    // the placement it then reads reloads it.
+    let mine = crate::placed::Shared::default();
     let stack = match cluster::stack::current(&etcd, &keys).await? {
         Some(applied) => {
             tokio::fs::create_dir_all(&state_dir).await?;
-            tokio::fs::write(&file, &applied.text)
+            let local = crate::placed::local_stack(&applied.text, &crate::placed::Mine::new())
+                .map_err(|e| anyhow::anyhow!("the cluster's stack does not parse: {e}"))?;
+            tokio::fs::write(&file, local)
                 .await
                 .with_context(|| format!("cannot write {}", file.display()))?;
             match load(&file).await {
@@ -71,6 +77,7 @@ pub async fn run(args: AgentArgs, state_dir: Option<PathBuf>) -> anyhow::Result<
         node: args.node,
         labels,
         ttl: *args.ttl,
+        mine,
     };
     let up = UpArgs {
         file,
@@ -114,6 +121,7 @@ pub struct Agent {
     node: String,
     labels: BTreeMap<String, String>,
     ttl: std::time::Duration,
+    mine: crate::placed::Shared,
 }
 
 /// A node in the cluster: registered, and following the others onto the bus.
@@ -123,6 +131,9 @@ pub struct Membership {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     etcd: cluster::Etcd,
     keys: cluster::Keys,
+    node: String,
+    state: tokio::sync::watch::Receiver<cluster::ClusterState>,
+    mine: crate::placed::Shared,
     stack_changes: Option<tokio::sync::mpsc::Receiver<u64>>,
 }
 
@@ -142,16 +153,33 @@ impl Agent {
         let options = cluster::RegistrationOptions { ttl: self.ttl };
         let registration = Registration::start(&self.etcd, &self.keys, record, options).await?;
         let (stack_tx, stack_changes) = tokio::sync::mpsc::channel(4);
+        let scheduler = crate::scheduler::Scheduler {
+            etcd: self.etcd.clone(),
+            keys: self.keys.clone(),
+            node: self.node.clone(),
+            connection: registration.connection(),
+            state: watch.state(),
+            bus: bus.clone(),
+        };
         let tasks = vec![
+            tokio::spawn(follow_placement(
+                watch.state(),
+                self.node.clone(),
+                stack_tx.clone(),
+            )),
             tokio::spawn(forward(events, bus, stack_tx)),
-            tokio::spawn(log_connection(registration.connection(), self.node)),
+            tokio::spawn(log_connection(registration.connection(), self.node.clone())),
+            tokio::spawn(scheduler.run()),
         ];
         Ok(Membership {
             registration,
+            state: watch.state(),
             _watch: watch,
             tasks,
             etcd: self.etcd,
             keys: self.keys,
+            node: self.node,
+            mine: self.mine,
             stack_changes: Some(stack_changes),
         })
     }
@@ -165,14 +193,39 @@ impl Membership {
             .unwrap_or_else(|| tokio::sync::mpsc::channel(1).1)
     }
 
-    /// Writes the cluster's applied stack into `file`, for `up`'s reload to read.
+    /// Writes the cluster's applied stack into `file` with this node's placed replicas
+    /// (see [`crate::placed`]), for `up`'s reload to read.
     pub async fn fetch_stack(&self, file: &std::path::Path) -> anyhow::Result<()> {
         let applied = cluster::stack::current(&self.etcd, &self.keys)
             .await?
             .context("the stack was removed from etcd")?;
-        tokio::fs::write(file, &applied.text)
+        let mine = crate::placed::mine(&self.state.borrow().placements, &self.node);
+        let local = crate::placed::local_stack(&applied.text, &mine)
+            .map_err(|e| anyhow::anyhow!("the cluster's stack does not parse: {e}"))?;
+        tokio::fs::write(file, local)
             .await
-            .with_context(|| format!("cannot write {}", file.display()))
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        let placed: Vec<String> = mine
+            .iter()
+            .flat_map(|(s, ix)| ix.iter().map(move |i| format!("{s}/{i}")))
+            .collect();
+        tracing::info!(node = %self.node, replicas = ?placed, "running the replicas placed here");
+        *self.mine.lock().unwrap_or_else(|e| e.into_inner()) = mine;
+        Ok(())
+    }
+
+    /// Publishes this node's replicas (address, readiness) under its lease, from now on.
+    pub fn publish_endpoints(&mut self, supervisor: runtime::Supervisor, bus: &Arc<Bus>) {
+        let publisher = crate::endpoints_pub::Publisher {
+            etcd: self.etcd.clone(),
+            keys: self.keys.clone(),
+            node: self.node.clone(),
+            connection: self.registration.connection(),
+            mine: self.mine.clone(),
+            supervisor,
+            events: bus.follow("endpoint publisher"),
+        };
+        self.tasks.push(tokio::spawn(publisher.run()));
     }
 
     /// Leaves the cluster (the lease revoked: the others see it at once).
@@ -182,6 +235,32 @@ impl Membership {
         }
         if let Err(e) = self.registration.leave().await {
             tracing::warn!("could not leave the cluster, the lease will expire instead: {e}");
+        }
+    }
+}
+
+/// A notice on `changes` whenever the replicas placed on `node` change.
+async fn follow_placement(
+    mut state: tokio::sync::watch::Receiver<cluster::ClusterState>,
+    node: String,
+    changes: tokio::sync::mpsc::Sender<u64>,
+) {
+    let mut last = crate::placed::Mine::new();
+    loop {
+        let (mine, revision) = {
+            let s = state.borrow_and_update();
+            (
+                crate::placed::mine(&s.placements, &node),
+                s.stack_revision.unwrap_or(0),
+            )
+        };
+        if mine != last && revision > 0 {
+            last = mine;
+            // A full queue already holds a notice, and any notice reads the newest.
+            let _ = changes.try_send(revision);
+        }
+        if state.changed().await.is_err() {
+            return;
         }
     }
 }

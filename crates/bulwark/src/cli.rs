@@ -20,12 +20,13 @@ pub enum Command {
     /// Run a stack in the foreground until Ctrl-C or SIGTERM.
     Up(UpArgs),
     /// Cluster mode: register this machine as node NAME in etcd (a lease, kept alive),
-    /// follow the other nodes (events `node_joined`, `node_lost`, `node_left`), run the
-    /// stack applied to the cluster (all of it: no placement yet), reloading each new
-    /// revision, and serve the usual API. SIGTERM leaves the cluster at once (the lease is
+    /// follow the other nodes (events `node_joined`, `node_lost`, `node_left`), take part
+    /// in electing the cluster's scheduler, run the replicas of the applied stack that it
+    /// places on this node, reloading at each new revision or placement, publish their
+    /// endpoints, and serve the usual API. SIGTERM leaves the cluster at once (the lease is
     /// revoked), then stops the replicas.
     Agent(AgentArgs),
-    /// Cluster mode: every node that joined, alive or lost, from etcd.
+    /// Cluster mode: every node that joined, alive or lost, with the replicas placed on it, from etcd.
     Nodes {
         #[command(flatten)]
         etcd: EtcdArgs,

@@ -19,6 +19,18 @@ pub async fn connect(args: &EtcdArgs) -> anyhow::Result<(cluster::Etcd, cluster:
 pub async fn nodes(args: EtcdArgs, json: bool) -> anyhow::Result<ExitCode> {
     let (etcd, keys) = connect(&args).await?;
     let (nodes, _) = cluster::list_nodes(&etcd, &keys).await?;
+    let (placements, scheduler) = cluster::schedule::placements(&etcd, &keys).await?;
+    let endpoints = cluster::schedule::endpoints(&etcd, &keys).await?;
+    let by_node = crate::scheduler::by_node(&placements);
+    let none = Vec::new();
+    let replicas_of = |node: &str| by_node.get(node).unwrap_or(&none);
+    let ready_of = |node: &str| -> Vec<String> {
+        endpoints
+            .iter()
+            .filter(|((n, _, _), e)| n == node && e.ready)
+            .map(|((_, s, i), _)| format!("{s}/{i}"))
+            .collect()
+    };
     let now = bus::now_ms();
     if json {
         let list: Vec<serde_json::Value> = nodes
@@ -32,6 +44,9 @@ pub async fn nodes(args: EtcdArgs, json: bool) -> anyhow::Result<ExitCode> {
                     "version": n.record.version,
                     "started_at_ms": n.record.started_at_ms,
                     "age_s": now.saturating_sub(n.record.started_at_ms) / 1000,
+                    "scheduler": scheduler.as_deref() == Some(n.record.name.as_str()),
+                    "replicas": replicas_of(&n.record.name),
+                    "ready": ready_of(&n.record.name),
                 })
             })
             .collect();
@@ -43,7 +58,7 @@ pub async fn nodes(args: EtcdArgs, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     outln!(
-        "{:<20} {:<6} {:<24} {:<22} {:>8}",
+        "{:<20} {:<6} {:<24} {:<22} {:>8}  REPLICAS (READY)",
         "NAME",
         "STATE",
         "LABELS",
@@ -58,9 +73,22 @@ pub async fn nodes(args: EtcdArgs, json: bool) -> anyhow::Result<ExitCode> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let age = std::time::Duration::from_secs(now.saturating_sub(n.record.started_at_ms) / 1000);
+        let name = match scheduler.as_deref() == Some(n.record.name.as_str()) {
+            true => format!("{} (scheduler)", n.record.name),
+            false => n.record.name.clone(),
+        };
+        let replicas = replicas_of(&n.record.name);
+        let placed = match replicas.is_empty() {
+            true => "-".to_owned(),
+            false => format!(
+                "{} ({} ready)",
+                replicas.join(","),
+                ready_of(&n.record.name).len()
+            ),
+        };
         outln!(
-            "{:<20} {:<6} {:<24} {:<22} {:>8}",
-            n.record.name,
+            "{:<20} {:<6} {:<24} {:<22} {:>8}  {placed}",
+            name,
             n.state.as_str(),
             if labels.is_empty() {
                 "-".to_owned()

@@ -498,6 +498,9 @@ pub async fn serve(
         None => None,
     };
     let mut stack_changes = membership.as_mut().map(|m| m.stack_changes());
+    if let Some(m) = membership.as_mut() {
+        m.publish_endpoints(supervisor.clone(), &bus);
+    }
     supervisor.start();
     // Ready for systemd once the API and every listener are bound and every replica is
     // under way; replicas' own readiness is in STATUS= (a stack whose service never gets

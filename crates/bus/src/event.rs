@@ -592,6 +592,20 @@ pub enum EventKind {
         /// The node's name.
         node: String,
     },
+    /// This agent won the cluster's scheduler key: it places replicas until its lease ends.
+    SchedulerElected {
+        /// This agent's node.
+        node: String,
+    },
+    /// The scheduler changed the placement of replicas over nodes (cluster mode).
+    PlacementChanged {
+        /// The applied stack's revision it placed.
+        stack_revision: u64,
+        /// Every replica that moved: `web/2 h2 -> h0 (node lost)`, `web/5 - -> h1 (new)`.
+        moves: Vec<String>,
+        /// Every wanted replica no node may take, with the reason.
+        unplaced: Vec<String>,
+    },
     /// A reader skipped events: it fell behind the bus (`reader` names it: the journal, the
     /// incident tracker, an event stream...), or the journal could not store them. `missed`
     /// events are absent from what that reader saw or kept.

@@ -10,11 +10,15 @@
 //! /bulwark/<cluster>/stack/current           StackRevision (JSON): the applied stack file
 //! /bulwark/<cluster>/stack/revisions/<n>     StackRevision (JSON), n zero-padded to 10
 //!                                            digits so etcd's key order is numeric order
-//! reserved for the next layers (nothing writes them yet):
-//! /bulwark/<cluster>/scheduler               the scheduler's election key (one leader)
-//! /bulwark/<cluster>/placements/<service>/<index>   which node runs a replica
+//! /bulwark/<cluster>/scheduler               the scheduling agent's node name, under its
+//!                                            lease; created only if absent (one leader),
+//!                                            its create revision fences its writes
+//! /bulwark/<cluster>/placements/<service>/<index>   the node that runs a replica (plain
+//!                                            text); written only by the scheduler, in
+//!                                            one transaction guarded by its key
 //! /bulwark/<cluster>/endpoints/<node>/<service>/<index>  a replica's address and
-//!                                            readiness, under its node's lease
+//!                                            readiness (JSON), under its node's lease
+//! reserved for the next layers (nothing writes them yet):
 //! /bulwark/<cluster>/leaders/<service>       a singleton's leader key; its create
 //!                                            revision is the fencing token
 //! ```
@@ -83,19 +87,34 @@ impl Keys {
         format!("{}{n:010}", self.stack_revisions())
     }
 
-    /// The scheduler's election key (reserved).
+    /// The scheduler's election key.
     pub fn scheduler(&self) -> String {
         format!("{}scheduler", self.root)
     }
 
-    /// The prefix of replica placements (reserved).
+    /// The prefix of replica placements.
     pub fn placements(&self) -> String {
         format!("{}placements/", self.root)
     }
 
-    /// The prefix of published endpoints (reserved).
+    /// Which node runs replica `index` of `service`.
+    pub fn placement(&self, service: &str, index: u32) -> String {
+        format!("{}{service}/{index}", self.placements())
+    }
+
+    /// The prefix of published endpoints.
     pub fn endpoints(&self) -> String {
         format!("{}endpoints/", self.root)
+    }
+
+    /// The prefix of the endpoints node `node` publishes.
+    pub fn node_endpoints(&self, node: &str) -> String {
+        format!("{}{node}/", self.endpoints())
+    }
+
+    /// Replica `index` of `service`'s endpoint, as node `node` publishes it.
+    pub fn endpoint(&self, node: &str, service: &str, index: u32) -> String {
+        format!("{}{service}/{index}", self.node_endpoints(node))
     }
 
     /// The prefix of singleton leader keys (reserved).
@@ -112,6 +131,11 @@ impl Keys {
             Some(KeyKind::Member(node))
         } else if rest == "stack/current" {
             Some(KeyKind::Stack)
+        } else if rest == "scheduler" {
+            Some(KeyKind::Scheduler)
+        } else if let Some(p) = rest.strip_prefix("placements/") {
+            let (service, index) = p.split_once('/')?;
+            Some(KeyKind::Placement(service, index.parse().ok()?))
         } else {
             None
         }
@@ -124,6 +148,8 @@ pub(crate) enum KeyKind<'k> {
     Node(&'k str),
     Member(&'k str),
     Stack,
+    Scheduler,
+    Placement(&'k str, u32),
 }
 
 /// Refuses a name that could not be one segment of a key.
@@ -174,6 +200,13 @@ mod tests {
             Some(KeyKind::Stack)
         );
         assert_eq!(k.classify("/bulwark/prod/stack/revisions/0000000003"), None);
+        assert_eq!(k.placement("web", 4), "/bulwark/prod/placements/web/4");
+        assert_eq!(
+            k.classify(&k.placement("web", 4)),
+            Some(KeyKind::Placement("web", 4))
+        );
+        assert_eq!(k.classify(&k.scheduler()), Some(KeyKind::Scheduler));
+        assert_eq!(k.endpoint("a", "web", 4), "/bulwark/prod/endpoints/a/web/4");
         assert_eq!(k.classify("/bulwark/other/nodes/a"), None);
         // Revisions sort as numbers.
         assert!(k.stack_revision(9) < k.stack_revision(10));

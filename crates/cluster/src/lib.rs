@@ -2,7 +2,8 @@
 //! that fails fast and names its URLs ([`connect`]), a node's registration under a lease
 //! ([`Registration`]), the watch of the cluster that turns etcd's events into alive/lost
 //! nodes and stack revisions ([`ClusterWatch`], [`ClusterState`]), and the applied stack
-//! with its revisions ([`stack`]).
+//! with its revisions ([`stack`]), and the scheduler's election, placements and published
+//! endpoints ([`schedule`]).
 //!
 //! Architecture invariants: etcd is the only shared state between agents; nothing here
 //! starts or stops a replica (later layers read [`ClusterState`] and decide). Every call to
@@ -17,6 +18,7 @@ mod error;
 pub mod keys;
 mod node;
 mod registration;
+pub mod schedule;
 pub mod stack;
 mod watch;
 
@@ -25,7 +27,7 @@ pub use error::Error;
 pub use keys::Keys;
 pub use node::{NodeInfo, NodeRecord, NodeState, list_nodes};
 pub use registration::{Connection, Registration, RegistrationOptions};
-pub use watch::{ClusterEvent, ClusterState, ClusterWatch};
+pub use watch::{ClusterEvent, ClusterState, ClusterWatch, Placements, SchedulerKey};
 
 /// Wall-clock milliseconds since the Unix epoch (0 for a clock before 1970).
 pub(crate) fn now_ms() -> u64 {

@@ -1,5 +1,6 @@
-//! The cluster as one agent sees it: alive and lost nodes and the stack's revision, kept
-//! from etcd's watch (no polling), with an event per change.
+//! The cluster as one agent sees it: alive and lost nodes, the stack's revision, the
+//! scheduler's key and the replicas' placements, kept from etcd's watch (no polling), with
+//! an event per change of nodes or stack.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,6 +37,20 @@ pub enum ClusterEvent {
     Reconnected,
 }
 
+/// Which node runs each replica, by service and index (`placements/<service>/<index>`).
+pub type Placements = BTreeMap<(String, u32), String>;
+
+/// Who holds the scheduler's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerKey {
+    /// The scheduling node.
+    pub node: String,
+    /// The key's create revision: the holder's fencing token.
+    pub create_revision: i64,
+    /// The lease it is held under.
+    pub lease: i64,
+}
+
 /// The cluster as last seen from etcd.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterState {
@@ -43,6 +58,10 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, NodeInfo>,
     /// The applied stack's revision, if one was applied.
     pub stack_revision: Option<u64>,
+    /// Which node runs each replica.
+    pub placements: Placements,
+    /// The scheduler, if one holds the key.
+    pub scheduler: Option<SchedulerKey>,
     /// etcd's revision this state is as of.
     pub revision: i64,
     /// Whether etcd answers now (when not, the rest is as last seen).
@@ -115,6 +134,8 @@ struct View {
     members: BTreeMap<String, NodeRecord>,
     alive: BTreeMap<String, NodeRecord>,
     stack: Option<u64>,
+    placements: Placements,
+    scheduler: Option<SchedulerKey>,
     connected: bool,
 }
 
@@ -144,6 +165,8 @@ impl View {
         ClusterState {
             nodes,
             stack_revision: self.stack,
+            placements: self.placements.clone(),
+            scheduler: self.scheduler.clone(),
             revision,
             connected: self.connected,
         }
@@ -182,6 +205,8 @@ async fn snapshot(etcd: &Etcd, keys: &Keys) -> Result<(First, View), Error> {
         TxnOp::get(keys.members(), Some(GetOptions::new().with_prefix())),
         TxnOp::get(keys.nodes(), Some(GetOptions::new().with_prefix())),
         TxnOp::get(keys.stack(), None),
+        TxnOp::get(keys.placements(), Some(GetOptions::new().with_prefix())),
+        TxnOp::get(keys.scheduler(), None),
     ]);
     let resp = bounded_read("read the cluster", etcd.timeout, || {
         let (mut client, txn) = (etcd.client.clone(), txn.clone());
@@ -210,6 +235,14 @@ async fn snapshot(etcd: &Etcd, keys: &Keys) -> Result<(First, View), Error> {
     if let Some(kv) = kvs(2).first() {
         view.stack = Some(StackRevision::parse(kv)?.revision);
     }
+    for kv in kvs(3) {
+        let key = String::from_utf8_lossy(kv.key());
+        if let Some(KeyKind::Placement(service, index)) = keys.classify(&key) {
+            let node = String::from_utf8_lossy(kv.value()).into_owned();
+            view.placements.insert((service.to_owned(), index), node);
+        }
+    }
+    view.scheduler = kvs(4).first().map(scheduler_key);
     Ok((First { revision }, view))
 }
 
@@ -347,6 +380,25 @@ impl Follower {
                 }
             }
             (KeyKind::Stack, false) => self.view.stack = None,
+            (KeyKind::Placement(service, index), true) => {
+                let node = String::from_utf8_lossy(kv.value()).into_owned();
+                self.view
+                    .placements
+                    .insert((service.to_owned(), index), node);
+            }
+            (KeyKind::Placement(service, index), false) => {
+                self.view.placements.remove(&(service.to_owned(), index));
+            }
+            (KeyKind::Scheduler, true) => self.view.scheduler = Some(scheduler_key(kv)),
+            (KeyKind::Scheduler, false) => self.view.scheduler = None,
         }
+    }
+}
+
+fn scheduler_key(kv: &KeyValue) -> SchedulerKey {
+    SchedulerKey {
+        node: String::from_utf8_lossy(kv.value()).into_owned(),
+        create_revision: kv.create_revision(),
+        lease: kv.lease(),
     }
 }

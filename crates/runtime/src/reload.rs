@@ -67,7 +67,15 @@ impl Supervisor {
             } else {
                 live
             };
-            if now != wanted && live > 0 {
+            if live == 0 && svc.autoscale.is_none() && desired != wanted {
+                // Not started (no replica yet, e.g. `replicas = 0` until now, or waiting for
+                // its dependencies): `start_in_order` starts the new count.
+                if let Some(e) = self.shared.lock().get_mut(svc.name.as_str()) {
+                    e.desired = wanted;
+                }
+                out.changes
+                    .push(format!("{}: scaled {desired} -> {wanted}", svc.name));
+            } else if now != wanted && live > 0 {
                 match self.scale(&svc.name, wanted) {
                     Ok(from) => out
                         .changes

@@ -1,6 +1,7 @@
 //! Integration tests: the real `bulwark` binary, real child processes, real sockets on
 //! 127.0.0.1 with ephemeral ports. One test binary; see `harness.rs`.
 
+mod cluster_harness;
 mod harness;
 mod hosts;
 mod strace;
@@ -13,6 +14,7 @@ mod browser;
 mod chaos;
 mod check;
 mod cluster;
+mod cluster_schedule;
 mod completions;
 mod dashboard;
 mod degrade;

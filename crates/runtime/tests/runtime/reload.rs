@@ -86,3 +86,25 @@ async fn a_reload_adds_services_after_their_dependencies_and_scales_the_others()
     assert!(rt.status("extra").is_none());
     rt.sup.shutdown().await;
 }
+
+/// A cluster agent runs `replicas = 0` of a service until replicas are placed on its node,
+/// then reloads a count: the service, never started, starts that many; and back to none.
+#[tokio::test]
+async fn a_service_with_no_replica_starts_the_count_a_reload_gives_it() {
+    let mut rt = Rt::start(&versioned(1, 0));
+    let changes = rt
+        .sup
+        .reload(&stack(&versioned(1, 2)))
+        .expect("reloaded")
+        .changes;
+    assert_eq!(changes, ["s: scaled 0 -> 2"]);
+    rt.until("s", |s| all_ready(s, 2)).await;
+    let changes = rt
+        .sup
+        .reload(&stack(&versioned(1, 0)))
+        .expect("reloaded")
+        .changes;
+    assert_eq!(changes, ["s: scaled 2 -> 0"]);
+    rt.until("s", |s| s.replicas.is_empty()).await;
+    rt.sup.shutdown().await;
+}
