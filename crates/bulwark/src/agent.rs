@@ -2,7 +2,9 @@
 //! cluster's nodes onto the event bus, and runs `up`'s wiring on the stack applied to the
 //! cluster — the whole stack, on every agent, until a scheduler places replicas (next
 //! layer) — reloading it at each new revision; with no stack applied yet it runs none and
-//! serves the usual API.
+//! serves the usual API. Its `[leader]` services elect their leader cluster-wide, in etcd
+//! ([`cluster::EtcdElection`], under the node's lease): every agent's replicas are
+//! candidates, one wins.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -65,12 +67,21 @@ pub async fn run(args: AgentArgs, state_dir: Option<PathBuf>) -> anyhow::Result<
         }
         stack.api.listen = api;
     }
+    // `[leader]` services elect one leader cluster-wide, under the node's lease.
+    let election = Arc::new(cluster::EtcdElection::new(
+        &etcd,
+        &keys,
+        &args.node,
+        *args.ttl,
+        tokio::runtime::Handle::current(),
+    ));
     let agent = Agent {
         etcd,
         keys,
         node: args.node,
         labels,
         ttl: *args.ttl,
+        election,
     };
     let up = UpArgs {
         file,
@@ -114,6 +125,7 @@ pub struct Agent {
     node: String,
     labels: BTreeMap<String, String>,
     ttl: std::time::Duration,
+    election: Arc<cluster::EtcdElection>,
 }
 
 /// A node in the cluster: registered, and following the others onto the bus.
@@ -124,9 +136,16 @@ pub struct Membership {
     etcd: cluster::Etcd,
     keys: cluster::Keys,
     stack_changes: Option<tokio::sync::mpsc::Receiver<u64>>,
+    election: Arc<cluster::EtcdElection>,
 }
 
 impl Agent {
+    /// The election of the `[leader]` services: cluster-wide, in etcd. It grants terms
+    /// once the node is registered ([`join`](Self::join)).
+    pub fn election(&self) -> Arc<dyn store::Election> {
+        self.election.clone()
+    }
+
     /// Follows the cluster (so this node's own join is an event too), then registers with
     /// the API's bound address.
     pub async fn join(self, bus: Arc<Bus>, api: SocketAddr) -> anyhow::Result<Membership> {
@@ -141,6 +160,7 @@ impl Agent {
         };
         let options = cluster::RegistrationOptions { ttl: self.ttl };
         let registration = Registration::start(&self.etcd, &self.keys, record, options).await?;
+        self.election.attach(registration.connection());
         let (stack_tx, stack_changes) = tokio::sync::mpsc::channel(4);
         let tasks = vec![
             tokio::spawn(forward(events, bus, stack_tx)),
@@ -153,6 +173,7 @@ impl Agent {
             etcd: self.etcd,
             keys: self.keys,
             stack_changes: Some(stack_changes),
+            election: self.election,
         })
     }
 }
@@ -175,8 +196,10 @@ impl Membership {
             .with_context(|| format!("cannot write {}", file.display()))
     }
 
-    /// Leaves the cluster (the lease revoked: the others see it at once).
+    /// Leaves the cluster (the lease revoked: the others see it at once, and the terms of
+    /// its leaders, which stepped down before, are gone).
     pub async fn leave(self) {
+        self.election.close();
         for t in &self.tasks {
             t.abort();
         }

@@ -10,13 +10,15 @@
 //! /bulwark/<cluster>/stack/current           StackRevision (JSON): the applied stack file
 //! /bulwark/<cluster>/stack/revisions/<n>     StackRevision (JSON), n zero-padded to 10
 //!                                            digits so etcd's key order is numeric order
+//! /bulwark/<cluster>/leaders/<service>       a `[leader]` service's term: `HOLDER #CAMPAIGN`
+//!                                            (HOLDER is `service/index@node`), under the
+//!                                            holder's node lease; its create revision is
+//!                                            the fencing token (see `EtcdElection`)
 //! reserved for the next layers (nothing writes them yet):
 //! /bulwark/<cluster>/scheduler               the scheduler's election key (one leader)
 //! /bulwark/<cluster>/placements/<service>/<index>   which node runs a replica
 //! /bulwark/<cluster>/endpoints/<node>/<service>/<index>  a replica's address and
 //!                                            readiness, under its node's lease
-//! /bulwark/<cluster>/leaders/<service>       a singleton's leader key; its create
-//!                                            revision is the fencing token
 //! ```
 //!
 //! The stack's history is kept as explicit `revisions/<n>` keys rather than in etcd's MVCC
@@ -98,9 +100,14 @@ impl Keys {
         format!("{}endpoints/", self.root)
     }
 
-    /// The prefix of singleton leader keys (reserved).
+    /// The prefix of the `[leader]` services' terms.
     pub fn leaders(&self) -> String {
         format!("{}leaders/", self.root)
+    }
+
+    /// The term key of `[leader]` service `service`.
+    pub fn leader(&self, service: &str) -> String {
+        format!("{}{service}", self.leaders())
     }
 
     /// Which part of the cluster `key` belongs to, for the watch.
@@ -165,6 +172,7 @@ mod tests {
             "/bulwark/prod/stack/revisions/0000000003"
         );
         assert_eq!(k.scheduler(), "/bulwark/prod/scheduler");
+        assert_eq!(k.leader("db"), "/bulwark/prod/leaders/db");
         assert_eq!(
             k.classify("/bulwark/prod/nodes/a"),
             Some(KeyKind::Node("a"))

@@ -1,6 +1,7 @@
 //! Integration tests: the real `bulwark` binary, real child processes, real sockets on
 //! 127.0.0.1 with ephemeral ports. One test binary; see `harness.rs`.
 
+mod agents;
 mod harness;
 mod hosts;
 mod strace;
@@ -13,6 +14,7 @@ mod browser;
 mod chaos;
 mod check;
 mod cluster;
+mod cluster_leader;
 mod completions;
 mod dashboard;
 mod degrade;
