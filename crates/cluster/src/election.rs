@@ -329,8 +329,16 @@ impl store::Election for EtcdElection {
         let (etcd, key) = (self.etcd.clone(), self.key(group));
         let mut closed = self.closed.subscribe();
         self.runtime.block_on(async move {
+            // After a failure, a second's pause: the caller campaigns again at once.
+            let free = async {
+                let r = until_free(etcd, key).await;
+                if r.is_err() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                r
+            };
             tokio::select! {
-                r = until_free(etcd, key) => r.map_err(unavailable),
+                r = free => r.map_err(unavailable),
                 () = tokio::time::sleep(timeout) => Ok(()),
                 _ = closed.wait_for(|c| *c) => Ok(()),
             }
@@ -426,7 +434,7 @@ async fn until_free(etcd: Etcd, key: String) -> Result<(), Error> {
     }
     let revision = now.header().map_or(0, |h| h.revision());
     let options = WatchOptions::new().with_start_revision(revision + 1);
-    let watching = client.watch(key.clone(), Some(options));
+    let watching = client.watch(key.as_str(), Some(options));
     let (_watcher, mut stream) = bounded("watch a leader key", etcd.timeout, watching).await?;
     while let Some(resp) = stream.message().await? {
         if resp.canceled()
@@ -438,7 +446,10 @@ async fn until_free(etcd: Etcd, key: String) -> Result<(), Error> {
             return Ok(());
         }
     }
-    Ok(())
+    Err(Error::BadRecord {
+        key,
+        detail: "the watch ended".into(),
+    })
 }
 
 /// The holder's name in a key's value (`NAME #CAMPAIGN`).
