@@ -229,6 +229,8 @@ impl store::Election for EtcdElection {
         })
     }
 
+    /// A lost term stays known here until the caller resigns it: its key may outlive the
+    /// fence (etcd answers again before the lease expired), and only `resign` deletes it.
     fn renew(&self, term: &Term) -> Result<(), ElectionError> {
         let ours = self.terms().get(&term.group).copied();
         let Some((token, lease)) = ours.filter(|(t, _)| *t == term.token) else {
@@ -243,7 +245,6 @@ impl store::Election for EtcdElection {
                     token,
                     "the term's lease is past its fence or gone: stop leading"
                 );
-                self.terms().remove(&term.group);
                 return Err(Self::lost(term));
             }
         };
@@ -265,14 +266,10 @@ impl store::Election for EtcdElection {
                 }) {
                     Ok(())
                 } else {
-                    self.terms().remove(&term.group);
                     Err(Self::lost(term))
                 }
             }
-            Err(_) if Instant::now() >= fence => {
-                self.terms().remove(&term.group);
-                Err(Self::lost(term))
-            }
+            Err(_) if Instant::now() >= fence => Err(Self::lost(term)),
             Err(e) => Err(unavailable(e)),
         }
     }
