@@ -12,12 +12,13 @@
 //! keepalive, after `s`; a new etcd leader extends every lease again). So the lease, and the
 //! term, surely hold until `s + T`, measured on this node's monotonic clock: no clocks are
 //! compared across machines, only their *rates* matter, and they differ by far less than
-//! the margin. A term is held here only until the **fence** `s + T/2`: past it, `renew`
-//! says the term is lost without asking etcd, `valid_until` tells the caller to renew by
-//! then (`runtime::leader` wakes at it), and `resign` does not wait for etcd. The other
-//! half of the TTL is the margin for the depose (the leader leaves the proxy's routing, its
-//! token file says `standby`: milliseconds), a paused process, and clock rates. With
-//! keepalives every T/3 (the registration's), one late or lost keepalive demotes the leader:
+//! the margin. A term is held here only until the **fence** `s + T/2`
+//! (`policy::leader::lease_fence`): past it, `renew` says the term is lost without asking
+//! etcd, `valid_until` tells the caller to renew by then (`runtime::leader` wakes at it),
+//! and `resign` does not wait for etcd. The other half of the TTL is the margin for the
+//! depose (the leader leaves the proxy's routing, its token file says `standby`:
+//! milliseconds), a paused process, and clock rates. With keepalives every T/3 (the
+//! registration's), one keepalive lost, or answered more than T/6 late, demotes the leader:
 //! safety over availability.
 //!
 //! A node cut off from etcd therefore stops its leaders within T/2 of its last answered
@@ -66,13 +67,6 @@ impl std::fmt::Debug for EtcdElection {
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
-}
-
-/// Until when a lease confirmed until `until` (a keepalive sent at `until - ttl`, or
-/// earlier) is trusted: half its TTL after that keepalive was sent. Never later than
-/// `until - ttl/2`.
-pub fn fence(until: Instant, ttl: Duration) -> Instant {
-    until.checked_sub(ttl / 2).unwrap_or(until)
 }
 
 impl EtcdElection {
@@ -132,7 +126,7 @@ impl EtcdElection {
         let why = error.unwrap_or_else(|| "its keepalives are late".into());
         match (lease, until) {
             (Some(lease), Some(until)) => {
-                let fence = fence(until.into_std(), self.ttl);
+                let fence = policy::leader::lease_fence(until.into_std(), self.ttl);
                 if Instant::now() < fence {
                     Ok((lease, fence))
                 } else {
@@ -457,15 +451,6 @@ fn name_of(value: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_fence_is_half_the_ttl_after_the_keepalive_was_sent() {
-        let sent = Instant::now();
-        let ttl = Duration::from_secs(5);
-        assert_eq!(fence(sent + ttl, ttl), sent + Duration::from_millis(2500));
-        // A shorter TTL granted by etcd only brings the fence nearer.
-        assert!(fence(sent + Duration::from_secs(4), ttl) < sent + ttl / 2);
-    }
 
     #[test]
     fn the_holder_is_read_back_without_the_campaign() {

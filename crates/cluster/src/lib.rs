@@ -23,7 +23,7 @@ pub mod stack;
 mod watch;
 
 pub use connect::{Etcd, connect};
-pub use election::{EtcdElection, fence};
+pub use election::EtcdElection;
 pub use error::Error;
 pub use keys::Keys;
 pub use node::{NodeInfo, NodeRecord, NodeState, list_nodes};
