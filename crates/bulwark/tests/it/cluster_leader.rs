@@ -171,6 +171,10 @@ fn one_leader_cluster_wide_a_killed_leaders_agent_fails_over_a_stopped_one_hands
     let after = killed.elapsed();
     eprintln!("leader h{first} (token {t1}) killed; h{second} leads with {t2} after {after:?}");
     assert!(t2 > t1);
+    assert!(
+        after < TTL + Duration::from_secs(5),
+        "a new leader only {after:?} after the kill (the lease's TTL is {TTL:?})"
+    );
     // The lease was last renewed at most a third of its TTL before the kill.
     assert!(
         after >= TTL / 2,
