@@ -3,7 +3,9 @@
 //! [`crate::scheduler`]), and runs `up`'s wiring on the replicas of the applied stack that
 //! the scheduler placed on its node (see [`crate::placed`]) — reloading its copy at each
 //! new revision or placement — and publishes their endpoints under its lease; with no
-//! stack applied yet it runs none and serves the usual API.
+//! stack applied yet it runs none and serves the usual API. Its `[leader]` services elect
+//! their leader cluster-wide, in etcd ([`cluster::EtcdElection`], under the node's lease):
+//! the agents running one of their replicas are candidates, one wins.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -71,6 +73,14 @@ pub async fn run(args: AgentArgs, state_dir: Option<PathBuf>) -> anyhow::Result<
         }
         stack.api.listen = api;
     }
+    // `[leader]` services elect one leader cluster-wide, under the node's lease.
+    let election = Arc::new(cluster::EtcdElection::new(
+        &etcd,
+        &keys,
+        &args.node,
+        *args.ttl,
+        tokio::runtime::Handle::current(),
+    ));
     let agent = Agent {
         etcd,
         keys,
@@ -78,6 +88,7 @@ pub async fn run(args: AgentArgs, state_dir: Option<PathBuf>) -> anyhow::Result<
         labels,
         ttl: *args.ttl,
         mine,
+        election,
     };
     let up = UpArgs {
         file,
@@ -122,6 +133,7 @@ pub struct Agent {
     labels: BTreeMap<String, String>,
     ttl: std::time::Duration,
     mine: crate::placed::Shared,
+    election: Arc<cluster::EtcdElection>,
 }
 
 /// A node in the cluster: registered, and following the others onto the bus.
@@ -135,9 +147,16 @@ pub struct Membership {
     state: tokio::sync::watch::Receiver<cluster::ClusterState>,
     mine: crate::placed::Shared,
     stack_changes: Option<tokio::sync::mpsc::Receiver<u64>>,
+    election: Arc<cluster::EtcdElection>,
 }
 
 impl Agent {
+    /// The election of the `[leader]` services: cluster-wide, in etcd. It grants terms
+    /// once the node is registered ([`join`](Self::join)).
+    pub fn election(&self) -> Arc<dyn store::Election> {
+        self.election.clone()
+    }
+
     /// Follows the cluster (so this node's own join is an event too), then registers with
     /// the API's bound address.
     pub async fn join(self, bus: Arc<Bus>, api: SocketAddr) -> anyhow::Result<Membership> {
@@ -152,6 +171,7 @@ impl Agent {
         };
         let options = cluster::RegistrationOptions { ttl: self.ttl };
         let registration = Registration::start(&self.etcd, &self.keys, record, options).await?;
+        self.election.attach(registration.connection());
         let (stack_tx, stack_changes) = tokio::sync::mpsc::channel(4);
         let scheduler = crate::scheduler::Scheduler {
             etcd: self.etcd.clone(),
@@ -181,6 +201,7 @@ impl Agent {
             node: self.node,
             mine: self.mine,
             stack_changes: Some(stack_changes),
+            election: self.election,
         })
     }
 }
@@ -228,8 +249,10 @@ impl Membership {
         self.tasks.push(tokio::spawn(publisher.run()));
     }
 
-    /// Leaves the cluster (the lease revoked: the others see it at once).
+    /// Leaves the cluster (the lease revoked: the others see it at once, and the terms of
+    /// its leaders, which stepped down before, are gone).
     pub async fn leave(self) {
+        self.election.close();
         for t in &self.tasks {
             t.abort();
         }

@@ -130,6 +130,10 @@ const BACKUP_GRACE: Duration = Duration::from_secs(60);
 /// How long a stop waits for running experiments to undo their faults and roll back.
 const CHAOS_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a cluster agent's leaders have to step down (resign in etcd, run `demote`)
+/// before it leaves the cluster.
+const STEP_DOWN: Duration = Duration::from_secs(20);
+
 /// Events kept in memory (and read back from the journal at start).
 const EVENT_HISTORY: usize = 10_000;
 
@@ -263,8 +267,12 @@ pub async fn serve(
             notify_dir: Some(state_dir.join("notify")),
             leader_dir: Some(state_dir.join("leader")),
             warm_dir: Some(state_dir.join("warm")),
-            // Fencing tokens are ids of a journal log: never reused across restarts.
-            election: Some(Arc::new(store::LocalElection::new(journal_store.clone()))),
+            // Fencing tokens are ids of a journal log: never reused across restarts. An
+            // agent's come from etcd, one leader cluster-wide.
+            election: Some(match &agent {
+                Some(a) => a.election(),
+                None => Arc::new(store::LocalElection::new(journal_store.clone())),
+            }),
         },
     );
     let proxy_metrics = ProxyMetrics::register(&mut registry);
@@ -553,7 +561,12 @@ pub async fn serve(
         n.send("STOPPING=1\nSTATUS=stopping");
     }
     // Out of the cluster first: the others see this node leave at once, not a lease expire.
+    // Its leaders step down before: leaving revokes the lease their terms are under, and
+    // another node's replica may be elected at once.
     if let Some(m) = membership {
+        if !supervisor.step_down(STEP_DOWN).await {
+            tracing::warn!("a leader was still stepping down when the node left the cluster");
+        }
         m.leave().await;
     }
     // The watchdog stays: stopping takes up to TimeoutStopSec, and a stall there is a

@@ -18,9 +18,10 @@
 //!                                            one transaction guarded by its key
 //! /bulwark/<cluster>/endpoints/<node>/<service>/<index>  a replica's address and
 //!                                            readiness (JSON), under its node's lease
-//! reserved for the next layers (nothing writes them yet):
-//! /bulwark/<cluster>/leaders/<service>       a singleton's leader key; its create
-//!                                            revision is the fencing token
+//! /bulwark/<cluster>/leaders/<service>       a `[leader]` service's term: `HOLDER #CAMPAIGN`
+//!                                            (HOLDER is `service/index@node`), under the
+//!                                            holder's node lease; its create revision is
+//!                                            the fencing token (see `EtcdElection`)
 //! ```
 //!
 //! The stack's history is kept as explicit `revisions/<n>` keys rather than in etcd's MVCC
@@ -117,9 +118,14 @@ impl Keys {
         format!("{}{service}/{index}", self.node_endpoints(node))
     }
 
-    /// The prefix of singleton leader keys (reserved).
+    /// The prefix of the `[leader]` services' terms.
     pub fn leaders(&self) -> String {
         format!("{}leaders/", self.root)
+    }
+
+    /// The term key of `[leader]` service `service`.
+    pub fn leader(&self, service: &str) -> String {
+        format!("{}{service}", self.leaders())
     }
 
     /// Which part of the cluster `key` belongs to, for the watch.
@@ -191,6 +197,7 @@ mod tests {
             "/bulwark/prod/stack/revisions/0000000003"
         );
         assert_eq!(k.scheduler(), "/bulwark/prod/scheduler");
+        assert_eq!(k.leader("db"), "/bulwark/prod/leaders/db");
         assert_eq!(
             k.classify("/bulwark/prod/nodes/a"),
             Some(KeyKind::Node("a"))

@@ -2,8 +2,9 @@
 //! that fails fast and names its URLs ([`connect`]), a node's registration under a lease
 //! ([`Registration`]), the watch of the cluster that turns etcd's events into alive/lost
 //! nodes and stack revisions ([`ClusterWatch`], [`ClusterState`]), and the applied stack
-//! with its revisions ([`stack`]), and the scheduler's election, placements and published
-//! endpoints ([`schedule`]).
+//! with its revisions ([`stack`]), the scheduler's election, placements and published
+//! endpoints ([`schedule`]), and the cluster-wide leader election of `[leader]` services
+//! with fencing tokens ([`EtcdElection`]).
 //!
 //! Architecture invariants: etcd is the only shared state between agents; nothing here
 //! starts or stops a replica (later layers read [`ClusterState`] and decide). Every call to
@@ -14,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod connect;
+mod election;
 mod error;
 pub mod keys;
 mod node;
@@ -23,6 +25,7 @@ pub mod stack;
 mod watch;
 
 pub use connect::{Etcd, connect};
+pub use election::EtcdElection;
 pub use error::Error;
 pub use keys::Keys;
 pub use node::{NodeInfo, NodeRecord, NodeState, list_nodes};

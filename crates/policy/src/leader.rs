@@ -113,10 +113,31 @@ pub fn next_check(
         .map(|m| m.since + failover_after + Duration::from_millis(1))
 }
 
+/// Until when a leader may act on a term held under a lease (cluster mode's etcd lease of
+/// time to live `ttl`) that a keepalive confirmed until `until` (the keepalive was sent at
+/// `until - ttl`; etcd cannot expire the lease before `until`): the *fence*, half the TTL
+/// after that keepalive was sent. The other half is the margin for deposing the leader, a
+/// paused process and the difference of clock rates; only this node's monotonic clock is
+/// read. A shorter TTL granted by etcd (an earlier `until`) only brings the fence nearer.
+pub fn lease_fence(until: Instant, ttl: Duration) -> Instant {
+    until.checked_sub(ttl / 2).unwrap_or(until)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_fence_is_half_the_ttl_after_the_keepalive_was_sent() {
+        let sent = crate::epoch();
+        let ttl = Duration::from_secs(5);
+        assert_eq!(
+            lease_fence(sent + ttl, ttl),
+            sent + Duration::from_millis(2500)
+        );
+        assert!(lease_fence(sent + Duration::from_secs(4), ttl) < sent + ttl / 2);
+    }
 
     const BOUND: Duration = Duration::from_secs(3);
 

@@ -9,6 +9,12 @@
 //!   `leader`, `promote` runs, and only once it passed does the leader enter the
 //!   endpoints' routing and `leader_elected` is published.
 //!
+//! A candidate refused because someone else holds the group (another agent's replica, in
+//! cluster mode) waits for the group to be free ([`store::Election::wait_free`]) before it
+//! campaigns again; a held term is renewed every second and at the latest when the
+//! election says it may end ([`store::Election::valid_until`]: an etcd lease's fence), and
+//! a renewal that says it is lost deposes the leader.
+//!
 //! So there is never a moment with two leaders: the old one is out of routing and demoted
 //! before anyone is promoted, and a new leader gets traffic only after its promotion.
 //! The term is tied to the promoted *incarnation* (its pid): a leader whose process exits
@@ -161,6 +167,20 @@ struct Round {
     refused: BTreeMap<(u32, u32), Instant>,
     /// Why the previous leader went.
     last_loss: Option<&'static str>,
+    /// While someone else holds the group: the wait for it to be free.
+    held: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How long one wait for a group held elsewhere lasts before the candidate asks again.
+const HELD_WAIT: Duration = Duration::from_secs(30);
+
+/// What a campaign and promotion came to.
+enum Elected {
+    Leader(Term),
+    /// Not granted or not promoted: the candidate is passed over a while.
+    Refused,
+    /// Someone else holds the group: wait for it to be free.
+    Held,
 }
 
 async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Election>) {
@@ -194,6 +214,14 @@ async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Elec
             }
             continue;
         };
+        if let Some(free) = round.held.as_mut() {
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { break },
+                _ = free => round.held = None,
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            continue;
+        }
         let members = round.members(&shared, &service);
         let leader = round.term.as_ref().map(|t| decision::Leader {
             index: t.index,
@@ -217,7 +245,11 @@ async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Elec
                     depose(&shared, &service, t, "lost", &election).await;
                     continue;
                 }
-                let wake = round.wake_at(&members, leader.as_ref(), cfg.failover_after);
+                let valid = round
+                    .term
+                    .as_ref()
+                    .and_then(|t| election.valid_until(&t.term));
+                let wake = round.wake_at(&members, leader.as_ref(), cfg.failover_after, valid);
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { break },
                     () = sleep_until(wake) => {}
@@ -237,14 +269,8 @@ async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Elec
                     .and_then(|m| m.incarnation)
                     .unwrap_or_default();
                 let reason = round.last_loss.unwrap_or("first");
-                match elect(&shared, &service, (index, pid), reason, &election).await {
-                    Some(t) => round.term = Some(t),
-                    None => {
-                        round
-                            .refused
-                            .insert((index, pid), Instant::now() + PROMOTE_RETRY);
-                    }
-                }
+                let elected = elect(&shared, &service, (index, pid), reason, &election).await;
+                round.campaigned(elected, (index, pid), &service, &election);
             }
         }
     }
@@ -253,6 +279,7 @@ async fn run(shared: Arc<Shared>, service: String, election: Arc<dyn store::Elec
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&service);
+    shared.elections_ended.notify_waiters();
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
@@ -283,12 +310,14 @@ const RENEW_EVERY: Duration = Duration::from_secs(1);
 impl Round {
     /// When to look again with no change of the replicas: the leader's unready spell
     /// passing the bound, a refused standby's retry (while nobody leads), the next renewal
-    /// (while someone does).
+    /// (while someone does: every second, and by the time the election says the term is
+    /// `valid` until at the latest).
     fn wake_at(
         &self,
         members: &[Member],
         leader: Option<&decision::Leader>,
         failover_after: Duration,
+        valid: Option<Instant>,
     ) -> Option<tokio::time::Instant> {
         let next = match leader {
             None => self.refused.values().min().copied(),
@@ -297,8 +326,34 @@ impl Round {
         decision::next_check(members, leader, failover_after)
             .into_iter()
             .chain(next)
+            .chain(valid)
             .min()
             .map(tokio::time::Instant::from_std)
+    }
+
+    /// Takes in what the campaign of `(index, pid)` came to.
+    fn campaigned(
+        &mut self,
+        elected: Elected,
+        (index, pid): (u32, u32),
+        service: &str,
+        election: &Arc<dyn store::Election>,
+    ) {
+        match elected {
+            Elected::Leader(t) => self.term = Some(t),
+            Elected::Refused => {
+                self.refused
+                    .insert((index, pid), Instant::now() + PROMOTE_RETRY);
+            }
+            Elected::Held => {
+                let (e, group) = (election.clone(), service.to_owned());
+                self.held = Some(tokio::task::spawn_blocking(move || {
+                    if let Err(err) = e.wait_free(&group, HELD_WAIT) {
+                        tracing::debug!(service = group, %err, "waiting for the leadership");
+                    }
+                }));
+            }
+        }
     }
 
     /// The replicas as the decision sees them; readiness spells are timed from when this
@@ -393,27 +448,33 @@ async fn depose(
     }
 }
 
-/// Grants replica `index` (incarnation `pid`) a term and promotes it; `None` if that
-/// failed (it stays a standby).
+/// Grants replica `index` (incarnation `pid`) a term and promotes it (it stays a standby
+/// if that failed).
 async fn elect(
     shared: &Arc<Shared>,
     service: &str,
     (index, pid): (u32, u32),
     reason: &str,
     election: &Arc<dyn store::Election>,
-) -> Option<Term> {
-    let svc = shared.replica_spec(service, index)?;
+) -> Elected {
+    let Some(svc) = shared.replica_spec(service, index) else {
+        return Elected::Refused;
+    };
     let e = election.clone();
     let (group, holder) = (service.to_owned(), format!("{service}/{index}"));
     let term = match tokio::task::spawn_blocking(move || e.campaign(&group, &holder)).await {
         Ok(Ok(term)) => term,
+        Ok(Err(store::ElectionError::Held { holder, token, .. })) => {
+            tracing::debug!(service, index, %holder, token, "the leadership is held elsewhere");
+            return Elected::Held;
+        }
         Ok(Err(err)) => {
             tracing::error!(service, index, %err, "cannot take the leadership");
             // Not this replica's fault: try again a little later.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            return None;
+            return Elected::Refused;
         }
-        Err(_) => return None,
+        Err(_) => return Elected::Refused,
     };
     let token = term.token;
     let promoted = promote(shared, &svc, index, token).await;
@@ -431,7 +492,7 @@ async fn elect(
             token,
             error,
         });
-        return None;
+        return Elected::Refused;
     }
     let t = Term { index, pid, term };
     set_leader(shared, service, Some(t.clone()));
@@ -443,7 +504,7 @@ async fn elect(
         token,
         reason: reason.into(),
     });
-    Some(t)
+    Elected::Leader(t)
 }
 
 /// Writes the new leader's token file, then runs its `promote`.

@@ -181,6 +181,8 @@ pub(crate) struct Shared {
     pub election: Option<Arc<dyn store::Election>>,
     /// Services whose election task runs.
     pub elections: Mutex<std::collections::BTreeSet<String>>,
+    /// Notified whenever an election task ends (its leader deposed).
+    pub elections_ended: tokio::sync::Notify,
 }
 
 /// Invariant: `endpoints` holds exactly the replicas whose status is `ready` with a port,
@@ -283,6 +285,7 @@ impl Supervisor {
                 },
                 election: opts.election,
                 elections: Mutex::new(std::collections::BTreeSet::new()),
+                elections_ended: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -596,6 +599,31 @@ impl Supervisor {
         } else {
             Ok(())
         }
+    }
+
+    /// The first step of stopping, for a cluster agent before it leaves: every leader is
+    /// deposed (out of routing, term resigned, token file `standby`, `demote` run) while
+    /// the node's lease still holds its terms, so no other node's replica is elected
+    /// while one here still acts as leader. Nothing starts from now on. Returns when every
+    /// election task ended, or after `within` (false).
+    pub async fn step_down(&self, within: std::time::Duration) -> bool {
+        self.shared.shutting_down.send_replace(true);
+        let all_ended = async {
+            loop {
+                let ended = self.shared.elections_ended.notified();
+                if self
+                    .shared
+                    .elections
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+                {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        tokio::time::timeout(within, all_ended).await.is_ok()
     }
 
     /// Drains and stops every replica, services in reverse dependency order. Returns

@@ -8,13 +8,18 @@
 //!
 //! Who should lead is not decided here: the caller (`runtime::leader`, with
 //! `policy::leader`) picks the candidate; the election grants a term to one holder at a
-//! time and hands out the token. The etcd implementation (cluster mode) will keep the same
-//! contract with a lease: `campaign` is a transaction on the group's key that succeeds only
-//! when it is absent (the token is the key's create revision), `renew` keeps the lease
-//! alive, `resign` deletes the key, `observe` reads it.
+//! time and hands out the token. The etcd implementation (cluster mode, `cluster::
+//! EtcdElection`) keeps the same contract with a lease: `campaign` is a transaction on the
+//! group's key that succeeds only when it is absent (the token is the key's create
+//! revision), `renew` checks the key is still the term's and its lease surely alive,
+//! `resign` deletes the key, `observe` reads it. A term there can end without its holder
+//! resigning (its lease expired, or may have: etcd cannot be reached), so the caller renews
+//! often and at [`Election::valid_until`] at the latest, and waits for a group held by
+//! someone else with [`Election::wait_free`].
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::{Error, Store};
 
@@ -56,6 +61,10 @@ pub enum ElectionError {
     /// The store under the election failed; nothing was granted.
     #[error("the election's store failed: {0}")]
     Store(#[from] Error),
+    /// The election's backend (etcd) cannot be reached or did not answer in time; nothing
+    /// was granted, and a held term is neither confirmed nor lost (yet).
+    #[error("the election cannot reach its backend: {0}")]
+    Unavailable(String),
 }
 
 /// Grants one term at a time per group, each with a fresh fencing token.
@@ -79,6 +88,20 @@ pub trait Election: Send + Sync + 'static {
 
     /// The group's current term, if any.
     fn observe(&self, group: &str) -> Result<Option<Term>, ElectionError>;
+
+    /// Blocks until `group` may be free (its term ended, or nobody held it), or `timeout`
+    /// passed: what a candidate refused with [`ElectionError::Held`] waits on before it
+    /// campaigns again. Returning early is allowed (the next campaign says).
+    fn wait_free(&self, group: &str, timeout: Duration) -> Result<(), ElectionError>;
+
+    /// The instant after which `term` may be over without anyone having said so (a lease
+    /// not confirmed since), if it has one: the holder must renew by then, and stop acting
+    /// as leader when that renewal fails. `None`: the term lasts until it is resigned or
+    /// replaced. Never blocks.
+    fn valid_until(&self, term: &Term) -> Option<Instant> {
+        let _ = term;
+        None
+    }
 }
 
 /// The log whose record ids are the fencing tokens: one record per term granted.
@@ -92,6 +115,8 @@ const KEEP_TERMS: u64 = 1_000;
 pub struct LocalElection {
     store: Arc<dyn Store>,
     terms: Mutex<BTreeMap<String, Term>>,
+    /// Notified whenever a term ends.
+    ended: Condvar,
 }
 
 impl std::fmt::Debug for LocalElection {
@@ -106,6 +131,7 @@ impl LocalElection {
         LocalElection {
             store,
             terms: Mutex::new(BTreeMap::new()),
+            ended: Condvar::new(),
         }
     }
 
@@ -158,12 +184,22 @@ impl Election for LocalElection {
         let mut terms = self.terms();
         if terms.get(&term.group) == Some(term) {
             terms.remove(&term.group);
+            self.ended.notify_all();
         }
         Ok(())
     }
 
     fn observe(&self, group: &str) -> Result<Option<Term>, ElectionError> {
         Ok(self.terms().get(group).cloned())
+    }
+
+    fn wait_free(&self, group: &str, timeout: Duration) -> Result<(), ElectionError> {
+        let terms = self.terms();
+        let _unused = self
+            .ended
+            .wait_timeout_while(terms, timeout, |t| t.contains_key(group))
+            .unwrap_or_else(|e| e.into_inner());
+        Ok(())
     }
 }
 
@@ -212,5 +248,32 @@ mod tests {
         let b = e.campaign("db", "db/0").unwrap();
         e.resign(&a).unwrap();
         assert_eq!(e.observe("db").unwrap(), Some(b));
+    }
+
+    #[test]
+    fn wait_free_returns_when_the_term_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Arc::new(LocalElection::new(open(dir.path())));
+        // Free: at once.
+        e.wait_free("db", Duration::from_secs(30)).unwrap();
+        let a = e.campaign("db", "db/0").unwrap();
+        assert_eq!(e.valid_until(&a), None);
+        let waiter = {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                e.wait_free("db", Duration::from_secs(30)).unwrap();
+                t.elapsed()
+            })
+        };
+        // Whether the waiter already waits or not, it returns once the term is over.
+        e.resign(&a).unwrap();
+        let waited = waiter.join().unwrap();
+        assert!(waited < Duration::from_secs(30), "{waited:?}");
+        // Held: the timeout.
+        let _b = e.campaign("db", "db/1").unwrap();
+        let t = Instant::now();
+        e.wait_free("db", Duration::from_millis(100)).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(100));
     }
 }

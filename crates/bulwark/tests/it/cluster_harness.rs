@@ -1,6 +1,6 @@
 //! A cluster for the tests: three (or `n`) hosts as network namespaces, a 3-member etcd
-//! 3.4 cluster (one member per host) and a `bulwark agent` per host, shared by cluster.rs
-//! and cluster_schedule.rs.
+//! 3.4 cluster (one member per host) and a `bulwark agent` per host, shared by cluster.rs,
+//! cluster_schedule.rs and cluster_leader.rs.
 
 use std::process::Output;
 use std::time::Duration;

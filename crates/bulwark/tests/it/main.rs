@@ -14,6 +14,7 @@ mod browser;
 mod chaos;
 mod check;
 mod cluster;
+mod cluster_leader;
 mod cluster_schedule;
 mod completions;
 mod dashboard;
