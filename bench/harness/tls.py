@@ -216,9 +216,11 @@ def parse_s_client(out: str) -> Negotiated:
 
 
 def negotiate(port: int, certs: Certs) -> Negotiated:
+    # errors="replace": with h2 negotiated, a server's SETTINGS frame may reach s_client
+    # before it exits, and it prints those bytes raw (nginx does, now and then).
     r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", SERVER_NAME,
                         "-alpn", ALPN, "-CAfile", certs.ca], stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, timeout=20)
+                       text=True, errors="replace", timeout=20)
     n = parse_s_client(r.stdout)
     if n.protocol is None:
         raise RuntimeError(f"openssl s_client found no TLS session: {(r.stderr or r.stdout).strip()[-300:]}")
