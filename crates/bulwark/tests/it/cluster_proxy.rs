@@ -93,8 +93,9 @@ fn tries(c: &Cluster) -> BTreeMap<u64, u64> {
     by
 }
 
-#[test]
-fn every_proxy_balances_over_all_nodes_and_a_killed_node_costs_only_in_flight_requests() {
+/// Three agents with `--advertise`, the stack applied, 2 ready endpoints on each node
+/// (returned: each node's).
+fn three_advertising_agents() -> (Cluster, BTreeMap<String, Vec<String>>) {
     let mut c = Cluster::new(3);
     c.advertise = true;
     for i in 0..3 {
@@ -117,42 +118,16 @@ fn every_proxy_balances_over_all_nodes_and_a_killed_node_costs_only_in_flight_re
         },
     );
     // The published addresses are the hosts'.
-    let etcd = c.hosts.run(
-        0,
-        "etcdctl",
-        &[
-            "--endpoints",
-            &c.etcd.urls,
-            "get",
-            "--prefix",
-            "/bulwark/default/endpoints/h1/",
-        ],
-    );
-    let text = output_text(&etcd);
+    let prefix = "/bulwark/default/endpoints/h1/";
+    let args = ["--endpoints", &c.etcd.urls, "get", "--prefix", prefix];
+    let text = output_text(&c.hosts.run(0, "etcdctl", &args));
     assert!(text.contains(&format!("\"{}:", c.hosts.addr(1))), "{text}");
+    (c, before)
+}
 
-    let url = "http://127.0.0.1:8080/";
-    let args = [
-        "load",
-        url,
-        "--rate",
-        "200",
-        "--duration",
-        "22s",
-        "--json",
-        "--timeout",
-        "5s",
-    ];
-    let load = HostLoad(
-        c.hosts
-            .command(0, BULWARK, &args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    // Host 0's proxy sends requests to its own replicas and to both other hosts'.
+/// Host 0's proxy sends requests to its own replicas and to both other hosts', about a
+/// third each.
+fn spread_over_all_hosts(c: &Cluster, before: &BTreeMap<String, Vec<String>>) {
     let node_of = |label: u64| -> String {
         if label < REMOTE_REPLICA {
             return "h0".to_owned();
@@ -168,7 +143,7 @@ fn every_proxy_balances_over_all_nodes_and_a_killed_node_costs_only_in_flight_re
         Duration::from_secs(10),
         || {
             let mut per_node: BTreeMap<String, u64> = BTreeMap::new();
-            for (label, n) in tries(&c) {
+            for (label, n) in tries(c) {
                 *per_node.entry(node_of(label)).or_default() += n;
             }
             let all = ["h0", "h1", "h2"]
@@ -183,24 +158,11 @@ fn every_proxy_balances_over_all_nodes_and_a_killed_node_costs_only_in_flight_re
         // p2c over 6 equal replicas: a third each, within a wide margin.
         assert!(*n * 6 > total, "{node} got {n} of {total}: {spread:?}");
     }
+}
 
-    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
-    signal(c.agents[2].unwrap(), 9);
-    let killed = Instant::now();
-    let kill_s = (killed - started).as_secs();
-    eventually(
-        "6 ready replicas on the survivors",
-        Duration::from_secs(30),
-        || {
-            let r = ready(&c);
-            let n: usize = r.values().map(Vec::len).sum();
-            (!r.contains_key("h2") && n == 6).then_some(())
-        },
-    );
-    let failover = killed.elapsed();
-    eprintln!("kill -9 of h2's agent -> 6 replicas ready on h0 and h1 in {failover:?}");
-
-    let report = load.finish();
+/// The load's report: at most the requests in flight at the kill failed, none once the
+/// killed node's lease expired.
+fn only_in_flight_requests_failed(report: &Value, kill_s: u64) {
     let failed = report["failed"]["total"].as_u64().unwrap();
     let timeline = report["timeline"].as_array().unwrap();
     let per_second: Vec<(u64, u64)> = timeline
@@ -224,6 +186,51 @@ fn every_proxy_balances_over_all_nodes_and_a_killed_node_costs_only_in_flight_re
         late.is_empty(),
         "failures after the lease expired: {late:?}"
     );
+}
+
+#[test]
+fn every_proxy_balances_over_all_nodes_and_a_killed_node_costs_only_in_flight_requests() {
+    let (c, before) = three_advertising_agents();
+    let url = "http://127.0.0.1:8080/";
+    let args = [
+        "load",
+        url,
+        "--rate",
+        "200",
+        "--duration",
+        "22s",
+        "--json",
+        "--timeout",
+        "5s",
+    ];
+    let load = HostLoad(
+        c.hosts
+            .command(0, BULWARK, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    spread_over_all_hosts(&c, &before);
+
+    // Steady load for 6 s before the kill (a fixed point of the run, not a wait).
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
+    signal(c.agents[2].unwrap(), 9);
+    let killed = Instant::now();
+    let kill_s = (killed - started).as_secs();
+    eventually(
+        "6 ready replicas on the survivors",
+        Duration::from_secs(30),
+        || {
+            let r = ready(&c);
+            let n: usize = r.values().map(Vec::len).sum();
+            (!r.contains_key("h2") && n == 6).then_some(())
+        },
+    );
+    let failover = killed.elapsed();
+    eprintln!("kill -9 of h2's agent -> 6 replicas ready on h0 and h1 in {failover:?}");
+    only_in_flight_requests_failed(&load.finish(), kill_s);
     assert!(
         failover < Duration::from_secs(10),
         "replicas ready again {failover:?} after the kill"
