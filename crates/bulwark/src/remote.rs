@@ -88,20 +88,33 @@ async fn follow(
     tx: watch::Sender<Arc<Endpoints>>,
 ) {
     let mut seen = Seen::new();
+    let mut following = true;
     // Version 1 is the channel's first value (this node's replicas only).
     let mut version = 1u64;
     loop {
         let snap = local.borrow_and_update().clone();
-        let all = cluster.borrow_and_update().clone();
+        let remote = match following {
+            true => remote(
+                &cluster.borrow_and_update(),
+                &me,
+                &service,
+                &mut seen,
+                Instant::now(),
+            ),
+            // The cluster watch ended (the agent leaves): this node's replicas only.
+            false => Vec::new(),
+        };
         version += 1;
-        let remote = remote(&all, &me, &service, &mut seen, Instant::now());
         tx.send_replace(Arc::new(merged(&snap, remote, version)));
+        let cluster_changed = async {
+            match following {
+                true => cluster.changed().await.is_ok(),
+                false => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = local.changed() => if r.is_err() { return },
-            r = cluster.changed() => if r.is_err() {
-                // The cluster watch ended (the agent leaves): this node's replicas only.
-                cluster = watch::channel(Arc::new(ClusterEndpoints::new())).1;
-            },
+            ok = cluster_changed => following = ok,
         }
     }
 }
