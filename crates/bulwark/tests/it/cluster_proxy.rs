@@ -170,8 +170,8 @@ fn only_in_flight_requests_failed(report: &Value, kill_s: u64) {
         .map(|s| (s["t"].as_u64().unwrap(), s["failed"].as_u64().unwrap()))
         .collect();
     eprintln!(
-        "load: {} sent, {} ok, {failed} failed (kill at t={kill_s} s); failed per second {per_second:?}",
-        report["sent"], report["ok"]
+        "load: {} sent, {} ok, {failed} failed {} (kill at t={kill_s} s); failed per second {per_second:?}",
+        report["sent"], report["ok"], report["failed"]
     );
     assert!(report["sent"].as_u64().unwrap() >= 4000, "{report}");
     // Requests in flight at the kill: at 200 req/s and well under 50 ms each, 10 at most.
