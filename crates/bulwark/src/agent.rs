@@ -82,6 +82,8 @@ pub async fn run(args: AgentArgs, state_dir: Option<PathBuf>) -> anyhow::Result<
         tokio::runtime::Handle::current(),
     ));
     let agent = Agent {
+        advertise: args.advertise,
+        remote: tokio::sync::watch::channel(Arc::default()).0,
         etcd,
         keys,
         node: args.node,
@@ -134,6 +136,9 @@ pub struct Agent {
     ttl: std::time::Duration,
     mine: crate::placed::Shared,
     election: Arc<cluster::EtcdElection>,
+    advertise: Option<std::net::IpAddr>,
+    /// Every node's endpoints, fed from the cluster watch once the agent joins.
+    remote: tokio::sync::watch::Sender<Arc<cluster::ClusterEndpoints>>,
 }
 
 /// A node in the cluster: registered, and following the others onto the bus.
@@ -148,6 +153,7 @@ pub struct Membership {
     mine: crate::placed::Shared,
     stack_changes: Option<tokio::sync::mpsc::Receiver<u64>>,
     election: Arc<cluster::EtcdElection>,
+    advertise: Option<std::net::IpAddr>,
 }
 
 impl Agent {
@@ -155,6 +161,12 @@ impl Agent {
     /// once the node is registered ([`join`](Self::join)).
     pub fn election(&self) -> Arc<dyn store::Election> {
         self.election.clone()
+    }
+
+    /// Each service's endpoints for the proxy: this node's replicas and, once the agent
+    /// has joined, the other nodes' (see [`crate::remote`]).
+    pub fn merger(&self) -> crate::remote::Merger {
+        crate::remote::Merger::new(self.node.clone(), self.remote.subscribe())
     }
 
     /// Follows the cluster (so this node's own join is an event too), then registers with
@@ -190,6 +202,7 @@ impl Agent {
             tokio::spawn(forward(events, bus, stack_tx)),
             tokio::spawn(log_connection(registration.connection(), self.node.clone())),
             tokio::spawn(scheduler.run()),
+            tokio::spawn(follow_endpoints(watch.endpoints(), self.remote)),
         ];
         Ok(Membership {
             registration,
@@ -202,6 +215,7 @@ impl Agent {
             mine: self.mine,
             stack_changes: Some(stack_changes),
             election: self.election,
+            advertise: self.advertise,
         })
     }
 }
@@ -243,6 +257,7 @@ impl Membership {
             node: self.node.clone(),
             connection: self.registration.connection(),
             mine: self.mine.clone(),
+            advertise: self.advertise,
             supervisor,
             events: bus.follow("endpoint publisher"),
         };
@@ -283,6 +298,19 @@ async fn follow_placement(
             let _ = changes.try_send(revision);
         }
         if state.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The cluster watch's endpoints into the channel the proxies' mergers follow.
+async fn follow_endpoints(
+    mut from: tokio::sync::watch::Receiver<Arc<cluster::ClusterEndpoints>>,
+    to: tokio::sync::watch::Sender<Arc<cluster::ClusterEndpoints>>,
+) {
+    loop {
+        to.send_replace(from.borrow_and_update().clone());
+        if from.changed().await.is_err() {
             return;
         }
     }

@@ -604,6 +604,12 @@ pub struct AgentArgs {
     /// API has TLS).
     #[arg(long)]
     pub api: Option<std::net::SocketAddr>,
+    /// The IP address other machines reach this one on: its replicas' endpoints are
+    /// published with it, so other agents' proxies can send them requests (the replicas
+    /// must listen on it or on 0.0.0.0). Without it they are published on 127.0.0.1 and
+    /// only this node's proxy uses them.
+    #[arg(long)]
+    pub advertise: Option<std::net::IpAddr>,
     /// The node's lease: how long after the agent stops answering the node is lost.
     #[arg(long, default_value = "5s")]
     pub ttl: humantime::Duration,

@@ -16,6 +16,8 @@ pub struct Publisher {
     pub node: String,
     pub connection: watch::Receiver<Connection>,
     pub mine: crate::placed::Shared,
+    /// The node's address for other machines (`--advertise`).
+    pub advertise: Option<std::net::IpAddr>,
     pub supervisor: runtime::Supervisor,
     pub events: bus::Follower,
 }
@@ -43,7 +45,7 @@ impl Publisher {
             };
             let now = {
                 let mine = self.mine.lock().unwrap_or_else(|e| e.into_inner());
-                crate::placed::endpoints(&self.supervisor.status(), &mine)
+                crate::placed::endpoints(&self.supervisor.status(), &mine, self.advertise)
             };
             let before = match &published {
                 Some((l, before)) if *l == lease => before.clone(),

@@ -16,6 +16,7 @@ mod output;
 mod placed;
 mod remedy_cmd;
 mod remedy_host;
+mod remote;
 mod reports;
 mod resources;
 mod rollout_cmd;

@@ -50,13 +50,20 @@ pub fn local_stack(text: &str, mine: &Mine) -> Result<String, String> {
     toml::to_string(&doc).map_err(|e| e.to_string())
 }
 
-/// This node's replicas as endpoints under the cluster's indices.
-pub fn endpoints(status: &[runtime::ServiceStatus], mine: &Mine) -> NodeEndpoints {
+/// This node's replicas as endpoints under the cluster's indices: a replica on loopback (a
+/// process's) is published on `advertise` (the node's address, `--advertise`) when given,
+/// any other (a container's) on its own.
+pub fn endpoints(
+    status: &[runtime::ServiceStatus],
+    mine: &Mine,
+    advertise: Option<std::net::IpAddr>,
+) -> NodeEndpoints {
     let local = status.iter().flat_map(|s| {
         s.replicas.iter().map(|r| {
-            let ip = r
-                .addr
-                .map_or_else(|| "127.0.0.1".to_owned(), |a| a.to_string());
+            let ip = match r.addr {
+                Some(a) if !a.is_loopback() => a.to_string(),
+                _ => advertise.map_or_else(|| "127.0.0.1".to_owned(), |a| a.to_string()),
+            };
             let endpoint = Endpoint {
                 address: r.port.map(|p| format!("{ip}:{p}")),
                 ready: r.ready,

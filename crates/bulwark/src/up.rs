@@ -353,7 +353,12 @@ pub async fn serve(
     });
     let endpoints = {
         let supervisor = supervisor.clone();
-        Box::new(move |service: &str| supervisor.endpoints(service))
+        // A cluster agent's proxies also balance over the other nodes' replicas.
+        let merger = agent.as_ref().map(crate::agent::Agent::merger);
+        Box::new(move |service: &str| match &merger {
+            Some(m) => m.endpoints(service, supervisor.endpoints(service)),
+            None => supervisor.endpoints(service),
+        })
     };
     // The proxy's outcomes go to the SLO engine and, per second, to the experiments'
     // probes.
@@ -456,6 +461,10 @@ pub async fn serve(
         let supervisor = supervisor.clone();
         tokio::spawn(async move {
             while let Some((service, index)) = restart_rx.recv().await {
+                // Another node's replica: its own agent restarts it.
+                if index >= bus::REMOTE_REPLICA {
+                    continue;
+                }
                 tracing::warn!(%service, index, "restarting an ejected replica");
                 let _ = supervisor.restart(&service, Some(index));
             }

@@ -96,6 +96,11 @@ impl Split {
     }
 }
 
+/// In cluster mode, another node's replica with cluster index `i` is
+/// [`Endpoint::replica`] `REMOTE_REPLICA + i`: above any local index, so the proxy's
+/// per-replica state, events and restart wishes never mistake it for a local replica.
+pub const REMOTE_REPLICA: u32 = 1 << 24;
+
 /// One ready replica incarnation the proxy may send requests to.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -110,6 +115,13 @@ pub struct Endpoint {
     /// Work in flight on this replica incarnation. The proxy holds a [`LoadGuard`] per
     /// request; the supervisor waits for it to drain before it signals a replica to stop.
     pub load: Arc<Load>,
+}
+
+impl Endpoint {
+    /// Another node's replica (cluster mode), not one this node's supervisor runs.
+    pub fn is_remote(&self) -> bool {
+        self.replica >= REMOTE_REPLICA
+    }
 }
 
 /// Counts users of one replica incarnation.

@@ -10,7 +10,9 @@ mod endpoints;
 mod event;
 mod outcome;
 
-pub use endpoints::{Endpoint, Endpoints, LeaderRouting, Leading, Load, LoadGuard, Split};
+pub use endpoints::{
+    Endpoint, Endpoints, LeaderRouting, Leading, Load, LoadGuard, REMOTE_REPLICA, Split,
+};
 pub use event::{Bus, Event, EventKind, Exit, Follower, ProbeKind, Subscription};
 pub use outcome::{LocalReason, OutcomeSink, RequestOutcome};
 

@@ -142,6 +142,10 @@ impl Keys {
         } else if let Some(p) = rest.strip_prefix("placements/") {
             let (service, index) = p.split_once('/')?;
             Some(KeyKind::Placement(service, index.parse().ok()?))
+        } else if let Some(p) = rest.strip_prefix("endpoints/") {
+            let (node, p) = p.split_once('/')?;
+            let (service, index) = p.split_once('/')?;
+            Some(KeyKind::Endpoint(node, service, index.parse().ok()?))
         } else {
             None
         }
@@ -156,6 +160,7 @@ pub(crate) enum KeyKind<'k> {
     Stack,
     Scheduler,
     Placement(&'k str, u32),
+    Endpoint(&'k str, &'k str, u32),
 }
 
 /// Refuses a name that could not be one segment of a key.
@@ -214,6 +219,10 @@ mod tests {
         );
         assert_eq!(k.classify(&k.scheduler()), Some(KeyKind::Scheduler));
         assert_eq!(k.endpoint("a", "web", 4), "/bulwark/prod/endpoints/a/web/4");
+        assert_eq!(
+            k.classify(&k.endpoint("a", "web", 4)),
+            Some(KeyKind::Endpoint("a", "web", 4))
+        );
         assert_eq!(k.classify("/bulwark/other/nodes/a"), None);
         // Revisions sort as numbers.
         assert!(k.stack_revision(9) < k.stack_revision(10));

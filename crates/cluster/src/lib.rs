@@ -30,7 +30,9 @@ pub use error::Error;
 pub use keys::Keys;
 pub use node::{NodeInfo, NodeRecord, NodeState, list_nodes};
 pub use registration::{Connection, Registration, RegistrationOptions};
-pub use watch::{ClusterEvent, ClusterState, ClusterWatch, Placements, SchedulerKey};
+pub use watch::{
+    ClusterEndpoints, ClusterEvent, ClusterState, ClusterWatch, Placements, SchedulerKey,
+};
 
 /// Wall-clock milliseconds since the Unix epoch (0 for a clock before 1970).
 pub(crate) fn now_ms() -> u64 {

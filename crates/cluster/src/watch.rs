@@ -40,6 +40,9 @@ pub enum ClusterEvent {
 /// Which node runs each replica, by service and index (`placements/<service>/<index>`).
 pub type Placements = BTreeMap<(String, u32), String>;
 
+/// Every published endpoint, by node, service and index (`endpoints/<node>/<service>/<index>`).
+pub type ClusterEndpoints = BTreeMap<(String, String, u32), crate::schedule::Endpoint>;
+
 /// Who holds the scheduler's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerKey {
@@ -79,12 +82,15 @@ impl ClusterState {
 }
 
 /// Follows the cluster from etcd: [`state`](ClusterWatch::state) is the latest
-/// [`ClusterState`], [`subscribe`](ClusterWatch::subscribe) gives every [`ClusterEvent`].
+/// [`ClusterState`], [`subscribe`](ClusterWatch::subscribe) gives every [`ClusterEvent`],
+/// [`endpoints`](ClusterWatch::endpoints) every node's published endpoints (a channel of
+/// its own: an endpoint's readiness changes often, and the scheduler need not wake for it).
 /// One watch stream on the cluster's prefix; after an error it reads the whole cluster
 /// again and reports the differences as events, so no change is missed, only merged.
 pub struct ClusterWatch {
     state: watch::Receiver<ClusterState>,
     events: broadcast::Sender<ClusterEvent>,
+    endpoints: watch::Receiver<std::sync::Arc<ClusterEndpoints>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -101,7 +107,9 @@ impl ClusterWatch {
         view.connected = true;
         let (state_tx, state) = watch::channel(view.state(first.revision));
         let (events, _) = broadcast::channel(1024);
+        let (endpoints_tx, endpoints) = watch::channel(std::sync::Arc::new(view.endpoints.clone()));
         let follower = Follower {
+            endpoints: endpoints_tx,
             etcd: etcd.clone(),
             keys: keys.clone(),
             view,
@@ -113,6 +121,7 @@ impl ClusterWatch {
         Ok(ClusterWatch {
             state,
             events,
+            endpoints,
             task,
         })
     }
@@ -120,6 +129,12 @@ impl ClusterWatch {
     /// The latest state, live.
     pub fn state(&self) -> watch::Receiver<ClusterState> {
         self.state.clone()
+    }
+
+    /// Every node's published endpoints, live; a key is gone the moment etcd deletes it
+    /// (its node's lease expired, or the node removed it).
+    pub fn endpoints(&self) -> watch::Receiver<std::sync::Arc<ClusterEndpoints>> {
+        self.endpoints.clone()
     }
 
     /// Every event from now on.
@@ -136,6 +151,7 @@ struct View {
     stack: Option<u64>,
     placements: Placements,
     scheduler: Option<SchedulerKey>,
+    endpoints: ClusterEndpoints,
     connected: bool,
 }
 
@@ -207,6 +223,7 @@ async fn snapshot(etcd: &Etcd, keys: &Keys) -> Result<(First, View), Error> {
         TxnOp::get(keys.stack(), None),
         TxnOp::get(keys.placements(), Some(GetOptions::new().with_prefix())),
         TxnOp::get(keys.scheduler(), None),
+        TxnOp::get(keys.endpoints(), Some(GetOptions::new().with_prefix())),
     ]);
     let resp = bounded_read("read the cluster", etcd.timeout, || {
         let (mut client, txn) = (etcd.client.clone(), txn.clone());
@@ -243,6 +260,15 @@ async fn snapshot(etcd: &Etcd, keys: &Keys) -> Result<(First, View), Error> {
         }
     }
     view.scheduler = kvs(4).first().map(scheduler_key);
+    for kv in kvs(5) {
+        let key = String::from_utf8_lossy(kv.key());
+        if let Some(KeyKind::Endpoint(node, service, index)) = keys.classify(&key)
+            && let Ok(e) = serde_json::from_slice(kv.value())
+        {
+            let id = (node.to_owned(), service.to_owned(), index);
+            view.endpoints.insert(id, e);
+        }
+    }
     Ok((First { revision }, view))
 }
 
@@ -253,6 +279,7 @@ struct Follower {
     revision: i64,
     state: watch::Sender<ClusterState>,
     events: broadcast::Sender<ClusterEvent>,
+    endpoints: watch::Sender<std::sync::Arc<ClusterEndpoints>>,
 }
 
 impl Follower {
@@ -301,6 +328,13 @@ impl Follower {
 
     fn publish(&self) {
         self.state.send_replace(self.view.state(self.revision));
+        self.endpoints.send_if_modified(|e| {
+            let changed = **e != self.view.endpoints;
+            if changed {
+                *e = std::sync::Arc::new(self.view.endpoints.clone());
+            }
+            changed
+        });
     }
 
     /// Follows the watch from the revision after the view's until it ends.
@@ -391,6 +425,17 @@ impl Follower {
             }
             (KeyKind::Scheduler, true) => self.view.scheduler = Some(scheduler_key(kv)),
             (KeyKind::Scheduler, false) => self.view.scheduler = None,
+            (KeyKind::Endpoint(node, service, index), true) => {
+                let id = (node.to_owned(), service.to_owned(), index);
+                match serde_json::from_slice(kv.value()) {
+                    Ok(e) => _ = self.view.endpoints.insert(id, e),
+                    Err(e) => tracing::warn!(%key, "an endpoint that does not parse: {e}"),
+                }
+            }
+            (KeyKind::Endpoint(node, service, index), false) => {
+                let id = (node.to_owned(), service.to_owned(), index);
+                self.view.endpoints.remove(&id);
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The scheduler's etcd side against a real etcd 3.4 (one member on loopback, free ports,
 //! its data in a temporary directory, killed at the end even on failure): one holder of the
 //! scheduler key, writes fenced by its token, a large placement in several transactions,
-//! endpoints that vanish with their lease.
+//! endpoints that vanish with their lease (from etcd and from the cluster watch).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -126,6 +126,9 @@ async fn one_scheduler_fenced_writes_chunked_placements_and_endpoints_under_a_le
         (("web".to_owned(), 3), at(9001, true)),
     ]);
     let empty = NodeEndpoints::new();
+    // What every agent's proxies follow.
+    let watch = cluster::ClusterWatch::start(&etcd, &keys).await.unwrap();
+    let followed = watch.endpoints();
     schedule::publish_endpoints(&etcd, &keys, "n0", b, &empty, &first)
         .await
         .unwrap();
@@ -139,7 +142,19 @@ async fn one_scheduler_fenced_writes_chunked_placements_and_endpoints_under_a_le
         .map(|((n, s, i), e)| (n.as_str(), s.as_str(), *i, e.ready))
         .collect();
     assert_eq!(listed, [("n0", "web", 0, true)]);
+    let seen = |want: cluster::ClusterEndpoints| {
+        let mut followed = followed.clone();
+        async move {
+            let wait = followed.wait_for(|e| **e == want);
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .is_ok()
+        }
+    };
+    assert!(seen(all.clone()).await, "the watch shows what etcd holds");
     etcd.client().lease_revoke(b).await.unwrap();
     assert!(schedule::endpoints(&etcd, &keys).await.unwrap().is_empty());
+    // Gone from the watch with the lease.
+    assert!(seen(cluster::ClusterEndpoints::new()).await);
     assert_eq!(schedule::placements(&etcd, &keys).await.unwrap().1, None);
 }

@@ -27,6 +27,7 @@
 //! - stateful services ([`leader`]): who leads, when the leader is deposed;
 //! - cluster scheduling ([`placement`]): which node runs each replica (constraints,
 //!   anti-affinity, capacity, spread), stable under node loss and node joins;
+//! - cross-node balancing ([`locality`]): this node's replicas first (`prefer_local`);
 //! - building block: [`SlidingWindow`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -43,6 +44,7 @@ mod ewma;
 mod hash;
 pub mod leader;
 mod limit;
+pub mod locality;
 mod outlier;
 mod p2c;
 pub mod placement;

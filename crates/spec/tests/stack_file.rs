@@ -426,7 +426,7 @@ listen = "127.0.0.1:8080"
 colour = "red"
 "#,
         "
-        stack.toml:6:1: error: unknown field `colour` in [services.web.expose]; expected one of `listen`, `protocol`, `balance`, `hash_on`, `weights`, `slow_start`, `upstream`, `request_id_header`, `timeouts`, `retries`, `hedge`, `outlier`, `breaker`, `limits`, `rate_limit`, `faults`, `toxics`, `routes`, `fallback`, `tls`, `upstream_tls`, `auth`
+        stack.toml:6:1: error: unknown field `colour` in [services.web.expose]; expected one of `listen`, `protocol`, `balance`, `hash_on`, `weights`, `slow_start`, `prefer_local`, `upstream`, `request_id_header`, `timeouts`, `retries`, `hedge`, `outlier`, `breaker`, `limits`, `rate_limit`, `faults`, `toxics`, `routes`, `fallback`, `tls`, `upstream_tls`, `auth`
         ",
     );
 }

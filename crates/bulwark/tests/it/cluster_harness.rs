@@ -20,6 +20,9 @@ pub struct Cluster {
     pub hosts: Hosts,
     pub dir: tempfile::TempDir,
     pub agents: Vec<Option<u32>>,
+    /// Agents started from now on publish their replicas on their host's address
+    /// (`--advertise`).
+    pub advertise: bool,
 }
 
 impl Cluster {
@@ -33,6 +36,7 @@ impl Cluster {
             hosts,
             dir,
             agents: vec![None; n],
+            advertise: false,
         }
     }
 
@@ -55,7 +59,8 @@ impl Cluster {
 
     pub fn start_agent(&mut self, i: usize) -> u32 {
         let (state, node, zone) = (self.state_dir(i), format!("h{i}"), format!("zone=z{i}"));
-        let args = [
+        let addr = self.hosts.addr(i);
+        let mut args = vec![
             "--state-dir",
             &state,
             "agent",
@@ -68,6 +73,9 @@ impl Cluster {
             "--api",
             "127.0.0.1:7700",
         ];
+        if self.advertise {
+            args.extend(["--advertise", &addr]);
+        }
         let log = self.dir.path().join(format!("agent{i}.log"));
         let pid = self
             .hosts

@@ -16,13 +16,14 @@ use crate::problem::Problems;
 use crate::schema::Field;
 
 /// Keys of `[expose]` that only mean something for HTTP.
-const HTTP_ONLY: [&str; 6] = [
+const HTTP_ONLY: [&str; 7] = [
     "balance",
     "hash_on",
     "weights",
     "upstream",
     "request_id_header",
     "slow_start",
+    "prefer_local",
 ];
 /// Tables of `[expose]` that only mean something for HTTP.
 const HTTP_ONLY_TABLES: [&str; 7] = [
@@ -111,6 +112,7 @@ fn policies(raw: &ExposeTable, p: &mut Problems) -> Option<Expose> {
         protocol: raw.protocol.get()?,
         balance: balance?,
         slow_start: raw.slow_start.get()?,
+        prefer_local: raw.prefer_local.get()?,
         upstream_http2: raw.upstream.get()?,
         request_id_header: raw.request_id_header.get()?.to_ascii_lowercase(),
         timeouts: raw.timeouts.value()?.build()?,

@@ -355,6 +355,10 @@ section! {
         /// Ramp a just-ready replica's share of traffic over this long ("0s": off); with
         /// `p2c`, the ramp is its chance of taking part in a comparison.
         slow_start: Duration = duration(), r#""0s""#;
+        /// Cluster mode: send requests to this node's own replicas while one of them is
+        /// healthy (ready, not ejected, breaker closed), and to other nodes' ready replicas
+        /// only when none is; `false` balances over every node's replicas alike.
+        prefer_local: bool = boolean(), "true";
         /// `http2` speaks HTTP/2 (prior knowledge) to replicas.
         upstream: bool = choice(&[("http1", false), ("http2", true)]), r#""http1""#;
         /// Added to requests that lack it, passed to the replica and returned.

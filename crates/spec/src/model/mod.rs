@@ -234,6 +234,9 @@ pub struct Expose {
     /// Ramp a just-ready replica's share of traffic over this long (0: off, the default,
     /// as in Envoy and HAProxy).
     pub slow_start: Duration,
+    /// Cluster mode: this node's healthy replicas first, other nodes' only when none is
+    /// (default true).
+    pub prefer_local: bool,
     /// Speak HTTP/2 (prior knowledge) to replicas instead of HTTP/1.1.
     pub upstream_http2: bool,
     /// Added to requests that lack it, and returned to the client. Default `x-request-id`.
