@@ -389,8 +389,8 @@ impl State {
         // Cluster mode: this node's replicas while one of them can take the try.
         let local_only = policy::locality::local_only(
             policy.expose.prefer_local,
-            ready.iter().any(|e| e.is_remote()),
-            ready.iter().any(|e| !e.is_remote() && is_cand(e)),
+            || ready.iter().any(Endpoint::is_remote),
+            || ready.iter().any(|e| !e.is_remote() && is_cand(e)),
         );
         let is_cand = |e: &Endpoint| (!local_only || !e.is_remote()) && is_cand(e);
         let n = ready.iter().filter(|e| is_cand(e)).count();
