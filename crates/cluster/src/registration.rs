@@ -309,16 +309,18 @@ impl Keeper {
     }
 
     /// Registers with a new lease, retrying (at most every 2 s) until it works or the
-    /// registration stops (`None`). The old lease is revoked if it still holds the key.
+    /// registration stops (`None`). When the old lease still holds the node's key it is
+    /// the one kept (returned): it outlived the outage (a new etcd leader extends every
+    /// lease), and revoking it would show the node lost to everyone and drop what else it
+    /// holds (endpoints, leader terms).
     async fn register_again(&mut self, old: i64) -> Option<i64> {
         let mut delay = self.ttl / 10;
         loop {
             match register(&self.etcd, &self.keys, &self.record, self.ttl).await {
                 Ok(lease) => return Some(lease),
                 Err(Error::NodeTaken { lease, .. }) if lease == old => {
-                    let mut client = self.etcd.client.clone();
-                    let _ = bounded("revoke", self.etcd.timeout, client.lease_revoke(old)).await;
-                    continue;
+                    tracing::info!(node = %self.record.name, lease = format_args!("{old:x}"), "the lease outlived the outage; keeping it");
+                    return Some(old);
                 }
                 Err(e) => {
                     self.connection.send_replace(Connection::Unreachable {
