@@ -15,6 +15,7 @@ mod chaos;
 mod check;
 mod cluster;
 mod cluster_leader;
+mod cluster_quorum;
 mod cluster_schedule;
 mod completions;
 mod dashboard;
