@@ -43,7 +43,8 @@ pub enum Connection {
     },
     /// etcd does not answer; the lease may still be valid until `until`.
     Unreachable {
-        /// The lease being kept, if one was granted.
+        /// The lease being kept, if one was granted (while registering again: the old one,
+        /// kept if etcd still holds it when it answers).
         lease: Option<i64>,
         /// Until when the last granted lease is surely valid.
         until: Option<Instant>,
@@ -323,8 +324,11 @@ impl Keeper {
                     return Some(old);
                 }
                 Err(e) => {
+                    // The old lease is still the one kept if it outlives the outage: a
+                    // resignation under it goes on trying (its key would block every
+                    // campaign otherwise), though nothing is trusted to it (no `until`).
                     self.connection.send_replace(Connection::Unreachable {
-                        lease: None,
+                        lease: Some(old),
                         until: None,
                         error: e.to_string(),
                     });

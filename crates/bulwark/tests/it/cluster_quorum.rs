@@ -2,7 +2,8 @@
 //! replicas placed 2/2/2 and its `[expose]` listener on every host: one etcd member killed
 //! (the leader) changes nothing for the services; quorum lost (two members stopped for
 //! three TTLs) fails static — every listener keeps answering, no replica stops or restarts,
-//! no placement changes — and the cluster converges when quorum returns.
+//! no placement changes — and the cluster converges when quorum returns; a `[leader]`
+//! service stops leading during the outage and is led again, with a greater token, after.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster_harness::{Cluster, TTL};
+use crate::cluster_leader::{db, leaders, one_leader};
 use crate::cluster_schedule::{placements, spread_two_each, three_agents_and_the_quickstart, web};
 use crate::harness::{alive, eventually, output_text, signal};
 
@@ -205,4 +207,38 @@ fn quorum_lost_by_two_kills_keeps_every_lease_when_the_members_restart() {
         [0, 0, 0],
         "node_lost events though every lease survived"
     );
+}
+
+#[test]
+fn a_leader_steps_down_without_quorum_and_one_leads_again_with_a_greater_token_after() {
+    let mut c = crate::cluster_leader::cluster();
+    let all = [0, 1, 2];
+    let (_, token) = one_leader(&c, &all, 0, Duration::from_secs(30));
+    let pid = |c: &Cluster, i: usize| db(c, i).map(|s| s["replicas"][0]["pid"].clone());
+    let pids: Vec<_> = all.iter().map(|&i| pid(&c, i)).collect();
+    let leader = etcd_leader(&c);
+    let killed = [leader, (leader + 1) % 3];
+    for &m in &killed {
+        signal(c.etcd.pids[m], 9);
+    }
+    // The leader stops at its fence (half a TTL after its last answered keepalive).
+    eventually("no leader without quorum", TTL, || {
+        leaders(&c, &all).is_empty().then_some(())
+    });
+    let until = Instant::now() + 2 * TTL;
+    while Instant::now() < until {
+        assert!(leaders(&c, &all).is_empty(), "a leader without quorum");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for &m in &killed {
+        c.etcd.restart(&c.hosts, m, c.dir.path());
+    }
+    let back = Instant::now();
+    // Every lease outlived the outage (kept): the old term is resigned, not left to block
+    // the next campaign forever.
+    let (_, again) = one_leader(&c, &all, token, Duration::from_secs(30));
+    eprintln!("quorum back -> a leader again in {:?}", back.elapsed());
+    assert!(again > token, "token {again} after {token}");
+    let after: Vec<_> = all.iter().map(|&i| pid(&c, i)).collect();
+    assert_eq!(after, pids, "a db replica was restarted");
 }
