@@ -192,6 +192,7 @@ impl Agent {
             connection: registration.connection(),
             state: watch.state(),
             bus: bus.clone(),
+            ttl: self.ttl,
         };
         let tasks = vec![
             tokio::spawn(follow_placement(

@@ -3,6 +3,12 @@
 //! campaigns for the scheduler key if nobody holds it and, while this node holds it, asks
 //! `policy::placement::place` for the placement and writes it in one transaction fenced
 //! by the key. The decision is policy's; etcd's side is `cluster::schedule`.
+//!
+//! Fail static across an etcd outage: while this node's lease is unanswered the task
+//! decides nothing, and for a settling window after it is held again (two TTLs) a lost
+//! node keeps its replicas. When etcd lost quorum for longer than a TTL every lease may
+//! have lapsed at once; the agents, still running their replicas, register again within
+//! that window, and only a node still lost after it has its replicas moved.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +28,8 @@ pub struct Scheduler {
     pub connection: watch::Receiver<Connection>,
     pub state: watch::Receiver<ClusterState>,
     pub bus: Arc<Bus>,
+    /// The agents' lease TTL: the settling window after an outage is two of them.
+    pub ttl: Duration,
 }
 
 /// The services of one stack revision, as the decision takes them.
@@ -38,6 +46,10 @@ struct Memory {
     /// which etcd revision (the watch may not have shown it yet).
     held: Option<i64>,
     written: Option<(i64, Placements)>,
+    /// This node's lease went unanswered since the last pass that could decide.
+    cut_off: bool,
+    /// Until when lost nodes keep their replicas (the settling window after an outage).
+    settling: Option<tokio::time::Instant>,
 }
 
 impl Scheduler {
@@ -52,11 +64,16 @@ impl Scheduler {
                     true
                 }
             };
-            // A failed pass is tried again after a second even if nothing changes.
+            // A failed pass is tried again after a second even if nothing changes, and the
+            // end of a settling window is a change.
+            let wake = match (failed, memory.settling) {
+                (true, _) => Some(tokio::time::Instant::now() + Duration::from_secs(1)),
+                (false, until) => until,
+            };
             let retry = async {
-                match failed {
-                    true => tokio::time::sleep(Duration::from_secs(1)).await,
-                    false => std::future::pending().await,
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
             };
             tokio::select! {
@@ -71,8 +88,17 @@ impl Scheduler {
     async fn pass(&mut self, memory: &mut Memory) -> anyhow::Result<()> {
         let Connection::Registered { lease, .. } = *self.connection.borrow_and_update() else {
             // Cut off: fail static, decide nothing.
+            memory.cut_off = true;
             return Ok(());
         };
+        let now = tokio::time::Instant::now();
+        if std::mem::take(&mut memory.cut_off) {
+            tracing::info!(node = %self.node, "etcd answers again: lost nodes keep their replicas for two TTLs");
+            memory.settling = Some(now + 2 * self.ttl);
+        }
+        if memory.settling.is_some_and(|until| until <= now) {
+            memory.settling = None;
+        }
         let state = self.state.borrow_and_update().clone();
         if !state.connected {
             return Ok(());
@@ -106,7 +132,7 @@ impl Scheduler {
             _ => state.placements.clone(),
         };
         let services = memory.services.as_ref().map_or(&[][..], |s| &s.list[..]);
-        let decision = decide(&state, services, &current);
+        let decision = decide(&state, services, &current, memory.settling.is_some());
         let new = placements_of(&decision);
         if new == current {
             return Ok(());
@@ -164,15 +190,23 @@ impl Scheduler {
 }
 
 /// The decision for this state: the cluster's nodes, the stack's services, the current
-/// placement.
-fn decide(state: &ClusterState, services: &[place::Service], current: &Placements) -> Decision {
+/// placement. While `settling` (just after an etcd outage) a lost node that holds
+/// replicas counts as alive: its agent, which kept them running, is expected to register
+/// again (nothing new goes to a node lost before the outage).
+fn decide(
+    state: &ClusterState,
+    services: &[place::Service],
+    current: &Placements,
+    settling: bool,
+) -> Decision {
     let nodes: Vec<place::Node> = state
         .nodes
         .values()
         .map(|n| place::Node {
             name: n.record.name.clone(),
             labels: n.record.labels.clone(),
-            alive: n.state == NodeState::Alive,
+            alive: n.state == NodeState::Alive
+                || (settling && current.values().any(|on| *on == n.record.name)),
             // Agents declare no capacity yet: requests never fill a node.
             capacity: place::Resources::UNLIMITED,
         })
@@ -288,12 +322,16 @@ mod tests {
         assert_eq!(services[0].replicas, 6);
         assert_eq!(services[0].rules.constraints[0].to_string(), "node!=d");
         let all = state(&["a", "b", "c", "d"], &[]);
-        let first = placements_of(&decide(&all, &services, &Placements::new()));
+        let first = placements_of(&decide(&all, &services, &Placements::new(), false));
         let counts: Vec<usize> = by_node(&first).values().map(Vec::len).collect();
         assert_eq!(counts, [2, 2, 2], "d is excluded: {first:?}");
 
         let lost = state(&["a", "b", "d"], &["c"]);
-        let d = decide(&lost, &services, &first);
+        // Just after an etcd outage, a lost node keeps its replicas (fail static).
+        let settling = decide(&lost, &services, &first, true);
+        assert!(settling.moves.is_empty(), "{:?}", settling.moves);
+        assert_eq!(placements_of(&settling), first);
+        let d = decide(&lost, &services, &first, false);
         let moves: Vec<String> = d.moves.iter().map(describe).collect();
         assert_eq!(moves.len(), 2, "{moves:?}");
         assert!(

@@ -43,7 +43,8 @@ pub enum Connection {
     },
     /// etcd does not answer; the lease may still be valid until `until`.
     Unreachable {
-        /// The lease being kept, if one was granted.
+        /// The lease being kept, if one was granted (while registering again: the old one,
+        /// kept if etcd still holds it when it answers).
         lease: Option<i64>,
         /// Until when the last granted lease is surely valid.
         until: Option<Instant>,
@@ -309,20 +310,25 @@ impl Keeper {
     }
 
     /// Registers with a new lease, retrying (at most every 2 s) until it works or the
-    /// registration stops (`None`). The old lease is revoked if it still holds the key.
+    /// registration stops (`None`). When the old lease still holds the node's key it is
+    /// the one kept (returned): it outlived the outage (a new etcd leader extends every
+    /// lease), and revoking it would show the node lost to everyone and drop what else it
+    /// holds (endpoints, leader terms).
     async fn register_again(&mut self, old: i64) -> Option<i64> {
         let mut delay = self.ttl / 10;
         loop {
             match register(&self.etcd, &self.keys, &self.record, self.ttl).await {
                 Ok(lease) => return Some(lease),
                 Err(Error::NodeTaken { lease, .. }) if lease == old => {
-                    let mut client = self.etcd.client.clone();
-                    let _ = bounded("revoke", self.etcd.timeout, client.lease_revoke(old)).await;
-                    continue;
+                    tracing::info!(node = %self.record.name, lease = format_args!("{old:x}"), "the lease outlived the outage; keeping it");
+                    return Some(old);
                 }
                 Err(e) => {
+                    // The old lease is still the one kept if it outlives the outage: a
+                    // resignation under it goes on trying (its key would block every
+                    // campaign otherwise), though nothing is trusted to it (no `until`).
                     self.connection.send_replace(Connection::Unreachable {
-                        lease: None,
+                        lease: Some(old),
                         until: None,
                         error: e.to_string(),
                     });

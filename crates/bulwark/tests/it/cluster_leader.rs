@@ -29,7 +29,7 @@ period = "200ms"
 "#;
 
 /// Three hosts with etcd, the stack applied, an agent on each, every replica ready.
-fn cluster() -> Cluster {
+pub fn cluster() -> Cluster {
     let mut c = Cluster::new(3);
     let file = c.dir.path().join("stack.toml");
     std::fs::write(&file, STACK).unwrap();
@@ -48,7 +48,7 @@ fn cluster() -> Cluster {
 }
 
 /// `db` in agent `i`'s `status --json` (None while it does not answer).
-fn db(c: &Cluster, i: usize) -> Option<Value> {
+pub fn db(c: &Cluster, i: usize) -> Option<Value> {
     let out = c.bulwark(i, &["--state-dir", &c.state_dir(i), "status", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     v["services"]
@@ -66,7 +66,7 @@ fn leading(c: &Cluster, i: usize) -> Option<u64> {
 }
 
 /// Every agent in `among` that says its replica leads: (host, token).
-fn leaders(c: &Cluster, among: &[usize]) -> Vec<(usize, u64)> {
+pub fn leaders(c: &Cluster, among: &[usize]) -> Vec<(usize, u64)> {
     among
         .iter()
         .filter_map(|&i| leading(c, i).map(|t| (i, t)))
@@ -74,7 +74,7 @@ fn leaders(c: &Cluster, among: &[usize]) -> Vec<(usize, u64)> {
 }
 
 /// Waits until exactly one agent of `among` leads, with a token above `above`.
-fn one_leader(c: &Cluster, among: &[usize], above: u64, within: Duration) -> (usize, u64) {
+pub fn one_leader(c: &Cluster, among: &[usize], above: u64, within: Duration) -> (usize, u64) {
     eventually("exactly one leader cluster-wide", within, || {
         let l = leaders(c, among);
         assert!(l.len() <= 1, "two leaders at once: {l:?}");

@@ -23,7 +23,7 @@ fn quickstart6() -> String {
 }
 
 /// Three agents, all alive, then the quickstart with 6 replicas applied.
-fn three_agents_and_the_quickstart() -> Cluster {
+pub fn three_agents_and_the_quickstart() -> Cluster {
     let c = Cluster::with_agents(3);
     eventually("3 alive nodes", Duration::from_secs(15), || {
         (c.nodes(0).iter().filter(|n| n["state"] == "alive").count() == 3).then_some(())
@@ -37,7 +37,7 @@ fn three_agents_and_the_quickstart() -> Cluster {
 }
 
 /// `placements/<service>/<index>` -> node, as etcd holds them.
-fn placements(c: &Cluster) -> BTreeMap<String, String> {
+pub fn placements(c: &Cluster) -> BTreeMap<String, String> {
     let prefix = "/bulwark/default/placements/";
     let out = c.hosts.run(
         0,
@@ -66,14 +66,14 @@ fn per_node(placements: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
 }
 
 /// Agent `i`'s `web` as `status --json` shows it (Null while it does not answer).
-fn web(c: &Cluster, i: usize) -> Value {
+pub fn web(c: &Cluster, i: usize) -> Value {
     let out = c.bulwark(i, &["--state-dir", &c.state_dir(i), "status", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     v["services"][0].clone()
 }
 
 /// Agent `i`'s ready replicas whose process is alive.
-fn running(c: &Cluster, i: usize) -> usize {
+pub fn running(c: &Cluster, i: usize) -> usize {
     let web = web(c, i);
     web["replicas"]
         .as_array()
@@ -87,7 +87,7 @@ fn running(c: &Cluster, i: usize) -> usize {
 }
 
 /// Which node `bulwark nodes` names as the scheduler.
-fn scheduler(c: &Cluster, i: usize) -> Option<String> {
+pub fn scheduler(c: &Cluster, i: usize) -> Option<String> {
     c.nodes(i)
         .into_iter()
         .find(|n| n["scheduler"] == true)
@@ -96,7 +96,7 @@ fn scheduler(c: &Cluster, i: usize) -> Option<String> {
 
 /// 2/2/2 by etcd's keys, by each agent's running ready replicas and by the endpoints each
 /// publishes as ready.
-fn spread_two_each(c: &Cluster) -> BTreeMap<String, String> {
+pub fn spread_two_each(c: &Cluster) -> BTreeMap<String, String> {
     let placed = eventually("6 replicas placed 2/2/2", Duration::from_secs(30), || {
         let p = placements(c);
         let counts: Vec<usize> = per_node(&p).into_values().collect();

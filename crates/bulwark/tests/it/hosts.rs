@@ -197,41 +197,7 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts a member on each host and waits until every one is healthy.
     pub fn start(hosts: &Hosts, n: usize, dir: &std::path::Path) -> EtcdCluster {
-        let peers: Vec<String> = (0..n)
-            .map(|i| format!("m{i}=http://{}:2380", hosts.addr(i)))
-            .collect();
-        let mut pids = Vec::new();
-        for i in 0..n {
-            let a = hosts.addr(i);
-            let data = dir.join(format!("etcd{i}"));
-            let args = [
-                "--name".to_owned(),
-                format!("m{i}"),
-                "--data-dir".to_owned(),
-                data.display().to_string(),
-                "--listen-peer-urls".to_owned(),
-                format!("http://{a}:2380"),
-                "--initial-advertise-peer-urls".to_owned(),
-                format!("http://{a}:2380"),
-                "--listen-client-urls".to_owned(),
-                format!("http://{a}:2379"),
-                "--advertise-client-urls".to_owned(),
-                format!("http://{a}:2379"),
-                "--initial-cluster".to_owned(),
-                peers.join(","),
-                "--initial-cluster-state".to_owned(),
-                "new".to_owned(),
-                "--initial-cluster-token".to_owned(),
-                hosts.prefix.clone(),
-                // A member cut off keeps raising its term; without pre-vote (off by default
-                // in 3.4, on from 3.5) its return deposes the leader and the cluster has
-                // none for an election's time. What a production cluster should run too.
-                "--pre-vote=true".to_owned(),
-            ];
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let log = dir.join(format!("etcd{i}.log"));
-            pids.push(hosts.spawn(hosts.command(i, "etcd", &args), &log));
-        }
+        let pids = (0..n).map(|i| spawn_member(hosts, n, i, dir)).collect();
         let urls: Vec<String> = (0..n)
             .map(|i| format!("http://{}:2379", hosts.addr(i)))
             .collect();
@@ -250,6 +216,11 @@ impl EtcdCluster {
             );
         }
         cluster
+    }
+
+    /// Starts member `i` again (after a kill) on its data in `dir`, without waiting.
+    pub fn restart(&mut self, hosts: &Hosts, i: usize, dir: &std::path::Path) {
+        self.pids[i] = spawn_member(hosts, self.pids.len(), i, dir);
     }
 
     /// Every client message the members received so far (unary calls and stream
@@ -271,4 +242,44 @@ impl EtcdCluster {
         }
         total
     }
+}
+
+/// Member `i` of `n` on host `i`, its data in `dir`: its pid.
+fn spawn_member(hosts: &Hosts, n: usize, i: usize, dir: &std::path::Path) -> u32 {
+    let peers: Vec<String> = (0..n)
+        .map(|i| format!("m{i}=http://{}:2380", hosts.addr(i)))
+        .collect();
+    let a = hosts.addr(i);
+    let data = dir.join(format!("etcd{i}"));
+    let args = [
+        "--name".to_owned(),
+        format!("m{i}"),
+        "--data-dir".to_owned(),
+        data.display().to_string(),
+        "--listen-peer-urls".to_owned(),
+        format!("http://{a}:2380"),
+        "--initial-advertise-peer-urls".to_owned(),
+        format!("http://{a}:2380"),
+        "--listen-client-urls".to_owned(),
+        format!("http://{a}:2379"),
+        "--advertise-client-urls".to_owned(),
+        format!("http://{a}:2379"),
+        "--initial-cluster".to_owned(),
+        peers.join(","),
+        "--initial-cluster-state".to_owned(),
+        "new".to_owned(),
+        "--initial-cluster-token".to_owned(),
+        hosts.prefix.clone(),
+        // A member cut off keeps raising its term; without pre-vote (off by default in
+        // 3.4, on from 3.5) its return deposes the leader and the cluster has none for an
+        // election's time. What a production cluster should run too.
+        "--pre-vote=true".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A restarted member logs to a file of its own.
+    let mut log = dir.join(format!("etcd{i}.log"));
+    while log.exists() {
+        log.set_extension("again.log");
+    }
+    hosts.spawn(hosts.command(i, "etcd", &args), &log)
 }

@@ -16,6 +16,7 @@ mod check;
 mod cluster;
 mod cluster_leader;
 mod cluster_proxy;
+mod cluster_quorum;
 mod cluster_schedule;
 mod completions;
 mod dashboard;
