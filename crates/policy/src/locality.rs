@@ -29,6 +29,8 @@ mod tests {
         let asked = || panic!("asked without prefer_local");
         assert!(!local_only(false, asked, asked));
         // Nothing remote: nothing to keep out, and no candidate walk.
-        assert!(!local_only(true, no, || panic!("asked with nothing remote")));
+        assert!(!local_only(true, no, || panic!(
+            "asked with nothing remote"
+        )));
     }
 }
