@@ -48,16 +48,16 @@ impl Publisher {
                 crate::placed::endpoints(&self.supervisor.status(), &mine, self.advertise)
             };
             let before = match &published {
-                Some((l, before)) if *l == lease => before.clone(),
+                Some((l, before)) if *l == lease => before,
                 // A new lease: every key is put again under it.
-                _ => NodeEndpoints::new(),
+                _ => &NodeEndpoints::new(),
             };
-            if before == now && published.is_some() {
+            if *before == now && published.is_some() {
                 failed = false;
                 continue;
             }
             let write = schedule::publish_endpoints(
-                &self.etcd, &self.keys, &self.node, lease, &before, &now,
+                &self.etcd, &self.keys, &self.node, lease, before, &now,
             );
             match write.await {
                 Ok(()) => {
