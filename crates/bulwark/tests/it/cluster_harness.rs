@@ -104,6 +104,18 @@ impl Cluster {
         serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
     }
 
+    /// Waits until every node, as agent 0's `nodes` shows them, has `n` ready endpoints;
+    /// returns them.
+    pub fn ready_per_node(&self, n: usize, what: &str, within: Duration) -> Vec<Value> {
+        eventually(what, within, || {
+            let nodes = self.nodes(0);
+            nodes
+                .iter()
+                .all(|node| node["ready"].as_array().is_some_and(|r| r.len() == n))
+                .then_some(nodes)
+        })
+    }
+
     /// `name`'s state in `bulwark nodes` (None: not listed).
     pub fn state_of(&self, i: usize, name: &str) -> Option<String> {
         self.nodes(i)

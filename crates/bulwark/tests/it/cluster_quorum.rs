@@ -138,16 +138,10 @@ fn converges(
             .count();
         (alive == 3).then_some(())
     });
-    let nodes = eventually(
+    let nodes = c.ready_per_node(
+        2,
         "2 ready endpoints per node again",
         Duration::from_secs(20),
-        || {
-            let nodes = c.nodes(0);
-            nodes
-                .iter()
-                .all(|n| n["ready"].as_array().is_some_and(|r| r.len() == 2))
-                .then_some(nodes)
-        },
     );
     eprintln!(
         "quorum back -> 3 alive nodes with their endpoints in {:?}",

@@ -109,17 +109,7 @@ pub fn spread_two_each(c: &Cluster) -> BTreeMap<String, String> {
             || (running(c, i) == 2).then_some(()),
         );
     }
-    let nodes = eventually(
-        "2 ready endpoints per node",
-        Duration::from_secs(10),
-        || {
-            let nodes = c.nodes(0);
-            nodes
-                .iter()
-                .all(|n| n["ready"].as_array().is_some_and(|r| r.len() == 2))
-                .then_some(nodes)
-        },
-    );
+    let nodes = c.ready_per_node(2, "2 ready endpoints per node", Duration::from_secs(10));
     for n in &nodes {
         assert_eq!(n["replicas"].as_array().unwrap().len(), 2, "{n}");
     }
