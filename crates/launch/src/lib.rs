@@ -10,7 +10,8 @@
 //! died" and nothing else.
 //!
 //! Invariants:
-//! - every child leads its own process group and carries `PR_SET_PDEATHSIG = SIGKILL`;
+//! - every child leads its own session (so its own process group) and carries
+//!   `PR_SET_PDEATHSIG = SIGKILL`;
 //! - a child joins its cgroups ([`cgroup`]) and gets its `oom_score_adj` itself, before
 //!   exec ([`spawn_placed`]): it never runs a line of its program outside its limits;
 //! - no function here blocks a runtime worker: the spawn runs on the launcher thread and

@@ -75,8 +75,8 @@ fn submit(job: Job) -> io::Result<()> {
         .ok_or_else(|| io::Error::other("the launcher thread is gone"))
 }
 
-/// Spawns `cmd` from the launcher thread, as the leader of a new process group with
-/// `PR_SET_PDEATHSIG = SIGKILL`, registered with the caller's tokio runtime (pipes and
+/// Spawns `cmd` from the launcher thread, as the leader of a new session (so of a new
+/// process group) with `PR_SET_PDEATHSIG = SIGKILL`, registered with the caller's tokio runtime (pipes and
 /// child reaping work as for a `Command::spawn` made on the caller's thread). The child
 /// inherits no descriptor but its stdio (and, from [`spawn_placed`], those its
 /// [`Placement`] hands it), whatever bulwark itself inherited.
@@ -89,7 +89,7 @@ pub async fn spawn(cmd: Command) -> io::Result<Child> {
 /// [`spawn`], with the child placed in its cgroups and given its `oom_score_adj` before
 /// exec. A cgroup it cannot join fails the spawn with the operating system's error.
 pub async fn spawn_placed(mut cmd: Command, placement: Placement) -> io::Result<Child> {
-    cmd.process_group(0);
+    new_session(&mut cmd);
     set_parent_death_signal(&mut cmd);
     let kept = placement
         .inherit
@@ -118,6 +118,27 @@ pub async fn spawn_placed(mut cmd: Command, placement: Placement) -> io::Result<
     }))?;
     rx.await
         .map_err(|_| io::Error::other("the launcher thread dropped a spawn request"))?
+}
+
+/// Makes the child the leader of a session (and of a process group) of its own, as systemd
+/// and Nomad start a service: no terminal of bulwark's, no signal meant for bulwark's
+/// group, and a session whose leader is the child itself. A replica left in whatever
+/// session bulwark was started in can belong to a session whose leader lies outside its
+/// pid namespace (a CI job in a container, started by an agent outside it): `criu dump`
+/// refuses such a process ("a session leader ... is outside of its pid namespace").
+#[allow(unsafe_code)]
+fn new_session(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe; the closure allocates nothing and touches no
+    // lock. Registered first, before any other pre_exec of ours; std's own `process_group`
+    // is not used (a group leader cannot call setsid).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 #[allow(unsafe_code)]

@@ -70,10 +70,18 @@ async fn a_child_outlives_the_thread_that_asked_for_it() {
             "child {pid} died with the thread that spawned it"
         );
     }
-    // Each leads its own process group.
+    // Each leads its own session and process group (a replica in the test's session could
+    // have a session leader outside its pid namespace, which `criu dump` refuses).
     for pid in pids {
-        let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).unwrap();
+        let p = Some(nix::unistd::Pid::from_raw(pid as i32));
+        let pgid = nix::unistd::getpgid(p).unwrap();
         assert_eq!(pgid.as_raw() as u32, pid);
+        let sid = nix::unistd::getsid(p).unwrap();
+        assert_eq!(
+            sid.as_raw() as u32,
+            pid,
+            "child {pid} is not a session leader"
+        );
     }
     from_thread.kill().await.unwrap();
     from_block.kill().await.unwrap();

@@ -223,3 +223,60 @@ fn check_reports_the_criu_it_found_and_refuses_what_cannot_be_restored() {
         "{out}"
     );
 }
+
+/// The host's pid of the process that is `ns_pid` in its own pid namespace, among `up`'s
+/// descendants.
+fn host_pid(stack: &Stack, ns_pid: u64) -> u32 {
+    stack
+        .descendants()
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("NSpid:"))?;
+                    line.split_whitespace().last()?.parse::<u64>().ok()
+                })
+                == Some(ns_pid)
+        })
+        .unwrap_or_else(|| panic!("no descendant of up is pid {ns_pid} in its namespace"))
+}
+
+/// CI's red runs: the job ran in a pid namespace whose session leader was outside it,
+/// and so was every replica left in bulwark's session: `criu dump` refused them all ("A
+/// session leader of ... is outside of its pid namespace"). `up` runs here the same way:
+/// in a new pid namespace, under a shell that stays in the session of the test outside it.
+/// Its replica, leader of a session of its own, is checkpointed and restored.
+#[test]
+fn a_replica_is_checkpointed_and_restored_when_up_runs_in_a_session_led_from_outside_its_pid_namespace()
+ {
+    let mut stack = Stack::prepare(&warm_stack(free_port()));
+    // `; :` keeps the shell as the namespace's pid 1 and up as its child, as in a container.
+    stack.launch_via(
+        &[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+            "\"$0\" \"$@\"; :",
+        ],
+        None,
+    );
+    checkpoint(&stack, 0);
+    let r = stack.wait_ready("slow", 1)["replicas"][0].clone();
+    let ns_pid = r["pid"].as_u64().unwrap();
+    let restarts = r["restarts"].as_u64().unwrap();
+    let pid = host_pid(&stack, ns_pid);
+    let before = last_seq(&stack);
+    signal(pid, libc::SIGKILL);
+    stack.wait_service("slow", "ready again", Duration::from_secs(30), |s| {
+        let r = &s["replicas"][0];
+        r["ready"] == true && r["restarts"].as_u64() > Some(restarts)
+    });
+    let restored = event(&stack, "replica_restored", before)
+        .unwrap_or_else(|| panic!("no replica_restored event: {:#?}", stack.events()));
+    assert_eq!(restored["pid"].as_u64(), Some(ns_pid), "{restored}");
+}
