@@ -1,7 +1,8 @@
 //! Cluster mode, the scheduler (issue 16): three agents place the quickstart's 6 replicas
 //! 2/2/2 (by etcd's keys and by the processes each agent runs); a kill -9 of an agent puts
 //! its replicas on the survivors, measured from the kill to all 6 ready; a node that joins
-//! again moves nothing; a killed scheduler is replaced by another agent.
+//! again moves nothing; a killed scheduler is replaced by another agent; etcd's writes at
+//! rest and for a node loss, measured.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -242,4 +243,54 @@ fn a_killed_scheduler_is_replaced_and_its_replicas_rescheduled() {
     );
     let p = placements(&c);
     assert!(p.len() == 6 && p.values().all(|n| *n != boss), "{p:?}");
+}
+
+/// Ready endpoints over every node, as agent 0's `nodes` shows them.
+fn ready_endpoints(c: &Cluster) -> usize {
+    c.nodes(0)
+        .iter()
+        .filter_map(|n| n["ready"].as_array().map(Vec::len))
+        .sum()
+}
+
+/// etcd's writes (raft entries, from the members' `/metrics`) at rest and for a node loss
+/// with its failover, against the model in ARCHITECTURE.md, "Cluster": none at rest (lease
+/// keepalives are not raft entries); a loss costs the lease's revoke, the scheduler's
+/// placement transaction and the moved replicas' endpoints as they start and get ready.
+#[test]
+fn etcd_takes_no_write_at_rest_and_a_handful_for_a_node_loss_and_its_failover() {
+    let c = three_agents_and_the_quickstart();
+    spread_two_each(&c);
+    let writes = || c.etcd.raft_writes(&c.hosts);
+    let start = writes();
+    std::thread::sleep(Duration::from_secs(10));
+    let at_rest = writes() - start;
+
+    let boss = scheduler(&c, 0).expect("a scheduler");
+    let victim = (0..3).rev().find(|i| format!("h{i}") != boss).unwrap();
+    let (before, messages) = (writes(), c.etcd.messages_received(&c.hosts));
+    signal(c.agents[victim].unwrap(), 9);
+    let killed = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    eventually(
+        "6 ready replicas on the survivors, published",
+        Duration::from_secs(30),
+        || {
+            let running: usize = survivors.iter().map(|&i| running(&c, i)).sum();
+            (running == 6 && ready_endpoints(&c) == 6).then_some(())
+        },
+    );
+    let took = killed.elapsed();
+    let churn = writes() - before;
+    let per_agent = (c.etcd.messages_received(&c.hosts) - messages) / 2.0 / took.as_secs_f64();
+    eprintln!(
+        "etcd writes: {at_rest} in 10 s at rest; {churn} for the loss of a node with 2 \
+         replicas and their failover ({took:?}); {per_agent:.2} client messages/s per \
+         surviving agent meanwhile"
+    );
+    assert_eq!(at_rest, 0.0, "raft writes at rest");
+    assert!(
+        (1.0..=16.0).contains(&churn),
+        "{churn} raft writes for one node loss"
+    );
 }

@@ -226,21 +226,39 @@ impl EtcdCluster {
     /// Every client message the members received so far (unary calls and stream
     /// messages: keepalives, watch requests), from their own `/metrics`.
     pub fn messages_received(&self, hosts: &Hosts) -> f64 {
-        let mut total = 0.0;
-        for (i, url) in self.urls.split(',').enumerate() {
-            let out = hosts.run(i, "curl", &["-sf", &format!("{url}/metrics")]);
-            assert!(
-                out.status.success(),
-                "metrics of member {i}: {}",
-                output_text(&out)
-            );
-            total += String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.starts_with("grpc_server_msg_received_total{"))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum::<f64>();
-        }
-        total
+        self.metric_per_member(hosts, "grpc_server_msg_received_total{")
+            .iter()
+            .sum()
+    }
+
+    /// Raft entries committed so far (every write: puts, deletes, transactions, lease
+    /// grants and revokes), as the member furthest ahead counts them.
+    pub fn raft_writes(&self, hosts: &Hosts) -> f64 {
+        self.metric_per_member(hosts, "etcd_server_proposals_committed_total ")
+            .into_iter()
+            .fold(0.0, f64::max)
+    }
+
+    /// For each member, the sum of its samples whose line starts with `prefix` (a metric's
+    /// name and `{` or a space), from its own `/metrics`.
+    fn metric_per_member(&self, hosts: &Hosts, prefix: &str) -> Vec<f64> {
+        self.urls
+            .split(',')
+            .enumerate()
+            .map(|(i, url)| {
+                let out = hosts.run(i, "curl", &["-sf", &format!("{url}/metrics")]);
+                assert!(
+                    out.status.success(),
+                    "metrics of member {i}: {}",
+                    output_text(&out)
+                );
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .collect()
     }
 }
 
