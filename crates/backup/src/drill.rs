@@ -17,6 +17,9 @@ use crate::{Error, Host};
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// One attempt of a command check at most (within the drill's own timeout).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long past the drill's timeout its backstop waits for the check to give up by itself
+/// (and for a scratch replica killed then to be reaped).
+const BACKSTOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How a drill went, measured.
 pub(crate) struct Outcome {
@@ -51,8 +54,10 @@ pub(crate) async fn run(
         Ok(pairs) => {
             let left = drill.timeout - started.elapsed();
             let restore = started.elapsed();
+            // A backstop only: the check gives up at `left` by itself, says why, and waits
+            // for its scratch replica to be gone before it answers.
             match tokio::time::timeout(
-                left,
+                left + BACKSTOP_GRACE,
                 start_and_check(drill, service, &pairs, host, scratch, left),
             )
             .await
@@ -181,7 +186,7 @@ async fn start_and_check(
         source: e,
     })?;
     cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
-    let child = launch::spawn(cmd).await.map_err(|e| {
+    let mut child = launch::spawn(cmd).await.map_err(|e| {
         Error::Drill(format!(
             "cannot start the scratch replica {:?}: {e}",
             argv[0]
@@ -201,9 +206,10 @@ async fn start_and_check(
     };
     let checked =
         check_until_pass(&drill.check, port, &check_cmd, pid, give_up, drill.timeout).await;
-    // The group is killed while its leader is unreaped; dropping `child` then reaps it.
+    // The group is killed while its leader is unreaped; then the leader is reaped, so that
+    // the drill's outcome is known only once its scratch replica is gone.
     drop(group);
-    drop(child);
+    let _ = tokio::time::timeout(BACKSTOP_GRACE, child.wait()).await;
     checked.map_err(|why| {
         // The scratch replica ran with the service's secrets.
         let redactor = runtime::Redactor::of(&scratch_svc);
