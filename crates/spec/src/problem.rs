@@ -32,6 +32,12 @@ impl Problems {
         });
     }
 
+    /// [`Problems::push`], then `None`: for a check that stops at the problem.
+    pub fn fail<T>(&mut self, span: Span, message: impl Into<String>) -> Option<T> {
+        self.push(span, message);
+        None
+    }
+
     /// Something that still reads, but should be written otherwise (an old spelling).
     pub fn warn(&mut self, span: Span, message: impl Into<String>) {
         self.0.push(Problem {

@@ -30,14 +30,13 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
             return Some(percent_to_fraction(v));
         }
         let percent = clean_number(v * 100.0);
-        p.push(
+        p.fail(
             o.span(),
             format!(
                 "`objective` is a percentage: {v} means {v} % of requests; for {percent} % write \
                  objective = {percent}"
             ),
-        );
-        None
+        )
     });
     let period = raw.period.get().filter(|d| {
         if *d >= MIN_PERIOD {
@@ -59,12 +58,11 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
         None => None,
         Some(SloKindName::Availability) => {
             if let Some(t) = raw.threshold.span() {
-                p.push(
+                p.fail(
                     t,
                     "`threshold` is only for latency SLOs (kind = \"latency\"); an availability \
                      SLO counts failed requests, whatever their latency",
-                );
-                None
+                )
             } else {
                 Some(SloKind::Availability {
                     count_429: raw.count_429_as_error.get()?,
@@ -119,7 +117,7 @@ fn slo_alerts(raw: &SloAlertsTable) -> Option<SloAlerts> {
 
 impl Default for SloAlerts {
     fn default() -> Self {
-        slo_alerts(&super::omitted("alerts")).expect("the declared defaults are valid")
+        super::defaults("alerts", |raw, _| slo_alerts(raw))
     }
 }
 

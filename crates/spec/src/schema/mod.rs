@@ -272,9 +272,7 @@ macro_rules! section {
 
         $(impl $Default for $Domain {
             fn default() -> Self {
-                $crate::check::omitted::<$Name>("")
-                    .build()
-                    .expect("the declared defaults are valid")
+                $crate::check::defaults("", |raw: &$Name, _| raw.build())
             }
         })?
     };
@@ -322,17 +320,20 @@ macro_rules! section {
             }
 
             fn keys() -> Vec<$crate::schema::Key> {
-                vec![$( $crate::schema::Key {
-                    name: $crate::section!(@name $field $($toml)?),
-                    doc: &[$($doc),*],
-                    shape: $crate::schema::shape_of::<$ty, _>(&$kind),
-                    default: $crate::schema::checked_default::<$ty, _>(
-                        stringify!($Name),
-                        $crate::section!(@name $field $($toml)?),
-                        &$kind,
-                        $crate::schema::Omitted::from($default),
-                    ),
-                    since: $crate::section!(@since $($since)?),
+                vec![$( {
+                    let kind = $kind;
+                    $crate::schema::Key {
+                        name: $crate::section!(@name $field $($toml)?),
+                        doc: &[$($doc),*],
+                        shape: $crate::schema::Kind::shape(&kind),
+                        default: $crate::schema::checked_default::<$ty, _>(
+                            stringify!($Name),
+                            $crate::section!(@name $field $($toml)?),
+                            &kind,
+                            $crate::schema::Omitted::from($default),
+                        ),
+                        since: $crate::section!(@since $($since)?),
+                    }
                 } ),*]
             }
         }
