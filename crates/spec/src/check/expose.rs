@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::{each, optional};
+use super::each;
 use crate::keys::{
-    BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RouteTable,
-    ToxicTable, ToxicType,
+    BalanceName, BreakerTable, ExposeTable, FaultTable, HedgeTable, OutlierTable, RetriesTable,
+    RouteTable, ToxicTable, ToxicType,
 };
 use crate::model::{
     Balance, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries,
@@ -91,9 +91,7 @@ pub(super) fn expose(
 /// Every policy of `[expose]`; `listen` is left unspecified for the caller to fill in.
 fn policies(raw: &ExposeTable, p: &mut Problems) -> Option<Expose> {
     let balance = balance(raw, p);
-    let hedge = raw.hedge.given().map(|h| h.get_ref().build());
-    let rate_limit = raw.rate_limit.given().map(|r| {
-        let r = r.get_ref();
+    let rate_limit = raw.rate_limit.built(|r| {
         let rate = r.rate.get()?;
         Some(RateLimit {
             rate,
@@ -117,11 +115,11 @@ fn policies(raw: &ExposeTable, p: &mut Problems) -> Option<Expose> {
         request_id_header: raw.request_id_header.get()?.to_ascii_lowercase(),
         timeouts: raw.timeouts.value()?.build()?,
         retries: retries(raw.retries.value()?, p)?,
-        hedge: optional(hedge)?,
+        hedge: raw.hedge.built(HedgeTable::build)?,
         outlier: outlier?,
         breaker: breaker(raw.breaker.value()?)?,
         limits: raw.limits.value()?.build()?,
-        rate_limit: optional(rate_limit)?,
+        rate_limit: rate_limit?,
         faults: faults?,
         toxics: toxics?,
         routes: routes?,
@@ -132,7 +130,7 @@ fn policies(raw: &ExposeTable, p: &mut Problems) -> Option<Expose> {
         tls: None,
         passthrough: None,
         upstream_tls: None,
-        auth: optional(raw.auth.given().map(|a| a.get_ref().build()))?,
+        auth: raw.auth.built(crate::keys::AuthTable::build)?,
     })
 }
 

@@ -174,14 +174,6 @@ pub(super) fn written_of<'a>(
     written.iter().filter(wanted).collect()
 }
 
-/// A table left out is `Some(None)`; one that failed is `None`.
-pub(super) fn optional<T>(built: Option<Option<T>>) -> Option<Option<T>> {
-    match built {
-        None => Some(None),
-        Some(t) => t.map(Some),
-    }
-}
-
 /// Every entry built (each reports its own problems); `None` if any failed.
 pub(super) fn each<T, U>(list: &Field<Vec<T>>, f: impl FnMut(&T) -> Option<U>) -> Option<Vec<U>> {
     let built: Vec<Option<U>> = list

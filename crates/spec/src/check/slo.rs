@@ -54,22 +54,20 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
         }
         false
     });
-    let kind = match raw.kind.get() {
-        None => None,
-        Some(SloKindName::Availability) => {
+    let kind = match raw.kind.get()? {
+        SloKindName::Availability => {
             if let Some(t) = raw.threshold.span() {
-                p.fail(
+                return p.fail(
                     t,
                     "`threshold` is only for latency SLOs (kind = \"latency\"); an availability \
                      SLO counts failed requests, whatever their latency",
-                )
-            } else {
-                Some(SloKind::Availability {
-                    count_429: raw.count_429_as_error.get()?,
-                })
+                );
+            }
+            SloKind::Availability {
+                count_429: raw.count_429_as_error.get()?,
             }
         }
-        Some(SloKindName::Latency) => {
+        SloKindName::Latency => {
             if let Some(c) = raw.count_429_as_error.span() {
                 p.push(
                     c,
@@ -88,14 +86,14 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
                     ),
                 );
             }
-            raw.threshold
-                .get()
-                .map(|threshold| SloKind::Latency { threshold })
+            SloKind::Latency {
+                threshold: raw.threshold.get()?,
+            }
         }
     };
     Some(Slo {
         name: raw.name.get()?,
-        kind: kind?,
+        kind,
         objective: objective?,
         period: period?,
         alerts: slo_alerts(raw.alerts.value()?)?,
