@@ -151,7 +151,7 @@ pub(super) fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: 
     };
     let mut seen: Vec<(SocketAddr, &Checked)> = Vec::new();
     for checked in services {
-        let Some(listen) = checked.listen() else {
+        let Some(listen) = checked.raw.expose.value().and_then(|e| e.listen.given()) else {
             continue;
         };
         let addr = *listen.get_ref();
