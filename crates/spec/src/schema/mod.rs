@@ -314,11 +314,10 @@ macro_rules! section {
             const DOC: &'static [&'static str] = &[$($tdoc),*];
 
             fn read(t: &$crate::schema::Table<'_, '_>, p: &mut $crate::problem::Problems) -> Self {
-                t.check_keys(&[$($crate::section!(@name $field $($toml)?)),*], p);
                 $Name {
                     span: t.span.clone(),
                     label: t.label.clone(),
-                    written: t.written(),
+                    written: t.written(&[$($crate::section!(@name $field $($toml)?)),*], p),
                     $( $field: t.read(
                         $crate::section!(@name $field $($toml)?),
                         &$kind,
