@@ -1,7 +1,7 @@
 //! Rules across services: `depends_on` (unknown names, cycles, start order), address
 //! clashes and route targets.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use super::service::Checked;
@@ -11,11 +11,6 @@ use crate::problem::{Problems, hint, suggest};
 /// `services` in dependency order: dependencies first, ties in file order (so the
 /// order is predictable and matches the file when there are no dependencies).
 pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Vec<usize> {
-    let index: HashMap<String, usize> = services
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.service.name.clone(), i))
-        .collect();
     let names: Vec<String> = services.iter().map(|c| c.service.name.clone()).collect();
 
     // deps[i]: services i depends on (edges i -> j).
@@ -31,7 +26,7 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
                 p.push(dep.span(), format!("service `{own}` depends on itself"));
                 continue;
             }
-            let Some(&j) = index.get(d) else {
+            let Some(j) = names.iter().position(|n| n == d) else {
                 let others: Vec<&str> = names
                     .iter()
                     .map(String::as_str)
