@@ -590,15 +590,9 @@ impl<K: Kind> Kind for List<K> {
         }
         let what = format!("elements of `{}`", at.key);
         let inner = At { what: &what, ..*at };
-        let mut out = Vec::new();
-        let mut ok = true;
-        for item in items.iter() {
-            match self.item.read(item, &inner, p) {
-                Some(x) => out.push(x),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
+        // Every element is read (and its problem reported) before one failure fails all.
+        let read: Vec<_> = items.iter().map(|i| self.item.read(i, &inner, p)).collect();
+        read.into_iter().collect()
     }
     fn shape(&self) -> Shape {
         Shape::List(Box::new(self.item.shape()))
