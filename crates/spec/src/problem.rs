@@ -25,19 +25,25 @@ pub(crate) struct Problems(Vec<Problem>);
 
 impl Problems {
     pub fn push(&mut self, span: Span, message: impl Into<String>) {
-        self.0.push(Problem {
-            span,
-            message: message.into(),
-            warning: false,
-        });
+        self.add(span, message.into(), false);
+    }
+
+    /// [`Problems::push`], then `None`: for a check that stops at the problem.
+    pub fn fail<T>(&mut self, span: Span, message: impl Into<String>) -> Option<T> {
+        self.push(span, message);
+        None
     }
 
     /// Something that still reads, but should be written otherwise (an old spelling).
     pub fn warn(&mut self, span: Span, message: impl Into<String>) {
+        self.add(span, message.into(), true);
+    }
+
+    fn add(&mut self, span: Span, message: String, warning: bool) {
         self.0.push(Problem {
             span,
-            message: message.into(),
-            warning: true,
+            message,
+            warning,
         });
     }
 

@@ -18,13 +18,8 @@ pub(super) fn alerts(raw: &AlertsTable, p: &mut Problems) -> Option<Alerts> {
 }
 
 fn sink(raw: &SinkTable, p: &mut Problems) -> Option<AlertSink> {
-    let chosen = [
-        raw.log.is_present(),
-        raw.webhook.is_present(),
-        raw.exec.is_present(),
-    ];
-    if chosen.iter().filter(|c| **c).count() != 1 {
-        p.push(
+    if super::written_of(&raw.written, &["log", "webhook", "exec"]).len() != 1 {
+        return p.fail(
             raw.span.clone(),
             format!(
                 "{} needs exactly one of `log = true`, `webhook = \"http://HOST:PORT/PATH\"` \
@@ -32,15 +27,13 @@ fn sink(raw: &SinkTable, p: &mut Problems) -> Option<AlertSink> {
                 raw.label
             ),
         );
-        return None;
     }
     if let Some(log) = raw.log.given() {
         if !*log.get_ref() {
-            p.push(
+            return p.fail(
                 log.span(),
                 "`log = false` is not a sink; remove the entry to have no log sink",
             );
-            return None;
         }
         return Some(AlertSink::Log);
     }
@@ -59,7 +52,6 @@ fn sink(raw: &SinkTable, p: &mut Problems) -> Option<AlertSink> {
 
 impl Default for Alerts {
     fn default() -> Self {
-        alerts(&super::omitted("alerts"), &mut Problems::default())
-            .expect("the declared defaults are valid")
+        super::defaults("alerts", alerts)
     }
 }

@@ -49,7 +49,7 @@ fn backup(
             yearly: 0,
         })
     {
-        p.push(
+        return p.fail(
             raw.keep.span().unwrap_or(raw.span.clone()),
             format!(
                 "{}: every keep rule is 0, so each backup would remove all but the newest \
@@ -57,7 +57,6 @@ fn backup(
                 raw.label
             ),
         );
-        return None;
     }
     never_idle(&raw.schedule, "schedule", p)?;
     never_idle(&raw.verify.value()?.schedule, "verify.schedule", p)?;
@@ -94,11 +93,10 @@ pub(super) fn never_idle(
     if s.get_ref().next_after(&jiff::Zoned::now()).is_some() {
         return Some(());
     }
-    p.push(
+    p.fail(
         s.span(),
         format!("`{key}` = \"{}\" never fires", s.get_ref().as_str()),
-    );
-    None
+    )
 }
 
 /// A repository inside what it saves would save its own packs again in every snapshot.
@@ -119,15 +117,14 @@ fn inside_saved(
     }) else {
         return Some(());
     };
-    p.push(
+    p.fail(
         raw.repository.span().unwrap_or(raw.span.clone()),
         format!(
             "`repository` is inside the saved path {}: every snapshot would save the \
              repository again; put it elsewhere",
             saved.display()
         ),
-    );
-    None
+    )
 }
 
 /// `path` with `.` and `..` resolved without touching the file system.
@@ -158,7 +155,7 @@ fn source(raw: &BackupTable, services: &[&Service], p: &mut Problems) -> Option<
     let state = raw.state.get()?;
     if state {
         if let Some(span) = raw.service.span().or(raw.paths.span()) {
-            p.push(
+            return p.fail(
                 span,
                 format!(
                     "{}: `state = true` saves bulwark's own journal; remove `service` and \
@@ -166,7 +163,6 @@ fn source(raw: &BackupTable, services: &[&Service], p: &mut Problems) -> Option<
                     raw.label
                 ),
             );
-            return None;
         }
         return Some(BackupSource::State);
     }
@@ -188,11 +184,10 @@ fn source(raw: &BackupTable, services: &[&Service], p: &mut Problems) -> Option<
         let hint = crate::problem::suggest(name.get_ref(), names)
             .map(|m| format!("; did you mean `{m}`?"))
             .unwrap_or_default();
-        p.push(
+        return p.fail(
             name.span(),
             format!("backup of unknown service `{}`{hint}", name.get_ref()),
         );
-        return None;
     };
     let Some(paths) = raw.paths.given() else {
         if !raw.paths.is_present() {
@@ -218,7 +213,7 @@ fn source(raw: &BackupTable, services: &[&Service], p: &mut Problems) -> Option<
 /// Exactly one of `check` and `http`; a drill needs a service to start.
 fn drill(raw: &DrillTable, backup: &BackupTable, p: &mut Problems) -> Option<Drill> {
     if backup.state.get() == Some(true) {
-        p.push(
+        return p.fail(
             raw.span.clone(),
             format!(
                 "{} restores a service's data into a scratch replica, and `state = true` has \
@@ -226,13 +221,12 @@ fn drill(raw: &DrillTable, backup: &BackupTable, p: &mut Problems) -> Option<Dri
                 raw.label
             ),
         );
-        return None;
     }
     let check = match (raw.check.is_present(), raw.http.is_present()) {
         (true, false) => DrillCheck::Command(raw.check.get()?),
         (false, true) => DrillCheck::Http(raw.http.get()?),
         _ => {
-            p.push(
+            return p.fail(
                 raw.span.clone(),
                 format!(
                     "{} needs exactly one of `check = [\"cmd\", \"arg\"]` (passes on exit 0) \
@@ -240,7 +234,6 @@ fn drill(raw: &DrillTable, backup: &BackupTable, p: &mut Problems) -> Option<Dri
                     raw.label
                 ),
             );
-            return None;
         }
     };
     never_idle(&raw.schedule, "drill.schedule", p)?;

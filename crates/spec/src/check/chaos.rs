@@ -108,14 +108,13 @@ fn target<'s>(
     };
     let pick = match (raw.mode.get()?, value) {
         (TargetMode::One | TargetMode::All, Some(v)) => {
-            p.push(
+            return p.fail(
                 v.span(),
                 format!(
                     "{}: `value` applies to mode = \"fixed\" or \"percent\"",
                     raw.label
                 ),
             );
-            return None;
         }
         (TargetMode::One, None) => Pick::One,
         (TargetMode::All, None) => Pick::All,
@@ -127,19 +126,17 @@ fn target<'s>(
         }
         (TargetMode::Fixed, Some(v)) => {
             let found = v.get_ref();
-            p.push(
+            return p.fail(
                 v.span(),
                 format!("`value` must be a whole number of replicas, at least 1, found {found}"),
             );
-            return None;
         }
         (TargetMode::Percent, Some(v)) => {
             let found = v.get_ref();
-            p.push(
+            return p.fail(
                 v.span(),
                 format!("`value` must be greater than 0 and at most 100 (percent), found {found}"),
             );
-            return None;
         }
         (TargetMode::Fixed, None) => {
             need("fixed", p);
@@ -172,11 +169,10 @@ fn known<'s>(
     let hint = crate::problem::suggest(name.get_ref(), services.iter().map(|s| s.name.as_str()))
         .map(|m| format!("; did you mean `{m}`?"))
         .unwrap_or_default();
-    p.push(
+    p.fail(
         name.span(),
         format!("{what} unknown service `{}`{hint}", name.get_ref()),
-    );
-    None
+    )
 }
 
 const FAULT_KEYS: &[(&str, &[F])] = &[
@@ -209,11 +205,10 @@ fn fault(
     }
     let missing = |key: &str, p: &mut Problems| -> Option<ChaosFault> {
         let kind = kind.as_str();
-        p.push(
+        p.fail(
             raw.span.clone(),
             format!("{}: type = \"{kind}\" needs `{key}`", raw.label),
-        );
-        None
+        )
     };
     let exposed = |protocol: Protocol, svc: Option<&Service>, p: &mut Problems| -> Option<()> {
         let svc = svc?;
@@ -225,7 +220,7 @@ fn fault(
         } else {
             "HTTP"
         };
-        p.push(
+        p.fail(
             raw.kind.span().unwrap_or(raw.span.clone()),
             format!(
                 "{}: type = \"{}\" acts through bulwark's proxy, and `{}` is not exposed over {how}",
@@ -233,8 +228,7 @@ fn fault(
                 kind.as_str(),
                 svc.name
             ),
-        );
-        None
+        )
     };
     let percent = raw.percent.get()?;
     Some(match kind {
@@ -245,7 +239,7 @@ fn fault(
                 sig,
                 Sig::SIGSTOP | Sig::SIGTSTP | Sig::SIGTTIN | Sig::SIGTTOU
             ) {
-                p.push(
+                return p.fail(
                     raw.signal.span().unwrap_or(raw.span.clone()),
                     format!(
                         "{}: {} stops the replica and `kill` never continues it; use type = \"stop\", which does",
@@ -253,7 +247,6 @@ fn fault(
                         sig.as_str()
                     ),
                 );
-                return None;
             }
             ChaosFault::Kill(sig)
         }
@@ -304,14 +297,13 @@ fn dependency(
     p: &mut Problems,
 ) -> Option<ChaosFault> {
     let Some(to) = raw.to.given() else {
-        p.push(
+        return p.fail(
             raw.span.clone(),
             format!(
                 "{}: type = \"dependency\" needs `to = \"SERVICE\"`",
                 raw.label
             ),
         );
-        return None;
     };
     let dep = known(to, services, "dependency fault on", p)?;
     if dep.name == target.name
@@ -320,27 +312,25 @@ fn dependency(
             .as_ref()
             .is_none_or(|x| x.protocol != Protocol::Http)
     {
-        p.push(
+        return p.fail(
             to.span(),
             format!(
                 "{}: `to` must be another service exposed over HTTP, which `{}` calls through its listener",
                 raw.label, dep.name
             ),
         );
-        return None;
     }
     let action = match (raw.delay.get(), raw.status.get()) {
         (Some(d), None) => FaultAction::Delay(d),
         (None, Some(s)) => FaultAction::Abort(s),
         _ => {
-            p.push(
+            return p.fail(
                 raw.span.clone(),
                 format!(
                     "{}: type = \"dependency\" needs exactly one of `delay` and `status`",
                     raw.label
                 ),
             );
-            return None;
         }
     };
     Some(ChaosFault::Dependency {
@@ -391,35 +381,32 @@ fn steady(
         None => target,
     };
     let need = |key: &str, p: &mut Problems| -> Option<SteadyProbe> {
-        p.push(
+        p.fail(
             raw.span.clone(),
             format!("{}: type = \"{name}\" needs `{key}`", raw.label),
-        );
-        None
+        )
     };
     // The proxy's outcomes are kept for five minutes: a longer window could not be judged.
     if let Some(w) = raw.window.given()
         && *w.get_ref() > std::time::Duration::from_secs(300)
     {
-        p.push(
+        return p.fail(
             w.span(),
             format!(
                 "{}: `window` must be at most \"5m\" (bulwark keeps five minutes of outcomes)",
                 raw.label
             ),
         );
-        return None;
     }
     let measured = matches!(kind, S::ErrorRatio | S::Latency | S::BurnRate);
     if measured && svc.expose.is_none() {
-        p.push(
+        return p.fail(
             raw.kind.span().unwrap_or(raw.span.clone()),
             format!(
                 "{}: type = \"{name}\" is measured by bulwark's proxy, and `{}` has no `expose`",
                 raw.label, svc.name
             ),
         );
-        return None;
     }
     let check = match kind {
         S::Http => match raw.url.get() {
@@ -432,14 +419,13 @@ fn steady(
         },
         S::ErrorRatio => match raw.max.given() {
             Some(m) if *m.get_ref() > 1.0 => {
-                p.push(
+                return p.fail(
                     m.span(),
                     format!(
                         "`max` of an error ratio must be between 0 and 1, found {}",
                         m.get_ref()
                     ),
                 );
-                return None;
             }
             Some(m) => SteadyCheck::ErrorRatio {
                 max: *m.get_ref(),
@@ -478,22 +464,20 @@ fn steady(
 /// `slo` names an SLO of the service; `max` is given.
 fn burn_rate(raw: &SteadyTable, svc: &Service, p: &mut Problems) -> Option<SteadyCheck> {
     let (Some(slo), Some(max)) = (raw.slo.given(), raw.max.get()) else {
-        p.push(
+        return p.fail(
             raw.span.clone(),
             format!("{}: type = \"burn-rate\" needs `slo` and `max`", raw.label),
         );
-        return None;
     };
     if !svc.slos.iter().any(|s| &s.name == slo.get_ref()) {
         let names = svc.slos.iter().map(|s| s.name.as_str());
         let hint = crate::problem::suggest(slo.get_ref(), names)
             .map(|m| format!("; did you mean `{m}`?"))
             .unwrap_or_default();
-        p.push(
+        return p.fail(
             slo.span(),
             format!("`{}` has no SLO named `{}`{hint}", svc.name, slo.get_ref()),
         );
-        return None;
     }
     Some(SteadyCheck::BurnRate {
         slo: slo.get_ref().clone(),
@@ -507,14 +491,13 @@ fn schedule(raw: &ChaosScheduleTable, p: &mut Problems) -> Option<ChaosSchedule>
         (Some(cron), None) => {
             let monkey_key = raw.written.iter().find(|(k, _, _)| k != "cron");
             if let Some((key, span, _)) = monkey_key {
-                p.push(
+                return p.fail(
                     span.clone(),
                     format!(
                         "{}: `{key}` belongs to the monkey mode (`mean_interval`), not to `cron`",
                         raw.label
                     ),
                 );
-                return None;
             }
             super::backup::never_idle(&raw.cron, "cron", p)?;
             Some(ChaosSchedule::Cron(Box::new(cron.get_ref().clone())))
@@ -522,14 +505,13 @@ fn schedule(raw: &ChaosScheduleTable, p: &mut Problems) -> Option<ChaosSchedule>
         (None, Some(mean_interval)) => {
             let days = raw.days.get()?;
             if days.is_empty() {
-                p.push(
+                return p.fail(
                     raw.days.span().unwrap_or(raw.span.clone()),
                     format!(
                         "{}: `days` is empty, so the monkey would never act",
                         raw.label
                     ),
                 );
-                return None;
             }
             Some(ChaosSchedule::Monkey(Monkey {
                 mean_interval,
@@ -540,16 +522,13 @@ fn schedule(raw: &ChaosScheduleTable, p: &mut Problems) -> Option<ChaosSchedule>
             }))
         }
         (None, None) if raw.cron.is_present() || raw.mean_interval.is_present() => None,
-        _ => {
-            p.push(
-                raw.span.clone(),
-                format!(
-                    "{} needs exactly one of `cron = \"0 3 * * *\"` or `mean_interval = \"1h\"` \
-                     (the monkey mode); leave it out to run only on `bulwark chaos run`",
-                    raw.label
-                ),
-            );
-            None
-        }
+        _ => p.fail(
+            raw.span.clone(),
+            format!(
+                "{} needs exactly one of `cron = \"0 3 * * *\"` or `mean_interval = \"1h\"` \
+                 (the monkey mode); leave it out to run only on `bulwark chaos run`",
+                raw.label
+            ),
+        ),
     }
 }

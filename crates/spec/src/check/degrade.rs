@@ -57,14 +57,13 @@ pub(super) fn fallbacks(
         };
         let fallback = expose.fallback.given().and_then(|f| {
             if expose.protocol.get() == Some(Protocol::Tcp) {
-                p.push(
+                return p.fail(
                     f.span(),
                     format!(
                         "{} applies to HTTP only (protocol = \"tcp\")",
                         f.get_ref().label
                     ),
                 );
-                return None;
             }
             fallback(f.get_ref(), name.get_ref(), &names, base_dir, p)
         });
@@ -115,7 +114,7 @@ fn fallback(
         || raw.body.is_present()
         || raw.body_file.is_present();
     if raw.service.is_present() && statics {
-        p.push(
+        return p.fail(
             raw.span.clone(),
             format!(
                 "{}: `service` forwards elsewhere, so `status`, `headers`, `body` and \
@@ -123,7 +122,6 @@ fn fallback(
                 raw.label
             ),
         );
-        return None;
     }
     let answer = match raw.service.given() {
         Some(s) => Some(FallbackAnswer::Service(target(s, own, names, raw, p)?)),
@@ -143,7 +141,7 @@ fn fallback(
         false => None,
     };
     if answer.is_none() && stale.is_none() {
-        p.push(
+        return p.fail(
             raw.span.clone(),
             format!(
                 "{} gives no answer: add a static one (`status`, `body` or `body_file`), \
@@ -151,7 +149,6 @@ fn fallback(
                 raw.label
             ),
         );
-        return None;
     }
     Some(Fallback { answer, stale })
 }
@@ -166,24 +163,22 @@ fn target(
 ) -> Option<String> {
     let name = s.get_ref();
     if name == own {
-        p.push(
+        return p.fail(
             s.span(),
             format!("{}: a service cannot be its own fallback", raw.label),
         );
-        return None;
     }
     if !names.contains(name) {
         let hint = suggest(name, names.iter().map(String::as_str))
             .map(|m| format!("; did you mean `{m}`?"))
             .unwrap_or_default();
-        p.push(
+        return p.fail(
             s.span(),
             format!(
                 "{}: service = \"{name}\" is not a service of this stack{hint}",
                 raw.label
             ),
         );
-        return None;
     }
     Some(name.clone())
 }
@@ -192,20 +187,18 @@ fn target(
 fn static_answer(raw: &FallbackTable, base_dir: &Path, p: &mut Problems) -> Option<FallbackAnswer> {
     let body = match (&raw.body, &raw.body_file) {
         (Field::Given(_), Field::Given(f)) => {
-            p.push(
+            return p.fail(
                 f.span(),
                 format!("{}: give `body` or `body_file`, not both", raw.label),
             );
-            return None;
         }
         (_, Field::Given(f)) => read_body_file(f, base_dir, &raw.label, p)?,
         (Field::Given(b), _) => {
             if b.get_ref().len() as u64 > MAX_FALLBACK_BODY {
-                p.push(
+                return p.fail(
                     b.span(),
                     format!("{}: `body` is larger than 1 MiB", raw.label),
                 );
-                return None;
             }
             b.get_ref().clone().into_bytes()
         }
@@ -267,6 +260,5 @@ fn read_body_file(
             format!("{label}: cannot read body_file {shown}: mode {mode:03o} is refused")
         }
     };
-    p.push(file.span(), why);
-    None
+    p.fail(file.span(), why)
 }

@@ -1,7 +1,7 @@
 //! Rules across services: `depends_on` (unknown names, cycles, start order), address
 //! clashes and route targets.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use super::service::Checked;
@@ -11,11 +11,6 @@ use crate::problem::{Problems, hint, suggest};
 /// `services` in dependency order: dependencies first, ties in file order (so the
 /// order is predictable and matches the file when there are no dependencies).
 pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Vec<usize> {
-    let index: HashMap<String, usize> = services
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.service.name.clone(), i))
-        .collect();
     let names: Vec<String> = services.iter().map(|c| c.service.name.clone()).collect();
 
     // deps[i]: services i depends on (edges i -> j).
@@ -31,7 +26,7 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
                 p.push(dep.span(), format!("service `{own}` depends on itself"));
                 continue;
             }
-            let Some(&j) = index.get(d) else {
+            let Some(j) = names.iter().position(|n| n == d) else {
                 let others: Vec<&str> = names
                     .iter()
                     .map(String::as_str)
@@ -55,33 +50,28 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
         }
     }
 
-    // Kahn's algorithm, always taking the earliest ready service in file order.
-    let mut waiting_on: Vec<usize> = deps.iter().map(Vec::len).collect();
+    // Always the earliest service in file order whose dependencies all come before it
+    // (a scan per service: quadratic at worst, for thousands of services).
+    let mut placed = vec![false; services.len()];
+    let mut order = Vec::with_capacity(services.len());
+    while let Some(i) =
+        (0..services.len()).find(|&i| !placed[i] && deps[i].iter().all(|&j| placed[j]))
+    {
+        placed[i] = true;
+        order.push(i);
+    }
+
+    // Services left out are on or behind a cycle. Each set of services on cycles through
+    // each other is reported once, from its first service in file order. A search per
+    // service left out is quadratic at worst, for thousands of services behind a cycle.
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
     for (i, ds) in deps.iter().enumerate() {
         for &j in ds {
             dependents[j].push(i);
         }
     }
-    let mut ready: BTreeSet<usize> = (0..services.len())
-        .filter(|&i| waiting_on[i] == 0)
-        .collect();
-    let mut order = Vec::with_capacity(services.len());
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &k in &dependents[i] {
-            waiting_on[k] -= 1;
-            if waiting_on[k] == 0 {
-                ready.insert(k);
-            }
-        }
-    }
-
-    // Services left out are on or behind a cycle. Each set of services on cycles through
-    // each other is reported once, from its first service in file order. A search per
-    // service left out is quadratic at worst, for thousands of services behind a cycle.
-    let mut reported = vec![false; services.len()];
-    for start in (0..services.len()).filter(|&i| waiting_on[i] > 0) {
+    let mut reported = placed;
+    for start in 0..services.len() {
         if reported[start] {
             continue;
         }
@@ -156,7 +146,7 @@ pub(super) fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: 
     };
     let mut seen: Vec<(SocketAddr, &Checked)> = Vec::new();
     for checked in services {
-        let Some(listen) = checked.listen() else {
+        let Some(listen) = checked.raw.expose.value().and_then(|e| e.listen.given()) else {
             continue;
         };
         let addr = *listen.get_ref();
@@ -236,11 +226,7 @@ fn share(
 pub(super) fn check_routes(services: &[Checked], p: &mut Problems) {
     let names: Vec<&str> = services.iter().map(|c| c.service.name.as_str()).collect();
     for c in services {
-        let routes = c
-            .raw
-            .expose
-            .given()
-            .and_then(|e| e.get_ref().routes.value());
+        let routes = c.raw.expose.value().and_then(|e| e.routes.value());
         for t in routes.into_iter().flatten().filter_map(|r| r.to.given()) {
             let to = t.get_ref().as_str();
             if to == c.service.name {

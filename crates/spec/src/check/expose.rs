@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::{each, optional};
+use super::each;
 use crate::keys::{
-    BalanceName, BreakerTable, ExposeTable, FaultTable, OutlierTable, RetriesTable, RouteTable,
-    ToxicTable, ToxicType,
+    BalanceName, BreakerTable, ExposeTable, FaultTable, HedgeTable, OutlierTable, RetriesTable,
+    RouteTable, ToxicTable, ToxicType,
 };
 use crate::model::{
     Balance, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries,
@@ -91,9 +91,7 @@ pub(super) fn expose(
 /// Every policy of `[expose]`; `listen` is left unspecified for the caller to fill in.
 fn policies(raw: &ExposeTable, p: &mut Problems) -> Option<Expose> {
     let balance = balance(raw, p);
-    let hedge = raw.hedge.given().map(|h| h.get_ref().build());
-    let rate_limit = raw.rate_limit.given().map(|r| {
-        let r = r.get_ref();
+    let rate_limit = raw.rate_limit.built(|r| {
         let rate = r.rate.get()?;
         Some(RateLimit {
             rate,
@@ -117,11 +115,11 @@ fn policies(raw: &ExposeTable, p: &mut Problems) -> Option<Expose> {
         request_id_header: raw.request_id_header.get()?.to_ascii_lowercase(),
         timeouts: raw.timeouts.value()?.build()?,
         retries: retries(raw.retries.value()?, p)?,
-        hedge: optional(hedge)?,
+        hedge: raw.hedge.built(HedgeTable::build)?,
         outlier: outlier?,
         breaker: breaker(raw.breaker.value()?)?,
         limits: raw.limits.value()?.build()?,
-        rate_limit: optional(rate_limit)?,
+        rate_limit: rate_limit?,
         faults: faults?,
         toxics: toxics?,
         routes: routes?,
@@ -132,7 +130,7 @@ fn policies(raw: &ExposeTable, p: &mut Problems) -> Option<Expose> {
         tls: None,
         passthrough: None,
         upstream_tls: None,
-        auth: optional(raw.auth.given().map(|a| a.get_ref().build()))?,
+        auth: raw.auth.built(crate::keys::AuthTable::build)?,
     })
 }
 
@@ -156,22 +154,20 @@ fn balance(raw: &ExposeTable, p: &mut Problems) -> Option<Balance> {
         BalanceName::LeastRequest => Balance::LeastRequest,
         BalanceName::Weighted => match &raw.weights {
             Field::Absent => {
-                p.push(
+                return p.fail(
                     raw.span.clone(),
                     "balance = \"weighted\" needs `weights = [..]`, one per replica index",
                 );
-                return None;
             }
             w => Balance::Weighted(w.get()?),
         },
         BalanceName::Hash => match &raw.hash_on {
             Field::Absent => {
-                p.push(
+                return p.fail(
                     raw.span.clone(),
                     "balance = \"hash\" needs `hash_on`: \"header:NAME\", \"cookie:NAME\" or \
                      \"client-address\"",
                 );
-                return None;
             }
             h => Balance::Hash(h.get()?),
         },
@@ -182,14 +178,13 @@ fn balance(raw: &ExposeTable, p: &mut Problems) -> Option<Balance> {
 fn outlier(t: &OutlierTable, p: &mut Problems) -> Option<Outlier> {
     let o = t.build()?;
     if o.base_ejection > o.max_ejection {
-        p.push(
+        return p.fail(
             t.span.clone(),
             format!(
                 "outlier `base_ejection` ({:?}) must not exceed `max_ejection` ({:?})",
                 o.base_ejection, o.max_ejection
             ),
         );
-        return None;
     }
     Some(o)
 }
@@ -205,34 +200,26 @@ fn breaker(t: &BreakerTable) -> Option<Breaker> {
 
 /// Exactly one of `delay`, `abort`, `reset`, and `percent` or `header` to say when.
 fn fault(t: &FaultTable, p: &mut Problems) -> Option<Fault> {
-    let chosen = [
-        t.delay.is_present(),
-        t.abort.is_present(),
-        t.reset.is_present(),
-    ];
-    if chosen.iter().filter(|c| **c).count() != 1 {
-        p.push(
+    if super::written_of(&t.written, &["delay", "abort", "reset"]).len() != 1 {
+        return p.fail(
             t.span.clone(),
             format!(
                 "{} needs exactly one of `delay = \"100ms\"`, `abort = 503` or `reset = true`",
                 t.label
             ),
         );
-        return None;
     }
     if !t.percent.is_present() && !t.header.is_present() {
-        p.push(
+        return p.fail(
             t.span.clone(),
             format!("{} needs `percent` (0 to 100) or `header`", t.label),
         );
-        return None;
     }
     if t.reset.get() == Some(false) {
-        p.push(
+        return p.fail(
             t.span.clone(),
             "`reset = false` is not a fault; remove the entry",
         );
-        return None;
     }
     // An invalid key was reported, and the stack is refused: its stand-in goes nowhere.
     let action = match (t.delay.get(), t.abort.get()) {
@@ -295,14 +282,13 @@ fn route(t: &RouteTable, p: &mut Problems) -> Option<Route> {
         }
         (Field::Invalid, _) | (_, Field::Invalid) => return None,
         _ => {
-            p.push(
+            return p.fail(
                 t.span.clone(),
                 format!(
                     "{} needs exactly one of `weight` (percent) or `header = \"NAME: VALUE\"`",
                     t.label
                 ),
             );
-            return None;
         }
     };
     Some(Route {
@@ -315,11 +301,9 @@ fn route(t: &RouteTable, p: &mut Problems) -> Option<Route> {
 impl Expose {
     /// An exposed service with every policy at its declared default.
     pub fn new(listen: SocketAddr) -> Self {
-        let raw: ExposeTable = super::omitted("expose");
-        let built = policies(&raw, &mut Problems::default());
         Expose {
             listen,
-            ..built.expect("the declared defaults are valid")
+            ..super::defaults("expose", policies)
         }
     }
 }
@@ -329,18 +313,16 @@ fn retries(raw: &RetriesTable, p: &mut Problems) -> Option<Retries> {
     let retries = raw.build()?;
     let on_status = retries.retries_on(RetryCondition::Status);
     if !retries.statuses.is_empty() && !on_status {
-        p.push(
+        return p.fail(
             raw.statuses.span().unwrap_or(raw.span.clone()),
             "`statuses` are retried only with \"status\" in `on`; add it: on = [.., \"status\"]",
         );
-        return None;
     }
     if on_status && retries.statuses.is_empty() {
-        p.push(
+        return p.fail(
             raw.on.span().unwrap_or(raw.span.clone()),
             "`on` has \"status\" but `statuses` lists no code; add them, e.g. statuses = [503]",
         );
-        return None;
     }
     Some(retries)
 }

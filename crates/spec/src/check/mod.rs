@@ -31,7 +31,7 @@ use std::path::Path;
 
 use crate::keys::{ApiTable, StackTable};
 use crate::model::{Api, Service, Stack};
-use crate::problem::Problems;
+use crate::problem::{Problems, Span};
 use crate::schema::{Field, Section, Table};
 
 /// Checks the read file into a [`Stack`], recording every problem in `p`. Relative `cwd`
@@ -117,7 +117,7 @@ fn api(raw: &ApiTable, base_dir: &Path, p: &mut Problems) -> Option<Api> {
         && tls.is_none()
         && !listen.ip().is_loopback()
     {
-        p.push(
+        return p.fail(
             v.span(),
             format!(
                 "[api] listen = \"{listen}\" is not a loopback address, and the API would \
@@ -126,17 +126,15 @@ fn api(raw: &ApiTable, base_dir: &Path, p: &mut Problems) -> Option<Api> {
                  \"api.key\" }}] }}` (with `client_ca` for mTLS), or listen on 127.0.0.1"
             ),
         );
-        return None;
     }
     if let Some(v) = raw.client_role.span()
         && tls.as_ref().is_none_or(|t| t.client_ca.is_none())
     {
-        p.push(
+        return p.fail(
             v,
             "[api] client_role is the role of a client known by its certificate; it needs \
              [api.tls] client_ca, the CAs of the client certificates",
         );
-        return None;
     }
     Some(Api {
         listen,
@@ -147,8 +145,7 @@ fn api(raw: &ApiTable, base_dir: &Path, p: &mut Problems) -> Option<Api> {
 
 impl Default for Api {
     fn default() -> Self {
-        api(&omitted("api"), Path::new(""), &mut Problems::default())
-            .expect("the declared defaults are valid")
+        defaults("api", |raw, p| api(raw, Path::new(""), p))
     }
 }
 
@@ -168,12 +165,13 @@ pub(super) fn duplicate_names<'a>(
     }
 }
 
-/// A table left out is `Some(None)`; one that failed is `None`.
-pub(super) fn optional<T>(built: Option<Option<T>>) -> Option<Option<T>> {
-    match built {
-        None => Some(None),
-        Some(t) => t.map(Some),
-    }
+/// The keys among `keys` written in a table, in file order, with their spans.
+pub(super) fn written_of<'a>(
+    written: &'a [(String, Span, Span)],
+    keys: &[&str],
+) -> Vec<&'a (String, Span, Span)> {
+    let wanted = |(k, _, _): &&(String, Span, Span)| keys.contains(&k.as_str());
+    written.iter().filter(wanted).collect()
 }
 
 /// Every entry built (each reports its own problems); `None` if any failed.
@@ -184,10 +182,13 @@ pub(super) fn each<T, U>(list: &Field<Vec<T>>, f: impl FnMut(&T) -> Option<U>) -
     built.into_iter().collect()
 }
 
-/// A table left out, every key at its declared default (for the domain types' defaults).
-pub(crate) fn omitted<S: Section>(name: &str) -> S {
-    S::read(
-        &Table::new(None, 0..0, name.to_owned(), name),
-        &mut Problems::default(),
-    )
+/// What `build` makes of the table `name` left out, every key at its declared default:
+/// the domain types' defaults.
+pub(crate) fn defaults<S: Section, T>(
+    name: &str,
+    build: impl FnOnce(&S, &mut Problems) -> Option<T>,
+) -> T {
+    let mut p = Problems::default();
+    let raw = S::read(&Table::new(None, 0..0, name.to_owned(), name), &mut p);
+    build(&raw, &mut p).expect("the declared defaults are valid")
 }

@@ -5,8 +5,6 @@ use crate::model::{Probe, ProbeAction, ProbeKind};
 use crate::problem::{Problems, backticked};
 use crate::schema::Field;
 
-const ACTIONS: [&str; 3] = ["http", "tcp", "exec"];
-
 pub(super) fn probe(field: &Field<ProbeTable>, kind: ProbeKind, p: &mut Problems) -> Option<Probe> {
     let raw = field.given()?.get_ref();
     let action = action(raw, p);
@@ -16,7 +14,7 @@ pub(super) fn probe(field: &Field<ProbeTable>, kind: ProbeKind, p: &mut Problems
         (kind, raw.success_threshold.given())
         && *v.get_ref() != 1
     {
-        p.push(
+        return p.fail(
             v.span(),
             format!(
                 "`success_threshold` must be 1 for {} probes, found {} (as in Kubernetes, \
@@ -25,7 +23,6 @@ pub(super) fn probe(field: &Field<ProbeTable>, kind: ProbeKind, p: &mut Problems
                 v.get_ref()
             ),
         );
-        return None;
     }
     timed(raw, action?)
 }
@@ -54,34 +51,26 @@ fn action(raw: &ProbeTable, p: &mut Problems) -> Option<ProbeAction> {
              the replica's port, or set `http` or `exec` instead",
         );
     }
-    let keys: Vec<&(String, _, _)> = raw
-        .written
-        .iter()
-        .filter(|(k, _, _)| ACTIONS.contains(&k.as_str()))
-        .collect();
+    let keys = super::written_of(&raw.written, &["http", "tcp", "exec"]);
     match keys.as_slice() {
-        [] => {
-            p.push(
-                raw.span.clone(),
-                format!(
-                    "no probe action in {}; set exactly one of `http = \"/path\"`, \
-                     `tcp = true` or `exec = [\"cmd\", \"arg\"]`",
-                    raw.label
-                ),
-            );
-            None
-        }
+        [] => p.fail(
+            raw.span.clone(),
+            format!(
+                "no probe action in {}; set exactly one of `http = \"/path\"`, \
+                 `tcp = true` or `exec = [\"cmd\", \"arg\"]`",
+                raw.label
+            ),
+        ),
         [_, (_, second, _), ..] => {
             let names: Vec<&str> = keys.iter().map(|(k, _, _)| k.as_str()).collect();
-            p.push(
+            p.fail(
                 second.clone(),
                 format!(
                     "more than one probe action in {} ({}); set exactly one",
                     raw.label,
                     backticked(&names)
                 ),
-            );
-            None
+            )
         }
         // `None` below means the one action was invalid, which was reported already.
         [_] => {
@@ -99,6 +88,6 @@ impl Probe {
     /// Startup polls faster (250ms) and tolerates 120 failures: 30 s to come up, during
     /// which liveness does not run, so a slow start is not mistaken for a crash loop.
     pub fn defaults(kind: ProbeKind, action: ProbeAction) -> Probe {
-        timed(&super::omitted(kind.as_str()), action).expect("the declared defaults are valid")
+        super::defaults(kind.as_str(), |raw, _| timed(raw, action))
     }
 }

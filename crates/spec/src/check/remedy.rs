@@ -82,13 +82,12 @@ fn remediation(
         .collect();
     let trigger = trigger?;
     if actions.is_empty() {
-        p.push(
+        return p.fail(
             raw.actions.span().unwrap_or(raw.span.clone()),
             format!(
                 "{label}: `do` lists no action; add at least one, such as {{ action = \"restart-service\" }}"
             ),
         );
-        return None;
     }
     let guards = Guards {
         limit: raw.limit.get()?,
@@ -136,7 +135,7 @@ fn trigger(
     .filter_map(|(k, present)| present.then_some(k))
     .collect();
     if given.len() != 1 {
-        p.push(
+        return p.fail(
             w.span.clone(),
             format!(
                 "{}: a trigger is exactly one of `alert`, `event`, `anomaly`, `probe` or \
@@ -149,7 +148,6 @@ fn trigger(
                 }
             ),
         );
-        return None;
     }
     let only = |key: &str, span: Option<crate::problem::Span>, with: &str, p: &mut Problems| {
         if let Some(span) = span {
@@ -184,27 +182,25 @@ fn trigger(
     }
     let metric = w.metric.get()?;
     if !has_service {
-        p.push(
+        return p.fail(
             w.metric.span().unwrap_or(w.span.clone()),
             format!(
                 "{}: a `metric` trigger measures one service; add `service = \"NAME\"`",
                 label
             ),
         );
-        return None;
     }
     let bound = match (w.above.get(), w.below.get()) {
         (Some(a), None) => Bound::Above(a),
         (None, Some(b)) => Bound::Below(b),
         _ => {
-            p.push(
+            return p.fail(
                 w.metric.span().unwrap_or(w.span.clone()),
                 format!(
                     "{}: a `metric` trigger needs exactly one of `above` or `below`",
                     label
                 ),
             );
-            return None;
         }
     };
     Some(Trigger::Metric {
@@ -292,18 +288,17 @@ fn scale(
         (Some(n), None) => ScaleTo::Count(n),
         (None, Some(s)) => ScaleTo::By(s),
         _ => {
-            p.push(
+            return p.fail(
                 raw.span.clone(),
                 format!("{label}: action `scale` needs exactly one of `to` or `step`"),
             );
-            return None;
         }
     };
     let target = service.as_deref().or(when_service);
     if target.is_none()
         && let Some(auto) = services.iter().find(|s| s.autoscale.is_some())
     {
-        p.push(
+        return p.fail(
             raw.span.clone(),
             format!(
                 "{label}: a `scale` action with no `service` scales whichever service \
@@ -312,21 +307,19 @@ fn scale(
                 auto.name
             ),
         );
-        return None;
     }
     if let Some(name) = target
         && services
             .iter()
             .any(|s| s.name == *name && s.autoscale.is_some())
     {
-        p.push(
+        return p.fail(
             raw.span.clone(),
             format!(
                 "{label}: service `{name}` is autoscaled, so its autoscaler would undo \
                  a `scale` action; change [services.{name}.autoscale] instead"
             ),
         );
-        return None;
     }
     Some(Action::Scale { service, to })
 }
@@ -335,18 +328,17 @@ fn switch(raw: &ActionTable, label: &str, switches: &[Switch], p: &mut Problems)
     let name = raw.switch.given();
     if name.is_none() || !raw.state.is_present() {
         let key = if name.is_none() { "switch" } else { "state" };
-        p.push(
+        return p.fail(
             raw.span.clone(),
             format!("{label}: action `switch` needs `{key}`"),
         );
-        return None;
     }
     let name = name?;
     if !switches.iter().any(|s| s.name == *name.get_ref()) {
         let hint = suggest(name.get_ref(), switches.iter().map(|s| s.name.as_str()))
             .map(|s| format!("did you mean `{s}`? "))
             .unwrap_or_default();
-        p.push(
+        return p.fail(
             name.span(),
             format!(
                 "{label}: unknown switch `{}`; {hint}declare it with a [switches.{}] table",
@@ -354,7 +346,6 @@ fn switch(raw: &ActionTable, label: &str, switches: &[Switch], p: &mut Problems)
                 name.get_ref()
             ),
         );
-        return None;
     }
     Some(Action::Switch {
         name: name.get_ref().clone(),
@@ -414,27 +405,25 @@ pub(super) fn autoscale(
         return None; // the one target is invalid, and was reported
     }
     let [target] = targets[..] else {
-        p.push(
+        return p.fail(
             a.span.clone(),
             format!(
                 "{}: give exactly one target: `in_flight`, `request_rate`, `cpu` or `latency_p99`",
                 a.label
             ),
         );
-        return None;
     };
     let (min, max) = (a.min.get()?, a.max.get()?);
     if min > max {
-        p.push(
+        return p.fail(
             a.min.span().or(a.max.span()).unwrap_or(a.span.clone()),
             format!("{}: min = {min} is more than max = {max}", a.label),
         );
-        return None;
     }
     if let Some(r) = replicas
         && !(min..=max).contains(&r)
     {
-        p.push(
+        return p.fail(
             a.span.clone(),
             format!(
                 "{}: the service starts with replicas = {r}, outside min = {min} and max = {max}; \
@@ -442,7 +431,6 @@ pub(super) fn autoscale(
                 a.label
             ),
         );
-        return None;
     }
     Some(Autoscale {
         min,

@@ -1,6 +1,5 @@
 //! `[services.NAME]`: one service, its restart rules and environment.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use toml::Spanned;
@@ -15,13 +14,6 @@ pub(super) struct Checked<'a> {
     pub raw: &'a ServiceTable,
     /// The SNI names claimed on `listen` when TLS is passed through.
     pub sni: Option<super::tls::SniClaims>,
-}
-
-impl Checked<'_> {
-    /// `expose.listen` as written.
-    pub fn listen(&self) -> Option<&Spanned<SocketAddr>> {
-        self.raw.expose.given()?.get_ref().listen.given()
-    }
 }
 
 pub(super) fn service<'a>(

@@ -30,14 +30,13 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
             return Some(percent_to_fraction(v));
         }
         let percent = clean_number(v * 100.0);
-        p.push(
+        p.fail(
             o.span(),
             format!(
                 "`objective` is a percentage: {v} means {v} % of requests; for {percent} % write \
                  objective = {percent}"
             ),
-        );
-        None
+        )
     });
     let period = raw.period.get().filter(|d| {
         if *d >= MIN_PERIOD {
@@ -55,23 +54,20 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
         }
         false
     });
-    let kind = match raw.kind.get() {
-        None => None,
-        Some(SloKindName::Availability) => {
+    let kind = match raw.kind.get()? {
+        SloKindName::Availability => {
             if let Some(t) = raw.threshold.span() {
-                p.push(
+                return p.fail(
                     t,
                     "`threshold` is only for latency SLOs (kind = \"latency\"); an availability \
                      SLO counts failed requests, whatever their latency",
                 );
-                None
-            } else {
-                Some(SloKind::Availability {
-                    count_429: raw.count_429_as_error.get()?,
-                })
+            }
+            SloKind::Availability {
+                count_429: raw.count_429_as_error.get()?,
             }
         }
-        Some(SloKindName::Latency) => {
+        SloKindName::Latency => {
             if let Some(c) = raw.count_429_as_error.span() {
                 p.push(
                     c,
@@ -90,14 +86,14 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
                     ),
                 );
             }
-            raw.threshold
-                .get()
-                .map(|threshold| SloKind::Latency { threshold })
+            SloKind::Latency {
+                threshold: raw.threshold.get()?,
+            }
         }
     };
     Some(Slo {
         name: raw.name.get()?,
-        kind: kind?,
+        kind,
         objective: objective?,
         period: period?,
         alerts: slo_alerts(raw.alerts.value()?)?,
@@ -119,7 +115,7 @@ fn slo_alerts(raw: &SloAlertsTable) -> Option<SloAlerts> {
 
 impl Default for SloAlerts {
     fn default() -> Self {
-        slo_alerts(&super::omitted("alerts")).expect("the declared defaults are valid")
+        super::defaults("alerts", |raw, _| slo_alerts(raw))
     }
 }
 

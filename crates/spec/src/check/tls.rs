@@ -156,14 +156,13 @@ fn tls(t: &TlsTable, base_dir: &Path, p: &mut Problems) -> Option<Tls> {
         return None;
     };
     if list.is_empty() {
-        p.push(
+        return p.fail(
             t.certificates.span().unwrap_or(t.span.clone()),
             format!(
                 "{} needs at least one certificate in `certificates`",
                 t.label
             ),
         );
-        return None;
     }
     let files: Option<Vec<CertFiles>> = list
         .iter()
@@ -185,10 +184,7 @@ fn tls(t: &TlsTable, base_dir: &Path, p: &mut Problems) -> Option<Tls> {
             let path = base_dir.join(ca.get_ref());
             match crate::pem::certificates(&path) {
                 Ok(_) => Some(Some(path)),
-                Err(e) => {
-                    p.push(ca.span(), format!("{}: {e}", t.label));
-                    None
-                }
+                Err(e) => p.fail(ca.span(), format!("{}: {e}", t.label)),
             }
         }
         None => {
@@ -221,29 +217,26 @@ pub(super) fn upstream_tls(
     let ca = file(&t.ca);
     let ca = match (ca, insecure) {
         (None, false) => {
-            p.push(
+            return p.fail(
                 t.span.clone(),
                 format!(
                     "{} needs `ca` (the CAs of the replicas' certificates) or `insecure_skip_verify = true`",
                     t.label
                 ),
             );
-            return None;
         }
         (Some((span, _)), true) => {
-            p.push(
+            return p.fail(
                 span,
                 format!(
                     "{}: `insecure_skip_verify = true` verifies nothing, so `ca` would be unused; remove one",
                     t.label
                 ),
             );
-            return None;
         }
         (Some((span, path)), false) => {
             if let Err(e) = crate::pem::certificates(&path) {
-                p.push(span, format!("{}: {e}", t.label));
-                return None;
+                return p.fail(span, format!("{}: {e}", t.label));
             }
             Some(path)
         }
@@ -260,11 +253,10 @@ pub(super) fn upstream_tls(
             Some(CertFiles { cert, key })
         }
         _ => {
-            p.push(
+            return p.fail(
                 t.span.clone(),
                 format!("{} needs both `cert` and `key`, or neither", t.label),
             );
-            return None;
         }
     };
     Some(UpstreamTls {

@@ -70,8 +70,7 @@ fn wrong<T>(
     at: &At<'_>,
     p: &mut Problems,
 ) -> Option<T> {
-    p.push(v.span(), wrong_type(&kind.shape().expected(), v, at));
-    None
+    p.fail(v.span(), wrong_type(&kind.shape().expected(), v, at))
 }
 
 /// The one wording of a wrong TOML type: "`key` must be EXPECTED, found a TYPE".
@@ -135,11 +134,6 @@ pub(crate) fn checked_default<T, K: Kind<Out = T>>(
     omitted
 }
 
-/// `kind`'s description; the type parameter pins what it reads into.
-pub(crate) fn shape_of<T, K: Kind<Out = T>>(kind: &K) -> Shape {
-    kind.shape()
-}
-
 /// A string.
 pub(crate) struct Str {
     non_empty: bool,
@@ -188,12 +182,10 @@ impl Kind for Str {
             if self.quote_hint {
                 message.push_str(&format!("; quote it: {} = \"{shown}\"", at.key));
             }
-            p.push(v.span(), message);
-            return None;
+            return p.fail(v.span(), message);
         };
         if self.non_empty && s.is_empty() {
-            p.push(v.span(), format!("{} must not be empty", at.what));
-            return None;
+            return p.fail(v.span(), format!("{} must not be empty", at.what));
         }
         Some(s.to_owned())
     }
@@ -278,11 +270,10 @@ impl<T: TryFrom<i64>> Kind for Int<T> {
             Some(Err(text)) => (text, false),
         };
         let range = range_words(self.min, self.max, low);
-        p.push(
+        p.fail(
             v.span(),
             format!("{} must be {range}, found {shown}", at.what),
-        );
-        None
+        )
     }
     fn shape(&self) -> Shape {
         Shape::Int {
@@ -366,11 +357,10 @@ impl Kind for NumberRange {
         } else {
             format!(" ({})", self.unit)
         };
-        p.push(
+        p.fail(
             v.span(),
             format!("{} must be {}{unit}, found {n}", at.what, self.words()),
-        );
-        None
+        )
     }
     fn shape(&self) -> Shape {
         Shape::Number(*self)
@@ -440,8 +430,7 @@ impl Kind for Dur {
                 format!("{} must be {DURATION}, found {text:?} ({why})", at.what)
             }
         };
-        p.push(v.span(), message);
-        None
+        p.fail(v.span(), message)
     }
     fn shape(&self) -> Shape {
         Shape::Duration {
@@ -515,11 +504,10 @@ fn read_form<T>(
         );
         return Some(t);
     }
-    p.push(
+    p.fail(
         v.span(),
         format!("{} must be {form}, found {s:?}{more}", at.what),
-    );
-    None
+    )
 }
 
 /// A string with a form of its own (a path, a URL, `"header:NAME"`), parsed by `parse`.
@@ -592,27 +580,19 @@ impl<K: Kind> Kind for List<K> {
                     ));
                 }
             }
-            p.push(v.span(), message);
-            return None;
+            return p.fail(v.span(), message);
         };
         if items.is_empty() && !self.non_empty.is_empty() {
-            p.push(
+            return p.fail(
                 v.span(),
                 format!("{} must not be empty: {}", at.what, self.non_empty),
             );
-            return None;
         }
         let what = format!("elements of `{}`", at.key);
         let inner = At { what: &what, ..*at };
-        let mut out = Vec::new();
-        let mut ok = true;
-        for item in items.iter() {
-            match self.item.read(item, &inner, p) {
-                Some(x) => out.push(x),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
+        // Every element is read (and its problem reported) before one failure fails all.
+        let read: Vec<_> = items.iter().map(|i| self.item.read(i, &inner, p)).collect();
+        read.into_iter().collect()
     }
     fn shape(&self) -> Shape {
         Shape::List(Box::new(self.item.shape()))
@@ -709,8 +689,7 @@ fn read_table<S: Section>(
 ) -> Option<S> {
     let DeValue::Table(map) = v.get_ref() else {
         let at = At { what, ..*at };
-        p.push(v.span(), wrong_type(&format!("a table ({label})"), v, &at));
-        return None;
+        return p.fail(v.span(), wrong_type(&format!("a table ({label})"), v, &at));
     };
     let mut t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
     t.label = label;
@@ -731,8 +710,7 @@ impl<S: Section> Kind for Subs<S> {
         let DeValue::Array(items) = v.get_ref() else {
             // `[services.web.slo]` (one table) is the likely slip: say how to write it.
             let expected = format!("an array of tables ([[{}]])", at.path);
-            p.push(v.span(), wrong_type(&expected, v, at));
-            return None;
+            return p.fail(v.span(), wrong_type(&expected, v, at));
         };
         let what = format!("each entry of `{}`", at.key);
         let label = format!("[[{}]]", at.path);
@@ -763,8 +741,7 @@ impl<K: Kind> Kind for Map<K> {
             if matches!(self.value.shape(), Shape::Table(_)) {
                 expected.push_str(&format!(" ([{}.{}])", at.path, self.name));
             }
-            p.push(v.span(), wrong_type(&expected, v, at));
-            return None;
+            return p.fail(v.span(), wrong_type(&expected, v, at));
         };
         let mut entries: Vec<_> = map.iter().collect();
         entries.sort_by_key(|(k, _)| k.span().start);

@@ -56,6 +56,15 @@ impl<T> Field<T> {
         }
     }
 
+    /// `build` of the value written in the file: a key left out (or invalid, and reported)
+    /// is `Some(None)`; one that failed to build is `None`.
+    pub fn built<U>(&self, build: impl FnOnce(&T) -> Option<U>) -> Option<Option<U>> {
+        match self.given() {
+            None => Some(None),
+            Some(v) => build(v.get_ref()).map(Some),
+        }
+    }
+
     /// The value's span, if written in the file.
     pub fn span(&self) -> Option<crate::problem::Span> {
         self.given().map(Spanned::span)
@@ -272,9 +281,7 @@ macro_rules! section {
 
         $(impl $Default for $Domain {
             fn default() -> Self {
-                $crate::check::omitted::<$Name>("")
-                    .build()
-                    .expect("the declared defaults are valid")
+                $crate::check::defaults("", |raw: &$Name, _| raw.build())
             }
         })?
     };
@@ -307,11 +314,10 @@ macro_rules! section {
             const DOC: &'static [&'static str] = &[$($tdoc),*];
 
             fn read(t: &$crate::schema::Table<'_, '_>, p: &mut $crate::problem::Problems) -> Self {
-                t.check_keys(&[$($crate::section!(@name $field $($toml)?)),*], p);
                 $Name {
                     span: t.span.clone(),
                     label: t.label.clone(),
-                    written: t.written(),
+                    written: t.written(&[$($crate::section!(@name $field $($toml)?)),*], p),
                     $( $field: t.read(
                         $crate::section!(@name $field $($toml)?),
                         &$kind,
@@ -322,17 +328,20 @@ macro_rules! section {
             }
 
             fn keys() -> Vec<$crate::schema::Key> {
-                vec![$( $crate::schema::Key {
-                    name: $crate::section!(@name $field $($toml)?),
-                    doc: &[$($doc),*],
-                    shape: $crate::schema::shape_of::<$ty, _>(&$kind),
-                    default: $crate::schema::checked_default::<$ty, _>(
-                        stringify!($Name),
-                        $crate::section!(@name $field $($toml)?),
-                        &$kind,
-                        $crate::schema::Omitted::from($default),
-                    ),
-                    since: $crate::section!(@since $($since)?),
+                vec![$( {
+                    let kind = $kind;
+                    $crate::schema::Key {
+                        name: $crate::section!(@name $field $($toml)?),
+                        doc: &[$($doc),*],
+                        shape: $crate::schema::Kind::shape(&kind),
+                        default: $crate::schema::checked_default::<$ty, _>(
+                            stringify!($Name),
+                            $crate::section!(@name $field $($toml)?),
+                            &kind,
+                            $crate::schema::Omitted::from($default),
+                        ),
+                        since: $crate::section!(@since $($since)?),
+                    }
                 } ),*]
             }
         }

@@ -35,36 +35,23 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
-    /// Reports every key not in `known` (not just the first), at the key.
-    pub fn check_keys(&self, known: &[&str], p: &mut Problems) {
-        let Some(map) = self.map else { return };
+    /// The keys written, in file order, with the spans of the key and of its value. Every
+    /// key not in `known` is reported (not just the first), at the key.
+    pub fn written(&self, known: &[&str], p: &mut Problems) -> Vec<(String, Span, Span)> {
         let place = if self.path.is_empty() {
             self.label.clone()
         } else {
             format!("in {}", self.label)
         };
-        for key in map.keys() {
-            let key_str: &str = key.get_ref();
-            if !known.contains(&key_str) {
-                p.push(
-                    key.span(),
-                    format!(
-                        "unknown field `{key_str}` {place}{}",
-                        hint(key_str, known, "expected one of")
-                    ),
-                );
+        let mut keys = Vec::new();
+        for (k, v) in self.map.iter().flat_map(|m| m.iter()) {
+            let key: &str = k.get_ref();
+            if !known.contains(&key) {
+                let hint = hint(key, known, "expected one of");
+                p.push(k.span(), format!("unknown field `{key}` {place}{hint}"));
             }
+            keys.push((key.to_owned(), k.span(), v.span()));
         }
-    }
-
-    /// The keys written, in file order, with the spans of the key and of its value.
-    pub fn written(&self) -> Vec<(String, Span, Span)> {
-        let mut keys: Vec<(String, Span, Span)> = self
-            .map
-            .iter()
-            .flat_map(|m| m.iter())
-            .map(|(k, v)| (k.get_ref().to_string(), k.span(), v.span()))
-            .collect();
         keys.sort_by_key(|(_, s, _)| s.start);
         keys
     }
