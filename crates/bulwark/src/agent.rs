@@ -160,6 +160,11 @@ pub struct Membership {
 }
 
 impl Agent {
+    /// This node's name (`--node`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// The election of the `[leader]` services: cluster-wide, in etcd. It grants terms
     /// once the node is registered ([`join`](Self::join)).
     pub fn election(&self) -> Arc<dyn store::Election> {

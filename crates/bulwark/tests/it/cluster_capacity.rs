@@ -77,6 +77,15 @@ fn replicas_fill_declared_capacity_and_the_one_left_over_is_unplaced_with_the_re
         c.start_agent(i);
     }
     three_alive(&c);
+    // Every event an agent publishes says which node it comes from.
+    for i in 0..3 {
+        let events = c.events(i);
+        let from = format!("h{i}");
+        assert!(
+            !events.is_empty() && events.iter().all(|e| e["origin"] == from.as_str()),
+            "{events:?}"
+        );
+    }
     apply(&c, "four.toml", &stack(4));
     // One replica per node: a second 64 MiB does not fit in 100 MiB.
     let placed = eventually("3 replicas placed", Duration::from_secs(30), || {
