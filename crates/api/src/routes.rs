@@ -296,6 +296,7 @@ impl Follow {
                             );
                             let gap = bus::Event {
                                 seq: 0,
+                                origin: None,
                                 at_ms: std::time::SystemTime::now()
                                     .duration_since(std::time::UNIX_EPOCH)
                                     .map_or(0, |d| d.as_millis() as u64),

@@ -22,6 +22,7 @@ use crate::cli::{AgentArgs, UpArgs};
 /// `bulwark agent`.
 pub async fn run(args: AgentArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let labels = parse_labels(&args.labels)?;
+    let capacity = crate::capacity::parse(&args.capacity, crate::capacity::detect())?;
     cluster::keys::check_name("--node", &args.node)?;
     let (etcd, keys) = crate::cluster_cmd::connect(&args.etcd).await?;
     let state_dir = state_dir.unwrap_or_else(api::state_dir::default_dir);
@@ -88,6 +89,7 @@ pub async fn run(args: AgentArgs, state_dir: Option<PathBuf>) -> anyhow::Result<
         keys,
         node: args.node,
         labels,
+        capacity,
         ttl: *args.ttl,
         mine,
         election,
@@ -133,6 +135,7 @@ pub struct Agent {
     keys: cluster::Keys,
     node: String,
     labels: BTreeMap<String, String>,
+    capacity: cluster::Capacity,
     ttl: std::time::Duration,
     mine: crate::placed::Shared,
     election: Arc<cluster::EtcdElection>,
@@ -157,6 +160,11 @@ pub struct Membership {
 }
 
 impl Agent {
+    /// This node's name (`--node`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// The election of the `[leader]` services: cluster-wide, in etcd. It grants terms
     /// once the node is registered ([`join`](Self::join)).
     pub fn election(&self) -> Arc<dyn store::Election> {
@@ -180,6 +188,7 @@ impl Agent {
             api: api.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at_ms: bus::now_ms(),
+            capacity: Some(self.capacity),
         };
         let options = cluster::RegistrationOptions { ttl: self.ttl };
         let registration = Registration::start(&self.etcd, &self.keys, record, options).await?;

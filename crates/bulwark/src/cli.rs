@@ -50,10 +50,20 @@ pub enum Command {
         #[arg(short = 'f', long = "file", value_hint = ValueHint::FilePath)]
         file: PathBuf,
     },
-    /// Show every replica's state.
+    /// Show every replica's state; with --etcd, every node's replicas cluster-wide, read
+    /// from etcd (no agent's API needed).
     Status {
         #[arg(long)]
         json: bool,
+        /// Cluster mode: etcd's client URLs, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        etcd: Vec<String>,
+        /// Cluster mode: the cluster's name.
+        #[arg(long, env = "BULWARK_CLUSTER", default_value = "default")]
+        cluster: String,
+        /// Cluster mode: how long to wait for etcd before giving up.
+        #[arg(long, default_value = "5s", requires = "etcd")]
+        etcd_timeout: humantime::Duration,
     },
     /// The on-call view in the terminal, live: every replica (state, readiness, pid,
     /// restarts, last exit, age) under its service's ready/desired count, firing alerts,
@@ -600,6 +610,11 @@ pub struct AgentArgs {
     /// This node's labels, for placement: `zone=a,disk=ssd`.
     #[arg(long, value_delimiter = ',')]
     pub labels: Vec<String>,
+    /// What the replicas placed here may request in all: `cpu=2,memory=4GiB` (cores,
+    /// sizes as in the stack file); a key left out is the machine's (its CPUs and memory,
+    /// within bulwark's cgroup limits).
+    #[arg(long, value_delimiter = ',')]
+    pub capacity: Vec<String>,
     /// Where the agent serves its API (as `[api] listen`; a loopback address unless the
     /// API has TLS).
     #[arg(long)]

@@ -19,7 +19,7 @@ use crate::status_view::{describe_event, print_status};
 pub async fn run(cmd: Command, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let client = Client::discover(&state_dir.unwrap_or_else(api::state_dir::default_dir))?;
     match cmd {
-        Command::Status { json } => {
+        Command::Status { json, .. } => {
             let body = client.get("/v1/status").await?;
             if json {
                 outln!("{}", String::from_utf8_lossy(&body));

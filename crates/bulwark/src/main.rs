@@ -4,10 +4,12 @@
 mod agent;
 mod backup_cmd;
 mod backups;
+mod capacity;
 mod chaos_cmd;
 mod chaos_host;
 mod cli;
 mod cluster_cmd;
+mod cluster_status;
 mod commands;
 mod containers;
 mod endpoints_pub;
@@ -98,6 +100,19 @@ fn main() -> ExitCode {
         }
         Command::Nodes { etcd, json } => {
             tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(cluster_cmd::nodes(etcd, json)))
+        }
+        Command::Status {
+            json,
+            etcd,
+            cluster,
+            etcd_timeout,
+        } if !etcd.is_empty() => {
+            let args = cli::EtcdArgs {
+                etcd,
+                cluster,
+                etcd_timeout,
+            };
+            tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(cluster_status::run(args, json)))
         }
         Command::Apply(args) => {
             tokio_runtime(Some(1), true).and_then(|rt| rt.block_on(cluster_cmd::apply(args)))

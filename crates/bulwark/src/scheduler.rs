@@ -46,6 +46,8 @@ struct Memory {
     /// which etcd revision (the watch may not have shown it yet).
     held: Option<i64>,
     written: Option<(i64, Placements)>,
+    /// The unplaced replicas' reasons etcd holds, as far as this term knows (read once).
+    unplaced: Option<Vec<String>>,
     /// This node's lease went unanswered since the last pass that could decide.
     cut_off: bool,
     /// Until when lost nodes keep their replicas (the settling window after an outage).
@@ -117,6 +119,7 @@ impl Scheduler {
         if memory.held != Some(token) {
             memory.held = Some(token);
             memory.written = None;
+            memory.unplaced = None;
             tracing::info!(node = %self.node, token, "this agent is the cluster's scheduler");
             self.bus.publish(EventKind::SchedulerElected {
                 node: self.node.clone(),
@@ -133,20 +136,56 @@ impl Scheduler {
         };
         let services = memory.services.as_ref().map_or(&[][..], |s| &s.list[..]);
         let decision = decide(&state, services, &current, memory.settling.is_some());
-        let new = placements_of(&decision);
-        if new == current {
+        self.store(memory, token, revision, &current, &decision)
+            .await
+    }
+
+    /// Writes what `decision` changed (the placement, the unplaced replicas' reasons) and
+    /// announces it; nothing when nothing changed.
+    async fn store(
+        &self,
+        memory: &mut Memory,
+        token: i64,
+        revision: u64,
+        current: &Placements,
+        decision: &Decision,
+    ) -> anyhow::Result<()> {
+        let new = placements_of(decision);
+        let reasons: Vec<String> = decision.unplaced.iter().map(ToString::to_string).collect();
+        if memory.unplaced.is_none() {
+            memory.unplaced = Some(schedule::unplaced(&self.etcd, &self.keys).await?.replicas);
+        }
+        let reasons_changed = memory.unplaced.as_ref() != Some(&reasons);
+        if new == *current && !reasons_changed {
             return Ok(());
         }
-        let written =
-            schedule::write_placements(&self.etcd, &self.keys, token, &current, &new).await?;
-        let Some(at) = written else {
-            tracing::warn!(node = %self.node, "lost the scheduler key before writing; not scheduling");
-            memory.held = None;
-            return Ok(());
-        };
-        memory.written = Some((at, new));
-        self.announce(revision, &decision);
+        if new != *current {
+            let written =
+                schedule::write_placements(&self.etcd, &self.keys, token, current, &new).await?;
+            let Some(at) = written else {
+                self.lost_key(memory);
+                return Ok(());
+            };
+            memory.written = Some((at, new));
+        }
+        if reasons_changed {
+            let unplaced = schedule::Unplaced {
+                stack_revision: revision,
+                replicas: reasons,
+            };
+            if !schedule::write_unplaced(&self.etcd, &self.keys, token, &unplaced).await? {
+                self.lost_key(memory);
+                return Ok(());
+            }
+            memory.unplaced = Some(unplaced.replicas);
+        }
+        self.announce(revision, decision);
         Ok(())
+    }
+
+    fn lost_key(&self, memory: &mut Memory) {
+        tracing::warn!(node = %self.node, "lost the scheduler key before writing; not scheduling");
+        memory.held = None;
     }
 
     /// Reads the stack's services at `revision` from etcd, once per revision.
@@ -207,8 +246,7 @@ fn decide(
             labels: n.record.labels.clone(),
             alive: n.state == NodeState::Alive
                 || (settling && current.values().any(|on| *on == n.record.name)),
-            // Agents declare no capacity yet: requests never fill a node.
-            capacity: place::Resources::UNLIMITED,
+            capacity: n.record.resources(),
         })
         .collect();
     let current: place::Placement = current
@@ -241,7 +279,7 @@ fn services_of(stack: &spec::Stack) -> Vec<place::Service> {
             place::Service {
                 name: s.name.clone(),
                 replicas: s.replicas,
-                request: place::Resources::default(),
+                request: request_of(s),
                 rules: place::Rules {
                     spread: rules.spread.clone(),
                     constraints: rules
@@ -262,6 +300,16 @@ fn services_of(stack: &spec::Stack) -> Vec<place::Service> {
             }
         })
         .collect()
+}
+
+/// What one replica of `service` takes of its node's capacity: its
+/// `[services.NAME.resources]` `cpu` and `memory` (none when unset).
+pub fn request_of(service: &spec::Service) -> place::Resources {
+    let r = &service.resources;
+    place::Resources {
+        cpu_millis: r.cpu.map_or(0, |c| (c * 1000.0).round() as u64),
+        memory: r.memory.unwrap_or(0),
+    }
 }
 
 /// `web/2 h2 -> h0 (node lost)`.
@@ -305,6 +353,7 @@ mod tests {
                     api: String::new(),
                     version: String::new(),
                     started_at_ms: 0,
+                    capacity: None,
                 };
                 s.nodes
                     .insert((*name).to_owned(), cluster::NodeInfo { record, state });
@@ -341,5 +390,34 @@ mod tests {
         );
         let after = placements_of(&d);
         assert!(after.values().all(|n| n == "a" || n == "b"), "{after:?}");
+    }
+
+    #[test]
+    fn node_capacity_and_replica_requests_leave_a_replica_unplaced_with_the_reason() {
+        let text = "[services.web]\nrun = [\"x\"]\nreplicas = 4\n\
+                    [services.web.resources]\nmemory = \"64MiB\"\ncpu = 0.5\n";
+        let stack = spec::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let services = services_of(&stack);
+        assert_eq!(services[0].request.memory, 64 << 20);
+        assert_eq!(services[0].request.cpu_millis, 500);
+        let mut s = state(&["a", "b", "c"], &[]);
+        for n in s.nodes.values_mut() {
+            n.record.capacity = Some(cluster::Capacity {
+                cpu_millis: 2000,
+                memory: 100 << 20,
+            });
+        }
+        let d = decide(&s, &services, &Placements::new(), false);
+        let counts: Vec<usize> = by_node(&placements_of(&d)).values().map(Vec::len).collect();
+        assert_eq!(counts, [1, 1, 1]);
+        let why: Vec<String> = d.unplaced.iter().map(ToString::to_string).collect();
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(
+            why[0].starts_with("web/3 has no node") && why[0].contains("lack free capacity"),
+            "{why:?}"
+        );
+        // Records without a capacity (older agents) take everything.
+        let unlimited = decide(&state(&["a"], &[]), &services, &Placements::new(), false);
+        assert!(unlimited.unplaced.is_empty());
     }
 }

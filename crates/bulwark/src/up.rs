@@ -227,6 +227,9 @@ pub async fn serve(
     .with_context(|| format!("cannot open the journal {}", journal_path.display()))?;
     let events = std::mem::take(&mut restored.events);
     let bus = Arc::new(Bus::with_history(EVENT_HISTORY, events));
+    if let Some(agent) = &agent {
+        bus.set_origin(agent.node());
+    }
     let persisted = journal.persisted();
     let journal_watermark = journal.persisted();
     let _journal_writer = journal.spawn_event_writer(bus.clone());

@@ -1,5 +1,5 @@
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -11,6 +11,11 @@ pub struct Event {
     pub seq: u64,
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// The node whose agent published it (`bulwark agent --node`), so events gathered from
+    /// several machines say where they happened; none under `bulwark up`. (`origin`, not
+    /// `node`: the node events' own `node` is the node they are about.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,
@@ -624,6 +629,7 @@ pub enum EventKind {
 pub struct Bus {
     inner: Mutex<History>,
     tx: broadcast::Sender<Arc<Event>>,
+    origin: OnceLock<String>,
 }
 
 struct History {
@@ -666,7 +672,14 @@ impl Bus {
                 capacity,
             }),
             tx,
+            origin: OnceLock::new(),
         }
+    }
+
+    /// Stamps every event published from now on with `node`, the node of the cluster
+    /// agent this bus belongs to; once (a later call is ignored).
+    pub fn set_origin(&self, node: &str) {
+        let _ = self.origin.set(node.to_owned());
     }
 
     /// Stamps `kind` with the next sequence number and the wall-clock time, keeps it in
@@ -680,6 +693,7 @@ impl Bus {
         let event = Arc::new(Event {
             seq: h.next_seq,
             at_ms,
+            origin: self.origin.get().cloned(),
             kind,
         });
         h.next_seq += 1;
@@ -780,6 +794,25 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agents_events_carry_its_node_and_older_events_read_without_one() {
+        let bus = Bus::new(8);
+        let before = bus.publish(EventKind::StackStopping);
+        assert_eq!(before.origin, None);
+        assert!(!serde_json::to_string(&*before).unwrap().contains("origin"));
+        bus.set_origin("h0");
+        bus.set_origin("h1");
+        let after = bus.publish(EventKind::StackStopped);
+        assert_eq!(after.origin.as_deref(), Some("h0"));
+        let json = serde_json::to_value(&*after).unwrap();
+        assert_eq!(json["origin"], "h0");
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back.origin.as_deref(), Some("h0"));
+        let old: Event =
+            serde_json::from_str(r#"{"seq":1,"at_ms":2,"type":"stack_stopped"}"#).unwrap();
+        assert_eq!(old.origin, None);
+    }
 
     #[tokio::test]
     async fn subscriber_sees_backlog_then_live_without_gap() {

@@ -444,7 +444,7 @@ async fn until_free(etcd: Etcd, key: String) -> Result<(), Error> {
 }
 
 /// The holder's name in a key's value (`NAME #CAMPAIGN`).
-fn name_of(value: &str) -> &str {
+pub(crate) fn name_of(value: &str) -> &str {
     value.split_once(" #").map_or(value, |(name, _)| name)
 }
 

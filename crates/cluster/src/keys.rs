@@ -16,6 +16,9 @@
 //! /bulwark/<cluster>/placements/<service>/<index>   the node that runs a replica (plain
 //!                                            text); written only by the scheduler, in
 //!                                            one transaction guarded by its key
+//! /bulwark/<cluster>/unplaced                Unplaced (JSON): the replicas the scheduler's
+//!                                            last decision could not place, each with why;
+//!                                            written by the scheduler, fenced like placements
 //! /bulwark/<cluster>/endpoints/<node>/<service>/<index>  a replica's address and
 //!                                            readiness (JSON), under its node's lease
 //! /bulwark/<cluster>/leaders/<service>       a `[leader]` service's term: `HOLDER #CAMPAIGN`
@@ -101,6 +104,11 @@ impl Keys {
     /// Which node runs replica `index` of `service`.
     pub fn placement(&self, service: &str, index: u32) -> String {
         format!("{}{service}/{index}", self.placements())
+    }
+
+    /// The replicas the scheduler could not place, and why.
+    pub fn unplaced(&self) -> String {
+        format!("{}unplaced", self.root)
     }
 
     /// The prefix of published endpoints.
@@ -203,6 +211,8 @@ mod tests {
         );
         assert_eq!(k.scheduler(), "/bulwark/prod/scheduler");
         assert_eq!(k.leader("db"), "/bulwark/prod/leaders/db");
+        assert_eq!(k.unplaced(), "/bulwark/prod/unplaced");
+        assert_eq!(k.classify(&k.unplaced()), None);
         assert_eq!(
             k.classify("/bulwark/prod/nodes/a"),
             Some(KeyKind::Node("a"))

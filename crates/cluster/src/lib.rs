@@ -28,7 +28,7 @@ pub use connect::{Etcd, connect};
 pub use election::EtcdElection;
 pub use error::Error;
 pub use keys::Keys;
-pub use node::{NodeInfo, NodeRecord, NodeState, list_nodes};
+pub use node::{Capacity, NodeInfo, NodeRecord, NodeState, list_nodes};
 pub use registration::{Connection, Registration, RegistrationOptions};
 pub use watch::{
     ClusterEndpoints, ClusterEvent, ClusterState, ClusterWatch, Placements, SchedulerKey,

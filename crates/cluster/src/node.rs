@@ -19,14 +19,61 @@ pub struct NodeRecord {
     pub version: String,
     /// When the agent started, ms since the Unix epoch.
     pub started_at_ms: u64,
+    /// What the replicas placed on it may request in all (`--capacity`, or the
+    /// machine's). A record written before agents declared one has none: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
+}
+
+/// A node's capacity: millicores and bytes of memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Thousandths of a core.
+    pub cpu_millis: u64,
+    /// Bytes.
+    pub memory: u64,
 }
 
 impl NodeRecord {
+    /// The capacity as the placement decision takes it (none declared: unlimited).
+    pub fn resources(&self) -> policy::placement::Resources {
+        self.capacity
+            .map_or(policy::placement::Resources::UNLIMITED, |c| {
+                policy::placement::Resources {
+                    cpu_millis: c.cpu_millis,
+                    memory: c.memory,
+                }
+            })
+    }
+
     pub(crate) fn parse(kv: &KeyValue) -> Result<Self, Error> {
         serde_json::from_slice(kv.value()).map_err(|e| Error::BadRecord {
             key: String::from_utf8_lossy(kv.key()).into_owned(),
             detail: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_without_capacity_reads_as_unlimited_and_one_with_it_round_trips() {
+        let old =
+            r#"{"name":"a","labels":{},"api":"127.0.0.1:1","version":"0.1.0","started_at_ms":1}"#;
+        let r: NodeRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.capacity, None);
+        assert_eq!(r.resources(), policy::placement::Resources::UNLIMITED);
+        assert!(!serde_json::to_string(&r).unwrap().contains("capacity"));
+        let capacity = Some(Capacity {
+            cpu_millis: 1500,
+            memory: 1 << 30,
+        });
+        let new = NodeRecord { capacity, ..r };
+        let back: NodeRecord = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
+        assert_eq!(back.resources().cpu_millis, 1500);
     }
 }
 

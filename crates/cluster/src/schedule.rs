@@ -110,6 +110,89 @@ pub async fn write_placements(
     Ok(last)
 }
 
+/// What the scheduler's last decision could not place (`unplaced`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unplaced {
+    /// The stack revision decided on.
+    pub stack_revision: u64,
+    /// One line per replica without a node: `web/3 has no node: ...`.
+    pub replicas: Vec<String>,
+}
+
+/// Stores `unplaced` while the scheduler key still has create revision `token`: false when
+/// the key is someone else's (nothing written).
+pub async fn write_unplaced(
+    etcd: &Etcd,
+    keys: &Keys,
+    token: i64,
+    unplaced: &Unplaced,
+) -> Result<bool, Error> {
+    let value = serde_json::to_vec(unplaced).expect("unplaced replicas serialize");
+    let txn = Txn::new()
+        .when([Compare::create_revision(
+            keys.scheduler(),
+            CompareOp::Equal,
+            token,
+        )])
+        .and_then([TxnOp::put(keys.unplaced(), value, None)]);
+    let mut client = etcd.client.clone();
+    let resp = bounded("write the unplaced replicas", etcd.timeout, client.txn(txn)).await?;
+    Ok(resp.succeeded())
+}
+
+/// What the scheduler last could not place (empty before it decided anything).
+pub async fn unplaced(etcd: &Etcd, keys: &Keys) -> Result<Unplaced, Error> {
+    let key = keys.unplaced();
+    let resp = crate::error::bounded_read("read the unplaced replicas", etcd.timeout, || {
+        let (mut client, key) = (etcd.client.clone(), key.clone());
+        async move { client.get(key, None).await }
+    })
+    .await?;
+    match resp.kvs().first() {
+        None => Ok(Unplaced::default()),
+        Some(kv) => serde_json::from_slice(kv.value()).map_err(|e| Error::BadRecord {
+            key,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// A `[leader]` service's current term as etcd holds it (`leaders/<service>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    /// The holder: `service/index@node`.
+    pub holder: String,
+    /// The fencing token: the key's create revision.
+    pub token: i64,
+}
+
+/// Every `[leader]` service's current term, by service.
+pub async fn leaders(
+    etcd: &Etcd,
+    keys: &Keys,
+) -> Result<std::collections::BTreeMap<String, Term>, Error> {
+    let prefix = keys.leaders();
+    let resp = crate::error::bounded_read("read the leaders", etcd.timeout, || {
+        let (mut client, prefix) = (etcd.client.clone(), prefix.clone());
+        async move {
+            client
+                .get(prefix, Some(GetOptions::new().with_prefix()))
+                .await
+        }
+    })
+    .await?;
+    let mut out = std::collections::BTreeMap::new();
+    for kv in resp.kvs() {
+        let key = String::from_utf8_lossy(kv.key());
+        let service = key[prefix.len()..].to_owned();
+        let value = String::from_utf8_lossy(kv.value());
+        let holder = crate::election::name_of(&value).to_owned();
+        let token = kv.create_revision();
+        out.insert(service, Term { holder, token });
+    }
+    Ok(out)
+}
+
 /// etcd's default limit of operations in one transaction (`--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
 

@@ -35,6 +35,13 @@ pub use schema::{Key, NumberRange, Omitted, Shape, TableDoc};
 use problem::Problems;
 use schema::Section;
 
+/// A size as the stack file spells one: `"256MiB"`, `"4GiB"`, `"1000000"` (bytes), also
+/// `kB`/`MB`/`GB` (powers of 1000). The error completes "is not a size" (it may be empty,
+/// or name the units), for flags that take a size too.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    keys::remedy::size(text)
+}
+
 /// Every key of the stack file as declared: the top level's doc and keys, each sub-table
 /// inside its key's [`Shape`].
 pub fn declarations() -> TableDoc {

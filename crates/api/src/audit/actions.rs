@@ -343,6 +343,7 @@ mod tests {
         Event {
             seq: 1,
             at_ms: 1_700_000_000_000,
+            origin: None,
             kind,
         }
     }

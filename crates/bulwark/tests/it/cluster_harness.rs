@@ -1,6 +1,6 @@
 //! A cluster for the tests: three (or `n`) hosts as network namespaces, a 3-member etcd
 //! 3.4 cluster (one member per host) and a `bulwark agent` per host, shared by cluster.rs,
-//! cluster_schedule.rs and cluster_leader.rs.
+//! cluster_schedule.rs, cluster_leader.rs and cluster_capacity.rs.
 
 use std::process::Output;
 use std::time::Duration;
@@ -23,6 +23,8 @@ pub struct Cluster {
     /// Agents started from now on publish their replicas on their host's address
     /// (`--advertise`).
     pub advertise: bool,
+    /// Agents started from now on declare this `--capacity` (None: the machine's).
+    pub capacity: Option<String>,
 }
 
 impl Cluster {
@@ -37,6 +39,7 @@ impl Cluster {
             dir,
             agents: vec![None; n],
             advertise: false,
+            capacity: None,
         }
     }
 
@@ -75,6 +78,9 @@ impl Cluster {
         ];
         if self.advertise {
             args.extend(["--advertise", &addr]);
+        }
+        if let Some(capacity) = &self.capacity {
+            args.extend(["--capacity", capacity]);
         }
         let log = self.dir.path().join(format!("agent{i}.log"));
         let pid = self

@@ -13,7 +13,7 @@ use crate::cluster_harness::{Cluster, TTL};
 use crate::harness::{alive, eventually, output_text, signal};
 
 /// The quickstart with 6 replicas.
-fn quickstart6() -> String {
+pub fn quickstart6() -> String {
     let quickstart = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/quickstart.toml"

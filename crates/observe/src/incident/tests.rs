@@ -5,6 +5,7 @@ fn ev(at_ms: u64, kind: EventKind) -> Event {
     Event {
         seq: at_ms,
         at_ms,
+        origin: None,
         kind,
     }
 }
