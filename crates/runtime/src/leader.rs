@@ -102,6 +102,7 @@ pub(crate) fn routing(e: &ServiceEntry) -> Option<LeaderRouting> {
     Some(LeaderRouting {
         route: cfg.route,
         current,
+        held: e.leader.as_ref().map(|t| t.term.token),
     })
 }
 
