@@ -14,6 +14,7 @@ mod browser;
 mod chaos;
 mod check;
 mod cluster;
+mod cluster_db;
 mod cluster_leader;
 mod cluster_proxy;
 mod cluster_quorum;
