@@ -10,6 +10,7 @@
 //! postgres dies with it); the standby is promoted with a greater token; the lost replica
 //! is placed on the third host, clones the new leader and becomes its synchronous standby;
 //! the writer goes on through the same listener; every acknowledged id is readable after.
+//! The old leader's agent, started again, stays out: it runs no replica and never leads.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -133,7 +134,12 @@ fn writer(
         while !stop.load(Ordering::Relaxed) {
             id += 1;
             let sql = format!("INSERT INTO t VALUES ({id}) RETURNING id");
-            match psql(&c, i, &sql) {
+            let sent = Instant::now();
+            let out = psql(&c, i, &sql);
+            if sent.elapsed() > Duration::from_secs(2) {
+                eprintln!("insert {id} took {:?}: {out:?}", sent.elapsed());
+            }
+            match out {
                 Ok(out) if out == id.to_string() => acked.push((id, Instant::now())),
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
@@ -253,6 +259,17 @@ fn postgres_leader_killed_under_writes_standby_promoted_no_acknowledged_write_lo
     assert!(before > 0, "no write acknowledged before the kill");
     assert!(acked.len() > before, "no write acknowledged after the kill");
     assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
-    // The old leader's machine stays out (its agent is dead); the new leader leads alone.
     assert_eq!(leaders(&c, &rest), vec![(new, t2)]);
+
+    // The old leader's agent back: it stays out (both replicas are placed elsewhere, at
+    // most one per node), and the new leader leads alone, a lease later too.
+    let mut c = Arc::try_unwrap(c).unwrap_or_else(|_| panic!("the writer holds the cluster"));
+    c.start_agent(old);
+    eventually("the old leader's node alive", TTL * 2, || {
+        (c.state_or_none(new, &format!("h{old}"))? == "alive").then_some(())
+    });
+    std::thread::sleep(TTL);
+    let back = db(&c, old).expect("db on the restarted agent");
+    assert!(replicas_in(&back).is_empty(), "{back}");
+    assert_eq!(leaders(&c, &all), vec![(new, t2)]);
 }
