@@ -64,9 +64,12 @@ pub fn endpoints(
                 Some(a) if !a.is_loopback() => a.to_string(),
                 _ => advertise.map_or_else(|| "127.0.0.1".to_owned(), |a| a.to_string()),
             };
+            // The leader as the proxy routes to it: promoted, ready, not held out.
+            let leads = r.role == Some(runtime::Role::Leader) && r.ready && !r.held_out;
             let endpoint = Endpoint {
                 address: r.port.map(|p| format!("{ip}:{p}")),
                 ready: r.ready,
+                leader: r.token.filter(|_| leads),
             };
             (s.name.as_str(), r.index, endpoint)
         })
@@ -136,6 +139,7 @@ mod tests {
         let at = |port: u16, ready| Endpoint {
             address: Some(format!("127.0.0.1:{port}")),
             ready,
+            leader: None,
         };
         let local = [
             ("web", 0, at(9000, true)),

@@ -3,53 +3,73 @@
 //! ready ones from the cluster watch (`endpoints/<node>/<service>/<index>`). Another node's
 //! replica is [`bus::REMOTE_REPLICA`] + its cluster index; it leaves the set the moment its
 //! key goes (its node's lease expired). Which of them a request goes to (this node's first,
-//! `prefer_local`) is the proxy's choice.
+//! `prefer_local`) is the proxy's choice. For a `[leader]` service each endpoint also says
+//! whether it leads (its fencing token), and every node's proxy routes leader traffic to the
+//! cluster's one leader, wherever it runs (`policy::leader::routed`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bus::{Endpoint, Endpoints, Load};
+use bus::{Endpoint, Endpoints, LeaderRouting, Leading, Load};
 use cluster::ClusterEndpoints;
+use policy::leader::Claim;
 use tokio::sync::watch;
 
 /// Another node's replica as last seen: when it was first seen ready at this address (its
 /// slow start), and its in-flight count (this node's requests only).
 type Seen = HashMap<(String, u32, SocketAddr), (Instant, Arc<Load>)>;
 
-/// The other nodes' ready, reachable endpoints of `service`, in cluster index order. An
-/// address on loopback or unspecified is another machine's own: not reachable from here
-/// (its agent has no `--advertise`), so left out.
+/// The other nodes' endpoints of `service` as one proxy uses them.
+#[derive(Debug, Default)]
+pub struct Remote {
+    /// The ready, reachable ones, in cluster index order.
+    pub ready: Vec<Endpoint>,
+    /// Every published leader's claim (a `[leader]` service), ready or not: an unready
+    /// newer leader still outranks an older one (`policy::leader::routed`).
+    pub claims: Vec<Claim>,
+}
+
+/// The other nodes' endpoints of `service` in `all`. An address on loopback or
+/// unspecified is another machine's own: not reachable from here (its agent has no
+/// `--advertise`), so left out (its leader claim too, as not ready).
 pub fn remote(
     all: &ClusterEndpoints,
     me: &str,
     service: &str,
     seen: &mut Seen,
     now: Instant,
-) -> Vec<Endpoint> {
-    let mut out = Vec::new();
+) -> Remote {
+    let mut out = Remote::default();
     let mut kept = Seen::new();
     for ((node, s, index), e) in all {
-        if node == me || s != service || !e.ready {
+        if node == me || s != service {
             continue;
         }
-        let Some(addr) = e
+        let replica = bus::REMOTE_REPLICA.saturating_add(*index);
+        let addr = e
             .address
             .as_deref()
             .and_then(|a| a.parse::<SocketAddr>().ok())
-        else {
+            .filter(|a| !a.ip().is_loopback() && !a.ip().is_unspecified());
+        let usable = e.ready && addr.is_some();
+        if let Some(token) = e.leader {
+            out.claims.push(Claim {
+                replica,
+                token,
+                ready: usable,
+            });
+        }
+        let Some(addr) = addr.filter(|_| usable) else {
             continue;
         };
-        if addr.ip().is_loopback() || addr.ip().is_unspecified() {
-            continue;
-        }
         let key = (node.clone(), *index, addr);
         let (since, load) = seen
             .remove(&key)
             .unwrap_or_else(|| (now, Arc::new(Load::default())));
-        out.push(Endpoint {
-            replica: bus::REMOTE_REPLICA.saturating_add(*index),
+        out.ready.push(Endpoint {
+            replica,
             addr,
             revision: 1,
             ready_since: since,
@@ -62,19 +82,47 @@ pub fn remote(
 }
 
 /// This node's snapshot with the other nodes' endpoints added, under `version`. During a
-/// rollout (a split) or for a `[leader]` service the set stays this node's: the other
-/// nodes' revisions and leaders are not published.
-pub fn merged(local: &Endpoints, remote: Vec<Endpoint>, version: u64) -> Endpoints {
+/// rollout (a split) the set stays this node's: the other nodes' revisions are not
+/// published. For a `[leader]` service every proxy routes leader traffic to the cluster's
+/// leader wherever it runs: the claim `policy::leader::routed` picks among this node's
+/// (its term, routable or not) and the other nodes' published ones.
+pub fn merged(local: &Endpoints, remote: Remote, version: u64) -> Endpoints {
     let mut ready = local.ready.clone();
-    if local.split.is_none() && local.leader.is_none() && !local.mixed {
-        ready.extend(remote);
+    let split = local.split.is_some() || local.mixed;
+    let leader = local.leader.as_ref().map(|l| {
+        let mine = l.held.map(|token| match l.current {
+            Some(c) if c.token == token => Claim {
+                replica: c.replica,
+                token,
+                ready: true,
+            },
+            _ => Claim {
+                replica: u32::MAX,
+                token,
+                ready: false,
+            },
+        });
+        let mut claims: Vec<Claim> = mine.into_iter().collect();
+        if !split {
+            claims.extend(remote.claims.iter().copied());
+        }
+        LeaderRouting {
+            current: policy::leader::routed(&claims).map(|c| Leading {
+                replica: c.replica,
+                token: c.token,
+            }),
+            ..l.clone()
+        }
+    });
+    if !split {
+        ready.extend(remote.ready);
     }
     Endpoints {
         version,
         ready,
         split: local.split.clone(),
         mixed: local.mixed,
-        leader: local.leader.clone(),
+        leader,
     }
 }
 
@@ -102,7 +150,7 @@ async fn follow(
                 Instant::now(),
             ),
             // The cluster watch ended (the agent leaves): this node's replicas only.
-            false => Vec::new(),
+            false => Remote::default(),
         };
         version += 1;
         tx.send_replace(Arc::new(merged(&snap, remote, version)));
@@ -150,7 +198,7 @@ impl Merger {
             return Some(rx.clone());
         }
         let local = local?;
-        let first = merged(&local.borrow(), Vec::new(), 1);
+        let first = merged(&local.borrow(), Remote::default(), 1);
         let (tx, rx) = watch::channel(Arc::new(first));
         let task = follow(
             service.to_owned(),
@@ -176,6 +224,7 @@ mod tests {
                 let e = Published {
                     address: Some((*a).to_owned()),
                     ready: *ready,
+                    leader: None,
                 };
                 (((*n).to_owned(), (*s).to_owned(), *i), e)
             })
@@ -194,7 +243,7 @@ mod tests {
         ]);
         let mut seen = Seen::new();
         let t0 = Instant::now();
-        let out = remote(&all, "a", "web", &mut seen, t0);
+        let out = remote(&all, "a", "web", &mut seen, t0).ready;
         let got: Vec<(u32, String)> = out
             .iter()
             .map(|e| (e.replica - bus::REMOTE_REPLICA, e.addr.to_string()))
@@ -212,7 +261,7 @@ mod tests {
         let later = t0 + std::time::Duration::from_secs(3);
         let mut fewer = all.clone();
         fewer.remove(&("c".to_owned(), "web".to_owned(), 4));
-        let again = remote(&fewer, "a", "web", &mut seen, later);
+        let again = remote(&fewer, "a", "web", &mut seen, later).ready;
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].ready_since, t0);
         assert!(Arc::ptr_eq(&again[0].load, &out[0].load));
@@ -220,7 +269,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollout_or_a_leader_keeps_the_set_local() {
+    fn a_rollout_keeps_the_set_local() {
         let all = published(&[("b", "web", 1, "10.0.0.2:9000", true)]);
         let remote = || remote(&all, "a", "web", &mut Seen::new(), Instant::now());
         let local = Endpoints::default();
@@ -231,5 +280,62 @@ mod tests {
             ..Endpoints::default()
         };
         assert!(merged(&mixed, remote(), 8).ready.is_empty());
+    }
+
+    /// Leader routing of `db` on node `a` (which runs replica 0, local index 0), given
+    /// what the nodes publish and this node's term.
+    fn leader_on_a(all: &ClusterEndpoints, current: Option<u64>, held: Option<u64>) -> Endpoints {
+        let local = Endpoints {
+            leader: Some(LeaderRouting {
+                route: spec::LeaderRoute::Leader,
+                current: current.map(|token| Leading { replica: 0, token }),
+                held,
+            }),
+            ..Endpoints::default()
+        };
+        let r = remote(all, "a", "db", &mut Seen::new(), Instant::now());
+        merged(&local, r, 2)
+    }
+
+    #[test]
+    fn every_proxy_routes_leader_traffic_to_the_clusters_leader_wherever_it_runs() {
+        let mut all = published(&[
+            ("b", "db", 1, "10.0.0.2:5432", true),
+            ("c", "db", 2, "10.0.0.3:5432", true),
+        ]);
+        let key = |n: &str, i| (n.to_owned(), "db".to_owned(), i);
+        all.get_mut(&key("b", 1)).unwrap().leader = Some(40);
+        // A standby on `a`: b's leader is routed to, among all the replicas.
+        let e = leader_on_a(&all, None, None);
+        assert_eq!(e.ready.len(), 2);
+        let b1 = bus::REMOTE_REPLICA + 1;
+        let routed = e.leader.as_ref().unwrap().current;
+        assert_eq!(
+            routed,
+            Some(Leading {
+                replica: b1,
+                token: 40
+            })
+        );
+        assert_eq!(e.leader_only()[0].addr.to_string(), "10.0.0.2:5432");
+        // `a` leads with a greater token while b's old claim is still published: a's.
+        let e = leader_on_a(&all, Some(57), Some(57));
+        assert_eq!(
+            e.leader.unwrap().current,
+            Some(Leading {
+                replica: 0,
+                token: 57
+            })
+        );
+        // a's leader holds the term but is not ready: nobody, never b's older claim.
+        let e = leader_on_a(&all, None, Some(57));
+        assert_eq!(e.leader.unwrap().current, None);
+        // c leads with a greater token, not ready yet: nobody; ready: c.
+        all.get_mut(&key("c", 2)).unwrap().leader = Some(61);
+        all.get_mut(&key("c", 2)).unwrap().ready = false;
+        assert_eq!(leader_on_a(&all, None, None).leader.unwrap().current, None);
+        all.get_mut(&key("c", 2)).unwrap().ready = true;
+        let routed = leader_on_a(&all, None, None).leader.unwrap().current;
+        assert_eq!(routed.map(|l| l.token), Some(61));
     }
 }

@@ -31,6 +31,9 @@ pub struct LeaderRouting {
     /// the snapshot's `ready` list: leader traffic finds no replica otherwise (never a
     /// standby, never the old leader's new incarnation).
     pub current: Option<Leading>,
+    /// The token of the term one of this node's replicas holds, routable or not (in
+    /// cluster mode, a claim that outranks every older one another node still publishes).
+    pub held: Option<u64>,
 }
 
 /// The leader of a service, as the proxy routes to it.

@@ -203,6 +203,10 @@ pub struct Endpoint {
     pub address: Option<String>,
     /// Its readiness probe passes.
     pub ready: bool,
+    /// A `[leader]` service's promoted leader: its fencing token (absent for a standby and
+    /// for every other service). Under the node's lease like the term it was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<u64>,
 }
 
 /// One node's endpoints, by service and index.

@@ -120,6 +120,7 @@ async fn one_scheduler_fenced_writes_chunked_placements_and_endpoints_under_a_le
     let at = |port: u16, ready| Endpoint {
         address: Some(format!("127.0.0.1:{port}")),
         ready,
+        leader: None,
     };
     let first = NodeEndpoints::from([
         (("web".to_owned(), 0), at(9000, false)),
@@ -132,7 +133,12 @@ async fn one_scheduler_fenced_writes_chunked_placements_and_endpoints_under_a_le
     schedule::publish_endpoints(&etcd, &keys, "n0", b, &empty, &first)
         .await
         .unwrap();
-    let second = NodeEndpoints::from([(("web".to_owned(), 0), at(9000, true))]);
+    // A leader's endpoint carries its token.
+    let leads = Endpoint {
+        leader: Some(57),
+        ..at(9000, true)
+    };
+    let second = NodeEndpoints::from([(("web".to_owned(), 0), leads.clone())]);
     schedule::publish_endpoints(&etcd, &keys, "n0", b, &first, &second)
         .await
         .unwrap();
@@ -142,6 +148,7 @@ async fn one_scheduler_fenced_writes_chunked_placements_and_endpoints_under_a_le
         .map(|((n, s, i), e)| (n.as_str(), s.as_str(), *i, e.ready))
         .collect();
     assert_eq!(listed, [("n0", "web", 0, true)]);
+    assert_eq!(all[&("n0".to_owned(), "web".to_owned(), 0)], leads);
     let seen = |want: cluster::ClusterEndpoints| {
         let mut followed = followed.clone();
         async move {

@@ -123,6 +123,35 @@ pub fn lease_fence(until: Instant, ttl: Duration) -> Instant {
     until.checked_sub(ttl / 2).unwrap_or(until)
 }
 
+/// A replica that says it leads, as one proxy sees it in cluster mode: this node's
+/// promoted leader, or another node's endpoint published with a fencing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The replica as the proxy numbers it (another node's: above every local index).
+    pub replica: u32,
+    /// The token it was promoted with.
+    pub token: u64,
+    /// Ready, reachable from here: a claim that is not is never routed to.
+    pub ready: bool,
+}
+
+/// Which claim a proxy sends leader traffic to: of the ready ones, the greatest token.
+///
+/// Why the greatest: tokens only grow and each is handed out once, and a term is granted
+/// only while no other is held; so two claims at once are an old leader's, still published
+/// (its node's endpoint rewrite comes after its resignation, or its node is lost and its
+/// lease not expired yet), and the new one's. The old claim is never chosen over the new
+/// one, and it cannot outlive its node's lease, which held its term (no new term before it
+/// expires). A claim that is not ready is passed over, never replaced by an older one.
+pub fn routed(claims: &[Claim]) -> Option<Claim> {
+    let newest = claims.iter().map(|c| c.token).max()?;
+    claims
+        .iter()
+        .filter(|c| c.token == newest && c.ready)
+        .min_by_key(|c| c.replica)
+        .copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +305,47 @@ mod tests {
             let l = Leader { index: 9, incarnation: 9, token: 3 };
             let now = crate::epoch() + Duration::from_millis(now_ms);
             prop_assert_eq!(decide(&members, Some(&l), now, BOUND), Verdict::Keep);
+        }
+    }
+
+    fn claim(replica: u32, token: u64, ready: bool) -> Claim {
+        Claim {
+            replica,
+            token,
+            ready,
+        }
+    }
+
+    #[test]
+    fn the_greatest_token_is_routed_and_an_older_claim_never_replaces_it() {
+        assert_eq!(routed(&[]), None);
+        let old = claim(1 << 24, 40, true);
+        let new = claim(0, 57, true);
+        assert_eq!(routed(&[old, new]), Some(new));
+        assert_eq!(routed(&[new, old]), Some(new));
+        // The newest leader not ready: nobody (the old one was deposed before it).
+        let unready = claim(0, 57, false);
+        assert_eq!(routed(&[old, unready]), None);
+        assert_eq!(routed(&[old]), Some(old));
+    }
+
+    proptest! {
+        /// Whatever the claims, the one routed is ready and holds the greatest token.
+        #[test]
+        fn the_routed_claim_is_ready_and_the_newest(
+            claims in proptest::collection::vec((0u32..4, 1u64..6, any::<bool>()), 0..6),
+        ) {
+            let claims: Vec<Claim> = claims.into_iter().map(|(r, t, ok)| claim(r, t, ok)).collect();
+            let max = claims.iter().map(|c| c.token).max();
+            match routed(&claims) {
+                Some(c) => {
+                    prop_assert!(c.ready);
+                    prop_assert_eq!(Some(c.token), max);
+                }
+                None => prop_assert!(
+                    claims.iter().filter(|c| Some(c.token) == max).all(|c| !c.ready)
+                ),
+            }
         }
     }
 }

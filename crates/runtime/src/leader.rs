@@ -102,6 +102,7 @@ pub(crate) fn routing(e: &ServiceEntry) -> Option<LeaderRouting> {
     Some(LeaderRouting {
         route: cfg.route,
         current,
+        held: e.leader.as_ref().map(|t| t.term.token),
     })
 }
 
@@ -557,4 +558,25 @@ async fn hook(
         .map_err(|e| format!("cannot start {:?}: {e}", argv[0]))?
         .passed(limit)
         .map_err(|e| redactor.text(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::supervisor::ServiceEntry;
+
+    #[test]
+    fn a_leader_service_with_no_replica_here_routes_to_the_leader_from_the_first_snapshot() {
+        let text = "[services.db]\nrun = [\"db\"]\nreplicas = 0\n[services.db.expose]\n\
+                    listen = \"127.0.0.1:7000\"\nprotocol = \"tcp\"\n[services.db.leader]\n";
+        let stack = spec::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let e = ServiceEntry::new(&stack.services[0], 10, false);
+        let snap = e.endpoints.borrow().clone();
+        let l = snap
+            .leader
+            .clone()
+            .expect("leader routing in the first snapshot");
+        assert_eq!(l.route, spec::LeaderRoute::Leader);
+        assert_eq!((l.current, l.held), (None, None));
+        assert!(snap.leader_only().is_empty());
+    }
 }

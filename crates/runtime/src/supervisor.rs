@@ -205,7 +205,7 @@ pub(crate) struct ServiceEntry {
     pub leader: Option<crate::leader::Term>,
     pub desired: u32,
     pub replicas: BTreeMap<u32, ReplicaEntry>,
-    endpoints: watch::Sender<Arc<Endpoints>>,
+    pub(crate) endpoints: watch::Sender<Arc<Endpoints>>,
     /// Bumped on every status change of any replica, for waiters.
     pub(crate) changed: watch::Sender<u64>,
     logs: Arc<Logs>,
@@ -214,7 +214,7 @@ pub(crate) struct ServiceEntry {
 impl ServiceEntry {
     pub fn new(svc: &spec::Service, log_lines: usize, echo_logs: bool) -> Self {
         let spec = Arc::new(svc.clone());
-        ServiceEntry {
+        let entry = ServiceEntry {
             revisions: BTreeMap::from([(1, spec.clone())]),
             spec,
             stable: 1,
@@ -227,7 +227,15 @@ impl ServiceEntry {
             endpoints: watch::channel(Arc::new(Endpoints::default())).0,
             changed: watch::channel(0).0,
             logs: Arc::new(Logs::new(&svc.name, log_lines, echo_logs)),
-        }
+        };
+        // A `[leader]` service's snapshots carry its leader routing from the first one: a
+        // cluster node with none of its replicas publishes no other, and its proxy must
+        // still send leader traffic to the leader elsewhere, never balance it over all.
+        entry.endpoints.send_replace(Arc::new(Endpoints {
+            leader: crate::leader::routing(&entry),
+            ..Endpoints::default()
+        }));
+        entry
     }
 }
 

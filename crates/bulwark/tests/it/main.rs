@@ -15,6 +15,7 @@ mod chaos;
 mod check;
 mod cluster;
 mod cluster_capacity;
+mod cluster_db;
 mod cluster_leader;
 mod cluster_proxy;
 mod cluster_quorum;

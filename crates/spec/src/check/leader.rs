@@ -54,11 +54,15 @@ pub(super) fn leader(
         (None, None) => LeaderRoute::All,
     };
     match replicas {
-        Some(0) => p.push(
+        // A warning, not an error: a cluster agent's copy of the stack has replicas = 0
+        // on a node where none is placed, and its proxy still routes to the leader that
+        // runs elsewhere.
+        Some(0) => p.warn(
             spanned.span(),
             format!(
-                "{}: a leader needs at least one replica, and service `{name}` has \
-                 replicas = 0; set replicas = 2 or more (one leader, standbys to take over)",
+                "{}: service `{name}` has replicas = 0, so nothing here can lead (a cluster \
+                 node without one of its replicas routes to the leader elsewhere); set \
+                 replicas = 2 or more (one leader, standbys to take over)",
                 t.label
             ),
         ),
@@ -116,7 +120,7 @@ mod tests {
     }
 
     #[test]
-    fn route_without_a_proxy_or_no_replica_is_refused_with_what_to_do() {
+    fn route_without_a_proxy_is_refused_and_no_replica_warned_with_what_to_do() {
         let e = load(
             "[services.db]\nrun = [\"db\"]\nreplicas = 2\n[services.db.leader]\nroute = \"writes\"\n",
         )
@@ -124,9 +128,11 @@ mod tests {
         assert!(e.contains("stack.toml:5:"), "{e}");
         assert!(e.contains("route = \"writes\" needs the proxy"), "{e}");
         assert!(e.contains("[services.db.expose]"), "{e}");
-        let e = load("[services.db]\nrun = [\"db\"]\nreplicas = 0\n[services.db.leader]\n")
-            .expect_err("no replica");
-        assert!(e.contains("at least one replica"), "{e}");
+        let path = std::path::Path::new("stack.toml");
+        let zero = "[services.db]\nrun = [\"db\"]\nreplicas = 0\n[services.db.leader]\n";
+        let loaded = crate::parse_with_warnings(zero, path).expect("a warning only");
+        let w = format!("{:?}", loaded.warnings);
+        assert!(w.contains("nothing here can lead"), "{w}");
         let e = load("[services.db]\nrun = [\"db\"]\nreplicas = 2\n[services.db.leader]\nroute = \"primary\"\n")
             .expect_err("unknown route");
         assert!(e.contains("\"leader\""), "{e}");
