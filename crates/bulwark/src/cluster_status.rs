@@ -55,6 +55,16 @@ pub fn rows(
     leader_services: &BTreeSet<String>,
     terms: &BTreeMap<String, Term>,
 ) -> Vec<Row> {
+    // Services whose current term some published endpoint claims (its leader's token):
+    // those claims name the leader exactly; otherwise it is read from the term's holder.
+    let claimed: BTreeSet<&str> = endpoints
+        .iter()
+        .filter(|((_, service, _), e)| {
+            e.leader
+                .is_some_and(|t| terms.get(service).is_some_and(|term| claims(t, term)))
+        })
+        .map(|((_, service, _), _)| service.as_str())
+        .collect();
     let mut keys: BTreeSet<(String, String, u32)> = endpoints.keys().cloned().collect();
     for ((service, index), node) in placements {
         keys.insert((node.clone(), service.clone(), *index));
@@ -69,10 +79,15 @@ pub fn rows(
                 (true, false) => "starting",
                 (false, _) => "leaving",
             };
-            let leads = terms
-                .get(&service)
-                .and_then(|t| leader_of(&t.holder, placements))
-                == Some((node.as_str(), index));
+            let leads = terms.get(&service).is_some_and(|term| {
+                if claimed.contains(service.as_str()) {
+                    endpoint
+                        .and_then(|e| e.leader)
+                        .is_some_and(|t| claims(t, term))
+                } else {
+                    leader_of(&term.holder, placements) == Some((node.as_str(), index))
+                }
+            });
             let is_leader_service = leader_services.contains(&service);
             Row {
                 state,
@@ -86,6 +101,11 @@ pub fn rows(
             }
         })
         .collect()
+}
+
+/// Whether a published leader token is the term's.
+fn claims(token: u64, term: &Term) -> bool {
+    i64::try_from(token).is_ok_and(|t| t == term.token)
 }
 
 /// The node and cluster index a term's holder stands for. The holder is
@@ -198,6 +218,7 @@ mod tests {
         Endpoint {
             address: Some(address.to_owned()),
             ready,
+            leader: None,
         }
     }
 
@@ -245,5 +266,38 @@ mod tests {
             ]
         );
         assert_eq!(rows[0].address.as_deref(), Some("10.0.0.1:5000"));
+    }
+
+    /// A published claim of the current term names the leader, whatever the holder's local
+    /// index would map to (a node that has not caught up with a placement change); an
+    /// older term's claim does not.
+    #[test]
+    fn the_endpoint_claiming_the_current_term_is_the_leader() {
+        let s = |x: &str| x.to_owned();
+        let placements = Placements::from([((s("db"), 0), s("a")), ((s("db"), 1), s("b"))]);
+        let claim = |token| Endpoint {
+            leader: Some(token),
+            ..endpoint("10.0.0.1:5000", true)
+        };
+        let endpoints = BTreeMap::from([
+            ((s("a"), s("db"), 0), claim(7)),
+            ((s("b"), s("db"), 1), claim(42)),
+        ]);
+        let alive = BTreeSet::from([s("a"), s("b")]);
+        let leaders = BTreeSet::from([s("db")]);
+        // The holder's name would map to a's db/0.
+        let terms = BTreeMap::from([(
+            s("db"),
+            Term {
+                holder: s("db/0@a"),
+                token: 42,
+            },
+        )]);
+        let rows = rows(&placements, &endpoints, &alive, &leaders, &terms);
+        let roles: Vec<_> = rows.iter().map(|r| (r.index, r.role, r.token)).collect();
+        assert_eq!(
+            roles,
+            [(0, Some("follower"), None), (1, Some("leader"), Some(42))]
+        );
     }
 }

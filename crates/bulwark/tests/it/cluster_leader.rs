@@ -4,6 +4,7 @@
 //! Exactly one leads; kill -9 of its agent hands the leadership to another host within
 //! the lease's TTL and a margin, with a greater token; a leader cut off from etcd stops
 //! before the majority side elects another, which never overlap in time.
+//! A hung leader's agent (SIGSTOP) is replaced, and deposes its leader when it wakes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -391,4 +392,57 @@ fn a_leader_cut_off_briefly_steps_down_and_a_leader_is_elected_again_after_the_h
         cut.elapsed()
     );
     assert_eq!(token_file(&c, new), Some(t2));
+}
+
+/// A hung node (its agent SIGSTOPped, its replica still running): its lease expires, another
+/// host leads with a greater token; woken, the agent deposes its own leader at once (its
+/// fence passed long ago: token file `standby`, not a leader in its API) and never leads
+/// again with its old token.
+#[test]
+fn a_hung_leaders_agent_is_replaced_and_deposes_its_leader_when_it_wakes() {
+    const SIGSTOP: i32 = 19;
+    const SIGCONT: i32 = 18;
+    let c = cluster();
+    let all = [0, 1, 2];
+    let (hung, t1) = one_leader(&c, &all, 0, Duration::from_secs(30));
+    let agent = c.agents[hung].unwrap();
+    signal(agent, SIGSTOP);
+    let stopped = Instant::now();
+    let rest: Vec<usize> = all.iter().copied().filter(|&i| i != hung).collect();
+    let (next, t2) = one_leader(&c, &rest, t1, TTL + Duration::from_secs(15));
+    eprintln!(
+        "h{hung}'s agent stopped (leader, token {t1}); h{next} leads with {t2} after {:?}",
+        stopped.elapsed()
+    );
+    assert!(t2 > t1);
+    assert!(
+        stopped.elapsed() >= TTL / 2,
+        "a new leader before the hung node's lease could expire"
+    );
+    let lost = format!("h{hung}");
+    eventually("the hung node lost", Duration::from_secs(10), || {
+        (c.count(next, "node_lost", &lost) >= 1).then_some(())
+    });
+    signal(agent, SIGCONT);
+    let woke = Instant::now();
+    eventually(
+        "the woken agent deposes its leader",
+        Duration::from_secs(10),
+        || (token_file(&c, hung).is_none() && leading(&c, hung).is_none()).then_some(()),
+    );
+    eprintln!(
+        "h{hung} woke and deposed its leader after {:?}",
+        woke.elapsed()
+    );
+    // And the leadership stays where it went, with the newer token, for a lease's worth.
+    let until = Instant::now() + TTL;
+    while Instant::now() < until {
+        assert_eq!(leaders(&c, &all), vec![(next, t2)]);
+        assert_eq!(
+            token_file(&c, hung),
+            None,
+            "h{hung} told its replica it leads"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
