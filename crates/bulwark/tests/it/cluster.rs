@@ -136,7 +136,7 @@ fn nothing_is_left_behind(c: Cluster) {
         .args(["netns", "list"])
         .output()
         .unwrap();
-    let ours = format!("bwt-{}-", std::process::id());
+    let ours = crate::hosts::own_prefix();
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(!list.contains(&ours), "namespaces left behind:\n{list}");
 }

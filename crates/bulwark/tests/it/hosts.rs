@@ -37,11 +37,7 @@ impl Hosts {
     /// `n` hosts, `h0`..: host `i` is 10.77.0.{10+i}.
     pub fn new(n: usize) -> Hosts {
         sweep_leftovers();
-        let prefix = format!(
-            "bwt-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = format!("{}{}", own_prefix(), NEXT.fetch_add(1, Ordering::Relaxed));
         // Made before anything exists, so a failure below still deletes what was made
         // (deleting a namespace that was not made yet is harmless).
         let hosts = Hosts {
@@ -169,15 +165,30 @@ impl Drop for Hosts {
     }
 }
 
-/// Deletes the namespaces of test processes that are gone (killed at a timeout, where no
-/// drop ran).
+/// The pid namespace this test process runs in (the inode of `/proc/self/ns/pid`).
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
+/// The start of the names of this test process's namespaces: `bwt-PIDNS-PID-`. A pid means
+/// something only in its own pid namespace; test runs in different ones (a CI job in a
+/// container beside one on the host) share `/run/netns`.
+pub fn own_prefix() -> String {
+    format!("bwt-{}-{}-", pid_namespace(), std::process::id())
+}
+
+/// Deletes the namespaces of test processes of this pid namespace that are gone (killed at
+/// a timeout, where no drop ran); another pid namespace's are never judged by a pid that
+/// means another process here.
 fn sweep_leftovers() {
     let Ok(dir) = std::fs::read_dir("/run/netns") else {
         return;
     };
+    let ours = format!("bwt-{}-", pid_namespace());
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("bwt-").and_then(|r| r.split('-').next()) else {
+        let Some(pid) = name.strip_prefix(&ours).and_then(|r| r.split('-').next()) else {
             continue;
         };
         if pid.parse::<u32>().is_ok_and(|p| !crate::harness::alive(p)) {

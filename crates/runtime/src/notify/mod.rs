@@ -320,6 +320,9 @@ impl Reader {
                 }
             }
         }
+        // One datagram is one change (`READY=1\nSTATUS=ready`): its status goes first, so
+        // that nobody sees the replica ready with the status it had while starting.
+        notices.sort_by_key(|n| !matches!(n, Notice::Status(_)));
         notices
     }
 }
@@ -393,6 +396,31 @@ pub(crate) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CI once saw a container replica ready while its status still said `starting`: the
+    /// datagram's READY=1 was applied, and shown, before its STATUS=ready.
+    #[test]
+    fn a_datagram_s_status_is_applied_before_its_ready() {
+        let mut r = Reader {
+            service: "web".into(),
+            index: 0,
+            ready_gates: true,
+            dog: Watchdog::new(std::time::Duration::from_secs(1)),
+            last_status: Some("starting".into()),
+            outside: "",
+            foreign: 0,
+            oversized: 0,
+            errors: 0,
+        };
+        assert_eq!(
+            r.read(b"READY=1\nSTATUS=ready\nSTOPPING=1"),
+            [
+                Notice::Status("ready".into()),
+                Notice::Ready,
+                Notice::Stopping
+            ]
+        );
+    }
 
     #[test]
     fn messages_are_read_in_order_and_the_rest_is_ignored() {
