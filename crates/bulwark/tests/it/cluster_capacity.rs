@@ -2,14 +2,15 @@
 //! node's capacity (`--capacity`), the scheduler places replicas by their service's
 //! `[resources]` requests and leaves the one no node can take unplaced, with the reason in
 //! its `placement_changed` event and in `bulwark nodes`; `bulwark status --etcd` lists
-//! every node's replicas from etcd alone, and a killed node's go with its lease.
+//! every node's replicas from etcd alone, and a killed node's go with its lease; an
+//! agent's incidents name its node.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::cluster_harness::{Cluster, TTL};
-use crate::cluster_schedule::{placements, quickstart6, scheduler};
+use crate::cluster_schedule::{placements, quickstart6, scheduler, web};
 use crate::harness::{eventually, output_text, signal};
 
 /// `web` with `replicas` replicas of 64 MiB each.
@@ -139,6 +140,25 @@ fn replicas_fill_declared_capacity_and_the_one_left_over_is_unplaced_with_the_re
     assert!(!table.contains("has no node"), "{table}");
     assert_eq!(cluster_status(&c)["unplaced"], Value::Array(vec![]));
     assert_eq!(placements(&c), placed);
+
+    // h1's only replica killed: h1's agent opens an incident, and it names h1.
+    let pid = web(&c, 1)["replicas"][0]["pid"]
+        .as_u64()
+        .expect("web's pid on h1");
+    signal(pid as u32, 9);
+    let state = c.state_dir(1);
+    let incident = eventually("h1's incident", Duration::from_secs(15), || {
+        let out = c.bulwark(1, &["--state-dir", &state, "incidents", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["incidents"].as_array()?.first().cloned()
+    });
+    assert_eq!(incident["service"], "web", "{incident}");
+    assert_eq!(incident["node"], "h1", "{incident}");
+    let text = output_text(&c.bulwark(1, &["--state-dir", &state, "incidents"]));
+    assert!(
+        text.contains(&format!("#{} web on h1 [", incident["id"])),
+        "{text}"
+    );
 }
 
 /// `db`: one replica per node, with `[leader]`.
