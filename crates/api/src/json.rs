@@ -290,6 +290,9 @@ impl From<&runtime::LogLine> for LogLine {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SloReport {
+    /// The node of the cluster agent whose proxy counted it; absent under `bulwark up`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub service: String,
     pub slo: String,
     /// `availability` or `latency`.
@@ -326,6 +329,7 @@ impl From<&observe::slo::SloReport> for SloReport {
             }
         };
         SloReport {
+            node: None,
             service: r.service.clone(),
             slo: r.slo.clone(),
             kind: kind.into(),
@@ -511,6 +515,9 @@ pub struct Incident {
     /// The remediation rule that last finished while the incident was open.
     #[serde(default)]
     pub resolved_by: Option<String>,
+    /// The node of the cluster agent that opened it; absent under `bulwark up`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl From<&observe::incident::Incident> for Incident {
@@ -539,6 +546,7 @@ impl From<&observe::incident::Incident> for Incident {
                 .collect(),
             more_actions: i.more_actions,
             resolved_by: i.resolved_by.clone(),
+            node: i.node.clone(),
         }
     }
 }
@@ -656,6 +664,7 @@ mod tests {
             }],
             more_actions: 0,
             resolved_by: Some("restart-on-page".into()),
+            node: Some("h0".into()),
         };
         assert_eq!(
             to_value(Incident::from(&incident)).unwrap(),

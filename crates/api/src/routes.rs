@@ -366,7 +366,17 @@ async fn faults(State(s): State<Arc<AppState>>, Path(state): Path<String>) -> Re
 }
 
 async fn slo(State(s): State<Arc<AppState>>) -> Json<Vec<json::SloReport>> {
-    Json(s.plane.slo_reports().iter().map(Into::into).collect())
+    let node = s.bus.origin().map(str::to_owned);
+    Json(
+        s.plane
+            .slo_reports()
+            .iter()
+            .map(|r| json::SloReport {
+                node: node.clone(),
+                ..r.into()
+            })
+            .collect(),
+    )
 }
 
 async fn alerts(State(s): State<Arc<AppState>>) -> Json<Vec<json::Alert>> {

@@ -20,6 +20,10 @@ fn fmt_ms(ms: Option<f64>) -> String {
 }
 
 pub(crate) fn print_slo(reports: &[api::json::SloReport]) {
+    // Under `bulwark agent`: which node's proxy counted these requests.
+    if let Some(node) = reports.iter().find_map(|r| r.node.as_deref()) {
+        outln!("node {node}");
+    }
     outln!(
         "{:<12} {:<14} {:>9} {:>9} {:>8}  {:>7} {:>7} {:>7} {:>7}  {:<8} {:<8} EXHAUSTED IN",
         "SERVICE",
@@ -66,9 +70,13 @@ pub(crate) fn print_slo(reports: &[api::json::SloReport]) {
 pub(crate) fn print_incidents(v: &api::json::Incidents) {
     for i in &v.incidents {
         outln!(
-            "#{} {} [{}] {} — detected {}, MTTD {}, time to resolve {}",
+            "#{} {}{} [{}] {} — detected {}, MTTD {}, time to resolve {}",
             i.id,
             i.service,
+            i.node
+                .as_ref()
+                .map(|n| format!(" on {n}"))
+                .unwrap_or_default(),
             match i.state {
                 api::json::IncidentState::Open => "OPEN",
                 api::json::IncidentState::Resolved => "resolved",

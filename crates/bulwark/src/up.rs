@@ -282,7 +282,7 @@ pub async fn serve(
     let tcp_metrics = proxy::TcpMetrics::register(&mut registry);
     let _events = observe::count_events(&bus, &mut registry);
     let engine = Arc::new(SloEngine::new(&stack, std::time::Instant::now()));
-    engine.register(&mut registry);
+    engine.register_on_node(&mut registry, bus.origin());
     let plane = Plane::start(
         bus.clone(),
         engine,

@@ -682,6 +682,11 @@ impl Bus {
         let _ = self.origin.set(node.to_owned());
     }
 
+    /// The node this bus stamps its events with, if it belongs to a cluster agent.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.get().map(String::as_str)
+    }
+
     /// Stamps `kind` with the next sequence number and the wall-clock time, keeps it in
     /// history and sends it to live subscribers.
     pub fn publish(&self, kind: EventKind) -> Arc<Event> {
@@ -800,9 +805,11 @@ mod tests {
         let bus = Bus::new(8);
         let before = bus.publish(EventKind::StackStopping);
         assert_eq!(before.origin, None);
+        assert_eq!(bus.origin(), None);
         assert!(!serde_json::to_string(&*before).unwrap().contains("origin"));
         bus.set_origin("h0");
         bus.set_origin("h1");
+        assert_eq!(bus.origin(), Some("h0"));
         let after = bus.publish(EventKind::StackStopped);
         assert_eq!(after.origin.as_deref(), Some("h0"));
         let json = serde_json::to_value(&*after).unwrap();

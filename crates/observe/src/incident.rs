@@ -62,6 +62,10 @@ pub struct Incident {
     /// Absent from incidents stored before remediation existed.
     #[serde(default)]
     pub resolved_by: Option<String>,
+    /// The node of the cluster agent that opened it; absent under `bulwark up` and from
+    /// incidents stored before cluster mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Incident {
@@ -183,6 +187,8 @@ pub struct Incidents {
     requested_stop: HashSet<(String, u32)>,
     stopping: bool,
     first_seen_ms: HashMap<String, u64>,
+    /// Stamped on every incident opened here ([`Incident::node`]).
+    node: Option<String>,
 }
 
 impl Incidents {
@@ -190,6 +196,14 @@ impl Incidents {
         Incidents {
             next_id: 1,
             ..Default::default()
+        }
+    }
+
+    /// Incidents opened by the cluster agent of `node` (none under `bulwark up`).
+    pub fn on_node(node: Option<&str>) -> Self {
+        Incidents {
+            node: node.map(str::to_owned),
+            ..Incidents::new()
         }
     }
 
@@ -580,6 +594,7 @@ impl Incidents {
             timeline: vec![],
             more_actions: 0,
             resolved_by: None,
+            node: self.node.clone(),
         };
         self.next_id += 1;
         if let Some((at, what)) = &fault {

@@ -82,7 +82,7 @@ impl Plane {
         let mut state = State {
             alerts: AlertBook::new(config.repeat_interval.as_millis() as u64),
             history: VecDeque::new(),
-            incidents: Incidents::new(),
+            incidents: Incidents::on_node(bus.origin()),
         };
         let journal = journal.map(|(j, restored)| {
             let now = now_ms();

@@ -723,6 +723,41 @@ fn prometheus_counters() {
     }
 }
 
+/// Under `bulwark agent` every SLO series says its node; under `bulwark up` none has the
+/// label, so the exported rules and dashboards see the same series as before.
+#[test]
+fn an_agents_slo_series_carry_its_node() {
+    let series = |node: Option<&str>| {
+        let sim = Sim::new(AVAILABILITY);
+        let mut registry = Registry::default();
+        sim.engine.register_on_node(&mut registry, node);
+        sim.traffic(1, 1, 1);
+        sim.eval(1);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        text.lines()
+            .filter(|l| l.starts_with("bulwark_slo_"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let on_h0 = series(Some("h0"));
+    for prefix in [
+        "bulwark_slo_requests_total{",
+        "bulwark_slo_errors_total{",
+        "bulwark_slo_error_budget_remaining{",
+        "bulwark_slo_burn_rate{",
+    ] {
+        assert!(
+            on_h0.iter().any(|l| l.starts_with(prefix)),
+            "{prefix}: {on_h0:?}"
+        );
+    }
+    assert!(on_h0.iter().all(|l| l.contains("node=\"h0\"")), "{on_h0:?}");
+    let plain = series(None);
+    assert_eq!(plain.len(), on_h0.len());
+    assert!(plain.iter().all(|l| !l.contains("node=")), "{plain:?}");
+}
+
 #[test]
 fn other_services_are_ignored() {
     let sim = Sim::new(AVAILABILITY);

@@ -2,14 +2,15 @@
 //! node's capacity (`--capacity`), the scheduler places replicas by their service's
 //! `[resources]` requests and leaves the one no node can take unplaced, with the reason in
 //! its `placement_changed` event and in `bulwark nodes`; `bulwark status --etcd` lists
-//! every node's replicas from etcd alone, and a killed node's go with its lease.
+//! every node's replicas from etcd alone, and a killed node's go with its lease; an
+//! agent's incidents, SLO view and SLO series name its node.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::cluster_harness::{Cluster, TTL};
-use crate::cluster_schedule::{placements, quickstart6, scheduler};
+use crate::cluster_schedule::{placements, quickstart6, scheduler, web};
 use crate::harness::{eventually, output_text, signal};
 
 /// `web` with `replicas` replicas of 64 MiB each.
@@ -139,6 +140,25 @@ fn replicas_fill_declared_capacity_and_the_one_left_over_is_unplaced_with_the_re
     assert!(!table.contains("has no node"), "{table}");
     assert_eq!(cluster_status(&c)["unplaced"], Value::Array(vec![]));
     assert_eq!(placements(&c), placed);
+
+    // h1's only replica killed: h1's agent opens an incident, and it names h1.
+    let pid = web(&c, 1)["replicas"][0]["pid"]
+        .as_u64()
+        .expect("web's pid on h1");
+    signal(pid as u32, 9);
+    let state = c.state_dir(1);
+    let incident = eventually("h1's incident", Duration::from_secs(15), || {
+        let out = c.bulwark(1, &["--state-dir", &state, "incidents", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["incidents"].as_array()?.first().cloned()
+    });
+    assert_eq!(incident["service"], "web", "{incident}");
+    assert_eq!(incident["node"], "h1", "{incident}");
+    let text = output_text(&c.bulwark(1, &["--state-dir", &state, "incidents"]));
+    assert!(
+        text.contains(&format!("#{} web on h1 [", incident["id"])),
+        "{text}"
+    );
 }
 
 /// `db`: one replica per node, with `[leader]`.
@@ -241,4 +261,49 @@ fn status_with_etcd_lists_every_nodes_replicas_and_a_killed_nodes_go_with_its_le
             || db(&cluster_status(&c)),
         );
     }
+}
+
+/// An agent started on an applied stack with an SLO: its SLO view (`bulwark slo`, JSON and
+/// human) and its `bulwark_slo_*` series name its node.
+#[test]
+fn an_agents_slo_view_and_series_name_its_node() {
+    let mut c = Cluster::new(1);
+    let text = r#"
+[services.web]
+run = ["{bulwark}", "demo", "--port", "{port}"]
+[services.web.expose]
+listen = "127.0.0.1:8080"
+[[services.web.slo]]
+name = "availability"
+kind = "availability"
+objective = 99.0
+period = "1h"
+"#;
+    apply(&c, "slo.toml", text);
+    c.start_agent(0);
+    let state = c.state_dir(0);
+    let reports = eventually("h0's SLO report", Duration::from_secs(15), || {
+        let out = c.bulwark(0, &["--state-dir", &state, "slo", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.as_array().filter(|a| !a.is_empty()).cloned()
+    });
+    assert!(reports.iter().all(|r| r["node"] == "h0"), "{reports:?}");
+    let table = output_text(&c.bulwark(0, &["--state-dir", &state, "slo"]));
+    assert!(table.contains("node h0\nSERVICE"), "{table}");
+    let out = c
+        .hosts
+        .run(0, "curl", &["-sf", "http://127.0.0.1:7700/metrics"]);
+    assert!(out.status.success(), "metrics: {}", output_text(&out));
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("bulwark_slo_"))
+        .collect();
+    assert!(
+        series
+            .iter()
+            .any(|l| l.starts_with("bulwark_slo_requests_total{"))
+            && series.iter().all(|l| l.contains("node=\"h0\"")),
+        "{series:?}"
+    );
 }

@@ -175,6 +175,33 @@ fn restore_closes_incidents_left_open() {
     assert_eq!(n.id, 2, "ids continue");
 }
 
+#[test]
+fn an_agents_incidents_name_its_node_and_older_records_read_without_one() {
+    let mut inc = Incidents::on_node(Some("h0"));
+    let IncidentChange::Opened(i) = inc.trigger("web", "a", "t".into(), None, 100) else {
+        panic!("opens")
+    };
+    assert_eq!(i.node.as_deref(), Some("h0"));
+    let json = serde_json::to_value(&i).unwrap();
+    assert_eq!(json["node"], "h0");
+    let back: Incident = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, i);
+    // Stored before cluster mode (or under `bulwark up`): no `node`, and none written.
+    let mut old = json;
+    old.as_object_mut().unwrap().remove("node");
+    let old: Incident = serde_json::from_value(old).unwrap();
+    assert_eq!(old.node, None);
+    assert!(serde_json::to_value(&old).unwrap().get("node").is_none());
+    // Restored into an agent's store, an old record keeps saying nothing about a node.
+    let changes = Incidents::on_node(Some("h1")).restore(vec![old], 200);
+    assert_eq!(changes[0].incident().node, None);
+    let IncidentChange::Opened(up) = Incidents::new().trigger("web", "a", "t".into(), None, 1)
+    else {
+        panic!("opens")
+    };
+    assert_eq!(up.node, None);
+}
+
 fn remediation(at: u64, id: u64, decision: &str, guard: Option<&str>, detail: &str) -> Event {
     ev(
         at,

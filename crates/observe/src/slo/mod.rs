@@ -395,6 +395,16 @@ impl SloEngine {
         self.gauges.register(registry);
     }
 
+    /// [`register`](Self::register) with a `node` label on every series when `node` is
+    /// given (a cluster agent's node); the same series as `register` without one.
+    pub fn register_on_node(&self, registry: &mut Registry, node: Option<&str>) {
+        match node {
+            Some(n) => self
+                .register(registry.sub_registry_with_label(("node".into(), n.to_owned().into()))),
+            None => self.register(registry),
+        }
+    }
+
     /// The services that have an SLO.
     pub fn services(&self) -> impl Iterator<Item = &str> {
         self.by_service.keys().map(String::as_str)

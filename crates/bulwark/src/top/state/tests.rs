@@ -248,6 +248,7 @@ fn only_firing_alerts_and_open_incidents_are_kept() {
         timeline: Vec::new(),
         more_actions: 0,
         resolved_by: None,
+        node: None,
     };
     m.update(
         Msg::Fetched(Box::new(Snapshot {
