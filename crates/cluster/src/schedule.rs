@@ -166,21 +166,31 @@ pub struct Term {
     pub token: i64,
 }
 
-/// Every `[leader]` service's current term, by service.
-pub async fn leaders(
+/// Every key under `prefix`, as one bounded read (`what` names it in errors).
+async fn read_prefix(
     etcd: &Etcd,
-    keys: &Keys,
-) -> Result<std::collections::BTreeMap<String, Term>, Error> {
-    let prefix = keys.leaders();
-    let resp = crate::error::bounded_read("read the leaders", etcd.timeout, || {
-        let (mut client, prefix) = (etcd.client.clone(), prefix.clone());
+    what: &'static str,
+    prefix: &str,
+) -> Result<etcd_client::GetResponse, Error> {
+    crate::error::bounded_read(what, etcd.timeout, || {
+        let mut client = etcd.client.clone();
+        let prefix = prefix.to_owned();
         async move {
             client
                 .get(prefix, Some(GetOptions::new().with_prefix()))
                 .await
         }
     })
-    .await?;
+    .await
+}
+
+/// Every `[leader]` service's current term, by service.
+pub async fn leaders(
+    etcd: &Etcd,
+    keys: &Keys,
+) -> Result<std::collections::BTreeMap<String, Term>, Error> {
+    let prefix = keys.leaders();
+    let resp = read_prefix(etcd, "read the leaders", &prefix).await?;
     let mut out = std::collections::BTreeMap::new();
     for kv in resp.kvs() {
         let key = String::from_utf8_lossy(kv.key());
@@ -255,15 +265,7 @@ pub async fn endpoints(
     keys: &Keys,
 ) -> Result<std::collections::BTreeMap<(String, String, u32), Endpoint>, Error> {
     let prefix = keys.endpoints();
-    let resp = crate::error::bounded_read("read the endpoints", etcd.timeout, || {
-        let (mut client, prefix) = (etcd.client.clone(), prefix.clone());
-        async move {
-            client
-                .get(prefix, Some(GetOptions::new().with_prefix()))
-                .await
-        }
-    })
-    .await?;
+    let resp = read_prefix(etcd, "read the endpoints", &prefix).await?;
     let mut out = std::collections::BTreeMap::new();
     for kv in resp.kvs() {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
