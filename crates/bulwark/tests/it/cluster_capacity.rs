@@ -161,24 +161,15 @@ fn replicas_fill_declared_capacity_and_the_one_left_over_is_unplaced_with_the_re
     );
 }
 
-/// `db`: one replica per node, with `[leader]`.
-const DB: &str = r#"
-[services.db]
-run = ["{bulwark}", "demo", "--port", "{port}"]
-replicas = 3
-[services.db.placement]
-max_per_node = 1
-[services.db.readiness]
-http = "/ready"
-period = "200ms"
-[services.db.leader]
-"#;
-
 #[test]
 fn status_with_etcd_lists_every_nodes_replicas_and_a_killed_nodes_go_with_its_lease() {
     let c = Cluster::with_agents(3);
     three_alive(&c);
-    apply(&c, "stack.toml", &format!("{}\n{DB}", quickstart6()));
+    apply(
+        &c,
+        "stack.toml",
+        &format!("{}\n{}", quickstart6(), crate::cluster_leader::STACK),
+    );
     let status = eventually(
         "9 ready replicas, 3 per node, db's leader",
         Duration::from_secs(60),

@@ -17,7 +17,7 @@ use crate::cluster_harness::{Cluster, TTL};
 use crate::harness::{eventually, output_text, replicas_in, signal};
 
 /// `db`: one demo replica per agent, with `[leader]`.
-const STACK: &str = r#"
+pub const STACK: &str = r#"
 [services.db]
 run = ["{bulwark}", "demo", "--port", "{port}"]
 replicas = 3
