@@ -34,8 +34,9 @@ import sys
 
 
 def code_mask(text):
-    """For each line of `text`, whether it holds code (outside comments), and the brace
-    depth at the line's start (outside comments and strings)."""
+    """For each line of `text`, whether it holds code (outside comments), and the bracket
+    depth at the line's start (`{`, `(` and `[`, outside comments and strings): the lines of
+    a signature or a call broken over several lines are inside their item."""
     lines = text.split("\n")
     has_code = [False] * len(lines)
     depth_at = [0] * len(lines)
@@ -109,9 +110,9 @@ def code_mask(text):
                 continue
             i += 1
             continue
-        if c == "{":
+        if c in "{([":
             depth += 1
-        elif c == "}":
+        elif c in "})]":
             depth -= 1
         i += 1
     # A line that only continues a multi-line string begun above keeps has_code True.
