@@ -67,18 +67,9 @@ pub(super) fn expose(
             ),
         );
     }
-    let (tls, claims) = match raw.tls.given() {
-        Some(t) => super::tls::client_tls(t.get_ref(), tcp, base_dir, p),
-        None => (Some((None, None)), None),
-    };
-    let upstream_tls = match raw.upstream_tls.given() {
-        Some(t) if !tcp => super::tls::upstream_tls(t.get_ref(), base_dir, p).map(Some),
-        _ => Some(None),
-    };
-    let built = policies(raw, p)
-        .zip(raw.listen.get())
-        .zip(tls.zip(upstream_tls));
-    let expose = built.map(|((e, listen), ((tls, passthrough), upstream_tls))| Expose {
+    let (tls, claims) = super::tls::expose_tls(raw, tcp, base_dir, p);
+    let built = policies(raw, p).zip(raw.listen.get()).zip(tls);
+    let expose = built.map(|((e, listen), (tls, passthrough, upstream_tls))| Expose {
         listen,
         tls,
         passthrough,

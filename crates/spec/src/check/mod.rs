@@ -106,13 +106,7 @@ fn api(raw: &ApiTable, base_dir: &Path, p: &mut Problems) -> Option<Api> {
              `listen` needs an [api.tls] table instead; remove `allow_remote`",
         );
     }
-    let tls = match raw.tls.given() {
-        // The listeners' rules, as an HTTP listener: `passthrough`, `sni` and `default`
-        // are refused with their reason.
-        Some(t) => Some(tls::client_tls(t.get_ref(), false, base_dir, p).0?.0?),
-        None if raw.tls.is_present() => return None,
-        None => None,
-    };
+    let tls = tls::api_tls(raw, base_dir, p)?;
     if let Some(v) = raw.listen.given()
         && tls.is_none()
         && !listen.ip().is_loopback()
@@ -127,19 +121,11 @@ fn api(raw: &ApiTable, base_dir: &Path, p: &mut Problems) -> Option<Api> {
             ),
         );
     }
-    if let Some(v) = raw.client_role.span()
-        && tls.as_ref().is_none_or(|t| t.client_ca.is_none())
-    {
-        return p.fail(
-            v,
-            "[api] client_role is the role of a client known by its certificate; it needs \
-             [api.tls] client_ca, the CAs of the client certificates",
-        );
-    }
+    let client_role = tls::client_role(raw, tls.as_ref(), p)?;
     Some(Api {
         listen,
         tls,
-        client_role: raw.client_role.get()?,
+        client_role,
     })
 }
 

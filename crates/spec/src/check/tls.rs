@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use crate::keys::{TlsTable, UpstreamTlsTable};
-use crate::model::{CertFiles, Passthrough, SniName, Tls, UpstreamTls};
+use crate::keys::{ApiTable, ExposeTable, TlsTable, UpstreamTlsTable};
+use crate::model::{CertFiles, ClientRole, Passthrough, SniName, Tls, UpstreamTls};
 use crate::problem::{Problems, Span};
 use crate::schema::Field;
 
@@ -18,6 +18,31 @@ pub(super) struct SniClaims {
     pub default: bool,
     /// `default`'s value, else the `[expose.tls]` table.
     pub default_at: Span,
+}
+
+/// What `[expose.tls]` and `[expose.upstream_tls]` make, and the names claimed when TLS
+/// is passed through; `upstream_tls` is for HTTP only (the caller reports it for TCP).
+pub(super) type ExposeTls = (Option<Tls>, Option<Passthrough>, Option<UpstreamTls>);
+
+/// `[expose.tls]` and `[expose.upstream_tls]`, built.
+pub(super) fn expose_tls(
+    raw: &ExposeTable,
+    tcp: bool,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> (Option<ExposeTls>, Option<SniClaims>) {
+    let (tls, claims) = match raw.tls.given() {
+        Some(t) => client_tls(t.get_ref(), tcp, base_dir, p),
+        None => (Some((None, None)), None),
+    };
+    let upstream_tls = match raw.upstream_tls.given() {
+        Some(t) if !tcp => upstream_tls(t.get_ref(), base_dir, p).map(Some),
+        _ => Some(None),
+    };
+    let built = tls
+        .zip(upstream_tls)
+        .map(|((tls, passthrough), upstream)| (tls, passthrough, upstream));
+    (built, claims)
 }
 
 /// What `[expose.tls]` makes: TLS terminated, or passed through (at most one of them).
@@ -265,4 +290,33 @@ pub(super) fn upstream_tls(
         insecure,
         client,
     })
+}
+
+/// `[api.tls]`: the listeners' rules, as an HTTP listener (`passthrough`, `sni` and
+/// `default` are refused with their reason). `Some(None)`: none written.
+pub(super) fn api_tls(raw: &ApiTable, base_dir: &Path, p: &mut Problems) -> Option<Option<Tls>> {
+    match raw.tls.given() {
+        Some(t) => Some(Some(client_tls(t.get_ref(), false, base_dir, p).0?.0?)),
+        None if raw.tls.is_present() => None,
+        None => Some(None),
+    }
+}
+
+/// `[api] client_role` is the role of a client known by its certificate: it needs the CAs
+/// of the client certificates.
+pub(super) fn client_role(
+    raw: &ApiTable,
+    tls: Option<&Tls>,
+    p: &mut Problems,
+) -> Option<ClientRole> {
+    if let Some(v) = raw.client_role.span()
+        && tls.is_none_or(|t| t.client_ca.is_none())
+    {
+        return p.fail(
+            v,
+            "[api] client_role is the role of a client known by its certificate; it needs \
+             [api.tls] client_ca, the CAs of the client certificates",
+        );
+    }
+    raw.client_role.get()
 }
