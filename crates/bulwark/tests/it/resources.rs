@@ -260,6 +260,18 @@ memory = "32MiB"
     let pid = replica(&stack.service("hog"), 0)["pid"].as_u64().unwrap();
     let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
     assert_eq!(adj.trim(), "500");
+    // bulwark itself goes after every replica: -900 where it may lower its score (with
+    // CAP_SYS_RESOURCE), else it says it cannot.
+    let own = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", stack.pid())).unwrap();
+    if has_cap_sys_resource() {
+        assert_eq!(own.trim(), "-900");
+    } else {
+        let said = stack.stderr() + &stack.stdout();
+        assert!(
+            said.contains("cannot lower bulwark's own oom_score_adj"),
+            "{said}"
+        );
+    }
     let names: std::collections::BTreeSet<_> = replica_cgroups(stack.pid())
         .iter()
         .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
@@ -502,4 +514,16 @@ fn the_sampler_measures_a_replica_in_its_memory_cgroup_as_its_limit_does() {
         "{in_status} vs {limited}"
     );
     stop_clean(&mut stack);
+}
+
+/// Whether this process (and so the `up` it starts) may lower an `oom_score_adj`.
+fn has_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .unwrap();
+    const CAP_SYS_RESOURCE: u32 = 24;
+    eff & (1 << CAP_SYS_RESOURCE) != 0
 }
