@@ -128,20 +128,11 @@ pub(super) fn valid_name(name: &str) -> bool {
 
 /// Invariant: `initial <= max`.
 fn backoff(raw: &BackoffTable, p: &mut Problems) -> Backoff {
-    let built = raw.build().unwrap_or_default();
-    if let (Some(initial), Some(max)) = (raw.initial.get(), raw.max.get())
-        && initial > max
-    {
-        p.push(
-            raw.initial.span().or(raw.max.span()).unwrap_or_default(),
-            format!(
-                "backoff `initial` ({}) must not exceed `max` ({})",
-                humantime::format_duration(initial),
-                humantime::format_duration(max)
-            ),
-        );
+    if let (Some(initial), Some(max)) = (raw.initial.get(), raw.max.get()) {
+        let at = raw.initial.span().or(raw.max.span()).unwrap_or_default();
+        super::rules::ordered(at, &raw.label, ("initial", initial), ("max", max), p);
     }
-    built
+    raw.build().unwrap_or_default()
 }
 
 /// A count above `replicas` would forbid every voluntary disruption, forever.

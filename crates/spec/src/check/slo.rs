@@ -38,22 +38,19 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
             ),
         )
     });
-    let period = raw.period.get().filter(|d| {
-        if *d >= MIN_PERIOD {
-            return true;
-        }
-        if let Some(v) = raw.period.span() {
-            p.push(
-                v,
-                format!(
-                    "`period` must be at least 1m, found {:?}; SLO periods are usually \"30d\" \
-                     or \"28d\", and short ones such as \"1h\" are for trying things out",
-                    humantime::format_duration(*d).to_string()
-                ),
-            );
-        }
-        false
-    });
+    let period = raw.period.get().filter(|d| *d >= MIN_PERIOD);
+    if let Some(v) = raw.period.given()
+        && period.is_none()
+    {
+        p.push(
+            v.span(),
+            format!(
+                "`period` must be at least 1m, found {:?}; SLO periods are usually \"30d\" or \
+                 \"28d\", and short ones such as \"1h\" are for trying things out",
+                humantime::format_duration(*v.get_ref()).to_string()
+            ),
+        );
+    }
     let kind = match raw.kind.get()? {
         SloKindName::Availability => {
             if let Some(t) = raw.threshold.span() {
@@ -75,20 +72,12 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
                      \"availability\"); a latency SLO counts successful requests only",
                 );
             }
-            if !raw.threshold.is_present() {
-                p.push(
-                    raw.span.clone(),
-                    format!(
-                        "missing required field `threshold` in {} (kind = \"latency\"): the \
-                         latency a request must beat to count as good, for example \
-                         threshold = \"300ms\"",
-                        raw.label
-                    ),
-                );
-            }
-            SloKind::Latency {
-                threshold: raw.threshold.get()?,
-            }
+            let what = "`threshold`: the latency a request must beat to count as good, for \
+                        example threshold = \"300ms\"";
+            let place = (&raw.span, &raw.label, &raw.written);
+            let needs = ("kind = \"latency\"", what);
+            let threshold = super::rules::required(&raw.threshold, place, needs, p)?;
+            SloKind::Latency { threshold }
         }
     };
     Some(Slo {
