@@ -139,23 +139,18 @@ pub(super) fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: 
                 share(addr, (mine, theirs), name, p);
                 continue;
             }
-            let tcp = |c: &Checked| {
-                c.service
-                    .expose
-                    .as_ref()
-                    .is_some_and(|e| e.protocol == crate::Protocol::Tcp)
-            };
-            let message = if *other == addr && (tcp(checked) || tcp(by)) {
-                format!(
-                    "`listen` address {addr} is already exposed by service `{name}` (TCP \
-                     services share an address only when each passes TLS through by SNI: \
-                     [expose.tls] passthrough = true with its own `sni` names)"
-                )
-            } else if *other == addr {
+            let mut message = if *other == addr {
                 format!("`listen` address {addr} is already exposed by service `{name}`")
             } else {
                 format!("`listen` address {addr} clashes with {other}, exposed by service `{name}`")
             };
+            let tcp = |c: &Checked| c.service.expose.as_ref().map(|e| e.protocol);
+            if *other == addr && [tcp(checked), tcp(by)].contains(&Some(crate::Protocol::Tcp)) {
+                message.push_str(
+                    " (TCP services share an address only when each passes TLS through by SNI: \
+                     [expose.tls] passthrough = true with its own `sni` names)",
+                );
+            }
             p.push(listen.span(), message);
             break;
         }

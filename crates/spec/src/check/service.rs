@@ -49,24 +49,6 @@ pub(super) fn service<'a>(
     if expose.is_some() && !raw.readiness.is_present() {
         readiness = Some(Probe::defaults(ProbeKind::Readiness, ProbeAction::Tcp));
     }
-    let slos = raw
-        .slo
-        .value()
-        .map(|list| super::slo::slos(&name_str, list, p));
-    // An invalid `expose` was reported already; only a missing one is this problem.
-    if let Some(list) = raw.slo.given()
-        && !raw.expose.is_present()
-    {
-        p.push(
-            list.span(),
-            format!(
-                "service `{name_str}` has SLOs but no [services.{name_str}.expose]: SLIs are \
-                 measured by bulwark's proxy from the requests it forwards, so only an exposed \
-                 service can have an SLO; add [services.{name_str}.expose] with a `listen` \
-                 address, or remove the [[services.{name_str}.slo]] tables"
-            ),
-        );
-    }
     let leader = super::leader::leader(&name_str, raw, expose.as_ref(), base_dir, p);
     let (env, secrets) = super::env::environment(raw, base_dir, p);
     let resources = super::resources::resources(&raw.resources);
@@ -103,7 +85,7 @@ pub(super) fn service<'a>(
             ),
             container: super::container::container(raw, base_dir, p),
             expose,
-            slos: slos.unwrap_or_default(),
+            slos: super::slo::slos(&name_str, raw, p),
             autoscale: super::remedy::autoscale(&raw.autoscale, raw.replicas.get(), p),
             anomaly: super::resources::anomaly_with_limit(
                 super::remedy::service_anomaly(&raw.anomaly),

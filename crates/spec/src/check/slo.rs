@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use crate::keys::{SloAlertsTable, SloKindName, SloTable};
+use crate::keys::{ServiceTable, SloAlertsTable, SloKindName, SloTable};
 use crate::model::{Slo, SloAlerts, SloKind};
 use crate::problem::Problems;
 
-/// Names checked for uniqueness, then each SLO on its own.
-pub(super) fn slos(service: &str, list: &[SloTable], p: &mut Problems) -> Vec<Slo> {
+/// The service's SLOs: names checked for uniqueness, then each SLO on its own, and only
+/// for an exposed service.
+pub(super) fn slos(service: &str, raw: &ServiceTable, p: &mut Problems) -> Vec<Slo> {
+    let list = raw.slo.value().map_or(&[][..], Vec::as_slice);
     super::duplicate_names(
         list.iter().filter_map(|raw| raw.name.given()),
         |n| {
@@ -18,7 +20,22 @@ pub(super) fn slos(service: &str, list: &[SloTable], p: &mut Problems) -> Vec<Sl
         },
         p,
     );
-    list.iter().filter_map(|raw| slo(raw, p)).collect()
+    let slos = list.iter().filter_map(|raw| slo(raw, p)).collect();
+    // An invalid `expose` was reported already; only a missing one is this problem.
+    if let Some(list) = raw.slo.given()
+        && !raw.expose.is_present()
+    {
+        p.push(
+            list.span(),
+            format!(
+                "service `{service}` has SLOs but no [services.{service}.expose]: SLIs are \
+                 measured by bulwark's proxy from the requests it forwards, so only an exposed \
+                 service can have an SLO; add [services.{service}.expose] with a `listen` \
+                 address, or remove the [[services.{service}.slo]] tables"
+            ),
+        );
+    }
+    slos
 }
 
 fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
