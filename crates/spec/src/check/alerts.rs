@@ -17,7 +17,7 @@ pub(super) fn alerts(raw: &AlertsTable, p: &mut Problems) -> Option<Alerts> {
     })
 }
 
-/// How the one sink of a table is chosen, and how messages show each.
+/// What a sink does: exactly one of these keys, each as messages show it.
 const SINKS: [(&str, &str); 3] = [
     ("log", "`log = true`"),
     ("webhook", "`webhook = \"http://HOST:PORT/PATH\"`"),

@@ -191,7 +191,7 @@ fn breaker(t: &BreakerTable) -> Option<Breaker> {
     })
 }
 
-/// A fault's action, and how messages show each.
+/// A fault's action: exactly one of these keys, each as messages show it.
 const FAULT_ACTIONS: [(&str, &str); 3] = [
     ("delay", "`delay = \"100ms\"`"),
     ("abort", "`abort = 503`"),
@@ -258,7 +258,7 @@ pub(super) fn toxic(t: &ToxicTable) -> Option<Toxic> {
     })
 }
 
-/// A route's match, and how messages show each.
+/// A route's match: exactly one of these keys, each as messages show it.
 const ROUTE_MATCHES: [(&str, &str); 2] = [
     ("weight", "`weight` (percent)"),
     ("header", "`header = \"NAME: VALUE\"`"),

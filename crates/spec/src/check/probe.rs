@@ -39,7 +39,7 @@ fn timed(raw: &ProbeTable, action: ProbeAction) -> Option<Probe> {
     })
 }
 
-/// The probe's action, and how messages show each.
+/// A probe's action: exactly one of these keys, each as messages show it.
 const ACTIONS: [(&str, &str); 3] = [
     ("http", "`http = \"/path\"`"),
     ("tcp", "`tcp = true`"),
