@@ -61,13 +61,12 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
     }
     let mut reported = placed;
     for start in 0..services.len() {
-        let from = if reported[start] {
-            Vec::new()
-        } else {
-            search(start, &deps)
-        };
+        if reported[start] {
+            continue;
+        }
+        let from = search(start, &deps);
         // The service before `start` on its shortest cycle; none: it is behind a cycle.
-        let Some(Some(last)) = from.get(start).copied() else {
+        let Some(last) = from[start] else {
             continue;
         };
         let to = search(start, &dependents);
