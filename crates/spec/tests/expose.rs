@@ -165,12 +165,12 @@ weight = 5
     );
     assert_eq!(
         parse(&src).unwrap_err(),
-        "stack.toml:7:1: error: balance = \"hash\" needs `hash_on`: \"header:NAME\", \"cookie:NAME\" or \"client-address\"\n\
+        "stack.toml:7:1: error: [services.web.expose]: balance = \"hash\" needs `hash_on`: \"header:NAME\", \"cookie:NAME\" or \"client-address\"\n\
          stack.toml:11:12: error: `attempts` must be between 1 and 10, found 0\n\
          stack.toml:12:7: error: elements of `on` must be \"connect-failure\", \"reset\", \"per-try-timeout\", \"5xx\", \"gateway-error\" or \"status\", found \"conect-failure\"; did you mean \"connect-failure\"?\n\
          stack.toml:14:1: error: unknown field `consecutive_5xxx` in [services.web.expose.outlier]; did you mean `consecutive_5xx`?\n\
          stack.toml:16:11: error: `percent` must be between 0 and 100 (percent), found 150\n\
-         stack.toml:19:6: error: route `to` names unknown service `v3`"
+         stack.toml:19:6: error: route `to` names unknown service `v3`; services are `v2`"
     );
 }
 

@@ -235,7 +235,7 @@ objective = 99
 threshold = 300
 "#,
         r#"
-        stack.toml:5:1: error: missing required field `threshold` in [[services.web.slo]] (kind = "latency"): the latency a request must beat to count as good, for example threshold = "300ms"
+        stack.toml:5:1: error: [[services.web.slo]]: kind = "latency" needs `threshold`: the latency a request must beat to count as good, for example threshold = "300ms"
         stack.toml:14:13: error: `threshold` is only for latency SLOs (kind = "latency"); an availability SLO counts failed requests, whatever their latency
         stack.toml:20:13: error: `threshold` must be greater than 0
         stack.toml:21:22: error: `count_429_as_error` is only for availability SLOs (kind = "availability"); a latency SLO counts successful requests only

@@ -571,12 +571,12 @@ liveness = { tcp = false }
 readiness = { exec = ["", "--flag"], http = 5, tcp = true }
 "#,
         r#"
-        stack.toml:6:1: error: more than one probe action in [services.web.readiness] (`http`, `tcp`); set exactly one
-        stack.toml:8:1: error: no probe action in [services.web.liveness]; set exactly one of `http = "/path"`, `tcp = true` or `exec = ["cmd", "arg"]`
+        stack.toml:6:1: error: [services.web.readiness] needs exactly one of `http = "/path"`, `tcp = true` or `exec = ["cmd", "arg"]`, found `http`, `tcp`
+        stack.toml:8:1: error: [services.web.liveness] needs exactly one of `http = "/path"`, `tcp = true` or `exec = ["cmd", "arg"]`, found none
         stack.toml:12:8: error: `exec` must not be empty: it is the program to run and its arguments
         stack.toml:16:20: error: `tcp = false` is not a probe action; use `tcp = true` to probe by connecting to the replica's port, or set `http` or `exec` instead
         stack.toml:17:23: error: the first element of `exec` is the program to run and must not be empty
-        stack.toml:17:38: error: more than one probe action in [services.db.readiness] (`exec`, `http`, `tcp`); set exactly one
+        stack.toml:17:38: error: [services.db.readiness] needs exactly one of `http = "/path"`, `tcp = true` or `exec = ["cmd", "arg"]`, found `exec`, `http`, `tcp`
         stack.toml:17:45: error: `http` must be a path starting with `/`, found an integer
         "#,
     );
@@ -600,10 +600,10 @@ run = ["y"]
 backoff = { max = "100ms", multiplier = inf, jitter = -0.1 }
 "#,
         r#"
-        stack.toml:5:11: error: backoff `initial` (1m) must not exceed `max` (30s)
+        stack.toml:5:11: error: [services.web.backoff]: `initial` (1m) must not exceed `max` (30s)
         stack.toml:7:14: error: `multiplier` must be at least 1, found 0.5
         stack.toml:8:10: error: `jitter` must be at least 0 and less than 1, found 1
-        stack.toml:12:19: error: backoff `initial` (250ms) must not exceed `max` (100ms)
+        stack.toml:12:19: error: [services.db.backoff]: `initial` (250ms) must not exceed `max` (100ms)
         stack.toml:12:41: error: `multiplier` must be at least 1, found inf
         stack.toml:12:55: error: `jitter` must be at least 0 and less than 1, found -0.1
         "#,

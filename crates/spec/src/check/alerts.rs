@@ -17,36 +17,32 @@ pub(super) fn alerts(raw: &AlertsTable, p: &mut Problems) -> Option<Alerts> {
     })
 }
 
+/// What a sink does: exactly one of these keys, each as messages show it.
+const SINKS: [(&str, &str); 3] = [
+    ("log", "`log = true`"),
+    ("webhook", "`webhook = \"http://HOST:PORT/PATH\"`"),
+    ("exec", "`exec = [\"cmd\", \"arg\"]`"),
+];
+
 fn sink(raw: &SinkTable, p: &mut Problems) -> Option<AlertSink> {
-    if super::written_of(&raw.written, &["log", "webhook", "exec"]).len() != 1 {
-        return p.fail(
-            raw.span.clone(),
-            format!(
-                "{} needs exactly one of `log = true`, `webhook = \"http://HOST:PORT/PATH\"` \
-                 or `exec = [\"cmd\", \"arg\"]`",
-                raw.label
-            ),
-        );
-    }
-    if let Some(log) = raw.log.given() {
-        if !*log.get_ref() {
+    let place = (&raw.span, &raw.label, &raw.written);
+    Some(match super::rules::one_of(place, &SINKS, false, p)? {
+        "log" if !raw.log.get()? => {
             return p.fail(
-                log.span(),
+                raw.log.span()?,
                 "`log = false` is not a sink; remove the entry to have no log sink",
             );
         }
-        return Some(AlertSink::Log);
-    }
-    if raw.webhook.is_present() {
-        return Some(AlertSink::Webhook {
+        "log" => AlertSink::Log,
+        "webhook" => AlertSink::Webhook {
             url: raw.webhook.get()?,
             timeout: raw.timeout.get()?,
             attempts: raw.attempts.get()?,
-        });
-    }
-    Some(AlertSink::Exec {
-        command: raw.exec.get()?,
-        timeout: raw.timeout.get()?,
+        },
+        _ => AlertSink::Exec {
+            command: raw.exec.get()?,
+            timeout: raw.timeout.get()?,
+        },
     })
 }
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use super::service::Checked;
-use crate::problem::{Problems, hint, suggest};
+use crate::problem::{Problems, hint};
 
 /// Resolves `depends_on`, reports unknown names and cycles, and returns the indices of
 /// `services` in dependency order: dependencies first, ties in file order (so the
@@ -16,37 +16,25 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
     // deps[i]: services i depends on (edges i -> j).
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
     for (i, checked) in services.iter_mut().enumerate() {
-        let Some(list) = checked.raw.depends_on.given() else {
-            continue;
-        };
         let own = &checked.service.name;
-        for dep in list.get_ref() {
+        for dep in checked.raw.depends_on.value().into_iter().flatten() {
             let d = dep.get_ref();
-            if d == own {
-                p.push(dep.span(), format!("service `{own}` depends on itself"));
-                continue;
-            }
-            let Some(j) = names.iter().position(|n| n == d) else {
-                let others: Vec<&str> = names
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|n| n != own)
-                    .collect();
-                p.push(
-                    dep.span(),
-                    format!(
-                        "`depends_on` names unknown service `{d}`{}",
-                        hint(d, &others, "services are")
-                    ),
-                );
-                continue;
+            let problem = match names.iter().position(|n| n == d) {
+                _ if d == own => format!("service `{own}` depends on itself"),
+                Some(j) if deps[i].contains(&j) => format!("`{d}` is listed twice in `depends_on`"),
+                Some(j) => {
+                    deps[i].push(j);
+                    checked.service.depends_on.push(d.clone());
+                    continue;
+                }
+                None => {
+                    let others = names.iter().map(String::as_str).filter(|n| n != own);
+                    let others: Vec<&str> = others.collect();
+                    let hint = hint(d, &others, "services are");
+                    format!("`depends_on` names unknown service `{d}`{hint}")
+                }
             };
-            if deps[i].contains(&j) {
-                p.push(dep.span(), format!("`{d}` is listed twice in `depends_on`"));
-                continue;
-            }
-            deps[i].push(j);
-            checked.service.depends_on.push(d.clone());
+            p.push(dep.span(), problem);
         }
     }
 
@@ -62,8 +50,9 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
     }
 
     // Services left out are on or behind a cycle. Each set of services on cycles through
-    // each other is reported once, from its first service in file order. A search per
-    // service left out is quadratic at worst, for thousands of services behind a cycle.
+    // each other is reported once, from its first service in file order, with the shortest
+    // cycle through it, which one edit breaks. A search per service left out is quadratic
+    // at worst, for thousands of services behind a cycle.
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
     for (i, ds) in deps.iter().enumerate() {
         for &j in ds {
@@ -75,61 +64,41 @@ pub(super) fn dependency_order(services: &mut [Checked], p: &mut Problems) -> Ve
         if reported[start] {
             continue;
         }
-        let Some(cycle) = shortest_cycle(start, &deps) else {
+        let from = search(start, &deps);
+        // The service before `start` on its shortest cycle; none: it is behind a cycle.
+        let Some(last) = from[start] else {
             continue;
         };
-        let (from, to) = (reachable(start, &deps), reachable(start, &dependents));
+        let to = search(start, &dependents);
         for i in 0..services.len() {
-            reported[i] |= from[i] && to[i];
+            reported[i] |= from[i].is_some() && to[i].is_some();
         }
-        let path: Vec<&str> = cycle.iter().map(|&i| names[i].as_str()).collect();
+        let back = std::iter::successors(Some(last), |&i| from[i].filter(|_| i != start));
+        let mut cycle: Vec<&str> = back.map(|i| names[i].as_str()).collect();
+        cycle.reverse();
+        cycle.push(&names[start]);
         let span = services[start].raw.depends_on.span().unwrap_or_default();
-        p.push(span, format!("dependency cycle: {}", path.join(" -> ")));
+        p.push(span, format!("dependency cycle: {}", cycle.join(" -> ")));
     }
     order
 }
 
-/// Which nodes can be reached from `start` by following `edges` (iteratively, so that a
-/// long dependency chain in a generated file cannot overflow the stack).
-fn reachable(start: usize, edges: &[Vec<usize>]) -> Vec<bool> {
-    let mut seen = vec![false; edges.len()];
-    let mut stack = vec![start];
-    while let Some(node) = stack.pop() {
-        for &next in &edges[node] {
-            if !seen[next] {
-                seen[next] = true;
-                stack.push(next);
-            }
-        }
-    }
-    seen
-}
-
-/// `start -> ... -> start`, shortest first (breadth-first), so the message names a cycle
-/// the user can break with one edit; `None` if `start` is on no cycle.
-fn shortest_cycle(start: usize, edges: &[Vec<usize>]) -> Option<Vec<usize>> {
-    let mut parent: Vec<Option<usize>> = vec![None; edges.len()];
+/// Breadth-first from `start` along `edges` (iteratively, so that a long dependency chain
+/// in a generated file cannot overflow the stack): each node reached, with the node it was
+/// first reached from. `start` itself is reached only through a cycle, and then from the
+/// last node of the shortest one.
+fn search(start: usize, edges: &[Vec<usize>]) -> Vec<Option<usize>> {
+    let mut from = vec![None; edges.len()];
     let mut queue = VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {
-        for &succ in &edges[node] {
-            if succ == start {
-                let mut path = vec![node];
-                let mut at = node;
-                while let Some(prev) = parent[at] {
-                    path.push(prev);
-                    at = prev;
-                }
-                path.reverse();
-                path.push(start);
-                return Some(path);
-            }
-            if parent[succ].is_none() {
-                parent[succ] = Some(node);
-                queue.push_back(succ);
+        for &next in &edges[node] {
+            if from[next].is_none() {
+                from[next] = Some(node);
+                queue.push_back(next);
             }
         }
     }
-    None
+    from
 }
 
 /// Two exposed services, or a service and the API, cannot listen on one address. Port 0
@@ -169,23 +138,18 @@ pub(super) fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: 
                 share(addr, (mine, theirs), name, p);
                 continue;
             }
-            let tcp = |c: &Checked| {
-                c.service
-                    .expose
-                    .as_ref()
-                    .is_some_and(|e| e.protocol == crate::Protocol::Tcp)
-            };
-            let message = if *other == addr && (tcp(checked) || tcp(by)) {
-                format!(
-                    "`listen` address {addr} is already exposed by service `{name}` (TCP \
-                     services share an address only when each passes TLS through by SNI: \
-                     [expose.tls] passthrough = true with its own `sni` names)"
-                )
-            } else if *other == addr {
+            let mut message = if *other == addr {
                 format!("`listen` address {addr} is already exposed by service `{name}`")
             } else {
                 format!("`listen` address {addr} clashes with {other}, exposed by service `{name}`")
             };
+            let tcp = |c: &Checked| c.service.expose.as_ref().map(|e| e.protocol);
+            if *other == addr && [tcp(checked), tcp(by)].contains(&Some(crate::Protocol::Tcp)) {
+                message.push_str(
+                    " (TCP services share an address only when each passes TLS through by SNI: \
+                     [expose.tls] passthrough = true with its own `sni` names)",
+                );
+            }
             p.push(listen.span(), message);
             break;
         }
@@ -224,8 +188,9 @@ fn share(
 /// A route sends traffic to another service that the proxy can reach: one that exists,
 /// is not the service itself, and speaks HTTP (its replicas are what the route picks).
 pub(super) fn check_routes(services: &[Checked], p: &mut Problems) {
-    let names: Vec<&str> = services.iter().map(|c| c.service.name.as_str()).collect();
+    let names = services.iter().map(|c| c.service.name.as_str());
     for c in services {
+        let others: Vec<&str> = names.clone().filter(|n| *n != c.service.name).collect();
         let routes = c.raw.expose.value().and_then(|e| e.routes.value());
         for t in routes.into_iter().flatten().filter_map(|r| r.to.given()) {
             let to = t.get_ref().as_str();
@@ -234,12 +199,12 @@ pub(super) fn check_routes(services: &[Checked], p: &mut Problems) {
                     t.span(),
                     format!("a route of `{to}` cannot lead to `{to}` itself"),
                 );
-            } else if !names.contains(&to) {
-                let mut msg = format!("route `to` names unknown service `{to}`");
-                if let Some(m) = suggest(to, names.iter().copied()) {
-                    msg.push_str(&format!("; did you mean `{m}`?"));
-                }
-                p.push(t.span(), msg);
+            } else if !others.contains(&to) {
+                let hint = hint(to, &others, "services are");
+                p.push(
+                    t.span(),
+                    format!("route `to` names unknown service `{to}`{hint}"),
+                );
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::each;
+use super::{each, rules};
 use crate::keys::{
     BalanceName, BreakerTable, ExposeTable, FaultTable, HedgeTable, OutlierTable, RetriesTable,
     RouteTable, ToxicTable, ToxicType,
@@ -13,7 +13,6 @@ use crate::model::{
     RetryCondition, Route, RouteMatch, Toxic, ToxicKind,
 };
 use crate::problem::Problems;
-use crate::schema::Field;
 
 /// Keys of `[expose]` that only mean something for HTTP.
 const HTTP_ONLY: [&str; 7] = [
@@ -139,44 +138,38 @@ fn balance(raw: &ExposeTable, p: &mut Problems) -> Option<Balance> {
     {
         p.push(w, "`weights` needs balance = \"weighted\"");
     }
+    let place = (&raw.span, &raw.label, &raw.written);
     Some(match kind {
         BalanceName::P2c => Balance::P2c,
         BalanceName::RoundRobin => Balance::RoundRobin,
         BalanceName::LeastRequest => Balance::LeastRequest,
-        BalanceName::Weighted => match &raw.weights {
-            Field::Absent => {
-                return p.fail(
-                    raw.span.clone(),
-                    "balance = \"weighted\" needs `weights = [..]`, one per replica index",
-                );
-            }
-            w => Balance::Weighted(w.get()?),
-        },
-        BalanceName::Hash => match &raw.hash_on {
-            Field::Absent => {
-                return p.fail(
-                    raw.span.clone(),
-                    "balance = \"hash\" needs `hash_on`: \"header:NAME\", \"cookie:NAME\" or \
-                     \"client-address\"",
-                );
-            }
-            h => Balance::Hash(h.get()?),
-        },
+        BalanceName::Weighted => {
+            let needs = (
+                "balance = \"weighted\"",
+                "`weights = [..]`, one per replica index",
+            );
+            Balance::Weighted(rules::required(&raw.weights, place, needs, p)?)
+        }
+        BalanceName::Hash => {
+            let what = "`hash_on`: \"header:NAME\", \"cookie:NAME\" or \"client-address\"";
+            Balance::Hash(rules::required(
+                &raw.hash_on,
+                place,
+                ("balance = \"hash\"", what),
+                p,
+            )?)
+        }
     })
 }
 
 /// Invariant: `base_ejection <= max_ejection`.
 fn outlier(t: &OutlierTable, p: &mut Problems) -> Option<Outlier> {
     let o = t.build()?;
-    if o.base_ejection > o.max_ejection {
-        return p.fail(
-            t.span.clone(),
-            format!(
-                "outlier `base_ejection` ({:?}) must not exceed `max_ejection` ({:?})",
-                o.base_ejection, o.max_ejection
-            ),
-        );
-    }
+    let (low, high) = (
+        ("base_ejection", o.base_ejection),
+        ("max_ejection", o.max_ejection),
+    );
+    rules::ordered(t.span.clone(), &t.label, low, high, p)?;
     Some(o)
 }
 
@@ -189,17 +182,16 @@ fn breaker(t: &BreakerTable) -> Option<Breaker> {
     })
 }
 
-/// Exactly one of `delay`, `abort`, `reset`, and `percent` or `header` to say when.
+/// A fault's action: exactly one of these keys, each as messages show it.
+const FAULT_ACTIONS: [(&str, &str); 3] = [
+    ("delay", "`delay = \"100ms\"`"),
+    ("abort", "`abort = 503`"),
+    ("reset", "`reset = true`"),
+];
+
+/// Exactly one action, and `percent` or `header` to say when.
 fn fault(t: &FaultTable, p: &mut Problems) -> Option<Fault> {
-    if super::written_of(&t.written, &["delay", "abort", "reset"]).len() != 1 {
-        return p.fail(
-            t.span.clone(),
-            format!(
-                "{} needs exactly one of `delay = \"100ms\"`, `abort = 503` or `reset = true`",
-                t.label
-            ),
-        );
-    }
+    let action = rules::one_of((&t.span, &t.label, &t.written), &FAULT_ACTIONS, false, p)?;
     if !t.percent.is_present() && !t.header.is_present() {
         return p.fail(
             t.span.clone(),
@@ -212,48 +204,44 @@ fn fault(t: &FaultTable, p: &mut Problems) -> Option<Fault> {
             "`reset = false` is not a fault; remove the entry",
         );
     }
-    // An invalid key was reported, and the stack is refused: its stand-in goes nowhere.
-    let action = match (t.delay.get(), t.abort.get()) {
-        (Some(d), _) => FaultAction::Delay(d),
-        (_, Some(a)) => FaultAction::Abort(a),
-        _ => FaultAction::Reset,
-    };
     Some(Fault {
         // Header-triggered faults apply to every request that carries the header by default.
         percent: t.percent.or(100.0)?,
         header: t.header.get().map(|h| h.to_ascii_lowercase()),
-        action,
+        action: match action {
+            "delay" => FaultAction::Delay(t.delay.get()?),
+            "abort" => FaultAction::Abort(t.abort.get()?),
+            _ => FaultAction::Reset,
+        },
     })
+}
+
+/// `ToxicKind::V { key: t.key.get()?, .. }` for the variant `type` names: each variant's
+/// fields are keys of the table.
+macro_rules! toxic_kind {
+    ($t:ident, $($V:ident { $($key:ident),* }),* $(,)?) => {
+        match $t.kind.get()? {
+            $(ToxicType::$V => ToxicKind::$V { $($key: $t.$key.get()?),* },)*
+        }
+    };
 }
 
 /// The keys of `type` apply; the others are ignored.
 pub(super) fn toxic(t: &ToxicTable) -> Option<Toxic> {
-    let kind = match t.kind.get()? {
-        ToxicType::Latency => ToxicKind::Latency {
-            latency: t.latency.get()?,
-            jitter: t.jitter.get()?,
+    let kind = toxic_kind!(
+        t,
+        Latency { latency, jitter },
+        Bandwidth { rate },
+        ResetPeer { timeout },
+        Timeout { timeout },
+        SlowClose { delay },
+        Slicer {
+            average_size,
+            size_variation,
+            delay
         },
-        ToxicType::Bandwidth => ToxicKind::Bandwidth {
-            rate: t.rate.get()?,
-        },
-        ToxicType::ResetPeer => ToxicKind::ResetPeer {
-            timeout: t.timeout.get()?,
-        },
-        ToxicType::Timeout => ToxicKind::Timeout {
-            timeout: t.timeout.get()?,
-        },
-        ToxicType::SlowClose => ToxicKind::SlowClose {
-            delay: t.delay.get()?,
-        },
-        ToxicType::Slicer => ToxicKind::Slicer {
-            average_size: t.average_size.get()?,
-            size_variation: t.size_variation.get()?,
-            delay: t.delay.get()?,
-        },
-        ToxicType::LimitData => ToxicKind::LimitData {
-            bytes: t.bytes.get()?,
-        },
-    };
+        LimitData { bytes },
+    );
     Some(Toxic {
         kind,
         toxicity: t.toxicity.get()?,
@@ -261,26 +249,22 @@ pub(super) fn toxic(t: &ToxicTable) -> Option<Toxic> {
     })
 }
 
+/// A route's match: exactly one of these keys, each as messages show it.
+const ROUTE_MATCHES: [(&str, &str); 2] = [
+    ("weight", "`weight` (percent)"),
+    ("header", "`header = \"NAME: VALUE\"`"),
+];
+
 /// Exactly one of `weight` and `header`; `to` is checked against the stack's services
 /// ([`super::deps::check_routes`]).
 fn route(t: &RouteTable, p: &mut Problems) -> Option<Route> {
     let to = t.to.get()?;
-    let matcher = match (&t.weight, &t.header) {
-        (Field::Given(w), Field::Absent) => RouteMatch::Weight(*w.get_ref()),
-        (Field::Absent, Field::Given(h)) => {
-            let (name, value) = h.get_ref().clone();
-            RouteMatch::Header { name, value }
-        }
-        (Field::Invalid, _) | (_, Field::Invalid) => return None,
-        _ => {
-            return p.fail(
-                t.span.clone(),
-                format!(
-                    "{} needs exactly one of `weight` (percent) or `header = \"NAME: VALUE\"`",
-                    t.label
-                ),
-            );
-        }
+    let matcher = rules::one_of((&t.span, &t.label, &t.written), &ROUTE_MATCHES, false, p)?;
+    let matcher = if matcher == "weight" {
+        RouteMatch::Weight(t.weight.get()?)
+    } else {
+        let (name, value) = t.header.get()?;
+        RouteMatch::Header { name, value }
     };
     Some(Route {
         to,

@@ -22,6 +22,7 @@ mod probe;
 mod remedy;
 mod resources;
 mod rollout;
+mod rules;
 mod service;
 mod slo;
 mod tls;
@@ -31,7 +32,7 @@ use std::path::Path;
 
 use crate::keys::{ApiTable, StackTable};
 use crate::model::{Api, Service, Stack};
-use crate::problem::{Problems, Span};
+use crate::problem::Problems;
 use crate::schema::{Field, Section, Table};
 
 /// Checks the read file into a [`Stack`], recording every problem in `p`. Relative `cwd`
@@ -149,15 +150,6 @@ pub(super) fn duplicate_names<'a>(
         }
         seen.push(n);
     }
-}
-
-/// The keys among `keys` written in a table, in file order, with their spans.
-pub(super) fn written_of<'a>(
-    written: &'a [(String, Span, Span)],
-    keys: &[&str],
-) -> Vec<&'a (String, Span, Span)> {
-    let wanted = |(k, _, _): &&(String, Span, Span)| keys.contains(&k.as_str());
-    written.iter().filter(wanted).collect()
 }
 
 /// Every entry built (each reports its own problems); `None` if any failed.

@@ -2,7 +2,7 @@
 
 use crate::keys::ProbeTable;
 use crate::model::{Probe, ProbeAction, ProbeKind};
-use crate::problem::{Problems, backticked};
+use crate::problem::Problems;
 use crate::schema::Field;
 
 pub(super) fn probe(field: &Field<ProbeTable>, kind: ProbeKind, p: &mut Problems) -> Option<Probe> {
@@ -39,8 +39,14 @@ fn timed(raw: &ProbeTable, action: ProbeAction) -> Option<Probe> {
     })
 }
 
-/// The probe's action. Every action key given was checked by the reader, even when there
-/// are too many, so fixing the count does not reveal a new error in the one that stays.
+/// A probe's action: exactly one of these keys, each as messages show it.
+const ACTIONS: [(&str, &str); 3] = [
+    ("http", "`http = \"/path\"`"),
+    ("tcp", "`tcp = true`"),
+    ("exec", "`exec = [\"cmd\", \"arg\"]`"),
+];
+
+/// The probe's action. `tcp = false` is reported whatever else is written.
 fn action(raw: &ProbeTable, p: &mut Problems) -> Option<ProbeAction> {
     if let Some(tcp) = raw.tcp.given()
         && !*tcp.get_ref()
@@ -51,35 +57,17 @@ fn action(raw: &ProbeTable, p: &mut Problems) -> Option<ProbeAction> {
              the replica's port, or set `http` or `exec` instead",
         );
     }
-    let keys = super::written_of(&raw.written, &["http", "tcp", "exec"]);
-    match keys.as_slice() {
-        [] => p.fail(
-            raw.span.clone(),
-            format!(
-                "no probe action in {}; set exactly one of `http = \"/path\"`, \
-                 `tcp = true` or `exec = [\"cmd\", \"arg\"]`",
-                raw.label
-            ),
-        ),
-        [_, (_, second, _), ..] => {
-            let names: Vec<&str> = keys.iter().map(|(k, _, _)| k.as_str()).collect();
-            p.fail(
-                second.clone(),
-                format!(
-                    "more than one probe action in {} ({}); set exactly one",
-                    raw.label,
-                    backticked(&names)
-                ),
-            )
-        }
-        // `None` below means the one action was invalid, which was reported already.
-        [_] => {
-            let http = raw.http.get().map(|path| ProbeAction::Http { path });
-            let tcp = raw.tcp.get().filter(|t| *t).map(|_| ProbeAction::Tcp);
-            let exec = raw.exec.get().map(|command| ProbeAction::Exec { command });
-            http.or(tcp).or(exec)
-        }
-    }
+    let place = (&raw.span, &raw.label, &raw.written);
+    // `None` below means the one action was invalid, which was reported already.
+    Some(match super::rules::one_of(place, &ACTIONS, true, p)? {
+        "http" => ProbeAction::Http {
+            path: raw.http.get()?,
+        },
+        "tcp" => raw.tcp.get().filter(|t| *t).map(|_| ProbeAction::Tcp)?,
+        _ => ProbeAction::Exec {
+            command: raw.exec.get()?,
+        },
+    })
 }
 
 impl Probe {

@@ -49,24 +49,6 @@ pub(super) fn service<'a>(
     if expose.is_some() && !raw.readiness.is_present() {
         readiness = Some(Probe::defaults(ProbeKind::Readiness, ProbeAction::Tcp));
     }
-    let slos = raw
-        .slo
-        .value()
-        .map(|list| super::slo::slos(&name_str, list, p));
-    // An invalid `expose` was reported already; only a missing one is this problem.
-    if let Some(list) = raw.slo.given()
-        && !raw.expose.is_present()
-    {
-        p.push(
-            list.span(),
-            format!(
-                "service `{name_str}` has SLOs but no [services.{name_str}.expose]: SLIs are \
-                 measured by bulwark's proxy from the requests it forwards, so only an exposed \
-                 service can have an SLO; add [services.{name_str}.expose] with a `listen` \
-                 address, or remove the [[services.{name_str}.slo]] tables"
-            ),
-        );
-    }
     let leader = super::leader::leader(&name_str, raw, expose.as_ref(), base_dir, p);
     let (env, secrets) = super::env::environment(raw, base_dir, p);
     let resources = super::resources::resources(&raw.resources);
@@ -103,7 +85,7 @@ pub(super) fn service<'a>(
             ),
             container: super::container::container(raw, base_dir, p),
             expose,
-            slos: slos.unwrap_or_default(),
+            slos: super::slo::slos(&name_str, raw, p),
             autoscale: super::remedy::autoscale(&raw.autoscale, raw.replicas.get(), p),
             anomaly: super::resources::anomaly_with_limit(
                 super::remedy::service_anomaly(&raw.anomaly),
@@ -128,20 +110,11 @@ pub(super) fn valid_name(name: &str) -> bool {
 
 /// Invariant: `initial <= max`.
 fn backoff(raw: &BackoffTable, p: &mut Problems) -> Backoff {
-    let built = raw.build().unwrap_or_default();
-    if let (Some(initial), Some(max)) = (raw.initial.get(), raw.max.get())
-        && initial > max
-    {
-        p.push(
-            raw.initial.span().or(raw.max.span()).unwrap_or_default(),
-            format!(
-                "backoff `initial` ({}) must not exceed `max` ({})",
-                humantime::format_duration(initial),
-                humantime::format_duration(max)
-            ),
-        );
+    if let (Some(initial), Some(max)) = (raw.initial.get(), raw.max.get()) {
+        let at = raw.initial.span().or(raw.max.span()).unwrap_or_default();
+        super::rules::ordered(at, &raw.label, ("initial", initial), ("max", max), p);
     }
-    built
+    raw.build().unwrap_or_default()
 }
 
 /// A count above `replicas` would forbid every voluntary disruption, forever.

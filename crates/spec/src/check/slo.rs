@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use crate::keys::{SloAlertsTable, SloKindName, SloTable};
+use crate::keys::{ServiceTable, SloAlertsTable, SloKindName, SloTable};
 use crate::model::{Slo, SloAlerts, SloKind};
 use crate::problem::Problems;
 
-/// Names checked for uniqueness, then each SLO on its own.
-pub(super) fn slos(service: &str, list: &[SloTable], p: &mut Problems) -> Vec<Slo> {
+/// The service's SLOs: names checked for uniqueness, then each SLO on its own, and only
+/// for an exposed service.
+pub(super) fn slos(service: &str, raw: &ServiceTable, p: &mut Problems) -> Vec<Slo> {
+    let list = raw.slo.value().map_or(&[][..], Vec::as_slice);
     super::duplicate_names(
         list.iter().filter_map(|raw| raw.name.given()),
         |n| {
@@ -18,7 +20,22 @@ pub(super) fn slos(service: &str, list: &[SloTable], p: &mut Problems) -> Vec<Sl
         },
         p,
     );
-    list.iter().filter_map(|raw| slo(raw, p)).collect()
+    let slos = list.iter().filter_map(|raw| slo(raw, p)).collect();
+    // An invalid `expose` was reported already; only a missing one is this problem.
+    if let Some(list) = raw.slo.given()
+        && !raw.expose.is_present()
+    {
+        p.push(
+            list.span(),
+            format!(
+                "service `{service}` has SLOs but no [services.{service}.expose]: SLIs are \
+                 measured by bulwark's proxy from the requests it forwards, so only an exposed \
+                 service can have an SLO; add [services.{service}.expose] with a `listen` \
+                 address, or remove the [[services.{service}.slo]] tables"
+            ),
+        );
+    }
+    slos
 }
 
 fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
@@ -38,22 +55,19 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
             ),
         )
     });
-    let period = raw.period.get().filter(|d| {
-        if *d >= MIN_PERIOD {
-            return true;
-        }
-        if let Some(v) = raw.period.span() {
-            p.push(
-                v,
-                format!(
-                    "`period` must be at least 1m, found {:?}; SLO periods are usually \"30d\" \
-                     or \"28d\", and short ones such as \"1h\" are for trying things out",
-                    humantime::format_duration(*d).to_string()
-                ),
-            );
-        }
-        false
-    });
+    let period = raw.period.get().filter(|d| *d >= MIN_PERIOD);
+    if let Some(v) = raw.period.given()
+        && period.is_none()
+    {
+        p.push(
+            v.span(),
+            format!(
+                "`period` must be at least 1m, found {:?}; SLO periods are usually \"30d\" or \
+                 \"28d\", and short ones such as \"1h\" are for trying things out",
+                humantime::format_duration(*v.get_ref()).to_string()
+            ),
+        );
+    }
     let kind = match raw.kind.get()? {
         SloKindName::Availability => {
             if let Some(t) = raw.threshold.span() {
@@ -75,20 +89,12 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
                      \"availability\"); a latency SLO counts successful requests only",
                 );
             }
-            if !raw.threshold.is_present() {
-                p.push(
-                    raw.span.clone(),
-                    format!(
-                        "missing required field `threshold` in {} (kind = \"latency\"): the \
-                         latency a request must beat to count as good, for example \
-                         threshold = \"300ms\"",
-                        raw.label
-                    ),
-                );
-            }
-            SloKind::Latency {
-                threshold: raw.threshold.get()?,
-            }
+            let what = "`threshold`: the latency a request must beat to count as good, for \
+                        example threshold = \"300ms\"";
+            let place = (&raw.span, &raw.label, &raw.written);
+            let needs = ("kind = \"latency\"", what);
+            let threshold = super::rules::required(&raw.threshold, place, needs, p)?;
+            SloKind::Latency { threshold }
         }
     };
     Some(Slo {
