@@ -25,7 +25,6 @@ pub mod pem;
 mod problem;
 mod schema;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
@@ -68,14 +67,9 @@ pub fn load(path: &Path) -> Result<Stack, Errors> {
 
 /// [`load`], keeping the warnings.
 pub fn load_with_warnings(path: &Path) -> Result<Loaded, Errors> {
-    match std::fs::read_to_string(path) {
-        Ok(source) => parse_with_warnings(&source, path),
-        Err(e) => {
-            let mut problems = Problems::default();
-            problems.push(0..0, format!("cannot read the stack file: {e}"));
-            Err(Errors::new(path, "", problems))
-        }
-    }
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| Errors::one(path, "", 0..0, format!("cannot read the stack file: {e}")))?;
+    parse_with_warnings(&source, path)
 }
 
 /// Validates source text; `path` is used for messages and to resolve relative `cwd`.
@@ -135,10 +129,8 @@ pub fn parse_experiments(
 /// are not there: the syntax error is reported alone.
 fn read_root<S: Section>(source: &str, path: &Path, p: &mut Problems) -> Result<S, Errors> {
     let doc = toml::de::DeTable::parse(source).map_err(|e| {
-        let mut problems = Problems::default();
         let message = format!("invalid TOML: {}", e.message());
-        problems.push(e.span().unwrap_or(0..0), message);
-        Errors::new(path, source, problems)
+        Errors::one(path, source, e.span().unwrap_or(0..0), message)
     })?;
     let root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
     Ok(S::read(&root, p))
@@ -157,12 +149,11 @@ pub struct Errors {
 
 impl Errors {
     fn new(file: &Path, source: &str, problems: Problems) -> Errors {
-        let lines = LineIndex::new(source);
         let diagnostics = problems
             .into_sorted()
             .into_iter()
             .map(|p| {
-                let (line, column) = lines.position(p.span.start);
+                let (line, column) = position(source, p.span.start);
                 Diagnostic {
                     file: file.to_path_buf(),
                     line,
@@ -174,11 +165,25 @@ impl Errors {
             .collect();
         Errors { diagnostics }
     }
+
+    /// The one problem that stops a file from being read at all.
+    fn one(file: &Path, source: &str, span: problem::Span, message: String) -> Errors {
+        let mut problems = Problems::default();
+        problems.push(span, message);
+        Errors::new(file, source, problems)
+    }
 }
 
 /// One problem. `line` and `column` are 1-based; `column` counts characters, not
 /// bytes, as editors do, so `FILE:LINE:COLUMN` jumps to the right place.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Display prints `FILE:LINE:COLUMN: error: MESSAGE` (or `warning:`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{}:{line}:{column}: {}: {message}",
+    file.display(),
+    if *warning { "warning" } else { "error" }
+)]
 pub struct Diagnostic {
     /// The stack file the problem is in.
     pub file: PathBuf,
@@ -192,64 +197,35 @@ pub struct Diagnostic {
     pub warning: bool,
 }
 
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            if self.warning { "warning" } else { "error" },
-            self.message
-        )
+/// Byte offset → 1-based line and column, the column counted in characters. Offsets past
+/// the end or inside a character are clamped rather than trusted: a slightly-off position
+/// is better than a panic while reporting an error.
+fn position(source: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
     }
-}
-
-/// Byte offset → 1-based line and column.
-struct LineIndex<'a> {
-    source: &'a str,
-    /// Byte offset at which each line starts.
-    starts: Vec<usize>,
-}
-
-impl<'a> LineIndex<'a> {
-    fn new(source: &'a str) -> Self {
-        let starts = std::iter::once(0)
-            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
-        LineIndex { source, starts }
-    }
-
-    /// Offsets past the end or inside a character are clamped rather than trusted:
-    /// a slightly-off position is better than a panic while reporting an error.
-    fn position(&self, offset: usize) -> (usize, usize) {
-        let mut offset = offset.min(self.source.len());
-        while !self.source.is_char_boundary(offset) {
-            offset -= 1;
-        }
-        // `starts[0]` is 0, so `line` is at least 1.
-        let line = self.starts.partition_point(|&s| s <= offset);
-        let column = self.source[self.starts[line - 1]..offset].chars().count();
-        (line, column + 1)
-    }
+    let before = &source[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    (line, before[line_start..].chars().count() + 1)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::LineIndex;
+    use super::position;
 
     #[test]
     fn positions() {
-        let index = LineIndex::new("ab\nc\u{e9}d\n");
-        assert_eq!(index.position(0), (1, 1));
-        assert_eq!(index.position(2), (1, 3));
-        assert_eq!(index.position(3), (2, 1));
+        let source = "ab\nc\u{e9}d\n";
+        assert_eq!(position(source, 0), (1, 1));
+        assert_eq!(position(source, 2), (1, 3));
+        assert_eq!(position(source, 3), (2, 1));
         // After the two-byte `é`: column counts characters.
-        assert_eq!(index.position(6), (2, 3));
+        assert_eq!(position(source, 6), (2, 3));
         // Inside `é`: clamped to its start.
-        assert_eq!(index.position(5), (2, 2));
-        assert_eq!(index.position(8), (3, 1));
-        assert_eq!(index.position(100), (3, 1));
+        assert_eq!(position(source, 5), (2, 2));
+        assert_eq!(position(source, 8), (3, 1));
+        assert_eq!(position(source, 100), (3, 1));
     }
 }

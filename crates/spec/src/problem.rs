@@ -107,13 +107,10 @@ pub(crate) fn backticked(items: &[&str]) -> String {
 /// `"a"`, `"b"` or `"c"`: how string values are listed in messages (they are strings in
 /// the file, so they are shown quoted, ready to paste).
 pub(crate) fn quoted_choices(items: &[&str]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => format!("\"{one}\""),
-        [init @ .., last] => {
-            let init: Vec<String> = init.iter().map(|i| format!("\"{i}\"")).collect();
-            format!("{} or \"{last}\"", init.join(", "))
-        }
+    let quoted: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
+    match quoted.split_last() {
+        Some((last, init)) if !init.is_empty() => format!("{} or {last}", init.join(", ")),
+        _ => quoted.concat(),
     }
 }
 

@@ -250,12 +250,11 @@ fn directory(s: &str) -> Result<String, String> {
 
 /// `TERM`, `sigterm` and `SIGTERM` all name the same signal: people write all three.
 fn signal(s: &str) -> Result<Signal, String> {
-    use std::str::FromStr;
     let upper = s.trim().to_ascii_uppercase();
     let bare = upper.trim_start_matches("SIG");
-    Signal::from_str(&format!("SIG{bare}")).map_err(|_| {
-        let names: Vec<&str> = Signal::iterator().map(|s| s.as_str()).collect();
-        crate::problem::suggest(bare, names.iter().map(|n| n.trim_start_matches("SIG")))
+    format!("SIG{bare}").parse().map_err(|_| {
+        let names = Signal::iterator().map(|s| s.as_str().trim_start_matches("SIG"));
+        crate::problem::suggest(bare, names)
             .map(|s| format!("; did you mean \"SIG{s}\"?"))
             .unwrap_or_default()
     })
@@ -614,13 +613,11 @@ section! {
 }
 
 fn rate_key(s: &str) -> Result<RateKey, String> {
-    match s {
-        "service" => Ok(RateKey::Service),
-        "client-address" => Ok(RateKey::ClientAddress),
-        _ => match s.strip_prefix("header:") {
-            Some(h) if !h.is_empty() => Ok(RateKey::Header(h.to_ascii_lowercase())),
-            _ => Err(String::new()),
-        },
+    match s.split_once(':') {
+        Some(("header", h)) if !h.is_empty() => Ok(RateKey::Header(h.to_ascii_lowercase())),
+        None if s == "service" => Ok(RateKey::Service),
+        None if s == "client-address" => Ok(RateKey::ClientAddress),
+        _ => Err(String::new()),
     }
 }
 
@@ -745,11 +742,8 @@ section! {
 /// SLO names end up in metric labels, alert labels and URLs: keep them plain.
 fn slo_name(s: &str) -> Result<String, String> {
     let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
-    if !s.is_empty() && s.chars().all(plain) {
-        Ok(s.to_owned())
-    } else {
-        Err(String::new())
-    }
+    let valid = !s.is_empty() && s.chars().all(plain);
+    valid.then(|| s.to_owned()).ok_or_else(String::new)
 }
 
 section! {
