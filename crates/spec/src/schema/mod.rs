@@ -1,6 +1,6 @@
 //! The stack-file language, declared once.
 //!
-//! Every key is one entry of a [`section!`](crate::section) in `keys.rs`: its TOML name,
+//! Every key is one entry of a [`section!`](crate::section) in `keys/`: its TOML name,
 //! the Rust type it reads into, its [`Kind`] (TOML type, range or choices, unit), its
 //! default and its doc. From that one entry come the reader (every unknown key, wrong
 //! type and out-of-range value reported, with spans, in one run) and, through
