@@ -172,11 +172,14 @@ async fn start(s: &AppState, exp: spec::Experiment, q: &RunQuery) -> Response {
 /// Turns faults off (which blocks new experiments until `faults on`), then waits for the
 /// running ones to undo their faults and run their rollbacks.
 async fn halt(State(s): State<Arc<AppState>>) -> Response {
+    // Counted before faults go off: the kill switch, woken by that, halts them too and
+    // could end them before a count taken after, which would then say 0.
+    let halted = s.chaos.stop_all();
     if s.faults.send_replace(false) {
         s.bus
             .publish(bus::EventKind::FaultsToggled { enabled: false });
     }
-    let halted = s.chaos.halt(HALT_GRACE).await;
+    s.chaos.settled(HALT_GRACE).await;
     Json(serde_json::json!({ "halted": halted, "faults": "off" })).into_response()
 }
 

@@ -299,16 +299,24 @@ impl Chaos {
     /// Stops every running experiment (their faults are undone and rollbacks run) and
     /// waits up to `grace` for them to end; how many were running.
     pub async fn halt(&self, grace: Duration) -> usize {
-        let n = {
-            let st = self.inner.lock();
-            for r in st.running.values() {
-                r.halt.send_replace(true);
-            }
-            st.running.len()
-        };
+        let n = self.stop_all();
+        self.settled(grace).await;
+        n
+    }
+
+    /// Tells every running experiment to stop, without waiting; how many were running.
+    pub fn stop_all(&self) -> usize {
+        let st = self.inner.lock();
+        for r in st.running.values() {
+            r.halt.send_replace(true);
+        }
+        st.running.len()
+    }
+
+    /// Waits up to `grace` for every running experiment to end.
+    pub async fn settled(&self, grace: Duration) {
         let mut running = self.inner.running.subscribe();
         let _ = tokio::time::timeout(grace, running.wait_for(|n| *n == 0)).await;
-        n
     }
 
     /// For `up`'s stop: refuses every new experiment, then halts the running ones and waits
