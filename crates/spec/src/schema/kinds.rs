@@ -8,7 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::{NumberRange, Omitted, Section, Shape, Table, article};
+use super::{NumberRange, Omitted, Section, Shape, Table};
 use crate::problem::{Problems, quoted_choices, suggest};
 
 /// Where a value is, for messages: `what` names it (`` `connect` ``, ``elements of `on` ``),
@@ -73,13 +73,13 @@ fn wrong<T>(
     p.fail(v.span(), wrong_type(&kind.shape().expected(), v, at))
 }
 
-/// The one wording of a wrong TOML type: "`key` must be EXPECTED, found a TYPE".
+/// The one wording of a wrong TOML type: "`key` must be EXPECTED, found a TYPE" (the TOML
+/// type with its article: "a string", "an integer").
 fn wrong_type(expected: &str, v: &Spanned<DeValue<'_>>, at: &At<'_>) -> String {
-    format!(
-        "{} must be {expected}, found {}",
-        at.what,
-        article(v.get_ref())
-    )
+    let found = v.get_ref().type_str();
+    let an = found.starts_with(['a', 'e', 'i', 'o', 'u']);
+    let article = if an { "an" } else { "a" };
+    format!("{} must be {expected}, found {article} {found}", at.what)
 }
 
 /// The value of a key left out, `None` for a required or optional one: its default read
@@ -150,20 +150,16 @@ pub(crate) const fn string() -> Str {
 
 impl Str {
     /// `""` is refused.
-    pub const fn non_empty(self) -> Str {
-        Str {
-            non_empty: true,
-            ..self
-        }
+    pub const fn non_empty(mut self) -> Str {
+        self.non_empty = true;
+        self
     }
 
     /// A number or boolean given instead gets "quote it: KEY = "8080"" (for `env`, where
     /// values are strings because the environment is).
-    pub const fn quote_hint(self) -> Str {
-        Str {
-            quote_hint: true,
-            ..self
-        }
+    pub const fn quote_hint(mut self) -> Str {
+        self.quote_hint = true;
+        self
     }
 }
 
@@ -297,18 +293,14 @@ pub(crate) const fn number(min: f64, max: f64) -> NumberRange {
 
 impl NumberRange {
     /// `min` itself is refused.
-    pub(crate) const fn above_min(self) -> Self {
-        Self {
-            min_open: true,
-            ..self
-        }
+    pub(crate) const fn above_min(mut self) -> Self {
+        self.min_open = true;
+        self
     }
     /// `max` itself is refused.
-    pub(crate) const fn below_max(self) -> Self {
-        Self {
-            max_open: true,
-            ..self
-        }
+    pub(crate) const fn below_max(mut self) -> Self {
+        self.max_open = true;
+        self
     }
     /// What it measures (`"percent"`), for the reference.
     pub(crate) const fn unit(self, unit: &'static str) -> Self {
@@ -393,11 +385,9 @@ impl Dur {
         Dur { max: YEAR, ..self }
     }
     /// `"0s"` is refused (something waits on it or divides by it).
-    pub const fn positive(self) -> Dur {
-        Dur {
-            positive: true,
-            ..self
-        }
+    pub const fn positive(mut self) -> Dur {
+        self.positive = true;
+        self
     }
 }
 
@@ -461,7 +451,7 @@ impl<T: Clone> Kind for Choice<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
         let names = self.names();
-        read_form(self, v, at, p, &quoted_choices(&names), |s| {
+        read_form(self, v, at, p, |s| {
             let found = self.choices.iter().find(|(n, _)| *n == s);
             found.map(|(_, t)| t.clone()).ok_or_else(|| {
                 suggest(s, names.iter().copied())
@@ -476,14 +466,14 @@ impl<T: Clone> Kind for Choice<T> {
 }
 
 /// Reads a string that `parse` turns into a value, or `Err` with an addition to the
-/// message (a did-you-mean). The snake_case spelling of a kebab-case value
-/// (`client_address`) still reads, with a warning that names the new one.
+/// message (a did-you-mean) after the kind's [`Shape::expected`]. The snake_case spelling
+/// of a kebab-case value (`client_address`) still reads, with a warning that names the
+/// new one.
 fn read_form<T>(
     kind: &impl Kind,
     v: &Spanned<DeValue<'_>>,
     at: &At<'_>,
     p: &mut Problems,
-    form: &str,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Option<T> {
     let Some(s) = v.get_ref().as_str() else {
@@ -504,6 +494,7 @@ fn read_form<T>(
         );
         return Some(t);
     }
+    let form = kind.shape().expected();
     p.fail(
         v.span(),
         format!("{} must be {form}, found {s:?}{more}", at.what),
@@ -525,7 +516,7 @@ pub(crate) const fn text<T>(form: &'static str, parse: fn(&str) -> Result<T, Str
 impl<T> Kind for Text<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
-        read_form(self, v, at, p, self.form, self.parse)
+        read_form(self, v, at, p, self.parse)
     }
     fn shape(&self) -> Shape {
         Shape::Text(self.form)
@@ -556,11 +547,9 @@ pub(crate) const fn list<K>(item: K) -> List<K> {
 
 impl<K> List<K> {
     /// An empty array is refused, saying `why` ("list the exit codes this rule applies to").
-    pub fn non_empty(self, why: &'static str) -> List<K> {
-        List {
-            non_empty: why,
-            ..self
-        }
+    pub fn non_empty(mut self, why: &'static str) -> List<K> {
+        self.non_empty = why;
+        self
     }
 }
 
@@ -789,8 +778,7 @@ impl Kind for Amount {
             let n: u32 = int(0, self.max).read(v, at, p)?;
             return Some(crate::model::Amount::Count(n));
         }
-        let form = self.shape().expected();
-        read_form(self, v, at, p, &form, |s| {
+        read_form(self, v, at, p, |s| {
             s.strip_suffix('%')
                 .and_then(|n| n.trim().parse::<f64>().ok())
                 .filter(|n| (0.0..=100.0).contains(n))

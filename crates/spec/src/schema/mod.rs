@@ -12,7 +12,7 @@ mod kinds;
 mod table;
 
 pub(crate) use kinds::*;
-pub(crate) use table::{Table, article};
+pub(crate) use table::Table;
 
 use toml::Spanned;
 

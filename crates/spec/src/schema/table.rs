@@ -1,7 +1,7 @@
 //! A TOML table being read against its declaration.
 
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
 use super::kinds::{At, Kind, read_default};
 use super::{Field, Omitted};
@@ -81,33 +81,23 @@ impl<'a, 'i> Table<'a, 'i> {
                 None => Field::Invalid,
             };
         }
-        let default = match omitted {
-            Omitted::Required(example) => {
-                // A table left out as a whole is not missing its keys.
-                if self.map.is_some() {
-                    let how = if example.is_empty() {
-                        format!("expected {}", kind.shape().expected())
-                    } else {
-                        format!("for example {example}")
-                    };
-                    p.push(
-                        self.span.clone(),
-                        format!("missing required field `{key}` in {}; {how}", self.label),
-                    );
-                }
-                None
-            }
-            Omitted::Optional(_) => None,
-            // Declared defaults read cleanly (a unit test checks every one).
-            _ => read_default(kind, omitted, &self.name, &at, &mut Problems::default()),
-        };
+        // A table left out as a whole is not missing its keys.
+        if let Omitted::Required(example) = omitted
+            && self.map.is_some()
+        {
+            let how = if example.is_empty() {
+                format!("expected {}", kind.shape().expected())
+            } else {
+                format!("for example {example}")
+            };
+            p.push(
+                self.span.clone(),
+                format!("missing required field `{key}` in {}; {how}", self.label),
+            );
+        }
+        // None for a required or optional key; declared defaults read cleanly (a unit test
+        // checks every one).
+        let default = read_default(kind, omitted, &self.name, &at, &mut Problems::default());
         default.map_or(Field::Absent, Field::Default)
     }
-}
-
-/// "a string", "an integer", ...: the TOML type of a value, as a message says it.
-pub(crate) fn article(value: &DeValue<'_>) -> String {
-    let t = value.type_str();
-    let an = t.starts_with(['a', 'e', 'i', 'o', 'u']);
-    format!("{} {t}", if an { "an" } else { "a" })
 }
