@@ -167,18 +167,16 @@ impl Kind for Str {
     type Out = String;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<String> {
         let Some(s) = v.get_ref().as_str() else {
-            let shown = match v.get_ref() {
-                DeValue::Integer(i) => i.to_string(),
-                DeValue::Float(f) => f.to_string(),
-                DeValue::Boolean(b) => b.to_string(),
-                DeValue::Datetime(d) => d.to_string(),
+            let shown = match (self.quote_hint, v.get_ref()) {
+                (true, DeValue::Integer(i)) => i.to_string(),
+                (true, DeValue::Float(f)) => f.to_string(),
+                (true, DeValue::Boolean(b)) => b.to_string(),
+                (true, DeValue::Datetime(d)) => d.to_string(),
                 _ => return wrong(self, v, at, p),
             };
-            let mut message = wrong_type("a string", v, at);
-            if self.quote_hint {
-                message.push_str(&format!("; quote it: {} = \"{shown}\"", at.key));
-            }
-            return p.fail(v.span(), message);
+            let message = wrong_type("a string", v, at);
+            let hint = format!("quote it: {} = \"{shown}\"", at.key);
+            return p.fail(v.span(), format!("{message}; {hint}"));
         };
         if self.non_empty && s.is_empty() {
             return p.fail(v.span(), format!("{} must not be empty", at.what));
@@ -559,15 +557,12 @@ impl<K: Kind> Kind for List<K> {
         let DeValue::Array(items) = v.get_ref() else {
             let mut message = wrong_type(&self.shape().expected(), v, at);
             // The most common slip: a command line written as one string.
-            if let Some(s) = v.get_ref().as_str() {
+            if let Some(s) = v.get_ref().as_str()
+                && !s.trim().is_empty()
+            {
                 let words: Vec<String> = s.split_whitespace().map(|w| format!("{w:?}")).collect();
-                if !words.is_empty() {
-                    message.push_str(&format!(
-                        "; write it as {} = [{}]",
-                        at.key,
-                        words.join(", ")
-                    ));
-                }
+                let words = words.join(", ");
+                message.push_str(&format!("; write it as {} = [{words}]", at.key));
             }
             return p.fail(v.span(), message);
         };

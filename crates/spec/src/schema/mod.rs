@@ -250,8 +250,8 @@ pub(crate) trait Section: Sized {
 macro_rules! section {
     (
         $(#[doc = $tdoc:literal])*
-        $vis:vis struct $Name:ident => $(#[$dattr:meta])*
-            $dvis:vis struct $Domain:ident $(: $Default:ident)? {
+        $vis:vis struct $Name:ident
+            $(=> $(#[$dattr:meta])* $dvis:vis struct $Domain:ident $(: $Default:ident)?)? {
             $(
                 $(#[doc = $doc:literal])*
                 $field:ident $(as $toml:literal)? : $ty:ty = $kind:expr, $default:expr
@@ -259,42 +259,11 @@ macro_rules! section {
             )*
         }
     ) => {
-        $crate::section! {
-            $(#[doc = $tdoc])*
-            $vis struct $Name {
-                $( $(#[doc = $doc])* $field $(as $toml)?: $ty = $kind, $default $(, since $since)? ; )*
-            }
+        $crate::section! { @domain $Name [$(#[doc = $tdoc])*]
+            [$($(#[$dattr])* $dvis struct $Domain $(: $Default)?)?]
+            { $( $(#[doc = $doc])* $field: $ty, )* }
         }
 
-        $(#[doc = $tdoc])*
-        $(#[$dattr])*
-        $dvis struct $Domain {
-            $( $(#[doc = $doc])* pub $field: $ty, )*
-        }
-
-        impl $Name {
-            /// The domain value; `None` if a key was invalid (and reported).
-            pub fn build(&self) -> Option<$Domain> {
-                Some($Domain { $( $field: self.$field.get()?, )* })
-            }
-        }
-
-        $(impl $Default for $Domain {
-            fn default() -> Self {
-                $crate::check::defaults("", |raw: &$Name, _| raw.build())
-            }
-        })?
-    };
-    (
-        $(#[doc = $tdoc:literal])*
-        $vis:vis struct $Name:ident {
-            $(
-                $(#[doc = $doc:literal])*
-                $field:ident $(as $toml:literal)? : $ty:ty = $kind:expr, $default:expr
-                    $(, since $since:literal)? ;
-            )*
-        }
-    ) => {
         $(#[doc = $tdoc])*
         #[derive(Debug)]
         $vis struct $Name {
@@ -345,6 +314,31 @@ macro_rules! section {
                 } ),*]
             }
         }
+    };
+    (@domain $Name:ident [$($tdoc:tt)*] [] $fields:tt) => {};
+    (
+        @domain $Name:ident [$($tdoc:tt)*]
+        [$(#[$dattr:meta])* $dvis:vis struct $Domain:ident $(: $Default:ident)?]
+        { $( $(#[doc = $doc:literal])* $field:ident: $ty:ty, )* }
+    ) => {
+        $($tdoc)*
+        $(#[$dattr])*
+        $dvis struct $Domain {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl $Name {
+            /// The domain value; `None` if a key was invalid (and reported).
+            pub fn build(&self) -> Option<$Domain> {
+                Some($Domain { $( $field: self.$field.get()?, )* })
+            }
+        }
+
+        $(impl $Default for $Domain {
+            fn default() -> Self {
+                $crate::check::defaults("", |raw: &$Name, _| raw.build())
+            }
+        })?
     };
     (@name $field:ident $toml:literal) => { $toml };
     (@name $field:ident) => { stringify!($field) };
