@@ -617,25 +617,19 @@ impl Kind for Command {
         let args = list(spanned(string()))
             .non_empty("it is the program to run and its arguments")
             .read(v, at, p)?;
+        let key = at.key;
         let mut ok = true;
         for (i, arg) in args.iter().enumerate() {
             // An empty argument is a real value (`--name ""`); only the program must be named.
-            if i == 0 && arg.get_ref().is_empty() {
-                p.push(
-                    arg.span(),
-                    format!(
-                        "the first element of `{}` is the program to run and must not be empty",
-                        at.key
-                    ),
-                );
-                ok = false;
+            let problem = if i == 0 && arg.get_ref().is_empty() {
+                format!("the first element of `{key}` is the program to run and must not be empty")
             } else if arg.get_ref().contains('\0') {
-                p.push(
-                    arg.span(),
-                    format!("elements of `{}` must not contain a NUL character", at.key),
-                );
-                ok = false;
-            }
+                format!("elements of `{key}` must not contain a NUL character")
+            } else {
+                continue;
+            };
+            p.push(arg.span(), problem);
+            ok = false;
         }
         ok.then(|| args.into_iter().map(Spanned::into_inner).collect())
     }
