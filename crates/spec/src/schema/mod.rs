@@ -218,19 +218,10 @@ pub struct NumberRange {
 
 /// A table of the stack file, declared by [`section!`](crate::section).
 pub(crate) trait Section: Sized {
-    /// The section's doc comment, one string per line.
-    const DOC: &'static [&'static str];
     /// Reads the table (or, when `t.map` is `None`, its defaults).
     fn read(t: &Table<'_, '_>, p: &mut crate::problem::Problems) -> Self;
-    /// The keys, for documentation.
-    fn keys() -> Vec<Key>;
     /// Its doc and keys, for documentation.
-    fn table_doc() -> TableDoc {
-        TableDoc {
-            doc: Self::DOC,
-            keys: Self::keys(),
-        }
-    }
+    fn table_doc() -> TableDoc;
 }
 
 /// Declares a table of the stack file: a struct with one [`Field`] per key, and its
@@ -280,8 +271,6 @@ macro_rules! section {
         }
 
         impl $crate::schema::Section for $Name {
-            const DOC: &'static [&'static str] = &[$($tdoc),*];
-
             fn read(t: &$crate::schema::Table<'_, '_>, p: &mut $crate::problem::Problems) -> Self {
                 $Name {
                     span: t.span.clone(),
@@ -296,8 +285,8 @@ macro_rules! section {
                 }
             }
 
-            fn keys() -> Vec<$crate::schema::Key> {
-                vec![$( {
+            fn table_doc() -> $crate::schema::TableDoc {
+                let keys = vec![$( {
                     let kind = $kind;
                     $crate::schema::Key {
                         name: $crate::section!(@name $field $($toml)?),
@@ -311,7 +300,8 @@ macro_rules! section {
                         ),
                         since: $crate::section!(@since $($since)?),
                     }
-                } ),*]
+                } ),*];
+                $crate::schema::TableDoc { doc: &[$($tdoc),*], keys }
             }
         }
     };
