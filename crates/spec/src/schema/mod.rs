@@ -59,10 +59,8 @@ impl<T> Field<T> {
     /// `build` of the value written in the file: a key left out (or invalid, and reported)
     /// is `Some(None)`; one that failed to build is `None`.
     pub fn built<U>(&self, build: impl FnOnce(&T) -> Option<U>) -> Option<Option<U>> {
-        match self.given() {
-            None => Some(None),
-            Some(v) => build(v.get_ref()).map(Some),
-        }
+        self.given()
+            .map_or(Some(None), |v| build(v.get_ref()).map(Some))
     }
 
     /// The value's span, if written in the file.
