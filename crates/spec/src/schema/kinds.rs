@@ -724,18 +724,14 @@ impl<K: Kind> Kind for Map<K> {
         let mut entries: Vec<_> = map.iter().collect();
         entries.sort_by_key(|(k, _)| k.span().start);
         let mut out = Vec::new();
-        for (key, value) in entries {
-            let name: &str = key.get_ref();
-            let path = format!("{}.{name}", at.path);
-            let what = format!("`{}.{name}`", at.key);
-            let inner = At {
-                key: name,
-                what: &what,
-                path: &path,
-            };
+        for (name, value) in entries {
+            let key: &str = name.get_ref();
+            let path = &format!("{}.{key}", at.path);
+            let what = &format!("`{}.{key}`", at.key);
+            let inner = At { key, what, path };
             if let Some(x) = self.value.read(value, &inner, p) {
                 out.push((
-                    Spanned::new(key.span(), name.to_owned()),
+                    Spanned::new(name.span(), key.to_owned()),
                     Spanned::new(value.span(), x),
                 ));
             }

@@ -64,17 +64,13 @@ impl<'a, 'i> Table<'a, 'i> {
         omitted: Omitted,
         p: &mut Problems,
     ) -> Field<K::Out> {
-        let path = if self.path.is_empty() {
+        let path = &if self.path.is_empty() {
             key.to_owned()
         } else {
             format!("{}.{key}", self.path)
         };
-        let what = format!("`{key}`");
-        let at = At {
-            key,
-            what: &what,
-            path: &path,
-        };
+        let what = &format!("`{key}`");
+        let at = At { key, what, path };
         if let Some(v) = self.map.and_then(|m| m.get(key)) {
             return match kind.read(v, &at, p) {
                 Some(x) => Field::Given(Spanned::new(v.span(), x)),
