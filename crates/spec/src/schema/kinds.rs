@@ -649,25 +649,23 @@ pub(crate) const fn table<S>() -> Sub<S> {
 impl<S: Section> Kind for Sub<S> {
     type Out = S;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<S> {
-        read_table(v, at, at.what, format!("[{}]", at.path), p)
+        read_table(v, at, format!("[{}]", at.path), p)
     }
     fn shape(&self) -> Shape {
         Shape::Table(S::table_doc())
     }
 }
 
-/// Reads `v` as a table `S` that messages name `label`; `what` names it when it is not a
-/// table.
+/// Reads `v` as a table `S` that messages name `label`; `at.what` names it when it is not
+/// a table.
 fn read_table<S: Section>(
     v: &Spanned<DeValue<'_>>,
     at: &At<'_>,
-    what: &str,
     label: String,
     p: &mut Problems,
 ) -> Option<S> {
     let DeValue::Table(map) = v.get_ref() else {
-        let at = At { what, ..*at };
-        return p.fail(v.span(), wrong_type(&format!("a table ({label})"), v, &at));
+        return p.fail(v.span(), wrong_type(&format!("a table ({label})"), v, at));
     };
     let mut t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
     t.label = label;
@@ -690,9 +688,10 @@ impl<S: Section> Kind for Subs<S> {
             let expected = format!("an array of tables ([[{}]])", at.path);
             return p.fail(v.span(), wrong_type(&expected, v, at));
         };
-        let what = format!("each entry of `{}`", at.key);
+        let what = &format!("each entry of `{}`", at.key);
+        let entry = At { what, ..*at };
         let label = format!("[[{}]]", at.path);
-        let read = |item| read_table(item, at, &what, label.clone(), p);
+        let read = |item| read_table(item, &entry, label.clone(), p);
         Some(items.iter().filter_map(read).collect())
     }
     fn shape(&self) -> Shape {
