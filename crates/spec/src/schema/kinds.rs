@@ -8,7 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::{NumberRange, Omitted, Section, Shape, Table, article};
+use super::{NumberRange, Omitted, Section, Shape, Table};
 use crate::problem::{Problems, quoted_choices, suggest};
 
 /// Where a value is, for messages: `what` names it (`` `connect` ``, ``elements of `on` ``),
@@ -73,13 +73,13 @@ fn wrong<T>(
     p.fail(v.span(), wrong_type(&kind.shape().expected(), v, at))
 }
 
-/// The one wording of a wrong TOML type: "`key` must be EXPECTED, found a TYPE".
+/// The one wording of a wrong TOML type: "`key` must be EXPECTED, found a TYPE" (the TOML
+/// type with its article: "a string", "an integer").
 fn wrong_type(expected: &str, v: &Spanned<DeValue<'_>>, at: &At<'_>) -> String {
-    format!(
-        "{} must be {expected}, found {}",
-        at.what,
-        article(v.get_ref())
-    )
+    let found = v.get_ref().type_str();
+    let an = found.starts_with(['a', 'e', 'i', 'o', 'u']);
+    let article = if an { "an" } else { "a" };
+    format!("{} must be {expected}, found {article} {found}", at.what)
 }
 
 /// The value of a key left out, `None` for a required or optional one: its default read
@@ -150,20 +150,16 @@ pub(crate) const fn string() -> Str {
 
 impl Str {
     /// `""` is refused.
-    pub const fn non_empty(self) -> Str {
-        Str {
-            non_empty: true,
-            ..self
-        }
+    pub const fn non_empty(mut self) -> Str {
+        self.non_empty = true;
+        self
     }
 
     /// A number or boolean given instead gets "quote it: KEY = "8080"" (for `env`, where
     /// values are strings because the environment is).
-    pub const fn quote_hint(self) -> Str {
-        Str {
-            quote_hint: true,
-            ..self
-        }
+    pub const fn quote_hint(mut self) -> Str {
+        self.quote_hint = true;
+        self
     }
 }
 
@@ -171,18 +167,16 @@ impl Kind for Str {
     type Out = String;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<String> {
         let Some(s) = v.get_ref().as_str() else {
-            let shown = match v.get_ref() {
-                DeValue::Integer(i) => i.to_string(),
-                DeValue::Float(f) => f.to_string(),
-                DeValue::Boolean(b) => b.to_string(),
-                DeValue::Datetime(d) => d.to_string(),
+            let shown = match (self.quote_hint, v.get_ref()) {
+                (true, DeValue::Integer(i)) => i.to_string(),
+                (true, DeValue::Float(f)) => f.to_string(),
+                (true, DeValue::Boolean(b)) => b.to_string(),
+                (true, DeValue::Datetime(d)) => d.to_string(),
                 _ => return wrong(self, v, at, p),
             };
-            let mut message = wrong_type("a string", v, at);
-            if self.quote_hint {
-                message.push_str(&format!("; quote it: {} = \"{shown}\"", at.key));
-            }
-            return p.fail(v.span(), message);
+            let message = wrong_type("a string", v, at);
+            let hint = format!("quote it: {} = \"{shown}\"", at.key);
+            return p.fail(v.span(), format!("{message}; {hint}"));
         };
         if self.non_empty && s.is_empty() {
             return p.fail(v.span(), format!("{} must not be empty", at.what));
@@ -297,18 +291,14 @@ pub(crate) const fn number(min: f64, max: f64) -> NumberRange {
 
 impl NumberRange {
     /// `min` itself is refused.
-    pub(crate) const fn above_min(self) -> Self {
-        Self {
-            min_open: true,
-            ..self
-        }
+    pub(crate) const fn above_min(mut self) -> Self {
+        self.min_open = true;
+        self
     }
     /// `max` itself is refused.
-    pub(crate) const fn below_max(self) -> Self {
-        Self {
-            max_open: true,
-            ..self
-        }
+    pub(crate) const fn below_max(mut self) -> Self {
+        self.max_open = true;
+        self
     }
     /// What it measures (`"percent"`), for the reference.
     pub(crate) const fn unit(self, unit: &'static str) -> Self {
@@ -393,11 +383,9 @@ impl Dur {
         Dur { max: YEAR, ..self }
     }
     /// `"0s"` is refused (something waits on it or divides by it).
-    pub const fn positive(self) -> Dur {
-        Dur {
-            positive: true,
-            ..self
-        }
+    pub const fn positive(mut self) -> Dur {
+        self.positive = true;
+        self
     }
 }
 
@@ -461,7 +449,7 @@ impl<T: Clone> Kind for Choice<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
         let names = self.names();
-        read_form(self, v, at, p, &quoted_choices(&names), |s| {
+        read_form(self, v, at, p, |s| {
             let found = self.choices.iter().find(|(n, _)| *n == s);
             found.map(|(_, t)| t.clone()).ok_or_else(|| {
                 suggest(s, names.iter().copied())
@@ -476,14 +464,14 @@ impl<T: Clone> Kind for Choice<T> {
 }
 
 /// Reads a string that `parse` turns into a value, or `Err` with an addition to the
-/// message (a did-you-mean). The snake_case spelling of a kebab-case value
-/// (`client_address`) still reads, with a warning that names the new one.
+/// message (a did-you-mean) after the kind's [`Shape::expected`]. The snake_case spelling
+/// of a kebab-case value (`client_address`) still reads, with a warning that names the
+/// new one.
 fn read_form<T>(
     kind: &impl Kind,
     v: &Spanned<DeValue<'_>>,
     at: &At<'_>,
     p: &mut Problems,
-    form: &str,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Option<T> {
     let Some(s) = v.get_ref().as_str() else {
@@ -504,6 +492,7 @@ fn read_form<T>(
         );
         return Some(t);
     }
+    let form = kind.shape().expected();
     p.fail(
         v.span(),
         format!("{} must be {form}, found {s:?}{more}", at.what),
@@ -525,7 +514,7 @@ pub(crate) const fn text<T>(form: &'static str, parse: fn(&str) -> Result<T, Str
 impl<T> Kind for Text<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
-        read_form(self, v, at, p, self.form, self.parse)
+        read_form(self, v, at, p, self.parse)
     }
     fn shape(&self) -> Shape {
         Shape::Text(self.form)
@@ -556,11 +545,9 @@ pub(crate) const fn list<K>(item: K) -> List<K> {
 
 impl<K> List<K> {
     /// An empty array is refused, saying `why` ("list the exit codes this rule applies to").
-    pub fn non_empty(self, why: &'static str) -> List<K> {
-        List {
-            non_empty: why,
-            ..self
-        }
+    pub fn non_empty(mut self, why: &'static str) -> List<K> {
+        self.non_empty = why;
+        self
     }
 }
 
@@ -570,15 +557,12 @@ impl<K: Kind> Kind for List<K> {
         let DeValue::Array(items) = v.get_ref() else {
             let mut message = wrong_type(&self.shape().expected(), v, at);
             // The most common slip: a command line written as one string.
-            if let Some(s) = v.get_ref().as_str() {
+            if let Some(s) = v.get_ref().as_str()
+                && !s.trim().is_empty()
+            {
                 let words: Vec<String> = s.split_whitespace().map(|w| format!("{w:?}")).collect();
-                if !words.is_empty() {
-                    message.push_str(&format!(
-                        "; write it as {} = [{}]",
-                        at.key,
-                        words.join(", ")
-                    ));
-                }
+                let words = words.join(", ");
+                message.push_str(&format!("; write it as {} = [{words}]", at.key));
             }
             return p.fail(v.span(), message);
         };
@@ -633,25 +617,19 @@ impl Kind for Command {
         let args = list(spanned(string()))
             .non_empty("it is the program to run and its arguments")
             .read(v, at, p)?;
+        let key = at.key;
         let mut ok = true;
         for (i, arg) in args.iter().enumerate() {
             // An empty argument is a real value (`--name ""`); only the program must be named.
-            if i == 0 && arg.get_ref().is_empty() {
-                p.push(
-                    arg.span(),
-                    format!(
-                        "the first element of `{}` is the program to run and must not be empty",
-                        at.key
-                    ),
-                );
-                ok = false;
+            let problem = if i == 0 && arg.get_ref().is_empty() {
+                format!("the first element of `{key}` is the program to run and must not be empty")
             } else if arg.get_ref().contains('\0') {
-                p.push(
-                    arg.span(),
-                    format!("elements of `{}` must not contain a NUL character", at.key),
-                );
-                ok = false;
-            }
+                format!("elements of `{key}` must not contain a NUL character")
+            } else {
+                continue;
+            };
+            p.push(arg.span(), problem);
+            ok = false;
         }
         ok.then(|| args.into_iter().map(Spanned::into_inner).collect())
     }
@@ -671,25 +649,23 @@ pub(crate) const fn table<S>() -> Sub<S> {
 impl<S: Section> Kind for Sub<S> {
     type Out = S;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<S> {
-        read_table(v, at, at.what, format!("[{}]", at.path), p)
+        read_table(v, at, format!("[{}]", at.path), p)
     }
     fn shape(&self) -> Shape {
         Shape::Table(S::table_doc())
     }
 }
 
-/// Reads `v` as a table `S` that messages name `label`; `what` names it when it is not a
-/// table.
+/// Reads `v` as a table `S` that messages name `label`; `at.what` names it when it is not
+/// a table.
 fn read_table<S: Section>(
     v: &Spanned<DeValue<'_>>,
     at: &At<'_>,
-    what: &str,
     label: String,
     p: &mut Problems,
 ) -> Option<S> {
     let DeValue::Table(map) = v.get_ref() else {
-        let at = At { what, ..*at };
-        return p.fail(v.span(), wrong_type(&format!("a table ({label})"), v, &at));
+        return p.fail(v.span(), wrong_type(&format!("a table ({label})"), v, at));
     };
     let mut t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
     t.label = label;
@@ -712,9 +688,10 @@ impl<S: Section> Kind for Subs<S> {
             let expected = format!("an array of tables ([[{}]])", at.path);
             return p.fail(v.span(), wrong_type(&expected, v, at));
         };
-        let what = format!("each entry of `{}`", at.key);
+        let what = &format!("each entry of `{}`", at.key);
+        let entry = At { what, ..*at };
         let label = format!("[[{}]]", at.path);
-        let read = |item| read_table(item, at, &what, label.clone(), p);
+        let read = |item| read_table(item, &entry, label.clone(), p);
         Some(items.iter().filter_map(read).collect())
     }
     fn shape(&self) -> Shape {
@@ -746,18 +723,14 @@ impl<K: Kind> Kind for Map<K> {
         let mut entries: Vec<_> = map.iter().collect();
         entries.sort_by_key(|(k, _)| k.span().start);
         let mut out = Vec::new();
-        for (key, value) in entries {
-            let name: &str = key.get_ref();
-            let path = format!("{}.{name}", at.path);
-            let what = format!("`{}.{name}`", at.key);
-            let inner = At {
-                key: name,
-                what: &what,
-                path: &path,
-            };
+        for (name, value) in entries {
+            let key: &str = name.get_ref();
+            let path = &format!("{}.{key}", at.path);
+            let what = &format!("`{}.{key}`", at.key);
+            let inner = At { key, what, path };
             if let Some(x) = self.value.read(value, &inner, p) {
                 out.push((
-                    Spanned::new(key.span(), name.to_owned()),
+                    Spanned::new(name.span(), key.to_owned()),
                     Spanned::new(value.span(), x),
                 ));
             }
@@ -789,8 +762,7 @@ impl Kind for Amount {
             let n: u32 = int(0, self.max).read(v, at, p)?;
             return Some(crate::model::Amount::Count(n));
         }
-        let form = self.shape().expected();
-        read_form(self, v, at, p, &form, |s| {
+        read_form(self, v, at, p, |s| {
             s.strip_suffix('%')
                 .and_then(|n| n.trim().parse::<f64>().ok())
                 .filter(|n| (0.0..=100.0).contains(n))

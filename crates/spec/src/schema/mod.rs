@@ -12,7 +12,7 @@ mod kinds;
 mod table;
 
 pub(crate) use kinds::*;
-pub(crate) use table::{Table, article};
+pub(crate) use table::Table;
 
 use toml::Spanned;
 
@@ -59,10 +59,8 @@ impl<T> Field<T> {
     /// `build` of the value written in the file: a key left out (or invalid, and reported)
     /// is `Some(None)`; one that failed to build is `None`.
     pub fn built<U>(&self, build: impl FnOnce(&T) -> Option<U>) -> Option<Option<U>> {
-        match self.given() {
-            None => Some(None),
-            Some(v) => build(v.get_ref()).map(Some),
-        }
+        self.given()
+            .map_or(Some(None), |v| build(v.get_ref()).map(Some))
     }
 
     /// The value's span, if written in the file.
@@ -218,19 +216,10 @@ pub struct NumberRange {
 
 /// A table of the stack file, declared by [`section!`](crate::section).
 pub(crate) trait Section: Sized {
-    /// The section's doc comment, one string per line.
-    const DOC: &'static [&'static str];
     /// Reads the table (or, when `t.map` is `None`, its defaults).
     fn read(t: &Table<'_, '_>, p: &mut crate::problem::Problems) -> Self;
-    /// The keys, for documentation.
-    fn keys() -> Vec<Key>;
     /// Its doc and keys, for documentation.
-    fn table_doc() -> TableDoc {
-        TableDoc {
-            doc: Self::DOC,
-            keys: Self::keys(),
-        }
-    }
+    fn table_doc() -> TableDoc;
 }
 
 /// Declares a table of the stack file: a struct with one [`Field`] per key, and its
@@ -250,8 +239,8 @@ pub(crate) trait Section: Sized {
 macro_rules! section {
     (
         $(#[doc = $tdoc:literal])*
-        $vis:vis struct $Name:ident => $(#[$dattr:meta])*
-            $dvis:vis struct $Domain:ident $(: $Default:ident)? {
+        $vis:vis struct $Name:ident
+            $(=> $(#[$dattr:meta])* $dvis:vis struct $Domain:ident $(: $Default:ident)?)? {
             $(
                 $(#[doc = $doc:literal])*
                 $field:ident $(as $toml:literal)? : $ty:ty = $kind:expr, $default:expr
@@ -259,14 +248,68 @@ macro_rules! section {
             )*
         }
     ) => {
-        $crate::section! {
-            $(#[doc = $tdoc])*
-            $vis struct $Name {
-                $( $(#[doc = $doc])* $field $(as $toml)?: $ty = $kind, $default $(, since $since)? ; )*
-            }
+        $crate::section! { @domain $Name [$(#[doc = $tdoc])*]
+            [$($(#[$dattr])* $dvis struct $Domain $(: $Default)?)?]
+            { $( $(#[doc = $doc])* $field: $ty, )* }
         }
 
         $(#[doc = $tdoc])*
+        #[derive(Debug)]
+        $vis struct $Name {
+            /// The table's span (its header, or its parent's when left out).
+            #[allow(dead_code, reason = "span, label and written serve the checks of some tables only")]
+            pub span: $crate::problem::Span,
+            /// How messages name the table: `[services.web]`.
+            #[allow(dead_code, reason = "see `span`")]
+            pub label: String,
+            /// The keys written in the file, in file order, with the spans of key and value.
+            #[allow(dead_code, reason = "see `span`")]
+            pub written: Vec<(String, $crate::problem::Span, $crate::problem::Span)>,
+            $( $(#[doc = $doc])* pub $field: $crate::schema::Field<$ty>, )*
+        }
+
+        impl $crate::schema::Section for $Name {
+            fn read(t: &$crate::schema::Table<'_, '_>, p: &mut $crate::problem::Problems) -> Self {
+                $Name {
+                    span: t.span.clone(),
+                    label: t.label.clone(),
+                    written: t.written(&[$($crate::section!(@name $field $($toml)?)),*], p),
+                    $( $field: t.read(
+                        $crate::section!(@name $field $($toml)?),
+                        &$kind,
+                        $crate::schema::Omitted::from($default),
+                        p,
+                    ), )*
+                }
+            }
+
+            fn table_doc() -> $crate::schema::TableDoc {
+                let keys = vec![$( {
+                    let kind = $kind;
+                    $crate::schema::Key {
+                        name: $crate::section!(@name $field $($toml)?),
+                        doc: &[$($doc),*],
+                        shape: $crate::schema::Kind::shape(&kind),
+                        default: $crate::schema::checked_default::<$ty, _>(
+                            stringify!($Name),
+                            $crate::section!(@name $field $($toml)?),
+                            &kind,
+                            $crate::schema::Omitted::from($default),
+                        ),
+                        since: $crate::section!(@since $($since)?),
+                    }
+                } ),*];
+                $crate::schema::TableDoc { doc: &[$($tdoc),*], keys }
+            }
+        }
+    };
+    (@domain $Name:ident [$($tdoc:tt)*] [] $fields:tt) => {};
+    (
+        @domain $Name:ident [$($tdoc:tt)*]
+        [$(#[$dattr:meta])* $dvis:vis struct $Domain:ident $(: $Default:ident)?]
+        { $( $(#[doc = $doc:literal])* $field:ident: $ty:ty, )* }
+    ) => {
+        $($tdoc)*
         $(#[$dattr])*
         $dvis struct $Domain {
             $( $(#[doc = $doc])* pub $field: $ty, )*
@@ -284,67 +327,6 @@ macro_rules! section {
                 $crate::check::defaults("", |raw: &$Name, _| raw.build())
             }
         })?
-    };
-    (
-        $(#[doc = $tdoc:literal])*
-        $vis:vis struct $Name:ident {
-            $(
-                $(#[doc = $doc:literal])*
-                $field:ident $(as $toml:literal)? : $ty:ty = $kind:expr, $default:expr
-                    $(, since $since:literal)? ;
-            )*
-        }
-    ) => {
-        $(#[doc = $tdoc])*
-        #[derive(Debug)]
-        $vis struct $Name {
-            /// The table's span (its header, or its parent's when left out).
-            #[allow(dead_code, reason = "span, label and written serve the checks of some tables only")]
-            pub span: $crate::problem::Span,
-            /// How messages name the table: `[services.web]`.
-            #[allow(dead_code, reason = "see `span`")]
-            pub label: String,
-            /// The keys written in the file, in file order, with the spans of key and value.
-            #[allow(dead_code, reason = "see `span`")]
-            pub written: Vec<(String, $crate::problem::Span, $crate::problem::Span)>,
-            $( $(#[doc = $doc])* pub $field: $crate::schema::Field<$ty>, )*
-        }
-
-        impl $crate::schema::Section for $Name {
-            const DOC: &'static [&'static str] = &[$($tdoc),*];
-
-            fn read(t: &$crate::schema::Table<'_, '_>, p: &mut $crate::problem::Problems) -> Self {
-                $Name {
-                    span: t.span.clone(),
-                    label: t.label.clone(),
-                    written: t.written(&[$($crate::section!(@name $field $($toml)?)),*], p),
-                    $( $field: t.read(
-                        $crate::section!(@name $field $($toml)?),
-                        &$kind,
-                        $crate::schema::Omitted::from($default),
-                        p,
-                    ), )*
-                }
-            }
-
-            fn keys() -> Vec<$crate::schema::Key> {
-                vec![$( {
-                    let kind = $kind;
-                    $crate::schema::Key {
-                        name: $crate::section!(@name $field $($toml)?),
-                        doc: &[$($doc),*],
-                        shape: $crate::schema::Kind::shape(&kind),
-                        default: $crate::schema::checked_default::<$ty, _>(
-                            stringify!($Name),
-                            $crate::section!(@name $field $($toml)?),
-                            &kind,
-                            $crate::schema::Omitted::from($default),
-                        ),
-                        since: $crate::section!(@since $($since)?),
-                    }
-                } ),*]
-            }
-        }
     };
     (@name $field:ident $toml:literal) => { $toml };
     (@name $field:ident) => { stringify!($field) };

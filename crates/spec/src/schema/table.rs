@@ -1,7 +1,7 @@
 //! A TOML table being read against its declaration.
 
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
 use super::kinds::{At, Kind, read_default};
 use super::{Field, Omitted};
@@ -64,50 +64,36 @@ impl<'a, 'i> Table<'a, 'i> {
         omitted: Omitted,
         p: &mut Problems,
     ) -> Field<K::Out> {
-        let path = if self.path.is_empty() {
+        let path = &if self.path.is_empty() {
             key.to_owned()
         } else {
             format!("{}.{key}", self.path)
         };
-        let what = format!("`{key}`");
-        let at = At {
-            key,
-            what: &what,
-            path: &path,
-        };
+        let what = &format!("`{key}`");
+        let at = At { key, what, path };
         if let Some(v) = self.map.and_then(|m| m.get(key)) {
             return match kind.read(v, &at, p) {
                 Some(x) => Field::Given(Spanned::new(v.span(), x)),
                 None => Field::Invalid,
             };
         }
-        let default = match omitted {
-            Omitted::Required(example) => {
-                // A table left out as a whole is not missing its keys.
-                if self.map.is_some() {
-                    let how = if example.is_empty() {
-                        format!("expected {}", kind.shape().expected())
-                    } else {
-                        format!("for example {example}")
-                    };
-                    p.push(
-                        self.span.clone(),
-                        format!("missing required field `{key}` in {}; {how}", self.label),
-                    );
-                }
-                None
-            }
-            Omitted::Optional(_) => None,
-            // Declared defaults read cleanly (a unit test checks every one).
-            _ => read_default(kind, omitted, &self.name, &at, &mut Problems::default()),
-        };
+        // A table left out as a whole is not missing its keys.
+        if let Omitted::Required(example) = omitted
+            && self.map.is_some()
+        {
+            let how = if example.is_empty() {
+                format!("expected {}", kind.shape().expected())
+            } else {
+                format!("for example {example}")
+            };
+            p.push(
+                self.span.clone(),
+                format!("missing required field `{key}` in {}; {how}", self.label),
+            );
+        }
+        // None for a required or optional key; declared defaults read cleanly (a unit test
+        // checks every one).
+        let default = read_default(kind, omitted, &self.name, &at, &mut Problems::default());
         default.map_or(Field::Absent, Field::Default)
     }
-}
-
-/// "a string", "an integer", ...: the TOML type of a value, as a message says it.
-pub(crate) fn article(value: &DeValue<'_>) -> String {
-    let t = value.type_str();
-    let an = t.starts_with(['a', 'e', 'i', 'o', 'u']);
-    format!("{} {t}", if an { "an" } else { "a" })
 }
