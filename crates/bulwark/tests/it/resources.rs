@@ -318,6 +318,12 @@ cpu = 0.2
         share * 100.0
     );
     let reported = (s1 - s0) / wall;
+    // The figure itself, for the record (`--no-capture` shows it).
+    eprintln!(
+        "cpu quota 0.2: the loop used {:.1} % of a core, status says {:.1} %",
+        share * 100.0,
+        reported * 100.0
+    );
     assert!(
         (0.15..=0.25).contains(&reported),
         "status says {:.1} %",
