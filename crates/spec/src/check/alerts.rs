@@ -25,8 +25,7 @@ const SINKS: [(&str, &str); 3] = [
 ];
 
 fn sink(raw: &SinkTable, p: &mut Problems) -> Option<AlertSink> {
-    let place = (&raw.span, &raw.label, &raw.written);
-    Some(match super::rules::one_of(place, &SINKS, false, p)? {
+    Some(match super::rules::one_of(raw.place(), &SINKS, false, p)? {
         "log" if !raw.log.get()? => {
             return p.fail(
                 raw.log.span()?,

@@ -138,7 +138,6 @@ fn balance(raw: &ExposeTable, p: &mut Problems) -> Option<Balance> {
     {
         p.push(w, "`weights` needs balance = \"weighted\"");
     }
-    let place = (&raw.span, &raw.label, &raw.written);
     Some(match kind {
         BalanceName::P2c => Balance::P2c,
         BalanceName::RoundRobin => Balance::RoundRobin,
@@ -148,13 +147,13 @@ fn balance(raw: &ExposeTable, p: &mut Problems) -> Option<Balance> {
                 "balance = \"weighted\"",
                 "`weights = [..]`, one per replica index",
             );
-            Balance::Weighted(rules::required(&raw.weights, place, needs, p)?)
+            Balance::Weighted(rules::required(&raw.weights, raw.place(), needs, p)?)
         }
         BalanceName::Hash => {
             let what = "`hash_on`: \"header:NAME\", \"cookie:NAME\" or \"client-address\"";
             Balance::Hash(rules::required(
                 &raw.hash_on,
-                place,
+                raw.place(),
                 ("balance = \"hash\"", what),
                 p,
             )?)
@@ -191,7 +190,7 @@ const FAULT_ACTIONS: [(&str, &str); 3] = [
 
 /// Exactly one action, and `percent` or `header` to say when.
 fn fault(t: &FaultTable, p: &mut Problems) -> Option<Fault> {
-    let action = rules::one_of((&t.span, &t.label, &t.written), &FAULT_ACTIONS, false, p)?;
+    let action = rules::one_of(t.place(), &FAULT_ACTIONS, false, p)?;
     if !t.percent.is_present() && !t.header.is_present() {
         return p.fail(
             t.span.clone(),
@@ -259,7 +258,7 @@ const ROUTE_MATCHES: [(&str, &str); 2] = [
 /// ([`super::deps::check_routes`]).
 fn route(t: &RouteTable, p: &mut Problems) -> Option<Route> {
     let to = t.to.get()?;
-    let matcher = rules::one_of((&t.span, &t.label, &t.written), &ROUTE_MATCHES, false, p)?;
+    let matcher = rules::one_of(t.place(), &ROUTE_MATCHES, false, p)?;
     let matcher = if matcher == "weight" {
         RouteMatch::Weight(t.weight.get()?)
     } else {

@@ -57,17 +57,18 @@ fn action(raw: &ProbeTable, p: &mut Problems) -> Option<ProbeAction> {
              the replica's port, or set `http` or `exec` instead",
         );
     }
-    let place = (&raw.span, &raw.label, &raw.written);
     // `None` below means the one action was invalid, which was reported already.
-    Some(match super::rules::one_of(place, &ACTIONS, true, p)? {
-        "http" => ProbeAction::Http {
-            path: raw.http.get()?,
+    Some(
+        match super::rules::one_of(raw.place(), &ACTIONS, true, p)? {
+            "http" => ProbeAction::Http {
+                path: raw.http.get()?,
+            },
+            "tcp" => raw.tcp.get().filter(|t| *t).map(|_| ProbeAction::Tcp)?,
+            _ => ProbeAction::Exec {
+                command: raw.exec.get()?,
+            },
         },
-        "tcp" => raw.tcp.get().filter(|t| *t).map(|_| ProbeAction::Tcp)?,
-        _ => ProbeAction::Exec {
-            command: raw.exec.get()?,
-        },
-    })
+    )
 }
 
 impl Probe {

@@ -7,11 +7,7 @@ use std::time::Duration;
 use humantime::format_duration;
 
 use crate::problem::{Problems, Span, backticked};
-use crate::schema::Field;
-
-/// A table as the rules see it: its span, how messages name it, the keys written in it
-/// (the `span`, `label` and `written` of every `section!`).
-pub(super) type Place<'a> = (&'a Span, &'a String, &'a Vec<(String, Span, Span)>);
+use crate::schema::{Field, Place};
 
 /// Exactly one of `choices` (each a key, and how the message shows it) written in the
 /// table: that key. Every key written counts, valid or not (the reader reported an invalid

@@ -91,9 +91,8 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
             }
             let what = "`threshold`: the latency a request must beat to count as good, for \
                         example threshold = \"300ms\"";
-            let place = (&raw.span, &raw.label, &raw.written);
             let needs = ("kind = \"latency\"", what);
-            let threshold = super::rules::required(&raw.threshold, place, needs, p)?;
+            let threshold = super::rules::required(&raw.threshold, raw.place(), needs, p)?;
             SloKind::Latency { threshold }
         }
     };

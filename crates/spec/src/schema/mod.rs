@@ -214,6 +214,14 @@ pub struct NumberRange {
     pub unit: &'static str,
 }
 
+/// A table as the rules between keys see it: its span, how messages name it, and the keys
+/// written in it with their spans (the `span`, `label` and `written` of every `section!`).
+pub(crate) type Place<'a> = (
+    &'a crate::problem::Span,
+    &'a String,
+    &'a Vec<(String, crate::problem::Span, crate::problem::Span)>,
+);
+
 /// A table of the stack file, declared by [`section!`](crate::section).
 pub(crate) trait Section: Sized {
     /// Reads the table (or, when `t.map` is `None`, its defaults).
@@ -266,6 +274,14 @@ macro_rules! section {
             #[allow(dead_code, reason = "see `span`")]
             pub written: Vec<(String, $crate::problem::Span, $crate::problem::Span)>,
             $( $(#[doc = $doc])* pub $field: $crate::schema::Field<$ty>, )*
+        }
+
+        impl $Name {
+            /// The table as the rules between keys see it (`check/rules.rs`).
+            #[allow(dead_code, reason = "only tables with such rules call it")]
+            pub fn place(&self) -> $crate::schema::Place<'_> {
+                (&self.span, &self.label, &self.written)
+            }
         }
 
         impl $crate::schema::Section for $Name {
