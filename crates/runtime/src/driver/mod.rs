@@ -206,7 +206,8 @@ pub(crate) async fn ended(container: Option<oci::Container>, exit: Exit) -> Exit
 
 /// Spawns one replica incarnation.
 ///
-/// The child leads a new process group (so stop and kill reach everything it started) and
+/// The child leads a new session, and so a new process group (stop and kill reach everything
+/// it started; CRIU can checkpoint it in a pid namespace whose session leader is outside), and
 /// gets `PR_SET_PDEATHSIG = SIGKILL`, so a kill -9 of bulwark takes it down too. The spawn
 /// itself runs on the launcher's dedicated thread (`launch::spawn`): the death signal is
 /// tied to the spawning *thread*, and tokio retires its threads (after `block_in_place`,
