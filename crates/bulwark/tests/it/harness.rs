@@ -782,3 +782,12 @@ pub fn cpu_time(pid: u32) -> Duration {
         .unwrap_or(100) as u64;
     Duration::from_millis((n(11) + n(12)) * 1000 / hz)
 }
+
+/// The value of the line `name` (`"CapEff:"`) of a `/proc/PID/status` text, trimmed; empty
+/// if there is none.
+pub fn field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map_or("", str::trim)
+}

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{BULWARK, Demo, Load, Stack, eventually, free_port, get, output_text, signal};
+use crate::harness::{
+    BULWARK, Demo, Load, Stack, eventually, field, free_port, get, output_text, signal,
+};
 
 /// A rootfs under `dir` for `bulwark demo`: the binary at its host path, the libraries
 /// and loader `ldd` names, and the mount points runc needs on a read-only root.
@@ -174,13 +176,6 @@ fn ready_container(stack: &Stack, service: &str) -> Option<(String, u32)> {
 
 fn status_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
-}
-
-fn field<'a>(status: &'a str, name: &str) -> &'a str {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .map_or("", str::trim)
 }
 
 /// Acceptance 1: the quickstart's demo in containers loses no request while a container's

@@ -525,11 +525,7 @@ fn the_sampler_measures_a_replica_in_its_memory_cgroup_as_its_limit_does() {
 /// Whether this process (and so the `up` it starts) may lower an `oom_score_adj`.
 fn has_cap_sys_resource() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
-        .unwrap();
+    let eff = u64::from_str_radix(field(&status, "CapEff:"), 16).unwrap();
     const CAP_SYS_RESOURCE: u32 = 24;
     eff & (1 << CAP_SYS_RESOURCE) != 0
 }
