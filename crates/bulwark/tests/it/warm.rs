@@ -280,3 +280,54 @@ fn a_replica_is_checkpointed_and_restored_when_up_runs_in_a_session_led_from_out
         .unwrap_or_else(|| panic!("no replica_restored event: {:#?}", stack.events()));
     assert_eq!(restored["pid"].as_u64(), Some(ns_pid), "{restored}");
 }
+
+/// A slow replica (ready 3 s after it starts, on `$PORT`) that also holds a connection
+/// its own second listener never accepts: a connection in flight, as a probe's or a
+/// client's is when it arrives while CRIU dumps.
+const IN_FLIGHT: &str = r#"
+import http.server, os, socket, time
+waiting = socket.socket()
+waiting.bind(("127.0.0.1", 0))
+waiting.listen(8)
+client = socket.create_connection(waiting.getsockname())
+time.sleep(3)
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Ok).serve_forever()
+"#;
+
+/// CI's red run of stop 31: a readiness probe's connection arrived during `criu dump`,
+/// which refused it ("In-flight connection (l)") and the replica was never checkpointed.
+/// A connection waiting in an accept queue is the running replica's to serve; the
+/// checkpoint leaves it out (`--skip-in-flight`), and the restore serves.
+#[test]
+fn a_replica_with_a_connection_waiting_to_be_accepted_is_checkpointed_and_restored() {
+    let port = free_port();
+    let toml = format!(
+        r#"
+[services.slow]
+run = ["python3", "-c", {IN_FLIGHT:?}]
+stop_grace = "2s"
+[services.slow.readiness]
+http = "/"
+period = "50ms"
+failure_threshold = 1
+[services.slow.warm]
+after = "300ms"
+[services.slow.expose]
+listen = "127.0.0.1:{port}"
+"#
+    );
+    let mut stack = Stack::start(&toml);
+    checkpoint(&stack, 0);
+    kill_and_restore(&stack);
+    let (status, body) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    stack.terminate(Duration::from_secs(20));
+}

@@ -241,7 +241,9 @@ impl Slot {
     }
 
     /// `criu dump --leave-running` of `pid` (listening on `port`, started under `stamp`):
-    /// into a fresh directory, renamed over the slot's once whole.
+    /// into a fresh directory, renamed over the slot's once whole. Connections not yet
+    /// accepted (a probe's, a client's) stay with the running process and out of the
+    /// image (`--skip-in-flight`); accepted ones are restored closed (`--tcp-close`).
     pub async fn dump(self, pid: u32, port: u16, stamp: Stamp) -> Result<Dumped, String> {
         let criu = tokio::task::spawn_blocking(find_criu)
             .await
@@ -266,7 +268,12 @@ impl Slot {
         let mut cmd = Command::new(&criu);
         cmd.args(["dump", "-t", &pid.to_string(), "-D"])
             .arg(&tmp)
-            .args(["--leave-running", "--shell-job", "--tcp-close"])
+            .args([
+                "--leave-running",
+                "--shell-job",
+                "--tcp-close",
+                "--skip-in-flight",
+            ])
             .args(["-o", "dump.log"]);
         let started = Instant::now();
         let ran = launch::run_exec(cmd, None, CRIU_LIMIT, 64 * 1024).await;
