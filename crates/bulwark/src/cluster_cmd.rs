@@ -161,7 +161,7 @@ pub async fn requests(
     let Some(applied) = cluster::stack::current(etcd, keys).await? else {
         return Ok(Default::default());
     };
-    let Ok(stack) = spec::parse(&applied.text, std::path::Path::new("cluster stack")) else {
+    let Ok(stack) = spec::parse_shape(&applied.text, std::path::Path::new("cluster stack")) else {
         return Ok(Default::default());
     };
     Ok(stack

@@ -136,7 +136,7 @@ pub async fn run(args: EtcdArgs, json: bool) -> anyhow::Result<ExitCode> {
     let applied = cluster::stack::current(&etcd, &keys).await?;
     let leader_services: BTreeSet<String> = applied
         .as_ref()
-        .and_then(|a| spec::parse(&a.text, std::path::Path::new("cluster stack")).ok())
+        .and_then(|a| spec::parse_shape(&a.text, std::path::Path::new("cluster stack")).ok())
         .map(|stack| {
             let leads = stack.services.iter().filter(|s| s.leader.is_some());
             leads.map(|s| s.name.clone()).collect()

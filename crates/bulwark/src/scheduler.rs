@@ -198,7 +198,7 @@ impl Scheduler {
             let applied = cluster::stack::current(&self.etcd, &self.keys)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("the stack was removed from etcd"))?;
-            let stack = spec::parse(&applied.text, std::path::Path::new("cluster stack"))
+            let stack = spec::parse_shape(&applied.text, std::path::Path::new("cluster stack"))
                 .map_err(|e| anyhow::anyhow!("the applied stack does not parse:\n{e}"))?;
             memory.services = Some(Services {
                 revision: applied.revision,

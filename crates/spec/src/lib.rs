@@ -84,18 +84,32 @@ pub fn parse(source: &str, path: &Path) -> Result<Stack, Errors> {
 
 /// [`parse`], keeping the warnings.
 pub fn parse_with_warnings(source: &str, path: &Path) -> Result<Loaded, Errors> {
-    parse_checked(source, path, true)
+    parse_checked(source, path, true, Problems::default())
+}
+
+/// [`parse`] without reading the files the stack names: every other check holds, but
+/// `env_files` add no variable, secrets and a fallback's `body_file` are empty, and
+/// certificates and a container's root file system are not looked at. For the cluster's
+/// scheduler and `status --etcd`, which read the applied stack on one machine while those
+/// files are on the machines that run its replicas (each agent reads them when it loads
+/// its copy). Never run what it returns.
+pub fn parse_shape(source: &str, path: &Path) -> Result<Stack, Errors> {
+    parse_checked(source, path, true, Problems::files_unread()).map(|l| l.stack)
 }
 
 /// The local settings of a cluster agent (`bulwark agent`): a stack file checked like any
 /// other, except that it may have no service (its replicas come from the cluster, in a
 /// later layer). The agent makes it from its flags (`[api] listen`).
 pub fn parse_agent(source: &str, path: &Path) -> Result<Stack, Errors> {
-    parse_checked(source, path, false).map(|l| l.stack)
+    parse_checked(source, path, false, Problems::default()).map(|l| l.stack)
 }
 
-fn parse_checked(source: &str, path: &Path, services_required: bool) -> Result<Loaded, Errors> {
-    let mut problems = Problems::default();
+fn parse_checked(
+    source: &str,
+    path: &Path,
+    services_required: bool,
+    mut problems: Problems,
+) -> Result<Loaded, Errors> {
     let raw: keys::StackTable = read_root(source, path, &mut problems)?;
     let base_dir = path.parent().unwrap_or(Path::new(""));
     match check::stack(raw, base_dir, services_required, &mut problems) {

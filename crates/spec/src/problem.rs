@@ -21,9 +21,27 @@ pub(crate) struct Problem {
 
 /// Collector shared by the reading and validating passes.
 #[derive(Debug, Default)]
-pub(crate) struct Problems(Vec<Problem>);
+pub(crate) struct Problems {
+    found: Vec<Problem>,
+    /// The files the stack names are not read ([`crate::parse_shape`]).
+    files_unread: bool,
+}
 
 impl Problems {
+    /// A collector for [`crate::parse_shape`]: the checks leave the stack's files unread.
+    pub fn files_unread() -> Problems {
+        Problems {
+            files_unread: true,
+            ..Problems::default()
+        }
+    }
+
+    /// Whether the checks read the files the stack names (env files, secrets, bodies,
+    /// certificates, a container's root file system).
+    pub fn reads_files(&self) -> bool {
+        !self.files_unread
+    }
+
     pub fn push(&mut self, span: Span, message: impl Into<String>) {
         self.add(span, message.into(), false);
     }
@@ -40,7 +58,7 @@ impl Problems {
     }
 
     fn add(&mut self, span: Span, message: String, warning: bool) {
-        self.0.push(Problem {
+        self.found.push(Problem {
             span,
             message,
             warning,
@@ -49,14 +67,14 @@ impl Problems {
 
     /// No error so far (warnings do not count).
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(|p| p.warning)
+        self.found.iter().all(|p| p.warning)
     }
 
     /// Problems in file order. The sort is stable, so problems at the same place keep
     /// the order in which they were found (outer before inner).
     pub fn into_sorted(mut self) -> Vec<Problem> {
-        self.0.sort_by_key(|p| p.span.start);
-        self.0
+        self.found.sort_by_key(|p| p.span.start);
+        self.found
     }
 }
 

@@ -3,6 +3,7 @@
 //! (kill -9, a cut link), leave (SIGTERM), rejoin; `apply` stores revisions; one etcd
 //! member down changes nothing; an unreachable etcd is a quick, clear error.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -355,7 +356,9 @@ fn etcd_load_per_agent_at_rest_is_three_keepalives_per_ttl() {
 }
 
 /// Every agent runs the replicas of the applied stack that the scheduler placed on it: the
-/// stack applied before it started, then each new revision, reloaded in place.
+/// stack applied before it started, then each new revision, reloaded in place. The files
+/// the stack names are read by each agent from its state directory; the scheduler, which
+/// runs where they are not, places the replicas all the same.
 #[test]
 fn agents_run_the_applied_stack_and_each_new_revision() {
     let mut c = Cluster::new(3);
@@ -363,10 +366,22 @@ fn agents_run_the_applied_stack_and_each_new_revision() {
     let stack = |replicas: u32| {
         format!(
             "[services.web]\nrun = [\"{{bulwark}}\", \"demo\", \"--port\", \"{{port}}\"]\n\
-             replicas = {replicas}\n[services.web.readiness]\nhttp = \"/ready\"\nperiod = \"200ms\"\n\
+             replicas = {replicas}\nenv_files = [\"web.env\"]\nsecrets = {{ DB_PASSWORD = \"db-password\" }}\n\
+             [services.web.readiness]\nhttp = \"/ready\"\nperiod = \"200ms\"\n\
              [services.web.expose]\nlisten = \"127.0.0.1:8080\"\n"
         )
     };
+    // Next to the stack file, for `apply`'s check, and in each agent's state directory.
+    for dir in [c.dir.path().to_owned()]
+        .into_iter()
+        .chain((0..2).map(|i| c.state_dir(i).into()))
+    {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("web.env"), "GREETING=hello-from-web.env\n").unwrap();
+        let secret = dir.join("db-password");
+        std::fs::write(&secret, "correct horse\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     std::fs::write(&file, stack(2)).unwrap();
     let path = file.display().to_string();
     let apply = |c: &Cluster| {
@@ -389,9 +404,11 @@ fn agents_run_the_applied_stack_and_each_new_revision() {
         || (ready(&c, 0) + ready(&c, 1) == 2).then_some(()),
     );
     for i in (0..2).filter(|&i| ready(&c, i) > 0) {
-        // Served through the agent's proxy on its host.
+        // Served through the agent's proxy on its host, with the env file's greeting.
         let out = c.hosts.run(i, "curl", &["-sf", "http://127.0.0.1:8080/"]);
         assert!(out.status.success(), "{}", output_text(&out));
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(body.starts_with("hello-from-web.env from web/"), "{body}");
     }
     // A new revision: each agent reloads it.
     std::fs::write(&file, stack(3)).unwrap();

@@ -24,6 +24,7 @@ pub(super) fn container(
         .given()
         .map(|r| (r.span(), base_dir.join(r.get_ref())));
     if let Some((span, path)) = &rootfs
+        && p.reads_files()
         && let Err(why) = rootfs_problem(path, raw)
     {
         p.push(
@@ -51,7 +52,7 @@ pub(super) fn container(
             list.iter()
                 .filter_map(|m| {
                     let source = base_dir.join(m.source.value()?);
-                    if !source.exists() {
+                    if p.reads_files() && !source.exists() {
                         p.push(
                             m.source.span().unwrap_or_default(),
                             format!(

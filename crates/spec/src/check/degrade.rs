@@ -243,6 +243,9 @@ fn read_body_file(
     p: &mut Problems,
 ) -> Option<Vec<u8>> {
     use crate::file::FileError;
+    if !p.reads_files() {
+        return Some(Vec::new());
+    }
     let path = base_dir.join(file.get_ref());
     let shown = path.display();
     let why = match crate::file::read_bounded(&path, MAX_FALLBACK_BODY, false) {

@@ -59,7 +59,7 @@ pub(super) fn environment(
             continue;
         }
         if let Some(value) = secret(n, file, base_dir, p) {
-            if value.len() < MIN_REDACTED {
+            if value.len() < MIN_REDACTED && p.reads_files() {
                 p.warn(
                     name.span(),
                     format!(
@@ -115,6 +115,9 @@ fn explicit(
 
 /// The variables of one env file; problems point at its entry in `env_files`.
 fn env_file(file: &Spanned<String>, base_dir: &Path, p: &mut Problems) -> Vec<(String, String)> {
+    if !p.reads_files() {
+        return Vec::new();
+    }
     let path = base_dir.join(file.get_ref());
     let text = read(&path, MAX_ENV_FILE, false).and_then(|bytes| {
         String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
@@ -140,6 +143,9 @@ fn env_file(file: &Spanned<String>, base_dir: &Path, p: &mut Problems) -> Vec<(S
 
 /// A secret's value: the file's content without trailing newlines.
 fn secret(name: &str, file: &Spanned<String>, base_dir: &Path, p: &mut Problems) -> Option<String> {
+    if !p.reads_files() {
+        return Some(String::new());
+    }
     let path = base_dir.join(file.get_ref());
     let value = read(&path, MAX_SECRET, true).and_then(|bytes| {
         let mut text = String::from_utf8(bytes)
