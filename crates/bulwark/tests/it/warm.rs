@@ -12,10 +12,16 @@ use crate::harness::{Stack, alive, eventually, free_port, get, signal};
 /// The slow demo: 503 for 3 s after it starts, a readiness probe every 50 ms, checkpointed
 /// 300 ms after it is ready, exposed on `port`.
 fn warm_stack(port: u16) -> String {
+    let demo = r#"["{bulwark}", "demo", "--port", "{port}", "--startup-delay", "3s"]"#;
+    warm_stack_of(demo, port)
+}
+
+/// [`warm_stack`] of the service that `run` (a TOML array) starts.
+fn warm_stack_of(run: &str, port: u16) -> String {
     format!(
         r#"
 [services.slow]
-run = ["{{bulwark}}", "demo", "--port", "{{port}}", "--startup-delay", "3s"]
+run = {run}
 stop_grace = "2s"
 [services.slow.backoff]
 initial = "10ms"
@@ -309,22 +315,8 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Ok).serve_forever
 #[test]
 fn a_replica_with_a_connection_waiting_to_be_accepted_is_checkpointed_and_restored() {
     let port = free_port();
-    let toml = format!(
-        r#"
-[services.slow]
-run = ["python3", "-c", {IN_FLIGHT:?}]
-stop_grace = "2s"
-[services.slow.readiness]
-http = "/"
-period = "50ms"
-failure_threshold = 1
-[services.slow.warm]
-after = "300ms"
-[services.slow.expose]
-listen = "127.0.0.1:{port}"
-"#
-    );
-    let mut stack = Stack::start(&toml);
+    let run = format!(r#"["python3", "-c", {IN_FLIGHT:?}]"#);
+    let mut stack = Stack::start(&warm_stack_of(&run, port));
     checkpoint(&stack, 0);
     kill_and_restore(&stack);
     let (status, body) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
