@@ -241,16 +241,20 @@ async fn snapshot(etcd: &Etcd, keys: &Keys) -> Result<(First, View), Error> {
         .collect();
     let mut view = View::default();
     let kvs = |i: usize| gets.get(i).map(|g| g.kvs()).unwrap_or_default();
+    // A record that does not parse is left out and logged, as the watch does: one bad key
+    // must not keep the whole cluster unread.
     for kv in kvs(0) {
-        let r = NodeRecord::parse(kv)?;
-        view.members.insert(r.name.clone(), r);
+        if let Some(r) = parsed(NodeRecord::parse(kv)) {
+            view.members.insert(r.name.clone(), r);
+        }
     }
     for kv in kvs(1) {
-        let r = NodeRecord::parse(kv)?;
-        view.alive.insert(r.name.clone(), r);
+        if let Some(r) = parsed(NodeRecord::parse(kv)) {
+            view.alive.insert(r.name.clone(), r);
+        }
     }
     if let Some(kv) = kvs(2).first() {
-        view.stack = Some(StackRevision::parse(kv)?.revision);
+        view.stack = parsed(StackRevision::parse(kv)).map(|s| s.revision);
     }
     for kv in kvs(3) {
         let key = String::from_utf8_lossy(kv.key());
@@ -272,6 +276,11 @@ async fn snapshot(etcd: &Etcd, keys: &Keys) -> Result<(First, View), Error> {
     Ok((First { revision }, view))
 }
 
+/// `Ok`'s value; an `Err` is logged.
+fn parsed<T>(record: Result<T, Error>) -> Option<T> {
+    record.map_err(|e| tracing::warn!("{e}")).ok()
+}
+
 struct Follower {
     etcd: Etcd,
     keys: Keys,
@@ -283,12 +292,18 @@ struct Follower {
 }
 
 impl Follower {
+    /// Follows the watch while the view is whole; once it ends, reads the cluster again,
+    /// until a read succeeds. A watch only ever starts from a view read whole: one started
+    /// after a failed read would run while the view still said "cut off", and an agent whose
+    /// watch then never ended stayed cut off (deciding nothing, if it was the scheduler).
     async fn run(mut self) {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.follow().await {
-                Ok(()) => delay = Duration::from_millis(100),
-                Err(e) => self.disconnected(&e),
+            if self.view.connected {
+                match self.follow().await {
+                    Ok(()) => delay = Duration::from_millis(100),
+                    Err(e) => self.disconnected(&e),
+                }
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));

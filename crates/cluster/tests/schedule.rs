@@ -1,7 +1,8 @@
 //! The scheduler's etcd side against a real etcd 3.4 (one member on loopback, free ports,
 //! its data in a temporary directory, killed at the end even on failure): one holder of the
 //! scheduler key, writes fenced by its token, a large placement in several transactions,
-//! endpoints that vanish with their lease (from etcd and from the cluster watch).
+//! endpoints that vanish with their lease (from etcd and from the cluster watch); records
+//! that do not parse left out of the cluster watch.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -164,4 +165,42 @@ async fn one_scheduler_fenced_writes_chunked_placements_and_endpoints_under_a_le
     // Gone from the watch with the lease.
     assert!(seen(cluster::ClusterEndpoints::new()).await);
     assert_eq!(schedule::placements(&etcd, &keys).await.unwrap().1, None);
+}
+
+/// A record that does not parse (written by hand, or by another version) is left out of
+/// the cluster's view with a warning, by the first read as by the watch: one bad key never
+/// keeps the whole cluster unread (a read that failed on it kept the cluster watch cut
+/// off for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_does_not_parse_is_left_out_of_the_cluster_watch() {
+    let e = etcd();
+    let etcd = connect(&e).await;
+    let keys = Keys::new("t").unwrap();
+    let mut client = etcd.client();
+    for key in [keys.member("bad"), keys.node("bad"), keys.stack()] {
+        client.put(key, "not json", None).await.unwrap();
+    }
+    let watch = cluster::ClusterWatch::start(&etcd, &keys)
+        .await
+        .expect("the cluster reads with a bad record in it");
+    let mut state = watch.state();
+    assert!(state.borrow().connected);
+    assert_eq!(state.borrow().stack_revision, None);
+    assert_eq!(state.borrow().alive().count(), 0);
+    // A good record, written next, shows; the bad one never does.
+    let record = cluster::NodeRecord {
+        name: "n1".to_owned(),
+        labels: Default::default(),
+        api: "127.0.0.1:7700".to_owned(),
+        version: "0.1.0".to_owned(),
+        started_at_ms: 0,
+        capacity: None,
+    };
+    let json = serde_json::to_string(&record).unwrap();
+    client.put(keys.node("n1"), json, None).await.unwrap();
+    let seen = state.wait_for(|s| s.alive().any(|n| n == "n1"));
+    let seen = tokio::time::timeout(Duration::from_secs(10), seen).await;
+    let seen = seen.expect("n1 alive within 10 s").unwrap();
+    let names: Vec<&str> = seen.alive().collect();
+    assert_eq!(names, ["n1"]);
 }
