@@ -59,7 +59,7 @@ alerts = { no_data = "0s", min_requests = 0 }
             page: false,
             ticket: true,
             min_requests: 50,
-            no_data: Some(Duration::from_secs(600)),
+            no_data: Duration::from_secs(600),
         }
     );
     let latency = &web.slos[1];
@@ -75,7 +75,7 @@ alerts = { no_data = "0s", min_requests = 0 }
             // "0s" switches the no-data alert off.
             alerts: SloAlerts {
                 min_requests: 0,
-                no_data: None,
+                no_data: Duration::ZERO,
                 ..SloAlerts::default()
             },
         }
@@ -106,7 +106,7 @@ objective = 99.5
             page: true,
             ticket: true,
             min_requests: 10,
-            no_data: None,
+            no_data: Duration::ZERO,
         }
     );
     assert_eq!(slo.alerts, SloAlerts::default());

@@ -514,10 +514,9 @@ impl SloEngine {
         let ticket_burn = slo.alerts.ticket && pair_fires(Tier::Ticket);
         let ticket = ticket_burn && !page;
         let quiet_since = s.last_request.map_or(self.origin, |l| l.max(self.origin));
-        let no_data = slo
-            .alerts
-            .no_data
-            .is_some_and(|d| now.saturating_duration_since(quiet_since) >= d);
+        // A `no_data` of 0 is off.
+        let no_data = slo.alerts.no_data;
+        let no_data = !no_data.is_zero() && now.saturating_duration_since(quiet_since) >= no_data;
 
         let mut transitions = Vec::new();
         let mut step = |state: TierState, firing: bool, tier: Tier, inhibited: bool| {

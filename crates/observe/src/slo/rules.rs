@@ -114,7 +114,7 @@ fn enabled(slo: &Slo, tier: Tier) -> bool {
     match tier {
         Tier::Page => slo.alerts.page,
         Tier::Ticket => slo.alerts.ticket,
-        Tier::NoData => slo.alerts.no_data.is_some(),
+        Tier::NoData => !slo.alerts.no_data.is_zero(),
     }
 }
 
@@ -203,10 +203,8 @@ impl Ctx<'_> {
     }
 
     fn no_data_ms(&self) -> Option<u64> {
-        self.slo
-            .alerts
-            .no_data
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
+        let d = self.slo.alerts.no_data;
+        (!d.is_zero()).then(|| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
     }
 
     fn labels(&self, tier: Tier) -> [(&'static str, String); 3] {

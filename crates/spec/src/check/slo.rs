@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::keys::{ServiceTable, SloAlertsTable, SloKindName, SloTable};
-use crate::model::{Slo, SloAlerts, SloKind};
+use crate::keys::{ServiceTable, SloKindName, SloTable};
+use crate::model::{Slo, SloKind};
 use crate::problem::Problems;
 
 /// The service's SLOs: names checked for uniqueness, then each SLO on its own, and only
@@ -101,28 +101,12 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
         kind,
         objective: objective?,
         period: period?,
-        alerts: slo_alerts(raw.alerts.value()?)?,
+        alerts: raw.alerts.value()?.build()?,
     })
 }
 
 /// The shortest SLO period: shorter ones measure nothing.
 const MIN_PERIOD: Duration = Duration::from_secs(60);
-
-fn slo_alerts(raw: &SloAlertsTable) -> Option<SloAlerts> {
-    Some(SloAlerts {
-        page: raw.page.get()?,
-        ticket: raw.ticket.get()?,
-        min_requests: raw.min_requests.get()?,
-        // "0s" switches the alert off, like leaving it out.
-        no_data: raw.no_data.get().map(|d| (!d.is_zero()).then_some(d))?,
-    })
-}
-
-impl Default for SloAlerts {
-    fn default() -> Self {
-        super::defaults("alerts", |raw, _| slo_alerts(raw))
-    }
-}
 
 /// `99.9` → `0.999`, the double nearest the decimal the user wrote, not `99.9 / 100`
 /// (`0.9990000000000001`): the shortest decimal form of `v` with its exponent lowered by

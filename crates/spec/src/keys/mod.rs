@@ -748,14 +748,15 @@ fn slo_name(s: &str) -> Result<String, String> {
 
 section! {
     /// An SLO's burn-rate alerts: SRE Workbook windows scaled to the period.
-    pub(crate) struct SloAlertsTable {
+    pub(crate) struct SloAlertsTable => #[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct SloAlerts: Default {
         /// Fast burn: 14.4× over 1h and 5m, or 6× over 6h and 30m; inhibits the ticket.
         page: bool = boolean(), "true";
         /// Slow burn: 1× over 3d and 6h.
         ticket: bool = boolean(), "true";
         /// No burn alert while the long window saw fewer requests than this.
         min_requests: u64 = int(0, MANY), "10";
-        /// Alert when the service got no request at all for this long ("0s": off).
+        /// Alert when the service got no request at all for this long ("0s": off, the
+        /// default).
         no_data: Duration = duration().long(), r#""0s""#;
     }
 }
@@ -896,8 +897,12 @@ section! {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::ExperimentsFile;
-    use crate::schema::{Omitted, Section, checked_default, int};
+    use crate::schema::Omitted::ByTable;
+    use crate::schema::{Section, duration, int};
+    use crate::section;
 
     /// Every declared default reads as its key's kind (defaults are read when a key is
     /// left out, where a failure could only be silent): building the declarations checks
@@ -908,21 +913,38 @@ mod tests {
         ExperimentsFile::table_doc();
     }
 
+    /// Tables declared wrong on purpose: they are only read.
+    #[allow(dead_code, reason = "the tables are read, never used")]
+    mod wrong {
+        use super::*;
+
+        section! {
+            /// A table whose default is out of its key's range.
+            pub(crate) struct OutOfRange {
+                /// Tries.
+                retries: u32 = int(1, 10), "0";
+            }
+        }
+
+        section! {
+            /// A table whose default is wrong only as `startup`.
+            pub(crate) struct WrongAsStartup {
+                /// Time between two checks.
+                period: Duration = duration().positive(), ByTable(&[("startup", r#""0s""#)], r#""1s""#);
+            }
+        }
+    }
+    use wrong::{OutOfRange, WrongAsStartup};
+
     #[test]
-    #[should_panic(expected = "the default of `retries` of T as `` does not read")]
+    #[should_panic(expected = "the default of `OutOfRange().retries` does not read")]
     fn a_default_that_does_not_read_is_caught() {
-        checked_default::<u32, _>("T", "retries", &int(1, 10), Omitted::Value("0"));
+        OutOfRange::table_doc();
     }
 
     #[test]
-    #[should_panic(expected = "the default of `period` of ProbeTable as `startup` does not read")]
+    #[should_panic(expected = "the default of `WrongAsStartup(startup).period` does not read")]
     fn a_default_of_one_table_that_does_not_read_is_caught() {
-        let omitted = Omitted::ByTable(&[("startup", "\"0s\"")], "\"1s\"");
-        checked_default(
-            "ProbeTable",
-            "period",
-            &crate::schema::duration().positive(),
-            omitted,
-        );
+        WrongAsStartup::table_doc();
     }
 }

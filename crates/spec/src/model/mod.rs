@@ -34,7 +34,7 @@ pub use crate::keys::notify::Notify;
 pub use crate::keys::warm::{Restore, Warm};
 pub use crate::keys::{
     Backoff, Breaker, Hedge, Hook, JournalSettings, Keep, Limits, Outlier, RestartRule, Retries,
-    SupervisorSettings, Timeouts,
+    SloAlerts, SupervisorSettings, Timeouts,
 };
 
 /// A validated stack file.
@@ -687,20 +687,6 @@ pub enum SloKind {
         /// The latency a good request stays under.
         threshold: Duration,
     },
-}
-
-/// `[services.NAME.slo.alerts]`: which burn-rate alerts are raised, and their guards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SloAlerts {
-    /// Fast burn (14.4x over 1h and 5m, or 6x over 6h and 30m, scaled). Default on.
-    pub page: bool,
-    /// Slow burn (1x over 3d and 6h, scaled). Default on.
-    pub ticket: bool,
-    /// Minimum-traffic guard: a burn alert is not raised while its long window saw fewer
-    /// requests than this. Default 10.
-    pub min_requests: u64,
-    /// Alert when the service got no request at all for this long. Default off.
-    pub no_data: Option<Duration>,
 }
 
 /// `[alerts]`: how alert notifications are grouped and where they go.

@@ -102,38 +102,6 @@ pub(crate) fn read_default<K: Kind>(
     kind.read(v, at, p)
 }
 
-/// `omitted`, checked (in debug builds) to read as `kind` in every table it names: a
-/// default that does not read would only fail silently, when the key is left out. Every
-/// key's is checked when [`crate::declarations`] is built (a unit test does).
-pub(crate) fn checked_default<T, K: Kind<Out = T>>(
-    section: &str,
-    key: &str,
-    kind: &K,
-    omitted: Omitted,
-) -> Omitted {
-    let tables = match omitted {
-        Omitted::Required(_) | Omitted::Optional(_) => vec![],
-        Omitted::ByTable(special, _) => special.iter().map(|(t, _)| *t).chain([""]).collect(),
-        Omitted::Value(_) | Omitted::Table => vec![""],
-    };
-    for table in tables.into_iter().filter(|_| cfg!(debug_assertions)) {
-        let what = format!("`{key}` of {section} as `{table}`");
-        let at = At {
-            key,
-            what: &what,
-            path: table,
-        };
-        let mut p = Problems::default();
-        let read = read_default(kind, omitted, table, &at, &mut p).is_some();
-        let problems = p.into_sorted();
-        assert!(
-            read && problems.is_empty(),
-            "the default of {what} does not read: {problems:?}"
-        );
-    }
-    omitted
-}
-
 /// A string.
 pub(crate) struct Str {
     non_empty: bool,

@@ -12,7 +12,7 @@ mod kinds;
 mod table;
 
 pub(crate) use kinds::*;
-pub(crate) use table::Table;
+pub(crate) use table::{Table, read_defaults};
 
 use toml::Spanned;
 
@@ -300,21 +300,14 @@ macro_rules! section {
             }
 
             fn table_doc() -> $crate::schema::TableDoc {
-                let keys = vec![$( {
-                    let kind = $kind;
-                    $crate::schema::Key {
-                        name: $crate::section!(@name $field $($toml)?),
-                        doc: &[$($doc),*],
-                        shape: $crate::schema::Kind::shape(&kind),
-                        default: $crate::schema::checked_default::<$ty, _>(
-                            stringify!($Name),
-                            $crate::section!(@name $field $($toml)?),
-                            &kind,
-                            $crate::schema::Omitted::from($default),
-                        ),
-                        since: $crate::section!(@since $($since)?),
-                    }
+                let keys = vec![$( $crate::schema::Key {
+                    name: $crate::section!(@name $field $($toml)?),
+                    doc: &[$($doc),*],
+                    shape: $crate::schema::Kind::shape(&$kind as &dyn $crate::schema::Kind<Out = $ty>),
+                    default: $crate::schema::Omitted::from($default),
+                    since: $crate::section!(@since $($since)?),
                 } ),*];
+                $crate::schema::read_defaults::<Self>(&keys);
                 $crate::schema::TableDoc { doc: &[$($tdoc),*], keys }
             }
         }

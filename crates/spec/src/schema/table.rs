@@ -4,7 +4,7 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use super::kinds::{At, Kind, read_default};
-use super::{Field, Omitted};
+use super::{Field, Key, Omitted, Section};
 use crate::problem::{Problems, Span, hint};
 
 /// A table of the file (or one left out: `map` is `None`, and every key takes its default).
@@ -91,9 +91,39 @@ impl<'a, 'i> Table<'a, 'i> {
                 format!("missing required field `{key}` in {}; {how}", self.label),
             );
         }
-        // None for a required or optional key; declared defaults read cleanly (a unit test
-        // checks every one).
-        let default = read_default(kind, omitted, &self.name, &at, &mut Problems::default());
+        // None for a required or optional key. A default that does not read is a mistake
+        // of its declaration, caught in debug builds ([`read_defaults`]).
+        let mut wrong = Problems::default();
+        let default = read_default(kind, omitted, &self.name, &at, &mut wrong);
+        let wrong = wrong.into_sorted();
+        debug_assert!(
+            wrong.is_empty(),
+            "the default of `{path}` does not read: {wrong:?}"
+        );
         default.map_or(Field::Absent, Field::Default)
+    }
+}
+
+/// Reads the table `S` left out, under every table name its defaults depend on
+/// ([`Omitted::ByTable`]), so that in debug builds a default that does not read as its
+/// key's kind fails [`Table::read`]'s assertion. Building the declarations calls it for
+/// every table (a unit test builds them): a default is otherwise read only when its key is
+/// left out, where a failure would go unnoticed.
+pub(crate) fn read_defaults<S: Section>(keys: &[Key]) {
+    let by_table = keys.iter().filter_map(|k| match k.default {
+        Omitted::ByTable(special, _) => Some(special),
+        _ => None,
+    });
+    let names = by_table.flatten().map(|(table, _)| *table).chain([""]);
+    let section = std::any::type_name::<S>()
+        .rsplit("::")
+        .next()
+        .unwrap_or_default();
+    for name in names.filter(|_| cfg!(debug_assertions)) {
+        let path = format!("{section}({name})");
+        S::read(
+            &Table::new(None, 0..0, path, name),
+            &mut Problems::default(),
+        );
     }
 }
