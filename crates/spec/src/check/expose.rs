@@ -5,12 +5,12 @@ use std::path::Path;
 
 use super::{each, rules};
 use crate::keys::{
-    BalanceName, BreakerTable, ExposeTable, FaultTable, HedgeTable, OutlierTable, RetriesTable,
-    RouteTable, ToxicTable, ToxicType,
+    BreakerTable, ExposeTable, FaultTable, HedgeTable, OutlierTable, RetriesTable, RouteTable,
+    ToxicTable,
 };
 use crate::model::{
-    Balance, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit, Retries,
-    RetryCondition, Route, RouteMatch, Toxic, ToxicKind,
+    Balance, BalanceName, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit,
+    Retries, RetryCondition, Route, RouteMatch, Toxic, ToxicKind, ToxicType,
 };
 use crate::problem::Problems;
 

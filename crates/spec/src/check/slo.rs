@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::keys::{ServiceTable, SloKindName, SloTable};
-use crate::model::{Slo, SloKind};
+use crate::keys::{ServiceTable, SloTable};
+use crate::model::{Slo, SloKind, SloKindName};
 use crate::problem::Problems;
 
 /// The service's SLOs: names checked for uniqueness, then each SLO on its own, and only

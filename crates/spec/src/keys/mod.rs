@@ -12,8 +12,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{
-    Amount, ClientRole, ClientVerify, Direction, HashOn, OnError, OnOom, Priority, Protocol,
-    RateKey, RestartAction, RestartPolicy, RetryCondition, Schedule, Signal, TlsVersion,
+    Amount, BalanceName, ClientRole, ClientVerify, Direction, HashOn, OnError, OnOom, Priority,
+    Protocol, RateKey, RestartAction, RestartPolicy, RetryCondition, Schedule, Signal, SloKindName,
+    TlsVersion, ToxicType,
 };
 use crate::schema::Omitted::{self, ByTable, Optional, Required};
 use crate::schema::{
@@ -318,18 +319,6 @@ fn http_path(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err(format!("; did you mean \"/{}\"?", s.trim_start()))
-    }
-}
-
-crate::spelled! {
-    /// `balance`'s choices; `weighted` and `hash` take their data from other keys.
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    pub(crate) enum BalanceName {
-        P2c = "p2c",
-        RoundRobin = "round-robin",
-        LeastRequest = "least-request",
-        Weighted = "weighted",
-        Hash = "hash",
     }
 }
 
@@ -638,20 +627,6 @@ section! {
     }
 }
 
-crate::spelled! {
-    /// A toxic's `type`.
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    pub(crate) enum ToxicType {
-        Latency = "latency",
-        Bandwidth = "bandwidth",
-        ResetPeer = "reset-peer",
-        Timeout = "timeout",
-        SlowClose = "slow-close",
-        Slicer = "slicer",
-        LimitData = "limit-data",
-    }
-}
-
 section! {
     /// A connection fault for `protocol = "tcp"`: `type` and the type's keys.
     pub(crate) struct ToxicTable {
@@ -704,15 +679,6 @@ fn route_header(s: &str) -> Result<(String, String), String> {
             Ok((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         }
         _ => Err(String::new()),
-    }
-}
-
-crate::spelled! {
-    /// An SLO's `kind`.
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    pub(crate) enum SloKindName {
-        Availability = "availability",
-        Latency = "latency",
     }
 }
 

@@ -444,22 +444,24 @@ crate::spelled! {
     }
 }
 
-/// How the proxy picks a replica.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Balance {
-    /// Power of two choices over peak-EWMA latency × (in-flight + 1) (default, as
-    /// linkerd2-proxy), compared as `policy::P2c` does: near ties go to fewer in flight,
-    /// then a coin.
-    P2c,
-    /// Each replica in turn.
-    RoundRobin,
-    /// Fewest requests in flight (over all replicas).
-    LeastRequest,
-    /// Random, proportional to per-replica weights (by replica index; missing: 1).
-    Weighted(Vec<u32>),
-    /// Consistent hashing for session affinity: about 1/N of keys move when a replica
-    /// leaves.
-    Hash(HashOn),
+crate::spelled! {
+    /// How the proxy picks a replica.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Balance names BalanceName {
+        /// Power of two choices over peak-EWMA latency × (in-flight + 1) (default, as
+        /// linkerd2-proxy), compared as `policy::P2c` does: near ties go to fewer in flight,
+        /// then a coin.
+        P2c = "p2c",
+        /// Each replica in turn.
+        RoundRobin = "round-robin",
+        /// Fewest requests in flight (over all replicas).
+        LeastRequest = "least-request",
+        /// Random, proportional to per-replica weights (by replica index; missing: 1).
+        Weighted(Vec<u32>) = "weighted",
+        /// Consistent hashing for session affinity: about 1/N of keys move when a replica
+        /// leaves.
+        Hash(HashOn) = "hash",
+    }
 }
 
 /// What a consistent-hash balancer hashes to pick a replica.
@@ -597,50 +599,52 @@ crate::spelled! {
     }
 }
 
-/// What a toxic does to a TCP connection.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ToxicKind {
-    /// Delays every chunk by `latency` ± `jitter`.
-    Latency {
-        /// The mean delay.
-        latency: Duration,
-        /// How far a delay may differ from the mean.
-        jitter: Duration,
-    },
-    /// Limits throughput to `rate` bytes per second.
-    Bandwidth {
-        /// Bytes per second.
-        rate: u64,
-    },
-    /// Resets the connection (RST) after `timeout` (0: at once).
-    ResetPeer {
-        /// The wait before the reset; 0 resets at once.
-        timeout: Duration,
-    },
-    /// Stops all data; closes the connection after `timeout` (0: never).
-    Timeout {
-        /// Time until the stalled connection is closed; 0 keeps it open.
-        timeout: Duration,
-    },
-    /// Delays the close of the connection by `delay`.
-    SlowClose {
-        /// How long the close is held back.
-        delay: Duration,
-    },
-    /// Splits data into chunks of `average_size` ± `size_variation` bytes, `delay` apart.
-    Slicer {
-        /// Mean chunk size, in bytes.
-        average_size: usize,
-        /// How far a chunk's size may differ from the mean, in bytes.
-        size_variation: usize,
-        /// Pause between chunks.
-        delay: Duration,
-    },
-    /// Closes the connection once `bytes` bytes have passed.
-    LimitData {
-        /// Bytes let through before the close.
-        bytes: u64,
-    },
+crate::spelled! {
+    /// What a toxic does to a TCP connection.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum ToxicKind names ToxicType {
+        /// Delays every chunk by `latency` ± `jitter`.
+        Latency {
+            /// The mean delay.
+            latency: Duration,
+            /// How far a delay may differ from the mean.
+            jitter: Duration,
+        } = "latency",
+        /// Limits throughput to `rate` bytes per second.
+        Bandwidth {
+            /// Bytes per second.
+            rate: u64,
+        } = "bandwidth",
+        /// Resets the connection (RST) after `timeout` (0: at once).
+        ResetPeer {
+            /// The wait before the reset; 0 resets at once.
+            timeout: Duration,
+        } = "reset-peer",
+        /// Stops all data; closes the connection after `timeout` (0: never).
+        Timeout {
+            /// Time until the stalled connection is closed; 0 keeps it open.
+            timeout: Duration,
+        } = "timeout",
+        /// Delays the close of the connection by `delay`.
+        SlowClose {
+            /// How long the close is held back.
+            delay: Duration,
+        } = "slow-close",
+        /// Splits data into chunks of `average_size` ± `size_variation` bytes, `delay` apart.
+        Slicer {
+            /// Mean chunk size, in bytes.
+            average_size: usize,
+            /// How far a chunk's size may differ from the mean, in bytes.
+            size_variation: usize,
+            /// Pause between chunks.
+            delay: Duration,
+        } = "slicer",
+        /// Closes the connection once `bytes` bytes have passed.
+        LimitData {
+            /// Bytes let through before the close.
+            bytes: u64,
+        } = "limit-data",
+    }
 }
 
 /// `[[services.NAME.slo]]`: a service level objective over the requests bulwark's proxy
@@ -670,23 +674,25 @@ impl Slo {
     }
 }
 
-/// What an SLO measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SloKind {
-    /// Share of requests that did not fail. Failed: status >= 500, or bulwark answered
-    /// by itself because no replica was ready, every try failed, the request timed out, or
-    /// it was shed. 4xx are the client's doing and count as good, except 429 when
-    /// `count_429` is set (`count_429_as_error = true`).
-    Availability {
-        /// Whether 429 (rate limited) answers count as failures.
-        count_429: bool,
-    },
-    /// Share of successful requests (status < 500, answered by a replica) that were
-    /// faster than `threshold`. Failed requests are left to the availability SLO.
-    Latency {
-        /// The latency a good request stays under.
-        threshold: Duration,
-    },
+crate::spelled! {
+    /// What an SLO measures.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum SloKind names SloKindName {
+        /// Share of requests that did not fail. Failed: status >= 500, or bulwark answered
+        /// by itself because no replica was ready, every try failed, the request timed out, or
+        /// it was shed. 4xx are the client's doing and count as good, except 429 when
+        /// `count_429` is set (`count_429_as_error = true`).
+        Availability {
+            /// Whether 429 (rate limited) answers count as failures.
+            count_429: bool,
+        } = "availability",
+        /// Share of successful requests (status < 500, answered by a replica) that were
+        /// faster than `threshold`. Failed requests are left to the availability SLO.
+        Latency {
+            /// The latency a good request stays under.
+            threshold: Duration,
+        } = "latency",
+    }
 }
 
 /// `[alerts]`: how alert notifications are grouped and where they go.

@@ -349,9 +349,27 @@ macro_rules! section {
 /// ```text
 /// pub enum RestartAction { Restart = "restart", Stop = "stop", }
 /// ```
+///
+/// An enum whose variants hold data names a second enum, of its variants without their
+/// data, that is spelled: `pub enum Balance names BalanceName { Weighted(Vec<u32>) = "weighted", .. }`.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! spelled {
+    (
+        $(#[$attr:meta])*
+        $vis:vis enum $Name:ident names $Tag:ident {
+            $( $(#[$vattr:meta])* $Variant:ident $(($($tuple:tt)*))? $({$($fields:tt)*})? = $text:literal, )*
+        }
+    ) => {
+        $(#[$attr])*
+        $vis enum $Name { $( $(#[$vattr])* $Variant $(($($tuple)*))? $({$($fields)*})?, )* }
+
+        $crate::spelled! {
+            #[doc = concat!("[`", stringify!($Name), "`] without its data, as the stack file spells it.")]
+            #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+            pub(crate) enum $Tag { $( $(#[$vattr])* $Variant = $text, )* }
+        }
+    };
     (
         $(#[$attr:meta])*
         $vis:vis enum $Name:ident { $( $(#[$vattr:meta])* $Variant:ident = $text:literal, )* }
