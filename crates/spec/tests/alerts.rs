@@ -60,7 +60,7 @@ fn bad_sinks_are_located() {
     );
     assert_eq!(
         errors(&src),
-        "stack.toml:4:14: error: `group_wait` must be a duration such as \"250ms\" or \"5s\", found \"soon\" (expected a number)\n\
+        "stack.toml:4:14: error: `group_wait` must be a duration such as \"250ms\" or \"5s\", found \"soon\" (expected number at 0)\n\
          stack.toml:6:11: error: `webhook` must be an http:// URL such as \"http://127.0.0.1:9000/hook\", found \"https://example.com/hook\" (https is not supported yet: put a local relay in front)\n\
          stack.toml:7:1: error: [[alerts.sinks]] needs exactly one of `log = true`, `webhook = \"http://HOST:PORT/PATH\"` or `exec = [\"cmd\", \"arg\"]`, found `log`, `exec`\n\
          stack.toml:10:1: error: [[alerts.sinks]] needs exactly one of `log = true`, `webhook = \"http://HOST:PORT/PATH\"` or `exec = [\"cmd\", \"arg\"]`, found none\n\

@@ -290,7 +290,7 @@ alerts = 3
         stack.toml:22:1: error: missing required field `name` in [[services.web.slo]]; for example name = "availability"
         stack.toml:25:19: error: `page` must be a boolean, found a string
         stack.toml:25:41: error: `min_requests` must be at least 0, found -1
-        stack.toml:25:55: error: `no_data` must be a duration such as "250ms" or "5s", found "10" (missing unit)
+        stack.toml:25:55: error: `no_data` must be a duration such as "250ms" or "5s", found "10" (time unit needed, for example 10sec or 10ms)
         stack.toml:28:8: error: `name` must be a name of lowercase ASCII letters, digits, `-` and `_`, found ""
         stack.toml:31:10: error: `period` must be at least 1m, found "0s"; SLO periods are usually "30d" or "28d", and short ones such as "1h" are for trying things out
         stack.toml:32:10: error: `alerts` must be a table ([services.web.slo.alerts]), found an integer

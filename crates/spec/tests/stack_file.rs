@@ -450,7 +450,7 @@ failure_threshold = 0
         stack.toml:2:7: error: `run` must be an array of strings, found a string; write it as run = ["./server", "--port", "{port}"]
         stack.toml:3:12: error: `replicas` must be an integer, found a string
         stack.toml:4:11: error: `restart` must be "always", "on-failure" or "never", found "alway"; did you mean "always"?
-        stack.toml:5:14: error: `stop_grace` must be a duration such as "250ms" or "5s", found "10 parsecs" (unknown unit "parsecs")
+        stack.toml:5:14: error: `stop_grace` must be a duration such as "250ms" or "5s", found "10 parsecs" (unknown time unit "parsecs", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations))
         stack.toml:6:15: error: `stop_signal` must be a signal name such as "SIGTERM", "INT" or "QUIT", found "TREM"; did you mean "SIGTERM"?
         stack.toml:9:8: error: `http` must be a path starting with `/`, found "healthz"; did you mean "/healthz"?
         stack.toml:10:21: error: `failure_threshold` must be at least 1, found 0
@@ -479,10 +479,10 @@ reset_after = "1 minute and a bit"
         r#"
         stack.toml:3:14: error: `stop_grace` must be a duration such as "250ms" or "5s", found an integer
         stack.toml:7:10: error: `period` must be greater than 0
-        stack.toml:8:11: error: `timeout` must be a duration such as "250ms" or "5s", found "5" (missing unit)
-        stack.toml:9:17: error: `initial_delay` must be a duration such as "250ms" or "5s", found "" (empty)
+        stack.toml:8:11: error: `timeout` must be a duration such as "250ms" or "5s", found "5" (time unit needed, for example 5sec or 5ms)
+        stack.toml:9:17: error: `initial_delay` must be a duration such as "250ms" or "5s", found "" (value was empty)
         stack.toml:12:11: error: `initial` must be greater than 0
-        stack.toml:13:15: error: `reset_after` must be a duration such as "250ms" or "5s", found "1 minute and a bit" (expected a number)
+        stack.toml:13:15: error: `reset_after` must be a duration such as "250ms" or "5s", found "1 minute and a bit" (expected number at 9)
         "#,
     );
 }

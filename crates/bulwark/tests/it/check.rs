@@ -39,7 +39,7 @@ fn check_reports_every_problem_with_its_location() {
     check(
         "[services.web]\nrun = [\"x\"]\n[services.web.liveness]\nhttp = \"/h\"\nperiod = \"fast\"\nfailure_threshold = 0\n",
         r#"
-stack.toml:5:10: error: `period` must be a duration such as "250ms" or "5s", found "fast" (expected a number)
+stack.toml:5:10: error: `period` must be a duration such as "250ms" or "5s", found "fast" (expected number at 0)
 stack.toml:6:21: error: `failure_threshold` must be at least 1, found 0
 "#,
     );

@@ -373,18 +373,8 @@ impl Kind for Dur {
             ),
             Ok(d) if d.is_zero() && self.positive => format!("{} must be greater than 0", at.what),
             Ok(d) => return Some(d),
-            Err(e) => {
-                use humantime::DurationError as E;
-                let why = match e {
-                    E::InvalidCharacter(_) => "unexpected character".to_owned(),
-                    E::NumberExpected(_) => "expected a number".to_owned(),
-                    E::UnknownUnit { unit, .. } if unit.is_empty() => "missing unit".to_owned(),
-                    E::UnknownUnit { unit, .. } => format!("unknown unit {unit:?}"),
-                    E::NumberOverflow => "too large or too precise".to_owned(),
-                    E::Empty => "empty".to_owned(),
-                };
-                format!("{} must be {DURATION}, found {text:?} ({why})", at.what)
-            }
+            // humantime's own words say where the text goes wrong, and list the units.
+            Err(e) => format!("{} must be {DURATION}, found {text:?} ({e})", at.what),
         };
         p.fail(v.span(), message)
     }
