@@ -20,6 +20,12 @@ second total, the original keys' total. FILE has one entry a line (`#` starts a 
     PATH ITEM.MEMBER...    these members of ITEM are (a field or a variant of a struct or
                            enum, a function of an impl, a key of a `section!`): the lines
                            from the member's doc comment to the line before the next member
+    PATH ITEM:NAME...      these statements of the function (or constant) ITEM are: each
+                           line in its body whose code begins with the word NAME (after
+                           `let`, `let mut`, or one of `(`, `"`, `&`: `let leader = ..`,
+                           `leader: ..`, `leader,`, `"leader",`), with the lines that
+                           continue it (deeper in brackets); for code that serves only
+                           later keys inside a function that serves original ones too
 
 A PATH in FILE is written as this script prints it (relative to the current directory:
 run it from the repository's root). `--show` prints every line taken out, to audit FILE.
@@ -261,8 +267,30 @@ def section_members(lines, depth_at, first, last):
     return out
 
 
+STATEMENT = re.compile(r"\s*(?:let\s+(?:mut\s+)?)?[(\"&]?\s*(\w+)\b")
+
+
+def statements(lines, depth_at, first, last, wanted):
+    """Lines of the body of the item spanning `first..=last` whose code begins with a name
+    in `wanted`, with the lines that continue them: (name, line) pairs."""
+    out = []
+    k = first
+    while k <= last:
+        m = STATEMENT.match(lines[k])
+        if depth_at[k] > depth_at[first] and m and m.group(1) in wanted:
+            end = k
+            while end + 1 <= last and depth_at[end + 1] > depth_at[k]:
+                end += 1
+            out.extend((m.group(1), j) for j in range(k, end + 1))
+            k = end + 1
+            continue
+        k += 1
+    return out
+
+
 def attributed(path, text, names):
-    """The line indices of `text` that the entries `names` (ITEM or ITEM.MEMBER) cover."""
+    """The line indices of `text` that the entries `names` (ITEM, ITEM.MEMBER or
+    ITEM:NAME) cover."""
     lines, depth_at, _ = counted_lines(text)
     top = items(lines, depth_at)
     out, found = set(), set()
@@ -272,6 +300,10 @@ def attributed(path, text, names):
         if name in names:
             out.update(range(a, b + 1))
             found.add(name)
+        wanted = {n.split(":", 1)[1] for n in names if n.startswith(name + ":")}
+        for stmt, k in statements(lines, depth_at, a, b, wanted) if wanted else []:
+            out.add(k)
+            found.add(name + ":" + stmt)
         wanted = {n.split(".", 1)[1] for n in names if n.startswith(name + ".")}
         if wanted:
             is_section = lines[a:b + 1] and any(

@@ -132,24 +132,13 @@ pub(super) fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: 
         }
         for (other, by) in seen.iter().filter(|(other, _)| clash(addr, *other)) {
             let name = &by.service.name;
-            if let (Some(mine), Some(theirs)) = (&checked.sni, &by.sni)
-                && *other == addr
-            {
-                share(addr, (mine, theirs), name, p);
-                continue;
-            }
-            let mut message = if *other == addr {
-                format!("`listen` address {addr} is already exposed by service `{name}`")
-            } else {
+            let message = if *other != addr {
                 format!("`listen` address {addr} clashes with {other}, exposed by service `{name}`")
+            } else if let Some(how) = share(addr, checked, by, p) {
+                format!("`listen` address {addr} is already exposed by service `{name}`{how}")
+            } else {
+                continue;
             };
-            let tcp = |c: &Checked| c.service.expose.as_ref().map(|e| e.protocol);
-            if *other == addr && [tcp(checked), tcp(by)].contains(&Some(crate::Protocol::Tcp)) {
-                message.push_str(
-                    " (TCP services share an address only when each passes TLS through by SNI: \
-                     [expose.tls] passthrough = true with its own `sni` names)",
-                );
-            }
             p.push(listen.span(), message);
             break;
         }
@@ -157,13 +146,26 @@ pub(super) fn check_addresses(services: &[Checked], api: Option<SocketAddr>, p: 
     }
 }
 
-/// Two passthrough services on `addr`: no SNI name claimed by both, at most one default.
+/// Two services exposed on the same `addr`: shared by passthrough TCP services, each with
+/// SNI names no other claims and at most one the default (`None`, problems reported);
+/// otherwise the clash is reported, with what the message should add (`Some`).
 fn share(
     addr: SocketAddr,
-    (mine, theirs): (&super::tls::SniClaims, &super::tls::SniClaims),
-    name: &str,
+    checked: &Checked,
+    by: &Checked,
     p: &mut Problems,
-) {
+) -> Option<&'static str> {
+    let (Some(mine), Some(theirs)) = (&checked.sni, &by.sni) else {
+        let tcp = |c: &Checked| c.service.expose.as_ref().map(|e| e.protocol);
+        let tcp = [tcp(checked), tcp(by)].contains(&Some(crate::Protocol::Tcp));
+        return Some(if tcp {
+            " (TCP services share an address only when each passes TLS through by SNI: \
+             [expose.tls] passthrough = true with its own `sni` names)"
+        } else {
+            ""
+        });
+    };
+    let name = &by.service.name;
     for n in mine.names.iter().filter(|n| theirs.names.contains(n)) {
         p.push(
             mine.names_at.clone(),
@@ -183,6 +185,7 @@ fn share(
             ),
         );
     }
+    None
 }
 
 /// A route sends traffic to another service that the proxy can reach: one that exists,
