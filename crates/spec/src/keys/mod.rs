@@ -721,8 +721,7 @@ section! {
         ticket: bool = boolean(), "true";
         /// No burn alert while the long window saw fewer requests than this.
         min_requests: u64 = int(0, MANY), "10";
-        /// Alert when the service got no request at all for this long ("0s": off, the
-        /// default).
+        /// Alert when the service got no request at all for this long ("0s": off).
         no_data: Duration = duration().long(), r#""0s""#;
     }
 }
