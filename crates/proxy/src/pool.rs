@@ -109,18 +109,14 @@ impl Pool {
         })
     }
 
-    /// Opens one connection per worker in the background, on that worker, and keeps it
-    /// idle (HTTP/1.1) or shared (HTTP/2).
+    /// Opens each worker's shared HTTP/2 connection in the background, on that worker.
+    /// HTTP/1.1 connections are opened only for a request (see the caller).
     pub(crate) fn warm(self: &Arc<Self>, workers: &Workers) {
         for (worker, rt) in workers.handles().iter().enumerate() {
             let pool = self.clone();
             rt.spawn(async move {
-                if pool.http2 {
-                    if let Ok(tx) = pool.connect_h2().await {
-                        pool.lock_shared(worker).get_or_insert(tx);
-                    }
-                } else if let Ok(tx) = pool.connect_h1().await {
-                    pool.put(worker, tx);
+                if let Ok(tx) = pool.connect_h2().await {
+                    pool.lock_shared(worker).get_or_insert(tx);
                 }
             });
         }

@@ -121,8 +121,9 @@ impl ServiceProxyHandle {
 }
 
 /// Takes in each endpoints snapshot as it is published (and the current one now), so a
-/// replica's pool opens its first connection when the replica becomes ready, not when a
-/// request first picks it. Ends with the proxy or the snapshots' sender.
+/// replica joins the balancer (and an HTTP/2 replica's pool opens its connection) when it
+/// becomes ready, not when a request first picks it. Ends with the proxy or the
+/// snapshots' sender.
 fn follow_endpoints(proxy: &Arc<ServiceProxy>) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;

@@ -300,10 +300,13 @@ impl State {
                     (policy.expose.upstream_http2, policy.upstream.clone()),
                     workers.len(),
                 );
-                // Its first request should not pay for the connect (nor read it as a peak).
-                // A TCP-mode service gets no HTTP request: an idle HTTP connection would
-                // only hold a connection of a replica that speaks something else.
-                if policy.expose.protocol == spec::Protocol::Http {
+                // Its first request should not pay for the connect, but only an HTTP/2
+                // connection is opened ahead: an idle HTTP/1.1 one would hold a replica that
+                // serves one connection at a time (Python's http.server, a gunicorn sync
+                // worker) until a request came on it, its probes timing out meanwhile
+                // (nginx and HAProxy open none ahead either). A TCP-mode service speaks
+                // no HTTP at all.
+                if policy.expose.protocol == spec::Protocol::Http && policy.expose.upstream_http2 {
                     pool.warm(workers);
                 }
                 self.replicas.insert(

@@ -1,6 +1,7 @@
 //! The connections from the proxy to its replicas, over real sockets on 127.0.0.1:
-//! reused between requests, opened before a joining replica's first request, safe
-//! against replicas that close idle connections, HTTP/2 when the stack file says so.
+//! reused between requests, safe against replicas that close idle connections, HTTP/2
+//! when the stack file says so (opened before a joining replica's first request), and no
+//! HTTP/1.1 connection opened ahead to hold a replica that serves one at a time.
 
 mod common;
 
@@ -118,7 +119,7 @@ async fn requests_one_after_another_share_one_replica_connection() {
         let mut c = connect(p.addr).await;
         assert_eq!(get(&mut c, "/").await.0, 200, "request {i}");
     }
-    // The warm-up connection and at most one opened beside it before it was ready.
+    // The first connection, and at most one opened beside it before it was given back.
     assert!(
         r.accepted() <= 2,
         "50 requests opened {} replica connections",
@@ -141,11 +142,58 @@ async fn a_replica_that_closes_idle_connections_costs_no_request() {
     assert!(r.accepted() >= 20, "each request needed a new connection");
 }
 
+/// A replica that serves one connection at a time, as Python's `http.server` or a gunicorn
+/// sync worker does: it reads one request (waiting for it as long as it takes), answers
+/// with `Connection: close`, and only then accepts the next connection.
+async fn one_at_a_time() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            let answer = "HTTP/1.0 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+/// Regression: the proxy opened an idle HTTP/1.1 connection to each replica as it became
+/// ready. A replica serving one connection at a time then waited on it for a request that
+/// did not come, so its probes (and the other workers' requests) timed out: under `up`, a
+/// Python `http.server` replica went unready a second after it was ready and answered 503.
 #[tokio::test]
-async fn a_joining_replica_gets_a_connection_before_its_first_request() {
-    let (a, b) = (counting(None, 2).await, counting(None, 2).await);
-    let p = start_many(&[a.addr, b.addr], DEADLINE, |_| {}).await;
-    // No request yet: each ready replica already has a connection open to it.
+async fn a_replica_that_serves_one_connection_at_a_time_is_not_held_by_the_proxy() {
+    let replica = one_at_a_time().await;
+    let p = start_to(replica, DEADLINE, |_| {}).await;
+    for i in 0..3 {
+        // As a readiness probe does: straight to the replica, while the proxy holds
+        // whatever it opened to it. It must answer, and at once.
+        tokio::time::sleep(ms(200)).await;
+        let mut probe = connect(replica).await;
+        let answered = tokio::time::timeout(Duration::from_secs(2), get(&mut probe, "/healthz"));
+        let (status, _, _) = answered
+            .await
+            .unwrap_or_else(|_| panic!("the replica did not answer its probe {i}"));
+        assert_eq!(status, 200, "probe {i}");
+        // And through the proxy.
+        let mut c = connect(p.addr).await;
+        assert_eq!(get(&mut c, "/").await.0, 200, "request {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_joining_http2_replica_gets_its_connection_before_its_first_request() {
+    let (a, b) = (h2_replica().await, h2_replica().await);
+    let p = start_many(&[a.addr, b.addr], DEADLINE, |e| e.upstream_http2 = true).await;
+    // No request yet: each ready replica already has its connection.
     assert!(
         eventually(|| a.accepted() == 1 && b.accepted() == 1).await,
         "before any request, each replica should have one connection: {} and {}",
@@ -153,7 +201,7 @@ async fn a_joining_replica_gets_a_connection_before_its_first_request() {
         b.accepted()
     );
     // A third becomes ready: it gets its connection when the snapshot is published.
-    let joining = counting(None, 2).await;
+    let joining = h2_replica().await;
     p.endpoints
         .send(ready(&[a.addr, b.addr, joining.addr], 2))
         .unwrap();
@@ -167,9 +215,9 @@ async fn a_joining_replica_gets_a_connection_before_its_first_request() {
         assert_eq!(get(&mut c, "/").await.0, 200);
     }
     let opened = a.accepted() + b.accepted() + joining.accepted();
-    assert!(
-        opened <= 4,
-        "9 requests in turn opened {opened} connections to 3 replicas"
+    assert_eq!(
+        opened, 3,
+        "9 requests opened connections beside the shared ones"
     );
 }
 
