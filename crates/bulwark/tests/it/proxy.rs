@@ -140,3 +140,62 @@ fn p2c_balances_equal_replicas_and_warms_a_replacement_issue_10() {
     let report = load.finish();
     assert_eq!(report["failed"]["total"], 0, "{report}");
 }
+
+/// Python's `http.server` serves one connection at a time: it waits for the request of
+/// the connection it accepted before it accepts the next one.
+const ONE_AT_A_TIME: &str = r#"
+import http.server, os
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Ok).serve_forever()
+"#;
+
+/// Regression: the proxy opened an idle connection to a replica as it became ready; a
+/// replica serving one connection at a time waited on it, its readiness probe timed out a
+/// second later, and it answered nothing (503, or 504 for a request already sent).
+#[test]
+fn a_replica_serving_one_connection_at_a_time_stays_ready_and_answers() {
+    let port = free_port();
+    let run = format!(r#"["python3", "-c", {ONE_AT_A_TIME:?}]"#);
+    let mut stack = Stack::start(&format!(
+        r#"
+[services.single]
+run = {run}
+[services.single.readiness]
+http = "/healthz"
+period = "50ms"
+timeout = "500ms"
+failure_threshold = 1
+[services.single.expose]
+listen = "127.0.0.1:{port}"
+"#
+    ));
+    stack.wait_ready("single", 1);
+    for i in 0..4 {
+        // Spaced out, so that a connection held idle has time to stall a probe.
+        std::thread::sleep(Duration::from_millis(700));
+        let (status, body) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
+        assert_eq!((status, body.as_str()), (200, "ok"), "request {i}");
+    }
+    let unready: Vec<_> = stack
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["type"] == "replica_unready"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("timed out"))
+        })
+        .collect();
+    assert!(
+        unready.is_empty(),
+        "the replica's probe timed out: {unready:?}"
+    );
+    stack.terminate(Duration::from_secs(10));
+}
