@@ -142,8 +142,8 @@ fn p2c_balances_equal_replicas_and_warms_a_replacement_issue_10() {
 }
 
 /// Python's `http.server` serves one connection at a time: it waits for the request of
-/// the connection it accepted before it accepts the next one.
-const ONE_AT_A_TIME: &str = r#"
+/// the connection it accepted before it accepts the next one. It answers "ok" to any GET.
+pub const ONE_AT_A_TIME: &str = r#"
 import http.server, os
 class Ok(http.server.BaseHTTPRequestHandler):
     def do_GET(self):

@@ -289,23 +289,15 @@ fn a_replica_is_checkpointed_and_restored_when_up_runs_in_a_session_led_from_out
 
 /// A slow replica (ready 3 s after it starts, on `$PORT`) that also holds a connection
 /// its own second listener never accepts: a connection in flight, as a probe's or a
-/// client's is when it arrives while CRIU dumps.
+/// client's is when it arrives while CRIU dumps. Then it serves as
+/// [`crate::proxy::ONE_AT_A_TIME`] does.
 const IN_FLIGHT: &str = r#"
-import http.server, os, socket, time
+import socket, time
 waiting = socket.socket()
 waiting.bind(("127.0.0.1", 0))
 waiting.listen(8)
 client = socket.create_connection(waiting.getsockname())
 time.sleep(3)
-class Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("content-length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Ok).serve_forever()
 "#;
 
 /// CI's red run of stop 31: a readiness probe's connection arrived during `criu dump`,
@@ -315,7 +307,8 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Ok).serve_forever
 #[test]
 fn a_replica_with_a_connection_waiting_to_be_accepted_is_checkpointed_and_restored() {
     let port = free_port();
-    let run = format!(r#"["python3", "-c", {IN_FLIGHT:?}]"#);
+    let program = format!("{IN_FLIGHT}{}", crate::proxy::ONE_AT_A_TIME);
+    let run = format!(r#"["python3", "-c", {program:?}]"#);
     let mut stack = Stack::start(&warm_stack_of(&run, port));
     checkpoint(&stack, 0);
     kill_and_restore(&stack);
