@@ -335,9 +335,17 @@ fn a_cut_off_leader_stops_before_the_majority_elects_another_and_never_overlaps(
         },
     );
     // A lease's worth after it is back: it leads neither with its stale token nor at all
-    // (the group is held).
+    // (the group is held). The majority side may elect again meanwhile, with a greater
+    // token: its leader steps down by design when a keepalive is answered late (a sixth of
+    // the TTL), as one can be while the healed host's etcd member catches up on a loaded
+    // machine (seen once in a rehearsal: h2 led with 25, then with 32).
     while healed.elapsed() < 2 * TTL {
-        assert_eq!(leaders(&c, &all), vec![(new, t2)]);
+        let l = leaders(&c, &all);
+        assert!(l.len() <= 1, "two leaders at once: {l:?}");
+        assert!(
+            l.iter().all(|&(h, t)| h != old && t >= t2),
+            "after the heal of h{old} (token {t1}), h{new} leading with {t2}: {l:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(stopper);
@@ -352,10 +360,17 @@ fn a_cut_off_leader_stops_before_the_majority_elects_another_and_never_overlaps(
         };
         eprintln!("  {t} h{h} {:+.2}s .. {:+.2}s", rel(first), rel(last));
     }
+    // The old leader's spell, then the new one's; any later one (an election again, see
+    // above) on the majority side.
+    let hosts: Vec<(u64, usize)> = spells.iter().map(|s| (s.0, s.1)).collect();
     assert_eq!(
-        spells.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
-        vec![(t1, old), (t2, new)],
-        "exactly two spells: the old leader's, then the new one's"
+        hosts[..2.min(hosts.len())],
+        [(t1, old), (t2, new)],
+        "the old leader's spell, then the new one's: {hosts:?}"
+    );
+    assert!(
+        hosts[2..].iter().all(|&(_, h)| h != old),
+        "the healed host led again: {hosts:?}"
     );
     no_overlap(&spells);
     // The old leader stopped before its lease could have expired on the majority's side:
