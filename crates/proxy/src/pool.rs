@@ -110,8 +110,14 @@ impl Pool {
     }
 
     /// Opens each worker's shared HTTP/2 connection in the background, on that worker.
-    /// HTTP/1.1 connections are opened only for a request (see the caller).
+    /// An HTTP/1.1 pool opens nothing ahead: an idle connection would hold a replica that
+    /// serves one connection at a time (Python's http.server, a gunicorn sync worker) until
+    /// a request came on it, its probes timing out meanwhile (nginx and HAProxy open none
+    /// ahead either); its connections are opened for requests.
     pub(crate) fn warm(self: &Arc<Self>, workers: &Workers) {
+        if !self.http2 {
+            return;
+        }
         for (worker, rt) in workers.handles().iter().enumerate() {
             let pool = self.clone();
             rt.spawn(async move {

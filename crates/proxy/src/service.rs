@@ -300,13 +300,9 @@ impl State {
                     (policy.expose.upstream_http2, policy.upstream.clone()),
                     workers.len(),
                 );
-                // Its first request should not pay for the connect, but only an HTTP/2
-                // connection is opened ahead: an idle HTTP/1.1 one would hold a replica that
-                // serves one connection at a time (Python's http.server, a gunicorn sync
-                // worker) until a request came on it, its probes timing out meanwhile
-                // (nginx and HAProxy open none ahead either). A TCP-mode service speaks
-                // no HTTP at all.
-                if policy.expose.protocol == spec::Protocol::Http && policy.expose.upstream_http2 {
+                // Its first request should not pay for the connect (HTTP/2 only, see
+                // `warm`). A TCP-mode service speaks no HTTP at all.
+                if policy.expose.protocol == spec::Protocol::Http {
                     pool.warm(workers);
                 }
                 self.replicas.insert(
