@@ -1047,3 +1047,47 @@ max_keys = 0
         "#,
     );
 }
+
+/// No string of the file may hold a NUL (no argument, value, name or header can carry
+/// one), wherever it is written; an empty program is still refused at its element.
+#[test]
+fn a_nul_in_any_string_is_refused_where_it_is() {
+    check(
+        "
+[services.web]
+run = [\"./server\", \"--name\", \"a\\u0000b\"]
+env = { GREETING = \"hi\\u0000\" }
+
+[services.api]
+run = [\"\", \"x\"]
+expose = { listen = \"127.0.0.1:8080\", request_id_header = \"x-id\\u0000\" }
+",
+        r#"
+        stack.toml:2:30: error: elements of `run` must not contain a NUL character
+        stack.toml:3:20: error: `env.GREETING` must not contain a NUL character
+        stack.toml:6:8: error: the first element of `run` is the program to run and must not be empty
+        stack.toml:7:59: error: `request_id_header` must not contain a NUL character
+        "#,
+    );
+}
+
+/// `hash_on` and `weights` belong to their balancer; the balancer needs its key.
+#[test]
+fn balancer_keys_go_with_their_balancer() {
+    check(
+        r#"
+[services.web]
+run = ["x"]
+expose = { listen = "127.0.0.1:8080", hash_on = "client-address", weights = [1, 2] }
+
+[services.api]
+run = ["y"]
+expose = { listen = "127.0.0.1:8081", balance = "weighted" }
+"#,
+        r#"
+        stack.toml:3:49: error: `hash_on` needs balance = "hash"
+        stack.toml:3:77: error: `weights` needs balance = "weighted"
+        stack.toml:7:10: error: [services.api.expose]: balance = "weighted" needs `weights = [..]`, one per replica index
+        "#,
+    );
+}

@@ -197,18 +197,15 @@ pub(super) fn check_routes(services: &[Checked], p: &mut Problems) {
         let routes = c.raw.expose.value().and_then(|e| e.routes.value());
         for t in routes.into_iter().flatten().filter_map(|r| r.to.given()) {
             let to = t.get_ref().as_str();
-            if to == c.service.name {
-                p.push(
-                    t.span(),
-                    format!("a route of `{to}` cannot lead to `{to}` itself"),
-                );
+            let problem = if to == c.service.name {
+                format!("a route of `{to}` cannot lead to `{to}` itself")
             } else if !others.contains(&to) {
                 let hint = hint(to, &others, "services are");
-                p.push(
-                    t.span(),
-                    format!("route `to` names unknown service `{to}`{hint}"),
-                );
-            }
+                format!("route `to` names unknown service `{to}`{hint}")
+            } else {
+                continue;
+            };
+            p.push(t.span(), problem);
         }
     }
 }

@@ -88,7 +88,8 @@ fn valid_name(n: &str) -> Result<(), &'static str> {
     }
 }
 
-/// `env`: names must be non-empty and hold neither `=` nor NUL; values must not hold NUL.
+/// `env`: names must be non-empty and hold neither `=` nor NUL (the reader refused a NUL
+/// in a value, as in every string).
 fn explicit(
     field: &Field<Vec<(Spanned<String>, Spanned<String>)>>,
     p: &mut Problems,
@@ -100,11 +101,6 @@ fn explicit(
             p.push(
                 name.span(),
                 format!("invalid environment variable name {n:?}: {why}"),
-            );
-        } else if value.get_ref().contains('\0') {
-            p.push(
-                value.span(),
-                format!("`env.{n}` must not contain a NUL character"),
             );
         } else {
             out.insert(n.clone(), value.get_ref().clone());

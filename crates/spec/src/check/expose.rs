@@ -4,14 +4,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::{each, rules};
-use crate::keys::{
-    BreakerTable, ExposeTable, FaultTable, HedgeTable, OutlierTable, RetriesTable, RouteTable,
-    ToxicTable,
-};
-use crate::model::{
-    Balance, BalanceName, Breaker, Expose, Fault, FaultAction, Outlier, Protocol, RateLimit,
-    Retries, RetryCondition, Route, RouteMatch, Toxic, ToxicKind, ToxicType,
-};
+use crate::keys::*;
+use crate::model::*;
 use crate::problem::Problems;
 
 /// Keys of `[expose]` that only mean something for HTTP.
@@ -138,25 +132,18 @@ fn balance(raw: &ExposeTable, p: &mut Problems) -> Option<Balance> {
     {
         p.push(w, "`weights` needs balance = \"weighted\"");
     }
+    let needs = |what| (format!("balance = \"{}\"", kind.as_str()), what);
     Some(match kind {
         BalanceName::P2c => Balance::P2c,
         BalanceName::RoundRobin => Balance::RoundRobin,
         BalanceName::LeastRequest => Balance::LeastRequest,
         BalanceName::Weighted => {
-            let needs = (
-                "balance = \"weighted\"",
-                "`weights = [..]`, one per replica index",
-            );
-            Balance::Weighted(rules::required(&raw.weights, raw.place(), needs, p)?)
+            let what = "`weights = [..]`, one per replica index";
+            Balance::Weighted(rules::required(&raw.weights, raw.place(), needs(what), p)?)
         }
         BalanceName::Hash => {
             let what = "`hash_on`: \"header:NAME\", \"cookie:NAME\" or \"client-address\"";
-            Balance::Hash(rules::required(
-                &raw.hash_on,
-                raw.place(),
-                ("balance = \"hash\"", what),
-                p,
-            )?)
+            Balance::Hash(rules::required(&raw.hash_on, raw.place(), needs(what), p)?)
         }
     })
 }

@@ -51,7 +51,7 @@ pub(super) fn one_of<'k>(
 pub(super) fn required<T: Clone>(
     field: &Field<T>,
     (span, label, _): Place<'_>,
-    (cond, what): (&str, &str),
+    (cond, what): (impl std::fmt::Display, &str),
     p: &mut Problems,
 ) -> Option<T> {
     match field {

@@ -1,7 +1,5 @@
 //! `[[services.NAME.slo]]`: unique names, a kind with its own keys, a plausible objective.
 
-use std::time::Duration;
-
 use crate::keys::{ServiceTable, SloTable};
 use crate::model::{Slo, SloKind, SloKindName};
 use crate::problem::Problems;
@@ -44,9 +42,9 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
         // `objective = 0.999` is almost always a fraction written for a percentage, and an
         // objective under 1 % means nothing.
         if v >= 1.0 {
-            return Some(percent_to_fraction(v));
+            return Some(shifted(v, -2));
         }
-        let percent = clean_number(v * 100.0);
+        let percent = shifted(v, 2);
         p.fail(
             o.span(),
             format!(
@@ -55,19 +53,6 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
             ),
         )
     });
-    let period = raw.period.get().filter(|d| *d >= MIN_PERIOD);
-    if let Some(v) = raw.period.given()
-        && period.is_none()
-    {
-        p.push(
-            v.span(),
-            format!(
-                "`period` must be at least 1m, found {:?}; SLO periods are usually \"30d\" or \
-                 \"28d\", and short ones such as \"1h\" are for trying things out",
-                humantime::format_duration(*v.get_ref()).to_string()
-            ),
-        );
-    }
     let kind = match raw.kind.get()? {
         SloKindName::Availability => {
             if let Some(t) = raw.threshold.span() {
@@ -100,31 +85,15 @@ fn slo(raw: &SloTable, p: &mut Problems) -> Option<Slo> {
         name: raw.name.get()?,
         kind,
         objective: objective?,
-        period: period?,
+        period: raw.period.get()?,
         alerts: raw.alerts.value()?.build()?,
     })
 }
 
-/// The shortest SLO period: shorter ones measure nothing.
-const MIN_PERIOD: Duration = Duration::from_secs(60);
-
-/// `99.9` → `0.999`, the double nearest the decimal the user wrote, not `99.9 / 100`
-/// (`0.9990000000000001`): the shortest decimal form of `v` with its exponent lowered by
-/// two, parsed again. Exported rules print the objective, and should print what the file
-/// says.
-fn percent_to_fraction(v: f64) -> f64 {
-    let text = format!("{v:e}");
-    text.split_once('e')
-        .and_then(|(digits, exp)| {
-            let exp: i32 = exp.parse().ok()?;
-            format!("{digits}e{}", exp - 2).parse().ok()
-        })
-        .unwrap_or(v / 100.0)
-}
-
-/// `99.9` rather than `99.89999999999999`: at most 9 decimals, trailing zeros dropped.
-fn clean_number(v: f64) -> String {
-    let s = format!("{v:.9}");
-    let s = s.trim_end_matches('0');
-    s.trim_end_matches('.').to_owned()
+/// `v` × 10^`exp` as the decimal the user wrote: `99.9` → `0.999`, the double nearest
+/// that decimal, not `99.9 / 100` (`0.9990000000000001`); `0.999` → `99.9`. Rust prints
+/// the shortest decimal that reads back as `v`, and its exponent is shifted as text. Exported
+/// rules and messages print the objective, and should print what the file says.
+fn shifted(v: f64, exp: i32) -> f64 {
+    format!("{v}e{exp}").parse().unwrap_or(v * 10f64.powi(exp))
 }

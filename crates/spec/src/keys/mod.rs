@@ -11,16 +11,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::model::{
-    Amount, BalanceName, ClientRole, ClientVerify, Direction, HashOn, OnError, OnOom, Priority,
-    Protocol, RateKey, RestartAction, RestartPolicy, RetryCondition, Schedule, Signal, SloKindName,
-    TlsVersion, ToxicType,
-};
+// The whole vocabulary of declarations, so that a key of a new type needs no import.
+use crate::model::*;
 use crate::schema::Omitted::{self, ByTable, Optional, Required};
-use crate::schema::{
-    address, boolean, choice, command, count_or_percent, duration, int, list, map, number, spanned,
-    string, table, tables, text,
-};
+use crate::schema::*;
 use crate::section;
 
 pub(crate) mod auth;
@@ -695,7 +689,8 @@ section! {
         objective: f64 = number(0.0, 100.0).above_min().below_max().unit("percent"),
             Required("objective = 99.9");
         /// The SLO's period (from 1m; short ones are for trying things out).
-        period: Duration = duration().long(), r#""30d""#;
+        period: Duration = duration().long().at_least(Duration::from_secs(60), "SLO periods are usually \"30d\" or \"28d\", \
+            and short ones such as \"1h\" are for trying things out"), r#""30d""#;
         /// Availability: count 429 (rate limited) answers as bad.
         count_429_as_error: bool = boolean(), "false";
         /// Latency: the latency a good request stays under.
@@ -902,13 +897,13 @@ mod tests {
     use wrong::{OutOfRange, WrongAsStartup};
 
     #[test]
-    #[should_panic(expected = "the default of `OutOfRange().retries` does not read")]
+    #[should_panic(expected = "OutOfRange().retries` does not read")]
     fn a_default_that_does_not_read_is_caught() {
         OutOfRange::table_doc();
     }
 
     #[test]
-    #[should_panic(expected = "the default of `WrongAsStartup(startup).period` does not read")]
+    #[should_panic(expected = "WrongAsStartup(startup).period` does not read")]
     fn a_default_of_one_table_that_does_not_read_is_caught() {
         WrongAsStartup::table_doc();
     }

@@ -103,17 +103,15 @@ pub(crate) fn read_default<K: Kind>(
 }
 
 /// A string.
+#[derive(Default)]
 pub(crate) struct Str {
     non_empty: bool,
     quote_hint: bool,
 }
 
 /// Any string.
-pub(crate) const fn string() -> Str {
-    Str {
-        non_empty: false,
-        quote_hint: false,
-    }
+pub(crate) fn string() -> Str {
+    Str::default()
 }
 
 impl Str {
@@ -146,10 +144,16 @@ impl Kind for Str {
             let hint = format!("quote it: {} = \"{shown}\"", at.key);
             return p.fail(v.span(), format!("{message}; {hint}"));
         };
-        if self.non_empty && s.is_empty() {
-            return p.fail(v.span(), format!("{} must not be empty", at.what));
-        }
-        Some(s.to_owned())
+        // No string of the file may hold a NUL: arguments, paths, names and header values
+        // cannot carry one.
+        let problem = if self.non_empty && s.is_empty() {
+            "must not be empty"
+        } else if s.contains('\0') {
+            "must not contain a NUL character"
+        } else {
+            return Some(s.to_owned());
+        };
+        p.fail(v.span(), format!("{} {problem}", at.what))
     }
     fn shape(&self) -> Shape {
         Shape::String {
@@ -222,13 +226,10 @@ impl<T: TryFrom<i64>> Kind for Int<T> {
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
         let (shown, low) = match integer(v.get_ref()) {
             None => return wrong(self, v, at, p),
-            Some(Ok(n)) if (self.min..=self.max).contains(&n) => {
-                if let Ok(t) = T::try_from(n) {
-                    return Some(t);
-                }
-                (n.to_string(), false)
-            }
-            Some(Ok(n)) => (n.to_string(), n < self.min),
+            Some(Ok(n)) => match T::try_from(n) {
+                Ok(t) if (self.min..=self.max).contains(&n) => return Some(t),
+                _ => (n.to_string(), n < self.min),
+            },
             Some(Err(text)) => (text, false),
         };
         let range = range_words(self.min, self.max, low);
@@ -310,15 +311,13 @@ impl Kind for NumberRange {
         if self.contains(n) {
             return Some(n);
         }
-        let unit = if self.unit.is_empty() {
+        let (what, range, unit) = (at.what, self.words(), self.unit);
+        let unit = if unit.is_empty() {
             String::new()
         } else {
-            format!(" ({})", self.unit)
+            format!(" ({unit})")
         };
-        p.fail(
-            v.span(),
-            format!("{} must be {}{unit}, found {n}", at.what, self.words()),
-        )
+        p.fail(v.span(), format!("{what} must be {range}{unit}, found {n}"))
     }
     fn shape(&self) -> Shape {
         Shape::Number(*self)
@@ -328,6 +327,8 @@ impl Kind for NumberRange {
 /// A duration string, at most a day (or a year for keys measured in days).
 pub(crate) struct Dur {
     max: (Duration, &'static str),
+    /// The shortest accepted, and why a shorter one is refused.
+    min: (Duration, &'static str),
     positive: bool,
 }
 
@@ -341,6 +342,7 @@ const YEAR: (Duration, &str) = (Duration::from_secs(366 * 24 * 3600), "366d");
 pub(crate) const fn duration() -> Dur {
     Dur {
         max: DAY,
+        min: (Duration::ZERO, ""),
         positive: false,
     }
 }
@@ -349,6 +351,11 @@ impl Dur {
     /// Up to 366d.
     pub const fn long(self) -> Dur {
         Dur { max: YEAR, ..self }
+    }
+    /// Shorter than `min` is refused, saying `why`.
+    pub const fn at_least(mut self, min: Duration, why: &'static str) -> Dur {
+        self.min = (min, why);
+        self
     }
     /// `"0s"` is refused (something waits on it or divides by it).
     pub const fn positive(mut self) -> Dur {
@@ -371,6 +378,10 @@ impl Kind for Dur {
                 "{} must be at most {}, found {text:?}; check the unit (ms, s, m, h, d)",
                 at.what, self.max.1
             ),
+            Ok(d) if d < self.min.0 => {
+                let (min, why) = (humantime::format_duration(self.min.0), self.min.1);
+                format!("{} must be at least {min}, found {text:?}; {why}", at.what)
+            }
             Ok(d) if d.is_zero() && self.positive => format!("{} must be greater than 0", at.what),
             Ok(d) => return Some(d),
             // humantime's own words say where the text goes wrong, and list the units.
@@ -560,8 +571,7 @@ impl<K: Kind> Kind for WithSpan<K> {
     }
 }
 
-/// A program and its arguments, never passed through a shell: the program must be named
-/// and nothing may hold a NUL (it cannot be passed to `execve`).
+/// A program and its arguments, never passed through a shell: the program must be named.
 pub(crate) struct Command;
 
 /// A command line: `["program", "arg", ...]`.
@@ -575,21 +585,14 @@ impl Kind for Command {
         let args = list(spanned(string()))
             .non_empty("it is the program to run and its arguments")
             .read(v, at, p)?;
-        let key = at.key;
-        let mut ok = true;
-        for (i, arg) in args.iter().enumerate() {
-            // An empty argument is a real value (`--name ""`); only the program must be named.
-            let problem = if i == 0 && arg.get_ref().is_empty() {
-                format!("the first element of `{key}` is the program to run and must not be empty")
-            } else if arg.get_ref().contains('\0') {
-                format!("elements of `{key}` must not contain a NUL character")
-            } else {
-                continue;
-            };
-            p.push(arg.span(), problem);
-            ok = false;
+        // An empty argument is a real value (`--name ""`); only the program must be named.
+        if let Some(program) = args.first().filter(|a| a.get_ref().is_empty()) {
+            let key = at.key;
+            let problem =
+                format!("the first element of `{key}` is the program to run and must not be empty");
+            return p.fail(program.span(), problem);
         }
-        ok.then(|| args.into_iter().map(Spanned::into_inner).collect())
+        Some(args.into_iter().map(Spanned::into_inner).collect())
     }
     fn shape(&self) -> Shape {
         Shape::List(Box::new(Shape::String { non_empty: false }))
@@ -704,16 +707,16 @@ impl<K: Kind> Kind for Map<K> {
 }
 
 /// A number of replicas, or a share of them: `2` or `"50%"`.
-pub(crate) struct Amount {
+pub(crate) struct CountOrPercent {
     max: i64,
 }
 
 /// A count in `0..=max`, or a percentage in `0..=100`.
-pub(crate) const fn count_or_percent(max: i64) -> Amount {
-    Amount { max }
+pub(crate) const fn count_or_percent(max: i64) -> CountOrPercent {
+    CountOrPercent { max }
 }
 
-impl Kind for Amount {
+impl Kind for CountOrPercent {
     type Out = crate::model::Amount;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
         if v.get_ref().as_integer().is_some() {

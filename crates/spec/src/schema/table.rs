@@ -115,12 +115,8 @@ pub(crate) fn read_defaults<S: Section>(keys: &[Key]) {
         _ => None,
     });
     let names = by_table.flatten().map(|(table, _)| *table).chain([""]);
-    let section = std::any::type_name::<S>()
-        .rsplit("::")
-        .next()
-        .unwrap_or_default();
     for name in names.filter(|_| cfg!(debug_assertions)) {
-        let path = format!("{section}({name})");
+        let path = format!("{}({name})", std::any::type_name::<S>());
         S::read(
             &Table::new(None, 0..0, path, name),
             &mut Problems::default(),
