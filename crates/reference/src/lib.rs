@@ -48,8 +48,8 @@ fn walk(prefix: &str, keys: &[Key], out: &mut Vec<(String, Key)>) {
 /// The type of a key, as the reference writes it.
 fn type_text(shape: &Shape) -> String {
     match shape {
-        Shape::String { non_empty: false } => "string".into(),
-        Shape::String { non_empty: true } => "string, not empty".into(),
+        Shape::String(s) if s.non_empty => "string, not empty".into(),
+        Shape::String(_) => "string".into(),
         Shape::Bool => "boolean".into(),
         Shape::Int { min, max, unit } => {
             let top = if *max >= i64::from(u32::MAX) {
@@ -85,10 +85,11 @@ fn type_text(shape: &Shape) -> String {
             };
             format!("number {low}{min} to {top}{unit}")
         }
-        Shape::Duration { max, positive } => {
+        Shape::Duration(d) => {
             format!(
-                "duration{}, at most {max}",
-                if *positive { " > 0" } else { "" }
+                "duration{}, at most {}",
+                if d.positive { " > 0" } else { "" },
+                d.max.1
             )
         }
         Shape::Choice(names) => names
@@ -243,7 +244,7 @@ fn toml_value(text: &str) -> Option<Value> {
 
 fn shape_schema(shape: &Shape, name: &str) -> Value {
     match shape {
-        Shape::String { non_empty } => json!({"type": "string", "minLength": u8::from(*non_empty)}),
+        Shape::String(s) => json!({"type": "string", "minLength": u8::from(s.non_empty)}),
         Shape::Bool => json!({"type": "boolean"}),
         Shape::Int { min, max, .. } => json!({"type": "integer", "minimum": min, "maximum": max}),
         Shape::Number(NumberRange {
@@ -268,7 +269,7 @@ fn shape_schema(shape: &Shape, name: &str) -> Value {
             }
             n
         }
-        Shape::Duration { .. } => json!({
+        Shape::Duration(_) => json!({
             "type": "string",
             "pattern": r"^\s*([0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+\s*)+$",
         }),
@@ -359,10 +360,10 @@ fn example(all: &[(String, Key)], path: &str, key: &Key) -> Option<String> {
         (Shape::Choice(names), _) => format!("\"{}\"", names.last()?),
         (_, d) if d.text_for("").is_some() => d.text_for("")?.to_owned(),
         (Shape::Bool, _) => "true".into(),
-        (Shape::Duration { .. }, _) => "\"5s\"".into(),
+        (Shape::Duration(_), _) => "\"5s\"".into(),
         (Shape::Int { min, .. }, _) => (*min).max(1).to_string(),
         (Shape::Number(NumberRange { max, .. }), _) => format!("{}", max.min(100.0) / 2.0),
-        (Shape::String { .. } | Shape::Text(_), _) => "\"...\"".into(),
+        (Shape::String(_) | Shape::Text(_), _) => "\"...\"".into(),
         (Shape::List(_), _) => "[]".into(),
         (Shape::CountOrPercent { .. }, _) => "1".into(),
         _ => return None,

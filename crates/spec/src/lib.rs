@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::*;
 pub use problem::suggest;
-pub use schema::{Key, NumberRange, Omitted, Shape, TableDoc};
+pub use schema::{DurationRange, Key, NumberRange, Omitted, Shape, StringRule, TableDoc};
 
 use problem::Problems;
 use schema::Section;
@@ -146,7 +146,8 @@ fn read_root<S: Section>(source: &str, path: &Path, p: &mut Problems) -> Result<
         let message = format!("invalid TOML: {}", e.message());
         Errors::one(path, source, e.span().unwrap_or(0..0), message)
     })?;
-    let root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
+    let mut root = schema::Table::new(Some(doc.get_ref()), doc.span(), String::new(), "");
+    root.label = "at the top level".into();
     Ok(S::read(&root, p))
 }
 

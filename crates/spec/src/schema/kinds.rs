@@ -33,11 +33,11 @@ impl Shape {
     /// What a wrong value should have been: "a string", "an integer"...
     pub(crate) fn expected(&self) -> String {
         match self {
-            Shape::String { .. } => "a string".into(),
+            Shape::String(_) => "a string".into(),
             Shape::Bool => "a boolean".into(),
             Shape::Int { .. } => "an integer".into(),
             Shape::Number(_) => "a number".into(),
-            Shape::Duration { .. } => DURATION.into(),
+            Shape::Duration(_) => DURATION.into(),
             Shape::Choice(names) => quoted_choices(names),
             Shape::Text(form) => (*form).into(),
             Shape::List(item) => format!("an array of {}", item.plural()),
@@ -53,10 +53,10 @@ impl Shape {
     /// How an array of these is named: "an array of {plural}".
     fn plural(&self) -> &'static str {
         match self {
-            Shape::String { .. } | Shape::Choice(_) | Shape::Text(_) => "strings",
+            Shape::String(_) | Shape::Choice(_) | Shape::Text(_) => "strings",
             Shape::Int { .. } => "integers",
             Shape::Number(_) => "numbers",
-            Shape::Duration { .. } => "durations",
+            Shape::Duration(_) => "durations",
             Shape::Table(_) => "tables",
             _ => "values",
         }
@@ -102,34 +102,36 @@ pub(crate) fn read_default<K: Kind>(
     kind.read(v, at, p)
 }
 
-/// A string.
-#[derive(Default)]
-pub(crate) struct Str {
-    non_empty: bool,
-    quote_hint: bool,
+/// The strings a key takes (and, as a [`Kind`], how they are read).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StringRule {
+    /// `""` is refused.
+    pub non_empty: bool,
+    /// A number or boolean given instead gets "quote it: KEY = "8080"" (for `env`, where
+    /// values are strings because the environment is).
+    pub quote_hint: bool,
 }
 
 /// Any string.
-pub(crate) fn string() -> Str {
-    Str::default()
+pub(crate) fn string() -> StringRule {
+    StringRule::default()
 }
 
-impl Str {
+impl StringRule {
     /// `""` is refused.
-    pub const fn non_empty(mut self) -> Str {
+    pub const fn non_empty(mut self) -> StringRule {
         self.non_empty = true;
         self
     }
 
-    /// A number or boolean given instead gets "quote it: KEY = "8080"" (for `env`, where
-    /// values are strings because the environment is).
-    pub const fn quote_hint(mut self) -> Str {
+    /// With the hint to quote a number or boolean given instead.
+    pub const fn quote_hint(mut self) -> StringRule {
         self.quote_hint = true;
         self
     }
 }
 
-impl Kind for Str {
+impl Kind for StringRule {
     type Out = String;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<String> {
         let Some(s) = v.get_ref().as_str() else {
@@ -156,9 +158,7 @@ impl Kind for Str {
         p.fail(v.span(), format!("{} {problem}", at.what))
     }
     fn shape(&self) -> Shape {
-        Shape::String {
-            non_empty: self.non_empty,
-        }
+        Shape::String(*self)
     }
 }
 
@@ -324,12 +324,16 @@ impl Kind for NumberRange {
     }
 }
 
-/// A duration string, at most a day (or a year for keys measured in days).
-pub(crate) struct Dur {
-    max: (Duration, &'static str),
+/// The durations a key takes, at most a day or a year (and, as a [`Kind`], how they are
+/// read).
+#[derive(Debug, Clone, Copy)]
+pub struct DurationRange {
+    /// The longest accepted, and how it is written.
+    pub max: (Duration, &'static str),
     /// The shortest accepted, and why a shorter one is refused.
-    min: (Duration, &'static str),
-    positive: bool,
+    pub min: (Duration, &'static str),
+    /// `"0s"` is refused.
+    pub positive: bool,
 }
 
 /// The longest duration most keys accept. Longer values are typos (`"10000h"` for
@@ -339,26 +343,26 @@ const DAY: (Duration, &str) = (Duration::from_secs(24 * 3600), "24h");
 const YEAR: (Duration, &str) = (Duration::from_secs(366 * 24 * 3600), "366d");
 
 /// A duration of at most 24h.
-pub(crate) const fn duration() -> Dur {
-    Dur {
+pub(crate) const fn duration() -> DurationRange {
+    DurationRange {
         max: DAY,
         min: (Duration::ZERO, ""),
         positive: false,
     }
 }
 
-impl Dur {
+impl DurationRange {
     /// Up to 366d.
-    pub const fn long(self) -> Dur {
-        Dur { max: YEAR, ..self }
+    pub const fn long(self) -> DurationRange {
+        DurationRange { max: YEAR, ..self }
     }
     /// Shorter than `min` is refused, saying `why`.
-    pub const fn at_least(mut self, min: Duration, why: &'static str) -> Dur {
+    pub const fn at_least(mut self, min: Duration, why: &'static str) -> DurationRange {
         self.min = (min, why);
         self
     }
     /// `"0s"` is refused (something waits on it or divides by it).
-    pub const fn positive(mut self) -> Dur {
+    pub const fn positive(mut self) -> DurationRange {
         self.positive = true;
         self
     }
@@ -367,7 +371,7 @@ impl Dur {
 /// How a duration is described in messages.
 const DURATION: &str = "a duration such as \"250ms\" or \"5s\"";
 
-impl Kind for Dur {
+impl Kind for DurationRange {
     type Out = Duration;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Duration> {
         let Some(text) = v.get_ref().as_str() else {
@@ -390,10 +394,7 @@ impl Kind for Dur {
         p.fail(v.span(), message)
     }
     fn shape(&self) -> Shape {
-        Shape::Duration {
-            max: self.max.1,
-            positive: self.positive,
-        }
+        Shape::Duration(*self)
     }
 }
 
@@ -595,7 +596,7 @@ impl Kind for Command {
         Some(args.into_iter().map(Spanned::into_inner).collect())
     }
     fn shape(&self) -> Shape {
-        Shape::List(Box::new(Shape::String { non_empty: false }))
+        Shape::List(Box::new(Shape::String(string())))
     }
 }
 

@@ -12,6 +12,7 @@ mod kinds;
 mod table;
 
 pub(crate) use kinds::*;
+pub use kinds::{DurationRange, StringRule};
 pub(crate) use table::{Table, read_defaults};
 
 use toml::Spanned;
@@ -149,11 +150,8 @@ pub struct TableDoc {
 /// The values a key takes, for documentation and schema.
 #[derive(Debug, Clone)]
 pub enum Shape {
-    /// Any string (`non_empty`: not `""`).
-    String {
-        /// `""` is refused.
-        non_empty: bool,
-    },
+    /// A string.
+    String(StringRule),
     /// `true` or `false`.
     Bool,
     /// An integer in `min..=max`.
@@ -167,13 +165,8 @@ pub enum Shape {
     },
     /// A number (an integer is taken as one) in a range.
     Number(NumberRange),
-    /// A duration string, at most `max`.
-    Duration {
-        /// The longest accepted, as written.
-        max: &'static str,
-        /// `"0s"` is refused.
-        positive: bool,
-    },
+    /// A duration string.
+    Duration(DurationRange),
     /// One of these strings.
     Choice(Vec<&'static str>),
     /// A string of this form.
@@ -291,10 +284,7 @@ macro_rules! section {
                     label: t.label.clone(),
                     written: t.written(&[$($crate::section!(@name $field $($toml)?)),*], p),
                     $( $field: t.read(
-                        $crate::section!(@name $field $($toml)?),
-                        &$kind,
-                        $crate::schema::Omitted::from($default),
-                        p,
+                        $crate::section!(@name $field $($toml)?), &$kind, ($default).into(), p,
                     ), )*
                 }
             }

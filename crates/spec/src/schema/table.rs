@@ -20,18 +20,14 @@ pub(crate) struct Table<'a, 'i> {
 }
 
 impl<'a, 'i> Table<'a, 'i> {
+    /// The table at `path`, named `[path]` in messages.
     pub fn new(map: Option<&'a DeTable<'i>>, span: Span, path: String, name: &str) -> Self {
-        let label = if path.is_empty() {
-            "at the top level".to_owned()
-        } else {
-            format!("[{path}]")
-        };
         Table {
             map,
             span,
+            label: format!("[{path}]"),
             path,
             name: name.to_owned(),
-            label,
         }
     }
 
@@ -64,11 +60,9 @@ impl<'a, 'i> Table<'a, 'i> {
         omitted: Omitted,
         p: &mut Problems,
     ) -> Field<K::Out> {
-        let path = &if self.path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.path)
-        };
+        // `services.web.expose.listen`; a key of the top level is its own path.
+        let path = format!("{}.{key}", self.path);
+        let path = path.trim_start_matches('.');
         let what = &format!("`{key}`");
         let at = At { key, what, path };
         if let Some(v) = self.map.and_then(|m| m.get(key)) {
