@@ -86,11 +86,12 @@ fn type_text(shape: &Shape) -> String {
             format!("number {low}{min} to {top}{unit}")
         }
         Shape::Duration(d) => {
-            format!(
-                "duration{}, at most {}",
-                if d.positive { " > 0" } else { "" },
-                d.max.1
-            )
+            let positive = if d.positive { " > 0" } else { "" };
+            let min = match d.min.0 {
+                min if min.is_zero() => String::new(),
+                min => format!(", at least {}", humantime::format_duration(min)),
+            };
+            format!("duration{positive}{min}, at most {}", d.max.1)
         }
         Shape::Choice(names) => names
             .iter()
