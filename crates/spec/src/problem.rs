@@ -115,11 +115,8 @@ pub(crate) fn hint(given: &str, candidates: &[&str], what: &str) -> String {
 
 /// `` `a`, `b`, `c` ``.
 pub(crate) fn backticked(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let quoted: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();
+    quoted.join(", ")
 }
 
 /// `"a"`, `"b"` or `"c"`: how string values are listed in messages (they are strings in

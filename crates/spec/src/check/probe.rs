@@ -58,17 +58,16 @@ fn action(raw: &ProbeTable, p: &mut Problems) -> Option<ProbeAction> {
         );
     }
     // `None` below means the one action was invalid, which was reported already.
-    Some(
-        match super::rules::one_of(raw.place(), &ACTIONS, true, p)? {
-            "http" => ProbeAction::Http {
-                path: raw.http.get()?,
-            },
-            "tcp" => raw.tcp.get().filter(|t| *t).map(|_| ProbeAction::Tcp)?,
-            _ => ProbeAction::Exec {
-                command: raw.exec.get()?,
-            },
+    let chosen = super::rules::one_of(raw.place(), &ACTIONS, true, p)?;
+    Some(match chosen {
+        "http" => ProbeAction::Http {
+            path: raw.http.get()?,
         },
-    )
+        "tcp" => raw.tcp.get().filter(|t| *t).map(|_| ProbeAction::Tcp)?,
+        _ => ProbeAction::Exec {
+            command: raw.exec.get()?,
+        },
+    })
 }
 
 impl Probe {

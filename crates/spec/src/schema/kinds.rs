@@ -232,11 +232,8 @@ impl<T: TryFrom<i64>> Kind for Int<T> {
             },
             Some(Err(text)) => (text, false),
         };
-        let range = range_words(self.min, self.max, low);
-        p.fail(
-            v.span(),
-            format!("{} must be {range}, found {shown}", at.what),
-        )
+        let (what, range) = (at.what, range_words(self.min, self.max, low));
+        p.fail(v.span(), format!("{what} must be {range}, found {shown}"))
     }
     fn shape(&self) -> Shape {
         Shape::Int {
@@ -451,21 +448,18 @@ fn read_form<T>(
         Ok(t) => return Some(t),
         Err(more) => more,
     };
-    let kebab = s.replace('_', "-");
+    let (what, kebab) = (at.what, s.replace('_', "-"));
     if kebab != s
         && let Ok(t) = parse(&kebab)
     {
-        let what = at.what;
-        p.warn(
-            v.span(),
-            format!("{what}: \"{s}\" is the old spelling of \"{kebab}\"; write \"{kebab}\""),
-        );
+        let old = format!("\"{s}\" is the old spelling of \"{kebab}\"; write \"{kebab}\"");
+        p.warn(v.span(), format!("{what}: {old}"));
         return Some(t);
     }
     let form = kind.shape().expected();
     p.fail(
         v.span(),
-        format!("{} must be {form}, found {s:?}{more}", at.what),
+        format!("{what} must be {form}, found {s:?}{more}"),
     )
 }
 

@@ -17,6 +17,8 @@ pub(crate) use table::{Table, read_defaults};
 
 use toml::Spanned;
 
+use crate::problem::Span;
+
 /// A key after reading.
 ///
 /// `Invalid` (present, but already reported) is kept apart from `Absent` so that checks
@@ -65,7 +67,7 @@ impl<T> Field<T> {
     }
 
     /// The value's span, if written in the file.
-    pub fn span(&self) -> Option<crate::problem::Span> {
+    pub fn span(&self) -> Option<Span> {
         self.given().map(Spanned::span)
     }
 }
@@ -209,11 +211,7 @@ pub struct NumberRange {
 
 /// A table as the rules between keys see it: its span, how messages name it, and the keys
 /// written in it with their spans (the `span`, `label` and `written` of every `section!`).
-pub(crate) type Place<'a> = (
-    &'a crate::problem::Span,
-    &'a String,
-    &'a Vec<(String, crate::problem::Span, crate::problem::Span)>,
-);
+pub(crate) type Place<'a> = (&'a Span, &'a String, &'a Vec<(String, Span, Span)>);
 
 /// A table of the stack file, declared by [`section!`](crate::section).
 pub(crate) trait Section: Sized {
