@@ -16,7 +16,8 @@ second total, the original keys' total. FILE has one entry a line (`#` starts a 
     PATH ITEM...           these top-level items of the file are (by name: the struct,
                            enum, fn, trait, const, static or mod called ITEM, every `impl`
                            whose type is ITEM, a `section!` or `spelled!` declaring ITEM,
-                           a `macro_rules!` called ITEM)
+                           a `macro_rules!` called ITEM; `use(PATH)` for the `use` or
+                           `pub use` of PATH, written without spaces: `use(chaos::*)`)
     PATH ITEM.MEMBER...    these members of ITEM are (a field or a variant of a struct or
                            enum, a function of an impl, a key of a `section!`): the lines
                            from the member's doc comment to the line before the next member
@@ -162,6 +163,7 @@ IMPL = re.compile(r"\s*impl(?:<[^>]*>)?\s+(?:[\w:<>, ]+\s+for\s+)?(?:[\w:]+::)?(
 SECTION_STRUCT = re.compile(r"\s*(?:pub(?:\([^)]*\))?\s+)?(?:struct|enum)\s+(\w+)")
 DECLARING = ("section!", "crate::section!", "spelled!", "crate::spelled!")
 MACRO = re.compile(r"\s*macro_rules!\s+(\w+)")
+USE = re.compile(r"\s*(?:pub(?:\([^)]*\))?\s+)?use\s+([^;]+);")
 MEMBER = re.compile(
     r"\s*(?:pub(?:\([^)]*\))?\s+)?(?:(?:const|async|unsafe)\s+)*(?:fn\s+)?(\w+)\b"
 )
@@ -185,8 +187,11 @@ def items(lines, depth_at):
             continue
         name = None
         m = MACRO.match(lines[k]) or IMPL.match(lines[k]) or ITEM.match(lines[k])
+        u = USE.match(lines[k])
         if m:
             name = m.group(1)
+        elif u:
+            name = "use(" + re.sub(r"\s+", "", u.group(1)) + ")"
         elif s.startswith(DECLARING):
             for j in range(k + 1, min(k + 40, len(lines))):
                 if depth_at[j] == 1:
