@@ -1091,3 +1091,24 @@ expose = { listen = "127.0.0.1:8081", balance = "weighted" }
         "#,
     );
 }
+
+/// A key whose presence chooses an action (`tcp`, a sink's `log`, a fault's `reset`)
+/// cannot be `false`: it is refused (at its value; a fault's at the fault, as before),
+/// saying what to do instead.
+#[test]
+fn an_action_key_set_to_false_is_refused_at_its_value() {
+    check(
+        r#"
+[[alerts.sinks]]
+log = false
+
+[services.web]
+run = ["x"]
+expose = { listen = "127.0.0.1:8080", faults = [{ reset = false, percent = 5.0 }] }
+"#,
+        r#"
+        stack.toml:2:7: error: `log = false` is not a sink; remove the entry to have no log sink
+        stack.toml:6:49: error: `reset = false` is not a fault; remove the entry
+        "#,
+    );
+}

@@ -26,13 +26,7 @@ const SINKS: [(&str, &str); 3] = [
 
 fn sink(raw: &SinkTable, p: &mut Problems) -> Option<AlertSink> {
     Some(match super::rules::one_of(raw.place(), &SINKS, false, p)? {
-        "log" if !raw.log.get()? => {
-            return p.fail(
-                raw.log.span()?,
-                "`log = false` is not a sink; remove the entry to have no log sink",
-            );
-        }
-        "log" => AlertSink::Log,
+        "log" => raw.log.get().map(|_| AlertSink::Log)?,
         "webhook" => AlertSink::Webhook {
             url: raw.webhook.get()?,
             timeout: raw.timeout.get()?,

@@ -184,6 +184,7 @@ fn fault(t: &FaultTable, p: &mut Problems) -> Option<Fault> {
             format!("{} needs `percent` (0 to 100) or `header`", t.label),
         );
     }
+    // Reported at the fault, as a fault without an action is.
     if t.reset.get() == Some(false) {
         return p.fail(
             t.span.clone(),

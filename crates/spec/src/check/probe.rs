@@ -46,24 +46,14 @@ const ACTIONS: [(&str, &str); 3] = [
     ("exec", "`exec = [\"cmd\", \"arg\"]`"),
 ];
 
-/// The probe's action. `tcp = false` is reported whatever else is written.
+/// The probe's action (`tcp = false` was refused by the reader, whatever else is written).
 fn action(raw: &ProbeTable, p: &mut Problems) -> Option<ProbeAction> {
-    if let Some(tcp) = raw.tcp.given()
-        && !*tcp.get_ref()
-    {
-        p.push(
-            tcp.span(),
-            "`tcp = false` is not a probe action; use `tcp = true` to probe by connecting to \
-             the replica's port, or set `http` or `exec` instead",
-        );
-    }
-    // `None` below means the one action was invalid, which was reported already.
     let chosen = super::rules::one_of(raw.place(), &ACTIONS, true, p)?;
     Some(match chosen {
         "http" => ProbeAction::Http {
             path: raw.http.get()?,
         },
-        "tcp" => raw.tcp.get().filter(|t| *t).map(|_| ProbeAction::Tcp)?,
+        "tcp" => raw.tcp.get().map(|_| ProbeAction::Tcp)?,
         _ => ProbeAction::Exec {
             command: raw.exec.get()?,
         },

@@ -121,7 +121,7 @@ section! {
     /// An alert sink: exactly one of `log = true`, `webhook = "http://…"`, `exec = [..]`.
     pub(crate) struct SinkTable {
         /// Write notifications to bulwark's log.
-        log: bool = boolean(), Optional("");
+        log: bool = Bool::only_true("is not a sink; remove the entry to have no log sink"), Optional("");
         /// POST each notification as JSON (Alertmanager-like), retried with backoff.
         webhook: http::Uri = text("an http:// URL such as \"http://127.0.0.1:9000/hook\"", webhook_url),
             Optional("");
@@ -289,7 +289,8 @@ section! {
         /// GET this path on the replica's port; healthy if 200 ≤ status < 400.
         http: String = text("a path starting with `/`", http_path), Optional("");
         /// Healthy when a TCP connection to the replica's port succeeds.
-        tcp: bool = boolean(), Optional("");
+        tcp: bool = Bool::only_true("is not a probe action; use `tcp = true` to probe by connecting to \
+            the replica's port, or set `http` or `exec` instead"), Optional("");
         /// Healthy when this command exits 0.
         exec: Vec<String> = command(), Optional("");
         /// Time between two checks (Kubernetes: 10s).

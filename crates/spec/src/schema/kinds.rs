@@ -163,17 +163,31 @@ impl Kind for StringRule {
 }
 
 /// `true` or `false`.
-pub(crate) struct Bool;
+pub(crate) struct Bool {
+    /// Why `false` is refused (a key whose presence is a choice), or empty.
+    only_true: &'static str,
+}
 
 /// A boolean.
 pub(crate) const fn boolean() -> Bool {
-    Bool
+    Bool { only_true: "" }
+}
+
+impl Bool {
+    /// `false` is refused: "`KEY = false` {why}".
+    pub const fn only_true(why: &'static str) -> Bool {
+        Bool { only_true: why }
+    }
 }
 
 impl Kind for Bool {
     type Out = bool;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<bool> {
-        v.get_ref().as_bool().or_else(|| wrong(self, v, at, p))
+        let b = v.get_ref().as_bool().or_else(|| wrong(self, v, at, p))?;
+        if !b && !self.only_true.is_empty() {
+            return p.fail(v.span(), format!("`{} = false` {}", at.key, self.only_true));
+        }
+        Some(b)
     }
     fn shape(&self) -> Shape {
         Shape::Bool
