@@ -63,23 +63,20 @@ impl Shape {
     }
 }
 
-/// The one wording of a wrong TOML type, reported.
-fn wrong<T>(
-    kind: &impl Kind,
-    v: &Spanned<DeValue<'_>>,
-    at: &At<'_>,
-    p: &mut Problems,
-) -> Option<T> {
-    p.fail(v.span(), wrong_type(&kind.shape().expected(), v, at))
-}
+impl At<'_> {
+    /// The one wording of a wrong TOML type, reported.
+    fn wrong<T>(&self, kind: &impl Kind, v: &Spanned<DeValue<'_>>, p: &mut Problems) -> Option<T> {
+        p.fail(v.span(), self.wrong_type(&kind.shape().expected(), v))
+    }
 
-/// The one wording of a wrong TOML type: "`key` must be EXPECTED, found a TYPE" (the TOML
-/// type with its article: "a string", "an integer").
-fn wrong_type(expected: &str, v: &Spanned<DeValue<'_>>, at: &At<'_>) -> String {
-    let found = v.get_ref().type_str();
-    let an = found.starts_with(['a', 'e', 'i', 'o', 'u']);
-    let article = if an { "an" } else { "a" };
-    format!("{} must be {expected}, found {article} {found}", at.what)
+    /// The one wording of a wrong TOML type: "`key` must be EXPECTED, found a TYPE" (the
+    /// TOML type with its article: "a string", "an integer").
+    fn wrong_type(&self, expected: &str, v: &Spanned<DeValue<'_>>) -> String {
+        let found = v.get_ref().type_str();
+        let an = found.starts_with(['a', 'e', 'i', 'o', 'u']);
+        let article = if an { "an" } else { "a" };
+        format!("{} must be {expected}, found {article} {found}", self.what)
+    }
 }
 
 /// The value of a key left out, `None` for a required or optional one: its default read
@@ -140,9 +137,9 @@ impl Kind for StringRule {
                 (true, DeValue::Float(f)) => f.to_string(),
                 (true, DeValue::Boolean(b)) => b.to_string(),
                 (true, DeValue::Datetime(d)) => d.to_string(),
-                _ => return wrong(self, v, at, p),
+                _ => return at.wrong(self, v, p),
             };
-            let message = wrong_type("a string", v, at);
+            let message = at.wrong_type("a string", v);
             let hint = format!("quote it: {} = \"{shown}\"", at.key);
             return p.fail(v.span(), format!("{message}; {hint}"));
         };
@@ -183,7 +180,7 @@ impl Bool {
 impl Kind for Bool {
     type Out = bool;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<bool> {
-        let b = v.get_ref().as_bool().or_else(|| wrong(self, v, at, p))?;
+        let b = v.get_ref().as_bool().or_else(|| at.wrong(self, v, p))?;
         if !b && !self.only_true.is_empty() {
             return p.fail(v.span(), format!("`{} = false` {}", at.key, self.only_true));
         }
@@ -239,7 +236,7 @@ impl<T: TryFrom<i64>> Kind for Int<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
         let (shown, low) = match integer(v.get_ref()) {
-            None => return wrong(self, v, at, p),
+            None => return at.wrong(self, v, p),
             Some(Ok(n)) => match T::try_from(n) {
                 Ok(t) if (self.min..=self.max).contains(&n) => return Some(t),
                 _ => (n.to_string(), n < self.min),
@@ -317,7 +314,7 @@ impl Kind for NumberRange {
                 Some(Ok(i)) => i as f64,
                 _ => f64::INFINITY,
             },
-            _ => return wrong(self, v, at, p),
+            _ => return at.wrong(self, v, p),
         };
         if self.contains(n) {
             return Some(n);
@@ -386,7 +383,7 @@ impl Kind for DurationRange {
     type Out = Duration;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Duration> {
         let Some(text) = v.get_ref().as_str() else {
-            return wrong(self, v, at, p);
+            return at.wrong(self, v, p);
         };
         let message = match humantime::parse_duration(text) {
             Ok(d) if d > self.max.0 => format!(
@@ -420,27 +417,20 @@ pub(crate) const fn choice<T>(choices: &'static [(&'static str, T)]) -> Choice<T
     Choice { choices }
 }
 
-impl<T> Choice<T> {
-    fn names(&self) -> Vec<&'static str> {
-        self.choices.iter().map(|(n, _)| *n).collect()
-    }
-}
-
 impl<T: Clone> Kind for Choice<T> {
     type Out = T;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<T> {
-        let names = self.names();
         read_form(self, v, at, p, |s| {
             let found = self.choices.iter().find(|(n, _)| *n == s);
             found.map(|(_, t)| t.clone()).ok_or_else(|| {
-                suggest(s, names.iter().copied())
+                suggest(s, self.choices.iter().map(|(n, _)| *n))
                     .map(|m| format!("; did you mean \"{m}\"?"))
                     .unwrap_or_default()
             })
         })
     }
     fn shape(&self) -> Shape {
-        Shape::Choice(self.names())
+        Shape::Choice(self.choices.iter().map(|(n, _)| *n).collect())
     }
 }
 
@@ -456,7 +446,7 @@ fn read_form<T>(
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Option<T> {
     let Some(s) = v.get_ref().as_str() else {
-        return wrong(kind, v, at, p);
+        return at.wrong(kind, v, p);
     };
     let more = match parse(s) {
         Ok(t) => return Some(t),
@@ -533,7 +523,7 @@ impl<K: Kind> Kind for List<K> {
     type Out = Vec<K::Out>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Self::Out> {
         let DeValue::Array(items) = v.get_ref() else {
-            let mut message = wrong_type(&self.shape().expected(), v, at);
+            let mut message = at.wrong_type(&self.shape().expected(), v);
             // The most common slip: a command line written as one string.
             if let Some(s) = v.get_ref().as_str()
                 && !s.trim().is_empty()
@@ -635,7 +625,7 @@ fn read_table<S: Section>(
     p: &mut Problems,
 ) -> Option<S> {
     let DeValue::Table(map) = v.get_ref() else {
-        return p.fail(v.span(), wrong_type(&format!("a table ({label})"), v, at));
+        return p.fail(v.span(), at.wrong_type(&format!("a table ({label})"), v));
     };
     let mut t = Table::new(Some(map), v.span(), at.path.to_owned(), at.key);
     t.label = label;
@@ -656,7 +646,7 @@ impl<S: Section> Kind for Subs<S> {
         let DeValue::Array(items) = v.get_ref() else {
             // `[services.web.slo]` (one table) is the likely slip: say how to write it.
             let expected = format!("an array of tables ([[{}]])", at.path);
-            return p.fail(v.span(), wrong_type(&expected, v, at));
+            return p.fail(v.span(), at.wrong_type(&expected, v));
         };
         let what = &format!("each entry of `{}`", at.key);
         let entry = At { what, ..*at };
@@ -688,7 +678,7 @@ impl<K: Kind> Kind for Map<K> {
             if matches!(self.value.shape(), Shape::Table(_)) {
                 expected.push_str(&format!(" ([{}.{}])", at.path, self.name));
             }
-            return p.fail(v.span(), wrong_type(&expected, v, at));
+            return p.fail(v.span(), at.wrong_type(&expected, v));
         };
         let mut entries: Vec<_> = map.iter().collect();
         entries.sort_by_key(|(k, _)| k.span().start);
