@@ -1049,7 +1049,8 @@ max_keys = 0
 }
 
 /// No string of the file may hold a NUL (no argument, value, name or header can carry
-/// one), wherever it is written; an empty program is still refused at its element.
+/// one), wherever it is written; an empty program is still refused at its element, in the
+/// same run.
 #[test]
 fn a_nul_in_any_string_is_refused_where_it_is() {
     check(
@@ -1059,13 +1060,14 @@ run = [\"./server\", \"--name\", \"a\\u0000b\"]
 env = { GREETING = \"hi\\u0000\" }
 
 [services.api]
-run = [\"\", \"x\"]
+run = [\"\", \"x\\u0000\"]
 expose = { listen = \"127.0.0.1:8080\", request_id_header = \"x-id\\u0000\" }
 ",
         r#"
         stack.toml:2:30: error: elements of `run` must not contain a NUL character
         stack.toml:3:20: error: `env.GREETING` must not contain a NUL character
         stack.toml:6:8: error: the first element of `run` is the program to run and must not be empty
+        stack.toml:6:12: error: elements of `run` must not contain a NUL character
         stack.toml:7:59: error: `request_id_header` must not contain a NUL character
         "#,
     );

@@ -581,17 +581,20 @@ pub(crate) const fn command() -> Command {
 impl Kind for Command {
     type Out = Vec<String>;
     fn read(&self, v: &Spanned<DeValue<'_>>, at: &At<'_>, p: &mut Problems) -> Option<Vec<String>> {
-        let args = list(spanned(string()))
-            .non_empty("it is the program to run and its arguments")
-            .read(v, at, p)?;
         // An empty argument is a real value (`--name ""`); only the program must be named.
-        if let Some(program) = args.first().filter(|a| a.get_ref().is_empty()) {
+        // Looked at first, so that it is reported with the other elements' problems.
+        let first = v.get_ref().as_array().and_then(|items| items.first());
+        let unnamed = first.filter(|program| program.get_ref().as_str() == Some(""));
+        if let Some(program) = unnamed {
             let key = at.key;
             let problem =
                 format!("the first element of `{key}` is the program to run and must not be empty");
-            return p.fail(program.span(), problem);
+            p.push(program.span(), problem);
         }
-        Some(args.into_iter().map(Spanned::into_inner).collect())
+        let args = list(string())
+            .non_empty("it is the program to run and its arguments")
+            .read(v, at, p)?;
+        unnamed.is_none().then_some(args)
     }
     fn shape(&self) -> Shape {
         Shape::List(Box::new(Shape::String(string())))
