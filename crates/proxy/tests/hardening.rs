@@ -108,13 +108,8 @@ async fn endless_replica() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut b).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
+                if !read_request_head(&mut s).await {
+                    return;
                 }
                 let len = 1u64 << 30;
                 let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");

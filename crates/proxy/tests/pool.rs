@@ -150,14 +150,8 @@ async fn one_at_a_time() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
-            let mut head = Vec::new();
-            let mut b = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut b).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&b[..n]),
-                }
-            }
+            // Answered even when the head never came whole, as before.
+            read_request_head(&mut s).await;
             let answer = "HTTP/1.0 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
             let _ = s.write_all(answer.as_bytes()).await;
         }

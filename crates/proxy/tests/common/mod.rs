@@ -123,6 +123,20 @@ pub async fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// For a replica written with raw sockets: reads until the end of a request's head,
+/// waiting as long as it takes; `false` if the peer closed or failed first.
+pub async fn read_request_head(s: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut b = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut b).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&b[..n]),
+        }
+    }
+    true
+}
+
 /// Reads one response head and a `Content-Length` body; returns (status, head, body).
 pub async fn response(s: &mut TcpStream) -> (u16, String, String) {
     timeout(DEADLINE, async {
